@@ -1,0 +1,1 @@
+//! imap session state machine (placeholder until its issue lands).

@@ -1,0 +1,1 @@
+//! pop3 session state machine (placeholder until its issue lands).

@@ -1,0 +1,1 @@
+//! smtp session state machine (placeholder until its issue lands).
