@@ -1,1 +1,0 @@
-//! smtp session state machine (placeholder until its issue lands).
