@@ -1,1 +1,0 @@
-//! pop3 session state machine (placeholder until its issue lands).
