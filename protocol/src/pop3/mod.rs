@@ -405,11 +405,13 @@ impl Pop3Session {
                 Flow::Continue
             }
             (State::Transaction { maildrop, .. }, Command::List(number)) => {
-                scan_listing(maildrop, number, out, |e| e.size.to_string());
+                let (count, size) = maildrop.totals();
+                let status = format!("+OK {count} messages ({size} octets)\r\n");
+                scan_listing(maildrop, number, out, &status, |e| e.size.to_string());
                 Flow::Continue
             }
             (State::Transaction { maildrop, .. }, Command::Uidl(number)) => {
-                scan_listing(maildrop, number, out, |e| e.uidl.clone());
+                scan_listing(maildrop, number, out, "+OK\r\n", |e| e.uidl.clone());
                 Flow::Continue
             }
             (State::Transaction { account, maildrop }, Command::Retr(number)) => {
@@ -581,7 +583,7 @@ impl Pop3Session {
         let account = match self.auth.authenticate(&credentials) {
             Ok(account) => account,
             Err(error) => {
-                tracing::info!(peer = %self.info.peer, user = %credentials.username, %error, "pop3 login failed");
+                tracing::info!(peer = %self.info.peer, user = ?credentials.username, %error, "pop3 login failed");
                 // One text for unknown user, wrong password and inactive account, so
                 // addresses cannot be probed.
                 return match error {
@@ -687,6 +689,7 @@ fn scan_listing(
     maildrop: &Maildrop,
     number: Option<MessageNumber>,
     out: &mut Vec<u8>,
+    status: &str,
     value: impl Fn(&MaildropEntry) -> String,
 ) {
     match number {
@@ -699,7 +702,7 @@ fn scan_listing(
             Err(reply) => out.extend_from_slice(reply.as_bytes()),
         },
         None => {
-            out.extend_from_slice(b"+OK\r\n");
+            out.extend_from_slice(status.as_bytes());
             for (n, entry) in maildrop.live() {
                 out.extend_from_slice(format!("{n} {}\r\n", value(entry)).as_bytes());
             }

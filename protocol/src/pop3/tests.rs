@@ -493,6 +493,11 @@ fn listings_agree_with_retr_octets() {
     let mut s = logged_in(&store);
     let list = send(&mut s, "LIST\r\n");
     let stat = send(&mut s, "STAT\r\n");
+    let total = DOTS.len() + EIGHT_BIT.len();
+    assert!(list.starts_with(&format!(
+        "+OK 2 messages ({total} octets)\r\n1 {}\r\n",
+        DOTS.len()
+    )));
     let mut sizes = Vec::new();
     for line in list.lines().skip(1).take_while(|l| *l != ".") {
         let (n, size) = line.split_once(' ').unwrap();
@@ -743,4 +748,54 @@ fn output_is_throttled_per_step() {
     assert_eq!(send(&mut s, ""), "+OK\r\n");
     assert!(!s.has_pending_commands());
     assert_eq!(send(&mut s, ""), "");
+}
+
+#[test]
+fn unread_pipelined_input_is_bounded() {
+    let store = two_messages();
+    let auth = Arc::new(MockAuth::default());
+    let limits = Pop3Limits {
+        max_output_per_step: 1,
+        ..Pop3Limits::default()
+    };
+    let mut s = Pop3Session::new(info(true), auth, store.clone(), limits);
+    send(&mut s, &format!("USER {USER}\r\n"));
+    send(&mut s, &format!("PASS {PASSWORD}\r\n"));
+    let flood = "NOOP\r\n".repeat(MAX_BUFFERED_INPUT / 6 + 10);
+    assert_eq!(
+        s.receive(flood.as_bytes()),
+        Output::close("+OK\r\n-ERR too much pipelined input\r\n")
+    );
+    assert_eq!(store.log(), ["open", "release"]);
+}
+
+#[test]
+fn greeting_hostname_cannot_inject_lines_and_revoked_goodbye() {
+    let store = two_messages();
+    let mut odd = info(true);
+    odd.hostname = "mx\r\n+OK evil".into();
+    let (mut s, _) = session_with(odd, &store);
+    assert_eq!(
+        s.greeting(),
+        Output::reply("+OK mx+OKevil Understudy POP3 ready\r\n")
+    );
+    assert_eq!(
+        s.goodbye(Goodbye::Revoked),
+        b"-ERR session ended by the administrator\r\n".to_vec()
+    );
+    assert_eq!(s.receive(b"NOOP\r\n"), Output::close(Vec::new()));
+}
+
+#[test]
+fn list_after_dele_skips_marked_messages() {
+    let store = two_messages();
+    let mut s = logged_in(&store);
+    send(&mut s, "DELE 1\r\n");
+    assert_eq!(
+        send(&mut s, "LIST\r\n"),
+        format!(
+            "+OK 1 messages ({0} octets)\r\n2 {0}\r\n.\r\n",
+            EIGHT_BIT.len()
+        )
+    );
 }

@@ -10,13 +10,18 @@
 /// and replacing instead of dropping keeps LIST sizes exact.
 pub(crate) fn append_multiline(out: &mut Vec<u8>, message: &[u8]) {
     out.reserve(message.len() + message.len() / 64 + 5);
-    let mut line_start = true;
-    for &octet in message {
-        if line_start && octet == b'.' {
+    let body_start = out.len();
+    for line in message.split_inclusive(|b| *b == b'\n') {
+        if line.first() == Some(&b'.') {
             out.push(b'.');
         }
-        out.push(if octet == 0 { 0x80 } else { octet });
-        line_start = octet == b'\n';
+        out.extend_from_slice(line);
+    }
+    if message.contains(&0) {
+        out[body_start..]
+            .iter_mut()
+            .filter(|b| **b == 0)
+            .for_each(|b| *b = 0x80);
     }
     match message {
         [] | [.., b'\r', b'\n'] => {}
