@@ -932,18 +932,7 @@ fn disposition_tail(msg: &ParsedMessage<'_>, entity: &Entity) -> Option<Disposit
         .map(|d| (istring(d.value), params_of(&d.params)));
     let language = entity
         .field_value(raw, "content-language")
-        .map(|v| {
-            v.split(|&b| b == b',')
-                .map(|l| {
-                    l.iter()
-                        .copied()
-                        .filter(|b| !b.is_ascii_whitespace())
-                        .collect::<Vec<u8>>()
-                })
-                .filter(|l| !l.is_empty())
-                .map(istring)
-                .collect()
-        })
+        .map(|v| language_tags(&v).into_iter().map(istring).collect())
         .unwrap_or_default();
     let location = entity
         .field_value(raw, "content-location")
@@ -958,6 +947,21 @@ fn disposition_tail(msg: &ParsedMessage<'_>, entity: &Entity) -> Option<Disposit
             }),
         }),
     })
+}
+
+/// Content-Language tags (RFC 3282): comma-separated tokens, comments dropped.
+fn language_tags(value: &[u8]) -> Vec<Vec<u8>> {
+    let mut lx = Lexer::new(value);
+    let mut tags = Vec::new();
+    loop {
+        lx.skip_cfws();
+        match lx.token() {
+            Some(tag) => tags.push(tag),
+            None if lx.eat(b',') => {}
+            None => break,
+        }
+    }
+    tags
 }
 
 /// The Content-Transfer-Encoding token, or None when the field is not a single token
@@ -1125,32 +1129,48 @@ fn header_fields<N: AsRef<[u8]>>(raw: &[u8], entity: &Entity, names: &[N], keep:
 // ---------------------------------------------------------------------------------------
 // SEARCH content keys (RFC 3501 §6.4.4).
 
-/// Whether [`matches_content`] evaluates this key itself. Composite keys (AND, OR, NOT)
-/// and flag, size, date and set keys are for the caller, which walks the key tree and
-/// asks about each content leaf.
+/// Whether [`matches_content`] evaluates this key itself: a content leaf, or AND, OR and
+/// NOT made only of content leaves. Flag, size, INTERNALDATE, set and MODSEQ keys (and
+/// any composite containing one) are for the caller, which walks the key tree and asks
+/// about the content parts.
 pub fn is_content_key(key: &SearchKey<'_>) -> bool {
-    matches!(
-        key,
-        SearchKey::Body(_)
-            | SearchKey::Text(_)
-            | SearchKey::Header(..)
-            | SearchKey::Subject(_)
-            | SearchKey::From(_)
-            | SearchKey::To(_)
-            | SearchKey::Cc(_)
-            | SearchKey::Bcc(_)
-            | SearchKey::SentBefore(_)
-            | SearchKey::SentOn(_)
-            | SearchKey::SentSince(_)
-    )
+    match key {
+        SearchKey::And(keys) => keys.as_ref().iter().all(is_content_key),
+        SearchKey::Or(a, b) => is_content_key(a) && is_content_key(b),
+        SearchKey::Not(k) => is_content_key(k),
+        _ => matches!(
+            key,
+            SearchKey::Body(_)
+                | SearchKey::Text(_)
+                | SearchKey::Header(..)
+                | SearchKey::Subject(_)
+                | SearchKey::From(_)
+                | SearchKey::To(_)
+                | SearchKey::Cc(_)
+                | SearchKey::Bcc(_)
+                | SearchKey::SentBefore(_)
+                | SearchKey::SentOn(_)
+                | SearchKey::SentSince(_)
+        ),
+    }
 }
 
 /// Content search keys: BODY, TEXT, HEADER name value, SUBJECT, FROM, TO, CC, BCC,
-/// SENTBEFORE/SENTON/SENTSINCE. Other keys (see [`is_content_key`]): return true (the
-/// caller evaluates them). Strings match as case-insensitive substrings of RFC 2047
-/// decoded header values and of transfer- and charset-decoded text parts.
+/// SENTBEFORE/SENTON/SENTSINCE. Other keys: return true (the caller evaluates them).
+/// AND/OR/NOT are evaluated here only when [`is_content_key`] says they are pure
+/// content; otherwise they too return true. Strings match as case-insensitive
+/// substrings of RFC 2047 decoded header values (or their raw form) and of transfer-
+/// and charset-decoded text parts. A message without a parsable Date: header matches no
+/// SENT* key.
 pub fn matches_content(msg: &ParsedMessage<'_>, key: &SearchKey<'_>) -> bool {
     match key {
+        SearchKey::And(keys) if is_content_key(key) => {
+            keys.as_ref().iter().all(|k| matches_content(msg, k))
+        }
+        SearchKey::Or(a, b) if is_content_key(key) => {
+            matches_content(msg, a) || matches_content(msg, b)
+        }
+        SearchKey::Not(k) if is_content_key(key) => !matches_content(msg, k),
         SearchKey::Body(s) => body_contains(msg, &needle(s.as_ref())),
         SearchKey::Text(s) => {
             let n = needle(s.as_ref());
@@ -1209,10 +1229,14 @@ fn header_contains(msg: &ParsedMessage<'_>, name: Option<&str>, needle: &str) ->
         }
         let raw_value = get(block, h.offset_start as usize..h.offset_end as usize);
         let value = decoded_value(&h.value, raw_value);
+        // Ids lose their angle brackets when decoded; clients search with them too.
+        let raw = String::from_utf8_lossy(&unfold(raw_value)).into_owned();
         if name.is_none() {
-            contains(&format!("{}: {}", h.name.as_str(), value), needle)
+            let field = h.name.as_str();
+            contains(&format!("{field}: {value}"), needle)
+                || contains(&format!("{field}: {raw}"), needle)
         } else {
-            contains(&value, needle)
+            contains(&value, needle) || contains(&raw, needle)
         }
     })
 }
@@ -1232,7 +1256,7 @@ fn decoded_value(value: &HeaderValue<'_>, raw_value: &[u8]) -> String {
         HeaderValue::TextList(l) => l.join(" "),
         HeaderValue::Address(mail_parser::Address::List(list)) => {
             let decoded: Vec<String> = list.iter().map(addr).collect();
-            format!("{} {raw}", decoded.join(", "))
+            decoded.join(", ")
         }
         HeaderValue::Address(mail_parser::Address::Group(groups)) => {
             let decoded: Vec<String> = groups
@@ -1245,7 +1269,7 @@ fn decoded_value(value: &HeaderValue<'_>, raw_value: &[u8]) -> String {
                     }
                 })
                 .collect();
-            format!("{} {raw}", decoded.join(", "))
+            decoded.join(", ")
         }
         _ => raw,
     }
@@ -1662,6 +1686,26 @@ x\r\n\
     }
 
     #[test]
+    fn single_part_extension_fields() {
+        let raw = "Content-Type: text/x-custom; charset=us-ascii; note=\"say \\\"hi\\\"\"\r\n\
+Content-ID: <c@example.org>\r\n\
+Content-MD5: Q2hlY2sgSW50ZWdyaXR5IQ==\r\n\
+Content-Disposition: inline; size=5\r\n\
+Content-Description: greeting\r\n\
+Content-Language: en, fi (Finnish)\r\n\
+Content-Location: http://example.org/hi.txt\r\n\
+\r\n\
+hi\r\n\r\n";
+        assert_eq!(
+            bodystructure(raw),
+            "* 1 FETCH (BODYSTRUCTURE (\"TEXT\" \"x-custom\" \
+             (\"charset\" \"us-ascii\" \"note\" \"say \\\"hi\\\"\") \"<c@example.org>\" \"greeting\" \
+             \"7bit\" 6 2 \"Q2hlY2sgSW50ZWdyaXR5IQ==\" (\"inline\" (\"size\" \"5\")) (\"en\" \"fi\") \
+             \"http://example.org/hi.txt\"))\r\n"
+        );
+    }
+
+    #[test]
     fn multipart_without_parts_shows_one_empty_text_part() {
         let raw = "Content-Type: multipart/mixed; boundary=\"foo\"\r\n\r\nno delimiter here\r\n";
         assert_eq!(
@@ -1879,11 +1923,32 @@ Content-Transfer-Encoding: quoted-printable\r\n\r\nna=EFve\r\n";
     }
 
     #[test]
+    fn search_ids_with_or_without_brackets() {
+        assert!(search(MIXED, "HEADER Message-ID <m1@example.org>"));
+        assert!(search(MIXED, "HEADER message-id m1@example.org"));
+        assert!(search(MIXED, "TEXT \"Message-ID: <m1@\""));
+    }
+
+    #[test]
+    fn pure_content_composites_are_evaluated() {
+        assert!(search(MIXED, "OR SUBJECT holiday FROM jane"));
+        assert!(!search(MIXED, "OR SUBJECT holiday FROM joe"));
+        assert!(search(MIXED, "NOT BODY zebra"));
+        assert!(!search(MIXED, "NOT BODY please"));
+        assert!(search(MIXED, "(FROM jane NOT SENTBEFORE 1-Jan-2024)"));
+        assert!(!search(MIXED, "(FROM jane SENTBEFORE 1-Jan-2024)"));
+    }
+
+    #[test]
     fn other_keys_are_left_to_the_caller() {
         let msg = ParsedMessage::parse(SIMPLE.as_bytes());
         assert!(!is_content_key(&SearchKey::Seen));
         assert!(matches_content(&msg, &SearchKey::Seen));
         assert!(matches_content(&msg, &SearchKey::Larger(1_000_000)));
+        // A composite with a flag key is the caller's, even under NOT.
+        let mixed = SearchKey::Not(Box::new(SearchKey::Seen));
+        assert!(!is_content_key(&mixed));
+        assert!(matches_content(&msg, &mixed));
     }
 
     #[test]
