@@ -19,6 +19,9 @@
 /// Longest text line, without its CRLF (RFC 5321 §4.5.3.1.6: 1000 octets with CRLF).
 pub(super) const MAX_TEXT_LINE: usize = 998;
 
+/// Most memory reserved up front from the client's SIZE= declaration.
+const RESERVE_LIMIT: usize = 1 << 20;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// At the start of a line; `strict` when the previous line ended with a real CRLF
@@ -56,7 +59,8 @@ impl BodyDecoder {
             state: State::Start { strict: true },
             line_len: 0,
             max_size,
-            body: Vec::with_capacity(size_hint.min(max_size)),
+            // A declared SIZE is only a claim: reserve at most 1 MiB on its word.
+            body: Vec::with_capacity(size_hint.min(max_size).min(RESERVE_LIMIT)),
             oversize: false,
             long_line: false,
         }

@@ -638,3 +638,34 @@ fn sequence_errors_and_misc_commands() {
         .0
         .contains(" with SMTP id "));
 }
+
+#[test]
+fn auth_line_may_exceed_the_command_limit_but_not_the_sasl_limit() {
+    let mut h = Harness::new(SmtpMode::Submission, true);
+    h.send("EHLO c\r\n");
+    let response = "QUFB".repeat(200);
+    assert_eq!(
+        h.send(&format!("AUTH PLAIN {response}\r\n")),
+        "535 5.7.8 Authentication credentials invalid\r\n"
+    );
+    let huge = "QUFB".repeat(2000);
+    assert_eq!(
+        h.send(&format!("AUTH PLAIN {huge}\r\nNOOP\r\n")),
+        "500 5.5.6 Line too long\r\n250 2.0.0 Ok\r\n"
+    );
+    assert_eq!(h.send("AUTH PLAIN\r\n"), "334 \r\n");
+    assert_eq!(
+        h.send(&format!("{huge}\r\nNOOP\r\n")),
+        "500 5.5.6 Line too long\r\n250 2.0.0 Ok\r\n"
+    );
+}
+
+#[test]
+fn revoked_goodbye_closes() {
+    let mut h = Harness::new(SmtpMode::Submission, true);
+    assert_eq!(
+        h.session.goodbye(Goodbye::Revoked),
+        b"421 4.7.0 mx.example.com Session ended by administrator\r\n"
+    );
+    assert_eq!(h.send_output(b"QUIT\r\n"), (String::new(), Action::Close));
+}
