@@ -1,1 +1,28 @@
-//! placeholder
+//! Understudy's durable store: accounts, mailboxes, messages, bodies, relay queue,
+//! tracking log and outage state in one RocksDB database.
+//!
+//! The API is synchronous and thread-safe; async callers run it on a blocking pool.
+//! Durability contract: every method that records a change a protocol reply will promise
+//! (a delivery, an APPEND, a flag change, an expunge, a queue status) returns only after
+//! its write batch is synced to the WAL. Concurrent writers share fsyncs through RocksDB's
+//! group commit. Sessions learn of mailbox changes through [`Store::subscribe`].
+//!
+//! Key spaces (one column family each, numeric keys big-endian so they sort):
+//! see [`keys`] and `docs/architecture.md`.
+
+pub mod accounts;
+mod clock;
+mod db;
+mod error;
+pub mod keys;
+pub mod mailbox;
+pub mod model;
+mod notify;
+pub mod outage;
+pub mod queue;
+pub mod tracking;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use db::{Store, StoreOptions, SCHEMA_VERSION};
+pub use error::{StoreError, StoreResult};
+pub use model::*;

@@ -1,0 +1,407 @@
+//! Domains, users and aliases.
+
+use rocksdb::WriteBatch;
+
+use crate::db::{decode, Store, COUNTER_MAILBOX, COUNTER_USER};
+use crate::error::{StoreError, StoreResult};
+use crate::keys::*;
+use crate::model::*;
+
+/// Lower-cases and checks an address; returns `(local, domain)`.
+pub fn normalize_address(address: &str) -> StoreResult<String> {
+    let address = address.trim().to_ascii_lowercase();
+    let valid = match address.rsplit_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && !domain.is_empty()
+                && local.len() <= 64
+                && address.len() <= 254
+                && domain.contains('.')
+                && !address
+                    .chars()
+                    .any(|c| c.is_whitespace() || c == '\0' || c == '<' || c == '>')
+                && !local.contains('@')
+        }
+        None => false,
+    };
+    if valid {
+        Ok(address)
+    } else {
+        Err(StoreError::Invalid(format!(
+            "'{address}' is not a valid mail address"
+        )))
+    }
+}
+
+pub fn normalize_domain(name: &str) -> StoreResult<String> {
+    let name = name.trim().trim_end_matches('.').to_ascii_lowercase();
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name.contains('.')
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        });
+    if ok {
+        Ok(name)
+    } else {
+        Err(StoreError::Invalid(format!(
+            "'{name}' is not a valid domain name"
+        )))
+    }
+}
+
+/// Where mail for an address goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recipient {
+    /// A user of a protected domain (directly or through an alias).
+    Local(User),
+    /// The domain is protected but nobody has this address.
+    Unknown,
+    /// Not a protected domain: relaying would be needed.
+    NotLocal,
+}
+
+impl Store {
+    // ----- domains -----
+
+    pub fn add_domain(&self, domain: &Domain) -> StoreResult<Domain> {
+        let mut domain = domain.clone();
+        domain.name = normalize_domain(&domain.name)?;
+        validate_domain(&domain)?;
+        let _guard = self.lock(&[("domain", domain.name.as_str())]);
+        if self.domain(&domain.name)?.is_some() {
+            return Err(StoreError::AlreadyExists(format!("domain {}", domain.name)));
+        }
+        let mut batch = WriteBatch::default();
+        self.put_json(&mut batch, CF_DOMAINS, domain.name.as_bytes(), &domain)?;
+        self.commit(batch)?;
+        Ok(domain)
+    }
+
+    pub fn update_domain(&self, domain: &Domain) -> StoreResult<()> {
+        validate_domain(domain)?;
+        let _guard = self.lock(&[("domain", domain.name.as_str())]);
+        if self.domain(&domain.name)?.is_none() {
+            return Err(StoreError::NotFound(format!("domain {}", domain.name)));
+        }
+        let mut batch = WriteBatch::default();
+        self.put_json(&mut batch, CF_DOMAINS, domain.name.as_bytes(), domain)?;
+        self.commit(batch)
+    }
+
+    pub fn domain(&self, name: &str) -> StoreResult<Option<Domain>> {
+        self.get_json(CF_DOMAINS, name.to_ascii_lowercase().as_bytes())
+    }
+
+    pub fn domains(&self) -> StoreResult<Vec<Domain>> {
+        self.scan_prefix(CF_DOMAINS, b"")?
+            .iter()
+            .map(|(_, v)| decode(CF_DOMAINS, v))
+            .collect()
+    }
+
+    /// Removes a domain that has no users or aliases left.
+    pub fn remove_domain(&self, name: &str) -> StoreResult<()> {
+        let name = name.to_ascii_lowercase();
+        let _guard = self.lock(&[("domain", name.as_str())]);
+        if self.domain(&name)?.is_none() {
+            return Err(StoreError::NotFound(format!("domain {name}")));
+        }
+        if !self.scan_prefix(CF_ADDRESSES, &domain_prefix(&name))?.is_empty() {
+            return Err(StoreError::Invalid(format!(
+                "domain {name} still has users or aliases; remove them first"
+            )));
+        }
+        let mut batch = WriteBatch::default();
+        self.delete(&mut batch, CF_DOMAINS, name.as_bytes())?;
+        self.commit(batch)
+    }
+
+    // ----- users -----
+
+    /// Creates a user with the default mailboxes (INBOX, Sent, Drafts, Trash, Junk,
+    /// Archive) in one synced write.
+    pub fn create_user(
+        &self,
+        address: &str,
+        display_name: &str,
+        password_hash: Option<String>,
+    ) -> StoreResult<User> {
+        let address = normalize_address(address)?;
+        let domain = address
+            .rsplit_once('@')
+            .map(|(_, d)| d.to_string())
+            .unwrap_or_default();
+        if self.domain(&domain)?.is_none() {
+            return Err(StoreError::NotFound(format!("domain {domain} (add it first)")));
+        }
+        let key = address_key(&address).ok_or_else(|| StoreError::Invalid(address.clone()))?;
+        let _guard = self.lock(&[("address", address.as_str())]);
+        if self.get_json::<AddressEntry>(CF_ADDRESSES, &key)?.is_some() {
+            return Err(StoreError::AlreadyExists(format!("address {address}")));
+        }
+        let id = self.next_id(COUNTER_USER);
+        let user = User {
+            id,
+            address: address.clone(),
+            display_name: display_name.to_string(),
+            status: UserStatus::Active,
+            password_hash,
+            created_at: self.now(),
+            ..User::default()
+        };
+        let mut batch = WriteBatch::default();
+        self.put_json(&mut batch, CF_USERS, &u64_key(id), &user)?;
+        self.put_json(
+            &mut batch,
+            CF_ADDRESSES,
+            &key,
+            &AddressEntry {
+                user_id: id,
+                kind: AddressKind::Primary,
+            },
+        )?;
+        self.counter_merge(&mut batch, COUNTER_USER, id)?;
+        for (name, special_use) in DEFAULT_MAILBOXES {
+            self.new_mailbox_into(&mut batch, id, name, *special_use)?;
+        }
+        self.commit(batch)?;
+        Ok(user)
+    }
+
+    /// Adds a mailbox record to `batch` and returns it.
+    pub(crate) fn new_mailbox_into(
+        &self,
+        batch: &mut WriteBatch,
+        user_id: u64,
+        name: &str,
+        special_use: Option<SpecialUse>,
+    ) -> StoreResult<Mailbox> {
+        let id = self.next_id(COUNTER_MAILBOX);
+        let mailbox = Mailbox {
+            id,
+            user_id,
+            name: name.to_string(),
+            special_use,
+            subscribed: true,
+            uid_validity: self.next_uid_validity(),
+            uid_next: 1,
+            highest_modseq: 1,
+            exists: 0,
+            size: 0,
+            recent_uid: 1,
+        };
+        self.put_json(batch, CF_MAILBOXES, &u64_pair(user_id, id), &mailbox)?;
+        self.counter_merge(batch, COUNTER_MAILBOX, id)?;
+        self.counter_merge(batch, crate::db::COUNTER_UIDVALIDITY, mailbox.uid_validity as u64)?;
+        Ok(mailbox)
+    }
+
+    pub fn user(&self, id: u64) -> StoreResult<Option<User>> {
+        self.get_json(CF_USERS, &u64_key(id))
+    }
+
+    /// Looks a user up by their own address (not an alias).
+    pub fn user_by_address(&self, address: &str) -> StoreResult<Option<User>> {
+        let Ok(address) = normalize_address(address) else {
+            return Ok(None);
+        };
+        let Some(key) = address_key(&address) else {
+            return Ok(None);
+        };
+        match self.get_json::<AddressEntry>(CF_ADDRESSES, &key)? {
+            Some(AddressEntry {
+                user_id,
+                kind: AddressKind::Primary,
+            }) => self.user(user_id),
+            _ => Ok(None),
+        }
+    }
+
+    /// Resolves an envelope recipient: a user's address or alias in a protected domain.
+    pub fn resolve_recipient(&self, address: &str) -> StoreResult<Recipient> {
+        let Ok(address) = normalize_address(address) else {
+            return Ok(Recipient::NotLocal);
+        };
+        let domain = address.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
+        if self.domain(domain)?.is_none() {
+            return Ok(Recipient::NotLocal);
+        }
+        let Some(key) = address_key(&address) else {
+            return Ok(Recipient::Unknown);
+        };
+        let Some(entry) = self.get_json::<AddressEntry>(CF_ADDRESSES, &key)? else {
+            return Ok(Recipient::Unknown);
+        };
+        match self.user(entry.user_id)? {
+            Some(user) => Ok(Recipient::Local(user)),
+            None => Ok(Recipient::Unknown),
+        }
+    }
+
+    /// Users of a domain, by address.
+    pub fn users(&self, domain: &str) -> StoreResult<Vec<User>> {
+        let mut users = Vec::new();
+        for (_, v) in self.scan_prefix(CF_ADDRESSES, &domain_prefix(&domain.to_ascii_lowercase()))? {
+            let entry: AddressEntry = decode(CF_ADDRESSES, &v)?;
+            if entry.kind == AddressKind::Primary {
+                if let Some(user) = self.user(entry.user_id)? {
+                    users.push(user);
+                }
+            }
+        }
+        Ok(users)
+    }
+
+    /// Replaces a user's record (status, password hash, policy...). The address cannot change.
+    pub fn update_user(&self, user: &User) -> StoreResult<()> {
+        let _guard = self.lock(&[("address", user.address.as_str())]);
+        let current = self
+            .user(user.id)?
+            .ok_or_else(|| StoreError::NotFound(format!("user {}", user.address)))?;
+        if current.address != user.address {
+            return Err(StoreError::Invalid("a user's address cannot be changed".into()));
+        }
+        let mut batch = WriteBatch::default();
+        self.put_json(&mut batch, CF_USERS, &u64_key(user.id), user)?;
+        self.commit(batch)
+    }
+
+    /// Removes a user, their aliases, mailboxes and messages.
+    pub fn remove_user(&self, address: &str) -> StoreResult<()> {
+        let user = self
+            .user_by_address(address)?
+            .ok_or_else(|| StoreError::NotFound(format!("user {address}")))?;
+        for mailbox in self.mailboxes(user.id)? {
+            self.destroy_mailbox(&mailbox)?;
+        }
+        let _guard = self.lock(&[("address", user.address.as_str())]);
+        let mut batch = WriteBatch::default();
+        for alias in self.aliases_of(user.id)? {
+            if let Some(key) = address_key(&alias) {
+                self.delete(&mut batch, CF_ADDRESSES, &key)?;
+            }
+        }
+        if let Some(key) = address_key(&user.address) {
+            self.delete(&mut batch, CF_ADDRESSES, &key)?;
+        }
+        self.delete(&mut batch, CF_USERS, &u64_key(user.id))?;
+        self.commit(batch)
+    }
+
+    // ----- aliases -----
+
+    /// Adds `alias` (in any protected domain) delivering to the user `target`.
+    pub fn add_alias(&self, alias: &str, target: &str) -> StoreResult<()> {
+        let alias = normalize_address(alias)?;
+        let domain = alias
+            .rsplit_once('@')
+            .map(|(_, d)| d.to_string())
+            .unwrap_or_default();
+        if self.domain(&domain)?.is_none() {
+            return Err(StoreError::NotFound(format!("domain {domain} (add it first)")));
+        }
+        let user = self
+            .user_by_address(target)?
+            .ok_or_else(|| StoreError::NotFound(format!("user {target}")))?;
+        let key = address_key(&alias).ok_or_else(|| StoreError::Invalid(alias.clone()))?;
+        let _guard = self.lock(&[("address", alias.as_str())]);
+        if self.get_json::<AddressEntry>(CF_ADDRESSES, &key)?.is_some() {
+            return Err(StoreError::AlreadyExists(format!("address {alias}")));
+        }
+        let mut batch = WriteBatch::default();
+        self.put_json(
+            &mut batch,
+            CF_ADDRESSES,
+            &key,
+            &AddressEntry {
+                user_id: user.id,
+                kind: AddressKind::Alias,
+            },
+        )?;
+        self.commit(batch)
+    }
+
+    pub fn remove_alias(&self, alias: &str) -> StoreResult<()> {
+        let alias = normalize_address(alias)?;
+        let key = address_key(&alias).ok_or_else(|| StoreError::Invalid(alias.clone()))?;
+        let _guard = self.lock(&[("address", alias.as_str())]);
+        match self.get_json::<AddressEntry>(CF_ADDRESSES, &key)? {
+            Some(AddressEntry {
+                kind: AddressKind::Alias,
+                ..
+            }) => {
+                let mut batch = WriteBatch::default();
+                self.delete(&mut batch, CF_ADDRESSES, &key)?;
+                self.commit(batch)
+            }
+            Some(_) => Err(StoreError::Invalid(format!(
+                "{alias} is a user's own address, not an alias"
+            ))),
+            None => Err(StoreError::NotFound(format!("alias {alias}"))),
+        }
+    }
+
+    /// Aliases of a domain as `(alias, user address)`.
+    pub fn aliases(&self, domain: &str) -> StoreResult<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        for (k, v) in self.scan_prefix(CF_ADDRESSES, &domain_prefix(&domain.to_ascii_lowercase()))? {
+            let entry: AddressEntry = decode(CF_ADDRESSES, &v)?;
+            if entry.kind == AddressKind::Alias {
+                let target = self.user(entry.user_id)?.map(|u| u.address).unwrap_or_default();
+                out.push((address_from_key(&k).unwrap_or_default(), target));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every alias (in any domain) of one user. Scans all addresses: used by admin
+    /// commands and the sender check, where the numbers are small.
+    pub fn aliases_of(&self, user_id: u64) -> StoreResult<Vec<String>> {
+        let mut out = Vec::new();
+        for (k, v) in self.scan_prefix(CF_ADDRESSES, b"")? {
+            let entry: AddressEntry = decode(CF_ADDRESSES, &v)?;
+            if entry.kind == AddressKind::Alias && entry.user_id == user_id {
+                out.push(address_from_key(&k).unwrap_or_default());
+            }
+        }
+        Ok(out)
+    }
+
+    /// True if `address` is the user's own address or one of their aliases.
+    pub fn address_belongs_to(&self, user_id: u64, address: &str) -> StoreResult<bool> {
+        let Ok(address) = normalize_address(address) else {
+            return Ok(false);
+        };
+        let Some(key) = address_key(&address) else {
+            return Ok(false);
+        };
+        Ok(self
+            .get_json::<AddressEntry>(CF_ADDRESSES, &key)?
+            .is_some_and(|e| e.user_id == user_id))
+    }
+}
+
+fn validate_domain(domain: &Domain) -> StoreResult<()> {
+    if domain.alert_recipients.len() > 4 {
+        return Err(StoreError::Invalid("at most four alert recipients".into()));
+    }
+    for r in &domain.alert_recipients {
+        normalize_address(r)?;
+    }
+    if domain.failures_before_engage == 0 || domain.successes_before_recover == 0 {
+        return Err(StoreError::Invalid(
+            "failure and success thresholds must be at least 1".into(),
+        ));
+    }
+    if domain.probe_interval_secs == 0 {
+        return Err(StoreError::Invalid(
+            "probe interval must be at least 1 second".into(),
+        ));
+    }
+    Ok(())
+}

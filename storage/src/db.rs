@@ -1,0 +1,432 @@
+//! Opening the database, schema checks, id counters, striped locks and synced writes.
+
+use std::collections::hash_map::DefaultHasher;
+use std::fs;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, MutexGuard};
+use rocksdb::{
+    BlockBasedOptions, BoundColumnFamily, ColumnFamilyDescriptor, DBCompressionType, MergeOperands, Options,
+    WriteBatch, WriteOptions, DB,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::clock::{Clock, SystemClock};
+use crate::error::{StoreError, StoreResult};
+use crate::keys::*;
+use crate::notify::Notifier;
+
+/// Version of the on-disk layout this binary reads and writes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// A raw key and value read from RocksDB.
+pub(crate) type KeyValue = (Box<[u8]>, Box<[u8]>);
+
+const SCHEMA_KEY: &[u8] = b"schema_version";
+const LOCK_STRIPES: usize = 1024;
+
+/// Counters kept in `meta` and merged with `max`, so that two writers whose batches land
+/// in either order never move a counter backwards.
+pub(crate) const COUNTER_USER: &[u8] = b"next_user_id";
+pub(crate) const COUNTER_MAILBOX: &[u8] = b"next_mailbox_id";
+pub(crate) const COUNTER_QUEUE: &[u8] = b"next_queue_id";
+pub(crate) const COUNTER_TRACKING: &[u8] = b"next_tracking_id";
+pub(crate) const COUNTER_UIDVALIDITY: &[u8] = b"last_uid_validity";
+
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Sync every promised write (the default, and the only safe setting in production).
+    pub sync_writes: bool,
+    /// Block cache for reads, bytes.
+    pub cache_bytes: usize,
+    /// Collect RocksDB statistics (benchmarks read the WAL sync count).
+    pub statistics: bool,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            sync_writes: true,
+            cache_bytes: 64 << 20,
+            statistics: false,
+        }
+    }
+}
+
+pub(crate) struct Counters {
+    user: u64,
+    mailbox: u64,
+    queue: u64,
+    tracking: u64,
+    uid_validity: u64,
+}
+
+/// The store. Cheap to clone; every clone shares one database.
+#[derive(Clone)]
+pub struct Store {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub db: DB,
+    pub path: PathBuf,
+    locks: Vec<Mutex<()>>,
+    counters: Mutex<Counters>,
+    pub notifier: Notifier,
+    pub clock: Arc<dyn Clock>,
+    sync: bool,
+    db_options: Options,
+}
+
+fn max_merge(_key: &[u8], existing: Option<&[u8]>, operands: &MergeOperands) -> Option<Vec<u8>> {
+    let mut best = existing.and_then(read_u64).unwrap_or(0);
+    for op in operands {
+        best = best.max(read_u64(op).unwrap_or(0));
+    }
+    Some(best.to_be_bytes().to_vec())
+}
+
+fn add_merge(_key: &[u8], existing: Option<&[u8]>, operands: &MergeOperands) -> Option<Vec<u8>> {
+    let mut total = existing.and_then(read_i64).unwrap_or(0);
+    for op in operands {
+        total += read_i64(op).unwrap_or(0);
+    }
+    Some(total.to_be_bytes().to_vec())
+}
+
+pub(crate) fn read_i64(bytes: &[u8]) -> Option<i64> {
+    Some(i64::from_be_bytes(bytes.try_into().ok()?))
+}
+
+pub(crate) fn read_u64(bytes: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(bytes.try_into().ok()?))
+}
+
+fn cf_options(name: &str, cache: &rocksdb::Cache) -> Options {
+    let mut opts = Options::default();
+    let mut table = BlockBasedOptions::default();
+    table.set_block_cache(cache);
+    opts.set_compression_type(DBCompressionType::Lz4);
+    opts.set_bottommost_compression_type(DBCompressionType::Zstd);
+    match name {
+        CF_META => opts.set_merge_operator_associative("max_u64", max_merge),
+        CF_BLOB_REFS => opts.set_merge_operator_associative("add_i64", add_merge),
+        CF_BLOBS => {
+            // Bodies go to blob files: the LSM tree then holds only small pointers and
+            // compactions do not rewrite megabytes of mail again and again.
+            opts.set_enable_blob_files(true);
+            opts.set_min_blob_size(4096);
+            opts.set_blob_compression_type(DBCompressionType::Zstd);
+            opts.set_enable_blob_gc(true);
+        }
+        _ => {}
+    }
+    opts.set_block_based_table_factory(&table);
+    opts
+}
+
+impl Store {
+    /// Opens (creating if absent) the database in `dir`, which is created mode 0700.
+    pub fn open(dir: &Path) -> StoreResult<Store> {
+        Store::open_with(dir, StoreOptions::default(), Arc::new(SystemClock))
+    }
+
+    pub fn open_with(dir: &Path, options: StoreOptions, clock: Arc<dyn Clock>) -> StoreResult<Store> {
+        let path_text = dir.display().to_string();
+        let existed = dir.join("CURRENT").exists();
+        if !existed {
+            create_private_dir(dir)?;
+            let non_empty = fs::read_dir(dir)?.next().is_some();
+            if non_empty {
+                return Err(StoreError::NotUnderstudy {
+                    path: path_text,
+                    reason: "the directory is not empty and holds no RocksDB database".into(),
+                });
+            }
+        }
+        let cache = rocksdb::Cache::new_lru_cache(options.cache_bytes);
+        let mut db_opts = Options::default();
+        db_opts.create_if_missing(!existed);
+        db_opts.create_missing_column_families(true);
+        db_opts.set_paranoid_checks(true);
+        db_opts.increase_parallelism(2);
+        db_opts.set_max_background_jobs(2);
+        db_opts.set_keep_log_file_num(5);
+        if options.statistics {
+            db_opts.enable_statistics();
+        }
+        let descriptors: Vec<ColumnFamilyDescriptor> = ALL_CFS
+            .iter()
+            .map(|name| ColumnFamilyDescriptor::new(*name, cf_options(name, &cache)))
+            .collect();
+        let db = DB::open_cf_descriptors(&db_opts, dir, descriptors).map_err(|source| {
+            if existed {
+                StoreError::NotUnderstudy {
+                    path: path_text.clone(),
+                    reason: source.to_string(),
+                }
+            } else {
+                StoreError::Open {
+                    path: path_text.clone(),
+                    source,
+                }
+            }
+        })?;
+
+        let meta = db.cf_handle(CF_META).ok_or_else(|| StoreError::NotUnderstudy {
+            path: path_text.clone(),
+            reason: "meta column family missing".into(),
+        })?;
+        match db.get_cf(&meta, SCHEMA_KEY)? {
+            Some(v) => {
+                let found = v.as_slice().try_into().map(u32::from_be_bytes).map_err(|_| {
+                    StoreError::NotUnderstudy {
+                        path: path_text.clone(),
+                        reason: "schema version record is damaged".into(),
+                    }
+                })?;
+                if found > SCHEMA_VERSION {
+                    return Err(StoreError::SchemaTooNew {
+                        path: path_text,
+                        found,
+                        supported: SCHEMA_VERSION,
+                    });
+                }
+            }
+            None if existed => {
+                return Err(StoreError::NotUnderstudy {
+                    path: path_text,
+                    reason: "no schema version record".into(),
+                });
+            }
+            None => {
+                let mut wo = WriteOptions::default();
+                wo.set_sync(true);
+                db.put_cf_opt(&meta, SCHEMA_KEY, SCHEMA_VERSION.to_be_bytes(), &wo)?;
+            }
+        }
+        let counter = |name: &[u8]| -> StoreResult<u64> {
+            Ok(db.get_cf(&meta, name)?.and_then(|v| read_u64(&v)).unwrap_or(0))
+        };
+        let counters = Counters {
+            user: counter(COUNTER_USER)?,
+            mailbox: counter(COUNTER_MAILBOX)?,
+            queue: counter(COUNTER_QUEUE)?,
+            tracking: counter(COUNTER_TRACKING)?,
+            uid_validity: counter(COUNTER_UIDVALIDITY)?,
+        };
+        drop(meta);
+        let locks = (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect();
+        Ok(Store {
+            inner: Arc::new(Inner {
+                db,
+                path: dir.to_path_buf(),
+                locks,
+                counters: Mutex::new(counters),
+                notifier: Notifier::default(),
+                clock,
+                sync: options.sync_writes,
+                db_options: db_opts,
+            }),
+        })
+    }
+
+    /// WAL fsyncs so far (needs `StoreOptions::statistics`): with group commit it is
+    /// lower than the number of synced writes when writers are concurrent.
+    pub fn wal_syncs(&self) -> u64 {
+        self.inner
+            .db_options
+            .get_ticker_count(rocksdb::statistics::Ticker::WalFileSynced)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    pub fn now(&self) -> i64 {
+        self.inner.clock.now()
+    }
+
+    /// A receiver that changes whenever a write to `mailbox` commits (value: its highest
+    /// modseq). IMAP IDLE and NOOP use it instead of polling.
+    pub fn subscribe(&self, mailbox: u64, current_modseq: u64) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.notifier.subscribe(mailbox, current_modseq)
+    }
+
+    /// Writes a RocksDB checkpoint (a consistent copy, hard-linked where possible) into
+    /// `target`, which must not exist. Safe while the server runs.
+    pub fn checkpoint(&self, target: &Path) -> StoreResult<()> {
+        let cp = rocksdb::checkpoint::Checkpoint::new(&self.inner.db)?;
+        cp.create_checkpoint(target)?;
+        Ok(())
+    }
+
+    pub(crate) fn cf(&self, name: &'static str) -> StoreResult<Arc<BoundColumnFamily<'_>>> {
+        self.inner.db.cf_handle(name).ok_or_else(|| StoreError::Corrupt {
+            cf: name,
+            reason: "column family missing".into(),
+        })
+    }
+
+    pub(crate) fn get_json<T: DeserializeOwned>(
+        &self,
+        cf: &'static str,
+        key: &[u8],
+    ) -> StoreResult<Option<T>> {
+        let handle = self.cf(cf)?;
+        match self.inner.db.get_pinned_cf(&handle, key)? {
+            Some(bytes) => decode(cf, &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// All values under `prefix` in key order.
+    pub(crate) fn scan_prefix(&self, cf: &'static str, prefix: &[u8]) -> StoreResult<Vec<KeyValue>> {
+        let handle = self.cf(cf)?;
+        let mut out = Vec::new();
+        let iter = self.inner.db.iterator_cf(
+            &handle,
+            rocksdb::IteratorMode::From(prefix, rocksdb::Direction::Forward),
+        );
+        for item in iter {
+            let (k, v) = item?;
+            if !k.starts_with(prefix) {
+                break;
+            }
+            out.push((k, v));
+        }
+        Ok(out)
+    }
+
+    /// Commits a batch; synced unless the store was opened without sync (benchmarks of the
+    /// unsafe mode only).
+    pub(crate) fn commit(&self, batch: WriteBatch) -> StoreResult<()> {
+        let mut wo = WriteOptions::default();
+        wo.set_sync(self.inner.sync);
+        self.inner.db.write_opt(batch, &wo)?;
+        Ok(())
+    }
+
+    /// Commits a batch that no reply promises (e.g. the \Recent mark); not synced.
+    pub(crate) fn commit_lazy(&self, batch: WriteBatch) -> StoreResult<()> {
+        let mut wo = WriteOptions::default();
+        wo.set_sync(false);
+        self.inner.db.write_opt(batch, &wo)?;
+        Ok(())
+    }
+
+    /// Locks the stripes for the given lock keys, in a fixed order so that two writers
+    /// never deadlock. Held across the synced write so that UIDs and modseqs commit in the
+    /// order they were assigned.
+    pub(crate) fn lock<K: Hash>(&self, keys: &[K]) -> Vec<MutexGuard<'_, ()>> {
+        let mut stripes: Vec<usize> = keys
+            .iter()
+            .map(|k| {
+                let mut h = DefaultHasher::new();
+                k.hash(&mut h);
+                (h.finish() as usize) % LOCK_STRIPES
+            })
+            .collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        stripes
+            .iter()
+            .filter_map(|i| self.inner.locks.get(*i))
+            .map(|m| m.lock())
+            .collect()
+    }
+
+    /// Reserves the next id of a counter; the caller puts `counter_merge` in its batch.
+    pub(crate) fn next_id(&self, counter: &'static [u8]) -> u64 {
+        let mut c = self.inner.counters.lock();
+        let slot = match counter {
+            COUNTER_USER => &mut c.user,
+            COUNTER_MAILBOX => &mut c.mailbox,
+            COUNTER_QUEUE => &mut c.queue,
+            COUNTER_TRACKING => &mut c.tracking,
+            _ => &mut c.uid_validity,
+        };
+        *slot += 1;
+        *slot
+    }
+
+    /// A UIDVALIDITY that is the current time when possible and never repeats.
+    pub(crate) fn next_uid_validity(&self) -> u32 {
+        let now = self.now().clamp(1, u32::MAX as i64) as u64;
+        let mut c = self.inner.counters.lock();
+        c.uid_validity = now.max(c.uid_validity + 1).min(u32::MAX as u64);
+        c.uid_validity as u32
+    }
+
+    pub(crate) fn counter_merge(
+        &self,
+        batch: &mut WriteBatch,
+        counter: &'static [u8],
+        value: u64,
+    ) -> StoreResult<()> {
+        batch.merge_cf(&self.cf(CF_META)?, counter, value.to_be_bytes());
+        Ok(())
+    }
+
+    pub(crate) fn put_json<T: Serialize>(
+        &self,
+        batch: &mut WriteBatch,
+        cf: &'static str,
+        key: &[u8],
+        value: &T,
+    ) -> StoreResult<()> {
+        let bytes = serde_json::to_vec(value).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        batch.put_cf(&self.cf(cf)?, key, bytes);
+        Ok(())
+    }
+
+    pub(crate) fn delete(&self, batch: &mut WriteBatch, cf: &'static str, key: &[u8]) -> StoreResult<()> {
+        batch.delete_cf(&self.cf(cf)?, key);
+        Ok(())
+    }
+
+    /// Total size of the live SST and blob files, for the bytes-per-message benchmark.
+    pub fn disk_usage(&self) -> StoreResult<u64> {
+        let mut total = 0u64;
+        for entry in fs::read_dir(&self.inner.path)? {
+            let entry = entry?;
+            let meta = entry.metadata()?;
+            if meta.is_file() {
+                total += meta.len();
+            }
+        }
+        Ok(total)
+    }
+
+    /// Flushes memtables to SST files (used by benchmarks before measuring disk usage).
+    pub fn flush(&self) -> StoreResult<()> {
+        for name in ALL_CFS {
+            self.inner.db.flush_cf(&self.cf(name)?)?;
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(cf: &'static str, bytes: &[u8]) -> StoreResult<T> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        cf,
+        reason: e.to_string(),
+    })
+}
+
+fn create_private_dir(dir: &Path) -> StoreResult<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        if !dir.exists() {
+            fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+        }
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+    }
+    #[cfg(not(unix))]
+    fs::create_dir_all(dir)?;
+    Ok(())
+}

@@ -1,0 +1,55 @@
+//! The store's error type.
+
+use thiserror::Error;
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0} already exists")]
+    AlreadyExists(String),
+    #[error("invalid: {0}")]
+    Invalid(String),
+    #[error("no space left on the store's device: {0}")]
+    NoSpace(String),
+    #[error(
+        "the database at {path} has schema version {found}, newer than this binary supports ({supported}); \
+         run the newer Understudy or restore a backup"
+    )]
+    SchemaTooNew {
+        path: String,
+        found: u32,
+        supported: u32,
+    },
+    #[error("{path} is not an Understudy database or is damaged: {reason}")]
+    NotUnderstudy { path: String, reason: String },
+    #[error("cannot open the database at {path}: {source}")]
+    Open { path: String, source: rocksdb::Error },
+    #[error("storage I/O error: {0}")]
+    Db(rocksdb::Error),
+    #[error("corrupt record in {cf}: {reason}")]
+    Corrupt { cf: &'static str, reason: String },
+    #[error("filesystem error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl StoreError {
+    /// True when retrying later may succeed (device full, transient I/O); protocol layers
+    /// map this to a temporary failure reply (SMTP 452/451, IMAP NO).
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, StoreError::NoSpace(_))
+    }
+}
+
+impl From<rocksdb::Error> for StoreError {
+    fn from(e: rocksdb::Error) -> Self {
+        let text = e.to_string();
+        if text.contains("No space left") || text.contains("ENOSPC") {
+            StoreError::NoSpace(text)
+        } else {
+            StoreError::Db(e)
+        }
+    }
+}

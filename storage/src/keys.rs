@@ -1,0 +1,140 @@
+//! Column family names and key encodings. Numeric parts are big-endian so that RocksDB's
+//! byte order is numeric order and prefix scans walk one owner's records in order.
+//!
+//! | cf          | key                                   | value                      |
+//! |-------------|---------------------------------------|----------------------------|
+//! | meta        | name                                  | schema version, counters   |
+//! | domains     | domain name                           | `Domain` JSON              |
+//! | users       | user id (u64)                         | `User` JSON                |
+//! | addresses   | domain 0x00 local-part                | `AddressEntry` JSON        |
+//! | mailboxes   | user id (u64) mailbox id (u64)        | `Mailbox` JSON             |
+//! | messages    | mailbox id (u64) uid (u32)            | `MessageRecord` JSON       |
+//! | changes     | mailbox id (u64) modseq (u64)         | `ChangeRecord` JSON        |
+//! | blobs       | sha-256 of body                       | body octets                |
+//! | blob_refs   | sha-256 of body                       | reference count (u64)      |
+//! | queue       | queue id (u64)                        | `QueueEntry` JSON          |
+//! | queue_due   | next attempt (i64) queue id (u64)     | empty                      |
+//! | tracking    | tracking id (u64) sequence (u32)      | `TrackingEvent` JSON       |
+//! | message_ids | Message-ID 0x00 tracking id (u64)     | empty                      |
+//! | outage      | domain name / domain 0x00 time seq    | `OutageState` / transition |
+
+pub const CF_META: &str = "meta";
+pub const CF_DOMAINS: &str = "domains";
+pub const CF_USERS: &str = "users";
+pub const CF_ADDRESSES: &str = "addresses";
+pub const CF_MAILBOXES: &str = "mailboxes";
+pub const CF_MESSAGES: &str = "messages";
+pub const CF_CHANGES: &str = "changes";
+pub const CF_BLOBS: &str = "blobs";
+pub const CF_BLOB_REFS: &str = "blob_refs";
+pub const CF_QUEUE: &str = "queue";
+pub const CF_QUEUE_DUE: &str = "queue_due";
+pub const CF_TRACKING: &str = "tracking";
+pub const CF_MESSAGE_IDS: &str = "message_ids";
+pub const CF_OUTAGE: &str = "outage";
+pub const CF_OUTAGE_HISTORY: &str = "outage_history";
+
+pub const ALL_CFS: &[&str] = &[
+    CF_META,
+    CF_DOMAINS,
+    CF_USERS,
+    CF_ADDRESSES,
+    CF_MAILBOXES,
+    CF_MESSAGES,
+    CF_CHANGES,
+    CF_BLOBS,
+    CF_BLOB_REFS,
+    CF_QUEUE,
+    CF_QUEUE_DUE,
+    CF_TRACKING,
+    CF_MESSAGE_IDS,
+    CF_OUTAGE,
+    CF_OUTAGE_HISTORY,
+];
+
+pub fn u64_key(a: u64) -> [u8; 8] {
+    a.to_be_bytes()
+}
+
+pub fn u64_pair(a: u64, b: u64) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&a.to_be_bytes());
+    k[8..].copy_from_slice(&b.to_be_bytes());
+    k
+}
+
+pub fn message_key(mailbox: u64, uid: u32) -> [u8; 12] {
+    let mut k = [0u8; 12];
+    k[..8].copy_from_slice(&mailbox.to_be_bytes());
+    k[8..].copy_from_slice(&uid.to_be_bytes());
+    k
+}
+
+pub fn tracking_key(tracking: u64, seq: u32) -> [u8; 12] {
+    message_key(tracking, seq)
+}
+
+/// Time keys are offset so that negative times still sort before positive ones.
+pub fn due_key(at: i64, queue_id: u64) -> [u8; 16] {
+    u64_pair((at as u64) ^ (1 << 63), queue_id)
+}
+
+pub fn due_key_time(key: &[u8]) -> Option<(i64, u64)> {
+    let (a, b) = split_u64_pair(key)?;
+    Some(((a ^ (1 << 63)) as i64, b))
+}
+
+pub fn split_u64_pair(key: &[u8]) -> Option<(u64, u64)> {
+    let a: [u8; 8] = key.get(..8)?.try_into().ok()?;
+    let b: [u8; 8] = key.get(8..16)?.try_into().ok()?;
+    Some((u64::from_be_bytes(a), u64::from_be_bytes(b)))
+}
+
+pub fn split_message_key(key: &[u8]) -> Option<(u64, u32)> {
+    let a: [u8; 8] = key.get(..8)?.try_into().ok()?;
+    let b: [u8; 4] = key.get(8..12)?.try_into().ok()?;
+    Some((u64::from_be_bytes(a), u32::from_be_bytes(b)))
+}
+
+/// `domain 0x00 local` so one domain's addresses are one prefix scan.
+pub fn address_key(address: &str) -> Option<Vec<u8>> {
+    let (local, domain) = address.rsplit_once('@')?;
+    let mut k = Vec::with_capacity(address.len() + 1);
+    k.extend_from_slice(domain.as_bytes());
+    k.push(0);
+    k.extend_from_slice(local.as_bytes());
+    Some(k)
+}
+
+pub fn address_from_key(key: &[u8]) -> Option<String> {
+    let pos = key.iter().position(|b| *b == 0)?;
+    let domain = std::str::from_utf8(&key[..pos]).ok()?;
+    let local = std::str::from_utf8(&key[pos + 1..]).ok()?;
+    Some(format!("{local}@{domain}"))
+}
+
+pub fn domain_prefix(domain: &str) -> Vec<u8> {
+    let mut k = domain.as_bytes().to_vec();
+    k.push(0);
+    k
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_sort_numerically() {
+        assert!(message_key(1, 2) < message_key(1, 10));
+        assert!(message_key(1, u32::MAX) < message_key(2, 0));
+        assert!(due_key(-5, 9) < due_key(3, 1));
+        assert_eq!(due_key_time(&due_key(-5, 9)), Some((-5, 9)));
+    }
+
+    #[test]
+    fn address_keys_round_trip() {
+        let k = address_key("anna@example.com").unwrap();
+        assert!(k.starts_with(&domain_prefix("example.com")));
+        assert_eq!(address_from_key(&k).unwrap(), "anna@example.com");
+    }
+}

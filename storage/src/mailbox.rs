@@ -1,0 +1,788 @@
+//! Mailboxes, messages, content-addressed bodies and the per-mailbox change log.
+//!
+//! Every writer locks the mailboxes it changes (and, when it may create or free a body,
+//! the body's stripe) and keeps the locks across the synced write, so UIDs and modseqs
+//! become visible in the order they were assigned. The change log keeps one entry per
+//! live message (its latest change) plus a tombstone per expunge: enough for IMAP
+//! sessions, CONDSTORE and IDLE to catch up from any modseq.
+
+use std::collections::{BTreeMap, HashMap};
+
+use rocksdb::WriteBatch;
+use sha2::{Digest, Sha256};
+
+use crate::db::{decode, read_i64, Store, COUNTER_QUEUE, COUNTER_TRACKING};
+use crate::error::{StoreError, StoreResult};
+use crate::keys::*;
+use crate::model::*;
+
+/// A message to deliver to local mailboxes and/or queue, in one synced write.
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryRequest<'a> {
+    /// The message as it will be stored and redelivered (CRLF line ends).
+    pub body: &'a [u8],
+    /// Users whose INBOX receives a copy (duplicates are ignored).
+    pub users: Vec<u64>,
+    /// Relay/outbound queue entries sharing the same body.
+    pub queue: Vec<NewQueueEntry>,
+    /// Message-ID header, for tracking look-ups.
+    pub message_id: Option<String>,
+    /// One line for the tracking log: who sent it, from where.
+    pub summary: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryOutcome {
+    pub tracking_id: u64,
+    /// `(user, mailbox, uid)` of each stored copy.
+    pub stored: Vec<(u64, u64, u32)>,
+    pub queue_ids: Vec<u64>,
+}
+
+/// A message as a mailbox view needs it, with the change that last touched it.
+pub type Change = (ChangeRecord, Option<MessageRecord>);
+
+pub fn blob_id(body: &[u8]) -> BlobId {
+    Sha256::digest(body).into()
+}
+
+fn blob_lock(blob: &BlobId) -> (&'static str, u64) {
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&blob[..8]);
+    ("blob", u64::from_be_bytes(first))
+}
+
+fn mailbox_lock(id: u64) -> (&'static str, u64) {
+    ("mailbox", id)
+}
+
+impl Store {
+    // ----- mailboxes -----
+
+    pub fn mailboxes(&self, user_id: u64) -> StoreResult<Vec<Mailbox>> {
+        self.scan_prefix(CF_MAILBOXES, &u64_key(user_id))?
+            .iter()
+            .map(|(_, v)| decode(CF_MAILBOXES, v))
+            .collect()
+    }
+
+    pub fn mailbox(&self, user_id: u64, mailbox_id: u64) -> StoreResult<Mailbox> {
+        self.get_json(CF_MAILBOXES, &u64_pair(user_id, mailbox_id))?
+            .ok_or_else(|| StoreError::NotFound(format!("mailbox {mailbox_id}")))
+    }
+
+    /// Finds a mailbox by name; "INBOX" matches case-insensitively (RFC 3501 §5.1).
+    pub fn mailbox_by_name(&self, user_id: u64, name: &str) -> StoreResult<Option<Mailbox>> {
+        let inbox = name.eq_ignore_ascii_case("INBOX");
+        Ok(self
+            .mailboxes(user_id)?
+            .into_iter()
+            .find(|m| if inbox { m.name == "INBOX" } else { m.name == name }))
+    }
+
+    pub fn inbox(&self, user_id: u64) -> StoreResult<Mailbox> {
+        self.mailbox_by_name(user_id, "INBOX")?
+            .ok_or_else(|| StoreError::NotFound(format!("INBOX of user {user_id}")))
+    }
+
+    pub fn create_mailbox(
+        &self,
+        user_id: u64,
+        name: &str,
+        special_use: Option<SpecialUse>,
+    ) -> StoreResult<Mailbox> {
+        validate_mailbox_name(name)?;
+        let _guard = self.lock(&[("mailboxes-of", user_id)]);
+        if self.mailbox_by_name(user_id, name)?.is_some() {
+            return Err(StoreError::AlreadyExists(format!("mailbox {name}")));
+        }
+        let mut batch = WriteBatch::default();
+        let mailbox = self.new_mailbox_into(&mut batch, user_id, name, special_use)?;
+        self.commit(batch)?;
+        Ok(mailbox)
+    }
+
+    pub fn set_subscribed(&self, user_id: u64, name: &str, subscribed: bool) -> StoreResult<()> {
+        let _guard = self.lock(&[("mailboxes-of", user_id)]);
+        let mut mailbox = self
+            .mailbox_by_name(user_id, name)?
+            .ok_or_else(|| StoreError::NotFound(format!("mailbox {name}")))?;
+        let _mbox = self.lock(&[mailbox_lock(mailbox.id)]);
+        mailbox = self.mailbox(user_id, mailbox.id)?;
+        mailbox.subscribed = subscribed;
+        let mut batch = WriteBatch::default();
+        self.put_json(&mut batch, CF_MAILBOXES, &u64_pair(user_id, mailbox.id), &mailbox)?;
+        self.commit(batch)
+    }
+
+    /// Deletes a mailbox and its messages. INBOX cannot be deleted.
+    pub fn delete_mailbox(&self, user_id: u64, name: &str) -> StoreResult<()> {
+        if name.eq_ignore_ascii_case("INBOX") {
+            return Err(StoreError::Invalid("INBOX cannot be deleted".into()));
+        }
+        let _guard = self.lock(&[("mailboxes-of", user_id)]);
+        let mailbox = self
+            .mailbox_by_name(user_id, name)?
+            .ok_or_else(|| StoreError::NotFound(format!("mailbox {name}")))?;
+        self.destroy_mailbox(&mailbox)
+    }
+
+    /// Expunges every message of the mailbox, then removes it and its change log.
+    pub(crate) fn destroy_mailbox(&self, mailbox: &Mailbox) -> StoreResult<()> {
+        let uids: Vec<u32> = self
+            .messages(mailbox.user_id, mailbox.id)?
+            .1
+            .iter()
+            .map(|m| m.uid)
+            .collect();
+        for chunk in uids.chunks(1000) {
+            self.expunge(mailbox.user_id, mailbox.id, chunk)?;
+        }
+        let _mbox = self.lock(&[mailbox_lock(mailbox.id)]);
+        let mut batch = WriteBatch::default();
+        for (k, _) in self.scan_prefix(CF_CHANGES, &u64_key(mailbox.id))? {
+            self.delete(&mut batch, CF_CHANGES, &k)?;
+        }
+        self.delete(&mut batch, CF_MAILBOXES, &u64_pair(mailbox.user_id, mailbox.id))?;
+        self.commit(batch)?;
+        self.inner.notifier.publish(mailbox.id, u64::MAX);
+        Ok(())
+    }
+
+    /// Renames a mailbox and its children (`from/...`). Renaming INBOX moves its messages
+    /// into a new mailbox `to` and leaves INBOX empty (RFC 3501 §6.3.5).
+    pub fn rename_mailbox(&self, user_id: u64, from: &str, to: &str) -> StoreResult<()> {
+        validate_mailbox_name(to)?;
+        let _guard = self.lock(&[("mailboxes-of", user_id)]);
+        if self.mailbox_by_name(user_id, to)?.is_some() {
+            return Err(StoreError::AlreadyExists(format!("mailbox {to}")));
+        }
+        if from.eq_ignore_ascii_case("INBOX") {
+            let inbox = self.inbox(user_id)?;
+            let mut batch = WriteBatch::default();
+            let target = self.new_mailbox_into(&mut batch, user_id, to, None)?;
+            self.commit(batch)?;
+            let uids: Vec<u32> = self
+                .messages(user_id, inbox.id)?
+                .1
+                .iter()
+                .map(|m| m.uid)
+                .collect();
+            for chunk in uids.chunks(1000) {
+                self.move_messages(user_id, inbox.id, chunk, target.id)?;
+            }
+            return Ok(());
+        }
+        let all = self.mailboxes(user_id)?;
+        let prefix = format!("{from}/");
+        let affected: Vec<&Mailbox> = all
+            .iter()
+            .filter(|m| m.name == from || m.name.starts_with(&prefix))
+            .collect();
+        if !affected.iter().any(|m| m.name == from) {
+            return Err(StoreError::NotFound(format!("mailbox {from}")));
+        }
+        if to.starts_with(&prefix) {
+            return Err(StoreError::Invalid("cannot move a mailbox into itself".into()));
+        }
+        let mut batch = WriteBatch::default();
+        for m in affected {
+            let mut renamed = m.clone();
+            renamed.name = format!("{to}{}", &m.name[from.len()..]);
+            self.put_json(&mut batch, CF_MAILBOXES, &u64_pair(user_id, m.id), &renamed)?;
+        }
+        self.commit(batch)
+    }
+
+    // ----- messages -----
+
+    /// The mailbox and all its messages in UID order.
+    pub fn messages(&self, user_id: u64, mailbox_id: u64) -> StoreResult<(Mailbox, Vec<MessageRecord>)> {
+        let mailbox = self.mailbox(user_id, mailbox_id)?;
+        let messages = self
+            .scan_prefix(CF_MESSAGES, &u64_key(mailbox_id))?
+            .iter()
+            .map(|(_, v)| decode(CF_MESSAGES, v))
+            .collect::<StoreResult<Vec<MessageRecord>>>()?;
+        Ok((mailbox, messages))
+    }
+
+    pub fn message(&self, user_id: u64, mailbox_id: u64, uid: u32) -> StoreResult<MessageRecord> {
+        self.mailbox(user_id, mailbox_id)?;
+        self.get_json(CF_MESSAGES, &message_key(mailbox_id, uid))?
+            .ok_or_else(|| StoreError::NotFound(format!("message {uid}")))
+    }
+
+    pub fn body(&self, blob: &BlobId) -> StoreResult<Vec<u8>> {
+        let cf = self.cf(CF_BLOBS)?;
+        self.inner
+            .db
+            .get_cf(&cf, blob)?
+            .ok_or_else(|| StoreError::Corrupt {
+                cf: CF_BLOBS,
+                reason: format!("body {} missing", hex::encode(blob)),
+            })
+    }
+
+    pub fn blob_refs(&self, blob: &BlobId) -> StoreResult<i64> {
+        let cf = self.cf(CF_BLOB_REFS)?;
+        Ok(self
+            .inner
+            .db
+            .get_cf(&cf, blob)?
+            .and_then(|v| read_i64(&v))
+            .unwrap_or(0))
+    }
+
+    pub fn blob_exists(&self, blob: &BlobId) -> StoreResult<bool> {
+        let cf = self.cf(CF_BLOBS)?;
+        Ok(self.inner.db.get_pinned_cf(&cf, blob)?.is_some())
+    }
+
+    /// Changes after `since`, in modseq order, with the current record of each message
+    /// that still exists.
+    pub fn changes_since(
+        &self,
+        user_id: u64,
+        mailbox_id: u64,
+        since: u64,
+    ) -> StoreResult<(Mailbox, Vec<Change>)> {
+        let mailbox = self.mailbox(user_id, mailbox_id)?;
+        let cf = self.cf(CF_CHANGES)?;
+        let start = u64_pair(mailbox_id, since.saturating_add(1));
+        let iter = self.inner.db.iterator_cf(
+            &cf,
+            rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward),
+        );
+        let mut out = Vec::new();
+        for item in iter {
+            let (k, v) = item?;
+            if !k.starts_with(&u64_key(mailbox_id)) {
+                break;
+            }
+            let change: ChangeRecord = decode(CF_CHANGES, &v)?;
+            let record = match change.kind {
+                ChangeKind::Expunged => None,
+                _ => self.get_json(CF_MESSAGES, &message_key(mailbox_id, change.uid))?,
+            };
+            out.push((change, record));
+        }
+        Ok((mailbox, out))
+    }
+
+    /// Delivers one message to local INBOXes and queue entries in one synced write. The
+    /// body is stored once whatever the number of copies.
+    pub fn deliver(&self, req: &DeliveryRequest<'_>) -> StoreResult<DeliveryOutcome> {
+        let mut users = req.users.clone();
+        users.sort_unstable();
+        users.dedup();
+        let mut inboxes = Vec::with_capacity(users.len());
+        for user in &users {
+            inboxes.push(self.inbox(*user)?.id);
+        }
+        let blob = blob_id(req.body);
+        let mut lock_keys: Vec<(&str, u64)> = inboxes.iter().map(|id| mailbox_lock(*id)).collect();
+        lock_keys.push(blob_lock(&blob));
+        let _guards = self.lock(&lock_keys);
+
+        let now = self.now();
+        let size =
+            u32::try_from(req.body.len()).map_err(|_| StoreError::Invalid("message too large".into()))?;
+        let tracking_id = self.next_id(COUNTER_TRACKING);
+        let mut batch = WriteBatch::default();
+        self.counter_merge(&mut batch, COUNTER_TRACKING, tracking_id)?;
+        let copies = (users.len() + req.queue.len()) as i64;
+        self.add_blob_refs(&mut batch, &blob, req.body, copies)?;
+        let mut events = vec![TrackingEvent {
+            at: now,
+            kind: "received".into(),
+            detail: req.summary.clone(),
+        }];
+
+        let mut stored = Vec::with_capacity(users.len());
+        let mut touched = Vec::with_capacity(users.len());
+        for (user, inbox) in users.iter().zip(&inboxes) {
+            let mut mailbox = self.mailbox(*user, *inbox)?;
+            let record = MessageRecord {
+                uid: 0,
+                blob,
+                flags: 0,
+                keywords: Vec::new(),
+                modseq: 0,
+                internal_date: now,
+                tz_offset_minutes: 0,
+                size,
+                tracking_id,
+            };
+            let record = self.add_message_into(&mut batch, &mut mailbox, record)?;
+            stored.push((*user, mailbox.id, record.uid));
+            touched.push((mailbox.id, mailbox.highest_modseq));
+            events.push(TrackingEvent {
+                at: now,
+                kind: "stored".into(),
+                detail: format!("user {user} INBOX uid {}", record.uid),
+            });
+        }
+
+        let mut queue_ids = Vec::with_capacity(req.queue.len());
+        for entry in &req.queue {
+            let id = self.next_id(COUNTER_QUEUE);
+            self.counter_merge(&mut batch, COUNTER_QUEUE, id)?;
+            let queued = QueueEntry {
+                id,
+                kind: entry.kind,
+                domain: entry.domain.clone(),
+                mail_from: entry.mail_from.clone(),
+                recipients: entry
+                    .recipients
+                    .iter()
+                    .map(|(address, local_user)| QueueRecipient {
+                        address: address.clone(),
+                        status: RecipientStatus::Pending,
+                        attempts: 0,
+                        last_reply: None,
+                        local_user: *local_user,
+                    })
+                    .collect(),
+                blob,
+                size: size as u64,
+                created_at: now,
+                next_attempt: entry.next_attempt,
+                tracking_id,
+                message_id: req.message_id.clone(),
+                held: false,
+            };
+            self.put_json(&mut batch, CF_QUEUE, &u64_key(id), &queued)?;
+            batch.put_cf(&self.cf(CF_QUEUE_DUE)?, due_key(queued.next_attempt, id), b"");
+            let rcpts: Vec<&str> = entry.recipients.iter().map(|(a, _)| a.as_str()).collect();
+            events.push(TrackingEvent {
+                at: now,
+                kind: "queued".into(),
+                detail: format!("{:?} queue {id} for {}", entry.kind, rcpts.join(", ")).to_lowercase(),
+            });
+            queue_ids.push(id);
+        }
+        for (seq, event) in events.iter().enumerate() {
+            self.put_json(
+                &mut batch,
+                CF_TRACKING,
+                &tracking_key(tracking_id, seq as u32),
+                event,
+            )?;
+        }
+        if let Some(mid) = &req.message_id {
+            let mut key = mid.as_bytes().to_vec();
+            key.push(0);
+            key.extend_from_slice(&u64_key(tracking_id));
+            batch.put_cf(&self.cf(CF_MESSAGE_IDS)?, key, b"");
+        }
+        self.commit(batch)?;
+        for (mailbox, modseq) in touched {
+            self.inner.notifier.publish(mailbox, modseq);
+        }
+        Ok(DeliveryOutcome {
+            tracking_id,
+            stored,
+            queue_ids,
+        })
+    }
+
+    /// IMAP APPEND: stores a message in one mailbox with the given flags and date.
+    #[allow(clippy::too_many_arguments)]
+    pub fn append(
+        &self,
+        user_id: u64,
+        mailbox_id: u64,
+        body: &[u8],
+        flags: u8,
+        keywords: &[String],
+        internal_date: Option<(i64, i16)>,
+    ) -> StoreResult<(u32, u32)> {
+        let blob = blob_id(body);
+        let _guards = self.lock(&[mailbox_lock(mailbox_id), blob_lock(&blob)]);
+        let mut mailbox = self.mailbox(user_id, mailbox_id)?;
+        let size = u32::try_from(body.len()).map_err(|_| StoreError::Invalid("message too large".into()))?;
+        let (date, tz) = internal_date.unwrap_or((self.now(), 0));
+        let mut batch = WriteBatch::default();
+        self.add_blob_refs(&mut batch, &blob, body, 1)?;
+        let record = MessageRecord {
+            uid: 0,
+            blob,
+            flags,
+            keywords: keywords.to_vec(),
+            modseq: 0,
+            internal_date: date,
+            tz_offset_minutes: tz,
+            size,
+            tracking_id: 0,
+        };
+        let record = self.add_message_into(&mut batch, &mut mailbox, record)?;
+        self.commit(batch)?;
+        self.inner.notifier.publish(mailbox.id, mailbox.highest_modseq);
+        Ok((mailbox.uid_validity, record.uid))
+    }
+
+    /// Sets, adds or removes flags on `uids`. With `unchanged_since`, messages modified
+    /// after it are left alone and returned in the second list (RFC 7162 §3.1.3).
+    #[allow(clippy::too_many_arguments)]
+    pub fn store_flags(
+        &self,
+        user_id: u64,
+        mailbox_id: u64,
+        uids: &[u32],
+        op: FlagOp,
+        flags: u8,
+        keywords: &[String],
+        unchanged_since: Option<u64>,
+    ) -> StoreResult<(Vec<MessageRecord>, Vec<u32>)> {
+        let _guard = self.lock(&[mailbox_lock(mailbox_id)]);
+        let mut mailbox = self.mailbox(user_id, mailbox_id)?;
+        let mut batch = WriteBatch::default();
+        let mut changed = Vec::new();
+        let mut failed = Vec::new();
+        for uid in uids {
+            let Some(mut record) =
+                self.get_json::<MessageRecord>(CF_MESSAGES, &message_key(mailbox_id, *uid))?
+            else {
+                continue;
+            };
+            if unchanged_since.is_some_and(|since| record.modseq > since) {
+                failed.push(*uid);
+                continue;
+            }
+            let (new_flags, new_keywords) = apply_flags(&record, op, flags, keywords);
+            if new_flags == record.flags && new_keywords == record.keywords {
+                continue;
+            }
+            record.flags = new_flags;
+            record.keywords = new_keywords;
+            self.touch_message(&mut batch, &mut mailbox, &mut record, ChangeKind::Flags)?;
+            changed.push(record);
+        }
+        if !changed.is_empty() {
+            self.put_json(&mut batch, CF_MAILBOXES, &u64_pair(user_id, mailbox_id), &mailbox)?;
+            self.commit(batch)?;
+            self.inner.notifier.publish(mailbox_id, mailbox.highest_modseq);
+        }
+        Ok((changed, failed))
+    }
+
+    /// Copies messages into another mailbox of the same user; returns the destination's
+    /// UIDVALIDITY and `(source uid, new uid)` pairs (UIDPLUS).
+    pub fn copy(
+        &self,
+        user_id: u64,
+        from: u64,
+        uids: &[u32],
+        to: u64,
+    ) -> StoreResult<(u32, Vec<(u32, u32)>)> {
+        self.copy_or_move(user_id, from, uids, to, false)
+    }
+
+    /// Copy and expunge from the source in one synced write (RFC 6851).
+    pub fn move_messages(
+        &self,
+        user_id: u64,
+        from: u64,
+        uids: &[u32],
+        to: u64,
+    ) -> StoreResult<(u32, Vec<(u32, u32)>)> {
+        self.copy_or_move(user_id, from, uids, to, true)
+    }
+
+    fn copy_or_move(
+        &self,
+        user_id: u64,
+        from: u64,
+        uids: &[u32],
+        to: u64,
+        remove: bool,
+    ) -> StoreResult<(u32, Vec<(u32, u32)>)> {
+        if from == to && remove {
+            return Err(StoreError::Invalid(
+                "cannot move a message into its own mailbox".into(),
+            ));
+        }
+        let _guards = self.lock(&[mailbox_lock(from), mailbox_lock(to)]);
+        let mut source = self.mailbox(user_id, from)?;
+        let mut target = self.mailbox(user_id, to)?;
+        let mut batch = WriteBatch::default();
+        let mut map = Vec::new();
+        let refs_cf = self.cf(CF_BLOB_REFS)?;
+        for uid in uids {
+            let Some(record) = self.get_json::<MessageRecord>(CF_MESSAGES, &message_key(from, *uid))? else {
+                continue;
+            };
+            let copy = MessageRecord {
+                uid: 0,
+                modseq: 0,
+                ..record.clone()
+            };
+            // The body cannot be freed meanwhile: the source copy holds a reference and
+            // its mailbox is locked, so a plain increment is enough here.
+            if !remove {
+                batch.merge_cf(&refs_cf, record.blob, 1i64.to_be_bytes());
+            }
+            let new = if from == to {
+                // COPY into the same mailbox: keep the counters in one place.
+                let new = self.add_message_into(&mut batch, &mut source, copy)?;
+                target = source.clone();
+                new
+            } else {
+                self.add_message_into(&mut batch, &mut target, copy)?
+            };
+            map.push((*uid, new.uid));
+            if remove {
+                self.remove_message_into(&mut batch, &mut source, &record)?;
+            }
+        }
+        if map.is_empty() {
+            return Ok((target.uid_validity, map));
+        }
+        if from != to {
+            self.put_json(&mut batch, CF_MAILBOXES, &u64_pair(user_id, from), &source)?;
+        }
+        self.commit(batch)?;
+        self.inner.notifier.publish(to, target.highest_modseq);
+        if from != to {
+            self.inner.notifier.publish(from, source.highest_modseq);
+        }
+        Ok((target.uid_validity, map))
+    }
+
+    /// Removes messages; frees bodies no longer referenced. Returns the UIDs removed.
+    pub fn expunge(&self, user_id: u64, mailbox_id: u64, uids: &[u32]) -> StoreResult<Vec<u32>> {
+        let mut records = Vec::with_capacity(uids.len());
+        for uid in uids {
+            if let Some(r) = self.get_json::<MessageRecord>(CF_MESSAGES, &message_key(mailbox_id, *uid))? {
+                records.push(r);
+            }
+        }
+        let mut lock_keys = vec![mailbox_lock(mailbox_id)];
+        lock_keys.extend(records.iter().map(|r| blob_lock(&r.blob)));
+        let _guards = self.lock(&lock_keys);
+        let mut mailbox = self.mailbox(user_id, mailbox_id)?;
+        let mut batch = WriteBatch::default();
+        let mut removed = Vec::new();
+        let mut freed: BTreeMap<BlobId, i64> = BTreeMap::new();
+        for uid in uids {
+            // Re-read under the lock: another session may have expunged it already.
+            let Some(record) = self.get_json::<MessageRecord>(CF_MESSAGES, &message_key(mailbox_id, *uid))?
+            else {
+                continue;
+            };
+            if !records.iter().any(|r| r.blob == record.blob) {
+                // Not locked (a copy arrived after the first read); leave it for next time.
+                continue;
+            }
+            self.remove_message_into(&mut batch, &mut mailbox, &record)?;
+            *freed.entry(record.blob).or_default() += 1;
+            removed.push(*uid);
+        }
+        if removed.is_empty() {
+            return Ok(removed);
+        }
+        for (blob, count) in freed {
+            self.release_blob_into(&mut batch, &blob, count)?;
+        }
+        self.put_json(&mut batch, CF_MAILBOXES, &u64_pair(user_id, mailbox_id), &mailbox)?;
+        self.commit(batch)?;
+        self.inner.notifier.publish(mailbox_id, mailbox.highest_modseq);
+        Ok(removed)
+    }
+
+    /// Claims \Recent for the caller: returns the lowest UID recent for it and marks all
+    /// current messages as seen by a session, so exactly one session gets each \Recent.
+    pub fn claim_recent(&self, user_id: u64, mailbox_id: u64) -> StoreResult<u32> {
+        let _guard = self.lock(&[mailbox_lock(mailbox_id)]);
+        let mut mailbox = self.mailbox(user_id, mailbox_id)?;
+        let first = mailbox.recent_uid;
+        if first < mailbox.uid_next {
+            mailbox.recent_uid = mailbox.uid_next;
+            let mut batch = WriteBatch::default();
+            self.put_json(&mut batch, CF_MAILBOXES, &u64_pair(user_id, mailbox_id), &mailbox)?;
+            // Losing this mark in a crash only shows \Recent once more: no sync needed.
+            self.commit_lazy(batch)?;
+        }
+        Ok(first)
+    }
+
+    // ----- internals; callers hold the locks -----
+
+    /// Adds a message record (assigning UID and modseq) and its change entry, and puts the
+    /// updated mailbox record in the batch.
+    fn add_message_into(
+        &self,
+        batch: &mut WriteBatch,
+        mailbox: &mut Mailbox,
+        mut record: MessageRecord,
+    ) -> StoreResult<MessageRecord> {
+        if mailbox.uid_next == u32::MAX {
+            return Err(StoreError::Invalid(format!(
+                "mailbox {} has run out of UIDs",
+                mailbox.name
+            )));
+        }
+        record.uid = mailbox.uid_next;
+        mailbox.uid_next += 1;
+        mailbox.highest_modseq += 1;
+        record.modseq = mailbox.highest_modseq;
+        mailbox.exists += 1;
+        mailbox.size += record.size as u64;
+        self.put_json(batch, CF_MESSAGES, &message_key(mailbox.id, record.uid), &record)?;
+        let change = ChangeRecord {
+            uid: record.uid,
+            modseq: record.modseq,
+            kind: ChangeKind::Added,
+        };
+        self.put_json(batch, CF_CHANGES, &u64_pair(mailbox.id, record.modseq), &change)?;
+        self.put_json(
+            batch,
+            CF_MAILBOXES,
+            &u64_pair(mailbox.user_id, mailbox.id),
+            mailbox,
+        )?;
+        Ok(record)
+    }
+
+    /// Gives a changed message a new modseq and moves its change-log entry.
+    fn touch_message(
+        &self,
+        batch: &mut WriteBatch,
+        mailbox: &mut Mailbox,
+        record: &mut MessageRecord,
+        kind: ChangeKind,
+    ) -> StoreResult<()> {
+        self.delete(batch, CF_CHANGES, &u64_pair(mailbox.id, record.modseq))?;
+        mailbox.highest_modseq += 1;
+        record.modseq = mailbox.highest_modseq;
+        self.put_json(batch, CF_MESSAGES, &message_key(mailbox.id, record.uid), record)?;
+        let change = ChangeRecord {
+            uid: record.uid,
+            modseq: record.modseq,
+            kind,
+        };
+        self.put_json(batch, CF_CHANGES, &u64_pair(mailbox.id, record.modseq), &change)
+    }
+
+    /// Deletes a message record and leaves an expunge tombstone; the caller handles the
+    /// body reference.
+    fn remove_message_into(
+        &self,
+        batch: &mut WriteBatch,
+        mailbox: &mut Mailbox,
+        record: &MessageRecord,
+    ) -> StoreResult<()> {
+        self.delete(batch, CF_MESSAGES, &message_key(mailbox.id, record.uid))?;
+        self.delete(batch, CF_CHANGES, &u64_pair(mailbox.id, record.modseq))?;
+        mailbox.highest_modseq += 1;
+        mailbox.exists = mailbox.exists.saturating_sub(1);
+        mailbox.size = mailbox.size.saturating_sub(record.size as u64);
+        let tombstone = ChangeRecord {
+            uid: record.uid,
+            modseq: mailbox.highest_modseq,
+            kind: ChangeKind::Expunged,
+        };
+        self.put_json(
+            batch,
+            CF_CHANGES,
+            &u64_pair(mailbox.id, mailbox.highest_modseq),
+            &tombstone,
+        )
+    }
+
+    /// Adds `count` references to a body, writing it if it is new. Caller holds the
+    /// body's lock.
+    pub(crate) fn add_blob_refs(
+        &self,
+        batch: &mut WriteBatch,
+        blob: &BlobId,
+        body: &[u8],
+        count: i64,
+    ) -> StoreResult<()> {
+        if count == 0 {
+            return Ok(());
+        }
+        if self.blob_refs(blob)? <= 0 {
+            batch.put_cf(&self.cf(CF_BLOBS)?, blob, body);
+            batch.put_cf(&self.cf(CF_BLOB_REFS)?, blob, count.to_be_bytes());
+        } else {
+            batch.merge_cf(&self.cf(CF_BLOB_REFS)?, blob, count.to_be_bytes());
+        }
+        Ok(())
+    }
+
+    /// Drops `count` references; deletes the body when none remain. Caller holds the
+    /// body's lock.
+    pub(crate) fn release_blob_into(
+        &self,
+        batch: &mut WriteBatch,
+        blob: &BlobId,
+        count: i64,
+    ) -> StoreResult<()> {
+        if self.blob_refs(blob)? <= count {
+            self.delete(batch, CF_BLOBS, blob)?;
+            self.delete(batch, CF_BLOB_REFS, blob)?;
+        } else {
+            batch.merge_cf(&self.cf(CF_BLOB_REFS)?, blob, (-count).to_be_bytes());
+        }
+        Ok(())
+    }
+
+    /// Per-user totals: (messages, bytes) over all mailboxes.
+    pub fn usage(&self, user_id: u64) -> StoreResult<(u64, u64)> {
+        let mut totals: HashMap<bool, u64> = HashMap::new();
+        for m in self.mailboxes(user_id)? {
+            *totals.entry(true).or_default() += m.exists as u64;
+            *totals.entry(false).or_default() += m.size;
+        }
+        Ok((
+            totals.get(&true).copied().unwrap_or(0),
+            totals.get(&false).copied().unwrap_or(0),
+        ))
+    }
+}
+
+fn apply_flags(record: &MessageRecord, op: FlagOp, flags: u8, keywords: &[String]) -> (u8, Vec<String>) {
+    let mut kw = record.keywords.clone();
+    let new_flags = match op {
+        FlagOp::Add => {
+            for k in keywords {
+                if !kw.iter().any(|x| x.eq_ignore_ascii_case(k)) {
+                    kw.push(k.clone());
+                }
+            }
+            record.flags | flags
+        }
+        FlagOp::Remove => {
+            kw.retain(|x| !keywords.iter().any(|k| k.eq_ignore_ascii_case(x)));
+            record.flags & !flags
+        }
+        FlagOp::Replace => {
+            kw = keywords.to_vec();
+            flags
+        }
+    };
+    (new_flags, kw)
+}
+
+/// Mailbox names: UTF-8, no control characters, "/" as delimiter with no empty levels,
+/// no "." or ".." levels, not longer than 255 octets.
+pub fn validate_mailbox_name(name: &str) -> StoreResult<()> {
+    let bad = name.is_empty()
+        || name.len() > 255
+        || name.chars().any(|c| c.is_control())
+        || name
+            .split('/')
+            .any(|level| level.is_empty() || level == "." || level == "..")
+        || name.contains('*')
+        || name.contains('%');
+    if bad {
+        Err(StoreError::Invalid(format!(
+            "invalid mailbox name '{}'",
+            name.escape_debug()
+        )))
+    } else {
+        Ok(())
+    }
+}

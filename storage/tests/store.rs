@@ -1,0 +1,402 @@
+//! Store behaviour that protocol replies rely on: durability across SIGKILL, UIDs and
+//! modseqs that only grow, shared bodies freed exactly when unused, alias resolution,
+//! schema checks, change log and notification.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use understudy_storage::accounts::Recipient;
+use understudy_storage::mailbox::{blob_id, DeliveryRequest};
+use understudy_storage::*;
+
+fn open(dir: &std::path::Path) -> Store {
+    Store::open_with(
+        dir,
+        StoreOptions::default(),
+        Arc::new(ManualClock::new(1_700_000_000)),
+    )
+    .unwrap()
+}
+
+fn with_user(dir: &std::path::Path) -> (Store, User) {
+    let store = open(dir);
+    store.add_domain(&Domain::new("example.com")).unwrap();
+    let user = store.create_user("anna@example.com", "Anna", None).unwrap();
+    (store, user)
+}
+
+fn deliver(store: &Store, users: Vec<u64>, body: &[u8]) -> mailbox::DeliveryOutcome {
+    store
+        .deliver(&DeliveryRequest {
+            body,
+            users,
+            queue: vec![],
+            message_id: None,
+            summary: "test".into(),
+        })
+        .unwrap()
+}
+
+#[test]
+fn sigkill_after_acknowledged_deliveries_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_store-bench"))
+        .args([
+            "--dir",
+            db.to_str().unwrap(),
+            "--count",
+            "1000000",
+            "--writers",
+            "4",
+            "--size",
+            "2048",
+            "--users",
+            "8",
+            "--ack",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut acked = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        // "acked N user U uid X"
+        acked.push((parts[3].parse::<u64>().unwrap(), parts[5].parse::<u32>().unwrap()));
+        if acked.len() >= 300 || Instant::now() > deadline {
+            break;
+        }
+    }
+    // SIGKILL while writers are still delivering.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        acked.len() >= 300,
+        "only {} deliveries acknowledged before the deadline",
+        acked.len()
+    );
+
+    let store = open(&db);
+    for (user, uid) in &acked {
+        let inbox = store.inbox(*user).unwrap();
+        let record = store
+            .message(*user, inbox.id, *uid)
+            .unwrap_or_else(|e| panic!("user {user} uid {uid} lost: {e}"));
+        let body = store.body(&record.blob).unwrap();
+        assert_eq!(blob_id(&body), record.blob, "body of uid {uid} damaged");
+    }
+    let queued = store.queue_entries(None).unwrap().len();
+    assert!(
+        queued >= acked.len(),
+        "{queued} queue entries for {} acked deliveries",
+        acked.len()
+    );
+}
+
+#[test]
+fn uids_strictly_increase_and_are_never_reused_across_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, user) = with_user(dir.path());
+    let inbox = store.inbox(user.id).unwrap();
+    let uids: Vec<u32> = (0..5)
+        .map(|i| deliver(&store, vec![user.id], format!("m{i}").as_bytes()).stored[0].2)
+        .collect();
+    assert_eq!(uids, vec![1, 2, 3, 4, 5]);
+    store.expunge(user.id, inbox.id, &[4, 5]).unwrap();
+    drop(store);
+    let store = open(dir.path());
+    let next = deliver(&store, vec![user.id], b"after restart").stored[0].2;
+    assert_eq!(next, 6, "UIDs 4 and 5 were expunged but must never be reused");
+    let (uidvalidity, uid) = store
+        .append(user.id, inbox.id, b"appended", flags::SEEN, &[], None)
+        .unwrap();
+    assert_eq!((uidvalidity, uid), (inbox.uid_validity, 7));
+}
+
+#[test]
+fn modseq_only_grows() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, user) = with_user(dir.path());
+    let inbox = store.inbox(user.id).unwrap();
+    let trash = store.mailbox_by_name(user.id, "Trash").unwrap().unwrap();
+    let mut last = inbox.highest_modseq;
+    let mut check = |store: &Store| {
+        let now = store.mailbox(user.id, inbox.id).unwrap().highest_modseq;
+        assert!(now > last, "highest modseq went from {last} to {now}");
+        last = now;
+    };
+    deliver(&store, vec![user.id], b"one");
+    check(&store);
+    deliver(&store, vec![user.id], b"two");
+    check(&store);
+    let (changed, _) = store
+        .store_flags(user.id, inbox.id, &[1], FlagOp::Add, flags::SEEN, &[], None)
+        .unwrap();
+    assert_eq!(
+        changed[0].modseq,
+        store.mailbox(user.id, inbox.id).unwrap().highest_modseq
+    );
+    check(&store);
+    // UNCHANGEDSINCE below the message's modseq: refused, nothing changes.
+    let (changed, failed) = store
+        .store_flags(user.id, inbox.id, &[1], FlagOp::Add, flags::FLAGGED, &[], Some(1))
+        .unwrap();
+    assert!(changed.is_empty());
+    assert_eq!(failed, vec![1]);
+    store.move_messages(user.id, inbox.id, &[2], trash.id).unwrap();
+    check(&store);
+    store.expunge(user.id, inbox.id, &[1]).unwrap();
+    check(&store);
+    let (_, changes) = store.changes_since(user.id, inbox.id, 0).unwrap();
+    let modseqs: Vec<u64> = changes.iter().map(|(c, _)| c.modseq).collect();
+    assert!(modseqs.windows(2).all(|w| w[0] < w[1]), "{modseqs:?}");
+    let kinds: Vec<(u32, ChangeKind)> = changes.iter().map(|(c, _)| (c.uid, c.kind)).collect();
+    assert_eq!(kinds, vec![(2, ChangeKind::Expunged), (1, ChangeKind::Expunged)]);
+}
+
+#[test]
+fn shared_body_is_freed_only_when_every_copy_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, anna) = with_user(dir.path());
+    let bob = store.create_user("bob@example.com", "Bob", None).unwrap();
+    let body = b"Subject: shared\r\n\r\nsame body for two mailboxes\r\n";
+    let outcome = deliver(&store, vec![anna.id, bob.id], body);
+    let blob = blob_id(body);
+    assert_eq!(store.blob_refs(&blob).unwrap(), 2);
+    let (_, anna_box, anna_uid) = outcome.stored[0];
+    let (_, bob_box, bob_uid) = outcome.stored[1];
+    // A COPY adds a third reference to the same body.
+    let archive = store.mailbox_by_name(anna.id, "Archive").unwrap().unwrap();
+    let (_, map) = store.copy(anna.id, anna_box, &[anna_uid], archive.id).unwrap();
+    assert_eq!(store.blob_refs(&blob).unwrap(), 3);
+    store.expunge(anna.id, anna_box, &[anna_uid]).unwrap();
+    store.expunge(anna.id, archive.id, &[map[0].1]).unwrap();
+    assert!(
+        store.blob_exists(&blob).unwrap(),
+        "freed while Bob still has a copy"
+    );
+    store.expunge(bob.id, bob_box, &[bob_uid]).unwrap();
+    assert!(
+        !store.blob_exists(&blob).unwrap(),
+        "not freed after the last copy went"
+    );
+    assert_eq!(store.blob_refs(&blob).unwrap(), 0);
+}
+
+#[test]
+fn queue_copy_keeps_body_until_redelivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, anna) = with_user(dir.path());
+    let body = b"Subject: q\r\n\r\nqueued\r\n";
+    let outcome = store
+        .deliver(&DeliveryRequest {
+            body,
+            users: vec![anna.id],
+            queue: vec![NewQueueEntry {
+                kind: QueueKind::Relay,
+                domain: "example.com".into(),
+                mail_from: "x@example.net".into(),
+                recipients: vec![("anna@example.com".into(), Some(anna.id))],
+                next_attempt: 0,
+            }],
+            message_id: Some("<q@x>".into()),
+            summary: "test".into(),
+        })
+        .unwrap();
+    let (_, inbox, uid) = outcome.stored[0];
+    store.expunge(anna.id, inbox, &[uid]).unwrap();
+    assert!(store.blob_exists(&blob_id(body)).unwrap());
+    let due = store.due_entries(0, 10).unwrap();
+    assert_eq!(due.len(), 1);
+    store
+        .record_attempt(
+            due[0].id,
+            &[(
+                "anna@example.com".into(),
+                queue::AttemptOutcome::Delivered("250 ok".into()),
+            )],
+            0,
+        )
+        .unwrap();
+    assert!(store.queue_entry(due[0].id).unwrap().is_none());
+    assert!(!store.blob_exists(&blob_id(body)).unwrap());
+    let kinds: Vec<String> = store
+        .tracking_events(outcome.tracking_id)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(kinds, vec!["received", "stored", "queued", "delivered"]);
+    assert_eq!(
+        store.tracking_ids_for_message_id("<q@x>").unwrap(),
+        vec![outcome.tracking_id]
+    );
+}
+
+#[test]
+fn aliases_resolve_to_their_user() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, anna) = with_user(dir.path());
+    store.add_domain(&Domain::new("example.org")).unwrap();
+    store.add_alias("Sales@Example.com", "anna@example.com").unwrap();
+    store.add_alias("anna@example.org", "anna@example.com").unwrap();
+    for address in [
+        "sales@example.com",
+        "SALES@example.com",
+        "anna@example.org",
+        "anna@example.com",
+    ] {
+        assert_eq!(
+            store.resolve_recipient(address).unwrap(),
+            Recipient::Local(anna.clone()),
+            "{address}"
+        );
+    }
+    assert_eq!(
+        store.resolve_recipient("nobody@example.com").unwrap(),
+        Recipient::Unknown
+    );
+    assert_eq!(
+        store.resolve_recipient("anna@elsewhere.net").unwrap(),
+        Recipient::NotLocal
+    );
+    assert!(store.address_belongs_to(anna.id, "sales@example.com").unwrap());
+    assert!(matches!(
+        store.add_alias("sales@example.com", "anna@example.com"),
+        Err(StoreError::AlreadyExists(_))
+    ));
+    store.remove_alias("sales@example.com").unwrap();
+    assert_eq!(
+        store.resolve_recipient("sales@example.com").unwrap(),
+        Recipient::Unknown
+    );
+}
+
+#[test]
+fn new_users_have_the_special_use_mailboxes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, anna) = with_user(dir.path());
+    let names: Vec<(String, Option<SpecialUse>)> = store
+        .mailboxes(anna.id)
+        .unwrap()
+        .into_iter()
+        .map(|m| (m.name, m.special_use))
+        .collect();
+    let expected: Vec<(String, Option<SpecialUse>)> = DEFAULT_MAILBOXES
+        .iter()
+        .map(|(n, s)| (n.to_string(), *s))
+        .collect();
+    assert_eq!(names, expected);
+    let validities: std::collections::HashSet<u32> = store
+        .mailboxes(anna.id)
+        .unwrap()
+        .iter()
+        .map(|m| m.uid_validity)
+        .collect();
+    assert_eq!(
+        validities.len(),
+        6,
+        "UIDVALIDITY must differ between mailboxes created in the same second"
+    );
+}
+
+#[test]
+fn rename_inbox_moves_messages_and_leaves_inbox_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, anna) = with_user(dir.path());
+    deliver(&store, vec![anna.id], b"a");
+    deliver(&store, vec![anna.id], b"b");
+    store.rename_mailbox(anna.id, "inbox", "Old").unwrap();
+    let old = store.mailbox_by_name(anna.id, "Old").unwrap().unwrap();
+    assert_eq!(old.exists, 2);
+    assert_eq!(store.inbox(anna.id).unwrap().exists, 0);
+    store.create_mailbox(anna.id, "Projects/2026", None).unwrap();
+    store.rename_mailbox(anna.id, "Projects", "Work").unwrap_err();
+    store.create_mailbox(anna.id, "Projects", None).unwrap();
+    store.rename_mailbox(anna.id, "Projects", "Work").unwrap();
+    assert!(store.mailbox_by_name(anna.id, "Work/2026").unwrap().is_some());
+    assert!(matches!(
+        store.create_mailbox(anna.id, "a/../b", None),
+        Err(StoreError::Invalid(_))
+    ));
+}
+
+#[test]
+fn recent_is_claimed_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, anna) = with_user(dir.path());
+    let inbox = store.inbox(anna.id).unwrap();
+    deliver(&store, vec![anna.id], b"a");
+    assert_eq!(store.claim_recent(anna.id, inbox.id).unwrap(), 1);
+    assert_eq!(
+        store.claim_recent(anna.id, inbox.id).unwrap(),
+        2,
+        "second session must see nothing recent"
+    );
+    deliver(&store, vec![anna.id], b"b");
+    assert_eq!(store.claim_recent(anna.id, inbox.id).unwrap(), 2);
+}
+
+#[test]
+fn a_write_wakes_the_mailbox_watcher() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, anna) = with_user(dir.path());
+    let inbox = store.inbox(anna.id).unwrap();
+    let mut rx = store.subscribe(inbox.id, inbox.highest_modseq);
+    assert!(!rx.has_changed().unwrap());
+    deliver(&store, vec![anna.id], b"wake up");
+    assert!(rx.has_changed().unwrap());
+    assert_eq!(*rx.borrow_and_update(), inbox.highest_modseq + 1);
+}
+
+#[test]
+fn newer_schema_and_foreign_directories_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    drop(open(&db));
+    // Pretend a newer release wrote this database.
+    {
+        let mut opts = rocksdb::Options::default();
+        opts.create_missing_column_families(true);
+        let cfs = rocksdb::DB::list_cf(&opts, &db).unwrap();
+        let raw = rocksdb::DB::open_cf(&opts, &db, cfs).unwrap();
+        let meta = raw.cf_handle("meta").unwrap();
+        raw.put_cf(&meta, b"schema_version", 99u32.to_be_bytes()).unwrap();
+    }
+    let err = Store::open(&db).err().unwrap();
+    assert!(matches!(err, StoreError::SchemaTooNew { found: 99, .. }), "{err}");
+    assert!(err.to_string().contains("newer"), "{err}");
+
+    let foreign = dir.path().join("foreign");
+    std::fs::create_dir(&foreign).unwrap();
+    std::fs::write(foreign.join("notes.txt"), "hello").unwrap();
+    let err = Store::open(&foreign).err().unwrap();
+    assert!(err.to_string().contains("not an Understudy database"), "{err}");
+
+    let damaged = dir.path().join("damaged");
+    drop(open(&damaged));
+    std::fs::write(damaged.join("CURRENT"), "MANIFEST-999999\n").unwrap();
+    let err = Store::open(&damaged).err().unwrap();
+    assert!(
+        err.to_string()
+            .contains("not an Understudy database or is damaged"),
+        "{err}"
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn data_directory_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("new").join("db");
+    drop(open(&db));
+    let mode = std::fs::metadata(&db).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+}
