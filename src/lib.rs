@@ -1,1 +1,61 @@
-//! placeholder
+//! Understudy, an email continuity server: the binary's wiring — configuration, TLS,
+//! listeners and the connection driver, authentication, and the admin CLI. Protocol
+//! logic lives in `understudy-protocol`, storage in `understudy-storage`.
+
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod driver;
+pub mod pop3;
+pub mod server;
+pub mod services;
+pub mod smtp;
+pub mod tls;
+
+use tokio::sync::watch;
+
+/// Starts tracing on stderr with the configured level (RUST_LOG wins) and format.
+pub fn init_tracing(config: &config::LogConfig) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if config.format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Runs the server until SIGTERM or SIGINT.
+pub async fn run(config: config::Config) -> anyhow::Result<()> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_stop_signal().await;
+        let _ = tx.send(true);
+    });
+    server::run(config, rx).await
+}
+
+async fn wait_for_stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM received"),
+                    _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the server");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}

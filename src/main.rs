@@ -1,1 +1,35 @@
-fn main() {}
+//! The `understudy` binary: parse flags, load the configuration, start tracing, then
+//! serve or run an admin command.
+
+use clap::Parser;
+use understudy::cli::{self, Cli, Command};
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let config = match cli::load_config(cli.config.as_ref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("understudy: {e:#}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let result = match cli.command {
+        Command::Serve => {
+            understudy::init_tracing(&config.log);
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| rt.block_on(understudy::run(config)))
+        }
+        command => cli::run_admin(&config, command),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("understudy: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -14,5 +14,5 @@ pub mod sasl;
 pub mod session;
 pub mod smtp;
 
-pub use auth::{Account, AccessLevel, AuthBackend, AuthError, Credentials, Secret};
+pub use auth::{AccessLevel, Account, AuthBackend, AuthError, Credentials, Secret};
 pub use session::{Action, ConnectionInfo, Goodbye, Output};

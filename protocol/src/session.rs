@@ -40,11 +40,17 @@ impl Output {
     }
 
     pub fn reply(bytes: impl Into<Vec<u8>>) -> Self {
-        Output { bytes: bytes.into(), action: Action::Continue }
+        Output {
+            bytes: bytes.into(),
+            action: Action::Continue,
+        }
     }
 
     pub fn close(bytes: impl Into<Vec<u8>>) -> Self {
-        Output { bytes: bytes.into(), action: Action::Close }
+        Output {
+            bytes: bytes.into(),
+            action: Action::Close,
+        }
     }
 }
 

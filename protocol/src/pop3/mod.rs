@@ -109,10 +109,7 @@ enum State {
     /// Waiting for the client's answer to a `+ ` challenge (RFC 5034 §4).
     Sasl(SaslStep),
     /// Logged in with the maildrop locked (RFC 1939 §5).
-    Transaction {
-        account: Account,
-        maildrop: Maildrop,
-    },
+    Transaction { account: Account, maildrop: Maildrop },
     /// QUIT answered, session ended, or lock released; nothing more is processed.
     Closed,
 }
@@ -383,10 +380,11 @@ impl Pop3Session {
             }
             (_, Command::Quit) => self.quit(out),
             (State::Authorization { .. }, Command::Stls) => self.stls(out),
-            (
-                State::Authorization { .. },
-                Command::User(_) | Command::Pass(_) | Command::Auth { .. },
-            ) if !plaintext_auth_allowed => self.bad_command(out, PLAINTEXT_REFUSED),
+            (State::Authorization { .. }, Command::User(_) | Command::Pass(_) | Command::Auth { .. })
+                if !plaintext_auth_allowed =>
+            {
+                self.bad_command(out, PLAINTEXT_REFUSED)
+            }
             (State::Authorization { user }, Command::User(name)) => {
                 *user = Some(name.to_string());
                 out.extend_from_slice(b"+OK send PASS\r\n");
@@ -418,9 +416,7 @@ impl Pop3Session {
                 let message = fetch(self.store.as_ref(), account, maildrop, number);
                 match message {
                     Ok(message) => {
-                        out.extend_from_slice(
-                            format!("+OK {} octets\r\n", message.len()).as_bytes(),
-                        );
+                        out.extend_from_slice(format!("+OK {} octets\r\n", message.len()).as_bytes());
                         transfer::append_multiline(out, &message);
                     }
                     Err(reply) => out.extend_from_slice(reply.as_bytes()),
@@ -443,9 +439,7 @@ impl Pop3Session {
                         if let Some(mark) = maildrop.deleted.get_mut(index) {
                             *mark = true;
                         }
-                        out.extend_from_slice(
-                            format!("+OK message {number} deleted\r\n").as_bytes(),
-                        );
+                        out.extend_from_slice(format!("+OK message {number} deleted\r\n").as_bytes());
                     }
                     Err(reply) => out.extend_from_slice(reply.as_bytes()),
                 }
@@ -496,12 +490,7 @@ impl Pop3Session {
 
     /// RFC 5034 §4: `AUTH` alone lists mechanisms; an initial response skips the first
     /// challenge.
-    fn auth_command(
-        &mut self,
-        mechanism: Option<&str>,
-        initial: Option<&str>,
-        out: &mut Vec<u8>,
-    ) -> Flow {
+    fn auth_command(&mut self, mechanism: Option<&str>, initial: Option<&str>, out: &mut Vec<u8>) -> Flow {
         let Some(mechanism) = mechanism else {
             out.extend_from_slice(b"+OK\r\nPLAIN\r\nLOGIN\r\n.\r\n");
             return Flow::Continue;
@@ -588,9 +577,7 @@ impl Pop3Session {
                 // addresses cannot be probed.
                 return match error {
                     AuthError::Invalid => self.count_auth_failure(out, AUTH_FAILED),
-                    AuthError::AccessDenied => {
-                        self.count_auth_failure(out, "-ERR [AUTH] access denied\r\n")
-                    }
+                    AuthError::AccessDenied => self.count_auth_failure(out, "-ERR [AUTH] access denied\r\n"),
                     AuthError::RateLimited => self.count_auth_failure(
                         out,
                         "-ERR [SYS/TEMP] too many failed logins, try again later\r\n",
@@ -620,9 +607,7 @@ impl Pop3Session {
             }
             Err(Pop3BackendError::InUse) => {
                 tracing::info!(user = %account.address, "pop3 maildrop in use");
-                out.extend_from_slice(
-                    b"-ERR [IN-USE] maildrop is locked by another POP3 session\r\n",
-                );
+                out.extend_from_slice(b"-ERR [IN-USE] maildrop is locked by another POP3 session\r\n");
             }
             Err(error) => {
                 tracing::warn!(user = %account.address, %error, "pop3 cannot open maildrop");
@@ -736,9 +721,7 @@ fn fetch(
             }
             Ok(message)
         }
-        Err(Pop3BackendError::Gone) => {
-            Err("-ERR message was removed by another session\r\n".to_string())
-        }
+        Err(Pop3BackendError::Gone) => Err("-ERR message was removed by another session\r\n".to_string()),
         Err(error) => {
             tracing::warn!(user = %account.address, key = entry.key, %error, "pop3 retrieve failed");
             Err(READ_FAILED.to_string())

@@ -29,10 +29,7 @@ impl MockAuth {
 impl AuthBackend for MockAuth {
     fn authenticate(&self, credentials: &Credentials) -> Result<Account, AuthError> {
         assert_eq!(credentials.protocol, "pop3");
-        self.calls
-            .lock()
-            .unwrap()
-            .push(credentials.username.clone());
+        self.calls.lock().unwrap().push(credentials.username.clone());
         if let Some(error) = self.forced.lock().unwrap().clone() {
             return Err(error);
         }
@@ -228,10 +225,7 @@ fn plaintext_logins_refused_before_tls() {
     assert_eq!(send(&mut s, &format!("USER {USER}\r\n")), refused);
     assert_eq!(send(&mut s, &format!("PASS {PASSWORD}\r\n")), refused);
     assert_eq!(
-        send(
-            &mut s,
-            "AUTH PLAIN AHRpbUBleGFtcGxlLmNvbQB0YW5zdGFhZg==\r\n"
-        ),
+        send(&mut s, "AUTH PLAIN AHRpbUBleGFtcGxlLmNvbQB0YW5zdGFhZg==\r\n"),
         refused
     );
     assert_eq!(send(&mut s, "AUTH\r\n"), refused);
@@ -325,10 +319,7 @@ fn auth_plain_with_and_without_initial_response() {
     let (mut s, _) = session_with(info(true), &store);
     assert_eq!(send(&mut s, "AUTH\r\n"), "+OK\r\nPLAIN\r\nLOGIN\r\n.\r\n");
     assert_eq!(
-        send(
-            &mut s,
-            "AUTH PLAIN AHRpbUBleGFtcGxlLmNvbQB0YW5zdGFhZg==\r\n"
-        ),
+        send(&mut s, "AUTH PLAIN AHRpbUBleGFtcGxlLmNvbQB0YW5zdGFhZg==\r\n"),
         "+OK maildrop locked and ready\r\n"
     );
 
@@ -346,10 +337,7 @@ fn auth_login_with_and_without_initial_response() {
     let store = two_messages();
     let (mut s, _) = session_with(info(true), &store);
     assert_eq!(send(&mut s, "AUTH LOGIN\r\n"), "+ VXNlcm5hbWU6\r\n");
-    assert_eq!(
-        send(&mut s, "dGltQGV4YW1wbGUuY29t\r\n"),
-        "+ UGFzc3dvcmQ6\r\n"
-    );
+    assert_eq!(send(&mut s, "dGltQGV4YW1wbGUuY29t\r\n"), "+ UGFzc3dvcmQ6\r\n");
     assert_eq!(
         send(&mut s, "dGFuc3RhYWY=\r\n"),
         "+OK maildrop locked and ready\r\n"
@@ -386,10 +374,7 @@ fn sasl_cancel_garbage_and_unknown_mechanism() {
 fn auth_failures_look_alike_and_close_at_limit() {
     let store = two_messages();
     let (mut s, auth) = session_with(info(true), &store);
-    let unknown_user = send(
-        &mut s,
-        &format!("USER nobody@example.com\r\nPASS {PASSWORD}\r\n"),
-    );
+    let unknown_user = send(&mut s, &format!("USER nobody@example.com\r\nPASS {PASSWORD}\r\n"));
     let bad_password = send(&mut s, &format!("USER {USER}\r\nPASS wrong\r\n"));
     assert_eq!(unknown_user, format!("+OK send PASS\r\n{AUTH_FAILED}"));
     assert_eq!(unknown_user, bad_password);
@@ -435,10 +420,7 @@ fn in_use_maildrop() {
     });
     let (mut s, _) = session_with(info(true), &store);
     assert_eq!(
-        send(
-            &mut s,
-            &format!("USER {USER}\r\nPASS {PASSWORD}\r\nSTAT\r\n")
-        ),
+        send(&mut s, &format!("USER {USER}\r\nPASS {PASSWORD}\r\nSTAT\r\n")),
         "+OK send PASS\r\n-ERR [IN-USE] maildrop is locked by another POP3 session\r\n\
          -ERR command not valid in this state\r\n"
     );
@@ -452,8 +434,10 @@ fn pipelined_commands_in_one_chunk() {
     let store = two_messages();
     let (mut s, _) = session_with(info(true), &store);
     let out = s.receive(
-        format!("CAPA\r\nUSER {USER}\r\nPASS {PASSWORD}\r\nSTAT\r\nUIDL\r\nLIST 2\r\nDELE 1\r\nQUIT\r\nNOOP\r\n")
-            .as_bytes(),
+        format!(
+            "CAPA\r\nUSER {USER}\r\nPASS {PASSWORD}\r\nSTAT\r\nUIDL\r\nLIST 2\r\nDELE 1\r\nQUIT\r\nNOOP\r\n"
+        )
+        .as_bytes(),
     );
     let total = DOTS.len() + EIGHT_BIT.len();
     let expected = format!(
@@ -533,10 +517,7 @@ fn retr_is_byte_exact() {
     assert_eq!(out, expected);
     assert_eq!(send(&mut s, "RETR 3\r\n"), NO_SUCH_MESSAGE);
     assert_eq!(send(&mut s, "RETR 0\r\n"), NO_SUCH_MESSAGE);
-    assert_eq!(
-        send(&mut s, "RETR 99999999999999999999999\r\n"),
-        NO_SUCH_MESSAGE
-    );
+    assert_eq!(send(&mut s, "RETR 99999999999999999999999\r\n"), NO_SUCH_MESSAGE);
 }
 
 #[test]
@@ -590,31 +571,15 @@ fn top_sends_header_and_n_body_lines() {
 
 #[test]
 fn dele_then_quit_deletes_once() {
-    let store = Arc::new(MockStore::with(&[
-        (10, DOTS),
-        (11, EIGHT_BIT),
-        (12, b"c\r\n"),
-    ]));
+    let store = Arc::new(MockStore::with(&[(10, DOTS), (11, EIGHT_BIT), (12, b"c\r\n")]));
     let mut s = logged_in(&store);
     assert_eq!(send(&mut s, "DELE 1\r\n"), "+OK message 1 deleted\r\n");
-    assert_eq!(
-        send(&mut s, "DELE 1\r\n"),
-        "-ERR message 1 already deleted\r\n"
-    );
+    assert_eq!(send(&mut s, "DELE 1\r\n"), "-ERR message 1 already deleted\r\n");
     assert_eq!(send(&mut s, "DELE 3\r\n"), "+OK message 3 deleted\r\n");
-    assert_eq!(
-        send(&mut s, "RETR 1\r\n"),
-        "-ERR message 1 already deleted\r\n"
-    );
-    assert_eq!(
-        send(&mut s, "LIST 3\r\n"),
-        "-ERR message 3 already deleted\r\n"
-    );
+    assert_eq!(send(&mut s, "RETR 1\r\n"), "-ERR message 1 already deleted\r\n");
+    assert_eq!(send(&mut s, "LIST 3\r\n"), "-ERR message 3 already deleted\r\n");
     assert_eq!(send(&mut s, "UIDL\r\n"), "+OK\r\n2 u11\r\n.\r\n");
-    assert_eq!(
-        send(&mut s, "STAT\r\n"),
-        format!("+OK 1 {}\r\n", EIGHT_BIT.len())
-    );
+    assert_eq!(send(&mut s, "STAT\r\n"), format!("+OK 1 {}\r\n", EIGHT_BIT.len()));
     assert_eq!(store.log(), ["open"]);
     let out = s.receive(b"QUIT\r\n");
     assert_eq!(
@@ -737,10 +702,7 @@ fn output_is_throttled_per_step() {
     };
     let mut s = Pop3Session::new(info(true), auth, store.clone(), limits);
     assert_eq!(
-        send(
-            &mut s,
-            &format!("USER {USER}\r\nPASS {PASSWORD}\r\nNOOP\r\n")
-        ),
+        send(&mut s, &format!("USER {USER}\r\nPASS {PASSWORD}\r\nNOOP\r\n")),
         "+OK send PASS\r\n"
     );
     assert!(s.has_pending_commands());
@@ -793,9 +755,6 @@ fn list_after_dele_skips_marked_messages() {
     send(&mut s, "DELE 1\r\n");
     assert_eq!(
         send(&mut s, "LIST\r\n"),
-        format!(
-            "+OK 1 messages ({0} octets)\r\n2 {0}\r\n.\r\n",
-            EIGHT_BIT.len()
-        )
+        format!("+OK 1 messages ({0} octets)\r\n2 {0}\r\n.\r\n", EIGHT_BIT.len())
     );
 }

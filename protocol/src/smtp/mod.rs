@@ -155,8 +155,7 @@ pub trait SmtpBackend: Send + Sync {
     /// (`account` is `None`). In submission mode `account` is the authenticated
     /// full-access user and any recipient is accepted; the session makes no relay
     /// decision of its own.
-    fn check_recipient(&self, mode: SmtpMode, account: Option<&Account>, rcpt: &str)
-        -> RcptVerdict;
+    fn check_recipient(&self, mode: SmtpMode, account: Option<&Account>, rcpt: &str) -> RcptVerdict;
 
     /// Whether `account` may use `address` as envelope sender and in `From:` (its own
     /// address or one of its aliases; compare case-insensitively). Submission only.
@@ -165,9 +164,5 @@ pub trait SmtpBackend: Send + Sync {
     /// Stores and/or queues `message` (the `Received` header already prepended, lines
     /// CRLF-terminated, dot-unstuffed) for `envelope.rcpts`, and returns only after the
     /// write is synced. The session answers `250` only on `Ok`.
-    fn deliver(
-        &self,
-        envelope: &Envelope,
-        message: &[u8],
-    ) -> Result<DeliveryReceipt, DeliveryError>;
+    fn deliver(&self, envelope: &Envelope, message: &[u8]) -> Result<DeliveryReceipt, DeliveryError>;
 }

@@ -40,11 +40,7 @@ pub(super) fn trace_id(now: OffsetDateTime) -> String {
     static SEQUENCE: AtomicU32 = AtomicU32::new(0);
     let seq = SEQUENCE.fetch_add(1, Ordering::Relaxed);
     // Truncation is intended: the low 32 bits of the time change every second.
-    format!(
-        "{:08X}{:06X}",
-        now.unix_timestamp() as u32,
-        seq & 0x00FF_FFFF
-    )
+    format!("{:08X}{:06X}", now.unix_timestamp() as u32, seq & 0x00FF_FFFF)
 }
 
 pub(super) fn received_header(t: &Trace<'_>) -> String {

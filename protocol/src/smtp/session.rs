@@ -251,8 +251,7 @@ impl SmtpSession {
             }
             Phase::Data(decoder) => match decoder.feed(rest) {
                 Some(used) => {
-                    let Phase::Data(decoder) = std::mem::replace(&mut self.phase, Phase::Command)
-                    else {
+                    let Phase::Data(decoder) = std::mem::replace(&mut self.phase, Phase::Command) else {
                         return Flow::Consumed(used);
                     };
                     self.finish_message(decoder, out);
@@ -270,8 +269,7 @@ impl SmtpSession {
                 *remaining -= n;
                 let (done, size, last, discard) = (*remaining == 0, *size, *last, *discard);
                 if discard.is_none() {
-                    if let Some(decoder) = self.transaction.as_mut().and_then(|t| t.chunks.as_mut())
-                    {
+                    if let Some(decoder) = self.transaction.as_mut().and_then(|t| t.chunks.as_mut()) {
                         decoder.feed(rest.get(..n).unwrap_or_default());
                     }
                 }
@@ -285,8 +283,7 @@ impl SmtpSession {
             }
             Phase::Auth(_) => match self.frame_line(rest, MAX_SASL_LINE + 2) {
                 Line::Complete(line) => {
-                    let Phase::Auth(step) = std::mem::replace(&mut self.phase, Phase::Command)
-                    else {
+                    let Phase::Auth(step) = std::mem::replace(&mut self.phase, Phase::Command) else {
                         return Flow::Consumed(line.len());
                     };
                     match self.auth_response(step, line, out) {
@@ -370,10 +367,7 @@ impl SmtpSession {
             Request::Mail { from } => self.mail(from, out),
             Request::Rcpt { to } => self.rcpt(&to.address, out),
             Request::Data => self.data(out),
-            Request::Bdat {
-                chunk_size,
-                is_last,
-            } => self.bdat(chunk_size, is_last, out),
+            Request::Bdat { chunk_size, is_last } => self.bdat(chunk_size, is_last, out),
             Request::Auth {
                 mechanism,
                 initial_response,
@@ -410,9 +404,7 @@ impl SmtpSession {
         let reply: Cow<'static, str> = match error {
             ParseError::UnknownCommand => "500 5.5.1 Command unrecognized\r\n".into(),
             ParseError::InvalidSenderAddress => "501 5.1.7 Bad sender address syntax\r\n".into(),
-            ParseError::InvalidRecipientAddress => {
-                "501 5.1.3 Bad recipient address syntax\r\n".into()
-            }
+            ParseError::InvalidRecipientAddress => "501 5.1.3 Bad recipient address syntax\r\n".into(),
             ParseError::SyntaxError { syntax } => format!("501 5.5.4 Syntax: {syntax}\r\n").into(),
             ParseError::InvalidParameter { param } => {
                 format!("501 5.5.4 Invalid {param} parameter\r\n").into()
@@ -473,10 +465,7 @@ impl SmtpSession {
                 return self.error(out, "530 5.7.0 Authentication required\r\n");
             };
             if account.access != AccessLevel::Full {
-                return self.error(
-                    out,
-                    "554 5.7.1 Sending is not permitted for this account\r\n",
-                );
+                return self.error(out, "554 5.7.1 Sending is not permitted for this account\r\n");
             }
         }
         if from.size > self.limits.max_message_size {
@@ -512,11 +501,7 @@ impl SmtpSession {
         if !transaction.smtputf8 && !address.is_ascii() {
             return self.error(out, "553 5.6.7 Non-ASCII address requires SMTPUTF8\r\n");
         }
-        if transaction
-            .rcpts
-            .iter()
-            .any(|r| r.eq_ignore_ascii_case(address))
-        {
+        if transaction.rcpts.iter().any(|r| r.eq_ignore_ascii_case(address)) {
             return Self::ok(out, "250 2.1.5 Ok\r\n");
         }
         if transaction.rcpts.len() >= self.limits.max_recipients {
@@ -533,14 +518,10 @@ impl SmtpSession {
                 }
                 Self::ok(out, "250 2.1.5 Ok\r\n")
             }
-            RcptVerdict::Unknown => self.error(
-                out,
-                "550 5.1.1 Recipient address rejected: user unknown\r\n",
-            ),
-            RcptVerdict::Inactive => self.error(
-                out,
-                "550 5.2.1 Recipient address rejected: mailbox disabled\r\n",
-            ),
+            RcptVerdict::Unknown => self.error(out, "550 5.1.1 Recipient address rejected: user unknown\r\n"),
+            RcptVerdict::Inactive => {
+                self.error(out, "550 5.2.1 Recipient address rejected: mailbox disabled\r\n")
+            }
             RcptVerdict::RelayDenied => self.error(out, "550 5.7.1 Relaying denied\r\n"),
             RcptVerdict::Temporary => Self::ok(out, TEMPORARY_FAILURE),
         }
@@ -568,11 +549,7 @@ impl SmtpSession {
             Some(t) if t.rcpts.is_empty() => Some(NO_RECIPIENTS),
             Some(t) => {
                 if t.chunks.is_none() {
-                    t.chunks = Some(BodyDecoder::new(
-                        false,
-                        self.limits.max_message_size,
-                        t.size_hint,
-                    ));
+                    t.chunks = Some(BodyDecoder::new(false, self.limits.max_message_size, t.size_hint));
                 }
                 None
             }
@@ -632,9 +609,7 @@ impl SmtpSession {
         let mut message = decoder.into_body();
         if let (SmtpMode::Submission, Some(account)) = (self.mode, &self.account) {
             if !self.header_senders_allowed(account, &message) {
-                out.extend_from_slice(
-                    b"553 5.7.1 From header address is not owned by the user\r\n",
-                );
+                out.extend_from_slice(b"553 5.7.1 From header address is not owned by the user\r\n");
                 return;
             }
         }
@@ -692,11 +667,7 @@ impl SmtpSession {
                 tracing::warn!(trace_id = %id, "delivery failed: insufficient storage");
                 "452 4.3.1 Insufficient system storage\r\n".to_string()
             }
-            Err(DeliveryError::Rejected {
-                code,
-                enhanced,
-                text,
-            }) => {
+            Err(DeliveryError::Rejected { code, enhanced, text }) => {
                 if (400..600).contains(&code) && valid_enhanced(&enhanced, code) {
                     tracing::info!(trace_id = %id, code, %enhanced, %text, "message rejected");
                     format!("{code} {enhanced} {}\r\n", one_line(&text))
@@ -749,10 +720,7 @@ impl SmtpSession {
             return self.error(out, "503 5.5.1 Error: already authenticated\r\n");
         }
         if self.transaction.is_some() {
-            return self.error(
-                out,
-                "503 5.5.1 Error: AUTH not allowed during a transaction\r\n",
-            );
+            return self.error(out, "503 5.5.1 Error: AUTH not allowed during a transaction\r\n");
         }
         let step = match mechanism {
             AUTH_PLAIN => AuthStep::Plain,
@@ -773,9 +741,7 @@ impl SmtpSession {
     fn auth_response(&mut self, step: AuthStep, line: &[u8], out: &mut Vec<u8>) -> Flow {
         let decoded = match sasl::decode_response(line) {
             Ok(decoded) => decoded,
-            Err(SaslError::Cancelled) => {
-                return self.error(out, "501 5.0.0 Authentication cancelled\r\n")
-            }
+            Err(SaslError::Cancelled) => return self.error(out, "501 5.0.0 Authentication cancelled\r\n"),
             Err(_) => return self.error(out, "501 5.5.2 Cannot decode response\r\n"),
         };
         let (username, password) = match step {

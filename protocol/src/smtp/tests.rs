@@ -26,12 +26,7 @@ struct MockBackend {
 }
 
 impl SmtpBackend for MockBackend {
-    fn check_recipient(
-        &self,
-        mode: SmtpMode,
-        account: Option<&Account>,
-        rcpt: &str,
-    ) -> RcptVerdict {
+    fn check_recipient(&self, mode: SmtpMode, account: Option<&Account>, rcpt: &str) -> RcptVerdict {
         if mode == SmtpMode::Submission && account.is_some_and(|a| a.access == AccessLevel::Full) {
             return RcptVerdict::Accept;
         }
@@ -48,15 +43,10 @@ impl SmtpBackend for MockBackend {
     }
 
     fn sender_allowed(&self, account: &Account, address: &str) -> bool {
-        address.eq_ignore_ascii_case(&account.address)
-            || address.eq_ignore_ascii_case("alias@example.com")
+        address.eq_ignore_ascii_case(&account.address) || address.eq_ignore_ascii_case("alias@example.com")
     }
 
-    fn deliver(
-        &self,
-        envelope: &Envelope,
-        message: &[u8],
-    ) -> Result<DeliveryReceipt, DeliveryError> {
+    fn deliver(&self, envelope: &Envelope, message: &[u8]) -> Result<DeliveryReceipt, DeliveryError> {
         if let Some(error) = self.failure.lock().unwrap().clone() {
             return Err(error);
         }
@@ -97,12 +87,7 @@ impl Harness {
         Self::with_limits(mode, tls, 10_000, 3)
     }
 
-    fn with_limits(
-        mode: SmtpMode,
-        tls: bool,
-        max_message_size: usize,
-        max_recipients: usize,
-    ) -> Self {
+    fn with_limits(mode: SmtpMode, tls: bool, max_message_size: usize, max_recipients: usize) -> Self {
         let info = ConnectionInfo {
             peer: "192.0.2.1".parse::<IpAddr>().unwrap(),
             tls,
@@ -319,13 +304,9 @@ fn oversized_message_is_rejected_and_nothing_delivered() {
 #[test]
 fn starttls_discards_pipelined_plaintext_and_requires_ehlo_again() {
     let mut h = Harness::new(SmtpMode::Mx, false);
-    let (replies, action) = h.send_output(
-        b"EHLO c\r\nSTARTTLS\r\nMAIL FROM:<evil@remote.org>\r\nRCPT TO:<bob@example.com>\r\n",
-    );
-    assert_eq!(
-        replies,
-        format!("{EHLO_MX}220 2.0.0 Ready to start TLS\r\n")
-    );
+    let (replies, action) =
+        h.send_output(b"EHLO c\r\nSTARTTLS\r\nMAIL FROM:<evil@remote.org>\r\nRCPT TO:<bob@example.com>\r\n");
+    assert_eq!(replies, format!("{EHLO_MX}220 2.0.0 Ready to start TLS\r\n"));
     assert_eq!(action, Action::StartTls);
     h.session.tls_started();
     assert_eq!(
@@ -335,10 +316,7 @@ fn starttls_discards_pipelined_plaintext_and_requires_ehlo_again() {
     let ehlo = h.send("EHLO c\r\n");
     assert!(!ehlo.contains("STARTTLS"));
     assert!(ehlo.ends_with("250 CHUNKING\r\n"));
-    assert_eq!(
-        h.send("STARTTLS\r\n"),
-        "503 5.5.1 Error: TLS already active\r\n"
-    );
+    assert_eq!(h.send("STARTTLS\r\n"), "503 5.5.1 Error: TLS already active\r\n");
     h.send("MAIL FROM:<a@remote.org>\r\nRCPT TO:<bob@example.com>\r\nDATA\r\nx\r\n.\r\n");
     let (envelope, message) = &h.delivered()[0];
     assert!(envelope.tls);
@@ -381,10 +359,7 @@ fn auth_login_dialogue_and_failures() {
     h.send("EHLO c\r\n");
     // Same reply for a wrong password and for a policy refusal.
     assert_eq!(h.send("AUTH LOGIN\r\n"), "334 VXNlcm5hbWU6\r\n");
-    assert_eq!(
-        h.send("dXNlckBleGFtcGxlLmNvbQ==\r\n"),
-        "334 UGFzc3dvcmQ6\r\n"
-    );
+    assert_eq!(h.send("dXNlckBleGFtcGxlLmNvbQ==\r\n"), "334 UGFzc3dvcmQ6\r\n");
     assert_eq!(
         h.send("d3Jvbmc=\r\n"),
         "535 5.7.8 Authentication credentials invalid\r\n"
@@ -413,10 +388,7 @@ fn auth_login_dialogue_and_failures() {
         h.send("AUTH LOGIN dXNlckBleGFtcGxlLmNvbQ==\r\n"),
         "334 UGFzc3dvcmQ6\r\n"
     );
-    assert_eq!(
-        h.send("c2VjcmV0\r\n"),
-        "235 2.7.0 Authentication successful\r\n"
-    );
+    assert_eq!(h.send("c2VjcmV0\r\n"), "235 2.7.0 Authentication successful\r\n");
     assert_eq!(h.session.account().map(|a| a.id), Some(7));
     assert_eq!(
         h.send("AUTH LOGIN\r\n"),
@@ -454,7 +426,9 @@ fn submission_restricts_envelope_sender_and_from_header() {
     let replies = h.send(&format!(
         "{envelope}From: Boss <boss@example.com>\r\n\r\nhi\r\n.\r\n"
     ));
-    assert!(replies.ends_with("354 End data with <CR><LF>.<CR><LF>\r\n553 5.7.1 From header address is not owned by the user\r\n"));
+    assert!(replies.ends_with(
+        "354 End data with <CR><LF>.<CR><LF>\r\n553 5.7.1 From header address is not owned by the user\r\n"
+    ));
     let replies = h.send(&format!("{envelope}Subject: no from\r\n\r\nhi\r\n.\r\n"));
     assert!(replies.ends_with("553 5.7.1 From header address is not owned by the user\r\n"));
     let replies = h.send(&format!(
@@ -466,10 +440,7 @@ fn submission_restricts_envelope_sender_and_from_header() {
     let replies = h.send(&format!(
         "{envelope}From: Me <ALIAS@example.com>\r\n\r\nhi\r\n.\r\n"
     ));
-    assert!(
-        replies.ends_with("250 2.0.0 Ok: queued as Q1\r\n"),
-        "{replies}"
-    );
+    assert!(replies.ends_with("250 2.0.0 Ok: queued as Q1\r\n"), "{replies}");
     let (envelope, message) = &h.delivered()[0];
     assert_eq!(
         envelope.account.as_ref().map(|a| a.address.as_str()),
@@ -634,9 +605,7 @@ fn sequence_errors_and_misc_commands() {
         "250 2.1.0 Ok\r\n503 5.5.1 Error: nested MAIL command\r\n501 5.1.7 Bad sender address syntax\r\n"
     );
     h.send("RCPT TO:<bob@example.com>\r\nDATA\r\nx\r\n.\r\n");
-    assert!(strip_received(&h.delivered()[0].1)
-        .0
-        .contains(" with SMTP id "));
+    assert!(strip_received(&h.delivered()[0].1).0.contains(" with SMTP id "));
 }
 
 #[test]

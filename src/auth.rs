@@ -1,0 +1,415 @@
+//! Password hashing (argon2id), the password policy, the verified-credential cache and
+//! login throttling; `Authenticator` implements the protocols' `AuthBackend` on the store.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use argon2::{Argon2, PasswordHasher, PasswordVerifier};
+use parking_lot::Mutex;
+use sha2::{Digest, Sha256};
+use understudy_protocol::{AccessLevel, Account, AuthBackend, AuthError, Credentials, Secret};
+use understudy_storage::outage::OutagePhase;
+use understudy_storage::{AccessWindow, Clock, Store};
+
+use crate::config::{AuthConfig, PasswordPolicy};
+
+/// Hashes a password with argon2id and the OWASP parameters (19 MiB, 2 passes, 1 lane),
+/// returning the PHC string stored in the user record.
+pub fn hash_password(password: &Secret) -> anyhow::Result<String> {
+    Argon2::default()
+        .hash_password(password.expose().as_bytes())
+        .map(|h| h.to_string())
+        .map_err(|e| anyhow::anyhow!("cannot hash password: {e}"))
+}
+
+/// Checks a password against a stored PHC string.
+pub fn verify_password(password: &Secret, phc: &str) -> bool {
+    Argon2::default()
+        .verify_password(password.expose().as_bytes(), phc)
+        .is_ok()
+}
+
+/// A fixed hash verified when the user does not exist, so that the reply takes as long as
+/// for a wrong password and cannot reveal which addresses exist.
+fn decoy_hash() -> &'static str {
+    static DECOY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DECOY.get_or_init(|| hash_password(&Secret::new("understudy-decoy-password")).unwrap_or_default())
+}
+
+/// Checks a new password against the policy; the error says which rule failed.
+pub fn check_policy(policy: &PasswordPolicy, password: &str) -> Result<(), String> {
+    let mut failed = Vec::new();
+    if password.chars().count() < policy.min_length {
+        failed.push(format!("at least {} characters", policy.min_length));
+    }
+    if policy.require_upper && !password.chars().any(char::is_uppercase) {
+        failed.push("an upper-case letter".to_string());
+    }
+    if policy.require_lower && !password.chars().any(char::is_lowercase) {
+        failed.push("a lower-case letter".to_string());
+    }
+    if policy.require_digit && !password.chars().any(|c| c.is_ascii_digit()) {
+        failed.push("a digit".to_string());
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("the password needs {}", failed.join(", ")))
+    }
+}
+
+/// Generates a random password that satisfies the default policy (for bulk creation).
+pub fn random_password() -> String {
+    use rand::Rng;
+    const SETS: [&[u8]; 3] = [
+        b"ABCDEFGHJKLMNPQRSTUVWXYZ",
+        b"abcdefghijkmnopqrstuvwxyz",
+        b"23456789",
+    ];
+    let mut rng = rand::rng();
+    let mut out: Vec<u8> = SETS
+        .iter()
+        .map(|set| set[rng.random_range(0..set.len())])
+        .collect();
+    let all: Vec<u8> = SETS.concat();
+    while out.len() < 16 {
+        out.push(all[rng.random_range(0..all.len())]);
+    }
+    for i in (1..out.len()).rev() {
+        out.swap(i, rng.random_range(0..=i));
+    }
+    String::from_utf8(out).unwrap_or_default()
+}
+
+struct CacheEntry {
+    digest: [u8; 32],
+    phc: String,
+    expires: i64,
+}
+
+/// Dovecot-style auth cache: a client that logs in every minute pays for argon2 once per
+/// TTL. Keyed by address; holds a keyed SHA-256 of the password (the key is random per
+/// process, so the cache is useless to anyone who dumps memory for offline guessing of
+/// other processes) and the PHC string it was checked against, so a password change
+/// invalidates it at once.
+struct CredentialCache {
+    key: [u8; 32],
+    entries: Mutex<HashMap<String, CacheEntry>>,
+}
+
+impl CredentialCache {
+    fn new() -> Self {
+        use rand::RngCore;
+        let mut key = [0u8; 32];
+        rand::rng().fill_bytes(&mut key);
+        CredentialCache {
+            key,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn digest(&self, address: &str, password: &Secret) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(self.key);
+        h.update(address.as_bytes());
+        h.update([0]);
+        h.update(password.expose().as_bytes());
+        h.finalize().into()
+    }
+
+    fn hit(&self, address: &str, password: &Secret, phc: &str, now: i64) -> bool {
+        let digest = self.digest(address, password);
+        let entries = self.entries.lock();
+        entries
+            .get(address)
+            .is_some_and(|e| e.expires > now && e.phc == phc && e.digest == digest)
+    }
+
+    fn insert(&self, address: &str, password: &Secret, phc: &str, expires: i64, now: i64) {
+        let digest = self.digest(address, password);
+        let mut entries = self.entries.lock();
+        if entries.len() >= 100_000 {
+            entries.retain(|_, e| e.expires > now);
+        }
+        entries.insert(
+            address.to_string(),
+            CacheEntry {
+                digest,
+                phc: phc.to_string(),
+                expires,
+            },
+        );
+    }
+}
+
+#[derive(Default, Clone, Copy)]
+struct FailureCount {
+    failures: u32,
+    last: i64,
+    locked_until: i64,
+}
+
+/// Failed-login throttling per address and per client IP: after `max_failures` within the
+/// lock-out window, further attempts are refused until the lock-out ends.
+struct Throttle {
+    max_failures: u32,
+    lockout: i64,
+    by_address: Mutex<HashMap<String, FailureCount>>,
+    by_ip: Mutex<HashMap<IpAddr, FailureCount>>,
+}
+
+impl Throttle {
+    fn locked(&self, address: &str, ip: IpAddr, now: i64) -> bool {
+        let a = self
+            .by_address
+            .lock()
+            .get(address)
+            .is_some_and(|c| c.locked_until > now);
+        // The per-IP limit is looser: an office behind one NAT address shares it.
+        a || self.by_ip.lock().get(&ip).is_some_and(|c| c.locked_until > now)
+    }
+
+    fn fail(&self, address: &str, ip: IpAddr, now: i64) {
+        let lockout = self.lockout;
+        let bump = |c: &mut FailureCount, max: u32| {
+            if now - c.last > lockout {
+                c.failures = 0;
+            }
+            c.failures += 1;
+            c.last = now;
+            if c.failures >= max {
+                c.locked_until = now + lockout;
+                c.failures = 0;
+            }
+        };
+        {
+            let mut map = self.by_address.lock();
+            if map.len() > 100_000 {
+                map.retain(|_, c| now - c.last <= lockout || c.locked_until > now);
+            }
+            bump(map.entry(address.to_string()).or_default(), self.max_failures);
+        }
+        let mut map = self.by_ip.lock();
+        if map.len() > 100_000 {
+            map.retain(|_, c| now - c.last <= lockout || c.locked_until > now);
+        }
+        bump(map.entry(ip).or_default(), self.max_failures.saturating_mul(5));
+    }
+
+    fn succeed(&self, address: &str) {
+        self.by_address.lock().remove(address);
+    }
+}
+
+/// Checks logins for IMAP, POP3 and submission against the store.
+pub struct Authenticator {
+    store: Store,
+    clock: Arc<dyn Clock>,
+    cache: CredentialCache,
+    cache_ttl: i64,
+    throttle: Throttle,
+}
+
+impl Authenticator {
+    pub fn new(store: Store, clock: Arc<dyn Clock>, config: &AuthConfig) -> Self {
+        Authenticator {
+            store,
+            clock,
+            cache: CredentialCache::new(),
+            cache_ttl: config.cache_ttl_secs as i64,
+            throttle: Throttle {
+                max_failures: config.max_failures,
+                lockout: config.lockout_secs as i64,
+                by_address: Mutex::new(HashMap::new()),
+                by_ip: Mutex::new(HashMap::new()),
+            },
+        }
+    }
+
+    fn check(&self, credentials: &Credentials) -> Result<Account, AuthError> {
+        let now = self.clock.now();
+        let address = credentials.username.trim().to_ascii_lowercase();
+        if self.throttle.locked(&address, credentials.peer, now) {
+            tracing::warn!(user = %address, peer = %credentials.peer, proto = credentials.protocol, "login refused: too many failures");
+            return Err(AuthError::RateLimited);
+        }
+        let user = self
+            .store
+            .user_by_address(&address)
+            .map_err(|e| AuthError::Temporary(e.to_string()))?;
+        let phc = user
+            .as_ref()
+            .filter(|u| u.is_active())
+            .and_then(|u| u.password_hash.clone());
+        let verified = match (&user, &phc) {
+            (Some(_), Some(phc)) => {
+                self.cache.hit(&address, &credentials.password, phc, now) || {
+                    let ok = verify_password(&credentials.password, phc);
+                    if ok {
+                        self.cache
+                            .insert(&address, &credentials.password, phc, now + self.cache_ttl, now);
+                    }
+                    ok
+                }
+            }
+            _ => {
+                // Same work as a real check, so timing does not tell which users exist.
+                let _ = verify_password(&credentials.password, decoy_hash());
+                false
+            }
+        };
+        let Some(user) = user.filter(|_| verified) else {
+            self.throttle.fail(&address, credentials.peer, now);
+            tracing::info!(user = %address, peer = %credentials.peer, proto = credentials.protocol, "login failed");
+            return Err(AuthError::Invalid);
+        };
+        self.throttle.succeed(&address);
+        let domain = self
+            .store
+            .domain(user.domain())
+            .map_err(|e| AuthError::Temporary(e.to_string()))?
+            .unwrap_or_default();
+        let level = user.access.unwrap_or(domain.access);
+        let window = user.access_window.unwrap_or(domain.access_window);
+        if window == AccessWindow::OutageOnly {
+            let phase = self
+                .store
+                .outage_state(&domain.name)
+                .map_err(|e| AuthError::Temporary(e.to_string()))?
+                .phase;
+            if phase == OutagePhase::Normal {
+                tracing::info!(user = %address, "login refused: mailbox reachable only during an outage");
+                return Err(AuthError::AccessDenied);
+            }
+        }
+        let access = match level {
+            understudy_storage::AccessLevel::Full => AccessLevel::Full,
+            understudy_storage::AccessLevel::ReadOnly => AccessLevel::ReadOnly,
+            understudy_storage::AccessLevel::None => {
+                tracing::info!(user = %address, "login refused: access policy none");
+                return Err(AuthError::AccessDenied);
+            }
+        };
+        tracing::info!(user = %address, peer = %credentials.peer, proto = credentials.protocol, "login");
+        Ok(Account {
+            id: user.id,
+            address: user.address,
+            access,
+        })
+    }
+}
+
+impl AuthBackend for Authenticator {
+    fn authenticate(&self, credentials: &Credentials) -> Result<Account, AuthError> {
+        self.check(credentials)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use understudy_storage::{Domain, ManualClock};
+
+    fn setup() -> (tempfile::TempDir, Store, Arc<ManualClock>) {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(1_700_000_000));
+        let store = Store::open_with(&dir.path().join("db"), Default::default(), clock.clone()).unwrap();
+        store.add_domain(&Domain::new("example.com")).unwrap();
+        let hash = hash_password(&Secret::new("Correct1horse")).unwrap();
+        store.create_user("anna@example.com", "Anna", Some(hash)).unwrap();
+        (dir, store, clock)
+    }
+
+    fn creds(user: &str, pass: &str, ip: &str) -> Credentials {
+        Credentials {
+            username: user.into(),
+            password: Secret::new(pass),
+            peer: ip.parse().unwrap(),
+            protocol: "test",
+        }
+    }
+
+    #[test]
+    fn policy_names_the_failed_rules() {
+        let p = PasswordPolicy::default();
+        assert_eq!(
+            check_policy(&p, "short"),
+            Err("the password needs at least 8 characters, an upper-case letter, a digit".into())
+        );
+        assert!(check_policy(&p, "Longenough1").is_ok());
+        assert!(check_policy(&p, &random_password()).is_ok());
+    }
+
+    #[test]
+    fn hash_is_argon2id_and_verifies() {
+        let h = hash_password(&Secret::new("pw")).unwrap();
+        assert!(h.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{h}");
+        assert!(verify_password(&Secret::new("pw"), &h));
+        assert!(!verify_password(&Secret::new("pW"), &h));
+    }
+
+    #[test]
+    fn login_cache_and_lockout() {
+        let (_dir, store, clock) = setup();
+        let auth = Authenticator::new(
+            store.clone(),
+            clock.clone(),
+            &AuthConfig {
+                max_failures: 3,
+                lockout_secs: 60,
+                ..AuthConfig::default()
+            },
+        );
+        let ok = auth
+            .authenticate(&creds("Anna@Example.com", "Correct1horse", "192.0.2.1"))
+            .unwrap();
+        assert_eq!(ok.address, "anna@example.com");
+        // Cached: works again, and a wrong password is still refused.
+        assert!(auth
+            .authenticate(&creds("anna@example.com", "Correct1horse", "192.0.2.1"))
+            .is_ok());
+        assert_eq!(
+            auth.authenticate(&creds("anna@example.com", "wrong", "192.0.2.1")),
+            Err(AuthError::Invalid)
+        );
+        assert_eq!(
+            auth.authenticate(&creds("nobody@example.com", "x", "192.0.2.1")),
+            Err(AuthError::Invalid)
+        );
+        auth.authenticate(&creds("anna@example.com", "wrong", "192.0.2.1"))
+            .unwrap_err();
+        auth.authenticate(&creds("anna@example.com", "wrong", "192.0.2.1"))
+            .unwrap_err();
+        // Locked out even with the right password, until the lock-out ends.
+        assert_eq!(
+            auth.authenticate(&creds("anna@example.com", "Correct1horse", "192.0.2.9")),
+            Err(AuthError::RateLimited)
+        );
+        clock.advance(61);
+        assert!(auth
+            .authenticate(&creds("anna@example.com", "Correct1horse", "192.0.2.9"))
+            .is_ok());
+    }
+
+    #[test]
+    fn password_change_invalidates_cache_and_inactive_cannot_log_in() {
+        let (_dir, store, clock) = setup();
+        let auth = Authenticator::new(store.clone(), clock, &AuthConfig::default());
+        auth.authenticate(&creds("anna@example.com", "Correct1horse", "192.0.2.1"))
+            .unwrap();
+        let mut user = store.user_by_address("anna@example.com").unwrap().unwrap();
+        user.password_hash = Some(hash_password(&Secret::new("Other2horse")).unwrap());
+        store.update_user(&user).unwrap();
+        assert_eq!(
+            auth.authenticate(&creds("anna@example.com", "Correct1horse", "192.0.2.1")),
+            Err(AuthError::Invalid)
+        );
+        user.status = understudy_storage::UserStatus::Inactive;
+        store.update_user(&user).unwrap();
+        assert_eq!(
+            auth.authenticate(&creds("anna@example.com", "Other2horse", "192.0.2.1")),
+            Err(AuthError::Invalid)
+        );
+    }
+}

@@ -1,0 +1,491 @@
+//! Server configuration: a TOML file read in two stages — serde with unknown keys
+//! refused, then validation that reports every problem at once with its key path.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Name used in greetings, `Received` headers and HELO.
+    pub hostname: String,
+    /// Directory holding the database (`db/`) and the admin socket; created 0700.
+    pub data_dir: PathBuf,
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    #[serde(default)]
+    pub listen: ListenConfig,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub auth: AuthConfig,
+    #[serde(default)]
+    pub password_policy: PasswordPolicy,
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub certificate: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub private_key: PathBuf,
+}
+
+/// Addresses to listen on, per service. Port 0 picks a free port; the server logs (and
+/// prints on stdout) what it actually bound.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenConfig {
+    #[serde(default)]
+    pub imap: Vec<String>,
+    #[serde(default)]
+    pub imaps: Vec<String>,
+    #[serde(default)]
+    pub pop3: Vec<String>,
+    #[serde(default)]
+    pub pop3s: Vec<String>,
+    #[serde(default)]
+    pub submission: Vec<String>,
+    #[serde(default)]
+    pub submissions: Vec<String>,
+    #[serde(default)]
+    pub smtp: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    /// Largest message accepted (SMTP SIZE, IMAP APPENDLIMIT), bytes.
+    pub max_message_size: u64,
+    pub max_recipients: usize,
+    /// Idle time before an unauthenticated connection is dropped.
+    pub login_timeout_secs: u64,
+    /// Idle time allowed between commands once logged in (IMAP: at least 30 minutes,
+    /// RFC 3501 §5.4; IDLE clients re-issue within 29 minutes).
+    pub idle_timeout_secs: u64,
+    /// SMTP and POP3 command time-out.
+    pub command_timeout_secs: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 10_000,
+            max_connections_per_ip: 50,
+            max_message_size: 50 * 1024 * 1024,
+            max_recipients: 100,
+            login_timeout_secs: 60,
+            idle_timeout_secs: 31 * 60,
+            command_timeout_secs: 300,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Networks (CIDR) from which logins are allowed before TLS. Empty by default:
+    /// passwords never cross the network in clear.
+    pub plaintext_networks: Vec<String>,
+    /// How long a verified password stays in the in-memory credential cache.
+    pub cache_ttl_secs: u64,
+    /// Failed logins per address or per client IP before a lock-out.
+    pub max_failures: u32,
+    pub lockout_secs: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            plaintext_networks: Vec::new(),
+            cache_ttl_secs: 300,
+            max_failures: 10,
+            lockout_secs: 900,
+        }
+    }
+}
+
+/// SPEC "Accounts": minimum 8 characters, upper and lower case, a digit; configurable.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PasswordPolicy {
+    pub min_length: usize,
+    pub require_upper: bool,
+    pub require_lower: bool,
+    pub require_digit: bool,
+}
+
+impl Default for PasswordPolicy {
+    fn default() -> Self {
+        PasswordPolicy {
+            min_length: 8,
+            require_upper: true,
+            require_lower: true,
+            require_digit: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `tracing` filter, e.g. "info" or "understudy=debug,info"; RUST_LOG overrides it.
+    pub level: String,
+    /// "text" or "json".
+    pub format: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            format: "text".into(),
+        }
+    }
+}
+
+/// One configuration problem, with the key it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Syntax { path: String, message: String },
+    #[error("{path} has {} problem(s):\n{}", .problems.len(), .problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid {
+        path: String,
+        problems: Vec<ConfigProblem>,
+    },
+}
+
+/// A CIDR network for `auth.plaintext_networks`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Network {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl Network {
+    pub fn parse(text: &str) -> Option<Network> {
+        let (addr, prefix) = match text.split_once('/') {
+            Some((a, p)) => (a.parse::<IpAddr>().ok()?, p.parse::<u8>().ok()?),
+            None => {
+                let a = text.parse::<IpAddr>().ok()?;
+                (a, if a.is_ipv4() { 32 } else { 128 })
+            }
+        };
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        (prefix <= max).then_some(Network { addr, prefix })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX.checked_shl(32 - self.prefix as u32).unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX.checked_shl(128 - self.prefix as u32).unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The services Understudy listens for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Service {
+    Imap,
+    Imaps,
+    Pop3,
+    Pop3s,
+    Submission,
+    Submissions,
+    Smtp,
+}
+
+impl Service {
+    pub const ALL: [Service; 7] = [
+        Service::Imap,
+        Service::Imaps,
+        Service::Pop3,
+        Service::Pop3s,
+        Service::Submission,
+        Service::Submissions,
+        Service::Smtp,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Imap => "imap",
+            Service::Imaps => "imaps",
+            Service::Pop3 => "pop3",
+            Service::Pop3s => "pop3s",
+            Service::Submission => "submission",
+            Service::Submissions => "submissions",
+            Service::Smtp => "smtp",
+        }
+    }
+
+    /// Implicit TLS from the first byte.
+    pub fn implicit_tls(self) -> bool {
+        matches!(self, Service::Imaps | Service::Pop3s | Service::Submissions)
+    }
+}
+
+impl ListenConfig {
+    pub fn addresses(&self, service: Service) -> &[String] {
+        match service {
+            Service::Imap => &self.imap,
+            Service::Imaps => &self.imaps,
+            Service::Pop3 => &self.pop3,
+            Service::Pop3s => &self.pop3s,
+            Service::Submission => &self.submission,
+            Service::Submissions => &self.submissions,
+            Service::Smtp => &self.smtp,
+        }
+    }
+}
+
+/// The built-in development configuration used when no `--config` is given: unprivileged
+/// ports on loopback, data in `./data`, the dev certificates in `certs-dev/`.
+pub const DEV_CONFIG: &str = include_str!("../config/dev.toml");
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::parse(&text, &path.display().to_string(), path.parent())
+    }
+
+    /// The dev defaults (see [`DEV_CONFIG`]).
+    pub fn dev() -> Result<Config, ConfigError> {
+        Config::parse(DEV_CONFIG, "built-in dev config", None)
+    }
+
+    /// Parses and validates `text`; relative paths are resolved against `base` if given
+    /// (the directory of the config file), otherwise against the working directory.
+    pub fn parse(text: &str, origin: &str, base: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: origin.to_string(),
+            message: e.to_string(),
+        })?;
+        if let Some(base) = base.filter(|b| !b.as_os_str().is_empty()) {
+            config.resolve_paths(base);
+        }
+        let problems = config.validate();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid {
+                path: origin.to_string(),
+                problems,
+            })
+        }
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.data_dir);
+        if let Some(tls) = &mut self.tls {
+            fix(&mut tls.certificate);
+            fix(&mut tls.private_key);
+        }
+    }
+
+    /// Every problem in the configuration, each with its key path.
+    pub fn validate(&self) -> Vec<ConfigProblem> {
+        let mut problems = Vec::new();
+        let mut problem = |key: String, message: String| problems.push(ConfigProblem { key, message });
+        if self.hostname.trim().is_empty() || self.hostname.contains(char::is_whitespace) {
+            problem(
+                "hostname".into(),
+                format!("'{}' is not a host name", self.hostname),
+            );
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            problem("data_dir".into(), "must not be empty".into());
+        }
+        for service in Service::ALL {
+            for (i, addr) in self.listen.addresses(service).iter().enumerate() {
+                if addr.parse::<SocketAddr>().is_err() {
+                    problem(
+                        format!("listen.{}[{i}]", service.name()),
+                        format!("'{addr}' is not an address:port (e.g. 127.0.0.1:1143 or [::]:993)"),
+                    );
+                }
+            }
+        }
+        match &self.tls {
+            Some(tls) => {
+                for (key, path) in [
+                    ("tls.certificate", &tls.certificate),
+                    ("tls.private_key", &tls.private_key),
+                ] {
+                    if !path.is_file() {
+                        problem(key.into(), format!("file {} does not exist", path.display()));
+                    }
+                }
+            }
+            None => {
+                for service in Service::ALL.into_iter().filter(|s| s.implicit_tls()) {
+                    if !self.listen.addresses(service).is_empty() {
+                        problem(
+                            format!("listen.{}", service.name()),
+                            "needs a [tls] section (implicit TLS)".into(),
+                        );
+                    }
+                }
+            }
+        }
+        let l = &self.limits;
+        for (key, value) in [
+            ("limits.max_connections", l.max_connections as u64),
+            ("limits.max_connections_per_ip", l.max_connections_per_ip as u64),
+            ("limits.max_message_size", l.max_message_size),
+            ("limits.max_recipients", l.max_recipients as u64),
+            ("limits.login_timeout_secs", l.login_timeout_secs),
+            ("limits.idle_timeout_secs", l.idle_timeout_secs),
+            ("limits.command_timeout_secs", l.command_timeout_secs),
+        ] {
+            if value == 0 {
+                problem(key.into(), "must be greater than 0".into());
+            }
+        }
+        if l.max_message_size > u32::MAX as u64 {
+            problem(
+                "limits.max_message_size".into(),
+                format!("must be at most {} bytes", u32::MAX),
+            );
+        }
+        if l.max_connections > 0 && l.max_connections_per_ip > l.max_connections {
+            problem(
+                "limits.max_connections_per_ip".into(),
+                "must not exceed limits.max_connections".into(),
+            );
+        }
+        for (i, net) in self.auth.plaintext_networks.iter().enumerate() {
+            if Network::parse(net).is_none() {
+                problem(
+                    format!("auth.plaintext_networks[{i}]"),
+                    format!("'{net}' is not a network (e.g. 10.0.0.0/8)"),
+                );
+            }
+        }
+        if self.auth.max_failures == 0 {
+            problem("auth.max_failures".into(), "must be greater than 0".into());
+        }
+        if self.password_policy.min_length < 8 {
+            problem("password_policy.min_length".into(), "must be at least 8".into());
+        }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            problem(
+                "log.format".into(),
+                format!("'{}' is not one of: text, json", self.log.format),
+            );
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            problem(
+                "log.level".into(),
+                format!("'{}' is not a log filter (e.g. info, debug)", self.log.level),
+            );
+        }
+        problems
+    }
+
+    pub fn db_dir(&self) -> PathBuf {
+        self.data_dir.join("db")
+    }
+
+    pub fn plaintext_networks(&self) -> Vec<Network> {
+        self.auth
+            .plaintext_networks
+            .iter()
+            .filter_map(|n| Network::parse(n))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dev_config_parses() {
+        let config = Config::parse(DEV_CONFIG, "dev", Some(Path::new(env!("CARGO_MANIFEST_DIR")))).unwrap();
+        assert_eq!(config.listen.imap, vec!["127.0.0.1:1143".to_string()]);
+    }
+
+    #[test]
+    fn three_mistakes_are_all_reported_with_key_paths() {
+        let text = r#"
+hostname = "mx.example.com"
+data_dir = "/tmp/x"
+[listen]
+imap = ["127.0.0.1:99999"]
+[limits]
+max_message_size = 0
+[auth]
+plaintext_networks = ["10.0.0.0/33"]
+"#;
+        let Err(ConfigError::Invalid { problems, .. }) = Config::parse(text, "t.toml", None) else {
+            panic!("expected validation errors");
+        };
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "listen.imap[0]",
+                "limits.max_message_size",
+                "auth.plaintext_networks[0]"
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_key_is_refused_with_its_name() {
+        let err = Config::parse(
+            "hostname = \"a\"\ndata_dir = \"d\"\nlisten_imap = 1\n",
+            "t.toml",
+            None,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("listen_imap"), "{err}");
+    }
+
+    #[test]
+    fn networks_match() {
+        let n = Network::parse("10.1.0.0/16").unwrap();
+        assert!(n.contains("10.1.2.3".parse().unwrap()));
+        assert!(!n.contains("10.2.0.1".parse().unwrap()));
+        assert!(Network::parse("::1").unwrap().contains("::1".parse().unwrap()));
+    }
+}

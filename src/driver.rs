@@ -1,0 +1,244 @@
+//! The connection driver: moves bytes between a socket (plain, STARTTLS-upgraded or
+//! implicit TLS) and a protocol session from `understudy-protocol`.
+//!
+//! Sessions are synchronous and may block on the store, so every session step runs on
+//! tokio's blocking pool; reads are bounded (`READ_CHUNK`) and race a time-out and the
+//! shutdown signal. On shutdown or time-out the session says goodbye in its own words.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+use understudy_protocol::session::READ_CHUNK;
+use understudy_protocol::{Action, Goodbye, Output};
+use understudy_storage::Store;
+
+/// What the driver needs from any protocol session.
+pub trait Session: Send + 'static {
+    fn greeting(&mut self) -> Output;
+    fn receive(&mut self, input: &[u8]) -> Output;
+    fn tls_started(&mut self);
+    /// IMAP IDLE: the watched mailbox changed.
+    fn mailbox_changed(&mut self) -> Output {
+        Output::default()
+    }
+    fn goodbye(&mut self, why: Goodbye) -> Vec<u8>;
+    /// Logged in: the longer idle time-out applies.
+    fn authenticated(&self) -> bool {
+        false
+    }
+    /// An SMTP transaction is being received: shutdown waits for it.
+    fn busy(&self) -> bool {
+        false
+    }
+    /// Complete commands are still buffered because the session capped one step's
+    /// output; the driver calls `receive(&[])` again before reading more.
+    fn has_pending(&self) -> bool {
+        false
+    }
+}
+
+/// Time-outs for one connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub login: Duration,
+    pub idle: Duration,
+    pub tls_handshake: Duration,
+    /// How long a shutdown waits for a busy session (an SMTP DATA in flight).
+    pub shutdown_grace: Duration,
+}
+
+enum Conn {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+    Closed,
+}
+
+impl Conn {
+    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.read(buf).await,
+            Conn::Tls(s) => s.read(buf).await,
+            Conn::Closed => Ok(0),
+        }
+    }
+
+    async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        match self {
+            Conn::Plain(s) => write_flush(s, bytes).await,
+            Conn::Tls(s) => write_flush(s.as_mut(), bytes).await,
+            Conn::Closed => Ok(()),
+        }
+    }
+
+    async fn shutdown(&mut self) {
+        let _ = match self {
+            Conn::Plain(s) => s.shutdown().await,
+            Conn::Tls(s) => s.shutdown().await,
+            Conn::Closed => Ok(()),
+        };
+    }
+}
+
+async fn write_flush<S: AsyncWrite + Unpin>(s: &mut S, bytes: &[u8]) -> std::io::Result<()> {
+    s.write_all(bytes).await?;
+    s.flush().await
+}
+
+async fn handshake(acceptor: &TlsAcceptor, stream: TcpStream, limit: Duration) -> anyhow::Result<Conn> {
+    let tls = tokio::time::timeout(limit, acceptor.accept(stream))
+        .await
+        .map_err(|_| anyhow::anyhow!("TLS handshake timed out"))??;
+    Ok(Conn::Tls(Box::new(tls)))
+}
+
+/// Runs one session step on the blocking pool.
+async fn step<S, F>(session: S, f: F) -> anyhow::Result<(S, Output)>
+where
+    S: Session,
+    F: FnOnce(&mut S) -> Output + Send + 'static,
+{
+    tokio::task::spawn_blocking(move || {
+        let mut session = session;
+        let out = f(&mut session);
+        (session, out)
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("session step failed: {e}"))
+}
+
+/// Drives one connection to its end. Errors are logged by the caller.
+pub async fn drive<S: Session>(
+    stream: TcpStream,
+    implicit_tls: bool,
+    tls: Option<TlsAcceptor>,
+    session: S,
+    store: Store,
+    timeouts: Timeouts,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let mut conn = match (implicit_tls, &tls) {
+        (true, Some(acceptor)) => handshake(acceptor, stream, timeouts.tls_handshake).await?,
+        (true, None) => anyhow::bail!("implicit TLS listener without a certificate"),
+        (false, _) => Conn::Plain(stream),
+    };
+    let (mut session, out) = step(session, |s| s.greeting()).await?;
+    conn.write_all(&out.bytes).await?;
+    if out.action == Action::Close {
+        conn.shutdown().await;
+        return Ok(());
+    }
+    let mut buf = vec![0u8; READ_CHUNK];
+    let mut idle: Option<watch::Receiver<u64>> = None;
+    loop {
+        let limit = if session.authenticated() {
+            timeouts.idle
+        } else {
+            timeouts.login
+        };
+        let event = tokio::select! {
+            read = tokio::time::timeout(limit, conn.read(&mut buf)) => match read {
+                Ok(Ok(0)) => return Ok(()),
+                Ok(Ok(n)) => Event::Input(n),
+                Ok(Err(e)) => return Err(e.into()),
+                Err(_) => Event::Goodbye(Goodbye::Timeout),
+            },
+            _ = shutdown.changed() => Event::Goodbye(Goodbye::Shutdown),
+            changed = async {
+                match idle.as_mut() {
+                    Some(rx) => rx.changed().await,
+                    None => std::future::pending().await,
+                }
+            } => match changed {
+                Ok(()) => Event::MailboxChanged,
+                Err(_) => { idle = None; continue; }
+            },
+        };
+        let out = match event {
+            Event::Input(n) => {
+                let chunk = buf[..n].to_vec();
+                let (s, mut out) = step(session, move |s| s.receive(&chunk)).await?;
+                session = s;
+                // Output capped per step (a burst of pipelined RETRs): write what is
+                // ready and run the rest before reading more.
+                while out.action == Action::Continue && session.has_pending() {
+                    conn.write_all(&out.bytes).await?;
+                    let (s, next) = step(session, |s| s.receive(&[])).await?;
+                    session = s;
+                    out = next;
+                }
+                out
+            }
+            Event::MailboxChanged => {
+                let (s, out) = step(session, |s| s.mailbox_changed()).await?;
+                session = s;
+                out
+            }
+            Event::Goodbye(why) => {
+                if why == Goodbye::Shutdown && session.busy() {
+                    // Let an SMTP transaction in flight finish (bounded), then say goodbye.
+                    let deadline = tokio::time::Instant::now() + timeouts.shutdown_grace;
+                    while session.busy() && tokio::time::Instant::now() < deadline {
+                        match tokio::time::timeout_at(deadline, conn.read(&mut buf)).await {
+                            Ok(Ok(n)) if n > 0 => {
+                                let chunk = buf[..n].to_vec();
+                                let (s, out) = step(session, move |s| s.receive(&chunk)).await?;
+                                session = s;
+                                conn.write_all(&out.bytes).await?;
+                                if out.action == Action::Close {
+                                    conn.shutdown().await;
+                                    return Ok(());
+                                }
+                            }
+                            _ => break,
+                        }
+                    }
+                }
+                let bytes = session.goodbye(why);
+                let _ = tokio::time::timeout(Duration::from_secs(5), conn.write_all(&bytes)).await;
+                conn.shutdown().await;
+                return Ok(());
+            }
+        };
+        conn.write_all(&out.bytes).await?;
+        match out.action {
+            Action::Continue => idle = None,
+            Action::Close => {
+                conn.shutdown().await;
+                return Ok(());
+            }
+            Action::StartTls => {
+                let Some(acceptor) = &tls else {
+                    anyhow::bail!("STARTTLS without a certificate")
+                };
+                let Conn::Plain(stream) = std::mem::replace(&mut conn, Conn::Closed) else {
+                    anyhow::bail!("STARTTLS on a connection that is already TLS");
+                };
+                conn = handshake(acceptor, stream, timeouts.tls_handshake).await?;
+                session.tls_started();
+            }
+            Action::Idle { mailbox_id } => {
+                if idle.is_none() {
+                    idle = Some(store.subscribe(mailbox_id, 0));
+                    // A change may have committed between the session's last look and
+                    // the subscription: look once more now.
+                    let (s, out) = step(session, |s| s.mailbox_changed()).await?;
+                    session = s;
+                    conn.write_all(&out.bytes).await?;
+                }
+            }
+        }
+    }
+}
+
+enum Event {
+    Input(usize),
+    MailboxChanged,
+    Goodbye(Goodbye),
+}

@@ -1,0 +1,220 @@
+//! SMTP on the store: recipient validation for the MX side, sender checks for
+//! submission, and delivery — local copies, the relay queue for each domain's primary
+//! and the outbound queue — in one synced write per message.
+
+use std::collections::BTreeMap;
+
+use understudy_protocol::smtp::{
+    DeliveryError, DeliveryReceipt, Envelope, RcptVerdict, SmtpBackend, SmtpMode, SmtpSession,
+};
+use understudy_protocol::{Account, Goodbye, Output};
+use understudy_storage::accounts::Recipient;
+use understudy_storage::mailbox::DeliveryRequest;
+use understudy_storage::{DeliveryMode, NewQueueEntry, QueueKind, Store, StoreError};
+
+use crate::driver::Session;
+
+pub struct SmtpStore {
+    store: Store,
+}
+
+impl SmtpStore {
+    pub fn new(store: Store) -> Self {
+        SmtpStore { store }
+    }
+}
+
+fn domain_of(address: &str) -> String {
+    address
+        .rsplit_once('@')
+        .map(|(_, d)| d.to_ascii_lowercase())
+        .unwrap_or_default()
+}
+
+/// The Message-ID header of a message, if any (first header block only).
+fn message_id(message: &[u8]) -> Option<String> {
+    let end = message
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(message.len());
+    let headers = String::from_utf8_lossy(&message[..end]);
+    let mut lines = headers.split("\r\n").peekable();
+    while let Some(line) = lines.next() {
+        if line.len() >= 11 && line[..11].eq_ignore_ascii_case("message-id:") {
+            let mut value = line[11..].trim().to_string();
+            while let Some(next) = lines.peek().filter(|l| l.starts_with([' ', '\t'])) {
+                value.push_str(next.trim());
+                lines.next();
+            }
+            return (!value.is_empty()).then(|| value.chars().take(998).collect());
+        }
+    }
+    None
+}
+
+impl SmtpBackend for SmtpStore {
+    fn check_recipient(&self, mode: SmtpMode, account: Option<&Account>, rcpt: &str) -> RcptVerdict {
+        match self.store.resolve_recipient(rcpt) {
+            Ok(Recipient::Local(user)) if user.is_active() => RcptVerdict::Accept,
+            Ok(Recipient::Local(_)) => RcptVerdict::Inactive,
+            Ok(Recipient::Unknown) => RcptVerdict::Unknown,
+            Ok(Recipient::NotLocal) => match (mode, account) {
+                (SmtpMode::Submission, Some(_)) => RcptVerdict::Accept,
+                _ => RcptVerdict::RelayDenied,
+            },
+            Err(e) => {
+                tracing::error!(error = %e, "recipient check failed");
+                RcptVerdict::Temporary
+            }
+        }
+    }
+
+    fn sender_allowed(&self, account: &Account, address: &str) -> bool {
+        match self.store.address_belongs_to(account.id, address) {
+            Ok(ok) => ok,
+            Err(e) => {
+                tracing::error!(error = %e, "sender check failed");
+                false
+            }
+        }
+    }
+
+    fn deliver(&self, envelope: &Envelope, message: &[u8]) -> Result<DeliveryReceipt, DeliveryError> {
+        let fail = |e: StoreError| {
+            if e.is_no_space() {
+                tracing::error!(error = %e, "store full: message refused with 452");
+                DeliveryError::StorageFull
+            } else {
+                tracing::error!(error = %e, "delivery failed: message refused with 451");
+                DeliveryError::Temporary(e.to_string())
+            }
+        };
+        let now = self.store.now();
+        let mut users = Vec::new();
+        // Relay copies for each protected domain's primary, by domain.
+        let mut relay: BTreeMap<String, Vec<(String, Option<u64>)>> = BTreeMap::new();
+        let mut external = Vec::new();
+        for rcpt in &envelope.rcpts {
+            match self.store.resolve_recipient(rcpt).map_err(fail)? {
+                Recipient::Local(user) => {
+                    let domain = domain_of(rcpt);
+                    let settings = self.store.domain(&domain).map_err(fail)?.unwrap_or_default();
+                    if settings.delivery_mode == DeliveryMode::Both {
+                        users.push(user.id);
+                    }
+                    relay
+                        .entry(domain)
+                        .or_default()
+                        .push((rcpt.to_ascii_lowercase(), Some(user.id)));
+                }
+                // Accepted at RCPT for submission only (the session never gets here for
+                // a foreign recipient on the MX side).
+                Recipient::NotLocal if envelope.mode == SmtpMode::Submission => external.push(rcpt.clone()),
+                other => {
+                    tracing::warn!(rcpt = %rcpt, ?other, "recipient changed since RCPT; refusing the message");
+                    return Err(DeliveryError::Temporary("recipient no longer valid".into()));
+                }
+            }
+        }
+        let mut queue: Vec<NewQueueEntry> = relay
+            .into_iter()
+            .map(|(domain, recipients)| NewQueueEntry {
+                kind: QueueKind::Relay,
+                domain,
+                mail_from: envelope.mail_from.clone(),
+                recipients,
+                next_attempt: now,
+            })
+            .collect();
+        if let (SmtpMode::Submission, Some(account)) = (envelope.mode, &envelope.account) {
+            let sender_domain = domain_of(&account.address);
+            if !external.is_empty() {
+                queue.push(NewQueueEntry {
+                    kind: QueueKind::Outbound,
+                    domain: sender_domain.clone(),
+                    mail_from: envelope.mail_from.clone(),
+                    recipients: external.iter().map(|r| (r.clone(), None)).collect(),
+                    next_attempt: now,
+                });
+            }
+            // A record of the sent mail for the company's own server (SPEC "Redelivery"):
+            // addressed to the sender only, so the primary files it and nobody gets a
+            // second copy.
+            queue.push(NewQueueEntry {
+                kind: QueueKind::Relay,
+                domain: sender_domain,
+                mail_from: envelope.mail_from.clone(),
+                recipients: vec![(account.address.clone(), None)],
+                next_attempt: now,
+            });
+        }
+        let rcpts = envelope.rcpts.join(", ");
+        let summary = match &envelope.account {
+            Some(a) => format!("submitted by {} from [{}] to {rcpts}", a.address, envelope.peer),
+            None => format!(
+                "from <{}> via {} [{}] to {rcpts}",
+                envelope.mail_from, envelope.helo, envelope.peer
+            ),
+        };
+        let request = DeliveryRequest {
+            body: message,
+            users,
+            queue,
+            message_id: message_id(message),
+            summary,
+        };
+        let outcome = self.store.deliver(&request).map_err(fail)?;
+        tracing::info!(
+            tracking = outcome.tracking_id,
+            from = %envelope.mail_from,
+            rcpts = envelope.rcpts.len(),
+            stored = outcome.stored.len(),
+            queued = outcome.queue_ids.len(),
+            size = message.len(),
+            "message accepted"
+        );
+        Ok(DeliveryReceipt {
+            id: format!("{:016X}", outcome.tracking_id),
+        })
+    }
+}
+
+impl Session for SmtpSession {
+    fn greeting(&mut self) -> Output {
+        SmtpSession::greeting(self)
+    }
+    fn receive(&mut self, input: &[u8]) -> Output {
+        SmtpSession::receive(self, input)
+    }
+    fn tls_started(&mut self) {
+        SmtpSession::tls_started(self)
+    }
+    fn goodbye(&mut self, why: Goodbye) -> Vec<u8> {
+        SmtpSession::goodbye(self, why)
+    }
+    fn authenticated(&self) -> bool {
+        // SMTP uses one command time-out whether or not AUTH happened.
+        true
+    }
+    fn busy(&self) -> bool {
+        self.in_transaction()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::message_id;
+
+    #[test]
+    fn message_id_is_read_from_headers_only() {
+        assert_eq!(
+            message_id(b"Subject: x\r\nMessage-Id: <a@b>\r\n\r\nMessage-ID: <c@d>\r\n").as_deref(),
+            Some("<a@b>")
+        );
+        assert_eq!(
+            message_id(b"Message-ID:\r\n <folded@x>\r\n\r\n").as_deref(),
+            Some("<folded@x>")
+        );
+        assert_eq!(message_id(b"Subject: x\r\n\r\nMessage-ID: <c@d>\r\n"), None);
+    }
+}

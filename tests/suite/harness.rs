@@ -1,0 +1,295 @@
+//! `TestServer`: starts the real server with its own data directory and port 0 for every
+//! listener, reads back the bound addresses, and stops it on drop. Every wait has a
+//! deadline so a hang fails fast.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_understudy");
+pub const PASSWORD: &str = "Correct1horse";
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn ca_cert() -> PathBuf {
+    repo().join("certs-dev/ca.crt")
+}
+
+pub struct TestServer {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub addrs: HashMap<String, SocketAddr>,
+    /// Lines the server wrote on stderr (its log), collected in the background.
+    log: mpsc::Receiver<String>,
+    log_lines: Vec<String>,
+}
+
+/// Configuration text for a test server in `dir`, every listener on port 0.
+pub fn test_config(dir: &Path, extra: &str) -> String {
+    let certs = repo().join("certs-dev");
+    let mut text = format!(
+        r#"hostname = "localhost"
+data_dir = "{data}"
+
+[tls]
+certificate = "{certs}/server.crt"
+private_key = "{certs}/server.key"
+
+[listen]
+imap = ["127.0.0.1:0"]
+imaps = ["127.0.0.1:0"]
+pop3 = ["127.0.0.1:0"]
+pop3s = ["127.0.0.1:0"]
+submission = ["127.0.0.1:0"]
+submissions = ["127.0.0.1:0"]
+smtp = ["127.0.0.1:0"]
+
+[log]
+level = "debug"
+"#,
+        data = dir.join("data").display(),
+        certs = certs.display()
+    );
+    text.push_str(extra);
+    text
+}
+
+impl TestServer {
+    /// A server with domain example.com and user anna@example.com (password `PASSWORD`).
+    pub fn start() -> TestServer {
+        TestServer::setup("", |s| {
+            s.admin_ok(&["domain", "add", "example.com"]);
+            s.add_user("anna@example.com", PASSWORD);
+        })
+    }
+
+    /// Writes the config, runs `prepare` (admin commands on the stopped server), starts.
+    pub fn setup(extra_config: &str, prepare: impl FnOnce(&TestServer)) -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = dir.path().join("understudy.toml");
+        std::fs::write(&config, test_config(dir.path(), extra_config)).expect("write config");
+        let (_tx, log) = mpsc::channel();
+        let mut server = TestServer {
+            child: None,
+            dir,
+            config,
+            addrs: HashMap::new(),
+            log,
+            log_lines: Vec::new(),
+        };
+        prepare(&server);
+        server.launch();
+        server
+    }
+
+    fn launch(&mut self) {
+        let mut child = Command::new(BIN)
+            .args(["--config", self.config.to_str().expect("utf-8 path"), "serve"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start understudy");
+        let stdout = child.stdout.take().expect("stdout");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let (log_tx, log_rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if log_tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        self.log = log_rx;
+        self.addrs.clear();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) if line == "ready" => break,
+                Ok(line) => {
+                    if let Some(rest) = line.strip_prefix("listening ") {
+                        let (service, addr) = rest.split_once(' ').expect("listening line");
+                        self.addrs
+                            .insert(service.to_string(), addr.parse().expect("address"));
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let log: Vec<String> = self.log.try_iter().collect();
+                    panic!(
+                        "server did not become ready within 60 s; log:\n{}",
+                        log.join("\n")
+                    );
+                }
+            }
+        }
+        self.child = Some(child);
+    }
+
+    pub fn addr(&self, service: &str) -> SocketAddr {
+        *self
+            .addrs
+            .get(service)
+            .unwrap_or_else(|| panic!("no {service} listener"))
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit status.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        signal(&child, "TERM");
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("server did not stop within 40 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills the server with SIGKILL (no chance to clean up).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.stop();
+        self.launch();
+    }
+
+    /// Runs an admin command against this server's configuration.
+    pub fn admin(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--config").arg(&self.config).args(args);
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("run admin command");
+        if let Some(mut pipe) = child.stdin.take() {
+            if let Some(text) = stdin {
+                pipe.write_all(text.as_bytes()).expect("write stdin");
+            }
+        }
+        wait_output(child, Duration::from_secs(60))
+    }
+
+    /// Runs an admin command and asserts that it succeeded; returns its stdout.
+    pub fn admin_ok(&self, args: &[&str]) -> String {
+        let out = self.admin(args, None);
+        assert!(
+            out.status.success(),
+            "understudy {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn add_user(&self, address: &str, password: &str) {
+        let out = self.admin(
+            &["user", "add", address, "--password-stdin"],
+            Some(&format!("{password}\n")),
+        );
+        assert!(
+            out.status.success(),
+            "user add failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Everything the server logged so far.
+    pub fn log(&mut self) -> String {
+        self.log_lines.extend(self.log.try_iter());
+        self.log_lines.join("\n")
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            signal(&child, "TERM");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn signal(child: &Child, name: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(child.id().to_string())
+        .status();
+}
+
+/// Waits for a child with a deadline and collects its output.
+pub fn wait_output(child: Child, limit: Duration) -> Output {
+    let (tx, rx) = mpsc::channel();
+    let pid = child.id();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(out) => out.expect("wait for child"),
+        Err(_) => {
+            let _ = Command::new("kill").arg("-KILL").arg(pid.to_string()).status();
+            panic!("child process did not finish within {limit:?}");
+        }
+    }
+}
+
+/// Runs a Python 3 script (a real protocol client) with arguments; returns its output.
+pub fn python(script: &str, args: &[String]) -> Output {
+    let child = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    wait_output(child, Duration::from_secs(120))
+}
+
+/// Asserts that a client script succeeded and returns its stdout.
+pub fn python_ok(script: &str, args: &[String]) -> String {
+    let out = python(script, args);
+    assert!(
+        out.status.success(),
+        "python client failed:\nstdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
