@@ -193,6 +193,7 @@ impl Store {
             highest_modseq: 1,
             exists: 0,
             size: 0,
+            unseen: 0,
             recent_uid: 1,
         };
         self.put_json(batch, CF_MAILBOXES, &u64_pair(user_id, id), &mailbox)?;

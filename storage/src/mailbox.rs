@@ -454,6 +454,11 @@ impl Store {
             if new_flags == record.flags && new_keywords == record.keywords {
                 continue;
             }
+            match (record.flags & flags::SEEN != 0, new_flags & flags::SEEN != 0) {
+                (false, true) => mailbox.unseen = mailbox.unseen.saturating_sub(1),
+                (true, false) => mailbox.unseen += 1,
+                _ => {}
+            }
             record.flags = new_flags;
             record.keywords = new_keywords;
             self.touch_message(&mut batch, &mut mailbox, &mut record, ChangeKind::Flags)?;
@@ -629,6 +634,9 @@ impl Store {
         record.modseq = mailbox.highest_modseq;
         mailbox.exists += 1;
         mailbox.size += record.size as u64;
+        if record.flags & flags::SEEN == 0 {
+            mailbox.unseen += 1;
+        }
         self.put_json(batch, CF_MESSAGES, &message_key(mailbox.id, record.uid), &record)?;
         let change = ChangeRecord {
             uid: record.uid,
@@ -678,6 +686,9 @@ impl Store {
         mailbox.highest_modseq += 1;
         mailbox.exists = mailbox.exists.saturating_sub(1);
         mailbox.size = mailbox.size.saturating_sub(record.size as u64);
+        if record.flags & flags::SEEN == 0 {
+            mailbox.unseen = mailbox.unseen.saturating_sub(1);
+        }
         let tombstone = ChangeRecord {
             uid: record.uid,
             modseq: mailbox.highest_modseq,

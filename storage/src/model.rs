@@ -207,6 +207,9 @@ pub struct Mailbox {
     pub exists: u32,
     /// Sum of message sizes.
     pub size: u64,
+    /// Messages without \Seen (IMAP STATUS UNSEEN without a scan).
+    #[serde(default)]
+    pub unseen: u32,
     /// Lowest UID not yet claimed as \Recent by a session.
     pub recent_uid: u32,
 }

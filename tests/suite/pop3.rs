@@ -173,3 +173,67 @@ for user, pw in [("anna@example.com", "Wrong1horse"), ("ghost@example.com", "Cor
     );
     assert!(lines[0].contains("[AUTH]"), "{out}");
 }
+
+/// fetchmail (a real POP3 client with UIDL tracking) with `keep`: the second run must
+/// fetch nothing new.
+#[test]
+fn fetchmail_keep_twice_fetches_nothing_new_the_second_time() {
+    if std::process::Command::new("fetchmail")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        panic!("fetchmail is not installed (bash .ci/run installs it)");
+    }
+    let server = TestServer::start();
+    deliver_samples(&server, 4);
+    let work = server.dir.path();
+    let rc = work.join("fetchmailrc");
+    let out_file = work.join("fetched");
+    std::fs::write(
+        &rc,
+        format!(
+            "poll 127.0.0.1 service {port} protocol pop3 uidl\n  user \"anna@example.com\" there password \"{PASSWORD}\" is anna here\n  ssl sslcertck sslcertfile \"{ca}\" sslcommonname localhost\n  keep\n  mda \"/bin/sh -c 'cat >> {out}'\"\n",
+            port = server.addr("pop3s").port(),
+            ca = ca_cert().display(),
+            out = out_file.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&rc, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let run = || {
+        let child = std::process::Command::new("fetchmail")
+            .arg("-f")
+            .arg(&rc)
+            .arg("--idfile")
+            .arg(work.join("fetchids"))
+            .args(["--nodetach", "--nosyslog", "-v"])
+            .env("HOME", work)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_output(child, std::time::Duration::from_secs(120))
+    };
+    let first = run();
+    let log = String::from_utf8_lossy(&first.stderr).to_string() + &String::from_utf8_lossy(&first.stdout);
+    assert_eq!(first.status.code(), Some(0), "first fetchmail run failed:\n{log}");
+    let fetched = std::fs::read_to_string(&out_file).unwrap();
+    assert_eq!(fetched.matches("Subject: sample").count(), 4, "{log}");
+    let second = run();
+    let log2 = String::from_utf8_lossy(&second.stderr).to_string() + &String::from_utf8_lossy(&second.stdout);
+    // Exit code 1 is fetchmail's "no new mail".
+    assert_eq!(
+        second.status.code(),
+        Some(1),
+        "second run should find nothing new:\n{log2}"
+    );
+    let fetched = std::fs::read_to_string(&out_file).unwrap();
+    assert_eq!(
+        fetched.matches("Subject: sample").count(),
+        4,
+        "messages fetched twice:\n{log2}"
+    );
+}

@@ -104,8 +104,14 @@ s.quit()
         ],
     );
     assert!(out.contains("auth before tls offered: False"), "{out}");
-    let mechanisms = out.lines().find(|l| l.starts_with("auth after tls:")).unwrap_or_default();
-    assert!(mechanisms.contains("PLAIN") && mechanisms.contains("LOGIN"), "{out}");
+    let mechanisms = out
+        .lines()
+        .find(|l| l.starts_with("auth after tls:"))
+        .unwrap_or_default();
+    assert!(
+        mechanisms.contains("PLAIN") && mechanisms.contains("LOGIN"),
+        "{out}"
+    );
     assert!(out.contains("sender refused 553"), "{out}");
     assert!(out.contains("from header refused 553"), "{out}");
     assert!(out.contains("sent"), "{out}");
