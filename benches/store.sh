@@ -4,7 +4,8 @@
 # disk per stored message. Prints one line per run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/understudy/target}"
+# Release builds get their own target directory so they never wait on the debug one.
+export CARGO_TARGET_DIR="${RELEASE_TARGET_DIR:-$HOME/.cache/understudy/target-release}"
 cargo build --release -q -p understudy-storage --bin store-bench
 bin="$CARGO_TARGET_DIR/release/store-bench"
 count="${COUNT:-4000}"
