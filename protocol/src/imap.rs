@@ -1,1 +1,0 @@
-//! imap session state machine (placeholder until its issue lands).

@@ -1,0 +1,274 @@
+//! What the IMAP session needs from the mail store: mailboxes, message metadata, bodies,
+//! flag changes and a per-mailbox change log ordered by modification sequence (RFC 7162).
+//!
+//! Every write method returns only after the change is durable (synced write); the
+//! session answers `OK` only after that return.
+
+use crate::auth::Account;
+
+pub type MailboxId = u64;
+
+/// A mailbox as the store sees it at one instant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MailboxInfo {
+    pub id: MailboxId,
+    /// Full UTF-8 name, "/" delimited, "INBOX" for the inbox.
+    pub name: String,
+    pub special_use: Option<SpecialUse>,
+    pub subscribed: bool,
+    pub uid_validity: u32,
+    pub uid_next: u32,
+    pub highest_modseq: u64,
+    pub exists: u32,
+    pub unseen: u32,
+}
+
+/// RFC 6154 special-use attributes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SpecialUse {
+    Sent,
+    Drafts,
+    Trash,
+    Junk,
+    Archive,
+}
+
+impl SpecialUse {
+    /// The LIST attribute, e.g. `\Sent`.
+    pub fn attribute(self) -> &'static str {
+        match self {
+            SpecialUse::Sent => "\\Sent",
+            SpecialUse::Drafts => "\\Drafts",
+            SpecialUse::Trash => "\\Trash",
+            SpecialUse::Junk => "\\Junk",
+            SpecialUse::Archive => "\\Archive",
+        }
+    }
+}
+
+/// Stored flags of a message. `\Recent` is never stored: it is session state.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Flags {
+    /// Bit set of the `Flags::SEEN` .. `Flags::DRAFT` constants.
+    pub system: u8,
+    /// Keywords as first written; compared ASCII-case-insensitively.
+    pub keywords: Vec<String>,
+}
+
+impl Flags {
+    pub const SEEN: u8 = 1;
+    pub const ANSWERED: u8 = 2;
+    pub const FLAGGED: u8 = 4;
+    pub const DELETED: u8 = 8;
+    pub const DRAFT: u8 = 16;
+
+    /// System flags in the order they are shown.
+    pub const SYSTEM: [(u8, &'static str); 5] = [
+        (Flags::SEEN, "\\Seen"),
+        (Flags::ANSWERED, "\\Answered"),
+        (Flags::FLAGGED, "\\Flagged"),
+        (Flags::DELETED, "\\Deleted"),
+        (Flags::DRAFT, "\\Draft"),
+    ];
+
+    pub fn has(&self, bit: u8) -> bool {
+        self.system & bit != 0
+    }
+
+    pub fn has_keyword(&self, keyword: &str) -> bool {
+        self.keywords
+            .iter()
+            .any(|k| k.eq_ignore_ascii_case(keyword))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.system == 0 && self.keywords.is_empty()
+    }
+
+    /// Adds every flag of `other` (STORE +FLAGS).
+    pub fn add(&mut self, other: &Flags) {
+        self.system |= other.system;
+        for k in &other.keywords {
+            if !self.has_keyword(k) {
+                self.keywords.push(k.clone());
+            }
+        }
+    }
+
+    /// Removes every flag of `other` (STORE -FLAGS).
+    pub fn remove(&mut self, other: &Flags) {
+        self.system &= !other.system;
+        self.keywords.retain(|k| !other.has_keyword(k));
+    }
+
+    /// Applies a STORE operation.
+    pub fn apply(&mut self, op: StoreOp, other: &Flags) {
+        match op {
+            StoreOp::Add => self.add(other),
+            StoreOp::Remove => self.remove(other),
+            StoreOp::Replace => {
+                self.system = 0;
+                self.keywords.clear();
+                self.add(other);
+            }
+        }
+    }
+
+    /// Same flags, keywords compared without regard to case or order.
+    pub fn same_as(&self, other: &Flags) -> bool {
+        self.system == other.system
+            && self.keywords.len() == other.keywords.len()
+            && self.keywords.iter().all(|k| other.has_keyword(k))
+    }
+}
+
+/// Metadata of one message; everything FETCH FLAGS/UID/INTERNALDATE/RFC822.SIZE/MODSEQ
+/// and the non-content SEARCH keys need, without reading the body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MessageMeta {
+    pub uid: u32,
+    pub flags: Flags,
+    pub modseq: u64,
+    /// Unix seconds.
+    pub internal_date: i64,
+    pub internal_date_offset_minutes: i16,
+    pub size: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChangeKind {
+    Added,
+    FlagsChanged,
+    Expunged,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Change {
+    pub uid: u32,
+    pub modseq: u64,
+    pub kind: ChangeKind,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreOp {
+    Add,
+    Remove,
+    Replace,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BackendError {
+    #[error("not found")]
+    NotFound,
+    #[error("already exists")]
+    AlreadyExists,
+    #[error("over quota")]
+    OverQuota,
+    #[error("too big")]
+    TooBig,
+    #[error("invalid: {0}")]
+    Invalid(String),
+    #[error("temporary failure: {0}")]
+    Temporary(String),
+}
+
+/// The store as seen by one IMAP session. Implementations may block.
+pub trait ImapBackend: Send + Sync {
+    /// Every mailbox of the account (special-use ones exist from account creation).
+    fn list_mailboxes(&self, account: &Account) -> Result<Vec<MailboxInfo>, BackendError>;
+    /// One mailbox by its UTF-8 name; "INBOX" is passed exactly so (the session
+    /// canonicalises its case). `NotFound` if absent.
+    fn mailbox(&self, account: &Account, name: &str) -> Result<MailboxInfo, BackendError>;
+    /// `AlreadyExists` if the name is taken. Parents are not created implicitly.
+    fn create_mailbox(
+        &self,
+        account: &Account,
+        name: &str,
+        special_use: Option<SpecialUse>,
+    ) -> Result<MailboxInfo, BackendError>;
+    /// `NotFound` if absent; `Invalid` for INBOX.
+    fn delete_mailbox(&self, account: &Account, name: &str) -> Result<(), BackendError>;
+    /// Renames `from` and every child `from/...`. Renaming "INBOX" moves all its messages
+    /// to a new mailbox `to` and leaves INBOX empty (RFC 3501 §6.3.5).
+    fn rename_mailbox(&self, account: &Account, from: &str, to: &str) -> Result<(), BackendError>;
+    fn set_subscribed(
+        &self,
+        account: &Account,
+        name: &str,
+        subscribed: bool,
+    ) -> Result<(), BackendError>;
+    /// All messages of the mailbox in UID order, and the mailbox info at that instant.
+    fn messages(
+        &self,
+        account: &Account,
+        mailbox: MailboxId,
+    ) -> Result<(MailboxInfo, Vec<MessageMeta>), BackendError>;
+    /// Atomically claims \Recent: returns the lowest UID that is recent for this caller
+    /// and moves the mailbox's recent mark to uid_next, so exactly one session sees them.
+    fn claim_recent(&self, account: &Account, mailbox: MailboxId) -> Result<u32, BackendError>;
+    /// Changes with modseq > since, in modseq order, and the mailbox info at that
+    /// instant. `Added` and `FlagsChanged` entries carry the message's current meta;
+    /// `Expunged` entries carry `None`. A message changed several times may appear once
+    /// with its latest modseq.
+    #[allow(clippy::type_complexity)]
+    fn changes_since(
+        &self,
+        account: &Account,
+        mailbox: MailboxId,
+        since: u64,
+    ) -> Result<(MailboxInfo, Vec<(Change, Option<MessageMeta>)>), BackendError>;
+    /// Raw RFC 5322 octets, CRLF line ends. `NotFound` if expunged meanwhile.
+    fn body(
+        &self,
+        account: &Account,
+        mailbox: MailboxId,
+        uid: u32,
+    ) -> Result<Vec<u8>, BackendError>;
+    /// Stores a message; returns (uidvalidity, uid). `TooBig`/`OverQuota` refuse it.
+    fn append(
+        &self,
+        account: &Account,
+        mailbox: MailboxId,
+        message: &[u8],
+        flags: &Flags,
+        internal_date: Option<(i64, i16)>,
+    ) -> Result<(u32, u32), BackendError>;
+    /// Applies to the given UIDs (absent ones are ignored); with unchanged_since,
+    /// messages whose modseq is higher are left alone and returned in the second list.
+    /// Returns the new metas of changed messages (a message whose flags would not
+    /// change is not written and not returned).
+    fn store_flags(
+        &self,
+        account: &Account,
+        mailbox: MailboxId,
+        uids: &[u32],
+        op: StoreOp,
+        flags: &Flags,
+        unchanged_since: Option<u64>,
+    ) -> Result<(Vec<MessageMeta>, Vec<u32>), BackendError>;
+    /// Copies the given UIDs (absent ones ignored); returns the destination uidvalidity
+    /// and (source uid, destination uid) pairs in source UID order.
+    fn copy(
+        &self,
+        account: &Account,
+        from: MailboxId,
+        uids: &[u32],
+        to: MailboxId,
+    ) -> Result<(u32, Vec<(u32, u32)>), BackendError>;
+    /// Copy + expunge from the source in one synced write.
+    fn move_messages(
+        &self,
+        account: &Account,
+        from: MailboxId,
+        uids: &[u32],
+        to: MailboxId,
+    ) -> Result<(u32, Vec<(u32, u32)>), BackendError>;
+    /// Removes the given UIDs (the caller decides which: \Deleted ones, or a UID EXPUNGE
+    /// set); returns those actually removed.
+    fn expunge(
+        &self,
+        account: &Account,
+        mailbox: MailboxId,
+        uids: &[u32],
+    ) -> Result<Vec<u32>, BackendError>;
+}

@@ -1,0 +1,1393 @@
+//! IMAP4rev1 server session (RFC 3501) with the extensions Outlook, iOS, Android and
+//! Thunderbird rely on, as an I/O-free state machine. Commands are parsed with
+//! imap-codec; message rendering (ENVELOPE, BODYSTRUCTURE, sections, content SEARCH)
+//! lives in `message`.
+//!
+//! ```text
+//!   greeting ──> NotAuthenticated ── LOGIN / AUTHENTICATE ──> Authenticated
+//!                  │  STARTTLS -> (driver: TLS) -> tls_started()   │  ▲
+//!                  │                                 SELECT/EXAMINE│  │CLOSE/UNSELECT/
+//!                  │                                               ▼  │failed SELECT
+//!                  │                                             Selected ── IDLE ⇄ DONE
+//!                  └────────────── LOGOUT (any state) ──────────> Logout
+//! ```
+//! (RFC 3501 §3 and §6; IDLE RFC 2177; ENABLE RFC 5161; CONDSTORE RFC 7162 §3.1;
+//! UIDPLUS RFC 4315; MOVE RFC 6851; SPECIAL-USE RFC 6154; LITERAL+ RFC 7888; ID RFC 2971;
+//! NAMESPACE RFC 2342; UNSELECT RFC 3691; CHILDREN RFC 3348; APPENDLIMIT RFC 7889.)
+//!
+//! Framing is done here, before imap-codec sees a byte: lines of at most
+//! `ImapLimits::max_line` octets, literals of at most `ImapLimits::max_literal`, refused
+//! before they are read (`NO [TOOBIG]` for a synchronizing literal, `BAD` and close for a
+//! non-synchronizing one, whose octets are already on the way). A synchronizing literal
+//! is accepted with `+ ` only after the command so far parses (imap-codec says
+//! `LiteralFound`). imap-codec's own `Fragmentizer` (the one imap-next uses) was not used:
+//! it cannot answer a literal that is too big before buffering it, does not bound a line
+//! without a literal, and we need to drop buffered input at STARTTLS; the framing below
+//! is short and tested.
+//!
+//! Untagged EXISTS/RECENT/FETCH FLAGS/EXPUNGE updates from other sessions are delivered
+//! after each command in Selected state, but EXPUNGE is held back during FETCH, STORE,
+//! SEARCH, COPY and MOVE by sequence number (RFC 3501 §7.4.1), see `view`.
+
+pub mod backend;
+pub mod message;
+mod selected;
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests;
+mod text;
+mod view;
+
+use std::sync::Arc;
+
+use imap_codec::decode::{CommandDecodeError, Decoder};
+use imap_codec::imap_types::{
+    auth::AuthMechanism,
+    command::{Command, CommandBody},
+    extensions::{binary::LiteralOrLiteral8, enable::CapabilityEnable},
+    flag::Flag,
+    mailbox::{ListMailbox, Mailbox},
+    status::StatusDataItemName,
+};
+use imap_codec::CommandCodec;
+
+use crate::auth::{Account, AuthBackend, AuthError, Credentials, Secret};
+use crate::sasl::{self, SaslError};
+use crate::session::{Action, ConnectionInfo, Goodbye, Output, READ_CHUNK};
+
+pub use backend::{
+    BackendError, Change, ChangeKind, Flags, ImapBackend, MailboxId, MailboxInfo, MessageMeta,
+    SpecialUse, StoreOp,
+};
+
+use text::{canonical_inbox, list_matches, push_mailbox};
+use view::MailboxView;
+
+/// Bounds for one IMAP session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImapLimits {
+    /// Largest literal (and so largest APPEND), advertised as APPENDLIMIT.
+    pub max_literal: u32,
+    /// Longest command line outside literals, CRLF included.
+    pub max_line: usize,
+    /// Malformed or misplaced commands before the session closes.
+    pub max_bad_commands: u32,
+    /// Failed logins before the session closes; the auth backend rate-limits across
+    /// sessions, this only stops one connection from looping.
+    pub max_auth_failures: u32,
+}
+
+impl Default for ImapLimits {
+    fn default() -> Self {
+        ImapLimits {
+            max_literal: 50 * 1024 * 1024,
+            max_line: 64 * 1024,
+            max_bad_commands: 20,
+            max_auth_failures: 3,
+        }
+    }
+}
+
+/// Pipelined input waiting past this many octets means the client is not reading.
+const MAX_BUFFERED_INPUT: usize = 8 * READ_CHUNK;
+
+const SYSTEM_FLAGS: &str = "\\Answered \\Flagged \\Deleted \\Seen \\Draft";
+
+enum State {
+    NotAuthenticated,
+    Authenticated {
+        account: Account,
+    },
+    Selected {
+        account: Account,
+        view: Box<MailboxView>,
+    },
+    Logout,
+}
+
+/// Which state a command is dispatched in; `State` without its data.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Phase {
+    NotAuthenticated,
+    Authenticated,
+    Selected,
+    Logout,
+}
+
+/// What the next input line is.
+enum Mode {
+    Command,
+    /// AUTHENTICATE waiting for a client response line.
+    Sasl {
+        tag: String,
+        step: SaslStep,
+    },
+    /// IDLE waiting for DONE.
+    Idle {
+        tag: String,
+    },
+    /// STARTTLS answered; input is ignored until `tls_started`.
+    AwaitingTls,
+}
+
+enum SaslStep {
+    Plain,
+    LoginUser,
+    LoginPassword { user: String },
+}
+
+enum Flow {
+    Continue,
+    StartTls,
+    Close,
+}
+
+/// One IMAP connection's session.
+pub struct ImapSession {
+    info: ConnectionInfo,
+    auth: Arc<dyn AuthBackend>,
+    store: Arc<dyn ImapBackend>,
+    limits: ImapLimits,
+    state: State,
+    mode: Mode,
+    /// Received octets not yet framed.
+    input: Vec<u8>,
+    /// The command being assembled: its lines and literals so far.
+    command: Vec<u8>,
+    /// Octets of the current literal still to come.
+    literal_left: usize,
+    /// ENABLE CONDSTORE or SELECT (CONDSTORE) seen (RFC 7162 §3.1).
+    condstore: bool,
+    bad_commands: u32,
+    auth_failures: u32,
+}
+
+impl ImapSession {
+    pub fn new(
+        info: ConnectionInfo,
+        auth: Arc<dyn AuthBackend>,
+        store: Arc<dyn ImapBackend>,
+        limits: ImapLimits,
+    ) -> Self {
+        ImapSession {
+            info,
+            auth,
+            store,
+            limits,
+            state: State::NotAuthenticated,
+            mode: Mode::Command,
+            input: Vec::new(),
+            command: Vec::new(),
+            literal_left: 0,
+            condstore: false,
+            bad_commands: 0,
+            auth_failures: 0,
+        }
+    }
+
+    pub fn greeting(&mut self) -> Output {
+        Output::reply(format!(
+            "* OK [CAPABILITY {}] {} Understudy IMAP4rev1 ready\r\n",
+            self.capabilities(),
+            self.info.hostname
+        ))
+    }
+
+    /// The TLS handshake after STARTTLS succeeded.
+    pub fn tls_started(&mut self) {
+        self.info.tls = true;
+        self.input.clear();
+        self.command.clear();
+        self.literal_left = 0;
+        self.mode = Mode::Command;
+    }
+
+    /// The account of the authenticated user, for the driver's log span.
+    pub fn account(&self) -> Option<&Account> {
+        match &self.state {
+            State::Authenticated { account } | State::Selected { account, .. } => Some(account),
+            _ => None,
+        }
+    }
+
+    /// Ends the session on the driver's initiative.
+    pub fn goodbye(&mut self, why: Goodbye) -> Vec<u8> {
+        self.state = State::Logout;
+        let text = match why {
+            Goodbye::Shutdown => "* BYE Server shutting down\r\n",
+            Goodbye::Timeout => "* BYE Autologout; idle for too long\r\n",
+            Goodbye::Revoked => "* BYE Session ended by the administrator\r\n",
+        };
+        text.as_bytes().to_vec()
+    }
+
+    /// During IDLE: the store says the selected mailbox changed.
+    pub fn mailbox_changed(&mut self) -> Output {
+        let mut out = Vec::new();
+        if matches!(self.mode, Mode::Idle { .. }) {
+            self.catch_up(true, &mut out);
+        }
+        Output::new(out, self.idle_action())
+    }
+
+    fn idle_action(&self) -> Action {
+        match (&self.mode, &self.state) {
+            (Mode::Idle { .. }, State::Selected { view, .. }) => Action::Idle {
+                mailbox_id: view.id,
+            },
+            _ => Action::Continue,
+        }
+    }
+
+    pub fn receive(&mut self, input: &[u8]) -> Output {
+        if matches!(self.state, State::Logout) {
+            return Output::close(Vec::new());
+        }
+        if matches!(self.mode, Mode::AwaitingTls) {
+            return Output::reply(Vec::new());
+        }
+        self.input.extend_from_slice(input);
+        let mut out = Vec::new();
+        let flow = self.process_input(&mut out);
+        match flow {
+            Flow::Continue => {
+                if self.input.len() > MAX_BUFFERED_INPUT {
+                    out.extend_from_slice(b"* BYE Too much pipelined input\r\n");
+                    self.state = State::Logout;
+                    return Output::close(out);
+                }
+                Output::new(out, self.idle_action())
+            }
+            Flow::StartTls => {
+                // CVE-2011-0411: nothing sent before the handshake may count after it.
+                self.input.clear();
+                self.mode = Mode::AwaitingTls;
+                Output::new(out, Action::StartTls)
+            }
+            Flow::Close => {
+                self.state = State::Logout;
+                Output::close(out)
+            }
+        }
+    }
+
+    fn process_input(&mut self, out: &mut Vec<u8>) -> Flow {
+        let mut start = 0;
+        let flow = loop {
+            if self.literal_left > 0 {
+                let take = self.literal_left.min(self.input.len() - start);
+                if take == 0 {
+                    break Flow::Continue;
+                }
+                self.command
+                    .extend_from_slice(&self.input[start..start + take]);
+                start += take;
+                self.literal_left -= take;
+                continue;
+            }
+            let pending = &self.input[start..];
+            let Some(lf) = pending.iter().position(|b| *b == b'\n') else {
+                if pending.len() > self.limits.max_line {
+                    out.extend_from_slice(b"* BAD Line too long\r\n* BYE Closing\r\n");
+                    break Flow::Close;
+                }
+                break Flow::Continue;
+            };
+            if lf + 1 > self.limits.max_line {
+                out.extend_from_slice(b"* BAD Line too long\r\n* BYE Closing\r\n");
+                break Flow::Close;
+            }
+            let line = pending[..=lf].to_vec();
+            start += lf + 1;
+            let flow = match std::mem::replace(&mut self.mode, Mode::Command) {
+                Mode::Command => self.command_line(&line, out),
+                Mode::Sasl { tag, step } => self.sasl_line(tag, step, &line, out),
+                Mode::Idle { tag } => self.idle_line(tag, &line, out),
+                Mode::AwaitingTls => {
+                    self.mode = Mode::AwaitingTls;
+                    Flow::Continue
+                }
+            };
+            match flow {
+                Flow::Continue => {}
+                other => break other,
+            }
+            if matches!(self.mode, Mode::AwaitingTls) {
+                break Flow::StartTls;
+            }
+        };
+        self.input.drain(..start.min(self.input.len()));
+        flow
+    }
+
+    /// One line in command mode: either the end of a command or a line announcing a
+    /// literal.
+    fn command_line(&mut self, line: &[u8], out: &mut Vec<u8>) -> Flow {
+        self.command.extend_from_slice(line);
+        if self.command.len() > self.limits.max_literal as usize + 4 * self.limits.max_line {
+            out.extend_from_slice(b"* BAD Command too long\r\n* BYE Closing\r\n");
+            return Flow::Close;
+        }
+        if let Some((length, non_sync)) = literal_announcement(line) {
+            let tag = tag_of(&self.command);
+            if length > u64::from(self.limits.max_literal) {
+                self.command.clear();
+                if non_sync {
+                    // The octets are already on their way; we cannot skip them safely.
+                    out.extend_from_slice(
+                        format!("{tag} BAD [TOOBIG] Literal too big\r\n* BYE Closing\r\n")
+                            .as_bytes(),
+                    );
+                    return Flow::Close;
+                }
+                out.extend_from_slice(format!("{tag} NO [TOOBIG] Literal too big\r\n").as_bytes());
+                return Flow::Continue;
+            }
+            if !non_sync {
+                match CommandCodec::default().decode(&self.command) {
+                    Err(CommandDecodeError::LiteralFound { .. }) => {
+                        out.extend_from_slice(b"+ OK\r\n");
+                    }
+                    _ => {
+                        self.command.clear();
+                        return self.bad(out, &tag, "Invalid command");
+                    }
+                }
+            }
+            // `length` fits: it is at most max_literal, a u32.
+            self.literal_left = length as usize;
+            return Flow::Continue;
+        }
+        let command = std::mem::take(&mut self.command);
+        let flow = match CommandCodec::default().decode(&command) {
+            Ok((_, cmd)) => self.dispatch(cmd, out),
+            Err(_) => {
+                let tag = tag_of(&command);
+                self.bad(out, &tag, "Invalid or unknown command")
+            }
+        };
+        if self.command.capacity() < command.capacity() && command.capacity() <= 64 * 1024 {
+            // Keep the buffer's allocation for the next command.
+            let mut command = command;
+            command.clear();
+            self.command = command;
+        }
+        flow
+    }
+
+    fn bad(&mut self, out: &mut Vec<u8>, tag: &str, text: &str) -> Flow {
+        self.bad_commands += 1;
+        out.extend_from_slice(format!("{tag} BAD {text}\r\n").as_bytes());
+        if self.bad_commands >= self.limits.max_bad_commands {
+            out.extend_from_slice(b"* BYE Too many invalid commands\r\n");
+            return Flow::Close;
+        }
+        Flow::Continue
+    }
+
+    fn capabilities(&self) -> String {
+        let mut caps = String::from("IMAP4rev1 LITERAL+ SASL-IR");
+        if matches!(self.state, State::NotAuthenticated) {
+            if self.info.tls_available && !self.info.tls {
+                caps.push_str(" STARTTLS");
+            }
+            if self.login_allowed() {
+                caps.push_str(" AUTH=PLAIN AUTH=LOGIN");
+            } else {
+                caps.push_str(" LOGINDISABLED");
+            }
+        }
+        caps.push_str(
+            " ID ENABLE IDLE NAMESPACE UNSELECT CHILDREN UIDPLUS MOVE SPECIAL-USE CONDSTORE",
+        );
+        caps.push_str(&format!(" APPENDLIMIT={}", self.limits.max_literal));
+        caps
+    }
+
+    fn login_allowed(&self) -> bool {
+        self.info.tls || self.info.allow_plaintext_auth
+    }
+
+    fn phase(&self) -> Phase {
+        match self.state {
+            State::NotAuthenticated => Phase::NotAuthenticated,
+            State::Authenticated { .. } => Phase::Authenticated,
+            State::Selected { .. } => Phase::Selected,
+            State::Logout => Phase::Logout,
+        }
+    }
+
+    /// The one dispatch point: (state, command).
+    fn dispatch(&mut self, cmd: Command<'_>, out: &mut Vec<u8>) -> Flow {
+        let tag = cmd.tag.as_ref().to_string();
+        let tag = tag.as_str();
+        use CommandBody as C;
+        use Phase as P;
+        let phase = self.phase();
+        // Commands after which other sessions' changes (EXPUNGE included) are reported
+        // here; the selected-state commands and APPEND do it themselves.
+        let reports_changes = matches!(
+            cmd.body,
+            C::Noop
+                | C::Check
+                | C::Capability
+                | C::Id { .. }
+                | C::Enable { .. }
+                | C::Namespace
+                | C::Create { .. }
+                | C::Delete { .. }
+                | C::Rename { .. }
+                | C::Subscribe { .. }
+                | C::Unsubscribe { .. }
+                | C::List { .. }
+                | C::Lsub { .. }
+                | C::Status { .. }
+        );
+        let mark = out.len();
+        let flow = match (phase, cmd.body) {
+            (P::Logout, _) => return Flow::Close,
+            (_, C::Capability) => {
+                out.extend_from_slice(
+                    format!("* CAPABILITY {}\r\n", self.capabilities()).as_bytes(),
+                );
+                ok(out, tag, "CAPABILITY completed")
+            }
+            (_, C::Noop) => ok(out, tag, "NOOP completed"),
+            (_, C::Logout) => {
+                out.extend_from_slice(b"* BYE Logging out\r\n");
+                ok(out, tag, "LOGOUT completed");
+                return Flow::Close;
+            }
+            (_, C::Id { .. }) => {
+                out.extend_from_slice(b"* ID (\"name\" \"Understudy\")\r\n");
+                ok(out, tag, "ID completed")
+            }
+            (P::NotAuthenticated, C::StartTLS) => {
+                if self.info.tls || !self.info.tls_available {
+                    return self.bad(out, tag, "TLS not available");
+                }
+                ok(out, tag, "Begin TLS negotiation now");
+                self.mode = Mode::AwaitingTls;
+                return Flow::StartTls;
+            }
+            (P::NotAuthenticated, C::Login { username, password }) => {
+                if !self.login_allowed() {
+                    no(
+                        out,
+                        tag,
+                        "[PRIVACYREQUIRED] Plaintext login disallowed; use STARTTLS",
+                    );
+                    return Flow::Continue;
+                }
+                let user = String::from_utf8_lossy(username.as_ref()).into_owned();
+                let pass = Secret::new(String::from_utf8_lossy(password.declassify().as_ref()));
+                return self.login(tag, user, pass, out);
+            }
+            (
+                P::NotAuthenticated,
+                C::Authenticate {
+                    mechanism,
+                    initial_response,
+                },
+            ) => {
+                let ir = initial_response.map(|r| r.declassify().to_vec());
+                return self.authenticate(tag, mechanism, ir, out);
+            }
+            (P::NotAuthenticated, _) => {
+                return self.bad(out, tag, "Command not valid before login");
+            }
+            (_, C::StartTLS | C::Login { .. } | C::Authenticate { .. }) => {
+                return self.bad(out, tag, "Already authenticated");
+            }
+            (_, C::Enable { capabilities }) => {
+                let mut enabled = String::new();
+                for cap in capabilities.as_ref() {
+                    if matches!(cap, CapabilityEnable::CondStore) && !self.condstore {
+                        self.condstore = true;
+                        enabled.push_str(" CONDSTORE");
+                    }
+                }
+                out.extend_from_slice(format!("* ENABLED{enabled}\r\n").as_bytes());
+                ok(out, tag, "ENABLE completed")
+            }
+            (_, C::Namespace) => {
+                out.extend_from_slice(b"* NAMESPACE ((\"\" \"/\")) NIL NIL\r\n");
+                ok(out, tag, "NAMESPACE completed")
+            }
+            (
+                _,
+                C::Select {
+                    mailbox,
+                    parameters,
+                },
+            ) => self.select(tag, &mailbox, &parameters, false, out),
+            (
+                _,
+                C::Examine {
+                    mailbox,
+                    parameters,
+                },
+            ) => self.select(tag, &mailbox, &parameters, true, out),
+            (_, C::Create { mailbox }) => self.create(tag, &mailbox, out),
+            (_, C::Delete { mailbox }) => self.delete(tag, &mailbox, out),
+            (_, C::Rename { from, to }) => self.rename(tag, &from, &to, out),
+            (_, C::Subscribe { mailbox }) => self.subscribe(tag, &mailbox, true, out),
+            (_, C::Unsubscribe { mailbox }) => self.subscribe(tag, &mailbox, false, out),
+            (
+                _,
+                C::List {
+                    reference,
+                    mailbox_wildcard,
+                },
+            ) => self.list(tag, &reference, &mailbox_wildcard, false, out),
+            (
+                _,
+                C::Lsub {
+                    reference,
+                    mailbox_wildcard,
+                },
+            ) => self.list(tag, &reference, &mailbox_wildcard, true, out),
+            (
+                _,
+                C::Status {
+                    mailbox,
+                    item_names,
+                },
+            ) => self.status(tag, &mailbox, &item_names, out),
+            (
+                _,
+                C::Append {
+                    mailbox,
+                    flags,
+                    date,
+                    message,
+                },
+            ) => {
+                let data: &[u8] = match &message {
+                    LiteralOrLiteral8::Literal(l) => l.data(),
+                    LiteralOrLiteral8::Literal8(l) => &l.data,
+                };
+                let date = date.map(|d| {
+                    let d = d.as_ref();
+                    (d.timestamp(), (d.offset().local_minus_utc() / 60) as i16)
+                });
+                self.append(tag, &mailbox, &flags, date, data, out)
+            }
+            (_, C::Idle) => {
+                out.extend_from_slice(b"+ idling\r\n");
+                self.mode = Mode::Idle {
+                    tag: tag.to_string(),
+                };
+                if matches!(self.state, State::Selected { .. }) {
+                    self.catch_up(true, out);
+                }
+                return Flow::Continue;
+            }
+            (P::Authenticated, _) => {
+                return self.bad(out, tag, "No mailbox selected");
+            }
+            (P::Selected, C::Check) => ok(out, tag, "CHECK completed"),
+            (P::Selected, C::Close) => {
+                self.close_mailbox(true);
+                ok(out, tag, "CLOSE completed");
+                return Flow::Continue;
+            }
+            (P::Selected, C::Unselect) => {
+                self.close_mailbox(false);
+                ok(out, tag, "UNSELECT completed");
+                return Flow::Continue;
+            }
+            (P::Selected, C::Expunge) => self.expunge(tag, None, out),
+            (P::Selected, C::ExpungeUid { sequence_set }) => {
+                self.expunge(tag, Some(&sequence_set), out)
+            }
+            (
+                P::Selected,
+                C::Fetch {
+                    sequence_set,
+                    macro_or_item_names,
+                    uid,
+                    modifiers,
+                },
+            ) => self.fetch(
+                tag,
+                &sequence_set,
+                macro_or_item_names,
+                uid,
+                &modifiers,
+                out,
+            ),
+            (
+                P::Selected,
+                C::Store {
+                    sequence_set,
+                    kind,
+                    response,
+                    flags,
+                    uid,
+                    modifiers,
+                },
+            ) => self.store_cmd(
+                tag,
+                &sequence_set,
+                kind,
+                response,
+                &flags,
+                uid,
+                &modifiers,
+                out,
+            ),
+            (
+                P::Selected,
+                C::Search {
+                    charset,
+                    criteria,
+                    uid,
+                },
+            ) => self.search(
+                tag,
+                charset.as_ref().map(|c| c.as_ref()),
+                criteria.as_ref(),
+                uid,
+                out,
+            ),
+            (
+                P::Selected,
+                C::Copy {
+                    sequence_set,
+                    mailbox,
+                    uid,
+                },
+            ) => self.copy_or_move(tag, &sequence_set, &mailbox, uid, false, out),
+            (
+                P::Selected,
+                C::Move {
+                    sequence_set,
+                    mailbox,
+                    uid,
+                },
+            ) => self.copy_or_move(tag, &sequence_set, &mailbox, uid, true, out),
+            (P::Selected, _) => return self.bad(out, tag, "Command not supported"),
+        };
+        if reports_changes && matches!(self.state, State::Selected { .. }) {
+            let mut updates = Vec::new();
+            self.catch_up(true, &mut updates);
+            if !updates.is_empty() {
+                // Before the tagged completion, which is the last line written.
+                let at = last_line_start(out, mark);
+                out.splice(at..at, updates);
+            }
+        }
+        flow
+    }
+
+    fn login(&mut self, tag: &str, user: String, password: Secret, out: &mut Vec<u8>) -> Flow {
+        let credentials = Credentials {
+            username: user,
+            password,
+            peer: self.info.peer,
+            protocol: "imap",
+        };
+        match self.auth.authenticate(&credentials) {
+            Ok(account) => {
+                tracing::info!(user = %account.address, peer = %self.info.peer, "imap login");
+                self.state = State::Authenticated { account };
+                out.extend_from_slice(
+                    format!(
+                        "{tag} OK [CAPABILITY {}] Logged in\r\n",
+                        self.capabilities()
+                    )
+                    .as_bytes(),
+                );
+                Flow::Continue
+            }
+            Err(err) => {
+                let text = match &err {
+                    AuthError::Invalid => "[AUTHENTICATIONFAILED] Authentication failed",
+                    AuthError::RateLimited => {
+                        "[UNAVAILABLE] Too many failed logins; try again later"
+                    }
+                    AuthError::AccessDenied => {
+                        "[UNAVAILABLE] Mail access through this server is not available for your account now"
+                    }
+                    AuthError::Temporary(cause) => {
+                        tracing::warn!(%cause, "imap login: auth backend failed");
+                        "[UNAVAILABLE] Temporary failure; try again later"
+                    }
+                };
+                no(out, tag, text);
+                self.auth_failures += 1;
+                if self.auth_failures >= self.limits.max_auth_failures {
+                    out.extend_from_slice(b"* BYE Too many failed logins\r\n");
+                    return Flow::Close;
+                }
+                Flow::Continue
+            }
+        }
+    }
+
+    fn authenticate(
+        &mut self,
+        tag: &str,
+        mechanism: AuthMechanism<'_>,
+        initial: Option<Vec<u8>>,
+        out: &mut Vec<u8>,
+    ) -> Flow {
+        if !self.login_allowed() {
+            no(
+                out,
+                tag,
+                "[PRIVACYREQUIRED] Plaintext authentication disallowed; use STARTTLS",
+            );
+            return Flow::Continue;
+        }
+        match (mechanism, initial) {
+            (AuthMechanism::Plain, Some(ir)) => self.sasl_plain(tag, &ir, out),
+            (AuthMechanism::Plain, None) => {
+                out.extend_from_slice(b"+ \r\n");
+                self.mode = Mode::Sasl {
+                    tag: tag.to_string(),
+                    step: SaslStep::Plain,
+                };
+                Flow::Continue
+            }
+            (AuthMechanism::Login, Some(ir)) => match sasl::parse_login_step(&ir) {
+                Ok(user) => {
+                    out.extend_from_slice(
+                        format!("+ {}\r\n", sasl::encode_challenge("Password:")).as_bytes(),
+                    );
+                    self.mode = Mode::Sasl {
+                        tag: tag.to_string(),
+                        step: SaslStep::LoginPassword { user },
+                    };
+                    Flow::Continue
+                }
+                Err(_) => self.bad(out, tag, "Malformed SASL response"),
+            },
+            (AuthMechanism::Login, None) => {
+                out.extend_from_slice(
+                    format!("+ {}\r\n", sasl::encode_challenge("Username:")).as_bytes(),
+                );
+                self.mode = Mode::Sasl {
+                    tag: tag.to_string(),
+                    step: SaslStep::LoginUser,
+                };
+                Flow::Continue
+            }
+            _ => {
+                no(out, tag, "Unsupported authentication mechanism");
+                Flow::Continue
+            }
+        }
+    }
+
+    fn sasl_plain(&mut self, tag: &str, message: &[u8], out: &mut Vec<u8>) -> Flow {
+        match sasl::parse_plain(message) {
+            Ok((user, pass)) => self.login(tag, user, pass, out),
+            Err(_) => self.bad(out, tag, "Malformed SASL response"),
+        }
+    }
+
+    fn sasl_line(&mut self, tag: String, step: SaslStep, line: &[u8], out: &mut Vec<u8>) -> Flow {
+        let decoded = match sasl::decode_response(line) {
+            Ok(d) => d,
+            Err(SaslError::Cancelled) => return self.bad(out, &tag, "Authentication cancelled"),
+            Err(_) => return self.bad(out, &tag, "Malformed SASL response"),
+        };
+        match step {
+            SaslStep::Plain => self.sasl_plain(&tag, &decoded, out),
+            SaslStep::LoginUser => match sasl::parse_login_step(&decoded) {
+                Ok(user) => {
+                    out.extend_from_slice(
+                        format!("+ {}\r\n", sasl::encode_challenge("Password:")).as_bytes(),
+                    );
+                    self.mode = Mode::Sasl {
+                        tag,
+                        step: SaslStep::LoginPassword { user },
+                    };
+                    Flow::Continue
+                }
+                Err(_) => self.bad(out, &tag, "Malformed SASL response"),
+            },
+            SaslStep::LoginPassword { user } => match sasl::parse_login_step(&decoded) {
+                Ok(pass) => self.login(&tag, user, Secret::new(pass), out),
+                Err(_) => self.bad(out, &tag, "Malformed SASL response"),
+            },
+        }
+    }
+
+    fn idle_line(&mut self, tag: String, line: &[u8], out: &mut Vec<u8>) -> Flow {
+        let line = line.strip_suffix(b"\n").unwrap_or(line);
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.eq_ignore_ascii_case(b"DONE") {
+            if matches!(self.state, State::Selected { .. }) {
+                self.catch_up(true, out);
+            }
+            ok(out, &tag, "IDLE terminated");
+            Flow::Continue
+        } else {
+            self.bad(out, &tag, "Expected DONE")
+        }
+    }
+
+    /// Brings the selected view up to date and writes what the client must learn.
+    fn catch_up(&mut self, allow_expunge: bool, out: &mut Vec<u8>) {
+        let State::Selected { account, view } = &mut self.state else {
+            return;
+        };
+        let changes = match self
+            .store
+            .changes_since(account, view.id, view.highest_modseq)
+        {
+            Ok(c) => c,
+            Err(err) => {
+                tracing::warn!(%err, mailbox = view.id, "imap: reading mailbox changes failed");
+                return;
+            }
+        };
+        let has_new = changes
+            .1
+            .iter()
+            .any(|(c, _)| c.kind == ChangeKind::Added && c.uid >= view.uid_next);
+        let claimed = if has_new && !view.read_only {
+            match self.store.claim_recent(account, view.id) {
+                Ok(r) => Some(r),
+                Err(err) => {
+                    tracing::warn!(%err, mailbox = view.id, "imap: claiming \\Recent failed");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        view.catch_up(changes, allow_expunge, self.condstore, claimed, out);
+    }
+
+    fn close_mailbox(&mut self, expunge: bool) {
+        let state = std::mem::replace(&mut self.state, State::Logout);
+        self.state = match state {
+            State::Selected { account, view } => {
+                if expunge && !view.read_only {
+                    let uids: Vec<u32> = view
+                        .messages
+                        .iter()
+                        .filter(|m| m.meta.flags.has(Flags::DELETED))
+                        .map(|m| m.meta.uid)
+                        .collect();
+                    if !uids.is_empty() {
+                        if let Err(err) = self.store.expunge(&account, view.id, &uids) {
+                            tracing::warn!(%err, mailbox = view.id, "imap CLOSE: expunge failed");
+                        }
+                    }
+                }
+                State::Authenticated { account }
+            }
+            other => other,
+        };
+    }
+
+    fn account_clone(&self) -> Option<Account> {
+        self.account().cloned()
+    }
+
+    fn select(
+        &mut self,
+        tag: &str,
+        mailbox: &Mailbox<'_>,
+        parameters: &[imap_codec::imap_types::command::SelectParameter],
+        read_only: bool,
+        out: &mut Vec<u8>,
+    ) -> Flow {
+        use imap_codec::imap_types::command::SelectParameter;
+        let Some(account) = self.account_clone() else {
+            return Flow::Continue;
+        };
+        let was_selected = matches!(self.state, State::Selected { .. });
+        // Selecting deselects first, even when the new SELECT fails (RFC 3501 §6.3.1).
+        self.state = State::Authenticated {
+            account: account.clone(),
+        };
+        if was_selected {
+            out.extend_from_slice(b"* OK [CLOSED] Previous mailbox closed\r\n");
+        }
+        for p in parameters {
+            match p {
+                SelectParameter::CondStore => self.condstore = true,
+                SelectParameter::QResync { .. } => {
+                    return self.bad(out, tag, "QRESYNC not supported");
+                }
+            }
+        }
+        let Some(name) = mailbox_name(mailbox) else {
+            no(out, tag, "[NONEXISTENT] Mailbox does not exist");
+            return Flow::Continue;
+        };
+        let info = match self.store.mailbox(&account, &name) {
+            Ok(info) => info,
+            Err(err) => return backend_no(out, tag, &err),
+        };
+        let (info, metas) = match self.store.messages(&account, info.id) {
+            Ok(r) => r,
+            Err(err) => return backend_no(out, tag, &err),
+        };
+        let first_recent = if read_only {
+            u32::MAX
+        } else {
+            match self.store.claim_recent(&account, info.id) {
+                Ok(r) => r,
+                Err(err) => {
+                    tracing::warn!(%err, mailbox = info.id, "imap: claiming \\Recent failed");
+                    u32::MAX
+                }
+            }
+        };
+        let view = MailboxView::new(&info, metas, first_recent, read_only);
+        let mut keywords: Vec<&str> = Vec::new();
+        for m in &view.messages {
+            for k in &m.meta.flags.keywords {
+                if !keywords.iter().any(|x| x.eq_ignore_ascii_case(k)) {
+                    keywords.push(k);
+                }
+            }
+        }
+        let mut kw = String::new();
+        for k in keywords {
+            kw.push(' ');
+            kw.push_str(k);
+        }
+        out.extend_from_slice(format!("* FLAGS ({SYSTEM_FLAGS}{kw})\r\n").as_bytes());
+        if read_only {
+            out.extend_from_slice(b"* OK [PERMANENTFLAGS ()] Read-only mailbox\r\n");
+        } else {
+            out.extend_from_slice(
+                format!("* OK [PERMANENTFLAGS ({SYSTEM_FLAGS}{kw} \\*)] Flags permitted\r\n")
+                    .as_bytes(),
+            );
+        }
+        out.extend_from_slice(format!("* {} EXISTS\r\n", view.exists()).as_bytes());
+        out.extend_from_slice(format!("* {} RECENT\r\n", view.recent_count()).as_bytes());
+        if let Some(unseen) = view.unseen_first() {
+            out.extend_from_slice(format!("* OK [UNSEEN {unseen}] First unseen\r\n").as_bytes());
+        }
+        out.extend_from_slice(
+            format!("* OK [UIDVALIDITY {}] UIDs valid\r\n", view.uid_validity).as_bytes(),
+        );
+        out.extend_from_slice(
+            format!("* OK [UIDNEXT {}] Predicted next UID\r\n", view.uid_next).as_bytes(),
+        );
+        if self.condstore {
+            out.extend_from_slice(
+                format!("* OK [HIGHESTMODSEQ {}] Highest\r\n", view.highest_modseq).as_bytes(),
+            );
+        }
+        let (code, verb) = if read_only {
+            ("READ-ONLY", "EXAMINE")
+        } else {
+            ("READ-WRITE", "SELECT")
+        };
+        out.extend_from_slice(format!("{tag} OK [{code}] {verb} completed\r\n").as_bytes());
+        self.state = State::Selected {
+            account,
+            view: Box::new(view),
+        };
+        Flow::Continue
+    }
+
+    fn create(&mut self, tag: &str, mailbox: &Mailbox<'_>, out: &mut Vec<u8>) -> Flow {
+        let Some(account) = self.account_clone() else {
+            return Flow::Continue;
+        };
+        let Some(name) = mailbox_name(mailbox) else {
+            return self.bad(out, tag, "Invalid mailbox name");
+        };
+        let name = name.trim_end_matches('/').to_string();
+        if name.is_empty() || name.split('/').any(str::is_empty) {
+            return self.bad(out, tag, "Invalid mailbox name");
+        }
+        if name == "INBOX" {
+            no(out, tag, "[ALREADYEXISTS] Mailbox already exists");
+            return Flow::Continue;
+        }
+        match self.store.create_mailbox(&account, &name, None) {
+            Ok(_) => ok(out, tag, "CREATE completed"),
+            Err(err) => backend_no(out, tag, &err),
+        };
+        Flow::Continue
+    }
+
+    fn delete(&mut self, tag: &str, mailbox: &Mailbox<'_>, out: &mut Vec<u8>) -> Flow {
+        let Some(account) = self.account_clone() else {
+            return Flow::Continue;
+        };
+        let Some(name) = mailbox_name(mailbox) else {
+            no(out, tag, "[NONEXISTENT] Mailbox does not exist");
+            return Flow::Continue;
+        };
+        if name == "INBOX" {
+            no(out, tag, "[CANNOT] INBOX cannot be deleted");
+            return Flow::Continue;
+        }
+        if let State::Selected { view, .. } = &self.state {
+            if view.name == name {
+                no(out, tag, "[INUSE] Mailbox is selected; close it first");
+                return Flow::Continue;
+            }
+        }
+        match self.store.delete_mailbox(&account, &name) {
+            Ok(()) => ok(out, tag, "DELETE completed"),
+            Err(err) => backend_no(out, tag, &err),
+        };
+        Flow::Continue
+    }
+
+    fn rename(
+        &mut self,
+        tag: &str,
+        from: &Mailbox<'_>,
+        to: &Mailbox<'_>,
+        out: &mut Vec<u8>,
+    ) -> Flow {
+        let Some(account) = self.account_clone() else {
+            return Flow::Continue;
+        };
+        let (Some(from), Some(to)) = (mailbox_name(from), mailbox_name(to)) else {
+            return self.bad(out, tag, "Invalid mailbox name");
+        };
+        let to = to.trim_end_matches('/').to_string();
+        if to.is_empty() || to.split('/').any(str::is_empty) {
+            return self.bad(out, tag, "Invalid mailbox name");
+        }
+        if to == "INBOX" {
+            no(out, tag, "[ALREADYEXISTS] INBOX already exists");
+            return Flow::Continue;
+        }
+        match self.store.rename_mailbox(&account, &from, &to) {
+            Ok(()) => ok(out, tag, "RENAME completed"),
+            Err(err) => backend_no(out, tag, &err),
+        };
+        if let State::Selected { view, .. } = &mut self.state {
+            if view.name == from && from != "INBOX" {
+                view.name = to;
+            }
+        }
+        Flow::Continue
+    }
+
+    fn subscribe(
+        &mut self,
+        tag: &str,
+        mailbox: &Mailbox<'_>,
+        subscribed: bool,
+        out: &mut Vec<u8>,
+    ) -> Flow {
+        let Some(account) = self.account_clone() else {
+            return Flow::Continue;
+        };
+        let Some(name) = mailbox_name(mailbox) else {
+            no(out, tag, "[NONEXISTENT] Mailbox does not exist");
+            return Flow::Continue;
+        };
+        let verb = if subscribed {
+            "SUBSCRIBE"
+        } else {
+            "UNSUBSCRIBE"
+        };
+        match self.store.set_subscribed(&account, &name, subscribed) {
+            Ok(()) => ok(out, tag, &format!("{verb} completed")),
+            Err(err) => backend_no(out, tag, &err),
+        };
+        Flow::Continue
+    }
+
+    fn list(
+        &mut self,
+        tag: &str,
+        reference: &Mailbox<'_>,
+        pattern: &ListMailbox<'_>,
+        lsub: bool,
+        out: &mut Vec<u8>,
+    ) -> Flow {
+        let Some(account) = self.account_clone() else {
+            return Flow::Continue;
+        };
+        let verb = if lsub { "LSUB" } else { "LIST" };
+        let reference = mailbox_name(reference).unwrap_or_default();
+        let pattern_bytes: &[u8] = match pattern {
+            ListMailbox::Token(t) => t.as_ref(),
+            ListMailbox::String(s) => s.as_ref(),
+        };
+        let pattern = decode_name(pattern_bytes);
+        if pattern.is_empty() && !lsub {
+            out.extend_from_slice(b"* LIST (\\Noselect) \"/\" \"\"\r\n");
+            ok(out, tag, "LIST completed");
+            return Flow::Continue;
+        }
+        let full = format!("{reference}{pattern}");
+        let mailboxes = match self.store.list_mailboxes(&account) {
+            Ok(m) => m,
+            Err(err) => return backend_no(out, tag, &err),
+        };
+        // Every existing name plus the parents that exist only through their children,
+        // which LIST shows as \Noselect (RFC 3501 §6.3.8).
+        let mut names: Vec<(String, Option<&MailboxInfo>)> = mailboxes
+            .iter()
+            .map(|m| (m.name.clone(), Some(m)))
+            .collect();
+        for m in &mailboxes {
+            let mut parent = m.name.as_str();
+            while let Some(i) = parent.rfind('/') {
+                parent = &parent[..i];
+                if !names.iter().any(|(n, _)| n == parent) {
+                    names.push((parent.to_string(), None));
+                }
+            }
+        }
+        names.sort_by(|a, b| {
+            (a.0 != "INBOX")
+                .cmp(&(b.0 != "INBOX"))
+                .then_with(|| a.0.cmp(&b.0))
+        });
+        for (name, info) in &names {
+            if !list_matches(&full, name) {
+                continue;
+            }
+            if lsub && !info.is_some_and(|i| i.subscribed) {
+                continue;
+            }
+            let prefix = format!("{name}/");
+            let has_children = names.iter().any(|(n, _)| n.starts_with(&prefix));
+            let mut attrs: Vec<&str> = Vec::new();
+            if info.is_none() {
+                attrs.push("\\Noselect");
+            }
+            if !lsub {
+                attrs.push(if has_children {
+                    "\\HasChildren"
+                } else {
+                    "\\HasNoChildren"
+                });
+                if let Some(su) = info.and_then(|i| i.special_use) {
+                    attrs.push(su.attribute());
+                }
+            }
+            out.extend_from_slice(format!("* {verb} ({}) \"/\" ", attrs.join(" ")).as_bytes());
+            push_mailbox(out, name);
+            out.extend_from_slice(b"\r\n");
+        }
+        ok(out, tag, &format!("{verb} completed"));
+        Flow::Continue
+    }
+
+    fn status(
+        &mut self,
+        tag: &str,
+        mailbox: &Mailbox<'_>,
+        items: &[StatusDataItemName],
+        out: &mut Vec<u8>,
+    ) -> Flow {
+        let Some(account) = self.account_clone() else {
+            return Flow::Continue;
+        };
+        let Some(name) = mailbox_name(mailbox) else {
+            no(out, tag, "[NONEXISTENT] Mailbox does not exist");
+            return Flow::Continue;
+        };
+        let info = match self.store.mailbox(&account, &name) {
+            Ok(info) => info,
+            Err(err) => return backend_no(out, tag, &err),
+        };
+        let needs_messages = items
+            .iter()
+            .any(|i| matches!(i, StatusDataItemName::Deleted));
+        let deleted = if needs_messages {
+            match self.store.messages(&account, info.id) {
+                Ok((_, metas)) => metas.iter().filter(|m| m.flags.has(Flags::DELETED)).count(),
+                Err(err) => return backend_no(out, tag, &err),
+            }
+        } else {
+            0
+        };
+        let mut parts: Vec<String> = Vec::new();
+        for item in items {
+            match item {
+                StatusDataItemName::Messages => parts.push(format!("MESSAGES {}", info.exists)),
+                // \Recent is claimed only by SELECT; STATUS does not count it.
+                StatusDataItemName::Recent => parts.push("RECENT 0".into()),
+                StatusDataItemName::UidNext => parts.push(format!("UIDNEXT {}", info.uid_next)),
+                StatusDataItemName::UidValidity => {
+                    parts.push(format!("UIDVALIDITY {}", info.uid_validity))
+                }
+                StatusDataItemName::Unseen => parts.push(format!("UNSEEN {}", info.unseen)),
+                StatusDataItemName::Deleted => parts.push(format!("DELETED {deleted}")),
+                StatusDataItemName::HighestModSeq => {
+                    parts.push(format!("HIGHESTMODSEQ {}", info.highest_modseq))
+                }
+                _ => {}
+            }
+        }
+        out.extend_from_slice(b"* STATUS ");
+        push_mailbox(out, &info.name);
+        out.extend_from_slice(format!(" ({})\r\n", parts.join(" ")).as_bytes());
+        ok(out, tag, "STATUS completed");
+        Flow::Continue
+    }
+
+    fn append(
+        &mut self,
+        tag: &str,
+        mailbox: &Mailbox<'_>,
+        flags: &[Flag<'_>],
+        date: Option<(i64, i16)>,
+        data: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Flow {
+        let Some(account) = self.account_clone() else {
+            return Flow::Continue;
+        };
+        let Some(name) = mailbox_name(mailbox) else {
+            no(out, tag, "[TRYCREATE] Mailbox does not exist");
+            return Flow::Continue;
+        };
+        if data.len() > self.limits.max_literal as usize {
+            no(out, tag, "[TOOBIG] Message too big");
+            return Flow::Continue;
+        }
+        let info = match self.store.mailbox(&account, &name) {
+            Ok(info) => info,
+            Err(BackendError::NotFound) => {
+                no(out, tag, "[TRYCREATE] Mailbox does not exist");
+                return Flow::Continue;
+            }
+            Err(err) => return backend_no(out, tag, &err),
+        };
+        let flags = convert_flags(flags);
+        match self.store.append(&account, info.id, data, &flags, date) {
+            Ok((validity, uid)) => {
+                self.catch_up(true, out);
+                out.extend_from_slice(
+                    format!("{tag} OK [APPENDUID {validity} {uid}] APPEND completed\r\n")
+                        .as_bytes(),
+                );
+                Flow::Continue
+            }
+            Err(err) => backend_no(out, tag, &err),
+        }
+    }
+}
+
+/// `{123}\r\n` or `{123+}\r\n` at the end of a line: (length, non-synchronizing).
+fn literal_announcement(line: &[u8]) -> Option<(u64, bool)> {
+    let line = line.strip_suffix(b"\n")?;
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let line = line.strip_suffix(b"}")?;
+    let open = line.iter().rposition(|b| *b == b'{')?;
+    let mut digits = &line[open + 1..];
+    let non_sync = digits.last() == Some(&b'+');
+    if non_sync {
+        digits = &digits[..digits.len() - 1];
+    }
+    if digits.is_empty() || digits.len() > 12 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let length = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    Some((length, non_sync))
+}
+
+/// Where the last line of `out[mark..]` starts.
+fn last_line_start(out: &[u8], mark: usize) -> usize {
+    let body = &out[mark..out.len().saturating_sub(2).max(mark)];
+    body.windows(2)
+        .rposition(|w| w == b"\r\n")
+        .map_or(mark, |i| mark + i + 2)
+}
+
+/// The tag of a (possibly malformed) command, or `*`.
+fn tag_of(command: &[u8]) -> String {
+    let end = command
+        .iter()
+        .position(|b| *b == b' ' || *b == b'\r' || *b == b'\n')
+        .unwrap_or(command.len());
+    let tag = &command[..end];
+    let valid = !tag.is_empty()
+        && tag.len() <= 64
+        && tag.iter().all(|&b| {
+            b.is_ascii_graphic()
+                && !matches!(b, b'(' | b')' | b'{' | b'%' | b'*' | b'"' | b'\\' | b'+')
+        });
+    if valid {
+        String::from_utf8_lossy(tag).into_owned()
+    } else {
+        "*".to_string()
+    }
+}
+
+fn ok(out: &mut Vec<u8>, tag: &str, text: &str) -> Flow {
+    out.extend_from_slice(format!("{tag} OK {text}\r\n").as_bytes());
+    Flow::Continue
+}
+
+fn no(out: &mut Vec<u8>, tag: &str, text: &str) -> Flow {
+    out.extend_from_slice(format!("{tag} NO {text}\r\n").as_bytes());
+    Flow::Continue
+}
+
+/// A store failure as the client sees it; causes of temporary failures go to the log.
+fn backend_no(out: &mut Vec<u8>, tag: &str, err: &BackendError) -> Flow {
+    let text = match err {
+        BackendError::NotFound => "[NONEXISTENT] Mailbox does not exist",
+        BackendError::AlreadyExists => "[ALREADYEXISTS] Mailbox already exists",
+        BackendError::OverQuota => "[OVERQUOTA] Quota exceeded",
+        BackendError::TooBig => "[TOOBIG] Message too big",
+        BackendError::Invalid(cause) => {
+            tracing::info!(%cause, "imap: store refused the operation");
+            "[CANNOT] Operation not permitted"
+        }
+        BackendError::Temporary(cause) => {
+            tracing::warn!(%cause, "imap: store failure");
+            "[UNAVAILABLE] Temporary failure; try again later"
+        }
+    };
+    no(out, tag, text);
+    Flow::Continue
+}
+
+/// A client mailbox name (modified UTF-7, or raw UTF-8 from lax clients) as the store's
+/// UTF-8 name, INBOX canonicalised. `None` for names that are neither.
+fn mailbox_name(mailbox: &Mailbox<'_>) -> Option<String> {
+    match mailbox {
+        Mailbox::Inbox => Some("INBOX".to_string()),
+        Mailbox::Other(other) => {
+            let raw: &[u8] = other.inner().as_ref();
+            let name = decode_name(raw);
+            (!name.is_empty() || raw.is_empty()).then_some(name)
+        }
+    }
+}
+
+fn decode_name(raw: &[u8]) -> String {
+    let name = text::decode_mutf7(raw)
+        .or_else(|| String::from_utf8(raw.to_vec()).ok())
+        .unwrap_or_default();
+    canonical_inbox(&name)
+}
+
+/// Client flags as stored flags; `\Recent` and unknown `\System` flags are dropped.
+fn convert_flags(flags: &[Flag<'_>]) -> Flags {
+    let mut out = Flags::default();
+    for f in flags {
+        match f {
+            Flag::Seen => out.system |= Flags::SEEN,
+            Flag::Answered => out.system |= Flags::ANSWERED,
+            Flag::Flagged => out.system |= Flags::FLAGGED,
+            Flag::Deleted => out.system |= Flags::DELETED,
+            Flag::Draft => out.system |= Flags::DRAFT,
+            Flag::Extension(_) => {}
+            Flag::Keyword(k) => {
+                if !out.has_keyword(k.as_ref()) {
+                    out.keywords.push(k.as_ref().to_string());
+                }
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,1218 @@
+//! Session tests against in-memory auth and store mocks (no real peer exists below the
+//! network driver; the driver's integration tests use Python's imaplib).
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::{Arc, Mutex};
+
+use super::*;
+use crate::auth::AccessLevel;
+
+const USER: &str = "tim@example.com";
+const PASSWORD: &str = "tanstaaf";
+
+struct MockAuth;
+
+impl AuthBackend for MockAuth {
+    fn authenticate(&self, credentials: &Credentials) -> Result<Account, AuthError> {
+        assert_eq!(credentials.protocol, "imap");
+        if credentials.username == USER && credentials.password.expose() == PASSWORD {
+            Ok(account())
+        } else {
+            Err(AuthError::Invalid)
+        }
+    }
+}
+
+fn account() -> Account {
+    Account {
+        id: 7,
+        address: USER.to_string(),
+        access: AccessLevel::Full,
+    }
+}
+
+struct MockMailbox {
+    info: MailboxInfo,
+    messages: Vec<(MessageMeta, Vec<u8>)>,
+    log: Vec<Change>,
+    recent_mark: u32,
+}
+
+struct MockState {
+    mailboxes: Vec<MockMailbox>,
+    next_id: u64,
+    calls: Vec<String>,
+}
+
+/// One account's mailboxes in memory, shared by every session of a test.
+struct MockStore {
+    state: Mutex<MockState>,
+}
+
+impl MockStore {
+    fn new() -> Arc<MockStore> {
+        let store = MockStore {
+            state: Mutex::new(MockState {
+                mailboxes: Vec::new(),
+                next_id: 1,
+                calls: Vec::new(),
+            }),
+        };
+        let a = account();
+        store.create_mailbox(&a, "INBOX", None).unwrap();
+        for (name, su) in [
+            ("Sent", SpecialUse::Sent),
+            ("Drafts", SpecialUse::Drafts),
+            ("Trash", SpecialUse::Trash),
+            ("Junk", SpecialUse::Junk),
+            ("Archive", SpecialUse::Archive),
+        ] {
+            store.create_mailbox(&a, name, Some(su)).unwrap();
+        }
+        Arc::new(store)
+    }
+
+    /// Delivers a message as the MX would.
+    fn deliver(&self, mailbox: &str, text: &str, flags: u8) -> u32 {
+        let id = self.mailbox(&account(), mailbox).unwrap().id;
+        let flags = Flags {
+            system: flags,
+            keywords: Vec::new(),
+        };
+        self.append(
+            &account(),
+            id,
+            text.as_bytes(),
+            &flags,
+            Some((1_700_000_000, 60)),
+        )
+        .unwrap()
+        .1
+    }
+
+    fn uids(&self, mailbox: &str) -> Vec<u32> {
+        let st = self.state.lock().unwrap();
+        let mb = st
+            .mailboxes
+            .iter()
+            .find(|m| m.info.name == mailbox)
+            .unwrap();
+        mb.messages.iter().map(|m| m.0.uid).collect()
+    }
+
+    fn calls(&self) -> Vec<String> {
+        self.state.lock().unwrap().calls.clone()
+    }
+}
+
+impl MockMailbox {
+    fn bump(&mut self) -> u64 {
+        self.info.highest_modseq += 1;
+        self.info.highest_modseq
+    }
+
+    fn refresh(&mut self) {
+        self.info.exists = self.messages.len() as u32;
+        self.info.unseen = self
+            .messages
+            .iter()
+            .filter(|m| !m.0.flags.has(Flags::SEEN))
+            .count() as u32;
+    }
+
+    fn add(&mut self, body: Vec<u8>, flags: Flags, date: (i64, i16)) -> u32 {
+        let uid = self.info.uid_next;
+        self.info.uid_next += 1;
+        let modseq = self.bump();
+        self.messages.push((
+            MessageMeta {
+                uid,
+                flags,
+                modseq,
+                internal_date: date.0,
+                internal_date_offset_minutes: date.1,
+                size: body.len() as u32,
+            },
+            body,
+        ));
+        self.log.push(Change {
+            uid,
+            modseq,
+            kind: ChangeKind::Added,
+        });
+        self.refresh();
+        uid
+    }
+
+    fn remove(&mut self, uids: &[u32]) -> Vec<u32> {
+        let mut removed = Vec::new();
+        for &uid in uids {
+            if let Some(i) = self.messages.iter().position(|m| m.0.uid == uid) {
+                self.messages.remove(i);
+                let modseq = self.bump();
+                self.log.push(Change {
+                    uid,
+                    modseq,
+                    kind: ChangeKind::Expunged,
+                });
+                removed.push(uid);
+            }
+        }
+        self.refresh();
+        removed
+    }
+}
+
+impl MockState {
+    fn by_name(&mut self, name: &str) -> Result<&mut MockMailbox, BackendError> {
+        self.mailboxes
+            .iter_mut()
+            .find(|m| m.info.name == name)
+            .ok_or(BackendError::NotFound)
+    }
+    fn by_id(&mut self, id: MailboxId) -> Result<&mut MockMailbox, BackendError> {
+        self.mailboxes
+            .iter_mut()
+            .find(|m| m.info.id == id)
+            .ok_or(BackendError::NotFound)
+    }
+}
+
+impl ImapBackend for MockStore {
+    fn list_mailboxes(&self, _: &Account) -> Result<Vec<MailboxInfo>, BackendError> {
+        let st = self.state.lock().unwrap();
+        Ok(st.mailboxes.iter().map(|m| m.info.clone()).collect())
+    }
+    fn mailbox(&self, _: &Account, name: &str) -> Result<MailboxInfo, BackendError> {
+        let mut st = self.state.lock().unwrap();
+        st.by_name(name).map(|m| m.info.clone())
+    }
+    fn create_mailbox(
+        &self,
+        _: &Account,
+        name: &str,
+        special_use: Option<SpecialUse>,
+    ) -> Result<MailboxInfo, BackendError> {
+        let mut st = self.state.lock().unwrap();
+        if st.by_name(name).is_ok() {
+            return Err(BackendError::AlreadyExists);
+        }
+        let id = st.next_id;
+        st.next_id += 1;
+        let info = MailboxInfo {
+            id,
+            name: name.to_string(),
+            special_use,
+            subscribed: true,
+            uid_validity: 1000 + id as u32,
+            uid_next: 1,
+            highest_modseq: 1,
+            exists: 0,
+            unseen: 0,
+        };
+        st.mailboxes.push(MockMailbox {
+            info: info.clone(),
+            messages: Vec::new(),
+            log: Vec::new(),
+            recent_mark: 1,
+        });
+        Ok(info)
+    }
+    fn delete_mailbox(&self, _: &Account, name: &str) -> Result<(), BackendError> {
+        let mut st = self.state.lock().unwrap();
+        st.by_name(name)?;
+        st.mailboxes.retain(|m| m.info.name != name);
+        Ok(())
+    }
+    fn rename_mailbox(&self, a: &Account, from: &str, to: &str) -> Result<(), BackendError> {
+        if self.mailbox(a, to).is_ok() {
+            return Err(BackendError::AlreadyExists);
+        }
+        if from == "INBOX" {
+            let new = self.create_mailbox(a, to, None)?;
+            let mut st = self.state.lock().unwrap();
+            let inbox = st.by_name("INBOX")?;
+            let msgs: Vec<(MessageMeta, Vec<u8>)> = inbox.messages.clone();
+            let uids: Vec<u32> = msgs.iter().map(|m| m.0.uid).collect();
+            inbox.remove(&uids);
+            let dest = st.by_id(new.id)?;
+            for (meta, body) in msgs {
+                dest.add(
+                    body,
+                    meta.flags,
+                    (meta.internal_date, meta.internal_date_offset_minutes),
+                );
+            }
+            return Ok(());
+        }
+        let mut st = self.state.lock().unwrap();
+        let prefix = format!("{from}/");
+        st.by_name(from)?;
+        for m in &mut st.mailboxes {
+            if m.info.name == from {
+                m.info.name = to.to_string();
+            } else if let Some(rest) = m.info.name.strip_prefix(&prefix) {
+                m.info.name = format!("{to}/{rest}");
+            }
+        }
+        Ok(())
+    }
+    fn set_subscribed(
+        &self,
+        _: &Account,
+        name: &str,
+        subscribed: bool,
+    ) -> Result<(), BackendError> {
+        let mut st = self.state.lock().unwrap();
+        st.by_name(name)?.info.subscribed = subscribed;
+        Ok(())
+    }
+    fn messages(
+        &self,
+        _: &Account,
+        mailbox: MailboxId,
+    ) -> Result<(MailboxInfo, Vec<MessageMeta>), BackendError> {
+        let mut st = self.state.lock().unwrap();
+        let mb = st.by_id(mailbox)?;
+        Ok((
+            mb.info.clone(),
+            mb.messages.iter().map(|m| m.0.clone()).collect(),
+        ))
+    }
+    fn claim_recent(&self, _: &Account, mailbox: MailboxId) -> Result<u32, BackendError> {
+        let mut st = self.state.lock().unwrap();
+        let mb = st.by_id(mailbox)?;
+        let first = mb.recent_mark;
+        mb.recent_mark = mb.info.uid_next;
+        Ok(first)
+    }
+    fn changes_since(
+        &self,
+        _: &Account,
+        mailbox: MailboxId,
+        since: u64,
+    ) -> Result<(MailboxInfo, Vec<(Change, Option<MessageMeta>)>), BackendError> {
+        let mut st = self.state.lock().unwrap();
+        let mb = st.by_id(mailbox)?;
+        let changes = mb
+            .log
+            .iter()
+            .filter(|c| c.modseq > since)
+            .map(|c| {
+                let meta = match c.kind {
+                    ChangeKind::Expunged => None,
+                    _ => mb
+                        .messages
+                        .iter()
+                        .find(|m| m.0.uid == c.uid)
+                        .map(|m| m.0.clone()),
+                };
+                (*c, meta)
+            })
+            .collect();
+        Ok((mb.info.clone(), changes))
+    }
+    fn body(&self, _: &Account, mailbox: MailboxId, uid: u32) -> Result<Vec<u8>, BackendError> {
+        let mut st = self.state.lock().unwrap();
+        st.calls.push(format!("body {uid}"));
+        let mb = st.by_id(mailbox)?;
+        mb.messages
+            .iter()
+            .find(|m| m.0.uid == uid)
+            .map(|m| m.1.clone())
+            .ok_or(BackendError::NotFound)
+    }
+    fn append(
+        &self,
+        _: &Account,
+        mailbox: MailboxId,
+        message: &[u8],
+        flags: &Flags,
+        internal_date: Option<(i64, i16)>,
+    ) -> Result<(u32, u32), BackendError> {
+        let mut st = self.state.lock().unwrap();
+        let mb = st.by_id(mailbox)?;
+        let uid = mb.add(
+            message.to_vec(),
+            flags.clone(),
+            internal_date.unwrap_or((1_700_000_000, 0)),
+        );
+        Ok((mb.info.uid_validity, uid))
+    }
+    fn store_flags(
+        &self,
+        _: &Account,
+        mailbox: MailboxId,
+        uids: &[u32],
+        op: StoreOp,
+        flags: &Flags,
+        unchanged_since: Option<u64>,
+    ) -> Result<(Vec<MessageMeta>, Vec<u32>), BackendError> {
+        let mut st = self.state.lock().unwrap();
+        let mb = st.by_id(mailbox)?;
+        let mut changed = Vec::new();
+        let mut failed = Vec::new();
+        for &uid in uids {
+            let Some(i) = mb.messages.iter().position(|m| m.0.uid == uid) else {
+                continue;
+            };
+            if unchanged_since.is_some_and(|u| mb.messages[i].0.modseq > u) {
+                failed.push(uid);
+                continue;
+            }
+            let mut new = mb.messages[i].0.flags.clone();
+            new.apply(op, flags);
+            if new.same_as(&mb.messages[i].0.flags) {
+                continue;
+            }
+            let modseq = mb.bump();
+            let m = &mut mb.messages[i].0;
+            m.flags = new;
+            m.modseq = modseq;
+            changed.push(m.clone());
+            mb.log.push(Change {
+                uid,
+                modseq,
+                kind: ChangeKind::FlagsChanged,
+            });
+        }
+        mb.refresh();
+        Ok((changed, failed))
+    }
+    fn copy(
+        &self,
+        _: &Account,
+        from: MailboxId,
+        uids: &[u32],
+        to: MailboxId,
+    ) -> Result<(u32, Vec<(u32, u32)>), BackendError> {
+        let mut st = self.state.lock().unwrap();
+        let src: Vec<(MessageMeta, Vec<u8>)> = st
+            .by_id(from)?
+            .messages
+            .iter()
+            .filter(|m| uids.contains(&m.0.uid))
+            .cloned()
+            .collect();
+        let dest = st.by_id(to)?;
+        let mut pairs = Vec::new();
+        for (meta, body) in src {
+            let uid = dest.add(
+                body,
+                meta.flags,
+                (meta.internal_date, meta.internal_date_offset_minutes),
+            );
+            pairs.push((meta.uid, uid));
+        }
+        Ok((dest.info.uid_validity, pairs))
+    }
+    fn move_messages(
+        &self,
+        a: &Account,
+        from: MailboxId,
+        uids: &[u32],
+        to: MailboxId,
+    ) -> Result<(u32, Vec<(u32, u32)>), BackendError> {
+        let (validity, pairs) = self.copy(a, from, uids, to)?;
+        let moved: Vec<u32> = pairs.iter().map(|p| p.0).collect();
+        self.expunge(a, from, &moved)?;
+        Ok((validity, pairs))
+    }
+    fn expunge(
+        &self,
+        _: &Account,
+        mailbox: MailboxId,
+        uids: &[u32],
+    ) -> Result<Vec<u32>, BackendError> {
+        let mut st = self.state.lock().unwrap();
+        Ok(st.by_id(mailbox)?.remove(uids))
+    }
+}
+
+fn info(tls: bool, allow_plaintext_auth: bool) -> ConnectionInfo {
+    ConnectionInfo {
+        peer: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
+        tls,
+        tls_available: true,
+        allow_plaintext_auth,
+        hostname: "mx.example.com".into(),
+    }
+}
+
+fn session_with(store: &Arc<MockStore>, conn: ConnectionInfo) -> ImapSession {
+    ImapSession::new(
+        conn,
+        Arc::new(MockAuth),
+        store.clone(),
+        ImapLimits::default(),
+    )
+}
+
+fn send(s: &mut ImapSession, input: &str) -> String {
+    let out = s.receive(input.as_bytes());
+    String::from_utf8(out.bytes).unwrap()
+}
+
+/// A TLS session, logged in.
+fn logged_in(store: &Arc<MockStore>) -> ImapSession {
+    let mut s = session_with(store, info(true, false));
+    s.greeting();
+    let r = send(&mut s, &format!("a LOGIN {USER} {PASSWORD}\r\n"));
+    assert!(r.starts_with("a OK [CAPABILITY "), "{r}");
+    s
+}
+
+fn selected(store: &Arc<MockStore>) -> ImapSession {
+    let mut s = logged_in(store);
+    let r = send(&mut s, "s SELECT INBOX\r\n");
+    assert!(r.ends_with("s OK [READ-WRITE] SELECT completed\r\n"), "{r}");
+    s
+}
+
+const MSG: &str = "From: Ann <ann@example.org>\r\nSubject: hello\r\n\r\nHi there\r\n";
+
+#[test]
+fn greeting_and_capabilities_depend_on_tls() {
+    let store = MockStore::new();
+    let mut plain = session_with(&store, info(false, false));
+    let g = String::from_utf8(plain.greeting().bytes).unwrap();
+    assert_eq!(
+        g,
+        "* OK [CAPABILITY IMAP4rev1 LITERAL+ SASL-IR STARTTLS LOGINDISABLED ID ENABLE IDLE \
+         NAMESPACE UNSELECT CHILDREN UIDPLUS MOVE SPECIAL-USE CONDSTORE APPENDLIMIT=52428800] \
+         mx.example.com Understudy IMAP4rev1 ready\r\n"
+    );
+    assert_eq!(
+        send(&mut plain, &format!("a LOGIN {USER} {PASSWORD}\r\n")),
+        "a NO [PRIVACYREQUIRED] Plaintext login disallowed; use STARTTLS\r\n"
+    );
+    assert_eq!(
+        send(&mut plain, "b AUTHENTICATE PLAIN\r\n"),
+        "b NO [PRIVACYREQUIRED] Plaintext authentication disallowed; use STARTTLS\r\n"
+    );
+
+    let mut tls = session_with(&store, info(true, false));
+    let r = send(&mut tls, "c CAPABILITY\r\n");
+    assert_eq!(
+        r,
+        "* CAPABILITY IMAP4rev1 LITERAL+ SASL-IR AUTH=PLAIN AUTH=LOGIN ID ENABLE IDLE \
+         NAMESPACE UNSELECT CHILDREN UIDPLUS MOVE SPECIAL-USE CONDSTORE APPENDLIMIT=52428800\r\n\
+         c OK CAPABILITY completed\r\n"
+    );
+    // Trusted network: plaintext login allowed without TLS.
+    let mut trusted = session_with(&store, info(false, true));
+    let r = send(&mut trusted, &format!("a LOGIN {USER} {PASSWORD}\r\n"));
+    assert!(r.starts_with("a OK [CAPABILITY IMAP4rev1"), "{r}");
+}
+
+#[test]
+fn login_and_authenticate() {
+    let store = MockStore::new();
+    let mut s = session_with(&store, info(true, false));
+    assert_eq!(
+        send(&mut s, &format!("a LOGIN {USER} wrong\r\n")),
+        "a NO [AUTHENTICATIONFAILED] Authentication failed\r\n"
+    );
+    assert_eq!(
+        send(&mut s, "b SELECT INBOX\r\n"),
+        "b BAD Command not valid before login\r\n"
+    );
+    // Quoted password via a literal.
+    assert_eq!(
+        send(&mut s, &format!("c LOGIN \"{USER}\" {{8}}\r\n")),
+        "+ OK\r\n"
+    );
+    let r = send(&mut s, "tanstaaf\r\n");
+    assert_eq!(
+        r,
+        "c OK [CAPABILITY IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT \
+         CHILDREN UIDPLUS MOVE SPECIAL-USE CONDSTORE APPENDLIMIT=52428800] Logged in\r\n"
+    );
+    assert_eq!(
+        send(&mut s, "d LOGIN x y\r\n"),
+        "d BAD Already authenticated\r\n"
+    );
+
+    // AUTHENTICATE PLAIN with SASL-IR.
+    let mut s = session_with(&store, info(true, false));
+    let ir = sasl_b64(&format!("\0{USER}\0{PASSWORD}"));
+    let r = send(&mut s, &format!("a AUTHENTICATE PLAIN {ir}\r\n"));
+    assert!(r.starts_with("a OK [CAPABILITY "), "{r}");
+
+    // AUTHENTICATE LOGIN with challenges.
+    let mut s = session_with(&store, info(true, false));
+    assert_eq!(
+        send(&mut s, "a AUTHENTICATE LOGIN\r\n"),
+        "+ VXNlcm5hbWU6\r\n"
+    );
+    assert_eq!(
+        send(&mut s, &format!("{}\r\n", sasl_b64(USER))),
+        "+ UGFzc3dvcmQ6\r\n"
+    );
+    let r = send(&mut s, &format!("{}\r\n", sasl_b64(PASSWORD)));
+    assert!(r.starts_with("a OK [CAPABILITY "), "{r}");
+
+    // Cancelled exchange.
+    let mut s = session_with(&store, info(true, false));
+    assert_eq!(send(&mut s, "a AUTHENTICATE PLAIN\r\n"), "+ \r\n");
+    assert_eq!(send(&mut s, "*\r\n"), "a BAD Authentication cancelled\r\n");
+}
+
+fn sasl_b64(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+#[test]
+fn too_many_failed_logins_close() {
+    let store = MockStore::new();
+    let mut s = session_with(&store, info(true, false));
+    send(&mut s, "a LOGIN x y\r\n");
+    send(&mut s, "a LOGIN x y\r\n");
+    let out = s.receive(b"a LOGIN x y\r\n");
+    assert_eq!(out.action, Action::Close);
+    assert!(String::from_utf8(out.bytes)
+        .unwrap()
+        .ends_with("* BYE Too many failed logins\r\n"));
+}
+
+#[test]
+fn select_output() {
+    let store = MockStore::new();
+    store.deliver("INBOX", MSG, Flags::SEEN);
+    store.deliver("INBOX", MSG, 0);
+    let mut s = logged_in(&store);
+    assert_eq!(
+        send(&mut s, "s SELECT inbox\r\n"),
+        "* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)\r\n\
+         * OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*)] Flags permitted\r\n\
+         * 2 EXISTS\r\n\
+         * 2 RECENT\r\n\
+         * OK [UNSEEN 2] First unseen\r\n\
+         * OK [UIDVALIDITY 1001] UIDs valid\r\n\
+         * OK [UIDNEXT 3] Predicted next UID\r\n\
+         s OK [READ-WRITE] SELECT completed\r\n"
+    );
+    // \Recent went to the first session only.
+    let mut other = logged_in(&store);
+    let r = send(&mut other, "t EXAMINE INBOX\r\n");
+    assert!(r.contains("* 0 RECENT\r\n"), "{r}");
+    assert!(
+        r.contains("* OK [PERMANENTFLAGS ()] Read-only mailbox\r\n"),
+        "{r}"
+    );
+    assert!(r.ends_with("t OK [READ-ONLY] EXAMINE completed\r\n"), "{r}");
+
+    // With CONDSTORE: HIGHESTMODSEQ, and [CLOSED] when switching mailboxes.
+    let r = send(&mut s, "c SELECT Sent (CONDSTORE)\r\n");
+    assert_eq!(
+        r,
+        "* OK [CLOSED] Previous mailbox closed\r\n\
+         * FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)\r\n\
+         * OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*)] Flags permitted\r\n\
+         * 0 EXISTS\r\n\
+         * 0 RECENT\r\n\
+         * OK [UIDVALIDITY 1002] UIDs valid\r\n\
+         * OK [UIDNEXT 1] Predicted next UID\r\n\
+         * OK [HIGHESTMODSEQ 1] Highest\r\n\
+         c OK [READ-WRITE] SELECT completed\r\n"
+    );
+    assert_eq!(
+        send(&mut s, "d SELECT Nowhere\r\n"),
+        "* OK [CLOSED] Previous mailbox closed\r\nd NO [NONEXISTENT] Mailbox does not exist\r\n"
+    );
+    assert_eq!(
+        send(&mut s, "e FETCH 1 FLAGS\r\n"),
+        "e BAD No mailbox selected\r\n"
+    );
+}
+
+#[test]
+fn enable_condstore_shows_highestmodseq() {
+    let store = MockStore::new();
+    store.deliver("INBOX", MSG, 0);
+    let mut s = logged_in(&store);
+    assert_eq!(
+        send(&mut s, "e ENABLE CONDSTORE\r\n"),
+        "* ENABLED CONDSTORE\r\ne OK ENABLE completed\r\n"
+    );
+    let r = send(&mut s, "s SELECT INBOX\r\n");
+    assert!(r.contains("* OK [HIGHESTMODSEQ 2] Highest\r\n"), "{r}");
+    let r = send(&mut s, "f FETCH 1 (FLAGS) (CHANGEDSINCE 1)\r\n");
+    assert_eq!(
+        r,
+        "* 1 FETCH (FLAGS (\\Recent) MODSEQ (2))\r\nf OK FETCH completed\r\n"
+    );
+    assert_eq!(
+        send(&mut s, "g FETCH 1 (FLAGS) (CHANGEDSINCE 2)\r\n"),
+        "g OK FETCH completed\r\n"
+    );
+    // UNCHANGEDSINCE below the message's modseq fails that message.
+    assert_eq!(
+        send(&mut s, "h STORE 1 (UNCHANGEDSINCE 1) +FLAGS (\\Seen)\r\n"),
+        "h OK [MODIFIED 1] Conditional STORE failed\r\n"
+    );
+    assert_eq!(
+        send(
+            &mut s,
+            "i UID STORE 1 (UNCHANGEDSINCE 2) +FLAGS.SILENT (\\Seen)\r\n"
+        ),
+        "* 1 FETCH (UID 1 MODSEQ (3))\r\ni OK STORE completed\r\n"
+    );
+    assert_eq!(
+        send(&mut s, "j SEARCH MODSEQ 3\r\n"),
+        "* SEARCH 1 (MODSEQ 3)\r\nj OK SEARCH completed\r\n"
+    );
+}
+
+#[test]
+fn list_with_special_use_and_children() {
+    let store = MockStore::new();
+    store
+        .create_mailbox(&account(), "Projects/2026/Q1", None)
+        .unwrap();
+    store.create_mailbox(&account(), "Entwürfe", None).unwrap();
+    let mut s = logged_in(&store);
+    assert_eq!(
+        send(&mut s, "l LIST \"\" *\r\n"),
+        "* LIST (\\HasNoChildren) \"/\" \"INBOX\"\r\n\
+         * LIST (\\HasNoChildren \\Archive) \"/\" \"Archive\"\r\n\
+         * LIST (\\HasNoChildren \\Drafts) \"/\" \"Drafts\"\r\n\
+         * LIST (\\HasNoChildren) \"/\" \"Entw&APw-rfe\"\r\n\
+         * LIST (\\HasNoChildren \\Junk) \"/\" \"Junk\"\r\n\
+         * LIST (\\Noselect \\HasChildren) \"/\" \"Projects\"\r\n\
+         * LIST (\\Noselect \\HasChildren) \"/\" \"Projects/2026\"\r\n\
+         * LIST (\\HasNoChildren) \"/\" \"Projects/2026/Q1\"\r\n\
+         * LIST (\\HasNoChildren \\Sent) \"/\" \"Sent\"\r\n\
+         * LIST (\\HasNoChildren \\Trash) \"/\" \"Trash\"\r\n\
+         l OK LIST completed\r\n"
+    );
+    assert_eq!(
+        send(&mut s, "m LIST \"\" %\r\n").matches("* LIST").count(),
+        8
+    );
+    assert_eq!(
+        send(&mut s, "n LIST \"\" \"\"\r\n"),
+        "* LIST (\\Noselect) \"/\" \"\"\r\nn OK LIST completed\r\n"
+    );
+    assert_eq!(
+        send(&mut s, "o LIST Projects/ %\r\n"),
+        "* LIST (\\Noselect \\HasChildren) \"/\" \"Projects/2026\"\r\no OK LIST completed\r\n"
+    );
+    assert_eq!(
+        send(
+            &mut s,
+            "p STATUS Entw&APw-rfe (MESSAGES UIDNEXT UNSEEN)\r\n"
+        ),
+        "* STATUS \"Entw&APw-rfe\" (MESSAGES 0 UIDNEXT 1 UNSEEN 0)\r\np OK STATUS completed\r\n"
+    );
+    send(&mut s, "q UNSUBSCRIBE Junk\r\n");
+    let r = send(&mut s, "r LSUB \"\" J*\r\n");
+    assert_eq!(r, "r OK LSUB completed\r\n");
+    assert_eq!(
+        send(&mut s, "t NAMESPACE\r\n"),
+        "* NAMESPACE ((\"\" \"/\")) NIL NIL\r\nt OK NAMESPACE completed\r\n"
+    );
+}
+
+#[test]
+fn create_delete_rename() {
+    let store = MockStore::new();
+    let mut s = logged_in(&store);
+    assert_eq!(
+        send(&mut s, "a CREATE Work/\r\n"),
+        "a OK CREATE completed\r\n"
+    );
+    assert_eq!(
+        send(&mut s, "b CREATE work\r\n"),
+        "b OK CREATE completed\r\n",
+        "names other than INBOX are case-sensitive"
+    );
+    assert_eq!(
+        send(&mut s, "c CREATE Work\r\n"),
+        "c NO [ALREADYEXISTS] Mailbox already exists\r\n"
+    );
+    assert_eq!(
+        send(&mut s, "d CREATE inbox\r\n"),
+        "d NO [ALREADYEXISTS] Mailbox already exists\r\n"
+    );
+    assert_eq!(
+        send(&mut s, "e RENAME Work Play\r\n"),
+        "e OK RENAME completed\r\n"
+    );
+    assert_eq!(
+        send(&mut s, "f DELETE Play\r\n"),
+        "f OK DELETE completed\r\n"
+    );
+    assert_eq!(
+        send(&mut s, "g DELETE Play\r\n"),
+        "g NO [NONEXISTENT] Mailbox does not exist\r\n"
+    );
+    assert_eq!(
+        send(&mut s, "h DELETE INBOX\r\n"),
+        "h NO [CANNOT] INBOX cannot be deleted\r\n"
+    );
+}
+
+#[test]
+fn rename_inbox_moves_messages_and_leaves_it_empty() {
+    let store = MockStore::new();
+    store.deliver("INBOX", MSG, 0);
+    store.deliver("INBOX", MSG, Flags::SEEN);
+    let mut s = logged_in(&store);
+    assert_eq!(
+        send(&mut s, "a RENAME inbox Old\r\n"),
+        "a OK RENAME completed\r\n"
+    );
+    assert_eq!(store.uids("INBOX"), Vec::<u32>::new());
+    assert_eq!(store.uids("Old"), vec![1, 2]);
+    assert_eq!(
+        send(&mut s, "b STATUS INBOX (MESSAGES)\r\n"),
+        "* STATUS \"INBOX\" (MESSAGES 0)\r\nb OK STATUS completed\r\n"
+    );
+    assert_eq!(
+        send(&mut s, "c RENAME Old INBOX\r\n"),
+        "c NO [ALREADYEXISTS] INBOX already exists\r\n"
+    );
+}
+
+#[test]
+fn append_with_synchronizing_literal_split_across_chunks() {
+    let store = MockStore::new();
+    let mut s = logged_in(&store);
+    let len = MSG.len();
+    assert_eq!(
+        send(
+            &mut s,
+            &format!("a APPEND INBOX (\\Seen $Work) \"14-Nov-2023 23:13:20 +0100\" {{{len}}}\r\n")
+        ),
+        "+ OK\r\n"
+    );
+    assert_eq!(send(&mut s, &MSG[..10]), "");
+    assert_eq!(send(&mut s, &MSG[10..]), "");
+    assert_eq!(
+        send(&mut s, "\r\n"),
+        "a OK [APPENDUID 1001 1] APPEND completed\r\n"
+    );
+    let st = store.state.lock().unwrap();
+    let (meta, body) = &st.mailboxes[0].messages[0];
+    assert_eq!(body, MSG.as_bytes());
+    assert_eq!(meta.flags.system, Flags::SEEN);
+    assert_eq!(meta.flags.keywords, vec!["$Work".to_string()]);
+    assert_eq!(
+        (meta.internal_date, meta.internal_date_offset_minutes),
+        (1_700_000_000, 60)
+    );
+}
+
+#[test]
+fn append_with_literal_plus_and_pipelining() {
+    let store = MockStore::new();
+    let mut s = logged_in(&store);
+    let len = MSG.len();
+    // No continuation request for LITERAL+, and the next command in the same chunk.
+    let r = send(
+        &mut s,
+        &format!("a APPEND Sent {{{len}+}}\r\n{MSG}\r\nb NOOP\r\n"),
+    );
+    assert_eq!(
+        r,
+        "a OK [APPENDUID 1002 1] APPEND completed\r\nb OK NOOP completed\r\n"
+    );
+    // Byte by byte.
+    let cmd = format!("c APPEND Sent {{{len}+}}\r\n{MSG}\r\n");
+    let mut all = String::new();
+    for b in cmd.as_bytes() {
+        all.push_str(&String::from_utf8(s.receive(&[*b]).bytes).unwrap());
+    }
+    assert_eq!(all, "c OK [APPENDUID 1002 2] APPEND completed\r\n");
+    assert_eq!(
+        send(&mut s, &format!("d APPEND Nowhere {{{len}+}}\r\n{MSG}\r\n")),
+        "d NO [TRYCREATE] Mailbox does not exist\r\n"
+    );
+}
+
+#[test]
+fn too_big_literals_are_refused_before_reading() {
+    let store = MockStore::new();
+    let mut s = ImapSession::new(
+        info(true, false),
+        Arc::new(MockAuth),
+        store.clone(),
+        ImapLimits {
+            max_literal: 100,
+            ..ImapLimits::default()
+        },
+    );
+    send(&mut s, &format!("a LOGIN {USER} {PASSWORD}\r\n"));
+    assert_eq!(
+        send(&mut s, "b APPEND INBOX {101}\r\n"),
+        "b NO [TOOBIG] Literal too big\r\n"
+    );
+    assert_eq!(send(&mut s, "c NOOP\r\n"), "c OK NOOP completed\r\n");
+    let out = s.receive(b"d APPEND INBOX {101+}\r\n");
+    assert_eq!(out.action, Action::Close);
+    assert_eq!(
+        String::from_utf8(out.bytes).unwrap(),
+        "d BAD [TOOBIG] Literal too big\r\n* BYE Closing\r\n"
+    );
+}
+
+#[test]
+fn overlong_line_closes() {
+    let store = MockStore::new();
+    let mut s = logged_in(&store);
+    let out = s.receive(&vec![b'a'; 70 * 1024]);
+    assert_eq!(out.action, Action::Close);
+    assert_eq!(out.bytes, b"* BAD Line too long\r\n* BYE Closing\r\n");
+}
+
+#[test]
+fn synchronizing_literal_on_bad_command_is_refused() {
+    let store = MockStore::new();
+    let mut s = logged_in(&store);
+    assert_eq!(send(&mut s, "a FROB {5}\r\n"), "a BAD Invalid command\r\n");
+    assert_eq!(send(&mut s, "b NOOP\r\n"), "b OK NOOP completed\r\n");
+}
+
+#[test]
+fn store_and_fetch_flags() {
+    let store = MockStore::new();
+    store.deliver("INBOX", MSG, 0);
+    store.deliver("INBOX", MSG, Flags::SEEN);
+    let mut s = selected(&store);
+    assert_eq!(
+        send(&mut s, "a FETCH 1:* (FLAGS UID)\r\n"),
+        "* 1 FETCH (FLAGS (\\Recent) UID 1)\r\n\
+         * 2 FETCH (FLAGS (\\Seen \\Recent) UID 2)\r\n\
+         a OK FETCH completed\r\n"
+    );
+    assert_eq!(
+        send(&mut s, "b STORE 1 +FLAGS (\\FLAGGED $Label1)\r\n"),
+        "* 1 FETCH (FLAGS (\\Flagged \\Recent $Label1))\r\nb OK STORE completed\r\n"
+    );
+    assert_eq!(
+        send(&mut s, "c STORE 1:2 -FLAGS.SILENT (\\Seen $label1)\r\n"),
+        "c OK STORE completed\r\n"
+    );
+    assert_eq!(
+        send(&mut s, "d UID STORE 2 FLAGS (\\Deleted)\r\n"),
+        "* 2 FETCH (UID 2 FLAGS (\\Deleted \\Recent))\r\nd OK STORE completed\r\n"
+    );
+    assert_eq!(
+        send(&mut s, "e UID FETCH 1:* (FLAGS)\r\n"),
+        "* 1 FETCH (UID 1 FLAGS (\\Flagged \\Recent))\r\n\
+         * 2 FETCH (UID 2 FLAGS (\\Deleted \\Recent))\r\n\
+         e OK UID FETCH completed\r\n"
+    );
+    assert_eq!(
+        send(&mut s, "f FETCH 3 FLAGS\r\n"),
+        "f BAD Invalid message sequence number\r\n"
+    );
+    assert_eq!(
+        send(&mut s, "g UID FETCH 7 FLAGS\r\n"),
+        "g OK UID FETCH completed\r\n"
+    );
+    // Gone UIDs are ignored quietly.
+    assert_eq!(
+        send(&mut s, "h UID STORE 9 +FLAGS (\\Seen)\r\n"),
+        "h OK STORE completed\r\n"
+    );
+    assert_eq!(
+        send(&mut s, "i FETCH 1 (UID RFC822.SIZE INTERNALDATE)\r\n"),
+        format!(
+            "* 1 FETCH (UID 1 RFC822.SIZE {} INTERNALDATE \"14-Nov-2023 23:13:20 +0100\")\r\n\
+             i OK FETCH completed\r\n",
+            MSG.len()
+        )
+    );
+    // No body was read for any of that.
+    assert!(store.calls().is_empty(), "{:?}", store.calls());
+}
+
+#[test]
+fn fetch_body_sets_seen_unless_peek() {
+    let store = MockStore::new();
+    store.deliver("INBOX", MSG, 0);
+    let mut s = selected(&store);
+    assert_eq!(
+        send(&mut s, "a FETCH 1 (BODY.PEEK[HEADER.FIELDS (SUBJECT)])\r\n"),
+        "* 1 FETCH (BODY[HEADER.FIELDS (SUBJECT)] {18}\r\nSubject: hello\r\n\r\n)\r\n\
+         a OK FETCH completed\r\n"
+    );
+    assert_eq!(
+        send(&mut s, "b FETCH 1 (BODY[TEXT]<0.2>)\r\n"),
+        "* 1 FETCH (BODY[TEXT]<0> {2}\r\nHi FLAGS (\\Seen \\Recent))\r\nb OK FETCH completed\r\n"
+    );
+    assert_eq!(
+        send(&mut s, "c FETCH 1 (RFC822.HEADER)\r\n"),
+        "* 1 FETCH (RFC822.HEADER {47}\r\nFrom: Ann <ann@example.org>\r\nSubject: hello\r\n\r\n)\r\n\
+         c OK FETCH completed\r\n"
+    );
+    let r = send(&mut s, "d FETCH 1 (ENVELOPE BODYSTRUCTURE)\r\n");
+    assert!(
+        r.starts_with("* 1 FETCH (ENVELOPE (NIL \"hello\" ((\"Ann\" NIL \"ann\" \"example.org\"))"),
+        "{r}"
+    );
+    assert!(
+        r.contains(" BODYSTRUCTURE (\"TEXT\" \"plain\" (\"charset\" \"us-ascii\")"),
+        "{r}"
+    );
+    assert!(r.ends_with("d OK FETCH completed\r\n"), "{r}");
+}
+
+#[test]
+fn search_keys() {
+    let store = MockStore::new();
+    store.deliver("INBOX", MSG, Flags::SEEN);
+    store.deliver("INBOX", "Subject: other\r\n\r\nbody text\r\n", 0);
+    store.deliver("INBOX", MSG, Flags::FLAGGED);
+    let mut s = selected(&store);
+    assert_eq!(
+        send(&mut s, "a SEARCH UNSEEN\r\n"),
+        "* SEARCH 2 3\r\na OK SEARCH completed\r\n"
+    );
+    assert_eq!(
+        send(&mut s, "b UID SEARCH OR FLAGGED SEEN\r\n"),
+        "* SEARCH 1 3\r\nb OK SEARCH completed\r\n"
+    );
+    assert_eq!(
+        send(&mut s, "c SEARCH CHARSET UTF-8 SUBJECT hello NOT 1\r\n"),
+        "* SEARCH 3\r\nc OK SEARCH completed\r\n"
+    );
+    assert_eq!(
+        send(&mut s, "d SEARCH CHARSET KOI8-R ALL\r\n"),
+        "d NO [BADCHARSET (US-ASCII UTF-8)] Unsupported charset\r\n"
+    );
+    assert_eq!(
+        send(
+            &mut s,
+            "e SEARCH SINCE 14-Nov-2023 BEFORE 15-Nov-2023 LARGER 10 2:*\r\n"
+        ),
+        "* SEARCH 2 3\r\ne OK SEARCH completed\r\n"
+    );
+    assert_eq!(
+        send(&mut s, "f SEARCH BODY nothing\r\n"),
+        "* SEARCH\r\nf OK SEARCH completed\r\n"
+    );
+}
+
+#[test]
+fn uid_copy_and_move_report_copyuid() {
+    let store = MockStore::new();
+    for _ in 0..4 {
+        store.deliver("INBOX", MSG, 0);
+    }
+    let mut s = selected(&store);
+    assert_eq!(
+        send(&mut s, "a UID COPY 1:2,4 Archive\r\n"),
+        "a OK [COPYUID 1006 1:2,4 1:3] COPY completed\r\n"
+    );
+    assert_eq!(
+        send(&mut s, "b UID MOVE 2:3 Trash\r\n"),
+        "* OK [COPYUID 1004 2:3 1:2] Moved\r\n\
+         * 3 EXPUNGE\r\n\
+         * 2 EXPUNGE\r\n\
+         b OK MOVE completed\r\n"
+    );
+    assert_eq!(store.uids("INBOX"), vec![1, 4]);
+    assert_eq!(
+        send(&mut s, "c MOVE 2 Nowhere\r\n"),
+        "c NO [TRYCREATE] Mailbox does not exist\r\n"
+    );
+    // Already-gone UIDs: quiet success.
+    assert_eq!(
+        send(&mut s, "d UID MOVE 3 Trash\r\n"),
+        "d OK MOVE completed\r\n"
+    );
+    assert_eq!(
+        send(&mut s, "e FETCH 2 UID\r\n"),
+        "* 2 FETCH (UID 4)\r\ne OK FETCH completed\r\n"
+    );
+}
+
+#[test]
+fn expunge_renumbers_from_the_top() {
+    let store = MockStore::new();
+    for _ in 0..5 {
+        store.deliver("INBOX", MSG, 0);
+    }
+    let mut s = selected(&store);
+    send(&mut s, "a STORE 2,3,5 +FLAGS.SILENT (\\Deleted)\r\n");
+    assert_eq!(
+        send(&mut s, "b EXPUNGE\r\n"),
+        "* 5 EXPUNGE\r\n* 3 EXPUNGE\r\n* 2 EXPUNGE\r\nb OK EXPUNGE completed\r\n"
+    );
+    assert_eq!(
+        send(&mut s, "c FETCH 1:* UID\r\n"),
+        "* 1 FETCH (UID 1)\r\n* 2 FETCH (UID 4)\r\nc OK FETCH completed\r\n"
+    );
+    send(&mut s, "d STORE 1:2 +FLAGS.SILENT (\\Deleted)\r\n");
+    assert_eq!(
+        send(&mut s, "e UID EXPUNGE 4\r\n"),
+        "* 2 EXPUNGE\r\ne OK EXPUNGE completed\r\n"
+    );
+    // CLOSE expunges silently.
+    assert_eq!(send(&mut s, "f CLOSE\r\n"), "f OK CLOSE completed\r\n");
+    assert_eq!(store.uids("INBOX"), Vec::<u32>::new());
+}
+
+#[test]
+fn two_sessions_see_each_others_changes_at_the_right_points() {
+    let store = MockStore::new();
+    for _ in 0..3 {
+        store.deliver("INBOX", MSG, 0);
+    }
+    let mut a = selected(&store);
+    let mut b = logged_in(&store);
+    let r = send(&mut b, "s SELECT INBOX\r\n");
+    assert!(r.contains("* 0 RECENT\r\n"), "{r}");
+
+    send(&mut a, "1 STORE 2 +FLAGS.SILENT (\\Deleted)\r\n");
+    assert_eq!(
+        send(&mut a, "2 EXPUNGE\r\n"),
+        "* 2 EXPUNGE\r\n2 OK EXPUNGE completed\r\n"
+    );
+    let uid = store.deliver("INBOX", MSG, 0);
+    assert_eq!(uid, 4);
+
+    // FETCH by sequence number must not see the EXPUNGE; the new message is fine.
+    assert_eq!(
+        send(&mut b, "3 FETCH 3 UID\r\n"),
+        "* 3 FETCH (UID 3)\r\n* 4 EXISTS\r\n* 1 RECENT\r\n3 OK FETCH completed\r\n"
+    );
+    // NOOP delivers the expunge, renumbering 3 -> 2 and the new message 4 -> 3.
+    assert_eq!(
+        send(&mut b, "4 NOOP\r\n"),
+        "* 2 EXPUNGE\r\n4 OK NOOP completed\r\n"
+    );
+    assert_eq!(
+        send(&mut b, "5 FETCH 1:* (UID FLAGS)\r\n"),
+        "* 1 FETCH (UID 1 FLAGS ())\r\n\
+         * 2 FETCH (UID 3 FLAGS ())\r\n\
+         * 3 FETCH (UID 4 FLAGS (\\Recent))\r\n\
+         5 OK FETCH completed\r\n"
+    );
+    // Flag changes of A reach B as FETCH FLAGS; A sees the new message (claimed as
+    // \Recent by B) during its STORE, which may report EXISTS.
+    assert_eq!(
+        send(&mut a, "6 STORE 1 +FLAGS.SILENT (\\Answered)\r\n"),
+        "* 3 EXISTS\r\n* 2 RECENT\r\n6 OK STORE completed\r\n"
+    );
+    assert_eq!(
+        send(&mut b, "7 NOOP\r\n"),
+        "* 1 FETCH (FLAGS (\\Answered))\r\n7 OK NOOP completed\r\n"
+    );
+    assert_eq!(send(&mut a, "8 NOOP\r\n"), "8 OK NOOP completed\r\n");
+}
+
+#[test]
+fn idle_pushes_changes_until_done() {
+    let store = MockStore::new();
+    store.deliver("INBOX", MSG, 0);
+    store.deliver("INBOX", MSG, 0);
+    let mut s = selected(&store);
+    let out = s.receive(b"i IDLE\r\n");
+    assert_eq!(out.bytes, b"+ idling\r\n");
+    let id = store.mailbox(&account(), "INBOX").unwrap().id;
+    assert_eq!(out.action, Action::Idle { mailbox_id: id });
+
+    store.deliver("INBOX", MSG, 0);
+    let out = s.mailbox_changed();
+    assert_eq!(
+        String::from_utf8(out.bytes).unwrap(),
+        "* 3 EXISTS\r\n* 3 RECENT\r\n"
+    );
+    assert_eq!(out.action, Action::Idle { mailbox_id: id });
+
+    store.expunge(&account(), id, &[1]).unwrap();
+    let out = s.mailbox_changed();
+    assert_eq!(String::from_utf8(out.bytes).unwrap(), "* 1 EXPUNGE\r\n");
+
+    // DONE split across chunks.
+    let out = s.receive(b"DO");
+    assert_eq!(out.bytes, b"");
+    assert_eq!(out.action, Action::Idle { mailbox_id: id });
+    let out = s.receive(b"NE\r\n");
+    assert_eq!(
+        String::from_utf8(out.bytes).unwrap(),
+        "i OK IDLE terminated\r\n"
+    );
+    assert_eq!(out.action, Action::Continue);
+    assert_eq!(s.mailbox_changed().bytes, b"");
+}
+
+#[test]
+fn idle_without_selection_waits_for_done() {
+    let store = MockStore::new();
+    let mut s = logged_in(&store);
+    let out = s.receive(b"i IDLE\r\n");
+    assert_eq!(out.bytes, b"+ idling\r\n");
+    assert_eq!(out.action, Action::Continue);
+    assert_eq!(send(&mut s, "done\r\n"), "i OK IDLE terminated\r\n");
+}
+
+#[test]
+fn starttls_discards_pipelined_plaintext() {
+    let store = MockStore::new();
+    let mut s = session_with(&store, info(false, false));
+    s.greeting();
+    let out = s.receive(format!("a STARTTLS\r\nb LOGIN {USER} {PASSWORD}\r\n").as_bytes());
+    assert_eq!(out.bytes, b"a OK Begin TLS negotiation now\r\n");
+    assert_eq!(out.action, Action::StartTls);
+    s.tls_started();
+    // The injected LOGIN was not run: still not authenticated, and CAPABILITY changed.
+    assert_eq!(
+        send(&mut s, "c CAPABILITY\r\n"),
+        "* CAPABILITY IMAP4rev1 LITERAL+ SASL-IR AUTH=PLAIN AUTH=LOGIN ID ENABLE IDLE \
+         NAMESPACE UNSELECT CHILDREN UIDPLUS MOVE SPECIAL-USE CONDSTORE APPENDLIMIT=52428800\r\n\
+         c OK CAPABILITY completed\r\n"
+    );
+    assert_eq!(
+        send(&mut s, "d STARTTLS\r\n"),
+        "d BAD TLS not available\r\n"
+    );
+}
+
+#[test]
+fn logout_goodbye_and_bad_commands() {
+    let store = MockStore::new();
+    let mut s = logged_in(&store);
+    assert_eq!(
+        send(&mut s, "a FROB\r\n"),
+        "a BAD Invalid or unknown command\r\n"
+    );
+    assert_eq!(send(&mut s, "\r\n"), "* BAD Invalid or unknown command\r\n");
+    assert_eq!(
+        send(&mut s, "b ID NIL\r\n"),
+        "* ID (\"name\" \"Understudy\")\r\nb OK ID completed\r\n"
+    );
+    let out = s.receive(b"c LOGOUT\r\nd NOOP\r\n");
+    assert_eq!(out.bytes, b"* BYE Logging out\r\nc OK LOGOUT completed\r\n");
+    assert_eq!(out.action, Action::Close);
+
+    let mut s = logged_in(&store);
+    assert_eq!(
+        s.goodbye(Goodbye::Shutdown),
+        b"* BYE Server shutting down\r\n"
+    );
+    assert_eq!(s.receive(b"a NOOP\r\n").action, Action::Close);
+}
+
+#[test]
+fn pipelined_commands_answer_in_order() {
+    let store = MockStore::new();
+    store.deliver("INBOX", MSG, 0);
+    let mut s = logged_in(&store);
+    let r = send(
+        &mut s,
+        "a SELECT INBOX\r\nb FETCH 1 UID\r\nc UNSELECT\r\nd NOOP\r\n",
+    );
+    assert!(
+        r.ends_with(
+            "a OK [READ-WRITE] SELECT completed\r\n* 1 FETCH (UID 1)\r\nb OK FETCH completed\r\n\
+             c OK UNSELECT completed\r\nd OK NOOP completed\r\n"
+        ),
+        "{r}"
+    );
+}

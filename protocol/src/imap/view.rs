@@ -1,0 +1,266 @@
+//! The selected mailbox as one session sees it: the sequence-number → UID map, flags,
+//! modseqs and `\Recent`, caught up with the store's change log only where RFC 3501
+//! §5.2 and §7.4.1 allow (EXPUNGE never during FETCH, STORE or SEARCH, nor during any
+//! command that is not a UID command... except NOOP, CHECK, IDLE and the like).
+
+use imap_codec::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
+
+use super::backend::{ChangeKind, Flags, MailboxId, MailboxInfo, MessageMeta};
+use super::text::push_flags;
+
+#[derive(Debug, Clone)]
+pub struct ViewMessage {
+    pub meta: MessageMeta,
+    pub recent: bool,
+    /// Expunged in the store, not yet announced to this client.
+    pub gone: bool,
+}
+
+#[derive(Debug)]
+pub struct MailboxView {
+    pub id: MailboxId,
+    pub name: String,
+    pub read_only: bool,
+    pub uid_validity: u32,
+    pub uid_next: u32,
+    /// Everything up to this modseq is reflected in `messages`.
+    pub highest_modseq: u64,
+    /// In UID order; index + 1 is the sequence number.
+    pub messages: Vec<ViewMessage>,
+    /// EXISTS last told to the client.
+    announced_exists: u32,
+    announced_recent: u32,
+}
+
+impl MailboxView {
+    pub fn new(
+        info: &MailboxInfo,
+        metas: Vec<MessageMeta>,
+        first_recent: u32,
+        read_only: bool,
+    ) -> Self {
+        let messages: Vec<ViewMessage> = metas
+            .into_iter()
+            .map(|meta| ViewMessage {
+                recent: !read_only && meta.uid >= first_recent,
+                meta,
+                gone: false,
+            })
+            .collect();
+        let exists = messages.len() as u32;
+        let mut view = MailboxView {
+            id: info.id,
+            name: info.name.clone(),
+            read_only,
+            uid_validity: info.uid_validity,
+            uid_next: info.uid_next,
+            highest_modseq: info.highest_modseq,
+            messages,
+            announced_exists: exists,
+            announced_recent: 0,
+        };
+        view.announced_recent = view.recent_count();
+        view
+    }
+
+    pub fn exists(&self) -> u32 {
+        self.messages.len() as u32
+    }
+
+    pub fn recent_count(&self) -> u32 {
+        self.messages.iter().filter(|m| m.recent).count() as u32
+    }
+
+    pub fn unseen_first(&self) -> Option<usize> {
+        self.messages
+            .iter()
+            .position(|m| !m.meta.flags.has(Flags::SEEN))
+            .map(|i| i + 1)
+    }
+
+    pub fn index_of_uid(&self, uid: u32) -> Option<usize> {
+        self.messages
+            .binary_search_by_key(&uid, |m| m.meta.uid)
+            .ok()
+    }
+
+    /// Indices of the messages a sequence set (or UID set) names. Non-existent UIDs are
+    /// ignored; a sequence number beyond EXISTS is an error (`None`).
+    pub fn resolve(&self, set: &SequenceSet, uid: bool) -> Option<Vec<usize>> {
+        if uid {
+            let star = self.messages.last().map_or(0, |m| m.meta.uid);
+            Some(
+                self.messages
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, m)| set_contains(set, m.meta.uid, star))
+                    .map(|(i, _)| i)
+                    .collect(),
+            )
+        } else {
+            let star = self.exists();
+            // A sequence number that does not exist is a client error (RFC 3501 §9
+            // seq-number); "*" in an empty mailbox as well.
+            for seq in set.0.as_ref() {
+                let bad = |v: &SeqOrUid| match v {
+                    SeqOrUid::Value(n) => n.get() > star,
+                    SeqOrUid::Asterisk => star == 0,
+                };
+                let invalid = match seq {
+                    Sequence::Single(v) => bad(v),
+                    Sequence::Range(a, b) => bad(a) && bad(b) || star == 0,
+                };
+                if invalid {
+                    return None;
+                }
+            }
+            Some(
+                (0..self.messages.len())
+                    .filter(|i| set_contains(set, *i as u32 + 1, star))
+                    .collect(),
+            )
+        }
+    }
+
+    /// Brings the view up to date with the store and writes the untagged responses the
+    /// client must see. With `allow_expunge` false, expunges are remembered and the
+    /// messages stay visible (as `gone`) until a later call allows them.
+    pub fn catch_up(
+        &mut self,
+        changes: (
+            MailboxInfo,
+            Vec<(super::backend::Change, Option<MessageMeta>)>,
+        ),
+        allow_expunge: bool,
+        condstore: bool,
+        claimed_recent: Option<u32>,
+        out: &mut Vec<u8>,
+    ) {
+        let (info, changes) = changes;
+        let mut flag_updates: Vec<u32> = Vec::new();
+        for (change, meta) in changes {
+            match change.kind {
+                ChangeKind::Expunged => {
+                    if let Some(i) = self.index_of_uid(change.uid) {
+                        self.messages[i].gone = true;
+                    }
+                }
+                ChangeKind::Added | ChangeKind::FlagsChanged => {
+                    let Some(meta) = meta else { continue };
+                    match self.index_of_uid(meta.uid) {
+                        Some(i) => {
+                            let m = &mut self.messages[i];
+                            if meta.modseq > m.meta.modseq {
+                                let changed = !m.meta.flags.same_as(&meta.flags);
+                                m.meta = meta;
+                                if changed || condstore {
+                                    flag_updates.push(m.meta.uid);
+                                }
+                            }
+                        }
+                        None => {
+                            // Only UIDs above the last known one can be new; anything
+                            // else was expunged before we saw it.
+                            if self.messages.last().is_none_or(|l| l.meta.uid < meta.uid) {
+                                let recent = claimed_recent.is_some_and(|r| meta.uid >= r);
+                                self.messages.push(ViewMessage {
+                                    meta,
+                                    recent,
+                                    gone: false,
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        self.highest_modseq = self.highest_modseq.max(info.highest_modseq);
+        self.uid_next = self.uid_next.max(info.uid_next);
+        if allow_expunge {
+            self.announce_expunges(out);
+        }
+        for uid in flag_updates {
+            if let Some(i) = self.index_of_uid(uid) {
+                let m = &self.messages[i];
+                if m.gone || i as u32 >= self.announced_exists {
+                    continue;
+                }
+                out.extend_from_slice(format!("* {} FETCH (", i + 1).as_bytes());
+                if condstore {
+                    // Unsolicited FETCH carries UID for clients that track by UID only.
+                    out.extend_from_slice(format!("UID {} ", m.meta.uid).as_bytes());
+                }
+                out.extend_from_slice(b"FLAGS ");
+                push_flags(out, &m.meta.flags, m.recent);
+                if condstore {
+                    out.extend_from_slice(format!(" MODSEQ ({})", m.meta.modseq).as_bytes());
+                }
+                out.extend_from_slice(b")\r\n");
+            }
+        }
+        self.announce_counts(out);
+    }
+
+    /// Sends `* n EXPUNGE` for every message gone from the store, highest sequence
+    /// number first so the numbers stay right for the client as it applies them.
+    pub fn announce_expunges(&mut self, out: &mut Vec<u8>) {
+        for i in (0..self.messages.len()).rev() {
+            if self.messages[i].gone {
+                self.messages.remove(i);
+                if (i as u32) < self.announced_exists {
+                    out.extend_from_slice(format!("* {} EXPUNGE\r\n", i + 1).as_bytes());
+                    self.announced_exists -= 1;
+                }
+            }
+        }
+    }
+
+    fn announce_counts(&mut self, out: &mut Vec<u8>) {
+        let exists = self.exists();
+        if exists != self.announced_exists {
+            // RFC 3501 §7.3.1: EXISTS never decreases except through EXPUNGE; with
+            // expunges pending, the count includes the `gone` messages, which is right.
+            out.extend_from_slice(format!("* {exists} EXISTS\r\n").as_bytes());
+            self.announced_exists = exists;
+            let recent = self.recent_count();
+            out.extend_from_slice(format!("* {recent} RECENT\r\n").as_bytes());
+            self.announced_recent = recent;
+        }
+    }
+
+    /// Removes messages that this session itself expunged (EXPUNGE, MOVE) and announces
+    /// them at once: the command itself is the announcement point.
+    pub fn remove_uids(&mut self, uids: &[u32], out: &mut Vec<u8>) {
+        for uid in uids {
+            if let Some(i) = self.index_of_uid(*uid) {
+                self.messages[i].gone = true;
+            }
+        }
+        self.announce_expunges(out);
+    }
+
+    /// Applies metas returned by a STORE of this session.
+    pub fn update_metas(&mut self, metas: &[MessageMeta]) {
+        for meta in metas {
+            if let Some(i) = self.index_of_uid(meta.uid) {
+                if meta.modseq >= self.messages[i].meta.modseq {
+                    self.messages[i].meta = meta.clone();
+                }
+            }
+        }
+    }
+}
+
+pub fn set_contains(set: &SequenceSet, n: u32, star: u32) -> bool {
+    let value = |v: &SeqOrUid| match v {
+        SeqOrUid::Value(x) => x.get(),
+        SeqOrUid::Asterisk => star,
+    };
+    set.0.as_ref().iter().any(|seq| match seq {
+        Sequence::Single(v) => value(v) == n,
+        Sequence::Range(a, b) => {
+            let (a, b) = (value(a), value(b));
+            a.min(b) <= n && n <= a.max(b)
+        }
+    })
+}
