@@ -30,6 +30,7 @@
 //! SEARCH, COPY and MOVE by sequence number (RFC 3501 §7.4.1), see `view`.
 
 pub mod backend;
+mod extended;
 pub mod message;
 mod selected;
 #[cfg(test)]
@@ -60,6 +61,7 @@ pub use backend::{
     SpecialUse, StoreOp,
 };
 
+use extended::{Extended, ListCommand};
 use text::{canonical_inbox, list_matches, push_mailbox};
 use view::MailboxView;
 
@@ -361,10 +363,13 @@ impl ImapSession {
         let command = std::mem::take(&mut self.command);
         let flow = match CommandCodec::default().decode(&command) {
             Ok((_, cmd)) => self.dispatch(cmd, out),
-            Err(_) => {
-                let tag = tag_of(&command);
-                self.bad(out, &tag, "Invalid or unknown command")
-            }
+            Err(_) => match extended::parse(&command) {
+                Some(ext) => self.dispatch_extended(ext, out),
+                None => {
+                    let tag = tag_of(&command);
+                    self.bad(out, &tag, "Invalid or unknown command")
+                }
+            },
         };
         if self.command.capacity() < command.capacity() && command.capacity() <= 64 * 1024 {
             // Keep the buffer's allocation for the next command.
@@ -398,7 +403,8 @@ impl ImapSession {
             }
         }
         caps.push_str(
-            " ID ENABLE IDLE NAMESPACE UNSELECT CHILDREN UIDPLUS MOVE SPECIAL-USE CONDSTORE",
+            " ID ENABLE IDLE NAMESPACE UNSELECT CHILDREN UIDPLUS MOVE SPECIAL-USE LIST-EXTENDED \
+             LIST-STATUS ESEARCH CONDSTORE",
         );
         caps.push_str(&format!(" APPENDLIMIT={}", self.limits.max_literal));
         caps
@@ -649,6 +655,7 @@ impl ImapSession {
                 charset.as_ref().map(|c| c.as_ref()),
                 criteria.as_ref(),
                 uid,
+                None,
                 out,
             ),
             (
@@ -669,16 +676,73 @@ impl ImapSession {
             ) => self.copy_or_move(tag, &sequence_set, &mailbox, uid, true, out),
             (P::Selected, _) => return self.bad(out, tag, "Command not supported"),
         };
-        if reports_changes && matches!(self.state, State::Selected { .. }) {
+        if reports_changes {
+            self.report_changes_before_tagged(out, mark);
+        }
+        flow
+    }
+
+    /// The LIST-EXTENDED and ESEARCH forms imap-codec does not parse.
+    fn dispatch_extended(&mut self, ext: Extended, out: &mut Vec<u8>) -> Flow {
+        match (self.phase(), ext) {
+            (_, Extended::Bad { tag, text }) => self.bad(out, &tag, text),
+            (Phase::NotAuthenticated, Extended::List { tag, .. })
+            | (Phase::NotAuthenticated, Extended::Search { tag, .. }) => {
+                self.bad(out, &tag, "Command not valid before login")
+            }
+            (Phase::Logout, _) => Flow::Close,
+            (Phase::Authenticated, Extended::Search { tag, .. }) => {
+                self.bad(out, &tag, "No mailbox selected")
+            }
+            (_, Extended::List { tag, command }) => {
+                let mark = out.len();
+                let flow = self.list_extended(&tag, &command, false, out);
+                self.report_changes_before_tagged(out, mark);
+                flow
+            }
+            (
+                Phase::Selected,
+                Extended::Search {
+                    tag,
+                    options,
+                    criteria,
+                },
+            ) => match CommandCodec::default().decode(&criteria) {
+                Ok((
+                    _,
+                    Command {
+                        body:
+                            CommandBody::Search {
+                                charset,
+                                criteria,
+                                uid,
+                            },
+                        ..
+                    },
+                )) => self.search(
+                    &tag,
+                    charset.as_ref().map(|c| c.as_ref()),
+                    criteria.as_ref(),
+                    uid,
+                    Some(options),
+                    out,
+                ),
+                _ => self.bad(out, &tag, "Invalid SEARCH criteria"),
+            },
+        }
+    }
+
+    /// Reports other sessions' changes before the tagged completion, the last line
+    /// written since `mark`.
+    fn report_changes_before_tagged(&mut self, out: &mut Vec<u8>, mark: usize) {
+        if matches!(self.state, State::Selected { .. }) {
             let mut updates = Vec::new();
             self.catch_up(true, &mut updates);
             if !updates.is_empty() {
-                // Before the tagged completion, which is the last line written.
                 let at = last_line_start(out, mark);
                 out.splice(at..at, updates);
             }
         }
-        flow
     }
 
     fn login(&mut self, tag: &str, user: String, password: Secret, out: &mut Vec<u8>) -> Flow {
@@ -1107,22 +1171,45 @@ impl ImapSession {
         lsub: bool,
         out: &mut Vec<u8>,
     ) -> Flow {
+        let reference: Vec<u8> = match reference {
+            Mailbox::Inbox => b"INBOX".to_vec(),
+            Mailbox::Other(o) => o.inner().as_ref().to_vec(),
+        };
+        let pattern: &[u8] = match pattern {
+            ListMailbox::Token(t) => t.as_ref(),
+            ListMailbox::String(s) => s.as_ref(),
+        };
+        let command = ListCommand {
+            reference,
+            patterns: vec![pattern.to_vec()],
+            ..ListCommand::default()
+        };
+        self.list_extended(tag, &command, lsub, out)
+    }
+
+    /// LIST, LSUB and LIST-EXTENDED (RFC 3501 §6.3.8-9, RFC 5258, RFC 5819, RFC 6154).
+    fn list_extended(
+        &mut self,
+        tag: &str,
+        command: &ListCommand,
+        lsub: bool,
+        out: &mut Vec<u8>,
+    ) -> Flow {
         let Some(account) = self.account_clone() else {
             return Flow::Continue;
         };
         let verb = if lsub { "LSUB" } else { "LIST" };
-        let reference = mailbox_name(reference).unwrap_or_default();
-        let pattern_bytes: &[u8] = match pattern {
-            ListMailbox::Token(t) => t.as_ref(),
-            ListMailbox::String(s) => s.as_ref(),
-        };
-        let pattern = decode_name(pattern_bytes);
-        if pattern.is_empty() && !lsub {
+        let reference = decode_name(&command.reference);
+        let patterns: Vec<String> = command.patterns.iter().map(|p| decode_name(p)).collect();
+        if !lsub && patterns.len() == 1 && patterns[0].is_empty() {
             out.extend_from_slice(b"* LIST (\\Noselect) \"/\" \"\"\r\n");
             ok(out, tag, "LIST completed");
             return Flow::Continue;
         }
-        let full = format!("{reference}{pattern}");
+        let full: Vec<String> = patterns
+            .iter()
+            .map(|p| canonical_inbox(&format!("{reference}{p}")))
+            .collect();
         let mailboxes = match self.store.list_mailboxes(&account) {
             Ok(m) => m,
             Err(err) => return backend_no(out, tag, &err),
@@ -1147,18 +1234,42 @@ impl ImapSession {
                 .cmp(&(b.0 != "INBOX"))
                 .then_with(|| a.0.cmp(&b.0))
         });
+        let selected_by = |info: Option<&MailboxInfo>| {
+            info.is_some_and(|i| {
+                (!command.select_subscribed || i.subscribed)
+                    && (!command.select_special_use || i.special_use.is_some())
+            })
+        };
+        let filtered = command.select_subscribed || command.select_special_use;
+        let show_subscribed = command.select_subscribed || command.return_subscribed;
         for (name, info) in &names {
-            if !list_matches(&full, name) {
+            if !full.iter().any(|p| list_matches(p, name)) {
                 continue;
             }
             if lsub && !info.is_some_and(|i| i.subscribed) {
                 continue;
             }
             let prefix = format!("{name}/");
+            let mut child_info = false;
+            if filtered && !selected_by(*info) {
+                // RECURSIVEMATCH: a parent of a selected mailbox is listed with CHILDINFO
+                // (RFC 5258 §3.5).
+                child_info = command.recursive_match
+                    && names
+                        .iter()
+                        .any(|(n, i)| n.starts_with(&prefix) && selected_by(*i));
+                if !child_info {
+                    continue;
+                }
+            }
             let has_children = names.iter().any(|(n, _)| n.starts_with(&prefix));
             let mut attrs: Vec<&str> = Vec::new();
             if info.is_none() {
-                attrs.push("\\Noselect");
+                attrs.push(if filtered {
+                    "\\NonExistent"
+                } else {
+                    "\\Noselect"
+                });
             }
             if !lsub {
                 attrs.push(if has_children {
@@ -1166,13 +1277,30 @@ impl ImapSession {
                 } else {
                     "\\HasNoChildren"
                 });
+                if show_subscribed && info.is_some_and(|i| i.subscribed) {
+                    attrs.push("\\Subscribed");
+                }
                 if let Some(su) = info.and_then(|i| i.special_use) {
                     attrs.push(su.attribute());
                 }
             }
             out.extend_from_slice(format!("* {verb} ({}) \"/\" ", attrs.join(" ")).as_bytes());
             push_mailbox(out, name);
+            if child_info {
+                let what = if command.select_subscribed {
+                    "SUBSCRIBED"
+                } else {
+                    "SPECIAL-USE"
+                };
+                out.extend_from_slice(format!(" (\"CHILDINFO\" (\"{what}\"))").as_bytes());
+            }
             out.extend_from_slice(b"\r\n");
+            if let (Some(items), Some(info)) = (&command.return_status, info) {
+                // LIST-STATUS (RFC 5819): a failure for one mailbox is left out, not fatal.
+                if let Err(err) = self.status_response(&account, info, items, out) {
+                    tracing::warn!(%err, mailbox = info.id, "imap LIST-STATUS failed");
+                }
+            }
         }
         ok(out, tag, &format!("{verb} completed"));
         Flow::Continue
@@ -1196,14 +1324,27 @@ impl ImapSession {
             Ok(info) => info,
             Err(err) => return backend_no(out, tag, &err),
         };
+        if let Err(err) = self.status_response(&account, &info, items, out) {
+            return backend_no(out, tag, &err);
+        }
+        ok(out, tag, "STATUS completed");
+        Flow::Continue
+    }
+
+    /// `* STATUS name (...)`.
+    fn status_response(
+        &self,
+        account: &Account,
+        info: &MailboxInfo,
+        items: &[StatusDataItemName],
+        out: &mut Vec<u8>,
+    ) -> Result<(), BackendError> {
         let needs_messages = items
             .iter()
             .any(|i| matches!(i, StatusDataItemName::Deleted));
         let deleted = if needs_messages {
-            match self.store.messages(&account, info.id) {
-                Ok((_, metas)) => metas.iter().filter(|m| m.flags.has(Flags::DELETED)).count(),
-                Err(err) => return backend_no(out, tag, &err),
-            }
+            let (_, metas) = self.store.messages(account, info.id)?;
+            metas.iter().filter(|m| m.flags.has(Flags::DELETED)).count()
         } else {
             0
         };
@@ -1228,8 +1369,7 @@ impl ImapSession {
         out.extend_from_slice(b"* STATUS ");
         push_mailbox(out, &info.name);
         out.extend_from_slice(format!(" ({})\r\n", parts.join(" ")).as_bytes());
-        ok(out, tag, "STATUS completed");
-        Flow::Continue
+        Ok(())
     }
 
     fn append(

@@ -18,6 +18,7 @@ use imap_codec::imap_types::{
 use imap_codec::ResponseCodec;
 
 use super::backend::{BackendError, Flags, MessageMeta, StoreOp};
+use super::extended::EsearchOptions;
 use super::message::{self, ParsedMessage};
 use super::text::push_flags;
 use super::view::set_contains;
@@ -53,7 +54,8 @@ impl ImapSession {
                 }
             }
         }
-        if changed_since.is_some() {
+        // CHANGEDSINCE and the MODSEQ item enable CONDSTORE (RFC 7162 §3.1).
+        if changed_since.is_some() || names.contains(&MessageDataItemName::ModSeq) {
             self.condstore = true;
         }
         if names.iter().any(|n| {
@@ -241,14 +243,16 @@ impl ImapSession {
         };
         view.update_metas(&metas);
         let silent = matches!(response, StoreResponse::Silent);
+        let changed_uids: std::collections::HashSet<u32> = metas.iter().map(|m| m.uid).collect();
+        let failed_uids: std::collections::HashSet<u32> = failed.iter().copied().collect();
         for &i in &indices {
             let Some(m) = view.messages.get(i) else {
                 continue;
             };
-            if m.gone || failed.contains(&m.meta.uid) {
+            if m.gone || failed_uids.contains(&m.meta.uid) {
                 continue;
             }
-            let changed = metas.iter().any(|x| x.uid == m.meta.uid);
+            let changed = changed_uids.contains(&m.meta.uid);
             // .SILENT still reports a change when the client asked for a conditional
             // STORE (RFC 7162 §3.2), so it learns the new MODSEQ.
             if silent && !(condstore_cmd && changed) {
@@ -303,6 +307,7 @@ impl ImapSession {
         charset: Option<&str>,
         criteria: &[SearchKey<'_>],
         uid: bool,
+        esearch: Option<EsearchOptions>,
         out: &mut Vec<u8>,
     ) -> Flow {
         if let Some(cs) = charset {
@@ -355,12 +360,40 @@ impl ImapSession {
                 max_modseq = max_modseq.max(m.meta.modseq);
             }
         }
-        out.extend_from_slice(b"* SEARCH");
-        for h in &hits {
-            out.extend_from_slice(format!(" {h}").as_bytes());
-        }
-        if uses_modseq && !hits.is_empty() {
-            out.extend_from_slice(format!(" (MODSEQ {max_modseq})").as_bytes());
+        match esearch {
+            None => {
+                out.extend_from_slice(b"* SEARCH");
+                for h in &hits {
+                    out.extend_from_slice(format!(" {h}").as_bytes());
+                }
+                if uses_modseq && !hits.is_empty() {
+                    out.extend_from_slice(format!(" (MODSEQ {max_modseq})").as_bytes());
+                }
+            }
+            Some(o) => {
+                // RFC 4731 §3.1; MIN, MAX and ALL are left out when nothing matched.
+                out.extend_from_slice(b"* ESEARCH (TAG ");
+                super::text::push_string(out, tag.as_bytes());
+                out.push(b')');
+                if uid {
+                    out.extend_from_slice(b" UID");
+                }
+                if let (true, Some(min)) = (o.min, hits.first()) {
+                    out.extend_from_slice(format!(" MIN {min}").as_bytes());
+                }
+                if let (true, Some(max)) = (o.max, hits.last()) {
+                    out.extend_from_slice(format!(" MAX {max}").as_bytes());
+                }
+                if o.count {
+                    out.extend_from_slice(format!(" COUNT {}", hits.len()).as_bytes());
+                }
+                if o.all && !hits.is_empty() {
+                    out.extend_from_slice(format!(" ALL {}", compress_ordered(&hits)).as_bytes());
+                }
+                if uses_modseq && !hits.is_empty() {
+                    out.extend_from_slice(format!(" MODSEQ {max_modseq}").as_bytes());
+                }
+            }
         }
         out.extend_from_slice(b"\r\n");
         self.catch_up(uid, out);

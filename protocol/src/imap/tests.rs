@@ -479,7 +479,7 @@ fn greeting_and_capabilities_depend_on_tls() {
     assert_eq!(
         g,
         "* OK [CAPABILITY IMAP4rev1 LITERAL+ SASL-IR STARTTLS LOGINDISABLED ID ENABLE IDLE \
-         NAMESPACE UNSELECT CHILDREN UIDPLUS MOVE SPECIAL-USE CONDSTORE APPENDLIMIT=52428800] \
+         NAMESPACE UNSELECT CHILDREN UIDPLUS MOVE SPECIAL-USE LIST-EXTENDED LIST-STATUS ESEARCH CONDSTORE APPENDLIMIT=52428800] \
          mx.example.com Understudy IMAP4rev1 ready\r\n"
     );
     assert_eq!(
@@ -496,7 +496,7 @@ fn greeting_and_capabilities_depend_on_tls() {
     assert_eq!(
         r,
         "* CAPABILITY IMAP4rev1 LITERAL+ SASL-IR AUTH=PLAIN AUTH=LOGIN ID ENABLE IDLE \
-         NAMESPACE UNSELECT CHILDREN UIDPLUS MOVE SPECIAL-USE CONDSTORE APPENDLIMIT=52428800\r\n\
+         NAMESPACE UNSELECT CHILDREN UIDPLUS MOVE SPECIAL-USE LIST-EXTENDED LIST-STATUS ESEARCH CONDSTORE APPENDLIMIT=52428800\r\n\
          c OK CAPABILITY completed\r\n"
     );
     // Trusted network: plaintext login allowed without TLS.
@@ -526,7 +526,7 @@ fn login_and_authenticate() {
     assert_eq!(
         r,
         "c OK [CAPABILITY IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT \
-         CHILDREN UIDPLUS MOVE SPECIAL-USE CONDSTORE APPENDLIMIT=52428800] Logged in\r\n"
+         CHILDREN UIDPLUS MOVE SPECIAL-USE LIST-EXTENDED LIST-STATUS ESEARCH CONDSTORE APPENDLIMIT=52428800] Logged in\r\n"
     );
     assert_eq!(
         send(&mut s, "d LOGIN x y\r\n"),
@@ -1165,7 +1165,7 @@ fn starttls_discards_pipelined_plaintext() {
     assert_eq!(
         send(&mut s, "c CAPABILITY\r\n"),
         "* CAPABILITY IMAP4rev1 LITERAL+ SASL-IR AUTH=PLAIN AUTH=LOGIN ID ENABLE IDLE \
-         NAMESPACE UNSELECT CHILDREN UIDPLUS MOVE SPECIAL-USE CONDSTORE APPENDLIMIT=52428800\r\n\
+         NAMESPACE UNSELECT CHILDREN UIDPLUS MOVE SPECIAL-USE LIST-EXTENDED LIST-STATUS ESEARCH CONDSTORE APPENDLIMIT=52428800\r\n\
          c OK CAPABILITY completed\r\n"
     );
     assert_eq!(
@@ -1214,5 +1214,75 @@ fn pipelined_commands_answer_in_order() {
              c OK UNSELECT completed\r\nd OK NOOP completed\r\n"
         ),
         "{r}"
+    );
+}
+
+#[test]
+fn list_extended_special_use_subscribed_and_status() {
+    let store = MockStore::new();
+    store.deliver("INBOX", MSG, 0);
+    store
+        .create_mailbox(&account(), "Lists/rust", None)
+        .unwrap();
+    store.set_subscribed(&account(), "Junk", false).unwrap();
+    store
+        .set_subscribed(&account(), "Lists/rust", true)
+        .unwrap();
+    let mut s = logged_in(&store);
+    assert_eq!(
+        send(&mut s, "a LIST (SPECIAL-USE) \"\" *\r\n"),
+        "* LIST (\\HasNoChildren \\Archive) \"/\" \"Archive\"\r\n\
+         * LIST (\\HasNoChildren \\Drafts) \"/\" \"Drafts\"\r\n\
+         * LIST (\\HasNoChildren \\Junk) \"/\" \"Junk\"\r\n\
+         * LIST (\\HasNoChildren \\Sent) \"/\" \"Sent\"\r\n\
+         * LIST (\\HasNoChildren \\Trash) \"/\" \"Trash\"\r\n\
+         a OK LIST completed\r\n"
+    );
+    assert_eq!(
+        send(
+            &mut s,
+            "b LIST (SUBSCRIBED RECURSIVEMATCH) \"\" (INBOX Lists J*)\r\n"
+        ),
+        "* LIST (\\HasNoChildren \\Subscribed) \"/\" \"INBOX\"\r\n\
+         * LIST (\\NonExistent \\HasChildren) \"/\" \"Lists\" (\"CHILDINFO\" (\"SUBSCRIBED\"))\r\n\
+         b OK LIST completed\r\n"
+    );
+    assert_eq!(
+        send(
+            &mut s,
+            "c LIST \"\" \"IN%\" RETURN (SUBSCRIBED STATUS (MESSAGES UNSEEN))\r\n"
+        ),
+        "* LIST (\\HasNoChildren \\Subscribed) \"/\" \"INBOX\"\r\n\
+         * STATUS \"INBOX\" (MESSAGES 1 UNSEEN 1)\r\n\
+         c OK LIST completed\r\n"
+    );
+    assert_eq!(
+        send(&mut s, "d LIST (BOGUS) \"\" *\r\n"),
+        "d BAD Invalid LIST arguments\r\n"
+    );
+}
+
+#[test]
+fn esearch_return_options() {
+    let store = MockStore::new();
+    for flags in [Flags::SEEN, 0, 0, Flags::SEEN, 0] {
+        store.deliver("INBOX", MSG, flags);
+    }
+    let mut s = selected(&store);
+    assert_eq!(
+        send(&mut s, "a SEARCH RETURN (MIN MAX COUNT) UNSEEN\r\n"),
+        "* ESEARCH (TAG \"a\") MIN 2 MAX 5 COUNT 3\r\na OK SEARCH completed\r\n"
+    );
+    assert_eq!(
+        send(&mut s, "b UID SEARCH RETURN () UNSEEN\r\n"),
+        "* ESEARCH (TAG \"b\") UID ALL 2:3,5\r\nb OK SEARCH completed\r\n"
+    );
+    assert_eq!(
+        send(&mut s, "c SEARCH RETURN (MIN COUNT) DELETED\r\n"),
+        "* ESEARCH (TAG \"c\") COUNT 0\r\nc OK SEARCH completed\r\n"
+    );
+    assert_eq!(
+        send(&mut s, "d SEARCH RETURN (SAVE) ALL\r\n"),
+        "d BAD Unsupported SEARCH RETURN option\r\n"
     );
 }

@@ -204,14 +204,20 @@ impl MailboxView {
     /// Sends `* n EXPUNGE` for every message gone from the store, highest sequence
     /// number first so the numbers stay right for the client as it applies them.
     pub fn announce_expunges(&mut self, out: &mut Vec<u8>) {
+        // Going down, each number is still right when the client applies it; one
+        // `retain` afterwards keeps a mass expunge linear.
+        let mut any = false;
         for i in (0..self.messages.len()).rev() {
             if self.messages[i].gone {
-                self.messages.remove(i);
+                any = true;
                 if (i as u32) < self.announced_exists {
                     out.extend_from_slice(format!("* {} EXPUNGE\r\n", i + 1).as_bytes());
                     self.announced_exists -= 1;
                 }
             }
+        }
+        if any {
+            self.messages.retain(|m| !m.gone);
         }
     }
 

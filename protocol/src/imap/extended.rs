@@ -1,0 +1,359 @@
+//! The command forms imap-codec 2.0.0-alpha.10 does not parse: LIST with selection and
+//! return options (LIST-EXTENDED, RFC 5258; LIST-STATUS, RFC 5819; SPECIAL-USE, RFC 6154
+//! §3) and SEARCH with RETURN options (ESEARCH, RFC 4731). They are recognised here from
+//! the framed command bytes; SEARCH criteria are still parsed by imap-codec.
+
+use imap_codec::imap_types::status::StatusDataItemName;
+
+/// One token of a command: an atom, a string (quoted or literal), or a parenthesised list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Token {
+    Atom(String),
+    Str(Vec<u8>),
+    List(Vec<Token>),
+}
+
+impl Token {
+    fn atom_is(&self, word: &str) -> bool {
+        matches!(self, Token::Atom(a) if a.eq_ignore_ascii_case(word))
+    }
+
+    /// Atom or string as bytes (mailbox names and patterns may be either).
+    fn bytes(&self) -> Option<&[u8]> {
+        match self {
+            Token::Atom(a) => Some(a.as_bytes()),
+            Token::Str(s) => Some(s),
+            Token::List(_) => None,
+        }
+    }
+}
+
+struct Lexer<'a> {
+    input: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Lexer<'a> {
+    fn skip_spaces(&mut self) {
+        while self.input.get(self.pos) == Some(&b' ') {
+            self.pos += 1;
+        }
+    }
+
+    fn at_end(&mut self) -> bool {
+        self.skip_spaces();
+        matches!(self.input.get(self.pos), None | Some(b'\r') | Some(b'\n'))
+    }
+
+    fn token(&mut self) -> Option<Token> {
+        self.skip_spaces();
+        match *self.input.get(self.pos)? {
+            b'(' => {
+                self.pos += 1;
+                let mut items = Vec::new();
+                loop {
+                    self.skip_spaces();
+                    match self.input.get(self.pos)? {
+                        b')' => {
+                            self.pos += 1;
+                            return Some(Token::List(items));
+                        }
+                        _ => items.push(self.token()?),
+                    }
+                }
+            }
+            b'"' => {
+                self.pos += 1;
+                let mut s = Vec::new();
+                loop {
+                    let b = *self.input.get(self.pos)?;
+                    self.pos += 1;
+                    match b {
+                        b'"' => return Some(Token::Str(s)),
+                        b'\\' => {
+                            s.push(*self.input.get(self.pos)?);
+                            self.pos += 1;
+                        }
+                        b'\r' | b'\n' => return None,
+                        _ => s.push(b),
+                    }
+                }
+            }
+            b'{' => {
+                let close = self.input[self.pos..].iter().position(|b| *b == b'}')? + self.pos;
+                let digits = std::str::from_utf8(&self.input[self.pos + 1..close]).ok()?;
+                let length: usize = digits.trim_end_matches('+').parse().ok()?;
+                let mut start = close + 1;
+                if self.input.get(start) == Some(&b'\r') {
+                    start += 1;
+                }
+                if self.input.get(start) != Some(&b'\n') {
+                    return None;
+                }
+                start += 1;
+                let data = self.input.get(start..start + length)?.to_vec();
+                self.pos = start + length;
+                Some(Token::Str(data))
+            }
+            _ => {
+                let start = self.pos;
+                while let Some(&b) = self.input.get(self.pos) {
+                    if matches!(b, b' ' | b'(' | b')' | b'\r' | b'\n' | b'"') {
+                        break;
+                    }
+                    self.pos += 1;
+                }
+                if self.pos == start {
+                    return None;
+                }
+                Some(Token::Atom(
+                    String::from_utf8_lossy(&self.input[start..self.pos]).into_owned(),
+                ))
+            }
+        }
+    }
+}
+
+/// A LIST-EXTENDED command.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ListCommand {
+    pub reference: Vec<u8>,
+    pub patterns: Vec<Vec<u8>>,
+    pub select_subscribed: bool,
+    pub select_special_use: bool,
+    pub recursive_match: bool,
+    pub return_subscribed: bool,
+    pub return_status: Option<Vec<StatusDataItemName>>,
+}
+
+/// ESEARCH result options (RFC 4731 §3.1).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct EsearchOptions {
+    pub min: bool,
+    pub max: bool,
+    pub all: bool,
+    pub count: bool,
+}
+
+pub enum Extended {
+    List {
+        tag: String,
+        command: ListCommand,
+    },
+    /// `criteria` is a plain `tag [UID] SEARCH ...` command for imap-codec.
+    Search {
+        tag: String,
+        options: EsearchOptions,
+        criteria: Vec<u8>,
+    },
+    /// Recognised, but malformed or using an option we do not offer.
+    Bad {
+        tag: String,
+        text: &'static str,
+    },
+}
+
+/// Recognises the extended forms; `None` for anything else.
+pub fn parse(command: &[u8]) -> Option<Extended> {
+    let mut lx = Lexer {
+        input: command,
+        pos: 0,
+    };
+    let Token::Atom(tag) = lx.token()? else {
+        return None;
+    };
+    let name = lx.token()?;
+    if name.atom_is("LIST") {
+        return Some(match parse_list(&mut lx) {
+            Some(command) => Extended::List { tag, command },
+            None => Extended::Bad {
+                tag,
+                text: "Invalid LIST arguments",
+            },
+        });
+    }
+    let uid = name.atom_is("UID");
+    if uid && !lx.token()?.atom_is("SEARCH") || !uid && !name.atom_is("SEARCH") {
+        return None;
+    }
+    let after_search = lx.pos;
+    if !lx.token()?.atom_is("RETURN") {
+        return None;
+    }
+    let Some(Token::List(opts)) = lx.token() else {
+        return Some(Extended::Bad {
+            tag,
+            text: "Invalid SEARCH RETURN options",
+        });
+    };
+    let mut options = EsearchOptions::default();
+    for o in &opts {
+        match o {
+            Token::Atom(a) if a.eq_ignore_ascii_case("MIN") => options.min = true,
+            Token::Atom(a) if a.eq_ignore_ascii_case("MAX") => options.max = true,
+            Token::Atom(a) if a.eq_ignore_ascii_case("ALL") => options.all = true,
+            Token::Atom(a) if a.eq_ignore_ascii_case("COUNT") => options.count = true,
+            _ => {
+                return Some(Extended::Bad {
+                    tag,
+                    text: "Unsupported SEARCH RETURN option",
+                })
+            }
+        }
+    }
+    if opts.is_empty() {
+        options.all = true;
+    }
+    lx.skip_spaces();
+    let mut criteria = command[..after_search].to_vec();
+    criteria.push(b' ');
+    criteria.extend_from_slice(&command[lx.pos..]);
+    Some(Extended::Search {
+        tag,
+        options,
+        criteria,
+    })
+}
+
+fn parse_list(lx: &mut Lexer<'_>) -> Option<ListCommand> {
+    let mut cmd = ListCommand::default();
+    let mut first = lx.token()?;
+    if let Token::List(opts) = &first {
+        for o in opts {
+            match o {
+                Token::Atom(a) if a.eq_ignore_ascii_case("SUBSCRIBED") => {
+                    cmd.select_subscribed = true
+                }
+                Token::Atom(a) if a.eq_ignore_ascii_case("SPECIAL-USE") => {
+                    cmd.select_special_use = true
+                }
+                Token::Atom(a) if a.eq_ignore_ascii_case("RECURSIVEMATCH") => {
+                    cmd.recursive_match = true
+                }
+                Token::Atom(a) if a.eq_ignore_ascii_case("REMOTE") => {}
+                _ => return None,
+            }
+        }
+        // RFC 5258 §3.1: RECURSIVEMATCH alone is an error.
+        if cmd.recursive_match && !cmd.select_subscribed && !cmd.select_special_use {
+            return None;
+        }
+        first = lx.token()?;
+    }
+    cmd.reference = first.bytes()?.to_vec();
+    match lx.token()? {
+        Token::List(patterns) => {
+            for p in &patterns {
+                cmd.patterns.push(p.bytes()?.to_vec());
+            }
+            if cmd.patterns.is_empty() {
+                return None;
+            }
+        }
+        other => cmd.patterns.push(other.bytes()?.to_vec()),
+    }
+    if !lx.at_end() {
+        if !lx.token()?.atom_is("RETURN") {
+            return None;
+        }
+        let Token::List(opts) = lx.token()? else {
+            return None;
+        };
+        let mut i = 0;
+        while i < opts.len() {
+            let o = &opts[i];
+            if o.atom_is("SUBSCRIBED") {
+                cmd.return_subscribed = true;
+            } else if o.atom_is("CHILDREN") || o.atom_is("SPECIAL-USE") {
+                // Always returned.
+            } else if o.atom_is("STATUS") {
+                i += 1;
+                let Some(Token::List(items)) = opts.get(i) else {
+                    return None;
+                };
+                let mut names = Vec::new();
+                for item in items {
+                    names.push(status_item(item)?);
+                }
+                cmd.return_status = Some(names);
+            } else {
+                return None;
+            }
+            i += 1;
+        }
+        if !lx.at_end() {
+            return None;
+        }
+    }
+    Some(cmd)
+}
+
+fn status_item(token: &Token) -> Option<StatusDataItemName> {
+    let Token::Atom(a) = token else { return None };
+    Some(match a.to_ascii_uppercase().as_str() {
+        "MESSAGES" => StatusDataItemName::Messages,
+        "RECENT" => StatusDataItemName::Recent,
+        "UIDNEXT" => StatusDataItemName::UidNext,
+        "UIDVALIDITY" => StatusDataItemName::UidValidity,
+        "UNSEEN" => StatusDataItemName::Unseen,
+        "DELETED" => StatusDataItemName::Deleted,
+        "HIGHESTMODSEQ" => StatusDataItemName::HighestModSeq,
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn list(cmd: &str) -> ListCommand {
+        match parse(cmd.as_bytes()) {
+            Some(Extended::List { command, .. }) => command,
+            _ => panic!("not a LIST: {cmd}"),
+        }
+    }
+
+    #[test]
+    fn list_forms() {
+        let c = list("a LIST (SPECIAL-USE) \"\" \"*\"\r\n");
+        assert!(c.select_special_use);
+        assert_eq!(c.patterns, vec![b"*".to_vec()]);
+        let c = list("a list \"\" (INBOX \"Sent\" {4}\r\nJunk) RETURN (SUBSCRIBED STATUS (MESSAGES UNSEEN))\r\n");
+        assert_eq!(c.patterns.len(), 3);
+        assert_eq!(c.patterns[2], b"Junk");
+        assert!(c.return_subscribed);
+        assert_eq!(
+            c.return_status,
+            Some(vec![
+                StatusDataItemName::Messages,
+                StatusDataItemName::Unseen
+            ])
+        );
+        assert!(matches!(
+            parse(b"a LIST (RECURSIVEMATCH) \"\" *\r\n"),
+            Some(Extended::Bad { .. })
+        ));
+        assert!(matches!(
+            parse(b"a LIST \"\" * RETURN (FOO)\r\n"),
+            Some(Extended::Bad { .. })
+        ));
+    }
+
+    #[test]
+    fn search_return() {
+        match parse(b"t UID SEARCH RETURN (MIN COUNT) UNSEEN\r\n") {
+            Some(Extended::Search {
+                tag,
+                options,
+                criteria,
+            }) => {
+                assert_eq!(tag, "t");
+                assert!(options.min && options.count && !options.max && !options.all);
+                assert_eq!(criteria, b"t UID SEARCH UNSEEN\r\n");
+            }
+            _ => panic!(),
+        }
+        assert!(parse(b"t SEARCH UNSEEN\r\n").is_none());
+        assert!(parse(b"t FETCH 1 FLAGS\r\n").is_none());
+    }
+}
