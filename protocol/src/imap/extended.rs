@@ -153,6 +153,27 @@ pub enum Extended {
     },
 }
 
+/// Whether a (possibly incomplete) command is one of the extended forms, so that a
+/// synchronizing literal in it may be accepted although imap-codec rejects the prefix.
+pub fn is_extended_form(command: &[u8]) -> bool {
+    let mut lx = Lexer {
+        input: command,
+        pos: 0,
+    };
+    let (Some(Token::Atom(_)), Some(name)) = (lx.token(), lx.token()) else {
+        return false;
+    };
+    if name.atom_is("LIST") {
+        return true;
+    }
+    let search = if name.atom_is("UID") {
+        lx.token().is_some_and(|t| t.atom_is("SEARCH"))
+    } else {
+        name.atom_is("SEARCH")
+    };
+    search && lx.token().is_some_and(|t| t.atom_is("RETURN"))
+}
+
 /// Recognises the extended forms; `None` for anything else.
 pub fn parse(command: &[u8]) -> Option<Extended> {
     let mut lx = Lexer {

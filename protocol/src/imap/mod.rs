@@ -347,7 +347,12 @@ impl ImapSession {
             }
             if !non_sync {
                 match CommandCodec::default().decode(&self.command) {
-                    Err(CommandDecodeError::LiteralFound { .. }) => {
+                    Err(
+                        CommandDecodeError::LiteralFound { .. } | CommandDecodeError::Incomplete,
+                    ) => {
+                        out.extend_from_slice(b"+ OK\r\n");
+                    }
+                    _ if extended::is_extended_form(&self.command) => {
                         out.extend_from_slice(b"+ OK\r\n");
                     }
                     _ => {
@@ -506,14 +511,16 @@ impl ImapSession {
                 return self.bad(out, tag, "Already authenticated");
             }
             (_, C::Enable { capabilities }) => {
-                let mut enabled = String::new();
-                for cap in capabilities.as_ref() {
-                    if matches!(cap, CapabilityEnable::CondStore) && !self.condstore {
-                        self.condstore = true;
-                        enabled.push_str(" CONDSTORE");
-                    }
+                let condstore = capabilities
+                    .as_ref()
+                    .iter()
+                    .any(|c| matches!(c, CapabilityEnable::CondStore));
+                if condstore && !self.condstore {
+                    out.extend_from_slice(b"* ENABLED CONDSTORE\r\n");
+                    self.enable_condstore(out);
+                } else {
+                    out.extend_from_slice(b"* ENABLED\r\n");
                 }
-                out.extend_from_slice(format!("* ENABLED{enabled}\r\n").as_bytes());
                 ok(out, tag, "ENABLE completed")
             }
             (_, C::Namespace) => {
@@ -948,6 +955,20 @@ impl ImapSession {
             }
             other => other,
         };
+    }
+
+    /// Turns CONDSTORE on; when a mailbox is selected the client learns its
+    /// HIGHESTMODSEQ now (RFC 7162 §3.1).
+    fn enable_condstore(&mut self, out: &mut Vec<u8>) {
+        if self.condstore {
+            return;
+        }
+        self.condstore = true;
+        if let State::Selected { view, .. } = &self.state {
+            out.extend_from_slice(
+                format!("* OK [HIGHESTMODSEQ {}] Highest\r\n", view.highest_modseq).as_bytes(),
+            );
+        }
     }
 
     fn account_clone(&self) -> Option<Account> {

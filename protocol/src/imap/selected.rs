@@ -34,9 +34,6 @@ impl ImapSession {
         modifiers: &[FetchModifier],
         out: &mut Vec<u8>,
     ) -> Flow {
-        let State::Selected { account, view } = &mut self.state else {
-            return Flow::Continue;
-        };
         let macro_names;
         let mut names: Vec<MessageDataItemName<'_>> = match names {
             MacroOrMessageDataItemNames::Macro(m) => {
@@ -56,8 +53,11 @@ impl ImapSession {
         }
         // CHANGEDSINCE and the MODSEQ item enable CONDSTORE (RFC 7162 §3.1).
         if changed_since.is_some() || names.contains(&MessageDataItemName::ModSeq) {
-            self.condstore = true;
+            self.enable_condstore(out);
         }
+        let State::Selected { account, view } = &mut self.state else {
+            return Flow::Continue;
+        };
         if names.iter().any(|n| {
             matches!(
                 n,
@@ -161,6 +161,18 @@ impl ImapSession {
             if seen_now && !names.contains(&MessageDataItemName::Flags) {
                 items.push(flags_item(&m.meta.flags, m.recent));
             }
+            if seen_now && self.condstore {
+                if !names.contains(&MessageDataItemName::Uid) {
+                    if let Some(u) = NonZeroU32::new(m.meta.uid) {
+                        items.push(MessageDataItem::Uid(u));
+                    }
+                }
+                if !names.contains(&MessageDataItemName::ModSeq) {
+                    if let Some(v) = NonZeroU64::new(m.meta.modseq) {
+                        items.push(MessageDataItem::ModSeq(v));
+                    }
+                }
+            }
             let (Some(seq), Ok(items)) = (NonZeroU32::new(i as u32 + 1), Vec1::try_from(items))
             else {
                 continue;
@@ -199,7 +211,7 @@ impl ImapSession {
     ) -> Flow {
         let condstore_cmd = !modifiers.is_empty();
         if condstore_cmd {
-            self.condstore = true;
+            self.enable_condstore(out);
         }
         let condstore = self.condstore;
         let State::Selected { account, view } = &mut self.state else {
@@ -259,7 +271,9 @@ impl ImapSession {
                 continue;
             }
             out.extend_from_slice(format!("* {} FETCH (", i + 1).as_bytes());
-            if uid {
+            // With CONDSTORE on, every FETCH caused by a flag change carries UID and
+            // MODSEQ (RFC 7162 §3.1).
+            if uid || condstore {
                 out.extend_from_slice(format!("UID {} ", m.meta.uid).as_bytes());
             }
             if !silent {
@@ -322,7 +336,7 @@ impl ImapSession {
         }
         let uses_modseq = criteria.iter().any(has_modseq_key);
         if uses_modseq {
-            self.condstore = true;
+            self.enable_condstore(out);
         }
         let State::Selected { account, view } = &mut self.state else {
             return Flow::Continue;

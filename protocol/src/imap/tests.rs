@@ -1282,7 +1282,52 @@ fn esearch_return_options() {
         "* ESEARCH (TAG \"c\") COUNT 0\r\nc OK SEARCH completed\r\n"
     );
     assert_eq!(
+        send(&mut s, "e SEARCH RETURN (COUNT) SUBJECT {5}\r\n"),
+        "+ OK\r\n"
+    );
+    assert_eq!(
+        send(&mut s, "hello\r\n"),
+        "* ESEARCH (TAG \"e\") COUNT 5\r\ne OK SEARCH completed\r\n"
+    );
+    assert_eq!(
         send(&mut s, "d SEARCH RETURN (SAVE) ALL\r\n"),
         "d BAD Unsupported SEARCH RETURN option\r\n"
+    );
+}
+
+#[test]
+fn condstore_enabled_by_a_command_in_selected_state() {
+    let store = MockStore::new();
+    store.deliver("INBOX", MSG, 0);
+    let mut s = selected(&store);
+    assert_eq!(
+        send(&mut s, "a FETCH 1 (MODSEQ)\r\n"),
+        "* OK [HIGHESTMODSEQ 2] Highest\r\n* 1 FETCH (MODSEQ (2))\r\na OK FETCH completed\r\n"
+    );
+    assert_eq!(
+        send(&mut s, "b STORE 1 +FLAGS (\\Seen)\r\n"),
+        "* 1 FETCH (UID 1 FLAGS (\\Seen \\Recent) MODSEQ (3))\r\nb OK STORE completed\r\n"
+    );
+    assert_eq!(
+        send(&mut s, "c ENABLE CONDSTORE\r\n"),
+        "* ENABLED\r\nc OK ENABLE completed\r\n"
+    );
+}
+
+#[test]
+fn star_in_an_empty_mailbox_is_not_an_error() {
+    let store = MockStore::new();
+    let mut s = selected(&store);
+    assert_eq!(
+        send(&mut s, "a FETCH 1:* FLAGS\r\n"),
+        "a OK FETCH completed\r\n"
+    );
+    assert_eq!(
+        send(&mut s, "b FETCH 1 FLAGS\r\n"),
+        "b BAD Invalid message sequence number\r\n"
+    );
+    assert_eq!(
+        send(&mut s, "c STORE * +FLAGS (\\Seen)\r\n"),
+        "c OK STORE completed\r\n"
     );
 }

@@ -100,15 +100,16 @@ impl MailboxView {
         } else {
             let star = self.exists();
             // A sequence number that does not exist is a client error (RFC 3501 §9
-            // seq-number); "*" in an empty mailbox as well.
+            // seq-number); "*" names the last message, and nothing in an empty mailbox,
+            // which clients that FETCH 1:* blindly should not see as an error.
             for seq in set.0.as_ref() {
                 let bad = |v: &SeqOrUid| match v {
                     SeqOrUid::Value(n) => n.get() > star,
-                    SeqOrUid::Asterisk => star == 0,
+                    SeqOrUid::Asterisk => false,
                 };
                 let invalid = match seq {
                     Sequence::Single(v) => bad(v),
-                    Sequence::Range(a, b) => bad(a) && bad(b) || star == 0,
+                    Sequence::Range(a, b) => bad(a) && bad(b),
                 };
                 if invalid {
                     return None;
