@@ -596,6 +596,19 @@ impl ImapSession {
                 }
                 return Flow::Continue;
             }
+            (
+                _,
+                C::Sort { .. }
+                | C::Thread { .. }
+                | C::Compress { .. }
+                | C::GetQuota { .. }
+                | C::GetQuotaRoot { .. }
+                | C::SetQuota { .. }
+                | C::SetMetadata { .. }
+                | C::GetMetadata { .. },
+            ) => {
+                return self.bad(out, tag, "Command not supported");
+            }
             (P::Authenticated, _) => {
                 return self.bad(out, tag, "No mailbox selected");
             }
@@ -681,7 +694,6 @@ impl ImapSession {
                     uid,
                 },
             ) => self.copy_or_move(tag, &sequence_set, &mailbox, uid, true, out),
-            (P::Selected, _) => return self.bad(out, tag, "Command not supported"),
         };
         if reports_changes {
             self.report_changes_before_tagged(out, mark);

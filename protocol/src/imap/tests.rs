@@ -144,11 +144,15 @@ impl MockMailbox {
         uid
     }
 
+    fn find(&self, uid: u32) -> Option<usize> {
+        self.messages.binary_search_by_key(&uid, |m| m.0.uid).ok()
+    }
+
     fn remove(&mut self, uids: &[u32]) -> Vec<u32> {
         let mut removed = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         for &uid in uids {
-            if let Some(i) = self.messages.iter().position(|m| m.0.uid == uid) {
-                self.messages.remove(i);
+            if self.find(uid).is_some() && seen.insert(uid) {
                 let modseq = self.bump();
                 self.log.push(Change {
                     uid,
@@ -158,6 +162,8 @@ impl MockMailbox {
                 removed.push(uid);
             }
         }
+        let gone: std::collections::HashSet<u32> = removed.iter().copied().collect();
+        self.messages.retain(|m| !gone.contains(&m.0.uid));
         self.refresh();
         removed
     }
@@ -301,11 +307,7 @@ impl ImapBackend for MockStore {
             .map(|c| {
                 let meta = match c.kind {
                     ChangeKind::Expunged => None,
-                    _ => mb
-                        .messages
-                        .iter()
-                        .find(|m| m.0.uid == c.uid)
-                        .map(|m| m.0.clone()),
+                    _ => mb.find(c.uid).map(|i| mb.messages[i].0.clone()),
                 };
                 (*c, meta)
             })
@@ -353,7 +355,7 @@ impl ImapBackend for MockStore {
         let mut changed = Vec::new();
         let mut failed = Vec::new();
         for &uid in uids {
-            let Some(i) = mb.messages.iter().position(|m| m.0.uid == uid) else {
+            let Some(i) = mb.find(uid) else {
                 continue;
             };
             if unchanged_since.is_some_and(|u| mb.messages[i].0.modseq > u) {
@@ -1329,5 +1331,59 @@ fn star_in_an_empty_mailbox_is_not_an_error() {
     assert_eq!(
         send(&mut s, "c STORE * +FLAGS (\\Seen)\r\n"),
         "c OK STORE completed\r\n"
+    );
+}
+
+#[test]
+fn fetch_macros_and_rfc822_items() {
+    let store = MockStore::new();
+    store.deliver("INBOX", MSG, Flags::SEEN);
+    let mut s = selected(&store);
+    assert_eq!(
+        send(&mut s, "a FETCH 1 FAST\r\n"),
+        format!(
+            "* 1 FETCH (FLAGS (\\Seen \\Recent) INTERNALDATE \"14-Nov-2023 23:13:20 +0100\" \
+             RFC822.SIZE {})\r\na OK FETCH completed\r\n",
+            MSG.len()
+        )
+    );
+    let r = send(&mut s, "b FETCH 1 ALL\r\n");
+    assert!(r.contains(" ENVELOPE (NIL \"hello\" "), "{r}");
+    assert_eq!(
+        send(&mut s, "c UID FETCH 1 (RFC822.TEXT)\r\n"),
+        "* 1 FETCH (UID 1 RFC822.TEXT {10}\r\nHi there\r\n)\r\nc OK UID FETCH completed\r\n"
+    );
+    assert_eq!(
+        send(&mut s, "d FETCH 1 BODY[1]\r\n"),
+        "* 1 FETCH (BODY[1] {10}\r\nHi there\r\n)\r\nd OK FETCH completed\r\n"
+    );
+    let r = send(&mut s, "e FETCH 1 RFC822\r\n");
+    assert_eq!(
+        r,
+        format!(
+            "* 1 FETCH (RFC822 {{{}}}\r\n{MSG})\r\ne OK FETCH completed\r\n",
+            MSG.len()
+        )
+    );
+}
+
+#[test]
+fn examine_is_read_only() {
+    let store = MockStore::new();
+    store.deliver("INBOX", MSG, 0);
+    let mut s = logged_in(&store);
+    send(&mut s, "a EXAMINE INBOX\r\n");
+    assert_eq!(
+        send(&mut s, "b STORE 1 +FLAGS (\\Seen)\r\n"),
+        "b NO [READ-ONLY] Mailbox is read-only\r\n"
+    );
+    // BODY[] does not set \Seen in a read-only mailbox.
+    assert_eq!(
+        send(&mut s, "c FETCH 1 (BODY[TEXT] FLAGS)\r\n"),
+        "* 1 FETCH (BODY[TEXT] {10}\r\nHi there\r\n FLAGS ())\r\nc OK FETCH completed\r\n"
+    );
+    assert_eq!(
+        send(&mut s, "d EXPUNGE\r\n"),
+        "d NO [READ-ONLY] Mailbox is read-only\r\n"
     );
 }
