@@ -20,14 +20,19 @@
 //! before they are read (`NO [TOOBIG]` for a synchronizing literal, `BAD` and close for a
 //! non-synchronizing one, whose octets are already on the way). A synchronizing literal
 //! is accepted with `+ ` only after the command so far parses (imap-codec says
-//! `LiteralFound`). imap-codec's own `Fragmentizer` (the one imap-next uses) was not used:
-//! it cannot answer a literal that is too big before buffering it, does not bound a line
-//! without a literal, and we need to drop buffered input at STARTTLS; the framing below
-//! is short and tested.
+//! `LiteralFound`). imap-next (not in this build's registry) and imap-codec's own
+//! `Fragmentizer` were not used: the fragmentizer keeps unparsed input in a buffer whose
+//! size it does not expose, so a line without LF grows unchecked, it decodes only
+//! whole messages (we need the prefix decoded before `+ `), and this session also frames
+//! SASL and IDLE lines itself; the framing here is short and tested.
 //!
 //! Untagged EXISTS/RECENT/FETCH FLAGS/EXPUNGE updates from other sessions are delivered
 //! after each command in Selected state, but EXPUNGE is held back during FETCH, STORE,
-//! SEARCH, COPY and MOVE by sequence number (RFC 3501 §7.4.1), see `view`.
+//! SEARCH and COPY by sequence number (RFC 3501 §7.4.1), see `view`. During IDLE the
+//! driver calls `mailbox_changed` and every change is pushed at once.
+//!
+//! Not offered (so not advertised): QRESYNC, BINARY, COMPRESS, QUOTA, METADATA, SORT,
+//! THREAD, UTF8=ACCEPT, multi-APPEND, SEARCHRES (`RETURN (SAVE)`).
 
 pub mod backend;
 mod extended;

@@ -99,6 +99,7 @@ impl ImapSession {
                 )
             });
         let codec = ResponseCodec::default();
+        let mut expunged = false;
         let mut failed = false;
         for i in indices {
             let Some(m) = view.messages.get(i) else {
@@ -113,7 +114,7 @@ impl ImapSession {
                     Ok(b) => Some(b),
                     Err(BackendError::NotFound) => {
                         // Expunged by another session and not yet announced.
-                        failed = true;
+                        expunged = true;
                         continue;
                     }
                     Err(err) => {
@@ -182,7 +183,18 @@ impl ImapSession {
         }
         self.catch_up(uid, out);
         if failed {
-            no(out, tag, "Some messages could not be fetched");
+            no(
+                out,
+                tag,
+                "[UNAVAILABLE] Some messages could not be read; try again later",
+            );
+        } else if expunged {
+            // RFC 5530: the client learns of the expunge at its next NOOP.
+            no(
+                out,
+                tag,
+                "[EXPUNGEISSUED] Some messages were expunged meanwhile",
+            );
         } else {
             ok(
                 out,

@@ -1,7 +1,9 @@
 //! The selected mailbox as one session sees it: the sequence-number → UID map, flags,
-//! modseqs and `\Recent`, caught up with the store's change log only where RFC 3501
-//! §5.2 and §7.4.1 allow (EXPUNGE never during FETCH, STORE or SEARCH, nor during any
-//! command that is not a UID command... except NOOP, CHECK, IDLE and the like).
+//! modseqs and `\Recent`, caught up with the store's change log (RFC 7162 modseqs) at
+//! the points RFC 3501 §5.2 and §7.4.1 allow. EXISTS, RECENT and FETCH FLAGS may go out
+//! after any command; EXPUNGE is held back (the message stays, marked `gone`) during
+//! FETCH, STORE, SEARCH and COPY by sequence number, and sent highest number first at
+//! the next command that may carry it.
 
 use imap_codec::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
 
