@@ -82,6 +82,11 @@ pub struct ImapLimits {
     /// Failed logins before the session closes; the auth backend rate-limits across
     /// sessions, this only stops one connection from looping.
     pub max_auth_failures: u32,
+    /// Once one `receive` has produced this much output, a FETCH stops between messages
+    /// and further pipelined commands wait: the driver writes what is ready and calls
+    /// `receive(&[])` while `has_pending()` says so, so `FETCH 1:* BODY[]` on a big
+    /// mailbox never sits in memory whole.
+    pub max_output_per_step: usize,
 }
 
 impl Default for ImapLimits {
@@ -91,6 +96,7 @@ impl Default for ImapLimits {
             max_line: 64 * 1024,
             max_bad_commands: 20,
             max_auth_failures: 3,
+            max_output_per_step: 8 * 1024 * 1024,
         }
     }
 }
@@ -143,6 +149,16 @@ enum SaslStep {
     LoginPassword { user: String },
 }
 
+/// A FETCH cut short by `max_output_per_step`, resumed at the next `receive`.
+struct PendingFetch {
+    /// The whole FETCH command, parsed again on resumption.
+    command: Vec<u8>,
+    /// Position in the resolved message list to continue from.
+    next: usize,
+    expunged: bool,
+    failed: bool,
+}
+
 enum Flow {
     Continue,
     StartTls,
@@ -167,6 +183,7 @@ pub struct ImapSession {
     condstore: bool,
     bad_commands: u32,
     auth_failures: u32,
+    pending_fetch: Option<PendingFetch>,
 }
 
 impl ImapSession {
@@ -189,6 +206,7 @@ impl ImapSession {
             condstore: false,
             bad_commands: 0,
             auth_failures: 0,
+            pending_fetch: None,
         }
     }
 
@@ -255,7 +273,14 @@ impl ImapSession {
         }
         self.input.extend_from_slice(input);
         let mut out = Vec::new();
-        let flow = self.process_input(&mut out);
+        if let Some(pending) = self.pending_fetch.take() {
+            self.resume_fetch(pending, &mut out);
+        }
+        let flow = if self.pending_fetch.is_some() {
+            Flow::Continue
+        } else {
+            self.process_input(&mut out)
+        };
         match flow {
             Flow::Continue => {
                 if self.input.len() > MAX_BUFFERED_INPUT {
@@ -278,6 +303,48 @@ impl ImapSession {
         }
     }
 
+    /// Output was capped: a FETCH is unfinished or complete commands wait in the input.
+    /// The driver then calls `receive(&[])` before reading more.
+    pub fn has_pending(&self) -> bool {
+        self.pending_fetch.is_some()
+            || (matches!(self.mode, Mode::Command) && self.input.contains(&b'\n'))
+    }
+
+    fn resume_fetch(&mut self, pending: PendingFetch, out: &mut Vec<u8>) {
+        let command = pending.command.clone();
+        match CommandCodec::default().decode(&command) {
+            Ok((
+                _,
+                Command {
+                    tag,
+                    body:
+                        CommandBody::Fetch {
+                            sequence_set,
+                            macro_or_item_names,
+                            uid,
+                            modifiers,
+                        },
+                },
+            )) => {
+                let tag = tag.as_ref().to_string();
+                self.fetch(
+                    &tag,
+                    &sequence_set,
+                    macro_or_item_names,
+                    uid,
+                    &modifiers,
+                    Some(pending),
+                    out,
+                );
+                if let Some(p) = &mut self.pending_fetch {
+                    p.command = command;
+                }
+            }
+            // It parsed the first time; nothing to resume if it does not now.
+            _ => tracing::error!("imap: a paused FETCH no longer parses"),
+        }
+    }
+
     fn process_input(&mut self, out: &mut Vec<u8>) -> Flow {
         let mut start = 0;
         let flow = loop {
@@ -291,6 +358,14 @@ impl ImapSession {
                 start += take;
                 self.literal_left -= take;
                 continue;
+            }
+            if self.pending_fetch.is_some()
+                || (out.len() >= self.limits.max_output_per_step
+                    && matches!(self.mode, Mode::Command)
+                    && self.command.is_empty())
+            {
+                // Output capped: the rest waits for `receive(&[])` (see `has_pending`).
+                break Flow::Continue;
             }
             let pending = &self.input[start..];
             let Some(lf) = pending.iter().position(|b| *b == b'\n') else {
@@ -372,7 +447,13 @@ impl ImapSession {
         }
         let command = std::mem::take(&mut self.command);
         let flow = match CommandCodec::default().decode(&command) {
-            Ok((_, cmd)) => self.dispatch(cmd, out),
+            Ok((_, cmd)) => {
+                let flow = self.dispatch(cmd, out);
+                if let Some(p) = &mut self.pending_fetch {
+                    p.command = command.clone();
+                }
+                flow
+            }
             Err(_) => match extended::parse(&command) {
                 Some(ext) => self.dispatch_extended(ext, out),
                 None => {
@@ -646,6 +727,7 @@ impl ImapSession {
                 macro_or_item_names,
                 uid,
                 &modifiers,
+                None,
                 out,
             ),
             (

@@ -22,9 +22,12 @@ use super::extended::EsearchOptions;
 use super::message::{self, ParsedMessage};
 use super::text::push_flags;
 use super::view::set_contains;
-use super::{backend_no, convert_flags, mailbox_name, no, ok, Flow, ImapSession, State};
+use super::{
+    backend_no, convert_flags, mailbox_name, no, ok, Flow, ImapSession, PendingFetch, State,
+};
 
 impl ImapSession {
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn fetch(
         &mut self,
         tag: &str,
@@ -32,6 +35,7 @@ impl ImapSession {
         names: MacroOrMessageDataItemNames<'_>,
         uid: bool,
         modifiers: &[FetchModifier],
+        resume: Option<PendingFetch>,
         out: &mut Vec<u8>,
     ) -> Flow {
         let macro_names;
@@ -99,9 +103,23 @@ impl ImapSession {
                 )
             });
         let codec = ResponseCodec::default();
-        let mut expunged = false;
-        let mut failed = false;
-        for i in indices {
+        let (start, mut expunged, mut failed) = match resume {
+            Some(p) => (p.next, p.expunged, p.failed),
+            None => (0, false, false),
+        };
+        let cap = self.limits.max_output_per_step;
+        for (position, &i) in indices.iter().enumerate().skip(start) {
+            if out.len() >= cap {
+                // The rest goes out in later steps (`has_pending`); the command bytes
+                // are filled in by `command_line`, which owns them.
+                self.pending_fetch = Some(PendingFetch {
+                    command: Vec::new(),
+                    next: position,
+                    expunged,
+                    failed,
+                });
+                return Flow::Continue;
+            }
             let Some(m) = view.messages.get(i) else {
                 continue;
             };

@@ -1392,3 +1392,35 @@ fn examine_is_read_only() {
         "d NO [READ-ONLY] Mailbox is read-only\r\n"
     );
 }
+
+#[test]
+fn big_fetch_output_is_spread_over_steps() {
+    let store = MockStore::new();
+    for _ in 0..5 {
+        store.deliver("INBOX", MSG, 0);
+    }
+    let mut s = ImapSession::new(
+        info(true, false),
+        Arc::new(MockAuth),
+        store.clone(),
+        ImapLimits {
+            max_output_per_step: 80,
+            ..ImapLimits::default()
+        },
+    );
+    send(&mut s, &format!("a LOGIN {USER} {PASSWORD}\r\n"));
+    send(&mut s, "s SELECT INBOX\r\n");
+    let mut steps = vec![send(&mut s, "f FETCH 1:* (BODY.PEEK[TEXT])\r\ng NOOP\r\n")];
+    while s.has_pending() {
+        steps.push(String::from_utf8(s.receive(&[]).bytes).unwrap());
+    }
+    // Two messages (41 octets each) per step, then the rest and the pipelined NOOP.
+    assert_eq!(steps.len(), 3, "{steps:?}");
+    let one = |n: u32| format!("* {n} FETCH (BODY[TEXT] {{10}}\r\nHi there\r\n)\r\n");
+    assert_eq!(steps[0], format!("{}{}", one(1), one(2)));
+    assert_eq!(steps[1], format!("{}{}", one(3), one(4)));
+    assert_eq!(
+        steps[2],
+        format!("{}f OK FETCH completed\r\ng OK NOOP completed\r\n", one(5))
+    );
+}
