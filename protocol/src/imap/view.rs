@@ -141,7 +141,9 @@ impl MailboxView {
     ) {
         let (info, changes) = changes;
         let mut flag_updates: Vec<u32> = Vec::new();
+        let mut seen_modseq = 0;
         for (change, meta) in changes {
+            seen_modseq = seen_modseq.max(change.modseq);
             match change.kind {
                 ChangeKind::Expunged => {
                     if let Some(i) = self.index_of_uid(change.uid) {
@@ -177,7 +179,9 @@ impl MailboxView {
                 }
             }
         }
-        self.highest_modseq = self.highest_modseq.max(info.highest_modseq);
+        // The highest modseq actually seen, not the mailbox's: a change committed while
+        // the store answered must come again next time rather than be skipped.
+        self.highest_modseq = self.highest_modseq.max(seen_modseq);
         self.uid_next = self.uid_next.max(info.uid_next);
         if allow_expunge {
             self.announce_expunges(out);
