@@ -27,6 +27,7 @@ pub struct Shared {
     pub auth: Arc<Authenticator>,
     pub tls: Option<TlsAcceptor>,
     pub clock: Arc<dyn Clock>,
+    pub imap: Arc<crate::imap::ImapStore>,
     pub pop3: Arc<crate::pop3::Pop3Store>,
     pub smtp: Arc<crate::smtp::SmtpStore>,
     plaintext_networks: Vec<Network>,
@@ -96,6 +97,10 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow:
     let auth = Arc::new(Authenticator::new(store.clone(), clock.clone(), &config.auth));
     let shared = Arc::new(Shared {
         plaintext_networks: config.plaintext_networks(),
+        imap: Arc::new(crate::imap::ImapStore::new(
+            store.clone(),
+            config.limits.max_message_size,
+        )),
         pop3: Arc::new(crate::pop3::Pop3Store::new(store.clone())),
         smtp: Arc::new(crate::smtp::SmtpStore::new(store.clone())),
         config,

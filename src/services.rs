@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use understudy_protocol::imap::{ImapLimits, ImapSession};
 use understudy_protocol::pop3::{Pop3Limits, Pop3Session};
 use understudy_protocol::smtp::{SmtpLimits, SmtpMode, SmtpSession};
 use understudy_protocol::{AuthBackend, ConnectionInfo, Goodbye, Output};
@@ -67,34 +68,12 @@ pub fn new_session(service: Service, info: ConnectionInfo, shared: &Shared) -> B
                 smtp_limits,
             ))
         }
-        Service::Imap | Service::Imaps => Box::new(NotYetServed { service, info }),
-    }
-}
-
-/// Answers on a service whose protocol is not wired yet with the protocol's own
-/// "temporarily unavailable" so clients retry rather than fail hard.
-struct NotYetServed {
-    service: Service,
-    info: ConnectionInfo,
-}
-
-impl Session for NotYetServed {
-    fn greeting(&mut self) -> Output {
-        let host = &self.info.hostname;
-        let text = match self.service {
-            Service::Imap | Service::Imaps => "* BYE Service temporarily unavailable\r\n".to_string(),
-            Service::Pop3 | Service::Pop3s => {
-                "-ERR [SYS/TEMP] Service temporarily unavailable\r\n".to_string()
-            }
-            _ => format!("421 4.3.2 {host} Service temporarily unavailable\r\n"),
-        };
-        Output::close(text)
-    }
-    fn receive(&mut self, _input: &[u8]) -> Output {
-        Output::close(Vec::new())
-    }
-    fn tls_started(&mut self) {}
-    fn goodbye(&mut self, _why: Goodbye) -> Vec<u8> {
-        Vec::new()
+        Service::Imap | Service::Imaps => {
+            let imap_limits = ImapLimits {
+                max_literal: u32::try_from(limits.max_message_size).unwrap_or(u32::MAX),
+                ..ImapLimits::default()
+            };
+            Box::new(ImapSession::new(info, auth, shared.imap.clone(), imap_limits))
+        }
     }
 }

@@ -76,9 +76,7 @@ impl Flags {
     }
 
     pub fn has_keyword(&self, keyword: &str) -> bool {
-        self.keywords
-            .iter()
-            .any(|k| k.eq_ignore_ascii_case(keyword))
+        self.keywords.iter().any(|k| k.eq_ignore_ascii_case(keyword))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -191,12 +189,7 @@ pub trait ImapBackend: Send + Sync {
     /// Renames `from` and every child `from/...`. Renaming "INBOX" moves all its messages
     /// to a new mailbox `to` and leaves INBOX empty (RFC 3501 §6.3.5).
     fn rename_mailbox(&self, account: &Account, from: &str, to: &str) -> Result<(), BackendError>;
-    fn set_subscribed(
-        &self,
-        account: &Account,
-        name: &str,
-        subscribed: bool,
-    ) -> Result<(), BackendError>;
+    fn set_subscribed(&self, account: &Account, name: &str, subscribed: bool) -> Result<(), BackendError>;
     /// All messages of the mailbox in UID order, and the mailbox info at that instant.
     fn messages(
         &self,
@@ -218,12 +211,7 @@ pub trait ImapBackend: Send + Sync {
         since: u64,
     ) -> Result<(MailboxInfo, Vec<(Change, Option<MessageMeta>)>), BackendError>;
     /// Raw RFC 5322 octets, CRLF line ends. `NotFound` if expunged meanwhile.
-    fn body(
-        &self,
-        account: &Account,
-        mailbox: MailboxId,
-        uid: u32,
-    ) -> Result<Vec<u8>, BackendError>;
+    fn body(&self, account: &Account, mailbox: MailboxId, uid: u32) -> Result<Vec<u8>, BackendError>;
     /// Stores a message; returns (uidvalidity, uid). `TooBig`/`OverQuota` refuse it.
     fn append(
         &self,
@@ -265,10 +253,5 @@ pub trait ImapBackend: Send + Sync {
     ) -> Result<(u32, Vec<(u32, u32)>), BackendError>;
     /// Removes the given UIDs (the caller decides which: \Deleted ones, or a UID EXPUNGE
     /// set); returns those actually removed.
-    fn expunge(
-        &self,
-        account: &Account,
-        mailbox: MailboxId,
-        uids: &[u32],
-    ) -> Result<Vec<u32>, BackendError>;
+    fn expunge(&self, account: &Account, mailbox: MailboxId, uids: &[u32]) -> Result<Vec<u32>, BackendError>;
 }

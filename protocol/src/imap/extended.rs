@@ -242,15 +242,9 @@ fn parse_list(lx: &mut Lexer<'_>) -> Option<ListCommand> {
     if let Token::List(opts) = &first {
         for o in opts {
             match o {
-                Token::Atom(a) if a.eq_ignore_ascii_case("SUBSCRIBED") => {
-                    cmd.select_subscribed = true
-                }
-                Token::Atom(a) if a.eq_ignore_ascii_case("SPECIAL-USE") => {
-                    cmd.select_special_use = true
-                }
-                Token::Atom(a) if a.eq_ignore_ascii_case("RECURSIVEMATCH") => {
-                    cmd.recursive_match = true
-                }
+                Token::Atom(a) if a.eq_ignore_ascii_case("SUBSCRIBED") => cmd.select_subscribed = true,
+                Token::Atom(a) if a.eq_ignore_ascii_case("SPECIAL-USE") => cmd.select_special_use = true,
+                Token::Atom(a) if a.eq_ignore_ascii_case("RECURSIVEMATCH") => cmd.recursive_match = true,
                 Token::Atom(a) if a.eq_ignore_ascii_case("REMOTE") => {}
                 _ => return None,
             }
@@ -339,16 +333,14 @@ mod tests {
         let c = list("a LIST (SPECIAL-USE) \"\" \"*\"\r\n");
         assert!(c.select_special_use);
         assert_eq!(c.patterns, vec![b"*".to_vec()]);
-        let c = list("a list \"\" (INBOX \"Sent\" {4}\r\nJunk) RETURN (SUBSCRIBED STATUS (MESSAGES UNSEEN))\r\n");
+        let c =
+            list("a list \"\" (INBOX \"Sent\" {4}\r\nJunk) RETURN (SUBSCRIBED STATUS (MESSAGES UNSEEN))\r\n");
         assert_eq!(c.patterns.len(), 3);
         assert_eq!(c.patterns[2], b"Junk");
         assert!(c.return_subscribed);
         assert_eq!(
             c.return_status,
-            Some(vec![
-                StatusDataItemName::Messages,
-                StatusDataItemName::Unseen
-            ])
+            Some(vec![StatusDataItemName::Messages, StatusDataItemName::Unseen])
         );
         assert!(matches!(
             parse(b"a LIST (RECURSIVEMATCH) \"\" *\r\n"),

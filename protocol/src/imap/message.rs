@@ -249,16 +249,12 @@ impl Entity {
 
     /// The first field of that name, unfolded (CR and LF removed), leading blanks dropped.
     fn field_value(&self, raw: &[u8], name: &str) -> Option<Vec<u8>> {
-        self.field(raw, name)
-            .map(|f| unfold(get(raw, f.value.clone())))
+        self.field(raw, name).map(|f| unfold(get(raw, f.value.clone())))
     }
 }
 
 fn unfold(value: &[u8]) -> Vec<u8> {
-    let start = value
-        .iter()
-        .position(|&b| !is_wsp(b))
-        .unwrap_or(value.len());
+    let start = value.iter().position(|&b| !is_wsp(b)).unwrap_or(value.len());
     get(value, start..value.len())
         .iter()
         .copied()
@@ -305,10 +301,7 @@ fn parse_fields(raw: &[u8], header: Range<usize>) -> Vec<Field> {
                             .iter()
                             .rposition(|&b| !is_wsp(b))
                             .map_or(0, |i| i + 1);
-                        (
-                            pos..pos + name_len,
-                            (pos + c + 1).min(content_end)..content_end,
-                        )
+                        (pos..pos + name_len, (pos + c + 1).min(content_end)..content_end)
                     }
                     // Not a field: kept so HEADER.FIELDS.NOT and HEADER return it.
                     None => (pos..pos, content_end..content_end),
@@ -1013,10 +1006,7 @@ fn structure_of(msg: &ParsedMessage<'_>, idx: usize, ext: bool) -> BodyStructure
     };
     let ct = &entity.content_type;
     if let Kind::Multipart(children) = &entity.kind {
-        let bodies: Vec<_> = children
-            .iter()
-            .map(|&c| structure_of(msg, c, ext))
-            .collect();
+        let bodies: Vec<_> = children.iter().map(|&c| structure_of(msg, c, ext)).collect();
         let bodies = Vec1::try_from(bodies).unwrap_or_else(|_| Vec1::from(empty_text_part(ext)));
         return BodyStructure::Multi {
             bodies,
@@ -1164,12 +1154,8 @@ pub fn is_content_key(key: &SearchKey<'_>) -> bool {
 /// SENT* key.
 pub fn matches_content(msg: &ParsedMessage<'_>, key: &SearchKey<'_>) -> bool {
     match key {
-        SearchKey::And(keys) if is_content_key(key) => {
-            keys.as_ref().iter().all(|k| matches_content(msg, k))
-        }
-        SearchKey::Or(a, b) if is_content_key(key) => {
-            matches_content(msg, a) || matches_content(msg, b)
-        }
+        SearchKey::And(keys) if is_content_key(key) => keys.as_ref().iter().all(|k| matches_content(msg, k)),
+        SearchKey::Or(a, b) if is_content_key(key) => matches_content(msg, a) || matches_content(msg, b),
         SearchKey::Not(k) if is_content_key(key) => !matches_content(msg, k),
         SearchKey::Body(s) => body_contains(msg, &needle(s.as_ref())),
         SearchKey::Text(s) => {
@@ -1212,14 +1198,8 @@ fn header_contains(msg: &ParsedMessage<'_>, name: Option<&str>, needle: &str) ->
     if !present {
         return false;
     }
-    let parsed = MessageParser::new()
-        .default_header_text()
-        .parse_headers(block);
-    let Some(headers) = parsed
-        .as_ref()
-        .and_then(|m| m.parts.first())
-        .map(|p| &p.headers)
-    else {
+    let parsed = MessageParser::new().default_header_text().parse_headers(block);
+    let Some(headers) = parsed.as_ref().and_then(|m| m.parts.first()).map(|p| &p.headers) else {
         // mail-parser found nothing to decode: fall back to the raw bytes.
         return contains(&String::from_utf8_lossy(block), needle);
     };
@@ -1233,8 +1213,7 @@ fn header_contains(msg: &ParsedMessage<'_>, name: Option<&str>, needle: &str) ->
         let raw = String::from_utf8_lossy(&unfold(raw_value)).into_owned();
         if name.is_none() {
             let field = h.name.as_str();
-            contains(&format!("{field}: {value}"), needle)
-                || contains(&format!("{field}: {raw}"), needle)
+            contains(&format!("{field}: {value}"), needle) || contains(&format!("{field}: {raw}"), needle)
         } else {
             contains(&value, needle) || contains(&raw, needle)
         }
@@ -1309,9 +1288,7 @@ fn body_contains(msg: &ParsedMessage<'_>, needle: &str) -> bool {
                             _ => None,
                         })
                     })
-                    .unwrap_or_else(|| {
-                        String::from_utf8_lossy(get(raw, entity.body.clone())).into_owned()
-                    });
+                    .unwrap_or_else(|| String::from_utf8_lossy(get(raw, entity.body.clone())).into_owned());
                 if contains(&text, needle) {
                     return true;
                 }
@@ -1325,11 +1302,7 @@ fn body_contains(msg: &ParsedMessage<'_>, needle: &str) -> bool {
 fn sent_date(msg: &ParsedMessage<'_>) -> Option<(i32, u32, u32)> {
     let value = msg.entity(0)?.field_value(msg.raw, "date")?;
     let date = DateTime::parse_rfc822(&String::from_utf8_lossy(&value))?;
-    Some((
-        i32::from(date.year),
-        u32::from(date.month),
-        u32::from(date.day),
-    ))
+    Some((i32::from(date.year), u32::from(date.month), u32::from(date.day)))
 }
 
 /// imap-types wraps a chrono date without re-exporting chrono, and this crate does not
@@ -1632,10 +1605,7 @@ Content-Type: text/html\r\n\
         let inner_header_len = inner.find("\r\n\r\n").unwrap() + 4;
         assert_eq!(body_section(FORWARD, "1"), "See below.\r\n");
         assert_eq!(body_section(FORWARD, "2"), inner);
-        assert_eq!(
-            body_section(FORWARD, "2.HEADER"),
-            &inner[..inner_header_len]
-        );
+        assert_eq!(body_section(FORWARD, "2.HEADER"), &inner[..inner_header_len]);
         assert_eq!(body_section(FORWARD, "2.TEXT"), &inner[inner_header_len..]);
         assert_eq!(
             body_section(FORWARD, "2.MIME"),
@@ -1815,16 +1785,12 @@ Bcc: =?utf-8?B?w4Rrw7Zu?= <x@y>\r\n\
 
     #[test]
     fn ten_thousand_nested_messages_do_not_overflow() {
-        let raw =
-            "Content-Type: message/rfc822\r\n\r\n".repeat(10_000) + "Subject: x\r\n\r\nhi\r\n";
+        let raw = "Content-Type: message/rfc822\r\n\r\n".repeat(10_000) + "Subject: x\r\n\r\nhi\r\n";
         let msg = ParsedMessage::parse(raw.as_bytes());
         let text = fetch(MessageDataItem::BodyStructure(body_structure(&msg, true)));
         assert_eq!(text.matches("\"MESSAGE\" \"RFC822\"").count(), MAX_DEPTH);
         let _ = section(&msg, None);
-        assert!(matches_content(
-            &msg,
-            &SearchKey::Body("".try_into().unwrap())
-        ));
+        assert!(matches_content(&msg, &SearchKey::Body("".try_into().unwrap())));
     }
 
     #[test]
@@ -1902,10 +1868,7 @@ Bcc: =?utf-8?B?w4Rrw7Zu?= <x@y>\r\n\
         assert!(search(FORWARD, "BODY \"lunch at\""));
         let latin1 = "Content-Type: text/plain; charset=iso-8859-1\r\n\
 Content-Transfer-Encoding: quoted-printable\r\n\r\nna=EFve\r\n";
-        assert!(search_key(
-            latin1,
-            SearchKey::Body("naïve".try_into().unwrap())
-        ));
+        assert!(search_key(latin1, SearchKey::Body("naïve".try_into().unwrap())));
     }
 
     #[test]

@@ -62,8 +62,8 @@ use crate::sasl::{self, SaslError};
 use crate::session::{Action, ConnectionInfo, Goodbye, Output, READ_CHUNK};
 
 pub use backend::{
-    BackendError, Change, ChangeKind, Flags, ImapBackend, MailboxId, MailboxInfo, MessageMeta,
-    SpecialUse, StoreOp,
+    BackendError, Change, ChangeKind, Flags, ImapBackend, MailboxId, MailboxInfo, MessageMeta, SpecialUse,
+    StoreOp,
 };
 
 use extended::{Extended, ListCommand};
@@ -257,9 +257,7 @@ impl ImapSession {
 
     fn idle_action(&self) -> Action {
         match (&self.mode, &self.state) {
-            (Mode::Idle { .. }, State::Selected { view, .. }) => Action::Idle {
-                mailbox_id: view.id,
-            },
+            (Mode::Idle { .. }, State::Selected { view, .. }) => Action::Idle { mailbox_id: view.id },
             _ => Action::Continue,
         }
     }
@@ -306,8 +304,7 @@ impl ImapSession {
     /// Output was capped: a FETCH is unfinished or complete commands wait in the input.
     /// The driver then calls `receive(&[])` before reading more.
     pub fn has_pending(&self) -> bool {
-        self.pending_fetch.is_some()
-            || (matches!(self.mode, Mode::Command) && self.input.contains(&b'\n'))
+        self.pending_fetch.is_some() || (matches!(self.mode, Mode::Command) && self.input.contains(&b'\n'))
     }
 
     fn resume_fetch(&mut self, pending: PendingFetch, out: &mut Vec<u8>) {
@@ -353,8 +350,7 @@ impl ImapSession {
                 if take == 0 {
                     break Flow::Continue;
                 }
-                self.command
-                    .extend_from_slice(&self.input[start..start + take]);
+                self.command.extend_from_slice(&self.input[start..start + take]);
                 start += take;
                 self.literal_left -= take;
                 continue;
@@ -417,8 +413,7 @@ impl ImapSession {
                 if non_sync {
                     // The octets are already on their way; we cannot skip them safely.
                     out.extend_from_slice(
-                        format!("{tag} BAD [TOOBIG] Literal too big\r\n* BYE Closing\r\n")
-                            .as_bytes(),
+                        format!("{tag} BAD [TOOBIG] Literal too big\r\n* BYE Closing\r\n").as_bytes(),
                     );
                     return Flow::Close;
                 }
@@ -427,9 +422,7 @@ impl ImapSession {
             }
             if !non_sync {
                 match CommandCodec::default().decode(&self.command) {
-                    Err(
-                        CommandDecodeError::LiteralFound { .. } | CommandDecodeError::Incomplete,
-                    ) => {
+                    Err(CommandDecodeError::LiteralFound { .. } | CommandDecodeError::Incomplete) => {
                         out.extend_from_slice(b"+ OK\r\n");
                     }
                     _ if extended::is_extended_form(&self.command) => {
@@ -544,9 +537,7 @@ impl ImapSession {
         let flow = match (phase, cmd.body) {
             (P::Logout, _) => return Flow::Close,
             (_, C::Capability) => {
-                out.extend_from_slice(
-                    format!("* CAPABILITY {}\r\n", self.capabilities()).as_bytes(),
-                );
+                out.extend_from_slice(format!("* CAPABILITY {}\r\n", self.capabilities()).as_bytes());
                 ok(out, tag, "CAPABILITY completed")
             }
             (_, C::Noop) => ok(out, tag, "NOOP completed"),
@@ -613,20 +604,8 @@ impl ImapSession {
                 out.extend_from_slice(b"* NAMESPACE ((\"\" \"/\")) NIL NIL\r\n");
                 ok(out, tag, "NAMESPACE completed")
             }
-            (
-                _,
-                C::Select {
-                    mailbox,
-                    parameters,
-                },
-            ) => self.select(tag, &mailbox, &parameters, false, out),
-            (
-                _,
-                C::Examine {
-                    mailbox,
-                    parameters,
-                },
-            ) => self.select(tag, &mailbox, &parameters, true, out),
+            (_, C::Select { mailbox, parameters }) => self.select(tag, &mailbox, &parameters, false, out),
+            (_, C::Examine { mailbox, parameters }) => self.select(tag, &mailbox, &parameters, true, out),
             (_, C::Create { mailbox }) => self.create(tag, &mailbox, out),
             (_, C::Delete { mailbox }) => self.delete(tag, &mailbox, out),
             (_, C::Rename { from, to }) => self.rename(tag, &from, &to, out),
@@ -646,13 +625,7 @@ impl ImapSession {
                     mailbox_wildcard,
                 },
             ) => self.list(tag, &reference, &mailbox_wildcard, true, out),
-            (
-                _,
-                C::Status {
-                    mailbox,
-                    item_names,
-                },
-            ) => self.status(tag, &mailbox, &item_names, out),
+            (_, C::Status { mailbox, item_names }) => self.status(tag, &mailbox, &item_names, out),
             (
                 _,
                 C::Append {
@@ -674,9 +647,7 @@ impl ImapSession {
             }
             (_, C::Idle) => {
                 out.extend_from_slice(b"+ idling\r\n");
-                self.mode = Mode::Idle {
-                    tag: tag.to_string(),
-                };
+                self.mode = Mode::Idle { tag: tag.to_string() };
                 if matches!(self.state, State::Selected { .. }) {
                     self.catch_up(true, out);
                 }
@@ -710,9 +681,7 @@ impl ImapSession {
                 return Flow::Continue;
             }
             (P::Selected, C::Expunge) => self.expunge(tag, None, out),
-            (P::Selected, C::ExpungeUid { sequence_set }) => {
-                self.expunge(tag, Some(&sequence_set), out)
-            }
+            (P::Selected, C::ExpungeUid { sequence_set }) => self.expunge(tag, Some(&sequence_set), out),
             (
                 P::Selected,
                 C::Fetch {
@@ -740,16 +709,7 @@ impl ImapSession {
                     uid,
                     modifiers,
                 },
-            ) => self.store_cmd(
-                tag,
-                &sequence_set,
-                kind,
-                response,
-                &flags,
-                uid,
-                &modifiers,
-                out,
-            ),
+            ) => self.store_cmd(tag, &sequence_set, kind, response, &flags, uid, &modifiers, out),
             (
                 P::Selected,
                 C::Search {
@@ -863,20 +823,14 @@ impl ImapSession {
                 tracing::info!(user = %account.address, peer = %self.info.peer, "imap login");
                 self.state = State::Authenticated { account };
                 out.extend_from_slice(
-                    format!(
-                        "{tag} OK [CAPABILITY {}] Logged in\r\n",
-                        self.capabilities()
-                    )
-                    .as_bytes(),
+                    format!("{tag} OK [CAPABILITY {}] Logged in\r\n", self.capabilities()).as_bytes(),
                 );
                 Flow::Continue
             }
             Err(err) => {
                 let text = match &err {
                     AuthError::Invalid => "[AUTHENTICATIONFAILED] Authentication failed",
-                    AuthError::RateLimited => {
-                        "[UNAVAILABLE] Too many failed logins; try again later"
-                    }
+                    AuthError::RateLimited => "[UNAVAILABLE] Too many failed logins; try again later",
                     AuthError::AccessDenied => {
                         "[UNAVAILABLE] Mail access through this server is not available for your account now"
                     }
@@ -935,9 +889,7 @@ impl ImapSession {
                 Err(_) => self.bad(out, tag, "Malformed SASL response"),
             },
             (AuthMechanism::Login, None) => {
-                out.extend_from_slice(
-                    format!("+ {}\r\n", sasl::encode_challenge("Username:")).as_bytes(),
-                );
+                out.extend_from_slice(format!("+ {}\r\n", sasl::encode_challenge("Username:")).as_bytes());
                 self.mode = Mode::Sasl {
                     tag: tag.to_string(),
                     step: SaslStep::LoginUser,
@@ -1005,10 +957,7 @@ impl ImapSession {
         let State::Selected { account, view } = &mut self.state else {
             return;
         };
-        let changes = match self
-            .store
-            .changes_since(account, view.id, view.highest_modseq)
-        {
+        let changes = match self.store.changes_since(account, view.id, view.highest_modseq) {
             Ok(c) => c,
             Err(err) => {
                 tracing::warn!(%err, mailbox = view.id, "imap: reading mailbox changes failed");
@@ -1144,8 +1093,7 @@ impl ImapSession {
             out.extend_from_slice(b"* OK [PERMANENTFLAGS ()] Read-only mailbox\r\n");
         } else {
             out.extend_from_slice(
-                format!("* OK [PERMANENTFLAGS ({SYSTEM_FLAGS}{kw} \\*)] Flags permitted\r\n")
-                    .as_bytes(),
+                format!("* OK [PERMANENTFLAGS ({SYSTEM_FLAGS}{kw} \\*)] Flags permitted\r\n").as_bytes(),
             );
         }
         out.extend_from_slice(format!("* {} EXISTS\r\n", view.exists()).as_bytes());
@@ -1153,12 +1101,8 @@ impl ImapSession {
         if let Some(unseen) = view.unseen_first() {
             out.extend_from_slice(format!("* OK [UNSEEN {unseen}] First unseen\r\n").as_bytes());
         }
-        out.extend_from_slice(
-            format!("* OK [UIDVALIDITY {}] UIDs valid\r\n", view.uid_validity).as_bytes(),
-        );
-        out.extend_from_slice(
-            format!("* OK [UIDNEXT {}] Predicted next UID\r\n", view.uid_next).as_bytes(),
-        );
+        out.extend_from_slice(format!("* OK [UIDVALIDITY {}] UIDs valid\r\n", view.uid_validity).as_bytes());
+        out.extend_from_slice(format!("* OK [UIDNEXT {}] Predicted next UID\r\n", view.uid_next).as_bytes());
         if self.condstore {
             out.extend_from_slice(
                 format!("* OK [HIGHESTMODSEQ {}] Highest\r\n", view.highest_modseq).as_bytes(),
@@ -1224,13 +1168,7 @@ impl ImapSession {
         Flow::Continue
     }
 
-    fn rename(
-        &mut self,
-        tag: &str,
-        from: &Mailbox<'_>,
-        to: &Mailbox<'_>,
-        out: &mut Vec<u8>,
-    ) -> Flow {
+    fn rename(&mut self, tag: &str, from: &Mailbox<'_>, to: &Mailbox<'_>, out: &mut Vec<u8>) -> Flow {
         let Some(account) = self.account_clone() else {
             return Flow::Continue;
         };
@@ -1257,13 +1195,7 @@ impl ImapSession {
         Flow::Continue
     }
 
-    fn subscribe(
-        &mut self,
-        tag: &str,
-        mailbox: &Mailbox<'_>,
-        subscribed: bool,
-        out: &mut Vec<u8>,
-    ) -> Flow {
+    fn subscribe(&mut self, tag: &str, mailbox: &Mailbox<'_>, subscribed: bool, out: &mut Vec<u8>) -> Flow {
         let Some(account) = self.account_clone() else {
             return Flow::Continue;
         };
@@ -1271,11 +1203,7 @@ impl ImapSession {
             no(out, tag, "[NONEXISTENT] Mailbox does not exist");
             return Flow::Continue;
         };
-        let verb = if subscribed {
-            "SUBSCRIBE"
-        } else {
-            "UNSUBSCRIBE"
-        };
+        let verb = if subscribed { "SUBSCRIBE" } else { "UNSUBSCRIBE" };
         match self.store.set_subscribed(&account, &name, subscribed) {
             Ok(()) => ok(out, tag, &format!("{verb} completed")),
             Err(err) => backend_no(out, tag, &err),
@@ -1308,13 +1236,7 @@ impl ImapSession {
     }
 
     /// LIST, LSUB and LIST-EXTENDED (RFC 3501 §6.3.8-9, RFC 5258, RFC 5819, RFC 6154).
-    fn list_extended(
-        &mut self,
-        tag: &str,
-        command: &ListCommand,
-        lsub: bool,
-        out: &mut Vec<u8>,
-    ) -> Flow {
+    fn list_extended(&mut self, tag: &str, command: &ListCommand, lsub: bool, out: &mut Vec<u8>) -> Flow {
         let Some(account) = self.account_clone() else {
             return Flow::Continue;
         };
@@ -1336,10 +1258,8 @@ impl ImapSession {
         };
         // Every existing name plus the parents that exist only through their children,
         // which LIST shows as \Noselect (RFC 3501 §6.3.8).
-        let mut names: Vec<(String, Option<&MailboxInfo>)> = mailboxes
-            .iter()
-            .map(|m| (m.name.clone(), Some(m)))
-            .collect();
+        let mut names: Vec<(String, Option<&MailboxInfo>)> =
+            mailboxes.iter().map(|m| (m.name.clone(), Some(m))).collect();
         for m in &mailboxes {
             let mut parent = m.name.as_str();
             while let Some(i) = parent.rfind('/') {
@@ -1385,11 +1305,7 @@ impl ImapSession {
             let has_children = names.iter().any(|(n, _)| n.starts_with(&prefix));
             let mut attrs: Vec<&str> = Vec::new();
             if info.is_none() {
-                attrs.push(if filtered {
-                    "\\NonExistent"
-                } else {
-                    "\\Noselect"
-                });
+                attrs.push(if filtered { "\\NonExistent" } else { "\\Noselect" });
             }
             if !lsub {
                 attrs.push(if has_children {
@@ -1459,9 +1375,7 @@ impl ImapSession {
         items: &[StatusDataItemName],
         out: &mut Vec<u8>,
     ) -> Result<(), BackendError> {
-        let needs_messages = items
-            .iter()
-            .any(|i| matches!(i, StatusDataItemName::Deleted));
+        let needs_messages = items.iter().any(|i| matches!(i, StatusDataItemName::Deleted));
         let deleted = if needs_messages {
             let (_, metas) = self.store.messages(account, info.id)?;
             metas.iter().filter(|m| m.flags.has(Flags::DELETED)).count()
@@ -1475,9 +1389,7 @@ impl ImapSession {
                 // \Recent is claimed only by SELECT; STATUS does not count it.
                 StatusDataItemName::Recent => parts.push("RECENT 0".into()),
                 StatusDataItemName::UidNext => parts.push(format!("UIDNEXT {}", info.uid_next)),
-                StatusDataItemName::UidValidity => {
-                    parts.push(format!("UIDVALIDITY {}", info.uid_validity))
-                }
+                StatusDataItemName::UidValidity => parts.push(format!("UIDVALIDITY {}", info.uid_validity)),
                 StatusDataItemName::Unseen => parts.push(format!("UNSEEN {}", info.unseen)),
                 StatusDataItemName::Deleted => parts.push(format!("DELETED {deleted}")),
                 StatusDataItemName::HighestModSeq => {
@@ -1525,8 +1437,7 @@ impl ImapSession {
             Ok((validity, uid)) => {
                 self.catch_up(true, out);
                 out.extend_from_slice(
-                    format!("{tag} OK [APPENDUID {validity} {uid}] APPEND completed\r\n")
-                        .as_bytes(),
+                    format!("{tag} OK [APPENDUID {validity} {uid}] APPEND completed\r\n").as_bytes(),
                 );
                 Flow::Continue
             }
@@ -1571,8 +1482,7 @@ fn tag_of(command: &[u8]) -> String {
     let valid = !tag.is_empty()
         && tag.len() <= 64
         && tag.iter().all(|&b| {
-            b.is_ascii_graphic()
-                && !matches!(b, b'(' | b')' | b'{' | b'%' | b'*' | b'"' | b'\\' | b'+')
+            b.is_ascii_graphic() && !matches!(b, b'(' | b')' | b'{' | b'%' | b'*' | b'"' | b'\\' | b'+')
         });
     if valid {
         String::from_utf8_lossy(tag).into_owned()

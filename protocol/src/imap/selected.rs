@@ -22,9 +22,7 @@ use super::extended::EsearchOptions;
 use super::message::{self, ParsedMessage};
 use super::text::push_flags;
 use super::view::set_contains;
-use super::{
-    backend_no, convert_flags, mailbox_name, no, ok, Flow, ImapSession, PendingFetch, State,
-};
+use super::{backend_no, convert_flags, mailbox_name, no, ok, Flow, ImapSession, PendingFetch, State};
 
 impl ImapSession {
     #[allow(clippy::too_many_arguments)]
@@ -73,9 +71,7 @@ impl ImapSession {
         if uid && !names.contains(&MessageDataItemName::Uid) {
             names.insert(0, MessageDataItemName::Uid);
         }
-        if (self.condstore && changed_since.is_some())
-            && !names.contains(&MessageDataItemName::ModSeq)
-        {
+        if (self.condstore && changed_since.is_some()) && !names.contains(&MessageDataItemName::ModSeq) {
             names.push(MessageDataItemName::ModSeq);
         }
         let Some(indices) = view.resolve(set, uid) else {
@@ -150,14 +146,10 @@ impl ImapSession {
                     system: Flags::SEEN,
                     keywords: Vec::new(),
                 };
-                match self.store.store_flags(
-                    account,
-                    view.id,
-                    &[uid_value],
-                    StoreOp::Add,
-                    &seen,
-                    None,
-                ) {
+                match self
+                    .store
+                    .store_flags(account, view.id, &[uid_value], StoreOp::Add, &seen, None)
+                {
                     Ok((metas, _)) => {
                         view.update_metas(&metas);
                         seen_now = true;
@@ -171,9 +163,7 @@ impl ImapSession {
             let parsed = body.as_deref().map(ParsedMessage::parse);
             let mut items: Vec<MessageDataItem<'static>> = Vec::with_capacity(names.len() + 1);
             for name in &names {
-                if let Some(item) =
-                    fetch_item(name, &m.meta, m.recent, parsed.as_ref(), body.as_deref())
-                {
+                if let Some(item) = fetch_item(name, &m.meta, m.recent, parsed.as_ref(), body.as_deref()) {
                     items.push(item);
                 }
             }
@@ -192,8 +182,7 @@ impl ImapSession {
                     }
                 }
             }
-            let (Some(seq), Ok(items)) = (NonZeroU32::new(i as u32 + 1), Vec1::try_from(items))
-            else {
+            let (Some(seq), Ok(items)) = (NonZeroU32::new(i as u32 + 1), Vec1::try_from(items)) else {
                 continue;
             };
             let response = Response::Data(Data::Fetch { seq, items });
@@ -208,11 +197,7 @@ impl ImapSession {
             );
         } else if expunged {
             // RFC 5530: the client learns of the expunge at its next NOOP.
-            no(
-                out,
-                tag,
-                "[EXPUNGEISSUED] Some messages were expunged meanwhile",
-            );
+            no(out, tag, "[EXPUNGEISSUED] Some messages were expunged meanwhile");
         } else {
             ok(
                 out,
@@ -336,10 +321,7 @@ impl ImapSession {
             ok(
                 out,
                 tag,
-                &format!(
-                    "[MODIFIED {}] Conditional STORE failed",
-                    compress(&modified)
-                ),
+                &format!("[MODIFIED {}] Conditional STORE failed", compress(&modified)),
             );
         }
         Flow::Continue
@@ -356,11 +338,7 @@ impl ImapSession {
     ) -> Flow {
         if let Some(cs) = charset {
             if !cs.eq_ignore_ascii_case("UTF-8") && !cs.eq_ignore_ascii_case("US-ASCII") {
-                no(
-                    out,
-                    tag,
-                    "[BADCHARSET (US-ASCII UTF-8)] Unsupported charset",
-                );
+                no(out, tag, "[BADCHARSET (US-ASCII UTF-8)] Unsupported charset");
                 return Flow::Continue;
             }
         }
@@ -524,12 +502,7 @@ impl ImapSession {
         Flow::Continue
     }
 
-    pub(super) fn expunge(
-        &mut self,
-        tag: &str,
-        set: Option<&SequenceSet>,
-        out: &mut Vec<u8>,
-    ) -> Flow {
+    pub(super) fn expunge(&mut self, tag: &str, set: Option<&SequenceSet>, out: &mut Vec<u8>) -> Flow {
         let State::Selected { account, view } = &mut self.state else {
             return Flow::Continue;
         };
@@ -591,9 +564,7 @@ fn internal_date(meta: &MessageMeta) -> Option<DateTime> {
 /// carry and is replaced, as Dovecot does without BINARY).
 fn nstring(data: Vec<u8>) -> NString<'static> {
     let data = if data.contains(&0) {
-        data.into_iter()
-            .map(|b| if b == 0 { 0x80 } else { b })
-            .collect()
+        data.into_iter().map(|b| if b == 0 { 0x80 } else { b }).collect()
     } else {
         data
     };
@@ -616,9 +587,7 @@ fn fetch_item(
         MessageDataItemName::Flags => flags_item(&meta.flags, recent),
         MessageDataItemName::InternalDate => MessageDataItem::InternalDate(internal_date(meta)?),
         MessageDataItemName::Rfc822Size => MessageDataItem::Rfc822Size(meta.size),
-        MessageDataItemName::ModSeq => {
-            MessageDataItem::ModSeq(NonZeroU64::new(meta.modseq.max(1))?)
-        }
+        MessageDataItemName::ModSeq => MessageDataItem::ModSeq(NonZeroU64::new(meta.modseq.max(1))?),
         MessageDataItemName::Envelope => MessageDataItem::Envelope(message::envelope(parsed?)),
         MessageDataItemName::Body => MessageDataItem::Body(message::body_structure(parsed?, false)),
         MessageDataItemName::BodyStructure => {
@@ -633,9 +602,7 @@ fn fetch_item(
             let section = imap_codec::imap_types::fetch::Section::Text(None);
             MessageDataItem::Rfc822Text(nstring(message::section(parsed?, Some(&section))))
         }
-        MessageDataItemName::BodyExt {
-            section, partial, ..
-        } => {
+        MessageDataItemName::BodyExt { section, partial, .. } => {
             let mut data = message::section(parsed?, section.as_ref());
             let origin = match partial {
                 Some((start, len)) => {
@@ -738,8 +705,7 @@ impl SearchContext<'_, '_> {
     /// The internal date's calendar day in its own zone, as RFC 3501 §6.4.4 intends
     /// ("disregarding time and timezone").
     fn internal_day(&self) -> Option<chrono::NaiveDate> {
-        let offset =
-            chrono::FixedOffset::east_opt(i32::from(self.meta.internal_date_offset_minutes) * 60)?;
+        let offset = chrono::FixedOffset::east_opt(i32::from(self.meta.internal_date_offset_minutes) * 60)?;
         let utc = chrono::DateTime::from_timestamp(self.meta.internal_date, 0)?;
         Some(utc.with_timezone(&offset).date_naive())
     }

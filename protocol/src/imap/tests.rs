@@ -79,24 +79,14 @@ impl MockStore {
             system: flags,
             keywords: Vec::new(),
         };
-        self.append(
-            &account(),
-            id,
-            text.as_bytes(),
-            &flags,
-            Some((1_700_000_000, 60)),
-        )
-        .unwrap()
-        .1
+        self.append(&account(), id, text.as_bytes(), &flags, Some((1_700_000_000, 60)))
+            .unwrap()
+            .1
     }
 
     fn uids(&self, mailbox: &str) -> Vec<u32> {
         let st = self.state.lock().unwrap();
-        let mb = st
-            .mailboxes
-            .iter()
-            .find(|m| m.info.name == mailbox)
-            .unwrap();
+        let mb = st.mailboxes.iter().find(|m| m.info.name == mailbox).unwrap();
         mb.messages.iter().map(|m| m.0.uid).collect()
     }
 
@@ -263,12 +253,7 @@ impl ImapBackend for MockStore {
         }
         Ok(())
     }
-    fn set_subscribed(
-        &self,
-        _: &Account,
-        name: &str,
-        subscribed: bool,
-    ) -> Result<(), BackendError> {
+    fn set_subscribed(&self, _: &Account, name: &str, subscribed: bool) -> Result<(), BackendError> {
         let mut st = self.state.lock().unwrap();
         st.by_name(name)?.info.subscribed = subscribed;
         Ok(())
@@ -280,10 +265,7 @@ impl ImapBackend for MockStore {
     ) -> Result<(MailboxInfo, Vec<MessageMeta>), BackendError> {
         let mut st = self.state.lock().unwrap();
         let mb = st.by_id(mailbox)?;
-        Ok((
-            mb.info.clone(),
-            mb.messages.iter().map(|m| m.0.clone()).collect(),
-        ))
+        Ok((mb.info.clone(), mb.messages.iter().map(|m| m.0.clone()).collect()))
     }
     fn claim_recent(&self, _: &Account, mailbox: MailboxId) -> Result<u32, BackendError> {
         let mut st = self.state.lock().unwrap();
@@ -420,12 +402,7 @@ impl ImapBackend for MockStore {
         self.expunge(a, from, &moved)?;
         Ok((validity, pairs))
     }
-    fn expunge(
-        &self,
-        _: &Account,
-        mailbox: MailboxId,
-        uids: &[u32],
-    ) -> Result<Vec<u32>, BackendError> {
+    fn expunge(&self, _: &Account, mailbox: MailboxId, uids: &[u32]) -> Result<Vec<u32>, BackendError> {
         let mut st = self.state.lock().unwrap();
         Ok(st.by_id(mailbox)?.remove(uids))
     }
@@ -442,12 +419,7 @@ fn info(tls: bool, allow_plaintext_auth: bool) -> ConnectionInfo {
 }
 
 fn session_with(store: &Arc<MockStore>, conn: ConnectionInfo) -> ImapSession {
-    ImapSession::new(
-        conn,
-        Arc::new(MockAuth),
-        store.clone(),
-        ImapLimits::default(),
-    )
+    ImapSession::new(conn, Arc::new(MockAuth), store.clone(), ImapLimits::default())
 }
 
 fn send(s: &mut ImapSession, input: &str) -> String {
@@ -520,20 +492,14 @@ fn login_and_authenticate() {
         "b BAD Command not valid before login\r\n"
     );
     // Quoted password via a literal.
-    assert_eq!(
-        send(&mut s, &format!("c LOGIN \"{USER}\" {{8}}\r\n")),
-        "+ OK\r\n"
-    );
+    assert_eq!(send(&mut s, &format!("c LOGIN \"{USER}\" {{8}}\r\n")), "+ OK\r\n");
     let r = send(&mut s, "tanstaaf\r\n");
     assert_eq!(
         r,
         "c OK [CAPABILITY IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT \
          CHILDREN UIDPLUS MOVE SPECIAL-USE LIST-EXTENDED LIST-STATUS ESEARCH CONDSTORE APPENDLIMIT=52428800] Logged in\r\n"
     );
-    assert_eq!(
-        send(&mut s, "d LOGIN x y\r\n"),
-        "d BAD Already authenticated\r\n"
-    );
+    assert_eq!(send(&mut s, "d LOGIN x y\r\n"), "d BAD Already authenticated\r\n");
 
     // AUTHENTICATE PLAIN with SASL-IR.
     let mut s = session_with(&store, info(true, false));
@@ -543,10 +509,7 @@ fn login_and_authenticate() {
 
     // AUTHENTICATE LOGIN with challenges.
     let mut s = session_with(&store, info(true, false));
-    assert_eq!(
-        send(&mut s, "a AUTHENTICATE LOGIN\r\n"),
-        "+ VXNlcm5hbWU6\r\n"
-    );
+    assert_eq!(send(&mut s, "a AUTHENTICATE LOGIN\r\n"), "+ VXNlcm5hbWU6\r\n");
     assert_eq!(
         send(&mut s, &format!("{}\r\n", sasl_b64(USER))),
         "+ UGFzc3dvcmQ6\r\n"
@@ -689,10 +652,7 @@ fn list_with_special_use_and_children() {
          * LIST (\\HasNoChildren \\Trash) \"/\" \"Trash\"\r\n\
          l OK LIST completed\r\n"
     );
-    assert_eq!(
-        send(&mut s, "m LIST \"\" %\r\n").matches("* LIST").count(),
-        8
-    );
+    assert_eq!(send(&mut s, "m LIST \"\" %\r\n").matches("* LIST").count(), 8);
     assert_eq!(
         send(&mut s, "n LIST \"\" \"\"\r\n"),
         "* LIST (\\Noselect) \"/\" \"\"\r\nn OK LIST completed\r\n"
@@ -702,10 +662,7 @@ fn list_with_special_use_and_children() {
         "* LIST (\\Noselect \\HasChildren) \"/\" \"Projects/2026\"\r\no OK LIST completed\r\n"
     );
     assert_eq!(
-        send(
-            &mut s,
-            "p STATUS Entw&APw-rfe (MESSAGES UIDNEXT UNSEEN)\r\n"
-        ),
+        send(&mut s, "p STATUS Entw&APw-rfe (MESSAGES UIDNEXT UNSEEN)\r\n"),
         "* STATUS \"Entw&APw-rfe\" (MESSAGES 0 UIDNEXT 1 UNSEEN 0)\r\np OK STATUS completed\r\n"
     );
     send(&mut s, "q UNSUBSCRIBE Junk\r\n");
@@ -721,10 +678,7 @@ fn list_with_special_use_and_children() {
 fn create_delete_rename() {
     let store = MockStore::new();
     let mut s = logged_in(&store);
-    assert_eq!(
-        send(&mut s, "a CREATE Work/\r\n"),
-        "a OK CREATE completed\r\n"
-    );
+    assert_eq!(send(&mut s, "a CREATE Work/\r\n"), "a OK CREATE completed\r\n");
     assert_eq!(
         send(&mut s, "b CREATE work\r\n"),
         "b OK CREATE completed\r\n",
@@ -742,10 +696,7 @@ fn create_delete_rename() {
         send(&mut s, "e RENAME Work Play\r\n"),
         "e OK RENAME completed\r\n"
     );
-    assert_eq!(
-        send(&mut s, "f DELETE Play\r\n"),
-        "f OK DELETE completed\r\n"
-    );
+    assert_eq!(send(&mut s, "f DELETE Play\r\n"), "f OK DELETE completed\r\n");
     assert_eq!(
         send(&mut s, "g DELETE Play\r\n"),
         "g NO [NONEXISTENT] Mailbox does not exist\r\n"
@@ -1023,10 +974,7 @@ fn uid_copy_and_move_report_copyuid() {
         "c NO [TRYCREATE] Mailbox does not exist\r\n"
     );
     // Already-gone UIDs: quiet success.
-    assert_eq!(
-        send(&mut s, "d UID MOVE 3 Trash\r\n"),
-        "d OK MOVE completed\r\n"
-    );
+    assert_eq!(send(&mut s, "d UID MOVE 3 Trash\r\n"), "d OK MOVE completed\r\n");
     assert_eq!(
         send(&mut s, "e FETCH 2 UID\r\n"),
         "* 2 FETCH (UID 4)\r\ne OK FETCH completed\r\n"
@@ -1141,10 +1089,7 @@ fn idle_pushes_changes_until_done() {
     assert_eq!(out.bytes, b"");
     assert_eq!(out.action, Action::Idle { mailbox_id: id });
     let out = s.receive(b"NE\r\n");
-    assert_eq!(
-        String::from_utf8(out.bytes).unwrap(),
-        "i OK IDLE terminated\r\n"
-    );
+    assert_eq!(String::from_utf8(out.bytes).unwrap(), "i OK IDLE terminated\r\n");
     assert_eq!(out.action, Action::Continue);
     assert_eq!(s.mailbox_changed().bytes, b"");
 }
@@ -1175,20 +1120,14 @@ fn starttls_discards_pipelined_plaintext() {
          NAMESPACE UNSELECT CHILDREN UIDPLUS MOVE SPECIAL-USE LIST-EXTENDED LIST-STATUS ESEARCH CONDSTORE APPENDLIMIT=52428800\r\n\
          c OK CAPABILITY completed\r\n"
     );
-    assert_eq!(
-        send(&mut s, "d STARTTLS\r\n"),
-        "d BAD TLS not available\r\n"
-    );
+    assert_eq!(send(&mut s, "d STARTTLS\r\n"), "d BAD TLS not available\r\n");
 }
 
 #[test]
 fn logout_goodbye_and_bad_commands() {
     let store = MockStore::new();
     let mut s = logged_in(&store);
-    assert_eq!(
-        send(&mut s, "a FROB\r\n"),
-        "a BAD Invalid or unknown command\r\n"
-    );
+    assert_eq!(send(&mut s, "a FROB\r\n"), "a BAD Invalid or unknown command\r\n");
     assert_eq!(send(&mut s, "\r\n"), "* BAD Invalid or unknown command\r\n");
     assert_eq!(
         send(&mut s, "b ID NIL\r\n"),
@@ -1199,10 +1138,7 @@ fn logout_goodbye_and_bad_commands() {
     assert_eq!(out.action, Action::Close);
 
     let mut s = logged_in(&store);
-    assert_eq!(
-        s.goodbye(Goodbye::Shutdown),
-        b"* BYE Server shutting down\r\n"
-    );
+    assert_eq!(s.goodbye(Goodbye::Shutdown), b"* BYE Server shutting down\r\n");
     assert_eq!(s.receive(b"a NOOP\r\n").action, Action::Close);
 }
 
@@ -1228,13 +1164,9 @@ fn pipelined_commands_answer_in_order() {
 fn list_extended_special_use_subscribed_and_status() {
     let store = MockStore::new();
     store.deliver("INBOX", MSG, 0);
-    store
-        .create_mailbox(&account(), "Lists/rust", None)
-        .unwrap();
+    store.create_mailbox(&account(), "Lists/rust", None).unwrap();
     store.set_subscribed(&account(), "Junk", false).unwrap();
-    store
-        .set_subscribed(&account(), "Lists/rust", true)
-        .unwrap();
+    store.set_subscribed(&account(), "Lists/rust", true).unwrap();
     let mut s = logged_in(&store);
     assert_eq!(
         send(&mut s, "a LIST (SPECIAL-USE) \"\" *\r\n"),
@@ -1325,10 +1257,7 @@ fn condstore_enabled_by_a_command_in_selected_state() {
 fn star_in_an_empty_mailbox_is_not_an_error() {
     let store = MockStore::new();
     let mut s = selected(&store);
-    assert_eq!(
-        send(&mut s, "a FETCH 1:* FLAGS\r\n"),
-        "a OK FETCH completed\r\n"
-    );
+    assert_eq!(send(&mut s, "a FETCH 1:* FLAGS\r\n"), "a OK FETCH completed\r\n");
     assert_eq!(
         send(&mut s, "b FETCH 1 FLAGS\r\n"),
         "b BAD Invalid message sequence number\r\n"

@@ -35,12 +35,7 @@ pub struct MailboxView {
 }
 
 impl MailboxView {
-    pub fn new(
-        info: &MailboxInfo,
-        metas: Vec<MessageMeta>,
-        first_recent: u32,
-        read_only: bool,
-    ) -> Self {
+    pub fn new(info: &MailboxInfo, metas: Vec<MessageMeta>, first_recent: u32, read_only: bool) -> Self {
         let messages: Vec<ViewMessage> = metas
             .into_iter()
             .map(|meta| ViewMessage {
@@ -81,9 +76,7 @@ impl MailboxView {
     }
 
     pub fn index_of_uid(&self, uid: u32) -> Option<usize> {
-        self.messages
-            .binary_search_by_key(&uid, |m| m.meta.uid)
-            .ok()
+        self.messages.binary_search_by_key(&uid, |m| m.meta.uid).ok()
     }
 
     /// Indices of the messages a sequence set (or UID set) names. Non-existent UIDs are
@@ -130,10 +123,7 @@ impl MailboxView {
     /// messages stay visible (as `gone`) until a later call allows them.
     pub fn catch_up(
         &mut self,
-        changes: (
-            MailboxInfo,
-            Vec<(super::backend::Change, Option<MessageMeta>)>,
-        ),
+        changes: (MailboxInfo, Vec<(super::backend::Change, Option<MessageMeta>)>),
         allow_expunge: bool,
         condstore: bool,
         claimed_recent: Option<u32>,

@@ -1,0 +1,329 @@
+//! IMAP on the store: `ImapBackend` for the protocol crate's IMAP session, mapping
+//! mailboxes, flags and the change log one to one onto `understudy-storage`.
+
+use understudy_protocol::imap::backend::{
+    BackendError, Change, ChangeKind, Flags, ImapBackend, MailboxId, MailboxInfo, MessageMeta, SpecialUse,
+    StoreOp,
+};
+use understudy_protocol::imap::ImapSession;
+use understudy_protocol::{Account, Goodbye, Output};
+use understudy_storage as storage;
+use understudy_storage::{FlagOp, Mailbox, MessageRecord, Store, StoreError};
+
+use crate::driver::Session;
+
+/// Mail access for IMAP sessions.
+pub struct ImapStore {
+    store: Store,
+    /// Largest message APPEND accepts.
+    max_message_size: u64,
+}
+
+impl ImapStore {
+    pub fn new(store: Store, max_message_size: u64) -> Self {
+        ImapStore {
+            store,
+            max_message_size,
+        }
+    }
+}
+
+fn error(e: StoreError) -> BackendError {
+    match e {
+        StoreError::NotFound(_) => BackendError::NotFound,
+        StoreError::AlreadyExists(_) => BackendError::AlreadyExists,
+        StoreError::Invalid(text) => BackendError::Invalid(text),
+        other => {
+            tracing::error!(error = %other, "store error in IMAP session");
+            BackendError::Temporary(other.to_string())
+        }
+    }
+}
+
+fn special_use_to_store(s: SpecialUse) -> storage::SpecialUse {
+    match s {
+        SpecialUse::Sent => storage::SpecialUse::Sent,
+        SpecialUse::Drafts => storage::SpecialUse::Drafts,
+        SpecialUse::Trash => storage::SpecialUse::Trash,
+        SpecialUse::Junk => storage::SpecialUse::Junk,
+        SpecialUse::Archive => storage::SpecialUse::Archive,
+    }
+}
+
+fn special_use_from_store(s: storage::SpecialUse) -> SpecialUse {
+    match s {
+        storage::SpecialUse::Sent => SpecialUse::Sent,
+        storage::SpecialUse::Drafts => SpecialUse::Drafts,
+        storage::SpecialUse::Trash => SpecialUse::Trash,
+        storage::SpecialUse::Junk => SpecialUse::Junk,
+        storage::SpecialUse::Archive => SpecialUse::Archive,
+    }
+}
+
+fn info(m: &Mailbox) -> MailboxInfo {
+    MailboxInfo {
+        id: m.id,
+        name: m.name.clone(),
+        special_use: m.special_use.map(special_use_from_store),
+        subscribed: m.subscribed,
+        uid_validity: m.uid_validity,
+        uid_next: m.uid_next,
+        highest_modseq: m.highest_modseq,
+        exists: m.exists,
+        unseen: m.unseen,
+    }
+}
+
+fn meta(r: &MessageRecord) -> MessageMeta {
+    MessageMeta {
+        uid: r.uid,
+        // The system flag bits are the same in both crates.
+        flags: Flags {
+            system: r.flags,
+            keywords: r.keywords.clone(),
+        },
+        modseq: r.modseq,
+        internal_date: r.internal_date,
+        internal_date_offset_minutes: r.tz_offset_minutes,
+        size: r.size,
+    }
+}
+
+/// Messages are stored with CRLF line ends, as SMTP delivers them and POP3 sizes assume.
+fn crlf(message: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let bare = message
+        .iter()
+        .enumerate()
+        .any(|(i, b)| *b == b'\n' && (i == 0 || message[i - 1] != b'\r'));
+    if !bare {
+        return std::borrow::Cow::Borrowed(message);
+    }
+    let mut out = Vec::with_capacity(message.len() + message.len() / 32);
+    for (i, b) in message.iter().enumerate() {
+        if *b == b'\n' && (i == 0 || message[i - 1] != b'\r') {
+            out.push(b'\r');
+        }
+        out.push(*b);
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+impl ImapBackend for ImapStore {
+    fn list_mailboxes(&self, account: &Account) -> Result<Vec<MailboxInfo>, BackendError> {
+        Ok(self
+            .store
+            .mailboxes(account.id)
+            .map_err(error)?
+            .iter()
+            .map(info)
+            .collect())
+    }
+
+    fn mailbox(&self, account: &Account, name: &str) -> Result<MailboxInfo, BackendError> {
+        match self.store.mailbox_by_name(account.id, name).map_err(error)? {
+            Some(m) => Ok(info(&m)),
+            None => Err(BackendError::NotFound),
+        }
+    }
+
+    fn create_mailbox(
+        &self,
+        account: &Account,
+        name: &str,
+        special_use: Option<SpecialUse>,
+    ) -> Result<MailboxInfo, BackendError> {
+        let m = self
+            .store
+            .create_mailbox(account.id, name, special_use.map(special_use_to_store))
+            .map_err(error)?;
+        Ok(info(&m))
+    }
+
+    fn delete_mailbox(&self, account: &Account, name: &str) -> Result<(), BackendError> {
+        self.store.delete_mailbox(account.id, name).map_err(error)
+    }
+
+    fn rename_mailbox(&self, account: &Account, from: &str, to: &str) -> Result<(), BackendError> {
+        self.store.rename_mailbox(account.id, from, to).map_err(error)
+    }
+
+    fn set_subscribed(&self, account: &Account, name: &str, subscribed: bool) -> Result<(), BackendError> {
+        self.store
+            .set_subscribed(account.id, name, subscribed)
+            .map_err(error)
+    }
+
+    fn messages(
+        &self,
+        account: &Account,
+        mailbox: MailboxId,
+    ) -> Result<(MailboxInfo, Vec<MessageMeta>), BackendError> {
+        let (m, records) = self.store.messages(account.id, mailbox).map_err(error)?;
+        Ok((info(&m), records.iter().map(meta).collect()))
+    }
+
+    fn claim_recent(&self, account: &Account, mailbox: MailboxId) -> Result<u32, BackendError> {
+        self.store.claim_recent(account.id, mailbox).map_err(error)
+    }
+
+    fn changes_since(
+        &self,
+        account: &Account,
+        mailbox: MailboxId,
+        since: u64,
+    ) -> Result<(MailboxInfo, Vec<(Change, Option<MessageMeta>)>), BackendError> {
+        let (m, changes) = self
+            .store
+            .changes_since(account.id, mailbox, since)
+            .map_err(error)?;
+        let changes = changes
+            .iter()
+            .map(|(c, record)| {
+                let kind = match c.kind {
+                    storage::ChangeKind::Added => ChangeKind::Added,
+                    storage::ChangeKind::Flags => ChangeKind::FlagsChanged,
+                    storage::ChangeKind::Expunged => ChangeKind::Expunged,
+                };
+                (
+                    Change {
+                        uid: c.uid,
+                        modseq: c.modseq,
+                        kind,
+                    },
+                    record.as_ref().map(meta),
+                )
+            })
+            .collect();
+        Ok((info(&m), changes))
+    }
+
+    fn body(&self, account: &Account, mailbox: MailboxId, uid: u32) -> Result<Vec<u8>, BackendError> {
+        let record = self.store.message(account.id, mailbox, uid).map_err(error)?;
+        self.store.body(&record.blob).map_err(error)
+    }
+
+    fn append(
+        &self,
+        account: &Account,
+        mailbox: MailboxId,
+        message: &[u8],
+        flags: &Flags,
+        internal_date: Option<(i64, i16)>,
+    ) -> Result<(u32, u32), BackendError> {
+        if message.len() as u64 > self.max_message_size {
+            return Err(BackendError::TooBig);
+        }
+        let message = crlf(message);
+        if let Some(quota) = self
+            .store
+            .user(account.id)
+            .map_err(error)?
+            .and_then(|u| u.quota_bytes)
+        {
+            let (_, used) = self.store.usage(account.id).map_err(error)?;
+            if used + message.len() as u64 > quota {
+                return Err(BackendError::OverQuota);
+            }
+        }
+        self.store
+            .append(
+                account.id,
+                mailbox,
+                &message,
+                flags.system,
+                &flags.keywords,
+                internal_date,
+            )
+            .map_err(error)
+    }
+
+    fn store_flags(
+        &self,
+        account: &Account,
+        mailbox: MailboxId,
+        uids: &[u32],
+        op: StoreOp,
+        flags: &Flags,
+        unchanged_since: Option<u64>,
+    ) -> Result<(Vec<MessageMeta>, Vec<u32>), BackendError> {
+        let op = match op {
+            StoreOp::Add => FlagOp::Add,
+            StoreOp::Remove => FlagOp::Remove,
+            StoreOp::Replace => FlagOp::Replace,
+        };
+        let (changed, failed) = self
+            .store
+            .store_flags(
+                account.id,
+                mailbox,
+                uids,
+                op,
+                flags.system,
+                &flags.keywords,
+                unchanged_since,
+            )
+            .map_err(error)?;
+        Ok((changed.iter().map(meta).collect(), failed))
+    }
+
+    fn copy(
+        &self,
+        account: &Account,
+        from: MailboxId,
+        uids: &[u32],
+        to: MailboxId,
+    ) -> Result<(u32, Vec<(u32, u32)>), BackendError> {
+        self.store.copy(account.id, from, uids, to).map_err(error)
+    }
+
+    fn move_messages(
+        &self,
+        account: &Account,
+        from: MailboxId,
+        uids: &[u32],
+        to: MailboxId,
+    ) -> Result<(u32, Vec<(u32, u32)>), BackendError> {
+        self.store
+            .move_messages(account.id, from, uids, to)
+            .map_err(error)
+    }
+
+    fn expunge(&self, account: &Account, mailbox: MailboxId, uids: &[u32]) -> Result<Vec<u32>, BackendError> {
+        self.store.expunge(account.id, mailbox, uids).map_err(error)
+    }
+}
+
+impl Session for ImapSession {
+    fn greeting(&mut self) -> Output {
+        ImapSession::greeting(self)
+    }
+    fn receive(&mut self, input: &[u8]) -> Output {
+        ImapSession::receive(self, input)
+    }
+    fn tls_started(&mut self) {
+        ImapSession::tls_started(self)
+    }
+    fn mailbox_changed(&mut self) -> Output {
+        ImapSession::mailbox_changed(self)
+    }
+    fn goodbye(&mut self, why: Goodbye) -> Vec<u8> {
+        ImapSession::goodbye(self, why)
+    }
+    fn authenticated(&self) -> bool {
+        self.account().is_some()
+    }
+    fn has_pending(&self) -> bool {
+        ImapSession::has_pending(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::crlf;
+
+    #[test]
+    fn bare_lf_becomes_crlf() {
+        assert_eq!(&*crlf(b"a\nb\r\nc\n"), b"a\r\nb\r\nc\r\n");
+        assert!(matches!(crlf(b"a\r\nb\r\n"), std::borrow::Cow::Borrowed(_)));
+    }
+}
