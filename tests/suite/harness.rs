@@ -177,6 +177,33 @@ impl TestServer {
         }
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).expect("server is running")
+    }
+
+    /// Waits (bounded) for a server that was signalled to exit.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("server is running");
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("server did not exit within 40 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the server again on the same data directory (after `stop` or `wait_exit`).
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "server is still running");
+        self.launch();
+    }
+
     pub fn restart(&mut self) {
         self.stop();
         self.launch();
