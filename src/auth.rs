@@ -260,6 +260,9 @@ impl Authenticator {
             }
         };
         let Some(user) = user.filter(|_| verified) else {
+            crate::metrics::METRICS
+                .logins_failed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.throttle.fail(&address, credentials.peer, now);
             tracing::info!(user = %address, peer = %credentials.peer, proto = credentials.protocol, "login failed");
             return Err(AuthError::Invalid);
@@ -291,6 +294,9 @@ impl Authenticator {
                 return Err(AuthError::AccessDenied);
             }
         };
+        crate::metrics::METRICS
+            .logins_ok
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(user = %address, peer = %credentials.peer, proto = credentials.protocol, "login");
         Ok(Account {
             id: user.id,

@@ -26,6 +26,16 @@ pub struct Config {
     pub password_policy: PasswordPolicy,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+/// The local HTTP port for Prometheus (`/metrics`) and health checks (`/health`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// e.g. "127.0.0.1:9187"; unset: no metrics listener.
+    pub listen: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -397,6 +407,14 @@ impl Config {
                 problem(
                     format!("auth.plaintext_networks[{i}]"),
                     format!("'{net}' is not a network (e.g. 10.0.0.0/8)"),
+                );
+            }
+        }
+        if let Some(addr) = &self.metrics.listen {
+            if addr.parse::<SocketAddr>().is_err() {
+                problem(
+                    "metrics.listen".into(),
+                    format!("'{addr}' is not an address:port (e.g. 127.0.0.1:9187)"),
                 );
             }
         }

@@ -126,6 +126,14 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow:
             listeners.push((service, listener));
         }
     }
+    let metrics_listener = match &shared.config.metrics.listen {
+        Some(addr) => Some(
+            crate::metrics::bind(addr)
+                .await
+                .with_context(|| format!("metrics.listen: {addr}"))?,
+        ),
+        None => None,
+    };
     println!("ready");
     notify_systemd_ready();
 
@@ -147,6 +155,14 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow:
             per_ip,
             stop,
         )));
+    }
+
+    if let Some(listener) = metrics_listener {
+        tokio::spawn(crate::metrics::serve(
+            listener,
+            shared.store.clone(),
+            stop_rx.clone(),
+        ));
     }
 
     let _ = shutdown.wait_for(|stop| *stop).await;
@@ -192,6 +208,7 @@ async fn accept_loop(
             drop(stream);
             continue;
         };
+        crate::metrics::METRICS.connection(service);
         let shared = shared.clone();
         let stop = stop.clone();
         let span = tracing::info_span!("conn", proto = service.name(), %peer);

@@ -163,7 +163,18 @@ impl SmtpBackend for SmtpStore {
             message_id: message_id(message),
             summary,
         };
+        let started = std::time::Instant::now();
         let outcome = self.store.deliver(&request).map_err(fail)?;
+        let m = &crate::metrics::METRICS;
+        m.store_write(started.elapsed());
+        m.messages_received
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        m.messages_stored
+            .fetch_add(outcome.stored.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        m.messages_queued.fetch_add(
+            outcome.queue_ids.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         tracing::info!(
             tracking = outcome.tracking_id,
             from = %envelope.mail_from,

@@ -20,3 +20,6 @@ mod imap;
 
 #[path = "suite/shutdown.rs"]
 mod shutdown;
+
+#[path = "suite/ops.rs"]
+mod ops;

@@ -14,6 +14,7 @@ pub mod accounts;
 mod clock;
 mod db;
 mod error;
+mod health;
 pub mod keys;
 pub mod mailbox;
 pub mod model;

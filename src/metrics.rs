@@ -1,0 +1,270 @@
+//! Prometheus metrics and the health check, served on an optional local HTTP port
+//! (`[metrics] listen`). Counters are process-wide atomics so every part of the server can
+//! count without plumbing; gauges that live in the store (queue depth, outage state) are
+//! read at scrape time.
+//!
+//! The HTTP side is a minimal GET-only responder (bounded request, time-out, one response
+//! per connection): enough for Prometheus and a load balancer's health probe on a local
+//! port, without pulling an HTTP framework into the binary.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use understudy_storage::outage::OutagePhase;
+use understudy_storage::{QueueKind, Store};
+
+use crate::config::Service;
+
+/// Counters, all monotonic.
+pub struct Metrics {
+    connections: [AtomicU64; 7],
+    pub logins_ok: AtomicU64,
+    pub logins_failed: AtomicU64,
+    /// Messages accepted by SMTP (MX and submission).
+    pub messages_received: AtomicU64,
+    /// Copies stored in mailboxes.
+    pub messages_stored: AtomicU64,
+    /// Queue entries created.
+    pub messages_queued: AtomicU64,
+    /// Synced delivery writes and their total duration, for the average write latency.
+    pub store_writes: AtomicU64,
+    pub store_write_micros: AtomicU64,
+}
+
+#[allow(clippy::declare_interior_mutable_const)]
+const ZERO: AtomicU64 = AtomicU64::new(0);
+
+pub static METRICS: Metrics = Metrics {
+    connections: [ZERO; 7],
+    logins_ok: ZERO,
+    logins_failed: ZERO,
+    messages_received: ZERO,
+    messages_stored: ZERO,
+    messages_queued: ZERO,
+    store_writes: ZERO,
+    store_write_micros: ZERO,
+};
+
+impl Metrics {
+    pub fn connection(&self, service: Service) {
+        if let Some(i) = Service::ALL.iter().position(|s| *s == service) {
+            self.connections[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn store_write(&self, took: Duration) {
+        self.store_writes.fetch_add(1, Ordering::Relaxed);
+        self.store_write_micros
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+    }
+}
+
+fn get(a: &AtomicU64) -> u64 {
+    a.load(Ordering::Relaxed)
+}
+
+/// The Prometheus text exposition of every metric.
+pub fn render(store: &Store) -> String {
+    let m = &METRICS;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# HELP understudy_connections_total Connections accepted, by service."
+    );
+    let _ = writeln!(out, "# TYPE understudy_connections_total counter");
+    for (i, service) in Service::ALL.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "understudy_connections_total{{service=\"{}\"}} {}",
+            service.name(),
+            get(&m.connections[i])
+        );
+    }
+    for (name, help, value) in [
+        ("understudy_logins_total{result=\"ok\"}", "", get(&m.logins_ok)),
+        (
+            "understudy_logins_total{result=\"failed\"}",
+            "",
+            get(&m.logins_failed),
+        ),
+        (
+            "understudy_messages_received_total",
+            "Messages accepted over SMTP.",
+            get(&m.messages_received),
+        ),
+        (
+            "understudy_messages_stored_total",
+            "Copies stored in mailboxes.",
+            get(&m.messages_stored),
+        ),
+        (
+            "understudy_messages_queued_total",
+            "Queue entries created.",
+            get(&m.messages_queued),
+        ),
+        (
+            "understudy_store_writes_total",
+            "Synced delivery writes.",
+            get(&m.store_writes),
+        ),
+    ] {
+        if !help.is_empty() {
+            let base = name.split('{').next().unwrap_or(name);
+            let _ = writeln!(out, "# HELP {base} {help}\n# TYPE {base} counter");
+        } else if name.contains("result=\"ok\"") {
+            let _ = writeln!(
+                out,
+                "# HELP understudy_logins_total Logins by result.\n# TYPE understudy_logins_total counter"
+            );
+        }
+        let _ = writeln!(out, "{name} {value}");
+    }
+    let _ = writeln!(
+        out,
+        "# HELP understudy_store_write_seconds_total Time spent in synced delivery writes."
+    );
+    let _ = writeln!(out, "# TYPE understudy_store_write_seconds_total counter");
+    let _ = writeln!(
+        out,
+        "understudy_store_write_seconds_total {:.6}",
+        get(&m.store_write_micros) as f64 / 1e6
+    );
+
+    let now = store.now();
+    match (store.domains(), store.queue_entries(None)) {
+        (Ok(domains), Ok(entries)) => {
+            let _ = writeln!(
+                out,
+                "# HELP understudy_queue_depth Queued messages for the primary, by domain."
+            );
+            let _ = writeln!(out, "# TYPE understudy_queue_depth gauge");
+            let mut ages = Vec::new();
+            for d in &domains {
+                let relay: Vec<_> = entries
+                    .iter()
+                    .filter(|e| e.kind == QueueKind::Relay && e.domain == d.name)
+                    .collect();
+                let oldest = relay
+                    .iter()
+                    .map(|e| e.created_at)
+                    .min()
+                    .map(|t| (now - t).max(0))
+                    .unwrap_or(0);
+                let _ = writeln!(
+                    out,
+                    "understudy_queue_depth{{domain=\"{}\"}} {}",
+                    d.name,
+                    relay.len()
+                );
+                ages.push((d.name.clone(), oldest));
+            }
+            let _ = writeln!(
+                out,
+                "# HELP understudy_queue_oldest_seconds Age of the oldest queued message, by domain."
+            );
+            let _ = writeln!(out, "# TYPE understudy_queue_oldest_seconds gauge");
+            for (domain, age) in ages {
+                let _ = writeln!(
+                    out,
+                    "understudy_queue_oldest_seconds{{domain=\"{domain}\"}} {age}"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "# HELP understudy_outage State per domain: 0 normal, 1 outage, 2 draining."
+            );
+            let _ = writeln!(out, "# TYPE understudy_outage gauge");
+            for d in &domains {
+                let phase = store.outage_state(&d.name).map(|s| s.phase).unwrap_or_default();
+                let value = match phase {
+                    OutagePhase::Normal => 0,
+                    OutagePhase::Outage => 1,
+                    OutagePhase::Draining => 2,
+                };
+                let _ = writeln!(out, "understudy_outage{{domain=\"{}\"}} {value}", d.name);
+            }
+        }
+        (Err(e), _) | (_, Err(e)) => tracing::warn!(error = %e, "metrics: cannot read the store"),
+    }
+    out
+}
+
+/// Serves `/metrics` and `/health` until shutdown.
+pub async fn serve(listener: TcpListener, store: Store, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.changed() => return,
+        };
+        let Ok((mut stream, peer)) = accepted else {
+            continue;
+        };
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 2048];
+            let mut len = 0;
+            let deadline = Instant::now() + Duration::from_secs(5);
+            // Read the request head (bounded), then answer and close.
+            while !buf[..len].windows(4).any(|w| w == b"\r\n\r\n") && len < buf.len() {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match tokio::time::timeout(left, stream.read(&mut buf[len..])).await {
+                    Ok(Ok(n)) if n > 0 => len += n,
+                    _ => return,
+                }
+            }
+            let head = String::from_utf8_lossy(&buf[..len]);
+            let path = head.split_whitespace().nth(1).unwrap_or("");
+            let (status, body, kind) = match (head.starts_with("GET "), path) {
+                (true, "/metrics") => {
+                    let text = tokio::task::spawn_blocking(move || render(&store))
+                        .await
+                        .unwrap_or_default();
+                    ("200 OK", text, "text/plain; version=0.0.4")
+                }
+                (true, "/health") => {
+                    let ok = tokio::task::spawn_blocking(move || store.health_check()).await;
+                    match ok {
+                        Ok(Ok(())) => ("200 OK", "ok\n".to_string(), "text/plain"),
+                        Ok(Err(e)) => {
+                            tracing::error!(error = %e, "health check: store not writable");
+                            (
+                                "503 Service Unavailable",
+                                "store not writable\n".to_string(),
+                                "text/plain",
+                            )
+                        }
+                        Err(_) => (
+                            "503 Service Unavailable",
+                            "health check failed\n".to_string(),
+                            "text/plain",
+                        ),
+                    }
+                }
+                _ => ("404 Not Found", "not found\n".to_string(), "text/plain"),
+            };
+            tracing::debug!(%peer, path, status, "metrics request");
+            let response = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = tokio::time::timeout(Duration::from_secs(5), stream.write_all(response.as_bytes())).await;
+            let _ = stream.shutdown().await;
+        });
+    }
+}
+
+/// Binds the metrics listener if configured; prints `listening metrics ADDR` like the
+/// mail listeners.
+pub async fn bind(addr: &str) -> anyhow::Result<TcpListener> {
+    let addr: SocketAddr = addr.parse()?;
+    let listener = TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    tracing::info!(service = "metrics", addr = %local, "listening");
+    println!("listening metrics {local}");
+    Ok(listener)
+}

@@ -1,0 +1,53 @@
+//! Operations: Prometheus metrics and the health endpoint on the local metrics port.
+
+use crate::harness::*;
+use crate::pop3::deliver_samples;
+
+#[test]
+fn metrics_count_connections_logins_and_messages_and_health_is_200() {
+    let server = TestServer::setup("[metrics]\nlisten = \"127.0.0.1:0\"\n", |s| {
+        s.admin_ok(&["domain", "add", "example.com", "--relay-host", "127.0.0.1:9"]);
+        s.add_user("anna@example.com", PASSWORD);
+    });
+    deliver_samples(&server, 2);
+    let script = r#"
+import imaplib, ssl, sys, urllib.request
+ca, imaps, metrics = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+m = imaplib.IMAP4_SSL("127.0.0.1", imaps, ssl_context=ssl.create_default_context(cafile=ca), timeout=30)
+m.login("anna@example.com", "Correct1horse"); m.logout()
+m = imaplib.IMAP4_SSL("127.0.0.1", imaps, ssl_context=ssl.create_default_context(cafile=ca), timeout=30)
+try:
+    m.login("anna@example.com", "Wrong1horse")
+except imaplib.IMAP4.error:
+    pass
+health = urllib.request.urlopen("http://127.0.0.1:%d/health" % metrics, timeout=10)
+print("health", health.status, health.read().decode().strip())
+print(urllib.request.urlopen("http://127.0.0.1:%d/metrics" % metrics, timeout=10).read().decode())
+try:
+    urllib.request.urlopen("http://127.0.0.1:%d/nothing" % metrics, timeout=10)
+except urllib.error.HTTPError as e:
+    print("unknown path", e.code)
+"#;
+    let out = python_ok(
+        script,
+        &[
+            ca_cert().display().to_string(),
+            server.addr("imaps").port().to_string(),
+            server.addr("metrics").port().to_string(),
+        ],
+    );
+    for expected in [
+        "health 200 ok",
+        "understudy_connections_total{service=\"imaps\"} 2",
+        "understudy_connections_total{service=\"smtp\"} 1",
+        "understudy_logins_total{result=\"ok\"} 1",
+        "understudy_logins_total{result=\"failed\"} 1",
+        "understudy_messages_received_total 2",
+        "understudy_messages_stored_total 2",
+        "understudy_queue_depth{domain=\"example.com\"} 2",
+        "understudy_outage{domain=\"example.com\"} 0",
+        "unknown path 404",
+    ] {
+        assert!(out.contains(expected), "{expected} missing from:\n{out}");
+    }
+}
