@@ -6,6 +6,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod driver;
+pub mod outage;
 pub mod pop3;
 pub mod server;
 pub mod services;
