@@ -395,6 +395,7 @@ pub fn track(store: &Store, args: TrackArgs, out: &mut dyn Write) -> anyhow::Res
         writeln!(out, "no message found")?;
         return Ok(());
     }
+    let queued_now = store.queue_entries(None)?;
     for id in &ids {
         let events = store.tracking_events(*id)?;
         writeln!(out, "message {id}")?;
@@ -402,12 +403,7 @@ pub fn track(store: &Store, args: TrackArgs, out: &mut dyn Write) -> anyhow::Res
             writeln!(out, "  {}  {:<10} {}", format_time(ev.at), ev.kind, ev.detail)?;
         }
         // Where it is now: still queued for someone?
-        let queued: Vec<QueueEntry> = store
-            .queue_entries(None)?
-            .into_iter()
-            .filter(|e| e.tracking_id == *id)
-            .collect();
-        for e in queued {
+        for e in queued_now.iter().filter(|e| e.tracking_id == *id) {
             let pending: Vec<&str> = e
                 .recipients
                 .iter()
@@ -418,7 +414,7 @@ pub fn track(store: &Store, args: TrackArgs, out: &mut dyn Write) -> anyhow::Res
                 out,
                 "  now: queue {} ({}) for {}{}",
                 e.id,
-                kind_name(&e),
+                kind_name(e),
                 pending.join(", "),
                 if e.held { ", held" } else { "" }
             )?;

@@ -302,3 +302,131 @@ pub fn apply_effects(
     }
     Ok(())
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use understudy_storage::mailbox::DeliveryRequest;
+    use understudy_storage::outage::OutageState;
+    use understudy_storage::{ManualClock, NewQueueEntry, QueueKind, StoreOptions};
+
+    use crate::outage::machine::REMINDER_INTERVAL_SECS;
+
+    fn notices(store: &Store) -> Vec<String> {
+        store
+            .queue_entries(None)
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.kind == QueueKind::Notification)
+            .map(|e| e.message_id.unwrap())
+            .collect()
+    }
+
+    fn relay_message(store: &Store, now: i64) -> u64 {
+        store
+            .deliver(&DeliveryRequest {
+                body: b"Subject: x\r\n\r\nx\r\n",
+                users: vec![],
+                queue: vec![NewQueueEntry {
+                    kind: QueueKind::Relay,
+                    domain: "example.com".into(),
+                    mail_from: "bob@example.net".into(),
+                    recipients: vec![("anna@example.com".into(), None)],
+                    next_attempt: now,
+                }],
+                message_id: None,
+                summary: "test".into(),
+            })
+            .unwrap()
+            .queue_ids[0]
+    }
+
+    /// The monitor against a real store with an injected clock: it resumes a stored
+    /// outage, announces spooling once, reminds every four hours while draining (also
+    /// across a restart), and ends draining when the relay queue is empty.
+    #[test]
+    fn resumes_from_the_store_and_announces_each_step_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(1_700_000_000));
+        let store = Store::open_with(dir.path(), StoreOptions::default(), clock.clone()).unwrap();
+        let mut domain = Domain::new("example.com");
+        domain.engagement = Engagement::Manual;
+        domain.alert_recipients = vec!["ops@example.net".into()];
+        store.add_domain(&domain).unwrap();
+        // An admin started an outage while the server was down.
+        let outage = OutageState {
+            phase: OutagePhase::Outage,
+            since: clock.now(),
+            reason: "maintenance".into(),
+            manual: true,
+        };
+        store.set_outage_state("example.com", &outage).unwrap();
+
+        let mut monitor = OutageMonitor::new(store.clone(), clock.clone(), "mx.test".into());
+        assert!(monitor.tick().is_empty(), "manual engagement: no probes");
+        assert!(notices(&store).is_empty());
+        clock.advance(10);
+        let relay = relay_message(&store, clock.now());
+        monitor.tick();
+        monitor.tick();
+        let sent = notices(&store);
+        assert_eq!(sent.len(), 1);
+        assert!(sent[0].contains(".spooling@"), "{sent:?}");
+
+        // The admin stops the outage (the store changes under the monitor).
+        clock.advance(60);
+        let mut machine = OutageMachine::resume(
+            store.outage_state("example.com").unwrap(),
+            store.outage_memo("example.com").unwrap(),
+        );
+        let memo = machine.memo().clone();
+        let effects = machine.handle(
+            Event::ManualStop("done".into()),
+            clock.now(),
+            Thresholds::of(&domain),
+        );
+        apply_effects(&store, "mx.test", &domain, &machine, &memo, &effects, clock.now()).unwrap();
+        assert_eq!(notices(&store).len(), 2);
+        monitor.tick();
+        assert_eq!(
+            store.outage_state("example.com").unwrap().phase,
+            OutagePhase::Draining
+        );
+
+        clock.advance(REMINDER_INTERVAL_SECS - 1);
+        monitor.tick();
+        assert_eq!(notices(&store).len(), 2);
+        clock.advance(1);
+        monitor.tick();
+        monitor.tick();
+        assert_eq!(notices(&store).len(), 3);
+        // A restart does not repeat the reminder.
+        let mut monitor = OutageMonitor::new(store.clone(), clock.clone(), "mx.test".into());
+        monitor.tick();
+        assert_eq!(notices(&store).len(), 3);
+
+        // Redelivered (here: purged): draining ends and that is announced.
+        store.purge(relay).unwrap();
+        monitor.tick();
+        let state = store.outage_state("example.com").unwrap();
+        assert_eq!(state.phase, OutagePhase::Normal);
+        let sent = notices(&store);
+        assert_eq!(sent.len(), 4);
+        assert!(sent[3].contains(".released@"), "{sent:?}");
+        let history: Vec<_> = store
+            .outage_history("example.com")
+            .unwrap()
+            .into_iter()
+            .map(|t| (t.from, t.to))
+            .collect();
+        assert_eq!(
+            history,
+            [
+                (OutagePhase::Normal, OutagePhase::Outage),
+                (OutagePhase::Outage, OutagePhase::Draining),
+                (OutagePhase::Draining, OutagePhase::Normal)
+            ]
+        );
+    }
+}

@@ -104,3 +104,91 @@ impl Store {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::mailbox::DeliveryRequest;
+    use crate::model::NewQueueEntry;
+    use crate::outage::OutageState;
+    use crate::{ManualClock, StoreOptions};
+
+    fn queue(store: &Store, kind: QueueKind, domain: &str, from: &str, at: i64) {
+        store
+            .deliver(&DeliveryRequest {
+                body: format!("Subject: {at}\r\n\r\nx\r\n").as_bytes(),
+                users: vec![],
+                queue: vec![NewQueueEntry {
+                    kind,
+                    domain: domain.into(),
+                    mail_from: from.into(),
+                    recipients: vec![("anna@example.com".into(), None)],
+                    next_attempt: at,
+                }],
+                message_id: None,
+                summary: format!("from <{from}> to anna@example.com"),
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn memo_summaries_and_address_search() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(1_000));
+        let store = Store::open_with(dir.path(), StoreOptions::default(), clock.clone()).unwrap();
+
+        // The memo lives beside the state without disturbing it.
+        let state = OutageState {
+            since: 5,
+            ..OutageState::default()
+        };
+        store.set_outage_state("Example.com", &state).unwrap();
+        let memo = OutageMemo {
+            spooling_notified_since: Some(5),
+            last_reminder_at: Some(7),
+        };
+        store.set_outage_memo("example.com", &memo).unwrap();
+        assert_eq!(store.outage_memo("EXAMPLE.com").unwrap(), memo);
+        assert_eq!(store.outage_state("example.com").unwrap(), state);
+        assert_eq!(store.outage_memo("other.org").unwrap(), OutageMemo::default());
+
+        queue(&store, QueueKind::Relay, "example.com", "a@x.net", 1_000);
+        clock.advance(100);
+        queue(&store, QueueKind::Relay, "example.com", "b@y.net", 1_100);
+        queue(
+            &store,
+            QueueKind::Notification,
+            "example.com",
+            "understudy@mx",
+            1_100,
+        );
+        let summaries = store.queue_summaries().unwrap();
+        let s = summaries["example.com"];
+        assert_eq!((s.relay_depth, s.total), (2, 3));
+        assert_eq!((s.oldest_relay, s.newest_relay), (Some(1_000), Some(1_100)));
+        assert!(!summaries.contains_key("other.org"));
+
+        assert_eq!(store.tracking_ids_mentioning("A@X.NET", None).unwrap().len(), 1);
+        assert_eq!(
+            store
+                .tracking_ids_mentioning("anna@example.com", None)
+                .unwrap()
+                .len(),
+            3
+        );
+        assert_eq!(
+            store
+                .tracking_ids_mentioning("anna@example.com", Some(1_050))
+                .unwrap()
+                .len(),
+            2
+        );
+        assert!(store
+            .tracking_ids_mentioning("nobody@z", None)
+            .unwrap()
+            .is_empty());
+    }
+}
