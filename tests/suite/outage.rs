@@ -223,34 +223,45 @@ fn primary_down_engages_outage_and_back_up_drains_to_normal() {
 
 #[test]
 fn outage_queue_and_track_commands() {
+    // The outage is started while the server is stopped (before it ever runs); the
+    // server adopts it. Counts below come from `queue list` at the time, since outbound
+    // delivery (another part of the server) may already have sent the notices.
     let mut server = TestServer::setup("", |s| {
         s.admin_ok(&["domain", "add", "example.com", "--alert", "ops@example.net"]);
         s.add_user("anna@example.com", PASSWORD);
+        let out = s.admin_ok(&["outage", "start", "example.com", "--reason", "maintenance window"]);
+        assert!(out.contains("example.com: outage since"), "{out}");
+        assert!(out.contains("(maintenance window)"), "{out}");
     });
+    wait_for_log(
+        &mut server,
+        &["resuming outage state", "Outage"],
+        Duration::from_secs(20),
+    );
     send_one(&server, "cli-1@example.net");
+    wait_for_log(
+        &mut server,
+        &["notice queued", "SpoolingBegan"],
+        Duration::from_secs(20),
+    );
     server.stop();
 
-    let out = server.admin_ok(&["outage", "start", "example.com", "--reason", "maintenance window"]);
-    assert!(out.contains("example.com: outage since"), "{out}");
-    assert!(out.contains("(maintenance window)"), "{out}");
     let again = server.admin_ok(&["outage", "start", "example.com"]);
     assert!(again.contains("already in a manual outage"), "{again}");
-
     let status = server.admin_ok(&["outage", "status"]);
     assert!(status.starts_with("DOMAIN"), "{status}");
     let line = status.lines().find(|l| l.starts_with("example.com")).unwrap();
     assert!(line.contains(" outage "), "{status}");
     assert!(line.contains("manual: maintenance window"), "{status}");
+    assert_eq!(line.split_whitespace().nth(5), Some("1"), "{status}");
 
-    // The relay entry and the "connectivity lost" notice.
     let list = server.admin_ok(&["queue", "list"]);
     assert!(list.starts_with("      ID  KIND"), "{list}");
-    assert!(list.contains("2 entries"), "{list}");
     let relay = queue_ids(&list, "relay");
-    let notices = queue_ids(&list, "notification");
-    assert_eq!((relay.len(), notices.len()), (1, 1), "{list}");
+    assert_eq!(relay.len(), 1, "{list}");
     assert!(list.contains("<bob@example.net>"), "{list}");
-    assert!(list.contains("<understudy@localhost>"), "{list}");
+    let entries = queue_ids(&list, "relay").len() + queue_ids(&list, "notification").len();
+    assert!(list.contains(&format!("{entries} entr")), "{list}");
 
     let show = server.admin_ok(&["queue", "show", &relay[0]]);
     assert!(show.contains("kind:          relay"), "{show}");
@@ -260,17 +271,25 @@ fn outage_queue_and_track_commands() {
     assert!(show.contains("received"), "{show}");
 
     let held = server.admin_ok(&["queue", "hold", "example.com"]);
-    assert_eq!(held.trim(), "2 entries of example.com held");
-    assert_eq!(server.admin_ok(&["queue", "list"]).matches("held").count(), 2);
+    let plural = |n: usize| if n == 1 { "entry" } else { "entries" };
+    assert_eq!(
+        held.trim(),
+        format!("{entries} {} of example.com held", plural(entries))
+    );
+    let list = server.admin_ok(&["queue", "list", "example.com"]);
+    assert_eq!(list.matches("held").count(), entries, "{list}");
     let released = server.admin_ok(&["queue", "release", "example.com"]);
-    assert_eq!(released.trim(), "2 entries of example.com released");
+    assert_eq!(
+        released.trim(),
+        format!("{entries} {} of example.com released", plural(entries))
+    );
     assert_eq!(
         server.admin_ok(&["queue", "retry", &relay[0]]).trim(),
         "1 entry due now"
     );
     assert_eq!(
         server.admin_ok(&["queue", "retry", "example.com"]).trim(),
-        "2 entries due now"
+        format!("{entries} {} due now", plural(entries))
     );
 
     let refused = server.admin(&["queue", "purge", &relay[0]], None);
@@ -316,9 +335,12 @@ fn outage_queue_and_track_commands() {
     assert!(line.contains(" normal "), "{status}");
     assert_eq!(status.matches(" -> ").count(), 3, "{status}");
     let track = server.admin_ok(&["track", "--address", "ops@example.net"]);
-    assert_eq!(
-        track.matches("notice '").count(),
-        3,
-        "lost, restored, released:\n{track}"
-    );
+    let notices: Vec<&str> = track
+        .lines()
+        .filter_map(|l| {
+            l.split_once("notice '")
+                .map(|(_, r)| r.split('\'').next().unwrap())
+        })
+        .collect();
+    assert_eq!(notices, ["lost", "spooling", "restored", "released"], "{track}");
 }
