@@ -11,7 +11,7 @@ use understudy_storage::{QueueEntry, RecipientStatus, Store};
 
 use super::machine::{Event, OutageMachine, Thresholds};
 use super::monitor::apply_effects;
-use super::notify::{format_age, format_time};
+use super::notify::{format_age, format_time, phase_name};
 
 #[derive(Debug, Subcommand)]
 pub enum OutageCommand {
@@ -72,14 +72,6 @@ pub struct TrackArgs {
     /// RFC 3339, or Unix seconds).
     #[arg(long, requires = "address")]
     pub since: Option<String>,
-}
-
-fn phase_name(phase: OutagePhase) -> &'static str {
-    match phase {
-        OutagePhase::Normal => "normal",
-        OutagePhase::Outage => "outage",
-        OutagePhase::Draining => "draining",
-    }
 }
 
 pub fn outage(

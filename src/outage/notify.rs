@@ -4,7 +4,7 @@
 //! through the primary server that is down.
 
 use understudy_storage::mailbox::DeliveryRequest;
-use understudy_storage::outage::OutageState;
+use understudy_storage::outage::{OutagePhase, OutageState};
 use understudy_storage::outage_ops::QueueSummary;
 use understudy_storage::{NewQueueEntry, QueueKind, Store, StoreResult};
 
@@ -23,6 +23,14 @@ pub struct Notice<'a> {
     pub now: i64,
     /// Our host name: the sender is `understudy@hostname`.
     pub hostname: &'a str,
+}
+
+pub fn phase_name(phase: OutagePhase) -> &'static str {
+    match phase {
+        OutagePhase::Normal => "normal",
+        OutagePhase::Outage => "outage",
+        OutagePhase::Draining => "draining",
+    }
 }
 
 /// "2026-11-23 19:28:20 UTC".
@@ -111,11 +119,11 @@ impl Notice<'_> {
         text.push_str(&what);
         text.push_str("\n\n");
         text.push_str(&format!("Domain:            {d}\n"));
-        text.push_str(&format!("State:             {:?}\n", self.state.phase).to_lowercase());
+        text.push_str(&format!("State:             {}\n", phase_name(self.state.phase)));
         text.push_str(&format!("Since:             {}\n", format_time(self.state.since)));
         text.push_str(&format!("Reason:            {}\n", self.state.reason));
         text.push_str(&format!(
-            "Queued for {d}: {} message(s)\n",
+            "Queued:            {} message(s) for the primary\n",
             self.queue.relay_depth
         ));
         let oldest = match self.queue.oldest_relay {
@@ -213,7 +221,6 @@ pub fn enqueue(store: &Store, notice: &Notice<'_>, alert_recipients: &[String]) 
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
-    use understudy_storage::outage::OutagePhase;
 
     #[test]
     fn notice_says_what_when_how_much_and_what_next() {
@@ -243,11 +250,15 @@ mod tests {
         );
         assert!(text.contains("To: <ops@example.net>"), "{text}");
         assert!(text.contains("Subject: [Understudy] example.com: primary mail server unreachable"));
-        assert!(text.contains("Queued for example.com: 7 message(s)"), "{text}");
+        assert!(
+            text.contains("Queued:            7 message(s) for the primary"),
+            "{text}"
+        );
         assert!(text.contains("Oldest queued:     1h 1m"), "{text}");
         assert!(text.contains("2023-11-14 22:13:20 UTC"), "{text}");
         assert!(text.contains("connection refused"));
         assert!(text.contains("What to do next:"));
+        assert!(text.contains("State:             outage\r\n"), "{text}");
         assert!(text.contains("\r\n"));
         assert!(mid.starts_with("<understudy.") && mid.ends_with("@mx.understudy.test>"));
     }
