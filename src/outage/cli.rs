@@ -122,6 +122,7 @@ fn manual(
     let now = store.now();
     let effects = machine.handle(event, now, Thresholds::of(&domain));
     apply_effects(store, hostname, &domain, &machine, &memo, &effects, now)?;
+    super::monitor::wake();
     let s = machine.state();
     writeln!(
         out,

@@ -25,6 +25,17 @@ use super::probe;
 /// How often the monitor re-reads the store and looks for due probes.
 const TICK: Duration = Duration::from_secs(1);
 
+/// Wakes the monitor of this process before its next tick. An in-process admin command
+/// (through the admin socket) that changed a domain's outage state calls [`wake`]; the
+/// command has already persisted the change and queued its notice, so this only makes
+/// the monitor adopt it (and act on the queue) without waiting for the tick.
+static WAKE: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// See [`WAKE`]. Harmless in a process without a monitor (the CLI).
+pub fn wake() {
+    WAKE.notify_one();
+}
+
 /// Starts the monitor; it ends when `stop` turns true.
 pub fn spawn(
     store: Store,
@@ -94,6 +105,10 @@ impl OutageMonitor {
                             let _ = tx.send((domain, result)).await;
                         });
                     }
+                }
+                _ = WAKE.notified() => {
+                    // Tick at once: the interval fires immediately after a reset.
+                    tick.reset_immediately();
                 }
                 Some((domain, result)) = rx.recv() => {
                     let c = core.clone();
