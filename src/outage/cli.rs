@@ -1,11 +1,13 @@
 //! Admin commands for outages, the queue and message tracking: `outage start|stop|status`,
 //! `queue list|show|retry|hold|release|purge`, `track`. Each is a function of the store
-//! and its parsed arguments writing to `out`, so the admin socket can run it too.
+//! and its parsed arguments writing to `out`, so the admin socket can run it too (the
+//! commands are serde types so they can cross that socket).
 
 use std::io::Write;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
+use serde::{Deserialize, Serialize};
 use understudy_storage::outage::OutagePhase;
 use understudy_storage::{QueueEntry, RecipientStatus, Store};
 
@@ -13,7 +15,7 @@ use super::machine::{Event, OutageMachine, Thresholds};
 use super::monitor::apply_effects;
 use super::notify::{format_age, format_time, phase_name};
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Subcommand, Serialize, Deserialize)]
 pub enum OutageCommand {
     /// Engage an outage by hand (maintenance window); it lasts until `outage stop`.
     Start {
@@ -38,7 +40,7 @@ pub enum OutageCommand {
     },
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Subcommand, Serialize, Deserialize)]
 pub enum QueueCommand {
     /// Queue entries, of one domain or all, oldest first.
     List { domain: Option<String> },
@@ -59,7 +61,7 @@ pub enum QueueCommand {
     },
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Args, Serialize, Deserialize)]
 #[command(group(clap::ArgGroup::new("what").required(true).args(["message_id", "address"])))]
 pub struct TrackArgs {
     /// The message's Message-ID (with or without angle brackets).
