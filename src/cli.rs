@@ -40,6 +40,14 @@ pub enum Command {
     /// Aliases delivering to a user.
     #[command(subcommand)]
     Alias(AliasCommand),
+    /// Outages: start, stop, status.
+    #[command(subcommand)]
+    Outage(crate::outage::cli::OutageCommand),
+    /// The relay, outbound and notification queue.
+    #[command(subcommand)]
+    Queue(crate::outage::cli::QueueCommand),
+    /// A message's life: received, stored, queued, attempts, delivered...
+    Track(crate::outage::cli::TrackArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -227,6 +235,11 @@ pub fn run_admin(config: &Config, command: Command) -> anyhow::Result<()> {
         Command::Domain(c) => domain(config, c),
         Command::User(c) => user(config, c),
         Command::Alias(c) => alias(config, c),
+        Command::Outage(c) => {
+            crate::outage::cli::outage(&open_store(config)?, &config.hostname, c, &mut std::io::stdout())
+        }
+        Command::Queue(c) => crate::outage::cli::queue(&open_store(config)?, c, &mut std::io::stdout()),
+        Command::Track(a) => crate::outage::cli::track(&open_store(config)?, a, &mut std::io::stdout()),
     }
 }
 

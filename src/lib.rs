@@ -8,6 +8,7 @@ pub mod config;
 pub mod driver;
 pub mod imap;
 pub mod metrics;
+pub mod outage;
 pub mod pop3;
 pub mod server;
 pub mod services;

@@ -141,6 +141,12 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow:
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     let per_ip = Arc::new(PerIp::default());
     let (stop_tx, stop_rx) = watch::channel(false);
+    crate::outage::monitor::spawn(
+        shared.store.clone(),
+        shared.clock.clone(),
+        shared.config.hostname.clone(),
+        stop_rx.clone(),
+    );
     let mut accept_tasks = Vec::new();
     for (service, listener) in listeners {
         let shared = shared.clone();

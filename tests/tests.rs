@@ -23,3 +23,6 @@ mod shutdown;
 
 #[path = "suite/ops.rs"]
 mod ops;
+
+#[path = "suite/outage.rs"]
+mod outage;

@@ -20,6 +20,7 @@ pub mod mailbox;
 pub mod model;
 mod notify;
 pub mod outage;
+pub mod outage_ops;
 pub mod queue;
 pub mod tracking;
 

@@ -1,0 +1,447 @@
+//! `OutageMonitor`: the server task that probes every automatically engaged domain's
+//! primary at its probe interval, drives each domain's [`OutageMachine`], persists every
+//! transition with its reason and queues the notifications.
+//!
+//! The store is the source of truth: each tick (one second) re-reads every domain's
+//! state, so a change made by an admin command — with the server stopped, or through the
+//! admin socket while it runs — is adopted at once, and a restart resumes where the last
+//! run stopped. Probes run as their own tasks so a 10 s time-out toward one primary
+//! never delays another domain.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, watch};
+use understudy_storage::outage::OutagePhase;
+use understudy_storage::outage_ops::{OutageMemo, QueueSummary};
+use understudy_storage::{Clock, Domain, Engagement, Store, StoreResult};
+
+use super::machine::{Effect, Event, OutageMachine, Thresholds};
+use super::notify::{self, Notice};
+use super::probe;
+
+/// How often the monitor re-reads the store and looks for due probes.
+const TICK: Duration = Duration::from_secs(1);
+
+/// Wakes the monitor of this process before its next tick. An in-process admin command
+/// (through the admin socket) that changed a domain's outage state calls [`wake`]; the
+/// command has already persisted the change and queued its notice, so this only makes
+/// the monitor adopt it (and act on the queue) without waiting for the tick.
+static WAKE: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// See [`WAKE`]. Harmless in a process without a monitor (the CLI).
+pub fn wake() {
+    WAKE.notify_one();
+}
+
+/// Starts the monitor; it ends when `stop` turns true.
+pub fn spawn(
+    store: Store,
+    clock: Arc<dyn Clock>,
+    hostname: String,
+    stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    let monitor = OutageMonitor::new(store, clock, hostname);
+    tokio::spawn(monitor.run(stop))
+}
+
+struct Tracked {
+    machine: OutageMachine,
+    next_probe: i64,
+    probing: bool,
+}
+
+/// The monitor's state; all its store work runs on the blocking pool under this lock
+/// (only the monitor's own loop takes it, so it is never contended).
+pub struct OutageMonitor {
+    store: Store,
+    clock: Arc<dyn Clock>,
+    hostname: String,
+    domains: HashMap<String, Tracked>,
+}
+
+type ProbeResult = (String, Result<(), String>);
+
+impl OutageMonitor {
+    pub fn new(store: Store, clock: Arc<dyn Clock>, hostname: String) -> OutageMonitor {
+        OutageMonitor {
+            store,
+            clock,
+            hostname,
+            domains: HashMap::new(),
+        }
+    }
+
+    async fn run(self, mut stop: watch::Receiver<bool>) {
+        let core = Arc::new(Mutex::new(self));
+        let helo = core.lock().hostname.clone();
+        let (tx, mut rx) = mpsc::channel::<ProbeResult>(64);
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tracing::info!("outage monitor started");
+        loop {
+            tokio::select! {
+                changed = stop.changed() => {
+                    if changed.is_err() || *stop.borrow() {
+                        break;
+                    }
+                }
+                _ = tick.tick() => {
+                    let c = core.clone();
+                    let due = match tokio::task::spawn_blocking(move || c.lock().tick()).await {
+                        Ok(due) => due,
+                        Err(e) => {
+                            tracing::error!(error = %e, "outage monitor tick failed");
+                            Vec::new()
+                        }
+                    };
+                    for (domain, relay_host) in due {
+                        let tx = tx.clone();
+                        let helo = helo.clone();
+                        tokio::spawn(async move {
+                            let result = probe::probe(&relay_host, &helo).await;
+                            let _ = tx.send((domain, result)).await;
+                        });
+                    }
+                }
+                _ = WAKE.notified() => {
+                    // Tick at once: the interval fires immediately after a reset.
+                    tick.reset_immediately();
+                }
+                Some((domain, result)) = rx.recv() => {
+                    let c = core.clone();
+                    if let Err(e) = tokio::task::spawn_blocking(move || c.lock().probe_done(&domain, result)).await {
+                        tracing::error!(error = %e, "outage monitor probe handling failed");
+                    }
+                }
+            }
+        }
+        tracing::info!("outage monitor stopped");
+    }
+
+    /// Re-reads the store, feeds queue snapshots to domains not in `normal`, and returns
+    /// the probes that are due as `(domain, relay host)`.
+    fn tick(&mut self) -> Vec<(String, String)> {
+        match self.try_tick() {
+            Ok(due) => due,
+            Err(e) => {
+                tracing::error!(error = %e, "outage monitor cannot read the store");
+                Vec::new()
+            }
+        }
+    }
+
+    fn try_tick(&mut self) -> StoreResult<Vec<(String, String)>> {
+        let now = self.clock.now();
+        let domains = self.store.domains()?;
+        self.domains
+            .retain(|name, _| domains.iter().any(|d| &d.name == name));
+        for d in &domains {
+            self.sync_from_store(&d.name, now)?;
+        }
+        let busy = self
+            .domains
+            .values()
+            .any(|t| t.machine.state().phase != OutagePhase::Normal);
+        if busy {
+            let summaries = self.store.queue_summaries()?;
+            for d in &domains {
+                let Some(tracked) = self.domains.get_mut(&d.name) else {
+                    continue;
+                };
+                if tracked.machine.state().phase == OutagePhase::Normal {
+                    continue;
+                }
+                let summary = summaries.get(&d.name).copied().unwrap_or_default();
+                let memo_before = tracked.machine.memo().clone();
+                let event = Event::Queue {
+                    relay_depth: summary.relay_depth,
+                    newest_relay: summary.newest_relay,
+                };
+                let effects = tracked.machine.handle(event, now, Thresholds::of(d));
+                if let Err(e) = apply_effects(
+                    &self.store,
+                    &self.hostname,
+                    d,
+                    &tracked.machine,
+                    &memo_before,
+                    &effects,
+                    now,
+                ) {
+                    tracing::error!(domain = %d.name, error = %e, "cannot record outage change");
+                }
+            }
+        }
+        let mut due = Vec::new();
+        for d in &domains {
+            let Some(tracked) = self.domains.get_mut(&d.name) else {
+                continue;
+            };
+            let probed = d.engagement == Engagement::Automatic && d.monitoring;
+            let Some(relay_host) = d.relay_host.as_ref().filter(|_| probed) else {
+                continue;
+            };
+            if !tracked.probing && now >= tracked.next_probe {
+                tracked.probing = true;
+                tracked.next_probe = now + i64::from(d.probe_interval_secs.max(1));
+                due.push((d.name.clone(), relay_host.clone()));
+            }
+        }
+        Ok(due)
+    }
+
+    /// Makes the in-memory machine agree with the store (first sight, or an admin's
+    /// change since the last tick).
+    fn sync_from_store(&mut self, domain: &str, now: i64) -> StoreResult<()> {
+        let stored = self.store.outage_state(domain)?;
+        match self.domains.get_mut(domain) {
+            Some(tracked) if tracked.machine.state() == &stored => {}
+            Some(tracked) => {
+                tracing::info!(domain, phase = ?stored.phase, reason = %stored.reason, "outage state changed by an admin");
+                tracked.machine.adopt(stored, self.store.outage_memo(domain)?);
+            }
+            None => {
+                if stored.phase != OutagePhase::Normal {
+                    tracing::info!(domain, phase = ?stored.phase, reason = %stored.reason, "resuming outage state");
+                }
+                let machine = OutageMachine::resume(stored, self.store.outage_memo(domain)?);
+                self.domains.insert(
+                    domain.to_string(),
+                    Tracked {
+                        machine,
+                        next_probe: now,
+                        probing: false,
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn probe_done(&mut self, domain: &str, result: Result<(), String>) {
+        if let Err(e) = self.try_probe_done(domain, result) {
+            tracing::error!(domain, error = %e, "cannot record probe result");
+        }
+    }
+
+    fn try_probe_done(&mut self, domain: &str, result: Result<(), String>) -> StoreResult<()> {
+        let now = self.clock.now();
+        if let Some(t) = self.domains.get_mut(domain) {
+            t.probing = false;
+        }
+        let Some(settings) = self.store.domain(domain)? else {
+            return Ok(());
+        };
+        self.sync_from_store(domain, now)?;
+        let Some(tracked) = self.domains.get_mut(domain) else {
+            return Ok(());
+        };
+        let event = match result {
+            Ok(()) => {
+                tracing::debug!(domain, "probe succeeded");
+                Event::ProbeSucceeded
+            }
+            Err(why) => {
+                tracing::info!(domain, %why, "probe failed");
+                Event::ProbeFailed(why)
+            }
+        };
+        let memo_before = tracked.machine.memo().clone();
+        let effects = tracked.machine.handle(event, now, Thresholds::of(&settings));
+        apply_effects(
+            &self.store,
+            &self.hostname,
+            &settings,
+            &tracked.machine,
+            &memo_before,
+            &effects,
+            now,
+        )
+    }
+}
+
+/// Persists transitions (synced, with history), queues the notices and saves the memo
+/// if it changed. Shared by the monitor and the `outage start|stop` commands.
+pub fn apply_effects(
+    store: &Store,
+    hostname: &str,
+    domain: &Domain,
+    machine: &OutageMachine,
+    memo_before: &OutageMemo,
+    effects: &[Effect],
+    now: i64,
+) -> StoreResult<()> {
+    let mut summary: Option<QueueSummary> = None;
+    for effect in effects {
+        match effect {
+            Effect::Transition { from, to } => {
+                store.set_outage_state(&domain.name, to)?;
+                tracing::warn!(
+                    domain = %domain.name,
+                    from = ?from,
+                    to = ?to.phase,
+                    manual = to.manual,
+                    reason = %to.reason,
+                    "outage state changed"
+                );
+            }
+            Effect::Notify(kind) => {
+                let queue = match summary {
+                    Some(s) => s,
+                    None => {
+                        let s = store
+                            .queue_summaries()?
+                            .get(&domain.name)
+                            .copied()
+                            .unwrap_or_default();
+                        summary = Some(s);
+                        s
+                    }
+                };
+                let notice = Notice {
+                    kind: *kind,
+                    domain: &domain.name,
+                    state: machine.state(),
+                    queue,
+                    now,
+                    hostname,
+                };
+                notify::enqueue(store, &notice, &domain.alert_recipients)?;
+            }
+        }
+    }
+    if machine.memo() != memo_before {
+        store.set_outage_memo(&domain.name, machine.memo())?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use understudy_storage::mailbox::DeliveryRequest;
+    use understudy_storage::outage::OutageState;
+    use understudy_storage::{ManualClock, NewQueueEntry, QueueKind, StoreOptions};
+
+    use crate::outage::machine::REMINDER_INTERVAL_SECS;
+
+    fn notices(store: &Store) -> Vec<String> {
+        store
+            .queue_entries(None)
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.kind == QueueKind::Notification)
+            .map(|e| e.message_id.unwrap())
+            .collect()
+    }
+
+    fn relay_message(store: &Store, now: i64) -> u64 {
+        store
+            .deliver(&DeliveryRequest {
+                body: b"Subject: x\r\n\r\nx\r\n",
+                users: vec![],
+                queue: vec![NewQueueEntry {
+                    kind: QueueKind::Relay,
+                    domain: "example.com".into(),
+                    mail_from: "bob@example.net".into(),
+                    recipients: vec![("anna@example.com".into(), None)],
+                    next_attempt: now,
+                }],
+                message_id: None,
+                summary: "test".into(),
+            })
+            .unwrap()
+            .queue_ids[0]
+    }
+
+    /// The monitor against a real store with an injected clock: it resumes a stored
+    /// outage, announces spooling once, reminds every four hours while draining (also
+    /// across a restart), and ends draining when the relay queue is empty.
+    #[test]
+    fn resumes_from_the_store_and_announces_each_step_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(1_700_000_000));
+        let store = Store::open_with(dir.path(), StoreOptions::default(), clock.clone()).unwrap();
+        let mut domain = Domain::new("example.com");
+        domain.engagement = Engagement::Manual;
+        domain.alert_recipients = vec!["ops@example.net".into()];
+        store.add_domain(&domain).unwrap();
+        // An admin started an outage while the server was down.
+        let outage = OutageState {
+            phase: OutagePhase::Outage,
+            since: clock.now(),
+            reason: "maintenance".into(),
+            manual: true,
+        };
+        store.set_outage_state("example.com", &outage).unwrap();
+
+        let mut monitor = OutageMonitor::new(store.clone(), clock.clone(), "mx.test".into());
+        assert!(monitor.tick().is_empty(), "manual engagement: no probes");
+        assert!(notices(&store).is_empty());
+        clock.advance(10);
+        let relay = relay_message(&store, clock.now());
+        monitor.tick();
+        monitor.tick();
+        let sent = notices(&store);
+        assert_eq!(sent.len(), 1);
+        assert!(sent[0].contains(".spooling@"), "{sent:?}");
+
+        // The admin stops the outage (the store changes under the monitor).
+        clock.advance(60);
+        let mut machine = OutageMachine::resume(
+            store.outage_state("example.com").unwrap(),
+            store.outage_memo("example.com").unwrap(),
+        );
+        let memo = machine.memo().clone();
+        let effects = machine.handle(
+            Event::ManualStop("done".into()),
+            clock.now(),
+            Thresholds::of(&domain),
+        );
+        apply_effects(&store, "mx.test", &domain, &machine, &memo, &effects, clock.now()).unwrap();
+        assert_eq!(notices(&store).len(), 2);
+        monitor.tick();
+        assert_eq!(
+            store.outage_state("example.com").unwrap().phase,
+            OutagePhase::Draining
+        );
+
+        clock.advance(REMINDER_INTERVAL_SECS - 1);
+        monitor.tick();
+        assert_eq!(notices(&store).len(), 2);
+        clock.advance(1);
+        monitor.tick();
+        monitor.tick();
+        assert_eq!(notices(&store).len(), 3);
+        // A restart does not repeat the reminder.
+        let mut monitor = OutageMonitor::new(store.clone(), clock.clone(), "mx.test".into());
+        monitor.tick();
+        assert_eq!(notices(&store).len(), 3);
+
+        // Redelivered (here: purged): draining ends and that is announced.
+        store.purge(relay).unwrap();
+        monitor.tick();
+        let state = store.outage_state("example.com").unwrap();
+        assert_eq!(state.phase, OutagePhase::Normal);
+        let sent = notices(&store);
+        assert_eq!(sent.len(), 4);
+        assert!(sent[3].contains(".released@"), "{sent:?}");
+        let history: Vec<_> = store
+            .outage_history("example.com")
+            .unwrap()
+            .into_iter()
+            .map(|t| (t.from, t.to))
+            .collect();
+        assert_eq!(
+            history,
+            [
+                (OutagePhase::Normal, OutagePhase::Outage),
+                (OutagePhase::Outage, OutagePhase::Draining),
+                (OutagePhase::Draining, OutagePhase::Normal)
+            ]
+        );
+    }
+}
