@@ -10,6 +10,7 @@ pub mod imap;
 pub mod metrics;
 pub mod outage;
 pub mod pop3;
+pub mod retention;
 pub mod server;
 pub mod services;
 pub mod smtp;

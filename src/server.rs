@@ -163,6 +163,7 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow:
         )));
     }
 
+    tokio::spawn(crate::retention::run(shared.store.clone(), stop_rx.clone()));
     if let Some(listener) = metrics_listener {
         tokio::spawn(crate::metrics::serve(
             listener,

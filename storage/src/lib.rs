@@ -22,6 +22,7 @@ mod notify;
 pub mod outage;
 pub mod outage_ops;
 pub mod queue;
+mod retention;
 pub mod tracking;
 
 pub use clock::{Clock, ManualClock, SystemClock};

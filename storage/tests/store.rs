@@ -400,3 +400,44 @@ fn data_directory_is_private() {
     let mode = std::fs::metadata(&db).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o700);
 }
+
+#[test]
+fn retention_removes_old_mail_from_mailboxes_but_not_from_the_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1_700_000_000));
+    let store = Store::open_with(dir.path(), StoreOptions::default(), clock.clone()).unwrap();
+    let mut domain = Domain::new("example.com");
+    domain.retention_days = 30;
+    store.add_domain(&domain).unwrap();
+    let anna = store.create_user("anna@example.com", "Anna", None).unwrap();
+    let old_body = b"Subject: old\r\n\r\nold\r\n";
+    store
+        .deliver(&DeliveryRequest {
+            body: old_body,
+            users: vec![anna.id],
+            queue: vec![NewQueueEntry {
+                kind: QueueKind::Relay,
+                domain: "example.com".into(),
+                mail_from: "x@example.net".into(),
+                recipients: vec![("anna@example.com".into(), Some(anna.id))],
+                next_attempt: 0,
+            }],
+            message_id: None,
+            summary: "old".into(),
+        })
+        .unwrap();
+    for i in 0..5 {
+        deliver(&store, vec![anna.id], format!("old {i}").as_bytes());
+    }
+    clock.advance(31 * 86_400);
+    deliver(&store, vec![anna.id], b"recent");
+    let mut pauses = 0;
+    let removed = store.apply_retention(2, || pauses += 1).unwrap();
+    assert_eq!(removed, 6);
+    assert_eq!(pauses, 3, "six old messages in batches of two");
+    let inbox = store.inbox(anna.id).unwrap();
+    assert_eq!(inbox.exists, 1);
+    // The relay queue keeps its copy (and so the body) until it is redelivered.
+    assert_eq!(store.queue_entries(None).unwrap().len(), 1);
+    assert!(store.blob_exists(&blob_id(old_body)).unwrap());
+}

@@ -1,0 +1,32 @@
+//! The retention task: applies each domain's rolling archive retention once an hour in
+//! small batches on the blocking pool, yielding between batches.
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+use understudy_storage::Store;
+
+const BATCH: usize = 200;
+const INTERVAL: Duration = Duration::from_secs(3600);
+
+pub async fn run(store: Store, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let task_store = store.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            // A short pause between batches lets sessions waiting on the same mailbox
+            // locks go first.
+            task_store.apply_retention(BATCH, || std::thread::sleep(Duration::from_millis(20)))
+        })
+        .await;
+        match result {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(removed = n, "retention pass done"),
+            Ok(Err(e)) => tracing::error!(error = %e, "retention pass failed"),
+            Err(e) => tracing::error!(error = %e, "retention task failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(INTERVAL) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
