@@ -119,3 +119,23 @@ s.quit()
     // The local recipient got the message.
     assert_eq!(inbox_count(&server), 1);
 }
+
+#[test]
+fn a_message_acknowledged_with_250_survives_sigkill_right_after() {
+    let mut server = server();
+    let script = r#"
+import smtplib, sys
+s = smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=30)
+s.ehlo("filter.example.net")
+for i in range(5):
+    s.sendmail("x@example.net", ["anna@example.com"], b"Subject: durable %d\r\n\r\nbody\r\n" % i)
+print("acknowledged 5")
+sys.stdout.flush()
+"#;
+    let out = python_ok(script, &[server.addr("smtp").port().to_string()]);
+    assert!(out.contains("acknowledged 5"), "{out}");
+    // No SIGTERM, no chance to flush anything: the 250s were only given after synced writes.
+    server.kill();
+    server.start_again();
+    assert_eq!(inbox_count(&server), 5);
+}
