@@ -19,6 +19,7 @@ pub mod mailbox;
 pub mod model;
 mod notify;
 pub mod outage;
+pub mod provisioning;
 pub mod queue;
 pub mod tracking;
 
