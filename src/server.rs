@@ -29,6 +29,8 @@ pub struct Shared {
     pub clock: Arc<dyn Clock>,
     pub pop3: Arc<crate::pop3::Pop3Store>,
     pub smtp: Arc<crate::smtp::SmtpStore>,
+    /// Users whose sessions must end now (admin commands send, drivers listen).
+    pub revocations: crate::admin::revoke::Revocations,
     plaintext_networks: Vec<Network>,
 }
 
@@ -98,6 +100,7 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow:
         plaintext_networks: config.plaintext_networks(),
         pop3: Arc::new(crate::pop3::Pop3Store::new(store.clone())),
         smtp: Arc::new(crate::smtp::SmtpStore::new(store.clone())),
+        revocations: crate::admin::revoke::revocations(),
         config,
         store,
         auth,
@@ -121,6 +124,7 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow:
             listeners.push((service, listener));
         }
     }
+    let admin_socket = crate::admin::socket::AdminSocket::bind(&crate::admin::socket_path(&shared.config))?;
     println!("ready");
     notify_systemd_ready();
 
@@ -129,6 +133,7 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow:
     let per_ip = Arc::new(PerIp::default());
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut accept_tasks = Vec::new();
+    tokio::spawn(admin_socket.serve(shared.clone(), stop_rx.clone()));
     for (service, listener) in listeners {
         let shared = shared.clone();
         let connections = connections.clone();
@@ -222,7 +227,10 @@ async fn serve_connection(
         shutdown_grace: Duration::from_secs(20),
     };
     let info = shared.connection_info(peer.ip(), service.implicit_tls());
-    let session = services::new_session(service, info, &shared);
+    let account = crate::admin::revoke::SessionAccount::default();
+    let session = account
+        .clone()
+        .track(services::new_session(service, info, &shared, &account));
     driver::drive(
         stream,
         service.implicit_tls(),
@@ -231,6 +239,7 @@ async fn serve_connection(
         shared.store.clone(),
         timeouts,
         stop,
+        shared.revocations.subscribe(),
     )
     .await
 }

@@ -100,7 +100,13 @@ impl Store {
         let mut change = UserChange::default();
         let mut batch = WriteBatch::default();
         let user = match (entry, existing) {
-            (Some(AddressEntry { kind: AddressKind::Alias, .. }), _) => {
+            (
+                Some(AddressEntry {
+                    kind: AddressKind::Alias,
+                    ..
+                }),
+                _,
+            ) => {
                 return Err(StoreError::AlreadyExists(format!(
                     "{address} is an alias of another user"
                 )));
@@ -157,8 +163,7 @@ impl Store {
                 if old_aliases.contains(alias) {
                     continue;
                 }
-                let alias_key =
-                    address_key(alias).ok_or_else(|| StoreError::Invalid(alias.clone()))?;
+                let alias_key = address_key(alias).ok_or_else(|| StoreError::Invalid(alias.clone()))?;
                 if let Some(e) = self.get_json::<AddressEntry>(CF_ADDRESSES, &alias_key)? {
                     let what = if e.kind == AddressKind::Primary {
                         "a user's own address"
@@ -259,15 +264,26 @@ mod tests {
     #[test]
     fn aliases_follow_the_spec_and_conflicts_change_nothing() {
         let (_dir, store) = store();
-        store.upsert_user(&spec("anna@example.com", &["a@example.com", "b@example.com"]), false).unwrap();
+        store
+            .upsert_user(
+                &spec("anna@example.com", &["a@example.com", "b@example.com"]),
+                false,
+            )
+            .unwrap();
         let c = store
-            .upsert_user(&spec("anna@example.com", &["b@example.com", "c@example.com"]), false)
+            .upsert_user(
+                &spec("anna@example.com", &["b@example.com", "c@example.com"]),
+                false,
+            )
             .unwrap();
         assert_eq!(c.aliases_added, ["c@example.com"]);
         assert_eq!(c.aliases_removed, ["a@example.com"]);
         // bob wants anna's alias and a new one: refused whole, bob not created.
         let err = store
-            .upsert_user(&spec("bob@example.com", &["d@example.com", "c@example.com"]), false)
+            .upsert_user(
+                &spec("bob@example.com", &["d@example.com", "c@example.com"]),
+                false,
+            )
             .unwrap_err();
         assert!(err.to_string().contains("c@example.com"), "{err}");
         assert!(store.user_by_address("bob@example.com").unwrap().is_none());
