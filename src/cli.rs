@@ -352,7 +352,7 @@ pub fn execute(ctx: &AdminContext, command: Command, out: &mut dyn Write) -> any
     match command {
         Command::Serve => bail!("serve is not an admin command"),
         Command::CheckConfig => Ok(writeln!(out, "configuration is valid")?),
-        Command::Domain(c) => domain(ctx.store, c, out),
+        Command::Domain(c) => domain(ctx, c, out),
         Command::User(c) => user(ctx, c, out),
         Command::Alias(c) => alias(ctx.store, c, out),
     }
@@ -462,7 +462,8 @@ fn print_domain(d: &Domain, out: &mut dyn Write) -> std::io::Result<()> {
     )
 }
 
-fn domain(store: &Store, command: DomainCommand, out: &mut dyn Write) -> anyhow::Result<()> {
+fn domain(ctx: &AdminContext, command: DomainCommand, out: &mut dyn Write) -> anyhow::Result<()> {
+    let store = ctx.store;
     match command {
         DomainCommand::Add { name, settings } => {
             let mut d = Domain::new(&name);
@@ -493,8 +494,17 @@ fn domain(store: &Store, command: DomainCommand, out: &mut dyn Write) -> anyhow:
             let mut d = store
                 .domain(&name)?
                 .with_context(|| format!("no domain {name}"))?;
+            let policy_before = (d.access, d.access_window);
             apply_settings(&mut d, &settings);
             store.update_domain(&d)?;
+            if (d.access, d.access_window) != policy_before {
+                // Users on the domain default get the new policy now, not at next login.
+                for u in store.users(&d.name)? {
+                    if u.access.is_none() || u.access_window.is_none() {
+                        ctx.events.revoked(u.id);
+                    }
+                }
+            }
             print_domain(&d, out)?;
         }
         DomainCommand::Remove { name } => {
@@ -573,6 +583,9 @@ fn user(ctx: &AdminContext, command: UserCommand, out: &mut dyn Write) -> anyhow
             u.password_hash = Some(password_hash.context("no new password was given")?);
             u.force_password_reset = force_reset;
             store.update_user(&u)?;
+            // A password is changed when it may be known to someone else: sessions
+            // opened with the old one end.
+            ctx.events.revoked(u.id);
             writeln!(out, "password changed for {}", u.address)?;
             if force_reset {
                 writeln!(out, "{} must choose a new password", u.address)?;
@@ -589,6 +602,7 @@ fn user(ctx: &AdminContext, command: UserCommand, out: &mut dyn Write) -> anyhow
             let mut u = store
                 .user_by_address(&address)?
                 .with_context(|| format!("no user {address}"))?;
+            let policy_before = (u.access, u.access_window);
             if domain_access {
                 u.access = None;
                 u.access_window = None;
@@ -606,8 +620,9 @@ fn user(ctx: &AdminContext, command: UserCommand, out: &mut dyn Write) -> anyhow
                 u.display_name = n;
             }
             store.update_user(&u)?;
-            if u.access == Some(AccessLevel::None) {
-                // Sessions opened under the old policy end now.
+            if (u.access, u.access_window) != policy_before {
+                // Sessions opened under the old policy end now; clients reconnect
+                // under the new one (or are refused).
                 ctx.events.revoked(u.id);
             }
             show_user(store, &u.address, out)?;
