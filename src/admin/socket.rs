@@ -305,3 +305,29 @@ pub fn request(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::UserCommand;
+
+    #[test]
+    fn requests_round_trip_and_the_log_name_has_no_arguments() {
+        let command = Command::User(UserCommand::Passwd {
+            address: "anna@example.com".into(),
+            stdin: true,
+            force_reset: false,
+            password_hash: Some("$argon2id$v=19$secret".into()),
+        });
+        assert_eq!(command_name(&command), "User Passwd");
+        let line = serde_json::to_string(&serde_json::json!({ "command": &command })).unwrap();
+        let back: Request = serde_json::from_str(&line).unwrap();
+        assert!(matches!(
+            back.command,
+            Command::User(UserCommand::Passwd { password_hash: Some(h), .. }) if h.ends_with("secret")
+        ));
+        let done: Reply =
+            serde_json::from_str(r#"{"done":{"output":"x","secrets":"","error":null}}"#).unwrap();
+        assert!(matches!(done, Reply::Done { error: None, .. }));
+    }
+}

@@ -103,7 +103,7 @@ fn admin_commands_take_effect_at_once_on_a_running_server() {
 
 #[test]
 fn user_policies_and_passwords_change_through_the_socket() {
-    let server = TestServer::start();
+    let mut server = TestServer::start();
     let shown = server.admin_ok(&[
         "user",
         "set",
@@ -159,6 +159,21 @@ fn user_policies_and_passwords_change_through_the_socket() {
     assert!(!missing.status.success());
     let stderr = String::from_utf8_lossy(&missing.stderr);
     assert!(stderr.contains("no user nobody@example.com"), "{stderr}");
+
+    // A killed server leaves its socket behind: the CLI notices nobody listens and opens
+    // the database itself, and the next server replaces the stale socket.
+    server.kill();
+    assert!(server.dir.path().join("data/admin.sock").exists());
+    let offline = server.admin_ok(&["user", "show", "anna@example.com"]);
+    assert!(offline.contains("name:          Anna Berg"), "{offline}");
+    server.restart();
+    server.admin_ok(&["user", "deactivate", "anna@example.com"]);
+    let log = server.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("admin command") && l.contains("User Deactivate")),
+        "{log}"
+    );
 }
 
 const USERS_CSV: &str = "\
