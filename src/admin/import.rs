@@ -201,7 +201,8 @@ fn import_row(
     if let Some(password) = generated {
         ctx.events.secret(&format!("{address},{}", password.expose()));
     }
-    if !dry_run && !change.created && change.status == Some(UserStatus::Inactive) {
+    // As `user deactivate` and `user passwd` do: sessions opened before end now.
+    if !dry_run && !change.created && (change.status == Some(UserStatus::Inactive) || change.password) {
         ctx.events.revoked(change.user_id);
     }
     Ok((address, change))
