@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use understudy_protocol::session::READ_CHUNK;
@@ -38,6 +38,10 @@ pub trait Session: Send + 'static {
     /// output; the driver calls `receive(&[])` again before reading more.
     fn has_pending(&self) -> bool {
         false
+    }
+    /// The user logged in on this session, so an admin can end it (`admin::revoke`).
+    fn account_id(&self) -> Option<u64> {
+        None
     }
 }
 
@@ -113,7 +117,10 @@ where
     .map_err(|e| anyhow::anyhow!("session step failed: {e}"))
 }
 
-/// Drives one connection to its end. Errors are logged by the caller.
+/// Drives one connection to its end. Errors are logged by the caller. `revoked` carries
+/// ids of users whose sessions an admin ended (see `admin::revoke`).
+// The connection, its session and its two stop signals: a struct would only move the list.
+#[allow(clippy::too_many_arguments)]
 pub async fn drive<S: Session>(
     stream: TcpStream,
     implicit_tls: bool,
@@ -122,6 +129,7 @@ pub async fn drive<S: Session>(
     store: Store,
     timeouts: Timeouts,
     mut shutdown: watch::Receiver<bool>,
+    revoked: broadcast::Receiver<u64>,
 ) -> anyhow::Result<()> {
     let mut conn = match (implicit_tls, &tls) {
         (true, Some(acceptor)) => handshake(acceptor, stream, timeouts.tls_handshake).await?,
@@ -135,6 +143,7 @@ pub async fn drive<S: Session>(
         return Ok(());
     }
     let mut buf = vec![0u8; READ_CHUNK];
+    let mut revoked = Some(revoked);
     let mut idle: Option<watch::Receiver<u64>> = None;
     loop {
         let limit = if session.authenticated() {
@@ -150,6 +159,22 @@ pub async fn drive<S: Session>(
                 Err(_) => Event::Goodbye(Goodbye::Timeout),
             },
             _ = shutdown.changed() => Event::Goodbye(Goodbye::Shutdown),
+            id = async {
+                match revoked.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => match (id, session.account_id()) {
+                (Ok(id), Some(mine)) if id == mine => Event::Goodbye(Goodbye::Revoked),
+                // Missed some revocations: ask the store whether ours was one.
+                (Err(broadcast::error::RecvError::Lagged(_)), Some(mine))
+                    if !still_allowed(&store, mine).await => Event::Goodbye(Goodbye::Revoked),
+                (Err(broadcast::error::RecvError::Closed), _) => {
+                    revoked = None;
+                    continue;
+                }
+                _ => continue,
+            },
             changed = async {
                 match idle.as_mut() {
                     Some(rx) => rx.changed().await,
@@ -234,6 +259,18 @@ pub async fn drive<S: Session>(
                 }
             }
         }
+    }
+}
+
+/// True if the user still exists, is active and has some access.
+async fn still_allowed(store: &Store, user_id: u64) -> bool {
+    let store = store.clone();
+    let user = tokio::task::spawn_blocking(move || store.user(user_id)).await;
+    match user {
+        Ok(Ok(Some(u))) => u.is_active() && u.access != Some(understudy_storage::AccessLevel::None),
+        Ok(Ok(None)) => false,
+        // Cannot tell: keep the session rather than end it on a store hiccup.
+        _ => true,
     }
 }
 

@@ -2,6 +2,7 @@
 //! listeners and the connection driver, authentication, and the admin CLI. Protocol
 //! logic lives in `understudy-protocol`, storage in `understudy-storage`.
 
+pub mod admin;
 pub mod auth;
 pub mod cli;
 pub mod config;

@@ -30,6 +30,8 @@ pub struct Shared {
     pub imap: Arc<crate::imap::ImapStore>,
     pub pop3: Arc<crate::pop3::Pop3Store>,
     pub smtp: Arc<crate::smtp::SmtpStore>,
+    /// Users whose sessions must end now (admin commands send, drivers listen).
+    pub revocations: crate::admin::revoke::Revocations,
     plaintext_networks: Vec<Network>,
 }
 
@@ -103,6 +105,7 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow:
         )),
         pop3: Arc::new(crate::pop3::Pop3Store::new(store.clone())),
         smtp: Arc::new(crate::smtp::SmtpStore::new(store.clone())),
+        revocations: crate::admin::revoke::revocations(),
         config,
         store,
         auth,
@@ -134,6 +137,7 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow:
         ),
         None => None,
     };
+    let admin_socket = crate::admin::socket::AdminSocket::bind(&crate::admin::socket_path(&shared.config))?;
     println!("ready");
     notify_systemd_ready();
 
@@ -148,6 +152,7 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow:
         stop_rx.clone(),
     );
     let mut accept_tasks = Vec::new();
+    tokio::spawn(admin_socket.serve(shared.clone(), stop_rx.clone()));
     for (service, listener) in listeners {
         let shared = shared.clone();
         let connections = connections.clone();
@@ -251,7 +256,10 @@ async fn serve_connection(
         shutdown_grace: Duration::from_secs(20),
     };
     let info = shared.connection_info(peer.ip(), service.implicit_tls());
-    let session = services::new_session(service, info, &shared);
+    let account = crate::admin::revoke::SessionAccount::default();
+    let session = account
+        .clone()
+        .track(services::new_session(service, info, &shared, &account));
     driver::drive(
         stream,
         service.implicit_tls(),
@@ -260,6 +268,7 @@ async fn serve_connection(
         shared.store.clone(),
         timeouts,
         stop,
+        shared.revocations.subscribe(),
     )
     .await
 }

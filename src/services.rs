@@ -36,11 +36,20 @@ impl Session for Box<dyn Session> {
     fn has_pending(&self) -> bool {
         (**self).has_pending()
     }
+    fn account_id(&self) -> Option<u64> {
+        (**self).account_id()
+    }
 }
 
 /// A new session for a connection accepted on `service`.
-pub fn new_session(service: Service, info: ConnectionInfo, shared: &Shared) -> Box<dyn Session> {
-    let auth: Arc<dyn AuthBackend> = shared.auth.clone();
+/// Logins are recorded in `account` so an admin can end the session (`admin::revoke`).
+pub fn new_session(
+    service: Service,
+    info: ConnectionInfo,
+    shared: &Shared,
+    account: &crate::admin::revoke::SessionAccount,
+) -> Box<dyn Session> {
+    let auth: Arc<dyn AuthBackend> = account.auth(shared.auth.clone());
     let limits = &shared.config.limits;
     match service {
         Service::Pop3 | Service::Pop3s => Box::new(Pop3Session::new(

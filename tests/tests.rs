@@ -6,6 +6,9 @@
 #[path = "suite/harness.rs"]
 mod harness;
 
+#[path = "suite/admin.rs"]
+mod admin;
+
 #[path = "suite/foundation.rs"]
 mod foundation;
 

@@ -21,6 +21,7 @@ pub mod model;
 mod notify;
 pub mod outage;
 pub mod outage_ops;
+pub mod provisioning;
 pub mod queue;
 mod retention;
 pub mod tracking;

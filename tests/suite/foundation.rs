@@ -150,12 +150,16 @@ fn sigterm_stops_the_server_cleanly() {
 }
 
 #[test]
-fn a_running_server_holds_the_database_and_admin_commands_say_so() {
+fn a_running_server_holds_the_database_and_admin_commands_reach_it_through_its_socket() {
     let server = TestServer::start();
+    let listed = server.admin_ok(&["user", "list"]);
+    assert!(listed.contains("anna@example.com"), "{listed}");
+    // With its socket gone the CLI cannot reach the server, and says why.
+    std::fs::remove_file(server.dir.path().join("data/admin.sock")).unwrap();
     let out = server.admin(&["user", "list"], None);
     assert!(!out.status.success());
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("in use by a running server"),
+        String::from_utf8_lossy(&out.stderr).contains("in use by another process"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );

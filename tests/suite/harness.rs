@@ -12,7 +12,12 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_understudy");
+/// The server binary; `UNDERSTUDY_TEST_BIN` (read at build time) points the tests at a
+/// copy, for when other checkouts share the target directory and relink its binary.
+pub const BIN: &str = match option_env!("UNDERSTUDY_TEST_BIN") {
+    Some(bin) => bin,
+    None => env!("CARGO_BIN_EXE_understudy"),
+};
 pub const PASSWORD: &str = "Correct1horse";
 
 pub fn repo() -> PathBuf {
