@@ -52,6 +52,10 @@ pub enum Command {
     Queue(crate::outage::cli::QueueCommand),
     /// A message's life: received, stored, queued, attempts, delivered...
     Track(crate::outage::cli::TrackArgs),
+    /// Write a consistent copy of the database (a RocksDB checkpoint) into DIR, which must
+    /// not exist; safe while the server runs. Restore: stop the server, replace
+    /// `<data_dir>/db` with the copy, start it.
+    Backup { dir: PathBuf },
 }
 
 #[derive(Debug, Subcommand, Serialize, Deserialize)]
@@ -349,6 +353,21 @@ fn prepare(config: &Config, command: Command) -> anyhow::Result<(Command, Option
             };
             (Command::User(command), None)
         }
+        // The server may run in another directory: send an absolute path.
+        Command::Backup { dir } => {
+            let dir = if dir.is_absolute() {
+                dir
+            } else {
+                std::env::current_dir()?.join(dir)
+            };
+            if dir.exists() {
+                bail!(
+                    "{} already exists; a backup goes into a new directory",
+                    dir.display()
+                );
+            }
+            (Command::Backup { dir }, None)
+        }
         other => (other, None),
     })
 }
@@ -366,6 +385,12 @@ pub fn execute(ctx: &AdminContext, command: Command, out: &mut dyn Write) -> any
         Command::Outage(c) => crate::outage::cli::outage(ctx.store, &ctx.config.hostname, c, out),
         Command::Queue(c) => crate::outage::cli::queue(ctx.store, c, out),
         Command::Track(a) => crate::outage::cli::track(ctx.store, a, out),
+        Command::Backup { dir } => {
+            ctx.store
+                .checkpoint(&dir)
+                .with_context(|| format!("backup into {}", dir.display()))?;
+            Ok(writeln!(out, "backup written to {}", dir.display())?)
+        }
     }
 }
 
