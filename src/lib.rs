@@ -11,6 +11,7 @@ pub mod imap;
 pub mod metrics;
 pub mod outage;
 pub mod pop3;
+pub mod reload;
 pub mod retention;
 pub mod server;
 pub mod services;
@@ -34,14 +35,14 @@ pub fn init_tracing(config: &config::LogConfig) {
     }
 }
 
-/// Runs the server until SIGTERM or SIGINT.
-pub async fn run(config: config::Config) -> anyhow::Result<()> {
+/// Runs the server until SIGTERM or SIGINT; SIGHUP reloads `config_path`.
+pub async fn run(config: config::Config, config_path: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     let (tx, rx) = watch::channel(false);
     tokio::spawn(async move {
         wait_for_stop_signal().await;
         let _ = tx.send(true);
     });
-    server::run(config, rx).await
+    server::run(config, config_path, rx).await
 }
 
 async fn wait_for_stop_signal() {

@@ -20,7 +20,7 @@ fn main() -> std::process::ExitCode {
                 .enable_all()
                 .build()
                 .map_err(anyhow::Error::from)
-                .and_then(|rt| rt.block_on(understudy::run(config)))
+                .and_then(|rt| rt.block_on(understudy::run(config, cli.config.clone())))
         }
         command => cli::run_admin(&config, command),
     };

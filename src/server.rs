@@ -25,7 +25,8 @@ pub struct Shared {
     pub config: Config,
     pub store: Store,
     pub auth: Arc<Authenticator>,
-    pub tls: Option<TlsAcceptor>,
+    /// Swapped by a SIGHUP reload; each new connection and STARTTLS takes the current one.
+    pub tls: parking_lot::RwLock<Option<TlsAcceptor>>,
     pub clock: Arc<dyn Clock>,
     pub imap: Arc<crate::imap::ImapStore>,
     pub pop3: Arc<crate::pop3::Pop3Store>,
@@ -36,11 +37,15 @@ pub struct Shared {
 }
 
 impl Shared {
+    pub fn tls(&self) -> Option<TlsAcceptor> {
+        self.tls.read().clone()
+    }
+
     pub fn connection_info(&self, peer: IpAddr, tls: bool) -> ConnectionInfo {
         ConnectionInfo {
             peer,
             tls,
-            tls_available: self.tls.is_some(),
+            tls_available: self.tls.read().is_some(),
             allow_plaintext_auth: self.plaintext_networks.iter().any(|n| n.contains(peer)),
             hostname: self.config.hostname.clone(),
         }
@@ -85,7 +90,11 @@ impl Drop for PerIpGuard {
 
 /// Opens the store and serves until `shutdown` turns true, then stops accepting, says
 /// goodbye to every session and waits (bounded) for them to end.
-pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    config_path: Option<std::path::PathBuf>,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let db_dir = config.db_dir();
     let store = tokio::task::spawn_blocking(move || Store::open(&db_dir))
@@ -109,7 +118,7 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow:
         config,
         store,
         auth,
-        tls,
+        tls: parking_lot::RwLock::new(tls),
         clock,
     });
 
@@ -169,6 +178,11 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow:
     }
 
     tokio::spawn(crate::retention::run(shared.store.clone(), stop_rx.clone()));
+    tokio::spawn(crate::reload::on_sighup(
+        shared.clone(),
+        config_path,
+        stop_rx.clone(),
+    ));
     if let Some(listener) = metrics_listener {
         tokio::spawn(crate::metrics::serve(
             listener,
@@ -263,7 +277,7 @@ async fn serve_connection(
     driver::drive(
         stream,
         service.implicit_tls(),
-        shared.tls.clone(),
+        shared.tls(),
         session,
         shared.store.clone(),
         timeouts,

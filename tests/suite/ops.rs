@@ -85,3 +85,94 @@ print(p.stat()[0]); p.quit()
     );
     assert_eq!(count.trim(), "3");
 }
+
+/// The DER certificate the server presents on its implicit-TLS IMAP port contains `needle`.
+fn presents_certificate(server: &TestServer, needle: &str) -> bool {
+    let script = r#"
+import socket, ssl, sys
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+with socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10) as raw:
+    with ctx.wrap_socket(raw) as tls:
+        print(sys.argv[2].encode() in tls.getpeercert(binary_form=True))
+"#;
+    python_ok(
+        script,
+        &[server.addr("imaps").port().to_string(), needle.to_string()],
+    )
+    .trim()
+        == "True"
+}
+
+#[test]
+fn sighup_reloads_the_certificate_and_refuses_a_bad_config() {
+    let mut server = TestServer::start();
+    assert!(presents_certificate(&server, "localhost"));
+    let dir = server.dir.path().to_path_buf();
+    let status = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ])
+        .args(["-days", "2", "-subj", "/CN=reloaded.test"])
+        .arg("-keyout")
+        .arg(dir.join("new.key"))
+        .arg("-out")
+        .arg(dir.join("new.crt"))
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let original = std::fs::read_to_string(&server.config).unwrap();
+    let certs = repo().join("certs-dev");
+    let updated = original
+        .replace(
+            &format!("{}/server.crt", certs.display()),
+            &dir.join("new.crt").display().to_string(),
+        )
+        .replace(
+            &format!("{}/server.key", certs.display()),
+            &dir.join("new.key").display().to_string(),
+        );
+    assert_ne!(original, updated);
+    std::fs::write(&server.config, &updated).unwrap();
+    let hup = || {
+        std::process::Command::new("kill")
+            .args(["-HUP", &server.pid().to_string()])
+            .status()
+            .unwrap();
+    };
+    hup();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !presents_certificate(&server, "reloaded.test") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "new certificate not served after SIGHUP"
+        );
+    }
+    // A broken configuration is refused and the server keeps serving as before.
+    std::fs::write(
+        &server.config,
+        updated
+            .replace("[limits]", "")
+            .replace("hostname = ", "hostname_typo = "),
+    )
+    .unwrap();
+    hup();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !server.log().contains("configuration refused") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no refusal logged:\n{}",
+            server.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(presents_certificate(&server, "reloaded.test"));
+    std::fs::write(&server.config, &original).unwrap();
+    assert!(server.stop().is_some_and(|s| s.success()));
+}
