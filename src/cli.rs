@@ -56,6 +56,8 @@ pub enum Command {
     /// not exist; safe while the server runs. Restore: stop the server, replace
     /// `<data_dir>/db` with the copy, start it.
     Backup { dir: PathBuf },
+    /// Print the mail settings a user needs during an outage.
+    ClientSetup { address: String },
 }
 
 #[derive(Debug, Subcommand, Serialize, Deserialize)]
@@ -385,6 +387,12 @@ pub fn execute(ctx: &AdminContext, command: Command, out: &mut dyn Write) -> any
         Command::Outage(c) => crate::outage::cli::outage(ctx.store, &ctx.config.hostname, c, out),
         Command::Queue(c) => crate::outage::cli::queue(ctx.store, c, out),
         Command::Track(a) => crate::outage::cli::track(ctx.store, a, out),
+        Command::ClientSetup { address } => {
+            match crate::autoconfig::settings(ctx.config, ctx.store, &address) {
+                Some(s) => Ok(write!(out, "{}", crate::autoconfig::describe(&s))?),
+                None => bail!("{address} is not an address of a protected domain"),
+            }
+        }
         Command::Backup { dir } => {
             ctx.store
                 .checkpoint(&dir)

@@ -28,6 +28,16 @@ pub struct Config {
     pub log: LogConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub autoconfig: AutoconfigConfig,
+}
+
+/// HTTPS listener for Thunderbird autoconfig, Outlook autodiscover and Apple profiles.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AutoconfigConfig {
+    /// e.g. "[::]:443"; unset: not served. Uses the [tls] certificate.
+    pub listen: Option<String>,
 }
 
 /// The local HTTP port for Prometheus (`/metrics`) and health checks (`/health`).
@@ -415,6 +425,19 @@ impl Config {
                 problem(
                     "metrics.listen".into(),
                     format!("'{addr}' is not an address:port (e.g. 127.0.0.1:9187)"),
+                );
+            }
+        }
+        if let Some(addr) = &self.autoconfig.listen {
+            if addr.parse::<SocketAddr>().is_err() {
+                problem(
+                    "autoconfig.listen".into(),
+                    format!("'{addr}' is not an address:port (e.g. [::]:443)"),
+                );
+            } else if self.tls.is_none() {
+                problem(
+                    "autoconfig.listen".into(),
+                    "needs a [tls] section (served over HTTPS)".into(),
                 );
             }
         }

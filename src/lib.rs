@@ -4,9 +4,11 @@
 
 pub mod admin;
 pub mod auth;
+pub mod autoconfig;
 pub mod cli;
 pub mod config;
 pub mod driver;
+pub mod http;
 pub mod imap;
 pub mod metrics;
 pub mod outage;

@@ -3,22 +3,19 @@
 //! count without plumbing; gauges that live in the store (queue depth, outage state) are
 //! read at scrape time.
 //!
-//! The HTTP side is a minimal GET-only responder (bounded request, time-out, one response
-//! per connection): enough for Prometheus and a load balancer's health probe on a local
-//! port, without pulling an HTTP framework into the binary.
+//! Served by the small responder in `crate::http`.
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use understudy_storage::outage::OutagePhase;
 use understudy_storage::{QueueKind, Store};
 
 use crate::config::Service;
+use crate::http::{Request, Response};
 
 /// Counters, all monotonic.
 pub struct Metrics {
@@ -195,76 +192,31 @@ pub fn render(store: &Store) -> String {
 }
 
 /// Serves `/metrics` and `/health` until shutdown.
-pub async fn serve(listener: TcpListener, store: Store, mut shutdown: watch::Receiver<bool>) {
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = shutdown.changed() => return,
-        };
-        let Ok((mut stream, peer)) = accepted else {
-            continue;
-        };
+pub async fn serve(listener: TcpListener, store: Store, shutdown: watch::Receiver<bool>) {
+    let handler = move |request: Request| {
         let store = store.clone();
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 2048];
-            let mut len = 0;
-            let deadline = Instant::now() + Duration::from_secs(5);
-            // Read the request head (bounded), then answer and close.
-            while !buf[..len].windows(4).any(|w| w == b"\r\n\r\n") && len < buf.len() {
-                let left = deadline.saturating_duration_since(Instant::now());
-                match tokio::time::timeout(left, stream.read(&mut buf[len..])).await {
-                    Ok(Ok(n)) if n > 0 => len += n,
-                    _ => return,
-                }
+        async move {
+            if request.method != "GET" {
+                return Response::not_found();
             }
-            let head = String::from_utf8_lossy(&buf[..len]);
-            let path = head.split_whitespace().nth(1).unwrap_or("");
-            let (status, body, kind) = match (head.starts_with("GET "), path) {
-                (true, "/metrics") => {
+            match request.path.as_str() {
+                "/metrics" => {
                     let text = tokio::task::spawn_blocking(move || render(&store))
                         .await
                         .unwrap_or_default();
-                    ("200 OK", text, "text/plain; version=0.0.4")
+                    Response::new("200 OK", "text/plain; version=0.0.4", text)
                 }
-                (true, "/health") => {
-                    let ok = tokio::task::spawn_blocking(move || store.health_check()).await;
-                    match ok {
-                        Ok(Ok(())) => ("200 OK", "ok\n".to_string(), "text/plain"),
-                        Ok(Err(e)) => {
-                            tracing::error!(error = %e, "health check: store not writable");
-                            (
-                                "503 Service Unavailable",
-                                "store not writable\n".to_string(),
-                                "text/plain",
-                            )
-                        }
-                        Err(_) => (
-                            "503 Service Unavailable",
-                            "health check failed\n".to_string(),
-                            "text/plain",
-                        ),
+                "/health" => match tokio::task::spawn_blocking(move || store.health_check()).await {
+                    Ok(Ok(())) => Response::new("200 OK", "text/plain", "ok\n"),
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "health check: store not writable");
+                        Response::new("503 Service Unavailable", "text/plain", "store not writable\n")
                     }
-                }
-                _ => ("404 Not Found", "not found\n".to_string(), "text/plain"),
-            };
-            tracing::debug!(%peer, path, status, "metrics request");
-            let response = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = tokio::time::timeout(Duration::from_secs(5), stream.write_all(response.as_bytes())).await;
-            let _ = stream.shutdown().await;
-        });
-    }
-}
-
-/// Binds the metrics listener if configured; prints `listening metrics ADDR` like the
-/// mail listeners.
-pub async fn bind(addr: &str) -> anyhow::Result<TcpListener> {
-    let addr: SocketAddr = addr.parse()?;
-    let listener = TcpListener::bind(addr).await?;
-    let local = listener.local_addr()?;
-    tracing::info!(service = "metrics", addr = %local, "listening");
-    println!("listening metrics {local}");
-    Ok(listener)
+                    Err(_) => Response::new("503 Service Unavailable", "text/plain", "health check failed\n"),
+                },
+                _ => Response::not_found(),
+            }
+        }
+    };
+    crate::http::serve(listener, || None, handler, shutdown).await
 }

@@ -29,6 +29,8 @@ pub struct Shared {
     pub tls: parking_lot::RwLock<Option<TlsAcceptor>>,
     pub clock: Arc<dyn Clock>,
     pub imap: Arc<crate::imap::ImapStore>,
+    /// Addresses actually bound, per service.
+    pub bound: Mutex<Vec<(Service, SocketAddr)>>,
     pub pop3: Arc<crate::pop3::Pop3Store>,
     pub smtp: Arc<crate::smtp::SmtpStore>,
     /// Users whose sessions must end now (admin commands send, drivers listen).
@@ -37,6 +39,15 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// The port the server bound for `service` (the first listener's).
+    pub fn bound_port(&self, service: Service) -> Option<u16> {
+        self.bound
+            .lock()
+            .iter()
+            .find(|(s, _)| *s == service)
+            .map(|(_, a)| a.port())
+    }
+
     pub fn tls(&self) -> Option<TlsAcceptor> {
         self.tls.read().clone()
     }
@@ -108,6 +119,7 @@ pub async fn run(
     let auth = Arc::new(Authenticator::new(store.clone(), clock.clone(), &config.auth));
     let shared = Arc::new(Shared {
         plaintext_networks: config.plaintext_networks(),
+        bound: Mutex::new(Vec::new()),
         imap: Arc::new(crate::imap::ImapStore::new(
             store.clone(),
             config.limits.max_message_size,
@@ -135,18 +147,27 @@ pub async fn run(
             tracing::info!(service = service.name(), addr = %local, "listening");
             // Machine-readable line for the test harness and scripts.
             println!("listening {} {}", service.name(), local);
+            shared.bound.lock().push((service, local));
             listeners.push((service, listener));
         }
     }
     let metrics_listener = match &shared.config.metrics.listen {
         Some(addr) => Some(
-            crate::metrics::bind(addr)
+            crate::http::bind("metrics", addr)
                 .await
                 .with_context(|| format!("metrics.listen: {addr}"))?,
         ),
         None => None,
     };
     let admin_socket = crate::admin::socket::AdminSocket::bind(&crate::admin::socket_path(&shared.config))?;
+    let autoconfig_listener = match &shared.config.autoconfig.listen {
+        Some(addr) => Some(
+            crate::http::bind("autoconfig", addr)
+                .await
+                .with_context(|| format!("autoconfig.listen: {addr}"))?,
+        ),
+        None => None,
+    };
     println!("ready");
     notify_systemd_ready();
 
@@ -183,6 +204,13 @@ pub async fn run(
         config_path,
         stop_rx.clone(),
     ));
+    if let Some(listener) = autoconfig_listener {
+        tokio::spawn(crate::autoconfig::serve(
+            listener,
+            shared.clone(),
+            stop_rx.clone(),
+        ));
+    }
     if let Some(listener) = metrics_listener {
         tokio::spawn(crate::metrics::serve(
             listener,

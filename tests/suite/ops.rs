@@ -176,3 +176,53 @@ fn sighup_reloads_the_certificate_and_refuses_a_bad_config() {
     std::fs::write(&server.config, &original).unwrap();
     assert!(server.stop().is_some_and(|s| s.success()));
 }
+
+#[test]
+fn autoconfig_serves_thunderbird_outlook_and_apple_settings_over_https() {
+    let server = TestServer::setup("[autoconfig]\nlisten = \"127.0.0.1:0\"\n", |s| {
+        s.admin_ok(&["domain", "add", "example.com"]);
+        s.add_user("anna@example.com", PASSWORD);
+    });
+    let script = r#"
+import ssl, sys, urllib.request
+ctx = ssl.create_default_context(cafile=sys.argv[1])
+base = "https://localhost:%s" % sys.argv[2]
+def get(path, data=None):
+    try:
+        r = urllib.request.urlopen(urllib.request.Request(base + path, data=data), context=ctx, timeout=10)
+        return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, ""
+print("tb", *get("/mail/config-v1.1.xml?emailaddress=anna%40example.com"))
+print("ol", *get("/autodiscover/autodiscover.xml", b"<Autodiscover><Request><EMailAddress>anna@example.com</EMailAddress></Request></Autodiscover>"))
+print("apple", *get("/apple.mobileconfig?email=anna@example.com"))
+print("foreign", get("/mail/config-v1.1.xml?emailaddress=eve%40elsewhere.org")[0])
+"#;
+    let out = python_ok(
+        script,
+        &[
+            ca_cert().display().to_string(),
+            server.addr("autoconfig").port().to_string(),
+        ],
+    );
+    let imaps = server.addr("imaps").port();
+    assert!(
+        out.contains("tb 200") && out.contains(&format!("<port>{imaps}</port>")),
+        "{out}"
+    );
+    assert!(
+        out.contains("ol 200") && out.contains("<LoginName>anna@example.com</LoginName>"),
+        "{out}"
+    );
+    assert!(
+        out.contains("apple 200") && out.contains("com.apple.mail.managed"),
+        "{out}"
+    );
+    assert!(out.contains("foreign 404"), "{out}");
+    let text = server.admin_ok(&["client-setup", "anna@example.com"]);
+    // The CLI reports the configured ports (0 here: "any").
+    assert!(
+        text.contains("Incoming (IMAP): localhost  port") && text.contains("authentication required"),
+        "{text}"
+    );
+}

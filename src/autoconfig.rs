@@ -1,0 +1,297 @@
+//! Client setup in a hurry: the settings a user needs, as Thunderbird autoconfig
+//! (`/mail/config-v1.1.xml`), Outlook autodiscover (POX, `/autodiscover/autodiscover.xml`),
+//! an Apple configuration profile (`/apple.mobileconfig?email=`), and plain text for
+//! `understudy client-setup ADDRESS`. Served over HTTPS with the server's certificate on
+//! `[autoconfig] listen`. Settings are given for any address of a protected domain, so
+//! the answers do not tell which users exist.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use understudy_storage::accounts::normalize_address;
+use understudy_storage::Store;
+
+use crate::config::{Config, Service};
+use crate::http::{Request, Response};
+
+/// Public host name and implicit-TLS ports users should configure.
+pub struct Settings {
+    pub address: String,
+    pub domain: String,
+    pub host: String,
+    pub imap: Option<u16>,
+    pub pop3: Option<u16>,
+    pub smtp: Option<u16>,
+}
+
+fn port(config: &Config, service: Service) -> Option<u16> {
+    config
+        .listen
+        .addresses(service)
+        .first()
+        .and_then(|a| a.parse::<SocketAddr>().ok())
+        .map(|a| a.port())
+}
+
+/// Settings for `address`, or `None` if it is not an address of a protected domain.
+/// Ports come from the configuration.
+pub fn settings(config: &Config, store: &Store, address: &str) -> Option<Settings> {
+    settings_with_ports(config, store, address, &|service| port(config, service))
+}
+
+/// As `settings`, with the ports the running server actually bound (port 0 in a config
+/// means "any").
+pub fn settings_with_ports(
+    config: &Config,
+    store: &Store,
+    address: &str,
+    port: &dyn Fn(Service) -> Option<u16>,
+) -> Option<Settings> {
+    let address = normalize_address(address).ok()?;
+    let domain = address.rsplit_once('@')?.1.to_string();
+    store.domain(&domain).ok()??;
+    Some(Settings {
+        address,
+        domain,
+        host: config.hostname.clone(),
+        imap: port(Service::Imaps),
+        pop3: port(Service::Pop3s),
+        smtp: port(Service::Submissions),
+    })
+}
+
+fn xml(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&apos;")
+}
+
+/// Plain text for people.
+pub fn describe(s: &Settings) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "Mail settings for {} during an outage", s.address);
+    let _ = writeln!(
+        out,
+        "User name: {} (the full address)   Password: the usual one",
+        s.address
+    );
+    if let Some(p) = s.imap {
+        let _ = writeln!(
+            out,
+            "Incoming (IMAP): {}  port {p}  SSL/TLS  normal password",
+            s.host
+        );
+    }
+    if let Some(p) = s.pop3 {
+        let _ = writeln!(
+            out,
+            "Incoming (POP3): {}  port {p}  SSL/TLS  normal password",
+            s.host
+        );
+    }
+    if let Some(p) = s.smtp {
+        let _ = writeln!(
+            out,
+            "Outgoing (SMTP): {}  port {p}  SSL/TLS  normal password, authentication required",
+            s.host
+        );
+    }
+    out
+}
+
+pub fn thunderbird(s: &Settings) -> String {
+    let host = xml(&s.host);
+    let mut out = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<clientConfig version=\"1.1\">\n  <emailProvider id=\"{d}\">\n    <domain>{d}</domain>\n    <displayName>{d} (continuity)</displayName>\n",
+        d = xml(&s.domain)
+    );
+    for (kind, port, tag) in [
+        ("imap", s.imap, "incomingServer"),
+        ("pop3", s.pop3, "incomingServer"),
+        ("smtp", s.smtp, "outgoingServer"),
+    ] {
+        if let Some(port) = port {
+            let _ = write!(
+                out,
+                "    <{tag} type=\"{kind}\">\n      <hostname>{host}</hostname>\n      <port>{port}</port>\n      <socketType>SSL</socketType>\n      <authentication>password-cleartext</authentication>\n      <username>%EMAILADDRESS%</username>\n    </{tag}>\n"
+            );
+        }
+    }
+    out.push_str("  </emailProvider>\n</clientConfig>\n");
+    out
+}
+
+pub fn outlook(s: &Settings) -> String {
+    let mut out = String::from(
+        "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<Autodiscover xmlns=\"http://schemas.microsoft.com/exchange/autodiscover/responseschema/2006\">\n  <Response xmlns=\"http://schemas.microsoft.com/exchange/autodiscover/outlook/responseschema/2006a\">\n    <Account>\n      <AccountType>email</AccountType>\n      <Action>settings</Action>\n",
+    );
+    for (kind, port) in [("IMAP", s.imap), ("POP3", s.pop3), ("SMTP", s.smtp)] {
+        if let Some(port) = port {
+            let _ = write!(
+                out,
+                "      <Protocol>\n        <Type>{kind}</Type>\n        <Server>{}</Server>\n        <Port>{port}</Port>\n        <LoginName>{}</LoginName>\n        <DomainRequired>off</DomainRequired>\n        <SPA>off</SPA>\n        <SSL>on</SSL>\n        <AuthRequired>on</AuthRequired>\n      </Protocol>\n",
+                xml(&s.host),
+                xml(&s.address)
+            );
+        }
+    }
+    out.push_str("    </Account>\n  </Response>\n</Autodiscover>\n");
+    out
+}
+
+/// A stable UUID-shaped identifier derived from the address, so reinstalling the profile
+/// replaces it instead of adding a second account.
+fn uuid(seed: &str) -> String {
+    let h = Sha256::digest(seed.as_bytes());
+    let x = hex::encode(&h[..16]);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &x[..8],
+        &x[8..12],
+        &x[12..16],
+        &x[16..20],
+        &x[20..32]
+    )
+    .to_uppercase()
+}
+
+pub fn apple(s: &Settings) -> String {
+    let (imap, smtp) = (s.imap.unwrap_or(993), s.smtp.unwrap_or(465));
+    let (a, h, d) = (xml(&s.address), xml(&s.host), xml(&s.domain));
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<!DOCTYPE plist PUBLIC "-//Apple//DTD PLIST 1.0//EN" "http://www.apple.com/DTDs/PropertyList-1.0.dtd">
+<plist version="1.0">
+<dict>
+  <key>PayloadContent</key>
+  <array>
+    <dict>
+      <key>EmailAccountDescription</key><string>{a} (continuity)</string>
+      <key>EmailAccountType</key><string>EmailTypeIMAP</string>
+      <key>EmailAddress</key><string>{a}</string>
+      <key>IncomingMailServerAuthentication</key><string>EmailAuthPassword</string>
+      <key>IncomingMailServerHostName</key><string>{h}</string>
+      <key>IncomingMailServerPortNumber</key><integer>{imap}</integer>
+      <key>IncomingMailServerUseSSL</key><true/>
+      <key>IncomingMailServerUsername</key><string>{a}</string>
+      <key>OutgoingMailServerAuthentication</key><string>EmailAuthPassword</string>
+      <key>OutgoingMailServerHostName</key><string>{h}</string>
+      <key>OutgoingMailServerPortNumber</key><integer>{smtp}</integer>
+      <key>OutgoingMailServerUseSSL</key><true/>
+      <key>OutgoingMailServerUsername</key><string>{a}</string>
+      <key>OutgoingPasswordSameAsIncomingPassword</key><true/>
+      <key>PayloadIdentifier</key><string>email.understudy.{d}.account</string>
+      <key>PayloadType</key><string>com.apple.mail.managed</string>
+      <key>PayloadUUID</key><string>{u1}</string>
+      <key>PayloadVersion</key><integer>1</integer>
+    </dict>
+  </array>
+  <key>PayloadDisplayName</key><string>{d} mail (continuity)</string>
+  <key>PayloadIdentifier</key><string>email.understudy.{d}</string>
+  <key>PayloadType</key><string>Configuration</string>
+  <key>PayloadUUID</key><string>{u2}</string>
+  <key>PayloadVersion</key><integer>1</integer>
+</dict>
+</plist>
+"#,
+        u1 = uuid(&format!("account {}", s.address)),
+        u2 = uuid(&format!("profile {}", s.address)),
+    )
+}
+
+/// The address in an Outlook autodiscover request body (`<EMailAddress>`).
+fn requested_address(body: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(body);
+    let start = text.find("<EMailAddress>")? + "<EMailAddress>".len();
+    let end = text[start..].find("</EMailAddress>")? + start;
+    Some(text[start..end].trim().to_string())
+}
+
+pub async fn serve(
+    listener: TcpListener,
+    shared: std::sync::Arc<crate::server::Shared>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let tls_source = shared.clone();
+    let handler = move |request: Request| {
+        let shared = shared.clone();
+        async move {
+            let address = match request.path.as_str() {
+                "/autodiscover/autodiscover.xml" | "/Autodiscover/Autodiscover.xml" => {
+                    requested_address(&request.body)
+                }
+                _ => request
+                    .param("emailaddress")
+                    .or_else(|| request.param("email"))
+                    .map(str::to_string),
+            };
+            let Some(address) = address else {
+                return Response::not_found();
+            };
+            let path = request.path.clone();
+            let found = tokio::task::spawn_blocking(move || {
+                let bound = |service| shared.bound_port(service);
+                settings_with_ports(&shared.config, &shared.store, &address, &bound)
+            })
+            .await
+            .ok()
+            .flatten();
+            let Some(s) = found else {
+                return Response::not_found();
+            };
+            match path.as_str() {
+                "/mail/config-v1.1.xml" | "/.well-known/autoconfig/mail/config-v1.1.xml" => {
+                    Response::new("200 OK", "application/xml", thunderbird(&s))
+                }
+                "/autodiscover/autodiscover.xml" | "/Autodiscover/Autodiscover.xml" => {
+                    Response::new("200 OK", "application/xml", outlook(&s))
+                }
+                "/apple.mobileconfig" => {
+                    Response::new("200 OK", "application/x-apple-aspen-config", apple(&s))
+                }
+                "/settings.txt" => Response::new("200 OK", "text/plain; charset=utf-8", describe(&s)),
+                _ => Response::not_found(),
+            }
+        }
+    };
+    crate::http::serve(listener, move || tls_source.tls(), handler, shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Settings {
+        Settings {
+            address: "anna@example.com".into(),
+            domain: "example.com".into(),
+            host: "mx<1>.example.com".into(),
+            imap: Some(993),
+            pop3: None,
+            smtp: Some(465),
+        }
+    }
+
+    #[test]
+    fn documents_escape_and_list_what_is_served() {
+        let t = thunderbird(&sample());
+        assert!(t.contains("<hostname>mx&lt;1&gt;.example.com</hostname>"), "{t}");
+        assert!(
+            t.contains("type=\"imap\"") && !t.contains("type=\"pop3\"") && t.contains("<port>465</port>")
+        );
+        let o = outlook(&sample());
+        assert!(o.contains("<Type>IMAP</Type>") && o.contains("<LoginName>anna@example.com</LoginName>"));
+        let a = apple(&sample());
+        assert!(a.contains("<integer>993</integer>") && a.contains("com.apple.mail.managed"));
+        assert_eq!(uuid("x"), uuid("x"));
+        assert_eq!(
+            requested_address(b"<Request><EMailAddress>anna@example.com</EMailAddress></Request>").as_deref(),
+            Some("anna@example.com")
+        );
+    }
+}
