@@ -199,6 +199,10 @@ pub async fn run(
     }
 
     tokio::spawn(crate::retention::run(shared.store.clone(), stop_rx.clone()));
+    if let Some(interval) = sd_notify::watchdog_enabled() {
+        tracing::info!(?interval, "systemd watchdog enabled");
+        tokio::spawn(watchdog(shared.store.clone(), interval, stop_rx.clone()));
+    }
     tokio::spawn(crate::reload::on_sighup(
         shared.clone(),
         config_path,
@@ -319,6 +323,28 @@ fn notify_systemd_ready() {
     if std::env::var_os("NOTIFY_SOCKET").is_some() {
         if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
             tracing::warn!(error = %e, "cannot notify systemd");
+        }
+    }
+}
+
+/// systemd's watchdog (`WatchdogSec=`): pings at half the interval, and only while the
+/// store takes a synced write, so a wedged or full store gets the service restarted.
+async fn watchdog(store: Store, interval: Duration, mut shutdown: watch::Receiver<bool>) {
+    let period = interval / 2;
+    loop {
+        let probe = store.clone();
+        match tokio::task::spawn_blocking(move || probe.health_check()).await {
+            Ok(Ok(())) => {
+                if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]) {
+                    tracing::warn!(error = %e, "cannot ping the systemd watchdog");
+                }
+            }
+            Ok(Err(e)) => tracing::error!(error = %e, "store not writable: withholding the watchdog ping"),
+            Err(e) => tracing::error!(error = %e, "watchdog check failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = shutdown.changed() => return,
         }
     }
 }

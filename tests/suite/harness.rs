@@ -36,6 +36,7 @@ pub struct TestServer {
     /// Lines the server wrote on stderr (its log), collected in the background.
     log: mpsc::Receiver<String>,
     log_lines: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 /// Configuration text for a test server in `dir`, every listener on port 0.
@@ -79,6 +80,15 @@ impl TestServer {
 
     /// Writes the config, runs `prepare` (admin commands on the stopped server), starts.
     pub fn setup(extra_config: &str, prepare: impl FnOnce(&TestServer)) -> TestServer {
+        TestServer::setup_with_env(extra_config, &[], prepare)
+    }
+
+    /// As `setup`, with extra environment variables for the server process.
+    pub fn setup_with_env(
+        extra_config: &str,
+        env: &[(&str, &str)],
+        prepare: impl FnOnce(&TestServer),
+    ) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("understudy.toml");
         std::fs::write(&config, test_config(dir.path(), extra_config)).expect("write config");
@@ -90,6 +100,7 @@ impl TestServer {
             addrs: HashMap::new(),
             log,
             log_lines: Vec::new(),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         };
         prepare(&server);
         server.launch();
@@ -99,6 +110,7 @@ impl TestServer {
     fn launch(&mut self) {
         let mut child = Command::new(BIN)
             .args(["--config", self.config.to_str().expect("utf-8 path"), "serve"])
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

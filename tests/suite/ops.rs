@@ -22,7 +22,12 @@ except imaplib.IMAP4.error:
     pass
 health = urllib.request.urlopen("http://127.0.0.1:%d/health" % metrics, timeout=10)
 print("health", health.status, health.read().decode().strip())
-print(urllib.request.urlopen("http://127.0.0.1:%d/metrics" % metrics, timeout=10).read().decode())
+text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % metrics, timeout=10).read().decode()
+print(text)
+# A real Prometheus parser must accept the whole exposition.
+from prometheus_client.parser import text_string_to_metric_families
+families = {f.name: f for f in text_string_to_metric_families(text)}
+print("parsed families", len(families), "queue samples", len(families["understudy_queue_depth"].samples))
 try:
     urllib.request.urlopen("http://127.0.0.1:%d/nothing" % metrics, timeout=10)
 except urllib.error.HTTPError as e:
@@ -47,6 +52,7 @@ except urllib.error.HTTPError as e:
         "understudy_queue_depth{domain=\"example.com\"} 2",
         "understudy_outage{domain=\"example.com\"} 0",
         "unknown path 404",
+        "queue samples 1",
     ] {
         assert!(out.contains(expected), "{expected} missing from:\n{out}");
     }
@@ -127,6 +133,30 @@ fn sighup_reloads_the_certificate_and_refuses_a_bad_config() {
         .status()
         .unwrap();
     assert!(status.success());
+    // An IMAP session opened before the reload must go on working after it.
+    let session = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(
+            r#"
+import imaplib, ssl, sys
+m = imaplib.IMAP4_SSL("127.0.0.1", int(sys.argv[2]), ssl_context=ssl.create_default_context(cafile=sys.argv[1]), timeout=60)
+m.login("anna@example.com", "Correct1horse")
+print("logged in", flush=True)
+sys.stdin.readline()
+print("noop", m.noop()[0], flush=True)
+"#,
+        )
+        .arg(ca_cert())
+        .arg(server.addr("imaps").port().to_string())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut session_out = std::io::BufReader::new(session.stdout.unwrap());
+    let mut session_in = session.stdin.unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut session_out, &mut first).unwrap();
+    assert_eq!(first.trim(), "logged in");
     let original = std::fs::read_to_string(&server.config).unwrap();
     let certs = repo().join("certs-dev");
     let updated = original
@@ -173,6 +203,11 @@ fn sighup_reloads_the_certificate_and_refuses_a_bad_config() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     assert!(presents_certificate(&server, "reloaded.test"));
+    // The session opened before both reloads is still there.
+    std::io::Write::write_all(&mut session_in, b"go\n").unwrap();
+    let mut noop = String::new();
+    std::io::BufRead::read_line(&mut session_out, &mut noop).unwrap();
+    assert_eq!(noop.trim(), "noop OK");
     std::fs::write(&server.config, &original).unwrap();
     assert!(server.stop().is_some_and(|s| s.success()));
 }
@@ -197,6 +232,20 @@ print("tb", *get("/mail/config-v1.1.xml?emailaddress=anna%40example.com"))
 print("ol", *get("/autodiscover/autodiscover.xml", b"<Autodiscover><Request><EMailAddress>anna@example.com</EMailAddress></Request></Autodiscover>"))
 print("apple", *get("/apple.mobileconfig?email=anna@example.com"))
 print("foreign", get("/mail/config-v1.1.xml?emailaddress=eve%40elsewhere.org")[0])
+import plistlib, xml.etree.ElementTree as ET
+tb = ET.fromstring(get("/mail/config-v1.1.xml?emailaddress=anna%40example.com")[1])
+provider = tb.find("emailProvider")
+for server in provider.findall("incomingServer") + provider.findall("outgoingServer"):
+    fields = {c.tag: c.text for c in server}
+    assert set(fields) == {"hostname", "port", "socketType", "authentication", "username"}, fields
+    assert fields["socketType"] == "SSL" and fields["username"] == "%EMAILADDRESS%", fields
+print("tb servers", [s.get("type") for s in provider if s.tag.endswith("Server")])
+ns = "{http://schemas.microsoft.com/exchange/autodiscover/outlook/responseschema/2006a}"
+ol = ET.fromstring(get("/autodiscover/autodiscover.xml", b"<Autodiscover><Request><EMailAddress>anna@example.com</EMailAddress></Request></Autodiscover>")[1])
+print("ol protocols", [p.find(ns + "Type").text for p in ol.iter(ns + "Protocol")])
+profile = plistlib.loads(get("/apple.mobileconfig?email=anna@example.com")[1].encode())
+account = profile["PayloadContent"][0]
+print("plist", profile["PayloadType"], account["PayloadType"], account["IncomingMailServerUseSSL"], account["EmailAddress"])
 "#;
     let out = python_ok(
         script,
@@ -219,10 +268,64 @@ print("foreign", get("/mail/config-v1.1.xml?emailaddress=eve%40elsewhere.org")[0
         "{out}"
     );
     assert!(out.contains("foreign 404"), "{out}");
+    assert!(out.contains("tb servers ['imap', 'pop3', 'smtp']"), "{out}");
+    assert!(out.contains("ol protocols ['IMAP', 'POP3', 'SMTP']"), "{out}");
+    assert!(
+        out.contains("plist Configuration com.apple.mail.managed True anna@example.com"),
+        "{out}"
+    );
     let text = server.admin_ok(&["client-setup", "anna@example.com"]);
     // The CLI reports the configured ports (0 here: "any").
     assert!(
         text.contains("Incoming (IMAP): localhost  port") && text.contains("authentication required"),
         "{text}"
     );
+}
+
+#[test]
+fn systemd_accepts_the_unit_and_the_server_signals_ready_and_watchdog() {
+    // systemd-analyze checks the unit's syntax and that ExecStart is executable.
+    let dir = tempfile::tempdir().unwrap();
+    let unit = std::fs::read_to_string(repo().join("config/understudy.service"))
+        .unwrap()
+        .replace("/usr/local/bin/understudy", BIN);
+    let unit_path = dir.path().join("understudy.service");
+    std::fs::write(&unit_path, unit).unwrap();
+    let verify = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&unit_path)
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success() && verify.stderr.is_empty(),
+        "systemd-analyze verify: {}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+
+    // The test plays systemd: a datagram socket in NOTIFY_SOCKET.
+    let socket_path = dir.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let notify = socket_path.display().to_string();
+    let server = TestServer::setup_with_env(
+        "",
+        &[("NOTIFY_SOCKET", &notify), ("WATCHDOG_USEC", "400000")],
+        |s| {
+            s.admin_ok(&["domain", "add", "example.com"]);
+        },
+    );
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 512];
+    while !(seen.iter().any(|m: &String| m.contains("READY=1"))
+        && seen.iter().any(|m| m.contains("WATCHDOG=1")))
+    {
+        let n = socket
+            .recv(&mut buf)
+            .expect("no READY=1 and WATCHDOG=1 within 30 s");
+        seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    // READY comes after every listener is bound: the harness saw them all already.
+    assert_eq!(server.addrs.len(), 7, "{:?}", server.addrs);
 }
