@@ -134,7 +134,7 @@ fn sighup_reloads_the_certificate_and_refuses_a_bad_config() {
         .unwrap();
     assert!(status.success());
     // An IMAP session opened before the reload must go on working after it.
-    let session = std::process::Command::new("python3")
+    let mut session = std::process::Command::new("python3")
         .arg("-c")
         .arg(
             r#"
@@ -152,8 +152,8 @@ print("noop", m.noop()[0], flush=True)
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut session_out = std::io::BufReader::new(session.stdout.unwrap());
-    let mut session_in = session.stdin.unwrap();
+    let mut session_out = std::io::BufReader::new(session.stdout.take().unwrap());
+    let mut session_in = session.stdin.take().unwrap();
     let mut first = String::new();
     std::io::BufRead::read_line(&mut session_out, &mut first).unwrap();
     assert_eq!(first.trim(), "logged in");
@@ -208,6 +208,8 @@ print("noop", m.noop()[0], flush=True)
     let mut noop = String::new();
     std::io::BufRead::read_line(&mut session_out, &mut noop).unwrap();
     assert_eq!(noop.trim(), "noop OK");
+    drop(session_in);
+    session.wait().unwrap();
     std::fs::write(&server.config, &original).unwrap();
     assert!(server.stop().is_some_and(|s| s.success()));
 }
