@@ -26,6 +26,8 @@ pub struct Config {
     pub password_policy: PasswordPolicy,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub delivery: crate::delivery::config::DeliveryConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -418,6 +420,7 @@ impl Config {
                 format!("'{}' is not a log filter (e.g. info, debug)", self.log.level),
             );
         }
+        problems.extend(self.delivery.validate());
         problems
     }
 
