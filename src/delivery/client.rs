@@ -695,7 +695,7 @@ mod tests {
         assert_eq!(codes, [250, 550]);
         client.quit().await;
         let seen = server.await.unwrap();
-        assert!(seen.contains("MAIL FROM:<a@b> SIZE=22\r\nRCPT TO:<x@y>\r\nRCPT TO:<z@y>\r\nDATA\r\n"), "{seen}");
+        assert!(seen.contains("MAIL FROM:<a@b> SIZE=20\r\nRCPT TO:<x@y>\r\nRCPT TO:<z@y>\r\nDATA\r\n"), "{seen}");
         assert!(seen.contains("\r\n..dot\r\n.\r\n"), "{seen}");
     }
 }
