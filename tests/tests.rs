@@ -14,3 +14,6 @@ mod pop3;
 
 #[path = "suite/smtp.rs"]
 mod smtp;
+
+#[path = "suite/delivery.rs"]
+mod delivery;
