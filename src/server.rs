@@ -124,7 +124,14 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow:
     }
     let queue_runner = shared.config.delivery.enabled.then(|| {
         let s = &shared;
-        crate::delivery::spawn(s.store.clone(), s.clock.clone(), s.config.hostname.clone(), s.config.delivery.clone(), queue_wakeup, shutdown.clone())
+        crate::delivery::spawn(
+            s.store.clone(),
+            s.clock.clone(),
+            s.config.hostname.clone(),
+            s.config.delivery.clone(),
+            queue_wakeup,
+            shutdown.clone(),
+        )
     });
     println!("ready");
     notify_systemd_ready();

@@ -315,7 +315,10 @@ impl SmtpClient {
             TlsPolicy::Opportunistic => client.caps.starttls,
             TlsPolicy::Required if client.caps.starttls => true,
             TlsPolicy::Required => {
-                return Err(ClientError::Tls(format!("{} does not offer STARTTLS", client.host)))
+                return Err(ClientError::Tls(format!(
+                    "{} does not offer STARTTLS",
+                    client.host
+                )))
             }
         };
         if start_tls {
@@ -343,7 +346,10 @@ impl SmtpClient {
         self.send_line(&format!("HELO {helo}")).await?;
         let (reply, _) = self.read_reply("the HELO reply").await?;
         if !reply.is_positive() {
-            return Err(ClientError::Refused { context: "HELO", reply });
+            return Err(ClientError::Refused {
+                context: "HELO",
+                reply,
+            });
         }
         self.caps = Capabilities::default();
         Ok(())
@@ -404,7 +410,9 @@ impl SmtpClient {
             // Lines end with CRLF; a bare LF is accepted too.
             while let Some(pos) = self.buf.iter().position(|b| *b == b'\n') {
                 let raw: Vec<u8> = self.buf.drain(..=pos).collect();
-                let line = String::from_utf8_lossy(&raw).trim_end_matches(['\r', '\n']).to_string();
+                let line = String::from_utf8_lossy(&raw)
+                    .trim_end_matches(['\r', '\n'])
+                    .to_string();
                 let (this_code, last, text) = parse_reply_line(&line)
                     .ok_or_else(|| ClientError::Protocol(format!("malformed reply line: {line:.80}")))?;
                 if !lines.is_empty() && this_code != code {
@@ -432,7 +440,9 @@ impl SmtpClient {
                 Err(_) => return Err(ClientError::Timeout(what)),
             };
             if n == 0 {
-                return Err(ClientError::Protocol(format!("connection closed while waiting for {what}")));
+                return Err(ClientError::Protocol(format!(
+                    "connection closed while waiting for {what}"
+                )));
             }
             self.buf.extend_from_slice(&chunk[..n]);
         }
@@ -527,7 +537,9 @@ impl SmtpClient {
             // A server that says 354 with no valid recipient gets an empty message,
             // which it must drop (RFC 2920 §3.1).
             self.write(b".\r\n", self.timeouts.data).await?;
-            let _ = self.read_reply_within("the end of data reply", self.timeouts.data).await?;
+            let _ = self
+                .read_reply_within("the end of data reply", self.timeouts.data)
+                .await?;
             self.rset().await?;
             return Ok(TransactionReplies {
                 mail: mail_reply,
@@ -556,7 +568,10 @@ impl SmtpClient {
         if reply.is_positive() {
             Ok(())
         } else {
-            Err(ClientError::Refused { context: "RSET", reply })
+            Err(ClientError::Refused {
+                context: "RSET",
+                reply,
+            })
         }
     }
 
@@ -564,7 +579,10 @@ impl SmtpClient {
     pub async fn quit(mut self) {
         if self.send_line("QUIT").await.is_ok() {
             let _ = self
-                .read_reply_within("the QUIT reply", Duration::from_secs(5).min(self.timeouts.command))
+                .read_reply_within(
+                    "the QUIT reply",
+                    Duration::from_secs(5).min(self.timeouts.command),
+                )
                 .await;
         }
     }
@@ -621,7 +639,10 @@ mod tests {
 
     #[test]
     fn reply_lines_parse() {
-        assert_eq!(parse_reply_line("250-PIPELINING"), Some((250, false, "PIPELINING")));
+        assert_eq!(
+            parse_reply_line("250-PIPELINING"),
+            Some((250, false, "PIPELINING"))
+        );
         assert_eq!(parse_reply_line("550 5.1.1 no"), Some((550, true, "5.1.1 no")));
         assert_eq!(parse_reply_line("354"), Some((354, true, "")));
         assert_eq!(parse_reply_line("25x ok"), None);
@@ -660,7 +681,9 @@ mod tests {
                 seen.extend_from_slice(&buf[..n]);
                 let text = String::from_utf8_lossy(&seen).to_string();
                 if step == 0 && text.contains("EHLO") {
-                    s.write_all(b"250-mx\r\n250-PIPELINING\r\n250 SIZE 100000\r\n").await.unwrap();
+                    s.write_all(b"250-mx\r\n250-PIPELINING\r\n250 SIZE 100000\r\n")
+                        .await
+                        .unwrap();
                     step = 1;
                 } else if step == 1 && text.contains("DATA\r\n") {
                     s.write_all(b"250 ok\r\n250 ok\r\n550 5.1.1 unknown\r\n354 go\r\n")
@@ -683,19 +706,27 @@ mod tests {
             data: Duration::from_secs(5),
         };
         let tls = TlsContext::new(std::path::Path::new("/nonexistent"));
-        let mut client = SmtpClient::connect("127.0.0.1", port, "me", TlsPolicy::Opportunistic, &tls, timeouts)
-            .await
-            .unwrap();
+        let mut client =
+            SmtpClient::connect("127.0.0.1", port, "me", TlsPolicy::Opportunistic, &tls, timeouts)
+                .await
+                .unwrap();
         assert!(client.caps.pipelining);
         let replies = client
-            .transaction("a@b", &["x@y".into(), "z@y".into()], b"Subject: t\r\n\r\n.dot\r\n")
+            .transaction(
+                "a@b",
+                &["x@y".into(), "z@y".into()],
+                b"Subject: t\r\n\r\n.dot\r\n",
+            )
             .await
             .unwrap();
         let codes: Vec<u16> = replies.per_recipient().iter().map(|r| r.code).collect();
         assert_eq!(codes, [250, 550]);
         client.quit().await;
         let seen = server.await.unwrap();
-        assert!(seen.contains("MAIL FROM:<a@b> SIZE=20\r\nRCPT TO:<x@y>\r\nRCPT TO:<z@y>\r\nDATA\r\n"), "{seen}");
+        assert!(
+            seen.contains("MAIL FROM:<a@b> SIZE=20\r\nRCPT TO:<x@y>\r\nRCPT TO:<z@y>\r\nDATA\r\n"),
+            "{seen}"
+        );
         assert!(seen.contains("\r\n..dot\r\n.\r\n"), "{seen}");
     }
 }

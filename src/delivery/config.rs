@@ -126,7 +126,10 @@ impl DeliveryConfig {
         }
         if let Some(host) = &self.smarthost {
             if split_host_port(host, 25).is_none() {
-                problem("delivery.smarthost".into(), format!("'{host}' is not host[:port]"));
+                problem(
+                    "delivery.smarthost".into(),
+                    format!("'{host}' is not host[:port]"),
+                );
             }
         }
         for (key, value) in [
@@ -134,12 +137,18 @@ impl DeliveryConfig {
             ("delivery.retry_initial_secs", self.retry_initial_secs),
             ("delivery.retry_max_secs", self.retry_max_secs),
             ("delivery.outage_recheck_secs", self.outage_recheck_secs),
-            ("delivery.max_connections_per_host", self.max_connections_per_host as u64),
+            (
+                "delivery.max_connections_per_host",
+                self.max_connections_per_host as u64,
+            ),
             ("delivery.max_in_flight", self.max_in_flight as u64),
             ("delivery.connect_timeout_secs", self.connect_timeout_secs),
             ("delivery.command_timeout_secs", self.command_timeout_secs),
             ("delivery.data_timeout_secs", self.data_timeout_secs),
-            ("delivery.max_messages_per_connection", self.max_messages_per_connection as u64),
+            (
+                "delivery.max_messages_per_connection",
+                self.max_messages_per_connection as u64,
+            ),
         ] {
             if value == 0 {
                 problem(key.into(), "must be greater than 0".into());
@@ -170,8 +179,14 @@ mod tests {
 
     #[test]
     fn host_port_forms() {
-        assert_eq!(split_host_port("mx.example.com", 25), Some(("mx.example.com".into(), 25)));
-        assert_eq!(split_host_port("127.0.0.1:2626", 25), Some(("127.0.0.1".into(), 2626)));
+        assert_eq!(
+            split_host_port("mx.example.com", 25),
+            Some(("mx.example.com".into(), 25))
+        );
+        assert_eq!(
+            split_host_port("127.0.0.1:2626", 25),
+            Some(("127.0.0.1".into(), 2626))
+        );
         assert_eq!(split_host_port("[::1]:26", 25), Some(("::1".into(), 26)));
         assert_eq!(split_host_port("[::1]", 25), Some(("::1".into(), 25)));
         assert_eq!(split_host_port("a b", 25), None);

@@ -46,10 +46,10 @@ pub fn build_dsn(
     failed: &[FailedRecipient],
     arrival: i64,
 ) -> Vec<u8> {
-    let mut text = String::from(
-        "This is the mail system at host ".to_string() + hostname + ".\r\n\r\n"
-            + "Your message could not be delivered to one or more recipients.\r\n"
-            + "The original message's headers are attached.\r\n\r\n",
+    let mut text = format!(
+        "This is the mail system at host {hostname}.\r\n\r\n\
+         Your message could not be delivered to one or more recipients.\r\n\
+         The original message's headers are attached.\r\n\r\n"
     );
     for f in failed {
         let what = if f.expired {
@@ -60,7 +60,10 @@ pub fn build_dsn(
                 None => "was refused".to_string(),
             }
         };
-        text.push_str(&format!("<{}>: {what}:\r\n    {}\r\n\r\n", f.address, f.diagnostic));
+        text.push_str(&format!(
+            "<{}>: {what}:\r\n    {}\r\n\r\n",
+            f.address, f.diagnostic
+        ));
     }
     let arrival_date = time::OffsetDateTime::from_unix_timestamp(arrival)
         .ok()
@@ -104,7 +107,10 @@ pub fn build_dsn(
         .from(("Mail Delivery System", from.as_str()))
         .to(sender)
         .subject("Undelivered Mail Returned to Sender")
-        .header("Auto-Submitted", mail_builder::headers::raw::Raw::new("auto-replied"))
+        .header(
+            "Auto-Submitted",
+            mail_builder::headers::raw::Raw::new("auto-replied"),
+        )
         .body(report)
         .write_to_vec()
         .unwrap_or_default()
@@ -122,8 +128,18 @@ pub fn dkim_sign(message: &[u8], domain: &str, selector: &str, key_path: &str) -
             .domain(domain)
             .selector(selector)
             .headers([
-                "From", "To", "Cc", "Subject", "Date", "Message-ID", "Reply-To", "In-Reply-To",
-                "References", "MIME-Version", "Content-Type", "Content-Transfer-Encoding",
+                "From",
+                "To",
+                "Cc",
+                "Subject",
+                "Date",
+                "Message-ID",
+                "Reply-To",
+                "In-Reply-To",
+                "References",
+                "MIME-Version",
+                "Content-Type",
+                "Content-Transfer-Encoding",
             ])
             .sign(message)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -161,11 +177,17 @@ mod tests {
         );
         let text = String::from_utf8(dsn).unwrap();
         assert!(text.contains("multipart/report"), "{text}");
-        assert!(text.contains("report-type=\"delivery-status\"") || text.contains("report-type=delivery-status"), "{text}");
+        assert!(
+            text.contains("report-type=\"delivery-status\"") || text.contains("report-type=delivery-status"),
+            "{text}"
+        );
         assert!(text.contains("Final-Recipient: rfc822; bob@remote.org"), "{text}");
         assert!(text.contains("Status: 5.1.1"), "{text}");
         assert!(text.contains("Subject: hi"), "{text}");
         assert!(!text.contains("body text"), "{text}");
-        assert!(text.contains("To: <anna@example.com>") || text.contains("To: anna@example.com"), "{text}");
+        assert!(
+            text.contains("To: <anna@example.com>") || text.contains("To: anna@example.com"),
+            "{text}"
+        );
     }
 }

@@ -36,7 +36,7 @@ use understudy_storage::{
     TrackingEvent,
 };
 
-use self::client::{ClientError, SmtpClient, TlsContext, Timeouts};
+use self::client::{ClientError, SmtpClient, Timeouts, TlsContext};
 use self::config::{split_host_port, DeliveryConfig, TlsPolicy};
 use self::dsn::FailedRecipient;
 
@@ -174,7 +174,10 @@ impl QueueRunner {
             }
             while tasks.try_join_next().is_some() {}
         }
-        tracing::info!(in_flight = tasks.len(), "queue runner stopping; letting attempts in flight finish");
+        tracing::info!(
+            in_flight = tasks.len(),
+            "queue runner stopping; letting attempts in flight finish"
+        );
         let grace = self.timeouts.data + self.timeouts.connect;
         let _ = tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
         let idle: Vec<SmtpClient> = self.pool.lock().drain().flat_map(|(_, v)| v).collect();
@@ -204,10 +207,14 @@ impl QueueRunner {
             if !domains.contains_key(&entry.domain) {
                 let store = self.store.clone();
                 let name = entry.domain.clone();
-                let info = blocking(move || Ok((store.domain(&name)?, store.outage_state(&name)?.phase))).await?;
+                let info =
+                    blocking(move || Ok((store.domain(&name)?, store.outage_state(&name)?.phase))).await?;
                 domains.insert(entry.domain.clone(), info);
             }
-            let (domain, phase) = domains.get(&entry.domain).cloned().unwrap_or((None, OutagePhase::Normal));
+            let (domain, phase) = domains
+                .get(&entry.domain)
+                .cloned()
+                .unwrap_or((None, OutagePhase::Normal));
             if entry.kind == QueueKind::Relay && phase == OutagePhase::Outage {
                 parked.push(entry.id);
                 continue;
@@ -233,7 +240,10 @@ impl QueueRunner {
         }
         if !parked.is_empty() {
             let at = now + self.config.outage_recheck_secs as i64;
-            tracing::debug!(count = parked.len(), "relay entries parked while their domain is in an outage");
+            tracing::debug!(
+                count = parked.len(),
+                "relay entries parked while their domain is in an outage"
+            );
             let store = self.store.clone();
             blocking(move || store.postpone_entries(&parked, at)).await?;
         }
@@ -290,7 +300,11 @@ impl QueueRunner {
 
     /// The route of an entry's first pending recipient (relay entries have one route).
     fn route_for(&self, entry: &QueueEntry, domain: Option<&Domain>) -> Route {
-        let first = entry.pending().next().map(|r| r.address.clone()).unwrap_or_default();
+        let first = entry
+            .pending()
+            .next()
+            .map(|r| r.address.clone())
+            .unwrap_or_default();
         self.route_for_recipient(entry.kind, &first, domain)
     }
 
@@ -305,7 +319,9 @@ impl QueueRunner {
                     port,
                     tls: relay_tls(domain.relay_tls),
                 },
-                Some(None) => Route::Unroutable(format!("relay host {:?} is not host[:port]", domain.relay_host)),
+                Some(None) => {
+                    Route::Unroutable(format!("relay host {:?} is not host[:port]", domain.relay_host))
+                }
                 None => Route::Unroutable("no relay host configured for the domain".into()),
             };
         }
@@ -330,7 +346,12 @@ impl QueueRunner {
 
     /// One attempt of one entry: expiry, deleted-message cancellation, then each
     /// destination group in turn, each recorded (synced) before the next starts.
-    async fn attempt_entry(self: &Arc<Self>, entry: QueueEntry, domain: Option<Domain>, first_permit: OwnedSemaphorePermit) {
+    async fn attempt_entry(
+        self: &Arc<Self>,
+        entry: QueueEntry,
+        domain: Option<Domain>,
+        first_permit: OwnedSemaphorePermit,
+    ) {
         let id = entry.id;
         if let Err(e) = self.try_attempt_entry(entry, domain, first_permit).await {
             tracing::error!(queue = id, error = %format!("{e:#}"), "queue entry attempt failed");
@@ -357,7 +378,8 @@ impl QueueRunner {
             let store = self.store.clone();
             let (pending2, reason2) = (pending.clone(), reason.clone());
             let id = entry.id;
-            blocking(move || store.finish_recipients(id, &pending2, RecipientStatus::Expired, &reason2)).await?;
+            blocking(move || store.finish_recipients(id, &pending2, RecipientStatus::Expired, &reason2))
+                .await?;
             let failed: Vec<FailedRecipient> = pending
                 .into_iter()
                 .map(|address| FailedRecipient {
@@ -370,7 +392,10 @@ impl QueueRunner {
             self.queue_dsn(&entry, &failed).await?;
             return Ok(());
         }
-        if entry.kind == QueueKind::Relay && !settings.redeliver_deleted && settings.delivery_mode == DeliveryMode::Both {
+        if entry.kind == QueueKind::Relay
+            && !settings.redeliver_deleted
+            && settings.delivery_mode == DeliveryMode::Both
+        {
             entry = self.cancel_deleted(entry).await?;
             if entry.is_done() {
                 return Ok(());
@@ -475,7 +500,9 @@ impl QueueRunner {
             if gone.is_empty() {
                 return Ok(None);
             }
-            store.finish_recipients(id, &gone, RecipientStatus::Cancelled, "deleted by user").map(Some)
+            store
+                .finish_recipients(id, &gone, RecipientStatus::Cancelled, "deleted by user")
+                .map(Some)
         })
         .await?;
         Ok(match updated {
@@ -525,7 +552,9 @@ impl QueueRunner {
         for (host, port) in candidates {
             let mut client = match self.take_pooled(&key, &host, port) {
                 Some(c) => c,
-                None => match SmtpClient::connect(&host, port, &self.hostname, tls, &self.tls, self.timeouts).await {
+                None => match SmtpClient::connect(&host, port, &self.hostname, tls, &self.tls, self.timeouts)
+                    .await
+                {
                     Ok(c) => c,
                     Err(e) => {
                         tracing::info!(queue = entry.id, host = %format!("{host}:{port}"), error = %e, "cannot connect");
@@ -537,7 +566,12 @@ impl QueueRunner {
             let event = TrackingEvent {
                 at: self.store.now(),
                 kind: "attempt started".into(),
-                detail: format!("{} to {} via {}", entry.message_id.as_deref().unwrap_or("(no Message-ID)"), rcpts.join(", "), client.host),
+                detail: format!(
+                    "{} to {} via {}",
+                    entry.message_id.as_deref().unwrap_or("(no Message-ID)"),
+                    rcpts.join(", "),
+                    client.host
+                ),
             };
             let store = self.store.clone();
             let tracking = entry.tracking_id;
@@ -577,7 +611,10 @@ impl QueueRunner {
                     // Mid-transaction failure: nothing is known to be accepted.
                     tracing::info!(queue = entry.id, host = %client.host, rcpts = %rcpts.join(", "), error = %e, "delivery attempt failed");
                     last_error = format!("{}: {e}", client.host);
-                    if matches!(e, ClientError::Timeout(_)) || matches!(e, ClientError::Io(_)) || matches!(e, ClientError::Protocol(_)) {
+                    if matches!(e, ClientError::Timeout(_))
+                        || matches!(e, ClientError::Io(_))
+                        || matches!(e, ClientError::Protocol(_))
+                    {
                         // The connection is unusable; the next candidate may do better
                         // only if we never reached DATA, which we cannot know: stop here.
                         break;
@@ -665,7 +702,9 @@ impl QueueRunner {
                         mx.sort();
                         // RFC 7505: a single "." exchange means the domain takes no mail.
                         if mx.len() == 1 && (mx[0].1 == "." || mx[0].1.is_empty()) {
-                            return Err(Resolution::Permanent(format!("556 5.1.10 {domain} accepts no mail (null MX)")));
+                            return Err(Resolution::Permanent(format!(
+                                "556 5.1.10 {domain} accepts no mail (null MX)"
+                            )));
                         }
                         if mx.is_empty() {
                             return Ok(vec![(domain.clone(), 25)]);
@@ -677,7 +716,9 @@ impl QueueRunner {
                     }
                     // RFC 5321 §5.1: no MX records: the domain itself (A/AAAA) is the host.
                     Err(e) if e.is_no_records_found() => Ok(vec![(domain.clone(), 25)]),
-                    Err(e) => Err(Resolution::Temporary(format!("MX lookup for {domain} failed: {e}"))),
+                    Err(e) => Err(Resolution::Temporary(format!(
+                        "MX lookup for {domain} failed: {e}"
+                    ))),
                 }
             }
         }
@@ -706,7 +747,11 @@ impl QueueRunner {
         let entry_domain = entry.domain.clone();
         let now = self.store.now();
         let rcpts: Vec<String> = failed.iter().map(|f| f.address.clone()).collect();
-        let summary = format!("delivery status notification for queue {} ({})", entry.id, rcpts.join(", "));
+        let summary = format!(
+            "delivery status notification for queue {} ({})",
+            entry.id,
+            rcpts.join(", ")
+        );
         let outcome = blocking(move || {
             let sender_domain = domain_of(&sender);
             let mut users = Vec::new();

@@ -21,7 +21,11 @@ struct Sink {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Sink {
@@ -69,7 +73,10 @@ impl Sink {
     }
 
     fn with(&self, needle: &str) -> Vec<String> {
-        self.messages().into_iter().filter(|m| m.contains(needle)).collect()
+        self.messages()
+            .into_iter()
+            .filter(|m| m.contains(needle))
+            .collect()
     }
 }
 
@@ -84,7 +91,10 @@ impl Drop for Sink {
 fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !cond() {
-        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -182,7 +192,15 @@ fn relay_waits_for_the_outage_then_delivers_once_and_skips_deleted_mail() {
     let primary = Sink::start(&tmp.path().join("primary"), port, &[]);
     let relay = format!("127.0.0.1:{port}");
     let mut server = TestServer::setup(&delivery_config(""), |s| {
-        s.admin_ok(&["domain", "add", "example.com", "--relay-host", &relay, "--relay-tls", "disabled"]);
+        s.admin_ok(&[
+            "domain",
+            "add",
+            "example.com",
+            "--relay-host",
+            &relay,
+            "--relay-tls",
+            "disabled",
+        ]);
         s.add_user("anna@example.com", PASSWORD);
         set_phase(s, "example.com", OutagePhase::Outage);
     });
@@ -212,7 +230,10 @@ p.quit()
 "#;
     let out = python_ok(
         script,
-        &[ca_cert().display().to_string(), server.addr("pop3s").port().to_string()],
+        &[
+            ca_cert().display().to_string(),
+            server.addr("pop3s").port().to_string(),
+        ],
     );
     assert!(out.contains("deleted"), "{out}");
     assert!(primary.messages().is_empty());
@@ -229,22 +250,45 @@ p.quit()
 
     let kept = primary.with("<kept@outside.net>");
     assert_eq!(kept.len(), 1, "delivered exactly once");
-    assert!(kept[0].contains("X-Mail-Args: <sender@outside.net>"), "{}", kept[0]);
+    assert!(
+        kept[0].contains("X-Mail-Args: <sender@outside.net>"),
+        "{}",
+        kept[0]
+    );
     assert!(kept[0].contains("X-Rcpt-Args: <anna@example.com>"), "{}", kept[0]);
-    assert!(kept[0].contains("\n.leading dot\n"), "dot-stuffing undone by the sink: {}", kept[0]);
-    assert!(primary.with("<deleted@outside.net>").is_empty(), "deleted mail is not redelivered");
+    assert!(
+        kept[0].contains("\n.leading dot\n"),
+        "dot-stuffing undone by the sink: {}",
+        kept[0]
+    );
+    assert!(
+        primary.with("<deleted@outside.net>").is_empty(),
+        "deleted mail is not redelivered"
+    );
 
     let store = Store::open(&server.dir.path().join("data/db")).unwrap();
     assert!(store.queue_entries(None).unwrap().is_empty(), "queue drained");
-    let ids = store.tracking_ids_for_message_id("<deleted@outside.net>").unwrap();
+    let ids = store
+        .tracking_ids_for_message_id("<deleted@outside.net>")
+        .unwrap();
     let events = store.tracking_events(ids[0]).unwrap();
     assert!(
-        events.iter().any(|e| e.kind == "cancelled" && e.detail.contains("deleted by user")),
+        events
+            .iter()
+            .any(|e| e.kind == "cancelled" && e.detail.contains("deleted by user")),
         "{events:?}"
     );
     let ids = store.tracking_ids_for_message_id("<kept@outside.net>").unwrap();
-    let kinds: Vec<String> = store.tracking_events(ids[0]).unwrap().into_iter().map(|e| e.kind).collect();
-    let started = kinds.iter().position(|k| k == "attempt started").expect("attempt started");
+    let kinds: Vec<String> = store
+        .tracking_events(ids[0])
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    let started = kinds
+        .iter()
+        .position(|k| k == "attempt started")
+        .expect("attempt started");
     let delivered = kinds.iter().position(|k| k == "delivered").expect("delivered");
     assert!(started < delivered, "{kinds:?}");
 }
@@ -276,7 +320,10 @@ impl mail_auth::ResolverCache<Box<str>, mail_auth::Txt> for TxtCache {
 /// three-line Received header) and its trailing empty line removed, CRLF restored.
 fn received_message(dump: &str) -> Vec<u8> {
     let lines: Vec<&str> = dump.split('\n').collect();
-    let received = lines.iter().position(|l| l.starts_with("Received: from ")).unwrap();
+    let received = lines
+        .iter()
+        .position(|l| l.starts_with("Received: from "))
+        .unwrap();
     let body = &lines[received + 3..];
     let mut out = body.join("\r\n");
     while out.ends_with("\r\n\r\n") {
@@ -292,7 +339,14 @@ fn outbound_mail_follows_the_route_and_is_dkim_signed() {
     let primary = Sink::start(&tmp.path().join("primary"), free_port(), &[]);
     let key = tmp.path().join("dkim.pem");
     let ok = Command::new("openssl")
-        .args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out"])
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+        ])
         .arg(&key)
         .stderr(Stdio::null())
         .status()
@@ -300,16 +354,30 @@ fn outbound_mail_follows_the_route_and_is_dkim_signed() {
     assert!(ok.success());
     let public = Command::new("sh")
         .arg("-c")
-        .arg(format!("openssl pkey -in {} -pubout -outform DER | base64 -w0", key.display()))
+        .arg(format!(
+            "openssl pkey -in {} -pubout -outform DER | base64 -w0",
+            key.display()
+        ))
         .output()
         .unwrap();
     let public = String::from_utf8(public.stdout).unwrap();
-    let config = delivery_config(&format!("routes = {{ \"remote.org\" = \"127.0.0.1:{}\" }}", remote.port));
+    let config = delivery_config(&format!(
+        "routes = {{ \"remote.org\" = \"127.0.0.1:{}\" }}",
+        remote.port
+    ));
     let relay = format!("127.0.0.1:{}", primary.port);
     let key_path = key.display().to_string();
     let server = TestServer::setup(&config, |s| {
         s.admin_ok(&[
-            "domain", "add", "example.com", "--relay-host", &relay, "--dkim-selector", "sel", "--dkim-key", &key_path,
+            "domain",
+            "add",
+            "example.com",
+            "--relay-host",
+            &relay,
+            "--dkim-selector",
+            "sel",
+            "--dkim-key",
+            &key_path,
         ]);
         s.add_user("anna@example.com", PASSWORD);
     });
@@ -326,20 +394,27 @@ fn outbound_mail_follows_the_route_and_is_dkim_signed() {
     assert!(dump.contains("X-Mail-Args: <anna@example.com>"), "{dump}");
     let record = primary.with("<out1@example.com>").remove(0);
     assert!(record.contains("X-Rcpt-Args: <anna@example.com>"), "{record}");
-    assert!(!record.contains("DKIM-Signature"), "relay copies are not re-signed: {record}");
+    assert!(
+        !record.contains("DKIM-Signature"),
+        "relay copies are not re-signed: {record}"
+    );
 
     let message = received_message(&dump);
     assert!(message.starts_with(b"DKIM-Signature:"), "{dump}");
     let cache = TxtCache(Default::default());
     let record: mail_auth::common::verify::DomainKey =
-        mail_auth::common::parse::TxtRecordParser::parse(format!("v=DKIM1; k=rsa; p={public}").as_bytes()).unwrap();
+        mail_auth::common::parse::TxtRecordParser::parse(format!("v=DKIM1; k=rsa; p={public}").as_bytes())
+            .unwrap();
     mail_auth::ResolverCache::insert(
         &cache,
         "sel._domainkey.example.com.".into(),
         record.into(),
         std::time::Instant::now() + Duration::from_secs(3600),
     );
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let results = runtime.block_on(async {
         let authenticator = mail_auth::MessageAuthenticator::new_cloudflare().unwrap();
         let parsed = mail_auth::AuthenticatedMessage::parse(&message).unwrap();
@@ -348,7 +423,12 @@ fn outbound_mail_follows_the_route_and_is_dkim_signed() {
             .await;
         out.iter().map(|o| o.result().clone()).collect::<Vec<_>>()
     });
-    assert_eq!(results, vec![mail_auth::DkimResult::Pass], "{}", String::from_utf8_lossy(&message));
+    assert_eq!(
+        results,
+        vec![mail_auth::DkimResult::Pass],
+        "{}",
+        String::from_utf8_lossy(&message)
+    );
 }
 
 #[test]
@@ -391,12 +471,18 @@ p.quit()
 "#;
     let out = python_ok(
         script,
-        &[ca_cert().display().to_string(), server.addr("pop3s").port().to_string()],
+        &[
+            ca_cert().display().to_string(),
+            server.addr("pop3s").port().to_string(),
+        ],
     );
     assert!(out.contains("Undelivered Mail Returned to Sender"), "{out}");
     assert!(out.contains("multipart/report"), "{out}");
     assert!(out.contains("Final-Recipient: rfc822; dave@bounce.org"), "{out}");
     assert!(out.contains("Status: 5."), "{out}");
-    assert!(out.contains("<hard1@example.com>"), "original headers attached: {out}");
+    assert!(
+        out.contains("<hard1@example.com>"),
+        "original headers attached: {out}"
+    );
     assert!(hard.messages().is_empty());
 }
