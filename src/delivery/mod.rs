@@ -812,3 +812,145 @@ fn dsn_message_id(message: &[u8]) -> Option<String> {
         .find(|l| l.len() > 11 && l[..11].eq_ignore_ascii_case("message-id:"))
         .map(|l| l[11..].trim().to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use understudy_storage::{ManualClock, StoreOptions};
+
+    const T0: i64 = 1_800_000_000;
+
+    fn closed_port() -> u16 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    }
+
+    fn setup(routes: &[(&str, u16)]) -> (tempfile::TempDir, Store, Arc<ManualClock>, Arc<QueueRunner>) {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(T0));
+        let store = Store::open_with(&dir.path().join("db"), StoreOptions::default(), clock.clone()).unwrap();
+        let mut domain = Domain::new("example.com");
+        domain.relay_host = Some(format!("127.0.0.1:{}", closed_port()));
+        store.add_domain(&domain).unwrap();
+        let mut config = DeliveryConfig::default();
+        for (d, port) in routes {
+            config.routes.insert(d.to_string(), format!("127.0.0.1:{port}"));
+        }
+        config.connect_timeout_secs = 5;
+        let runner = Arc::new(QueueRunner::new(
+            store.clone(),
+            clock.clone(),
+            "test.local".into(),
+            config,
+            QueueWakeup::default(),
+        ));
+        (dir, store, clock, runner)
+    }
+
+    fn queue(store: &Store, kind: QueueKind, from: &str, rcpt: &str) -> u64 {
+        let request = DeliveryRequest {
+            body: b"From: x@outside.net\r\nMessage-ID: <t@x>\r\nSubject: t\r\n\r\nbody\r\n",
+            users: vec![],
+            queue: vec![NewQueueEntry {
+                kind,
+                domain: "example.com".into(),
+                mail_from: from.into(),
+                recipients: vec![(rcpt.into(), None)],
+                next_attempt: store.now(),
+            }],
+            message_id: Some("<t@x>".into()),
+            summary: "test".into(),
+        };
+        store.deliver(&request).unwrap().queue_ids[0]
+    }
+
+    /// One pass of the runner and every attempt it started, to completion.
+    async fn run_once(runner: &Arc<QueueRunner>) {
+        let mut tasks = JoinSet::new();
+        runner.pass(&mut tasks).await.unwrap();
+        while tasks.join_next().await.is_some() {}
+    }
+
+    #[tokio::test]
+    async fn deferrals_back_off_exponentially_on_the_injected_clock() {
+        let (_dir, store, clock, runner) = setup(&[("remote.org", closed_port())]);
+        let id = queue(&store, QueueKind::Outbound, "anna@example.com", "bob@remote.org");
+        run_once(&runner).await;
+        let entry = store.queue_entry(id).unwrap().unwrap();
+        assert_eq!(entry.next_attempt, T0 + 300, "first retry after 5 minutes");
+        assert_eq!(entry.recipients[0].attempts, 1);
+        // Not due yet: nothing happens.
+        clock.advance(299);
+        run_once(&runner).await;
+        assert_eq!(store.queue_entry(id).unwrap().unwrap().recipients[0].attempts, 1);
+        clock.advance(1);
+        run_once(&runner).await;
+        let entry = store.queue_entry(id).unwrap().unwrap();
+        assert_eq!(entry.recipients[0].attempts, 2);
+        assert_eq!(entry.next_attempt, T0 + 300 + 600, "then doubled");
+        assert_eq!(entry.recipients[0].status, RecipientStatus::Pending);
+    }
+
+    #[tokio::test]
+    async fn relay_entries_wait_while_the_domain_is_in_an_outage() {
+        let (_dir, store, _clock, runner) = setup(&[]);
+        let id = queue(&store, QueueKind::Relay, "x@outside.net", "anna@example.com");
+        store
+            .set_outage_state(
+                "example.com",
+                &understudy_storage::outage::OutageState {
+                    phase: OutagePhase::Outage,
+                    since: T0,
+                    reason: "test".into(),
+                    manual: true,
+                },
+            )
+            .unwrap();
+        run_once(&runner).await;
+        let entry = store.queue_entry(id).unwrap().unwrap();
+        assert_eq!(entry.recipients[0].attempts, 0, "not attempted");
+        assert_eq!(entry.next_attempt, T0 + 60, "parked until the recheck");
+        // The outage ends: the runner sees the phase change and releases the entry.
+        store
+            .set_outage_state("example.com", &understudy_storage::outage::OutageState::default())
+            .unwrap();
+        runner.release_ended_outages(T0).await.unwrap();
+        assert_eq!(store.queue_entry(id).unwrap().unwrap().next_attempt, T0);
+    }
+
+    #[tokio::test]
+    async fn expired_entries_are_dropped_with_a_dsn_to_the_sender() {
+        let (_dir, store, clock, runner) = setup(&[("outside.net", closed_port())]);
+        let id = queue(&store, QueueKind::Relay, "x@outside.net", "anna@example.com");
+        clock.advance(15 * 86_400);
+        run_once(&runner).await;
+        assert!(store.queue_entry(id).unwrap().is_none(), "expired entry removed");
+        let tracking = store.tracking_ids_for_message_id("<t@x>").unwrap();
+        let events = store.tracking_events(tracking[0]).unwrap();
+        assert!(events.iter().any(|e| e.kind == "expired"), "{events:?}");
+        let dsn: Vec<QueueEntry> = store
+            .queue_entries(None)
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.kind == QueueKind::Notification)
+            .collect();
+        assert_eq!(dsn.len(), 1);
+        assert_eq!(dsn[0].mail_from, "", "DSNs have a null sender");
+        assert_eq!(dsn[0].recipients[0].address, "x@outside.net");
+        let body = String::from_utf8(store.body(&dsn[0].blob).unwrap()).unwrap();
+        assert!(body.contains("Status: 4.4.7"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn no_dsn_for_a_null_sender() {
+        let (_dir, store, clock, runner) = setup(&[]);
+        let id = queue(&store, QueueKind::Relay, "", "anna@example.com");
+        clock.advance(16 * 86_400);
+        run_once(&runner).await;
+        assert!(store.queue_entry(id).unwrap().is_none());
+        assert!(
+            store.queue_entries(None).unwrap().is_empty(),
+            "no bounce of a bounce"
+        );
+    }
+}
