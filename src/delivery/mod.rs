@@ -169,7 +169,7 @@ impl QueueRunner {
             tokio::select! {
                 _ = self.wakeup.notified() => {}
                 _ = tokio::time::sleep(poll) => {}
-                _ = shutdown.changed() => {}
+                changed = shutdown.changed() => if changed.is_err() { break },
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             }
             while tasks.try_join_next().is_some() {}
@@ -178,7 +178,9 @@ impl QueueRunner {
             in_flight = tasks.len(),
             "queue runner stopping; letting attempts in flight finish"
         );
-        let grace = self.timeouts.data + self.timeouts.connect;
+        // Bounded so that a hung remote server cannot hold up a restart; an entry cut off
+        // here is retried, its "attempt started" mark showing a possible duplicate.
+        let grace = Duration::from_secs(25);
         let _ = tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
         let idle: Vec<SmtpClient> = self.pool.lock().drain().flat_map(|(_, v)| v).collect();
         for client in idle {
@@ -550,18 +552,13 @@ impl QueueRunner {
         };
         let mut last_error = String::from("no destination host");
         for (host, port) in candidates {
-            let mut client = match self.take_pooled(&key, &host, port) {
-                Some(c) => c,
-                None => match SmtpClient::connect(&host, port, &self.hostname, tls, &self.tls, self.timeouts)
-                    .await
-                {
-                    Ok(c) => c,
-                    Err(e) => {
-                        tracing::info!(queue = entry.id, host = %format!("{host}:{port}"), error = %e, "cannot connect");
-                        last_error = format!("{host}:{port}: {e}");
-                        continue;
-                    }
-                },
+            let mut client = match self.client_for(&key, &host, port, tls).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::info!(queue = entry.id, host = %format!("{host}:{port}"), error = %e, "cannot connect");
+                    last_error = format!("{host}:{port}: {e}");
+                    continue;
+                }
             };
             let event = TrackingEvent {
                 at: self.store.now(),
@@ -623,6 +620,39 @@ impl QueueRunner {
             }
         }
         all(AttemptOutcome::Deferred(last_error), None)
+    }
+
+    /// A ready connection: a pooled one that still answers RSET (a server may have closed
+    /// it while idle, and failing a transaction for that would defer mail for nothing), or
+    /// a new one. Opportunistic TLS that fails the handshake falls back to plaintext, as
+    /// Postfix does: the alternative is not sending at all.
+    async fn client_for(
+        &self,
+        key: &str,
+        host: &str,
+        port: u16,
+        tls: TlsPolicy,
+    ) -> Result<SmtpClient, ClientError> {
+        while let Some(mut pooled) = self.take_pooled(key, host, port) {
+            if pooled.rset().await.is_ok() {
+                return Ok(pooled);
+            }
+        }
+        match SmtpClient::connect(host, port, &self.hostname, tls, &self.tls, self.timeouts).await {
+            Err(ClientError::Tls(why)) if tls == TlsPolicy::Opportunistic => {
+                tracing::info!(host = %format!("{host}:{port}"), error = %why, "STARTTLS failed; retrying without TLS");
+                SmtpClient::connect(
+                    host,
+                    port,
+                    &self.hostname,
+                    TlsPolicy::Disabled,
+                    &self.tls,
+                    self.timeouts,
+                )
+                .await
+            }
+            other => other,
+        }
     }
 
     fn take_pooled(&self, key: &str, host: &str, port: u16) -> Option<SmtpClient> {
