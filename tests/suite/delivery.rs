@@ -486,3 +486,53 @@ p.quit()
     );
     assert!(hard.messages().is_empty());
 }
+
+#[test]
+fn required_tls_is_verified_and_refuses_a_server_without_starttls() {
+    let tmp = tempfile::tempdir().unwrap();
+    let plain = Sink::start(&tmp.path().join("plain"), free_port(), &[]);
+    let primary = Sink::start(&tmp.path().join("primary"), free_port(), &[]);
+    // Another Understudy plays the remote MX: it offers STARTTLS with the dev certificate.
+    let remote = TestServer::setup("", |s| {
+        s.admin_ok(&["domain", "add", "remote.org"]);
+        s.add_user("bob@remote.org", PASSWORD);
+    });
+    let config = delivery_config(&format!(
+        "outbound_tls = \"required\"\ntls_ca_file = \"{}\"\nroutes = {{ \"remote.org\" = \"localhost:{}\", \"plain.org\" = \"127.0.0.1:{}\" }}",
+        ca_cert().display(),
+        remote.addr("smtp").port(),
+        plain.port
+    ));
+    let relay = format!("127.0.0.1:{}", primary.port);
+    let mut server = TestServer::setup(&config, |s| {
+        s.admin_ok(&["domain", "add", "example.com", "--relay-host", &relay]);
+        s.add_user("anna@example.com", PASSWORD);
+    });
+    submit(&server, "bob@remote.org", "tls1@example.com");
+    submit(&server, "eve@plain.org", "tls2@example.com");
+    wait_log(&mut server, "does not offer STARTTLS");
+    assert!(plain.messages().iter().all(|m| !m.contains("<tls2@example.com>")));
+    let script = r#"
+import poplib, ssl, sys, time
+deadline = time.time() + 30
+while True:
+    p = poplib.POP3_SSL("127.0.0.1", int(sys.argv[2]), context=ssl.create_default_context(cafile=sys.argv[1]), timeout=30)
+    p.user("bob@remote.org"); p.pass_("Correct1horse")
+    n = p.stat()[0]
+    if n or time.time() > deadline:
+        break
+    p.quit(); time.sleep(0.1)
+for i in range(1, n + 1):
+    print(b"\n".join(p.retr(i)[1]).decode("utf-8", "replace"))
+p.quit()
+"#;
+    let out = python_ok(
+        script,
+        &[
+            ca_cert().display().to_string(),
+            remote.addr("pop3s").port().to_string(),
+        ],
+    );
+    assert!(out.contains("<tls1@example.com>"), "{out}");
+    assert!(out.contains("with ESMTPS"), "delivered over TLS: {out}");
+}
