@@ -116,7 +116,18 @@ pub struct QueueRunner {
     resolver: tokio::sync::OnceCell<Option<TokioResolver>>,
     /// Outage phase of each domain as last seen, to release parked entries when it ends.
     phases: Mutex<HashMap<String, OutagePhase>>,
+    /// Per user: the tracking ids in their mailboxes and when the snapshot was taken, so
+    /// that draining many entries of one user scans the mailboxes once, not per entry.
+    held_copies: Mutex<HashMap<u64, HeldCopies>>,
 }
+
+struct HeldCopies {
+    taken: std::time::Instant,
+    ids: Arc<HashSet<u64>>,
+}
+
+/// How long a snapshot of a user's messages answers "was it deleted?".
+const HELD_COPIES_TTL: Duration = Duration::from_secs(5);
 
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> understudy_storage::StoreResult<T> + Send + 'static,
@@ -151,6 +162,7 @@ impl QueueRunner {
             pool: Mutex::new(HashMap::new()),
             resolver: tokio::sync::OnceCell::new(),
             phases: Mutex::new(HashMap::new()),
+            held_copies: Mutex::new(HashMap::new()),
         }
     }
 
@@ -491,22 +503,28 @@ impl QueueRunner {
         if candidates.is_empty() || tracking == 0 {
             return Ok(entry);
         }
+        let mut gone = Vec::new();
+        for (address, user) in candidates {
+            // A recent snapshot may say "still there"; "gone" is always checked afresh,
+            // as a snapshot can predate the delivery of this very message.
+            if self.user_copies(user, false).await?.contains(&tracking) {
+                continue;
+            }
+            if !self.user_copies(user, true).await?.contains(&tracking) {
+                gone.push(address);
+            }
+        }
         let id = entry.id;
-        let updated = blocking(move || {
-            let mut gone = Vec::new();
-            for (address, user) in candidates {
-                if !store.user_has_tracking_id(user, tracking)? {
-                    gone.push(address);
-                }
-            }
-            if gone.is_empty() {
-                return Ok(None);
-            }
-            store
-                .finish_recipients(id, &gone, RecipientStatus::Cancelled, "deleted by user")
-                .map(Some)
-        })
-        .await?;
+        let updated = if gone.is_empty() {
+            None
+        } else {
+            Some(
+                blocking(move || {
+                    store.finish_recipients(id, &gone, RecipientStatus::Cancelled, "deleted by user")
+                })
+                .await?,
+            )
+        };
         Ok(match updated {
             Some(updated) => {
                 tracing::info!(queue = id, "recipients cancelled: the user deleted the message");
@@ -514,6 +532,28 @@ impl QueueRunner {
             }
             None => entry,
         })
+    }
+
+    /// The tracking ids the user holds: a snapshot younger than the TTL unless `fresh`.
+    async fn user_copies(&self, user: u64, fresh: bool) -> anyhow::Result<Arc<HashSet<u64>>> {
+        if !fresh {
+            if let Some(h) = self.held_copies.lock().get(&user) {
+                if h.taken.elapsed() < HELD_COPIES_TTL {
+                    return Ok(h.ids.clone());
+                }
+            }
+        }
+        let taken = std::time::Instant::now();
+        let store = self.store.clone();
+        let ids = Arc::new(blocking(move || store.user_tracking_ids(user)).await?);
+        self.held_copies.lock().insert(
+            user,
+            HeldCopies {
+                taken,
+                ids: ids.clone(),
+            },
+        );
+        Ok(ids)
     }
 
     /// Sends to one destination and says what happened to each recipient.

@@ -25,6 +25,19 @@ impl Store {
         Ok(false)
     }
 
+    /// Tracking ids of every message the user holds, in any mailbox: one scan that the
+    /// queue runner reuses for many relay entries of the same user.
+    pub fn user_tracking_ids(&self, user_id: u64) -> StoreResult<std::collections::HashSet<u64>> {
+        let mut out = std::collections::HashSet::new();
+        for mailbox in self.mailboxes(user_id)? {
+            for (_, v) in self.scan_prefix(CF_MESSAGES, &u64_key(mailbox.id))? {
+                let record: MessageRecord = decode(CF_MESSAGES, &v)?;
+                out.insert(record.tracking_id);
+            }
+        }
+        Ok(out)
+    }
+
     /// Moves the next attempt of these entries to `at` without counting an attempt, in one
     /// write. Not synced: no reply promises it, and after a crash an entry that is due
     /// earlier than planned is merely looked at again.
