@@ -378,11 +378,22 @@ impl QueueRunner {
 
     async fn try_attempt_entry(
         self: &Arc<Self>,
-        mut entry: QueueEntry,
+        entry: QueueEntry,
         domain: Option<Domain>,
         first_permit: OwnedSemaphorePermit,
     ) -> anyhow::Result<()> {
         let now = self.clock.now();
+        // The pass may have read the entry just before an earlier attempt finished with
+        // it: only the state read now, while this task owns the entry, counts. Without
+        // this a finished entry could be sent twice.
+        let store = self.store.clone();
+        let id = entry.id;
+        let Some(mut entry) = blocking(move || store.queue_entry(id)).await? else {
+            return Ok(());
+        };
+        if entry.next_attempt > now || entry.held || entry.is_done() {
+            return Ok(());
+        }
         let settings = domain.clone().unwrap_or_default();
         let lifetime = settings.queue_lifetime_days as i64 * 86_400;
         if now >= entry.created_at + lifetime {
