@@ -30,6 +30,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     #[serde(default)]
     pub autoconfig: AutoconfigConfig,
+    #[serde(default)]
+    pub delivery: crate::delivery::config::DeliveryConfig,
 }
 
 /// HTTPS listener for Thunderbird autoconfig, Outlook autodiscover and Apple profiles.
@@ -459,6 +461,7 @@ impl Config {
                 format!("'{}' is not a log filter (e.g. info, debug)", self.log.level),
             );
         }
+        problems.extend(self.delivery.validate());
         problems
     }
 

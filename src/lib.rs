@@ -7,6 +7,7 @@ pub mod auth;
 pub mod autoconfig;
 pub mod cli;
 pub mod config;
+pub mod delivery;
 pub mod driver;
 pub mod http;
 pub mod imap;

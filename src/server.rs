@@ -117,6 +117,7 @@ pub async fn run(
         None => None,
     };
     let auth = Arc::new(Authenticator::new(store.clone(), clock.clone(), &config.auth));
+    let queue_wakeup = crate::delivery::QueueWakeup::default();
     let shared = Arc::new(Shared {
         plaintext_networks: config.plaintext_networks(),
         bound: Mutex::new(Vec::new()),
@@ -125,7 +126,7 @@ pub async fn run(
             config.limits.max_message_size,
         )),
         pop3: Arc::new(crate::pop3::Pop3Store::new(store.clone())),
-        smtp: Arc::new(crate::smtp::SmtpStore::new(store.clone())),
+        smtp: Arc::new(crate::smtp::SmtpStore::new(store.clone()).with_queue_wakeup(queue_wakeup.clone())),
         revocations: crate::admin::revoke::revocations(),
         config,
         store,
@@ -168,6 +169,17 @@ pub async fn run(
         ),
         None => None,
     };
+    let queue_runner = shared.config.delivery.enabled.then(|| {
+        let s = &shared;
+        crate::delivery::spawn(
+            s.store.clone(),
+            s.clock.clone(),
+            s.config.hostname.clone(),
+            s.config.delivery.clone(),
+            queue_wakeup,
+            shutdown.clone(),
+        )
+    });
     println!("ready");
     notify_systemd_ready();
 
@@ -234,6 +246,9 @@ pub async fn run(
     match tokio::time::timeout(grace, connections.acquire_many(limits.max_connections as u32)).await {
         Ok(_) => tracing::info!("all sessions ended"),
         Err(_) => tracing::warn!("some sessions did not end within {grace:?}; exiting anyway"),
+    }
+    if let Some(runner) = queue_runner {
+        let _ = runner.await;
     }
     Ok(())
 }

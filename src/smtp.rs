@@ -16,11 +16,21 @@ use crate::driver::Session;
 
 pub struct SmtpStore {
     store: Store,
+    /// Wakes the queue runner so that queued mail goes out at once.
+    queue_wakeup: Option<crate::delivery::QueueWakeup>,
 }
 
 impl SmtpStore {
     pub fn new(store: Store) -> Self {
-        SmtpStore { store }
+        SmtpStore {
+            store,
+            queue_wakeup: None,
+        }
+    }
+
+    pub fn with_queue_wakeup(mut self, wakeup: crate::delivery::QueueWakeup) -> Self {
+        self.queue_wakeup = Some(wakeup);
+        self
     }
 }
 
@@ -175,6 +185,9 @@ impl SmtpBackend for SmtpStore {
             outcome.queue_ids.len() as u64,
             std::sync::atomic::Ordering::Relaxed,
         );
+        if let (Some(wakeup), false) = (&self.queue_wakeup, outcome.queue_ids.is_empty()) {
+            wakeup.notify_one();
+        }
         tracing::info!(
             tracking = outcome.tracking_id,
             from = %envelope.mail_from,

@@ -29,3 +29,6 @@ mod ops;
 
 #[path = "suite/outage.rs"]
 mod outage;
+
+#[path = "suite/delivery.rs"]
+mod delivery;

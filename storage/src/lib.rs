@@ -13,6 +13,7 @@
 pub mod accounts;
 mod clock;
 mod db;
+pub mod delivery;
 mod error;
 mod health;
 pub mod keys;

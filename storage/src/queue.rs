@@ -65,10 +65,7 @@ impl Store {
         outcomes: &[(String, AttemptOutcome)],
         next_attempt: i64,
     ) -> StoreResult<QueueEntry> {
-        let _guard = self.lock(&[("queue", id)]);
-        let mut entry = self
-            .queue_entry(id)?
-            .ok_or_else(|| StoreError::NotFound(format!("queue entry {id}")))?;
+        let (_guards, mut entry) = self.lock_entry(id)?;
         let now = self.now();
         let mut batch = WriteBatch::default();
         let mut events = Vec::new();
@@ -111,10 +108,7 @@ impl Store {
         status: RecipientStatus,
         reason: &str,
     ) -> StoreResult<QueueEntry> {
-        let _guard = self.lock(&[("queue", id)]);
-        let mut entry = self
-            .queue_entry(id)?
-            .ok_or_else(|| StoreError::NotFound(format!("queue entry {id}")))?;
+        let (_guards, mut entry) = self.lock_entry(id)?;
         let mut events = Vec::new();
         for r in entry.recipients.iter_mut() {
             if r.status == RecipientStatus::Pending
@@ -151,10 +145,7 @@ impl Store {
 
     /// Moves the next attempt to `at` (`queue retry`: now).
     pub fn retry_at(&self, id: u64, at: i64) -> StoreResult<()> {
-        let _guard = self.lock(&[("queue", id)]);
-        let mut entry = self
-            .queue_entry(id)?
-            .ok_or_else(|| StoreError::NotFound(format!("queue entry {id}")))?;
+        let (_guards, mut entry) = self.lock_entry(id)?;
         let mut batch = WriteBatch::default();
         self.reschedule_into(&mut batch, &mut entry, at)?;
         self.commit(batch)
@@ -162,10 +153,7 @@ impl Store {
 
     /// Deletes an entry and releases its body (`queue purge`).
     pub fn purge(&self, id: u64) -> StoreResult<()> {
-        let _guard = self.lock(&[("queue", id)]);
-        let mut entry = self
-            .queue_entry(id)?
-            .ok_or_else(|| StoreError::NotFound(format!("queue entry {id}")))?;
+        let (_guards, mut entry) = self.lock_entry(id)?;
         for r in entry
             .recipients
             .iter_mut()
@@ -185,8 +173,28 @@ impl Store {
         self.commit(batch)
     }
 
+    /// Locks an entry, its body's stripe and its tracking log in one `lock` call and
+    /// reads the entry under the lock. One call takes the stripes in the global order:
+    /// taking the body's stripe while holding the entry's could deadlock two writers (or
+    /// one, when both keys fall on the same stripe) as soon as the entry is finished and
+    /// its body released. The tracking lock keeps sibling entries of one message (relay
+    /// and outbound) from writing their events under the same sequence numbers.
+    fn lock_entry(&self, id: u64) -> StoreResult<(Vec<parking_lot::MutexGuard<'_, ()>>, QueueEntry)> {
+        let missing = || StoreError::NotFound(format!("queue entry {id}"));
+        // An entry's body and tracking id never change: reading them unlocked is safe.
+        let before = self.queue_entry(id)?.ok_or_else(missing)?;
+        let guards = self.lock(&[
+            ("queue", id),
+            ("blob", u64::from_be_bytes(first8(&before.blob))),
+            ("tracking", before.tracking_id),
+        ]);
+        let entry = self.queue_entry(id)?.ok_or_else(missing)?;
+        Ok((guards, entry))
+    }
+
     /// Writes the entry back with a new due time, or removes it (and its body reference)
-    /// when nothing is pending.
+    /// when nothing is pending. Callers hold the entry's and the body's locks
+    /// ([`Store::lock_entry`]).
     fn reschedule_into(
         &self,
         batch: &mut WriteBatch,
@@ -197,7 +205,6 @@ impl Store {
         batch.delete_cf(&due_cf, due_key(entry.next_attempt, entry.id));
         if entry.is_done() {
             self.delete(batch, CF_QUEUE, &u64_key(entry.id))?;
-            let _blob_guard = self.lock(&[("blob", u64::from_be_bytes(first8(&entry.blob)))]);
             self.release_blob_into(batch, &entry.blob, 1)?;
         } else {
             entry.next_attempt = next_attempt;

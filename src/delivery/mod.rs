@@ -1,0 +1,1037 @@
+//! The queue runner: moves queued mail out. Relay entries go to each protected domain's
+//! primary (`relay_host`) once the domain is out of its outage; outbound entries and
+//! notifications go to the recipient domain's route, the smarthost or its MX hosts,
+//! DKIM-signed when the sender's domain has a key.
+//!
+//! ```text
+//!   due index ──pass──> entry task ──per destination──> SmtpClient (pooled per host)
+//!      ^                    │                                │ replies per recipient
+//!      └─ record_attempt <──┴──── synced before the next attempt of that entry
+//! ```
+//!
+//! Exactly-once in practice: an entry is in flight in at most one task; every accepted
+//! recipient is recorded in a synced write before the entry is attempted again, and an
+//! "attempt started" tracking event precedes each transaction so that, after a crash
+//! between the remote 250 and our write, the possible duplicate is visible in tracking.
+
+pub mod client;
+pub mod config;
+pub mod dsn;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hickory_resolver::proto::rr::RData;
+use hickory_resolver::TokioResolver;
+use parking_lot::Mutex;
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use understudy_storage::accounts::Recipient;
+use understudy_storage::mailbox::DeliveryRequest;
+use understudy_storage::outage::OutagePhase;
+use understudy_storage::queue::AttemptOutcome;
+use understudy_storage::{
+    Clock, DeliveryMode, Domain, NewQueueEntry, QueueEntry, QueueKind, RecipientStatus, RelayTls, Store,
+    TrackingEvent,
+};
+
+use self::client::{ClientError, SmtpClient, Timeouts, TlsContext};
+use self::config::{split_host_port, DeliveryConfig, TlsPolicy};
+use self::dsn::FailedRecipient;
+
+/// Wakes the queue runner early (a new delivery, `queue retry`, an outage ending).
+pub type QueueWakeup = Arc<Notify>;
+
+/// Starts the queue runner; it stops when `shutdown` turns true, after the attempts in
+/// flight have finished (bounded by the data time-out).
+pub fn spawn(
+    store: Store,
+    clock: Arc<dyn Clock>,
+    hostname: String,
+    config: DeliveryConfig,
+    wakeup: QueueWakeup,
+    shutdown: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    let runner = Arc::new(QueueRunner::new(store, clock, hostname, config, wakeup));
+    tokio::spawn(runner.run(shutdown))
+}
+
+/// Where a group of recipients goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Route {
+    /// Fixed host (relay host, static route or smarthost).
+    Host { host: String, port: u16, tls: TlsPolicy },
+    /// MX lookup for this domain.
+    Mx { domain: String, tls: TlsPolicy },
+    /// Cannot be delivered now: the reason (e.g. no relay host configured).
+    Unroutable(String),
+}
+
+impl Route {
+    /// Key for the per-destination connection limit and the connection pool.
+    fn key(&self) -> String {
+        match self {
+            Route::Host { host, port, tls } => format!("{host}:{port}/{tls:?}"),
+            Route::Mx { domain, tls } => format!("mx:{domain}/{tls:?}"),
+            Route::Unroutable(_) => "unroutable".into(),
+        }
+    }
+}
+
+fn relay_tls(tls: RelayTls) -> TlsPolicy {
+    match tls {
+        RelayTls::Opportunistic => TlsPolicy::Opportunistic,
+        RelayTls::Required => TlsPolicy::Required,
+        RelayTls::Disabled => TlsPolicy::Disabled,
+    }
+}
+
+fn domain_of(address: &str) -> String {
+    address
+        .rsplit_once('@')
+        .map(|(_, d)| d.to_ascii_lowercase())
+        .unwrap_or_default()
+}
+
+/// Result of an attempt for one recipient, before it is recorded.
+struct RecipientResult {
+    address: String,
+    outcome: AttemptOutcome,
+    host: Option<String>,
+}
+
+pub struct QueueRunner {
+    store: Store,
+    clock: Arc<dyn Clock>,
+    hostname: String,
+    config: DeliveryConfig,
+    wakeup: QueueWakeup,
+    tls: TlsContext,
+    timeouts: Timeouts,
+    in_flight: Mutex<HashSet<u64>>,
+    per_host: Mutex<HashMap<String, Arc<Semaphore>>>,
+    global: Arc<Semaphore>,
+    pool: Mutex<HashMap<String, Vec<SmtpClient>>>,
+    resolver: tokio::sync::OnceCell<Option<TokioResolver>>,
+    /// Outage phase of each domain as last seen, to release parked entries when it ends.
+    phases: Mutex<HashMap<String, OutagePhase>>,
+    /// Per user: the tracking ids in their mailboxes and when the snapshot was taken, so
+    /// that draining many entries of one user scans the mailboxes once, not per entry.
+    held_copies: Mutex<HashMap<u64, HeldCopies>>,
+}
+
+struct HeldCopies {
+    taken: std::time::Instant,
+    ids: Arc<HashSet<u64>>,
+}
+
+/// How long a snapshot of a user's messages answers "was it deleted?".
+const HELD_COPIES_TTL: Duration = Duration::from_secs(5);
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> understudy_storage::StoreResult<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    Ok(tokio::task::spawn_blocking(f).await??)
+}
+
+impl QueueRunner {
+    pub fn new(
+        store: Store,
+        clock: Arc<dyn Clock>,
+        hostname: String,
+        config: DeliveryConfig,
+        wakeup: QueueWakeup,
+    ) -> QueueRunner {
+        let timeouts = Timeouts {
+            connect: Duration::from_secs(config.connect_timeout_secs),
+            command: Duration::from_secs(config.command_timeout_secs),
+            data: Duration::from_secs(config.data_timeout_secs),
+        };
+        QueueRunner {
+            tls: TlsContext::new(&config.tls_ca_file),
+            global: Arc::new(Semaphore::new(config.max_in_flight)),
+            store,
+            clock,
+            hostname,
+            config,
+            wakeup,
+            timeouts,
+            in_flight: Mutex::new(HashSet::new()),
+            per_host: Mutex::new(HashMap::new()),
+            pool: Mutex::new(HashMap::new()),
+            resolver: tokio::sync::OnceCell::new(),
+            phases: Mutex::new(HashMap::new()),
+            held_copies: Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        tracing::info!("queue runner started");
+        let mut tasks: JoinSet<()> = JoinSet::new();
+        let poll = Duration::from_secs(self.config.poll_interval_secs);
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            if let Err(e) = self.pass(&mut tasks).await {
+                tracing::error!(error = %format!("{e:#}"), "queue pass failed");
+            }
+            self.close_idle_connections();
+            tokio::select! {
+                _ = self.wakeup.notified() => {}
+                _ = tokio::time::sleep(poll) => {}
+                changed = shutdown.changed() => if changed.is_err() { break },
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            }
+            while tasks.try_join_next().is_some() {}
+        }
+        tracing::info!(
+            in_flight = tasks.len(),
+            "queue runner stopping; letting attempts in flight finish"
+        );
+        // Bounded so that a hung remote server cannot hold up a restart; an entry cut off
+        // here is retried, its "attempt started" mark showing a possible duplicate.
+        let grace = Duration::from_secs(25);
+        let _ = tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+        let idle: Vec<SmtpClient> = self.pool.lock().drain().flat_map(|(_, v)| v).collect();
+        for client in idle {
+            client.quit().await;
+        }
+        tracing::info!("queue runner stopped");
+    }
+
+    /// Looks at the due entries once and starts a task for each one that may go now.
+    async fn pass(self: &Arc<Self>, tasks: &mut JoinSet<()>) -> anyhow::Result<()> {
+        let now = self.clock.now();
+        self.release_ended_outages(now).await?;
+        let free = self.global.available_permits();
+        if free == 0 {
+            return Ok(());
+        }
+        let limit = free + self.in_flight.lock().len();
+        let store = self.store.clone();
+        let due = blocking(move || store.due_entries(now, limit)).await?;
+        let mut parked = Vec::new();
+        let mut domains: HashMap<String, (Option<Domain>, OutagePhase)> = HashMap::new();
+        for entry in due {
+            if self.in_flight.lock().contains(&entry.id) {
+                continue;
+            }
+            if !domains.contains_key(&entry.domain) {
+                let store = self.store.clone();
+                let name = entry.domain.clone();
+                let info =
+                    blocking(move || Ok((store.domain(&name)?, store.outage_state(&name)?.phase))).await?;
+                domains.insert(entry.domain.clone(), info);
+            }
+            let (domain, phase) = domains
+                .get(&entry.domain)
+                .cloned()
+                .unwrap_or((None, OutagePhase::Normal));
+            if entry.kind == QueueKind::Relay && phase == OutagePhase::Outage {
+                parked.push(entry.id);
+                continue;
+            }
+            let route = self.route_for(&entry, domain.as_ref());
+            let host_limit = self.host_semaphore(&route.key());
+            let Ok(host_permit) = host_limit.try_acquire_owned() else {
+                continue;
+            };
+            let Ok(global_permit) = self.global.clone().try_acquire_owned() else {
+                break;
+            };
+            self.in_flight.lock().insert(entry.id);
+            let runner = self.clone();
+            tasks.spawn(async move {
+                let id = entry.id;
+                runner.attempt_entry(entry, domain, host_permit).await;
+                runner.in_flight.lock().remove(&id);
+                drop(global_permit);
+                // The entry may be due again at once (other recipients pending).
+                runner.wakeup.notify_one();
+            });
+        }
+        if !parked.is_empty() {
+            let at = now + self.config.outage_recheck_secs as i64;
+            tracing::debug!(
+                count = parked.len(),
+                "relay entries parked while their domain is in an outage"
+            );
+            let store = self.store.clone();
+            blocking(move || store.postpone_entries(&parked, at)).await?;
+        }
+        Ok(())
+    }
+
+    /// When a domain the runner saw in an outage is out of it, its parked relay entries
+    /// become due now rather than at the next recheck.
+    async fn release_ended_outages(&self, now: i64) -> anyhow::Result<()> {
+        let store = self.store.clone();
+        let states = blocking(move || {
+            let mut out = Vec::new();
+            for d in store.domains()? {
+                let phase = store.outage_state(&d.name)?.phase;
+                out.push((d.name, phase));
+            }
+            Ok(out)
+        })
+        .await?;
+        let mut ended = Vec::new();
+        {
+            let mut phases = self.phases.lock();
+            for (name, phase) in states {
+                let before = phases.insert(name.clone(), phase);
+                if before == Some(OutagePhase::Outage) && phase != OutagePhase::Outage {
+                    ended.push(name);
+                }
+            }
+        }
+        for name in ended {
+            tracing::info!(domain = %name, "outage over: releasing its relay queue");
+            let store = self.store.clone();
+            blocking(move || {
+                let ids: Vec<u64> = store
+                    .queue_entries(Some(&name))?
+                    .into_iter()
+                    .filter(|e| e.kind == QueueKind::Relay && e.next_attempt > now)
+                    .map(|e| e.id)
+                    .collect();
+                store.postpone_entries(&ids, now)
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    fn host_semaphore(&self, key: &str) -> Arc<Semaphore> {
+        self.per_host
+            .lock()
+            .entry(key.to_string())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.config.max_connections_per_host)))
+            .clone()
+    }
+
+    /// The route of an entry's first pending recipient (relay entries have one route).
+    fn route_for(&self, entry: &QueueEntry, domain: Option<&Domain>) -> Route {
+        let first = entry
+            .pending()
+            .next()
+            .map(|r| r.address.clone())
+            .unwrap_or_default();
+        self.route_for_recipient(entry.kind, &first, domain)
+    }
+
+    fn route_for_recipient(&self, kind: QueueKind, rcpt: &str, domain: Option<&Domain>) -> Route {
+        if kind == QueueKind::Relay {
+            let Some(domain) = domain else {
+                return Route::Unroutable("the domain is no longer protected".into());
+            };
+            return match domain.relay_host.as_deref().map(|h| split_host_port(h, 25)) {
+                Some(Some((host, port))) => Route::Host {
+                    host,
+                    port,
+                    tls: relay_tls(domain.relay_tls),
+                },
+                Some(None) => {
+                    Route::Unroutable(format!("relay host {:?} is not host[:port]", domain.relay_host))
+                }
+                None => Route::Unroutable("no relay host configured for the domain".into()),
+            };
+        }
+        let rcpt_domain = domain_of(rcpt);
+        let tls = self.config.outbound_tls;
+        let fixed = self
+            .config
+            .routes
+            .iter()
+            .find(|(d, _)| d.eq_ignore_ascii_case(&rcpt_domain))
+            .map(|(_, target)| target.clone())
+            .or_else(|| self.config.smarthost.clone());
+        match fixed.as_deref().map(|t| split_host_port(t, 25)) {
+            Some(Some((host, port))) => Route::Host { host, port, tls },
+            Some(None) => Route::Unroutable("bad route in configuration".into()),
+            None => Route::Mx {
+                domain: rcpt_domain,
+                tls,
+            },
+        }
+    }
+
+    /// One attempt of one entry: expiry, deleted-message cancellation, then each
+    /// destination group in turn, each recorded (synced) before the next starts.
+    async fn attempt_entry(
+        self: &Arc<Self>,
+        entry: QueueEntry,
+        domain: Option<Domain>,
+        first_permit: OwnedSemaphorePermit,
+    ) {
+        let id = entry.id;
+        if let Err(e) = self.try_attempt_entry(entry, domain, first_permit).await {
+            tracing::error!(queue = id, error = %format!("{e:#}"), "queue entry attempt failed");
+            // Keep the entry from spinning on a store error: look again after a back-off.
+            let at = self.clock.now() + self.config.retry_initial_secs as i64;
+            let store = self.store.clone();
+            let _ = blocking(move || store.postpone_entries(&[id], at)).await;
+        }
+    }
+
+    async fn try_attempt_entry(
+        self: &Arc<Self>,
+        entry: QueueEntry,
+        domain: Option<Domain>,
+        first_permit: OwnedSemaphorePermit,
+    ) -> anyhow::Result<()> {
+        let now = self.clock.now();
+        // The pass may have read the entry just before an earlier attempt finished with
+        // it: only the state read now, while this task owns the entry, counts. Without
+        // this a finished entry could be sent twice.
+        let store = self.store.clone();
+        let id = entry.id;
+        let Some(mut entry) = blocking(move || store.queue_entry(id)).await? else {
+            return Ok(());
+        };
+        if entry.next_attempt > now || entry.held || entry.is_done() {
+            return Ok(());
+        }
+        let settings = domain.clone().unwrap_or_default();
+        let lifetime = settings.queue_lifetime_days as i64 * 86_400;
+        if now >= entry.created_at + lifetime {
+            let pending: Vec<String> = entry.pending().map(|r| r.address.clone()).collect();
+            let reason = format!("queue lifetime of {} days exceeded", settings.queue_lifetime_days);
+            tracing::warn!(queue = entry.id, rcpts = %pending.join(", "), "{reason}; giving up");
+            let store = self.store.clone();
+            let (pending2, reason2) = (pending.clone(), reason.clone());
+            let id = entry.id;
+            blocking(move || store.finish_recipients(id, &pending2, RecipientStatus::Expired, &reason2))
+                .await?;
+            let failed: Vec<FailedRecipient> = pending
+                .into_iter()
+                .map(|address| FailedRecipient {
+                    address,
+                    diagnostic: reason.clone(),
+                    remote_mta: None,
+                    expired: true,
+                })
+                .collect();
+            self.queue_dsn(&entry, &failed).await?;
+            return Ok(());
+        }
+        if entry.kind == QueueKind::Relay
+            && !settings.redeliver_deleted
+            && settings.delivery_mode == DeliveryMode::Both
+        {
+            entry = self.cancel_deleted(entry).await?;
+            if entry.is_done() {
+                return Ok(());
+            }
+        }
+
+        // Group pending recipients by destination, keeping queue order.
+        let mut groups: Vec<(Route, Vec<String>)> = Vec::new();
+        for r in entry.pending() {
+            let route = self.route_for_recipient(entry.kind, &r.address, domain.as_ref());
+            match groups.iter_mut().find(|(g, _)| *g == route) {
+                Some((_, list)) => list.push(r.address.clone()),
+                None => groups.push((route, vec![r.address.clone()])),
+            }
+        }
+        let store = self.store.clone();
+        let blob = entry.blob;
+        let mut body = blocking(move || store.body(&blob)).await?;
+        if entry.kind != QueueKind::Relay {
+            if let (Some(selector), Some(key)) = (&settings.dkim_selector, &settings.dkim_key_path) {
+                body = dsn::dkim_sign(&body, &settings.name, selector, key);
+            }
+        }
+        let body = Arc::new(body);
+        let mut first_permit = Some(first_permit);
+        let mut any_deferred = false;
+        let mut failures = Vec::new();
+        for (route, rcpts) in groups {
+            let _permit = match first_permit.take() {
+                Some(p) if Arc::ptr_eq(p.semaphore(), &self.host_semaphore(&route.key())) => p,
+                _ => self.host_semaphore(&route.key()).acquire_owned().await?,
+            };
+            let results = self.deliver_group(&entry, &route, &rcpts, body.clone()).await;
+            for r in &results {
+                match &r.outcome {
+                    AttemptOutcome::Deferred(_) => any_deferred = true,
+                    AttemptOutcome::Failed(reply) => failures.push(FailedRecipient {
+                        address: r.address.clone(),
+                        diagnostic: reply.clone(),
+                        remote_mta: r.host.clone(),
+                        expired: false,
+                    }),
+                    AttemptOutcome::Delivered(_) => {}
+                }
+            }
+            let outcomes: Vec<(String, AttemptOutcome)> =
+                results.into_iter().map(|r| (r.address, r.outcome)).collect();
+            let now = self.clock.now();
+            let store = self.store.clone();
+            let id = entry.id;
+            let config = self.config.clone();
+            // Synced before anything else happens to this entry.
+            let updated = blocking(move || {
+                let current = store.queue_entry(id)?;
+                let attempts = current
+                    .as_ref()
+                    .map(|e| {
+                        e.recipients
+                            .iter()
+                            .filter(|r| outcomes.iter().any(|(a, _)| a.eq_ignore_ascii_case(&r.address)))
+                            .map(|r| r.attempts + 1)
+                            .max()
+                            .unwrap_or(1)
+                    })
+                    .unwrap_or(1);
+                let next = if any_deferred {
+                    now + config.backoff_secs(attempts) as i64
+                } else {
+                    now
+                };
+                store.record_attempt(id, &outcomes, next)
+            })
+            .await?;
+            entry = updated;
+        }
+        if !failures.is_empty() {
+            self.queue_dsn(&entry, &failures).await?;
+        }
+        Ok(())
+    }
+
+    /// Cancels relay recipients whose local copy the user deleted (SPEC: deleted mail is
+    /// not redelivered unless the domain says so).
+    async fn cancel_deleted(&self, entry: QueueEntry) -> anyhow::Result<QueueEntry> {
+        let store = self.store.clone();
+        let tracking = entry.tracking_id;
+        let candidates: Vec<(String, u64)> = entry
+            .pending()
+            .filter_map(|r| r.local_user.map(|u| (r.address.clone(), u)))
+            .collect();
+        if candidates.is_empty() || tracking == 0 {
+            return Ok(entry);
+        }
+        let mut gone = Vec::new();
+        for (address, user) in candidates {
+            // A recent snapshot may say "still there"; "gone" is always checked afresh,
+            // as a snapshot can predate the delivery of this very message.
+            if self.user_copies(user, false).await?.contains(&tracking) {
+                continue;
+            }
+            if !self.user_copies(user, true).await?.contains(&tracking) {
+                gone.push(address);
+            }
+        }
+        let id = entry.id;
+        let updated = if gone.is_empty() {
+            None
+        } else {
+            Some(
+                blocking(move || {
+                    store.finish_recipients(id, &gone, RecipientStatus::Cancelled, "deleted by user")
+                })
+                .await?,
+            )
+        };
+        Ok(match updated {
+            Some(updated) => {
+                tracing::info!(queue = id, "recipients cancelled: the user deleted the message");
+                updated
+            }
+            None => entry,
+        })
+    }
+
+    /// The tracking ids the user holds: a snapshot younger than the TTL unless `fresh`.
+    async fn user_copies(&self, user: u64, fresh: bool) -> anyhow::Result<Arc<HashSet<u64>>> {
+        if !fresh {
+            if let Some(h) = self.held_copies.lock().get(&user) {
+                if h.taken.elapsed() < HELD_COPIES_TTL {
+                    return Ok(h.ids.clone());
+                }
+            }
+        }
+        let taken = std::time::Instant::now();
+        let store = self.store.clone();
+        let ids = Arc::new(blocking(move || store.user_tracking_ids(user)).await?);
+        self.held_copies.lock().insert(
+            user,
+            HeldCopies {
+                taken,
+                ids: ids.clone(),
+            },
+        );
+        Ok(ids)
+    }
+
+    /// Sends to one destination and says what happened to each recipient.
+    async fn deliver_group(
+        &self,
+        entry: &QueueEntry,
+        route: &Route,
+        rcpts: &[String],
+        body: Arc<Vec<u8>>,
+    ) -> Vec<RecipientResult> {
+        let all = |outcome: AttemptOutcome, host: Option<String>| -> Vec<RecipientResult> {
+            rcpts
+                .iter()
+                .map(|a| RecipientResult {
+                    address: a.clone(),
+                    outcome: outcome.clone(),
+                    host: host.clone(),
+                })
+                .collect()
+        };
+        let candidates = match self.resolve(route).await {
+            Ok(c) => c,
+            Err(Resolution::Temporary(why)) => {
+                tracing::info!(queue = entry.id, rcpts = %rcpts.join(", "), reply = %why, "delivery deferred");
+                return all(AttemptOutcome::Deferred(why), None);
+            }
+            Err(Resolution::Permanent(why)) => {
+                tracing::info!(queue = entry.id, rcpts = %rcpts.join(", "), reply = %why, "delivery failed");
+                return all(AttemptOutcome::Failed(why), None);
+            }
+        };
+        let key = route.key();
+        let tls = match route {
+            Route::Host { tls, .. } | Route::Mx { tls, .. } => *tls,
+            Route::Unroutable(_) => TlsPolicy::Disabled,
+        };
+        let mut last_error = String::from("no destination host");
+        for (host, port) in candidates {
+            let mut client = match self.client_for(&key, &host, port, tls).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::info!(queue = entry.id, host = %format!("{host}:{port}"), error = %e, "cannot connect");
+                    last_error = format!("{host}:{port}: {e}");
+                    continue;
+                }
+            };
+            let event = TrackingEvent {
+                at: self.store.now(),
+                kind: "attempt started".into(),
+                detail: format!(
+                    "{} to {} via {}",
+                    entry.message_id.as_deref().unwrap_or("(no Message-ID)"),
+                    rcpts.join(", "),
+                    client.host
+                ),
+            };
+            let store = self.store.clone();
+            let tracking = entry.tracking_id;
+            if let Err(e) = blocking(move || store.add_tracking_events(tracking, &[event])).await {
+                // Without the mark a duplicate would be invisible: do not send now.
+                tracing::error!(queue = entry.id, error = %format!("{e:#}"), "cannot record the attempt; deferring");
+                self.return_to_pool(&key, client);
+                return all(AttemptOutcome::Deferred("local store error".into()), None);
+            }
+            match client.transaction(&entry.mail_from, rcpts, &body).await {
+                Ok(replies) => {
+                    let host_name = client.host.clone();
+                    let results: Vec<RecipientResult> = rcpts
+                        .iter()
+                        .zip(replies.per_recipient())
+                        .map(|(address, reply)| {
+                            tracing::info!(queue = entry.id, host = %host_name, rcpt = %address, reply = %reply, "delivery attempt");
+                            let text = reply.to_string();
+                            let outcome = if reply.is_positive() {
+                                AttemptOutcome::Delivered(text)
+                            } else if reply.is_permanent() {
+                                AttemptOutcome::Failed(text)
+                            } else {
+                                AttemptOutcome::Deferred(text)
+                            };
+                            RecipientResult {
+                                address: address.clone(),
+                                outcome,
+                                host: Some(host_name.clone()),
+                            }
+                        })
+                        .collect();
+                    self.return_to_pool(&key, client);
+                    return results;
+                }
+                Err(e) => {
+                    // Mid-transaction failure: nothing is known to be accepted.
+                    tracing::info!(queue = entry.id, host = %client.host, rcpts = %rcpts.join(", "), error = %e, "delivery attempt failed");
+                    last_error = format!("{}: {e}", client.host);
+                    if matches!(e, ClientError::Timeout(_))
+                        || matches!(e, ClientError::Io(_))
+                        || matches!(e, ClientError::Protocol(_))
+                    {
+                        // The connection is unusable; the next candidate may do better
+                        // only if we never reached DATA, which we cannot know: stop here.
+                        break;
+                    }
+                }
+            }
+        }
+        all(AttemptOutcome::Deferred(last_error), None)
+    }
+
+    /// A ready connection: a pooled one that still answers RSET (a server may have closed
+    /// it while idle, and failing a transaction for that would defer mail for nothing), or
+    /// a new one. Opportunistic TLS that fails the handshake falls back to plaintext, as
+    /// Postfix does: the alternative is not sending at all.
+    async fn client_for(
+        &self,
+        key: &str,
+        host: &str,
+        port: u16,
+        tls: TlsPolicy,
+    ) -> Result<SmtpClient, ClientError> {
+        while let Some(mut pooled) = self.take_pooled(key, host, port) {
+            if pooled.rset().await.is_ok() {
+                return Ok(pooled);
+            }
+        }
+        match SmtpClient::connect(host, port, &self.hostname, tls, &self.tls, self.timeouts).await {
+            Err(ClientError::Tls(why)) if tls == TlsPolicy::Opportunistic => {
+                tracing::info!(host = %format!("{host}:{port}"), error = %why, "STARTTLS failed; retrying without TLS");
+                SmtpClient::connect(
+                    host,
+                    port,
+                    &self.hostname,
+                    TlsPolicy::Disabled,
+                    &self.tls,
+                    self.timeouts,
+                )
+                .await
+            }
+            other => other,
+        }
+    }
+
+    fn take_pooled(&self, key: &str, host: &str, port: u16) -> Option<SmtpClient> {
+        let mut pool = self.pool.lock();
+        let list = pool.get_mut(key)?;
+        let wanted = format!("{host}:{port}");
+        let idle = Duration::from_secs(self.config.connection_idle_secs);
+        while let Some(pos) = list.iter().position(|c| c.host == wanted) {
+            let client = list.swap_remove(pos);
+            if client.last_used.elapsed() < idle {
+                return Some(client);
+            }
+        }
+        None
+    }
+
+    fn return_to_pool(&self, key: &str, client: SmtpClient) {
+        if client.messages >= self.config.max_messages_per_connection {
+            tokio::spawn(client.quit());
+            return;
+        }
+        self.pool.lock().entry(key.to_string()).or_default().push(client);
+    }
+
+    fn close_idle_connections(&self) {
+        let idle = Duration::from_secs(self.config.connection_idle_secs);
+        let mut expired = Vec::new();
+        {
+            let mut pool = self.pool.lock();
+            for list in pool.values_mut() {
+                let mut i = 0;
+                while i < list.len() {
+                    if list[i].last_used.elapsed() >= idle {
+                        expired.push(list.swap_remove(i));
+                    } else {
+                        i += 1;
+                    }
+                }
+            }
+        }
+        for client in expired {
+            tokio::spawn(client.quit());
+        }
+    }
+
+    /// Candidate hosts for a route, best first.
+    async fn resolve(&self, route: &Route) -> Result<Vec<(String, u16)>, Resolution> {
+        match route {
+            Route::Host { host, port, .. } => Ok(vec![(host.clone(), *port)]),
+            Route::Unroutable(why) => Err(Resolution::Temporary(why.clone())),
+            Route::Mx { domain, .. } => {
+                let resolver = self
+                    .resolver
+                    .get_or_init(|| async {
+                        match TokioResolver::builder_tokio().and_then(|b| b.build()) {
+                            Ok(r) => Some(r),
+                            Err(e) => {
+                                tracing::error!(error = %e, "cannot start the DNS resolver");
+                                None
+                            }
+                        }
+                    })
+                    .await
+                    .as_ref()
+                    .ok_or_else(|| Resolution::Temporary("DNS resolver unavailable".into()))?;
+                let name = format!("{domain}.");
+                match resolver.mx_lookup(name.as_str()).await {
+                    Ok(lookup) => {
+                        let mut mx: Vec<(u16, String)> = lookup
+                            .answers()
+                            .iter()
+                            .filter_map(|r| match &r.data {
+                                RData::MX(mx) => Some((mx.preference, mx.exchange.to_utf8())),
+                                _ => None,
+                            })
+                            .collect();
+                        mx.sort();
+                        // RFC 7505: a single "." exchange means the domain takes no mail.
+                        if mx.len() == 1 && (mx[0].1 == "." || mx[0].1.is_empty()) {
+                            return Err(Resolution::Permanent(format!(
+                                "556 5.1.10 {domain} accepts no mail (null MX)"
+                            )));
+                        }
+                        if mx.is_empty() {
+                            return Ok(vec![(domain.clone(), 25)]);
+                        }
+                        Ok(mx
+                            .into_iter()
+                            .map(|(_, host)| (host.trim_end_matches('.').to_string(), 25))
+                            .collect())
+                    }
+                    // RFC 5321 §5.1: no MX records: the domain itself (A/AAAA) is the host.
+                    Err(e) if e.is_no_records_found() => Ok(vec![(domain.clone(), 25)]),
+                    Err(e) => Err(Resolution::Temporary(format!(
+                        "MX lookup for {domain} failed: {e}"
+                    ))),
+                }
+            }
+        }
+    }
+
+    /// Queues a DSN for failed recipients to the entry's sender: into the sender's INBOX
+    /// (and the relay queue for their primary) when the sender is local, otherwise as a
+    /// notification to the outside. Never for a null sender.
+    async fn queue_dsn(&self, entry: &QueueEntry, failed: &[FailedRecipient]) -> anyhow::Result<()> {
+        if entry.mail_from.is_empty() || failed.is_empty() {
+            return Ok(());
+        }
+        let store = self.store.clone();
+        let blob = entry.blob;
+        let original = blocking(move || store.body(&blob)).await.unwrap_or_default();
+        let dsn = dsn::build_dsn(
+            &self.hostname,
+            &entry.mail_from,
+            &original,
+            entry.message_id.as_deref(),
+            failed,
+            entry.created_at,
+        );
+        let store = self.store.clone();
+        let sender = entry.mail_from.clone();
+        let entry_domain = entry.domain.clone();
+        let now = self.store.now();
+        let rcpts: Vec<String> = failed.iter().map(|f| f.address.clone()).collect();
+        let summary = format!(
+            "delivery status notification for queue {} ({})",
+            entry.id,
+            rcpts.join(", ")
+        );
+        let outcome = blocking(move || {
+            let sender_domain = domain_of(&sender);
+            let mut users = Vec::new();
+            let mut queue = Vec::new();
+            match store.resolve_recipient(&sender)? {
+                Recipient::Local(user) => {
+                    let settings = store.domain(&sender_domain)?.unwrap_or_default();
+                    if settings.delivery_mode == DeliveryMode::Both {
+                        users.push(user.id);
+                    }
+                    queue.push(NewQueueEntry {
+                        kind: QueueKind::Relay,
+                        domain: sender_domain,
+                        mail_from: String::new(),
+                        recipients: vec![(sender.to_ascii_lowercase(), Some(user.id))],
+                        next_attempt: now,
+                    });
+                }
+                Recipient::Unknown => queue.push(NewQueueEntry {
+                    kind: QueueKind::Relay,
+                    domain: sender_domain,
+                    mail_from: String::new(),
+                    recipients: vec![(sender.clone(), None)],
+                    next_attempt: now,
+                }),
+                Recipient::NotLocal => queue.push(NewQueueEntry {
+                    kind: QueueKind::Notification,
+                    domain: entry_domain,
+                    mail_from: String::new(),
+                    recipients: vec![(sender.clone(), None)],
+                    next_attempt: now,
+                }),
+            }
+            let request = DeliveryRequest {
+                body: &dsn,
+                users,
+                queue,
+                message_id: dsn_message_id(&dsn),
+                summary,
+            };
+            store.deliver(&request)
+        })
+        .await?;
+        tracing::info!(queue = entry.id, sender = %entry.mail_from, dsn_tracking = outcome.tracking_id, "DSN queued to the sender");
+        self.wakeup.notify_one();
+        Ok(())
+    }
+}
+
+enum Resolution {
+    Temporary(String),
+    Permanent(String),
+}
+
+fn dsn_message_id(message: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(&message[..message.len().min(4096)]);
+    text.lines()
+        .find(|l| l.len() > 11 && l[..11].eq_ignore_ascii_case("message-id:"))
+        .map(|l| l[11..].trim().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use understudy_storage::{ManualClock, StoreOptions};
+
+    const T0: i64 = 1_800_000_000;
+
+    fn closed_port() -> u16 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    }
+
+    fn setup(routes: &[(&str, u16)]) -> (tempfile::TempDir, Store, Arc<ManualClock>, Arc<QueueRunner>) {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(T0));
+        let store = Store::open_with(&dir.path().join("db"), StoreOptions::default(), clock.clone()).unwrap();
+        let mut domain = Domain::new("example.com");
+        domain.relay_host = Some(format!("127.0.0.1:{}", closed_port()));
+        store.add_domain(&domain).unwrap();
+        let mut config = DeliveryConfig::default();
+        for (d, port) in routes {
+            config.routes.insert(d.to_string(), format!("127.0.0.1:{port}"));
+        }
+        config.connect_timeout_secs = 5;
+        let runner = Arc::new(QueueRunner::new(
+            store.clone(),
+            clock.clone(),
+            "test.local".into(),
+            config,
+            QueueWakeup::default(),
+        ));
+        (dir, store, clock, runner)
+    }
+
+    fn queue(store: &Store, kind: QueueKind, from: &str, rcpt: &str) -> u64 {
+        let request = DeliveryRequest {
+            body: b"From: x@outside.net\r\nMessage-ID: <t@x>\r\nSubject: t\r\n\r\nbody\r\n",
+            users: vec![],
+            queue: vec![NewQueueEntry {
+                kind,
+                domain: "example.com".into(),
+                mail_from: from.into(),
+                recipients: vec![(rcpt.into(), None)],
+                next_attempt: store.now(),
+            }],
+            message_id: Some("<t@x>".into()),
+            summary: "test".into(),
+        };
+        store.deliver(&request).unwrap().queue_ids[0]
+    }
+
+    /// One pass of the runner and every attempt it started, to completion.
+    async fn run_once(runner: &Arc<QueueRunner>) {
+        let mut tasks = JoinSet::new();
+        runner.pass(&mut tasks).await.unwrap();
+        while tasks.join_next().await.is_some() {}
+    }
+
+    #[tokio::test]
+    async fn deferrals_back_off_exponentially_on_the_injected_clock() {
+        let (_dir, store, clock, runner) = setup(&[("remote.org", closed_port())]);
+        let id = queue(&store, QueueKind::Outbound, "anna@example.com", "bob@remote.org");
+        run_once(&runner).await;
+        let entry = store.queue_entry(id).unwrap().unwrap();
+        assert_eq!(entry.next_attempt, T0 + 300, "first retry after 5 minutes");
+        assert_eq!(entry.recipients[0].attempts, 1);
+        // Not due yet: nothing happens.
+        clock.advance(299);
+        run_once(&runner).await;
+        assert_eq!(store.queue_entry(id).unwrap().unwrap().recipients[0].attempts, 1);
+        clock.advance(1);
+        run_once(&runner).await;
+        let entry = store.queue_entry(id).unwrap().unwrap();
+        assert_eq!(entry.recipients[0].attempts, 2);
+        assert_eq!(entry.next_attempt, T0 + 300 + 600, "then doubled");
+        assert_eq!(entry.recipients[0].status, RecipientStatus::Pending);
+    }
+
+    #[tokio::test]
+    async fn relay_entries_wait_while_the_domain_is_in_an_outage() {
+        let (_dir, store, _clock, runner) = setup(&[]);
+        let id = queue(&store, QueueKind::Relay, "x@outside.net", "anna@example.com");
+        store
+            .set_outage_state(
+                "example.com",
+                &understudy_storage::outage::OutageState {
+                    phase: OutagePhase::Outage,
+                    since: T0,
+                    reason: "test".into(),
+                    manual: true,
+                },
+            )
+            .unwrap();
+        run_once(&runner).await;
+        let entry = store.queue_entry(id).unwrap().unwrap();
+        assert_eq!(entry.recipients[0].attempts, 0, "not attempted");
+        assert_eq!(entry.next_attempt, T0 + 60, "parked until the recheck");
+        // The outage ends: the runner sees the phase change and releases the entry.
+        store
+            .set_outage_state("example.com", &understudy_storage::outage::OutageState::default())
+            .unwrap();
+        runner.release_ended_outages(T0).await.unwrap();
+        assert_eq!(store.queue_entry(id).unwrap().unwrap().next_attempt, T0);
+    }
+
+    #[tokio::test]
+    async fn expired_entries_are_dropped_with_a_dsn_to_the_sender() {
+        let (_dir, store, clock, runner) = setup(&[("outside.net", closed_port())]);
+        let id = queue(&store, QueueKind::Relay, "x@outside.net", "anna@example.com");
+        clock.advance(15 * 86_400);
+        run_once(&runner).await;
+        assert!(store.queue_entry(id).unwrap().is_none(), "expired entry removed");
+        let tracking = store.tracking_ids_for_message_id("<t@x>").unwrap();
+        let events = store.tracking_events(tracking[0]).unwrap();
+        assert!(events.iter().any(|e| e.kind == "expired"), "{events:?}");
+        let dsn: Vec<QueueEntry> = store
+            .queue_entries(None)
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.kind == QueueKind::Notification)
+            .collect();
+        assert_eq!(dsn.len(), 1);
+        assert_eq!(dsn[0].mail_from, "", "DSNs have a null sender");
+        assert_eq!(dsn[0].recipients[0].address, "x@outside.net");
+        let body = String::from_utf8(store.body(&dsn[0].blob).unwrap()).unwrap();
+        assert!(body.contains("Status: 4.4.7"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn no_dsn_for_a_null_sender() {
+        let (_dir, store, clock, runner) = setup(&[]);
+        let id = queue(&store, QueueKind::Relay, "", "anna@example.com");
+        clock.advance(16 * 86_400);
+        run_once(&runner).await;
+        assert!(store.queue_entry(id).unwrap().is_none());
+        assert!(
+            store.queue_entries(None).unwrap().is_empty(),
+            "no bounce of a bounce"
+        );
+    }
+}
