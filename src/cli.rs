@@ -82,6 +82,13 @@ pub enum DomainCommand {
     Remove {
         name: String,
     },
+    /// Create a DKIM key for mail sent during outages, set it on the domain and print
+    /// the DNS records to publish.
+    DkimKeygen {
+        name: String,
+        #[arg(long, default_value = "understudy")]
+        selector: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, Serialize, Deserialize)]
@@ -509,6 +516,40 @@ fn print_domain(d: &Domain, out: &mut dyn Write) -> std::io::Result<()> {
 fn domain(ctx: &AdminContext, command: DomainCommand, out: &mut dyn Write) -> anyhow::Result<()> {
     let store = ctx.store;
     match command {
+        DomainCommand::DkimKeygen { name, selector } => {
+            let mut d = store
+                .domain(&name)?
+                .with_context(|| format!("no domain {name}"))?;
+            let record = crate::dkim::keygen(&ctx.config.data_dir, &d.name, &selector)?;
+            d.dkim_selector = Some(selector.clone());
+            d.dkim_key_path = Some(record.key_path.display().to_string());
+            store.update_domain(&d)?;
+            writeln!(
+                out,
+                "DKIM key for {} written to {} (mode 0600)",
+                d.name,
+                record.key_path.display()
+            )?;
+            writeln!(
+                out,
+                "Publish this TXT record, then mail sent during outages is signed:"
+            )?;
+            writeln!(
+                out,
+                "  {}._domainkey.{}. IN TXT \"{}\"",
+                selector, d.name, record.txt
+            )?;
+            writeln!(
+                out,
+                "And let the server send for the domain in its SPF record, e.g. add \"a:{}\":",
+                ctx.config.hostname
+            )?;
+            writeln!(
+                out,
+                "  {}. IN TXT \"v=spf1 mx a:{} ~all\"",
+                d.name, ctx.config.hostname
+            )?;
+        }
         DomainCommand::Add { name, settings } => {
             let mut d = Domain::new(&name);
             apply_settings(&mut d, &settings);

@@ -8,6 +8,7 @@ pub mod autoconfig;
 pub mod cli;
 pub mod config;
 pub mod delivery;
+pub mod dkim;
 pub mod driver;
 pub mod http;
 pub mod imap;

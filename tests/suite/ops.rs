@@ -331,3 +331,31 @@ fn systemd_accepts_the_unit_and_the_server_signals_ready_and_watchdog() {
     // READY comes after every listener is bound: the harness saw them all already.
     assert_eq!(server.addrs.len(), 7, "{:?}", server.addrs);
 }
+
+#[test]
+fn dkim_keygen_sets_the_domain_key_and_prints_the_dns_records() {
+    let mut server = TestServer::start();
+    server.stop();
+    let out = server.admin_ok(&["domain", "dkim-keygen", "example.com", "--selector", "s2026"]);
+    assert!(
+        out.contains("s2026._domainkey.example.com. IN TXT \"v=DKIM1; k=rsa; p=MII"),
+        "{out}"
+    );
+    assert!(out.contains("v=spf1"), "{out}");
+    let shown = server.admin_ok(&["domain", "show", "example.com"]);
+    assert!(shown.contains("selector s2026"), "{shown}");
+    let key = server.dir.path().join("data/dkim/example.com.s2026.pem");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // A second key with the same selector would silently replace the published one.
+    assert!(!server
+        .admin(
+            &["domain", "dkim-keygen", "example.com", "--selector", "s2026"],
+            None
+        )
+        .status
+        .success());
+}
