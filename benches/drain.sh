@@ -99,15 +99,15 @@ drain=$(echo "$t1 - $t0" | bc -l)
 drain_rate=$(echo "$count / $drain" | bc -l)
 
 # Ceiling: smtp-source straight into a sink, same messages, same sessions.
-smtp-sink "${sink_user[@]}" -M "$count" "127.0.0.1:$ceiling_port" 256 &
+smtp-sink "${sink_user[@]}" "127.0.0.1:$ceiling_port" 256 &
 sink_pid=$!
 pids+=("$sink_pid")
 sleep 0.2
 t0=$(date +%s.%N)
 smtp-source -s "$sessions" -m "$count" -l 10240 -f sender@outside.test -t user@bench.test \
   "127.0.0.1:$ceiling_port"
-wait "$sink_pid"
 t1=$(date +%s.%N)
+kill "$sink_pid"
 ceiling=$(echo "$t1 - $t0" | bc -l)
 ceiling_rate=$(echo "$count / $ceiling" | bc -l)
 
