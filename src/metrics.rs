@@ -12,6 +12,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use understudy_storage::outage::OutagePhase;
+use understudy_storage::queue::AttemptOutcome;
 use understudy_storage::{QueueKind, Store};
 
 use crate::config::Service;
@@ -31,6 +32,13 @@ pub struct Metrics {
     /// Synced delivery writes and their total duration, for the average write latency.
     pub store_writes: AtomicU64,
     pub store_write_micros: AtomicU64,
+    /// Recipients handed to the primary (relay queue) / to remote servers (outbound).
+    pub redelivered: AtomicU64,
+    pub sent_outbound: AtomicU64,
+    /// Recipients given up on (5xx or queue lifetime): a DSN went to the sender.
+    pub bounced: AtomicU64,
+    /// Attempts deferred (4xx, time-out, connection failure).
+    pub deferred: AtomicU64,
 }
 
 #[allow(clippy::declare_interior_mutable_const)]
@@ -45,6 +53,10 @@ pub static METRICS: Metrics = Metrics {
     messages_queued: ZERO,
     store_writes: ZERO,
     store_write_micros: ZERO,
+    redelivered: ZERO,
+    sent_outbound: ZERO,
+    bounced: ZERO,
+    deferred: ZERO,
 };
 
 impl Metrics {
@@ -52,6 +64,17 @@ impl Metrics {
         if let Some(i) = Service::ALL.iter().position(|s| *s == service) {
             self.connections[i].fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Counts one recipient's delivery attempt result.
+    pub fn delivery_outcome(&self, kind: QueueKind, outcome: &AttemptOutcome) {
+        let counter = match (outcome, kind) {
+            (AttemptOutcome::Delivered(_), QueueKind::Relay) => &self.redelivered,
+            (AttemptOutcome::Delivered(_), _) => &self.sent_outbound,
+            (AttemptOutcome::Failed(_), _) => &self.bounced,
+            (AttemptOutcome::Deferred(_), _) => &self.deferred,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn store_write(&self, took: Duration) {
@@ -108,6 +131,26 @@ pub fn render(store: &Store) -> String {
             "understudy_store_writes_total",
             "Synced delivery writes.",
             get(&m.store_writes),
+        ),
+        (
+            "understudy_redelivered_total",
+            "Recipients handed to the primary server.",
+            get(&m.redelivered),
+        ),
+        (
+            "understudy_sent_total",
+            "Outbound recipients accepted by remote servers.",
+            get(&m.sent_outbound),
+        ),
+        (
+            "understudy_bounced_total",
+            "Recipients given up on (5xx or expired); a DSN was sent.",
+            get(&m.bounced),
+        ),
+        (
+            "understudy_deferred_total",
+            "Delivery attempts deferred (4xx, time-out, no connection).",
+            get(&m.deferred),
         ),
     ] {
         if !help.is_empty() {

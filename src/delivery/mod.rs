@@ -405,6 +405,9 @@ impl QueueRunner {
             let id = entry.id;
             blocking(move || store.finish_recipients(id, &pending2, RecipientStatus::Expired, &reason2))
                 .await?;
+            crate::metrics::METRICS
+                .bounced
+                .fetch_add(pending.len() as u64, std::sync::atomic::Ordering::Relaxed);
             let failed: Vec<FailedRecipient> = pending
                 .into_iter()
                 .map(|address| FailedRecipient {
@@ -465,6 +468,7 @@ impl QueueRunner {
                     }),
                     AttemptOutcome::Delivered(_) => {}
                 }
+                crate::metrics::METRICS.delivery_outcome(entry.kind, &r.outcome);
             }
             let outcomes: Vec<(String, AttemptOutcome)> =
                 results.into_iter().map(|r| (r.address, r.outcome)).collect();
