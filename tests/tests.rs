@@ -17,3 +17,6 @@ mod smtp;
 
 #[path = "suite/imap.rs"]
 mod imap;
+
+#[path = "suite/clients.rs"]
+mod clients;
