@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod driver;
 pub mod imap;
+pub mod memory;
 pub mod pop3;
 pub mod server;
 pub mod services;
