@@ -37,6 +37,8 @@ else
   D_ADDR=""
 fi
 
+python3 benches/imap_load.py warm "$U_ADDR" "$USERS" $CA
+[ -z "$D_ADDR" ] || python3 benches/imap_load.py warm "$D_ADDR" "$USERS" $CA
 for c in $CLIENTS; do
   python3 benches/imap_load.py load understudy "$U_ADDR" "$USERS" "$c" "$SECONDS_EACH" $CA
   [ -z "$D_ADDR" ] || python3 benches/imap_load.py load dovecot "$D_ADDR" "$USERS" "$c" "$SECONDS_EACH" $CA

@@ -2,6 +2,7 @@
 
   fill-smtp PORT USERS MESSAGES            deliver MESSAGES to each userN@bench.example
   fill-maildir DIR USERS MESSAGES          write the same messages into Maildirs (Dovecot)
+  warm HOST:PORT USERS [CA]                 log in once per user (fills auth caches)
   load NAME HOST:PORT USERS CLIENTS SECONDS [CA]
                                            mixed IMAP load; prints operations/s per command
   idle PORT USERS CONNECTIONS PID          CONNECTIONS sessions in IDLE; prints PID's RSS
@@ -105,6 +106,20 @@ def worker(args):
     return counts, times, errors, sessions
 
 
+def warm_one(args):
+    host, port, user, ca = args
+    m = connect(host, port, ca)
+    m.login(f"user{user}@bench.example", PASSWORD)
+    m.logout()
+
+
+def warm(addr, users, ca):
+    """One login per user first, so both servers' credential caches are warm."""
+    host, port = addr.rsplit(":", 1)
+    with multiprocessing.Pool(min(users, 8)) as pool:
+        pool.map(warm_one, [(host, int(port), u, ca) for u in range(1, users + 1)])
+
+
 def load(name, addr, users, clients, seconds, ca):
     host, port = addr.rsplit(":", 1)
     start_at = time.time() + 1.0
@@ -187,6 +202,8 @@ if __name__ == "__main__":
         fill_smtp(int(a[0]), int(a[1]), int(a[2]))
     elif cmd == "fill-maildir":
         fill_maildir(a[0], int(a[1]), int(a[2]))
+    elif cmd == "warm":
+        warm(a[0], int(a[1]), a[2] if len(a) > 2 else None)
     elif cmd == "load":
         load(a[0], a[1], int(a[2]), int(a[3]), float(a[4]), a[5] if len(a) > 5 else None)
     elif cmd == "idle":

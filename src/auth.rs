@@ -295,15 +295,22 @@ impl Authenticator {
                         }
                         let ok = verify_password(&credentials.password, phc);
                         if ok {
-                            self.cache
-                                .insert(&address, &credentials.password, phc, now + self.cache_ttl, now);
+                            self.cache.insert(
+                                &address,
+                                &credentials.password,
+                                phc,
+                                now + self.cache_ttl,
+                                now,
+                            );
                         }
                         ok
                     })
             }
             _ => {
                 // Same work as a real check, so timing does not tell which users exist.
-                let _ = self.slots.run(|| verify_password(&credentials.password, decoy_hash()));
+                let _ = self
+                    .slots
+                    .run(|| verify_password(&credentials.password, decoy_hash()));
                 false
             }
         };
