@@ -31,7 +31,7 @@ if [ "$DOVECOT" = 1 ] && have_dovecot; then
   start_dovecot "$USERS"
   python3 benches/imap_load.py fill-maildir "$DOVECOT_HOME" "$USERS" "$MESSAGES"
   own_dovecot_mail
-  echo "dovecot: $(dovecot --version), same users and messages (written into Maildirs), fsync always"
+  echo "dovecot: $(dovecot --version), same users and messages (written into Maildirs), fsync always, argon2id $DOVECOT_ARGON2"
   if [ "$TLS" = 1 ]; then D_ADDR="127.0.0.1:$DOVECOT_IMAPS"; else D_ADDR="127.0.0.1:$DOVECOT_IMAP"; fi
 else
   D_ADDR=""

@@ -23,6 +23,6 @@ if [ "$DOVECOT" = 1 ] && have_dovecot; then
   start_dovecot "$USERS"
   python3 benches/pop3_load.py fill-maildir "$DOVECOT_HOME" "$USERS" "$MESSAGES"
   own_dovecot_mail
-  echo "dovecot: $(dovecot --version)"
+  echo "dovecot: $(dovecot --version), argon2id $DOVECOT_ARGON2"
   python3 benches/pop3_load.py load "$DOVECOT_POP3S" "$USERS" "$CLIENTS" "$ROUNDS" "$PWD/certs-dev/ca.crt" dovecot
 fi
