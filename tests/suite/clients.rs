@@ -209,12 +209,34 @@ fn mbsync_syncs_both_ways_and_a_second_sync_changes_nothing() {
         format!("{out}\n{err}")
     };
 
+    // A sync right after a sync must change nothing on either side: same Maildir files,
+    // same mbsync state file (it records every pair of UIDs and the flags it knows), and
+    // the same server mailbox (message count, UIDNEXT and HIGHESTMODSEQ move on any
+    // change).
+    let state = inbox.join(".mbsyncstate");
+    let snapshot = || {
+        (
+            maildir_files(&inbox),
+            std::fs::read_to_string(&state).unwrap(),
+            server_status(port),
+        )
+    };
+    let assert_noop_sync = |what: &str| {
+        let before = snapshot();
+        let log = sync();
+        let after = snapshot();
+        assert_eq!(before, after, "{what} changed something:\n{log}");
+        after
+    };
+
     let first = sync();
     let files = maildir_files(&inbox);
     assert_eq!(files.len(), 4, "3 downloaded + 1 local:\n{files:?}\n{first}");
+    let after = assert_noop_sync("the second sync");
+    assert!(after.2.contains("MESSAGES 4"), "{}", after.2);
 
     // Locally mark one downloaded message seen and flagged (Maildir info ":2,FS"); the
-    // server must learn it.
+    // next sync must tell the server, and the one after must again change nothing.
     let downloaded = files
         .iter()
         .find(|n| !n.contains("local1"))
@@ -227,29 +249,9 @@ fn mbsync_syncs_both_ways_and_a_second_sync_changes_nothing() {
         inbox.join("new").join(&downloaded)
     };
     std::fs::rename(&from, inbox.join("cur").join(format!("{base}:2,FS"))).unwrap();
-
-    let second = sync();
-    // The third sync must change nothing on either side: same Maildir files, same
-    // mbsync state file (it records every pair of UIDs and flags it knows), and the same
-    // server mailbox (message count, UIDNEXT and HIGHESTMODSEQ move on any change).
-    let state = inbox.join(".mbsyncstate");
-    let before = (
-        maildir_files(&inbox),
-        std::fs::read_to_string(&state).unwrap(),
-        server_status(port),
-    );
-    let third = sync();
-    let after = (
-        maildir_files(&inbox),
-        std::fs::read_to_string(&state).unwrap(),
-        server_status(port),
-    );
-    assert_eq!(
-        before, after,
-        "the third sync changed something:\n{second}\n{third}"
-    );
-    assert_eq!(after.0.len(), 4, "{second}\n{third}");
-    assert!(after.2.contains("MESSAGES 4"), "{}", after.2);
+    sync();
+    let after = assert_noop_sync("the sync after the flag change was synced");
+    assert_eq!(after.0.len(), 4, "{after:?}");
 
     // The server has the uploaded message and the flags set locally.
     let out = python_ok(
