@@ -32,3 +32,9 @@ mod outage;
 
 #[path = "suite/delivery.rs"]
 mod delivery;
+
+#[path = "suite/sink.rs"]
+mod sink;
+
+#[path = "suite/e2e.rs"]
+mod e2e;

@@ -1,0 +1,226 @@
+//! The outage engine end to end, against `smtp-sink` playing the primary, the alert
+//! recipients' server and a remote MX: the primary goes down, a thousand messages are
+//! spooled and read over IMAP, the primary comes back and gets each kept message exactly
+//! once; and a flapping primary with the server SIGKILLed twice mid-drain loses nothing.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use crate::harness::*;
+use crate::sink::{header, DumpSink};
+
+/// Polls `cond` until it holds or the deadline passes (then the test fails).
+fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The domain's phase as `outage status` shows it ("normal", "outage", "draining").
+fn phase(server: &TestServer, domain: &str) -> String {
+    let status = server.admin_ok(&["outage", "status", domain]);
+    let line = status
+        .lines()
+        .find(|l| l.starts_with(domain))
+        .unwrap_or_else(|| panic!("no {domain} in:\n{status}"));
+    line.split_whitespace().nth(1).unwrap().to_string()
+}
+
+/// Entries in the whole queue (relay, outbound and notifications).
+fn queue_len(server: &TestServer) -> usize {
+    let list = server.admin_ok(&["queue", "list"]);
+    let last = list.lines().last().unwrap_or_default();
+    last.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+fn delivery_config(routes: &[(&str, &str)]) -> String {
+    let routes: Vec<String> = routes.iter().map(|(d, a)| format!("\"{d}\" = \"{a}\"")).collect();
+    format!(
+        "\n[delivery]\npoll_interval_secs = 1\nretry_initial_secs = 1\nretry_max_secs = 2\n\
+         outage_recheck_secs = 1\nconnection_idle_secs = 5\nroutes = {{ {} }}\n",
+        routes.join(", ")
+    )
+}
+
+fn add_domain(s: &TestServer, relay: &str) {
+    s.admin_ok(&[
+        "domain",
+        "add",
+        "example.com",
+        "--relay-host",
+        relay,
+        "--relay-tls",
+        "disabled",
+        "--probe-interval",
+        "1",
+        "--failures",
+        "2",
+        "--successes",
+        "2",
+        "--alert",
+        "ops@alerts.test",
+    ]);
+    s.add_user("anna@example.com", PASSWORD);
+}
+
+/// Sends `count` messages over one connection to the MX listener, Message-IDs
+/// `<{prefix}-{n}@outside.test>`, each body ending in a completeness marker.
+const SEND_MANY: &str = r#"
+import smtplib, sys
+port, prefix, count = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+s = smtplib.SMTP("127.0.0.1", port, timeout=60)
+s.ehlo("filter.outside.test")
+for n in range(count):
+    mid = "%s-%d@outside.test" % (prefix, n)
+    s.sendmail("sender@outside.test", ["anna@example.com"],
+               ("From: sender@outside.test\r\nTo: anna@example.com\r\nSubject: spooled %d\r\n"
+                "Message-ID: <%s>\r\n\r\nHello %d\r\nEND-OF-MESSAGE\r\n" % (n, mid, n)).encode())
+s.quit()
+"#;
+
+fn send_many(server: &TestServer, prefix: &str, count: usize) {
+    python_ok(
+        SEND_MANY,
+        &[
+            server.addr("smtp").port().to_string(),
+            prefix.to_string(),
+            count.to_string(),
+        ],
+    );
+}
+
+#[test]
+fn outage_spools_a_thousand_and_the_primary_gets_each_kept_one_once() {
+    const COUNT: usize = 1000;
+    let started = Instant::now();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut primary = DumpSink::start(&tmp.path().join("primary"));
+    let alerts = DumpSink::start(&tmp.path().join("alerts"));
+    let remote = DumpSink::start(&tmp.path().join("remote"));
+    let config = delivery_config(&[
+        ("alerts.test", &alerts.addr()),
+        ("remote.test", &remote.addr()),
+    ]);
+    let relay = primary.addr();
+    let server = TestServer::setup(&config, |s| add_domain(s, &relay));
+
+    primary.down();
+    wait_until(Duration::from_secs(30), "the outage to engage", || {
+        phase(&server, "example.com") == "outage"
+    });
+
+    let t = Instant::now();
+    send_many(&server, "e2e", COUNT);
+    let received_in = t.elapsed();
+
+    // The user sees them all, deletes ten and sends five.
+    let script = r#"
+import imaplib, ssl, sys, re
+m = imaplib.IMAP4_SSL("127.0.0.1", int(sys.argv[2]), ssl_context=ssl.create_default_context(cafile=sys.argv[1]), timeout=60)
+m.login("anna@example.com", "Correct1horse")
+typ, data = m.select("INBOX")
+print("EXISTS", int(data[0]))
+seqs = "1,2,111,222,333,444,555,666,777,1000"
+typ, data = m.fetch(seqs, "(BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])")
+for part in data:
+    if isinstance(part, tuple):
+        print("DELETED", re.search(rb"<([^>]+)>", part[1]).group(1).decode())
+m.store(seqs, "+FLAGS", "(\\Deleted)")
+typ, data = m.expunge()
+print("EXPUNGED", len([d for d in data if d]))
+typ, data = m.select("INBOX")
+print("EXISTS", int(data[0]))
+m.logout()
+"#;
+    let out = python_ok(
+        script,
+        &[
+            ca_cert().display().to_string(),
+            server.addr("imaps").port().to_string(),
+        ],
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], format!("EXISTS {COUNT}"), "{out}");
+    assert_eq!(lines.last().unwrap(), &format!("EXISTS {}", COUNT - 10), "{out}");
+    assert!(out.contains("EXPUNGED 10"), "{out}");
+    let deleted: Vec<String> = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("DELETED "))
+        .map(|id| format!("<{id}>"))
+        .collect();
+    assert_eq!(deleted.len(), 10, "{out}");
+
+    let submit = r#"
+import smtplib, ssl, sys
+s = smtplib.SMTP("127.0.0.1", int(sys.argv[2]), timeout=30)
+s.starttls(context=ssl.create_default_context(cafile=sys.argv[1]))
+s.login("anna@example.com", "Correct1horse")
+for n in range(5):
+    mid = "sent-%d@example.com" % n
+    s.sendmail("anna@example.com", ["bob@remote.test"],
+               ("From: Anna <anna@example.com>\r\nTo: bob@remote.test\r\nSubject: sent %d\r\n"
+                "Message-ID: <%s>\r\n\r\nHi Bob\r\n" % (n, mid)).encode())
+s.quit()
+"#;
+    python_ok(
+        submit,
+        &[
+            ca_cert().display().to_string(),
+            server.addr("submission").port().to_string(),
+        ],
+    );
+    // Outbound mail does not wait for the primary.
+    wait_until(Duration::from_secs(30), "the sent mail at the remote MX", || {
+        remote.message_id_counts(None).len() == 5
+    });
+    assert!(primary.messages().is_empty(), "nothing reached the primary while down");
+
+    let t = Instant::now();
+    primary.up();
+    wait_until(Duration::from_secs(60), "the drain to finish", || {
+        phase(&server, "example.com") == "normal" && queue_len(&server) == 0
+    });
+    let drained_in = t.elapsed();
+
+    let mut expected: BTreeMap<String, usize> = (0..COUNT)
+        .map(|n| (format!("<e2e-{n}@outside.test>"), 1))
+        .collect();
+    for id in &deleted {
+        expected.remove(id).expect("a deleted id was one of ours");
+    }
+    for n in 0..5 {
+        expected.insert(format!("<sent-{n}@example.com>"), 1);
+    }
+    let got = primary.message_id_counts(None);
+    let missing: Vec<&String> = expected.keys().filter(|k| !got.contains_key(*k)).collect();
+    let doubled: Vec<(&String, &usize)> = got.iter().filter(|(_, n)| **n > 1).collect();
+    let unexpected: Vec<&String> = got.keys().filter(|k| !expected.contains_key(*k)).collect();
+    assert!(missing.is_empty(), "never reached the primary: {missing:?}");
+    assert!(doubled.is_empty(), "reached the primary more than once: {doubled:?}");
+    assert!(unexpected.is_empty(), "should not have reached the primary: {unexpected:?}");
+    assert_eq!(got, expected);
+
+    let subjects: Vec<String> = alerts
+        .messages()
+        .iter()
+        .filter_map(|(_, text)| header(text, "subject"))
+        .collect();
+    assert_eq!(
+        subjects,
+        [
+            "[Understudy] example.com: primary mail server unreachable, outage engaged",
+            "[Understudy] example.com: mail is being spooled during the outage",
+            "[Understudy] example.com: primary reachable again, releasing spooled mail",
+            "[Understudy] example.com: all spooled mail released, back to normal",
+        ]
+    );
+    eprintln!(
+        "e2e: {COUNT} messages received in {received_in:.1?}, drained in {drained_in:.1?}, whole test {:.1?}",
+        started.elapsed()
+    );
+}
