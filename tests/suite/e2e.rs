@@ -4,7 +4,11 @@
 //! once; and a flapping primary with the server SIGKILLed twice mid-drain loses nothing.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use understudy_storage::Store;
 
 use crate::harness::*;
 use crate::sink::{header, DumpSink};
@@ -47,7 +51,7 @@ fn delivery_config(routes: &[(&str, &str)]) -> String {
     )
 }
 
-fn add_domain(s: &TestServer, relay: &str) {
+fn add_domain(s: &TestServer, relay: &str, successes: &str) {
     s.admin_ok(&[
         "domain",
         "add",
@@ -61,7 +65,7 @@ fn add_domain(s: &TestServer, relay: &str) {
         "--failures",
         "2",
         "--successes",
-        "2",
+        successes,
         "--alert",
         "ops@alerts.test",
     ]);
@@ -102,12 +106,9 @@ fn outage_spools_a_thousand_and_the_primary_gets_each_kept_one_once() {
     let mut primary = DumpSink::start(&tmp.path().join("primary"));
     let alerts = DumpSink::start(&tmp.path().join("alerts"));
     let remote = DumpSink::start(&tmp.path().join("remote"));
-    let config = delivery_config(&[
-        ("alerts.test", &alerts.addr()),
-        ("remote.test", &remote.addr()),
-    ]);
+    let config = delivery_config(&[("alerts.test", &alerts.addr()), ("remote.test", &remote.addr())]);
     let relay = primary.addr();
-    let server = TestServer::setup(&config, |s| add_domain(s, &relay));
+    let server = TestServer::setup(&config, |s| add_domain(s, &relay, "2"));
 
     primary.down();
     wait_until(Duration::from_secs(30), "the outage to engage", || {
@@ -178,7 +179,10 @@ s.quit()
     wait_until(Duration::from_secs(30), "the sent mail at the remote MX", || {
         remote.message_id_counts(None).len() == 5
     });
-    assert!(primary.messages().is_empty(), "nothing reached the primary while down");
+    assert!(
+        primary.messages().is_empty(),
+        "nothing reached the primary while down"
+    );
 
     let t = Instant::now();
     primary.up();
@@ -201,8 +205,14 @@ s.quit()
     let doubled: Vec<(&String, &usize)> = got.iter().filter(|(_, n)| **n > 1).collect();
     let unexpected: Vec<&String> = got.keys().filter(|k| !expected.contains_key(*k)).collect();
     assert!(missing.is_empty(), "never reached the primary: {missing:?}");
-    assert!(doubled.is_empty(), "reached the primary more than once: {doubled:?}");
-    assert!(unexpected.is_empty(), "should not have reached the primary: {unexpected:?}");
+    assert!(
+        doubled.is_empty(),
+        "reached the primary more than once: {doubled:?}"
+    );
+    assert!(
+        unexpected.is_empty(),
+        "should not have reached the primary: {unexpected:?}"
+    );
     assert_eq!(got, expected);
 
     let subjects: Vec<String> = alerts
@@ -221,6 +231,153 @@ s.quit()
     );
     eprintln!(
         "e2e: {COUNT} messages received in {received_in:.1?}, drained in {drained_in:.1?}, whole test {:.1?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn flapping_primary_and_two_sigkills_lose_nothing_and_show_each_duplicate() {
+    // One connection to the primary, so that "the message in flight" at a kill is one.
+    const COUNT: usize = 300;
+    const MARKER: &str = "END-OF-MESSAGE";
+    // Up a little longer than down: the monitor needs a probe or two to see it back.
+    const UP: Duration = Duration::from_secs(3);
+    const DOWN: Duration = Duration::from_secs(2);
+    const SUCCESSES: &str = "2";
+    let started = Instant::now();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut primary = DumpSink::start(&tmp.path().join("primary"));
+    let alerts = DumpSink::start(&tmp.path().join("alerts"));
+    let config = format!(
+        "{}max_connections_per_host = 1\n",
+        delivery_config(&[("alerts.test", &alerts.addr())])
+    );
+    let relay = primary.addr();
+    let mut server = TestServer::setup(&config, |s| add_domain(s, &relay, SUCCESSES));
+
+    primary.down();
+    wait_until(Duration::from_secs(30), "the outage to engage", || {
+        phase(&server, "example.com") == "outage"
+    });
+    send_many(&server, "flap", COUNT);
+    eprintln!("{:>6.1?} {COUNT} spooled", started.elapsed());
+
+    // The primary comes back, then flaps: up ~2 s, down ~2 s, until told to stop.
+    primary.up();
+    let primary = Arc::new(Mutex::new(primary));
+    let stop = Arc::new(AtomicBool::new(false));
+    let flapper = {
+        let primary = primary.clone();
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut toggles = 0;
+            while !stop.load(Ordering::SeqCst) {
+                let up = primary.lock().unwrap().is_up();
+                std::thread::sleep(if up { UP } else { DOWN });
+                let mut sink = primary.lock().unwrap();
+                if sink.is_up() {
+                    sink.down();
+                } else {
+                    sink.up();
+                }
+                toggles += 1;
+                eprintln!(
+                    "{:>6.1?} toggle {toggles}: up={} delivered {}",
+                    started.elapsed(),
+                    sink.is_up(),
+                    DumpSink::counts_in(&sink.dir, Some(MARKER)).len()
+                );
+            }
+            let mut sink = primary.lock().unwrap();
+            if !sink.is_up() {
+                sink.up();
+            }
+            toggles
+        })
+    };
+    let delivered = |primary: &Arc<Mutex<DumpSink>>| {
+        let dir = primary.lock().unwrap().dir.clone();
+        DumpSink::counts_in(&dir, Some(MARKER)).len()
+    };
+
+    // Two SIGKILLs while the queue drains, each restarted on the same data.
+    let mut kills = 0;
+    for fraction in [3, 2] {
+        wait_until(Duration::from_secs(60), "the drain to progress", || {
+            delivered(&primary) >= COUNT / fraction
+        });
+        server.kill();
+        kills += 1;
+        server.start_again();
+        eprintln!("{:>6.1?} killed and restarted", started.elapsed());
+    }
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while delivered(&primary) < COUNT {
+        if Instant::now() > deadline {
+            let status = server.admin_ok(&["outage", "status", "--history"]);
+            let list = server.admin_ok(&["queue", "list"]);
+            let log = server.log();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            panic!(
+                "only {} of {COUNT} at the primary after 90 s\n{status}\n{}\nlog tail:\n{}",
+                delivered(&primary),
+                list.lines().take(10).collect::<Vec<_>>().join("\n"),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop.store(true, Ordering::SeqCst);
+    let toggles = flapper.join().unwrap();
+    wait_until(
+        Duration::from_secs(60),
+        "the outage to end and the queue to empty",
+        || phase(&server, "example.com") == "normal" && queue_len(&server) == 0,
+    );
+
+    let counts = {
+        let dir = primary.lock().unwrap().dir.clone();
+        DumpSink::counts_in(&dir, Some(MARKER))
+    };
+    let missing: Vec<String> = (0..COUNT)
+        .map(|n| format!("<flap-{n}@outside.test>"))
+        .filter(|id| !counts.contains_key(id))
+        .collect();
+    assert!(missing.is_empty(), "lost: {missing:?}");
+    assert_eq!(counts.len(), COUNT, "{counts:?}");
+    let duplicates: Vec<(&String, &usize)> = counts.iter().filter(|(_, n)| **n > 1).collect();
+    let extra: usize = duplicates.iter().map(|(_, n)| **n - 1).sum();
+    assert!(
+        extra <= kills,
+        "{extra} duplicate deliveries after {kills} kills: {duplicates:?}"
+    );
+    for (id, _) in &duplicates {
+        let track = server.admin_ok(&["track", "--message-id", id]);
+        assert!(
+            track.matches("attempt started").count() >= 2,
+            "the duplicate {id} is not visible in tracking:\n{track}"
+        );
+    }
+    // Every copy the primary holds was preceded by a tracked attempt, duplicate or not:
+    // a copy without its "attempt started" would be a duplicate nobody could see.
+    server.stop();
+    let store = Store::open(&server.dir.path().join("data/db")).unwrap();
+    for (id, copies) in &counts {
+        let ids = store.tracking_ids_for_message_id(id).unwrap();
+        let mut attempts = 0;
+        for t in ids {
+            attempts += store
+                .tracking_events(t)
+                .unwrap()
+                .iter()
+                .filter(|e| e.kind == "attempt started")
+                .count();
+        }
+        assert!(attempts >= *copies, "{id}: {copies} copies, {attempts} attempts");
+    }
+    eprintln!(
+        "e2e flapping: {COUNT} messages, {kills} kills, {toggles} primary toggles, {} duplicate(s) {duplicates:?}, whole test {:.1?}",
+        duplicates.len(),
         started.elapsed()
     );
 }

@@ -95,8 +95,13 @@ impl DumpSink {
 
     /// Every dumped message with the time its file was last written, oldest first.
     pub fn messages(&self) -> Vec<(SystemTime, String)> {
+        Self::messages_in(&self.dir)
+    }
+
+    /// As `messages`, for a sink's directory (readable while another thread owns it).
+    pub fn messages_in(dir: &Path) -> Vec<(SystemTime, String)> {
         let mut out = Vec::new();
-        if let Ok(entries) = std::fs::read_dir(&self.dir) {
+        if let Ok(entries) = std::fs::read_dir(dir) {
             for e in entries.flatten() {
                 let Ok(text) = std::fs::read_to_string(e.path()) else {
                     continue;
@@ -112,11 +117,16 @@ impl DumpSink {
         out
     }
 
-    /// How many dumped messages carry each Message-ID (only messages whose body
-    /// reached `complete_marker`, when given: a sink killed mid-DATA leaves a stub).
+    /// How many dumped messages carry each Message-ID.
     pub fn message_id_counts(&self, complete_marker: Option<&str>) -> BTreeMap<String, usize> {
+        Self::counts_in(&self.dir, complete_marker)
+    }
+
+    /// As `message_id_counts`, for a sink's directory. With `complete_marker`, only
+    /// messages whose text reached it count: a sink killed mid-DATA leaves a stub.
+    pub fn counts_in(dir: &Path, complete_marker: Option<&str>) -> BTreeMap<String, usize> {
         let mut counts = BTreeMap::new();
-        for (_, text) in self.messages() {
+        for (_, text) in Self::messages_in(dir) {
             if complete_marker.is_some_and(|m| !text.contains(m)) {
                 continue;
             }
