@@ -381,3 +381,119 @@ fn flapping_primary_and_two_sigkills_lose_nothing_and_show_each_duplicate() {
         started.elapsed()
     );
 }
+
+/// A child process killed when the test ends, passed or not.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A primary that writes each message to `dir`, and for the one whose Message-ID
+/// contains `crash` first SIGKILLs the process in `pidfile`, then answers 250: the
+/// server dies between the primary's acceptance and its own record of it.
+const CRASHING_PRIMARY: &str = r#"
+import os, signal, socket, sys, uuid
+dirname, pidfile, crash, ready = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("127.0.0.1", 0))
+srv.listen(16)
+open(ready, "w").write(str(srv.getsockname()[1]))
+crashed = False
+while True:
+    conn, _ = srv.accept()
+    conn.settimeout(30)
+    f = conn.makefile("rb")
+    def say(text):
+        try:
+            conn.sendall(text.encode() + b"\r\n")
+        except OSError:
+            pass
+    say("220 crashing-primary ESMTP")
+    try:
+        while True:
+            line = f.readline()
+            if not line:
+                break
+            verb = line[:4].upper()
+            if verb == b"DATA":
+                say("354 go ahead")
+                data = []
+                while True:
+                    l = f.readline()
+                    if not l or l == b".\r\n":
+                        break
+                    data.append(l[1:] if l.startswith(b"..") else l)
+                text = b"".join(data)
+                with open(os.path.join(dirname, uuid.uuid4().hex), "wb") as out:
+                    out.write(text)
+                if crash.encode() in text and not crashed:
+                    crashed = True
+                    os.kill(int(open(pidfile).read()), signal.SIGKILL)
+                say("250 2.0.0 queued")
+            elif verb == b"QUIT":
+                say("221 bye")
+                break
+            elif verb in (b"EHLO", b"HELO"):
+                say("250 crashing-primary")
+            else:
+                say("250 ok")
+    except OSError:
+        pass
+    conn.close()
+"#;
+
+#[test]
+fn a_crash_between_the_primarys_250_and_our_record_resends_one_message_visibly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dump = tmp.path().join("primary");
+    std::fs::create_dir_all(&dump).unwrap();
+    let pidfile = tmp.path().join("server.pid");
+    let ready = tmp.path().join("primary.port");
+    let primary = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(CRASHING_PRIMARY)
+        .args([&dump, &pidfile, std::path::Path::new("crash-1@"), &ready])
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _primary = KillOnDrop(primary);
+    wait_until(Duration::from_secs(20), "the primary to listen", || {
+        std::fs::read_to_string(&ready).is_ok_and(|p| !p.is_empty())
+    });
+    let relay = format!("127.0.0.1:{}", std::fs::read_to_string(&ready).unwrap());
+    let config = delivery_config(&[]);
+    let mut server = TestServer::setup(&config, |s| {
+        s.admin_ok(&["domain", "add", "example.com", "--relay-host", &relay]);
+        s.add_user("anna@example.com", PASSWORD);
+        s.admin_ok(&["outage", "start", "example.com", "--reason", "test"]);
+    });
+    std::fs::write(&pidfile, server.pid().to_string()).unwrap();
+    // Spooled first, so that the kill cannot cut the client's session short.
+    send_many(&server, "crash", 3);
+    server.admin_ok(&["outage", "stop", "example.com"]);
+    let status = server.wait_exit();
+    assert!(!status.success(), "killed by the primary: {status:?}");
+    server.start_again();
+    wait_until(Duration::from_secs(30), "the queue to empty", || {
+        queue_len(&server) == 0
+    });
+
+    let counts = DumpSink::counts_in(&dump, Some("END-OF-MESSAGE"));
+    let expected: BTreeMap<String, usize> = [
+        ("<crash-0@outside.test>".to_string(), 1),
+        ("<crash-1@outside.test>".to_string(), 2),
+        ("<crash-2@outside.test>".to_string(), 1),
+    ]
+    .into();
+    assert_eq!(counts, expected, "only the message in flight is sent twice");
+    let track = server.admin_ok(&["track", "--message-id", "crash-1@outside.test"]);
+    assert_eq!(track.matches("attempt started").count(), 2, "{track}");
+    assert_eq!(track.matches("delivered").count(), 1, "{track}");
+    let track = server.admin_ok(&["track", "--message-id", "crash-0@outside.test"]);
+    assert_eq!(track.matches("attempt started").count(), 1, "{track}");
+}
