@@ -35,3 +35,9 @@ mod delivery;
 
 #[path = "suite/clients.rs"]
 mod clients;
+
+#[path = "suite/sink.rs"]
+mod sink;
+
+#[path = "suite/e2e.rs"]
+mod e2e;
