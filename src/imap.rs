@@ -71,6 +71,7 @@ fn info(m: &Mailbox) -> MailboxInfo {
         highest_modseq: m.highest_modseq,
         exists: m.exists,
         unseen: m.unseen,
+        recent_uid: m.recent_uid,
     }
 }
 

@@ -21,6 +21,8 @@ pub struct MailboxInfo {
     pub highest_modseq: u64,
     pub exists: u32,
     pub unseen: u32,
+    /// Lowest UID no session has claimed as `\Recent` yet (STATUS RECENT counts from it).
+    pub recent_uid: u32,
 }
 
 /// RFC 6154 special-use attributes.

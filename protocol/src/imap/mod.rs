@@ -1375,19 +1375,28 @@ impl ImapSession {
         items: &[StatusDataItemName],
         out: &mut Vec<u8>,
     ) -> Result<(), BackendError> {
-        let needs_messages = items.iter().any(|i| matches!(i, StatusDataItemName::Deleted));
-        let deleted = if needs_messages {
+        // DELETED needs each message's flags; RECENT only when some message may still be
+        // unclaimed (a mailbox nobody selected since new mail came).
+        let needs_messages = items.iter().any(|i| match i {
+            StatusDataItemName::Deleted => true,
+            StatusDataItemName::Recent => info.recent_uid < info.uid_next,
+            _ => false,
+        });
+        let (deleted, recent) = if needs_messages {
             let (_, metas) = self.store.messages(account, info.id)?;
-            metas.iter().filter(|m| m.flags.has(Flags::DELETED)).count()
+            (
+                metas.iter().filter(|m| m.flags.has(Flags::DELETED)).count(),
+                metas.iter().filter(|m| m.uid >= info.recent_uid).count(),
+            )
         } else {
-            0
+            (0, 0)
         };
         let mut parts: Vec<String> = Vec::new();
         for item in items {
             match item {
                 StatusDataItemName::Messages => parts.push(format!("MESSAGES {}", info.exists)),
-                // \Recent is claimed only by SELECT; STATUS does not count it.
-                StatusDataItemName::Recent => parts.push("RECENT 0".into()),
+                // Counted, not claimed: only SELECT takes \Recent (RFC 3501 §6.3.10).
+                StatusDataItemName::Recent => parts.push(format!("RECENT {recent}")),
                 StatusDataItemName::UidNext => parts.push(format!("UIDNEXT {}", info.uid_next)),
                 StatusDataItemName::UidValidity => parts.push(format!("UIDVALIDITY {}", info.uid_validity)),
                 StatusDataItemName::Unseen => parts.push(format!("UNSEEN {}", info.unseen)),

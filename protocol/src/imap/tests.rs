@@ -35,7 +35,6 @@ struct MockMailbox {
     info: MailboxInfo,
     messages: Vec<(MessageMeta, Vec<u8>)>,
     log: Vec<Change>,
-    recent_mark: u32,
 }
 
 struct MockState {
@@ -205,12 +204,12 @@ impl ImapBackend for MockStore {
             highest_modseq: 1,
             exists: 0,
             unseen: 0,
+            recent_uid: 1,
         };
         st.mailboxes.push(MockMailbox {
             info: info.clone(),
             messages: Vec::new(),
             log: Vec::new(),
-            recent_mark: 1,
         });
         Ok(info)
     }
@@ -270,8 +269,8 @@ impl ImapBackend for MockStore {
     fn claim_recent(&self, _: &Account, mailbox: MailboxId) -> Result<u32, BackendError> {
         let mut st = self.state.lock().unwrap();
         let mb = st.by_id(mailbox)?;
-        let first = mb.recent_mark;
-        mb.recent_mark = mb.info.uid_next;
+        let first = mb.info.recent_uid;
+        mb.info.recent_uid = mb.info.uid_next;
         Ok(first)
     }
     fn changes_since(
@@ -539,6 +538,37 @@ fn too_many_failed_logins_close() {
     assert!(String::from_utf8(out.bytes)
         .unwrap()
         .ends_with("* BYE Too many failed logins\r\n"));
+}
+
+#[test]
+fn status_counts_recent_without_claiming_it() {
+    let store = MockStore::new();
+    store.deliver("INBOX", MSG, 0);
+    store.deliver("INBOX", MSG, Flags::SEEN);
+    let mut s = logged_in(&store);
+    // STATUS only counts: asking twice gives the same answer.
+    for tag in ["a", "b"] {
+        assert_eq!(
+            send(
+                &mut s,
+                &format!("{tag} STATUS INBOX (MESSAGES RECENT UNSEEN)\r\n")
+            ),
+            format!("* STATUS \"INBOX\" (MESSAGES 2 RECENT 2 UNSEEN 1)\r\n{tag} OK STATUS completed\r\n")
+        );
+    }
+    let r = send(&mut s, "c SELECT INBOX\r\n");
+    assert!(r.contains("* 2 RECENT\r\n"), "{r}");
+    // SELECT claimed them: another session's STATUS sees none.
+    let mut other = logged_in(&store);
+    assert_eq!(
+        send(&mut other, "d STATUS INBOX (RECENT)\r\n"),
+        "* STATUS \"INBOX\" (RECENT 0)\r\nd OK STATUS completed\r\n"
+    );
+    store.deliver("INBOX", MSG, 0);
+    assert_eq!(
+        send(&mut other, "e STATUS INBOX (RECENT)\r\n"),
+        "* STATUS \"INBOX\" (RECENT 1)\r\ne OK STATUS completed\r\n"
+    );
 }
 
 #[test]
