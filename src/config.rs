@@ -85,6 +85,11 @@ pub struct ListenConfig {
 pub struct Limits {
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
+    /// Open IMAP and POP3 sessions per user (0: unlimited).
+    pub max_connections_per_user: usize,
+    /// IMAP commands per second per connection; a client going faster is slowed down
+    /// (its next read waits), not refused (0: unlimited).
+    pub max_commands_per_second: u32,
     /// Largest message accepted (SMTP SIZE, IMAP APPENDLIMIT), bytes.
     pub max_message_size: u64,
     pub max_recipients: usize,
@@ -102,6 +107,8 @@ impl Default for Limits {
         Limits {
             max_connections: 10_000,
             max_connections_per_ip: 50,
+            max_connections_per_user: 50,
+            max_commands_per_second: 500,
             max_message_size: 50 * 1024 * 1024,
             max_recipients: 100,
             login_timeout_secs: 60,

@@ -49,6 +49,10 @@ pub trait Session: Send + 'static {
     fn account_id(&self) -> Option<u64> {
         None
     }
+    /// Complete commands handled so far; 0 for sessions that are not paced.
+    fn commands(&self) -> u64 {
+        0
+    }
 }
 
 /// Time-outs for one connection.
@@ -59,6 +63,46 @@ pub struct Timeouts {
     pub tls_handshake: Duration,
     /// How long a shutdown waits for a busy session (an SMTP DATA in flight).
     pub shutdown_grace: Duration,
+    /// Commands per second before the next read waits (0: unpaced). See [`Pacer`].
+    pub commands_per_second: u32,
+}
+
+/// Per-connection command rate limit as a token bucket: a client may burst up to two
+/// seconds' worth (Outlook pipelines a burst of SELECT/FETCH at every sync), then its next
+/// read waits until it is back under the rate. Slowing, not refusing, keeps a runaway
+/// client from hogging the blocking pool without failing a legitimate one.
+#[derive(Debug)]
+pub struct Pacer {
+    rate: f64,
+    tokens: f64,
+    seen: u64,
+    last: tokio::time::Instant,
+}
+
+impl Pacer {
+    pub fn new(per_second: u32, now: tokio::time::Instant) -> Self {
+        let rate = f64::from(per_second);
+        Pacer {
+            rate,
+            tokens: 2.0 * rate,
+            seen: 0,
+            last: now,
+        }
+    }
+
+    /// Charges the commands handled since the last call (`total` is the session's
+    /// running count) and returns how long to wait before reading again, if at all.
+    pub fn charge(&mut self, total: u64, now: tokio::time::Instant) -> Option<Duration> {
+        if self.rate <= 0.0 {
+            return None;
+        }
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(2.0 * self.rate);
+        self.tokens -= total.saturating_sub(self.seen) as f64;
+        self.seen = total;
+        (self.tokens < 0.0).then(|| Duration::from_secs_f64(-self.tokens / self.rate))
+    }
 }
 
 enum Conn {
@@ -151,13 +195,18 @@ pub async fn drive<S: Session>(
     let mut buf = vec![0u8; SMALL_READ];
     let mut revoked = Some(revoked);
     let mut idle: Option<watch::Receiver<u64>> = None;
+    let mut pacer = Pacer::new(timeouts.commands_per_second, tokio::time::Instant::now());
+    let mut stopping = false;
     loop {
         let limit = if session.authenticated() {
             timeouts.idle
         } else {
             timeouts.login
         };
-        let event = tokio::select! {
+        let event = if stopping {
+            Event::Goodbye(Goodbye::Shutdown)
+        } else {
+            tokio::select! {
             read = tokio::time::timeout(limit, conn.read(&mut buf)) => match read {
                 Ok(Ok(0)) => return Ok(()),
                 Ok(Ok(n)) => Event::Input(n),
@@ -190,6 +239,7 @@ pub async fn drive<S: Session>(
                 Ok(()) => Event::MailboxChanged,
                 Err(_) => { idle = None; continue; }
             },
+            }
         };
         let out = match event {
             Event::Input(n) => {
@@ -204,6 +254,18 @@ pub async fn drive<S: Session>(
                     let (s, next) = step(session, |s| s.receive(&[])).await?;
                     session = s;
                     out = next;
+                }
+                if let Some(wait) = pacer.charge(session.commands(), tokio::time::Instant::now()) {
+                    tracing::debug!(
+                        wait_ms = wait.as_millis() as u64,
+                        "client over the command rate; pacing"
+                    );
+                    conn.write_all(&out.bytes).await?;
+                    out.bytes.clear();
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = shutdown.changed() => stopping = true,
+                    }
                 }
                 out
             }
@@ -295,4 +357,38 @@ enum Event {
     Input(usize),
     MailboxChanged,
     Goodbye(Goodbye),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::time::Instant;
+
+    #[test]
+    fn pacer_allows_a_burst_then_holds_the_rate() {
+        let start = Instant::now();
+        let mut pacer = Pacer::new(100, start);
+        // Two seconds' worth at once: no wait.
+        assert_eq!(pacer.charge(200, start), None);
+        // Fifty more at the same instant: half a second of debt.
+        let wait = pacer.charge(250, start).unwrap();
+        assert!((wait.as_secs_f64() - 0.5).abs() < 1e-9, "{wait:?}");
+        // After waiting it out, the rate (not the burst) applies again.
+        let later = start + Duration::from_millis(500);
+        assert_eq!(pacer.charge(250, later), None);
+        let later = later + Duration::from_millis(100);
+        assert_eq!(pacer.charge(260, later), None);
+        assert!(pacer.charge(261, later).is_some());
+        // An idle minute refills only up to the burst.
+        let later = later + Duration::from_secs(60);
+        assert_eq!(pacer.charge(461, later), None);
+        assert!(pacer.charge(462, later).is_some());
+    }
+
+    #[test]
+    fn zero_rate_never_waits() {
+        let now = Instant::now();
+        let mut pacer = Pacer::new(0, now);
+        assert_eq!(pacer.charge(1_000_000, now), None);
+    }
 }

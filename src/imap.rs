@@ -316,6 +316,9 @@ impl Session for ImapSession {
     fn has_pending(&self) -> bool {
         ImapSession::has_pending(self)
     }
+    fn commands(&self) -> u64 {
+        ImapSession::commands(self)
+    }
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ pub mod reload;
 pub mod retention;
 pub mod server;
 pub mod services;
+pub mod sessions;
 pub mod smtp;
 pub mod tls;
 

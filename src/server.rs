@@ -35,6 +35,8 @@ pub struct Shared {
     pub smtp: Arc<crate::smtp::SmtpStore>,
     /// Users whose sessions must end now (admin commands send, drivers listen).
     pub revocations: crate::admin::revoke::Revocations,
+    /// Open IMAP and POP3 sessions per user (`limits.max_connections_per_user`).
+    pub user_sessions: Arc<crate::sessions::UserSessions>,
     plaintext_networks: Vec<Network>,
 }
 
@@ -128,6 +130,7 @@ pub async fn run(
         pop3: Arc::new(crate::pop3::Pop3Store::new(store.clone())),
         smtp: Arc::new(crate::smtp::SmtpStore::new(store.clone()).with_queue_wakeup(queue_wakeup.clone())),
         revocations: crate::admin::revoke::revocations(),
+        user_sessions: crate::sessions::UserSessions::new(config.limits.max_connections_per_user),
         config,
         store,
         auth,
@@ -315,6 +318,10 @@ async fn serve_connection(
         }),
         tls_handshake: Duration::from_secs(30),
         shutdown_grace: Duration::from_secs(20),
+        commands_per_second: match service {
+            Service::Imap | Service::Imaps => limits.max_commands_per_second,
+            _ => 0,
+        },
     };
     let info = shared.connection_info(peer.ip(), service.implicit_tls());
     let account = crate::admin::revoke::SessionAccount::default();

@@ -39,6 +39,9 @@ impl Session for Box<dyn Session> {
     fn account_id(&self) -> Option<u64> {
         (**self).account_id()
     }
+    fn commands(&self) -> u64 {
+        (**self).commands()
+    }
 }
 
 /// A new session for a connection accepted on `service`.
@@ -49,7 +52,13 @@ pub fn new_session(
     shared: &Shared,
     account: &crate::admin::revoke::SessionAccount,
 ) -> Box<dyn Session> {
-    let auth: Arc<dyn AuthBackend> = account.auth(shared.auth.clone());
+    // Mailbox sessions count against the user's limit; submission connections are short.
+    let auth: Arc<dyn AuthBackend> = match service {
+        Service::Imap | Service::Imaps | Service::Pop3 | Service::Pop3s => {
+            account.auth(shared.user_sessions.limit(shared.auth.clone()))
+        }
+        _ => account.auth(shared.auth.clone()),
+    };
     let limits = &shared.config.limits;
     match service {
         Service::Pop3 | Service::Pop3s => Box::new(Pop3Session::new(

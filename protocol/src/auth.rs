@@ -76,6 +76,9 @@ pub enum AuthError {
     /// The check could not be made (store error); the client should retry later.
     #[error("temporary failure: {0}")]
     Temporary(String),
+    /// Correct credentials, but the user has as many sessions open as the server allows.
+    #[error("too many open sessions for this user")]
+    TooManySessions,
 }
 
 /// Checks credentials. Implemented by the server on top of the store and the auth cache;

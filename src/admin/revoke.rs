@@ -103,4 +103,7 @@ impl Session for Tracked {
     fn account_id(&self) -> Option<u64> {
         self.account.get()
     }
+    fn commands(&self) -> u64 {
+        self.inner.commands()
+    }
 }

@@ -242,3 +242,84 @@ for user, pw in [("anna@example.com", "Wrong1horse"), ("ghost@example.com", "Cor
     assert_eq!(fails.len(), 2, "{out}");
     assert_eq!(fails[0], fails[1], "replies reveal which users exist:\n{out}");
 }
+
+#[test]
+fn per_user_session_limit_and_command_pacing() {
+    let server = TestServer::setup(
+        "[limits]\nmax_connections_per_user = 2\nmax_commands_per_second = 50\n",
+        |s| {
+            s.admin_ok(&["domain", "add", "example.com"]);
+            s.add_user("anna@example.com", PASSWORD);
+        },
+    );
+    let out = python_ok(
+        r#"
+import imaplib, poplib, ssl, sys, time
+CTX = ssl.create_default_context(cafile=sys.argv[1])
+PORT, POP = int(sys.argv[2]), int(sys.argv[3])
+def imap():
+    return imaplib.IMAP4_SSL("127.0.0.1", PORT, ssl_context=CTX, timeout=30)
+a, b, c = imap(), imap(), imap()
+a.login("anna@example.com", "Correct1horse")
+b.login("anna@example.com", "Correct1horse")
+try:
+    c.login("anna@example.com", "Correct1horse")
+    print("third: logged in")
+except imaplib.IMAP4.error as e:
+    print("third:", e)
+p = poplib.POP3_SSL("127.0.0.1", POP, context=CTX, timeout=30)
+p.user("anna@example.com")
+try:
+    p.pass_("Correct1horse")
+    print("pop: logged in")
+except poplib.error_proto as e:
+    print("pop:", e.args[0].decode())
+# A session that ends gives its slot back.
+a.logout()
+deadline = time.time() + 10
+while True:
+    try:
+        c.login("anna@example.com", "Correct1horse")
+        print("third after logout: ok")
+        break
+    except imaplib.IMAP4.error as e:
+        if time.time() > deadline:
+            print("third after logout:", e)
+            break
+        c = imap()
+# 150 pipelined NOOPs at 50/s with a burst of 100: all answered in order; the burst
+# left about a second of debt, so the next command waits that long for its answer.
+sock = b.socket()
+def until(tag):
+    data = b""
+    while not data.endswith(tag + b" OK NOOP completed\r\n"):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+sock.sendall(b"".join(b"n%d NOOP\r\n" % i for i in range(150)))
+data = until(b"n149")
+tags = [l.split(b" ")[0] for l in data.split(b"\r\n") if l.startswith(b"n")]
+start = time.time()
+sock.sendall(b"next NOOP\r\n")
+until(b"next")
+print("noops", len(tags), tags == [b"n%d" % i for i in range(150)], "paced", time.time() - start >= 0.9)
+"#,
+        &[
+            ca_cert().display().to_string(),
+            server.addr("imaps").port().to_string(),
+            server.addr("pop3s").port().to_string(),
+        ],
+    );
+    assert!(
+        out.contains("third: b'[LIMIT] Too many open connections for this account; close another mail app and try again'"),
+        "{out}"
+    );
+    assert!(
+        out.contains("pop: -ERR [IN-USE] too many open connections"),
+        "{out}"
+    );
+    assert!(out.contains("third after logout: ok"), "{out}");
+    assert!(out.contains("noops 150 True paced True"), "{out}");
+}

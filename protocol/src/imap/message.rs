@@ -1472,6 +1472,67 @@ Content-Type: text/html\r\n\
 --c--\r\n\
 --b--\r\n";
 
+    /// What Apple Mail sends with an inline picture: multipart/related inside
+    /// multipart/alternative, 8-bit text, Content-ID, language and location.
+    const RELATED: &str = "From: =?ISO-8859-1?Q?Andr=E9?= <andre@example.fr>\r\n\
+To: undisclosed-recipients:;\r\n\
+Subject: Photo\r\n\
+Date: Mon, 4 Mar 2024 09:15:00 +0100\r\n\
+Message-Id: <A1B2@example.fr>\r\n\
+Mime-Version: 1.0 (Mac OS X Mail 16.0)\r\n\
+Content-Type: multipart/alternative; boundary=\"Apple-Mail=_1\"\r\n\
+\r\n\
+--Apple-Mail=_1\r\n\
+Content-Transfer-Encoding: 8bit\r\n\
+Content-Type: text/plain; charset=utf-8\r\n\
+\r\n\
+Voil\u{e0} la photo.\r\n\
+\r\n\
+--Apple-Mail=_1\r\n\
+Content-Type: multipart/related; type=\"text/html\"; boundary=\"Apple-Mail=_2\"\r\n\
+\r\n\
+--Apple-Mail=_2\r\n\
+Content-Transfer-Encoding: 7bit\r\n\
+Content-Type: text/html; charset=us-ascii\r\n\
+Content-Language: fr\r\n\
+\r\n\
+<img src=\"cid:img1\">\r\n\
+--Apple-Mail=_2\r\n\
+Content-Transfer-Encoding: base64\r\n\
+Content-Disposition: inline; filename=photo.jpg\r\n\
+Content-Type: image/jpeg; name=\"photo.jpg\"\r\n\
+Content-Id: <img1>\r\n\
+Content-Location: photo.jpg\r\n\
+\r\n\
+/9j/4AAQ\r\n\
+--Apple-Mail=_2--\r\n\
+\r\n\
+--Apple-Mail=_1--\r\n";
+
+    #[test]
+    fn apple_mail_related_inline_image_and_eight_bit_text() {
+        // Sizes in octets: "Voil\u{e0}" is six of them in UTF-8.
+        assert_eq!(
+            bodystructure(RELATED),
+            "* 1 FETCH (BODYSTRUCTURE ((\"TEXT\" \"plain\" (\"charset\" \"utf-8\") NIL NIL \"8bit\" 18 1 \
+             NIL NIL NIL NIL)((\"TEXT\" \"html\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 20 0 \
+             NIL NIL (\"fr\") NIL)(\"image\" \"jpeg\" (\"name\" \"photo.jpg\") \"<img1>\" NIL \"base64\" 8 \
+             NIL (\"inline\" (\"filename\" \"photo.jpg\")) NIL \"photo.jpg\") \"related\" \
+             (\"type\" \"text/html\" \"boundary\" \"Apple-Mail=_2\") NIL NIL NIL) \"alternative\" \
+             (\"boundary\" \"Apple-Mail=_1\") NIL NIL NIL))\r\n"
+        );
+        // The encoded word stays as sent; an empty group is its two markers.
+        assert_eq!(
+            envelope_of_raw(RELATED),
+            "* 1 FETCH (ENVELOPE (\"Mon, 4 Mar 2024 09:15:00 +0100\" \"Photo\" \
+             ((\"=?ISO-8859-1?Q?Andr=E9?=\" NIL \"andre\" \"example.fr\")) \
+             ((\"=?ISO-8859-1?Q?Andr=E9?=\" NIL \"andre\" \"example.fr\")) \
+             ((\"=?ISO-8859-1?Q?Andr=E9?=\" NIL \"andre\" \"example.fr\")) \
+             ((NIL NIL \"undisclosed-recipients\" NIL)(NIL NIL NIL NIL)) NIL NIL NIL \
+             \"<A1B2@example.fr>\"))\r\n"
+        );
+    }
+
     #[test]
     fn rfc3501_example_envelope_and_body() {
         assert_eq!(

@@ -184,6 +184,8 @@ pub struct ImapSession {
     bad_commands: u32,
     auth_failures: u32,
     pending_fetch: Option<PendingFetch>,
+    /// Complete commands handled, for the driver's per-connection rate limit.
+    commands: u64,
 }
 
 impl ImapSession {
@@ -207,6 +209,7 @@ impl ImapSession {
             bad_commands: 0,
             auth_failures: 0,
             pending_fetch: None,
+            commands: 0,
         }
     }
 
@@ -303,6 +306,11 @@ impl ImapSession {
 
     /// Output was capped: a FETCH is unfinished or complete commands wait in the input.
     /// The driver then calls `receive(&[])` before reading more.
+    /// Complete commands handled so far (the driver paces clients that go too fast).
+    pub fn commands(&self) -> u64 {
+        self.commands
+    }
+
     pub fn has_pending(&self) -> bool {
         self.pending_fetch.is_some() || (matches!(self.mode, Mode::Command) && self.input.contains(&b'\n'))
     }
@@ -439,6 +447,7 @@ impl ImapSession {
             return Flow::Continue;
         }
         let command = std::mem::take(&mut self.command);
+        self.commands += 1;
         let flow = match CommandCodec::default().decode(&command) {
             Ok((_, cmd)) => {
                 let flow = self.dispatch(cmd, out);
@@ -833,6 +842,10 @@ impl ImapSession {
                     AuthError::RateLimited => "[UNAVAILABLE] Too many failed logins; try again later",
                     AuthError::AccessDenied => {
                         "[UNAVAILABLE] Mail access through this server is not available for your account now"
+                    }
+                    // RFC 5530 LIMIT; the text is what Outlook and iOS show the user.
+                    AuthError::TooManySessions => {
+                        "[LIMIT] Too many open connections for this account; close another mail app and try again"
                     }
                     AuthError::Temporary(cause) => {
                         tracing::warn!(%cause, "imap login: auth backend failed");

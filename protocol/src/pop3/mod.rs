@@ -582,6 +582,13 @@ impl Pop3Session {
                         out,
                         "-ERR [SYS/TEMP] too many failed logins, try again later\r\n",
                     ),
+                    // RFC 3206 IN-USE: the maildrop is busy, not the password wrong.
+                    AuthError::TooManySessions => {
+                        out.extend_from_slice(
+                            b"-ERR [IN-USE] too many open connections for this account, close another mail app\r\n",
+                        );
+                        Flow::Continue
+                    }
                     AuthError::Temporary(_) => {
                         out.extend_from_slice(
                             b"-ERR [SYS/TEMP] authentication unavailable, try again later\r\n",

@@ -775,7 +775,7 @@ impl SmtpSession {
                 Self::ok(out, "235 2.7.0 Authentication successful\r\n")
             }
             Err(AuthError::Invalid | AuthError::AccessDenied) => self.error(out, AUTH_INVALID),
-            Err(AuthError::RateLimited) => self.error(out, AUTH_TEMPORARY),
+            Err(AuthError::RateLimited | AuthError::TooManySessions) => self.error(out, AUTH_TEMPORARY),
             Err(AuthError::Temporary(cause)) => {
                 tracing::warn!(%cause, "authentication could not be checked");
                 self.error(out, AUTH_TEMPORARY)
