@@ -338,7 +338,7 @@ impl Authenticator {
                 .phase;
             if phase == OutagePhase::Normal {
                 tracing::info!(user = %address, "login refused: mailbox reachable only during an outage");
-                return Err(AuthError::AccessDenied);
+                return Err(AuthError::OutsideOutage);
             }
         }
         let access = match level {

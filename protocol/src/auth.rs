@@ -76,6 +76,10 @@ pub enum AuthError {
     /// The check could not be made (store error); the client should retry later.
     #[error("temporary failure: {0}")]
     Temporary(String),
+    /// Correct credentials, but the domain opens mailboxes here only during an outage of
+    /// its own server, and there is none now.
+    #[error("mailbox reachable only during an outage")]
+    OutsideOutage,
     /// Correct credentials, but the user has as many sessions open as the server allows.
     #[error("too many open sessions for this user")]
     TooManySessions,

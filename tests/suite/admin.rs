@@ -131,7 +131,11 @@ fn user_policies_and_passwords_change_through_the_socket() {
         "--access-window",
         "outage-only",
     ]);
-    assert!(pop_login(&server, "anna@example.com", PASSWORD).contains("refused"));
+    let refused = pop_login(&server, "anna@example.com", PASSWORD);
+    assert!(
+        refused.contains("refused -ERR [SYS/TEMP] your own mail server is working"),
+        "{refused}"
+    );
     server.admin_ok(&["user", "set", "anna@example.com", "--domain-access"]);
     assert!(pop_login(&server, "anna@example.com", PASSWORD).contains("stat 0"));
 

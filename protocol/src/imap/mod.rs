@@ -843,6 +843,9 @@ impl ImapSession {
                     AuthError::AccessDenied => {
                         "[UNAVAILABLE] Mail access through this server is not available for your account now"
                     }
+                    AuthError::OutsideOutage => {
+                        "[UNAVAILABLE] Your own mail server is working; this server opens your mailbox only during an outage of it"
+                    }
                     // RFC 5530 LIMIT; the text is what Outlook and iOS show the user.
                     AuthError::TooManySessions => {
                         "[LIMIT] Too many open connections for this account; close another mail app and try again"

@@ -1383,3 +1383,42 @@ fn big_fetch_output_is_spread_over_steps() {
         format!("{}f OK FETCH completed\r\ng OK NOOP completed\r\n", one(5))
     );
 }
+
+/// Refuses every login with the error it was built with.
+struct Refusing(AuthError);
+
+impl AuthBackend for Refusing {
+    fn authenticate(&self, _: &Credentials) -> Result<Account, AuthError> {
+        Err(self.0.clone())
+    }
+}
+
+#[test]
+fn policy_refusals_give_a_code_and_a_reason_a_person_can_act_on() {
+    let store = MockStore::new();
+    for (error, reply) in [
+        (AuthError::Invalid, "a NO [AUTHENTICATIONFAILED] Authentication failed\r\n"),
+        (
+            AuthError::AccessDenied,
+            "a NO [UNAVAILABLE] Mail access through this server is not available for your account now\r\n",
+        ),
+        (
+            AuthError::OutsideOutage,
+            "a NO [UNAVAILABLE] Your own mail server is working; this server opens your mailbox only during an outage of it\r\n",
+        ),
+        (
+            AuthError::TooManySessions,
+            "a NO [LIMIT] Too many open connections for this account; close another mail app and try again\r\n",
+        ),
+        (AuthError::RateLimited, "a NO [UNAVAILABLE] Too many failed logins; try again later\r\n"),
+    ] {
+        let mut s = ImapSession::new(
+            info(true, false),
+            Arc::new(Refusing(error)),
+            store.clone(),
+            ImapLimits::default(),
+        );
+        s.greeting();
+        assert_eq!(send(&mut s, "a LOGIN someone secret\r\n"), reply);
+    }
+}

@@ -582,6 +582,10 @@ impl Pop3Session {
                         out,
                         "-ERR [SYS/TEMP] too many failed logins, try again later\r\n",
                     ),
+                    AuthError::OutsideOutage => self.count_auth_failure(
+                        out,
+                        "-ERR [SYS/TEMP] your own mail server is working; this server opens your mailbox only during an outage of it\r\n",
+                    ),
                     // RFC 3206 IN-USE: the maildrop is busy, not the password wrong.
                     AuthError::TooManySessions => {
                         out.extend_from_slice(

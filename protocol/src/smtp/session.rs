@@ -41,6 +41,8 @@ const BAD_SEQUENCE_MAIL: &str = "503 5.5.1 Error: need MAIL command\r\n";
 const NO_RECIPIENTS: &str = "554 5.5.1 Error: no valid recipients\r\n";
 const AUTH_INVALID: &str = "535 5.7.8 Authentication credentials invalid\r\n";
 const AUTH_TEMPORARY: &str = "454 4.7.0 Temporary authentication failure\r\n";
+const AUTH_OUTSIDE_OUTAGE: &str =
+    "454 4.7.0 Your own mail server is working; send through it (this server sends only during an outage)\r\n";
 const TEMPORARY_FAILURE: &str = "451 4.3.0 Temporary failure, please try again later\r\n";
 
 /// Where the next input bytes go.
@@ -776,6 +778,7 @@ impl SmtpSession {
             }
             Err(AuthError::Invalid | AuthError::AccessDenied) => self.error(out, AUTH_INVALID),
             Err(AuthError::RateLimited | AuthError::TooManySessions) => self.error(out, AUTH_TEMPORARY),
+            Err(AuthError::OutsideOutage) => self.error(out, AUTH_OUTSIDE_OUTAGE),
             Err(AuthError::Temporary(cause)) => {
                 tracing::warn!(%cause, "authentication could not be checked");
                 self.error(out, AUTH_TEMPORARY)
