@@ -13,6 +13,9 @@ pub mod pop3;
 pub mod sasl;
 pub mod session;
 pub mod smtp;
+#[cfg(any(test, feature = "testing"))]
+#[doc(hidden)]
+pub mod testing;
 
 pub use auth::{AccessLevel, Account, AuthBackend, AuthError, Credentials, Secret};
 pub use session::{Action, ConnectionInfo, Goodbye, Output};

@@ -1,0 +1,110 @@
+//! In-memory backends for driving sessions without a store: the IMAP session's unit
+//! tests and the fuzz targets under `fuzz/` use them. Compiled only for tests and with
+//! the `testing` feature (which the server never enables).
+// Test aid, never on a server path: a poisoned mock lock may abort a test or fuzz run.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+pub mod imap;
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+use crate::auth::{AccessLevel, Account, AuthBackend, AuthError, Credentials};
+use crate::pop3::{MaildropEntry, Pop3Backend, Pop3BackendError, Pop3Limits, Pop3Session};
+use crate::session::ConnectionInfo;
+use crate::smtp::{
+    DeliveryError, DeliveryReceipt, Envelope, RcptVerdict, SmtpBackend, SmtpLimits, SmtpMode, SmtpSession,
+};
+
+/// A client address in the documentation range.
+pub fn connection(tls: bool) -> ConnectionInfo {
+    ConnectionInfo {
+        peer: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
+        tls,
+        tls_available: true,
+        allow_plaintext_auth: false,
+        hostname: "mx.example.com".into(),
+    }
+}
+
+/// Accepts `imap::USER` with `imap::PASSWORD` for any protocol; anything else is invalid.
+pub struct FixedAuth;
+
+impl AuthBackend for FixedAuth {
+    fn authenticate(&self, c: &Credentials) -> Result<Account, AuthError> {
+        if c.username == imap::USER && c.password.expose() == imap::PASSWORD {
+            Ok(imap::account())
+        } else {
+            Err(AuthError::Invalid)
+        }
+    }
+}
+
+/// A read-only maildrop of fixed messages; deletions are accepted and forgotten.
+pub struct FixedMaildrop(pub Vec<Vec<u8>>);
+
+impl Pop3Backend for FixedMaildrop {
+    fn open_maildrop(&self, _: &Account) -> Result<Vec<MaildropEntry>, Pop3BackendError> {
+        Ok(self
+            .0
+            .iter()
+            .enumerate()
+            .map(|(i, m)| MaildropEntry {
+                key: i as u64,
+                size: m.len() as u64,
+                uidl: format!("u{i}"),
+            })
+            .collect())
+    }
+    fn retrieve(&self, _: &Account, key: u64) -> Result<Vec<u8>, Pop3BackendError> {
+        self.0
+            .get(key as usize)
+            .cloned()
+            .ok_or(Pop3BackendError::Gone)
+    }
+    fn delete(&self, _: &Account, _: &[u64]) -> Result<(), Pop3BackendError> {
+        Ok(())
+    }
+    fn release(&self, _: &Account) {}
+}
+
+/// A POP3 session over a maildrop holding `messages`.
+pub fn pop3_session(tls: bool, messages: Vec<Vec<u8>>) -> Pop3Session {
+    Pop3Session::new(
+        connection(tls),
+        Arc::new(FixedAuth),
+        Arc::new(FixedMaildrop(messages)),
+        Pop3Limits::default(),
+    )
+}
+
+/// Accepts recipients at example.com (and anyone in submission) and discards messages.
+pub struct DiscardingSmtp;
+
+impl SmtpBackend for DiscardingSmtp {
+    fn check_recipient(&self, mode: SmtpMode, account: Option<&Account>, rcpt: &str) -> RcptVerdict {
+        if mode == SmtpMode::Submission && account.is_some_and(|a| a.access == AccessLevel::Full) {
+            return RcptVerdict::Accept;
+        }
+        if rcpt.to_ascii_lowercase().ends_with("@example.com") {
+            RcptVerdict::Accept
+        } else {
+            RcptVerdict::RelayDenied
+        }
+    }
+    fn sender_allowed(&self, account: &Account, address: &str) -> bool {
+        address.eq_ignore_ascii_case(&account.address)
+    }
+    fn deliver(&self, _: &Envelope, _: &[u8]) -> Result<DeliveryReceipt, DeliveryError> {
+        Ok(DeliveryReceipt { id: "Q1".into() })
+    }
+}
+
+/// An SMTP session in `mode`, with a 1 MB message limit so fuzz runs stay small.
+pub fn smtp_session(mode: SmtpMode, tls: bool) -> SmtpSession {
+    let limits = SmtpLimits {
+        max_message_size: 1024 * 1024,
+        ..SmtpLimits::default()
+    };
+    SmtpSession::new(connection(tls), mode, Arc::new(FixedAuth), Arc::new(DiscardingSmtp), limits)
+}
