@@ -283,7 +283,7 @@ impl Store {
         let blob = blob_id(req.body);
         let mut lock_keys: Vec<(&str, u64)> = inboxes.iter().map(|id| mailbox_lock(*id)).collect();
         lock_keys.push(blob_lock(&blob));
-        let _guards = self.lock(&lock_keys);
+        let guards = self.lock(&lock_keys);
 
         let now = self.now();
         let size =
@@ -376,7 +376,7 @@ impl Store {
             key.extend_from_slice(&u64_key(tracking_id));
             batch.put_cf(&self.cf(CF_MESSAGE_IDS)?, key, b"");
         }
-        self.commit(batch)?;
+        self.commit_unlocking(batch, guards)?;
         for (mailbox, modseq) in touched {
             self.inner.notifier.publish(mailbox, modseq);
         }
@@ -399,7 +399,7 @@ impl Store {
         internal_date: Option<(i64, i16)>,
     ) -> StoreResult<(u32, u32)> {
         let blob = blob_id(body);
-        let _guards = self.lock(&[mailbox_lock(mailbox_id), blob_lock(&blob)]);
+        let guards = self.lock(&[mailbox_lock(mailbox_id), blob_lock(&blob)]);
         let mut mailbox = self.mailbox(user_id, mailbox_id)?;
         let size = u32::try_from(body.len()).map_err(|_| StoreError::Invalid("message too large".into()))?;
         let (date, tz) = internal_date.unwrap_or((self.now(), 0));
@@ -417,7 +417,7 @@ impl Store {
             tracking_id: 0,
         };
         let record = self.add_message_into(&mut batch, &mut mailbox, record)?;
-        self.commit(batch)?;
+        self.commit_unlocking(batch, guards)?;
         self.inner.notifier.publish(mailbox.id, mailbox.highest_modseq);
         Ok((mailbox.uid_validity, record.uid))
     }

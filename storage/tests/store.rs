@@ -120,6 +120,46 @@ fn uids_strictly_increase_and_are_never_reused_across_restart() {
 }
 
 #[test]
+fn concurrent_writers_to_one_mailbox_get_every_uid_once_in_commit_order() {
+    // Deliveries and appends release the mailbox lock before their fsync (group commit);
+    // UIDs must still be unique, dense and in the mailbox in order, across a reopen.
+    let dir = tempfile::tempdir().unwrap();
+    let (store, user) = with_user(dir.path());
+    let inbox = store.inbox(user.id).unwrap();
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                (0..40)
+                    .map(|i| {
+                        let body = format!("thread {t} message {i}");
+                        if i % 4 == 0 {
+                            store
+                                .append(user.id, inbox.id, body.as_bytes(), 0, &[], None)
+                                .unwrap()
+                                .1
+                        } else {
+                            deliver(&store, vec![user.id], body.as_bytes()).stored[0].2
+                        }
+                    })
+                    .collect::<Vec<u32>>()
+            })
+        })
+        .collect();
+    let mut uids: Vec<u32> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    uids.sort_unstable();
+    assert_eq!(uids, (1..=320).collect::<Vec<u32>>());
+    drop(store);
+    let store = open(dir.path());
+    let (mailbox, records) = store.messages(user.id, inbox.id).unwrap();
+    assert_eq!(mailbox.uid_next, 321);
+    assert_eq!(
+        records.iter().map(|r| r.uid).collect::<Vec<_>>(),
+        (1..=320).collect::<Vec<u32>>()
+    );
+}
+
+#[test]
 fn modseq_only_grows() {
     let dir = tempfile::tempdir().unwrap();
     let (store, user) = with_user(dir.path());
