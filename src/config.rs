@@ -95,6 +95,9 @@ pub struct Limits {
     pub idle_timeout_secs: u64,
     /// SMTP and POP3 command time-out.
     pub command_timeout_secs: u64,
+    /// A command (line, literal or SMTP DATA) started but not finished must finish, or
+    /// keep arriving at 16 KiB per period, within this time: cuts off slowloris clients.
+    pub line_timeout_secs: u64,
 }
 
 impl Default for Limits {
@@ -107,6 +110,7 @@ impl Default for Limits {
             login_timeout_secs: 60,
             idle_timeout_secs: 31 * 60,
             command_timeout_secs: 300,
+            line_timeout_secs: 60,
         }
     }
 }
@@ -397,6 +401,7 @@ impl Config {
             ("limits.login_timeout_secs", l.login_timeout_secs),
             ("limits.idle_timeout_secs", l.idle_timeout_secs),
             ("limits.command_timeout_secs", l.command_timeout_secs),
+            ("limits.line_timeout_secs", l.line_timeout_secs),
         ] {
             if value == 0 {
                 problem(key.into(), "must be greater than 0".into());
