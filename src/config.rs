@@ -126,6 +126,9 @@ pub struct AuthConfig {
     /// Failed logins per address or per client IP before a lock-out.
     pub max_failures: u32,
     pub lockout_secs: u64,
+    /// A failed login is answered after this delay times the address's recent failures
+    /// (capped at 5 s), so guessing slows down before the lock-out. 0 turns it off.
+    pub failure_delay_ms: u64,
 }
 
 impl Default for AuthConfig {
@@ -135,6 +138,7 @@ impl Default for AuthConfig {
             cache_ttl_secs: 300,
             max_failures: 10,
             lockout_secs: 900,
+            failure_delay_ms: 500,
         }
     }
 }

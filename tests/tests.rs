@@ -44,3 +44,6 @@ mod e2e;
 
 #[path = "suite/hostile.rs"]
 mod hostile;
+
+#[path = "suite/security.rs"]
+mod security;
