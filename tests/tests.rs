@@ -47,3 +47,6 @@ mod hostile;
 
 #[path = "suite/security.rs"]
 mod security;
+
+#[path = "suite/diskfull.rs"]
+mod diskfull;
