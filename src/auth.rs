@@ -25,6 +25,8 @@ pub fn hash_password(password: &Secret) -> anyhow::Result<String> {
 
 /// Checks a password against a stored PHC string.
 pub fn verify_password(password: &Secret, phc: &str) -> bool {
+    #[cfg(test)]
+    tests::VERIFICATIONS.with(|n| n.set(n.get() + 1));
     Argon2::default()
         .verify_password(password.expose().as_bytes(), phc)
         .is_ok()
@@ -155,6 +157,8 @@ struct FailureCount {
 struct Throttle {
     max_failures: u32,
     lockout: i64,
+    /// Per recent failure of the address, before a failed login is answered.
+    failure_delay: std::time::Duration,
     by_address: Mutex<HashMap<String, FailureCount>>,
     by_ip: Mutex<HashMap<IpAddr, FailureCount>>,
 }
@@ -170,31 +174,36 @@ impl Throttle {
         a || self.by_ip.lock().get(&ip).is_some_and(|c| c.locked_until > now)
     }
 
-    fn fail(&self, address: &str, ip: IpAddr, now: i64) {
+    /// Counts a failure; returns how long to wait before answering it: the delay grows
+    /// with the address's failures in the window (the lock-out then takes over).
+    fn fail(&self, address: &str, ip: IpAddr, now: i64) -> std::time::Duration {
         let lockout = self.lockout;
-        let bump = |c: &mut FailureCount, max: u32| {
+        let bump = |c: &mut FailureCount, max: u32| -> u32 {
             if now - c.last > lockout {
                 c.failures = 0;
             }
             c.failures += 1;
             c.last = now;
+            let counted = c.failures;
             if c.failures >= max {
                 c.locked_until = now + lockout;
                 c.failures = 0;
             }
+            counted
         };
-        {
+        let failures = {
             let mut map = self.by_address.lock();
             if map.len() > 100_000 {
                 map.retain(|_, c| now - c.last <= lockout || c.locked_until > now);
             }
-            bump(map.entry(address.to_string()).or_default(), self.max_failures);
-        }
+            bump(map.entry(address.to_string()).or_default(), self.max_failures)
+        };
         let mut map = self.by_ip.lock();
         if map.len() > 100_000 {
             map.retain(|_, c| now - c.last <= lockout || c.locked_until > now);
         }
         bump(map.entry(ip).or_default(), self.max_failures.saturating_mul(5));
+        (self.failure_delay * failures).min(std::time::Duration::from_secs(5))
     }
 
     fn succeed(&self, address: &str) {
@@ -262,6 +271,7 @@ impl Authenticator {
             throttle: Throttle {
                 max_failures: config.max_failures,
                 lockout: config.lockout_secs as i64,
+                failure_delay: std::time::Duration::from_millis(config.failure_delay_ms),
                 by_address: Mutex::new(HashMap::new()),
                 by_ip: Mutex::new(HashMap::new()),
             },
@@ -318,8 +328,11 @@ impl Authenticator {
             crate::metrics::METRICS
                 .logins_failed
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            self.throttle.fail(&address, credentials.peer, now);
+            let delay = self.throttle.fail(&address, credentials.peer, now);
             tracing::info!(user = %address, peer = %credentials.peer, proto = credentials.protocol, "login failed");
+            // On the session's blocking-pool thread: slows this connection only, and
+            // the per-IP connection limit bounds how many threads a guesser can hold.
+            std::thread::sleep(delay);
             return Err(AuthError::Invalid);
         };
         self.throttle.succeed(&address);
@@ -371,6 +384,54 @@ impl AuthBackend for Authenticator {
 mod tests {
     use super::*;
     use understudy_storage::{Domain, ManualClock};
+
+    thread_local! {
+        /// argon2 verifications run on this thread (the unknown-user path must run one).
+        pub(super) static VERIFICATIONS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
+
+    #[test]
+    fn unknown_user_and_wrong_password_both_run_argon2_and_fail_alike() {
+        let (_dir, store, clock) = setup();
+        let config = AuthConfig {
+            failure_delay_ms: 0,
+            ..AuthConfig::default()
+        };
+        let auth = Authenticator::new(store, clock, &config);
+        for user in ["anna@example.com", "nobody@example.com", "x@unknown.example"] {
+            let before = VERIFICATIONS.with(|n| n.get());
+            let err = auth
+                .authenticate(&creds(user, "Wrong1horse", "192.0.2.9"))
+                .unwrap_err();
+            assert_eq!(err, AuthError::Invalid, "{user}");
+            assert_eq!(
+                VERIFICATIONS.with(|n| n.get()),
+                before + 1,
+                "{user}: one argon2 verify"
+            );
+        }
+    }
+
+    #[test]
+    fn failure_delay_grows_until_the_lockout() {
+        let throttle = Throttle {
+            max_failures: 4,
+            lockout: 60,
+            failure_delay: std::time::Duration::from_millis(100),
+            by_address: Mutex::new(HashMap::new()),
+            by_ip: Mutex::new(HashMap::new()),
+        };
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let delays: Vec<u128> = (0..4)
+            .map(|_| throttle.fail("a@b", ip, 1000).as_millis())
+            .collect();
+        assert_eq!(delays, [100, 200, 300, 400]);
+        assert!(throttle.locked("a@b", ip, 1000));
+        assert!(throttle.locked("a@b", ip, 1059));
+        assert!(!throttle.locked("a@b", ip, 1061), "the lock-out ends");
+        // A new window starts from the first step again.
+        assert_eq!(throttle.fail("a@b", ip, 1200).as_millis(), 100);
+    }
 
     fn setup() -> (tempfile::TempDir, Store, Arc<ManualClock>) {
         let dir = tempfile::tempdir().unwrap();
@@ -442,6 +503,7 @@ mod tests {
             &AuthConfig {
                 max_failures: 3,
                 lockout_secs: 60,
+                failure_delay_ms: 0,
                 ..AuthConfig::default()
             },
         );

@@ -100,6 +100,9 @@ pub struct Limits {
     pub idle_timeout_secs: u64,
     /// SMTP and POP3 command time-out.
     pub command_timeout_secs: u64,
+    /// A command (line, literal or SMTP DATA) started but not finished must finish, or
+    /// keep arriving at 16 KiB per period, within this time: cuts off slowloris clients.
+    pub line_timeout_secs: u64,
 }
 
 impl Default for Limits {
@@ -114,6 +117,7 @@ impl Default for Limits {
             login_timeout_secs: 60,
             idle_timeout_secs: 31 * 60,
             command_timeout_secs: 300,
+            line_timeout_secs: 60,
         }
     }
 }
@@ -129,6 +133,9 @@ pub struct AuthConfig {
     /// Failed logins per address or per client IP before a lock-out.
     pub max_failures: u32,
     pub lockout_secs: u64,
+    /// A failed login is answered after this delay times the address's recent failures
+    /// (capped at 5 s), so guessing slows down before the lock-out. 0 turns it off.
+    pub failure_delay_ms: u64,
 }
 
 impl Default for AuthConfig {
@@ -138,6 +145,7 @@ impl Default for AuthConfig {
             cache_ttl_secs: 300,
             max_failures: 10,
             lockout_secs: 900,
+            failure_delay_ms: 500,
         }
     }
 }
@@ -404,6 +412,7 @@ impl Config {
             ("limits.login_timeout_secs", l.login_timeout_secs),
             ("limits.idle_timeout_secs", l.idle_timeout_secs),
             ("limits.command_timeout_secs", l.command_timeout_secs),
+            ("limits.line_timeout_secs", l.line_timeout_secs),
         ] {
             if value == 0 {
                 problem(key.into(), "must be greater than 0".into());

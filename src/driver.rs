@@ -22,6 +22,38 @@ use understudy_storage::Store;
 /// shrinks it back. 5,000 idle IMAP sessions held 64 KiB each before.
 const SMALL_READ: usize = 2 * 1024;
 
+/// Octets of an unfinished command (a big literal, SMTP DATA) that restart the line
+/// time-out: a slow but real upload keeps going, a trickle does not.
+const LINE_PROGRESS: usize = 16 * 1024;
+
+/// Input the session has taken without answering yet: when it began and how much has
+/// come since the line time-out last restarted.
+struct Unanswered {
+    since: tokio::time::Instant,
+    octets: usize,
+}
+
+impl Unanswered {
+    /// Records a read that got no answer; None starts the clock.
+    fn record(this: &mut Option<Unanswered>, octets: usize) {
+        match this {
+            None => {
+                *this = Some(Unanswered {
+                    since: tokio::time::Instant::now(),
+                    octets,
+                })
+            }
+            Some(u) => {
+                u.octets += octets;
+                if u.octets >= LINE_PROGRESS {
+                    u.since = tokio::time::Instant::now();
+                    u.octets = 0;
+                }
+            }
+        }
+    }
+}
+
 /// What the driver needs from any protocol session.
 pub trait Session: Send + 'static {
     fn greeting(&mut self) -> Output;
@@ -61,6 +93,9 @@ pub struct Timeouts {
     pub login: Duration,
     pub idle: Duration,
     pub tls_handshake: Duration,
+    /// A command begun must finish (or keep arriving, `LINE_PROGRESS` per period) within
+    /// this: a client trickling one byte a second is cut off (slowloris).
+    pub line: Duration,
     /// How long a shutdown waits for a busy session (an SMTP DATA in flight).
     pub shutdown_grace: Duration,
     /// Commands per second before the next read waits (0: unpaced). See [`Pacer`].
@@ -197,12 +232,17 @@ pub async fn drive<S: Session>(
     let mut idle: Option<watch::Receiver<u64>> = None;
     let mut pacer = Pacer::new(timeouts.commands_per_second, tokio::time::Instant::now());
     let mut stopping = false;
+    let mut unanswered: Option<Unanswered> = None;
     loop {
-        let limit = if session.authenticated() {
+        let mut limit = if session.authenticated() {
             timeouts.idle
         } else {
             timeouts.login
         };
+        if let Some(u) = &unanswered {
+            limit =
+                limit.min((u.since + timeouts.line).saturating_duration_since(tokio::time::Instant::now()));
+        }
         let event = if stopping {
             Event::Goodbye(Goodbye::Shutdown)
         } else {
@@ -254,6 +294,11 @@ pub async fn drive<S: Session>(
                     let (s, next) = step(session, |s| s.receive(&[])).await?;
                     session = s;
                     out = next;
+                }
+                if out.bytes.is_empty() {
+                    Unanswered::record(&mut unanswered, n);
+                } else {
+                    unanswered = None;
                 }
                 if let Some(wait) = pacer.charge(session.commands(), tokio::time::Instant::now()) {
                     tracing::debug!(

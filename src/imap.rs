@@ -33,6 +33,11 @@ fn error(e: StoreError) -> BackendError {
         StoreError::NotFound(_) => BackendError::NotFound,
         StoreError::AlreadyExists(_) => BackendError::AlreadyExists,
         StoreError::Invalid(text) => BackendError::Invalid(text),
+        // Disk full: the client's remedy is the same as for a quota (RFC 5530 OVERQUOTA).
+        StoreError::NoSpace(text) => {
+            tracing::error!(error = %text, "store full: IMAP write refused");
+            BackendError::OverQuota
+        }
         other => {
             tracing::error!(error = %other, "store error in IMAP session");
             BackendError::Temporary(other.to_string())

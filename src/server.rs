@@ -281,6 +281,7 @@ async fn accept_loop(
         };
         let Some(ip_guard) = per_ip.try_take(peer.ip(), shared.config.limits.max_connections_per_ip) else {
             tracing::warn!(service = service.name(), %peer, "per-IP connection limit reached; refusing");
+            refuse(service, &stream);
             drop(stream);
             continue;
         };
@@ -301,6 +302,19 @@ async fn accept_loop(
     }
 }
 
+/// Tells a refused plaintext client why, in its protocol's words, without waiting: a
+/// flood must not cost a task per connection, so a full socket buffer just skips it.
+fn refuse(service: Service, stream: &TcpStream) {
+    let reply: &[u8] = match service {
+        Service::Imap => b"* BYE [UNAVAILABLE] Too many connections from your address\r\n",
+        Service::Pop3 => b"-ERR [SYS/TEMP] Too many connections from your address\r\n",
+        Service::Submission | Service::Smtp => b"421 4.7.0 Too many connections from your address\r\n",
+        // Implicit TLS: plaintext would be noise before a handshake.
+        Service::Imaps | Service::Pop3s | Service::Submissions => return,
+    };
+    let _ = stream.try_write(reply);
+}
+
 async fn serve_connection(
     service: Service,
     stream: TcpStream,
@@ -317,6 +331,7 @@ async fn serve_connection(
             _ => limits.command_timeout_secs,
         }),
         tls_handshake: Duration::from_secs(30),
+        line: Duration::from_secs(limits.line_timeout_secs),
         shutdown_grace: Duration::from_secs(20),
         commands_per_second: match service {
             Service::Imap | Service::Imaps => limits.max_commands_per_second,

@@ -41,3 +41,12 @@ mod sink;
 
 #[path = "suite/e2e.rs"]
 mod e2e;
+
+#[path = "suite/hostile.rs"]
+mod hostile;
+
+#[path = "suite/security.rs"]
+mod security;
+
+#[path = "suite/diskfull.rs"]
+mod diskfull;

@@ -359,6 +359,15 @@ impl SmtpSession {
 
     /// Handles one complete command line; `Consumed(_)` means "continue".
     fn command(&mut self, line: &[u8], out: &mut Vec<u8>) -> Flow {
+        // NUL and other controls have no place in a command (RFC 5321 §4.1.1); refusing
+        // them keeps them out of HELO names and addresses that reach logs and headers.
+        let text = line
+            .strip_suffix(b"\r\n")
+            .or(line.strip_suffix(b"\n"))
+            .unwrap_or(line);
+        if text.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+            return self.error(out, "500 5.5.2 Syntax error: control character in command\r\n");
+        }
         let request = match Request::parse(&mut line.iter()) {
             Ok(request) => request,
             Err(error) => return self.parse_error(error, out),

@@ -638,3 +638,15 @@ fn revoked_goodbye_closes() {
     );
     assert_eq!(h.send_output(b"QUIT\r\n"), (String::new(), Action::Close));
 }
+
+#[test]
+fn control_characters_in_commands_are_refused() {
+    let mut h = Harness::new(SmtpMode::Mx, false);
+    h.session.greeting();
+    assert_eq!(
+        h.send("EHLO a\0b\r\nHELO c\x01\r\nHELO ok\tname\r\n"),
+        "500 5.5.2 Syntax error: control character in command\r\n\
+         500 5.5.2 Syntax error: control character in command\r\n\
+         250 mx.example.com\r\n"
+    );
+}

@@ -57,10 +57,7 @@ impl Pop3Backend for FixedMaildrop {
             .collect())
     }
     fn retrieve(&self, _: &Account, key: u64) -> Result<Vec<u8>, Pop3BackendError> {
-        self.0
-            .get(key as usize)
-            .cloned()
-            .ok_or(Pop3BackendError::Gone)
+        self.0.get(key as usize).cloned().ok_or(Pop3BackendError::Gone)
     }
     fn delete(&self, _: &Account, _: &[u64]) -> Result<(), Pop3BackendError> {
         Ok(())
@@ -106,5 +103,11 @@ pub fn smtp_session(mode: SmtpMode, tls: bool) -> SmtpSession {
         max_message_size: 1024 * 1024,
         ..SmtpLimits::default()
     };
-    SmtpSession::new(connection(tls), mode, Arc::new(FixedAuth), Arc::new(DiscardingSmtp), limits)
+    SmtpSession::new(
+        connection(tls),
+        mode,
+        Arc::new(FixedAuth),
+        Arc::new(DiscardingSmtp),
+        limits,
+    )
 }
