@@ -41,3 +41,6 @@ mod sink;
 
 #[path = "suite/e2e.rs"]
 mod e2e;
+
+#[path = "suite/ldap.rs"]
+mod ldap;
