@@ -384,6 +384,10 @@ impl Authenticator {
             return Err(AuthError::Invalid);
         };
         self.throttle.succeed(&address);
+        if user.force_password_reset {
+            tracing::info!(user = %address, "login refused: the password must be changed (force_password_reset)");
+            return Err(AuthError::PasswordChangeRequired);
+        }
         let domain = self
             .store
             .domain(user.domain())
@@ -535,6 +539,23 @@ mod tests {
         assert!(auth
             .authenticate(&creds("anna@example.com", "Correct1horse", "192.0.2.9"))
             .is_ok());
+    }
+
+    #[test]
+    fn forced_reset_refuses_only_the_right_password_with_its_own_error() {
+        let (_dir, store, clock) = setup();
+        let auth = Authenticator::new(store.clone(), clock, &AuthConfig::default());
+        let mut user = store.user_by_address("anna@example.com").unwrap().unwrap();
+        user.force_password_reset = true;
+        store.update_user(&user).unwrap();
+        assert_eq!(
+            auth.authenticate(&creds("anna@example.com", "Correct1horse", "192.0.2.1")),
+            Err(AuthError::PasswordChangeRequired)
+        );
+        assert_eq!(
+            auth.authenticate(&creds("anna@example.com", "wrong", "192.0.2.1")),
+            Err(AuthError::Invalid)
+        );
     }
 
     #[test]

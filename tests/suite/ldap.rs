@@ -347,3 +347,50 @@ fn sync_then_bind_logins_survive_the_directory_going_down() {
         .admin_ok(&["user", "show", "anna@example.com"])
         .contains("status:        Active"));
 }
+
+/// Not LDAP, but the other half of issue 7's password rules: a password set with
+/// `--force-reset` is refused with a reply saying it must be changed.
+#[test]
+fn forced_password_reset_gets_a_clear_refusal() {
+    let server = TestServer::start();
+    let out = server.admin(
+        &["user", "passwd", "anna@example.com", "--stdin", "--force-reset"],
+        Some("Temporary1pass\n"),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let script = r#"
+import imaplib, poplib, ssl, sys
+ctx = ssl.create_default_context(cafile=sys.argv[1])
+m = imaplib.IMAP4_SSL("127.0.0.1", int(sys.argv[2]), ssl_context=ctx, timeout=30)
+for password in ("Temporary1pass", "wrong"):
+    try:
+        m.login("anna@example.com", password)
+        print("imap OK")
+    except imaplib.IMAP4.error as e:
+        print("imap", e)
+p = poplib.POP3_SSL("127.0.0.1", int(sys.argv[3]), context=ctx, timeout=30)
+p.user("anna@example.com")
+try:
+    p.pass_("Temporary1pass")
+    print("pop3 OK")
+except poplib.error_proto as e:
+    print("pop3", e.args[0].decode())
+"#;
+    let out = python_ok(
+        script,
+        &[
+            ca_cert().display().to_string(),
+            server.addr("imaps").port().to_string(),
+            server.addr("pop3s").port().to_string(),
+        ],
+    );
+    assert!(
+        out.contains("imap [EXPIRED] Your password must be changed; ask your administrator for a new one"),
+        "{out}"
+    );
+    assert!(out.contains("imap [AUTHENTICATIONFAILED]"), "{out}");
+    assert!(
+        out.contains("pop3 -ERR [AUTH] your password must be changed; ask your administrator for a new one"),
+        "{out}"
+    );
+}

@@ -834,6 +834,10 @@ impl ImapSession {
                     AuthError::AccessDenied => {
                         "[UNAVAILABLE] Mail access through this server is not available for your account now"
                     }
+                    // RFC 5530: the passphrase no longer grants access; get a new one.
+                    AuthError::PasswordChangeRequired => {
+                        "[EXPIRED] Your password must be changed; ask your administrator for a new one"
+                    }
                     AuthError::Temporary(cause) => {
                         tracing::warn!(%cause, "imap login: auth backend failed");
                         "[UNAVAILABLE] Temporary failure; try again later"

@@ -775,6 +775,11 @@ impl SmtpSession {
                 Self::ok(out, "235 2.7.0 Authentication successful\r\n")
             }
             Err(AuthError::Invalid | AuthError::AccessDenied) => self.error(out, AUTH_INVALID),
+            // RFC 4954 §6.
+            Err(AuthError::PasswordChangeRequired) => self.error(
+                out,
+                "432 4.7.12 A password transition is needed; ask your administrator for a new password\r\n",
+            ),
             Err(AuthError::RateLimited) => self.error(out, AUTH_TEMPORARY),
             Err(AuthError::Temporary(cause)) => {
                 tracing::warn!(%cause, "authentication could not be checked");
