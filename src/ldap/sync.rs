@@ -148,7 +148,7 @@ pub fn sync_domain(
         anyhow::bail!("{domain} is not a protected domain (understudy domain add {domain})");
     }
     // One sync per process at a time: the periodic one and an admin's must not race.
-    static RUNNING: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
+    static RUNNING: parking_lot::Mutex<()> = parking_lot::const_mutex(());
     let _one = RUNNING.lock();
     let entries = directory::search_users(config)
         .map_err(|e| anyhow::anyhow!("{} ({}): {e}", domain, config.url))?;
