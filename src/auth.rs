@@ -289,7 +289,11 @@ impl Authenticator {
             }
         }
         let stored = self.slots.run(|| -> anyhow::Result<String> {
-            if let Some(phc) = user.password_hash.as_ref().filter(|phc| verify_password(password, phc)) {
+            if let Some(phc) = user
+                .password_hash
+                .as_ref()
+                .filter(|phc| verify_password(password, phc))
+            {
                 return Ok(phc.clone());
             }
             let phc = hash_password(password)?;
@@ -304,8 +308,12 @@ impl Authenticator {
             Ok(phc)
         });
         match stored {
-            Ok(phc) => self.cache.insert(address, password, &phc, now + self.cache_ttl, now),
-            Err(e) => tracing::warn!(user = %address, error = %format!("{e:#}"), "cannot cache the directory password"),
+            Ok(phc) => self
+                .cache
+                .insert(address, password, &phc, now + self.cache_ttl, now),
+            Err(e) => {
+                tracing::warn!(user = %address, error = %format!("{e:#}"), "cannot cache the directory password")
+            }
         }
     }
 
@@ -369,11 +377,21 @@ impl Authenticator {
                 }
                 // The directory's no is final: the cache may hold an old password.
                 crate::ldap::login::BindOutcome::Refused => false,
-                crate::ldap::login::BindOutcome::Unavailable => {
-                    self.verify_local(&address, user.as_ref(), phc.as_deref(), &credentials.password, now)
-                }
+                crate::ldap::login::BindOutcome::Unavailable => self.verify_local(
+                    &address,
+                    user.as_ref(),
+                    phc.as_deref(),
+                    &credentials.password,
+                    now,
+                ),
             },
-            None => self.verify_local(&address, user.as_ref(), phc.as_deref(), &credentials.password, now),
+            None => self.verify_local(
+                &address,
+                user.as_ref(),
+                phc.as_deref(),
+                &credentials.password,
+                now,
+            ),
         };
         let Some(user) = user.filter(|_| verified) else {
             crate::metrics::METRICS

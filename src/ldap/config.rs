@@ -252,9 +252,7 @@ fn parse_url(url: &str) -> Option<(&str, &str)> {
 
 fn is_loopback(host: &str) -> bool {
     host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
+        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Every problem of the `[[ldap]]` sections, with key paths.
@@ -302,14 +300,20 @@ pub fn validate(sections: &[LdapConfig]) -> Vec<ConfigProblem> {
         }
         let filter = l.filter();
         if !(filter.starts_with('(') && filter.ends_with(')')) {
-            problem("filter", format!("'{filter}' is not an LDAP filter (e.g. (objectClass=person))"));
+            problem(
+                "filter",
+                format!("'{filter}' is not an LDAP filter (e.g. (objectClass=person))"),
+            );
         }
         for (key, list) in [
             ("address_attributes", &l.address_attributes),
             ("alias_attributes", &l.alias_attributes),
             ("name_attributes", &l.name_attributes),
         ] {
-            if list.as_ref().is_some_and(|v| v.iter().any(|a| a.trim().is_empty())) {
+            if list
+                .as_ref()
+                .is_some_and(|v| v.iter().any(|a| a.trim().is_empty()))
+            {
                 problem(key, "attribute names must not be empty".into());
             }
         }
@@ -317,7 +321,10 @@ pub fn validate(sections: &[LdapConfig]) -> Vec<ConfigProblem> {
             problem("address_attributes", "needs at least one attribute".into());
         }
         if l.disabled_attribute.is_none() && (l.disabled_value.is_some() || l.disabled_bit.is_some()) {
-            problem("disabled_attribute", "needed with disabled_value or disabled_bit".into());
+            problem(
+                "disabled_attribute",
+                "needed with disabled_value or disabled_bit".into(),
+            );
         }
         if l.disabled_value.is_some() && l.disabled_bit.is_some() {
             problem("disabled_bit", "use either disabled_value or disabled_bit".into());
@@ -366,8 +373,8 @@ fn check_password_file(path: &Path) -> Result<(), String> {
 /// Reads the service account's password: the file's first line.
 pub fn read_password_file(path: &Path) -> anyhow::Result<understudy_protocol::Secret> {
     check_password_file(path).map_err(|e| anyhow::anyhow!(e))?;
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
     Ok(understudy_protocol::Secret::new(
         text.lines().next().unwrap_or("").to_string(),
     ))
@@ -445,7 +452,14 @@ bind_dn_template = "uid=x"
         );
         assert_eq!(
             map.requested(),
-            ["mail", "userPrincipalName", "proxyAddresses", "displayName", "cn", "userAccountControl"]
+            [
+                "mail",
+                "userPrincipalName",
+                "proxyAddresses",
+                "displayName",
+                "cn",
+                "userAccountControl"
+            ]
         );
         assert_eq!(l.login, LoginMode::Local);
         assert!(l.filter().contains("objectCategory=person"));

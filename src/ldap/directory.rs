@@ -134,8 +134,8 @@ async fn service_bind(ldap: &mut Ldap, config: &LdapConfig) -> Result<(), Direct
     let (Some(dn), Some(file)) = (&config.bind_dn, &config.bind_password_file) else {
         return Ok(());
     };
-    let password = super::config::read_password_file(file)
-        .map_err(|e| DirectoryError::Unavailable(format!("{e:#}")))?;
+    let password =
+        super::config::read_password_file(file).map_err(|e| DirectoryError::Unavailable(format!("{e:#}")))?;
     ldap.with_timeout(op_timeout(config))
         .simple_bind(dn, password.expose())
         .await
@@ -153,7 +153,8 @@ async fn service_bind(ldap: &mut Ldap, config: &LdapConfig) -> Result<(), Direct
 fn to_entry(raw: ldap3::ResultEntry) -> Option<DirectoryEntry> {
     // `SearchEntry::construct` panics on a malformed entry; one bad entry must not take
     // the server down.
-    let entry = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| SearchEntry::construct(raw))).ok()?;
+    let entry =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| SearchEntry::construct(raw))).ok()?;
     Some(DirectoryEntry {
         dn: entry.dn,
         attrs: entry

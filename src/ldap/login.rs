@@ -34,7 +34,12 @@ impl DirectoryLogins {
             by_domain: sections
                 .iter()
                 .filter(|l| l.login == LoginMode::Bind)
-                .map(|l| (l.domain.trim().trim_end_matches('.').to_ascii_lowercase(), l.clone()))
+                .map(|l| {
+                    (
+                        l.domain.trim().trim_end_matches('.').to_ascii_lowercase(),
+                        l.clone(),
+                    )
+                })
                 .collect(),
         }
     }

@@ -102,7 +102,13 @@ pub fn spawn(shared: Arc<Shared>, stop: watch::Receiver<bool>) {
                     let Some(section) = s.config.ldap.get(index) else {
                         return;
                     };
-                    match sync::sync_domain(&s.store, section, false, &ServerSyncEvents(&s), &mut std::io::sink()) {
+                    match sync::sync_domain(
+                        &s.store,
+                        section,
+                        false,
+                        &ServerSyncEvents(&s),
+                        &mut std::io::sink(),
+                    ) {
                         Ok(r) => tracing::info!(
                             domain = %r.domain,
                             created = r.created,
@@ -112,7 +118,9 @@ pub fn spawn(shared: Arc<Shared>, stop: watch::Receiver<bool>) {
                             skipped = r.skipped.len(),
                             "ldap sync"
                         ),
-                        Err(e) => tracing::warn!(domain = %section.domain, error = %format!("{e:#}"), "ldap sync failed"),
+                        Err(e) => {
+                            tracing::warn!(domain = %section.domain, error = %format!("{e:#}"), "ldap sync failed")
+                        }
                     }
                 });
                 if let Err(e) = run.await {

@@ -87,9 +87,10 @@ pub fn map_entry(config: &LdapConfig, domain: &str, entry: &DirectoryEntry) -> R
             .values(attribute)
             .iter()
             .any(|v| v.trim().parse::<i64>().is_ok_and(|n| (n as u64) & mask != 0)),
-        Some(DisabledRule::Value { attribute, value }) => {
-            entry.values(attribute).iter().any(|v| v.eq_ignore_ascii_case(value))
-        }
+        Some(DisabledRule::Value { attribute, value }) => entry
+            .values(attribute)
+            .iter()
+            .any(|v| v.eq_ignore_ascii_case(value)),
         Some(DisabledRule::Present { attribute }) => !entry.values(attribute).is_empty(),
     };
     Ok(DirectoryUser {
@@ -150,8 +151,8 @@ pub fn sync_domain(
     // One sync per process at a time: the periodic one and an admin's must not race.
     static RUNNING: parking_lot::Mutex<()> = parking_lot::const_mutex(());
     let _one = RUNNING.lock();
-    let entries = directory::search_users(config)
-        .map_err(|e| anyhow::anyhow!("{} ({}): {e}", domain, config.url))?;
+    let entries =
+        directory::search_users(config).map_err(|e| anyhow::anyhow!("{} ({}): {e}", domain, config.url))?;
     apply(store, &domain, config, &entries, dry_run, events, out)
 }
 
@@ -222,7 +223,10 @@ pub fn apply(
             "the directory returned no users: not deactivating the {} synced users of {domain} (check base_dn and filter)",
             gone.len()
         )?;
-        tracing::warn!(domain, "ldap sync: the directory returned no users; nobody deactivated");
+        tracing::warn!(
+            domain,
+            "ldap sync: the directory returned no users; nobody deactivated"
+        );
         return Ok(report);
     }
     for mut u in gone {
@@ -239,7 +243,11 @@ pub fn apply(
         writeln!(
             out,
             "{} {}: not in the directory",
-            if dry_run { "would deactivate" } else { "deactivated" },
+            if dry_run {
+                "would deactivate"
+            } else {
+                "deactivated"
+            },
             u.address
         )?;
     }
@@ -402,14 +410,26 @@ mod tests {
         store.add_domain(&Domain::new("example.com")).unwrap();
         store.create_user("local@example.com", "By hand", None).unwrap();
         let entries = vec![
-            entry("CN=Anna", &[("mail", &["anna@example.com"]), ("proxyAddresses", &["smtp:a@example.com"])]),
-            entry("CN=Bob", &[("mail", &["bob@example.com"]), ("userAccountControl", &["512"])]),
+            entry(
+                "CN=Anna",
+                &[
+                    ("mail", &["anna@example.com"]),
+                    ("proxyAddresses", &["smtp:a@example.com"]),
+                ],
+            ),
+            entry(
+                "CN=Bob",
+                &[("mail", &["bob@example.com"]), ("userAccountControl", &["512"])],
+            ),
             entry("CN=Bob2", &[("mail", &["bob@example.com"])]),
         ];
         let c = ad();
         let mut out = Vec::new();
         let r = apply(&store, "example.com", &c, &entries, false, &NoEvents, &mut out).unwrap();
-        assert_eq!((r.created, r.updated, r.deactivated, r.unchanged, r.skipped.len()), (2, 0, 0, 0, 1));
+        assert_eq!(
+            (r.created, r.updated, r.deactivated, r.unchanged, r.skipped.len()),
+            (2, 0, 0, 0, 1)
+        );
         let r = apply(&store, "example.com", &c, &entries, false, &NoEvents, &mut out).unwrap();
         assert_eq!((r.created, r.updated, r.deactivated, r.unchanged), (0, 0, 0, 2));
         // Bob's alias moves to Anna (refused at first, Bob still holds it: retried),
@@ -417,30 +437,67 @@ mod tests {
         let entries = vec![
             entry(
                 "CN=Anna",
-                &[("mail", &["anna@example.com"]), ("proxyAddresses", &["smtp:a@example.com", "smtp:b@example.com"])],
+                &[
+                    ("mail", &["anna@example.com"]),
+                    ("proxyAddresses", &["smtp:a@example.com", "smtp:b@example.com"]),
+                ],
             ),
-            entry("CN=Carl", &[("mail", &["carl@example.com"]), ("proxyAddresses", &["smtp:c@example.com"])]),
+            entry(
+                "CN=Carl",
+                &[
+                    ("mail", &["carl@example.com"]),
+                    ("proxyAddresses", &["smtp:c@example.com"]),
+                ],
+            ),
         ];
         apply(&store, "example.com", &c, &entries, false, &NoEvents, &mut out).unwrap();
         let entries = vec![
             entry(
                 "CN=Anna",
-                &[("mail", &["anna@example.com"]), ("proxyAddresses", &["smtp:a@example.com", "smtp:c@example.com"])],
+                &[
+                    ("mail", &["anna@example.com"]),
+                    ("proxyAddresses", &["smtp:a@example.com", "smtp:c@example.com"]),
+                ],
             ),
             entry("CN=Carl", &[("mail", &["carl@example.com"])]),
         ];
         let r = apply(&store, "example.com", &c, &entries, false, &NoEvents, &mut out).unwrap();
         let log = String::from_utf8_lossy(&out);
-        assert_eq!((r.created, r.updated, r.deactivated, r.skipped.len()), (0, 2, 0, 0), "{log}");
-        assert!(log.contains("updated anna@example.com: +alias c@example.com, -alias b@example.com"), "{log}");
-        assert!(log.contains("deactivated bob@example.com: not in the directory"), "{log}");
+        assert_eq!(
+            (r.created, r.updated, r.deactivated, r.skipped.len()),
+            (0, 2, 0, 0),
+            "{log}"
+        );
+        assert!(
+            log.contains("updated anna@example.com: +alias c@example.com, -alias b@example.com"),
+            "{log}"
+        );
+        assert!(
+            log.contains("deactivated bob@example.com: not in the directory"),
+            "{log}"
+        );
         let anna = store.user_by_address("anna@example.com").unwrap().unwrap();
-        assert_eq!(store.aliases_of(anna.id).unwrap(), ["a@example.com", "c@example.com"]);
-        assert!(!store.user_by_address("bob@example.com").unwrap().unwrap().is_active());
-        assert!(store.user_by_address("local@example.com").unwrap().unwrap().is_active());
+        assert_eq!(
+            store.aliases_of(anna.id).unwrap(),
+            ["a@example.com", "c@example.com"]
+        );
+        assert!(!store
+            .user_by_address("bob@example.com")
+            .unwrap()
+            .unwrap()
+            .is_active());
+        assert!(store
+            .user_by_address("local@example.com")
+            .unwrap()
+            .unwrap()
+            .is_active());
         // An empty answer deactivates nobody.
         let r = apply(&store, "example.com", &c, &[], false, &NoEvents, &mut out).unwrap();
         assert_eq!(r.deactivated, 0);
-        assert!(store.user_by_address("anna@example.com").unwrap().unwrap().is_active());
+        assert!(store
+            .user_by_address("anna@example.com")
+            .unwrap()
+            .unwrap()
+            .is_active());
     }
 }

@@ -48,9 +48,21 @@ fn users_ldif() -> String {
         "displayName: Anna A.\nmailAlternateAddress: a@example.com\nmailAlternateAddress: sales@example.com\n\
          mailAlternateAddress: anna@elsewhere.org\nmailLocalAddress: anna.andersson@example.com\n",
     );
-    ldif += &person("bob", "Bob Berg", "bob@example.com", "Bob1secret", "mailLocalAddress: b@example.com\n");
+    ldif += &person(
+        "bob",
+        "Bob Berg",
+        "bob@example.com",
+        "Bob1secret",
+        "mailLocalAddress: b@example.com\n",
+    );
     ldif += &person("carl", "Carl Conrad", "carl@example.com", "Carl1secret", "");
-    ldif += &person("dora", "Dora Dahl", "dora@example.com", "Dora1secret", "employeeType: disabled\n");
+    ldif += &person(
+        "dora",
+        "Dora Dahl",
+        "dora@example.com",
+        "Dora1secret",
+        "employeeType: disabled\n",
+    );
     ldif += &person("eve", "Eve Ek", "eve@other.org", "Eve1secret", "");
     ldif += &person("fred", "Fred Fors", "fred@example.com", "Fred1secret", "");
     ldif
@@ -132,7 +144,17 @@ impl Slapd {
         let file = self.dir.path().join("change.ldif");
         std::fs::write(&file, ldif).unwrap();
         let child = Command::new(tool)
-            .args(["-ZZ", "-x", "-H", &self.url(), "-D", ADMIN_DN, "-w", ADMIN_PW, "-f"])
+            .args([
+                "-ZZ",
+                "-x",
+                "-H",
+                &self.url(),
+                "-D",
+                ADMIN_DN,
+                "-w",
+                ADMIN_PW,
+                "-f",
+            ])
             .arg(&file)
             .env("LDAPTLS_CACERT", ca_cert())
             .stdout(Stdio::piped())
@@ -256,11 +278,15 @@ fn sync_then_bind_logins_survive_the_directory_going_down() {
 
         let first = s.admin_ok(&["ldap", "sync"]);
         assert!(
-            first.contains("ldap sync example.com: 5 created, 0 updated, 0 deactivated, 0 unchanged, 1 skipped"),
+            first.contains(
+                "ldap sync example.com: 5 created, 0 updated, 0 deactivated, 0 unchanged, 1 skipped"
+            ),
             "{first}"
         );
         assert!(
-            first.contains("skipped uid=eve,ou=people,dc=example,dc=com: address eve@other.org is not in example.com"),
+            first.contains(
+                "skipped uid=eve,ou=people,dc=example,dc=com: address eve@other.org is not in example.com"
+            ),
             "{first}"
         );
         let anna = s.admin_ok(&["user", "show", "anna@example.com"]);
@@ -275,7 +301,9 @@ fn sync_then_bind_logins_survive_the_directory_going_down() {
 
         let second = s.admin_ok(&["ldap", "sync"]);
         assert!(
-            second.contains("ldap sync example.com: 0 created, 0 updated, 0 deactivated, 5 unchanged, 1 skipped"),
+            second.contains(
+                "ldap sync example.com: 0 created, 0 updated, 0 deactivated, 5 unchanged, 1 skipped"
+            ),
             "{second}"
         );
     });
@@ -283,11 +311,18 @@ fn sync_then_bind_logins_survive_the_directory_going_down() {
     // The server syncs at start-up (and every sync_interval_secs) and logs the counts.
     let deadline = Instant::now() + Duration::from_secs(30);
     while !server.log().contains("ldap sync") {
-        assert!(Instant::now() < deadline, "no periodic sync logged:\n{}", server.log());
+        assert!(
+            Instant::now() < deadline,
+            "no periodic sync logged:\n{}",
+            server.log()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let log = plain(&server.log());
-    assert!(log.contains("created=0 updated=0 deactivated=0 unchanged=5 skipped=1"), "{log}");
+    assert!(
+        log.contains("created=0 updated=0 deactivated=0 unchanged=5 skipped=1"),
+        "{log}"
+    );
 
     // An alias removed, a user disabled and one deleted in the directory; the sync runs
     // through the admin socket of the running server.
@@ -307,7 +342,10 @@ fn sync_then_bind_logins_survive_the_directory_going_down() {
         assert!(third.contains(expected), "missing {expected:?} in:\n{third}");
     }
     let again = server.admin_ok(&["ldap", "sync"]);
-    assert!(again.contains("0 created, 0 updated, 0 deactivated, 5 unchanged"), "{again}");
+    assert!(
+        again.contains("0 created, 0 updated, 0 deactivated, 5 unchanged"),
+        "{again}"
+    );
     let carl = server.admin_ok(&["user", "show", "carl@example.com"]);
     assert!(carl.contains("status:        Inactive"), "{carl}");
 
@@ -322,7 +360,12 @@ fn sync_then_bind_logins_survive_the_directory_going_down() {
                 ("bob@example.com", "Bob1secret"),
             ]
         ),
-        ["anna@example.com:OK", "anna@example.com:NO", "dora@example.com:NO", "bob@example.com:NO"]
+        [
+            "anna@example.com:OK",
+            "anna@example.com:NO",
+            "dora@example.com:NO",
+            "bob@example.com:NO"
+        ]
     );
     // The directory changes Anna's password: the old one is refused although it is the
     // one cached, and the new one replaces it in the cache.
@@ -333,7 +376,10 @@ fn sync_then_bind_logins_survive_the_directory_going_down() {
     assert_eq!(
         logins(
             &server,
-            &[("anna@example.com", "Anna1secret"), ("anna@example.com", "Anna2secret")]
+            &[
+                ("anna@example.com", "Anna1secret"),
+                ("anna@example.com", "Anna2secret")
+            ]
         ),
         ["anna@example.com:NO", "anna@example.com:OK"]
     );
@@ -350,10 +396,17 @@ fn sync_then_bind_logins_survive_the_directory_going_down() {
                 ("fred@example.com", "Fred1secret"),
             ]
         ),
-        ["anna@example.com:OK", "anna@example.com:NO", "fred@example.com:NO"]
+        [
+            "anna@example.com:OK",
+            "anna@example.com:NO",
+            "fred@example.com:NO"
+        ]
     );
     let log = plain(&server.log());
-    assert!(log.contains("directory unreachable: checking the cached password"), "{log}");
+    assert!(
+        log.contains("directory unreachable: checking the cached password"),
+        "{log}"
+    );
     for secret in ["Anna1secret", "Anna2secret", "Fred1secret", "Service1secret"] {
         assert!(!log.contains(secret), "a password reached the log");
     }
