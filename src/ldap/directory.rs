@@ -5,7 +5,7 @@
 //! Callers are synchronous (admin commands, and logins that already run on tokio's
 //! blocking pool): each call builds a small current-thread runtime for the `ldap3`
 //! futures and blocks on it, with every step under a time-out, so a dead or slow
-//! directory costs a login at most `connect_timeout_secs + 2 × timeout_secs`.
+//! directory costs a login at most `connect_timeout_secs + 3 × timeout_secs`.
 
 use std::collections::HashMap;
 use std::future::Future;
