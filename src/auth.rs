@@ -219,6 +219,8 @@ pub struct Authenticator {
     cache_ttl: i64,
     throttle: Throttle,
     slots: HashSlots,
+    /// Domains whose passwords the directory checks (`crate::ldap::login`).
+    directory: crate::ldap::login::DirectoryLogins,
 }
 
 /// Bounds how many argon2 checks run at once. Each one holds 19 MiB while it runs, and
@@ -276,6 +278,86 @@ impl Authenticator {
                 by_ip: Mutex::new(HashMap::new()),
             },
             slots: HashSlots::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
+            directory: crate::ldap::login::DirectoryLogins::default(),
+        }
+    }
+
+    /// Checks passwords of these domains by LDAP bind (see `crate::ldap::login`).
+    pub fn with_directory_logins(mut self, directory: crate::ldap::login::DirectoryLogins) -> Self {
+        self.directory = directory;
+        self
+    }
+
+    /// The directory accepted `password` for `user`: keep its argon2id hash as the
+    /// credential for when the directory is down. A failure here is logged, not fatal:
+    /// the directory said yes.
+    fn remember_directory_password(&self, user: &understudy_storage::User, password: &Secret, now: i64) {
+        let address = user.address.as_str();
+        if let Some(phc) = &user.password_hash {
+            if self.cache.hit(address, password, phc, now) {
+                return;
+            }
+        }
+        let stored = self.slots.run(|| -> anyhow::Result<String> {
+            if let Some(phc) = user
+                .password_hash
+                .as_ref()
+                .filter(|phc| verify_password(password, phc))
+            {
+                return Ok(phc.clone());
+            }
+            let phc = hash_password(password)?;
+            // Re-read: a sync may have changed the record since the login began.
+            let mut current = self
+                .store
+                .user(user.id)?
+                .ok_or_else(|| anyhow::anyhow!("user removed during the login"))?;
+            current.password_hash = Some(phc.clone());
+            self.store.update_user(&current)?;
+            tracing::info!(user = %address, "cached the directory password");
+            Ok(phc)
+        });
+        match stored {
+            Ok(phc) => self
+                .cache
+                .insert(address, password, &phc, now + self.cache_ttl, now),
+            Err(e) => {
+                tracing::warn!(user = %address, error = %format!("{e:#}"), "cannot cache the directory password")
+            }
+        }
+    }
+
+    /// Checks a password against the stored argon2id hash (through the in-memory cache).
+    fn verify_local(
+        &self,
+        address: &str,
+        user: Option<&understudy_storage::User>,
+        phc: Option<&str>,
+        password: &Secret,
+        now: i64,
+    ) -> bool {
+        match (user, phc) {
+            (Some(_), Some(phc)) => {
+                self.cache.hit(address, password, phc, now)
+                    || self.slots.run(|| {
+                        // Another login for this user may have filled the cache while
+                        // this one waited for a slot.
+                        if self.cache.hit(address, password, phc, now) {
+                            return true;
+                        }
+                        let ok = verify_password(password, phc);
+                        if ok {
+                            self.cache
+                                .insert(address, password, phc, now + self.cache_ttl, now);
+                        }
+                        ok
+                    })
+            }
+            _ => {
+                // Same work as a real check, so timing does not tell which users exist.
+                let _ = self.slots.run(|| verify_password(password, decoy_hash()));
+                false
+            }
         }
     }
 
@@ -294,35 +376,32 @@ impl Authenticator {
             .as_ref()
             .filter(|u| u.is_active())
             .and_then(|u| u.password_hash.clone());
-        let verified = match (&user, &phc) {
-            (Some(_), Some(phc)) => {
-                self.cache.hit(&address, &credentials.password, phc, now)
-                    || self.slots.run(|| {
-                        // Another login for this user may have filled the cache while
-                        // this one waited for a slot.
-                        if self.cache.hit(&address, &credentials.password, phc, now) {
-                            return true;
-                        }
-                        let ok = verify_password(&credentials.password, phc);
-                        if ok {
-                            self.cache.insert(
-                                &address,
-                                &credentials.password,
-                                phc,
-                                now + self.cache_ttl,
-                                now,
-                            );
-                        }
-                        ok
-                    })
-            }
-            _ => {
-                // Same work as a real check, so timing does not tell which users exist.
-                let _ = self
-                    .slots
-                    .run(|| verify_password(&credentials.password, decoy_hash()));
-                false
-            }
+        let directory_user = user
+            .as_ref()
+            .filter(|u| u.is_active() && self.directory.handles(u.domain()));
+        let verified = match directory_user {
+            Some(u) => match self.directory.bind(&address, &credentials.password) {
+                crate::ldap::login::BindOutcome::Accepted => {
+                    self.remember_directory_password(u, &credentials.password, now);
+                    true
+                }
+                // The directory's no is final: the cache may hold an old password.
+                crate::ldap::login::BindOutcome::Refused => false,
+                crate::ldap::login::BindOutcome::Unavailable => self.verify_local(
+                    &address,
+                    user.as_ref(),
+                    phc.as_deref(),
+                    &credentials.password,
+                    now,
+                ),
+            },
+            None => self.verify_local(
+                &address,
+                user.as_ref(),
+                phc.as_deref(),
+                &credentials.password,
+                now,
+            ),
         };
         let Some(user) = user.filter(|_| verified) else {
             crate::metrics::METRICS
@@ -336,6 +415,10 @@ impl Authenticator {
             return Err(AuthError::Invalid);
         };
         self.throttle.succeed(&address);
+        if user.force_password_reset {
+            tracing::info!(user = %address, "login refused: the password must be changed (force_password_reset)");
+            return Err(AuthError::PasswordChangeRequired);
+        }
         let domain = self
             .store
             .domain(user.domain())
@@ -536,6 +619,23 @@ mod tests {
         assert!(auth
             .authenticate(&creds("anna@example.com", "Correct1horse", "192.0.2.9"))
             .is_ok());
+    }
+
+    #[test]
+    fn forced_reset_refuses_only_the_right_password_with_its_own_error() {
+        let (_dir, store, clock) = setup();
+        let auth = Authenticator::new(store.clone(), clock, &AuthConfig::default());
+        let mut user = store.user_by_address("anna@example.com").unwrap().unwrap();
+        user.force_password_reset = true;
+        store.update_user(&user).unwrap();
+        assert_eq!(
+            auth.authenticate(&creds("anna@example.com", "Correct1horse", "192.0.2.1")),
+            Err(AuthError::PasswordChangeRequired)
+        );
+        assert_eq!(
+            auth.authenticate(&creds("anna@example.com", "wrong", "192.0.2.1")),
+            Err(AuthError::Invalid)
+        );
     }
 
     #[test]

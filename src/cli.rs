@@ -58,6 +58,9 @@ pub enum Command {
     Backup { dir: PathBuf },
     /// Print the mail settings a user needs during an outage.
     ClientSetup { address: String },
+    /// Users from an LDAP directory or Active Directory.
+    #[command(subcommand)]
+    Ldap(crate::ldap::LdapCommand),
 }
 
 #[derive(Debug, Subcommand, Serialize, Deserialize)]
@@ -394,6 +397,7 @@ pub fn execute(ctx: &AdminContext, command: Command, out: &mut dyn Write) -> any
         Command::Outage(c) => crate::outage::cli::outage(ctx.store, &ctx.config.hostname, c, out),
         Command::Queue(c) => crate::outage::cli::queue(ctx.store, c, out),
         Command::Track(a) => crate::outage::cli::track(ctx.store, a, out),
+        Command::Ldap(c) => crate::ldap::command(ctx, c, out),
         Command::ClientSetup { address } => {
             match crate::autoconfig::settings(ctx.config, ctx.store, &address) {
                 Some(s) => Ok(write!(out, "{}", crate::autoconfig::describe(&s))?),

@@ -32,6 +32,9 @@ pub struct Config {
     pub autoconfig: AutoconfigConfig,
     #[serde(default)]
     pub delivery: crate::delivery::config::DeliveryConfig,
+    /// Directories that provide users of protected domains (one section per domain).
+    #[serde(default)]
+    pub ldap: Vec<crate::ldap::config::LdapConfig>,
 }
 
 /// HTTPS listener for Thunderbird autoconfig, Outlook autodiscover and Apple profiles.
@@ -356,6 +359,9 @@ impl Config {
             fix(&mut tls.certificate);
             fix(&mut tls.private_key);
         }
+        for section in &mut self.ldap {
+            section.resolve_paths(base);
+        }
     }
 
     /// Every problem in the configuration, each with its key path.
@@ -478,6 +484,7 @@ impl Config {
             );
         }
         problems.extend(self.delivery.validate());
+        problems.extend(crate::ldap::config::validate(&self.ldap));
         problems
     }
 

@@ -118,7 +118,10 @@ pub async fn run(
         Some(t) => Some(crate::tls::acceptor(t)?),
         None => None,
     };
-    let auth = Arc::new(Authenticator::new(store.clone(), clock.clone(), &config.auth));
+    let auth = Arc::new(
+        Authenticator::new(store.clone(), clock.clone(), &config.auth)
+            .with_directory_logins(crate::ldap::login::DirectoryLogins::new(&config.ldap)),
+    );
     let queue_wakeup = crate::delivery::QueueWakeup::default();
     let shared = Arc::new(Shared {
         plaintext_networks: config.plaintext_networks(),
@@ -214,6 +217,7 @@ pub async fn run(
     }
 
     tokio::spawn(crate::retention::run(shared.store.clone(), stop_rx.clone()));
+    crate::ldap::spawn(shared.clone(), stop_rx.clone());
     if let Some(interval) = sd_notify::watchdog_enabled() {
         tracing::info!(?interval, "systemd watchdog enabled");
         tokio::spawn(watchdog(shared.store.clone(), interval, stop_rx.clone()));

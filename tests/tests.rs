@@ -50,3 +50,5 @@ mod security;
 
 #[path = "suite/diskfull.rs"]
 mod diskfull;
+#[path = "suite/ldap.rs"]
+mod ldap;

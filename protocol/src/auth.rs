@@ -73,6 +73,10 @@ pub enum AuthError {
     /// Correct credentials, but the access policy forbids this login now.
     #[error("access denied by policy")]
     AccessDenied,
+    /// Correct credentials, but an administrator marked the password as temporary
+    /// (`user passwd --force-reset`): it must be changed before the account is used.
+    #[error("the password must be changed")]
+    PasswordChangeRequired,
     /// The check could not be made (store error); the client should retry later.
     #[error("temporary failure: {0}")]
     Temporary(String),

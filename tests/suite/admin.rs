@@ -157,7 +157,10 @@ fn user_policies_and_passwords_change_through_the_socket() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let shown = server.admin_ok(&["user", "show", "anna@example.com"]);
     assert!(shown.contains("password:      set (must be changed)"), "{shown}");
-    assert!(pop_login(&server, "anna@example.com", "Temporary9pass").contains("stat 0"));
+    // A temporary password is refused with a reply saying it must be changed.
+    assert!(
+        pop_login(&server, "anna@example.com", "Temporary9pass").contains("your password must be changed")
+    );
     // Unknown users fail with a non-zero exit and the reason on stderr.
     let missing = server.admin(&["user", "show", "nobody@example.com"], None);
     assert!(!missing.status.success());

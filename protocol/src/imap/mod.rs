@@ -850,6 +850,10 @@ impl ImapSession {
                     AuthError::TooManySessions => {
                         "[LIMIT] Too many open connections for this account; close another mail app and try again"
                     }
+                    // RFC 5530: the passphrase no longer grants access; get a new one.
+                    AuthError::PasswordChangeRequired => {
+                        "[EXPIRED] Your password must be changed; ask your administrator for a new one"
+                    }
                     AuthError::Temporary(cause) => {
                         tracing::warn!(%cause, "imap login: auth backend failed");
                         "[UNAVAILABLE] Temporary failure; try again later"

@@ -578,6 +578,10 @@ impl Pop3Session {
                 return match error {
                     AuthError::Invalid => self.count_auth_failure(out, AUTH_FAILED),
                     AuthError::AccessDenied => self.count_auth_failure(out, "-ERR [AUTH] access denied\r\n"),
+                    AuthError::PasswordChangeRequired => self.count_auth_failure(
+                        out,
+                        "-ERR [AUTH] your password must be changed; ask your administrator for a new one\r\n",
+                    ),
                     AuthError::RateLimited => self.count_auth_failure(
                         out,
                         "-ERR [SYS/TEMP] too many failed logins, try again later\r\n",

@@ -390,6 +390,10 @@ fn auth_backend_errors_map_to_response_codes() {
     let cases = [
         (AuthError::AccessDenied, "-ERR [AUTH] access denied\r\n"),
         (
+            AuthError::PasswordChangeRequired,
+            "-ERR [AUTH] your password must be changed; ask your administrator for a new one\r\n",
+        ),
+        (
             AuthError::RateLimited,
             "-ERR [SYS/TEMP] too many failed logins, try again later\r\n",
         ),

@@ -788,6 +788,11 @@ impl SmtpSession {
             Err(AuthError::Invalid | AuthError::AccessDenied) => self.error(out, AUTH_INVALID),
             Err(AuthError::RateLimited | AuthError::TooManySessions) => self.error(out, AUTH_TEMPORARY),
             Err(AuthError::OutsideOutage) => self.error(out, AUTH_OUTSIDE_OUTAGE),
+            // RFC 4954 §6.
+            Err(AuthError::PasswordChangeRequired) => self.error(
+                out,
+                "432 4.7.12 A password transition is needed; ask your administrator for a new password\r\n",
+            ),
             Err(AuthError::Temporary(cause)) => {
                 tracing::warn!(%cause, "authentication could not be checked");
                 self.error(out, AUTH_TEMPORARY)
