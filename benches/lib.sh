@@ -33,6 +33,8 @@ submissions = ["127.0.0.1:0"]
 smtp = ["127.0.0.1:0"]
 [limits]
 max_connections_per_ip = 1000
+# Load generators open many sessions per user.
+max_connections_per_user = 0
 [log]
 level = "warn"
 CONF
