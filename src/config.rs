@@ -32,6 +32,8 @@ pub struct Config {
     pub autoconfig: AutoconfigConfig,
     #[serde(default)]
     pub delivery: crate::delivery::config::DeliveryConfig,
+    #[serde(default)]
+    pub smtp: crate::inbound_auth::SmtpConfig,
 }
 
 /// HTTPS listener for Thunderbird autoconfig, Outlook autodiscover and Apple profiles.
@@ -462,6 +464,7 @@ impl Config {
             );
         }
         problems.extend(self.delivery.validate());
+        problems.extend(self.smtp.validate());
         problems
     }
 

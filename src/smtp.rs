@@ -3,6 +3,7 @@
 //! and the outbound queue — in one synced write per message.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use understudy_protocol::smtp::{
     DeliveryError, DeliveryReceipt, Envelope, RcptVerdict, SmtpBackend, SmtpMode, SmtpSession,
@@ -13,11 +14,14 @@ use understudy_storage::mailbox::DeliveryRequest;
 use understudy_storage::{DeliveryMode, NewQueueEntry, QueueKind, Store, StoreError};
 
 use crate::driver::Session;
+use crate::inbound_auth::InboundVerifier;
 
 pub struct SmtpStore {
     store: Store,
     /// Wakes the queue runner so that queued mail goes out at once.
     queue_wakeup: Option<crate::delivery::QueueWakeup>,
+    /// SPF/DKIM/DMARC for MX mail (`[smtp] verify_inbound`); `None` when off.
+    inbound_auth: Option<Arc<InboundVerifier>>,
 }
 
 impl SmtpStore {
@@ -25,7 +29,13 @@ impl SmtpStore {
         SmtpStore {
             store,
             queue_wakeup: None,
+            inbound_auth: None,
         }
+    }
+
+    pub fn with_inbound_auth(mut self, verifier: Option<Arc<InboundVerifier>>) -> Self {
+        self.inbound_auth = verifier;
+        self
     }
 
     pub fn with_queue_wakeup(mut self, wakeup: crate::delivery::QueueWakeup) -> Self {
@@ -98,6 +108,19 @@ impl SmtpBackend for SmtpStore {
                 tracing::error!(error = %e, "delivery failed: message refused with 451");
                 DeliveryError::Temporary(e.to_string())
             }
+        };
+        // Configuration C: check the sender before anything is written; a DMARC
+        // `p=reject` failure is refused here and nothing is stored.
+        let checked;
+        let message = match (&self.inbound_auth, envelope.mode) {
+            (Some(verifier), SmtpMode::Mx) => match verifier.check(envelope, message)? {
+                Some(with_results) => {
+                    checked = with_results;
+                    &checked[..]
+                }
+                None => message,
+            },
+            _ => message,
         };
         let now = self.store.now();
         let mut users = Vec::new();
