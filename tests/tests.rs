@@ -41,3 +41,6 @@ mod sink;
 
 #[path = "suite/e2e.rs"]
 mod e2e;
+
+#[path = "suite/inbound_auth.rs"]
+mod inbound_auth;
