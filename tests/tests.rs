@@ -44,3 +44,6 @@ mod e2e;
 
 #[path = "suite/inbound_auth.rs"]
 mod inbound_auth;
+
+#[path = "suite/swaks.rs"]
+mod swaks;
