@@ -342,7 +342,8 @@ struct RecordsFile {
 
 impl StaticRecords {
     fn load(path: &Path) -> anyhow::Result<StaticRecords> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
         let file: RecordsFile = toml::from_str(&text).with_context(|| format!("{}", path.display()))?;
         let mut txt = HashMap::new();
         for (name, value) in file.txt {
@@ -361,7 +362,9 @@ impl StaticRecords {
         for name in file.servfail {
             txt.insert(
                 fqdn(&name),
-                Txt::Error(mail_auth::Error::Dns(DnsError::Resolver("test: no answer".into()))),
+                Txt::Error(mail_auth::Error::Dns(DnsError::Resolver(
+                    "test: no answer".into(),
+                ))),
             );
         }
         Ok(StaticRecords { txt })
@@ -389,7 +392,9 @@ impl ResolverCache<Box<str>, Txt> for TxtAnswers<'_> {
     {
         let records = self.0?;
         Some(records.txt.get(name).cloned().unwrap_or_else(|| {
-            Txt::Error(mail_auth::Error::Dns(DnsError::RecordNotFound(ResponseCode::NXDomain)))
+            Txt::Error(mail_auth::Error::Dns(DnsError::RecordNotFound(
+                ResponseCode::NXDomain,
+            )))
         }))
     }
     fn remove<Q>(&self, _name: &Q) -> Option<Txt>
@@ -454,7 +459,8 @@ impl InboundVerifier {
             }
             None => None,
         };
-        let (resolver_config, mut options) = match mail_auth::hickory_resolver::system_conf::read_system_conf() {
+        let (resolver_config, mut options) = match mail_auth::hickory_resolver::system_conf::read_system_conf(
+        ) {
             Ok(system) => system,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the system DNS configuration; using Cloudflare's resolvers for SPF/DKIM/DMARC");
@@ -469,7 +475,11 @@ impl InboundVerifier {
         options.cache_size = options.cache_size.max(4096);
         let authenticator =
             MessageAuthenticator::new(resolver_config, options).context("cannot start the DNS resolver")?;
-        let trusted = config.trusted_relays.iter().filter_map(|n| Network::parse(n)).collect();
+        let trusted = config
+            .trusted_relays
+            .iter()
+            .filter_map(|n| Network::parse(n))
+            .collect();
         tracing::info!(mode = ?config.verify_inbound, "inbound SPF/DKIM/DMARC checks on the MX");
         Ok(Some(Arc::new(InboundVerifier {
             mode: config.verify_inbound,
@@ -555,7 +565,9 @@ impl InboundVerifier {
         )
         .await
         .ok();
-        let spf = spf_output.as_ref().map_or(Outcome::TempError, |o| spf_outcome(o.result()));
+        let spf = spf_output
+            .as_ref()
+            .map_or(Outcome::TempError, |o| spf_outcome(o.result()));
 
         let Some(parsed) = AuthenticatedMessage::parse(message) else {
             // No header block to check: nothing for DKIM or DMARC to say.
@@ -718,8 +730,16 @@ mod tests {
     #[test]
     fn quarantine_temperror_and_none_are_accepted_with_the_verdict() {
         for (outcome, policy, text) in [
-            (Outcome::Fail, DmarcPolicy::Quarantine, "dmarc=fail header.from=bank.example policy.dmarc=quarantine"),
-            (Outcome::TempError, DmarcPolicy::Reject, "dmarc=temperror header.from=bank.example policy.dmarc=reject"),
+            (
+                Outcome::Fail,
+                DmarcPolicy::Quarantine,
+                "dmarc=fail header.from=bank.example policy.dmarc=quarantine",
+            ),
+            (
+                Outcome::TempError,
+                DmarcPolicy::Reject,
+                "dmarc=temperror header.from=bank.example policy.dmarc=reject",
+            ),
             (Outcome::PermError, DmarcPolicy::Reject, "dmarc=permerror"),
             (Outcome::Pass, DmarcPolicy::Reject, "dmarc=pass"),
             (Outcome::None, DmarcPolicy::None, "dmarc=none"),
@@ -762,7 +782,10 @@ mod tests {
     #[test]
     fn values_are_quoted_and_cannot_add_lines() {
         assert_eq!(pvalue("a@b.example"), "a@b.example");
-        assert_eq!(pvalue("odd \"name\"\r\nX-Evil: 1"), "\"odd \\\"name\\\"X-Evil: 1\"");
+        assert_eq!(
+            pvalue("odd \"name\"\r\nX-Evil: 1"),
+            "\"odd \\\"name\\\"X-Evil: 1\""
+        );
         assert_eq!(pvalue(""), "\"\"");
     }
 
@@ -770,7 +793,11 @@ mod tests {
     fn forged_results_for_our_hostname_are_removed_others_kept() {
         let message = b"Received: from x\r\n\tby mx\r\nAuthentication-Results: MX.example.com;\r\n\tdmarc=pass\r\n\
 Authentication-Results: other.example; spf=pass\r\nSubject: hi\r\n\r\nAuthentication-Results: mx.example.com; body\r\n";
-        let out = prepend_results("Authentication-Results: mx.example.com; none\r\n", message, "mx.example.com");
+        let out = prepend_results(
+            "Authentication-Results: mx.example.com; none\r\n",
+            message,
+            "mx.example.com",
+        );
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "Authentication-Results: mx.example.com; none\r\nReceived: from x\r\n\tby mx\r\n\
@@ -860,7 +887,10 @@ Authentication-Results: other.example; spf=pass\r\nSubject: hi\r\n\r\nAuthentica
             .unwrap();
         let message = b"From: CEO <ceo@bank.example>\r\nSubject: pay\r\n\r\nnow\r\n";
         // From the bank's own server: SPF passes and is aligned, so DMARC passes.
-        let good = verifier.check(&envelope("192.0.2.1", "ceo@bank.example"), message).unwrap().unwrap();
+        let good = verifier
+            .check(&envelope("192.0.2.1", "ceo@bank.example"), message)
+            .unwrap()
+            .unwrap();
         let text = String::from_utf8(good).unwrap();
         assert!(
             text.starts_with(
@@ -876,11 +906,20 @@ Authentication-Results: other.example; spf=pass\r\nSubject: hi\r\n\r\nAuthentica
             "{forged:?}"
         );
         // A trusted relay is not checked.
-        assert_eq!(verifier.check(&envelope("10.1.2.3", "ceo@bank.example"), message), Ok(None));
+        assert_eq!(
+            verifier.check(&envelope("10.1.2.3", "ceo@bank.example"), message),
+            Ok(None)
+        );
         // The DMARC record cannot be fetched: temperror, accepted.
         let flaky = b"From: ceo@flaky.example\r\n\r\nx\r\n";
-        let out = verifier.check(&envelope("198.51.100.7", "ceo@flaky.example"), flaky).unwrap().unwrap();
+        let out = verifier
+            .check(&envelope("198.51.100.7", "ceo@flaky.example"), flaky)
+            .unwrap()
+            .unwrap();
         let text = String::from_utf8(out).unwrap();
-        assert!(text.contains("spf=fail") && text.contains("dmarc=temperror"), "{text}");
+        assert!(
+            text.contains("spf=fail") && text.contains("dmarc=temperror"),
+            "{text}"
+        );
     }
 }

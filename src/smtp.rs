@@ -76,8 +76,8 @@ fn message_id(message: &[u8]) -> Option<String> {
 /// or a filesystem write that hit it), `451 4.3.0` otherwise. Either way the sender
 /// keeps the message and retries; nothing was half-written (one batch per message).
 fn delivery_error(e: StoreError) -> DeliveryError {
-    let full = e.is_no_space()
-        || matches!(&e, StoreError::Io(io) if io.kind() == std::io::ErrorKind::StorageFull);
+    let full =
+        e.is_no_space() || matches!(&e, StoreError::Io(io) if io.kind() == std::io::ErrorKind::StorageFull);
     if full {
         tracing::error!(error = %e, "store full: message refused with 452");
         DeliveryError::StorageFull

@@ -16,7 +16,14 @@ use crate::harness::*;
 fn dkim_key(dir: &std::path::Path) -> (std::path::PathBuf, String) {
     let key = dir.join("dkim.pem");
     let ok = Command::new("openssl")
-        .args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out"])
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+        ])
         .arg(&key)
         .stderr(Stdio::null())
         .status()
@@ -83,7 +90,8 @@ Message-ID: <signed@good.example>\r\n\r\nA signed message.\r\n",
     // A sender's own verdict claiming to be ours must not survive (RFC 8601 §5).
     let mut good_with_forged_results = b"Authentication-Results: localhost; dmarc=pass\r\n".to_vec();
     good_with_forged_results.extend_from_slice(&good);
-    let forged = b"From: CEO <ceo@bank.example>\r\nTo: anna@example.com\r\nSubject: wire the money\r\n\r\nNow.\r\n";
+    let forged =
+        b"From: CEO <ceo@bank.example>\r\nTo: anna@example.com\r\nSubject: wire the money\r\n\r\nNow.\r\n";
     let good_path = tmp.path().join("good.eml");
     let forged_path = tmp.path().join("forged.eml");
     std::fs::write(&good_path, &good_with_forged_results).unwrap();
@@ -121,7 +129,9 @@ p.quit()
     );
     assert!(out.contains("good accepted"), "{out}");
     assert!(
-        out.contains("forged 550 5.7.1 Message rejected: it fails the DMARC policy (p=reject) of bank.example"),
+        out.contains(
+            "forged 550 5.7.1 Message rejected: it fails the DMARC policy (p=reject) of bank.example"
+        ),
         "{out}"
     );
     // Only the good message was stored.

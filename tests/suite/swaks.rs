@@ -67,7 +67,14 @@ fn mx_receiver_with_swaks() {
     let server = server("[limits]\nmax_message_size = 20000\n");
     let port = server.addr("smtp").port();
     let mx = |to: &str, extra: &[&str]| {
-        let mut args = vec!["--ehlo", "filter.example.net", "--from", "someone@example.net", "--to", to];
+        let mut args = vec![
+            "--ehlo",
+            "filter.example.net",
+            "--from",
+            "someone@example.net",
+            "--to",
+            to,
+        ];
         args.extend_from_slice(extra);
         swaks(port, &args)
     };
@@ -107,14 +114,24 @@ fn mx_receiver_with_swaks() {
         pipelined.contains("<** 550 5.1.1 Recipient address rejected: user unknown"),
         "{pipelined}"
     );
-    assert!(pipelined.contains("<-  354 End data with <CR><LF>.<CR><LF>"), "{pipelined}");
+    assert!(
+        pipelined.contains("<-  354 End data with <CR><LF>.<CR><LF>"),
+        "{pipelined}"
+    );
     assert!(pipelined.contains("<-  250 2.0.0 Ok: queued as "), "{pipelined}");
 
     // STARTTLS offered (not required), certificate verified against the dev CA.
     let ca = ca_cert().display().to_string();
     let tls = mx(
         "sales@example.com",
-        &["-tls", "--tls-verify", "--tls-ca-path", &ca, "--tls-sni", "localhost"],
+        &[
+            "-tls",
+            "--tls-verify",
+            "--tls-ca-path",
+            &ca,
+            "--tls-sni",
+            "localhost",
+        ],
     );
     assert!(tls.contains("<-  220 2.0.0 Ready to start TLS"), "{tls}");
     assert!(tls.contains("=== TLS started with cipher"), "{tls}");
@@ -123,7 +140,10 @@ fn mx_receiver_with_swaks() {
     // The valid, the pipelined and the STARTTLS message (to the alias) are in INBOX.
     let (count, last) = inbox(&server);
     assert_eq!(count, 3, "{last}");
-    assert!(last.contains("with ESMTPS"), "the Received header records TLS:\n{last}");
+    assert!(
+        last.contains("with ESMTPS"),
+        "the Received header records TLS:\n{last}"
+    );
 }
 
 #[test]
@@ -131,7 +151,14 @@ fn submission_with_swaks() {
     let server = server("");
     let port = server.addr("submission").port();
     let ca = ca_cert().display().to_string();
-    let tls: [&str; 6] = ["-tls", "--tls-verify", "--tls-ca-path", &ca, "--tls-sni", "localhost"];
+    let tls: [&str; 6] = [
+        "-tls",
+        "--tls-verify",
+        "--tls-ca-path",
+        &ca,
+        "--tls-sni",
+        "localhost",
+    ];
 
     // Before TLS: no AUTH advertised, so swaks cannot authenticate.
     let plain = swaks(
@@ -150,7 +177,10 @@ fn submission_with_swaks() {
         ],
     );
     assert!(plain.contains("<-  250 STARTTLS"), "{plain}");
-    assert!(!plain.contains("250-AUTH") && !plain.contains("250 AUTH"), "{plain}");
+    assert!(
+        !plain.contains("250-AUTH") && !plain.contains("250 AUTH"),
+        "{plain}"
+    );
     assert!(plain.contains("Host did not advertise authentication"), "{plain}");
 
     let send = |from: &str, to: &str, password: &str, extra: &[&str]| {
@@ -178,7 +208,10 @@ fn submission_with_swaks() {
     );
 
     let forged_envelope = send("ceo@example.com", "friend@example.org", PASSWORD, &[]);
-    assert!(forged_envelope.contains("<~  235 2.7.0 Authentication successful"), "{forged_envelope}");
+    assert!(
+        forged_envelope.contains("<~  235 2.7.0 Authentication successful"),
+        "{forged_envelope}"
+    );
     assert!(
         forged_envelope.contains("<~* 553 5.7.1 Sender address is not owned by the user"),
         "{forged_envelope}"
@@ -199,7 +232,12 @@ fn submission_with_swaks() {
         "sales@example.com",
         "anna@example.com",
         PASSWORD,
-        &["--header", "From: Sales <sales@example.com>", "--header", "Subject: from the alias"],
+        &[
+            "--header",
+            "From: Sales <sales@example.com>",
+            "--header",
+            "Subject: from the alias",
+        ],
     );
     assert!(alias.contains("<~  250 2.1.0 Ok"), "{alias}");
     assert!(alias.contains("<~  250 2.0.0 Ok: queued as "), "{alias}");
