@@ -29,11 +29,14 @@ rate() { # label, command...
 # need them to exist, so every message goes to user1..userN in turn via separate runs.
 per_user=$((MESSAGES / USERS))
 run_users() { # extra smtp-source flags
+  local pids=()
   for i in $(seq 1 "$USERS"); do
     smtp-source "$@" -s "$((SESSIONS / USERS > 0 ? SESSIONS / USERS : 1))" -m "$per_user" -l 10240 \
       -f sender@example.net -t "user$i@bench.example" "127.0.0.1:$PORT_smtp" &
+    pids+=($!)
   done
-  wait
+  # Only the sources: a bare `wait` would also wait for the server (a background job).
+  wait "${pids[@]}"
 }
 rate "understudy, reusing connections ($SESSIONS sessions)" run_users -d
 rate "understudy, one connection per message" run_users
