@@ -35,6 +35,8 @@ pub struct Config {
     /// Directories that provide users of protected domains (one section per domain).
     #[serde(default)]
     pub ldap: Vec<crate::ldap::config::LdapConfig>,
+    #[serde(default)]
+    pub smtp: crate::inbound_auth::SmtpConfig,
 }
 
 /// HTTPS listener for Thunderbird autoconfig, Outlook autodiscover and Apple profiles.
@@ -485,6 +487,7 @@ impl Config {
         }
         problems.extend(self.delivery.validate());
         problems.extend(crate::ldap::config::validate(&self.ldap));
+        problems.extend(self.smtp.validate());
         problems
     }
 

@@ -12,6 +12,7 @@ pub mod dkim;
 pub mod driver;
 pub mod http;
 pub mod imap;
+pub mod inbound_auth;
 pub mod ldap;
 pub mod memory;
 pub mod metrics;

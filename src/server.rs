@@ -131,7 +131,14 @@ pub async fn run(
             config.limits.max_message_size,
         )),
         pop3: Arc::new(crate::pop3::Pop3Store::new(store.clone())),
-        smtp: Arc::new(crate::smtp::SmtpStore::new(store.clone()).with_queue_wakeup(queue_wakeup.clone())),
+        smtp: Arc::new(
+            crate::smtp::SmtpStore::new(store.clone())
+                .with_queue_wakeup(queue_wakeup.clone())
+                .with_inbound_auth(crate::inbound_auth::InboundVerifier::from_config(
+                    &config.smtp,
+                    &config.hostname,
+                )?),
+        ),
         revocations: crate::admin::revoke::revocations(),
         user_sessions: crate::sessions::UserSessions::new(config.limits.max_connections_per_user),
         config,

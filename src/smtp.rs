@@ -3,6 +3,7 @@
 //! and the outbound queue — in one synced write per message.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use understudy_protocol::smtp::{
     DeliveryError, DeliveryReceipt, Envelope, RcptVerdict, SmtpBackend, SmtpMode, SmtpSession,
@@ -13,11 +14,14 @@ use understudy_storage::mailbox::DeliveryRequest;
 use understudy_storage::{DeliveryMode, NewQueueEntry, QueueKind, Store, StoreError};
 
 use crate::driver::Session;
+use crate::inbound_auth::InboundVerifier;
 
 pub struct SmtpStore {
     store: Store,
     /// Wakes the queue runner so that queued mail goes out at once.
     queue_wakeup: Option<crate::delivery::QueueWakeup>,
+    /// SPF/DKIM/DMARC for MX mail (`[smtp] verify_inbound`); `None` when off.
+    inbound_auth: Option<Arc<InboundVerifier>>,
 }
 
 impl SmtpStore {
@@ -25,7 +29,13 @@ impl SmtpStore {
         SmtpStore {
             store,
             queue_wakeup: None,
+            inbound_auth: None,
         }
+    }
+
+    pub fn with_inbound_auth(mut self, verifier: Option<Arc<InboundVerifier>>) -> Self {
+        self.inbound_auth = verifier;
+        self
     }
 
     pub fn with_queue_wakeup(mut self, wakeup: crate::delivery::QueueWakeup) -> Self {
@@ -62,6 +72,21 @@ fn message_id(message: &[u8]) -> Option<String> {
     None
 }
 
+/// The reply a store error gets: `452 4.3.1` when the device is full (RocksDB's ENOSPC,
+/// or a filesystem write that hit it), `451 4.3.0` otherwise. Either way the sender
+/// keeps the message and retries; nothing was half-written (one batch per message).
+fn delivery_error(e: StoreError) -> DeliveryError {
+    let full =
+        e.is_no_space() || matches!(&e, StoreError::Io(io) if io.kind() == std::io::ErrorKind::StorageFull);
+    if full {
+        tracing::error!(error = %e, "store full: message refused with 452");
+        DeliveryError::StorageFull
+    } else {
+        tracing::error!(error = %e, "delivery failed: message refused with 451");
+        DeliveryError::Temporary(e.to_string())
+    }
+}
+
 impl SmtpBackend for SmtpStore {
     fn check_recipient(&self, mode: SmtpMode, account: Option<&Account>, rcpt: &str) -> RcptVerdict {
         match self.store.resolve_recipient(rcpt) {
@@ -90,14 +115,19 @@ impl SmtpBackend for SmtpStore {
     }
 
     fn deliver(&self, envelope: &Envelope, message: &[u8]) -> Result<DeliveryReceipt, DeliveryError> {
-        let fail = |e: StoreError| {
-            if e.is_no_space() {
-                tracing::error!(error = %e, "store full: message refused with 452");
-                DeliveryError::StorageFull
-            } else {
-                tracing::error!(error = %e, "delivery failed: message refused with 451");
-                DeliveryError::Temporary(e.to_string())
-            }
+        let fail = delivery_error;
+        // Configuration C: check the sender before anything is written; a DMARC
+        // `p=reject` failure is refused here and nothing is stored.
+        let checked;
+        let message = match (&self.inbound_auth, envelope.mode) {
+            (Some(verifier), SmtpMode::Mx) => match verifier.check(envelope, message)? {
+                Some(with_results) => {
+                    checked = with_results;
+                    &checked[..]
+                }
+                None => message,
+            },
+            _ => message,
         };
         let now = self.store.now();
         let mut users = Vec::new();
@@ -227,7 +257,33 @@ impl Session for SmtpSession {
 
 #[cfg(test)]
 mod tests {
-    use super::message_id;
+    use super::{delivery_error, message_id};
+    use understudy_protocol::smtp::DeliveryError;
+    use understudy_storage::StoreError;
+
+    #[test]
+    fn a_full_store_gives_452_any_other_store_error_451() {
+        assert_eq!(
+            delivery_error(StoreError::NoSpace("No space left on device".into())),
+            DeliveryError::StorageFull
+        );
+        assert_eq!(
+            delivery_error(StoreError::Io(std::io::Error::from_raw_os_error(28))),
+            DeliveryError::StorageFull,
+            "ENOSPC from a file write"
+        );
+        assert!(matches!(
+            delivery_error(StoreError::Io(std::io::Error::other("EIO"))),
+            DeliveryError::Temporary(_)
+        ));
+        assert!(matches!(
+            delivery_error(StoreError::Corrupt {
+                cf: "messages",
+                reason: "bad".into()
+            }),
+            DeliveryError::Temporary(_)
+        ));
+    }
 
     #[test]
     fn message_id_is_read_from_headers_only() {

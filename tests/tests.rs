@@ -50,5 +50,10 @@ mod security;
 
 #[path = "suite/diskfull.rs"]
 mod diskfull;
+#[path = "suite/inbound_auth.rs"]
+mod inbound_auth;
 #[path = "suite/ldap.rs"]
 mod ldap;
+
+#[path = "suite/swaks.rs"]
+mod swaks;
