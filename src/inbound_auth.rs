@@ -874,6 +874,7 @@ Authentication-Results: other.example; spf=pass\r\nSubject: hi\r\n\r\nAuthentica
         )
         .unwrap();
         let config = SmtpConfig {
+            verify_inbound: VerifyInbound::Enforce,
             trusted_relays: vec!["10.0.0.0/8".into()],
             test_dns_records: Some(path),
             ..SmtpConfig::default()
