@@ -54,9 +54,14 @@ retry_max_secs = 2
 EOF
 }
 
-# Starts the server and waits for its "ready" line.
+# Starts the server and waits for its "ready" line. PERF=file records a profile of the
+# drain (perf record -g) into that file.
 start_server() {
-  "$bin" --config "$work/understudy.toml" serve > "$work/server.out" 2>> "$work/server.log" &
+  if [ -n "${PERF:-}" ] && [ "${1:-}" = drain ]; then
+    perf record -g -o "$PERF" -- "$bin" --config "$work/understudy.toml" serve > "$work/server.out" 2>> "$work/server.log" &
+  else
+    "$bin" --config "$work/understudy.toml" serve > "$work/server.out" 2>> "$work/server.log" &
+  fi
   server_pid=$!
   pids+=("$server_pid")
   for _ in $(seq 1 600); do
@@ -64,6 +69,13 @@ start_server() {
     sleep 0.1
   done
   echo "server did not start:"; cat "$work/server.log"; exit 1
+}
+
+# CPU seconds (user + system) the server used so far.
+server_cpu() {
+  local pid="$server_pid"
+  [ -n "${PERF:-}" ] && pid=$(pgrep -P "$server_pid" | head -1)
+  awk -v hz="$(getconf CLK_TCK)" '{ printf "%.1f", ($14 + $15) / hz }' "/proc/$pid/stat"
 }
 
 stop_server() {
@@ -91,9 +103,10 @@ sink_pid=$!
 pids+=("$sink_pid")
 write_config true
 t0=$(date +%s.%N)
-start_server
+start_server drain
 wait "$sink_pid"
 t1=$(date +%s.%N)
+drain_cpu=$(server_cpu)
 stop_server
 drain=$(echo "$t1 - $t0" | bc -l)
 drain_rate=$(echo "$count / $drain" | bc -l)
@@ -111,6 +124,7 @@ kill "$sink_pid"
 ceiling=$(echo "$t1 - $t0" | bc -l)
 ceiling_rate=$(echo "$count / $ceiling" | bc -l)
 
-printf 'drain:   %d messages in %.1f s = %.0f messages/s (binary %s)\n' "$count" "$drain" "$drain_rate" "$bin"
+printf 'drain:   %d messages in %.1f s = %.0f messages/s (binary %s; server CPU %s s)\n' "$count" "$drain" "$drain_rate" "$bin" "$drain_cpu"
 printf 'ceiling: %d messages in %.1f s = %.0f messages/s (smtp-source -> smtp-sink)\n' "$count" "$ceiling" "$ceiling_rate"
+printf 'load:    %s\n' "$(cut -d' ' -f1-3 /proc/loadavg)"
 printf 'ratio:   %.0f%% of the ceiling (goal: at least 70%%)\n' "$(echo "100 * $drain_rate / $ceiling_rate" | bc -l)"

@@ -14,6 +14,7 @@ pub mod accounts;
 mod clock;
 mod db;
 pub mod delivery;
+pub mod drain;
 mod error;
 mod health;
 pub mod keys;

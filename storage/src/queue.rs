@@ -195,7 +195,7 @@ impl Store {
     /// Writes the entry back with a new due time, or removes it (and its body reference)
     /// when nothing is pending. Callers hold the entry's and the body's locks
     /// ([`Store::lock_entry`]).
-    fn reschedule_into(
+    pub(crate) fn reschedule_into(
         &self,
         batch: &mut WriteBatch,
         entry: &mut QueueEntry,
