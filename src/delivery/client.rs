@@ -635,13 +635,12 @@ fn parse_reply_line(line: &str) -> Option<(u16, bool, &str)> {
 /// (RFC 5321 §4.5.2), a final CRLF if missing, then the end marker.
 pub fn dot_stuff(message: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(message.len() + message.len() / 50 + 5);
-    let mut at_line_start = true;
-    for &b in message {
-        if at_line_start && b == b'.' {
+    // Whole lines at a time: a byte-by-byte copy was a visible part of a drain's CPU.
+    for line in message.split_inclusive(|b| *b == b'\n') {
+        if line.first() == Some(&b'.') {
             out.push(b'.');
         }
-        out.push(b);
-        at_line_start = b == b'\n';
+        out.extend_from_slice(line);
     }
     if !message.is_empty() && !message.ends_with(b"\r\n") {
         out.extend_from_slice(b"\r\n");
