@@ -121,6 +121,7 @@ impl Store {
             None => self.tracking_into(&mut batch, entry.tracking_id, &events)?,
         }
         self.commit(batch)?;
+        self.note_queue_entry(&entry);
         Ok(entry)
     }
 }

@@ -25,6 +25,7 @@ pub mod outage;
 pub mod outage_ops;
 pub mod provisioning;
 pub mod queue;
+mod queue_index;
 mod retention;
 pub mod tracking;
 
