@@ -241,7 +241,8 @@ impl QueueRunner {
         let store = self.store.clone();
         let due = blocking(move || store.due_entries_except(now, limit, &skip)).await?;
         let mut parked = Vec::new();
-        let mut domains: HashMap<String, (Option<Domain>, OutagePhase)> = HashMap::new();
+        let mut to_hold = Vec::new();
+        let mut domains: HashMap<String, (Option<Domain>, OutagePhase, bool)> = HashMap::new();
         for entry in due {
             if self.in_flight.lock().contains(&entry.id) {
                 continue;
@@ -249,14 +250,25 @@ impl QueueRunner {
             if !domains.contains_key(&entry.domain) {
                 let store = self.store.clone();
                 let name = entry.domain.clone();
-                let info =
-                    blocking(move || Ok((store.domain(&name)?, store.outage_state(&name)?.phase))).await?;
+                let info = blocking(move || {
+                    Ok((
+                        store.domain(&name)?,
+                        store.outage_state(&name)?.phase,
+                        store.domain_held(&name)?,
+                    ))
+                })
+                .await?;
                 domains.insert(entry.domain.clone(), info);
             }
-            let (domain, phase) = domains
+            let (domain, phase, held) = domains
                 .get(&entry.domain)
                 .cloned()
-                .unwrap_or((None, OutagePhase::Normal));
+                .unwrap_or((None, OutagePhase::Normal, false));
+            if held {
+                // Arrived after `queue hold DOMAIN`: held like the rest of the domain.
+                to_hold.push(entry.id);
+                continue;
+            }
             if entry.kind == QueueKind::Relay && phase == OutagePhase::Outage {
                 parked.push(entry.id);
                 continue;
@@ -280,6 +292,10 @@ impl QueueRunner {
                     }
                 }
             }
+        }
+        if !to_hold.is_empty() {
+            let store = self.store.clone();
+            blocking(move || store.set_entries_held(&to_hold, true, now)).await?;
         }
         if !parked.is_empty() {
             let at = now + self.config.outage_recheck_secs as i64;
@@ -1241,6 +1257,34 @@ mod tests {
             .unwrap();
         runner.release_ended_outages(T0).await.unwrap();
         assert_eq!(store.queue_entry(id).unwrap().unwrap().next_attempt, T0);
+    }
+
+    /// `queue hold DOMAIN`: entries there and arriving later are not attempted and are
+    /// out of the due range; release makes them due and the next pass attempts them.
+    #[tokio::test]
+    async fn a_held_domain_is_not_attempted_until_released() {
+        let (_dir, store, _clock, runner) = setup(&[]);
+        let before = queue(&store, QueueKind::Relay, "x@outside.net", "anna@example.com");
+        assert_eq!(store.set_domain_held("example.com", true, T0).unwrap(), 1);
+        let after = queue(&store, QueueKind::Relay, "x@outside.net", "bob@example.com");
+        run_once(&runner).await;
+        for id in [before, after] {
+            let entry = store.queue_entry(id).unwrap().unwrap();
+            assert!(entry.held, "{entry:?}");
+            assert_eq!(entry.recipients[0].attempts, 0);
+            assert_eq!(entry.next_attempt, understudy_storage::hold::HELD_DUE);
+        }
+        assert_eq!(store.queue_held_count("example.com").unwrap(), 2);
+        assert!(store.due_entries(T0 + 86_400, 10).unwrap().is_empty());
+
+        assert_eq!(store.set_domain_held("example.com", false, T0).unwrap(), 2);
+        assert_eq!(store.queue_held_count("example.com").unwrap(), 0);
+        run_once(&runner).await;
+        for id in [before, after] {
+            let entry = store.queue_entry(id).unwrap().unwrap();
+            assert!(!entry.held);
+            assert_eq!(entry.recipients[0].attempts, 1, "attempted after release");
+        }
     }
 
     #[tokio::test]

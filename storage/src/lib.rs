@@ -17,6 +17,7 @@ pub mod delivery;
 pub mod drain;
 mod error;
 mod health;
+pub mod hold;
 pub mod keys;
 pub mod mailbox;
 pub mod model;
