@@ -828,6 +828,12 @@ impl QueueRunner {
             Route::Host { tls, .. } | Route::Mx { tls, .. } => *tls,
             Route::Unroutable(_) => TlsPolicy::Disabled,
         };
+        // What this attempt says about a protected domain's primary (relay entries only).
+        let observe = |result: Result<(), String>| {
+            if entry.kind == QueueKind::Relay {
+                crate::outage::monitor::observe_delivery(&entry.domain, result);
+            }
+        };
         let mut last_error = String::from("no destination host");
         for (host, port) in candidates {
             let mut client = match self.client_for(&key, &host, port, tls).await {
@@ -835,6 +841,7 @@ impl QueueRunner {
                 Err(e) => {
                     tracing::info!(queue = entry.id, host = %format!("{host}:{port}"), error = %e, "cannot connect");
                     last_error = format!("{host}:{port}: {e}");
+                    observe(Err(last_error.clone()));
                     continue;
                 }
             };
@@ -859,6 +866,7 @@ impl QueueRunner {
                     Ok(c) => c,
                     Err(e) => {
                         last_error = format!("{host}:{port}: {e}");
+                        observe(Err(last_error.clone()));
                         continue;
                     }
                 };
@@ -866,6 +874,19 @@ impl QueueRunner {
             }
             match sent {
                 Ok(replies) => {
+                    // A 4xx to MAIL or to the message refuses the whole transaction: the
+                    // primary's trouble. A 4xx to one RCPT (a full mailbox) says nothing
+                    // about the server, and neither does a 5xx.
+                    let temporary = |r: &client::Reply| (400..500).contains(&r.code);
+                    if temporary(&replies.mail) {
+                        observe(Err(format!("{}: {}", client.host, replies.mail)));
+                    } else if let Some(data) = &replies.data {
+                        if data.is_positive() {
+                            observe(Ok(()));
+                        } else if temporary(data) {
+                            observe(Err(format!("{}: {data}", client.host)));
+                        }
+                    }
                     let host_name = client.host.clone();
                     let results: Vec<RecipientResult> = rcpts
                         .iter()
@@ -894,6 +915,7 @@ impl QueueRunner {
                     // Mid-transaction failure: nothing is known to be accepted.
                     tracing::info!(queue = entry.id, host = %client.host, rcpts = %rcpts.join(", "), error = %e, "delivery attempt failed");
                     last_error = format!("{}: {e}", client.host);
+                    observe(Err(last_error.clone()));
                     if matches!(e, ClientError::Timeout(_))
                         || matches!(e, ClientError::Io(_))
                         || matches!(e, ClientError::Protocol(_))
@@ -1285,6 +1307,80 @@ mod tests {
             assert!(!entry.held);
             assert_eq!(entry.recipients[0].attempts, 1, "attempted after release");
         }
+    }
+
+    /// A primary that answers every MAIL with 451 (a real TCP peer, scripted): the
+    /// entry is deferred and the monitor is told the primary refused a transaction.
+    #[tokio::test]
+    async fn a_4xx_from_the_primary_is_reported_to_the_outage_monitor() {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let (read, mut write) = socket.into_split();
+                    let mut lines = BufReader::new(read).lines();
+                    write.write_all(b"220 busy-primary ESMTP\r\n").await.unwrap();
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
+                        let reply: &[u8] = match verb.as_str() {
+                            "EHLO" => b"250-busy-primary\r\n250 PIPELINING\r\n",
+                            "MAIL" => b"451 4.3.2 system busy, try later\r\n",
+                            "RCPT" => b"503 5.5.1 need MAIL first\r\n",
+                            "DATA" => b"503 5.5.1 no valid recipients\r\n",
+                            "QUIT" => b"221 bye\r\n",
+                            _ => b"250 ok\r\n",
+                        };
+                        if write.write_all(reply).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(T0));
+        let store = Store::open_with(&dir.path().join("db"), StoreOptions::default(), clock.clone()).unwrap();
+        let mut domain = Domain::new("busy-primary.test");
+        domain.relay_host = Some(format!("127.0.0.1:{port}"));
+        domain.relay_tls = RelayTls::Disabled;
+        domain.delivery_mode = DeliveryMode::Relay;
+        store.add_domain(&domain).unwrap();
+        let runner = Arc::new(QueueRunner::new(
+            store.clone(),
+            clock.clone(),
+            "test.local".into(),
+            DeliveryConfig::default(),
+            QueueWakeup::default(),
+        ));
+        let id = store
+            .deliver(&DeliveryRequest {
+                body: b"Subject: t\r\n\r\nbody\r\n",
+                users: vec![],
+                queue: vec![NewQueueEntry {
+                    kind: QueueKind::Relay,
+                    domain: "busy-primary.test".into(),
+                    mail_from: "x@outside.net".into(),
+                    recipients: vec![("anna@busy-primary.test".into(), None)],
+                    next_attempt: T0,
+                }],
+                message_id: None,
+                summary: "t".into(),
+            })
+            .unwrap()
+            .queue_ids[0];
+        run_once(&runner).await;
+        let entry = store.queue_entry(id).unwrap().unwrap();
+        assert_eq!(entry.recipients[0].status, RecipientStatus::Pending);
+        assert!(
+            entry.recipients[0].last_reply.as_deref().unwrap_or("").starts_with("451"),
+            "{entry:?}"
+        );
+        assert_eq!(
+            crate::outage::monitor::observed_streak("busy-primary.test"),
+            Some((false, 1))
+        );
     }
 
     #[tokio::test]
