@@ -129,7 +129,15 @@ pub struct QueueRunner {
     backlog: Mutex<HashMap<String, VecDeque<Waiting>>>,
     /// Set on shutdown: tasks finish their entry and take no further ones.
     stopping: AtomicBool,
+    /// Where the next look at the due index starts (a due time below which it held
+    /// nothing last time) and when the last look from the beginning was. New and
+    /// rescheduled entries are due at the current time or later, so nothing appears
+    /// below the floor unless the clock steps back: a full look once a minute covers that.
+    due_floor: Mutex<(i64, std::time::Instant)>,
 }
+
+/// How often the due index is read from its very beginning.
+const FULL_DUE_SCAN: Duration = Duration::from_secs(60);
 
 /// A due entry waiting for a connection, with its domain's settings as the pass saw them.
 struct Waiting {
@@ -185,6 +193,7 @@ impl QueueRunner {
             held_copies: Mutex::new(HashMap::new()),
             backlog: Mutex::new(HashMap::new()),
             stopping: AtomicBool::new(false),
+            due_floor: Mutex::new((i64::MIN, std::time::Instant::now())),
         }
     }
 
@@ -239,7 +248,18 @@ impl QueueRunner {
         }
         let skip = self.in_flight.lock().clone();
         let store = self.store.clone();
-        let due = blocking(move || store.due_entries_except(now, limit, &skip)).await?;
+        let from = {
+            let mut floor = self.due_floor.lock();
+            if floor.1.elapsed() >= FULL_DUE_SCAN {
+                *floor = (i64::MIN, std::time::Instant::now());
+            }
+            floor.0
+        };
+        let (due, first) = blocking(move || store.due_entries_except(now, limit, &skip, from)).await?;
+        {
+            let mut floor = self.due_floor.lock();
+            floor.0 = floor.0.max(first);
+        }
         let mut parked = Vec::new();
         let mut to_hold = Vec::new();
         let mut domains: HashMap<String, (Option<Domain>, OutagePhase, bool)> = HashMap::new();

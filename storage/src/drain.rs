@@ -25,19 +25,32 @@ impl Store {
     /// out held entries and those in `skip` (the runner's own, in flight or waiting for a
     /// connection) without reading them: a drain owns thousands of entries at the front
     /// of the index and re-reading each of them on every look cost more than sending.
+    ///
+    /// The look starts at due time `from`: a drain leaves one deleted key per sent
+    /// message at the front of the index, and iterating over 100,000 of them on every
+    /// look was most of the cost of a look. Also returns the due time of the first key
+    /// found (or `now` when none), below which the index held nothing.
     pub fn due_entries_except(
         &self,
         now: i64,
         limit: usize,
         skip: &HashSet<u64>,
-    ) -> StoreResult<Vec<QueueEntry>> {
+        from: i64,
+    ) -> StoreResult<(Vec<QueueEntry>, i64)> {
         let cf = self.cf(CF_QUEUE_DUE)?;
         let mut out = Vec::new();
-        for item in self.inner.db.iterator_cf(&cf, rocksdb::IteratorMode::Start) {
+        let start = due_key(from, 0);
+        let mut first = None;
+        let iter = self.inner.db.iterator_cf(
+            &cf,
+            rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward),
+        );
+        for item in iter {
             let (k, _) = item?;
             let Some((at, id)) = due_key_time(&k) else {
                 continue;
             };
+            first.get_or_insert(at);
             if at > now || out.len() >= limit {
                 break;
             }
@@ -50,7 +63,7 @@ impl Store {
                 }
             }
         }
-        Ok(out)
+        Ok((out, first.unwrap_or(now).min(now)))
     }
 
     /// [`Store::record_attempt`] plus, in the same synced batch, the "attempt started"
