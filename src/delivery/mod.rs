@@ -280,10 +280,11 @@ impl QueueRunner {
                 .await?;
                 domains.insert(entry.domain.clone(), info);
             }
-            let (domain, phase, held) = domains
-                .get(&entry.domain)
-                .cloned()
-                .unwrap_or((None, OutagePhase::Normal, false));
+            let (domain, phase, held) =
+                domains
+                    .get(&entry.domain)
+                    .cloned()
+                    .unwrap_or((None, OutagePhase::Normal, false));
             if held {
                 // Arrived after `queue hold DOMAIN`: held like the rest of the domain.
                 to_hold.push(entry.id);
@@ -695,14 +696,21 @@ impl QueueRunner {
         let mut holds_first = true;
         for (index, (route, rcpts)) in groups.into_iter().enumerate() {
             // The chain's own slot serves its destination; another one needs its own.
-            let _permit = if holds_first && Arc::ptr_eq(first_permit.semaphore(), &self.host_semaphore(&route.key())) {
-                holds_first = false;
-                None
-            } else {
-                Some(self.host_semaphore(&route.key()).acquire_owned().await?)
-            };
+            let _permit =
+                if holds_first && Arc::ptr_eq(first_permit.semaphore(), &self.host_semaphore(&route.key())) {
+                    holds_first = false;
+                    None
+                } else {
+                    Some(self.host_semaphore(&route.key()).acquire_owned().await?)
+                };
             let results = self
-                .deliver_group(&entry, &route, &rcpts, body.clone(), std::mem::take(&mut premarked))
+                .deliver_group(
+                    &entry,
+                    &route,
+                    &rcpts,
+                    body.clone(),
+                    std::mem::take(&mut premarked),
+                )
                 .await;
             for r in &results {
                 match &r.outcome {
@@ -733,7 +741,11 @@ impl QueueRunner {
             } else {
                 now
             };
-            let mark = if index == last_group { next_mark.take() } else { None };
+            let mark = if index == last_group {
+                next_mark.take()
+            } else {
+                None
+            };
             marked_next = mark.is_some();
             let store = self.store.clone();
             let id = entry.id;
@@ -1394,7 +1406,11 @@ mod tests {
         let entry = store.queue_entry(id).unwrap().unwrap();
         assert_eq!(entry.recipients[0].status, RecipientStatus::Pending);
         assert!(
-            entry.recipients[0].last_reply.as_deref().unwrap_or("").starts_with("451"),
+            entry.recipients[0]
+                .last_reply
+                .as_deref()
+                .unwrap_or("")
+                .starts_with("451"),
             "{entry:?}"
         );
         assert_eq!(

@@ -52,9 +52,6 @@ struct Observed {
 
 static OBSERVED: Mutex<BTreeMap<String, Observed>> = parking_lot::const_mutex(BTreeMap::new());
 
-/// Most streak events fed to a machine from one look: beyond any threshold in use.
-const MAX_OBSERVED_RUN: u32 = 1_000;
-
 /// Records what a delivery attempt to `domain`'s relay host showed: `Ok` for a message
 /// the primary accepted, `Err` for a refused or timed-out connection or a 4xx that
 /// refused the whole transaction. The monitor counts these like its probes for domains
@@ -68,7 +65,7 @@ pub fn observe_delivery(domain: &str, result: Result<(), String>) {
         seen.run = 0;
     }
     seen.ok = ok;
-    seen.run = seen.run.saturating_add(1).min(MAX_OBSERVED_RUN);
+    seen.run = seen.run.saturating_add(1);
     if let Err(why) = result {
         seen.last_error = why;
     }
@@ -83,9 +80,12 @@ pub(crate) fn observed_streak(domain: &str) -> Option<(bool, u32)> {
         .map(|o| (o.ok, o.run))
 }
 
-/// The events that reproduce what the machine must know of an observed series: one
-/// event of the other kind if the streak was broken (it resets the machine's streak),
-/// then the streak.
+/// What one look at a domain's observations feeds the machine: one event for the
+/// streak at the end, after one of the other kind if the streak was broken (which resets
+/// the machine's count). One event per look (per second), not one per message: a burst
+/// of messages refused in the same second is one failure, like one failed probe, so an
+/// outage engages only when deliveries keep failing for as many looks in a row as the
+/// domain's threshold, and a momentary blip does not page anyone.
 fn observed_events(seen: &Observed) -> Vec<Event> {
     let one = |ok: bool| {
         if ok {
@@ -98,7 +98,9 @@ fn observed_events(seen: &Observed) -> Vec<Event> {
     if seen.broken {
         events.push(one(!seen.ok));
     }
-    events.extend((0..seen.run).map(|_| one(seen.ok)));
+    if seen.run > 0 {
+        events.push(one(seen.ok));
+    }
     events
 }
 
@@ -453,9 +455,10 @@ mod tests {
             .queue_ids[0]
     }
 
-    /// Pass-through: the redeliverer's own results count like probes. Three refused
-    /// transactions in a row engage the outage (a success in between resets the count),
-    /// two accepted messages end it, on the injected clock and without any probe.
+    /// Pass-through: the redeliverer's own results count like probes, one per look.
+    /// Refused transactions in three looks in a row engage the outage (a success in
+    /// between resets the count), accepted messages in two looks end it, on the injected
+    /// clock and without any probe.
     #[test]
     fn delivery_results_engage_and_end_an_automatic_outage() {
         let dir = tempfile::tempdir().unwrap();
@@ -473,20 +476,35 @@ mod tests {
         let mut monitor = OutageMonitor::new(store.clone(), clock.clone(), "mx.test".into());
         assert!(monitor.tick().is_empty(), "no relay host: nothing to probe");
 
-        observe_delivery(name, Err("451 4.3.0 try later".into()));
-        observe_delivery(name, Err("451 4.3.0 try later".into()));
-        observe_delivery(name, Ok(()));
+        // Two failures, a success, then a burst of failures in one look: one failure.
         observe_delivery(name, Err("451 4.3.0 try later".into()));
         observe_delivery(name, Err("451 4.3.0 try later".into()));
         monitor.tick();
+        observe_delivery(name, Ok(()));
+        for _ in 0..50 {
+            observe_delivery(name, Err("451 4.3.0 try later".into()));
+        }
+        monitor.tick();
+        clock.advance(1);
+        observe_delivery(name, Err("451 4.3.0 try later".into()));
+        monitor.tick();
         assert_eq!(store.outage_state(name).unwrap().phase, OutagePhase::Normal);
-        clock.advance(5);
+        monitor.tick();
+        assert_eq!(
+            store.outage_state(name).unwrap().phase,
+            OutagePhase::Normal,
+            "no news is not a failure"
+        );
+        clock.advance(1);
         observe_delivery(name, Err("timed out waiting for the DATA reply".into()));
         monitor.tick();
         let state = store.outage_state(name).unwrap();
         assert_eq!(state.phase, OutagePhase::Outage);
         assert!(!state.manual);
-        assert!(state.reason.contains("delivery to the primary: timed out"), "{state:?}");
+        assert!(
+            state.reason.contains("delivery to the primary: timed out"),
+            "{state:?}"
+        );
 
         clock.advance(60);
         observe_delivery(name, Ok(()));

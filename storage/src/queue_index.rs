@@ -170,16 +170,26 @@ mod tests {
         let a = queue(&store, QueueKind::Relay, "example.com");
         clock.advance(10);
         // Built here, with one entry; later writes are noted.
-        assert_eq!(store.queue_summaries().unwrap(), store.queue_summaries_scanned().unwrap());
+        assert_eq!(
+            store.queue_summaries().unwrap(),
+            store.queue_summaries_scanned().unwrap()
+        );
         let b = queue(&store, QueueKind::Relay, "Example.com");
         let c = queue(&store, QueueKind::Notification, "example.com");
         clock.advance(10);
         let d = queue(&store, QueueKind::Relay, "other.org");
         store.set_held(b, true).unwrap();
         assert_eq!(store.queue_held_count("EXAMPLE.COM").unwrap(), 1);
-        assert_eq!(store.queue_summaries().unwrap(), store.queue_summaries_scanned().unwrap());
+        assert_eq!(
+            store.queue_summaries().unwrap(),
+            store.queue_summaries_scanned().unwrap()
+        );
         store
-            .record_attempt(a, &[("anna@example.com".into(), AttemptOutcome::Delivered("250".into()))], 0)
+            .record_attempt(
+                a,
+                &[("anna@example.com".into(), AttemptOutcome::Delivered("250".into()))],
+                0,
+            )
             .unwrap();
         store.purge(d).unwrap();
         store.retry_at(c, 5).unwrap();
