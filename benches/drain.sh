@@ -7,11 +7,15 @@
 #
 #   bash benches/drain.sh                 # COUNT=100000, release build
 #   COUNT=5000 UNDERSTUDY_BIN=target/debug/understudy bash benches/drain.sh
+#   MODE=both COUNT=10000 bash benches/drain.sh   # with a mailbox copy of each message
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/understudy/target}"
 count="${COUNT:-100000}"
 sessions="${SESSIONS:-20}"
+# relay: queue only; both: also a mailbox copy per message (the product's default mode,
+# where the runner checks that the user has not deleted the copy before redelivering).
+mode="${MODE:-relay}"
 if [ -n "${UNDERSTUDY_BIN:-}" ]; then
   bin="$UNDERSTUDY_BIN"
 else
@@ -84,11 +88,11 @@ stop_server() {
 }
 
 write_config false
-"$bin" --config "$work/understudy.toml" domain add bench.test --mode relay \
+"$bin" --config "$work/understudy.toml" domain add bench.test --mode "$mode" \
   --relay-host "127.0.0.1:$primary_port" --relay-tls disabled > /dev/null
 "$bin" --config "$work/understudy.toml" user add user@bench.test --random-password > /dev/null
 
-echo "queueing $count messages of 10 KB ($sessions sessions, delivery off)..."
+echo "queueing $count messages of 10 KB ($sessions sessions, delivery off, mode $mode)..."
 start_server
 t0=$(date +%s.%N)
 smtp-source -s "$sessions" -m "$count" -l 10240 -f sender@outside.test -t user@bench.test \
