@@ -412,6 +412,8 @@ impl QueueRunner {
                     }
                 }
             }
+            // Both slots free before the wake-up, so the pass it triggers can use them.
+            drop(host_permit);
             drop(global_permit);
             // The entry may be due again at once (other recipients pending).
             runner.wakeup.notify_one();
