@@ -4,15 +4,18 @@
 //! DKIM-signed when the sender's domain has a key.
 //!
 //! ```text
-//!   due index ──pass──> entry task ──per destination──> SmtpClient (pooled per host)
-//!      ^                    │                                │ replies per recipient
-//!      └─ record_attempt <──┴──── synced before the next attempt of that entry
+//!   due index ──pass──> task per connection slot ──> SmtpClient (pooled per host)
+//!      │                  ^        │                      │ replies per recipient
+//!      └─> backlog per ───┘        └── outcome (+ next entry's "attempt started"),
+//!          destination                 one synced write, before the next message
 //! ```
 //!
 //! Exactly-once in practice: an entry is in flight in at most one task; every accepted
 //! recipient is recorded in a synced write before the entry is attempted again, and an
 //! "attempt started" tracking event precedes each transaction so that, after a crash
 //! between the remote 250 and our write, the possible duplicate is visible in tracking.
+//! A task carries one message at a time per connection; when it goes on to the next
+//! entry for the same host, that entry's mark rides in the previous outcome's write.
 
 pub mod client;
 pub mod config;
