@@ -155,6 +155,8 @@ const BACKLOG_PER_ROUTE: usize = 512;
 struct HeldCopies {
     taken: std::time::Instant,
     ids: Arc<HashSet<u64>>,
+    /// A task is taking a new snapshot.
+    refreshing: bool,
 }
 
 /// How long a snapshot of a user's messages answers "was it deleted?".
@@ -811,20 +813,35 @@ impl QueueRunner {
     /// The tracking ids the user holds: a snapshot younger than the TTL unless `fresh`.
     async fn user_copies(&self, user: u64, fresh: bool) -> anyhow::Result<Arc<HashSet<u64>>> {
         if !fresh {
-            if let Some(h) = self.held_copies.lock().get(&user) {
-                if h.taken.elapsed() < HELD_COPIES_TTL {
+            if let Some(h) = self.held_copies.lock().get_mut(&user) {
+                if h.taken.elapsed() < HELD_COPIES_TTL || h.refreshing {
                     return Ok(h.ids.clone());
                 }
+                // One task refreshes a stale snapshot; the others (twenty connections
+                // draining one user's mail) keep using it meanwhile, rather than each
+                // scanning the user's 100,000 messages at once. Only "still there"
+                // answers come from a snapshot; "gone" is always checked afresh.
+                h.refreshing = true;
             }
         }
         let taken = std::time::Instant::now();
         let store = self.store.clone();
-        let ids = Arc::new(blocking(move || store.user_tracking_ids(user)).await?);
+        let scanned = blocking(move || store.user_tracking_ids(user)).await;
+        let ids = match scanned {
+            Ok(ids) => Arc::new(ids),
+            Err(e) => {
+                if let Some(h) = self.held_copies.lock().get_mut(&user) {
+                    h.refreshing = false;
+                }
+                return Err(e);
+            }
+        };
         self.held_copies.lock().insert(
             user,
             HeldCopies {
                 taken,
                 ids: ids.clone(),
+                refreshing: false,
             },
         );
         Ok(ids)
