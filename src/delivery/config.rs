@@ -70,7 +70,7 @@ impl Default for DeliveryConfig {
             retry_initial_secs: 300,
             retry_max_secs: 3600,
             outage_recheck_secs: 60,
-            max_connections_per_host: 4,
+            max_connections_per_host: 8,
             max_in_flight: 64,
             connect_timeout_secs: 30,
             command_timeout_secs: 300,

@@ -4,21 +4,25 @@
 //! DKIM-signed when the sender's domain has a key.
 //!
 //! ```text
-//!   due index ──pass──> entry task ──per destination──> SmtpClient (pooled per host)
-//!      ^                    │                                │ replies per recipient
-//!      └─ record_attempt <──┴──── synced before the next attempt of that entry
+//!   due index ──pass──> task per connection slot ──> SmtpClient (pooled per host)
+//!      │                  ^        │                      │ replies per recipient
+//!      └─> backlog per ───┘        └── outcome (+ next entry's "attempt started"),
+//!          destination                 one synced write, before the next message
 //! ```
 //!
 //! Exactly-once in practice: an entry is in flight in at most one task; every accepted
 //! recipient is recorded in a synced write before the entry is attempted again, and an
 //! "attempt started" tracking event precedes each transaction so that, after a crash
 //! between the remote 250 and our write, the possible duplicate is visible in tracking.
+//! A task carries one message at a time per connection; when it goes on to the next
+//! entry for the same host, that entry's mark rides in the previous outcome's write.
 
 pub mod client;
 pub mod config;
 pub mod dsn;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +32,7 @@ use parking_lot::Mutex;
 use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use understudy_storage::accounts::Recipient;
+use understudy_storage::drain::AttemptMark;
 use understudy_storage::mailbox::DeliveryRequest;
 use understudy_storage::outage::OutagePhase;
 use understudy_storage::queue::AttemptOutcome;
@@ -119,11 +124,39 @@ pub struct QueueRunner {
     /// Per user: the tracking ids in their mailboxes and when the snapshot was taken, so
     /// that draining many entries of one user scans the mailboxes once, not per entry.
     held_copies: Mutex<HashMap<u64, HeldCopies>>,
+    /// Per destination (route key): due entries read by a pass that found every
+    /// connection to that destination busy. The task that holds a connection takes the
+    /// next one from here when it finishes an entry, so a drain keeps its connections
+    /// busy without a pass (a look at the due index) per message. Entries here are in
+    /// `in_flight`: owned by the runner.
+    backlog: Mutex<HashMap<String, VecDeque<Waiting>>>,
+    /// Set on shutdown: tasks finish their entry and take no further ones.
+    stopping: AtomicBool,
+    /// Where the next look at the due index starts (a due time below which it held
+    /// nothing last time) and when the last look from the beginning was. New and
+    /// rescheduled entries are due at the current time or later, so nothing appears
+    /// below the floor unless the clock steps back: a full look once a minute covers that.
+    due_floor: Mutex<(i64, std::time::Instant)>,
 }
+
+/// How often the due index is read from its very beginning.
+const FULL_DUE_SCAN: Duration = Duration::from_secs(60);
+
+/// A due entry waiting for a connection, with its domain's settings as the pass saw them.
+struct Waiting {
+    entry: QueueEntry,
+    domain: Option<Domain>,
+}
+
+/// Entries that may wait per destination. A pass reads this many ahead of the
+/// connections, so one look at the due index serves hundreds of messages.
+const BACKLOG_PER_ROUTE: usize = 512;
 
 struct HeldCopies {
     taken: std::time::Instant,
     ids: Arc<HashSet<u64>>,
+    /// A task is taking a new snapshot.
+    refreshing: bool,
 }
 
 /// How long a snapshot of a user's messages answers "was it deleted?".
@@ -163,6 +196,9 @@ impl QueueRunner {
             resolver: tokio::sync::OnceCell::new(),
             phases: Mutex::new(HashMap::new()),
             held_copies: Mutex::new(HashMap::new()),
+            backlog: Mutex::new(HashMap::new()),
+            stopping: AtomicBool::new(false),
+            due_floor: Mutex::new((i64::MIN, std::time::Instant::now())),
         }
     }
 
@@ -186,6 +222,7 @@ impl QueueRunner {
             }
             while tasks.try_join_next().is_some() {}
         }
+        self.stopping.store(true, Ordering::SeqCst);
         tracing::info!(
             in_flight = tasks.len(),
             "queue runner stopping; letting attempts in flight finish"
@@ -201,19 +238,36 @@ impl QueueRunner {
         tracing::info!("queue runner stopped");
     }
 
-    /// Looks at the due entries once and starts a task for each one that may go now.
+    /// Looks at the due entries once and starts a task for each one that may go now;
+    /// entries whose destination has no free connection wait in its backlog.
     async fn pass(self: &Arc<Self>, tasks: &mut JoinSet<()>) -> anyhow::Result<()> {
         let now = self.clock.now();
         self.release_ended_outages(now).await?;
+        self.start_backlogged(tasks);
+        let waiting: usize = self.backlog.lock().values().map(VecDeque::len).sum();
         let free = self.global.available_permits();
-        if free == 0 {
+        let room = (self.per_host.lock().len().max(1) * BACKLOG_PER_ROUTE).saturating_sub(waiting);
+        let limit = free + room.min(BACKLOG_PER_ROUTE);
+        if limit == 0 {
             return Ok(());
         }
-        let limit = free + self.in_flight.lock().len();
+        let skip = self.in_flight.lock().clone();
         let store = self.store.clone();
-        let due = blocking(move || store.due_entries(now, limit)).await?;
+        let from = {
+            let mut floor = self.due_floor.lock();
+            if floor.1.elapsed() >= FULL_DUE_SCAN {
+                *floor = (i64::MIN, std::time::Instant::now());
+            }
+            floor.0
+        };
+        let (due, first) = blocking(move || store.due_entries_except(now, limit, &skip, from)).await?;
+        {
+            let mut floor = self.due_floor.lock();
+            floor.0 = floor.0.max(first);
+        }
         let mut parked = Vec::new();
-        let mut domains: HashMap<String, (Option<Domain>, OutagePhase)> = HashMap::new();
+        let mut to_hold = Vec::new();
+        let mut domains: HashMap<String, (Option<Domain>, OutagePhase, bool)> = HashMap::new();
         for entry in due {
             if self.in_flight.lock().contains(&entry.id) {
                 continue;
@@ -221,36 +275,53 @@ impl QueueRunner {
             if !domains.contains_key(&entry.domain) {
                 let store = self.store.clone();
                 let name = entry.domain.clone();
-                let info =
-                    blocking(move || Ok((store.domain(&name)?, store.outage_state(&name)?.phase))).await?;
+                let info = blocking(move || {
+                    Ok((
+                        store.domain(&name)?,
+                        store.outage_state(&name)?.phase,
+                        store.domain_held(&name)?,
+                    ))
+                })
+                .await?;
                 domains.insert(entry.domain.clone(), info);
             }
-            let (domain, phase) = domains
-                .get(&entry.domain)
-                .cloned()
-                .unwrap_or((None, OutagePhase::Normal));
+            let (domain, phase, held) =
+                domains
+                    .get(&entry.domain)
+                    .cloned()
+                    .unwrap_or((None, OutagePhase::Normal, false));
+            if held {
+                // Arrived after `queue hold DOMAIN`: held like the rest of the domain.
+                to_hold.push(entry.id);
+                continue;
+            }
             if entry.kind == QueueKind::Relay && phase == OutagePhase::Outage {
                 parked.push(entry.id);
                 continue;
             }
-            let route = self.route_for(&entry, domain.as_ref());
-            let host_limit = self.host_semaphore(&route.key());
-            let Ok(host_permit) = host_limit.try_acquire_owned() else {
-                continue;
-            };
-            let Ok(global_permit) = self.global.clone().try_acquire_owned() else {
-                break;
-            };
-            self.in_flight.lock().insert(entry.id);
-            let runner = self.clone();
-            tasks.spawn(async move {
-                let id = entry.id;
-                runner.attempt_entry(entry, domain, host_permit).await;
-                runner.in_flight.lock().remove(&id);
-                drop(global_permit);
-                // The entry may be due again at once (other recipients pending).
-                runner.wakeup.notify_one();
-            });
+            let key = self.route_for(&entry, domain.as_ref()).key();
+            let host_limit = self.host_semaphore(&key);
+            let permits = host_limit
+                .try_acquire_owned()
+                .ok()
+                .and_then(|host| self.global.clone().try_acquire_owned().ok().map(|g| (host, g)));
+            match permits {
+                Some((host_permit, global_permit)) => {
+                    self.spawn_chain(tasks, Waiting { entry, domain }, key, host_permit, global_permit)
+                }
+                None => {
+                    let mut backlog = self.backlog.lock();
+                    let list = backlog.entry(key).or_default();
+                    if list.len() < BACKLOG_PER_ROUTE {
+                        self.in_flight.lock().insert(entry.id);
+                        list.push_back(Waiting { entry, domain });
+                    }
+                }
+            }
+        }
+        if !to_hold.is_empty() {
+            let store = self.store.clone();
+            blocking(move || store.set_entries_held(&to_hold, true, now)).await?;
         }
         if !parked.is_empty() {
             let at = now + self.config.outage_recheck_secs as i64;
@@ -262,6 +333,158 @@ impl QueueRunner {
             blocking(move || store.postpone_entries(&parked, at)).await?;
         }
         Ok(())
+    }
+
+    /// Starts a task for backlogged entries whose destination has a free connection slot
+    /// (a task ended, or the global limit let one go).
+    fn start_backlogged(self: &Arc<Self>, tasks: &mut JoinSet<()>) {
+        let keys: Vec<String> = self
+            .backlog
+            .lock()
+            .iter()
+            .filter(|(_, list)| !list.is_empty())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in keys {
+            loop {
+                let Ok(host_permit) = self.host_semaphore(&key).try_acquire_owned() else {
+                    break;
+                };
+                let Ok(global_permit) = self.global.clone().try_acquire_owned() else {
+                    return;
+                };
+                let Some(first) = self.pop_backlog(&key) else {
+                    break;
+                };
+                self.spawn_chain(tasks, first, key.clone(), host_permit, global_permit);
+            }
+        }
+    }
+
+    fn pop_backlog(&self, key: &str) -> Option<Waiting> {
+        let mut backlog = self.backlog.lock();
+        let list = backlog.get_mut(key)?;
+        let next = list.pop_front();
+        if list.len() == BACKLOG_PER_ROUTE / 2 {
+            // Half empty: have the next pass top it up while these are sent.
+            self.wakeup.notify_one();
+        }
+        next
+    }
+
+    /// One task holding one connection slot to a destination: attempts `first`, then
+    /// the destination's backlogged entries one after another over the same (pooled)
+    /// connection, until the backlog is empty or the server stops.
+    fn spawn_chain(
+        self: &Arc<Self>,
+        tasks: &mut JoinSet<()>,
+        first: Waiting,
+        key: String,
+        host_permit: OwnedSemaphorePermit,
+        global_permit: OwnedSemaphorePermit,
+    ) {
+        self.in_flight.lock().insert(first.entry.id);
+        let runner = self.clone();
+        tasks.spawn(async move {
+            let mut current = Some(first);
+            let mut premarked = false;
+            while let Some(Waiting { entry, domain }) = current.take() {
+                let id = entry.id;
+                let next = if runner.stopping.load(Ordering::SeqCst) {
+                    None
+                } else {
+                    runner.pop_backlog(&key)
+                };
+                let next = match next {
+                    Some(w) => Some(runner.prepare_next(w).await),
+                    None => None,
+                };
+                let mark = next
+                    .as_ref()
+                    .and_then(|w| runner.premark(&w.entry, w.domain.as_ref(), &key));
+                premarked = runner
+                    .attempt_entry(entry, domain, &host_permit, premarked, mark)
+                    .await;
+                runner.in_flight.lock().remove(&id);
+                current = next;
+            }
+            // Entries a stopping task did not take stay due; the next start sends them.
+            if runner.stopping.load(Ordering::SeqCst) {
+                if let Some(list) = runner.backlog.lock().remove(&key) {
+                    let mut owned = runner.in_flight.lock();
+                    for w in list {
+                        owned.remove(&w.entry.id);
+                    }
+                }
+            }
+            // Both slots free before the wake-up, so the pass it triggers can use them.
+            drop(host_permit);
+            drop(global_permit);
+            // The entry may be due again at once (other recipients pending).
+            runner.wakeup.notify_one();
+        });
+    }
+
+    /// Brings a backlogged entry up to date before its "attempt started" mark is written
+    /// ahead of it: re-read, and its recipients whose copy the user deleted cancelled now
+    /// rather than after the mark.
+    async fn prepare_next(&self, waiting: Waiting) -> Waiting {
+        let Waiting { entry, domain } = waiting;
+        let store = self.store.clone();
+        let id = entry.id;
+        let fresh = match blocking(move || store.queue_entry(id)).await {
+            Ok(Some(e)) => e,
+            _ => return Waiting { entry, domain },
+        };
+        let settings = domain.clone().unwrap_or_default();
+        let entry = if fresh.kind == QueueKind::Relay
+            && !settings.redeliver_deleted
+            && settings.delivery_mode == DeliveryMode::Both
+            && !fresh.held
+            && fresh.next_attempt <= self.clock.now()
+        {
+            match self.cancel_deleted(fresh.clone()).await {
+                Ok(e) => e,
+                Err(_) => fresh,
+            }
+        } else {
+            fresh
+        };
+        Waiting { entry, domain }
+    }
+
+    /// The "attempt started" mark of `next`, to be written with the previous entry's
+    /// outcome, when where it goes is known now: one fixed host (the chain's), every
+    /// pending recipient going there, due, not held, not expired.
+    fn premark(&self, next: &QueueEntry, domain: Option<&Domain>, key: &str) -> Option<AttemptMark> {
+        let now = self.clock.now();
+        let lifetime = domain.map(|d| d.queue_lifetime_days).unwrap_or(15) as i64 * 86_400;
+        if next.held || next.is_done() || next.next_attempt > now || now >= next.created_at + lifetime {
+            return None;
+        }
+        let route = self.route_for(next, domain);
+        let Route::Host { host, port, .. } = &route else {
+            return None;
+        };
+        if route.key() != key {
+            return None;
+        }
+        let rcpts: Vec<String> = next.pending().map(|r| r.address.clone()).collect();
+        if rcpts
+            .iter()
+            .any(|r| self.route_for_recipient(next.kind, r, domain) != route)
+        {
+            return None;
+        }
+        Some(AttemptMark {
+            tracking_id: next.tracking_id,
+            event: attempt_event(
+                self.store.now(),
+                next.message_id.as_deref(),
+                &rcpts,
+                &format!("{host}:{port}"),
+            ),
+        })
     }
 
     /// When a domain the runner saw in an outage is out of it, its parked relay entries
@@ -360,19 +583,31 @@ impl QueueRunner {
 
     /// One attempt of one entry: expiry, deleted-message cancellation, then each
     /// destination group in turn, each recorded (synced) before the next starts.
+    /// `premarked`: the "attempt started" mark of this entry was written with the
+    /// previous entry's outcome. `next_mark`, when given, goes into this entry's last
+    /// outcome write; the return value says whether it did.
     async fn attempt_entry(
         self: &Arc<Self>,
         entry: QueueEntry,
         domain: Option<Domain>,
-        first_permit: OwnedSemaphorePermit,
-    ) {
+        first_permit: &OwnedSemaphorePermit,
+        premarked: bool,
+        next_mark: Option<AttemptMark>,
+    ) -> bool {
         let id = entry.id;
-        if let Err(e) = self.try_attempt_entry(entry, domain, first_permit).await {
-            tracing::error!(queue = id, error = %format!("{e:#}"), "queue entry attempt failed");
-            // Keep the entry from spinning on a store error: look again after a back-off.
-            let at = self.clock.now() + self.config.retry_initial_secs as i64;
-            let store = self.store.clone();
-            let _ = blocking(move || store.postpone_entries(&[id], at)).await;
+        match self
+            .try_attempt_entry(entry, domain, first_permit, premarked, next_mark)
+            .await
+        {
+            Ok(marked) => marked,
+            Err(e) => {
+                tracing::error!(queue = id, error = %format!("{e:#}"), "queue entry attempt failed");
+                // Keep the entry from spinning on a store error: look again after a back-off.
+                let at = self.clock.now() + self.config.retry_initial_secs as i64;
+                let store = self.store.clone();
+                let _ = blocking(move || store.postpone_entries(&[id], at)).await;
+                false
+            }
         }
     }
 
@@ -380,19 +615,34 @@ impl QueueRunner {
         self: &Arc<Self>,
         entry: QueueEntry,
         domain: Option<Domain>,
-        first_permit: OwnedSemaphorePermit,
-    ) -> anyhow::Result<()> {
+        first_permit: &OwnedSemaphorePermit,
+        mut premarked: bool,
+        mut next_mark: Option<AttemptMark>,
+    ) -> anyhow::Result<bool> {
         let now = self.clock.now();
         // The pass may have read the entry just before an earlier attempt finished with
         // it: only the state read now, while this task owns the entry, counts. Without
-        // this a finished entry could be sent twice.
+        // this a finished entry could be sent twice. The body comes in the same trip to
+        // the blocking pool.
         let store = self.store.clone();
         let id = entry.id;
-        let Some(mut entry) = blocking(move || store.queue_entry(id)).await? else {
-            return Ok(());
+        let (entry, body) = blocking(move || {
+            let Some(entry) = store.queue_entry(id)? else {
+                return Ok((None, Vec::new()));
+            };
+            let body = if entry.next_attempt > now || entry.held || entry.is_done() {
+                Vec::new()
+            } else {
+                store.body(&entry.blob)?
+            };
+            Ok((Some(entry), body))
+        })
+        .await?;
+        let Some(mut entry) = entry else {
+            return Ok(false);
         };
         if entry.next_attempt > now || entry.held || entry.is_done() {
-            return Ok(());
+            return Ok(false);
         }
         let settings = domain.clone().unwrap_or_default();
         let lifetime = settings.queue_lifetime_days as i64 * 86_400;
@@ -418,7 +668,7 @@ impl QueueRunner {
                 })
                 .collect();
             self.queue_dsn(&entry, &failed).await?;
-            return Ok(());
+            return Ok(false);
         }
         if entry.kind == QueueKind::Relay
             && !settings.redeliver_deleted
@@ -426,7 +676,7 @@ impl QueueRunner {
         {
             entry = self.cancel_deleted(entry).await?;
             if entry.is_done() {
-                return Ok(());
+                return Ok(false);
             }
         }
 
@@ -439,24 +689,36 @@ impl QueueRunner {
                 None => groups.push((route, vec![r.address.clone()])),
             }
         }
-        let store = self.store.clone();
-        let blob = entry.blob;
-        let mut body = blocking(move || store.body(&blob)).await?;
+        let mut body = body;
         if entry.kind != QueueKind::Relay {
             if let (Some(selector), Some(key)) = (&settings.dkim_selector, &settings.dkim_key_path) {
                 body = dsn::dkim_sign(&body, &settings.name, selector, key);
             }
         }
         let body = Arc::new(body);
-        let mut first_permit = Some(first_permit);
         let mut any_deferred = false;
         let mut failures = Vec::new();
-        for (route, rcpts) in groups {
-            let _permit = match first_permit.take() {
-                Some(p) if Arc::ptr_eq(p.semaphore(), &self.host_semaphore(&route.key())) => p,
-                _ => self.host_semaphore(&route.key()).acquire_owned().await?,
-            };
-            let results = self.deliver_group(&entry, &route, &rcpts, body.clone()).await;
+        let mut marked_next = false;
+        let last_group = groups.len().saturating_sub(1);
+        let mut holds_first = true;
+        for (index, (route, rcpts)) in groups.into_iter().enumerate() {
+            // The chain's own slot serves its destination; another one needs its own.
+            let _permit =
+                if holds_first && Arc::ptr_eq(first_permit.semaphore(), &self.host_semaphore(&route.key())) {
+                    holds_first = false;
+                    None
+                } else {
+                    Some(self.host_semaphore(&route.key()).acquire_owned().await?)
+                };
+            let results = self
+                .deliver_group(
+                    &entry,
+                    &route,
+                    &rcpts,
+                    body.clone(),
+                    std::mem::take(&mut premarked),
+                )
+                .await;
             for r in &results {
                 match &r.outcome {
                     AttemptOutcome::Deferred(_) => any_deferred = true,
@@ -473,37 +735,36 @@ impl QueueRunner {
             let outcomes: Vec<(String, AttemptOutcome)> =
                 results.into_iter().map(|r| (r.address, r.outcome)).collect();
             let now = self.clock.now();
+            // This task owns the entry, so its attempt counts as read above are current.
+            let attempts = entry
+                .recipients
+                .iter()
+                .filter(|r| outcomes.iter().any(|(a, _)| a.eq_ignore_ascii_case(&r.address)))
+                .map(|r| r.attempts + 1)
+                .max()
+                .unwrap_or(1);
+            let next = if any_deferred {
+                now + self.config.backoff_secs(attempts) as i64
+            } else {
+                now
+            };
+            let mark = if index == last_group {
+                next_mark.take()
+            } else {
+                None
+            };
+            marked_next = mark.is_some();
             let store = self.store.clone();
             let id = entry.id;
-            let config = self.config.clone();
             // Synced before anything else happens to this entry.
-            let updated = blocking(move || {
-                let current = store.queue_entry(id)?;
-                let attempts = current
-                    .as_ref()
-                    .map(|e| {
-                        e.recipients
-                            .iter()
-                            .filter(|r| outcomes.iter().any(|(a, _)| a.eq_ignore_ascii_case(&r.address)))
-                            .map(|r| r.attempts + 1)
-                            .max()
-                            .unwrap_or(1)
-                    })
-                    .unwrap_or(1);
-                let next = if any_deferred {
-                    now + config.backoff_secs(attempts) as i64
-                } else {
-                    now
-                };
-                store.record_attempt(id, &outcomes, next)
-            })
-            .await?;
+            let updated =
+                blocking(move || store.record_attempt_and_mark(id, &outcomes, next, mark.as_ref())).await?;
             entry = updated;
         }
         if !failures.is_empty() {
             self.queue_dsn(&entry, &failures).await?;
         }
-        Ok(())
+        Ok(marked_next)
     }
 
     /// Cancels relay recipients whose local copy the user deleted (SPEC: deleted mail is
@@ -552,20 +813,35 @@ impl QueueRunner {
     /// The tracking ids the user holds: a snapshot younger than the TTL unless `fresh`.
     async fn user_copies(&self, user: u64, fresh: bool) -> anyhow::Result<Arc<HashSet<u64>>> {
         if !fresh {
-            if let Some(h) = self.held_copies.lock().get(&user) {
-                if h.taken.elapsed() < HELD_COPIES_TTL {
+            if let Some(h) = self.held_copies.lock().get_mut(&user) {
+                if h.taken.elapsed() < HELD_COPIES_TTL || h.refreshing {
                     return Ok(h.ids.clone());
                 }
+                // One task refreshes a stale snapshot; the others (twenty connections
+                // draining one user's mail) keep using it meanwhile, rather than each
+                // scanning the user's 100,000 messages at once. Only "still there"
+                // answers come from a snapshot; "gone" is always checked afresh.
+                h.refreshing = true;
             }
         }
         let taken = std::time::Instant::now();
         let store = self.store.clone();
-        let ids = Arc::new(blocking(move || store.user_tracking_ids(user)).await?);
+        let scanned = blocking(move || store.user_tracking_ids(user)).await;
+        let ids = match scanned {
+            Ok(ids) => Arc::new(ids),
+            Err(e) => {
+                if let Some(h) = self.held_copies.lock().get_mut(&user) {
+                    h.refreshing = false;
+                }
+                return Err(e);
+            }
+        };
         self.held_copies.lock().insert(
             user,
             HeldCopies {
                 taken,
                 ids: ids.clone(),
+                refreshing: false,
             },
         );
         Ok(ids)
@@ -578,6 +854,7 @@ impl QueueRunner {
         route: &Route,
         rcpts: &[String],
         body: Arc<Vec<u8>>,
+        premarked: bool,
     ) -> Vec<RecipientResult> {
         let all = |outcome: AttemptOutcome, host: Option<String>| -> Vec<RecipientResult> {
             rcpts
@@ -605,6 +882,12 @@ impl QueueRunner {
             Route::Host { tls, .. } | Route::Mx { tls, .. } => *tls,
             Route::Unroutable(_) => TlsPolicy::Disabled,
         };
+        // What this attempt says about a protected domain's primary (relay entries only).
+        let observe = |result: Result<(), String>| {
+            if entry.kind == QueueKind::Relay {
+                crate::outage::monitor::observe_delivery(&entry.domain, result);
+            }
+        };
         let mut last_error = String::from("no destination host");
         for (host, port) in candidates {
             let mut client = match self.client_for(&key, &host, port, tls).await {
@@ -612,29 +895,52 @@ impl QueueRunner {
                 Err(e) => {
                     tracing::info!(queue = entry.id, host = %format!("{host}:{port}"), error = %e, "cannot connect");
                     last_error = format!("{host}:{port}: {e}");
+                    observe(Err(last_error.clone()));
                     continue;
                 }
             };
-            let event = TrackingEvent {
-                at: self.store.now(),
-                kind: "attempt started".into(),
-                detail: format!(
-                    "{} to {} via {}",
-                    entry.message_id.as_deref().unwrap_or("(no Message-ID)"),
-                    rcpts.join(", "),
-                    client.host
-                ),
-            };
-            let store = self.store.clone();
-            let tracking = entry.tracking_id;
-            if let Err(e) = blocking(move || store.add_tracking_events(tracking, &[event])).await {
-                // Without the mark a duplicate would be invisible: do not send now.
-                tracing::error!(queue = entry.id, error = %format!("{e:#}"), "cannot record the attempt; deferring");
-                self.return_to_pool(&key, client);
-                return all(AttemptOutcome::Deferred("local store error".into()), None);
+            // A mark written ahead (with the previous entry's outcome) names this host:
+            // the chain's destination is one fixed host.
+            if !(premarked && matches!(route, Route::Host { .. })) {
+                let event = attempt_event(self.store.now(), entry.message_id.as_deref(), rcpts, &client.host);
+                let store = self.store.clone();
+                let tracking = entry.tracking_id;
+                if let Err(e) = blocking(move || store.add_tracking_events(tracking, &[event])).await {
+                    // Without the mark a duplicate would be invisible: do not send now.
+                    tracing::error!(queue = entry.id, error = %format!("{e:#}"), "cannot record the attempt; deferring");
+                    self.return_to_pool(&key, client);
+                    return all(AttemptOutcome::Deferred("local store error".into()), None);
+                }
             }
-            match client.transaction(&entry.mail_from, rcpts, &body).await {
+            let mut sent = client.transaction(&entry.mail_from, rcpts, &body).await;
+            if let Err(ClientError::Stale(why)) = &sent {
+                // The pooled connection had gone away while idle; nothing was sent.
+                tracing::debug!(host = %client.host, %why, "pooled connection gone; reconnecting");
+                client = match self.connect(&host, port, tls).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        last_error = format!("{host}:{port}: {e}");
+                        observe(Err(last_error.clone()));
+                        continue;
+                    }
+                };
+                sent = client.transaction(&entry.mail_from, rcpts, &body).await;
+            }
+            match sent {
                 Ok(replies) => {
+                    // A 4xx to MAIL or to the message refuses the whole transaction: the
+                    // primary's trouble. A 4xx to one RCPT (a full mailbox) says nothing
+                    // about the server, and neither does a 5xx.
+                    let temporary = |r: &client::Reply| (400..500).contains(&r.code);
+                    if temporary(&replies.mail) {
+                        observe(Err(format!("{}: {}", client.host, replies.mail)));
+                    } else if let Some(data) = &replies.data {
+                        if data.is_positive() {
+                            observe(Ok(()));
+                        } else if temporary(data) {
+                            observe(Err(format!("{}: {data}", client.host)));
+                        }
+                    }
                     let host_name = client.host.clone();
                     let results: Vec<RecipientResult> = rcpts
                         .iter()
@@ -663,6 +969,7 @@ impl QueueRunner {
                     // Mid-transaction failure: nothing is known to be accepted.
                     tracing::info!(queue = entry.id, host = %client.host, rcpts = %rcpts.join(", "), error = %e, "delivery attempt failed");
                     last_error = format!("{}: {e}", client.host);
+                    observe(Err(last_error.clone()));
                     if matches!(e, ClientError::Timeout(_))
                         || matches!(e, ClientError::Io(_))
                         || matches!(e, ClientError::Protocol(_))
@@ -689,10 +996,21 @@ impl QueueRunner {
         tls: TlsPolicy,
     ) -> Result<SmtpClient, ClientError> {
         while let Some(mut pooled) = self.take_pooled(key, host, port) {
+            if pooled.caps.pipelining {
+                // Checked by the RSET that goes ahead of its next transaction.
+                pooled.reused = true;
+                return Ok(pooled);
+            }
             if pooled.rset().await.is_ok() {
                 return Ok(pooled);
             }
         }
+        self.connect(host, port, tls).await
+    }
+
+    /// A new connection; opportunistic TLS that fails the handshake falls back to
+    /// plaintext.
+    async fn connect(&self, host: &str, port: u16, tls: TlsPolicy) -> Result<SmtpClient, ClientError> {
         match SmtpClient::connect(host, port, &self.hostname, tls, &self.tls, self.timeouts).await {
             Err(ClientError::Tls(why)) if tls == TlsPolicy::Opportunistic => {
                 tracing::info!(host = %format!("{host}:{port}"), error = %why, "STARTTLS failed; retrying without TLS");
@@ -886,6 +1204,20 @@ impl QueueRunner {
     }
 }
 
+/// The tracking event written (synced) before a message is sent to `host`.
+fn attempt_event(at: i64, message_id: Option<&str>, rcpts: &[String], host: &str) -> TrackingEvent {
+    TrackingEvent {
+        at,
+        kind: "attempt started".into(),
+        detail: format!(
+            "{} to {} via {}",
+            message_id.unwrap_or("(no Message-ID)"),
+            rcpts.join(", "),
+            host
+        ),
+    }
+}
+
 enum Resolution {
     Temporary(String),
     Permanent(String),
@@ -1001,6 +1333,112 @@ mod tests {
             .unwrap();
         runner.release_ended_outages(T0).await.unwrap();
         assert_eq!(store.queue_entry(id).unwrap().unwrap().next_attempt, T0);
+    }
+
+    /// `queue hold DOMAIN`: entries there and arriving later are not attempted and are
+    /// out of the due range; release makes them due and the next pass attempts them.
+    #[tokio::test]
+    async fn a_held_domain_is_not_attempted_until_released() {
+        let (_dir, store, _clock, runner) = setup(&[]);
+        let before = queue(&store, QueueKind::Relay, "x@outside.net", "anna@example.com");
+        assert_eq!(store.set_domain_held("example.com", true, T0).unwrap(), 1);
+        let after = queue(&store, QueueKind::Relay, "x@outside.net", "bob@example.com");
+        run_once(&runner).await;
+        for id in [before, after] {
+            let entry = store.queue_entry(id).unwrap().unwrap();
+            assert!(entry.held, "{entry:?}");
+            assert_eq!(entry.recipients[0].attempts, 0);
+            assert_eq!(entry.next_attempt, understudy_storage::hold::HELD_DUE);
+        }
+        assert_eq!(store.queue_held_count("example.com").unwrap(), 2);
+        assert!(store.due_entries(T0 + 86_400, 10).unwrap().is_empty());
+
+        assert_eq!(store.set_domain_held("example.com", false, T0).unwrap(), 2);
+        assert_eq!(store.queue_held_count("example.com").unwrap(), 0);
+        run_once(&runner).await;
+        for id in [before, after] {
+            let entry = store.queue_entry(id).unwrap().unwrap();
+            assert!(!entry.held);
+            assert_eq!(entry.recipients[0].attempts, 1, "attempted after release");
+        }
+    }
+
+    /// A primary that answers every MAIL with 451 (a real TCP peer, scripted): the
+    /// entry is deferred and the monitor is told the primary refused a transaction.
+    #[tokio::test]
+    async fn a_4xx_from_the_primary_is_reported_to_the_outage_monitor() {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let (read, mut write) = socket.into_split();
+                    let mut lines = BufReader::new(read).lines();
+                    write.write_all(b"220 busy-primary ESMTP\r\n").await.unwrap();
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
+                        let reply: &[u8] = match verb.as_str() {
+                            "EHLO" => b"250-busy-primary\r\n250 PIPELINING\r\n",
+                            "MAIL" => b"451 4.3.2 system busy, try later\r\n",
+                            "RCPT" => b"503 5.5.1 need MAIL first\r\n",
+                            "DATA" => b"503 5.5.1 no valid recipients\r\n",
+                            "QUIT" => b"221 bye\r\n",
+                            _ => b"250 ok\r\n",
+                        };
+                        if write.write_all(reply).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(T0));
+        let store = Store::open_with(&dir.path().join("db"), StoreOptions::default(), clock.clone()).unwrap();
+        let mut domain = Domain::new("busy-primary.test");
+        domain.relay_host = Some(format!("127.0.0.1:{port}"));
+        domain.relay_tls = RelayTls::Disabled;
+        domain.delivery_mode = DeliveryMode::Relay;
+        store.add_domain(&domain).unwrap();
+        let runner = Arc::new(QueueRunner::new(
+            store.clone(),
+            clock.clone(),
+            "test.local".into(),
+            DeliveryConfig::default(),
+            QueueWakeup::default(),
+        ));
+        let id = store
+            .deliver(&DeliveryRequest {
+                body: b"Subject: t\r\n\r\nbody\r\n",
+                users: vec![],
+                queue: vec![NewQueueEntry {
+                    kind: QueueKind::Relay,
+                    domain: "busy-primary.test".into(),
+                    mail_from: "x@outside.net".into(),
+                    recipients: vec![("anna@busy-primary.test".into(), None)],
+                    next_attempt: T0,
+                }],
+                message_id: None,
+                summary: "t".into(),
+            })
+            .unwrap()
+            .queue_ids[0];
+        run_once(&runner).await;
+        let entry = store.queue_entry(id).unwrap().unwrap();
+        assert_eq!(entry.recipients[0].status, RecipientStatus::Pending);
+        assert!(
+            entry.recipients[0]
+                .last_reply
+                .as_deref()
+                .unwrap_or("")
+                .starts_with("451"),
+            "{entry:?}"
+        );
+        assert_eq!(
+            crate::outage::monitor::observed_streak("busy-primary.test"),
+            Some((false, 1))
+        );
     }
 
     #[tokio::test]

@@ -182,6 +182,15 @@ fn status(store: &Store, only: Option<&str>, history: bool, out: &mut dyn Write)
             oldest,
             why
         )?;
+        let held = store.queue_held_count(&d.name)?;
+        if held > 0 || store.domain_held(&d.name)? {
+            writeln!(
+                out,
+                "    queue held: {held} entr{} waiting (`queue release {}` resumes delivery)",
+                if held == 1 { "y" } else { "ies" },
+                d.name
+            )?;
+        }
         if history {
             for t in store.outage_history(&d.name)? {
                 writeln!(
@@ -330,13 +339,14 @@ pub fn queue(store: &Store, command: QueueCommand, out: &mut dyn Write) -> anyho
     Ok(())
 }
 
+/// Holds or releases a whole domain: its entries now, and (through the domain's hold
+/// flag, which the queue runner reads) the mail that arrives while it is held.
 fn hold(store: &Store, domain: &str, held: bool, out: &mut dyn Write) -> anyhow::Result<()> {
-    let entries = store.queue_entries(Some(domain))?;
-    let mut changed = 0;
-    for e in entries.iter().filter(|e| e.held != held) {
-        store.set_held(e.id, held)?;
-        changed += 1;
-    }
+    let name = store
+        .domain(domain)?
+        .map(|d| d.name)
+        .unwrap_or_else(|| domain.to_ascii_lowercase());
+    let changed = store.set_domain_held(&name, held, store.now())?;
     let verb = if held { "held" } else { "released" };
     writeln!(
         out,

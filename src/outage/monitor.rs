@@ -8,7 +8,7 @@
 //! run stopped. Probes run as their own tasks so a 10 s time-out toward one primary
 //! never delays another domain.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,6 +34,74 @@ static WAKE: tokio::sync::Notify = tokio::sync::Notify::const_new();
 /// See [`WAKE`]. Harmless in a process without a monitor (the CLI).
 pub fn wake() {
     WAKE.notify_one();
+}
+
+/// What the redeliverer saw of each domain's primary since the monitor last looked
+/// (SPEC: in pass-through the outage is also detected from the primary's own 4xx replies
+/// and time-outs). Only the streak at the end matters to the machine, so a drain's
+/// thousands of results per second fold into a few counters instead of a channel.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct Observed {
+    /// Some result of the other kind came before the current streak.
+    broken: bool,
+    /// The current streak: successes (true) or failures (false), and its length.
+    ok: bool,
+    run: u32,
+    last_error: String,
+}
+
+static OBSERVED: Mutex<BTreeMap<String, Observed>> = parking_lot::const_mutex(BTreeMap::new());
+
+/// Records what a delivery attempt to `domain`'s relay host showed: `Ok` for a message
+/// the primary accepted, `Err` for a refused or timed-out connection or a 4xx that
+/// refused the whole transaction. The monitor counts these like its probes for domains
+/// with automatic engagement and monitoring on.
+pub fn observe_delivery(domain: &str, result: Result<(), String>) {
+    let mut all = OBSERVED.lock();
+    let seen = all.entry(domain.to_ascii_lowercase()).or_default();
+    let ok = result.is_ok();
+    if seen.run > 0 && seen.ok != ok {
+        seen.broken = true;
+        seen.run = 0;
+    }
+    seen.ok = ok;
+    seen.run = seen.run.saturating_add(1);
+    if let Err(why) = result {
+        seen.last_error = why;
+    }
+}
+
+/// The streak observed for a domain and not yet taken by the monitor: (accepted?, length).
+#[cfg(test)]
+pub(crate) fn observed_streak(domain: &str) -> Option<(bool, u32)> {
+    OBSERVED
+        .lock()
+        .get(&domain.to_ascii_lowercase())
+        .map(|o| (o.ok, o.run))
+}
+
+/// What one look at a domain's observations feeds the machine: one event for the
+/// streak at the end, after one of the other kind if the streak was broken (which resets
+/// the machine's count). One event per look (per second), not one per message: a burst
+/// of messages refused in the same second is one failure, like one failed probe, so an
+/// outage engages only when deliveries keep failing for as many looks in a row as the
+/// domain's threshold, and a momentary blip does not page anyone.
+fn observed_events(seen: &Observed) -> Vec<Event> {
+    let one = |ok: bool| {
+        if ok {
+            Event::ProbeSucceeded
+        } else {
+            Event::ProbeFailed(format!("delivery to the primary: {}", seen.last_error))
+        }
+    };
+    let mut events = Vec::new();
+    if seen.broken {
+        events.push(one(!seen.ok));
+    }
+    if seen.run > 0 {
+        events.push(one(seen.ok));
+    }
+    events
 }
 
 /// Starts the monitor; it ends when `stop` turns true.
@@ -174,6 +242,18 @@ impl OutageMonitor {
                 }
             }
         }
+        let observed = std::mem::take(&mut *OBSERVED.lock());
+        for (name, seen) in observed {
+            let Some(d) = domains.iter().find(|d| d.name.eq_ignore_ascii_case(&name)) else {
+                continue;
+            };
+            if d.engagement != Engagement::Automatic || !d.monitoring {
+                continue;
+            }
+            for event in observed_events(&seen) {
+                self.feed(d, event, now)?;
+            }
+        }
         let mut due = Vec::new();
         for d in &domains {
             let Some(tracked) = self.domains.get_mut(&d.name) else {
@@ -254,6 +334,24 @@ impl OutageMonitor {
             &self.store,
             &self.hostname,
             &settings,
+            &tracked.machine,
+            &memo_before,
+            &effects,
+            now,
+        )
+    }
+
+    /// One probe-like event for a domain already synced from the store this tick.
+    fn feed(&mut self, settings: &Domain, event: Event, now: i64) -> StoreResult<()> {
+        let Some(tracked) = self.domains.get_mut(&settings.name) else {
+            return Ok(());
+        };
+        let memo_before = tracked.machine.memo().clone();
+        let effects = tracked.machine.handle(event, now, Thresholds::of(settings));
+        apply_effects(
+            &self.store,
+            &self.hostname,
+            settings,
             &tracked.machine,
             &memo_before,
             &effects,
@@ -355,6 +453,79 @@ mod tests {
             })
             .unwrap()
             .queue_ids[0]
+    }
+
+    /// Pass-through: the redeliverer's own results count like probes, one per look.
+    /// Refused transactions in three looks in a row engage the outage (a success in
+    /// between resets the count), accepted messages in two looks end it, on the injected
+    /// clock and without any probe.
+    #[test]
+    fn delivery_results_engage_and_end_an_automatic_outage() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(1_700_000_000));
+        let store = Store::open_with(dir.path(), StoreOptions::default(), clock.clone()).unwrap();
+        // A name no other test uses: the observations are process-wide.
+        let name = "passthrough-observed.test";
+        let mut domain = Domain::new(name);
+        domain.engagement = Engagement::Automatic;
+        domain.monitoring = true;
+        domain.relay_host = None;
+        domain.failures_before_engage = 3;
+        domain.successes_before_recover = 2;
+        store.add_domain(&domain).unwrap();
+        let mut monitor = OutageMonitor::new(store.clone(), clock.clone(), "mx.test".into());
+        assert!(monitor.tick().is_empty(), "no relay host: nothing to probe");
+
+        // Two failures, a success, then a burst of failures in one look: one failure.
+        observe_delivery(name, Err("451 4.3.0 try later".into()));
+        observe_delivery(name, Err("451 4.3.0 try later".into()));
+        monitor.tick();
+        observe_delivery(name, Ok(()));
+        for _ in 0..50 {
+            observe_delivery(name, Err("451 4.3.0 try later".into()));
+        }
+        monitor.tick();
+        clock.advance(1);
+        observe_delivery(name, Err("451 4.3.0 try later".into()));
+        monitor.tick();
+        assert_eq!(store.outage_state(name).unwrap().phase, OutagePhase::Normal);
+        monitor.tick();
+        assert_eq!(
+            store.outage_state(name).unwrap().phase,
+            OutagePhase::Normal,
+            "no news is not a failure"
+        );
+        clock.advance(1);
+        observe_delivery(name, Err("timed out waiting for the DATA reply".into()));
+        monitor.tick();
+        let state = store.outage_state(name).unwrap();
+        assert_eq!(state.phase, OutagePhase::Outage);
+        assert!(!state.manual);
+        assert!(
+            state.reason.contains("delivery to the primary: timed out"),
+            "{state:?}"
+        );
+
+        clock.advance(60);
+        observe_delivery(name, Ok(()));
+        monitor.tick();
+        assert_eq!(store.outage_state(name).unwrap().phase, OutagePhase::Outage);
+        observe_delivery(name, Ok(()));
+        monitor.tick();
+        assert_eq!(store.outage_state(name).unwrap().phase, OutagePhase::Draining);
+
+        // A manually engaged domain ignores them.
+        let mut manual = Domain::new("manual-observed.test");
+        manual.engagement = Engagement::Manual;
+        manual.relay_host = None;
+        manual.failures_before_engage = 1;
+        store.add_domain(&manual).unwrap();
+        observe_delivery("manual-observed.test", Err("421 closing".into()));
+        monitor.tick();
+        assert_eq!(
+            store.outage_state("manual-observed.test").unwrap().phase,
+            OutagePhase::Normal
+        );
     }
 
     /// The monitor against a real store with an injected clock: it resumes a stored

@@ -80,6 +80,8 @@ pub(crate) struct Inner {
     pub path: PathBuf,
     locks: Vec<Mutex<()>>,
     counters: Mutex<Counters>,
+    /// Per-domain queue summary kept beside the queue (`queue_index.rs`).
+    pub(crate) queue_index: Mutex<Option<crate::queue_index::QueueIndex>>,
     pub notifier: Notifier,
     pub clock: Arc<dyn Clock>,
     sync: bool,
@@ -237,6 +239,7 @@ impl Store {
                 path: dir.to_path_buf(),
                 locks,
                 counters: Mutex::new(counters),
+                queue_index: Mutex::new(None),
                 notifier: Notifier::default(),
                 clock,
                 sync: options.sync_writes,

@@ -14,8 +14,10 @@ pub mod accounts;
 mod clock;
 mod db;
 pub mod delivery;
+pub mod drain;
 mod error;
 mod health;
+pub mod hold;
 pub mod keys;
 pub mod mailbox;
 pub mod model;
@@ -24,6 +26,7 @@ pub mod outage;
 pub mod outage_ops;
 pub mod provisioning;
 pub mod queue;
+mod queue_index;
 mod retention;
 pub mod tracking;
 

@@ -325,6 +325,7 @@ impl Store {
         }
 
         let mut queue_ids = Vec::with_capacity(req.queue.len());
+        let mut noted = Vec::with_capacity(req.queue.len());
         for entry in &req.queue {
             let id = self.next_id(COUNTER_QUEUE);
             self.counter_merge(&mut batch, COUNTER_QUEUE, id)?;
@@ -353,6 +354,7 @@ impl Store {
                 held: false,
             };
             self.put_json(&mut batch, CF_QUEUE, &u64_key(id), &queued)?;
+            noted.push(queued.clone());
             batch.put_cf(&self.cf(CF_QUEUE_DUE)?, due_key(queued.next_attempt, id), b"");
             let rcpts: Vec<&str> = entry.recipients.iter().map(|(a, _)| a.as_str()).collect();
             events.push(TrackingEvent {
@@ -377,6 +379,9 @@ impl Store {
             batch.put_cf(&self.cf(CF_MESSAGE_IDS)?, key, b"");
         }
         self.commit_unlocking(batch, guards)?;
+        for entry in &noted {
+            self.note_queue_entry(entry);
+        }
         for (mailbox, modseq) in touched {
             self.inner.notifier.publish(mailbox, modseq);
         }

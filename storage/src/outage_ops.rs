@@ -67,9 +67,15 @@ impl Store {
         self.commit(batch)
     }
 
-    /// Queue summary per (lower-case) domain, in one scan of the queue. Entries are
-    /// removed when no recipient is pending, so every entry counts.
+    /// Queue summary per (lower-case) domain. Entries are removed when no recipient is
+    /// pending, so every entry counts. From the in-memory queue index: one scan of the
+    /// queue per process, then a look-up per domain (the monitor asks every second).
     pub fn queue_summaries(&self) -> StoreResult<HashMap<String, QueueSummary>> {
+        self.with_queue_index(|index| index.summaries())
+    }
+
+    /// The same summary by a full scan of the queue (what the index must agree with).
+    pub fn queue_summaries_scanned(&self) -> StoreResult<HashMap<String, QueueSummary>> {
         let mut out: HashMap<String, QueueSummary> = HashMap::new();
         for (_, v) in self.scan_prefix(CF_QUEUE, b"")? {
             let entry: QueueEntry = decode(CF_QUEUE, &v)?;

@@ -97,6 +97,7 @@ impl Store {
         self.reschedule_into(&mut batch, &mut entry, next_attempt)?;
         self.tracking_into(&mut batch, entry.tracking_id, &events)?;
         self.commit(batch)?;
+        self.note_queue_entry(&entry);
         Ok(entry)
     }
 
@@ -128,6 +129,7 @@ impl Store {
         self.reschedule_into(&mut batch, &mut entry, next)?;
         self.tracking_into(&mut batch, entry.tracking_id, &events)?;
         self.commit(batch)?;
+        self.note_queue_entry(&entry);
         Ok(entry)
     }
 
@@ -140,7 +142,9 @@ impl Store {
         entry.held = held;
         let mut batch = WriteBatch::default();
         self.put_json(&mut batch, CF_QUEUE, &u64_key(id), &entry)?;
-        self.commit(batch)
+        self.commit(batch)?;
+        self.note_queue_entry(&entry);
+        Ok(())
     }
 
     /// Moves the next attempt to `at` (`queue retry`: now).
@@ -148,7 +152,9 @@ impl Store {
         let (_guards, mut entry) = self.lock_entry(id)?;
         let mut batch = WriteBatch::default();
         self.reschedule_into(&mut batch, &mut entry, at)?;
-        self.commit(batch)
+        self.commit(batch)?;
+        self.note_queue_entry(&entry);
+        Ok(())
     }
 
     /// Deletes an entry and releases its body (`queue purge`).
@@ -170,7 +176,9 @@ impl Store {
         self.tracking_into(&mut batch, entry.tracking_id, &[event])?;
         let next = entry.next_attempt;
         self.reschedule_into(&mut batch, &mut entry, next)?;
-        self.commit(batch)
+        self.commit(batch)?;
+        self.note_queue_entry(&entry);
+        Ok(())
     }
 
     /// Locks an entry, its body's stripe and its tracking log in one `lock` call and
@@ -195,7 +203,7 @@ impl Store {
     /// Writes the entry back with a new due time, or removes it (and its body reference)
     /// when nothing is pending. Callers hold the entry's and the body's locks
     /// ([`Store::lock_entry`]).
-    fn reschedule_into(
+    pub(crate) fn reschedule_into(
         &self,
         batch: &mut WriteBatch,
         entry: &mut QueueEntry,

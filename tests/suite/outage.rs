@@ -278,6 +278,11 @@ fn outage_queue_and_track_commands() {
     );
     let list = server.admin_ok(&["queue", "list", "example.com"]);
     assert_eq!(list.matches("held").count(), entries, "{list}");
+    let status = server.admin_ok(&["outage", "status", "example.com"]);
+    assert!(
+        status.contains(&format!("queue held: {entries} {} waiting", plural(entries))),
+        "{status}"
+    );
     let released = server.admin_ok(&["queue", "release", "example.com"]);
     assert_eq!(
         released.trim(),
