@@ -92,34 +92,8 @@ impl Store {
         }
         let _guards = self.lock(&keys);
         let mut entry = self.queue_entry(id)?.ok_or_else(missing)?;
-        let now = self.now();
         let mut batch = WriteBatch::default();
-        let mut events = Vec::new();
-        for (address, outcome) in outcomes {
-            let Some(r) = entry
-                .recipients
-                .iter_mut()
-                .find(|r| r.address.eq_ignore_ascii_case(address))
-            else {
-                continue;
-            };
-            if r.status != RecipientStatus::Pending {
-                continue;
-            }
-            r.attempts += 1;
-            let (status, kind, reply) = match outcome {
-                AttemptOutcome::Delivered(reply) => (RecipientStatus::Delivered, "delivered", reply),
-                AttemptOutcome::Deferred(reply) => (RecipientStatus::Pending, "deferred", reply),
-                AttemptOutcome::Failed(reply) => (RecipientStatus::Failed, "bounced", reply),
-            };
-            r.status = status;
-            r.last_reply = Some(reply.clone());
-            events.push(TrackingEvent {
-                at: now,
-                kind: kind.into(),
-                detail: format!("{address}: {reply}"),
-            });
-        }
+        let mut events = crate::queue::apply_outcomes(&mut entry, outcomes, self.now());
         self.reschedule_into(&mut batch, &mut entry, next_attempt)?;
         match mark {
             // Two messages of one delivery (sibling entries) share a log: one append.

@@ -66,34 +66,8 @@ impl Store {
         next_attempt: i64,
     ) -> StoreResult<QueueEntry> {
         let (_guards, mut entry) = self.lock_entry(id)?;
-        let now = self.now();
         let mut batch = WriteBatch::default();
-        let mut events = Vec::new();
-        for (address, outcome) in outcomes {
-            let Some(r) = entry
-                .recipients
-                .iter_mut()
-                .find(|r| r.address.eq_ignore_ascii_case(address))
-            else {
-                continue;
-            };
-            if r.status != RecipientStatus::Pending {
-                continue;
-            }
-            r.attempts += 1;
-            let (status, kind, reply) = match outcome {
-                AttemptOutcome::Delivered(reply) => (RecipientStatus::Delivered, "delivered", reply),
-                AttemptOutcome::Deferred(reply) => (RecipientStatus::Pending, "deferred", reply),
-                AttemptOutcome::Failed(reply) => (RecipientStatus::Failed, "bounced", reply),
-            };
-            r.status = status;
-            r.last_reply = Some(reply.clone());
-            events.push(TrackingEvent {
-                at: now,
-                kind: kind.into(),
-                detail: format!("{address}: {reply}"),
-            });
-        }
+        let events = apply_outcomes(&mut entry, outcomes, self.now());
         self.reschedule_into(&mut batch, &mut entry, next_attempt)?;
         self.tracking_into(&mut batch, entry.tracking_id, &events)?;
         self.commit(batch)?;
@@ -227,4 +201,40 @@ fn first8(blob: &BlobId) -> [u8; 8] {
     let mut out = [0u8; 8];
     out.copy_from_slice(&blob[..8]);
     out
+}
+
+/// Applies one attempt's per-recipient outcomes to `entry` (pending recipients only) and
+/// returns the tracking events that record them.
+pub(crate) fn apply_outcomes(
+    entry: &mut QueueEntry,
+    outcomes: &[(String, AttemptOutcome)],
+    now: i64,
+) -> Vec<TrackingEvent> {
+    let mut events = Vec::new();
+    for (address, outcome) in outcomes {
+        let Some(r) = entry
+            .recipients
+            .iter_mut()
+            .find(|r| r.address.eq_ignore_ascii_case(address))
+        else {
+            continue;
+        };
+        if r.status != RecipientStatus::Pending {
+            continue;
+        }
+        r.attempts += 1;
+        let (status, kind, reply) = match outcome {
+            AttemptOutcome::Delivered(reply) => (RecipientStatus::Delivered, "delivered", reply),
+            AttemptOutcome::Deferred(reply) => (RecipientStatus::Pending, "deferred", reply),
+            AttemptOutcome::Failed(reply) => (RecipientStatus::Failed, "bounced", reply),
+        };
+        r.status = status;
+        r.last_reply = Some(reply.clone());
+        events.push(TrackingEvent {
+            at: now,
+            kind: kind.into(),
+            detail: format!("{address}: {reply}"),
+        });
+    }
+    events
 }

@@ -6,15 +6,7 @@ use crate::harness::*;
 #[test]
 fn every_listener_binds_port_zero_and_implicit_tls_uses_the_dev_certificate() {
     let server = TestServer::start();
-    for service in [
-        "imap",
-        "imaps",
-        "pop3",
-        "pop3s",
-        "submission",
-        "submissions",
-        "smtp",
-    ] {
+    for service in SERVICES {
         assert_ne!(server.addr(service).port(), 0, "{service}");
     }
     // A real TLS client: Python's ssl, verifying against the dev CA, refusing TLS < 1.2.

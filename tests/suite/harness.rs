@@ -28,6 +28,24 @@ pub fn ca_cert() -> PathBuf {
     repo().join("certs-dev/ca.crt")
 }
 
+/// Every service the test config listens on.
+pub const SERVICES: [&str; 7] = [
+    "imap",
+    "imaps",
+    "pop3",
+    "pop3s",
+    "submission",
+    "submissions",
+    "smtp",
+];
+
+/// Arguments for a Python client: the dev CA, then `service=port` for every service.
+pub fn ca_and_ports(server: &TestServer) -> Vec<String> {
+    let mut args = vec![ca_cert().display().to_string()];
+    args.extend(SERVICES.iter().map(|s| format!("{s}={}", server.addr(s).port())));
+    args
+}
+
 pub struct TestServer {
     child: Option<Child>,
     pub dir: tempfile::TempDir,

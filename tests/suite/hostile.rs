@@ -10,7 +10,7 @@ use std::io::Read;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use crate::harness::{ca_cert, python_ok, TestServer, PASSWORD};
+use crate::harness::{ca_and_ports, python_ok, TestServer, PASSWORD};
 
 /// Raw-socket helpers shared by the scripts: `C(port, tls)` is a connection with
 /// `send`, `expect(regex)` (reads until the pattern, fails if the server closes first)
@@ -85,26 +85,10 @@ def healthy():
     m.logout()
 "#;
 
-fn ports(server: &TestServer) -> Vec<String> {
-    let mut args = vec![ca_cert().display().to_string()];
-    for service in [
-        "imap",
-        "imaps",
-        "pop3",
-        "pop3s",
-        "submission",
-        "submissions",
-        "smtp",
-    ] {
-        args.push(format!("{service}={}", server.addr(service).port()));
-    }
-    args
-}
-
 fn run(server: &TestServer, script: &str) -> String {
     python_ok(
         &format!("{PRELUDE}\n{script}\nhealthy()\nprint('healthy')"),
-        &ports(server),
+        &ca_and_ports(server),
     )
 }
 
@@ -436,7 +420,7 @@ fn two_thousand_connections_from_one_address_are_refused_past_the_limit() {
         "{PRELUDE}\nc = C(P['imaps'], tls=True, source='127.0.0.2'); c.expect(r'\\* OK.*\\r\\n')\n\
          c.send(f'l LOGIN {{USER}} {{PASSWORD}}\\r\\n'.encode()); c.expect(r'l OK.*\\r\\n')\nprint('served')"
     );
-    assert!(python_ok(&script, &ports(&server)).contains("served"));
+    assert!(python_ok(&script, &ca_and_ports(&server)).contains("served"));
     assert_rss_bounded(&server, "with 2,000 connections open");
     drop(held);
     // The slots come back as the connections close: a fresh client from 127.0.0.1 works.
@@ -444,7 +428,7 @@ fn two_thousand_connections_from_one_address_are_refused_past_the_limit() {
     loop {
         let out = crate::harness::python(
             &format!("{PRELUDE}\nhealthy()\nprint('healthy')"),
-            &ports(&server),
+            &ca_and_ports(&server),
         );
         if out.status.success() {
             break;

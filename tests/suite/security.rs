@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::harness::{ca_cert, python_ok, wait_output, TestServer, PASSWORD};
+use crate::harness::{ca_and_ports, ca_cert, python_ok, wait_output, TestServer, PASSWORD};
 
 /// Raw-socket helpers (see hostile.rs) plus login helpers for the three protocols.
 const PRELUDE: &str = r#"
@@ -62,24 +62,8 @@ def submission_login(user, password):
     return c.expect(r"\r\n")
 "#;
 
-fn ports(server: &TestServer) -> Vec<String> {
-    let mut args = vec![ca_cert().display().to_string()];
-    for service in [
-        "imap",
-        "imaps",
-        "pop3",
-        "pop3s",
-        "submission",
-        "submissions",
-        "smtp",
-    ] {
-        args.push(format!("{service}={}", server.addr(service).port()));
-    }
-    args
-}
-
 fn run(server: &TestServer, script: &str) -> String {
-    python_ok(&format!("{PRELUDE}\n{script}"), &ports(server))
+    python_ok(&format!("{PRELUDE}\n{script}"), &ca_and_ports(server))
 }
 
 fn setup(extra: &str) -> TestServer {
