@@ -155,6 +155,8 @@ const BACKLOG_PER_ROUTE: usize = 512;
 struct HeldCopies {
     taken: std::time::Instant,
     ids: Arc<HashSet<u64>>,
+    /// The last tracking id handed out before the scan began (see `cancel_deleted`).
+    before: u64,
     /// A task is taking a new snapshot.
     refreshing: bool,
 }
@@ -781,12 +783,21 @@ impl QueueRunner {
         }
         let mut gone = Vec::new();
         for (address, user) in candidates {
-            // A recent snapshot may say "still there"; "gone" is always checked afresh,
-            // as a snapshot can predate the delivery of this very message.
-            if self.user_copies(user, false).await?.contains(&tracking) {
+            // A recent snapshot may say "still there"; "gone" is always checked afresh.
+            let (ids, before) = self.user_copies(user, false).await?;
+            if ids.contains(&tracking) {
                 continue;
             }
-            if !self.user_copies(user, true).await?.contains(&tracking) {
+            // The message arrived after the snapshot's scan began: the snapshot cannot
+            // say it is gone. Rescanning for every such message made redelivery of a
+            // stream of new mail cost a scan of the user's mailboxes per message (one
+            // 100,000-message INBOX: 289 deliveries/s and 700 MB, against 2,125/s and
+            // 70 MB with the runner off). It is taken as still there; one the user
+            // deleted within seconds of its arrival may be redelivered.
+            if tracking > before {
+                continue;
+            }
+            if !self.user_copies(user, true).await?.0.contains(&tracking) {
                 gone.push(address);
             }
         }
@@ -811,11 +822,11 @@ impl QueueRunner {
     }
 
     /// The tracking ids the user holds: a snapshot younger than the TTL unless `fresh`.
-    async fn user_copies(&self, user: u64, fresh: bool) -> anyhow::Result<Arc<HashSet<u64>>> {
+    async fn user_copies(&self, user: u64, fresh: bool) -> anyhow::Result<(Arc<HashSet<u64>>, u64)> {
         if !fresh {
             if let Some(h) = self.held_copies.lock().get_mut(&user) {
                 if h.taken.elapsed() < HELD_COPIES_TTL || h.refreshing {
-                    return Ok(h.ids.clone());
+                    return Ok((h.ids.clone(), h.before));
                 }
                 // One task refreshes a stale snapshot; the others (twenty connections
                 // draining one user's mail) keep using it meanwhile, rather than each
@@ -826,9 +837,9 @@ impl QueueRunner {
         }
         let taken = std::time::Instant::now();
         let store = self.store.clone();
-        let scanned = blocking(move || store.user_tracking_ids(user)).await;
-        let ids = match scanned {
-            Ok(ids) => Arc::new(ids),
+        let scanned = blocking(move || store.user_tracking_snapshot(user)).await;
+        let (ids, before) = match scanned {
+            Ok((ids, before)) => (Arc::new(ids), before),
             Err(e) => {
                 if let Some(h) = self.held_copies.lock().get_mut(&user) {
                     h.refreshing = false;
@@ -841,10 +852,11 @@ impl QueueRunner {
             HeldCopies {
                 taken,
                 ids: ids.clone(),
+                before,
                 refreshing: false,
             },
         );
-        Ok(ids)
+        Ok((ids, before))
     }
 
     /// Sends to one destination and says what happened to each recipient.

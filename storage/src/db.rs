@@ -397,6 +397,11 @@ impl Store {
         *slot
     }
 
+    /// The last tracking id handed out (0 before the first delivery).
+    pub(crate) fn last_tracking_id(&self) -> u64 {
+        self.inner.counters.lock().tracking
+    }
+
     /// A UIDVALIDITY that is the current time when possible and never repeats.
     pub(crate) fn next_uid_validity(&self) -> u32 {
         let now = self.now().clamp(1, u32::MAX as i64) as u64;

@@ -27,6 +27,14 @@ impl Store {
 
     /// Tracking ids of every message the user holds, in any mailbox: one scan that the
     /// queue runner reuses for many relay entries of the same user.
+    /// [`Store::user_tracking_ids`] and the last tracking id handed out before the scan
+    /// began: a message with a higher id arrived after the scan started, so the scan's
+    /// not finding it says nothing about whether the user deleted it.
+    pub fn user_tracking_snapshot(&self, user_id: u64) -> StoreResult<(std::collections::HashSet<u64>, u64)> {
+        let before = self.last_tracking_id();
+        Ok((self.user_tracking_ids(user_id)?, before))
+    }
+
     pub fn user_tracking_ids(&self, user_id: u64) -> StoreResult<std::collections::HashSet<u64>> {
         let mut out = std::collections::HashSet::new();
         for mailbox in self.mailboxes(user_id)? {
