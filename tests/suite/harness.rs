@@ -28,6 +28,65 @@ pub fn ca_cert() -> PathBuf {
     repo().join("certs-dev/ca.crt")
 }
 
+/// Python raw-socket client for hostile-input and security scripts, run with
+/// `ca_and_ports` arguments: `P[service]` is a port, `C(port, tls)` a connection with
+/// `send`, `expect(regex)` (reads until the pattern, fails if the server closes first),
+/// `starttls()`, `closed()` (true once the server has ended the connection) and `close()`.
+pub const RAW_CLIENT_PY: &str = r#"
+import socket, ssl, sys, re, time, base64, smtplib, imaplib, statistics
+CA = sys.argv[1]
+P = dict(a.split("=") for a in sys.argv[2:])
+P = {k: int(v) for k, v in P.items()}
+CTX = ssl.create_default_context(cafile=CA)
+USER, PASSWORD = "anna@example.com", "Correct1horse"
+
+class C:
+    def __init__(self, port, tls=False, source=None):
+        s = socket.create_connection(("127.0.0.1", port), timeout=20,
+                                     source_address=(source, 0) if source else None)
+        self.s = CTX.wrap_socket(s, server_hostname="127.0.0.1") if tls else s
+        self.buf = b""
+    def starttls(self):
+        assert self.buf == b"", self.buf
+        self.s = CTX.wrap_socket(self.s, server_hostname="127.0.0.1")
+    def send(self, data):
+        try:
+            self.s.sendall(data)
+            return True
+        except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
+            return False
+    def _recv(self):
+        try:
+            return self.s.recv(65536)
+        except (ConnectionResetError, ssl.SSLError, OSError):
+            return b""
+    def expect(self, pattern):
+        rx = re.compile(pattern.encode() if isinstance(pattern, str) else pattern)
+        while True:
+            m = rx.search(self.buf)
+            if m:
+                out, self.buf = self.buf[:m.end()], self.buf[m.end():]
+                return out.decode("latin-1")
+            d = self._recv()
+            if not d:
+                raise AssertionError(f"closed before {pattern!r}; got {self.buf[-300:]!r}")
+            self.buf += d
+    def closed(self, within=20):
+        self.s.settimeout(within)
+        while True:
+            try:
+                d = self.s.recv(65536)
+            except socket.timeout:
+                return False
+            except (ConnectionResetError, ssl.SSLError, OSError):
+                return True
+            if not d:
+                return True
+            self.buf += d
+    def close(self):
+        self.s.close()
+"#;
+
 /// Every service the test config listens on.
 pub const SERVICES: [&str; 7] = [
     "imap",

@@ -10,64 +10,10 @@ use std::io::Read;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use crate::harness::{ca_and_ports, python_ok, TestServer, PASSWORD};
+use crate::harness::{ca_and_ports, python_ok, TestServer, PASSWORD, RAW_CLIENT_PY};
 
-/// Raw-socket helpers shared by the scripts: `C(port, tls)` is a connection with
-/// `send`, `expect(regex)` (reads until the pattern, fails if the server closes first)
-/// and `closed()` (true once the server has ended the connection).
+/// Helpers of these scripts beside the harness's raw-socket client (`RAW_CLIENT_PY`).
 const PRELUDE: &str = r#"
-import socket, ssl, sys, re, time, base64, smtplib, imaplib
-CA = sys.argv[1]
-P = dict(a.split("=") for a in sys.argv[2:])
-P = {k: int(v) for k, v in P.items()}
-CTX = ssl.create_default_context(cafile=CA)
-USER, PASSWORD = "anna@example.com", "Correct1horse"
-
-class C:
-    def __init__(self, port, tls=False, source=None):
-        s = socket.create_connection(("127.0.0.1", port), timeout=20,
-                                     source_address=(source, 0) if source else None)
-        self.s = CTX.wrap_socket(s, server_hostname="127.0.0.1") if tls else s
-        self.buf = b""
-    def starttls(self):
-        assert self.buf == b"", self.buf
-        self.s = CTX.wrap_socket(self.s, server_hostname="127.0.0.1")
-    def send(self, data):
-        try:
-            self.s.sendall(data)
-            return True
-        except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
-            return False
-    def _recv(self):
-        try:
-            return self.s.recv(65536)
-        except (ConnectionResetError, ssl.SSLError, OSError):
-            return b""
-    def expect(self, pattern):
-        rx = re.compile(pattern.encode() if isinstance(pattern, str) else pattern)
-        while True:
-            m = rx.search(self.buf)
-            if m:
-                out, self.buf = self.buf[:m.end()], self.buf[m.end():]
-                return out.decode("latin-1")
-            d = self._recv()
-            if not d:
-                raise AssertionError(f"closed before {pattern!r}; got {self.buf[-300:]!r}")
-            self.buf += d
-    def closed(self, within=20):
-        self.s.settimeout(within)
-        while True:
-            try:
-                d = self.s.recv(65536)
-            except socket.timeout:
-                return False
-            except (ConnectionResetError, ssl.SSLError, OSError):
-                return True
-            if not d:
-                return True
-            self.buf += d
-    def close(self):
-        self.s.close()
 
 def imap_login(tls_port=None):
     c = C(tls_port or P["imaps"], tls=True)
@@ -87,7 +33,7 @@ def healthy():
 
 fn run(server: &TestServer, script: &str) -> String {
     python_ok(
-        &format!("{PRELUDE}\n{script}\nhealthy()\nprint('healthy')"),
+        &format!("{RAW_CLIENT_PY}{PRELUDE}\n{script}\nhealthy()\nprint('healthy')"),
         &ca_and_ports(server),
     )
 }
@@ -417,7 +363,7 @@ fn two_thousand_connections_from_one_address_are_refused_past_the_limit() {
     assert_eq!(refused, 1980);
     // Meanwhile a client from another address is served as usual.
     let script = format!(
-        "{PRELUDE}\nc = C(P['imaps'], tls=True, source='127.0.0.2'); c.expect(r'\\* OK.*\\r\\n')\n\
+        "{RAW_CLIENT_PY}{PRELUDE}\nc = C(P['imaps'], tls=True, source='127.0.0.2'); c.expect(r'\\* OK.*\\r\\n')\n\
          c.send(f'l LOGIN {{USER}} {{PASSWORD}}\\r\\n'.encode()); c.expect(r'l OK.*\\r\\n')\nprint('served')"
     );
     assert!(python_ok(&script, &ca_and_ports(&server)).contains("served"));
@@ -427,7 +373,7 @@ fn two_thousand_connections_from_one_address_are_refused_past_the_limit() {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let out = crate::harness::python(
-            &format!("{PRELUDE}\nhealthy()\nprint('healthy')"),
+            &format!("{RAW_CLIENT_PY}{PRELUDE}\nhealthy()\nprint('healthy')"),
             &ca_and_ports(&server),
         );
         if out.status.success() {

@@ -8,38 +8,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::harness::{ca_and_ports, ca_cert, python_ok, wait_output, TestServer, PASSWORD};
+use crate::harness::{ca_and_ports, ca_cert, python_ok, wait_output, TestServer, PASSWORD, RAW_CLIENT_PY};
 
-/// Raw-socket helpers (see hostile.rs) plus login helpers for the three protocols.
+/// Login helpers for the three protocols, beside the harness's raw-socket client.
 const PRELUDE: &str = r#"
-import socket, ssl, sys, re, time, base64, statistics
-CA = sys.argv[1]
-P = {k: int(v) for k, v in (a.split("=") for a in sys.argv[2:])}
-CTX = ssl.create_default_context(cafile=CA)
-USER, PASSWORD = "anna@example.com", "Correct1horse"
-
-class C:
-    def __init__(self, port, tls=False, source=None):
-        s = socket.create_connection(("127.0.0.1", port), timeout=20,
-                                     source_address=(source, 0) if source else None)
-        self.s = CTX.wrap_socket(s, server_hostname="127.0.0.1") if tls else s
-        self.buf = b""
-    def starttls(self):
-        self.s = CTX.wrap_socket(self.s, server_hostname="127.0.0.1")
-    def send(self, data):
-        self.s.sendall(data)
-    def expect(self, pattern):
-        rx = re.compile(pattern.encode())
-        while True:
-            m = rx.search(self.buf)
-            if m:
-                out, self.buf = self.buf[:m.end()], self.buf[m.end():]
-                return out.decode("latin-1")
-            d = self.s.recv(65536)
-            if not d:
-                raise AssertionError(f"closed before {pattern!r}; got {self.buf[-300:]!r}")
-            self.buf += d
-
 def imap_login(user, password, source=None):
     """The tagged reply to LOGIN over implicit TLS, and how long it took."""
     c = C(P["imaps"], tls=True, source=source); c.expect(r"\* OK.*\r\n")
@@ -63,7 +35,10 @@ def submission_login(user, password):
 "#;
 
 fn run(server: &TestServer, script: &str) -> String {
-    python_ok(&format!("{PRELUDE}\n{script}"), &ca_and_ports(server))
+    python_ok(
+        &format!("{RAW_CLIENT_PY}{PRELUDE}\n{script}"),
+        &ca_and_ports(server),
+    )
 }
 
 fn setup(extra: &str) -> TestServer {
