@@ -337,30 +337,7 @@ fn outbound_mail_follows_the_route_and_is_dkim_signed() {
     let tmp = tempfile::tempdir().unwrap();
     let remote = Sink::start(&tmp.path().join("remote"), free_port(), &[]);
     let primary = Sink::start(&tmp.path().join("primary"), free_port(), &[]);
-    let key = tmp.path().join("dkim.pem");
-    let ok = Command::new("openssl")
-        .args([
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-            "-out",
-        ])
-        .arg(&key)
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(ok.success());
-    let public = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "openssl pkey -in {} -pubout -outform DER | base64 -w0",
-            key.display()
-        ))
-        .output()
-        .unwrap();
-    let public = String::from_utf8(public.stdout).unwrap();
+    let (key, public) = dkim_key(tmp.path());
     let config = delivery_config(&format!(
         "routes = {{ \"remote.org\" = \"127.0.0.1:{}\" }}",
         remote.port

@@ -414,3 +414,31 @@ pub fn python_ok(script: &str, args: &[String]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// A fresh RSA key (PEM path) and its public key as DKIM's `p=` value.
+pub fn dkim_key(dir: &std::path::Path) -> (std::path::PathBuf, String) {
+    let key = dir.join("dkim.pem");
+    let ok = Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+        ])
+        .arg(&key)
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let public = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl pkey -in {} -pubout -outform DER | base64 -w0",
+            key.display()
+        ))
+        .output()
+        .unwrap();
+    (key, String::from_utf8(public.stdout).unwrap())
+}

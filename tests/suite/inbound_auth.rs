@@ -3,42 +3,12 @@
 //! forged one from another `p=reject` domain is refused with `550 5.7.1` and nothing is
 //! stored. DNS answers come from the server's test-only record file: no network.
 
-use std::process::{Command, Stdio};
-
 use mail_auth::common::crypto::{RsaKey, Sha256};
 use mail_auth::common::headers::HeaderWriter;
 use mail_auth::dkim::DkimSigner;
 use rustls_pki_types::pem::PemObject;
 
 use crate::harness::*;
-
-/// A fresh RSA key (PEM path) and its public key as DKIM's `p=` value.
-fn dkim_key(dir: &std::path::Path) -> (std::path::PathBuf, String) {
-    let key = dir.join("dkim.pem");
-    let ok = Command::new("openssl")
-        .args([
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-            "-out",
-        ])
-        .arg(&key)
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(ok.success());
-    let public = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "openssl pkey -in {} -pubout -outform DER | base64 -w0",
-            key.display()
-        ))
-        .output()
-        .unwrap();
-    (key, String::from_utf8(public.stdout).unwrap())
-}
 
 fn sign(message: &[u8], key: &std::path::Path) -> Vec<u8> {
     let pem = std::fs::read_to_string(key).unwrap();
