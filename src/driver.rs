@@ -58,6 +58,14 @@ impl Unanswered {
 pub trait Session: Send + 'static {
     fn greeting(&mut self) -> Output;
     fn receive(&mut self, input: &[u8]) -> Output;
+    /// Handles the part of `input` that needs neither the store nor a credential check,
+    /// on the async worker, with no thread hand-off (an SMTP body streaming in). None,
+    /// the default, when the session cannot: the driver then runs `receive` on the
+    /// blocking pool. After `Some`, `has_pending` says whether a `receive(&[])` on the
+    /// blocking pool must finish the job.
+    fn receive_inline(&mut self, _input: &[u8]) -> Option<Output> {
+        None
+    }
     fn tls_started(&mut self);
     /// IMAP IDLE: the watched mailbox changed.
     fn mailbox_changed(&mut self) -> Output {
@@ -147,14 +155,6 @@ enum Conn {
 }
 
 impl Conn {
-    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        match self {
-            Conn::Plain(s) => s.read(buf).await,
-            Conn::Tls(s) => s.read(buf).await,
-            Conn::Closed => Ok(0),
-        }
-    }
-
     async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         if bytes.is_empty() {
             return Ok(());
@@ -227,7 +227,7 @@ pub async fn drive<S: Session>(
         conn.shutdown().await;
         return Ok(());
     }
-    let mut buf = vec![0u8; SMALL_READ];
+    let mut buf = ReadBuffer::new();
     let mut revoked = Some(revoked);
     let mut idle: Option<watch::Receiver<u64>> = None;
     let mut pacer = Pacer::new(timeouts.commands_per_second, tokio::time::Instant::now());
@@ -247,7 +247,7 @@ pub async fn drive<S: Session>(
             Event::Goodbye(Goodbye::Shutdown)
         } else {
             tokio::select! {
-            read = tokio::time::timeout(limit, conn.read(&mut buf)) => match read {
+            read = tokio::time::timeout(limit, buf.read(&mut conn)) => match read {
                 Ok(Ok(0)) => return Ok(()),
                 Ok(Ok(n)) => Event::Input(n),
                 Ok(Err(e)) => return Err(e.into()),
@@ -283,10 +283,16 @@ pub async fn drive<S: Session>(
         };
         let out = match event {
             Event::Input(n) => {
-                let chunk = buf[..n].to_vec();
-                resize_read_buffer(&mut buf, n);
-                let (s, mut out) = step(session, move |s| s.receive(&chunk)).await?;
-                session = s;
+                let mut out = match session.receive_inline(buf.filled()) {
+                    Some(out) => out,
+                    None => {
+                        let chunk = buf.filled().to_vec();
+                        let (s, out) = step(session, move |s| s.receive(&chunk)).await?;
+                        session = s;
+                        out
+                    }
+                };
+                buf.resize_after(n);
                 // Output capped per step (a burst of pipelined RETRs): write what is
                 // ready and run the rest before reading more.
                 while out.action == Action::Continue && session.has_pending() {
@@ -324,9 +330,9 @@ pub async fn drive<S: Session>(
                     // Let an SMTP transaction in flight finish (bounded), then say goodbye.
                     let deadline = tokio::time::Instant::now() + timeouts.shutdown_grace;
                     while session.busy() && tokio::time::Instant::now() < deadline {
-                        match tokio::time::timeout_at(deadline, conn.read(&mut buf)).await {
+                        match tokio::time::timeout_at(deadline, buf.read(&mut conn)).await {
                             Ok(Ok(n)) if n > 0 => {
-                                let chunk = buf[..n].to_vec();
+                                let chunk = buf.filled().to_vec();
                                 let (s, out) = step(session, move |s| s.receive(&chunk)).await?;
                                 session = s;
                                 conn.write_all(&out.bytes).await?;
@@ -388,13 +394,58 @@ async fn still_allowed(store: &Store, user_id: u64) -> bool {
     }
 }
 
-/// Grows the read buffer (up to `READ_CHUNK`) after a read that filled it, and gives the
-/// memory back after a small read.
-fn resize_read_buffer(buf: &mut Vec<u8>, last_read: usize) {
-    if last_read == buf.len() && buf.len() < READ_CHUNK {
-        *buf = vec![0u8; READ_CHUNK];
-    } else if last_read < SMALL_READ / 2 && buf.len() > SMALL_READ {
-        *buf = vec![0u8; SMALL_READ];
+/// A connection's read buffer. It starts at `SMALL_READ`, grows to `READ_CHUNK` after a
+/// read that filled it and shrinks back after `SHRINK_AFTER` small reads in a row, so an
+/// SMTP body or APPEND streams in big reads while an idle connection holds 2 KiB. Reads
+/// go into spare capacity: nothing is zeroed first.
+struct ReadBuffer {
+    bytes: Vec<u8>,
+    small_reads: u32,
+}
+
+/// Small reads in a row before a grown buffer is given back. A message body alternates
+/// full and partial reads; shrinking at the first partial one reallocated 64 KiB twice
+/// per message.
+const SHRINK_AFTER: u32 = 4;
+
+impl ReadBuffer {
+    fn new() -> Self {
+        ReadBuffer {
+            bytes: Vec::with_capacity(SMALL_READ),
+            small_reads: 0,
+        }
+    }
+
+    /// Reads once, at most the buffer's capacity; the bytes are in `filled()`.
+    async fn read(&mut self, conn: &mut Conn) -> std::io::Result<usize> {
+        // One read into the spare capacity (a Vec grows only when it has none).
+        self.bytes.clear();
+        match conn {
+            Conn::Plain(s) => s.read_buf(&mut self.bytes).await,
+            Conn::Tls(s) => s.read_buf(&mut self.bytes).await,
+            Conn::Closed => Ok(0),
+        }
+    }
+
+    fn filled(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Adapts the size after a read of `last_read` bytes.
+    fn resize_after(&mut self, last_read: usize) {
+        let capacity = self.bytes.capacity();
+        if last_read >= capacity && capacity < READ_CHUNK {
+            self.bytes = Vec::with_capacity(READ_CHUNK);
+            self.small_reads = 0;
+        } else if last_read < SMALL_READ / 2 && capacity > SMALL_READ {
+            self.small_reads += 1;
+            if self.small_reads >= SHRINK_AFTER {
+                self.bytes = Vec::with_capacity(SMALL_READ);
+                self.small_reads = 0;
+            }
+        } else {
+            self.small_reads = 0;
+        }
     }
 }
 

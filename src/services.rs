@@ -18,6 +18,9 @@ impl Session for Box<dyn Session> {
     fn receive(&mut self, input: &[u8]) -> Output {
         (**self).receive(input)
     }
+    fn receive_inline(&mut self, input: &[u8]) -> Option<Output> {
+        (**self).receive_inline(input)
+    }
     fn tls_started(&mut self) {
         (**self).tls_started()
     }

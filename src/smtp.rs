@@ -240,6 +240,12 @@ impl Session for SmtpSession {
     fn receive(&mut self, input: &[u8]) -> Output {
         SmtpSession::receive(self, input)
     }
+    fn receive_inline(&mut self, input: &[u8]) -> Option<Output> {
+        Some(SmtpSession::receive_inline(self, input))
+    }
+    fn has_pending(&self) -> bool {
+        self.has_deferred()
+    }
     fn tls_started(&mut self) {
         SmtpSession::tls_started(self)
     }

@@ -82,6 +82,9 @@ impl Session for Tracked {
     fn receive(&mut self, input: &[u8]) -> Output {
         self.inner.receive(input)
     }
+    fn receive_inline(&mut self, input: &[u8]) -> Option<Output> {
+        self.inner.receive_inline(input)
+    }
     fn tls_started(&mut self) {
         self.inner.tls_started()
     }

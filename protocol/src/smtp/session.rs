@@ -62,6 +62,8 @@ enum Phase {
     },
     /// A SASL response line.
     Auth(AuthStep),
+    /// The body is complete (read by `receive_inline`); the next `receive` delivers it.
+    Delivery(BodyDecoder),
     /// After QUIT, `421` or `goodbye`.
     Closed,
 }
@@ -100,6 +102,9 @@ enum Flow {
     /// STARTTLS accepted: drop the rest of the input (RFC 3207 §4, CVE-2011-0411).
     StartTls,
     Close,
+    /// `receive_inline`: `n` bytes were used and the next step needs the backend; the
+    /// rest waits in `pending` for `receive` on a thread that may block.
+    Defer(usize),
 }
 
 /// A framed line, or why there is none yet.
@@ -128,6 +133,10 @@ pub struct SmtpSession {
     /// Inside an over-long line: drop bytes up to its LF, then answer `500 5.5.6`.
     discarding_line: bool,
     errors: u32,
+    /// Set during `receive_inline`: a step that would call a backend stops instead.
+    inline: bool,
+    /// `receive_inline` stopped before a backend call; `receive(&[])` does the rest.
+    deferred: bool,
 }
 
 impl SmtpSession {
@@ -151,6 +160,8 @@ impl SmtpSession {
             pending: Vec::new(),
             discarding_line: false,
             errors: 0,
+            inline: false,
+            deferred: false,
         }
     }
 
@@ -199,6 +210,29 @@ impl SmtpSession {
 
     /// Feeds bytes from the client; returns every reply they caused and what to do next.
     pub fn receive(&mut self, input: &[u8]) -> Output {
+        self.inline = false;
+        self.run(input)
+    }
+
+    /// Like `receive`, but calls no backend, so it never blocks and can run on an async
+    /// worker: message bodies streaming in and the commands that need no look-up (EHLO,
+    /// MX-side MAIL, DATA, RSET...) cost no thread hand-off. It stops before the first
+    /// step that needs the store or the credential check (RCPT, AUTH, the end of a
+    /// message...); then `has_deferred()` is true and `receive(&[])` must be called.
+    pub fn receive_inline(&mut self, input: &[u8]) -> Output {
+        self.inline = true;
+        let out = self.run(input);
+        self.inline = false;
+        out
+    }
+
+    /// `receive_inline` left work that needs a backend: call `receive(&[])`.
+    pub fn has_deferred(&self) -> bool {
+        self.deferred
+    }
+
+    fn run(&mut self, input: &[u8]) -> Output {
+        self.deferred = false;
         let mut out = Vec::new();
         let joined;
         let input = if self.pending.is_empty() {
@@ -214,9 +248,11 @@ impl SmtpSession {
             if matches!(self.phase, Phase::Closed) {
                 break Action::Close;
             }
-            let Some(rest) = input.get(pos..).filter(|rest| !rest.is_empty()) else {
+            let rest = input.get(pos..).unwrap_or_default();
+            // A body read by `receive_inline` is delivered even when no input follows.
+            if rest.is_empty() && !matches!(self.phase, Phase::Delivery(_)) {
                 break Action::Continue;
-            };
+            }
             match self.step(rest, &mut out) {
                 Flow::Consumed(n) => pos += n,
                 Flow::NeedMore => {
@@ -227,6 +263,11 @@ impl SmtpSession {
                 Flow::Close => {
                     self.phase = Phase::Closed;
                     break Action::Close;
+                }
+                Flow::Defer(n) => {
+                    self.pending = input.get(pos + n..).unwrap_or_default().to_vec();
+                    self.deferred = true;
+                    break Action::Continue;
                 }
             }
         };
@@ -242,6 +283,7 @@ impl SmtpSession {
                     MAX_COMMAND_LINE
                 };
                 match self.frame_line(rest, limit) {
+                    Line::Complete(line) if self.inline && self.needs_backend(line) => Flow::Defer(0),
                     Line::Complete(line) => match self.command(line, out) {
                         Flow::Consumed(_) => Flow::Consumed(line.len()),
                         other => other,
@@ -252,6 +294,14 @@ impl SmtpSession {
                 }
             }
             Phase::Data(decoder) => match decoder.feed(rest) {
+                Some(used) if self.inline => {
+                    // The body is complete; delivering it is the backend's part.
+                    let Phase::Data(decoder) = std::mem::replace(&mut self.phase, Phase::Command) else {
+                        return Flow::Consumed(used);
+                    };
+                    self.phase = Phase::Delivery(decoder);
+                    Flow::Defer(used)
+                }
                 Some(used) => {
                     let Phase::Data(decoder) = std::mem::replace(&mut self.phase, Phase::Command) else {
                         return Flow::Consumed(used);
@@ -268,6 +318,10 @@ impl SmtpSession {
                 discard,
             } => {
                 let n = rest.len().min(*remaining);
+                if self.inline && n == *remaining && *last && discard.is_none() {
+                    // This completes the message: all of it is read on the blocking side.
+                    return Flow::Defer(0);
+                }
                 *remaining -= n;
                 let (done, size, last, discard) = (*remaining == 0, *size, *last, *discard);
                 if discard.is_none() {
@@ -283,6 +337,7 @@ impl SmtpSession {
                 }
                 Flow::Consumed(n)
             }
+            Phase::Auth(_) if self.inline => Flow::Defer(0),
             Phase::Auth(_) => match self.frame_line(rest, MAX_SASL_LINE + 2) {
                 Line::Complete(line) => {
                     let Phase::Auth(step) = std::mem::replace(&mut self.phase, Phase::Command) else {
@@ -300,7 +355,34 @@ impl SmtpSession {
                 Line::Discarding(n) => Flow::Consumed(n),
                 Line::Incomplete => Flow::NeedMore,
             },
+            Phase::Delivery(_) if self.inline => Flow::Defer(0),
+            Phase::Delivery(_) => {
+                if let Phase::Delivery(decoder) = std::mem::replace(&mut self.phase, Phase::Command) {
+                    self.finish_message(decoder, out);
+                }
+                Flow::Consumed(0)
+            }
             Phase::Closed => Flow::Close,
+        }
+    }
+
+    /// Whether a command line may call a backend (`receive_inline` stops before it). Only
+    /// commands known to need none pass; anything else, unknown verbs included, waits for
+    /// `receive`.
+    fn needs_backend(&self, line: &[u8]) -> bool {
+        let Some(verb) = line.get(..4) else {
+            return true;
+        };
+        if !matches!(line.get(4), Some(b' ' | b'\r' | b'\n')) {
+            return true;
+        }
+        let verb = verb.to_ascii_uppercase();
+        match &verb[..] {
+            // Not BDAT: `BDAT 0 LAST` delivers at once. Its chunk's bytes pass inline.
+            b"EHLO" | b"HELO" | b"DATA" | b"RSET" | b"NOOP" | b"QUIT" => false,
+            // Submission checks the sender against the user's addresses.
+            b"MAIL" => self.mode != SmtpMode::Mx,
+            _ => true,
         }
     }
 

@@ -2,6 +2,7 @@
 //! root crate's integration tests use swaks and smtplib).
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use time::macros::datetime;
@@ -23,10 +24,13 @@ impl Clock for FixedClock {
 struct MockBackend {
     delivered: Mutex<Vec<(Envelope, Vec<u8>)>>,
     failure: Mutex<Option<DeliveryError>>,
+    /// Calls of any method, and of the credential check (`MockAuth`).
+    calls: Arc<AtomicUsize>,
 }
 
 impl SmtpBackend for MockBackend {
     fn check_recipient(&self, mode: SmtpMode, account: Option<&Account>, rcpt: &str) -> RcptVerdict {
+        self.calls.fetch_add(1, Ordering::SeqCst);
         if mode == SmtpMode::Submission && account.is_some_and(|a| a.access == AccessLevel::Full) {
             return RcptVerdict::Accept;
         }
@@ -43,10 +47,12 @@ impl SmtpBackend for MockBackend {
     }
 
     fn sender_allowed(&self, account: &Account, address: &str) -> bool {
+        self.calls.fetch_add(1, Ordering::SeqCst);
         address.eq_ignore_ascii_case(&account.address) || address.eq_ignore_ascii_case("alias@example.com")
     }
 
     fn deliver(&self, envelope: &Envelope, message: &[u8]) -> Result<DeliveryReceipt, DeliveryError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
         if let Some(error) = self.failure.lock().unwrap().clone() {
             return Err(error);
         }
@@ -58,10 +64,13 @@ impl SmtpBackend for MockBackend {
     }
 }
 
-struct MockAuth;
+struct MockAuth {
+    calls: Arc<AtomicUsize>,
+}
 
 impl AuthBackend for MockAuth {
     fn authenticate(&self, c: &Credentials) -> Result<Account, AuthError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
         let access = match (c.username.as_str(), c.password.expose()) {
             ("user@example.com", "secret") => AccessLevel::Full,
             ("ro@example.com", "secret") => AccessLevel::ReadOnly,
@@ -102,7 +111,10 @@ impl Harness {
             max_errors: 10,
             clock: Arc::new(FixedClock),
         };
-        let session = SmtpSession::new(info, mode, Arc::new(MockAuth), backend.clone(), limits);
+        let auth = Arc::new(MockAuth {
+            calls: backend.calls.clone(),
+        });
+        let session = SmtpSession::new(info, mode, auth, backend.clone(), limits);
         Harness { session, backend }
     }
 
@@ -649,4 +661,119 @@ fn control_characters_in_commands_are_refused() {
          500 5.5.2 Syntax error: control character in command\r\n\
          250 mx.example.com\r\n"
     );
+}
+
+/// Feeds `input` in `chunks` through `receive_inline`, as the driver does on its async
+/// worker: no chunk may reach a backend there; deferred work goes through `receive(&[])`.
+fn feed_inline(h: &mut Harness, chunks: &[&[u8]]) -> String {
+    let mut replies = Vec::new();
+    for chunk in chunks {
+        let before = h.backend.calls.load(Ordering::SeqCst);
+        let out = h.session.receive_inline(chunk);
+        assert_eq!(
+            h.backend.calls.load(Ordering::SeqCst),
+            before,
+            "receive_inline called a backend for {:?}",
+            String::from_utf8_lossy(chunk)
+        );
+        replies.extend(out.bytes);
+        let mut closed = out.action == Action::Close;
+        while !closed && h.session.has_deferred() {
+            let out = h.session.receive(&[]);
+            replies.extend(out.bytes);
+            closed = out.action == Action::Close;
+        }
+        if closed {
+            break;
+        }
+    }
+    String::from_utf8(replies).unwrap()
+}
+
+/// Transcripts covering every phase: MX DATA and BDAT with a refused recipient, and a
+/// submission with AUTH PLAIN, AUTH LOGIN, a sender check and a From header check.
+fn inline_transcripts() -> Vec<(SmtpMode, String)> {
+    let body = "Subject: hi\r\n\r\n..dot\r\nline two\r\n";
+    vec![
+        (
+            SmtpMode::Mx,
+            format!(
+                "EHLO a.example\r\nNOOP\r\nMAIL FROM:<x@remote.org>\r\nRCPT TO:<unknown@example.com>\r\n\
+                 RCPT TO:<bob@example.com>\r\nDATA\r\n{body}.\r\nRSET\r\nMAIL FROM:<x@remote.org>\r\n\
+                 RCPT TO:<carol@example.com>\r\nBDAT 5\r\nhelloBDAT 0 LAST\r\n\
+                 MAIL FROM:<y@remote.org>\r\nRCPT TO:<bob@example.com>\r\nBDAT 3 LAST\r\nabcQUIT\r\n"
+            ),
+        ),
+        (
+            SmtpMode::Submission,
+            format!(
+                "EHLO c\r\nAUTH LOGIN\r\ndXNlckBleGFtcGxlLmNvbQ==\r\nd3Jvbmc=\r\n\
+                 AUTH PLAIN AHVzZXJAZXhhbXBsZS5jb20Ac2VjcmV0\r\nMAIL FROM:<user@example.com>\r\n\
+                 RCPT TO:<r@remote.org>\r\nDATA\r\nFrom: user@example.com\r\n{body}.\r\nQUIT\r\n"
+            ),
+        ),
+    ]
+}
+
+/// Deliveries with the Received header's per-message id cut out.
+fn without_trace_ids(h: &Harness) -> Vec<(Envelope, (String, String))> {
+    h.delivered()
+        .into_iter()
+        .map(|(envelope, message)| (envelope, strip_received(&message)))
+        .collect()
+}
+
+#[test]
+fn inline_receive_calls_no_backend_and_answers_as_receive_does() {
+    for (mode, transcript) in inline_transcripts() {
+        let bytes = transcript.as_bytes();
+        let mut reference = Harness::new(mode, true);
+        let expected = reference.send(&transcript);
+        let refusal = match mode {
+            SmtpMode::Mx => "550 5.1.1",
+            SmtpMode::Submission => "535 5.7.8",
+        };
+        assert!(
+            expected.contains("queued as Q1") && expected.contains(refusal),
+            "{expected}"
+        );
+        // Every split into two chunks, then small fixed-size chunks.
+        for cut in 0..=bytes.len() {
+            let mut h = Harness::new(mode, true);
+            let (a, b) = bytes.split_at(cut);
+            assert_eq!(feed_inline(&mut h, &[a, b]), expected, "cut at {cut}");
+            assert_eq!(
+                without_trace_ids(&h),
+                without_trace_ids(&reference),
+                "cut at {cut}"
+            );
+        }
+        for size in [1, 3, 7, 64] {
+            let mut h = Harness::new(mode, true);
+            let chunks: Vec<&[u8]> = bytes.chunks(size).collect();
+            assert_eq!(feed_inline(&mut h, &chunks), expected, "chunks of {size}");
+        }
+    }
+}
+
+#[test]
+fn inline_receive_streams_a_body_without_deferring() {
+    let mut h = Harness::new(SmtpMode::Mx, false);
+    feed_inline(
+        &mut h,
+        &[b"EHLO a\r\nMAIL FROM:<x@remote.org>\r\nRCPT TO:<bob@example.com>\r\n"],
+    );
+    assert!(!h.session.has_deferred());
+    let out = h.session.receive_inline(b"DATA\r\n");
+    assert_eq!(out.bytes, b"354 End data with <CR><LF>.<CR><LF>\r\n");
+    for _ in 0..3 {
+        let out = h.session.receive_inline(b"a line of the body\r\n");
+        assert!(out.bytes.is_empty() && !h.session.has_deferred());
+    }
+    // The end of the data is the delivery: deferred, then done by `receive`.
+    assert!(h.session.receive_inline(b".\r\n").bytes.is_empty());
+    assert!(h.session.has_deferred() && h.delivered().is_empty());
+    assert_eq!(h.session.receive(&[]).bytes, b"250 2.0.0 Ok: queued as Q1\r\n");
+    assert!(!h.session.has_deferred());
+    assert_eq!(h.delivered().len(), 1);
 }
