@@ -134,6 +134,7 @@ pub async fn run(
         smtp: Arc::new(
             crate::smtp::SmtpStore::new(store.clone())
                 .with_queue_wakeup(queue_wakeup.clone())
+                .with_outage_parking(config.delivery.outage_recheck_secs)
                 .with_inbound_auth(crate::inbound_auth::InboundVerifier::from_config(
                     &config.smtp,
                     &config.hostname,
@@ -189,7 +190,7 @@ pub async fn run(
             s.clock.clone(),
             s.config.hostname.clone(),
             s.config.delivery.clone(),
-            queue_wakeup,
+            queue_wakeup.clone(),
             shutdown.clone(),
         )
     });
@@ -204,6 +205,7 @@ pub async fn run(
         shared.store.clone(),
         shared.clock.clone(),
         shared.config.hostname.clone(),
+        queue_wakeup.clone(),
         stop_rx.clone(),
     );
     let mut accept_tasks = Vec::new();

@@ -11,6 +11,7 @@ use understudy_protocol::smtp::{
 use understudy_protocol::{Account, Goodbye, Output};
 use understudy_storage::accounts::Recipient;
 use understudy_storage::mailbox::DeliveryRequest;
+use understudy_storage::outage::OutagePhase;
 use understudy_storage::{DeliveryMode, NewQueueEntry, QueueKind, Store, StoreError};
 
 use crate::driver::Session;
@@ -22,6 +23,9 @@ pub struct SmtpStore {
     queue_wakeup: Option<crate::delivery::QueueWakeup>,
     /// SPF/DKIM/DMARC for MX mail (`[smtp] verify_inbound`); `None` when off.
     inbound_auth: Option<Arc<InboundVerifier>>,
+    /// `delivery.outage_recheck_secs`: a relay copy for a domain in an outage is queued
+    /// parked this long, as the queue runner would park it, instead of due at once.
+    outage_recheck_secs: Option<i64>,
 }
 
 impl SmtpStore {
@@ -30,7 +34,27 @@ impl SmtpStore {
             store,
             queue_wakeup: None,
             inbound_auth: None,
+            outage_recheck_secs: None,
         }
+    }
+
+    /// Queue relay copies for a domain in an outage parked for `secs` (see the field).
+    pub fn with_outage_parking(mut self, secs: u64) -> Self {
+        self.outage_recheck_secs = Some(i64::try_from(secs).unwrap_or(i64::MAX));
+        self
+    }
+
+    /// When a new relay copy for `domain` is first due: now, or, during the domain's
+    /// outage, at the runner's next recheck. Waking the runner for a copy it can only
+    /// park cost a due-index scan and a rewrite of the entry per message.
+    fn relay_due(&self, domain: &str, now: i64) -> Result<i64, StoreError> {
+        let Some(secs) = self.outage_recheck_secs else {
+            return Ok(now);
+        };
+        Ok(match self.store.outage_state(domain)?.phase {
+            OutagePhase::Outage => now.saturating_add(secs),
+            _ => now,
+        })
     }
 
     pub fn with_inbound_auth(mut self, verifier: Option<Arc<InboundVerifier>>) -> Self {
@@ -156,16 +180,16 @@ impl SmtpBackend for SmtpStore {
                 }
             }
         }
-        let mut queue: Vec<NewQueueEntry> = relay
-            .into_iter()
-            .map(|(domain, recipients)| NewQueueEntry {
+        let mut queue = Vec::with_capacity(relay.len() + 2);
+        for (domain, recipients) in relay {
+            queue.push(NewQueueEntry {
                 kind: QueueKind::Relay,
+                next_attempt: self.relay_due(&domain, now).map_err(fail)?,
                 domain,
                 mail_from: envelope.mail_from.clone(),
                 recipients,
-                next_attempt: now,
-            })
-            .collect();
+            });
+        }
         if let (SmtpMode::Submission, Some(account)) = (envelope.mode, &envelope.account) {
             let sender_domain = domain_of(&account.address);
             if !external.is_empty() {
@@ -182,10 +206,10 @@ impl SmtpBackend for SmtpStore {
             // second copy.
             queue.push(NewQueueEntry {
                 kind: QueueKind::Relay,
+                next_attempt: self.relay_due(&sender_domain, now).map_err(fail)?,
                 domain: sender_domain,
                 mail_from: envelope.mail_from.clone(),
                 recipients: vec![(account.address.clone(), None)],
-                next_attempt: now,
             });
         }
         let rcpts = envelope.rcpts.join(", ");
@@ -215,7 +239,8 @@ impl SmtpBackend for SmtpStore {
             outcome.queue_ids.len() as u64,
             std::sync::atomic::Ordering::Relaxed,
         );
-        if let (Some(wakeup), false) = (&self.queue_wakeup, outcome.queue_ids.is_empty()) {
+        let due_now = request.queue.iter().any(|entry| entry.next_attempt <= now);
+        if let (Some(wakeup), true) = (&self.queue_wakeup, due_now) {
             wakeup.notify_one();
         }
         tracing::info!(
@@ -262,10 +287,69 @@ impl Session for SmtpSession {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
-    use super::{delivery_error, message_id};
-    use understudy_protocol::smtp::DeliveryError;
-    use understudy_storage::StoreError;
+    use std::sync::Arc;
+
+    use super::{delivery_error, message_id, SmtpStore};
+    use understudy_protocol::smtp::{DeliveryError, Envelope, SmtpBackend, SmtpMode};
+    use understudy_storage::outage::{OutagePhase, OutageState};
+    use understudy_storage::{Clock, Domain, ManualClock, Store, StoreError, StoreOptions};
+
+    /// During the domain's outage the relay copy is queued parked until the runner's next
+    /// recheck (the runner no longer has to be woken to park it); otherwise it is due now.
+    #[test]
+    fn relay_copies_are_queued_parked_during_an_outage() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(1_700_000_000));
+        let store = Store::open_with(dir.path(), StoreOptions::default(), clock.clone()).unwrap();
+        store.add_domain(&Domain::new("example.com")).unwrap();
+        store.create_user("anna@example.com", "Anna", None).unwrap();
+        let wakeup = crate::delivery::QueueWakeup::default();
+        let smtp = SmtpStore::new(store.clone())
+            .with_outage_parking(60)
+            .with_queue_wakeup(wakeup.clone());
+        let envelope = Envelope {
+            mode: SmtpMode::Mx,
+            mail_from: "x@remote.test".into(),
+            rcpts: vec!["anna@example.com".into()],
+            helo: "remote.test".into(),
+            peer: "192.0.2.1".parse().unwrap(),
+            tls: false,
+            account: None,
+            smtputf8: false,
+            body_8bit: false,
+        };
+        let next_attempts = |store: &Store| -> Vec<i64> {
+            store
+                .queue_entries(Some("example.com"))
+                .unwrap()
+                .iter()
+                .map(|e| e.next_attempt)
+                .collect()
+        };
+        let woken = |wakeup: &crate::delivery::QueueWakeup| {
+            let notified = wakeup.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable()
+        };
+
+        smtp.deliver(&envelope, b"Subject: one\r\n\r\nx\r\n").unwrap();
+        let now = clock.now();
+        assert_eq!(next_attempts(&store), vec![now]);
+        assert!(woken(&wakeup), "a due copy wakes the runner");
+
+        let outage = OutageState {
+            phase: OutagePhase::Outage,
+            since: now,
+            reason: "test".into(),
+            manual: true,
+        };
+        store.set_outage_state("example.com", &outage).unwrap();
+        smtp.deliver(&envelope, b"Subject: two\r\n\r\nx\r\n").unwrap();
+        assert_eq!(next_attempts(&store), vec![now, now + 60]);
+        assert!(!woken(&wakeup), "a parked copy does not wake the runner");
+    }
 
     #[test]
     fn a_full_store_gives_452_any_other_store_error_451() {

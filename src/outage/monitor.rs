@@ -109,9 +109,11 @@ pub fn spawn(
     store: Store,
     clock: Arc<dyn Clock>,
     hostname: String,
+    queue_wakeup: crate::delivery::QueueWakeup,
     stop: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
-    let monitor = OutageMonitor::new(store, clock, hostname);
+    let mut monitor = OutageMonitor::new(store, clock, hostname);
+    monitor.queue_wakeup = Some(queue_wakeup);
     tokio::spawn(monitor.run(stop))
 }
 
@@ -128,6 +130,17 @@ pub struct OutageMonitor {
     clock: Arc<dyn Clock>,
     hostname: String,
     domains: HashMap<String, Tracked>,
+    /// Wakes the queue runner when a notice was queued, so that alerts go out at once
+    /// (and in the order they were raised) rather than at the runner's next poll.
+    queue_wakeup: Option<crate::delivery::QueueWakeup>,
+}
+
+fn wake_for_notices(wakeup: &Option<crate::delivery::QueueWakeup>, effects: &[Effect]) {
+    if let Some(wakeup) = wakeup {
+        if effects.iter().any(|e| matches!(e, Effect::Notify(_))) {
+            wakeup.notify_one();
+        }
+    }
 }
 
 type ProbeResult = (String, Result<(), String>);
@@ -139,6 +152,7 @@ impl OutageMonitor {
             clock,
             hostname,
             domains: HashMap::new(),
+            queue_wakeup: None,
         }
     }
 
@@ -240,6 +254,7 @@ impl OutageMonitor {
                 ) {
                     tracing::error!(domain = %d.name, error = %e, "cannot record outage change");
                 }
+                wake_for_notices(&self.queue_wakeup, &effects);
             }
         }
         let observed = std::mem::take(&mut *OBSERVED.lock());
@@ -338,7 +353,9 @@ impl OutageMonitor {
             &memo_before,
             &effects,
             now,
-        )
+        )?;
+        wake_for_notices(&self.queue_wakeup, &effects);
+        Ok(())
     }
 
     /// One probe-like event for a domain already synced from the store this tick.
@@ -356,7 +373,9 @@ impl OutageMonitor {
             &memo_before,
             &effects,
             now,
-        )
+        )?;
+        wake_for_notices(&self.queue_wakeup, &effects);
+        Ok(())
     }
 }
 

@@ -1,6 +1,7 @@
 //! Opening the database, schema checks, id counters, striped locks and synced writes.
 
 use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
 use std::fs;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -87,6 +88,10 @@ pub(crate) struct Inner {
     sync: bool,
     /// Highest sequence number known to be in a synced WAL (see `commit_unlocking`).
     synced: Mutex<u64>,
+    /// User id to INBOX id. An INBOX is never deleted and keeps its id (renaming INBOX
+    /// moves its messages out), so an entry never goes stale; it saves a scan of the
+    /// user's mailboxes on every delivery.
+    pub(crate) inbox_ids: Mutex<HashMap<u64, u64>>,
     db_options: Options,
 }
 
@@ -244,6 +249,7 @@ impl Store {
                 clock,
                 sync: options.sync_writes,
                 synced: Mutex::new(0),
+                inbox_ids: Mutex::new(HashMap::new()),
                 db_options: db_opts,
             }),
         })

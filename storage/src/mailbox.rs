@@ -81,8 +81,17 @@ impl Store {
     }
 
     pub fn inbox(&self, user_id: u64) -> StoreResult<Mailbox> {
-        self.mailbox_by_name(user_id, "INBOX")?
-            .ok_or_else(|| StoreError::NotFound(format!("INBOX of user {user_id}")))
+        let known = self.inner.inbox_ids.lock().get(&user_id).copied();
+        if let Some(id) = known {
+            if let Some(mailbox) = self.get_json::<Mailbox>(CF_MAILBOXES, &u64_pair(user_id, id))? {
+                return Ok(mailbox);
+            }
+        }
+        let inbox = self
+            .mailbox_by_name(user_id, "INBOX")?
+            .ok_or_else(|| StoreError::NotFound(format!("INBOX of user {user_id}")))?;
+        self.inner.inbox_ids.lock().insert(user_id, inbox.id);
+        Ok(inbox)
     }
 
     pub fn create_mailbox(
