@@ -1,5 +1,7 @@
 //! Domains, users and aliases.
 
+use std::collections::HashMap;
+
 use rocksdb::WriteBatch;
 
 use crate::db::{decode, Store, COUNTER_MAILBOX, COUNTER_USER};
@@ -65,6 +67,16 @@ pub enum Recipient {
     NotLocal,
 }
 
+/// Protected domains by name, as last read from the store. Only domains that exist are
+/// kept (a flood of RCPTs for foreign domains cannot grow it); every write to the
+/// domains clears it and bumps `generation`, so a read that raced a write never
+/// repopulates it with the old value.
+#[derive(Default)]
+pub(crate) struct DomainCache {
+    generation: u64,
+    domains: HashMap<String, Domain>,
+}
+
 impl Store {
     // ----- domains -----
 
@@ -79,6 +91,7 @@ impl Store {
         let mut batch = WriteBatch::default();
         self.put_json(&mut batch, CF_DOMAINS, domain.name.as_bytes(), &domain)?;
         self.commit(batch)?;
+        self.domains_changed();
         Ok(domain)
     }
 
@@ -90,11 +103,37 @@ impl Store {
         }
         let mut batch = WriteBatch::default();
         self.put_json(&mut batch, CF_DOMAINS, domain.name.as_bytes(), domain)?;
-        self.commit(batch)
+        self.commit(batch)?;
+        self.domains_changed();
+        Ok(())
     }
 
+    /// A protected domain's settings; None for any other domain.
     pub fn domain(&self, name: &str) -> StoreResult<Option<Domain>> {
-        self.get_json(CF_DOMAINS, name.to_ascii_lowercase().as_bytes())
+        let name = name.to_ascii_lowercase();
+        let generation = {
+            let cache = self.inner.domain_cache.lock();
+            if let Some(domain) = cache.domains.get(&name) {
+                return Ok(Some(domain.clone()));
+            }
+            cache.generation
+        };
+        let found: Option<Domain> = self.get_json(CF_DOMAINS, name.as_bytes())?;
+        if let Some(domain) = &found {
+            let mut cache = self.inner.domain_cache.lock();
+            // A write committed since the read above may have made it stale.
+            if cache.generation == generation {
+                cache.domains.insert(name, domain.clone());
+            }
+        }
+        Ok(found)
+    }
+
+    /// Called after every committed write to the domains: drops what the cache holds.
+    fn domains_changed(&self) {
+        let mut cache = self.inner.domain_cache.lock();
+        cache.generation += 1;
+        cache.domains.clear();
     }
 
     pub fn domains(&self) -> StoreResult<Vec<Domain>> {
@@ -118,7 +157,9 @@ impl Store {
         }
         let mut batch = WriteBatch::default();
         self.delete(&mut batch, CF_DOMAINS, name.as_bytes())?;
-        self.commit(batch)
+        self.commit(batch)?;
+        self.domains_changed();
+        Ok(())
     }
 
     // ----- users -----

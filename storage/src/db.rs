@@ -92,6 +92,8 @@ pub(crate) struct Inner {
     /// moves its messages out), so an entry never goes stale; it saves a scan of the
     /// user's mailboxes on every delivery.
     pub(crate) inbox_ids: Mutex<HashMap<u64, u64>>,
+    /// Protected domains' settings, read on every RCPT and delivery (`accounts.rs`).
+    pub(crate) domain_cache: Mutex<crate::accounts::DomainCache>,
     db_options: Options,
 }
 
@@ -123,6 +125,9 @@ fn cf_options(name: &str, cache: &rocksdb::Cache) -> Options {
     let mut opts = Options::default();
     let mut table = BlockBasedOptions::default();
     table.set_block_cache(cache);
+    // Point reads (a recipient's address, user and domain on every RCPT) otherwise
+    // search every level-0 file of their column family.
+    table.set_bloom_filter(10.0, false);
     opts.set_compression_type(DBCompressionType::Lz4);
     opts.set_bottommost_compression_type(DBCompressionType::Zstd);
     match name {
@@ -250,6 +255,7 @@ impl Store {
                 sync: options.sync_writes,
                 synced: Mutex::new(0),
                 inbox_ids: Mutex::new(HashMap::new()),
+                domain_cache: Mutex::new(Default::default()),
                 db_options: db_opts,
             }),
         })

@@ -481,3 +481,27 @@ fn retention_removes_old_mail_from_mailboxes_but_not_from_the_queue() {
     assert_eq!(store.queue_entries(None).unwrap().len(), 1);
     assert!(store.blob_exists(&blob_id(old_body)).unwrap());
 }
+
+/// Domain settings are cached in memory; every change through the store is seen at once,
+/// and a removed domain is no longer protected.
+#[test]
+fn domain_changes_are_seen_at_once_despite_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.add_domain(&Domain::new("example.net")).unwrap();
+    let first = store.domain("Example.NET").unwrap().unwrap();
+    assert_eq!(first.delivery_mode, DeliveryMode::Both);
+    let mut changed = first.clone();
+    changed.delivery_mode = DeliveryMode::Relay;
+    store.update_domain(&changed).unwrap();
+    assert_eq!(
+        store.domain("example.net").unwrap().unwrap().delivery_mode,
+        DeliveryMode::Relay
+    );
+    store.remove_domain("example.net").unwrap();
+    assert!(store.domain("example.net").unwrap().is_none());
+    assert_eq!(
+        store.resolve_recipient("anyone@example.net").unwrap(),
+        Recipient::NotLocal
+    );
+}
