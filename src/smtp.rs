@@ -128,6 +128,20 @@ impl SmtpBackend for SmtpStore {
         }
     }
 
+    fn check_recipient_now(
+        &self,
+        _mode: SmtpMode,
+        _account: Option<&Account>,
+        rcpt: &str,
+    ) -> Option<RcptVerdict> {
+        // Only local recipients are held in memory; anything else waits for the store.
+        match self.store.cached_recipient(rcpt)? {
+            Recipient::Local(user) if user.is_active() => Some(RcptVerdict::Accept),
+            Recipient::Local(_) => Some(RcptVerdict::Inactive),
+            _ => None,
+        }
+    }
+
     fn sender_allowed(&self, account: &Account, address: &str) -> bool {
         match self.store.address_belongs_to(account.id, address) {
             Ok(ok) => ok,

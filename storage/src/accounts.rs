@@ -67,14 +67,16 @@ pub enum Recipient {
     NotLocal,
 }
 
-/// Protected domains by name, as last read from the store. Only domains that exist are
-/// kept (a flood of RCPTs for foreign domains cannot grow it); every write to the
-/// domains clears it and bumps `generation`, so a read that raced a write never
-/// repopulates it with the old value.
+/// What every RCPT and delivery reads: protected domains' settings and local
+/// recipients (address or alias to user), as last read from the store. Only what exists
+/// is kept, so a flood of RCPTs for unknown or foreign addresses cannot grow it. Every
+/// committed write to domains, users or addresses clears it and bumps `generation`, so
+/// a read that raced a write never puts the old value back.
 #[derive(Default)]
-pub(crate) struct DomainCache {
+pub(crate) struct AccountsCache {
     generation: u64,
     domains: HashMap<String, Domain>,
+    recipients: HashMap<String, User>,
 }
 
 impl Store {
@@ -91,7 +93,7 @@ impl Store {
         let mut batch = WriteBatch::default();
         self.put_json(&mut batch, CF_DOMAINS, domain.name.as_bytes(), &domain)?;
         self.commit(batch)?;
-        self.domains_changed();
+        self.accounts_changed();
         Ok(domain)
     }
 
@@ -104,7 +106,7 @@ impl Store {
         let mut batch = WriteBatch::default();
         self.put_json(&mut batch, CF_DOMAINS, domain.name.as_bytes(), domain)?;
         self.commit(batch)?;
-        self.domains_changed();
+        self.accounts_changed();
         Ok(())
     }
 
@@ -112,7 +114,7 @@ impl Store {
     pub fn domain(&self, name: &str) -> StoreResult<Option<Domain>> {
         let name = name.to_ascii_lowercase();
         let generation = {
-            let cache = self.inner.domain_cache.lock();
+            let cache = self.inner.accounts_cache.lock();
             if let Some(domain) = cache.domains.get(&name) {
                 return Ok(Some(domain.clone()));
             }
@@ -120,7 +122,7 @@ impl Store {
         };
         let found: Option<Domain> = self.get_json(CF_DOMAINS, name.as_bytes())?;
         if let Some(domain) = &found {
-            let mut cache = self.inner.domain_cache.lock();
+            let mut cache = self.inner.accounts_cache.lock();
             // A write committed since the read above may have made it stale.
             if cache.generation == generation {
                 cache.domains.insert(name, domain.clone());
@@ -129,11 +131,12 @@ impl Store {
         Ok(found)
     }
 
-    /// Called after every committed write to the domains: drops what the cache holds.
-    fn domains_changed(&self) {
-        let mut cache = self.inner.domain_cache.lock();
+    /// Called after every committed write to domains, users or addresses.
+    pub(crate) fn accounts_changed(&self) {
+        let mut cache = self.inner.accounts_cache.lock();
         cache.generation += 1;
         cache.domains.clear();
+        cache.recipients.clear();
     }
 
     pub fn domains(&self) -> StoreResult<Vec<Domain>> {
@@ -158,7 +161,7 @@ impl Store {
         let mut batch = WriteBatch::default();
         self.delete(&mut batch, CF_DOMAINS, name.as_bytes())?;
         self.commit(batch)?;
-        self.domains_changed();
+        self.accounts_changed();
         Ok(())
     }
 
@@ -211,6 +214,7 @@ impl Store {
             self.new_mailbox_into(&mut batch, id, name, *special_use)?;
         }
         self.commit(batch)?;
+        self.accounts_changed();
         Ok(user)
     }
 
@@ -269,6 +273,13 @@ impl Store {
         let Ok(address) = normalize_address(address) else {
             return Ok(Recipient::NotLocal);
         };
+        let generation = {
+            let cache = self.inner.accounts_cache.lock();
+            if let Some(user) = cache.recipients.get(&address) {
+                return Ok(Recipient::Local(user.clone()));
+            }
+            cache.generation
+        };
         let domain = address.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
         if self.domain(domain)?.is_none() {
             return Ok(Recipient::NotLocal);
@@ -279,10 +290,22 @@ impl Store {
         let Some(entry) = self.get_json::<AddressEntry>(CF_ADDRESSES, &key)? else {
             return Ok(Recipient::Unknown);
         };
-        match self.user(entry.user_id)? {
-            Some(user) => Ok(Recipient::Local(user)),
-            None => Ok(Recipient::Unknown),
+        let Some(user) = self.user(entry.user_id)? else {
+            return Ok(Recipient::Unknown);
+        };
+        let mut cache = self.inner.accounts_cache.lock();
+        if cache.generation == generation {
+            cache.recipients.insert(address, user.clone());
         }
+        Ok(Recipient::Local(user))
+    }
+
+    /// `resolve_recipient` if the answer is in memory (a local recipient seen before and
+    /// unchanged since); None when only the store can tell. Never blocks on the store.
+    pub fn cached_recipient(&self, address: &str) -> Option<Recipient> {
+        let address = normalize_address(address).ok()?;
+        let cache = self.inner.accounts_cache.lock();
+        cache.recipients.get(&address).cloned().map(Recipient::Local)
     }
 
     /// Users of a domain, by address.
@@ -310,7 +333,9 @@ impl Store {
         }
         let mut batch = WriteBatch::default();
         self.put_json(&mut batch, CF_USERS, &u64_key(user.id), user)?;
-        self.commit(batch)
+        self.commit(batch)?;
+        self.accounts_changed();
+        Ok(())
     }
 
     /// Removes a user, their aliases, mailboxes and messages.
@@ -332,7 +357,9 @@ impl Store {
             self.delete(&mut batch, CF_ADDRESSES, &key)?;
         }
         self.delete(&mut batch, CF_USERS, &u64_key(user.id))?;
-        self.commit(batch)
+        self.commit(batch)?;
+        self.accounts_changed();
+        Ok(())
     }
 
     // ----- aliases -----
@@ -365,7 +392,9 @@ impl Store {
                 kind: AddressKind::Alias,
             },
         )?;
-        self.commit(batch)
+        self.commit(batch)?;
+        self.accounts_changed();
+        Ok(())
     }
 
     pub fn remove_alias(&self, alias: &str) -> StoreResult<()> {
@@ -379,7 +408,9 @@ impl Store {
             }) => {
                 let mut batch = WriteBatch::default();
                 self.delete(&mut batch, CF_ADDRESSES, &key)?;
-                self.commit(batch)
+                self.commit(batch)?;
+                self.accounts_changed();
+                Ok(())
             }
             Some(_) => Err(StoreError::Invalid(format!(
                 "{alias} is a user's own address, not an alias"

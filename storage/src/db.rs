@@ -92,8 +92,8 @@ pub(crate) struct Inner {
     /// moves its messages out), so an entry never goes stale; it saves a scan of the
     /// user's mailboxes on every delivery.
     pub(crate) inbox_ids: Mutex<HashMap<u64, u64>>,
-    /// Protected domains' settings, read on every RCPT and delivery (`accounts.rs`).
-    pub(crate) domain_cache: Mutex<crate::accounts::DomainCache>,
+    /// Domains and recipients read on every RCPT and delivery (`accounts.rs`).
+    pub(crate) accounts_cache: Mutex<crate::accounts::AccountsCache>,
     db_options: Options,
 }
 
@@ -255,7 +255,7 @@ impl Store {
                 sync: options.sync_writes,
                 synced: Mutex::new(0),
                 inbox_ids: Mutex::new(HashMap::new()),
-                domain_cache: Mutex::new(Default::default()),
+                accounts_cache: Mutex::new(Default::default()),
                 db_options: db_opts,
             }),
         })

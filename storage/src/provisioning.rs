@@ -222,6 +222,7 @@ impl Store {
             }
         }
         self.commit(batch)?;
+        self.accounts_changed();
         Ok(change)
     }
 }

@@ -482,13 +482,40 @@ fn retention_removes_old_mail_from_mailboxes_but_not_from_the_queue() {
     assert!(store.blob_exists(&blob_id(old_body)).unwrap());
 }
 
-/// Domain settings are cached in memory; every change through the store is seen at once,
-/// and a removed domain is no longer protected.
+/// Domain settings and local recipients are cached in memory; every change through the
+/// store is seen at once, and a removed domain is no longer protected.
 #[test]
-fn domain_changes_are_seen_at_once_despite_the_cache() {
+fn account_changes_are_seen_at_once_despite_the_cache() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     store.add_domain(&Domain::new("example.net")).unwrap();
+    let mut bea = store.create_user("bea@example.net", "Bea", None).unwrap();
+    assert_eq!(
+        store.cached_recipient("bea@example.net"),
+        None,
+        "not looked up yet"
+    );
+    assert_eq!(
+        store.resolve_recipient("Bea@Example.net").unwrap(),
+        Recipient::Local(bea.clone())
+    );
+    assert_eq!(
+        store.cached_recipient("bea@example.net"),
+        Some(Recipient::Local(bea.clone()))
+    );
+    bea.status = UserStatus::Inactive;
+    store.update_user(&bea).unwrap();
+    assert_eq!(store.cached_recipient("bea@example.net"), None);
+    assert_eq!(
+        store.resolve_recipient("bea@example.net").unwrap(),
+        Recipient::Local(bea.clone())
+    );
+    store.remove_user("bea@example.net").unwrap();
+    assert_eq!(store.cached_recipient("bea@example.net"), None);
+    assert_eq!(
+        store.resolve_recipient("bea@example.net").unwrap(),
+        Recipient::Unknown
+    );
     let first = store.domain("Example.NET").unwrap().unwrap();
     assert_eq!(first.delivery_mode, DeliveryMode::Both);
     let mut changed = first.clone();

@@ -157,6 +157,18 @@ pub trait SmtpBackend: Send + Sync {
     /// decision of its own.
     fn check_recipient(&self, mode: SmtpMode, account: Option<&Account>, rcpt: &str) -> RcptVerdict;
 
+    /// `check_recipient` when the answer is at hand without blocking (in memory); None
+    /// when it needs the store. Called on an async worker (`SmtpSession::receive_inline`),
+    /// so it must never wait on I/O or a long lock. The default knows nothing.
+    fn check_recipient_now(
+        &self,
+        _mode: SmtpMode,
+        _account: Option<&Account>,
+        _rcpt: &str,
+    ) -> Option<RcptVerdict> {
+        None
+    }
+
     /// Whether `account` may use `address` as envelope sender and in `From:` (its own
     /// address or one of its aliases; compare case-insensitively). Submission only.
     fn sender_allowed(&self, account: &Account, address: &str) -> bool;

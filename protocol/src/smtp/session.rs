@@ -382,6 +382,8 @@ impl SmtpSession {
             b"EHLO" | b"HELO" | b"DATA" | b"RSET" | b"NOOP" | b"QUIT" => false,
             // Submission checks the sender against the user's addresses.
             b"MAIL" => self.mode != SmtpMode::Mx,
+            // Asks `check_recipient_now`, and defers if that cannot answer.
+            b"RCPT" => false,
             _ => true,
         }
     }
@@ -601,9 +603,19 @@ impl SmtpSession {
             out.extend_from_slice(b"452 4.5.3 Error: too many recipients\r\n");
             return Flow::Consumed(0);
         }
-        let verdict = self
-            .backend
-            .check_recipient(self.mode, self.account.as_ref(), address);
+        let verdict = if self.inline {
+            // Inline: only an answer from memory; otherwise the blocking side asks.
+            match self
+                .backend
+                .check_recipient_now(self.mode, self.account.as_ref(), address)
+            {
+                Some(verdict) => verdict,
+                None => return Flow::Defer(0),
+            }
+        } else {
+            self.backend
+                .check_recipient(self.mode, self.account.as_ref(), address)
+        };
         match verdict {
             RcptVerdict::Accept => {
                 if let Some(transaction) = &mut self.transaction {

@@ -46,6 +46,16 @@ impl SmtpBackend for MockBackend {
         }
     }
 
+    /// Knows bob without a look-up (not counted: it may run inline).
+    fn check_recipient_now(
+        &self,
+        mode: SmtpMode,
+        _account: Option<&Account>,
+        rcpt: &str,
+    ) -> Option<RcptVerdict> {
+        (mode == SmtpMode::Mx && rcpt == "bob@example.com").then_some(RcptVerdict::Accept)
+    }
+
     fn sender_allowed(&self, account: &Account, address: &str) -> bool {
         self.calls.fetch_add(1, Ordering::SeqCst);
         address.eq_ignore_ascii_case(&account.address) || address.eq_ignore_ascii_case("alias@example.com")
@@ -759,10 +769,18 @@ fn inline_receive_calls_no_backend_and_answers_as_receive_does() {
 #[test]
 fn inline_receive_streams_a_body_without_deferring() {
     let mut h = Harness::new(SmtpMode::Mx, false);
-    feed_inline(
-        &mut h,
-        &[b"EHLO a\r\nMAIL FROM:<x@remote.org>\r\nRCPT TO:<bob@example.com>\r\n"],
-    );
+    feed_inline(&mut h, &[b"EHLO a\r\nMAIL FROM:<x@remote.org>\r\n"]);
+    // A recipient the backend knows in memory is answered inline; another waits.
+    let out = h.session.receive_inline(b"RCPT TO:<bob@example.com>\r\n");
+    assert_eq!(out.bytes, b"250 2.1.5 Ok\r\n");
+    assert!(!h.session.has_deferred());
+    assert!(h
+        .session
+        .receive_inline(b"RCPT TO:<carol@example.com>\r\n")
+        .bytes
+        .is_empty());
+    assert!(h.session.has_deferred());
+    assert_eq!(h.session.receive(&[]).bytes, b"250 2.1.5 Ok\r\n");
     assert!(!h.session.has_deferred());
     let out = h.session.receive_inline(b"DATA\r\n");
     assert_eq!(out.bytes, b"354 End data with <CR><LF>.<CR><LF>\r\n");
