@@ -94,6 +94,8 @@ pub(crate) struct Inner {
     pub(crate) inbox_ids: Mutex<HashMap<u64, u64>>,
     /// Domains and recipients read on every RCPT and delivery (`accounts.rs`).
     pub(crate) accounts_cache: Mutex<crate::accounts::AccountsCache>,
+    /// Outage states read on every delivery (`outage.rs`).
+    pub(crate) outage_cache: Mutex<crate::outage::OutageCache>,
     db_options: Options,
 }
 
@@ -256,6 +258,7 @@ impl Store {
                 synced: Mutex::new(0),
                 inbox_ids: Mutex::new(HashMap::new()),
                 accounts_cache: Mutex::new(Default::default()),
+                outage_cache: Mutex::new(Default::default()),
                 db_options: db_opts,
             }),
         })

@@ -1,6 +1,8 @@
 //! Per-domain outage state (`normal -> outage -> draining -> normal`) and its history.
 //! The state survives restarts: a restart in the middle of an outage stays in it.
 
+use std::collections::HashMap;
+
 use rocksdb::WriteBatch;
 use serde::{Deserialize, Serialize};
 
@@ -34,11 +36,37 @@ pub struct OutageTransition {
     pub reason: String,
 }
 
+/// Outage states by domain as last read, for the reads on every delivery. Cleared and
+/// bumped on every state write, so a read that raced a write is not kept (the same
+/// scheme as `accounts::AccountsCache`). Bounded: a lookup of names that are no
+/// protected domain cannot grow it past `OUTAGE_CACHE_LIMIT`.
+#[derive(Default)]
+pub(crate) struct OutageCache {
+    generation: u64,
+    states: HashMap<String, OutageState>,
+}
+
+const OUTAGE_CACHE_LIMIT: usize = 10_000;
+
 impl Store {
     pub fn outage_state(&self, domain: &str) -> StoreResult<OutageState> {
-        Ok(self
-            .get_json(CF_OUTAGE, domain.to_ascii_lowercase().as_bytes())?
-            .unwrap_or_default())
+        let domain = domain.to_ascii_lowercase();
+        let generation = {
+            let cache = self.inner.outage_cache.lock();
+            if let Some(state) = cache.states.get(&domain) {
+                return Ok(state.clone());
+            }
+            cache.generation
+        };
+        let state: OutageState = self.get_json(CF_OUTAGE, domain.as_bytes())?.unwrap_or_default();
+        let mut cache = self.inner.outage_cache.lock();
+        if cache.generation == generation {
+            if cache.states.len() >= OUTAGE_CACHE_LIMIT {
+                cache.states.clear();
+            }
+            cache.states.insert(domain, state.clone());
+        }
+        Ok(state)
     }
 
     /// Records a transition and the new state in one synced write.
@@ -57,7 +85,11 @@ impl Store {
             reason: state.reason.clone(),
         };
         self.put_json(&mut batch, CF_OUTAGE_HISTORY, &key, &transition)?;
-        self.commit(batch)
+        self.commit(batch)?;
+        let mut cache = self.inner.outage_cache.lock();
+        cache.generation += 1;
+        cache.states.clear();
+        Ok(())
     }
 
     pub fn outage_history(&self, domain: &str) -> StoreResult<Vec<OutageTransition>> {
