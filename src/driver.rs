@@ -56,6 +56,8 @@ impl Unanswered {
 
 /// What the driver needs from any protocol session.
 pub trait Session: Send + 'static {
+    /// The server's first words. Runs on the async worker, so it must not block (every
+    /// session's greeting is formatted from what it already holds).
     fn greeting(&mut self) -> Output;
     fn receive(&mut self, input: &[u8]) -> Output;
     /// Handles the part of `input` that needs neither the store nor a credential check,
@@ -210,7 +212,7 @@ pub async fn drive<S: Session>(
     stream: TcpStream,
     implicit_tls: bool,
     tls: Option<TlsAcceptor>,
-    session: S,
+    mut session: S,
     store: Store,
     timeouts: Timeouts,
     mut shutdown: watch::Receiver<bool>,
@@ -221,7 +223,7 @@ pub async fn drive<S: Session>(
         (true, None) => anyhow::bail!("implicit TLS listener without a certificate"),
         (false, _) => Conn::Plain(stream),
     };
-    let (mut session, out) = step(session, |s| s.greeting()).await?;
+    let out = session.greeting();
     conn.write_all(&out.bytes).await?;
     if out.action == Action::Close {
         conn.shutdown().await;
