@@ -1,5 +1,7 @@
-//! Feeds arbitrary bytes to an SMTP session (MX or submission, plain or TLS: the second
-//! input byte) in chunks whose size the first byte picks.
+//! Feeds arbitrary bytes to an SMTP session (MX or submission, plain or TLS, and through
+//! `receive` or, as the driver does, `receive_inline` then `receive(&[])` for what it
+//! deferred: the second input byte) in chunks whose size the first byte picks. Inline,
+//! a blocking backend call is a crash (`testing::receive_inline_checked`).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -18,9 +20,18 @@ fuzz_target!(|data: &[u8]| {
         SmtpMode::Submission
     };
     let mut session = testing::smtp_session(mode, data[1] & 2 == 2);
+    let inline = data[1] & 4 == 4;
     session.greeting();
     for piece in data[2..].chunks(chunk) {
-        match session.receive(piece).action {
+        let mut action = if inline {
+            testing::receive_inline_checked(&mut session, piece).action
+        } else {
+            session.receive(piece).action
+        };
+        while inline && action == Action::Continue && session.has_deferred() {
+            action = session.receive(&[]).action;
+        }
+        match action {
             Action::Close => return,
             Action::StartTls => session.tls_started(),
             _ => {}

@@ -6,12 +6,13 @@
 
 pub mod imap;
 
+use std::cell::Cell;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use crate::auth::{AccessLevel, Account, AuthBackend, AuthError, Credentials};
 use crate::pop3::{MaildropEntry, Pop3Backend, Pop3BackendError, Pop3Limits, Pop3Session};
-use crate::session::ConnectionInfo;
+use crate::session::{ConnectionInfo, Output};
 use crate::smtp::{
     DeliveryError, DeliveryReceipt, Envelope, RcptVerdict, SmtpBackend, SmtpLimits, SmtpMode, SmtpSession,
 };
@@ -30,8 +31,31 @@ pub fn connection(tls: bool) -> ConnectionInfo {
 /// Accepts `imap::USER` with `imap::PASSWORD` for any protocol; anything else is invalid.
 pub struct FixedAuth;
 
+thread_local! {
+    /// Set while `receive_inline_checked` runs: a blocking backend call then panics.
+    static INLINE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// The promise `SmtpSession::receive_inline` makes (it may run on an async worker): no
+/// blocking backend call. Panics, failing the test or fuzz run, if one happens.
+fn not_inline(call: &str) {
+    if INLINE.with(Cell::get) {
+        panic!("{call} called from receive_inline");
+    }
+}
+
+/// `session.receive_inline(input)`, with the mock backends checking that none of their
+/// blocking methods is called meanwhile.
+pub fn receive_inline_checked(session: &mut SmtpSession, input: &[u8]) -> Output {
+    INLINE.with(|f| f.set(true));
+    let out = session.receive_inline(input);
+    INLINE.with(|f| f.set(false));
+    out
+}
+
 impl AuthBackend for FixedAuth {
     fn authenticate(&self, c: &Credentials) -> Result<Account, AuthError> {
+        not_inline("authenticate");
         if c.username == imap::USER && c.password.expose() == imap::PASSWORD {
             Ok(imap::account())
         } else {
@@ -80,6 +104,7 @@ pub struct DiscardingSmtp;
 
 impl SmtpBackend for DiscardingSmtp {
     fn check_recipient(&self, mode: SmtpMode, account: Option<&Account>, rcpt: &str) -> RcptVerdict {
+        not_inline("check_recipient");
         if mode == SmtpMode::Submission && account.is_some_and(|a| a.access == AccessLevel::Full) {
             return RcptVerdict::Accept;
         }
@@ -89,10 +114,17 @@ impl SmtpBackend for DiscardingSmtp {
             RcptVerdict::RelayDenied
         }
     }
+    /// Knows one recipient in memory, as the store's cache would.
+    fn check_recipient_now(&self, mode: SmtpMode, _: Option<&Account>, rcpt: &str) -> Option<RcptVerdict> {
+        (mode == SmtpMode::Mx && rcpt.eq_ignore_ascii_case("known@example.com"))
+            .then_some(RcptVerdict::Accept)
+    }
     fn sender_allowed(&self, account: &Account, address: &str) -> bool {
+        not_inline("sender_allowed");
         address.eq_ignore_ascii_case(&account.address)
     }
     fn deliver(&self, _: &Envelope, _: &[u8]) -> Result<DeliveryReceipt, DeliveryError> {
+        not_inline("deliver");
         Ok(DeliveryReceipt { id: "Q1".into() })
     }
 }
