@@ -7,7 +7,13 @@
 # per message (/proc/PID/stat) and how idle the machine was. Interleave the builds and
 # compare the spread, not one run.
 #
+# VERIFY=1 runs inbound SPF/DKIM/DMARC on every message (`verify_inbound = "headers"`,
+# loopback not trusted) against static test records for the sender's domain (SPF pass
+# for 127.0.0.1, DMARC p=reject; smtp-source signs nothing, so DKIM is `none`): the CPU
+# the checks cost, without DNS latency. Compare a run with and without it.
+#
 #   bash benches/smtp-ab.sh OLD_BINARY NEW_BINARY      # ROUNDS=2 RUNS=2 PER_SESSION=1000
+#   VERIFY=1 bash benches/smtp-ab.sh BINARY
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v smtp-source > /dev/null || PATH="$PATH:/usr/sbin"
@@ -19,6 +25,15 @@ one_server() { # binary
     UNDERSTUDY_BIN=$1
     source benches/lib.sh
     write_config
+    if [ "${VERIFY:-0}" = 1 ]; then
+      cat > "$WORK/dns.toml" <<'DNS'
+[txt]
+"example.net" = "v=spf1 ip4:127.0.0.1 -all"
+"_dmarc.example.net" = "v=DMARC1; p=reject"
+DNS
+      printf '[smtp]\nverify_inbound = "headers"\ntrusted_relays = []\ntest_dns_records = "%s"\n' \
+        "$WORK/dns.toml" >> "$WORK/understudy.toml"
+    fi
     admin domain add bench.example --relay-host 127.0.0.1:9 --monitoring false > /dev/null
     admin outage start bench.example > /dev/null
     for i in $(seq 1 20); do admin user add "user$i@bench.example" > /dev/null; done
@@ -40,7 +55,7 @@ one_server() { # binary
       end=$(date +%s.%N) c1=$(cpu) i1=$(idle)
       python3 -c "import sys
 n, t = 20 * $PER_SESSION, $end - $start
-print(f'$(basename "$1"): {n / t:.0f} messages/s, server CPU {($c1 - $c0) / $hz / n * 1e6:.0f} us/message, machine idle {($i1 - $i0) / $hz / t / $cores * 100:.0f}%')"
+print(f'$(basename "$1")${VERIFY:+ (verify)}: {n / t:.0f} messages/s, server CPU {($c1 - $c0) / $hz / n * 1e6:.0f} us/message, machine idle {($i1 - $i0) / $hz / t / $cores * 100:.0f}%')"
     done
   )
 }
