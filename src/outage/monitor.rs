@@ -230,31 +230,20 @@ impl OutageMonitor {
         if busy {
             let summaries = self.store.queue_summaries()?;
             for d in &domains {
-                let Some(tracked) = self.domains.get_mut(&d.name) else {
+                let Some(tracked) = self.domains.get(&d.name) else {
                     continue;
                 };
                 if tracked.machine.state().phase == OutagePhase::Normal {
                     continue;
                 }
                 let summary = summaries.get(&d.name).copied().unwrap_or_default();
-                let memo_before = tracked.machine.memo().clone();
                 let event = Event::Queue {
                     relay_depth: summary.relay_depth,
                     newest_relay: summary.newest_relay,
                 };
-                let effects = tracked.machine.handle(event, now, Thresholds::of(d));
-                if let Err(e) = apply_effects(
-                    &self.store,
-                    &self.hostname,
-                    d,
-                    &tracked.machine,
-                    &memo_before,
-                    &effects,
-                    now,
-                ) {
+                if let Err(e) = self.feed(d, event, now) {
                     tracing::error!(domain = %d.name, error = %e, "cannot record outage change");
                 }
-                wake_for_notices(&self.queue_wakeup, &effects);
             }
         }
         let observed = std::mem::take(&mut *OBSERVED.lock());
@@ -330,9 +319,9 @@ impl OutageMonitor {
             return Ok(());
         };
         self.sync_from_store(domain, now)?;
-        let Some(tracked) = self.domains.get_mut(domain) else {
+        if !self.domains.contains_key(domain) {
             return Ok(());
-        };
+        }
         let event = match result {
             Ok(()) => {
                 tracing::debug!(domain, "probe succeeded");
@@ -343,22 +332,12 @@ impl OutageMonitor {
                 Event::ProbeFailed(why)
             }
         };
-        let memo_before = tracked.machine.memo().clone();
-        let effects = tracked.machine.handle(event, now, Thresholds::of(&settings));
-        apply_effects(
-            &self.store,
-            &self.hostname,
-            &settings,
-            &tracked.machine,
-            &memo_before,
-            &effects,
-            now,
-        )?;
-        wake_for_notices(&self.queue_wakeup, &effects);
-        Ok(())
+        self.feed(&settings, event, now)
     }
 
-    /// One probe-like event for a domain already synced from the store this tick.
+    /// One event (a probe result, delivery results, a queue snapshot) for a domain
+    /// already synced from the store: the machine handles it, its effects are recorded
+    /// and, if a notice was queued, the queue runner is woken.
     fn feed(&mut self, settings: &Domain, event: Event, now: i64) -> StoreResult<()> {
         let Some(tracked) = self.domains.get_mut(&settings.name) else {
             return Ok(());
