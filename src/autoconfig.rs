@@ -214,7 +214,7 @@ fn requested_address(body: &[u8]) -> Option<String> {
 
 pub async fn serve(
     listener: TcpListener,
-    shared: std::sync::Arc<crate::server::Shared>,
+    shared: std::sync::Arc<crate::shared::Shared>,
     shutdown: watch::Receiver<bool>,
 ) {
     let tls_source = shared.clone();

@@ -394,7 +394,7 @@ pub fn execute(ctx: &AdminContext, command: Command, out: &mut dyn Write) -> any
         Command::Domain(c) => domain(ctx, c, out),
         Command::User(c) => user(ctx, c, out),
         Command::Alias(c) => alias(ctx.store, c, out),
-        Command::Outage(c) => crate::outage::cli::outage(ctx.store, &ctx.config.hostname, c, out),
+        Command::Outage(c) => crate::outage::cli::outage(ctx, c, out),
         Command::Queue(c) => crate::outage::cli::queue(ctx.store, c, out),
         Command::Track(a) => crate::outage::cli::track(ctx.store, a, out),
         Command::Ldap(c) => crate::ldap::command(ctx, c, out),

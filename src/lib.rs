@@ -23,6 +23,7 @@ pub mod retention;
 pub mod server;
 pub mod services;
 pub mod sessions;
+pub mod shared;
 pub mod smtp;
 pub mod tls;
 

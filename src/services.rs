@@ -9,7 +9,7 @@ use understudy_protocol::{AuthBackend, ConnectionInfo, Goodbye, Output};
 
 use crate::config::Service;
 use crate::driver::Session;
-use crate::server::Shared;
+use crate::shared::Shared;
 
 impl Session for Box<dyn Session> {
     fn greeting(&mut self) -> Output {

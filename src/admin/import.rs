@@ -273,6 +273,7 @@ mod tests {
         fn secret(&self, line: &str) {
             self.secrets.borrow_mut().push(line.to_string());
         }
+        fn outage_changed(&self) {}
     }
 
     fn import(store: &Store, events: &Recorder, text: &str, dry_run: bool) -> (String, bool) {

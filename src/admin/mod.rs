@@ -38,6 +38,9 @@ pub trait AdminEvents {
     fn progress(&self, done: u64, total: u64);
     /// A generated password line, shown once to the admin (or written to a file).
     fn secret(&self, line: &str);
+    /// A domain's outage state was changed (and persisted): the outage monitor, if one
+    /// runs here, adopts it now instead of at its next tick.
+    fn outage_changed(&self);
 }
 
 /// How an admin command ended, wherever it ran.
@@ -141,6 +144,8 @@ impl AdminEvents for LocalEvents<'_> {
         s.push_str(line);
         s.push('\n');
     }
+    /// No monitor runs here; a server started later reads the state from the store.
+    fn outage_changed(&self) {}
 }
 
 /// Progress of a long command on the admin's terminal: an `indicatif` bar on a terminal,

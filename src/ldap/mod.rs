@@ -15,9 +15,12 @@ use std::time::Duration;
 use clap::Subcommand;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
+use tokio::task::JoinSet;
+use understudy_storage::Store;
 
+use crate::admin::revoke::Revocations;
 use crate::admin::AdminContext;
-use crate::server::Shared;
+use crate::config::Config;
 
 #[derive(Debug, Subcommand, Serialize, Deserialize)]
 pub enum LdapCommand {
@@ -75,38 +78,44 @@ pub fn command(ctx: &AdminContext, command: LdapCommand, out: &mut dyn Write) ->
     }
 }
 
-struct ServerSyncEvents<'a>(&'a Shared);
+struct ServerSyncEvents<'a>(&'a Revocations);
 
 impl sync::SyncEvents for ServerSyncEvents<'_> {
     fn revoked(&self, user_id: u64) {
         // No receiver means no connection is open: nothing to end.
-        let _ = self.0.revocations.send(user_id);
+        let _ = self.0.send(user_id);
     }
     fn progress(&self, _done: u64, _total: u64) {}
 }
 
-/// Starts the periodic sync of every domain with `sync_interval_secs` > 0: once at
-/// start-up, then at each interval, until `stop`.
-pub fn spawn(shared: Arc<Shared>, stop: watch::Receiver<bool>) {
-    for (index, section) in shared.config.ldap.iter().enumerate() {
+/// Starts, into `tasks`, the periodic sync of every domain with `sync_interval_secs` >
+/// 0: once at start-up, then at each interval, until `stop`.
+pub fn spawn(
+    tasks: &mut JoinSet<()>,
+    store: Store,
+    config: Arc<Config>,
+    revocations: Revocations,
+    stop: watch::Receiver<bool>,
+) {
+    for (index, section) in config.ldap.iter().enumerate() {
         if section.sync_interval_secs == 0 {
             continue;
         }
         let interval = Duration::from_secs(section.sync_interval_secs);
-        let shared = shared.clone();
+        let (store, config, revocations) = (store.clone(), config.clone(), revocations.clone());
         let mut stop = stop.clone();
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             loop {
-                let s = shared.clone();
+                let (store, config, revocations) = (store.clone(), config.clone(), revocations.clone());
                 let run = tokio::task::spawn_blocking(move || {
-                    let Some(section) = s.config.ldap.get(index) else {
+                    let Some(section) = config.ldap.get(index) else {
                         return;
                     };
                     match sync::sync_domain(
-                        &s.store,
+                        &store,
                         section,
                         false,
-                        &ServerSyncEvents(&s),
+                        &ServerSyncEvents(&revocations),
                         &mut std::io::sink(),
                     ) {
                         Ok(r) => tracing::info!(

@@ -14,6 +14,7 @@ use understudy_storage::{QueueEntry, RecipientStatus, Store};
 use super::machine::{Event, OutageMachine, Thresholds};
 use super::monitor::apply_effects;
 use super::notify::{format_age, format_time, phase_name};
+use crate::admin::AdminContext;
 
 #[derive(Debug, Subcommand, Serialize, Deserialize)]
 pub enum OutageCommand {
@@ -76,30 +77,16 @@ pub struct TrackArgs {
     pub since: Option<String>,
 }
 
-pub fn outage(
-    store: &Store,
-    hostname: &str,
-    command: OutageCommand,
-    out: &mut dyn Write,
-) -> anyhow::Result<()> {
+pub fn outage(ctx: &AdminContext, command: OutageCommand, out: &mut dyn Write) -> anyhow::Result<()> {
     match command {
-        OutageCommand::Start { domain, reason } => {
-            manual(store, hostname, &domain, Event::ManualStart(reason), out)
-        }
-        OutageCommand::Stop { domain, reason } => {
-            manual(store, hostname, &domain, Event::ManualStop(reason), out)
-        }
-        OutageCommand::Status { domain, history } => status(store, domain.as_deref(), history, out),
+        OutageCommand::Start { domain, reason } => manual(ctx, &domain, Event::ManualStart(reason), out),
+        OutageCommand::Stop { domain, reason } => manual(ctx, &domain, Event::ManualStop(reason), out),
+        OutageCommand::Status { domain, history } => status(ctx.store, domain.as_deref(), history, out),
     }
 }
 
-fn manual(
-    store: &Store,
-    hostname: &str,
-    name: &str,
-    event: Event,
-    out: &mut dyn Write,
-) -> anyhow::Result<()> {
+fn manual(ctx: &AdminContext, name: &str, event: Event, out: &mut dyn Write) -> anyhow::Result<()> {
+    let (store, hostname) = (ctx.store, ctx.config.hostname.as_str());
     let domain = store.domain(name)?.with_context(|| format!("no domain {name}"))?;
     let state = store.outage_state(&domain.name)?;
     let memo = store.outage_memo(&domain.name)?;
@@ -124,7 +111,7 @@ fn manual(
     let now = store.now();
     let effects = machine.handle(event, now, Thresholds::of(&domain));
     apply_effects(store, hostname, &domain, &machine, &memo, &effects, now)?;
-    super::monitor::wake();
+    ctx.events.outage_changed();
     let s = machine.state();
     writeln!(
         out,

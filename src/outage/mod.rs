@@ -4,6 +4,7 @@
 //! store.
 
 pub mod cli;
+pub mod handles;
 pub mod machine;
 pub mod monitor;
 pub mod notify;
