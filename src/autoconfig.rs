@@ -18,6 +18,7 @@ use crate::config::{Config, Service};
 use crate::http::{Request, Response};
 
 /// Public host name and implicit-TLS ports users should configure.
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Settings {
     pub address: String,
     pub domain: String,

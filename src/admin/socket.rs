@@ -29,8 +29,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use understudy_storage::Store;
 
 use super::revoke::Revocations;
-use super::{AdminContext, AdminEvents, Outcome, ProgressDisplay};
-use crate::cli::Command;
+use super::{AdminContext, AdminEvents, Command, Outcome};
 use crate::config::Config;
 use crate::outage::handles::MonitorWake;
 
@@ -220,7 +219,7 @@ fn execute(server: &InServer, command: Command, tx: mpsc::UnboundedSender<Reply>
         events: &events,
     };
     let mut output = Vec::new();
-    let result = crate::cli::execute(&ctx, command, &mut output);
+    let result = super::execute(&ctx, command, &mut output);
     if let Err(e) = &result {
         tracing::info!(error = %format!("{e:#}"), "admin command failed");
     }
@@ -295,7 +294,7 @@ pub fn connect(path: &Path) -> anyhow::Result<Option<StdUnixStream>> {
 pub fn request(
     stream: StdUnixStream,
     command: &Command,
-    progress: &ProgressDisplay,
+    progress: &dyn Fn(u64, u64),
 ) -> anyhow::Result<Outcome> {
     stream.set_write_timeout(Some(REQUEST_TIMEOUT))?;
     stream.set_read_timeout(Some(REPLY_TIMEOUT))?;
@@ -317,7 +316,7 @@ pub fn request(
             anyhow::bail!("the server closed the admin connection without an answer (is this CLI running as the server's user?)");
         }
         match serde_json::from_str::<Reply>(&reply).context("malformed admin reply")? {
-            Reply::Progress { done, total } => progress.update(done, total),
+            Reply::Progress { done, total } => progress(done, total),
             Reply::Done {
                 output,
                 secrets,
@@ -336,7 +335,7 @@ pub fn request(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::UserCommand;
+    use crate::admin::users::UserCommand;
 
     #[test]
     fn requests_round_trip_and_the_log_name_has_no_arguments() {
