@@ -7,6 +7,7 @@ pub mod auth;
 pub mod autoconfig;
 pub mod cli;
 pub mod config;
+pub mod config_types;
 pub mod delivery;
 pub mod dkim;
 pub mod driver;

@@ -13,7 +13,8 @@ use understudy_protocol::ConnectionInfo;
 use understudy_storage::{Clock, Store};
 
 use crate::auth::Authenticator;
-use crate::config::{Config, Network, Service};
+use crate::config::{Config, Service};
+use crate::config_types::Network;
 
 /// Everything a connection needs, shared by all of them.
 pub struct Shared {
@@ -62,7 +63,7 @@ impl Shared {
                     .with_queue_wakeup(queue_wakeup)
                     .with_outage_parking(config.delivery.outage_recheck_secs)
                     .with_inbound_auth(crate::inbound_auth::InboundVerifier::from_config(
-                        &config.smtp,
+                        &config.inbound_auth,
                         &config.hostname,
                     )?),
             ),

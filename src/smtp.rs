@@ -257,14 +257,12 @@ impl SmtpBackend for SmtpStore {
         if let (Some(wakeup), true) = (&self.queue_wakeup, due_now) {
             wakeup.notify_one();
         }
-        tracing::info!(
+        // The session logs "message accepted" with the receipt; this adds where it went.
+        tracing::debug!(
             tracking = outcome.tracking_id,
-            from = %envelope.mail_from,
-            rcpts = envelope.rcpts.len(),
             stored = outcome.stored.len(),
             queued = outcome.queue_ids.len(),
-            size = message.len(),
-            "message accepted"
+            "message stored"
         );
         Ok(DeliveryReceipt {
             id: format!("{:016X}", outcome.tracking_id),

@@ -30,7 +30,7 @@ pub mod users;
 use std::cell::RefCell;
 use std::path::PathBuf;
 
-use understudy_storage::Store;
+use understudy_storage::{Store, StoreError};
 
 pub use self::command::{execute, Command};
 use crate::config::Config;
@@ -71,16 +71,13 @@ pub fn socket_path(config: &Config) -> PathBuf {
 
 /// Opens the database for an admin command when no server is running.
 pub fn open_store(config: &Config) -> anyhow::Result<Store> {
-    Store::open(&config.db_dir()).map_err(|e| {
-        if e.to_string().contains("lock") {
-            anyhow::anyhow!(
-                "the database in {} is in use by another process, but no server answers on its admin socket {}",
-                config.db_dir().display(),
-                socket_path(config).display()
-            )
-        } else {
-            e.into()
-        }
+    Store::open(&config.db_dir()).map_err(|e| match e {
+        StoreError::Locked { .. } => anyhow::anyhow!(
+            "the database in {} is in use by another process, but no server answers on its admin socket {}",
+            config.db_dir().display(),
+            socket_path(config).display()
+        ),
+        e => e.into(),
     })
 }
 
