@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod auth;
 pub mod autoconfig;
+pub mod backends;
 pub mod cli;
 pub mod config;
 pub mod config_types;
@@ -12,20 +13,17 @@ pub mod delivery;
 pub mod dkim;
 pub mod driver;
 pub mod http;
-pub mod imap;
 pub mod inbound_auth;
 pub mod ldap;
 pub mod memory;
 pub mod metrics;
 pub mod outage;
-pub mod pop3;
 pub mod reload;
 pub mod retention;
 pub mod server;
 pub mod services;
 pub mod sessions;
 pub mod shared;
-pub mod smtp;
 pub mod tls;
 
 use tokio::sync::watch;

@@ -24,11 +24,11 @@ pub struct Shared {
     /// Swapped by a SIGHUP reload; each new connection and STARTTLS takes the current one.
     pub tls: parking_lot::RwLock<Option<TlsAcceptor>>,
     pub clock: Arc<dyn Clock>,
-    pub imap: Arc<crate::imap::ImapStore>,
+    pub imap: Arc<crate::backends::imap::ImapStore>,
     /// Addresses actually bound, per service.
     pub bound: Mutex<Vec<(Service, SocketAddr)>>,
-    pub pop3: Arc<crate::pop3::Pop3Store>,
-    pub smtp: Arc<crate::smtp::SmtpStore>,
+    pub pop3: Arc<crate::backends::pop3::Pop3Store>,
+    pub smtp: Arc<crate::backends::smtp::SmtpStore>,
     /// Users whose sessions must end now (admin commands send, drivers listen).
     pub revocations: crate::admin::revoke::Revocations,
     /// Open IMAP and POP3 sessions per user (`limits.max_connections_per_user`).
@@ -53,13 +53,13 @@ impl Shared {
         Ok(Shared {
             plaintext_networks: config.plaintext_networks(),
             bound: Mutex::new(Vec::new()),
-            imap: Arc::new(crate::imap::ImapStore::new(
+            imap: Arc::new(crate::backends::imap::ImapStore::new(
                 store.clone(),
                 config.limits.max_message_size,
             )),
-            pop3: Arc::new(crate::pop3::Pop3Store::new(store.clone())),
+            pop3: Arc::new(crate::backends::pop3::Pop3Store::new(store.clone())),
             smtp: Arc::new(
-                crate::smtp::SmtpStore::new(store.clone())
+                crate::backends::smtp::SmtpStore::new(store.clone())
                     .with_queue_wakeup(queue_wakeup)
                     .with_outage_parking(config.delivery.outage_recheck_secs)
                     .with_inbound_auth(crate::inbound_auth::InboundVerifier::from_config(
