@@ -1022,3 +1022,39 @@ fn policy_refusals_give_a_code_and_a_reason_a_person_can_act_on() {
         assert_eq!(send(&mut s, "a LOGIN someone secret\r\n"), reply);
     }
 }
+
+/// Issue 19 item 1: a line of 30,000 `(` before login overflowed the stack in the
+/// extended-form lexer and aborted the whole process; SEARCH `((((` after login too.
+/// Deeper than any real command: refused with BAD, the session goes on.
+#[test]
+fn deeply_nested_parentheses_are_refused_not_recursed() {
+    let store = MockStore::new();
+    store.deliver("INBOX", MSG, 0);
+    let deep = "(".repeat(60_000);
+    let mut s = session_with(&store, info(true, false));
+    s.greeting();
+    let r = send(&mut s, &format!("{deep}\r\na NOOP\r\n"));
+    assert!(r.starts_with("( BAD ") || r.starts_with("* BAD "), "{r}");
+    assert!(r.ends_with("a OK NOOP completed\r\n"), "{r}");
+    let r = send(&mut s, &format!("b LIST {deep}\r\nc NOOP\r\n"));
+    assert!(r.starts_with("b BAD "), "{r}");
+    let mut s = selected(&store);
+    for command in [
+        format!("d SEARCH {deep}"),
+        format!("d UID SEARCH RETURN {deep}"),
+        format!("d SEARCH RETURN (MIN) {deep}"),
+        format!("d LIST \"\" {deep}"),
+        format!("d LIST {deep}"),
+        format!("d SEARCH {}", "NOT ".repeat(15_000)),
+        format!("d SEARCH {}ALL", "OR ALL ".repeat(9_000)),
+    ] {
+        let r = send(&mut s, &format!("{command}\r\ne NOOP\r\n"));
+        assert!(r.contains("d BAD ") || r.contains("d NO "), "{r}");
+        assert!(r.ends_with("e OK NOOP completed\r\n"), "{r}");
+    }
+    // Real nesting still works.
+    let r = send(&mut s, "f LIST \"\" * RETURN (STATUS (MESSAGES))\r\n");
+    assert!(r.contains("* STATUS \"INBOX\" (MESSAGES 1)"), "{r}");
+    let r = send(&mut s, "g SEARCH RETURN (COUNT) (OR (SEEN) (NOT (DELETED)))\r\n");
+    assert!(r.contains("COUNT 1"), "{r}");
+}
