@@ -67,7 +67,7 @@ pub use backend::{
 };
 
 use extended::{Extended, ListCommand};
-use text::{canonical_inbox, list_matches, push_mailbox};
+use text::{canonical_inbox, list_matches, push_mailbox, MAX_LIST_PATTERN};
 use view::MailboxView;
 
 /// Bounds for one IMAP session.
@@ -100,6 +100,9 @@ impl Default for ImapLimits {
         }
     }
 }
+
+/// Most patterns one LIST-EXTENDED command may give (RFC 5258 §3 sets no bound).
+const MAX_LIST_PATTERNS: usize = 32;
 
 /// Pipelined input waiting past this many octets means the client is not reading.
 const MAX_BUFFERED_INPUT: usize = 8 * READ_CHUNK;
@@ -1261,6 +1264,12 @@ impl ImapSession {
             return Flow::Continue;
         };
         let verb = if lsub { "LSUB" } else { "LIST" };
+        // Each pattern costs its length × each name's length to match; no mailbox name
+        // is longer than 255 octets, so longer patterns are refused rather than matched.
+        let too_long = |p: &Vec<u8>| command.reference.len() + p.len() > MAX_LIST_PATTERN;
+        if command.patterns.len() > MAX_LIST_PATTERNS || command.patterns.iter().any(too_long) {
+            return self.bad(out, tag, "Pattern too long");
+        }
         let reference = decode_name(&command.reference);
         let patterns: Vec<String> = command.patterns.iter().map(|p| decode_name(p)).collect();
         if !lsub && patterns.len() == 1 && patterns[0].is_empty() {

@@ -1058,3 +1058,31 @@ fn deeply_nested_parentheses_are_refused_not_recursed() {
     let r = send(&mut s, "g SEARCH RETURN (COUNT) (OR (SEEN) (NOT (DELETED)))\r\n");
     assert!(r.contains("COUNT 1"), "{r}");
 }
+
+/// Issue 19 item 2: `LIST "" "<1000 × *>Q"` never returned; 60,000 `*` overflowed the
+/// stack. Patterns up to the bound match in pattern × name steps; longer are refused.
+#[test]
+fn long_wildcard_patterns_are_matched_in_linear_time_or_refused() {
+    let store = MockStore::new();
+    let mut s = logged_in(&store);
+    for name in ["a", "a/b", "a/b/c"] {
+        assert!(send(&mut s, &format!("c CREATE {name}\r\n")).starts_with("c OK"));
+    }
+    let stars = "*".repeat(1000);
+    let r = send(&mut s, &format!("l LIST \"\" \"{stars}Q\"\r\n"));
+    assert_eq!(r, "l OK LIST completed\r\n");
+    let r = send(&mut s, &format!("l LIST \"\" \"{}c\"\r\n", "%*".repeat(500)));
+    assert!(
+        r.contains("\"a/b/c\"") && r.ends_with("l OK LIST completed\r\n"),
+        "{r}"
+    );
+    let r = send(&mut s, &format!("l LIST \"\" \"{}Q\"\r\n", "*".repeat(60_000)));
+    assert_eq!(r, "l BAD Pattern too long\r\n");
+    let r = send(&mut s, &format!("l LIST \"{}\" \"*\"\r\n", "x".repeat(2_000)));
+    assert_eq!(r, "l BAD Pattern too long\r\n");
+    let many = vec!["*"; 40].join(" ");
+    let r = send(&mut s, &format!("l LIST \"\" ({many})\r\n"));
+    assert_eq!(r, "l BAD Pattern too long\r\n");
+    let r = send(&mut s, &format!("l LSUB \"\" \"{}Q\"\r\n", "*".repeat(60_000)));
+    assert_eq!(r, "l BAD Pattern too long\r\n");
+}
