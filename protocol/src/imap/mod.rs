@@ -75,6 +75,10 @@ use view::MailboxView;
 pub struct ImapLimits {
     /// Largest literal (and so largest APPEND), advertised as APPENDLIMIT.
     pub max_literal: u32,
+    /// Largest literal before login, and the longest whole command then (a user name
+    /// or password needs little): 50 MiB literals before login let 20 unauthenticated
+    /// connections take 1 GB (issue 19). Dovecot allows about as much.
+    pub max_literal_before_login: u32,
     /// Longest command line outside literals, CRLF included.
     pub max_line: usize,
     /// Malformed or misplaced commands before the session closes.
@@ -93,6 +97,7 @@ impl Default for ImapLimits {
     fn default() -> Self {
         ImapLimits {
             max_literal: 50 * 1024 * 1024,
+            max_literal_before_login: 8 * 1024,
             max_line: 64 * 1024,
             max_bad_commands: 20,
             max_auth_failures: 3,
@@ -413,13 +418,20 @@ impl ImapSession {
     /// literal.
     fn command_line(&mut self, line: &[u8], out: &mut Vec<u8>) -> Flow {
         self.command.extend_from_slice(line);
-        if self.command.len() > self.limits.max_literal as usize + 4 * self.limits.max_line {
+        let (max_literal, max_command) = if matches!(self.state, State::NotAuthenticated) {
+            let max = self.limits.max_literal_before_login.min(self.limits.max_literal);
+            (max, max as usize + self.limits.max_line)
+        } else {
+            let max = self.limits.max_literal;
+            (max, max as usize + 4 * self.limits.max_line)
+        };
+        if self.command.len() > max_command {
             out.extend_from_slice(b"* BAD Command too long\r\n* BYE Closing\r\n");
             return Flow::Close;
         }
         if let Some((length, non_sync)) = literal_announcement(line) {
             let tag = tag_of(&self.command);
-            if length > u64::from(self.limits.max_literal) {
+            if length > u64::from(max_literal) {
                 self.command.clear();
                 if non_sync {
                     // The octets are already on their way; we cannot skip them safely.

@@ -1086,3 +1086,42 @@ fn long_wildcard_patterns_are_matched_in_linear_time_or_refused() {
     let r = send(&mut s, &format!("l LSUB \"\" \"{}Q\"\r\n", "*".repeat(60_000)));
     assert_eq!(r, "l BAD Pattern too long\r\n");
 }
+
+/// Issue 19 item 4: before login, literals up to APPENDLIMIT (50 MiB) were accepted and
+/// held. Now a few KiB, and the whole command within a line's length.
+#[test]
+fn literals_before_login_are_small() {
+    let store = MockStore::new();
+    let mut s = session_with(&store, info(true, false));
+    s.greeting();
+    assert_eq!(
+        send(&mut s, "a LOGIN {8193}\r\n"),
+        "a NO [TOOBIG] Literal too big\r\n"
+    );
+    let out = s.receive(b"b LOGIN {1000000+}\r\n");
+    assert_eq!(out.action, Action::Close);
+    let mut s = session_with(&store, info(true, false));
+    s.greeting();
+    // Literals within the bound still log in (user names with spaces or quotes).
+    let r = send(&mut s, &format!("a LOGIN {{{}}}\r\n", USER.len()));
+    assert_eq!(r, "+ OK\r\n");
+    let r = send(
+        &mut s,
+        &format!("{USER} {{{}+}}\r\n{PASSWORD}\r\n", PASSWORD.len()),
+    );
+    assert!(r.starts_with("a OK "), "{r}");
+    // After login APPENDLIMIT applies.
+    let body = "x".repeat(100_000);
+    let r = send(
+        &mut s,
+        &format!("b APPEND INBOX {{{}+}}\r\n{body}\r\n", body.len()),
+    );
+    assert!(r.starts_with("b OK [APPENDUID"), "{r}");
+    // Many small literals in one command before login: the command is bounded too.
+    let mut s = session_with(&store, info(true, false));
+    s.greeting();
+    let chunk = format!("{{8000+}}\r\n{}", "y".repeat(8000));
+    let out = s.receive(format!("c LOGIN {}\r\n", chunk.repeat(20)).as_bytes());
+    assert_eq!(out.action, Action::Close);
+    assert!(String::from_utf8_lossy(&out.bytes).contains("Command too long"));
+}
