@@ -106,6 +106,9 @@ impl Default for ImapLimits {
     }
 }
 
+/// What a `read-only` user is told for anything that would change mail or mailboxes.
+const READ_ONLY_ACCESS: &str = "[NOPERM] Your access to this server is read-only";
+
 /// Most patterns one LIST-EXTENDED command may give (RFC 5258 §3 sets no bound).
 const MAX_LIST_PATTERNS: usize = 32;
 
@@ -518,6 +521,13 @@ impl ImapSession {
         caps
     }
 
+    /// The user's access is `read-only`: mailboxes open as with EXAMINE and nothing may
+    /// change (issue 19 item 8).
+    fn read_only_user(&self) -> bool {
+        self.account()
+            .is_some_and(|a| a.access == crate::auth::AccessLevel::ReadOnly)
+    }
+
     fn login_allowed(&self) -> bool {
         self.info.tls || self.info.allow_plaintext_auth
     }
@@ -628,6 +638,18 @@ impl ImapSession {
                 out.extend_from_slice(b"* NAMESPACE ((\"\" \"/\")) NIL NIL\r\n");
                 ok(out, tag, "NAMESPACE completed")
             }
+            // Read-only access (docs/operations.md): reading only; SELECT opens as EXAMINE does.
+            (
+                _,
+                C::Create { .. }
+                | C::Delete { .. }
+                | C::Rename { .. }
+                | C::Subscribe { .. }
+                | C::Unsubscribe { .. }
+                | C::Append { .. }
+                | C::Copy { .. }
+                | C::Move { .. },
+            ) if self.read_only_user() => no(out, tag, READ_ONLY_ACCESS),
             (_, C::Select { mailbox, parameters }) => self.select(tag, &mailbox, &parameters, false, out),
             (_, C::Examine { mailbox, parameters }) => self.select(tag, &mailbox, &parameters, true, out),
             (_, C::Create { mailbox }) => self.create(tag, &mailbox, out),
@@ -1063,9 +1085,10 @@ impl ImapSession {
         tag: &str,
         mailbox: &Mailbox<'_>,
         parameters: &[imap_codec::imap_types::command::SelectParameter],
-        read_only: bool,
+        examine: bool,
         out: &mut Vec<u8>,
     ) -> Flow {
+        let read_only = examine || self.read_only_user();
         use imap_codec::imap_types::command::SelectParameter;
         let Some(account) = self.account_clone() else {
             return Flow::Continue;
@@ -1143,11 +1166,8 @@ impl ImapSession {
                 format!("* OK [HIGHESTMODSEQ {}] Highest\r\n", view.highest_modseq).as_bytes(),
             );
         }
-        let (code, verb) = if read_only {
-            ("READ-ONLY", "EXAMINE")
-        } else {
-            ("READ-WRITE", "SELECT")
-        };
+        let code = if read_only { "READ-ONLY" } else { "READ-WRITE" };
+        let verb = if examine { "EXAMINE" } else { "SELECT" };
         out.extend_from_slice(format!("{tag} OK [{code}] {verb} completed\r\n").as_bytes());
         self.state = State::Selected {
             account,

@@ -1125,3 +1125,59 @@ fn literals_before_login_are_small() {
     assert_eq!(out.action, Action::Close);
     assert!(String::from_utf8_lossy(&out.bytes).contains("Command too long"));
 }
+
+/// `MockAuth` with the account's access `read-only`.
+struct ReadOnlyAuth;
+
+impl AuthBackend for ReadOnlyAuth {
+    fn authenticate(&self, credentials: &Credentials) -> Result<Account, AuthError> {
+        MockAuth.authenticate(credentials).map(|a| Account {
+            access: crate::auth::AccessLevel::ReadOnly,
+            ..a
+        })
+    }
+}
+
+/// Issue 19 item 8: a `read-only` user got `[READ-WRITE]` at SELECT and could APPEND,
+/// set `\Deleted`, EXPUNGE, CREATE and DELETE. Now SELECT is EXAMINE and every change
+/// is refused with `[NOPERM]` or `[READ-ONLY]`; reading works.
+#[test]
+fn read_only_users_read_and_change_nothing() {
+    let store = MockStore::new();
+    store.deliver("INBOX", MSG, 0);
+    let mut s = ImapSession::new(
+        info(true, false),
+        Arc::new(ReadOnlyAuth),
+        store.clone(),
+        ImapLimits::default(),
+    );
+    s.greeting();
+    assert!(send(&mut s, &format!("a LOGIN {USER} {PASSWORD}\r\n")).starts_with("a OK"));
+    let r = send(&mut s, "b SELECT INBOX\r\n");
+    assert!(r.ends_with("b OK [READ-ONLY] SELECT completed\r\n"), "{r}");
+    let r = send(&mut s, "c FETCH 1 (BODY[])\r\n");
+    assert!(
+        r.contains("Hi there") && r.ends_with("c OK FETCH completed\r\n"),
+        "{r}"
+    );
+    for (command, refused) in [
+        ("d STORE 1 +FLAGS (\\Deleted)", "d NO [READ-ONLY]"),
+        ("e EXPUNGE", "e NO [READ-ONLY]"),
+        ("f CREATE Evil", "f NO [NOPERM]"),
+        ("g DELETE INBOX", "g NO [NOPERM]"),
+        ("h RENAME INBOX Other", "h NO [NOPERM]"),
+        ("i APPEND INBOX {3+}\r\nabc", "i NO [NOPERM]"),
+        ("j COPY 1 INBOX", "j NO [NOPERM]"),
+        ("k MOVE 1 INBOX", "k NO [NOPERM]"),
+        ("l SUBSCRIBE INBOX", "l NO [NOPERM]"),
+        ("m UID EXPUNGE 1", "m NO [READ-ONLY]"),
+    ] {
+        let r = send(&mut s, &format!("{command}\r\n"));
+        assert!(r.starts_with(refused), "{command}: {r}");
+    }
+    assert!(send(&mut s, "n CLOSE\r\n").starts_with("n OK"));
+    let r = send(&mut s, "o EXAMINE INBOX\r\n");
+    assert!(r.contains("* 1 EXISTS"), "nothing was expunged: {r}");
+    let r = send(&mut s, "p FETCH 1 (FLAGS)\r\n");
+    assert!(!r.contains("\\Seen") && !r.contains("\\Deleted"), "{r}");
+}
