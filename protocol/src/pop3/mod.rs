@@ -30,7 +30,7 @@ mod transfer;
 
 use std::sync::Arc;
 
-use crate::auth::{Account, AuthBackend, AuthError, Credentials, Secret};
+use crate::auth::{AccessLevel, Account, AuthBackend, AuthError, Credentials, Secret};
 use crate::sasl::{self, SaslError};
 use crate::session::{Action, ConnectionInfo, Goodbye, Output, READ_CHUNK};
 
@@ -431,6 +431,15 @@ impl Pop3Session {
                     }
                     Err(reply) => out.extend_from_slice(reply.as_bytes()),
                 }
+                Flow::Continue
+            }
+            // Read-only access (docs/operations.md): nothing is deleted (issue 19 item 8).
+            (State::Transaction { account, .. }, Command::Dele(_))
+                if account.access == AccessLevel::ReadOnly =>
+            {
+                out.extend_from_slice(
+                    b"-ERR Your access to this server is read-only; nothing is deleted\r\n",
+                );
                 Flow::Continue
             }
             (State::Transaction { maildrop, .. }, Command::Dele(number)) => {
