@@ -21,6 +21,9 @@ mod smtp;
 #[path = "suite/imap.rs"]
 mod imap;
 
+#[path = "suite/concurrency.rs"]
+mod concurrency;
+
 #[path = "suite/shutdown.rs"]
 mod shutdown;
 
