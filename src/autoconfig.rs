@@ -11,13 +11,14 @@ use std::net::SocketAddr;
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use understudy_storage::accounts::normalize_address;
+use understudy_storage::EmailAddress;
 use understudy_storage::Store;
 
 use crate::config::{Config, Service};
 use crate::http::{Request, Response};
 
 /// Public host name and implicit-TLS ports users should configure.
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Settings {
     pub address: String,
     pub domain: String,
@@ -50,8 +51,9 @@ pub fn settings_with_ports(
     address: &str,
     port: &dyn Fn(Service) -> Option<u16>,
 ) -> Option<Settings> {
-    let address = normalize_address(address).ok()?;
-    let domain = address.rsplit_once('@')?.1.to_string();
+    let address = EmailAddress::normalized(address).ok()?;
+    let domain = address.domain().to_string();
+    let address = address.into_string();
     store.domain(&domain).ok()??;
     Some(Settings {
         address,
@@ -214,7 +216,7 @@ fn requested_address(body: &[u8]) -> Option<String> {
 
 pub async fn serve(
     listener: TcpListener,
-    shared: std::sync::Arc<crate::server::Shared>,
+    shared: std::sync::Arc<crate::shared::Shared>,
     shutdown: watch::Receiver<bool>,
 ) {
     let tls_source = shared.clone();

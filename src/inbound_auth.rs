@@ -43,9 +43,10 @@ use mail_auth::{
     RecordSet, ResolverCache, SpfResult, Txt,
 };
 use serde::Deserialize;
-use understudy_protocol::smtp::{DeliveryError, Envelope};
+use understudy_protocol::smtp::{DeliveryError, Envelope, SmtpReply};
+use understudy_storage::EmailAddress;
 
-use crate::config::{ConfigProblem, Network};
+use crate::config_types::{ConfigProblem, Network};
 
 /// What the MX does with inbound mail authentication.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -60,10 +61,11 @@ pub enum VerifyInbound {
     Enforce,
 }
 
-/// The `[smtp]` section.
+/// The inbound checks' settings: the `[smtp]` section of the file (its historical name;
+/// it holds only these checks).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct SmtpConfig {
+pub struct InboundAuthConfig {
     pub verify_inbound: VerifyInbound,
     /// Networks (CIDR) whose mail is taken without checks: the filter in front, local
     /// injectors. Loopback by default.
@@ -75,9 +77,9 @@ pub struct SmtpConfig {
     pub test_dns_records: Option<PathBuf>,
 }
 
-impl Default for SmtpConfig {
+impl Default for InboundAuthConfig {
     fn default() -> Self {
-        SmtpConfig {
+        InboundAuthConfig {
             verify_inbound: VerifyInbound::Headers,
             trusted_relays: vec!["127.0.0.0/8".into(), "::1/128".into()],
             dns_timeout_secs: 10,
@@ -86,7 +88,7 @@ impl Default for SmtpConfig {
     }
 }
 
-impl SmtpConfig {
+impl InboundAuthConfig {
     pub fn validate(&self) -> Vec<ConfigProblem> {
         let mut problems = Vec::new();
         for (i, net) in self.trusted_relays.iter().enumerate() {
@@ -450,7 +452,10 @@ const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl InboundVerifier {
     /// `None` when `verify_inbound = "off"`. Must be called inside the tokio runtime.
-    pub fn from_config(config: &SmtpConfig, hostname: &str) -> anyhow::Result<Option<Arc<InboundVerifier>>> {
+    pub fn from_config(
+        config: &InboundAuthConfig,
+        hostname: &str,
+    ) -> anyhow::Result<Option<Arc<InboundVerifier>>> {
         if config.verify_inbound == VerifyInbound::Off {
             return Ok(None);
         }
@@ -522,11 +527,12 @@ impl InboundVerifier {
                     domain = %verdict.dmarc_domain,
                     "message refused: DMARC p=reject"
                 );
-                Err(DeliveryError::Rejected {
-                    code: 550,
-                    enhanced: "5.7.1".into(),
-                    text,
-                })
+                match SmtpReply::refusal(550, "5.7.1", &text) {
+                    Ok(reply) => Err(DeliveryError::Rejected(reply)),
+                    // 550 with 5.7.1 is a refusal by construction; were it ever refused,
+                    // the message is still not accepted.
+                    Err(e) => Err(DeliveryError::Temporary(e.to_string())),
+                }
             }
         }
     }
@@ -603,8 +609,8 @@ impl InboundVerifier {
         let from_domain = parsed
             .from
             .first()
-            .and_then(|f| f.rsplit_once('@'))
-            .map(|(_, d)| d.to_ascii_lowercase())
+            .and_then(|f| EmailAddress::parse(f))
+            .map(|a| a.domain().to_string())
             .unwrap_or_default();
         let (Some(spf_output), Some(dkim_output)) = (&spf_output, &dkim_output) else {
             // Out of time before DMARC could be evaluated: it cannot fail this message.
@@ -617,7 +623,8 @@ impl InboundVerifier {
                 dmarc_policy: DmarcPolicy::None,
             };
         };
-        let mail_from_domain = mail_from.rsplit_once('@').map_or(helo, |(_, d)| d);
+        let sender = EmailAddress::parse(mail_from);
+        let mail_from_domain = sender.as_ref().map_or(helo, |a| a.domain());
         let dmarc_output = tokio::time::timeout_at(
             deadline,
             self.authenticator.verify_dmarc(params!(DmarcParameters {
@@ -809,13 +816,13 @@ Authentication-Results: other.example; spf=pass\r\nSubject: hi\r\n\r\nAuthentica
 
     #[test]
     fn config_defaults_and_problems() {
-        let c = SmtpConfig::default();
+        let c = InboundAuthConfig::default();
         assert_eq!(c.verify_inbound, VerifyInbound::Headers);
         assert!(c.validate().is_empty());
-        let bad = SmtpConfig {
+        let bad = InboundAuthConfig {
             trusted_relays: vec!["10.0.0.0/99".into()],
             dns_timeout_secs: 0,
-            ..SmtpConfig::default()
+            ..InboundAuthConfig::default()
         };
         let keys: Vec<String> = bad.validate().into_iter().map(|p| p.key).collect();
         assert_eq!(keys, ["smtp.trusted_relays[0]", "smtp.dns_timeout_secs"]);
@@ -873,11 +880,11 @@ Authentication-Results: other.example; spf=pass\r\nSubject: hi\r\n\r\nAuthentica
              \"flaky.example\" = \"v=spf1 ip4:192.0.2.1 -all\"\n",
         )
         .unwrap();
-        let config = SmtpConfig {
+        let config = InboundAuthConfig {
             verify_inbound: VerifyInbound::Enforce,
             trusted_relays: vec!["10.0.0.0/8".into()],
             test_dns_records: Some(path),
-            ..SmtpConfig::default()
+            ..InboundAuthConfig::default()
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -905,7 +912,7 @@ Authentication-Results: other.example; spf=pass\r\nSubject: hi\r\n\r\nAuthentica
         // Anyone else: refused.
         let forged = verifier.check(&envelope("198.51.100.7", "ceo@bank.example"), message);
         assert!(
-            matches!(&forged, Err(DeliveryError::Rejected { code: 550, enhanced, .. }) if enhanced == "5.7.1"),
+            matches!(&forged, Err(DeliveryError::Rejected(reply)) if reply.code() == 550 && reply.enhanced() == "5.7.1"),
             "{forged:?}"
         );
         // A trusted relay is not checked.

@@ -1,4 +1,6 @@
-//! The contract between a protocol session and the network driver that feeds it.
+//! The contract between a protocol session and the network driver that feeds it: the
+//! [`Session`] trait (implemented by each protocol's session in its own module, and here
+//! once for `Box<S>`), and the [`Output`]/[`Action`] a step returns.
 //!
 //! The driver reads whatever bytes arrive (at most `READ_CHUNK` at a time), hands them to
 //! the session's `receive`, writes `Output::bytes` back and then does what
@@ -77,4 +79,85 @@ pub enum Goodbye {
     Timeout,
     /// An administrator ended the session (user deactivated).
     Revoked,
+}
+
+/// What the driver needs from any protocol session.
+pub trait Session: Send + 'static {
+    /// The server's first words. Runs on the async worker, so it must not block (every
+    /// session's greeting is formatted from what it already holds).
+    fn greeting(&mut self) -> Output;
+    fn receive(&mut self, input: &[u8]) -> Output;
+    /// Handles the part of `input` that needs neither the store nor a credential check,
+    /// on the async worker, with no thread hand-off (an SMTP body streaming in). None,
+    /// the default, when the session cannot: the driver then runs `receive` on the
+    /// blocking pool. After `Some`, `has_pending` says whether a `receive(&[])` on the
+    /// blocking pool must finish the job.
+    fn receive_inline(&mut self, _input: &[u8]) -> Option<Output> {
+        None
+    }
+    fn tls_started(&mut self);
+    /// IMAP IDLE: the watched mailbox changed.
+    fn mailbox_changed(&mut self) -> Output {
+        Output::default()
+    }
+    fn goodbye(&mut self, why: Goodbye) -> Vec<u8>;
+    /// Logged in: the longer idle time-out applies.
+    fn authenticated(&self) -> bool {
+        false
+    }
+    /// An SMTP transaction is being received: shutdown waits for it.
+    fn busy(&self) -> bool {
+        false
+    }
+    /// Complete commands are still buffered because the session capped one step's
+    /// output; the driver calls `receive(&[])` again before reading more.
+    fn has_pending(&self) -> bool {
+        false
+    }
+    /// The user logged in on this session, so an admin can end it (the server's
+    /// revocation wrapper answers this; the sessions themselves do not).
+    fn account_id(&self) -> Option<u64> {
+        None
+    }
+    /// Complete commands handled so far; 0 for sessions that are not paced.
+    fn commands(&self) -> u64 {
+        0
+    }
+}
+
+/// A boxed session is a session (the driver takes `Box<dyn Session>`, wrappers box theirs).
+impl<S: Session + ?Sized> Session for Box<S> {
+    fn greeting(&mut self) -> Output {
+        (**self).greeting()
+    }
+    fn receive(&mut self, input: &[u8]) -> Output {
+        (**self).receive(input)
+    }
+    fn receive_inline(&mut self, input: &[u8]) -> Option<Output> {
+        (**self).receive_inline(input)
+    }
+    fn tls_started(&mut self) {
+        (**self).tls_started()
+    }
+    fn mailbox_changed(&mut self) -> Output {
+        (**self).mailbox_changed()
+    }
+    fn goodbye(&mut self, why: Goodbye) -> Vec<u8> {
+        (**self).goodbye(why)
+    }
+    fn authenticated(&self) -> bool {
+        (**self).authenticated()
+    }
+    fn busy(&self) -> bool {
+        (**self).busy()
+    }
+    fn has_pending(&self) -> bool {
+        (**self).has_pending()
+    }
+    fn account_id(&self) -> Option<u64> {
+        (**self).account_id()
+    }
+    fn commands(&self) -> u64 {
+        (**self).commands()
+    }
 }

@@ -388,3 +388,64 @@ fn two_thousand_connections_from_one_address_are_refused_past_the_limit() {
     }
     println!("RSS before {before} KiB");
 }
+
+/// Issue 19 items 1, 2 and 4 over real sockets: one unauthenticated line of 30,000 `(`
+/// aborted the whole process (stack overflow in a recursive lexer), `SEARCH ((((` after
+/// login too; `LIST "" "<1000 × *>Q"` never returned; literals up to 50 MiB were held
+/// before login. Each gets an answer now, and the server stays up and small.
+#[test]
+fn parser_bombs_and_big_literals_before_login_leave_the_server_up() {
+    let server = TestServer::start();
+    let out = run(
+        &server,
+        r#"
+deep = b"(" * 30000
+for port, tls in ((P["imap"], False), (P["imaps"], True)):
+    c = C(port, tls=tls); c.expect(r"\* OK.*\r\n")
+    c.send(deep + b"\r\na NOOP\r\n")
+    c.expect(r"\* BAD .*\r\n")
+    c.expect(r"a OK .*\r\n")
+    c.send(b"b LOGIN " + deep + b"\r\n")
+    assert re.match(r"b (BAD|NO) ", c.expect(r"b .*\r\n"))
+print("deep parentheses before login refused")
+
+c = imap_login()
+c.send(b"s SELECT INBOX\r\n"); c.expect(r"s OK.*\r\n")
+for cmd in (b"d SEARCH " + deep, b"d UID SEARCH RETURN (MIN) " + deep, b"d LIST \"\" " + deep):
+    c.send(cmd + b"\r\ne NOOP\r\n")
+    assert re.match(r"d (BAD|NO) ", c.expect(r"d .*\r\n"))
+    c.expect(r"e OK.*\r\n")
+print("deep parentheses after login refused")
+
+start = time.monotonic()
+c.send(b'l LIST "" "' + b"*" * 1000 + b'Q"\r\n')
+assert c.expect(r"l .*\r\n").startswith("l OK"), "LIST wildcards"
+c.send(b'm LIST "" "' + b"*" * 60000 + b'Q"\r\n')
+assert c.expect(r"m .*\r\n").startswith("m BAD")
+assert time.monotonic() - start < 15, "LIST patterns took too long"
+print("LIST wildcards answered")
+
+c = C(P["imap"]); c.expect(r"\* OK.*\r\n")
+c.send(b"a LOGIN {100000}\r\n")
+assert c.expect(r"a .*\r\n").startswith("a NO [TOOBIG]")
+c.send(b"b LOGIN {1000000+}\r\n")
+assert c.closed(), "a 1 MB literal before login was read"
+conns = []
+for i in range(20):
+    c = C(P["imaps"], tls=True); c.expect(r"\* OK.*\r\n")
+    c.send(b"a LOGIN {8000+}\r\n" + b"x" * 8000 + b" {8000+}\r\n" + b"y" * 8000)
+    conns.append(c)
+print("big literals before login refused")
+"#,
+    );
+    for case in [
+        "deep parentheses before login refused",
+        "deep parentheses after login refused",
+        "LIST wildcards answered",
+        "big literals before login refused",
+        "healthy",
+    ] {
+        assert!(out.contains(case), "{out}");
+    }
+    assert_rss_bounded(&server, "after parser bombs");
+}

@@ -28,6 +28,10 @@ impl Token {
     }
 }
 
+/// Parenthesised lists nest at most this deep in the forms parsed here (`RETURN (STATUS
+/// (MESSAGES))` needs two); deeper input is none of them.
+const MAX_NESTING: usize = 8;
+
 struct Lexer<'a> {
     input: &'a [u8],
     pos: usize,
@@ -45,23 +49,38 @@ impl<'a> Lexer<'a> {
         matches!(self.input.get(self.pos), None | Some(b'\r') | Some(b'\n'))
     }
 
+    /// The next token. Iterative with an explicit stack and bounded nesting: an
+    /// unauthenticated line of 30,000 `(` once overflowed the worker's stack here and
+    /// took every session down with it (issue 19).
     fn token(&mut self) -> Option<Token> {
-        self.skip_spaces();
-        match *self.input.get(self.pos)? {
-            b'(' => {
-                self.pos += 1;
-                let mut items = Vec::new();
-                loop {
-                    self.skip_spaces();
-                    match self.input.get(self.pos)? {
-                        b')' => {
-                            self.pos += 1;
-                            return Some(Token::List(items));
-                        }
-                        _ => items.push(self.token()?),
+        let mut open: Vec<Vec<Token>> = Vec::new();
+        loop {
+            self.skip_spaces();
+            let token = match *self.input.get(self.pos)? {
+                b'(' => {
+                    if open.len() >= MAX_NESTING {
+                        return None;
                     }
+                    self.pos += 1;
+                    open.push(Vec::new());
+                    continue;
                 }
+                b')' if !open.is_empty() => {
+                    self.pos += 1;
+                    Token::List(open.pop()?)
+                }
+                _ => self.scalar()?,
+            };
+            match open.last_mut() {
+                Some(items) => items.push(token),
+                None => return Some(token),
             }
+        }
+    }
+
+    /// An atom or a string (quoted or literal).
+    fn scalar(&mut self) -> Option<Token> {
+        match *self.input.get(self.pos)? {
             b'"' => {
                 self.pos += 1;
                 let mut s = Vec::new();
@@ -91,8 +110,9 @@ impl<'a> Lexer<'a> {
                     return None;
                 }
                 start += 1;
-                let data = self.input.get(start..start + length)?.to_vec();
-                self.pos = start + length;
+                let end = start.checked_add(length)?;
+                let data = self.input.get(start..end)?.to_vec();
+                self.pos = end;
                 Some(Token::Str(data))
             }
             _ => {

@@ -38,6 +38,7 @@ pub mod backend;
 mod extended;
 pub mod message;
 mod selected;
+mod session_trait;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests;
@@ -67,7 +68,7 @@ pub use backend::{
 };
 
 use extended::{Extended, ListCommand};
-use text::{canonical_inbox, list_matches, push_mailbox};
+use text::{canonical_inbox, list_matches, push_mailbox, MAX_LIST_PATTERN};
 use view::MailboxView;
 
 /// Bounds for one IMAP session.
@@ -75,6 +76,10 @@ use view::MailboxView;
 pub struct ImapLimits {
     /// Largest literal (and so largest APPEND), advertised as APPENDLIMIT.
     pub max_literal: u32,
+    /// Largest literal before login, and the longest whole command then (a user name
+    /// or password needs little): 50 MiB literals before login let 20 unauthenticated
+    /// connections take 1 GB (issue 19). Dovecot allows about as much.
+    pub max_literal_before_login: u32,
     /// Longest command line outside literals, CRLF included.
     pub max_line: usize,
     /// Malformed or misplaced commands before the session closes.
@@ -93,6 +98,7 @@ impl Default for ImapLimits {
     fn default() -> Self {
         ImapLimits {
             max_literal: 50 * 1024 * 1024,
+            max_literal_before_login: 8 * 1024,
             max_line: 64 * 1024,
             max_bad_commands: 20,
             max_auth_failures: 3,
@@ -100,6 +106,12 @@ impl Default for ImapLimits {
         }
     }
 }
+
+/// What a `read-only` user is told for anything that would change mail or mailboxes.
+const READ_ONLY_ACCESS: &str = "[NOPERM] Your access to this server is read-only";
+
+/// Most patterns one LIST-EXTENDED command may give (RFC 5258 §3 sets no bound).
+const MAX_LIST_PATTERNS: usize = 32;
 
 /// Pipelined input waiting past this many octets means the client is not reading.
 const MAX_BUFFERED_INPUT: usize = 8 * READ_CHUNK;
@@ -408,13 +420,20 @@ impl ImapSession {
     /// literal.
     fn command_line(&mut self, line: &[u8], out: &mut Vec<u8>) -> Flow {
         self.command.extend_from_slice(line);
-        if self.command.len() > self.limits.max_literal as usize + 4 * self.limits.max_line {
+        let (max_literal, max_command) = if matches!(self.state, State::NotAuthenticated) {
+            let max = self.limits.max_literal_before_login.min(self.limits.max_literal);
+            (max, max as usize + self.limits.max_line)
+        } else {
+            let max = self.limits.max_literal;
+            (max, max as usize + 4 * self.limits.max_line)
+        };
+        if self.command.len() > max_command {
             out.extend_from_slice(b"* BAD Command too long\r\n* BYE Closing\r\n");
             return Flow::Close;
         }
         if let Some((length, non_sync)) = literal_announcement(line) {
             let tag = tag_of(&self.command);
-            if length > u64::from(self.limits.max_literal) {
+            if length > u64::from(max_literal) {
                 self.command.clear();
                 if non_sync {
                     // The octets are already on their way; we cannot skip them safely.
@@ -499,6 +518,13 @@ impl ImapSession {
         );
         caps.push_str(&format!(" APPENDLIMIT={}", self.limits.max_literal));
         caps
+    }
+
+    /// The user's access is `read-only`: mailboxes open as with EXAMINE and nothing may
+    /// change (issue 19 item 8).
+    fn read_only_user(&self) -> bool {
+        self.account()
+            .is_some_and(|a| a.access == crate::auth::AccessLevel::ReadOnly)
     }
 
     fn login_allowed(&self) -> bool {
@@ -611,6 +637,18 @@ impl ImapSession {
                 out.extend_from_slice(b"* NAMESPACE ((\"\" \"/\")) NIL NIL\r\n");
                 ok(out, tag, "NAMESPACE completed")
             }
+            // Read-only access (docs/operations.md): reading only; SELECT opens as EXAMINE does.
+            (
+                _,
+                C::Create { .. }
+                | C::Delete { .. }
+                | C::Rename { .. }
+                | C::Subscribe { .. }
+                | C::Unsubscribe { .. }
+                | C::Append { .. }
+                | C::Copy { .. }
+                | C::Move { .. },
+            ) if self.read_only_user() => no(out, tag, READ_ONLY_ACCESS),
             (_, C::Select { mailbox, parameters }) => self.select(tag, &mailbox, &parameters, false, out),
             (_, C::Examine { mailbox, parameters }) => self.select(tag, &mailbox, &parameters, true, out),
             (_, C::Create { mailbox }) => self.create(tag, &mailbox, out),
@@ -1046,9 +1084,10 @@ impl ImapSession {
         tag: &str,
         mailbox: &Mailbox<'_>,
         parameters: &[imap_codec::imap_types::command::SelectParameter],
-        read_only: bool,
+        examine: bool,
         out: &mut Vec<u8>,
     ) -> Flow {
+        let read_only = examine || self.read_only_user();
         use imap_codec::imap_types::command::SelectParameter;
         let Some(account) = self.account_clone() else {
             return Flow::Continue;
@@ -1107,11 +1146,8 @@ impl ImapSession {
                 format!("* OK [HIGHESTMODSEQ {}] Highest\r\n", view.highest_modseq).as_bytes(),
             );
         }
-        let (code, verb) = if read_only {
-            ("READ-ONLY", "EXAMINE")
-        } else {
-            ("READ-WRITE", "SELECT")
-        };
+        let code = if read_only { "READ-ONLY" } else { "READ-WRITE" };
+        let verb = if examine { "EXAMINE" } else { "SELECT" };
         out.extend_from_slice(format!("{tag} OK [{code}] {verb} completed\r\n").as_bytes());
         self.state = State::Selected {
             account,
@@ -1240,6 +1276,12 @@ impl ImapSession {
             return Flow::Continue;
         };
         let verb = if lsub { "LSUB" } else { "LIST" };
+        // Each pattern costs its length × each name's length to match; no mailbox name
+        // is longer than 255 octets, so longer patterns are refused rather than matched.
+        let too_long = |p: &Vec<u8>| command.reference.len() + p.len() > MAX_LIST_PATTERN;
+        if command.patterns.len() > MAX_LIST_PATTERNS || command.patterns.iter().any(too_long) {
+            return self.bad(out, tag, "Pattern too long");
+        }
         let reference = decode_name(&command.reference);
         let patterns: Vec<String> = command.patterns.iter().map(|p| decode_name(p)).collect();
         if !lsub && patterns.len() == 1 && patterns[0].is_empty() {

@@ -1022,3 +1022,162 @@ fn policy_refusals_give_a_code_and_a_reason_a_person_can_act_on() {
         assert_eq!(send(&mut s, "a LOGIN someone secret\r\n"), reply);
     }
 }
+
+/// Issue 19 item 1: a line of 30,000 `(` before login overflowed the stack in the
+/// extended-form lexer and aborted the whole process; SEARCH `((((` after login too.
+/// Deeper than any real command: refused with BAD, the session goes on.
+#[test]
+fn deeply_nested_parentheses_are_refused_not_recursed() {
+    let store = MockStore::new();
+    store.deliver("INBOX", MSG, 0);
+    let deep = "(".repeat(60_000);
+    let mut s = session_with(&store, info(true, false));
+    s.greeting();
+    let r = send(&mut s, &format!("{deep}\r\na NOOP\r\n"));
+    assert!(r.starts_with("( BAD ") || r.starts_with("* BAD "), "{r}");
+    assert!(r.ends_with("a OK NOOP completed\r\n"), "{r}");
+    let r = send(&mut s, &format!("b LIST {deep}\r\nc NOOP\r\n"));
+    assert!(r.starts_with("b BAD "), "{r}");
+    let mut s = selected(&store);
+    for command in [
+        format!("d SEARCH {deep}"),
+        format!("d UID SEARCH RETURN {deep}"),
+        format!("d SEARCH RETURN (MIN) {deep}"),
+        format!("d LIST \"\" {deep}"),
+        format!("d LIST {deep}"),
+        format!("d SEARCH {}", "NOT ".repeat(15_000)),
+        format!("d SEARCH {}ALL", "OR ALL ".repeat(9_000)),
+    ] {
+        let r = send(&mut s, &format!("{command}\r\ne NOOP\r\n"));
+        assert!(r.contains("d BAD ") || r.contains("d NO "), "{r}");
+        assert!(r.ends_with("e OK NOOP completed\r\n"), "{r}");
+    }
+    // Real nesting still works.
+    let r = send(&mut s, "f LIST \"\" * RETURN (STATUS (MESSAGES))\r\n");
+    assert!(r.contains("* STATUS \"INBOX\" (MESSAGES 1)"), "{r}");
+    let r = send(&mut s, "g SEARCH RETURN (COUNT) (OR (SEEN) (NOT (DELETED)))\r\n");
+    assert!(r.contains("COUNT 1"), "{r}");
+}
+
+/// Issue 19 item 2: `LIST "" "<1000 × *>Q"` never returned; 60,000 `*` overflowed the
+/// stack. Patterns up to the bound match in pattern × name steps; longer are refused.
+#[test]
+fn long_wildcard_patterns_are_matched_in_linear_time_or_refused() {
+    let store = MockStore::new();
+    let mut s = logged_in(&store);
+    for name in ["a", "a/b", "a/b/c"] {
+        assert!(send(&mut s, &format!("c CREATE {name}\r\n")).starts_with("c OK"));
+    }
+    let stars = "*".repeat(1000);
+    let r = send(&mut s, &format!("l LIST \"\" \"{stars}Q\"\r\n"));
+    assert_eq!(r, "l OK LIST completed\r\n");
+    let r = send(&mut s, &format!("l LIST \"\" \"{}c\"\r\n", "%*".repeat(500)));
+    assert!(
+        r.contains("\"a/b/c\"") && r.ends_with("l OK LIST completed\r\n"),
+        "{r}"
+    );
+    let r = send(&mut s, &format!("l LIST \"\" \"{}Q\"\r\n", "*".repeat(60_000)));
+    assert_eq!(r, "l BAD Pattern too long\r\n");
+    let r = send(&mut s, &format!("l LIST \"{}\" \"*\"\r\n", "x".repeat(2_000)));
+    assert_eq!(r, "l BAD Pattern too long\r\n");
+    let many = vec!["*"; 40].join(" ");
+    let r = send(&mut s, &format!("l LIST \"\" ({many})\r\n"));
+    assert_eq!(r, "l BAD Pattern too long\r\n");
+    let r = send(&mut s, &format!("l LSUB \"\" \"{}Q\"\r\n", "*".repeat(60_000)));
+    assert_eq!(r, "l BAD Pattern too long\r\n");
+}
+
+/// Issue 19 item 4: before login, literals up to APPENDLIMIT (50 MiB) were accepted and
+/// held. Now a few KiB, and the whole command within a line's length.
+#[test]
+fn literals_before_login_are_small() {
+    let store = MockStore::new();
+    let mut s = session_with(&store, info(true, false));
+    s.greeting();
+    assert_eq!(
+        send(&mut s, "a LOGIN {8193}\r\n"),
+        "a NO [TOOBIG] Literal too big\r\n"
+    );
+    let out = s.receive(b"b LOGIN {1000000+}\r\n");
+    assert_eq!(out.action, Action::Close);
+    let mut s = session_with(&store, info(true, false));
+    s.greeting();
+    // Literals within the bound still log in (user names with spaces or quotes).
+    let r = send(&mut s, &format!("a LOGIN {{{}}}\r\n", USER.len()));
+    assert_eq!(r, "+ OK\r\n");
+    let r = send(
+        &mut s,
+        &format!("{USER} {{{}+}}\r\n{PASSWORD}\r\n", PASSWORD.len()),
+    );
+    assert!(r.starts_with("a OK "), "{r}");
+    // After login APPENDLIMIT applies.
+    let body = "x".repeat(100_000);
+    let r = send(
+        &mut s,
+        &format!("b APPEND INBOX {{{}+}}\r\n{body}\r\n", body.len()),
+    );
+    assert!(r.starts_with("b OK [APPENDUID"), "{r}");
+    // Many small literals in one command before login: the command is bounded too.
+    let mut s = session_with(&store, info(true, false));
+    s.greeting();
+    let chunk = format!("{{8000+}}\r\n{}", "y".repeat(8000));
+    let out = s.receive(format!("c LOGIN {}\r\n", chunk.repeat(20)).as_bytes());
+    assert_eq!(out.action, Action::Close);
+    assert!(String::from_utf8_lossy(&out.bytes).contains("Command too long"));
+}
+
+/// `MockAuth` with the account's access `read-only`.
+struct ReadOnlyAuth;
+
+impl AuthBackend for ReadOnlyAuth {
+    fn authenticate(&self, credentials: &Credentials) -> Result<Account, AuthError> {
+        MockAuth.authenticate(credentials).map(|a| Account {
+            access: crate::auth::AccessLevel::ReadOnly,
+            ..a
+        })
+    }
+}
+
+/// Issue 19 item 8: a `read-only` user got `[READ-WRITE]` at SELECT and could APPEND,
+/// set `\Deleted`, EXPUNGE, CREATE and DELETE. Now SELECT is EXAMINE and every change
+/// is refused with `[NOPERM]` or `[READ-ONLY]`; reading works.
+#[test]
+fn read_only_users_read_and_change_nothing() {
+    let store = MockStore::new();
+    store.deliver("INBOX", MSG, 0);
+    let mut s = ImapSession::new(
+        info(true, false),
+        Arc::new(ReadOnlyAuth),
+        store.clone(),
+        ImapLimits::default(),
+    );
+    s.greeting();
+    assert!(send(&mut s, &format!("a LOGIN {USER} {PASSWORD}\r\n")).starts_with("a OK"));
+    let r = send(&mut s, "b SELECT INBOX\r\n");
+    assert!(r.ends_with("b OK [READ-ONLY] SELECT completed\r\n"), "{r}");
+    let r = send(&mut s, "c FETCH 1 (BODY[])\r\n");
+    assert!(
+        r.contains("Hi there") && r.ends_with("c OK FETCH completed\r\n"),
+        "{r}"
+    );
+    for (command, refused) in [
+        ("d STORE 1 +FLAGS (\\Deleted)", "d NO [READ-ONLY]"),
+        ("e EXPUNGE", "e NO [READ-ONLY]"),
+        ("f CREATE Evil", "f NO [NOPERM]"),
+        ("g DELETE INBOX", "g NO [NOPERM]"),
+        ("h RENAME INBOX Other", "h NO [NOPERM]"),
+        ("i APPEND INBOX {3+}\r\nabc", "i NO [NOPERM]"),
+        ("j COPY 1 INBOX", "j NO [NOPERM]"),
+        ("k MOVE 1 INBOX", "k NO [NOPERM]"),
+        ("l SUBSCRIBE INBOX", "l NO [NOPERM]"),
+        ("m UID EXPUNGE 1", "m NO [READ-ONLY]"),
+    ] {
+        let r = send(&mut s, &format!("{command}\r\n"));
+        assert!(r.starts_with(refused), "{command}: {r}");
+    }
+    assert!(send(&mut s, "n CLOSE\r\n").starts_with("n OK"));
+    let r = send(&mut s, "o EXAMINE INBOX\r\n");
+    assert!(r.contains("* 1 EXISTS"), "nothing was expunged: {r}");
+    let r = send(&mut s, "p FETCH 1 (FLAGS)\r\n");
+    assert!(!r.contains("\\Seen") && !r.contains("\\Deleted"), "{r}");
+}

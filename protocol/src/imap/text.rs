@@ -154,30 +154,65 @@ fn b64_decode(s: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// Longest LIST pattern (reference and pattern together, in octets) a client may send;
+/// mailbox names are at most 255 octets, so nothing useful is longer.
+pub const MAX_LIST_PATTERN: usize = 1024;
+
 /// LIST pattern match: `*` matches anything, `%` anything but the delimiter `/`.
 /// INBOX is matched case-insensitively.
+///
+/// Simulates the pattern as a set of positions reached so far (an NFA), so the work is
+/// at most pattern length × name length whatever the wildcards: the backtracking
+/// matcher this replaces took exponential time on `LIST "" "<1000 × *>Q"`, pinned a
+/// core and recursed once per wildcard (issue 19).
 pub fn list_matches(pattern: &str, name: &str) -> bool {
-    fn go(p: &[char], n: &[char]) -> bool {
-        match p.first() {
-            None => n.is_empty(),
-            Some('*') => (0..=n.len()).any(|i| go(&p[1..], &n[i..])),
-            Some('%') => {
-                for i in 0..=n.len() {
-                    if go(&p[1..], &n[i..]) {
-                        return true;
-                    }
-                    if n.get(i) == Some(&'/') {
-                        return false;
-                    }
+    let mut p: Vec<char> = Vec::new();
+    // `**`, `*%` and `%*` match what `*` matches, and `%%` what `%` does.
+    for c in canonical_inbox(pattern).chars() {
+        match (p.last_mut(), c) {
+            (Some(last @ ('*' | '%')), '*' | '%') => {
+                if c == '*' {
+                    *last = '*';
                 }
-                false
             }
-            Some(c) => n.first() == Some(c) && go(&p[1..], &n[1..]),
+            _ => p.push(c),
         }
     }
-    let p: Vec<char> = canonical_inbox(pattern).chars().collect();
-    let n: Vec<char> = name.chars().collect();
-    go(&p, &n)
+    // `at[i]`: the first i pattern characters can match the name read so far.
+    let mut at = vec![false; p.len() + 1];
+    let mut next = vec![false; p.len() + 1];
+    at[0] = true;
+    close_wildcards(&p, &mut at);
+    for c in name.chars() {
+        next.fill(false);
+        for (i, pc) in p.iter().enumerate() {
+            if !at[i] {
+                continue;
+            }
+            match *pc {
+                '*' => next[i] = true,
+                '%' if c != '/' => next[i] = true,
+                '%' => {}
+                pc if pc == c => next[i + 1] = true,
+                _ => {}
+            }
+        }
+        close_wildcards(&p, &mut next);
+        std::mem::swap(&mut at, &mut next);
+        if !at.contains(&true) {
+            return false;
+        }
+    }
+    at[p.len()]
+}
+
+/// A wildcard may match nothing: reaching it reaches the position after it too.
+fn close_wildcards(p: &[char], at: &mut [bool]) {
+    for (i, pc) in p.iter().enumerate() {
+        if at[i] && matches!(pc, '*' | '%') {
+            at[i + 1] = true;
+        }
+    }
 }
 
 /// "inbox", "Inbox/x" ... → "INBOX", "INBOX/x": INBOX is case-insensitive (RFC 3501 §5.1).
@@ -217,6 +252,33 @@ mod tests {
         assert!(list_matches("a/%", "a/b"));
         assert!(list_matches("inbox", "INBOX"));
         assert!(!list_matches("S%", "Trash"));
+        assert!(list_matches("%/%", "a/b"));
+        assert!(!list_matches("%/%", "a/b/c"));
+        assert!(list_matches("%/*", "a/b/c"));
+        assert!(list_matches("*%", "a/b"));
+        assert!(!list_matches("%*%/", "a"));
+        assert!(list_matches("a*b*c", "axxbyyc"));
+        assert!(!list_matches("a*b*c", "axxbyy"));
+        assert!(list_matches("INBOX*", "INBOX"));
+        assert!(list_matches("Inbox/%", "INBOX/x"));
+        assert!(!list_matches("", "a"));
+        assert!(list_matches("", ""));
+    }
+
+    /// Issue 19: a thousand `*` before a character the name lacks took exponential time
+    /// (never returned) and 60,000 overflowed the stack.
+    #[test]
+    fn many_wildcards_match_in_linear_time() {
+        let name = "a/".repeat(100) + "a";
+        for wild in ["*", "%", "*%"] {
+            let pattern = format!("{}Q", wild.repeat(60_000));
+            assert!(!list_matches(&pattern, &name));
+            let pattern = format!("{}a", wild.repeat(60_000));
+            assert_eq!(list_matches(&pattern, &name), wild != "%");
+        }
+        // Alternating literals defeat wildcard folding; still pattern × name steps.
+        let pattern = "*a".repeat(500) + "Q";
+        assert!(!list_matches(&pattern, &"a".repeat(255)));
     }
 
     #[test]

@@ -15,6 +15,7 @@ const PASSWORD: &str = "tanstaaf";
 struct MockAuth {
     calls: Mutex<Vec<String>>,
     forced: Mutex<Option<AuthError>>,
+    read_only: std::sync::atomic::AtomicBool,
 }
 
 impl MockAuth {
@@ -37,7 +38,11 @@ impl AuthBackend for MockAuth {
             Ok(Account {
                 id: 7,
                 address: USER.to_string(),
-                access: AccessLevel::Full,
+                access: if self.read_only.load(std::sync::atomic::Ordering::Relaxed) {
+                    AccessLevel::ReadOnly
+                } else {
+                    AccessLevel::Full
+                },
             })
         } else {
             Err(AuthError::Invalid)
@@ -760,5 +765,25 @@ fn list_after_dele_skips_marked_messages() {
     assert_eq!(
         send(&mut s, "LIST\r\n"),
         format!("+OK 1 messages ({0} octets)\r\n2 {0}\r\n.\r\n", EIGHT_BIT.len())
+    );
+}
+
+/// Issue 19 item 8: a `read-only` user could DELE (and so delete at QUIT).
+#[test]
+fn read_only_users_cannot_delete() {
+    let store = two_messages();
+    let (mut s, auth) = session_with(info(true), &store);
+    auth.read_only.store(true, std::sync::atomic::Ordering::Relaxed);
+    send(&mut s, &format!("USER {USER}\r\nPASS {PASSWORD}\r\n"));
+    assert!(send(&mut s, "RETR 1\r\n").starts_with("+OK"));
+    assert_eq!(
+        send(&mut s, "DELE 1\r\n"),
+        "-ERR Your access to this server is read-only; nothing is deleted\r\n"
+    );
+    assert!(send(&mut s, "QUIT\r\n").starts_with("+OK"));
+    assert!(
+        !store.log().iter().any(|l| l.starts_with("delete")),
+        "{:?}",
+        store.log()
     );
 }
