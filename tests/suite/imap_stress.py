@@ -179,16 +179,20 @@ class Session:
 
     def fill(self):
         """FETCH UID and FLAGS of messages the model knows only from EXISTS."""
-        for _ in range(20):
+        # Other sessions keep appending and expunging, so this may take a few rounds:
+        # each NO [EXPUNGEISSUED] is followed by a NOOP that announces the expunge.
+        last = ""
+        for _ in range(200):
             missing = [i for i, e in enumerate(self.model) if e[0] is None or e[1] is None]
             if not missing:
                 return
             status, text = self.command(f"FETCH {missing[0] + 1}:* (UID FLAGS)", kind="seq")
+            last = text
             if status == "NO" and "EXPUNGEISSUED" in text:
                 self.command("NOOP")
             elif status != "OK":
                 self.err(f"fill FETCH: {text}")
-        self.err("messages still unknown after 20 FETCHes")
+        self.err(f"messages still unknown after 200 FETCHes, the last: {last}")
 
     def checked(self, status, text, allowed=("OK",)):
         if status not in allowed and not (status == "NO" and "EXPUNGEISSUED" in text):
