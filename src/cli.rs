@@ -293,6 +293,9 @@ pub(crate) fn open_store(config: &Config) -> anyhow::Result<Store> {
 /// admin socket when there is one, else directly on the database.
 pub fn run_admin(config: &Config, command: Command) -> anyhow::Result<()> {
     if let Command::CheckConfig = command {
+        for warning in config.warnings() {
+            eprintln!("warning: {warning}");
+        }
         println!("configuration is valid");
         return Ok(());
     }
