@@ -241,4 +241,24 @@ mod tests {
         assert_eq!(percent_decode("a+b%2"), "a b%2");
         assert_eq!(percent_decode("%zz"), "%zz");
     }
+
+    /// Issue 19 item 10: a head whose end came in the read that crossed 8 KiB passed
+    /// (heads up to 12 KB); one read of 12 KB with its end inside is refused now.
+    #[tokio::test]
+    async fn heads_over_the_bound_are_refused_even_when_complete() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        for (size, refused) in [(12 * 1024, true), (super::MAX_HEAD + 1, true), (4 * 1024, false)] {
+            let (mut client, server) = tokio::io::duplex(64 * 1024);
+            let filler = "x".repeat(size - "GET / HTTP/1.1\r\nX: \r\n\r\n".len());
+            client
+                .write_all(format!("GET / HTTP/1.1\r\nX: {filler}\r\n\r\n").as_bytes())
+                .await
+                .unwrap();
+            let handler = |_| async { super::Response::new("200 OK", "text/plain", "hi") };
+            super::one_request(server, &handler).await.unwrap();
+            let mut reply = String::new();
+            client.read_to_string(&mut reply).await.unwrap();
+            assert_eq!(reply.starts_with("HTTP/1.1 431"), refused, "{size}: {reply}");
+        }
+    }
 }
