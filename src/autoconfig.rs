@@ -18,6 +18,7 @@ use crate::config::{Config, Service};
 use crate::http::{Request, Response};
 
 /// Public host name and implicit-TLS ports users should configure.
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Settings {
     pub address: String,
     pub domain: String,
@@ -245,7 +246,7 @@ fn xml_text(raw: &str) -> Option<String> {
 
 pub async fn serve(
     listener: TcpListener,
-    shared: std::sync::Arc<crate::server::Shared>,
+    shared: std::sync::Arc<crate::shared::Shared>,
     admission: std::sync::Arc<crate::admission::Admission>,
     shutdown: watch::Receiver<bool>,
 ) {

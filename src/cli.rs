@@ -1,21 +1,22 @@
-//! Command-line interface: `serve` and the admin subcommands (domains, users, aliases,
-//! config check). Each admin command is a function of an [`AdminContext`] (the store)
-//! and its parsed arguments that writes its report to `out`; [`run_admin`] sends the
-//! parsed command to a running server over its admin socket (see `crate::admin`) or,
-//! when none runs, opens the database directly and runs the same function here.
+//! The admin's command line: argument parsing (`serve`, `check-config` and the admin
+//! subcommands of [`crate::admin::Command`]), and what only the CLI process does —
+//! password prompts and hashing, reading the import file, showing progress, printing the
+//! report and writing generated passwords. The commands themselves run in
+//! `crate::admin`: through the running server's admin socket when there is one, else on
+//! the database directly.
 
+use std::cell::{Cell, RefCell};
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use clap::{Args, Parser, Subcommand, ValueEnum};
-use serde::{Deserialize, Serialize};
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
 use understudy_protocol::Secret;
-use understudy_storage::{
-    AccessLevel, AccessWindow, DeliveryMode, Domain, Engagement, RelayTls, Store, UserStatus,
-};
 
-use crate::admin::AdminContext;
+use crate::admin::socket;
+use crate::admin::users::UserCommand;
+use crate::admin::Command as AdminCommand;
 use crate::auth;
 use crate::config::Config;
 
@@ -29,241 +30,14 @@ pub struct Cli {
     pub command: Command,
 }
 
-#[derive(Debug, Subcommand, Serialize, Deserialize)]
+#[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server.
     Serve,
     /// Check the configuration and report every problem.
     CheckConfig,
-    /// Protected domains.
-    #[command(subcommand)]
-    Domain(DomainCommand),
-    /// Users (mailboxes).
-    #[command(subcommand)]
-    User(UserCommand),
-    /// Aliases delivering to a user.
-    #[command(subcommand)]
-    Alias(AliasCommand),
-    /// Outages: start, stop, status.
-    #[command(subcommand)]
-    Outage(crate::outage::cli::OutageCommand),
-    /// The relay, outbound and notification queue.
-    #[command(subcommand)]
-    Queue(crate::outage::cli::QueueCommand),
-    /// A message's life: received, stored, queued, attempts, delivered...
-    Track(crate::outage::cli::TrackArgs),
-    /// Write a consistent copy of the database (a RocksDB checkpoint) into DIR, which must
-    /// not exist; safe while the server runs. Restore: stop the server, replace
-    /// `<data_dir>/db` with the copy, start it.
-    Backup { dir: PathBuf },
-    /// Print the mail settings a user needs during an outage.
-    ClientSetup { address: String },
-    /// Users from an LDAP directory or Active Directory.
-    #[command(subcommand)]
-    Ldap(crate::ldap::LdapCommand),
-}
-
-#[derive(Debug, Subcommand, Serialize, Deserialize)]
-pub enum DomainCommand {
-    /// Add a protected domain.
-    Add {
-        name: String,
-        #[command(flatten)]
-        settings: DomainSettings,
-    },
-    List,
-    Show {
-        name: String,
-    },
-    /// Change settings of a domain.
-    Set {
-        name: String,
-        #[command(flatten)]
-        settings: DomainSettings,
-    },
-    /// Remove a domain that has no users or aliases left.
-    Remove {
-        name: String,
-    },
-    /// Create a DKIM key for mail sent during outages, set it on the domain and print
-    /// the DNS records to publish.
-    DkimKeygen {
-        name: String,
-        #[arg(long, default_value = "understudy")]
-        selector: String,
-    },
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum, Serialize, Deserialize)]
-pub enum ModeArg {
-    Relay,
-    Both,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum, Serialize, Deserialize)]
-pub enum TlsArg {
-    Opportunistic,
-    Required,
-    Disabled,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum, Serialize, Deserialize)]
-pub enum EngagementArg {
-    Automatic,
-    Manual,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum, Serialize, Deserialize)]
-pub enum AccessArg {
-    Full,
-    ReadOnly,
-    None,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum, Serialize, Deserialize)]
-pub enum WindowArg {
-    Always,
-    OutageOnly,
-}
-
-/// Domain settings (SPEC "Domains"); unset flags keep the current value.
-#[derive(Debug, Clone, Default, Args, Serialize, Deserialize)]
-pub struct DomainSettings {
-    /// relay: queue and redeliver only; both: also keep a shadow mailbox.
-    #[arg(long)]
-    pub mode: Option<ModeArg>,
-    /// Primary server, host[:port].
-    #[arg(long)]
-    pub relay_host: Option<String>,
-    #[arg(long)]
-    pub relay_tls: Option<TlsArg>,
-    #[arg(long)]
-    pub engagement: Option<EngagementArg>,
-    #[arg(long)]
-    pub monitoring: Option<bool>,
-    #[arg(long)]
-    pub probe_interval: Option<u32>,
-    /// Failed probes in a row before an outage is engaged.
-    #[arg(long)]
-    pub failures: Option<u32>,
-    /// Successful probes in a row before it is recovered.
-    #[arg(long)]
-    pub successes: Option<u32>,
-    /// Alert recipient (repeat up to four times; replaces the list).
-    #[arg(long = "alert")]
-    pub alerts: Vec<String>,
-    #[arg(long)]
-    pub access: Option<AccessArg>,
-    #[arg(long)]
-    pub access_window: Option<WindowArg>,
-    #[arg(long)]
-    pub retention_days: Option<u32>,
-    #[arg(long)]
-    pub queue_lifetime_days: Option<u32>,
-    #[arg(long)]
-    pub dkim_selector: Option<String>,
-    #[arg(long)]
-    pub dkim_key: Option<String>,
-}
-
-#[derive(Debug, Subcommand, Serialize, Deserialize)]
-pub enum UserCommand {
-    /// Create a user with the default mailboxes.
-    Add {
-        address: String,
-        #[arg(long, default_value = "")]
-        name: String,
-        /// Read the password from standard input (one line).
-        #[arg(long, conflicts_with = "random_password")]
-        password_stdin: bool,
-        /// Generate a random password and print it once.
-        #[arg(long)]
-        random_password: bool,
-        /// Filled in by the CLI process (never a password: its argon2id hash).
-        #[arg(skip)]
-        password_hash: Option<String>,
-    },
-    /// List users, of one domain or all.
-    List {
-        domain: Option<String>,
-    },
-    Show {
-        address: String,
-    },
-    /// Set a password (prompted without echo, or read from stdin with --stdin).
-    Passwd {
-        address: String,
-        #[arg(long)]
-        stdin: bool,
-        /// The user must choose a new password (the one set here is temporary).
-        #[arg(long)]
-        force_reset: bool,
-        /// Filled in by the CLI process: the argon2id hash of the new password.
-        #[arg(skip)]
-        password_hash: Option<String>,
-    },
-    /// Change a user's access policy, quota or name; unset flags keep the current value.
-    Set {
-        address: String,
-        /// Overrides the domain's access level.
-        #[arg(long)]
-        access: Option<AccessArg>,
-        /// Overrides the domain's access window.
-        #[arg(long)]
-        access_window: Option<WindowArg>,
-        /// Quota in bytes; 0 removes the limit.
-        #[arg(long)]
-        quota: Option<u64>,
-        #[arg(long)]
-        name: Option<String>,
-        /// Drop the per-user access overrides: the domain's policy applies again.
-        #[arg(long, conflicts_with_all = ["access", "access_window"])]
-        domain_access: bool,
-    },
-    /// Create or update users from a CSV file: address, display name, password (empty:
-    /// keep, or generate for a new user), aliases separated by `;`, status
-    /// (active|inactive). A header row is optional. Running it twice changes nothing.
-    Import {
-        file: PathBuf,
-        /// Report what would change without changing anything.
-        #[arg(long)]
-        dry_run: bool,
-        /// Write generated passwords to this file (mode 0600) instead of printing them.
-        #[arg(long)]
-        passwords_out: Option<PathBuf>,
-        /// Filled in by the CLI process: the file's contents (the server may not be able
-        /// to read the admin's file).
-        #[arg(skip)]
-        csv: Option<String>,
-    },
-    Activate {
-        address: String,
-    },
-    Deactivate {
-        address: String,
-    },
-    /// Remove a user and all their mail.
-    Remove {
-        address: String,
-        /// Confirm that the user's mail is to be deleted.
-        #[arg(long)]
-        yes: bool,
-    },
-}
-
-#[derive(Debug, Subcommand, Serialize, Deserialize)]
-pub enum AliasCommand {
-    /// Deliver mail for ALIAS to USER.
-    Add {
-        alias: String,
-        user: String,
-    },
-    Remove {
-        alias: String,
-    },
-    List {
-        domain: Option<String>,
-    },
+    #[command(flatten)]
+    Admin(crate::admin::Command),
 }
 
 /// Loads the configuration named on the command line, or the dev defaults.
@@ -274,36 +48,77 @@ pub fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
     })
 }
 
-/// Opens the database for an admin command when no server is running.
-pub(crate) fn open_store(config: &Config) -> anyhow::Result<Store> {
-    Store::open(&config.db_dir()).map_err(|e| {
-        if e.to_string().contains("lock") {
-            anyhow::anyhow!(
-                "the database in {} is in use by another process, but no server answers on its admin socket {}",
-                config.db_dir().display(),
-                crate::admin::socket_path(config).display()
-            )
-        } else {
-            e.into()
-        }
-    })
-}
-
 /// Runs an admin subcommand (everything but `serve`): through the running server's
 /// admin socket when there is one, else directly on the database.
 pub fn run_admin(config: &Config, command: Command) -> anyhow::Result<()> {
-    if let Command::CheckConfig = command {
-        for warning in config.warnings() {
-            eprintln!("warning: {warning}");
+    let command = match command {
+        Command::Serve => bail!("serve is not an admin command"),
+        Command::CheckConfig => {
+            for warning in config.warnings() {
+                eprintln!("warning: {warning}");
+            }
+            println!("configuration is valid");
+            return Ok(());
         }
-        println!("configuration is valid");
-        return Ok(());
-    }
+        Command::Admin(command) => command,
+    };
     let (command, shown_password) = prepare(config, command)?;
-    crate::admin::run(config, command)?;
+    run(config, command)?;
     if let Some(pw) = shown_password {
         println!("password: {}", pw.expose());
     }
+    Ok(())
+}
+
+/// Runs a prepared admin command through the server if one runs, else on the database,
+/// and prints its output; an error return makes the CLI exit non-zero.
+fn run(config: &Config, command: AdminCommand) -> anyhow::Result<()> {
+    let passwords_out = match &command {
+        AdminCommand::User(UserCommand::Import { passwords_out, .. }) => passwords_out.clone(),
+        _ => None,
+    };
+    let display = ProgressDisplay::default();
+    let progress = |done, total| display.update(done, total);
+    let outcome = match socket::connect(&crate::admin::socket_path(config))? {
+        Some(stream) => socket::request(stream, &command, &progress)?,
+        None => crate::admin::run_local(config, command, &progress)?,
+    };
+    display.finish();
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(outcome.output.as_bytes())?;
+    // Delivered even when the command failed: rows imported before an error keep their
+    // generated passwords, and these are the only copy.
+    if !outcome.secrets.is_empty() {
+        match &passwords_out {
+            Some(path) => {
+                write_private(path, &outcome.secrets)?;
+                writeln!(stdout, "generated passwords written to {}", path.display())?;
+            }
+            None => {
+                writeln!(stdout, "generated passwords (shown once):")?;
+                stdout.write_all(outcome.secrets.as_bytes())?;
+            }
+        }
+    }
+    stdout.flush()?;
+    match outcome.error {
+        Some(e) => Err(anyhow::anyhow!(e)),
+        None => Ok(()),
+    }
+}
+
+/// Writes a file only its owner can read.
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()?;
     Ok(())
 }
 
@@ -311,9 +126,9 @@ pub fn run_admin(config: &Config, command: Command) -> anyhow::Result<()> {
 /// are read and hashed here so that only the argon2id hash crosses the admin socket, and
 /// the import file is read here with the admin's own permissions. Returns the command
 /// to run and a generated password to print once it succeeded.
-fn prepare(config: &Config, command: Command) -> anyhow::Result<(Command, Option<Secret>)> {
+fn prepare(config: &Config, command: AdminCommand) -> anyhow::Result<(AdminCommand, Option<Secret>)> {
     Ok(match command {
-        Command::User(UserCommand::Add {
+        AdminCommand::User(UserCommand::Add {
             address,
             name,
             password_stdin,
@@ -335,9 +150,9 @@ fn prepare(config: &Config, command: Command) -> anyhow::Result<(Command, Option
                 random_password,
                 password_hash: hash,
             };
-            (Command::User(command), shown)
+            (AdminCommand::User(command), shown)
         }
-        Command::User(UserCommand::Passwd {
+        AdminCommand::User(UserCommand::Passwd {
             address,
             stdin,
             force_reset,
@@ -350,9 +165,9 @@ fn prepare(config: &Config, command: Command) -> anyhow::Result<(Command, Option
                 force_reset,
                 password_hash: Some(hash),
             };
-            (Command::User(command), None)
+            (AdminCommand::User(command), None)
         }
-        Command::User(UserCommand::Import {
+        AdminCommand::User(UserCommand::Import {
             file,
             dry_run,
             passwords_out,
@@ -366,10 +181,10 @@ fn prepare(config: &Config, command: Command) -> anyhow::Result<(Command, Option
                 passwords_out,
                 csv: Some(text),
             };
-            (Command::User(command), None)
+            (AdminCommand::User(command), None)
         }
         // The server may run in another directory: send an absolute path.
-        Command::Backup { dir } => {
+        AdminCommand::Backup { dir } => {
             let dir = if dir.is_absolute() {
                 dir
             } else {
@@ -381,230 +196,10 @@ fn prepare(config: &Config, command: Command) -> anyhow::Result<(Command, Option
                     dir.display()
                 );
             }
-            (Command::Backup { dir }, None)
+            (AdminCommand::Backup { dir }, None)
         }
         other => (other, None),
     })
-}
-
-/// Runs one admin command against the store, writing its report to `out`. The server
-/// runs this for requests on its admin socket; the CLI runs it when no server runs. A
-/// new subcommand needs one line here.
-pub fn execute(ctx: &AdminContext, command: Command, out: &mut dyn Write) -> anyhow::Result<()> {
-    match command {
-        Command::Serve => bail!("serve is not an admin command"),
-        Command::CheckConfig => Ok(writeln!(out, "configuration is valid")?),
-        Command::Domain(c) => domain(ctx, c, out),
-        Command::User(c) => user(ctx, c, out),
-        Command::Alias(c) => alias(ctx.store, c, out),
-        Command::Outage(c) => crate::outage::cli::outage(ctx.store, &ctx.config.hostname, c, out),
-        Command::Queue(c) => crate::outage::cli::queue(ctx.store, c, out),
-        Command::Track(a) => crate::outage::cli::track(ctx.store, a, out),
-        Command::Ldap(c) => crate::ldap::command(ctx, c, out),
-        Command::ClientSetup { address } => {
-            match crate::autoconfig::settings(ctx.config, ctx.store, &address) {
-                Some(s) => Ok(write!(out, "{}", crate::autoconfig::describe(&s))?),
-                None => bail!("{address} is not an address of a protected domain"),
-            }
-        }
-        Command::Backup { dir } => {
-            ctx.store
-                .checkpoint(&dir)
-                .with_context(|| format!("backup into {}", dir.display()))?;
-            Ok(writeln!(out, "backup written to {}", dir.display())?)
-        }
-    }
-}
-
-fn apply_settings(domain: &mut Domain, s: &DomainSettings) {
-    if let Some(m) = s.mode {
-        domain.delivery_mode = match m {
-            ModeArg::Relay => DeliveryMode::Relay,
-            ModeArg::Both => DeliveryMode::Both,
-        };
-    }
-    if let Some(h) = &s.relay_host {
-        domain.relay_host = (!h.is_empty()).then(|| h.clone());
-    }
-    if let Some(t) = s.relay_tls {
-        domain.relay_tls = match t {
-            TlsArg::Opportunistic => RelayTls::Opportunistic,
-            TlsArg::Required => RelayTls::Required,
-            TlsArg::Disabled => RelayTls::Disabled,
-        };
-    }
-    if let Some(e) = s.engagement {
-        domain.engagement = match e {
-            EngagementArg::Automatic => Engagement::Automatic,
-            EngagementArg::Manual => Engagement::Manual,
-        };
-    }
-    if let Some(v) = s.monitoring {
-        domain.monitoring = v;
-    }
-    if let Some(v) = s.probe_interval {
-        domain.probe_interval_secs = v;
-    }
-    if let Some(v) = s.failures {
-        domain.failures_before_engage = v;
-    }
-    if let Some(v) = s.successes {
-        domain.successes_before_recover = v;
-    }
-    if !s.alerts.is_empty() {
-        domain.alert_recipients = s.alerts.iter().map(|a| a.trim().to_ascii_lowercase()).collect();
-    }
-    if let Some(a) = s.access {
-        domain.access = access_level(a);
-    }
-    if let Some(w) = s.access_window {
-        domain.access_window = access_window(w);
-    }
-    if let Some(v) = s.retention_days {
-        domain.retention_days = v;
-    }
-    if let Some(v) = s.queue_lifetime_days {
-        domain.queue_lifetime_days = v;
-    }
-    if let Some(v) = &s.dkim_selector {
-        domain.dkim_selector = (!v.is_empty()).then(|| v.clone());
-    }
-    if let Some(v) = &s.dkim_key {
-        domain.dkim_key_path = (!v.is_empty()).then(|| v.clone());
-    }
-}
-
-fn access_level(a: AccessArg) -> AccessLevel {
-    match a {
-        AccessArg::Full => AccessLevel::Full,
-        AccessArg::ReadOnly => AccessLevel::ReadOnly,
-        AccessArg::None => AccessLevel::None,
-    }
-}
-
-fn access_window(w: WindowArg) -> AccessWindow {
-    match w {
-        WindowArg::Always => AccessWindow::Always,
-        WindowArg::OutageOnly => AccessWindow::OutageOnly,
-    }
-}
-
-fn print_domain(d: &Domain, out: &mut dyn Write) -> std::io::Result<()> {
-    let list = |v: &Vec<String>| {
-        if v.is_empty() {
-            "-".to_string()
-        } else {
-            v.join(", ")
-        }
-    };
-    let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
-    writeln!(out, "domain:              {}", d.name)?;
-    writeln!(out, "delivery mode:       {:?}", d.delivery_mode)?;
-    writeln!(out, "relay host:          {}", opt(&d.relay_host))?;
-    writeln!(out, "relay TLS:           {:?}", d.relay_tls)?;
-    writeln!(out, "engagement:          {:?}", d.engagement)?;
-    writeln!(
-        out,
-        "monitoring:          {} (every {} s, engage after {} failures, recover after {} successes)",
-        d.monitoring, d.probe_interval_secs, d.failures_before_engage, d.successes_before_recover
-    )?;
-    writeln!(out, "alert recipients:    {}", list(&d.alert_recipients))?;
-    writeln!(out, "access:              {:?}, {:?}", d.access, d.access_window)?;
-    writeln!(out, "retention:           {} days", d.retention_days)?;
-    writeln!(out, "queue lifetime:      {} days", d.queue_lifetime_days)?;
-    writeln!(
-        out,
-        "DKIM:                selector {}, key {}",
-        opt(&d.dkim_selector),
-        opt(&d.dkim_key_path)
-    )
-}
-
-fn domain(ctx: &AdminContext, command: DomainCommand, out: &mut dyn Write) -> anyhow::Result<()> {
-    let store = ctx.store;
-    match command {
-        DomainCommand::DkimKeygen { name, selector } => {
-            let mut d = store
-                .domain(&name)?
-                .with_context(|| format!("no domain {name}"))?;
-            let record = crate::dkim::keygen(&ctx.config.data_dir, &d.name, &selector)?;
-            d.dkim_selector = Some(selector.clone());
-            d.dkim_key_path = Some(record.key_path.display().to_string());
-            store.update_domain(&d)?;
-            writeln!(
-                out,
-                "DKIM key for {} written to {} (mode 0600)",
-                d.name,
-                record.key_path.display()
-            )?;
-            writeln!(
-                out,
-                "Publish this TXT record, then mail sent during outages is signed:"
-            )?;
-            writeln!(
-                out,
-                "  {}._domainkey.{}. IN TXT \"{}\"",
-                selector, d.name, record.txt
-            )?;
-            writeln!(
-                out,
-                "And let the server send for the domain in its SPF record, e.g. add \"a:{}\":",
-                ctx.config.hostname
-            )?;
-            writeln!(
-                out,
-                "  {}. IN TXT \"v=spf1 mx a:{} ~all\"",
-                d.name, ctx.config.hostname
-            )?;
-        }
-        DomainCommand::Add { name, settings } => {
-            let mut d = Domain::new(&name);
-            apply_settings(&mut d, &settings);
-            let d = store.add_domain(&d)?;
-            writeln!(out, "added domain {}", d.name)?;
-        }
-        DomainCommand::List => {
-            for d in store.domains()? {
-                let users = store.users(&d.name)?.len();
-                writeln!(
-                    out,
-                    "{}\t{:?}\t{}\t{} users",
-                    d.name,
-                    d.delivery_mode,
-                    d.relay_host.as_deref().unwrap_or("-"),
-                    users
-                )?;
-            }
-        }
-        DomainCommand::Show { name } => {
-            let d = store
-                .domain(&name)?
-                .with_context(|| format!("no domain {name}"))?;
-            print_domain(&d, out)?;
-        }
-        DomainCommand::Set { name, settings } => {
-            let mut d = store
-                .domain(&name)?
-                .with_context(|| format!("no domain {name}"))?;
-            let policy_before = (d.access, d.access_window);
-            apply_settings(&mut d, &settings);
-            store.update_domain(&d)?;
-            if (d.access, d.access_window) != policy_before {
-                // Users on the domain default get the new policy now, not at next login.
-                for u in store.users(&d.name)? {
-                    if u.access.is_none() || u.access_window.is_none() {
-                        ctx.events.revoked(u.id);
-                    }
-                }
-            }
-            print_domain(&d, out)?;
-        }
-        DomainCommand::Remove { name } => {
-            store.remove_domain(&name)?;
-            writeln!(out, "removed domain {name}")?;
-        }
-    }
-    Ok(())
 }
 
 /// Reads a new password: from stdin (one line) or prompted twice without echo.
@@ -622,214 +217,47 @@ fn read_new_password(from_stdin: bool) -> anyhow::Result<Secret> {
     Ok(Secret::new(first))
 }
 
-pub(crate) fn checked_hash(config: &Config, password: &Secret) -> anyhow::Result<String> {
+fn checked_hash(config: &Config, password: &Secret) -> anyhow::Result<String> {
     auth::check_policy(&config.password_policy, password.expose()).map_err(|e| anyhow::anyhow!(e))?;
     auth::hash_password(password)
 }
 
-fn user(ctx: &AdminContext, command: UserCommand, out: &mut dyn Write) -> anyhow::Result<()> {
-    let store = ctx.store;
-    match command {
-        UserCommand::Add {
-            address,
-            name,
-            password_hash,
-            ..
-        } => {
-            let user = store.create_user(&address, &name, password_hash)?;
-            writeln!(out, "added user {}", user.address)?;
-            if user.password_hash.is_none() {
-                writeln!(
-                    out,
-                    "no password set yet: run `understudy user passwd {}`",
-                    user.address
-                )?;
-            }
+/// Progress of a long command on the admin's terminal: an `indicatif` bar on a terminal,
+/// a plain line every tenth otherwise (logs, CI), both on stderr so stdout stays the
+/// command's report.
+#[derive(Default)]
+struct ProgressDisplay {
+    bar: RefCell<Option<ProgressBar>>,
+    last_tenth: Cell<u64>,
+}
+
+impl ProgressDisplay {
+    fn update(&self, done: u64, total: u64) {
+        if total == 0 {
+            return;
         }
-        UserCommand::List { domain } => {
-            let domains = match domain {
-                Some(d) => vec![d],
-                None => store.domains()?.into_iter().map(|d| d.name).collect(),
-            };
-            for d in domains {
-                for u in store.users(&d)? {
-                    let (messages, bytes) = store.usage(u.id)?;
-                    writeln!(
-                        out,
-                        "{}\t{:?}\t{}\t{} messages\t{} bytes",
-                        u.address, u.status, u.display_name, messages, bytes
-                    )?;
+        if std::io::stderr().is_terminal() {
+            let mut bar = self.bar.borrow_mut();
+            let bar = bar.get_or_insert_with(|| {
+                let bar = ProgressBar::new(total);
+                if let Ok(style) = ProgressStyle::with_template("{bar:40} {pos}/{len} rows {eta}") {
+                    bar.set_style(style);
                 }
+                bar
+            });
+            bar.set_position(done);
+        } else {
+            let tenth = done * 10 / total;
+            if tenth > self.last_tenth.get() || done == total {
+                self.last_tenth.set(tenth);
+                eprintln!("progress: {done}/{total} rows");
             }
-        }
-        UserCommand::Show { address } => show_user(store, &address, out)?,
-        UserCommand::Passwd {
-            address,
-            force_reset,
-            password_hash,
-            ..
-        } => {
-            let mut u = store
-                .user_by_address(&address)?
-                .with_context(|| format!("no user {address}"))?;
-            u.password_hash = Some(password_hash.context("no new password was given")?);
-            u.force_password_reset = force_reset;
-            store.update_user(&u)?;
-            // A password is changed when it may be known to someone else: sessions
-            // opened with the old one end.
-            ctx.events.revoked(u.id);
-            writeln!(out, "password changed for {}", u.address)?;
-            if force_reset {
-                writeln!(out, "{} must choose a new password", u.address)?;
-            }
-        }
-        UserCommand::Set {
-            address,
-            access,
-            access_window: window,
-            quota,
-            name,
-            domain_access,
-        } => {
-            let mut u = store
-                .user_by_address(&address)?
-                .with_context(|| format!("no user {address}"))?;
-            let policy_before = (u.access, u.access_window);
-            if domain_access {
-                u.access = None;
-                u.access_window = None;
-            }
-            if let Some(a) = access {
-                u.access = Some(access_level(a));
-            }
-            if let Some(w) = window {
-                u.access_window = Some(access_window(w));
-            }
-            if let Some(q) = quota {
-                u.quota_bytes = (q > 0).then_some(q);
-            }
-            if let Some(n) = name {
-                u.display_name = n;
-            }
-            store.update_user(&u)?;
-            if (u.access, u.access_window) != policy_before {
-                // Sessions opened under the old policy end now; clients reconnect
-                // under the new one (or are refused).
-                ctx.events.revoked(u.id);
-            }
-            show_user(store, &u.address, out)?;
-        }
-        UserCommand::Import {
-            csv, dry_run, file, ..
-        } => {
-            let text = csv.with_context(|| format!("the contents of {} were not sent", file.display()))?;
-            crate::admin::import::run(ctx, &text, dry_run, out)?;
-        }
-        UserCommand::Activate { address } => set_status(ctx, &address, UserStatus::Active, out)?,
-        UserCommand::Deactivate { address } => set_status(ctx, &address, UserStatus::Inactive, out)?,
-        UserCommand::Remove { address, yes } => {
-            if !yes {
-                bail!("removing {address} deletes all their mail; repeat with --yes to confirm");
-            }
-            let id = store.user_by_address(&address)?.map(|u| u.id);
-            store.remove_user(&address)?;
-            if let Some(id) = id {
-                ctx.events.revoked(id);
-            }
-            writeln!(out, "removed user {address}")?;
         }
     }
-    Ok(())
-}
 
-fn show_user(store: &Store, address: &str, out: &mut dyn Write) -> anyhow::Result<()> {
-    let u = store
-        .user_by_address(address)?
-        .with_context(|| format!("no user {address}"))?;
-    let domain = store.domain(u.domain())?.unwrap_or_default();
-    let (messages, bytes) = store.usage(u.id)?;
-    let password = match (&u.password_hash, u.force_password_reset) {
-        (None, _) => "not set",
-        (Some(_), true) => "set (must be changed)",
-        (Some(_), false) => "set",
-    };
-    let source = |own: bool| if own { "user" } else { "domain default" };
-    writeln!(out, "address:       {}", u.address)?;
-    writeln!(out, "name:          {}", u.display_name)?;
-    writeln!(out, "status:        {:?}", u.status)?;
-    writeln!(out, "password:      {password}")?;
-    writeln!(
-        out,
-        "access:        {:?} ({})",
-        u.access.unwrap_or(domain.access),
-        source(u.access.is_some())
-    )?;
-    writeln!(
-        out,
-        "access window: {:?} ({})",
-        u.access_window.unwrap_or(domain.access_window),
-        source(u.access_window.is_some())
-    )?;
-    writeln!(
-        out,
-        "quota:         {}",
-        u.quota_bytes
-            .map(|q| format!("{q} bytes"))
-            .unwrap_or_else(|| "unlimited".into())
-    )?;
-    writeln!(out, "aliases:       {}", store.aliases_of(u.id)?.join(", "))?;
-    writeln!(out, "mail:          {messages} messages, {bytes} bytes")?;
-    for m in store.mailboxes(u.id)? {
-        writeln!(
-            out,
-            "  {:<20} {:>6} messages  uidvalidity {}  uidnext {}",
-            m.name, m.exists, m.uid_validity, m.uid_next
-        )?;
-    }
-    Ok(())
-}
-
-fn set_status(
-    ctx: &AdminContext,
-    address: &str,
-    status: UserStatus,
-    out: &mut dyn Write,
-) -> anyhow::Result<()> {
-    let mut u = ctx
-        .store
-        .user_by_address(address)?
-        .with_context(|| format!("no user {address}"))?;
-    u.status = status;
-    ctx.store.update_user(&u)?;
-    if status == UserStatus::Inactive {
-        // Open sessions end now, not at their next login.
-        ctx.events.revoked(u.id);
-    }
-    writeln!(out, "{} is now {:?}", u.address, status)?;
-    Ok(())
-}
-
-fn alias(store: &Store, command: AliasCommand, out: &mut dyn Write) -> anyhow::Result<()> {
-    match command {
-        AliasCommand::Add { alias, user } => {
-            store.add_alias(&alias, &user)?;
-            writeln!(out, "{alias} now delivers to {user}")?;
-        }
-        AliasCommand::Remove { alias } => {
-            store.remove_alias(&alias)?;
-            writeln!(out, "removed alias {alias}")?;
-        }
-        AliasCommand::List { domain } => {
-            let domains = match domain {
-                Some(d) => vec![d],
-                None => store.domains()?.into_iter().map(|d| d.name).collect(),
-            };
-            for d in domains {
-                for (alias, target) in store.aliases(&d)? {
-                    writeln!(out, "{alias}\t-> {target}")?;
-                }
-            }
+    fn finish(&self) {
+        if let Some(bar) = self.bar.borrow_mut().take() {
+            bar.finish_and_clear();
         }
     }
-    Ok(())
 }

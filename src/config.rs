@@ -1,11 +1,12 @@
 //! Server configuration: a TOML file read in two stages — serde with unknown keys
 //! refused, then validation that reports every problem at once with its key path.
 
-use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+
+use crate::config_types::{ConfigProblem, Network};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -35,8 +36,10 @@ pub struct Config {
     /// Directories that provide users of protected domains (one section per domain).
     #[serde(default)]
     pub ldap: Vec<crate::ldap::config::LdapConfig>,
-    #[serde(default)]
-    pub smtp: crate::inbound_auth::SmtpConfig,
+    /// SPF/DKIM/DMARC checks of inbound MX mail. Written `[smtp]` in the file (the
+    /// name it has always had there).
+    #[serde(default, rename = "smtp")]
+    pub inbound_auth: crate::inbound_auth::InboundAuthConfig,
 }
 
 /// HTTPS listener for Thunderbird autoconfig, Outlook autodiscover and Apple profiles.
@@ -218,19 +221,6 @@ impl Default for LogConfig {
     }
 }
 
-/// One configuration problem, with the key it concerns.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigProblem {
-    pub key: String,
-    pub message: String,
-}
-
-impl fmt::Display for ConfigProblem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.key, self.message)
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
@@ -242,41 +232,6 @@ pub enum ConfigError {
         path: String,
         problems: Vec<ConfigProblem>,
     },
-}
-
-/// A CIDR network for `auth.plaintext_networks`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Network {
-    addr: IpAddr,
-    prefix: u8,
-}
-
-impl Network {
-    pub fn parse(text: &str) -> Option<Network> {
-        let (addr, prefix) = match text.split_once('/') {
-            Some((a, p)) => (a.parse::<IpAddr>().ok()?, p.parse::<u8>().ok()?),
-            None => {
-                let a = text.parse::<IpAddr>().ok()?;
-                (a, if a.is_ipv4() { 32 } else { 128 })
-            }
-        };
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        (prefix <= max).then_some(Network { addr, prefix })
-    }
-
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.addr, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - self.prefix as u32).unwrap_or(0);
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX.checked_shl(128 - self.prefix as u32).unwrap_or(0);
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
-    }
 }
 
 /// The services Understudy listens for.
@@ -528,7 +483,7 @@ impl Config {
         }
         problems.extend(self.delivery.validate());
         problems.extend(crate::ldap::config::validate(&self.ldap));
-        problems.extend(self.smtp.validate());
+        problems.extend(self.inbound_auth.validate());
         problems
     }
 

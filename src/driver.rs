@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{broadcast, watch};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
-use understudy_protocol::session::READ_CHUNK;
+use understudy_protocol::session::{Session, READ_CHUNK};
 use understudy_protocol::{Action, Goodbye, Output};
 use understudy_storage::Store;
 
@@ -51,49 +51,6 @@ impl Unanswered {
                 }
             }
         }
-    }
-}
-
-/// What the driver needs from any protocol session.
-pub trait Session: Send + 'static {
-    /// The server's first words. Runs on the async worker, so it must not block (every
-    /// session's greeting is formatted from what it already holds).
-    fn greeting(&mut self) -> Output;
-    fn receive(&mut self, input: &[u8]) -> Output;
-    /// Handles the part of `input` that needs neither the store nor a credential check,
-    /// on the async worker, with no thread hand-off (an SMTP body streaming in). None,
-    /// the default, when the session cannot: the driver then runs `receive` on the
-    /// blocking pool. After `Some`, `has_pending` says whether a `receive(&[])` on the
-    /// blocking pool must finish the job.
-    fn receive_inline(&mut self, _input: &[u8]) -> Option<Output> {
-        None
-    }
-    fn tls_started(&mut self);
-    /// IMAP IDLE: the watched mailbox changed.
-    fn mailbox_changed(&mut self) -> Output {
-        Output::default()
-    }
-    fn goodbye(&mut self, why: Goodbye) -> Vec<u8>;
-    /// Logged in: the longer idle time-out applies.
-    fn authenticated(&self) -> bool {
-        false
-    }
-    /// An SMTP transaction is being received: shutdown waits for it.
-    fn busy(&self) -> bool {
-        false
-    }
-    /// Complete commands are still buffered because the session capped one step's
-    /// output; the driver calls `receive(&[])` again before reading more.
-    fn has_pending(&self) -> bool {
-        false
-    }
-    /// The user logged in on this session, so an admin can end it (`admin::revoke`).
-    fn account_id(&self) -> Option<u64> {
-        None
-    }
-    /// Complete commands handled so far; 0 for sessions that are not paced.
-    fn commands(&self) -> u64 {
-        0
     }
 }
 

@@ -45,7 +45,7 @@ use mail_auth::{
 use serde::Deserialize;
 use understudy_protocol::smtp::{DeliveryError, Envelope};
 
-use crate::config::{ConfigProblem, Network};
+use crate::config_types::{ConfigProblem, Network};
 
 /// What the MX does with inbound mail authentication.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -60,10 +60,11 @@ pub enum VerifyInbound {
     Enforce,
 }
 
-/// The `[smtp]` section.
+/// The inbound checks' settings: the `[smtp]` section of the file (its historical name;
+/// it holds only these checks).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct SmtpConfig {
+pub struct InboundAuthConfig {
     pub verify_inbound: VerifyInbound,
     /// Networks (CIDR) whose mail is taken without checks: the filter in front, local
     /// injectors. Loopback by default.
@@ -75,9 +76,9 @@ pub struct SmtpConfig {
     pub test_dns_records: Option<PathBuf>,
 }
 
-impl Default for SmtpConfig {
+impl Default for InboundAuthConfig {
     fn default() -> Self {
-        SmtpConfig {
+        InboundAuthConfig {
             verify_inbound: VerifyInbound::Headers,
             trusted_relays: vec!["127.0.0.0/8".into(), "::1/128".into()],
             dns_timeout_secs: 10,
@@ -86,7 +87,7 @@ impl Default for SmtpConfig {
     }
 }
 
-impl SmtpConfig {
+impl InboundAuthConfig {
     pub fn validate(&self) -> Vec<ConfigProblem> {
         let mut problems = Vec::new();
         for (i, net) in self.trusted_relays.iter().enumerate() {
@@ -450,7 +451,10 @@ const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl InboundVerifier {
     /// `None` when `verify_inbound = "off"`. Must be called inside the tokio runtime.
-    pub fn from_config(config: &SmtpConfig, hostname: &str) -> anyhow::Result<Option<Arc<InboundVerifier>>> {
+    pub fn from_config(
+        config: &InboundAuthConfig,
+        hostname: &str,
+    ) -> anyhow::Result<Option<Arc<InboundVerifier>>> {
         if config.verify_inbound == VerifyInbound::Off {
             return Ok(None);
         }
@@ -809,13 +813,13 @@ Authentication-Results: other.example; spf=pass\r\nSubject: hi\r\n\r\nAuthentica
 
     #[test]
     fn config_defaults_and_problems() {
-        let c = SmtpConfig::default();
+        let c = InboundAuthConfig::default();
         assert_eq!(c.verify_inbound, VerifyInbound::Headers);
         assert!(c.validate().is_empty());
-        let bad = SmtpConfig {
+        let bad = InboundAuthConfig {
             trusted_relays: vec!["10.0.0.0/99".into()],
             dns_timeout_secs: 0,
-            ..SmtpConfig::default()
+            ..InboundAuthConfig::default()
         };
         let keys: Vec<String> = bad.validate().into_iter().map(|p| p.key).collect();
         assert_eq!(keys, ["smtp.trusted_relays[0]", "smtp.dns_timeout_secs"]);
@@ -873,11 +877,11 @@ Authentication-Results: other.example; spf=pass\r\nSubject: hi\r\n\r\nAuthentica
              \"flaky.example\" = \"v=spf1 ip4:192.0.2.1 -all\"\n",
         )
         .unwrap();
-        let config = SmtpConfig {
+        let config = InboundAuthConfig {
             verify_inbound: VerifyInbound::Enforce,
             trusted_relays: vec!["10.0.0.0/8".into()],
             test_dns_records: Some(path),
-            ..SmtpConfig::default()
+            ..InboundAuthConfig::default()
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use crate::config::Config;
-use crate::server::Shared;
+use crate::shared::Shared;
 
 pub async fn on_sighup(shared: Arc<Shared>, path: Option<PathBuf>, mut shutdown: watch::Receiver<bool>) {
     #[cfg(unix)]

@@ -1,72 +1,29 @@
-//! The running server: opens the store, binds every configured listener, accepts
-//! connections within global and per-IP limits, and shuts down gracefully.
+//! The running server: opens the store, binds every configured listener, starts the
+//! background tasks, accepts connections within global and per-IP limits, and shuts
+//! everything down gracefully on one signal.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use parking_lot::Mutex;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tokio_rustls::TlsAcceptor;
+use tokio::task::JoinSet;
 use tracing::Instrument;
-use understudy_protocol::ConnectionInfo;
 use understudy_storage::{Clock, Store, SystemClock};
 
 use crate::admission::{Admission, Refusal};
-use crate::auth::Authenticator;
-use crate::config::{Config, Network, Service};
+use crate::config::{Config, Service};
 use crate::driver::{self, Timeouts};
+use crate::outage::handles::{DeliveryObservations, MonitorWake};
+use crate::outage::monitor::MonitorHandles;
 use crate::services;
-
-/// Everything a connection needs, shared by all of them.
-pub struct Shared {
-    pub config: Config,
-    pub store: Store,
-    pub auth: Arc<Authenticator>,
-    /// Swapped by a SIGHUP reload; each new connection and STARTTLS takes the current one.
-    pub tls: parking_lot::RwLock<Option<TlsAcceptor>>,
-    pub clock: Arc<dyn Clock>,
-    pub imap: Arc<crate::imap::ImapStore>,
-    /// Addresses actually bound, per service.
-    pub bound: Mutex<Vec<(Service, SocketAddr)>>,
-    pub pop3: Arc<crate::pop3::Pop3Store>,
-    pub smtp: Arc<crate::smtp::SmtpStore>,
-    /// Users whose sessions must end now (admin commands send, drivers listen).
-    pub revocations: crate::admin::revoke::Revocations,
-    /// Open IMAP and POP3 sessions per user (`limits.max_connections_per_user`).
-    pub user_sessions: Arc<crate::sessions::UserSessions>,
-    plaintext_networks: Vec<Network>,
-}
-
-impl Shared {
-    /// The port the server bound for `service` (the first listener's).
-    pub fn bound_port(&self, service: Service) -> Option<u16> {
-        self.bound
-            .lock()
-            .iter()
-            .find(|(s, _)| *s == service)
-            .map(|(_, a)| a.port())
-    }
-
-    pub fn tls(&self) -> Option<TlsAcceptor> {
-        self.tls.read().clone()
-    }
-
-    pub fn connection_info(&self, peer: IpAddr, tls: bool) -> ConnectionInfo {
-        ConnectionInfo {
-            peer,
-            tls,
-            tls_available: self.tls.read().is_some(),
-            allow_plaintext_auth: self.plaintext_networks.iter().any(|n| n.contains(peer)),
-            hostname: self.config.hostname.clone(),
-        }
-    }
-}
+use crate::shared::Shared;
 
 /// Opens the store and serves until `shutdown` turns true, then stops accepting, says
-/// goodbye to every session and waits (bounded) for them to end.
+/// goodbye to every session and waits (bounded) for them and for every task it started
+/// to end. `shutdown` is the one stop signal: every task and connection watches it.
 pub async fn run(
     config: Config,
     config_path: Option<std::path::PathBuf>,
@@ -86,36 +43,17 @@ pub async fn run(
         Some(t) => Some(crate::tls::acceptor(t)?),
         None => None,
     };
-    let auth = Arc::new(
-        Authenticator::new(store.clone(), clock.clone(), &config.auth)
-            .with_directory_logins(crate::ldap::login::DirectoryLogins::new(&config.ldap)),
-    );
+    // The handles the tasks share, made here and passed to each end (never globals).
     let queue_wakeup = crate::delivery::QueueWakeup::default();
-    let shared = Arc::new(Shared {
-        plaintext_networks: config.plaintext_networks(),
-        bound: Mutex::new(Vec::new()),
-        imap: Arc::new(crate::imap::ImapStore::new(
-            store.clone(),
-            config.limits.max_message_size,
-        )),
-        pop3: Arc::new(crate::pop3::Pop3Store::new(store.clone())),
-        smtp: Arc::new(
-            crate::smtp::SmtpStore::new(store.clone())
-                .with_queue_wakeup(queue_wakeup.clone())
-                .with_outage_parking(config.delivery.outage_recheck_secs)
-                .with_inbound_auth(crate::inbound_auth::InboundVerifier::from_config(
-                    &config.smtp,
-                    &config.hostname,
-                )?),
-        ),
-        revocations: crate::admin::revoke::revocations(),
-        user_sessions: crate::sessions::UserSessions::new(config.limits.max_connections_per_user),
-        config,
+    let monitor_wake = MonitorWake::default();
+    let observations = DeliveryObservations::default();
+    let shared = Arc::new(Shared::new(
+        Arc::new(config),
         store,
-        auth,
-        tls: parking_lot::RwLock::new(tls),
         clock,
-    });
+        tls,
+        queue_wakeup.clone(),
+    )?);
 
     let mut listeners = Vec::new();
     for service in Service::ALL {
@@ -151,17 +89,20 @@ pub async fn run(
         ),
         None => None,
     };
-    let queue_runner = shared.config.delivery.enabled.then(|| {
-        let s = &shared;
-        crate::delivery::spawn(
-            s.store.clone(),
-            s.clock.clone(),
-            s.config.hostname.clone(),
-            s.config.delivery.clone(),
+
+    // Every task this function starts, joined at shutdown.
+    let mut tasks = JoinSet::new();
+    if shared.config.delivery.enabled {
+        tasks.spawn(crate::delivery::run(
+            shared.store.clone(),
+            shared.clock.clone(),
+            shared.config.hostname.clone(),
+            shared.config.delivery.clone(),
             queue_wakeup.clone(),
+            observations.clone(),
             shutdown.clone(),
-        )
-    });
+        ));
+    }
     println!("ready");
     notify_systemd_ready();
 
@@ -170,63 +111,72 @@ pub async fn run(
     let budget = crate::admission::descriptor_budget(&[limits.max_connections, limits.max_http_connections]);
     let connections = Admission::new(budget[0], limits.max_connections_per_ip);
     let http_connections = Admission::new(budget[1], limits.max_connections_per_ip);
-    let (stop_tx, stop_rx) = watch::channel(false);
-    crate::outage::monitor::spawn(
+    tasks.spawn(crate::outage::monitor::run(
         shared.store.clone(),
         shared.clock.clone(),
         shared.config.hostname.clone(),
-        queue_wakeup.clone(),
-        stop_rx.clone(),
-    );
-    let mut accept_tasks = Vec::new();
-    tokio::spawn(admin_socket.serve(shared.clone(), stop_rx.clone()));
+        MonitorHandles {
+            wake: monitor_wake.clone(),
+            observations,
+            queue_wakeup: Some(queue_wakeup),
+        },
+        shutdown.clone(),
+    ));
+    tasks.spawn(admin_socket.serve(
+        crate::admin::socket::InServer {
+            store: shared.store.clone(),
+            config: shared.config.clone(),
+            revocations: shared.revocations.clone(),
+            monitor: monitor_wake,
+        },
+        shutdown.clone(),
+    ));
     for (service, listener) in listeners {
-        let shared = shared.clone();
-        let connections = connections.clone();
-        let stop = stop_rx.clone();
-        accept_tasks.push(tokio::spawn(accept_loop(
+        tasks.spawn(accept_loop(
             service,
             listener,
-            shared,
-            connections,
-            stop,
-        )));
+            shared.clone(),
+            connections.clone(),
+            shutdown.clone(),
+        ));
     }
 
-    tokio::spawn(crate::retention::run(shared.store.clone(), stop_rx.clone()));
-    crate::ldap::spawn(shared.clone(), stop_rx.clone());
+    tasks.spawn(crate::retention::run(shared.store.clone(), shutdown.clone()));
+    crate::ldap::spawn(
+        &mut tasks,
+        shared.store.clone(),
+        shared.config.clone(),
+        shared.revocations.clone(),
+        shutdown.clone(),
+    );
     if let Some(interval) = sd_notify::watchdog_enabled() {
         tracing::info!(?interval, "systemd watchdog enabled");
-        tokio::spawn(watchdog(shared.store.clone(), interval, stop_rx.clone()));
+        tasks.spawn(watchdog(shared.store.clone(), interval, shutdown.clone()));
     }
-    tokio::spawn(crate::reload::on_sighup(
+    tasks.spawn(crate::reload::on_sighup(
         shared.clone(),
         config_path,
-        stop_rx.clone(),
+        shutdown.clone(),
     ));
     if let Some(listener) = autoconfig_listener {
-        tokio::spawn(crate::autoconfig::serve(
+        tasks.spawn(crate::autoconfig::serve(
             listener,
             shared.clone(),
             http_connections.clone(),
-            stop_rx.clone(),
+            shutdown.clone(),
         ));
     }
     if let Some(listener) = metrics_listener {
-        tokio::spawn(crate::metrics::serve(
+        tasks.spawn(crate::metrics::serve(
             listener,
             shared.store.clone(),
             http_connections.clone(),
-            stop_rx.clone(),
+            shutdown.clone(),
         ));
     }
 
     let _ = shutdown.wait_for(|stop| *stop).await;
     tracing::info!("shutting down: no new connections; telling sessions goodbye");
-    let _ = stop_tx.send(true);
-    for task in accept_tasks {
-        task.abort();
-    }
     // Every live connection holds a permit; when all are back, every session has ended.
     let grace = Duration::from_secs(30);
     if connections.drained(grace).await {
@@ -234,8 +184,21 @@ pub async fn run(
     } else {
         tracing::warn!("some sessions did not end within {grace:?}; exiting anyway");
     }
-    if let Some(runner) = queue_runner {
-        let _ = runner.await;
+    // The tasks saw the same signal; the queue runner bounds its attempts in flight, an
+    // LDAP sync or admin command in progress finishes its write.
+    let joined = tokio::time::timeout(grace, async {
+        while let Some(result) = tasks.join_next().await {
+            if let Err(e) = result {
+                tracing::error!(error = %e, "server task failed");
+            }
+        }
+    })
+    .await;
+    if joined.is_err() {
+        tracing::warn!(
+            left = tasks.len(),
+            "some server tasks did not end within {grace:?}; exiting anyway"
+        );
     }
     Ok(())
 }
@@ -245,10 +208,15 @@ async fn accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,
     connections: Arc<Admission>,
-    stop: watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
 ) {
     loop {
-        let (stream, peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            // Only ever turns true (or its sender is gone): stop either way.
+            _ = stop.changed() => return,
+        };
+        let (stream, peer) = match accepted {
             Ok(pair) => pair,
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.

@@ -5,47 +5,10 @@ use std::sync::Arc;
 use understudy_protocol::imap::{ImapLimits, ImapSession};
 use understudy_protocol::pop3::{Pop3Limits, Pop3Session};
 use understudy_protocol::smtp::{SmtpLimits, SmtpMode, SmtpSession};
-use understudy_protocol::{AuthBackend, ConnectionInfo, Goodbye, Output};
+use understudy_protocol::{AuthBackend, ConnectionInfo, Session};
 
 use crate::config::Service;
-use crate::driver::Session;
-use crate::server::Shared;
-
-impl Session for Box<dyn Session> {
-    fn greeting(&mut self) -> Output {
-        (**self).greeting()
-    }
-    fn receive(&mut self, input: &[u8]) -> Output {
-        (**self).receive(input)
-    }
-    fn receive_inline(&mut self, input: &[u8]) -> Option<Output> {
-        (**self).receive_inline(input)
-    }
-    fn tls_started(&mut self) {
-        (**self).tls_started()
-    }
-    fn mailbox_changed(&mut self) -> Output {
-        (**self).mailbox_changed()
-    }
-    fn goodbye(&mut self, why: Goodbye) -> Vec<u8> {
-        (**self).goodbye(why)
-    }
-    fn authenticated(&self) -> bool {
-        (**self).authenticated()
-    }
-    fn busy(&self) -> bool {
-        (**self).busy()
-    }
-    fn has_pending(&self) -> bool {
-        (**self).has_pending()
-    }
-    fn account_id(&self) -> Option<u64> {
-        (**self).account_id()
-    }
-    fn commands(&self) -> u64 {
-        (**self).commands()
-    }
-}
+use crate::shared::Shared;
 
 /// A new session for a connection accepted on `service`.
 /// Logins are recorded in `account` so an admin can end the session (`admin::revoke`).

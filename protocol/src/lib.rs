@@ -18,4 +18,4 @@ pub mod smtp;
 pub mod testing;
 
 pub use auth::{AccessLevel, Account, AuthBackend, AuthError, Credentials, Secret};
-pub use session::{Action, ConnectionInfo, Goodbye, Output};
+pub use session::{Action, ConnectionInfo, Goodbye, Output, Session};

@@ -1,4 +1,6 @@
-//! The contract between a protocol session and the network driver that feeds it.
+//! The contract between a protocol session and the network driver that feeds it: the
+//! [`Session`] trait, implemented here for the IMAP, POP3 and SMTP sessions and once for
+//! `Box<S>`, and the [`Output`]/[`Action`] a step returns.
 //!
 //! The driver reads whatever bytes arrive (at most `READ_CHUNK` at a time), hands them to
 //! the session's `receive`, writes `Output::bytes` back and then does what
@@ -77,4 +79,158 @@ pub enum Goodbye {
     Timeout,
     /// An administrator ended the session (user deactivated).
     Revoked,
+}
+
+/// What the driver needs from any protocol session.
+pub trait Session: Send + 'static {
+    /// The server's first words. Runs on the async worker, so it must not block (every
+    /// session's greeting is formatted from what it already holds).
+    fn greeting(&mut self) -> Output;
+    fn receive(&mut self, input: &[u8]) -> Output;
+    /// Handles the part of `input` that needs neither the store nor a credential check,
+    /// on the async worker, with no thread hand-off (an SMTP body streaming in). None,
+    /// the default, when the session cannot: the driver then runs `receive` on the
+    /// blocking pool. After `Some`, `has_pending` says whether a `receive(&[])` on the
+    /// blocking pool must finish the job.
+    fn receive_inline(&mut self, _input: &[u8]) -> Option<Output> {
+        None
+    }
+    fn tls_started(&mut self);
+    /// IMAP IDLE: the watched mailbox changed.
+    fn mailbox_changed(&mut self) -> Output {
+        Output::default()
+    }
+    fn goodbye(&mut self, why: Goodbye) -> Vec<u8>;
+    /// Logged in: the longer idle time-out applies.
+    fn authenticated(&self) -> bool {
+        false
+    }
+    /// An SMTP transaction is being received: shutdown waits for it.
+    fn busy(&self) -> bool {
+        false
+    }
+    /// Complete commands are still buffered because the session capped one step's
+    /// output; the driver calls `receive(&[])` again before reading more.
+    fn has_pending(&self) -> bool {
+        false
+    }
+    /// The user logged in on this session, so an admin can end it (the server's
+    /// revocation wrapper answers this; the sessions themselves do not).
+    fn account_id(&self) -> Option<u64> {
+        None
+    }
+    /// Complete commands handled so far; 0 for sessions that are not paced.
+    fn commands(&self) -> u64 {
+        0
+    }
+}
+
+/// A boxed session is a session (the driver takes `Box<dyn Session>`, wrappers box theirs).
+impl<S: Session + ?Sized> Session for Box<S> {
+    fn greeting(&mut self) -> Output {
+        (**self).greeting()
+    }
+    fn receive(&mut self, input: &[u8]) -> Output {
+        (**self).receive(input)
+    }
+    fn receive_inline(&mut self, input: &[u8]) -> Option<Output> {
+        (**self).receive_inline(input)
+    }
+    fn tls_started(&mut self) {
+        (**self).tls_started()
+    }
+    fn mailbox_changed(&mut self) -> Output {
+        (**self).mailbox_changed()
+    }
+    fn goodbye(&mut self, why: Goodbye) -> Vec<u8> {
+        (**self).goodbye(why)
+    }
+    fn authenticated(&self) -> bool {
+        (**self).authenticated()
+    }
+    fn busy(&self) -> bool {
+        (**self).busy()
+    }
+    fn has_pending(&self) -> bool {
+        (**self).has_pending()
+    }
+    fn account_id(&self) -> Option<u64> {
+        (**self).account_id()
+    }
+    fn commands(&self) -> u64 {
+        (**self).commands()
+    }
+}
+
+impl Session for crate::imap::ImapSession {
+    fn greeting(&mut self) -> Output {
+        crate::imap::ImapSession::greeting(self)
+    }
+    fn receive(&mut self, input: &[u8]) -> Output {
+        crate::imap::ImapSession::receive(self, input)
+    }
+    fn tls_started(&mut self) {
+        crate::imap::ImapSession::tls_started(self)
+    }
+    fn mailbox_changed(&mut self) -> Output {
+        crate::imap::ImapSession::mailbox_changed(self)
+    }
+    fn goodbye(&mut self, why: Goodbye) -> Vec<u8> {
+        crate::imap::ImapSession::goodbye(self, why)
+    }
+    fn authenticated(&self) -> bool {
+        self.account().is_some()
+    }
+    fn has_pending(&self) -> bool {
+        crate::imap::ImapSession::has_pending(self)
+    }
+    fn commands(&self) -> u64 {
+        crate::imap::ImapSession::commands(self)
+    }
+}
+
+impl Session for crate::pop3::Pop3Session {
+    fn greeting(&mut self) -> Output {
+        crate::pop3::Pop3Session::greeting(self)
+    }
+    fn receive(&mut self, input: &[u8]) -> Output {
+        crate::pop3::Pop3Session::receive(self, input)
+    }
+    fn tls_started(&mut self) {
+        crate::pop3::Pop3Session::tls_started(self)
+    }
+    fn goodbye(&mut self, why: Goodbye) -> Vec<u8> {
+        crate::pop3::Pop3Session::goodbye(self, why)
+    }
+    fn has_pending(&self) -> bool {
+        self.has_pending_commands()
+    }
+}
+
+impl Session for crate::smtp::SmtpSession {
+    fn greeting(&mut self) -> Output {
+        crate::smtp::SmtpSession::greeting(self)
+    }
+    fn receive(&mut self, input: &[u8]) -> Output {
+        crate::smtp::SmtpSession::receive(self, input)
+    }
+    fn receive_inline(&mut self, input: &[u8]) -> Option<Output> {
+        Some(crate::smtp::SmtpSession::receive_inline(self, input))
+    }
+    fn has_pending(&self) -> bool {
+        self.has_deferred()
+    }
+    fn tls_started(&mut self) {
+        crate::smtp::SmtpSession::tls_started(self)
+    }
+    fn goodbye(&mut self, why: Goodbye) -> Vec<u8> {
+        crate::smtp::SmtpSession::goodbye(self, why)
+    }
+    fn authenticated(&self) -> bool {
+        // SMTP uses one command time-out whether or not AUTH happened.
+        true
+    }
+    fn busy(&self) -> bool {
+        self.in_transaction()
+    }
 }

@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::io::Write;
 
 use anyhow::bail;
+use serde::Serialize;
 use understudy_protocol::Secret;
 use understudy_storage::accounts::normalize_address;
 use understudy_storage::provisioning::{UserChange, UserSpec};
@@ -65,22 +66,44 @@ pub fn parse_rows(text: &str) -> (Vec<Row>, Vec<String>) {
     (rows, errors)
 }
 
-#[derive(Default)]
-struct Tally {
-    created: usize,
-    updated: usize,
-    unchanged: usize,
-    errors: usize,
+/// One reported line of an import, in file order.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImportLine {
+    /// A record that is not valid CSV (the message says on which line).
+    NotCsv(String),
+    /// A row that created or updated a user (or, in a dry run, would have).
+    Changed {
+        line: u64,
+        address: String,
+        change: UserChange,
+    },
+    /// A row refused whole: nothing of it was applied.
+    Failed { line: u64, error: String },
 }
 
-/// Imports `text` (the CSV file's contents); writes one line per created or updated user
-/// and per error, then a summary. Fails (after applying the good rows) if any row failed.
-pub fn run(ctx: &AdminContext, text: &str, dry_run: bool, out: &mut dyn Write) -> anyhow::Result<()> {
-    let mut tally = Tally::default();
+/// What an import did: the lines to report and the tally.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ImportReport {
+    pub dry_run: bool,
+    pub lines: Vec<ImportLine>,
+    pub created: usize,
+    pub updated: usize,
+    pub unchanged: usize,
+    pub errors: usize,
+}
+
+/// Imports `text` (the CSV file's contents): each good row is applied (unless
+/// `dry_run`), each bad one reported; generated passwords go to `ctx.events.secret`.
+pub fn run(ctx: &AdminContext, text: &str, dry_run: bool) -> ImportReport {
+    let mut report = ImportReport {
+        dry_run,
+        ..ImportReport::default()
+    };
     let (rows, errors) = parse_rows(text);
-    for error in &errors {
-        writeln!(out, "{error}")?;
-        tally.errors += 1;
+    for error in errors {
+        report.lines.push(ImportLine::NotCsv(error));
+        report.errors += 1;
     }
 
     let total = rows.len() as u64;
@@ -91,22 +114,47 @@ pub fn run(ctx: &AdminContext, text: &str, dry_run: bool, out: &mut dyn Write) -
         match import_row(ctx, row, dry_run, &mut seen, &mut alias_owner) {
             Ok((address, change)) => {
                 if change.is_empty() {
-                    tally.unchanged += 1;
+                    report.unchanged += 1;
                 } else {
                     if change.created {
-                        tally.created += 1;
+                        report.created += 1;
                     } else {
-                        tally.updated += 1;
+                        report.updated += 1;
                     }
-                    writeln!(out, "line {}: {}", row.line, describe(&address, &change, dry_run))?;
+                    report.lines.push(ImportLine::Changed {
+                        line: row.line,
+                        address,
+                        change,
+                    });
                 }
             }
             Err(e) => {
-                tally.errors += 1;
-                writeln!(out, "line {}: {e:#}", row.line)?;
+                report.errors += 1;
+                report.lines.push(ImportLine::Failed {
+                    line: row.line,
+                    error: format!("{e:#}"),
+                });
             }
         }
         ctx.events.progress(i as u64 + 1, total);
+    }
+    report
+}
+
+/// Writes one line per created or updated user and per error, then a summary; fails
+/// (after writing) if any row failed.
+pub fn print(report: &ImportReport, out: &mut dyn Write) -> anyhow::Result<()> {
+    let dry_run = report.dry_run;
+    for line in &report.lines {
+        match line {
+            ImportLine::NotCsv(error) => writeln!(out, "{error}")?,
+            ImportLine::Changed {
+                line,
+                address,
+                change,
+            } => writeln!(out, "line {line}: {}", describe(address, change, dry_run))?,
+            ImportLine::Failed { line, error } => writeln!(out, "line {line}: {error}")?,
+        }
     }
     let verb = if dry_run {
         "dry run, nothing changed: would have"
@@ -116,12 +164,12 @@ pub fn run(ctx: &AdminContext, text: &str, dry_run: bool, out: &mut dyn Write) -
     writeln!(
         out,
         "{verb} {} created, {} updated, {} unchanged, {} with errors",
-        tally.created, tally.updated, tally.unchanged, tally.errors
+        report.created, report.updated, report.unchanged, report.errors
     )?;
-    if tally.errors > 0 {
+    if report.errors > 0 {
         bail!(
             "{} row(s) had errors (see above); the other rows were {}",
-            tally.errors,
+            report.errors,
             if dry_run { "checked" } else { "applied" }
         );
     }
@@ -273,6 +321,7 @@ mod tests {
         fn secret(&self, line: &str) {
             self.secrets.borrow_mut().push(line.to_string());
         }
+        fn outage_changed(&self) {}
     }
 
     fn import(store: &Store, events: &Recorder, text: &str, dry_run: bool) -> (String, bool) {
@@ -283,7 +332,7 @@ mod tests {
             events,
         };
         let mut out = Vec::new();
-        let ok = run(&ctx, text, dry_run, &mut out).is_ok();
+        let ok = print(&run(&ctx, text, dry_run), &mut out).is_ok();
         (String::from_utf8(out).unwrap(), ok)
     }
 

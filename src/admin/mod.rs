@@ -1,25 +1,38 @@
-//! Administration while the server runs: the admin socket (`socket`), bulk user import
-//! (`import`) and session revocation (`revoke`).
+//! Administration: the one home of the admin operations, whichever door they come
+//! through (the CLI, the admin socket, later the web console).
+//!
+//! - [`command`]: the command set ([`Command`]) and [`execute`], which runs one;
+//! - a file per subject: [`domains`], [`users`], [`aliases`], [`queue`], [`outage`],
+//!   [`tracking`], [`ldap`], [`import`]. Each operation is a function of an
+//!   [`AdminContext`] and typed arguments returning a serialisable value; the subject's
+//!   `execute` runs the parsed subcommand and writes the CLI's text report;
+//! - [`socket`]: the admin socket, server side and client side;
+//! - [`revoke`]: ending the sessions of users an admin changed.
 //!
 //! RocksDB allows one writer, so an admin command cannot open the database while the
 //! server runs. The CLI therefore sends the parsed command to the server over
-//! `<data_dir>/admin.sock`; the server runs the same function the CLI would
-//! ([`crate::cli::execute`]) against its open store and sends back the output and the
-//! outcome. Only when no server answers does the CLI open the database itself.
+//! `<data_dir>/admin.sock`; the server runs [`execute`] against its open store and sends
+//! back the output and the outcome. Only when no server answers does the CLI open the
+//! database itself ([`run_local`]).
 
+pub mod aliases;
+pub mod command;
+pub mod domains;
 pub mod import;
+pub mod ldap;
+pub mod outage;
+pub mod queue;
 pub mod revoke;
 pub mod socket;
+pub mod tracking;
+pub mod users;
 
-use std::cell::{Cell, RefCell};
-use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::cell::RefCell;
+use std::path::PathBuf;
 
-use anyhow::Context;
-use indicatif::{ProgressBar, ProgressStyle};
-use understudy_storage::Store;
+use understudy_storage::{Store, StoreError};
 
-use crate::cli::{Command, UserCommand};
+pub use self::command::{execute, Command};
 use crate::config::Config;
 
 /// What an admin command runs against.
@@ -38,6 +51,9 @@ pub trait AdminEvents {
     fn progress(&self, done: u64, total: u64);
     /// A generated password line, shown once to the admin (or written to a file).
     fn secret(&self, line: &str);
+    /// A domain's outage state was changed (and persisted): the outage monitor, if one
+    /// runs here, adopts it now instead of at its next tick.
+    fn outage_changed(&self);
 }
 
 /// How an admin command ended, wherever it ran.
@@ -53,60 +69,22 @@ pub fn socket_path(config: &Config) -> PathBuf {
     config.data_dir.join("admin.sock")
 }
 
-/// Runs a prepared admin command through the server if one runs, else on the database,
-/// and prints its output; an error return makes the CLI exit non-zero.
-pub fn run(config: &Config, command: Command) -> anyhow::Result<()> {
-    let passwords_out = match &command {
-        Command::User(UserCommand::Import { passwords_out, .. }) => passwords_out.clone(),
-        _ => None,
-    };
-    let progress = ProgressDisplay::default();
-    let outcome = match socket::connect(&socket_path(config))? {
-        Some(stream) => socket::request(stream, &command, &progress)?,
-        None => run_local(config, command, &progress)?,
-    };
-    progress.finish();
-    let mut stdout = std::io::stdout().lock();
-    stdout.write_all(outcome.output.as_bytes())?;
-    // Delivered even when the command failed: rows imported before an error keep their
-    // generated passwords, and these are the only copy.
-    if !outcome.secrets.is_empty() {
-        match &passwords_out {
-            Some(path) => {
-                write_private(path, &outcome.secrets)?;
-                writeln!(stdout, "generated passwords written to {}", path.display())?;
-            }
-            None => {
-                writeln!(stdout, "generated passwords (shown once):")?;
-                stdout.write_all(outcome.secrets.as_bytes())?;
-            }
-        }
-    }
-    stdout.flush()?;
-    match outcome.error {
-        Some(e) => Err(anyhow::anyhow!(e)),
-        None => Ok(()),
-    }
+/// Opens the database for an admin command when no server is running.
+pub fn open_store(config: &Config) -> anyhow::Result<Store> {
+    Store::open(&config.db_dir()).map_err(|e| match e {
+        StoreError::Locked { .. } => anyhow::anyhow!(
+            "the database in {} is in use by another process, but no server answers on its admin socket {}",
+            config.db_dir().display(),
+            socket_path(config).display()
+        ),
+        e => e.into(),
+    })
 }
 
-/// Writes a file only its owner can read.
-fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    file.write_all(text.as_bytes())?;
-    file.sync_all()?;
-    Ok(())
-}
-
-/// No server runs: open the database here.
-fn run_local(config: &Config, command: Command, progress: &ProgressDisplay) -> anyhow::Result<Outcome> {
-    let store = crate::cli::open_store(config)?;
+/// No server runs: opens the database here and runs `command` on it. `progress` gets a
+/// long command's progress.
+pub fn run_local(config: &Config, command: Command, progress: &dyn Fn(u64, u64)) -> anyhow::Result<Outcome> {
+    let store = open_store(config)?;
     let events = LocalEvents {
         progress,
         secrets: RefCell::new(String::new()),
@@ -117,7 +95,7 @@ fn run_local(config: &Config, command: Command, progress: &ProgressDisplay) -> a
         events: &events,
     };
     let mut output = Vec::new();
-    let result = crate::cli::execute(&ctx, command, &mut output);
+    let result = execute(&ctx, command, &mut output);
     Ok(Outcome {
         output: String::from_utf8_lossy(&output).into_owned(),
         secrets: events.secrets.into_inner(),
@@ -126,7 +104,7 @@ fn run_local(config: &Config, command: Command, progress: &ProgressDisplay) -> a
 }
 
 struct LocalEvents<'a> {
-    progress: &'a ProgressDisplay,
+    progress: &'a dyn Fn(u64, u64),
     secrets: RefCell<String>,
 }
 
@@ -134,51 +112,13 @@ impl AdminEvents for LocalEvents<'_> {
     /// No server runs, so no session is open.
     fn revoked(&self, _user_id: u64) {}
     fn progress(&self, done: u64, total: u64) {
-        self.progress.update(done, total);
+        (self.progress)(done, total);
     }
     fn secret(&self, line: &str) {
         let mut s = self.secrets.borrow_mut();
         s.push_str(line);
         s.push('\n');
     }
-}
-
-/// Progress of a long command on the admin's terminal: an `indicatif` bar on a terminal,
-/// a plain line every tenth otherwise (logs, CI), both on stderr so stdout stays the
-/// command's report.
-#[derive(Default)]
-pub struct ProgressDisplay {
-    bar: RefCell<Option<ProgressBar>>,
-    last_tenth: Cell<u64>,
-}
-
-impl ProgressDisplay {
-    pub fn update(&self, done: u64, total: u64) {
-        if total == 0 {
-            return;
-        }
-        if std::io::stderr().is_terminal() {
-            let mut bar = self.bar.borrow_mut();
-            let bar = bar.get_or_insert_with(|| {
-                let bar = ProgressBar::new(total);
-                if let Ok(style) = ProgressStyle::with_template("{bar:40} {pos}/{len} rows {eta}") {
-                    bar.set_style(style);
-                }
-                bar
-            });
-            bar.set_position(done);
-        } else {
-            let tenth = done * 10 / total;
-            if tenth > self.last_tenth.get() || done == total {
-                self.last_tenth.set(tenth);
-                eprintln!("progress: {done}/{total} rows");
-            }
-        }
-    }
-
-    pub fn finish(&self) {
-        if let Some(bar) = self.bar.borrow_mut().take() {
-            bar.finish_and_clear();
-        }
-    }
+    /// No monitor runs here; a server started later reads the state from the store.
+    fn outage_changed(&self) {}
 }

@@ -11,9 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::broadcast;
-use understudy_protocol::{Account, AuthBackend, AuthError, Credentials, Goodbye, Output};
-
-use crate::driver::Session;
+use understudy_protocol::{Account, AuthBackend, AuthError, Credentials, Goodbye, Output, Session};
 
 /// Sends the ids of users whose sessions must end now.
 pub type Revocations = broadcast::Sender<u64>;

@@ -26,9 +26,12 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader as Async
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, watch, Semaphore};
 
-use super::{AdminContext, AdminEvents, Outcome, ProgressDisplay};
-use crate::cli::Command;
-use crate::server::Shared;
+use understudy_storage::Store;
+
+use super::revoke::Revocations;
+use super::{AdminContext, AdminEvents, Command, Outcome};
+use crate::config::Config;
+use crate::outage::handles::MonitorWake;
 
 /// Large enough for the CSV of a few hundred thousand users.
 pub const MAX_REQUEST: u64 = 64 * 1024 * 1024;
@@ -56,6 +59,15 @@ pub enum Reply {
         secrets: String,
         error: Option<String>,
     },
+}
+
+/// What admin commands run against inside the server, and the server's tasks they
+/// reach: sessions to end, the outage monitor to wake.
+pub struct InServer {
+    pub store: Store,
+    pub config: Arc<Config>,
+    pub revocations: Revocations,
+    pub monitor: MonitorWake,
 }
 
 /// A bound admin socket, not yet serving.
@@ -89,9 +101,12 @@ impl AdminSocket {
         })
     }
 
-    /// Serves admin requests until `stop` turns true, then removes the socket file.
-    pub async fn serve(self, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    /// Serves admin requests until `stop` turns true, then removes the socket file and
+    /// waits for the commands in progress (a command must not stop half-way).
+    pub async fn serve(self, server: InServer, mut stop: watch::Receiver<bool>) {
+        let server = Arc::new(server);
         let slots = Arc::new(Semaphore::new(CONCURRENT_COMMANDS));
+        let mut connections = tokio::task::JoinSet::new();
         loop {
             let stream = tokio::select! {
                 accepted = self.listener.accept() => match accepted {
@@ -104,25 +119,29 @@ impl AdminSocket {
                 },
                 // Only ever turns true (or its sender is gone): stop either way.
                 _ = stop.changed() => break,
+                Some(_) = connections.join_next(), if !connections.is_empty() => continue,
             };
-            let shared = shared.clone();
+            let server = server.clone();
             let slots = slots.clone();
             let owner_uid = self.owner_uid;
-            tokio::spawn(async move {
-                if let Err(e) = handle(stream, shared, slots, owner_uid).await {
+            let stop = stop.clone();
+            connections.spawn(async move {
+                if let Err(e) = handle(stream, server, slots, owner_uid, stop).await {
                     tracing::warn!(error = %format!("{e:#}"), "admin connection failed");
                 }
             });
         }
         let _ = std::fs::remove_file(&self.path);
+        while connections.join_next().await.is_some() {}
     }
 }
 
 async fn handle(
     stream: UnixStream,
-    shared: Arc<Shared>,
+    server: Arc<InServer>,
     slots: Arc<Semaphore>,
     owner_uid: u32,
+    mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let cred = stream.peer_cred().context("cannot read the peer's credentials")?;
     if cred.uid() != owner_uid {
@@ -136,9 +155,13 @@ async fn handle(
     let (read, mut write) = stream.into_split();
     let mut line = Vec::new();
     let mut reader = AsyncBufReader::new(read).take(MAX_REQUEST + 1);
-    tokio::time::timeout(REQUEST_TIMEOUT, reader.read_until(b'\n', &mut line))
-        .await
-        .context("admin request timed out")??;
+    // A request not yet (fully) sent is dropped at shutdown; one that is runs to the end.
+    tokio::select! {
+        read = tokio::time::timeout(REQUEST_TIMEOUT, reader.read_until(b'\n', &mut line)) => {
+            read.context("admin request timed out")??;
+        }
+        _ = stop.changed() => return Ok(()),
+    }
     let request = if line.len() as u64 > MAX_REQUEST {
         Err(format!("request larger than {MAX_REQUEST} bytes"))
     } else {
@@ -162,7 +185,7 @@ async fn handle(
     // Never the command's Debug form: it may hold an import file with passwords.
     tracing::info!(command = %name, "admin command");
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let task = tokio::task::spawn_blocking(move || execute(&shared, request.command, tx));
+    let task = tokio::task::spawn_blocking(move || execute(&server, request.command, tx));
     while let Some(reply) = rx.recv().await {
         // The command goes on if the admin's CLI went away: it must not stop half-way.
         if let Err(e) = send(&mut write, &reply).await {
@@ -184,19 +207,19 @@ async fn send(write: &mut tokio::net::unix::OwnedWriteHalf, reply: &Reply) -> an
 }
 
 /// Runs one command on the blocking pool against the server's store.
-fn execute(shared: &Shared, command: Command, tx: mpsc::UnboundedSender<Reply>) {
+fn execute(server: &InServer, command: Command, tx: mpsc::UnboundedSender<Reply>) {
     let events = ServerEvents {
-        shared,
+        server,
         tx: tx.clone(),
         secrets: Mutex::new(String::new()),
     };
     let ctx = AdminContext {
-        store: &shared.store,
-        config: &shared.config,
+        store: &server.store,
+        config: &server.config,
         events: &events,
     };
     let mut output = Vec::new();
-    let result = crate::cli::execute(&ctx, command, &mut output);
+    let result = super::execute(&ctx, command, &mut output);
     if let Err(e) = &result {
         tracing::info!(error = %format!("{e:#}"), "admin command failed");
     }
@@ -208,7 +231,7 @@ fn execute(shared: &Shared, command: Command, tx: mpsc::UnboundedSender<Reply>) 
 }
 
 struct ServerEvents<'a> {
-    shared: &'a Shared,
+    server: &'a InServer,
     tx: mpsc::UnboundedSender<Reply>,
     secrets: Mutex<String>,
 }
@@ -217,7 +240,7 @@ impl AdminEvents for ServerEvents<'_> {
     fn revoked(&self, user_id: u64) {
         tracing::info!(user_id, "ending the user's open sessions");
         // No receiver means no connection is open: nothing to end.
-        let _ = self.shared.revocations.send(user_id);
+        let _ = self.server.revocations.send(user_id);
     }
     fn progress(&self, done: u64, total: u64) {
         let _ = self.tx.send(Reply::Progress { done, total });
@@ -226,6 +249,9 @@ impl AdminEvents for ServerEvents<'_> {
         let mut s = self.secrets.lock();
         s.push_str(line);
         s.push('\n');
+    }
+    fn outage_changed(&self) {
+        self.server.monitor.wake();
     }
 }
 
@@ -268,7 +294,7 @@ pub fn connect(path: &Path) -> anyhow::Result<Option<StdUnixStream>> {
 pub fn request(
     stream: StdUnixStream,
     command: &Command,
-    progress: &ProgressDisplay,
+    progress: &dyn Fn(u64, u64),
 ) -> anyhow::Result<Outcome> {
     stream.set_write_timeout(Some(REQUEST_TIMEOUT))?;
     stream.set_read_timeout(Some(REPLY_TIMEOUT))?;
@@ -290,7 +316,7 @@ pub fn request(
             anyhow::bail!("the server closed the admin connection without an answer (is this CLI running as the server's user?)");
         }
         match serde_json::from_str::<Reply>(&reply).context("malformed admin reply")? {
-            Reply::Progress { done, total } => progress.update(done, total),
+            Reply::Progress { done, total } => progress(done, total),
             Reply::Done {
                 output,
                 secrets,
@@ -309,7 +335,7 @@ pub fn request(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::UserCommand;
+    use crate::admin::users::UserCommand;
 
     #[test]
     fn requests_round_trip_and_the_log_name_has_no_arguments() {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::config::ConfigProblem;
+use crate::config_types::ConfigProblem;
 
 /// STARTTLS policy toward a remote server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]

@@ -44,22 +44,31 @@ use understudy_storage::{
 use self::client::{ClientError, SmtpClient, Timeouts, TlsContext};
 use self::config::{split_host_port, DeliveryConfig, TlsPolicy};
 use self::dsn::FailedRecipient;
+use crate::outage::handles::DeliveryObservations;
 
 /// Wakes the queue runner early (a new delivery, `queue retry`, an outage ending).
 pub type QueueWakeup = Arc<Notify>;
 
-/// Starts the queue runner; it stops when `shutdown` turns true, after the attempts in
+/// The queue runner's loop; it ends when `shutdown` turns true, after the attempts in
 /// flight have finished (bounded by the data time-out).
-pub fn spawn(
+pub async fn run(
     store: Store,
     clock: Arc<dyn Clock>,
     hostname: String,
     config: DeliveryConfig,
     wakeup: QueueWakeup,
+    observations: DeliveryObservations,
     shutdown: watch::Receiver<bool>,
-) -> tokio::task::JoinHandle<()> {
-    let runner = Arc::new(QueueRunner::new(store, clock, hostname, config, wakeup));
-    tokio::spawn(runner.run(shutdown))
+) {
+    let runner = Arc::new(QueueRunner::new(
+        store,
+        clock,
+        hostname,
+        config,
+        wakeup,
+        observations,
+    ));
+    runner.run(shutdown).await
 }
 
 /// Where a group of recipients goes.
@@ -112,6 +121,8 @@ pub struct QueueRunner {
     hostname: String,
     config: DeliveryConfig,
     wakeup: QueueWakeup,
+    /// Relay results, for the outage monitor's pass-through detection.
+    observations: DeliveryObservations,
     tls: TlsContext,
     timeouts: Timeouts,
     in_flight: Mutex<HashSet<u64>>,
@@ -177,6 +188,7 @@ impl QueueRunner {
         hostname: String,
         config: DeliveryConfig,
         wakeup: QueueWakeup,
+        observations: DeliveryObservations,
     ) -> QueueRunner {
         let timeouts = Timeouts {
             connect: Duration::from_secs(config.connect_timeout_secs),
@@ -191,6 +203,7 @@ impl QueueRunner {
             hostname,
             config,
             wakeup,
+            observations,
             timeouts,
             in_flight: Mutex::new(HashSet::new()),
             per_host: Mutex::new(HashMap::new()),
@@ -897,7 +910,7 @@ impl QueueRunner {
         // What this attempt says about a protected domain's primary (relay entries only).
         let observe = |result: Result<(), String>| {
             if entry.kind == QueueKind::Relay {
-                crate::outage::monitor::observe_delivery(&entry.domain, result);
+                self.observations.record(&entry.domain, result);
             }
         };
         let mut last_error = String::from("no destination host");
@@ -1272,6 +1285,7 @@ mod tests {
             "test.local".into(),
             config,
             QueueWakeup::default(),
+            DeliveryObservations::default(),
         ));
         (dir, store, clock, runner)
     }
@@ -1413,12 +1427,14 @@ mod tests {
         domain.relay_tls = RelayTls::Disabled;
         domain.delivery_mode = DeliveryMode::Relay;
         store.add_domain(&domain).unwrap();
+        let observations = DeliveryObservations::default();
         let runner = Arc::new(QueueRunner::new(
             store.clone(),
             clock.clone(),
             "test.local".into(),
             DeliveryConfig::default(),
             QueueWakeup::default(),
+            observations.clone(),
         ));
         let id = store
             .deliver(&DeliveryRequest {
@@ -1447,10 +1463,7 @@ mod tests {
                 .starts_with("451"),
             "{entry:?}"
         );
-        assert_eq!(
-            crate::outage::monitor::observed_streak("busy-primary.test"),
-            Some((false, 1))
-        );
+        assert_eq!(observations.streak("busy-primary.test"), Some((false, 1)));
     }
 
     #[tokio::test]

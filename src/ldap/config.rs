@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::config::ConfigProblem;
+use crate::config_types::ConfigProblem;
 
 /// Which directory schema the attribute defaults follow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

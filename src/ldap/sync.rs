@@ -103,7 +103,7 @@ pub fn map_entry(config: &LdapConfig, domain: &str, entry: &DirectoryEntry) -> R
 }
 
 /// Counts a sync reports.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct SyncReport {
     pub domain: String,
     pub created: usize,

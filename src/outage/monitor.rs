@@ -8,77 +8,22 @@
 //! run stopped. Probes run as their own tasks so a 10 s time-out toward one primary
 //! never delays another domain.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
 use understudy_storage::outage::OutagePhase;
-use understudy_storage::outage_ops::{OutageMemo, QueueSummary};
 use understudy_storage::{Clock, Domain, Engagement, Store, StoreResult};
 
+use super::effects::apply_effects;
+use super::handles::{DeliveryObservations, MonitorWake, Observed};
 use super::machine::{Effect, Event, OutageMachine, Thresholds};
-use super::notify::{self, Notice};
 use super::probe;
 
 /// How often the monitor re-reads the store and looks for due probes.
 const TICK: Duration = Duration::from_secs(1);
-
-/// Wakes the monitor of this process before its next tick. An in-process admin command
-/// (through the admin socket) that changed a domain's outage state calls [`wake`]; the
-/// command has already persisted the change and queued its notice, so this only makes
-/// the monitor adopt it (and act on the queue) without waiting for the tick.
-static WAKE: tokio::sync::Notify = tokio::sync::Notify::const_new();
-
-/// See [`WAKE`]. Harmless in a process without a monitor (the CLI).
-pub fn wake() {
-    WAKE.notify_one();
-}
-
-/// What the redeliverer saw of each domain's primary since the monitor last looked
-/// (SPEC: in pass-through the outage is also detected from the primary's own 4xx replies
-/// and time-outs). Only the streak at the end matters to the machine, so a drain's
-/// thousands of results per second fold into a few counters instead of a channel.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-struct Observed {
-    /// Some result of the other kind came before the current streak.
-    broken: bool,
-    /// The current streak: successes (true) or failures (false), and its length.
-    ok: bool,
-    run: u32,
-    last_error: String,
-}
-
-static OBSERVED: Mutex<BTreeMap<String, Observed>> = parking_lot::const_mutex(BTreeMap::new());
-
-/// Records what a delivery attempt to `domain`'s relay host showed: `Ok` for a message
-/// the primary accepted, `Err` for a refused or timed-out connection or a 4xx that
-/// refused the whole transaction. The monitor counts these like its probes for domains
-/// with automatic engagement and monitoring on.
-pub fn observe_delivery(domain: &str, result: Result<(), String>) {
-    let mut all = OBSERVED.lock();
-    let seen = all.entry(domain.to_ascii_lowercase()).or_default();
-    let ok = result.is_ok();
-    if seen.run > 0 && seen.ok != ok {
-        seen.broken = true;
-        seen.run = 0;
-    }
-    seen.ok = ok;
-    seen.run = seen.run.saturating_add(1);
-    if let Err(why) = result {
-        seen.last_error = why;
-    }
-}
-
-/// The streak observed for a domain and not yet taken by the monitor: (accepted?, length).
-#[cfg(test)]
-pub(crate) fn observed_streak(domain: &str) -> Option<(bool, u32)> {
-    OBSERVED
-        .lock()
-        .get(&domain.to_ascii_lowercase())
-        .map(|o| (o.ok, o.run))
-}
 
 /// What one look at a domain's observations feeds the machine: one event for the
 /// streak at the end, after one of the other kind if the streak was broken (which resets
@@ -104,17 +49,30 @@ fn observed_events(seen: &Observed) -> Vec<Event> {
     events
 }
 
-/// Starts the monitor; it ends when `stop` turns true.
-pub fn spawn(
+/// The handles the monitor listens to and the queue runner it wakes, all created by
+/// `server::run` and shared with the tasks on the other end.
+#[derive(Clone, Default)]
+pub struct MonitorHandles {
+    /// Admin commands run in this process wake the monitor.
+    pub wake: MonitorWake,
+    /// The queue runner reports what it saw of each primary.
+    pub observations: DeliveryObservations,
+    /// Woken when a notice was queued, so that alerts go out at once (and in the order
+    /// they were raised) rather than at the runner's next poll.
+    pub queue_wakeup: Option<crate::delivery::QueueWakeup>,
+}
+
+/// The monitor's loop; it ends when `stop` turns true (spawn it into the server's tasks).
+pub async fn run(
     store: Store,
     clock: Arc<dyn Clock>,
     hostname: String,
-    queue_wakeup: crate::delivery::QueueWakeup,
+    handles: MonitorHandles,
     stop: watch::Receiver<bool>,
-) -> tokio::task::JoinHandle<()> {
-    let mut monitor = OutageMonitor::new(store, clock, hostname);
-    monitor.queue_wakeup = Some(queue_wakeup);
-    tokio::spawn(monitor.run(stop))
+) {
+    OutageMonitor::new(store, clock, hostname, handles)
+        .run(stop)
+        .await
 }
 
 struct Tracked {
@@ -130,9 +88,7 @@ pub struct OutageMonitor {
     clock: Arc<dyn Clock>,
     hostname: String,
     domains: HashMap<String, Tracked>,
-    /// Wakes the queue runner when a notice was queued, so that alerts go out at once
-    /// (and in the order they were raised) rather than at the runner's next poll.
-    queue_wakeup: Option<crate::delivery::QueueWakeup>,
+    handles: MonitorHandles,
 }
 
 fn wake_for_notices(wakeup: &Option<crate::delivery::QueueWakeup>, effects: &[Effect]) {
@@ -146,19 +102,27 @@ fn wake_for_notices(wakeup: &Option<crate::delivery::QueueWakeup>, effects: &[Ef
 type ProbeResult = (String, Result<(), String>);
 
 impl OutageMonitor {
-    pub fn new(store: Store, clock: Arc<dyn Clock>, hostname: String) -> OutageMonitor {
+    pub fn new(
+        store: Store,
+        clock: Arc<dyn Clock>,
+        hostname: String,
+        handles: MonitorHandles,
+    ) -> OutageMonitor {
         OutageMonitor {
             store,
             clock,
             hostname,
             domains: HashMap::new(),
-            queue_wakeup: None,
+            handles,
         }
     }
 
     async fn run(self, mut stop: watch::Receiver<bool>) {
+        let helo = self.hostname.clone();
+        let wake = self.handles.wake.clone();
         let core = Arc::new(Mutex::new(self));
-        let helo = core.lock().hostname.clone();
+        // Probes in flight; aborted at shutdown (a probe changes nothing by itself).
+        let mut probes = tokio::task::JoinSet::new();
         let (tx, mut rx) = mpsc::channel::<ProbeResult>(64);
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -182,13 +146,14 @@ impl OutageMonitor {
                     for (domain, relay_host) in due {
                         let tx = tx.clone();
                         let helo = helo.clone();
-                        tokio::spawn(async move {
+                        probes.spawn(async move {
                             let result = probe::probe(&relay_host, &helo).await;
                             let _ = tx.send((domain, result)).await;
                         });
                     }
                 }
-                _ = WAKE.notified() => {
+                Some(_) = probes.join_next(), if !probes.is_empty() => {}
+                _ = wake.woken() => {
                     // Tick at once: the interval fires immediately after a reset.
                     tick.reset_immediately();
                 }
@@ -200,6 +165,7 @@ impl OutageMonitor {
                 }
             }
         }
+        probes.shutdown().await;
         tracing::info!("outage monitor stopped");
     }
 
@@ -246,7 +212,7 @@ impl OutageMonitor {
                 }
             }
         }
-        let observed = std::mem::take(&mut *OBSERVED.lock());
+        let observed = self.handles.observations.take();
         for (name, seen) in observed {
             let Some(d) = domains.iter().find(|d| d.name.eq_ignore_ascii_case(&name)) else {
                 continue;
@@ -353,65 +319,9 @@ impl OutageMonitor {
             &effects,
             now,
         )?;
-        wake_for_notices(&self.queue_wakeup, &effects);
+        wake_for_notices(&self.handles.queue_wakeup, &effects);
         Ok(())
     }
-}
-
-/// Persists transitions (synced, with history), queues the notices and saves the memo
-/// if it changed. Shared by the monitor and the `outage start|stop` commands.
-pub fn apply_effects(
-    store: &Store,
-    hostname: &str,
-    domain: &Domain,
-    machine: &OutageMachine,
-    memo_before: &OutageMemo,
-    effects: &[Effect],
-    now: i64,
-) -> StoreResult<()> {
-    let mut summary: Option<QueueSummary> = None;
-    for effect in effects {
-        match effect {
-            Effect::Transition { from, to } => {
-                store.set_outage_state(&domain.name, to)?;
-                tracing::warn!(
-                    domain = %domain.name,
-                    from = ?from,
-                    to = ?to.phase,
-                    manual = to.manual,
-                    reason = %to.reason,
-                    "outage state changed"
-                );
-            }
-            Effect::Notify(kind) => {
-                let queue = match summary {
-                    Some(s) => s,
-                    None => {
-                        let s = store
-                            .queue_summaries()?
-                            .get(&domain.name)
-                            .copied()
-                            .unwrap_or_default();
-                        summary = Some(s);
-                        s
-                    }
-                };
-                let notice = Notice {
-                    kind: *kind,
-                    domain: &domain.name,
-                    state: machine.state(),
-                    queue,
-                    now,
-                    hostname,
-                };
-                notify::enqueue(store, &notice, &domain.alert_recipients)?;
-            }
-        }
-    }
-    if machine.memo() != memo_before {
-        store.set_outage_memo(&domain.name, machine.memo())?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -462,7 +372,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(ManualClock::new(1_700_000_000));
         let store = Store::open_with(dir.path(), StoreOptions::default(), clock.clone()).unwrap();
-        // A name no other test uses: the observations are process-wide.
         let name = "passthrough-observed.test";
         let mut domain = Domain::new(name);
         domain.engagement = Engagement::Automatic;
@@ -471,7 +380,10 @@ mod tests {
         domain.failures_before_engage = 3;
         domain.successes_before_recover = 2;
         store.add_domain(&domain).unwrap();
-        let mut monitor = OutageMonitor::new(store.clone(), clock.clone(), "mx.test".into());
+        let handles = MonitorHandles::default();
+        let observations = handles.observations.clone();
+        let observe_delivery = |domain: &str, result| observations.record(domain, result);
+        let mut monitor = OutageMonitor::new(store.clone(), clock.clone(), "mx.test".into(), handles);
         assert!(monitor.tick().is_empty(), "no relay host: nothing to probe");
 
         // Two failures, a success, then a burst of failures in one look: one failure.
@@ -547,7 +459,12 @@ mod tests {
         };
         store.set_outage_state("example.com", &outage).unwrap();
 
-        let mut monitor = OutageMonitor::new(store.clone(), clock.clone(), "mx.test".into());
+        let mut monitor = OutageMonitor::new(
+            store.clone(),
+            clock.clone(),
+            "mx.test".into(),
+            MonitorHandles::default(),
+        );
         assert!(monitor.tick().is_empty(), "manual engagement: no probes");
         assert!(notices(&store).is_empty());
         clock.advance(10);
@@ -586,7 +503,12 @@ mod tests {
         monitor.tick();
         assert_eq!(notices(&store).len(), 3);
         // A restart does not repeat the reminder.
-        let mut monitor = OutageMonitor::new(store.clone(), clock.clone(), "mx.test".into());
+        let mut monitor = OutageMonitor::new(
+            store.clone(),
+            clock.clone(),
+            "mx.test".into(),
+            MonitorHandles::default(),
+        );
         monitor.tick();
         assert_eq!(notices(&store).len(), 3);
 

@@ -97,6 +97,9 @@ pub(crate) struct Inner {
     /// Outage states read on every delivery (`outage.rs`).
     pub(crate) outage_cache: Mutex<crate::outage::OutageCache>,
     db_options: Options,
+    /// Held (see [`lock_dir`]) for as long as the store is open; last, so it is
+    /// released after the database is closed.
+    _lock: fs::File,
 }
 
 fn max_merge(_key: &[u8], existing: Option<&[u8]>, operands: &MergeOperands) -> Option<Vec<u8>> {
@@ -160,7 +163,9 @@ impl Store {
         let existed = dir.join("CURRENT").exists();
         if !existed {
             create_private_dir(dir)?;
-            let non_empty = fs::read_dir(dir)?.next().is_some();
+            let non_empty = fs::read_dir(dir)?
+                .filter_map(Result::ok)
+                .any(|entry| entry.file_name() != LOCK_FILE);
             if non_empty {
                 return Err(StoreError::NotUnderstudy {
                     path: path_text,
@@ -168,6 +173,7 @@ impl Store {
                 });
             }
         }
+        let lock = lock_dir(dir, &path_text)?;
         let cache = rocksdb::Cache::new_lru_cache(options.cache_bytes);
         let mut db_opts = Options::default();
         db_opts.create_if_missing(!existed);
@@ -260,6 +266,7 @@ impl Store {
                 accounts_cache: Mutex::new(Default::default()),
                 outage_cache: Mutex::new(Default::default()),
                 db_options: db_opts,
+                _lock: lock,
             }),
         })
     }
@@ -479,6 +486,38 @@ pub(crate) fn decode<T: DeserializeOwned>(cf: &'static str, bytes: &[u8]) -> Sto
         cf,
         reason: e.to_string(),
     })
+}
+
+/// The file in the database directory on which an open store holds an exclusive
+/// `flock`, so that a second opener learns "in use" from the lock's own error
+/// (`EWOULDBLOCK`) and not by reading RocksDB's message.
+const LOCK_FILE: &str = "understudy.lock";
+
+/// Takes the database directory's lock, or fails with `StoreError::Locked` when another
+/// open store (in this process or another) holds it.
+fn lock_dir(dir: &Path, path_text: &str) -> StoreResult<fs::File> {
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(dir.join(LOCK_FILE))?;
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: flock takes a descriptor this function owns and no pointers.
+        let taken = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+        if !taken {
+            let error = std::io::Error::last_os_error();
+            if error.kind() == std::io::ErrorKind::WouldBlock {
+                return Err(StoreError::Locked {
+                    path: path_text.to_string(),
+                });
+            }
+            return Err(error.into());
+        }
+    }
+    Ok(file)
 }
 
 fn create_private_dir(dir: &Path) -> StoreResult<()> {

@@ -25,6 +25,9 @@ pub enum StoreError {
     },
     #[error("{path} is not an Understudy database or is damaged: {reason}")]
     NotUnderstudy { path: String, reason: String },
+    /// Another open store (normally the running server) holds the database.
+    #[error("the database at {path} is in use by another process")]
+    Locked { path: String },
     #[error("cannot open the database at {path}: {source}")]
     Open { path: String, source: rocksdb::Error },
     #[error("storage I/O error: {0}")]

@@ -24,7 +24,7 @@ pub struct UserSpec {
 }
 
 /// What `upsert_user` changed (or, in a dry run, would change).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct UserChange {
     pub created: bool,
     /// The user's id; 0 for a user a dry run would create.

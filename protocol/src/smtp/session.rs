@@ -758,6 +758,7 @@ impl SmtpSession {
                 tracing::info!(
                     trace_id = %id,
                     queue_id = %receipt.id,
+                    from = %envelope.mail_from,
                     rcpts = envelope.rcpts.len(),
                     size = message.len(),
                     "message accepted"

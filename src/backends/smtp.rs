@@ -6,15 +6,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use understudy_protocol::smtp::{
-    DeliveryError, DeliveryReceipt, Envelope, RcptVerdict, SmtpBackend, SmtpMode, SmtpSession,
+    DeliveryError, DeliveryReceipt, Envelope, RcptVerdict, SmtpBackend, SmtpMode,
 };
-use understudy_protocol::{Account, Goodbye, Output};
+use understudy_protocol::Account;
 use understudy_storage::accounts::Recipient;
 use understudy_storage::mailbox::DeliveryRequest;
 use understudy_storage::outage::OutagePhase;
 use understudy_storage::{DeliveryMode, NewQueueEntry, QueueKind, Store, StoreError};
 
-use crate::driver::Session;
 use crate::inbound_auth::InboundVerifier;
 
 pub struct SmtpStore {
@@ -257,46 +256,16 @@ impl SmtpBackend for SmtpStore {
         if let (Some(wakeup), true) = (&self.queue_wakeup, due_now) {
             wakeup.notify_one();
         }
-        tracing::info!(
+        // The session logs "message accepted" with the receipt; this adds where it went.
+        tracing::debug!(
             tracking = outcome.tracking_id,
-            from = %envelope.mail_from,
-            rcpts = envelope.rcpts.len(),
             stored = outcome.stored.len(),
             queued = outcome.queue_ids.len(),
-            size = message.len(),
-            "message accepted"
+            "message stored"
         );
         Ok(DeliveryReceipt {
             id: format!("{:016X}", outcome.tracking_id),
         })
-    }
-}
-
-impl Session for SmtpSession {
-    fn greeting(&mut self) -> Output {
-        SmtpSession::greeting(self)
-    }
-    fn receive(&mut self, input: &[u8]) -> Output {
-        SmtpSession::receive(self, input)
-    }
-    fn receive_inline(&mut self, input: &[u8]) -> Option<Output> {
-        Some(SmtpSession::receive_inline(self, input))
-    }
-    fn has_pending(&self) -> bool {
-        self.has_deferred()
-    }
-    fn tls_started(&mut self) {
-        SmtpSession::tls_started(self)
-    }
-    fn goodbye(&mut self, why: Goodbye) -> Vec<u8> {
-        SmtpSession::goodbye(self, why)
-    }
-    fn authenticated(&self) -> bool {
-        // SMTP uses one command time-out whether or not AUTH happened.
-        true
-    }
-    fn busy(&self) -> bool {
-        self.in_transaction()
     }
 }
 

@@ -5,12 +5,9 @@ use understudy_protocol::imap::backend::{
     BackendError, Change, ChangeKind, Flags, ImapBackend, MailboxId, MailboxInfo, MessageMeta, SpecialUse,
     StoreOp,
 };
-use understudy_protocol::imap::ImapSession;
-use understudy_protocol::{Account, Goodbye, Output};
+use understudy_protocol::Account;
 use understudy_storage as storage;
 use understudy_storage::{FlagOp, Mailbox, MessageRecord, Store, StoreError};
-
-use crate::driver::Session;
 
 /// Mail access for IMAP sessions.
 pub struct ImapStore {
@@ -296,33 +293,6 @@ impl ImapBackend for ImapStore {
 
     fn expunge(&self, account: &Account, mailbox: MailboxId, uids: &[u32]) -> Result<Vec<u32>, BackendError> {
         self.store.expunge(account.id, mailbox, uids).map_err(error)
-    }
-}
-
-impl Session for ImapSession {
-    fn greeting(&mut self) -> Output {
-        ImapSession::greeting(self)
-    }
-    fn receive(&mut self, input: &[u8]) -> Output {
-        ImapSession::receive(self, input)
-    }
-    fn tls_started(&mut self) {
-        ImapSession::tls_started(self)
-    }
-    fn mailbox_changed(&mut self) -> Output {
-        ImapSession::mailbox_changed(self)
-    }
-    fn goodbye(&mut self, why: Goodbye) -> Vec<u8> {
-        ImapSession::goodbye(self, why)
-    }
-    fn authenticated(&self) -> bool {
-        self.account().is_some()
-    }
-    fn has_pending(&self) -> bool {
-        ImapSession::has_pending(self)
-    }
-    fn commands(&self) -> u64 {
-        ImapSession::commands(self)
     }
 }
 

@@ -6,11 +6,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use understudy_protocol::pop3::{MaildropEntry, Pop3Backend, Pop3BackendError, Pop3Session};
-use understudy_protocol::{Account, Goodbye, Output};
+use understudy_protocol::pop3::{MaildropEntry, Pop3Backend, Pop3BackendError};
+use understudy_protocol::Account;
 use understudy_storage::{Store, StoreError};
-
-use crate::driver::Session;
 
 /// Maildrop access for POP3 sessions.
 pub struct Pop3Store {
@@ -86,24 +84,6 @@ impl Pop3Backend for Pop3Store {
 
     fn release(&self, account: &Account) {
         self.locked.lock().remove(&account.id);
-    }
-}
-
-impl Session for Pop3Session {
-    fn greeting(&mut self) -> Output {
-        Pop3Session::greeting(self)
-    }
-    fn receive(&mut self, input: &[u8]) -> Output {
-        Pop3Session::receive(self, input)
-    }
-    fn tls_started(&mut self) {
-        Pop3Session::tls_started(self)
-    }
-    fn goodbye(&mut self, why: Goodbye) -> Vec<u8> {
-        Pop3Session::goodbye(self, why)
-    }
-    fn has_pending(&self) -> bool {
-        self.has_pending_commands()
     }
 }
 

@@ -1,0 +1,45 @@
+//! Black-box tests: the real `understudy` binary on port 0, driven by real clients. One
+//! test binary (`cargo test --test suite`), a module per area.
+
+// Test code: a failed expectation is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+/// `TestServer`: the real server with its own data directory, port 0, stopped on drop.
+mod harness;
+/// Stand-in primary / remote MX: Postfix's `smtp-sink` dumping each message to a file.
+mod sink;
+
+/// Admin commands through the admin socket while the server runs, taking effect at once.
+mod admin;
+/// IMAP through third-party clients: curl, mbsync and imapclient over TLS.
+mod clients;
+/// The queue runner against `smtp-sink`: redelivery, outbound with DKIM, 4xx and 5xx.
+mod delivery;
+/// A full disk: SMTP 452, IMAP NO, nothing damaged, recovery once space is back.
+mod diskfull;
+/// The outage engine end to end: a thousand spooled messages, kills, exactly once.
+mod e2e;
+/// Listeners on port 0, TLS, the admin CLI, config validation, restarts, SIGTERM.
+mod foundation;
+/// Hostile input over raw sockets: oversized lines and literals, deep MIME, floods.
+mod hostile;
+/// IMAP with Python's imaplib: logins, folders, FETCH, STORE/SEARCH/COPY/MOVE, IDLE.
+mod imap;
+/// SPF/DKIM/DMARC on the MX (configuration C): headers and `p=reject` enforcement.
+mod inbound_auth;
+/// LDAP sync and directory-down logins against a real `slapd`.
+mod ldap;
+/// Prometheus metrics and the health endpoint.
+mod ops;
+/// Outage detection against `smtp-sink` as the primary: engage, recover, notices.
+mod outage;
+/// POP3 with Python's poplib: logins, sizes, deletions at QUIT, stable UIDLs.
+mod pop3;
+/// Security defaults: no password before TLS, TLS 1.2+ only, lockouts, modes, logs.
+mod security;
+/// SIGTERM mid-session: each protocol's goodbye, SMTP DATA in flight finishes.
+mod shutdown;
+/// SMTP with Python's smtplib: MX recipient checks, delivery, submission rules.
+mod smtp;
+/// SMTP with `swaks`: the MX receiver and submission as a second real client.
+mod swaks;
