@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use understudy_storage::accounts::normalize_address;
+use understudy_storage::EmailAddress;
 use understudy_storage::Store;
 
 use crate::config::{Config, Service};
@@ -51,8 +51,9 @@ pub fn settings_with_ports(
     address: &str,
     port: &dyn Fn(Service) -> Option<u16>,
 ) -> Option<Settings> {
-    let address = normalize_address(address).ok()?;
-    let domain = address.rsplit_once('@')?.1.to_string();
+    let address = EmailAddress::normalized(address).ok()?;
+    let domain = address.domain().to_string();
+    let address = address.into_string();
     store.domain(&domain).ok()??;
     Some(Settings {
         address,

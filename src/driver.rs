@@ -162,7 +162,7 @@ where
 }
 
 /// Drives one connection to its end. Errors are logged by the caller. `revoked` carries
-/// ids of users whose sessions an admin ended (see `admin::revoke`).
+/// ids of users whose sessions an admin ended (see `revoke`).
 // The connection, its session and its two stop signals: a struct would only move the list.
 #[allow(clippy::too_many_arguments)]
 pub async fn drive<S: Session>(

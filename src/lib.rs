@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod outage;
 pub mod reload;
 pub mod retention;
+pub mod revoke;
 pub mod server;
 pub mod services;
 pub mod sessions;

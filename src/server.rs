@@ -292,7 +292,7 @@ async fn serve_connection(
         },
     };
     let info = shared.connection_info(peer.ip(), service.implicit_tls());
-    let account = crate::admin::revoke::SessionAccount::default();
+    let account = crate::revoke::SessionAccount::default();
     let logins = crate::auth::LoginPacer::default();
     let session = account
         .clone()

@@ -11,12 +11,12 @@ use crate::config::Service;
 use crate::shared::Shared;
 
 /// A new session for a connection accepted on `service`.
-/// Logins are recorded in `account` so an admin can end the session (`admin::revoke`).
+/// Logins are recorded in `account` so an admin can end the session (`revoke`).
 pub fn new_session(
     service: Service,
     info: ConnectionInfo,
     shared: &Shared,
-    account: &crate::admin::revoke::SessionAccount,
+    account: &crate::revoke::SessionAccount,
     logins: &crate::auth::LoginPacer,
 ) -> Box<dyn Session> {
     // Mailbox sessions count against the user's limit; submission connections are short.

@@ -10,6 +10,7 @@ use understudy_protocol::smtp::{
 };
 use understudy_protocol::Account;
 use understudy_storage::accounts::Recipient;
+use understudy_storage::address::domain_of;
 use understudy_storage::mailbox::DeliveryRequest;
 use understudy_storage::outage::OutagePhase;
 use understudy_storage::{DeliveryMode, NewQueueEntry, QueueKind, Store, StoreError};
@@ -65,13 +66,6 @@ impl SmtpStore {
         self.queue_wakeup = Some(wakeup);
         self
     }
-}
-
-fn domain_of(address: &str) -> String {
-    address
-        .rsplit_once('@')
-        .map(|(_, d)| d.to_ascii_lowercase())
-        .unwrap_or_default()
 }
 
 /// The Message-ID header of a message, if any (first header block only).

@@ -16,8 +16,8 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use understudy_storage::Store;
 
-use crate::admin::revoke::Revocations;
 use crate::config::Config;
+use crate::revoke::Revocations;
 
 struct ServerSyncEvents<'a>(&'a Revocations);
 

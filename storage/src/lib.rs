@@ -11,6 +11,7 @@
 //! see [`keys`] and `docs/architecture.md`.
 
 pub mod accounts;
+pub mod address;
 mod clock;
 mod db;
 pub mod delivery;
@@ -30,6 +31,7 @@ mod queue_index;
 mod retention;
 pub mod tracking;
 
+pub use address::EmailAddress;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use db::{Store, StoreOptions, SCHEMA_VERSION};
 pub use error::{StoreError, StoreResult};

@@ -38,6 +38,7 @@ pub mod backend;
 mod extended;
 pub mod message;
 mod selected;
+mod session_trait;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests;

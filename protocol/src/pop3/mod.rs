@@ -32,7 +32,7 @@ use std::sync::Arc;
 
 use crate::auth::{AccessLevel, Account, AuthBackend, AuthError, Credentials, Secret};
 use crate::sasl::{self, SaslError};
-use crate::session::{Action, ConnectionInfo, Goodbye, Output, READ_CHUNK};
+use crate::session::{Action, ConnectionInfo, Goodbye, Output, Session, READ_CHUNK};
 
 pub use backend::{MaildropEntry, Pop3Backend, Pop3BackendError};
 
@@ -750,5 +750,23 @@ fn fetch(
             tracing::warn!(user = %account.address, key = entry.key, %error, "pop3 retrieve failed");
             Err(READ_FAILED.to_string())
         }
+    }
+}
+
+impl Session for Pop3Session {
+    fn greeting(&mut self) -> Output {
+        Pop3Session::greeting(self)
+    }
+    fn receive(&mut self, input: &[u8]) -> Output {
+        Pop3Session::receive(self, input)
+    }
+    fn tls_started(&mut self) {
+        Pop3Session::tls_started(self)
+    }
+    fn goodbye(&mut self, why: Goodbye) -> Vec<u8> {
+        Pop3Session::goodbye(self, why)
+    }
+    fn has_pending(&self) -> bool {
+        self.has_pending_commands()
     }
 }

@@ -25,10 +25,11 @@ use smtp_proto::{MAIL_BODY_8BITMIME, MAIL_BODY_BINARYMIME, MAIL_SMTPUTF8};
 
 use super::body::BodyDecoder;
 use super::received::{protocol_name, received_header, trace_id, Trace};
+use super::reply::one_line;
 use super::{DeliveryError, Envelope, RcptVerdict, SmtpBackend, SmtpLimits, SmtpMode};
 use crate::auth::{AccessLevel, Account, AuthBackend, AuthError, Credentials};
 use crate::sasl::{self, SaslError, MAX_SASL_LINE};
-use crate::session::{Action, ConnectionInfo, Goodbye, Output};
+use crate::session::{Action, ConnectionInfo, Goodbye, Output, Session};
 
 /// Longest command line with its CRLF (RFC 5321 §4.5.3.1.4).
 pub const MAX_COMMAND_LINE: usize = 512;
@@ -773,14 +774,9 @@ impl SmtpSession {
                 tracing::warn!(trace_id = %id, "delivery failed: insufficient storage");
                 "452 4.3.1 Insufficient system storage\r\n".to_string()
             }
-            Err(DeliveryError::Rejected { code, enhanced, text }) => {
-                if (400..600).contains(&code) && valid_enhanced(&enhanced, code) {
-                    tracing::info!(trace_id = %id, code, %enhanced, %text, "message rejected");
-                    format!("{code} {enhanced} {}\r\n", one_line(&text))
-                } else {
-                    tracing::error!(trace_id = %id, code, %enhanced, "backend gave an invalid rejection");
-                    TEMPORARY_FAILURE.to_string()
-                }
+            Err(DeliveryError::Rejected(reply)) => {
+                tracing::info!(trace_id = %id, %reply, "message rejected");
+                reply.line()
             }
         };
         out.extend_from_slice(reply.as_bytes());
@@ -928,26 +924,36 @@ fn refusal(decoder: &BodyDecoder) -> Option<&'static str> {
     }
 }
 
-fn valid_enhanced(enhanced: &str, code: u16) -> bool {
-    let mut parts = enhanced.split('.');
-    let class = parts.next();
-    let rest: Vec<&str> = parts.collect();
-    class.is_some_and(|c| c.parse::<u16>().ok() == Some(code / 100))
-        && rest.len() == 2
-        && rest
-            .iter()
-            .all(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()))
-}
-
-/// Backend text goes into a reply line: no CR/LF may split it.
-fn one_line(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
-}
-
 fn starts_with_ignore_case(haystack: &[u8], prefix: &[u8]) -> bool {
     haystack
         .get(..prefix.len())
         .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
+}
+
+impl Session for SmtpSession {
+    fn greeting(&mut self) -> Output {
+        SmtpSession::greeting(self)
+    }
+    fn receive(&mut self, input: &[u8]) -> Output {
+        SmtpSession::receive(self, input)
+    }
+    fn receive_inline(&mut self, input: &[u8]) -> Option<Output> {
+        Some(SmtpSession::receive_inline(self, input))
+    }
+    fn has_pending(&self) -> bool {
+        self.has_deferred()
+    }
+    fn tls_started(&mut self) {
+        SmtpSession::tls_started(self)
+    }
+    fn goodbye(&mut self, why: Goodbye) -> Vec<u8> {
+        SmtpSession::goodbye(self, why)
+    }
+    fn authenticated(&self) -> bool {
+        // SMTP uses one command time-out whether or not AUTH happened.
+        true
+    }
+    fn busy(&self) -> bool {
+        self.in_transaction()
+    }
 }

@@ -519,20 +519,8 @@ fn delivery_failures_map_to_replies() {
             "452 4.3.1 Insufficient system storage\r\n",
         ),
         (
-            DeliveryError::Rejected {
-                code: 550,
-                enhanced: "5.7.1".into(),
-                text: "DMARC policy\r\nreject".into(),
-            },
+            DeliveryError::Rejected(SmtpReply::refusal(550, "5.7.1", "DMARC policy\r\nreject").unwrap()),
             "550 5.7.1 DMARC policy  reject\r\n",
-        ),
-        (
-            DeliveryError::Rejected {
-                code: 250,
-                enhanced: "2.0.0".into(),
-                text: "bogus".into(),
-            },
-            "451 4.3.0 Temporary failure, please try again later\r\n",
         ),
     ];
     for (error, expected) in cases {
