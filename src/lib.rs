@@ -3,6 +3,7 @@
 //! logic lives in `understudy-protocol`, storage in `understudy-storage`.
 
 pub mod admin;
+pub mod admission;
 pub mod auth;
 pub mod autoconfig;
 pub mod backends;

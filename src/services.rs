@@ -17,6 +17,7 @@ pub fn new_session(
     info: ConnectionInfo,
     shared: &Shared,
     account: &crate::revoke::SessionAccount,
+    logins: &crate::auth::LoginPacer,
 ) -> Box<dyn Session> {
     // Mailbox sessions count against the user's limit; submission connections are short.
     let auth: Arc<dyn AuthBackend> = match service {
@@ -25,6 +26,7 @@ pub fn new_session(
         }
         _ => account.auth(shared.auth.clone()),
     };
+    let auth = logins.auth(auth);
     let limits = &shared.config.limits;
     match service {
         Service::Pop3 | Service::Pop3s => Box::new(Pop3Session::new(

@@ -449,3 +449,46 @@ print("big literals before login refused")
     }
     assert_rss_bounded(&server, "after parser bombs");
 }
+
+/// Issue 19 item 7: the HTTP listeners had no connection limits; 1,100 idle connections
+/// to the metrics port used up the descriptors and IMAP greetings stopped (`accept
+/// failed ... Too many open files`). With the server held to 1,024 descriptors, 1,100
+/// idle connections from 22 addresses to the metrics and autoconfig ports leave IMAP
+/// greeting and logging in.
+#[test]
+fn idle_http_connections_cannot_take_the_mail_ports_descriptors() {
+    let server = TestServer::setup_with_nofile(
+        "[metrics]\nlisten = \"127.0.0.1:0\"\n[autoconfig]\nlisten = \"127.0.0.1:0\"\n",
+        1024,
+        |s| {
+            s.admin_ok(&["domain", "add", "example.com"]);
+            s.add_user("anna@example.com", PASSWORD);
+        },
+    );
+    let mut args = ca_and_ports(&server);
+    args.push(format!("metrics={}", server.addr("metrics").port()));
+    args.push(format!("autoconfig={}", server.addr("autoconfig").port()));
+    let out = python_ok(
+        &format!(
+            "{RAW_CLIENT_PY}{PRELUDE}\n{}\nhealthy()\nprint('healthy')",
+            r#"
+idle = []
+for i in range(1100):
+    port = P["metrics"] if i % 2 else P["autoconfig"]
+    try:
+        idle.append(socket.create_connection(("127.0.0.1", port), timeout=5,
+                                             source_address=(f"127.0.2.{i // 50 + 1}", 0)))
+    except OSError:
+        pass
+print(f"{len(idle)} idle HTTP connections")
+# The HTTP side drops an idle connection after 10 s; a greeting must come well before.
+for n in range(20):
+    c = C(P["imap"]); c.s.settimeout(4); c.expect(r"\* OK.*\r\n")
+print("IMAP greets")
+"#
+        ),
+        &args,
+    );
+    assert!(out.contains("IMAP greets") && out.contains("healthy"), "{out}");
+    print!("{out}");
+}
