@@ -1181,3 +1181,16 @@ fn read_only_users_read_and_change_nothing() {
     let r = send(&mut s, "p FETCH 1 (FLAGS)\r\n");
     assert!(!r.contains("\\Seen") && !r.contains("\\Deleted"), "{r}");
 }
+
+/// Issue 19 item 10: `BODY[]<4294967295.10>` echoed the clamped origin (the message
+/// length) instead of the one asked for.
+#[test]
+fn partial_fetch_echoes_the_requested_origin() {
+    let store = MockStore::new();
+    store.deliver("INBOX", MSG, 0);
+    let mut s = selected(&store);
+    let r = send(&mut s, "f FETCH 1 (BODY.PEEK[]<4294967295.10>)\r\n");
+    assert!(r.contains("BODY[]<4294967295> \"\""), "{r}");
+    let r = send(&mut s, "g FETCH 1 (BODY.PEEK[]<6.4>)\r\n");
+    assert!(r.contains("BODY[]<6> \"Ann \""), "{r}");
+}
