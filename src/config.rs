@@ -177,7 +177,7 @@ impl Default for AuthConfig {
             lockout_secs: 900,
             failure_delay_ms: 500,
             hash_threads: 0,
-            hash_queue: 16,
+            hash_queue: 64,
         }
     }
 }
