@@ -165,8 +165,8 @@ impl ImapBackend for ImapStore {
         Ok((info(&m), records.iter().map(meta).collect()))
     }
 
-    fn claim_recent(&self, account: &Account, mailbox: MailboxId) -> Result<u32, BackendError> {
-        self.store.claim_recent(account.id, mailbox).map_err(error)
+    fn claim_recent(&self, account: &Account, mailbox: MailboxId, below: u32) -> Result<u32, BackendError> {
+        self.store.claim_recent(account.id, mailbox, below).map_err(error)
     }
 
     fn changes_since(
@@ -201,8 +201,10 @@ impl ImapBackend for ImapStore {
     }
 
     fn body(&self, account: &Account, mailbox: MailboxId, uid: u32) -> Result<Vec<u8>, BackendError> {
-        let record = self.store.message(account.id, mailbox, uid).map_err(error)?;
-        self.store.body(&record.blob).map_err(error)
+        // Record and body in one read: another session's expunge makes the message
+        // NotFound, never a record whose body has just been freed.
+        let (_, body) = self.store.message_body(account.id, mailbox, uid).map_err(error)?;
+        Ok(body)
     }
 
     fn append(

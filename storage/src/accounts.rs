@@ -322,8 +322,11 @@ impl Store {
         let user = self
             .user_by_address(address)?
             .ok_or_else(|| StoreError::NotFound(format!("user {address}")))?;
-        for mailbox in self.mailboxes(user.id)? {
-            self.destroy_mailbox(&mailbox)?;
+        {
+            let _mailboxes = self.lock_outer(("mailboxes-of", user.id));
+            for mailbox in self.mailboxes(user.id)? {
+                self.destroy_mailbox(&mailbox)?;
+            }
         }
         let _guard = self.lock(&[("address", user.address.as_str())]);
         let mut batch = WriteBatch::default();

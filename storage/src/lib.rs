@@ -19,6 +19,7 @@ pub mod drain;
 mod error;
 mod health;
 pub mod hold;
+pub mod integrity;
 pub mod keys;
 pub mod mailbox;
 pub mod model;

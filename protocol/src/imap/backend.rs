@@ -199,8 +199,9 @@ pub trait ImapBackend: Send + Sync {
         mailbox: MailboxId,
     ) -> Result<(MailboxInfo, Vec<MessageMeta>), BackendError>;
     /// Atomically claims \Recent: returns the lowest UID that is recent for this caller
-    /// and moves the mailbox's recent mark to uid_next, so exactly one session sees them.
-    fn claim_recent(&self, account: &Account, mailbox: MailboxId) -> Result<u32, BackendError>;
+    /// and moves the mailbox's recent mark up to `below` (the UIDNEXT of what the
+    /// caller has read; never past the mailbox's), so exactly one session sees each.
+    fn claim_recent(&self, account: &Account, mailbox: MailboxId, below: u32) -> Result<u32, BackendError>;
     /// Changes with modseq > since, in modseq order, and the mailbox info at that
     /// instant. `Added` and `FlagsChanged` entries carry the message's current meta;
     /// `Expunged` entries carry `None`. A message changed several times may appear once
@@ -212,7 +213,8 @@ pub trait ImapBackend: Send + Sync {
         mailbox: MailboxId,
         since: u64,
     ) -> Result<(MailboxInfo, Vec<(Change, Option<MessageMeta>)>), BackendError>;
-    /// Raw RFC 5322 octets, CRLF line ends. `NotFound` if expunged meanwhile.
+    /// Raw RFC 5322 octets, CRLF line ends. `NotFound` if expunged meanwhile; the record
+    /// and its body are read together, so never a message found without its body.
     fn body(&self, account: &Account, mailbox: MailboxId, uid: u32) -> Result<Vec<u8>, BackendError>;
     /// Stores a message; returns (uidvalidity, uid). `TooBig`/`OverQuota` refuse it.
     fn append(
@@ -225,8 +227,9 @@ pub trait ImapBackend: Send + Sync {
     ) -> Result<(u32, u32), BackendError>;
     /// Applies to the given UIDs (absent ones are ignored); with unchanged_since,
     /// messages whose modseq is higher are left alone and returned in the second list.
-    /// Returns the new metas of changed messages (a message whose flags would not
-    /// change is not written and not returned).
+    /// Returns the metas of every other named message that exists, as they are now
+    /// (a message whose flags would not change is not written, but still returned, so
+    /// the session learns what other sessions changed).
     fn store_flags(
         &self,
         account: &Account,

@@ -118,8 +118,6 @@ const MAX_LIST_PATTERNS: usize = 32;
 /// Pipelined input waiting past this many octets means the client is not reading.
 const MAX_BUFFERED_INPUT: usize = 8 * READ_CHUNK;
 
-const SYSTEM_FLAGS: &str = "\\Answered \\Flagged \\Deleted \\Seen \\Draft";
-
 enum State {
     NotAuthenticated,
     Authenticated {
@@ -1029,7 +1027,7 @@ impl ImapSession {
             .iter()
             .any(|(c, _)| c.kind == ChangeKind::Added && c.uid >= view.uid_next);
         let claimed = if has_new && !view.read_only {
-            match self.store.claim_recent(account, view.id) {
+            match self.store.claim_recent(account, view.id, changes.0.uid_next) {
                 Ok(r) => Some(r),
                 Err(err) => {
                     tracing::warn!(%err, mailbox = view.id, "imap: claiming \\Recent failed");
@@ -1124,10 +1122,11 @@ impl ImapSession {
             Ok(r) => r,
             Err(err) => return backend_no(out, tag, &err),
         };
+        // EXAMINE shows \Recent without taking it (RFC 3501 §6.3.2).
         let first_recent = if read_only {
-            u32::MAX
+            info.recent_uid
         } else {
-            match self.store.claim_recent(&account, info.id) {
+            match self.store.claim_recent(&account, info.id, info.uid_next) {
                 Ok(r) => r,
                 Err(err) => {
                     tracing::warn!(%err, mailbox = info.id, "imap: claiming \\Recent failed");
@@ -1136,27 +1135,7 @@ impl ImapSession {
             }
         };
         let view = MailboxView::new(&info, metas, first_recent, read_only);
-        let mut keywords: Vec<&str> = Vec::new();
-        for m in &view.messages {
-            for k in &m.meta.flags.keywords {
-                if !keywords.iter().any(|x| x.eq_ignore_ascii_case(k)) {
-                    keywords.push(k);
-                }
-            }
-        }
-        let mut kw = String::new();
-        for k in keywords {
-            kw.push(' ');
-            kw.push_str(k);
-        }
-        out.extend_from_slice(format!("* FLAGS ({SYSTEM_FLAGS}{kw})\r\n").as_bytes());
-        if read_only {
-            out.extend_from_slice(b"* OK [PERMANENTFLAGS ()] Read-only mailbox\r\n");
-        } else {
-            out.extend_from_slice(
-                format!("* OK [PERMANENTFLAGS ({SYSTEM_FLAGS}{kw} \\*)] Flags permitted\r\n").as_bytes(),
-            );
-        }
+        view.push_flags_responses(out);
         out.extend_from_slice(format!("* {} EXISTS\r\n", view.exists()).as_bytes());
         out.extend_from_slice(format!("* {} RECENT\r\n", view.recent_count()).as_bytes());
         if let Some(unseen) = view.unseen_first() {

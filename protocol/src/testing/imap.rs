@@ -268,11 +268,11 @@ impl ImapBackend for MockStore {
         let mb = st.by_id(mailbox)?;
         Ok((mb.info.clone(), mb.messages.iter().map(|m| m.0.clone()).collect()))
     }
-    fn claim_recent(&self, _: &Account, mailbox: MailboxId) -> Result<u32, BackendError> {
+    fn claim_recent(&self, _: &Account, mailbox: MailboxId, below: u32) -> Result<u32, BackendError> {
         let mut st = self.state.lock().unwrap();
         let mb = st.by_id(mailbox)?;
         let first = mb.info.recent_uid;
-        mb.info.recent_uid = mb.info.uid_next;
+        mb.info.recent_uid = first.max(below.min(mb.info.uid_next));
         Ok(first)
     }
     fn changes_since(
@@ -348,6 +348,7 @@ impl ImapBackend for MockStore {
             let mut new = mb.messages[i].0.flags.clone();
             new.apply(op, flags);
             if new.same_as(&mb.messages[i].0.flags) {
+                changed.push(mb.messages[i].0.clone());
                 continue;
             }
             let modseq = mb.bump();
