@@ -578,6 +578,18 @@ impl Authenticator {
         } else {
             Lane::Clean
         };
+        // The argon2 check against the stored hash; a full lane marks the source busy.
+        let local = || {
+            self.verify_local(
+                &address,
+                user.as_ref(),
+                phc.as_deref(),
+                &credentials.password,
+                lane,
+                now,
+            )
+            .inspect_err(|_| self.throttle.busy(credentials.peer, now))
+        };
         let directory_user = user
             .as_ref()
             .filter(|u| u.is_active() && self.directory.handles(u.domain()));
@@ -589,27 +601,9 @@ impl Authenticator {
                 }
                 // The directory's no is final: the cache may hold an old password.
                 crate::ldap::login::BindOutcome::Refused => false,
-                crate::ldap::login::BindOutcome::Unavailable => self
-                    .verify_local(
-                        &address,
-                        user.as_ref(),
-                        phc.as_deref(),
-                        &credentials.password,
-                        lane,
-                        now,
-                    )
-                    .inspect_err(|_| self.throttle.busy(credentials.peer, now))?,
+                crate::ldap::login::BindOutcome::Unavailable => local()?,
             },
-            None => self
-                .verify_local(
-                    &address,
-                    user.as_ref(),
-                    phc.as_deref(),
-                    &credentials.password,
-                    lane,
-                    now,
-                )
-                .inspect_err(|_| self.throttle.busy(credentials.peer, now))?,
+            None => local()?,
         };
         let Some(user) = user.filter(|_| verified) else {
             crate::metrics::METRICS
