@@ -1268,3 +1268,16 @@ fn messages_flagged_after_a_later_arrival_keep_their_place_in_other_views() {
          a2 OK FETCH completed\r\n"
     );
 }
+
+/// Issue 19 item 10: `BODY[]<4294967295.10>` echoed the clamped origin (the message
+/// length) instead of the one asked for.
+#[test]
+fn partial_fetch_echoes_the_requested_origin() {
+    let store = MockStore::new();
+    store.deliver("INBOX", MSG, 0);
+    let mut s = selected(&store);
+    let r = send(&mut s, "f FETCH 1 (BODY.PEEK[]<4294967295.10>)\r\n");
+    assert!(r.contains("BODY[]<4294967295> "), "{r}");
+    let r = send(&mut s, "g FETCH 1 (BODY.PEEK[]<6.4>)\r\n");
+    assert!(r.contains("BODY[]<6> {4}\r\nAnn )"), "{r}");
+}
