@@ -1281,3 +1281,52 @@ fn partial_fetch_echoes_the_requested_origin() {
     let r = send(&mut s, "g FETCH 1 (BODY.PEEK[]<6.4>)\r\n");
     assert!(r.contains("BODY[]<6> {4}\r\nAnn )"), "{r}");
 }
+
+/// Issue 19 item 4, after login: an APPEND's message literal no longer sits in the
+/// session while it arrives; it goes to the backend's spool (a file in the server) and
+/// is read back once for the store's write.
+#[test]
+fn big_append_literals_are_spooled_not_held() {
+    let store = MockStore::new();
+    let mut s = logged_in(&store);
+    let body = format!("Subject: big\r\n\r\n{}", "x".repeat(600_000));
+    assert_eq!(
+        send(&mut s, &format!("a APPEND INBOX (\\Seen) {{{}}}\r\n", body.len())),
+        "+ OK\r\n"
+    );
+    let (first, rest) = body.as_bytes().split_at(300_000);
+    assert_eq!(s.receive(first).bytes, b"");
+    assert!(
+        s.command.len() < 1024,
+        "the session holds {} octets",
+        s.command.len()
+    );
+    assert!(s.spool.as_ref().is_some_and(|sp| sp.len() == 300_000));
+    let out = s.receive(rest);
+    assert_eq!(out.bytes, b"");
+    let r = send(&mut s, "\r\n");
+    assert!(r.starts_with("a OK [APPENDUID"), "{r}");
+    let r = send(&mut s, "s SELECT INBOX\r\nf FETCH 1 (RFC822.SIZE FLAGS)\r\n");
+    assert!(
+        r.contains(&format!("RFC822.SIZE {}", body.len())) && r.contains("\\Seen"),
+        "{r}"
+    );
+    // A mailbox name given as a big literal is not a message: not spooled.
+    let name = "n".repeat(300_000);
+    assert_eq!(
+        send(&mut s, &format!("b CREATE {{{}}}\r\n", name.len())),
+        "+ OK\r\n"
+    );
+    s.receive(name.as_bytes());
+    assert!(s.spool.is_none() && s.command.len() > 300_000);
+    send(&mut s, "\r\n");
+    // Non-synchronizing, pipelined with the next command.
+    let r = send(
+        &mut s,
+        &format!("c APPEND INBOX {{{}+}}\r\n{body}\r\nd NOOP\r\n", body.len()),
+    );
+    assert!(
+        r.contains("c OK [APPENDUID") && r.ends_with("d OK NOOP completed\r\n"),
+        "{r}"
+    );
+}
