@@ -148,6 +148,10 @@ struct FailureCount {
     failures: u32,
     last: i64,
     locked_until: i64,
+    /// When a check from this client address last found its lane full. Such a refusal
+    /// is no failure (nothing was checked), but a flood from fresh addresses would
+    /// otherwise keep filling the clean lane: the address counts as suspect for a while.
+    busy_at: Option<i64>,
 }
 
 /// Failed-login throttling. Counted per (address, client IP), per address and per client
@@ -198,8 +202,11 @@ impl Throttle {
     /// The address or the client address failed recently: its checks wait in the
     /// suspect lane.
     fn suspect(&self, address: &str, ip: IpAddr, now: i64) -> bool {
-        let recent =
-            |c: &FailureCount| (c.failures > 0 && now - c.last <= self.lockout) || c.locked_until > now;
+        let recent = |c: &FailureCount| {
+            (c.failures > 0 && now - c.last <= self.lockout)
+                || c.locked_until > now
+                || c.busy_at.is_some_and(|t| now - t <= self.lockout)
+        };
         self.by_address.lock().get(address).is_some_and(recent)
             || self.by_ip.lock().get(&ip).is_some_and(recent)
     }
@@ -244,6 +251,14 @@ impl Throttle {
         (self.failure_delay * failures.min(self.max_failures)).min(std::time::Duration::from_secs(5))
     }
 
+    /// A check from `ip` was refused because its lane was full.
+    fn busy(&self, ip: IpAddr, now: i64) {
+        let mut map = self.by_ip.lock();
+        if map.len() <= 100_000 {
+            map.entry(ip).or_default().busy_at = Some(now);
+        }
+    }
+
     /// A correct password from `ip`: that source starts afresh. The address's own count
     /// stays, so an attack from elsewhere keeps being counted.
     fn succeed(&self, address: &str, ip: IpAddr) {
@@ -255,7 +270,7 @@ impl Throttle {
 pub struct Authenticator {
     store: Store,
     clock: Arc<dyn Clock>,
-    cache: CredentialCache,
+    cache: Arc<CredentialCache>,
     cache_ttl: i64,
     throttle: Throttle,
     hashes: Arc<HashPool>,
@@ -435,7 +450,7 @@ impl Authenticator {
         Authenticator {
             store,
             clock,
-            cache: CredentialCache::new(),
+            cache: Arc::new(CredentialCache::new()),
             cache_ttl: config.cache_ttl_secs as i64,
             throttle: Throttle::new(
                 config.max_failures,
@@ -513,14 +528,23 @@ impl Authenticator {
                     return Ok(true);
                 }
                 let (secret, hash) = (password.clone(), phc.to_string());
+                let (cache, address_owned, ttl) = (self.cache.clone(), address.to_string(), self.cache_ttl);
+                // The cache is looked at again on the hash thread: another login of the
+                // same user (a client opening ten connections at once) may have filled
+                // it while this one waited.
                 let ok = self
                     .hashes
-                    .run(lane, move || verify_password(&secret, &hash))
+                    .run(lane, move || {
+                        if cache.hit(&address_owned, &secret, &hash, now) {
+                            return true;
+                        }
+                        let ok = verify_password(&secret, &hash);
+                        if ok {
+                            cache.insert(&address_owned, &secret, &hash, now + ttl, now);
+                        }
+                        ok
+                    })
                     .ok_or_else(busy)?;
-                if ok {
-                    self.cache
-                        .insert(address, password, phc, now + self.cache_ttl, now);
-                }
                 Ok(ok)
             }
             _ => {
@@ -554,6 +578,18 @@ impl Authenticator {
         } else {
             Lane::Clean
         };
+        // The argon2 check against the stored hash; a full lane marks the source busy.
+        let local = || {
+            self.verify_local(
+                &address,
+                user.as_ref(),
+                phc.as_deref(),
+                &credentials.password,
+                lane,
+                now,
+            )
+            .inspect_err(|_| self.throttle.busy(credentials.peer, now))
+        };
         let directory_user = user
             .as_ref()
             .filter(|u| u.is_active() && self.directory.handles(u.domain()));
@@ -565,23 +601,9 @@ impl Authenticator {
                 }
                 // The directory's no is final: the cache may hold an old password.
                 crate::ldap::login::BindOutcome::Refused => false,
-                crate::ldap::login::BindOutcome::Unavailable => self.verify_local(
-                    &address,
-                    user.as_ref(),
-                    phc.as_deref(),
-                    &credentials.password,
-                    lane,
-                    now,
-                )?,
+                crate::ldap::login::BindOutcome::Unavailable => local()?,
             },
-            None => self.verify_local(
-                &address,
-                user.as_ref(),
-                phc.as_deref(),
-                &credentials.password,
-                lane,
-                now,
-            )?,
+            None => local()?,
         };
         let Some(user) = user.filter(|_| verified) else {
             crate::metrics::METRICS

@@ -177,7 +177,7 @@ impl Default for AuthConfig {
             lockout_secs: 900,
             failure_delay_ms: 500,
             hash_threads: 0,
-            hash_queue: 16,
+            hash_queue: 64,
         }
     }
 }
@@ -499,6 +499,26 @@ fn file_mode(path: &Path) -> Option<u32> {
 
 #[cfg(test)]
 mod tests {
+    /// Issue 19 item 1, the config side: nesting is bounded by toml's parser (a depth
+    /// limit), so a hostile or broken file gets an error, never a stack overflow.
+    #[test]
+    fn deeply_nested_values_are_an_error_not_a_crash() {
+        for deep in [
+            format!("hostname = {}1{}", "[".repeat(100_000), "]".repeat(100_000)),
+            format!(
+                "hostname = {}x = 1{}",
+                "{ a = ".repeat(50_000),
+                " }".repeat(50_000)
+            ),
+        ] {
+            let handle = std::thread::Builder::new()
+                .stack_size(2 * 1024 * 1024)
+                .spawn(move || Config::parse(&deep, "deep.toml", None).is_err())
+                .unwrap();
+            assert!(handle.join().unwrap());
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -135,6 +135,24 @@ impl SmtpBackend for SmtpStore {
         }
     }
 
+    /// `postmaster@` the first protected domain (in name order) where that address is
+    /// an active user or an alias.
+    fn postmaster(&self) -> Option<String> {
+        let domains = match self.store.domains() {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(error = %e, "postmaster look-up failed");
+                return None;
+            }
+        };
+        let mut names: Vec<String> = domains.into_iter().map(|d| d.name).collect();
+        names.sort();
+        names
+            .into_iter()
+            .map(|d| format!("postmaster@{d}"))
+            .find(|a| matches!(self.store.resolve_recipient(a), Ok(Recipient::Local(u)) if u.is_active()))
+    }
+
     fn sender_allowed(&self, account: &Account, address: &str) -> bool {
         match self.store.address_belongs_to(account.id, address) {
             Ok(ok) => ok,

@@ -185,13 +185,13 @@ fn submit(server: &TestServer, rcpt: &str, mid: &str) {
     );
 }
 
-#[test]
-fn relay_waits_for_the_outage_then_delivers_once_and_skips_deleted_mail() {
-    let tmp = tempfile::tempdir().unwrap();
+/// A stand-in primary (smtp-sink) and a server relaying example.com to it in plain SMTP,
+/// with anna; `prepare` runs on the stopped server after that.
+fn relaying_to_a_sink(dir: &Path, prepare: impl FnOnce(&TestServer)) -> (Sink, TestServer) {
     let port = free_port();
-    let primary = Sink::start(&tmp.path().join("primary"), port, &[]);
+    let primary = Sink::start(&dir.join("primary"), port, &[]);
     let relay = format!("127.0.0.1:{port}");
-    let mut server = TestServer::setup(&delivery_config(""), |s| {
+    let server = TestServer::setup(&delivery_config(""), |s| {
         s.admin_ok(&[
             "domain",
             "add",
@@ -202,8 +202,16 @@ fn relay_waits_for_the_outage_then_delivers_once_and_skips_deleted_mail() {
             "disabled",
         ]);
         s.add_user("anna@example.com", PASSWORD);
-        set_phase(s, "example.com", OutagePhase::Outage);
+        prepare(s);
     });
+    (primary, server)
+}
+
+#[test]
+fn relay_waits_for_the_outage_then_delivers_once_and_skips_deleted_mail() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (primary, mut server) =
+        relaying_to_a_sink(tmp.path(), |s| set_phase(s, "example.com", OutagePhase::Outage));
     python_ok(
         SEND_MX,
         &[
@@ -521,21 +529,7 @@ p.quit()
 #[test]
 fn quoted_local_parts_cannot_inject_parameters_toward_the_primary() {
     let tmp = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let primary = Sink::start(&tmp.path().join("primary"), port, &[]);
-    let relay = format!("127.0.0.1:{port}");
-    let server = TestServer::setup(&delivery_config(""), |s| {
-        s.admin_ok(&[
-            "domain",
-            "add",
-            "example.com",
-            "--relay-host",
-            &relay,
-            "--relay-tls",
-            "disabled",
-        ]);
-        s.add_user("anna@example.com", PASSWORD);
-    });
+    let (primary, server) = relaying_to_a_sink(tmp.path(), |_| {});
     let script = r#"
 import socket, sys
 s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=30)

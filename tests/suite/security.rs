@@ -431,3 +431,34 @@ fn key_modes_are_checked_and_a_loose_data_directory_is_made_private() {
         assert_eq!(mode, 0o700, "{}: {mode:o}", dir.display());
     }
 }
+
+/// Issue 19 item 10: `RCPT TO:<postmaster>` (no domain) was refused as relaying;
+/// RFC 5321 §4.5.1 says it must be accepted. It reaches postmaster@ a protected domain.
+#[test]
+fn bare_postmaster_is_accepted_and_delivered() {
+    let server = TestServer::setup("", |s| {
+        s.admin_ok(&["domain", "add", "example.com"]);
+        s.add_user("anna@example.com", PASSWORD);
+        s.add_user("postmaster@example.com", PASSWORD);
+    });
+    let out = run(
+        &server,
+        r#"
+mx = C(P["smtp"]); mx.expect(r"220 .*\r\n")
+mx.send(b"EHLO peer.example\r\nMAIL FROM:<x@peer.example>\r\nRCPT TO:<Postmaster>\r\nDATA\r\n")
+mx.expect(r"250 .*\r\n250 .*\r\n")
+rcpt = mx.expect(r"\r\n")
+assert rcpt.startswith("250"), rcpt
+mx.expect(r"354 .*\r\n")
+mx.send(b"Subject: to the postmaster\r\n\r\nhello\r\n.\r\n")
+assert mx.expect(r"\r\n").startswith("250")
+m = imaplib.IMAP4_SSL("127.0.0.1", P["imaps"], ssl_context=CTX, timeout=30)
+m.login("postmaster@example.com", PASSWORD)
+m.select("INBOX")
+typ, data = m.search(None, "SUBJECT", "postmaster")
+assert data[0].split(), data
+print("postmaster reached")
+"#,
+    );
+    assert!(out.contains("postmaster reached"), "{out}");
+}

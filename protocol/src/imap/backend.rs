@@ -225,6 +225,26 @@ pub trait ImapBackend: Send + Sync {
         flags: &Flags,
         internal_date: Option<(i64, i16)>,
     ) -> Result<(u32, u32), BackendError>;
+    /// Somewhere for the message of an APPEND to go while it arrives, so that a session
+    /// does not hold a big literal in memory for as long as a slow client takes to send
+    /// it (issue 19 item 4); `None`: the session holds it.
+    fn spool(&self, _account: &Account, _size: usize) -> Option<Box<dyn Spool>> {
+        None
+    }
+    /// `append` of a message that arrived into a `spool`.
+    fn append_spooled(
+        &self,
+        account: &Account,
+        mailbox: MailboxId,
+        message: Box<dyn Spool>,
+        flags: &Flags,
+        internal_date: Option<(i64, i16)>,
+    ) -> Result<(u32, u32), BackendError> {
+        let message = message
+            .into_bytes()
+            .map_err(|e| BackendError::Temporary(format!("spooled message unreadable: {e}")))?;
+        self.append(account, mailbox, &message, flags, internal_date)
+    }
     /// Applies to the given UIDs (absent ones are ignored); with unchanged_since,
     /// messages whose modseq is higher are left alone and returned in the second list.
     /// Returns the metas of every other named message that exists, as they are now
@@ -259,4 +279,16 @@ pub trait ImapBackend: Send + Sync {
     /// Removes the given UIDs (the caller decides which: \Deleted ones, or a UID EXPUNGE
     /// set); returns those actually removed.
     fn expunge(&self, account: &Account, mailbox: MailboxId, uids: &[u32]) -> Result<Vec<u32>, BackendError>;
+}
+
+/// A message being received for APPEND, kept outside the session (a file, in the server).
+pub trait Spool: Send {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()>;
+    /// Octets written so far.
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The whole message, read back once for the store's write.
+    fn into_bytes(self: Box<Self>) -> std::io::Result<Vec<u8>>;
 }

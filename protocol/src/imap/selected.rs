@@ -634,11 +634,13 @@ fn fetch_item(
         MessageDataItemName::BodyExt { section, partial, .. } => {
             let mut data = message::section(parsed?, section.as_ref());
             let origin = match partial {
-                Some((start, len)) => {
-                    let start = (*start as usize).min(data.len());
+                Some((origin, len)) => {
+                    let start = (*origin as usize).min(data.len());
                     let end = start.saturating_add(len.get() as usize).min(data.len());
                     data = data[start..end].to_vec();
-                    Some(start as u32)
+                    // The origin asked for, even past the end (RFC 3501 §7.4.2); the
+                    // clamped one was echoed before (issue 19 item 10).
+                    Some(*origin)
                 }
                 None => None,
             };

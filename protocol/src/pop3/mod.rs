@@ -52,7 +52,8 @@ pub struct Pop3Limits {
     pub max_auth_failures: u32,
     /// Once this much output is produced in one `receive`, remaining pipelined commands
     /// wait for the next call (see `Pop3Session::has_pending_commands`), so a chunk full of
-    /// `RETR` does not build gigabytes of output in memory.
+    /// `RETR` does not build gigabytes of output in memory (and a client that stops
+    /// reading holds at most this, plus one message).
     pub max_output_per_step: usize,
 }
 
@@ -62,7 +63,7 @@ impl Default for Pop3Limits {
             max_line: 512,
             max_bad_commands: 10,
             max_auth_failures: 3,
-            max_output_per_step: 8 * 1024 * 1024,
+            max_output_per_step: 1024 * 1024,
         }
     }
 }

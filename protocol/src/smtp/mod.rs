@@ -170,6 +170,13 @@ pub trait SmtpBackend: Send + Sync {
     /// address or one of its aliases; compare case-insensitively). Submission only.
     fn sender_allowed(&self, account: &Account, address: &str) -> bool;
 
+    /// The mailbox that `RCPT TO:<postmaster>` (no domain) reaches, which every SMTP
+    /// server must accept (RFC 5321 §4.5.1); None: there is none, and it is refused
+    /// like any unknown address. May block.
+    fn postmaster(&self) -> Option<String> {
+        None
+    }
+
     /// Stores and/or queues `message` (the `Received` header already prepended, lines
     /// CRLF-terminated, dot-unstuffed) for `envelope.rcpts`, and returns only after the
     /// write is synced. The session answers `250` only on `Ok`.

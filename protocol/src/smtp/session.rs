@@ -461,6 +461,10 @@ impl SmtpSession {
             Request::Ehlo { host } => self.hello(&host, true, out),
             Request::Helo { host } => self.hello(&host, false, out),
             Request::Mail { from } => self.mail(from, out),
+            // smtp-proto reads `<postmaster>` as the empty path; tell it from `<>`.
+            Request::Rcpt { to } if to.address.is_empty() && contains_postmaster(text) => {
+                self.rcpt("postmaster", out)
+            }
             Request::Rcpt { to } => self.rcpt(&to.address, out),
             Request::Data => self.data(out),
             Request::Bdat { chunk_size, is_last } => self.bdat(chunk_size, is_last, out),
@@ -597,6 +601,23 @@ impl SmtpSession {
         if !transaction.smtputf8 && !address.is_ascii() {
             return self.error(out, "553 5.6.7 Non-ASCII address requires SMTPUTF8\r\n");
         }
+        // `<postmaster>` without a domain must be accepted (RFC 5321 §4.5.1, issue 19
+        // item 10): it stands for the mailbox the backend names.
+        let postmaster;
+        let address = if address.eq_ignore_ascii_case("postmaster") {
+            if self.inline {
+                return Flow::Defer(0);
+            }
+            match self.backend.postmaster() {
+                Some(a) => {
+                    postmaster = a;
+                    postmaster.as_str()
+                }
+                None => address,
+            }
+        } else {
+            address
+        };
         if transaction.rcpts.iter().any(|r| r.eq_ignore_ascii_case(address)) {
             return Self::ok(out, "250 2.1.5 Ok\r\n");
         }
@@ -782,23 +803,40 @@ impl SmtpSession {
         out.extend_from_slice(reply.as_bytes());
     }
 
-    /// RFC 6409 §8.1 lets an MSA enforce the From header; every address in every From
-    /// header must be the user's. A message with no From address is refused too.
+    /// RFC 6409 §8.1 lets an MSA enforce the From header; every address in every From,
+    /// Sender, Resent-From and Resent-Sender header must be the user's, and so must an
+    /// address shown as a display name (`"bob@example.test" <alice@example.test>` spoofs
+    /// a colleague in most mail apps, issue 19 item 10). A message with no From address
+    /// is refused too.
     fn header_senders_allowed(&self, account: &Account, message: &[u8]) -> bool {
         let Some(parsed) = MessageParser::new().parse_headers(message) else {
             return false;
         };
+        let allowed = |address: &str| self.backend.sender_allowed(account, address);
         let mut seen = false;
-        for value in parsed.header_values(HeaderName::From) {
-            let Some(list) = value.as_address() else {
-                return false;
-            };
-            for addr in list.iter() {
-                match addr.address() {
-                    Some(address) if self.backend.sender_allowed(account, address) => {
-                        seen = true;
+        for name in [
+            HeaderName::From,
+            HeaderName::Sender,
+            HeaderName::ResentFrom,
+            HeaderName::ResentSender,
+        ] {
+            for value in parsed.header_values(name.clone()) {
+                let Some(list) = value.as_address() else {
+                    return false;
+                };
+                for addr in list.iter() {
+                    match addr.address() {
+                        Some(address) if allowed(address) => seen |= name == HeaderName::From,
+                        _ => return false,
                     }
-                    _ => return false,
+                    let shown = addr.name().unwrap_or_default();
+                    let spoofed = shown
+                        .split(|c: char| c.is_whitespace() || "\"'<>()[],;:".contains(c))
+                        .filter(|word| word.contains('@'))
+                        .any(|word| !allowed(word));
+                    if spoofed {
+                        return false;
+                    }
                 }
             }
         }
@@ -956,4 +994,9 @@ impl Session for SmtpSession {
     fn busy(&self) -> bool {
         self.in_transaction()
     }
+}
+
+/// `RCPT TO:<postmaster>` (any case) in a command line.
+fn contains_postmaster(line: &[u8]) -> bool {
+    line.windows(12).any(|w| w.eq_ignore_ascii_case(b"<postmaster>"))
 }

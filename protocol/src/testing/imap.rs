@@ -175,7 +175,29 @@ impl MockState {
     }
 }
 
+/// An in-memory spool: the session's own memory no longer holds the literal, which is
+/// what the tests look at; the server's spool is a file.
+#[derive(Default)]
+pub struct MemSpool(Vec<u8>);
+
+impl crate::imap::Spool for MemSpool {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.0.extend_from_slice(bytes);
+        Ok(())
+    }
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    fn into_bytes(self: Box<Self>) -> std::io::Result<Vec<u8>> {
+        Ok(self.0)
+    }
+}
+
 impl ImapBackend for MockStore {
+    fn spool(&self, _: &Account, _size: usize) -> Option<Box<dyn crate::imap::Spool>> {
+        Some(Box::new(MemSpool::default()))
+    }
+
     fn list_mailboxes(&self, _: &Account) -> Result<Vec<MailboxInfo>, BackendError> {
         let st = self.state.lock().unwrap();
         Ok(st.mailboxes.iter().map(|m| m.info.clone()).collect())
