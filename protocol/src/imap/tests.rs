@@ -472,6 +472,7 @@ fn store_and_fetch_flags() {
     );
     assert_eq!(
         send(&mut s, "b STORE 1 +FLAGS (\\FLAGGED $Label1)\r\n"),
+        // A keyword new to the mailbox is announced before the FETCH that shows it.
         "* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Label1)\r\n\
          * OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Label1 \\*)] Flags permitted\r\n\
          * 1 FETCH (FLAGS (\\Flagged \\Recent $Label1))\r\nb OK STORE completed\r\n"
@@ -946,6 +947,7 @@ fn examine_is_read_only() {
     // BODY[] does not set \Seen in a read-only mailbox.
     assert_eq!(
         send(&mut s, "c FETCH 1 (BODY[TEXT] FLAGS)\r\n"),
+        // Unclaimed \Recent is shown by EXAMINE, not taken.
         "* 1 FETCH (BODY[TEXT] {10}\r\nHi there\r\n FLAGS (\\Recent))\r\nc OK FETCH completed\r\n"
     );
     assert_eq!(
@@ -1182,6 +1184,89 @@ fn read_only_users_read_and_change_nothing() {
     assert!(r.contains("* 1 EXISTS"), "nothing was expunged: {r}");
     let r = send(&mut s, "p FETCH 1 (FLAGS)\r\n");
     assert!(!r.contains("\\Seen") && !r.contains("\\Deleted"), "{r}");
+}
+
+#[test]
+fn a_keyword_set_by_another_session_is_announced_in_flags_before_it_is_shown() {
+    let store = MockStore::new();
+    store.deliver("INBOX", MSG, 0);
+    let mut a = selected(&store);
+    let mut b = selected(&store);
+    send(&mut b, "b1 STORE 1 +FLAGS.SILENT (Work)\r\n");
+    assert_eq!(
+        send(&mut a, "a1 NOOP\r\n"),
+        "* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft Work)\r\n\
+         * OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft Work \\*)] Flags permitted\r\n\
+         * 1 FETCH (FLAGS (\\Recent Work))\r\n\
+         a1 OK NOOP completed\r\n"
+    );
+    // Announced once; SELECT lists the keywords in use.
+    send(&mut b, "b2 STORE 1 -FLAGS.SILENT (Work)\r\n");
+    assert_eq!(
+        send(&mut a, "a2 NOOP\r\n"),
+        "* 1 FETCH (FLAGS (\\Recent))\r\na2 OK NOOP completed\r\n"
+    );
+    send(&mut b, "b3 STORE 1 +FLAGS.SILENT (Later)\r\n");
+    let select = send(&mut b, "b4 SELECT INBOX\r\n");
+    assert!(
+        select.contains("* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft Later)\r\n"),
+        "{select}"
+    );
+}
+
+#[test]
+fn examine_reports_the_recent_count_status_and_select_report() {
+    let store = MockStore::new();
+    store.deliver("INBOX", MSG, 0);
+    store.deliver("INBOX", MSG, 0);
+    let mut s = logged_in(&store);
+    assert_eq!(
+        send(&mut s, "a STATUS INBOX (RECENT)\r\n"),
+        "* STATUS \"INBOX\" (RECENT 2)\r\na OK STATUS completed\r\n"
+    );
+    let examine = send(&mut s, "b EXAMINE INBOX\r\n");
+    assert!(examine.contains("* 2 RECENT\r\n"), "{examine}");
+    // EXAMINE did not take them: SELECT still gets both.
+    let select = send(&mut s, "c SELECT INBOX\r\n");
+    assert!(select.contains("* 2 RECENT\r\n"), "{select}");
+}
+
+#[test]
+fn a_silent_store_reports_flags_another_session_changed_meanwhile() {
+    let store = MockStore::new();
+    store.deliver("INBOX", MSG, 0);
+    let mut a = selected(&store);
+    let mut b = selected(&store);
+    send(&mut b, "b1 STORE 1 +FLAGS.SILENT (\\Flagged)\r\n");
+    // a has not heard of \Flagged: its .SILENT STORE must tell it, not swallow it.
+    assert_eq!(
+        send(&mut a, "a1 STORE 1 +FLAGS.SILENT (\\Seen)\r\n"),
+        "* 1 FETCH (FLAGS (\\Seen \\Flagged \\Recent))\r\na1 OK STORE completed\r\n"
+    );
+    assert_eq!(send(&mut a, "a2 NOOP\r\n"), "a2 OK NOOP completed\r\n");
+}
+
+#[test]
+fn messages_flagged_after_a_later_arrival_keep_their_place_in_other_views() {
+    // The change log is in modseq order: uid 2 arrives, uid 3 arrives, then uid 2's flags
+    // change and its entry moves after uid 3's. A view catching up must still see both.
+    let store = MockStore::new();
+    store.deliver("INBOX", MSG, 0);
+    let mut a = selected(&store);
+    let mut b = selected(&store);
+    store.deliver("INBOX", MSG, 0);
+    store.deliver("INBOX", MSG, 0);
+    send(&mut b, "b1 NOOP\r\n");
+    send(&mut b, "b2 STORE 2 +FLAGS.SILENT (\\Seen)\r\n");
+    let out = send(&mut a, "a1 NOOP\r\n");
+    assert!(out.contains("* 3 EXISTS\r\n"), "{out}");
+    assert_eq!(
+        send(&mut a, "a2 FETCH 1:* (UID FLAGS)\r\n"),
+        "* 1 FETCH (UID 1 FLAGS (\\Recent))\r\n\
+         * 2 FETCH (UID 2 FLAGS (\\Seen))\r\n\
+         * 3 FETCH (UID 3 FLAGS ())\r\n\
+         a2 OK FETCH completed\r\n"
+    );
 }
 
 /// Issue 19 item 10: `BODY[]<4294967295.10>` echoed the clamped origin (the message
