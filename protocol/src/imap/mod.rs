@@ -43,6 +43,7 @@ mod session_trait;
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests;
 pub(crate) mod text;
+mod framing;
 mod view;
 
 use std::sync::Arc;
@@ -69,6 +70,7 @@ pub use backend::{
 
 use extended::{Extended, ListCommand};
 use text::{canonical_inbox, list_matches, push_mailbox, MAX_LIST_PATTERN};
+use framing::{literal_announcement, tag_of, Frame, Framer};
 use view::MailboxView;
 
 /// Bounds for one IMAP session.
@@ -188,12 +190,8 @@ pub struct ImapSession {
     limits: ImapLimits,
     state: State,
     mode: Mode,
-    /// Received octets not yet framed.
-    input: Vec<u8>,
-    /// The command being assembled: its lines and literals so far.
-    command: Vec<u8>,
-    /// Octets of the current literal still to come.
-    literal_left: usize,
+    /// Lines and literals of the input (`framing`).
+    framer: Framer,
     /// ENABLE CONDSTORE or SELECT (CONDSTORE) seen (RFC 7162 §3.1).
     condstore: bool,
     bad_commands: u32,
@@ -201,10 +199,6 @@ pub struct ImapSession {
     pending_fetch: Option<PendingFetch>,
     /// Complete commands handled, for the driver's per-connection rate limit.
     commands: u64,
-    /// Where the message literal of the APPEND being received goes (`start_spool`);
-    /// `spool_failed` if a write to it failed (the APPEND then fails, the framing goes on).
-    spool: Option<Box<dyn backend::Spool>>,
-    spool_failed: bool,
 }
 
 impl ImapSession {
@@ -221,11 +215,7 @@ impl ImapSession {
             limits,
             state: State::NotAuthenticated,
             mode: Mode::Command,
-            input: Vec::new(),
-            command: Vec::new(),
-            literal_left: 0,
-            spool: None,
-            spool_failed: false,
+            framer: Framer::default(),
             condstore: false,
             bad_commands: 0,
             auth_failures: 0,
@@ -245,10 +235,7 @@ impl ImapSession {
     /// The TLS handshake after STARTTLS succeeded.
     pub fn tls_started(&mut self) {
         self.info.tls = true;
-        self.input.clear();
-        self.command.clear();
-        self.literal_left = 0;
-        self.spool = None;
+        self.framer.discard();
         self.mode = Mode::Command;
     }
 
@@ -294,7 +281,7 @@ impl ImapSession {
         if matches!(self.mode, Mode::AwaitingTls) {
             return Output::reply(Vec::new());
         }
-        self.input.extend_from_slice(input);
+        self.framer.push(input);
         let mut out = Vec::new();
         if let Some(pending) = self.pending_fetch.take() {
             self.resume_fetch(pending, &mut out);
@@ -306,7 +293,7 @@ impl ImapSession {
         };
         match flow {
             Flow::Continue => {
-                if self.input.len() > MAX_BUFFERED_INPUT {
+                if self.framer.buffered() > MAX_BUFFERED_INPUT {
                     out.extend_from_slice(b"* BYE Too much pipelined input\r\n");
                     self.state = State::Logout;
                     return Output::close(out);
@@ -315,7 +302,7 @@ impl ImapSession {
             }
             Flow::StartTls => {
                 // CVE-2011-0411: nothing sent before the handshake may count after it.
-                self.input.clear();
+                self.framer.discard_input();
                 self.mode = Mode::AwaitingTls;
                 Output::new(out, Action::StartTls)
             }
@@ -334,7 +321,7 @@ impl ImapSession {
     }
 
     pub fn has_pending(&self) -> bool {
-        self.pending_fetch.is_some() || (matches!(self.mode, Mode::Command) && self.input.contains(&b'\n'))
+        self.pending_fetch.is_some() || (matches!(self.mode, Mode::Command) && self.framer.has_line())
     }
 
     fn resume_fetch(&mut self, pending: PendingFetch, out: &mut Vec<u8>) {
@@ -373,48 +360,29 @@ impl ImapSession {
     }
 
     fn process_input(&mut self, out: &mut Vec<u8>) -> Flow {
-        let mut start = 0;
         let flow = loop {
-            if self.literal_left > 0 {
-                let take = self.literal_left.min(self.input.len() - start);
-                if take == 0 {
+            if self.framer.in_literal() {
+                if self.framer.take_literal() {
                     break Flow::Continue;
                 }
-                let bytes = &self.input[start..start + take];
-                match &mut self.spool {
-                    Some(spool) => {
-                        if !self.spool_failed && spool.write(bytes).is_err() {
-                            self.spool_failed = true;
-                        }
-                    }
-                    None => self.command.extend_from_slice(bytes),
-                }
-                start += take;
-                self.literal_left -= take;
                 continue;
             }
             if self.pending_fetch.is_some()
                 || (out.len() >= self.limits.max_output_per_step
                     && matches!(self.mode, Mode::Command)
-                    && self.command.is_empty())
+                    && self.framer.command().is_empty())
             {
                 // Output capped: the rest waits for `receive(&[])` (see `has_pending`).
                 break Flow::Continue;
             }
-            let pending = &self.input[start..];
-            let Some(lf) = pending.iter().position(|b| *b == b'\n') else {
-                if pending.len() > self.limits.max_line {
+            let line = match self.framer.next_line(self.limits.max_line) {
+                Frame::Line(line) => line,
+                Frame::NeedMore => break Flow::Continue,
+                Frame::TooLong => {
                     out.extend_from_slice(b"* BAD Line too long\r\n* BYE Closing\r\n");
                     break Flow::Close;
                 }
-                break Flow::Continue;
             };
-            if lf + 1 > self.limits.max_line {
-                out.extend_from_slice(b"* BAD Line too long\r\n* BYE Closing\r\n");
-                break Flow::Close;
-            }
-            let line = pending[..=lf].to_vec();
-            start += lf + 1;
             let flow = match std::mem::replace(&mut self.mode, Mode::Command) {
                 Mode::Command => self.command_line(&line, out),
                 Mode::Sasl { tag, step } => self.sasl_line(tag, step, &line, out),
@@ -432,14 +400,14 @@ impl ImapSession {
                 break Flow::StartTls;
             }
         };
-        self.input.drain(..start.min(self.input.len()));
+        self.framer.compact();
         flow
     }
 
     /// One line in command mode: either the end of a command or a line announcing a
     /// literal.
     fn command_line(&mut self, line: &[u8], out: &mut Vec<u8>) -> Flow {
-        self.command.extend_from_slice(line);
+        self.framer.append_to_command(line);
         let (max_literal, max_command) = if matches!(self.state, State::NotAuthenticated) {
             let max = self.limits.max_literal_before_login.min(self.limits.max_literal);
             (max, max as usize + self.limits.max_line)
@@ -447,14 +415,14 @@ impl ImapSession {
             let max = self.limits.max_literal;
             (max, max as usize + 4 * self.limits.max_line)
         };
-        if self.command.len() > max_command {
+        if self.framer.command().len() > max_command {
             out.extend_from_slice(b"* BAD Command too long\r\n* BYE Closing\r\n");
             return Flow::Close;
         }
         if let Some((length, non_sync)) = literal_announcement(line) {
-            let tag = tag_of(&self.command);
+            let tag = tag_of(self.framer.command());
             if length > u64::from(max_literal) {
-                self.command.clear();
+                self.framer.clear_command();
                 if non_sync {
                     // The octets are already on their way; we cannot skip them safely.
                     out.extend_from_slice(
@@ -466,25 +434,25 @@ impl ImapSession {
                 return Flow::Continue;
             }
             if !non_sync {
-                match CommandCodec::default().decode(&self.command) {
+                match CommandCodec::default().decode(self.framer.command()) {
                     Err(CommandDecodeError::LiteralFound { .. } | CommandDecodeError::Incomplete) => {
                         out.extend_from_slice(b"+ OK\r\n");
                     }
-                    _ if extended::is_extended_form(&self.command) => {
+                    _ if extended::is_extended_form(self.framer.command()) => {
                         out.extend_from_slice(b"+ OK\r\n");
                     }
                     _ => {
-                        self.command.clear();
+                        self.framer.clear_command();
                         return self.bad(out, &tag, "Invalid command");
                     }
                 }
             }
             // `length` fits: it is at most max_literal, a u32.
-            self.literal_left = length as usize;
+            self.framer.begin_literal(length as usize);
             self.start_spool(length as usize);
             return Flow::Continue;
         }
-        let command = std::mem::take(&mut self.command);
+        let command = self.framer.take_command();
         self.commands += 1;
         let flow = match CommandCodec::default().decode(&command) {
             Ok((_, cmd)) => {
@@ -503,13 +471,8 @@ impl ImapSession {
             },
         };
         // A spool the command did not use (it failed to parse) is not the next one's.
-        self.spool = None;
-        if self.command.capacity() < command.capacity() && command.capacity() <= 64 * 1024 {
-            // Keep the buffer's allocation for the next command.
-            let mut command = command;
-            command.clear();
-            self.command = command;
-        }
+        self.framer.drop_spool();
+        self.framer.recycle(command);
         flow
     }
 
@@ -524,10 +487,10 @@ impl ImapSession {
         let Some(account) = self.account_clone() else {
             return;
         };
-        let Some(open) = self.command.iter().rposition(|b| *b == b'{') else {
+        let Some(open) = self.framer.command().iter().rposition(|b| *b == b'{') else {
             return;
         };
-        let mut probe = self.command[..open].to_vec();
+        let mut probe = self.framer.command()[..open].to_vec();
         probe.extend_from_slice(b"{0}\r\n\r\n");
         let is_message = matches!(
             CommandCodec::default().decode(&probe),
@@ -543,10 +506,7 @@ impl ImapSession {
             return;
         }
         if let Some(spool) = self.store.spool(&account, length) {
-            self.command.truncate(open);
-            self.command.extend_from_slice(b"{0}\r\n");
-            self.spool = Some(spool);
-            self.spool_failed = false;
+            self.framer.spool_literal(open, spool);
         }
     }
 
@@ -1531,8 +1491,8 @@ impl ImapSession {
             return Flow::Continue;
         };
         // The message came in through `start_spool`, or inline in `data`.
-        let spooled = self.spool.take();
-        if spooled.is_some() && std::mem::take(&mut self.spool_failed) {
+        let (spooled, spool_failed) = self.framer.take_spool();
+        if spooled.is_some() && spool_failed {
             no(out, tag, "[UNAVAILABLE] Temporary failure; try again later");
             return Flow::Continue;
         }
@@ -1567,49 +1527,12 @@ impl ImapSession {
     }
 }
 
-/// `{123}\r\n` or `{123+}\r\n` at the end of a line: (length, non-synchronizing).
-fn literal_announcement(line: &[u8]) -> Option<(u64, bool)> {
-    let line = line.strip_suffix(b"\n")?;
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let line = line.strip_suffix(b"}")?;
-    let open = line.iter().rposition(|b| *b == b'{')?;
-    let mut digits = &line[open + 1..];
-    let non_sync = digits.last() == Some(&b'+');
-    if non_sync {
-        digits = &digits[..digits.len() - 1];
-    }
-    if digits.is_empty() || digits.len() > 12 || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    let length = std::str::from_utf8(digits).ok()?.parse().ok()?;
-    Some((length, non_sync))
-}
-
 /// Where the last line of `out[mark..]` starts.
 fn last_line_start(out: &[u8], mark: usize) -> usize {
     let body = &out[mark..out.len().saturating_sub(2).max(mark)];
     body.windows(2)
         .rposition(|w| w == b"\r\n")
         .map_or(mark, |i| mark + i + 2)
-}
-
-/// The tag of a (possibly malformed) command, or `*`.
-fn tag_of(command: &[u8]) -> String {
-    let end = command
-        .iter()
-        .position(|b| *b == b' ' || *b == b'\r' || *b == b'\n')
-        .unwrap_or(command.len());
-    let tag = &command[..end];
-    let valid = !tag.is_empty()
-        && tag.len() <= 64
-        && tag.iter().all(|&b| {
-            b.is_ascii_graphic() && !matches!(b, b'(' | b')' | b'{' | b'%' | b'*' | b'"' | b'\\' | b'+')
-        });
-    if valid {
-        String::from_utf8_lossy(tag).into_owned()
-    } else {
-        "*".to_string()
-    }
 }
 
 fn ok(out: &mut Vec<u8>, tag: &str, text: &str) -> Flow {
