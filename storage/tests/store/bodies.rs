@@ -44,7 +44,20 @@ fn open_unsynced(dir: &std::path::Path) -> Store {
         write_buffer_bytes: 8 << 20,
         ..StoreOptions::default()
     };
-    Store::open_with(dir, options, Arc::new(ManualClock::new(1_700_000_000))).unwrap()
+    // The SIGKILL test below spawns children while this file's other test runs: between
+    // fork and exec a child holds a copy of every descriptor, the directory lock's
+    // included, so an open right after a drop may see `Locked` for a moment. Wait for
+    // the lock with a deadline instead of failing on that window.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let clock = Arc::new(ManualClock::new(1_700_000_000));
+        match Store::open_with(dir, options.clone(), clock) {
+            Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::yield_now()
+            }
+            result => return result.unwrap(),
+        }
+    }
 }
 
 /// Two users of one domain; returns their ids.
