@@ -1297,11 +1297,11 @@ fn big_append_literals_are_spooled_not_held() {
     let (first, rest) = body.as_bytes().split_at(300_000);
     assert_eq!(s.receive(first).bytes, b"");
     assert!(
-        s.command.len() < 1024,
+        s.framer.command().len() < 1024,
         "the session holds {} octets",
-        s.command.len()
+        s.framer.command().len()
     );
-    assert!(s.spool.as_ref().is_some_and(|sp| sp.len() == 300_000));
+    assert!(s.framer.spool_len() == Some(300_000));
     let out = s.receive(rest);
     assert_eq!(out.bytes, b"");
     let r = send(&mut s, "\r\n");
@@ -1318,7 +1318,7 @@ fn big_append_literals_are_spooled_not_held() {
         "+ OK\r\n"
     );
     s.receive(name.as_bytes());
-    assert!(s.spool.is_none() && s.command.len() > 300_000);
+    assert!(s.framer.spool_len().is_none() && s.framer.command().len() > 300_000);
     send(&mut s, "\r\n");
     // Non-synchronizing, pipelined with the next command.
     let r = send(
