@@ -259,7 +259,10 @@ fn xml_text(raw: &str) -> Option<String> {
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/mail/config-v1.1.xml", any(thunderbird_doc))
-        .route("/.well-known/autoconfig/mail/config-v1.1.xml", any(thunderbird_doc))
+        .route(
+            "/.well-known/autoconfig/mail/config-v1.1.xml",
+            any(thunderbird_doc),
+        )
         .route("/autodiscover/autodiscover.xml", any(outlook_doc))
         .route("/Autodiscover/Autodiscover.xml", any(outlook_doc))
         .route("/apple.mobileconfig", any(apple_doc))
@@ -293,7 +296,11 @@ async fn lookup(shared: Arc<Shared>, address: Option<String>) -> Option<Settings
     .flatten()
 }
 
-fn document(settings: Option<Settings>, content_type: &'static str, render: fn(&Settings) -> String) -> Response {
+fn document(
+    settings: Option<Settings>,
+    content_type: &'static str,
+    render: fn(&Settings) -> String,
+) -> Response {
     match settings {
         Some(s) => ([(CONTENT_TYPE, content_type)], render(&s)).into_response(),
         None => (StatusCode::NOT_FOUND, "not found\n").into_response(),
@@ -301,11 +308,19 @@ fn document(settings: Option<Settings>, content_type: &'static str, render: fn(&
 }
 
 async fn thunderbird_doc(State(shared): State<Arc<Shared>>, axum::extract::Query(query): Params) -> Response {
-    document(lookup(shared, query_address(&query)).await, "application/xml", thunderbird)
+    document(
+        lookup(shared, query_address(&query)).await,
+        "application/xml",
+        thunderbird,
+    )
 }
 
 async fn outlook_doc(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
-    document(lookup(shared, requested_address(&body)).await, "application/xml", outlook)
+    document(
+        lookup(shared, requested_address(&body)).await,
+        "application/xml",
+        outlook,
+    )
 }
 
 async fn apple_doc(State(shared): State<Arc<Shared>>, axum::extract::Query(query): Params) -> Response {

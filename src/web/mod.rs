@@ -214,16 +214,25 @@ mod tests {
         let task = tokio::spawn(serve_connection(server, peer, router, timeout, stop));
         let mut buf = [0u8; 256];
         let n = tokio::time::timeout(Duration::from_secs(5), client.read(&mut buf)).await;
-        assert!(matches!(n, Ok(Ok(_))), "closed (or answered) within the time-out: {n:?}");
+        assert!(
+            matches!(n, Ok(Ok(_))),
+            "closed (or answered) within the time-out: {n:?}"
+        );
         assert!(tokio::time::timeout(Duration::from_secs(5), task).await.is_ok());
         // After a response on a kept-alive connection, silence ends it too.
         let (mut client, server) = tokio::io::duplex(1024);
         let (_stop_tx, stop) = watch::channel(false);
         let router = Router::new().route("/", get(|| async { "hi" }));
         let task = tokio::spawn(serve_connection(server, peer, router, timeout, stop));
-        client.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
         let n = client.read(&mut buf).await.unwrap();
         assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
-        assert!(tokio::time::timeout(Duration::from_secs(5), task).await.is_ok(), "kept-alive connection closed");
+        assert!(
+            tokio::time::timeout(Duration::from_secs(5), task).await.is_ok(),
+            "kept-alive connection closed"
+        );
     }
 }
