@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use understudy_protocol::Secret;
 
+use crate::admin::admins::AdminCommand as AdminsCommand;
 use crate::admin::socket;
 use crate::admin::users::UserCommand;
 use crate::admin::Command as AdminCommand;
@@ -73,9 +74,9 @@ pub fn run_admin(config: &Config, command: Command) -> anyhow::Result<()> {
 /// Runs a prepared admin command through the server if one runs, else on the database,
 /// and prints its output; an error return makes the CLI exit non-zero.
 fn run(config: &Config, command: AdminCommand) -> anyhow::Result<()> {
-    let passwords_out = match &command {
-        AdminCommand::User(UserCommand::Import { passwords_out, .. }) => passwords_out.clone(),
-        _ => None,
+    let (passwords_out, importing) = match &command {
+        AdminCommand::User(UserCommand::Import { passwords_out, .. }) => (passwords_out.clone(), true),
+        _ => (None, false),
     };
     let display = ProgressDisplay::default();
     let progress = |done, total| display.update(done, total);
@@ -95,7 +96,11 @@ fn run(config: &Config, command: AdminCommand) -> anyhow::Result<()> {
                 writeln!(stdout, "generated passwords written to {}", path.display())?;
             }
             None => {
-                writeln!(stdout, "generated passwords (shown once):")?;
+                if importing {
+                    writeln!(stdout, "generated passwords (shown once):")?;
+                } else {
+                    writeln!(stdout, "shown once:")?;
+                }
                 stdout.write_all(outcome.secrets.as_bytes())?;
             }
         }
@@ -182,6 +187,38 @@ fn prepare(config: &Config, command: AdminCommand) -> anyhow::Result<(AdminComma
                 csv: Some(text),
             };
             (AdminCommand::User(command), None)
+        }
+        AdminCommand::Admin(AdminsCommand::Add {
+            name,
+            role,
+            domains,
+            password_stdin,
+            totp,
+            password_hash: _,
+        }) => {
+            let hash = checked_hash(config, &read_new_password(password_stdin)?)?;
+            let command = AdminsCommand::Add {
+                name,
+                role,
+                domains,
+                password_stdin,
+                totp,
+                password_hash: Some(hash),
+            };
+            (AdminCommand::Admin(command), None)
+        }
+        AdminCommand::Admin(AdminsCommand::Passwd {
+            name,
+            stdin,
+            password_hash: _,
+        }) => {
+            let hash = checked_hash(config, &read_new_password(stdin)?)?;
+            let command = AdminsCommand::Passwd {
+                name,
+                stdin,
+                password_hash: Some(hash),
+            };
+            (AdminCommand::Admin(command), None)
         }
         // The server may run in another directory: send an absolute path.
         AdminCommand::Backup { dir } => {

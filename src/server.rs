@@ -82,6 +82,14 @@ pub async fn run(
         None => None,
     };
     let admin_socket = crate::admin::socket::AdminSocket::bind(&crate::admin::socket_path(&shared.config))?;
+    let web_listener = match &shared.config.web {
+        Some(web) => Some(
+            crate::web::bind("web", &web.listen)
+                .await
+                .with_context(|| format!("web.listen: {}", web.listen))?,
+        ),
+        None => None,
+    };
     let autoconfig_listener = match &shared.config.autoconfig.listen {
         Some(addr) => Some(
             crate::web::bind("autoconfig", addr)
@@ -128,7 +136,7 @@ pub async fn run(
             store: shared.store.clone(),
             config: shared.config.clone(),
             revocations: shared.revocations.clone(),
-            monitor: monitor_wake,
+            monitor: monitor_wake.clone(),
         },
         shutdown.clone(),
     ));
@@ -165,6 +173,17 @@ pub async fn run(
             listener,
             move || tls_source.tls(),
             crate::autoconfig::router(shared.clone()),
+            http_connections.clone(),
+            shutdown.clone(),
+        ));
+    }
+    if let Some(listener) = web_listener {
+        let tls_source = shared.clone();
+        let console = crate::web::console::Console::new(shared.clone(), monitor_wake.clone());
+        tasks.spawn(crate::web::serve(
+            listener,
+            move || tls_source.tls(),
+            crate::web::console::router(console),
             http_connections.clone(),
             shutdown.clone(),
         ));

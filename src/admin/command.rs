@@ -11,6 +11,7 @@ use anyhow::{bail, Context};
 use clap::Subcommand;
 use serde::{Deserialize, Serialize};
 
+use super::admins::AdminCommand;
 use super::aliases::AliasCommand;
 use super::domains::DomainCommand;
 use super::ldap::LdapCommand;
@@ -48,6 +49,9 @@ pub enum Command {
     /// Users from an LDAP directory or Active Directory.
     #[command(subcommand)]
     Ldap(LdapCommand),
+    /// Web console administrators and API tokens.
+    #[command(subcommand)]
+    Admin(AdminCommand),
 }
 
 /// Runs one admin command against the store, writing its report to `out`. The server
@@ -61,6 +65,7 @@ pub fn execute(ctx: &AdminContext, command: Command, out: &mut dyn Write) -> any
         Command::Queue(c) => super::queue::execute(ctx, c, out),
         Command::Track(a) => super::tracking::execute(ctx, a, out),
         Command::Ldap(c) => super::ldap::execute(ctx, c, out),
+        Command::Admin(c) => super::admins::execute(ctx, c, out),
         Command::ClientSetup { address } => {
             let s = client_setup(ctx, &address)?;
             Ok(write!(out, "{}", crate::autoconfig::describe(&s))?)

@@ -15,6 +15,8 @@ mod admin;
 mod clients;
 /// Twenty IMAP sessions on one mailbox: every view true, every body there.
 mod concurrency;
+/// The web console over HTTPS: logins, CSRF, session fixation, roles, self-service.
+mod console;
 /// The queue runner against `smtp-sink`: redelivery, outbound with DKIM, 4xx and 5xx.
 mod delivery;
 /// A full disk: SMTP 452, IMAP NO, nothing damaged, recovery once space is back.
