@@ -11,6 +11,10 @@ mod sink;
 
 /// Admin commands through the admin socket while the server runs, taking effect at once.
 mod admin;
+/// The console's JSON API: scoped tokens, and schemathesis against its OpenAPI document.
+mod api;
+/// The console in headless Chromium (playwright-core): the issue 16 scenario.
+mod browser;
 /// IMAP through third-party clients: curl, mbsync and imapclient over TLS.
 mod clients;
 /// Twenty IMAP sessions on one mailbox: every view true, every body there.

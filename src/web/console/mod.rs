@@ -45,6 +45,15 @@ pub struct Console {
     pub monitor: MonitorWake,
     pub sessions: Sessions,
     pub throttle: LoginThrottle,
+    /// CSV imports in progress or done, by job id (`pages::users`).
+    pub imports: Mutex<std::collections::HashMap<String, Arc<pages::users::ImportJob>>>,
+}
+
+/// A long operation's progress, written by the operation, read by the page.
+#[derive(Default)]
+pub struct Progress {
+    pub done: std::sync::atomic::AtomicU64,
+    pub total: std::sync::atomic::AtomicU64,
 }
 
 impl Console {
@@ -55,6 +64,7 @@ impl Console {
             throttle: LoginThrottle::new(shared.clock.clone(), web.max_failures, web.lockout_secs),
             shared,
             monitor,
+            imports: Mutex::new(std::collections::HashMap::new()),
         })
     }
 
@@ -70,11 +80,26 @@ impl Console {
         T: Send + 'static,
         F: FnOnce(&AdminContext) -> anyhow::Result<T> + Send + 'static,
     {
+        self.run_with_progress(audited, None, op).await
+    }
+
+    /// As [`Console::run`], the operation's progress reported into `progress`.
+    pub async fn run_with_progress<T, F>(
+        self: &Arc<Self>,
+        audited: Option<(Action, String, IpAddr)>,
+        progress: Option<Arc<Progress>>,
+        op: F,
+    ) -> Result<(T, String), AppError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&AdminContext) -> anyhow::Result<T> + Send + 'static,
+    {
         let console = self.clone();
         let joined = tokio::task::spawn_blocking(move || {
             let events = WebEvents {
                 console: &console,
                 secrets: Mutex::new(String::new()),
+                progress,
             };
             let ctx = AdminContext {
                 store: &console.shared.store,
@@ -107,6 +132,7 @@ impl Console {
 struct WebEvents<'a> {
     console: &'a Console,
     secrets: Mutex<String>,
+    progress: Option<Arc<Progress>>,
 }
 
 impl AdminEvents for WebEvents<'_> {
@@ -114,8 +140,12 @@ impl AdminEvents for WebEvents<'_> {
         // No receiver means no connection is open: nothing to end.
         let _ = self.console.shared.revocations.send(user_id);
     }
-    /// The page shows the import's report when it is done.
-    fn progress(&self, _done: u64, _total: u64) {}
+    fn progress(&self, done: u64, total: u64) {
+        if let Some(p) = &self.progress {
+            p.done.store(done, std::sync::atomic::Ordering::Relaxed);
+            p.total.store(total, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
     fn secret(&self, line: &str) {
         let mut s = self.secrets.lock();
         s.push_str(line);

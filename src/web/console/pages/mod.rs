@@ -38,6 +38,7 @@ pub fn routes() -> Router<Arc<Console>> {
         .route("/users", get(users::list))
         .route("/users/add", post(users::add))
         .route("/users/import", post(users::import))
+        .route("/users/import/{id}", get(users::import_status))
         .route("/users/ldap-sync", post(users::ldap_sync))
         .route("/users/{address}", get(users::show).post(users::change))
         .route("/readiness", get(readiness::show))

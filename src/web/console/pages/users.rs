@@ -18,11 +18,11 @@ use understudy_storage::UserStatus;
 use super::filled;
 use crate::admin::audit::{domain_of, Action};
 use crate::admin::domains::{AccessArg, WindowArg};
-use crate::admin::import::{self, ImportLine};
+use crate::admin::import::{self, ImportLine, ImportReport};
 use crate::admin::users::{self, PasswordState, UserSettings};
 use crate::admin::{aliases, ldap};
 use crate::web::console::layout::{csrf_field, flash, page};
-use crate::web::console::{AdminSession, AppError, Console};
+use crate::web::console::{AdminSession, AppError, Console, Progress};
 
 #[derive(Debug, Default, Deserialize)]
 pub struct ListQuery {
@@ -203,21 +203,67 @@ pub async fn import(
             outside.join(", ")
         )));
     }
-    let (report, secrets) = console
-        .run(
-            admin.audit(Action {
-                action: if dry_run {
-                    "user import (dry run)"
-                } else {
-                    "user import"
-                }
-                .into(),
-                target: format!("{} rows", rows.len()),
-                domain: None,
-            }),
-            move |ctx| Ok(import::run(ctx, &text, dry_run)),
-        )
-        .await?;
+    // Runs in the background: a big file takes longer than a request may, and the job's
+    // page shows its progress until the report is there.
+    let job = Arc::new(ImportJob {
+        owner: admin.name.clone(),
+        rows: rows.len(),
+        progress: Arc::new(Progress::default()),
+        result: parking_lot::Mutex::new(None),
+    });
+    let id = crate::web::console::session::random_token();
+    {
+        let mut imports = console.imports.lock();
+        // Finished jobs of long ago are forgotten; a job lives for its report.
+        if imports.len() > 64 {
+            imports.retain(|_, j| j.result.lock().is_none());
+        }
+        imports.insert(id.clone(), job.clone());
+    }
+    let audit = admin.audit(Action {
+        action: if dry_run { "user import (dry run)" } else { "user import" }.into(),
+        target: format!("{} rows", rows.len()),
+        domain: None,
+    });
+    let c = console.clone();
+    tokio::spawn(async move {
+        let result = c
+            .run_with_progress(audit, Some(job.progress.clone()), move |ctx| Ok(import::run(ctx, &text, dry_run)))
+            .await
+            .map_err(|e| match e {
+                AppError::Failed(m) | AppError::Internal(m) => m,
+                _ => "the import failed".to_string(),
+            });
+        *job.result.lock() = Some(result);
+    });
+    Ok(Redirect::to(&format!("/users/import/{id}")).into_response())
+}
+
+/// A CSV import started from the console.
+pub struct ImportJob {
+    owner: String,
+    rows: usize,
+    progress: Arc<Progress>,
+    result: parking_lot::Mutex<Option<Result<(ImportReport, String), String>>>,
+}
+
+/// The import's page: progress (reloading itself) until the report per row is there.
+pub async fn import_status(State(console): State<Arc<Console>>, admin: AdminSession, Path(id): Path<String>) -> Result<Response, AppError> {
+    let job = console.imports.lock().get(&id).cloned().ok_or(AppError::NotFound)?;
+    if job.owner != admin.name {
+        return Err(AppError::NotFound);
+    }
+    let finished = job.result.lock().clone();
+    let Some(result) = finished else {
+        let done = job.progress.done.load(std::sync::atomic::Ordering::Relaxed);
+        let body = html! {
+            (maud::PreEscaped(r#"<meta http-equiv="refresh" content="1">"#))
+            p id="import-progress" { "Importing: " (done) " of " (job.rows) " rows done." }
+            progress max=(job.rows) value=(done) {}
+        };
+        return Ok(page("Importing users", Some(&admin.who()), &admin.session.csrf, body).into_response());
+    };
+    let (report, secrets) = result.map_err(AppError::Failed)?;
     let message = html! {
         p class="flash" role="status" id="import-summary" {
             (if report.dry_run { "Dry run, nothing changed: " } else { "Import: " })
@@ -234,13 +280,11 @@ pub async fn import(
             }
         }
         @if !secrets.is_empty() {
-            p { "Generated passwords, shown once:" }
+            p { "Generated passwords, shown to you once on this page:" }
             pre id="secrets" { (secrets) }
         }
     };
-    Ok(render_list(&console, &admin, ListQuery::default(), Some(message))
-        .await?
-        .into_response())
+    Ok(render_list(&console, &admin, ListQuery::default(), Some(message)).await?.into_response())
 }
 
 #[derive(Deserialize)]
