@@ -40,6 +40,30 @@ pub fn routes() -> Router<Arc<Console>> {
             "/api/v1/{*rest}",
             axum::routing::any(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") }),
         )
+        .layer(axum::middleware::from_fn(read_body_first))
+}
+
+/// Largest API request body (JSON of one operation).
+const MAX_API_BODY: usize = 1024 * 1024;
+
+/// Reads every request body whole before any handler runs. A handler that refuses a
+/// request early (no token, wrong content type) would otherwise answer with the body
+/// still arriving: hyper then closes the connection and the client, still sending,
+/// gets a reset instead of the answer.
+async fn read_body_first(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let (parts, body) = request.into_parts();
+    match axum::body::to_bytes(body, MAX_API_BODY).await {
+        Ok(bytes) => {
+            next.run(axum::extract::Request::from_parts(
+                parts,
+                axum::body::Body::from(bytes),
+            ))
+            .await
+        }
+        Err(_) => {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "request body too large or cut off").into_response()
+        }
+    }
 }
 
 #[derive(OpenApi)]
@@ -510,7 +534,7 @@ async fn user_add(
     caller.require(&domain)?;
     let audit = caller.write(Action::new("user add", &address))?;
     let hash = match body.password.filter(|p| !p.is_empty()) {
-        Some(p) => Some(super::pages::users::hash_new_password(&console, &p)?),
+        Some(p) => Some(super::pages::users::hash_new_password(&console, &p).await?),
         None => None,
     };
     let name = body.name.unwrap_or_default();

@@ -33,9 +33,14 @@ pub struct ListQuery {
 }
 
 /// Checks and hashes a new password typed into the console.
-pub fn hash_new_password(console: &Console, password: &str) -> Result<String, AppError> {
+pub async fn hash_new_password(console: &Console, password: &str) -> Result<String, AppError> {
     crate::auth::check_policy(&console.shared.config.password_policy, password).map_err(AppError::Failed)?;
-    crate::auth::hash_password(&Secret::new(password)).map_err(|e| AppError::Internal(format!("{e:#}")))
+    let secret = Secret::new(password);
+    // argon2 is deliberately slow: on the blocking pool, not a runtime worker.
+    tokio::task::spawn_blocking(move || crate::auth::hash_password(&secret))
+        .await
+        .map_err(|e| AppError::Internal(e.to_string()))?
+        .map_err(|e| AppError::Internal(format!("{e:#}")))
 }
 
 fn require_address(admin: &AdminSession, address: &str) -> Result<(), AppError> {
@@ -144,7 +149,7 @@ pub async fn add(
     let address = f.address.trim().to_string();
     require_address(&admin, &address)?;
     let hash = match filled(&f.password) {
-        Some(p) => Some(hash_new_password(&console, &p)?),
+        Some(p) => Some(hash_new_password(&console, &p).await?),
         None => None,
     };
     let name = f.name.trim().to_string();
@@ -221,14 +226,21 @@ pub async fn import(
         imports.insert(id.clone(), job.clone());
     }
     let audit = admin.audit(Action {
-        action: if dry_run { "user import (dry run)" } else { "user import" }.into(),
+        action: if dry_run {
+            "user import (dry run)"
+        } else {
+            "user import"
+        }
+        .into(),
         target: format!("{} rows", rows.len()),
         domain: None,
     });
     let c = console.clone();
     tokio::spawn(async move {
         let result = c
-            .run_with_progress(audit, Some(job.progress.clone()), move |ctx| Ok(import::run(ctx, &text, dry_run)))
+            .run_with_progress(audit, Some(job.progress.clone()), move |ctx| {
+                Ok(import::run(ctx, &text, dry_run))
+            })
             .await
             .map_err(|e| match e {
                 AppError::Failed(m) | AppError::Internal(m) => m,
@@ -248,8 +260,17 @@ pub struct ImportJob {
 }
 
 /// The import's page: progress (reloading itself) until the report per row is there.
-pub async fn import_status(State(console): State<Arc<Console>>, admin: AdminSession, Path(id): Path<String>) -> Result<Response, AppError> {
-    let job = console.imports.lock().get(&id).cloned().ok_or(AppError::NotFound)?;
+pub async fn import_status(
+    State(console): State<Arc<Console>>,
+    admin: AdminSession,
+    Path(id): Path<String>,
+) -> Result<Response, AppError> {
+    let job = console
+        .imports
+        .lock()
+        .get(&id)
+        .cloned()
+        .ok_or(AppError::NotFound)?;
     if job.owner != admin.name {
         return Err(AppError::NotFound);
     }
@@ -284,7 +305,9 @@ pub async fn import_status(State(console): State<Arc<Console>>, admin: AdminSess
             pre id="secrets" { (secrets) }
         }
     };
-    Ok(render_list(&console, &admin, ListQuery::default(), Some(message)).await?.into_response())
+    Ok(render_list(&console, &admin, ListQuery::default(), Some(message))
+        .await?
+        .into_response())
 }
 
 #[derive(Deserialize)]
@@ -403,7 +426,7 @@ pub async fn change(
         require_address(&admin, &alias)?;
     }
     let hash = if f.op == "passwd" {
-        Some(hash_new_password(&console, &f.password)?)
+        Some(hash_new_password(&console, &f.password).await?)
     } else {
         None
     };
