@@ -14,7 +14,8 @@ use tracing::Instrument;
 use understudy_storage::{Clock, Store, SystemClock};
 
 use crate::admission::{Admission, Refusal};
-use crate::config::{Config, Service};
+use crate::config::Config;
+use crate::config_types::Service;
 use crate::driver::{self, Timeouts};
 use crate::outage::handles::{DeliveryObservations, MonitorWake};
 use crate::outage::monitor::MonitorHandles;
@@ -145,7 +146,7 @@ pub async fn run(
     crate::ldap::spawn(
         &mut tasks,
         shared.store.clone(),
-        shared.config.clone(),
+        Arc::new(shared.config.ldap.clone()),
         shared.revocations.clone(),
         shutdown.clone(),
     );

@@ -13,8 +13,8 @@ use understudy_protocol::ConnectionInfo;
 use understudy_storage::{Clock, Store};
 
 use crate::auth::Authenticator;
-use crate::config::{Config, Service};
-use crate::config_types::Network;
+use crate::config::Config;
+use crate::config_types::{Network, Service};
 
 /// Everything a connection needs, shared by all of them.
 pub struct Shared {

@@ -65,6 +65,14 @@ pub struct Outcome {
     pub error: Option<String>,
 }
 
+/// `domain` if given (as given), else every protected domain: what a listing covers.
+fn domain_names(ctx: &AdminContext, domain: Option<&str>) -> anyhow::Result<Vec<String>> {
+    Ok(match domain {
+        Some(d) => vec![d.to_string()],
+        None => ctx.store.domains()?.into_iter().map(|d| d.name).collect(),
+    })
+}
+
 pub fn socket_path(config: &Config) -> PathBuf {
     config.data_dir.join("admin.sock")
 }

@@ -57,22 +57,8 @@ pub fn execute(ctx: &AdminContext, command: QueueCommand, out: &mut dyn Write) -
             let n = retry(ctx, target.as_deref())?;
             writeln!(out, "{n} entr{} due now", if n == 1 { "y" } else { "ies" })?;
         }
-        QueueCommand::Hold { domain } => {
-            let n = hold(ctx, &domain, true)?;
-            writeln!(
-                out,
-                "{n} entr{} of {domain} held",
-                if n == 1 { "y" } else { "ies" }
-            )?;
-        }
-        QueueCommand::Release { domain } => {
-            let n = hold(ctx, &domain, false)?;
-            writeln!(
-                out,
-                "{n} entr{} of {domain} released",
-                if n == 1 { "y" } else { "ies" }
-            )?;
-        }
+        QueueCommand::Hold { domain } => print_hold(hold(ctx, &domain, true)?, &domain, "held", out)?,
+        QueueCommand::Release { domain } => print_hold(hold(ctx, &domain, false)?, &domain, "released", out)?,
         QueueCommand::Purge { id, yes } => {
             purge(ctx, id, yes)?;
             writeln!(out, "purged queue entry {id}")?;
@@ -145,6 +131,14 @@ pub fn purge(ctx: &AdminContext, id: u64, confirmed: bool) -> anyhow::Result<()>
         );
     }
     Ok(ctx.store.purge(id)?)
+}
+
+fn print_hold(n: usize, domain: &str, verb: &str, out: &mut dyn Write) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{n} entr{} of {domain} {verb}",
+        if n == 1 { "y" } else { "ies" }
+    )
 }
 
 pub(super) fn kind_name(entry: &QueueEntry) -> String {

@@ -258,10 +258,7 @@ pub fn add(
 
 /// Users of one domain, or of every domain.
 pub fn list(ctx: &AdminContext, domain: Option<&str>) -> anyhow::Result<Vec<UserListing>> {
-    let domains = match domain {
-        Some(d) => vec![d.to_string()],
-        None => ctx.store.domains()?.into_iter().map(|d| d.name).collect(),
-    };
+    let domains = super::domain_names(ctx, domain)?;
     let mut listing = Vec::new();
     for d in domains {
         for u in ctx.store.users(&d)? {

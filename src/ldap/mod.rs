@@ -16,7 +16,6 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use understudy_storage::Store;
 
-use crate::config::Config;
 use crate::revoke::Revocations;
 
 struct ServerSyncEvents<'a>(&'a Revocations);
@@ -34,22 +33,22 @@ impl sync::SyncEvents for ServerSyncEvents<'_> {
 pub fn spawn(
     tasks: &mut JoinSet<()>,
     store: Store,
-    config: Arc<Config>,
+    sections: Arc<Vec<config::LdapConfig>>,
     revocations: Revocations,
     stop: watch::Receiver<bool>,
 ) {
-    for (index, section) in config.ldap.iter().enumerate() {
+    for (index, section) in sections.iter().enumerate() {
         if section.sync_interval_secs == 0 {
             continue;
         }
         let interval = Duration::from_secs(section.sync_interval_secs);
-        let (store, config, revocations) = (store.clone(), config.clone(), revocations.clone());
+        let (store, sections, revocations) = (store.clone(), sections.clone(), revocations.clone());
         let mut stop = stop.clone();
         tasks.spawn(async move {
             loop {
-                let (store, config, revocations) = (store.clone(), config.clone(), revocations.clone());
+                let (store, sections, revocations) = (store.clone(), sections.clone(), revocations.clone());
                 let run = tokio::task::spawn_blocking(move || {
-                    let Some(section) = config.ldap.get(index) else {
+                    let Some(section) = sections.get(index) else {
                         return;
                     };
                     match sync::sync_domain(

@@ -30,7 +30,7 @@ pub mod provisioning;
 pub mod queue;
 mod queue_index;
 mod retention;
-mod summaries;
+pub mod summaries;
 pub mod tracking;
 
 pub use address::EmailAddress;

@@ -10,6 +10,9 @@ use crate::keys::*;
 use crate::mailbox::blob_lock;
 use crate::model::*;
 
+/// A message's UID, its body id and that body's summary if one was written.
+pub type SummaryEntry = (u32, BlobId, Option<Vec<u8>>);
+
 impl Store {
     /// Sets the function that summarises new bodies; the first call wins (the server
     /// sets it once at start). Bodies written before have no summary until
@@ -20,12 +23,7 @@ impl Store {
 
     /// For each UID that exists (others are left out), in the order given: its body id
     /// and the body's summary, if one was written. One snapshot.
-    pub fn summaries(
-        &self,
-        user_id: u64,
-        mailbox_id: u64,
-        uids: &[u32],
-    ) -> StoreResult<Vec<(u32, BlobId, Option<Vec<u8>>)>> {
+    pub fn summaries(&self, user_id: u64, mailbox_id: u64, uids: &[u32]) -> StoreResult<Vec<SummaryEntry>> {
         let snapshot = self.snapshot();
         if self
             .get_json_at::<Mailbox>(&snapshot, CF_MAILBOXES, &u64_pair(user_id, mailbox_id))?

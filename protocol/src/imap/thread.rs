@@ -302,9 +302,8 @@ fn by_references(items: &[Sortable]) -> (Forest, Vec<usize>) {
             for c in forest.nodes[r].children.clone() {
                 forest.link(t, c);
             }
-        } else if table_dummy {
-            forest.link(t, r);
-        } else if this_reply && !table_reply {
+        } else if table_dummy || (this_reply && !table_reply) {
+            // Under the dummy, or a reply under the message it answers by subject.
             forest.link(t, r);
         } else {
             // A new dummy holds both, in the table's place among the roots.

@@ -245,14 +245,9 @@ pub fn base_subject(subject: &str) -> (String, bool) {
         // (3)-(5) Leaders and blobs at the front.
         loop {
             let before = s.len();
-            loop {
-                match leader(&s) {
-                    Some((n, refwd)) => {
-                        reply |= refwd;
-                        s.drain(..n);
-                    }
-                    None => break,
-                }
+            while let Some((n, refwd)) = leader(&s) {
+                reply |= refwd;
+                s.drain(..n);
             }
             if let Some(n) = blob(&s) {
                 if n < s.len() {
