@@ -266,6 +266,17 @@ impl ImapBackend for ImapStore {
         Ok((info(&m), changes))
     }
 
+    fn expunged_since(
+        &self,
+        account: &Account,
+        mailbox: MailboxId,
+        since: u64,
+    ) -> Result<Vec<(u64, u32)>, BackendError> {
+        self.store
+            .expunged_since(account.id, mailbox, since)
+            .map_err(error)
+    }
+
     fn body(&self, account: &Account, mailbox: MailboxId, uid: u32) -> Result<Vec<u8>, BackendError> {
         // Record and body in one read: another session's expunge makes the message
         // NotFound, never a record whose body has just been freed.

@@ -373,6 +373,33 @@ impl Store {
         Ok((mailbox, out))
     }
 
+    /// `(modseq, uid)` of every message expunged after `since`, in modseq order (QRESYNC,
+    /// RFC 7162 §3.2.5): the log keeps a tombstone per expunge for the mailbox's life,
+    /// so the answer is exact however old `since` is. Reads no message records.
+    pub fn expunged_since(&self, user_id: u64, mailbox_id: u64, since: u64) -> StoreResult<Vec<(u64, u32)>> {
+        let snapshot = self.snapshot();
+        self.get_json_at::<Mailbox>(&snapshot, CF_MAILBOXES, &u64_pair(user_id, mailbox_id))?
+            .ok_or_else(|| StoreError::NotFound(format!("mailbox {mailbox_id}")))?;
+        let cf = self.cf(CF_CHANGES)?;
+        let start = u64_pair(mailbox_id, since.saturating_add(1));
+        let iter = snapshot.iterator_cf(
+            &cf,
+            rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward),
+        );
+        let mut out = Vec::new();
+        for item in iter {
+            let (k, v) = item?;
+            if !k.starts_with(&u64_key(mailbox_id)) {
+                break;
+            }
+            let change: ChangeRecord = decode(CF_CHANGES, &v)?;
+            if change.kind == ChangeKind::Expunged {
+                out.push((change.modseq, change.uid));
+            }
+        }
+        Ok(out)
+    }
+
     /// Delivers one message to local INBOXes and queue entries in one synced write. The
     /// body is stored once whatever the number of copies.
     pub fn deliver(&self, req: &DeliveryRequest<'_>) -> StoreResult<DeliveryOutcome> {

@@ -1,7 +1,8 @@
 //! IMAP extensions through real clients over TLS: SORT and THREAD with Python's
 //! `imapclient` on mail delivered over SMTP (so the keys come from the summaries the
 //! store wrote with each body), from two connections (the second one served from the
-//! shared cache); QUOTA and STATUS=SIZE with `imapclient`; COMPRESS=DEFLATE with
+//! shared cache); QUOTA and STATUS=SIZE with `imapclient`; QRESYNC with `imapclient`
+//! (and its imaplib for the SELECT parameter it lacks); COMPRESS=DEFLATE with
 //! Python's `zlib` (raw DEFLATE) on a TLS socket, since no Python IMAP library speaks it.
 
 use crate::harness::*;
@@ -113,6 +114,70 @@ c.logout()
             "no {line:?} in:\n{before}{after}"
         );
     }
+}
+
+#[test]
+fn imapclient_resynchronises_with_qresync_after_another_session_expunged() {
+    let server = TestServer::start();
+    crate::pop3::deliver_samples(&server, 4);
+    // imapclient has ENABLE and FETCH modifiers but no SELECT parameters: the QRESYNC
+    // SELECT goes through its imaplib connection, as a client library's escape hatch.
+    let script = r#"
+import imapclient, ssl, sys
+CA, PORT = sys.argv[1], int(sys.argv[2])
+ctx = ssl.create_default_context(cafile=CA)
+def connect():
+    c = imapclient.IMAPClient("127.0.0.1", port=PORT, ssl=True, ssl_context=ctx, timeout=30)
+    c.login("anna@example.com", "Correct1horse")
+    return c
+a = connect()
+print("caps", b"QRESYNC" in a.capabilities())
+print("enable", a.enable("QRESYNC"))
+sel = a.select_folder("INBOX")
+validity, known = sel[b"UIDVALIDITY"], sel[b"HIGHESTMODSEQ"]
+b = connect()
+b.select_folder("INBOX")
+b.add_flags([2], [imapclient.SEEN])
+b.set_flags([3], [imapclient.DELETED])
+b.expunge()
+print("noop", [r for r in a.noop()[1] if r[0] == b"VANISHED" or r[1] == b"FETCH"])
+a._imap.untagged_responses.pop("VANISHED", None)
+print("fetch", a.fetch([1, 2, 3, 4], ["FLAGS"], modifiers=["CHANGEDSINCE %d" % known, "VANISHED"]))
+print("earlier", a._imap.untagged_responses.pop("VANISHED", None))
+c = connect()
+c.enable("QRESYNC")
+typ, _ = c._imap._simple_command("SELECT", "INBOX (QRESYNC (%d %d 1:4))" % (validity, known))
+print("select", typ, c._imap.untagged_responses.get("VANISHED"), c._imap.untagged_responses.get("FETCH"))
+c.logout(); b.logout(); a.logout()
+"#;
+    let out = python_ok(
+        script,
+        &[
+            ca_cert().display().to_string(),
+            server.addr("imaps").port().to_string(),
+        ],
+    );
+    let line = |prefix: &str| {
+        out.lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix:?} line in:\n{out}"))
+            .to_string()
+    };
+    assert_eq!(line("caps"), "caps True");
+    assert_eq!(line("enable"), "enable [b'QRESYNC']");
+    assert!(line("noop").contains("(b'VANISHED', 3)"), "{out}");
+    // Only UID 2 changed; UID 3 is reported vanished, not fetched.
+    let fetch = line("fetch");
+    assert!(
+        fetch.starts_with("fetch {2: {b'SEQ': 2, b'FLAGS': (b'\\\\Seen', b'\\\\Recent'), b'MODSEQ': (")
+            && fetch.ends_with(",)}}"),
+        "{out}"
+    );
+    assert_eq!(line("earlier"), "earlier [b'(EARLIER) 3']");
+    assert!(
+        line("select").starts_with("select OK [b'(EARLIER) 3'] [b'2 (UID 2 FLAGS (\\\\Seen) MODSEQ ("),
+        "{out}"
+    );
 }
 
 #[test]

@@ -226,6 +226,22 @@ pub trait ImapBackend: Send + Sync {
         mailbox: MailboxId,
         since: u64,
     ) -> Result<(MailboxInfo, Vec<(Change, Option<MessageMeta>)>), BackendError>;
+    /// `(modseq, uid)` of the messages expunged after `since`, in modseq order, for
+    /// QRESYNC's `VANISHED (EARLIER)` (RFC 7162 §3.2.5). A store that forgets old
+    /// expunges must answer with every UID it cannot rule out (the RFC allows that).
+    fn expunged_since(
+        &self,
+        account: &Account,
+        mailbox: MailboxId,
+        since: u64,
+    ) -> Result<Vec<(u64, u32)>, BackendError> {
+        let (_, changes) = self.changes_since(account, mailbox, since)?;
+        Ok(changes
+            .iter()
+            .filter(|(c, _)| c.kind == ChangeKind::Expunged)
+            .map(|(c, _)| (c.modseq, c.uid))
+            .collect())
+    }
     /// Raw RFC 5322 octets, CRLF line ends. `NotFound` if expunged meanwhile; the record
     /// and its body are read together, so never a message found without its body.
     fn body(&self, account: &Account, mailbox: MailboxId, uid: u32) -> Result<Vec<u8>, BackendError>;

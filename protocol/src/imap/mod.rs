@@ -12,7 +12,7 @@
 //!                  └────────────── LOGOUT (any state) ──────────> Logout
 //! ```
 //! (RFC 3501 §3 and §6; SORT, THREAD RFC 5256, 5957, 5267; QUOTA RFC 9208; STATUS=SIZE
-//! RFC 8438; COMPRESS RFC 4978; IDLE RFC 2177; ENABLE RFC 5161; CONDSTORE RFC 7162 §3.1;
+//! RFC 8438; COMPRESS RFC 4978; IDLE RFC 2177; ENABLE RFC 5161; CONDSTORE and QRESYNC RFC 7162;
 //! UIDPLUS RFC 4315; MOVE RFC 6851; SPECIAL-USE RFC 6154; LITERAL+ RFC 7888; ID RFC 2971;
 //! NAMESPACE RFC 2342; UNSELECT RFC 3691; CHILDREN RFC 3348; APPENDLIMIT RFC 7889.)
 //!
@@ -55,7 +55,10 @@
 //! SORT and THREAD (RFC 5256), SORT=DISPLAY (RFC 5957) and ESORT (RFC 5267) read the
 //! per-message keys the store keeps beside each body (`message::MessageSummary`).
 //!
-//! Not offered (so not advertised): QRESYNC, BINARY, QUOTASET, METADATA,
+//! QRESYNC (RFC 7162 §3.2): VANISHED replaces EXPUNGE once enabled (`view`), SELECT
+//! (QRESYNC ...) in `mailboxes.rs`, UID FETCH (VANISHED) in `fetch.rs`.
+//!
+//! Not offered (so not advertised): BINARY, QUOTASET, METADATA,
 //! CONTEXT=SEARCH/SORT, UTF8=ACCEPT, multi-APPEND, SEARCHRES (`RETURN (SAVE)`).
 
 mod append;
@@ -78,6 +81,9 @@ mod store;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests;
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests_qresync;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests_quota;
@@ -238,6 +244,9 @@ pub struct ImapSession {
     framer: Framer,
     /// ENABLE CONDSTORE or SELECT (CONDSTORE) seen (RFC 7162 §3.1).
     condstore: bool,
+    /// ENABLE QRESYNC seen (RFC 7162 §3.2.3): VANISHED instead of EXPUNGE, SELECT
+    /// (QRESYNC ...), UID FETCH (VANISHED). Implies `condstore`.
+    qresync: bool,
     /// COMPRESS=DEFLATE is on (RFC 4978); a second COMPRESS is refused.
     compressing: bool,
     bad_commands: u32,
@@ -263,6 +272,7 @@ impl ImapSession {
             mode: Mode::Command,
             framer: Framer::default(),
             condstore: false,
+            qresync: false,
             compressing: false,
             bad_commands: 0,
             auth_failures: 0,
@@ -502,7 +512,7 @@ impl ImapSession {
         }
         caps.push_str(
             " ID ENABLE IDLE NAMESPACE UNSELECT CHILDREN UIDPLUS MOVE SPECIAL-USE LIST-EXTENDED \
-             LIST-STATUS ESEARCH CONDSTORE SORT SORT=DISPLAY ESORT THREAD=ORDEREDSUBJECT \
+             LIST-STATUS ESEARCH CONDSTORE QRESYNC SORT SORT=DISPLAY ESORT THREAD=ORDEREDSUBJECT \
              THREAD=REFERENCES STATUS=SIZE QUOTA QUOTA=RES-STORAGE",
         );
         if !matches!(self.state, State::NotAuthenticated) && !self.compressing {
@@ -613,15 +623,30 @@ impl ImapSession {
                 return self.bad(out, tag, "Already authenticated");
             }
             (_, C::Enable { capabilities }) => {
-                let condstore = capabilities
-                    .as_ref()
-                    .iter()
-                    .any(|c| matches!(c, CapabilityEnable::CondStore));
+                let mut condstore = false;
+                let mut qresync = false;
+                for c in capabilities.as_ref() {
+                    match c {
+                        CapabilityEnable::CondStore => condstore = true,
+                        other if other.to_string().eq_ignore_ascii_case("QRESYNC") => qresync = true,
+                        _ => {}
+                    }
+                }
+                // ENABLED lists what this command turned on (RFC 5161 §3.2).
+                let mut enabled = String::from("* ENABLED");
                 if condstore && !self.condstore {
-                    out.extend_from_slice(b"* ENABLED CONDSTORE\r\n");
+                    enabled.push_str(" CONDSTORE");
+                }
+                if qresync && !self.qresync {
+                    enabled.push_str(" QRESYNC");
+                }
+                enabled.push_str("\r\n");
+                out.extend_from_slice(enabled.as_bytes());
+                if qresync {
+                    self.enable_qresync();
+                }
+                if condstore || qresync {
                     self.enable_condstore(out);
-                } else {
-                    out.extend_from_slice(b"* ENABLED\r\n");
                 }
                 ok(out, tag, "ENABLE completed")
             }
@@ -937,6 +962,15 @@ impl ImapSession {
             out.extend_from_slice(
                 format!("* OK [HIGHESTMODSEQ {}] Highest\r\n", view.highest_modseq).as_bytes(),
             );
+        }
+    }
+
+    /// Turns QRESYNC on (RFC 7162 §3.2.3); the selected view, if any, reports expunges
+    /// as VANISHED from now on.
+    fn enable_qresync(&mut self) {
+        self.qresync = true;
+        if let State::Selected { view, .. } = &mut self.state {
+            view.qresync = true;
         }
     }
 
