@@ -37,4 +37,5 @@ pub use address::EmailAddress;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use db::{Store, StoreOptions, Summariser, SCHEMA_VERSION};
 pub use error::{StoreError, StoreResult};
+pub use mailbox::NewMessage;
 pub use model::*;

@@ -2,7 +2,7 @@
 //! `imapclient` on mail delivered over SMTP (so the keys come from the summaries the
 //! store wrote with each body), from two connections (the second one served from the
 //! shared cache); QUOTA and STATUS=SIZE with `imapclient`; QRESYNC with `imapclient`
-//! (and its imaplib for the SELECT parameter it lacks); COMPRESS=DEFLATE with
+//! (and its imaplib for the SELECT parameter it lacks); MULTIAPPEND with `imapclient`; COMPRESS=DEFLATE with
 //! Python's `zlib` (raw DEFLATE) on a TLS socket, since no Python IMAP library speaks it.
 
 use crate::harness::*;
@@ -178,6 +178,55 @@ c.logout(); b.logout(); a.logout()
         line("select").starts_with("select OK [b'(EARLIER) 3'] [b'2 (UID 2 FLAGS (\\\\Seen) MODSEQ ("),
         "{out}"
     );
+}
+
+#[test]
+fn imapclient_multiappends_drafts_in_one_command() {
+    let server = TestServer::start();
+    let script = r#"
+import imapclient, ssl, sys, datetime
+CA, PORT = sys.argv[1], int(sys.argv[2])
+ctx = ssl.create_default_context(cafile=CA)
+c = imapclient.IMAPClient("127.0.0.1", port=PORT, ssl=True, ssl_context=ctx, timeout=30)
+c.login("anna@example.com", "Correct1horse")
+print("caps", b"MULTIAPPEND" in c.capabilities())
+one = b"From: anna@example.com\r\nSubject: one\r\n\r\nfirst\r\n"
+when = datetime.datetime(2024, 2, 1, 10, 0, 0, tzinfo=datetime.timezone(datetime.timedelta(hours=1)))
+print("append", c.multiappend("Drafts", [
+    one,
+    {"msg": b"From: anna@example.com\r\nSubject: two\r\n\r\n" + b"x" * 300000 + b"\r\n", "flags": [imapclient.DRAFT, b"$Later"], "date": when},
+    {"msg": one, "flags": [imapclient.SEEN]},
+]))
+print("refused", c.multiappend("Nowhere", [one, one]))
+c.select_folder("Drafts", readonly=True)
+for uid, d in sorted(c.fetch(c.search(), ["FLAGS", "INTERNALDATE", "RFC822.SIZE", "BODY.PEEK[HEADER.FIELDS (SUBJECT)]"]).items()):
+    print("msg", uid, sorted(d[b"FLAGS"]), d[b"INTERNALDATE"].isoformat()[:10], d[b"RFC822.SIZE"] > 300000,
+          d[b"BODY[HEADER.FIELDS (SUBJECT)]"].strip().decode())
+c.logout()
+"#;
+    let out = python_ok(
+        script,
+        &[
+            ca_cert().display().to_string(),
+            server.addr("imaps").port().to_string(),
+        ],
+    );
+    let want = [
+        "caps True",
+        "append ('OK', [b'[APPENDUID ",
+        "msg 1 [b'\\\\Recent'] ",
+        "msg 2 [b'$Later', b'\\\\Draft', b'\\\\Recent'] 2024-02-01 True Subject: two",
+        "msg 3 [b'\\\\Recent', b'\\\\Seen'] ",
+    ];
+    for w in want {
+        assert!(out.lines().any(|l| l.starts_with(w)), "no {w:?} in:\n{out}");
+    }
+    assert!(out.contains(" 1:3] APPEND completed'])"), "{out}");
+    assert!(
+        out.contains("refused ('NO', [b'[TRYCREATE] Mailbox does not exist'])"),
+        "{out}"
+    );
+    assert_eq!(out.lines().filter(|l| l.starts_with("msg ")).count(), 3, "{out}");
 }
 
 #[test]

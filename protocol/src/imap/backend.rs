@@ -279,6 +279,15 @@ pub trait ImapBackend: Send + Sync {
         flags: &Flags,
         internal_date: Option<(i64, i16)>,
     ) -> Result<(u32, u32), BackendError>;
+    /// Stores several messages in one write, all or none (MULTIAPPEND, RFC 3502);
+    /// returns the uidvalidity and the UIDs in the order given. `TooBig`/`OverQuota`
+    /// refuse them all.
+    fn append_many(
+        &self,
+        account: &Account,
+        mailbox: MailboxId,
+        messages: &[AppendMessage<'_>],
+    ) -> Result<(u32, Vec<u32>), BackendError>;
     /// Somewhere for the message of an APPEND to go while it arrives, so that a session
     /// does not hold a big literal in memory for as long as a slow client takes to send
     /// it (issue 19 item 4); `None`: the session holds it.
@@ -333,6 +342,15 @@ pub trait ImapBackend: Send + Sync {
     /// Removes the given UIDs (the caller decides which: \Deleted ones, or a UID EXPUNGE
     /// set); returns those actually removed.
     fn expunge(&self, account: &Account, mailbox: MailboxId, uids: &[u32]) -> Result<Vec<u32>, BackendError>;
+}
+
+/// One message of a MULTIAPPEND.
+#[derive(Clone, Copy, Debug)]
+pub struct AppendMessage<'a> {
+    pub message: &'a [u8],
+    pub flags: &'a Flags,
+    /// Unix seconds and offset in minutes; `None`: now.
+    pub internal_date: Option<(i64, i16)>,
 }
 
 /// A message being received for APPEND, kept outside the session (a file, in the server).
