@@ -3,6 +3,7 @@
 //! §6.3, RFC 5258, RFC 5819, RFC 6154).
 
 use super::*;
+use understudy_types::NewMailboxName;
 
 impl ImapSession {
     pub(super) fn select(
@@ -112,10 +113,14 @@ impl ImapSession {
         let Some(name) = mailbox_name(mailbox) else {
             return self.bad(out, tag, "Invalid mailbox name");
         };
-        let name = name.trim_end_matches('/').to_string();
-        if name.is_empty() || name.split('/').any(str::is_empty) {
-            return self.bad(out, tag, "Invalid mailbox name");
-        }
+        let name = match new_name(&name) {
+            Ok(name) => name.into_string(),
+            Err(NameRefused::Bad) => return self.bad(out, tag, "Invalid mailbox name"),
+            Err(NameRefused::No(err)) => {
+                backend_no(out, tag, &err);
+                return Flow::Continue;
+            }
+        };
         if name == "INBOX" {
             no(out, tag, "[ALREADYEXISTS] Mailbox already exists");
             return Flow::Continue;
@@ -165,10 +170,14 @@ impl ImapSession {
         let (Some(from), Some(to)) = (mailbox_name(from), mailbox_name(to)) else {
             return self.bad(out, tag, "Invalid mailbox name");
         };
-        let to = to.trim_end_matches('/').to_string();
-        if to.is_empty() || to.split('/').any(str::is_empty) {
-            return self.bad(out, tag, "Invalid mailbox name");
-        }
+        let to = match new_name(&to) {
+            Ok(name) => name.into_string(),
+            Err(NameRefused::Bad) => return self.bad(out, tag, "Invalid mailbox name"),
+            Err(NameRefused::No(err)) => {
+                backend_no(out, tag, &err);
+                return Flow::Continue;
+            }
+        };
         if to == "INBOX" {
             no(out, tag, "[ALREADYEXISTS] INBOX already exists");
             return Flow::Continue;
@@ -420,4 +429,24 @@ impl ImapSession {
         out.extend_from_slice(format!(" ({})\r\n", parts.join(" ")).as_bytes());
         Ok(())
     }
+}
+
+/// How CREATE or RENAME refuses a target name.
+enum NameRefused {
+    /// Not a name (empty, an empty level): `BAD`.
+    Bad,
+    /// A name the rules forbid: `NO`, worded as the store words it.
+    No(BackendError),
+}
+
+/// The target of CREATE or RENAME, checked by the rules the store applies
+/// (`understudy_types::NewMailboxName`), so the store is not asked for a name it refuses.
+fn new_name(name: &str) -> Result<NewMailboxName, NameRefused> {
+    NewMailboxName::from_client(name).map_err(|e| {
+        if e.is_malformed() {
+            NameRefused::Bad
+        } else {
+            NameRefused::No(BackendError::Invalid(e.to_string()))
+        }
+    })
 }
