@@ -36,6 +36,8 @@ impl ImapSession {
         let needs_content = criteria.iter().any(has_content_key);
         let mut hits: Vec<u32> = Vec::new();
         let mut max_modseq = 0;
+        // The modseq of each hit, for ESEARCH MIN/MAX (RFC 7162 §3.1.5).
+        let mut hit_modseqs: Vec<u64> = Vec::new();
         let star_uid = view.messages.last().map_or(0, |m| m.meta.uid);
         let exists = view.exists();
         for (i, m) in view.messages.iter().enumerate() {
@@ -64,6 +66,7 @@ impl ImapSession {
             if criteria.iter().all(|k| ctx.matches(k)) {
                 hits.push(if uid { m.meta.uid } else { i as u32 + 1 });
                 max_modseq = max_modseq.max(m.meta.modseq);
+                hit_modseqs.push(m.meta.modseq);
             }
         }
         match esearch {
@@ -97,7 +100,16 @@ impl ImapSession {
                     out.extend_from_slice(format!(" ALL {}", compress_ordered(&hits)).as_bytes());
                 }
                 if uses_modseq && !hits.is_empty() {
-                    out.extend_from_slice(format!(" MODSEQ {max_modseq}").as_bytes());
+                    // RFC 7162 §3.1.5: with only MIN and/or MAX, the highest modseq of
+                    // the messages returned; with ALL or COUNT, of every match.
+                    let modseq = if o.all || o.count || !(o.min || o.max) {
+                        max_modseq
+                    } else {
+                        let first = hit_modseqs.first().copied().filter(|_| o.min).unwrap_or(0);
+                        let last = hit_modseqs.last().copied().filter(|_| o.max).unwrap_or(0);
+                        first.max(last)
+                    };
+                    out.extend_from_slice(format!(" MODSEQ {modseq}").as_bytes());
                 }
             }
         }

@@ -209,7 +209,9 @@ pub(super) fn phrase(toks: &[Tok]) -> Vec<u8> {
 }
 
 pub(super) fn parse_mailbox(toks: &[Tok]) -> Option<Address<'static>> {
-    if toks.is_empty() {
+    // Nothing but comments (`group2: (foo) ;`) is no address: it once became
+    // ("foo" NIL "MISSING_MAILBOX" "MISSING_DOMAIN") inside the group.
+    if toks.iter().all(|t| matches!(t, Tok::Comment(_))) {
         return None;
     }
     let comment = toks.iter().rev().find_map(|t| match t {
@@ -276,6 +278,3 @@ pub(super) fn plain(toks: &[Tok]) -> Vec<u8> {
     }
     out
 }
-
-// ---------------------------------------------------------------------------------------
-// BODY and BODYSTRUCTURE (RFC 3501 §7.4.2).

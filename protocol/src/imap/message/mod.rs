@@ -1309,4 +1309,17 @@ first\r\n\
         assert_eq!(body_section(raw, "1.1"), "first");
         assert_eq!(body_section(raw, "1.HEADER"), "Subject: one\r\n\r\n");
     }
+
+    #[test]
+    fn groups_get_their_markers_and_no_address_made_of_a_comment() {
+        // Issue 14 defect 6.
+        let raw = "From: a@example.com\r\nCc: group:;, group2: (foo) ;\r\nSubject: s\r\n\r\nx\r\n";
+        assert_eq!(
+            envelope_of_raw(raw),
+            "* 1 FETCH (ENVELOPE (NIL \"s\" ((NIL NIL \"a\" \"example.com\")) \
+             ((NIL NIL \"a\" \"example.com\")) ((NIL NIL \"a\" \"example.com\")) NIL \
+             ((NIL NIL \"group\" NIL)(NIL NIL NIL NIL)(NIL NIL \"group2\" NIL)(NIL NIL NIL NIL)) \
+             NIL NIL NIL))\r\n"
+        );
+    }
 }

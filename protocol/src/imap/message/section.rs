@@ -50,6 +50,3 @@ pub(super) fn header_fields<N: AsRef<[u8]>>(raw: &[u8], entity: &Entity, names: 
     out.extend_from_slice(b"\r\n");
     out
 }
-
-// ---------------------------------------------------------------------------------------
-// SEARCH content keys (RFC 3501 §6.4.4).

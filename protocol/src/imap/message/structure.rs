@@ -167,6 +167,3 @@ pub(super) fn structure_of(msg: &ParsedMessage<'_>, idx: usize, ext: bool) -> Bo
         }),
     }
 }
-
-// ---------------------------------------------------------------------------------------
-// BODY[section] (RFC 3501 §6.4.5).
