@@ -113,13 +113,9 @@ impl ImapSession {
         let Some(name) = mailbox_name(mailbox) else {
             return self.bad(out, tag, "Invalid mailbox name");
         };
-        let name = match new_name(&name) {
+        let name = match self.new_name(tag, &name, out) {
             Ok(name) => name.into_string(),
-            Err(NameRefused::Bad) => return self.bad(out, tag, "Invalid mailbox name"),
-            Err(NameRefused::No(err)) => {
-                backend_no(out, tag, &err);
-                return Flow::Continue;
-            }
+            Err(flow) => return flow,
         };
         if name == "INBOX" {
             no(out, tag, "[ALREADYEXISTS] Mailbox already exists");
@@ -170,13 +166,9 @@ impl ImapSession {
         let (Some(from), Some(to)) = (mailbox_name(from), mailbox_name(to)) else {
             return self.bad(out, tag, "Invalid mailbox name");
         };
-        let to = match new_name(&to) {
+        let to = match self.new_name(tag, &to, out) {
             Ok(name) => name.into_string(),
-            Err(NameRefused::Bad) => return self.bad(out, tag, "Invalid mailbox name"),
-            Err(NameRefused::No(err)) => {
-                backend_no(out, tag, &err);
-                return Flow::Continue;
-            }
+            Err(flow) => return flow,
         };
         if to == "INBOX" {
             no(out, tag, "[ALREADYEXISTS] INBOX already exists");
@@ -431,22 +423,19 @@ impl ImapSession {
     }
 }
 
-/// How CREATE or RENAME refuses a target name.
-enum NameRefused {
-    /// Not a name (empty, an empty level): `BAD`.
-    Bad,
-    /// A name the rules forbid: `NO`, worded as the store words it.
-    No(BackendError),
-}
-
-/// The target of CREATE or RENAME, checked by the rules the store applies
-/// (`understudy_types::NewMailboxName`), so the store is not asked for a name it refuses.
-fn new_name(name: &str) -> Result<NewMailboxName, NameRefused> {
-    NewMailboxName::from_client(name).map_err(|e| {
-        if e.is_malformed() {
-            NameRefused::Bad
-        } else {
-            NameRefused::No(BackendError::Invalid(e.to_string()))
-        }
-    })
+impl ImapSession {
+    /// The target of CREATE or RENAME, checked by the rules the store applies
+    /// (`understudy_types::NewMailboxName`), so the store is not asked for a name it
+    /// refuses: a malformed one gets `BAD`, a forbidden one the `NO` the store's refusal
+    /// gets. On refusal the reply is written and the flow returned.
+    fn new_name(&mut self, tag: &str, name: &str, out: &mut Vec<u8>) -> Result<NewMailboxName, Flow> {
+        NewMailboxName::from_client(name).map_err(|e| {
+            if e.is_malformed() {
+                self.bad(out, tag, "Invalid mailbox name")
+            } else {
+                backend_no(out, tag, &BackendError::Invalid(e.to_string()));
+                Flow::Continue
+            }
+        })
+    }
 }
