@@ -1375,3 +1375,25 @@ fn move_into_the_selected_mailbox_itself_answers_copyuid() {
         "* 1 FETCH (UID 2)\r\nb OK FETCH completed\r\n"
     );
 }
+
+#[test]
+fn lsub_shows_the_unsubscribed_parent_of_a_subscribed_child_as_noselect() {
+    // Issue 14 defect 8, the LSUB part (RFC 3501 §6.3.9).
+    let store = MockStore::new();
+    store.create_mailbox(&account(), "x", None).unwrap();
+    store.create_mailbox(&account(), "x/y", None).unwrap();
+    store.create_mailbox(&account(), "x/y/z", None).unwrap();
+    store.set_subscribed(&account(), "x", false).unwrap();
+    store.set_subscribed(&account(), "x/y", false).unwrap();
+    store.set_subscribed(&account(), "x/y/z", true).unwrap();
+    let mut s = logged_in(&store);
+    assert_eq!(
+        send(&mut s, "a LSUB \"\" x/%\r\n"),
+        "* LSUB (\\Noselect) \"/\" \"x/y\"\r\na OK LSUB completed\r\n"
+    );
+    // Where the pattern reaches the subscribed mailbox itself, no parent is added.
+    assert_eq!(
+        send(&mut s, "b LSUB \"\" x/*\r\n"),
+        "* LSUB () \"/\" \"x/y/z\"\r\nb OK LSUB completed\r\n"
+    );
+}
