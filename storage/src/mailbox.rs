@@ -950,23 +950,10 @@ fn apply_flags(record: &MessageRecord, op: FlagOp, flags: u8, keywords: &[String
     (new_flags, kw)
 }
 
-/// Mailbox names: UTF-8, no control characters, "/" as delimiter with no empty levels,
-/// no "." or ".." levels, not longer than 255 octets.
+/// A mailbox name the store may create: the rules of `understudy_types::NewMailboxName`,
+/// the one definition the IMAP session checks too, so no door creates a bad name.
 pub fn validate_mailbox_name(name: &str) -> StoreResult<()> {
-    let bad = name.is_empty()
-        || name.len() > 255
-        || name.chars().any(|c| c.is_control())
-        || name
-            .split('/')
-            .any(|level| level.is_empty() || level == "." || level == "..")
-        || name.contains('*')
-        || name.contains('%');
-    if bad {
-        Err(StoreError::Invalid(format!(
-            "invalid mailbox name '{}'",
-            name.escape_debug()
-        )))
-    } else {
-        Ok(())
-    }
+    understudy_types::NewMailboxName::new(name)
+        .map(drop)
+        .map_err(|e| StoreError::Invalid(e.to_string()))
 }

@@ -3,6 +3,7 @@
 //! §6.3, RFC 5258, RFC 5819, RFC 6154).
 
 use super::*;
+use understudy_types::NewMailboxName;
 
 impl ImapSession {
     pub(super) fn select(
@@ -112,10 +113,10 @@ impl ImapSession {
         let Some(name) = mailbox_name(mailbox) else {
             return self.bad(out, tag, "Invalid mailbox name");
         };
-        let name = name.trim_end_matches('/').to_string();
-        if name.is_empty() || name.split('/').any(str::is_empty) {
-            return self.bad(out, tag, "Invalid mailbox name");
-        }
+        let name = match self.new_name(tag, &name, out) {
+            Ok(name) => name.into_string(),
+            Err(flow) => return flow,
+        };
         if name == "INBOX" {
             no(out, tag, "[ALREADYEXISTS] Mailbox already exists");
             return Flow::Continue;
@@ -165,10 +166,10 @@ impl ImapSession {
         let (Some(from), Some(to)) = (mailbox_name(from), mailbox_name(to)) else {
             return self.bad(out, tag, "Invalid mailbox name");
         };
-        let to = to.trim_end_matches('/').to_string();
-        if to.is_empty() || to.split('/').any(str::is_empty) {
-            return self.bad(out, tag, "Invalid mailbox name");
-        }
+        let to = match self.new_name(tag, &to, out) {
+            Ok(name) => name.into_string(),
+            Err(flow) => return flow,
+        };
         if to == "INBOX" {
             no(out, tag, "[ALREADYEXISTS] INBOX already exists");
             return Flow::Continue;
@@ -435,5 +436,22 @@ impl ImapSession {
         push_mailbox(out, &info.name);
         out.extend_from_slice(format!(" ({})\r\n", parts.join(" ")).as_bytes());
         Ok(())
+    }
+}
+
+impl ImapSession {
+    /// The target of CREATE or RENAME, checked by the rules the store applies
+    /// (`understudy_types::NewMailboxName`), so the store is not asked for a name it
+    /// refuses: a malformed one gets `BAD`, a forbidden one the `NO` the store's refusal
+    /// gets. On refusal the reply is written and the flow returned.
+    fn new_name(&mut self, tag: &str, name: &str, out: &mut Vec<u8>) -> Result<NewMailboxName, Flow> {
+        NewMailboxName::from_client(name).map_err(|e| {
+            if e.is_malformed() {
+                self.bad(out, tag, "Invalid mailbox name")
+            } else {
+                backend_no(out, tag, &BackendError::Invalid(e.to_string()));
+                Flow::Continue
+            }
+        })
     }
 }
