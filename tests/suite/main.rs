@@ -21,6 +21,9 @@ mod delivery;
 mod diskfull;
 /// The outage engine end to end: a thousand spooled messages, kills, exactly once.
 mod e2e;
+/// IMAP extensions through real clients: SORT, THREAD and QUOTA with imapclient,
+/// COMPRESS=DEFLATE with Python's zlib on a raw TLS socket.
+mod extensions;
 /// Listeners on port 0, TLS, the admin CLI, config validation, restarts, SIGTERM.
 mod foundation;
 /// Hostile input over raw sockets: oversized lines and literals, deep MIME, floods.
@@ -43,7 +46,5 @@ mod security;
 mod shutdown;
 /// SMTP with Python's smtplib: MX recipient checks, delivery, submission rules.
 mod smtp;
-/// SORT and THREAD through imapclient on mail delivered over SMTP.
-mod sort_thread;
 /// SMTP with `swaks`: the MX receiver and submission as a second real client.
 mod swaks;
