@@ -199,8 +199,8 @@ impl Default for LogConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    #[error("cannot read the configuration {path}: {reason}")]
+    Read { path: String, reason: String },
     #[error("{path}: {message}")]
     Syntax { path: String, message: String },
     #[error("{path} has {} problem(s):\n{}", .problems.len(), .problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
@@ -272,16 +272,21 @@ pub const DEV_CONFIG: &str = include_str!("../config/dev.toml");
 impl Config {
     /// Reads and validates a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
             path: path.display().to_string(),
-            source,
+            reason: crate::cli::io_reason(&e),
         })?;
         Config::parse(&text, &path.display().to_string(), path.parent())
     }
 
-    /// The dev defaults (see [`DEV_CONFIG`]).
+    /// The dev defaults (see [`DEV_CONFIG`]), read as if from `./config/dev.toml`:
+    /// its relative paths resolve from the `config/` directory of the checkout the
+    /// server runs in, as they do with `--config config/dev.toml`.
     pub fn dev() -> Result<Config, ConfigError> {
-        Config::parse(DEV_CONFIG, "built-in dev config", None)
+        let base = std::env::current_dir()
+            .map(|d| d.join("config"))
+            .unwrap_or_else(|_| PathBuf::from("config"));
+        Config::parse(DEV_CONFIG, "built-in dev config (config/dev.toml)", Some(&base))
     }
 
     /// Parses and validates `text`; relative paths are resolved against `base` if given
@@ -465,8 +470,17 @@ mod tests {
 
     #[test]
     fn dev_config_parses() {
-        let config = Config::parse(DEV_CONFIG, "dev", Some(Path::new(env!("CARGO_MANIFEST_DIR")))).unwrap();
+        let config = Config::parse(
+            DEV_CONFIG,
+            "dev",
+            Some(&Path::new(env!("CARGO_MANIFEST_DIR")).join("config")),
+        )
+        .unwrap();
         assert_eq!(config.listen.imap, vec!["127.0.0.1:1143".to_string()]);
+        assert!(
+            config.tls.unwrap().certificate.is_file(),
+            "paths resolve from config/"
+        );
     }
 
     #[test]

@@ -21,7 +21,7 @@ pub enum TlsPolicy {
     Disabled,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DeliveryConfig {
     /// Run the queue runner (off only for admin tooling and tests that inspect the queue).

@@ -203,6 +203,7 @@ pub fn enqueue(store: &Store, notice: &Notice<'_>, alert_recipients: &[String]) 
             mail_from: sender(notice.hostname),
             recipients: to.iter().map(|a| (a.clone(), None)).collect(),
             next_attempt: notice.now,
+            sent_copy: false,
         }],
         message_id: Some(message_id),
         summary: format!(

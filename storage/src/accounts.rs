@@ -88,7 +88,10 @@ impl Store {
         validate_domain(&domain)?;
         let _guard = self.lock(&[("domain", domain.name.as_str())]);
         if self.domain(&domain.name)?.is_some() {
-            return Err(StoreError::AlreadyExists(format!("domain {}", domain.name)));
+            return Err(StoreError::AlreadyExists(format!(
+                "{} is already a protected domain",
+                domain.name
+            )));
         }
         let mut batch = WriteBatch::default();
         self.put_json(&mut batch, CF_DOMAINS, domain.name.as_bytes(), &domain)?;
@@ -181,12 +184,16 @@ impl Store {
             .map(|(_, d)| d.to_string())
             .unwrap_or_default();
         if self.domain(&domain)?.is_none() {
-            return Err(StoreError::NotFound(format!("domain {domain} (add it first)")));
+            return Err(StoreError::Invalid(format!(
+                "{domain} is not a protected domain; add it first (understudy domain add {domain})"
+            )));
         }
         let key = address_key(&address).ok_or_else(|| StoreError::Invalid(address.clone()))?;
         let _guard = self.lock(&[("address", address.as_str())]);
         if self.get_json::<AddressEntry>(CF_ADDRESSES, &key)?.is_some() {
-            return Err(StoreError::AlreadyExists(format!("address {address}")));
+            return Err(StoreError::AlreadyExists(format!(
+                "{address} is already in use (by a user or an alias)"
+            )));
         }
         let id = self.next_id(COUNTER_USER);
         let user = User {
@@ -372,7 +379,9 @@ impl Store {
             .map(|(_, d)| d.to_string())
             .unwrap_or_default();
         if self.domain(&domain)?.is_none() {
-            return Err(StoreError::NotFound(format!("domain {domain} (add it first)")));
+            return Err(StoreError::Invalid(format!(
+                "{domain} is not a protected domain; add it first (understudy domain add {domain})"
+            )));
         }
         let user = self
             .user_by_address(target)?
@@ -380,7 +389,9 @@ impl Store {
         let key = address_key(&alias).ok_or_else(|| StoreError::Invalid(alias.clone()))?;
         let _guard = self.lock(&[("address", alias.as_str())]);
         if self.get_json::<AddressEntry>(CF_ADDRESSES, &key)?.is_some() {
-            return Err(StoreError::AlreadyExists(format!("address {alias}")));
+            return Err(StoreError::AlreadyExists(format!(
+                "{alias} is already in use (by a user or an alias)"
+            )));
         }
         let mut batch = WriteBatch::default();
         self.put_json(

@@ -133,6 +133,7 @@ mod tests {
                     mail_from: from.into(),
                     recipients: vec![("anna@example.com".into(), None)],
                     next_attempt: at,
+                    sent_copy: false,
                 }],
                 message_id: None,
                 summary: format!("from <{from}> to anna@example.com"),

@@ -60,7 +60,9 @@ impl Store {
         let address = normalize_address(&spec.address)?;
         let domain = domain_of(&address).to_string();
         if self.domain(&domain)?.is_none() {
-            return Err(StoreError::NotFound(format!("domain {domain} (add it first)")));
+            return Err(StoreError::Invalid(format!(
+                "{domain} is not a protected domain; add it first (understudy domain add {domain})"
+            )));
         }
         let wanted_aliases = match &spec.aliases {
             Some(list) => {
@@ -108,7 +110,7 @@ impl Store {
                 _,
             ) => {
                 return Err(StoreError::AlreadyExists(format!(
-                    "{address} is an alias of another user"
+                    "{address} is already an alias of another user"
                 )));
             }
             (Some(e), Some(mut user)) if e.user_id == user.id => {
@@ -170,7 +172,7 @@ impl Store {
                     } else {
                         "an alias of another user"
                     };
-                    return Err(StoreError::AlreadyExists(format!("{alias} is {what}")));
+                    return Err(StoreError::AlreadyExists(format!("{alias} is already {what}")));
                 }
                 change.aliases_added.push(alias.clone());
             }

@@ -11,6 +11,10 @@ mod sink;
 
 /// Admin commands through the admin socket while the server runs, taking effect at once.
 mod admin;
+/// Admin commands that say what happened: queue states, listings, formats, policies.
+mod admin_reports;
+/// Backups that are private and hold the DKIM keys; restore refusing a running server.
+mod backup;
 /// IMAP through third-party clients: curl, mbsync and imapclient over TLS.
 mod clients;
 /// The queue runner against `smtp-sink`: redelivery, outbound with DKIM, 4xx and 5xx.
@@ -29,12 +33,16 @@ mod imap;
 mod inbound_auth;
 /// LDAP sync and directory-down logins against a real `slapd`.
 mod ldap;
+/// Logs that answer "why", and one id per message that `track` finds.
+mod logs;
 /// Prometheus metrics and the health endpoint.
 mod ops;
 /// Outage detection against `smtp-sink` as the primary: engage, recover, notices.
 mod outage;
 /// POP3 with Python's poplib: logins, sizes, deletions at QUIT, stable UIDLs.
 mod pop3;
+/// SIGHUP: routes and inbound checks reloaded, restart-only sections named.
+mod reload;
 /// Security defaults: no password before TLS, TLS 1.2+ only, lockouts, modes, logs.
 mod security;
 /// SIGTERM mid-session: each protocol's goodbye, SMTP DATA in flight finishes.
