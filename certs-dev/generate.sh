@@ -12,4 +12,6 @@ openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 
   -extfile <(printf "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n")
 openssl pkcs8 -topk8 -nocrypt -in server.key.tmp -out server.key
 rm -f server.csr server.key.tmp ca.srl
+# Git records only 644/755, so a checkout has these 0644 again; check-config warns then.
+chmod 600 ca.key server.key
 echo "wrote ca.crt, ca.key, server.crt, server.key"

@@ -25,8 +25,6 @@ pub fn hash_password(password: &Secret) -> anyhow::Result<String> {
 
 /// Checks a password against a stored PHC string.
 pub fn verify_password(password: &Secret, phc: &str) -> bool {
-    #[cfg(test)]
-    tests::VERIFICATIONS.with(|n| n.set(n.get() + 1));
     Argon2::default()
         .verify_password(password.expose().as_bytes(), phc)
         .is_ok()
@@ -131,64 +129,121 @@ struct FailureCount {
     failures: u32,
     last: i64,
     locked_until: i64,
+    /// When a check from this client address last found its lane full. Such a refusal
+    /// is no failure (nothing was checked), but a flood from fresh addresses would
+    /// otherwise keep filling the clean lane: the address counts as suspect for a while.
+    busy_at: Option<i64>,
 }
 
-/// Failed-login throttling per address and per client IP: after `max_failures` within the
-/// lock-out window, further attempts are refused until the lock-out ends.
+/// Failed-login throttling. Counted per (address, client IP), per address and per client
+/// IP, each over the lock-out window:
+/// - an (address, client IP) pair with `max_failures` failures is locked out;
+/// - an address with `max_failures` failures from all sources together is locked for
+///   the sources that failed for it, but a source with no failures for it still gets in
+///   with the right password: ten wrong passwords from anywhere once locked a user out
+///   of every protocol from every address (issue 19 item 6);
+/// - a client IP with five times `max_failures` is locked out for every address.
 struct Throttle {
     max_failures: u32,
     lockout: i64,
     /// Per recent failure of the address, before a failed login is answered.
     failure_delay: std::time::Duration,
+    by_source: Mutex<HashMap<(String, IpAddr), FailureCount>>,
     by_address: Mutex<HashMap<String, FailureCount>>,
     by_ip: Mutex<HashMap<IpAddr, FailureCount>>,
 }
 
 impl Throttle {
+    fn new(max_failures: u32, lockout: i64, failure_delay: std::time::Duration) -> Self {
+        Throttle {
+            max_failures,
+            lockout,
+            failure_delay,
+            by_source: Mutex::new(HashMap::new()),
+            by_address: Mutex::new(HashMap::new()),
+            by_ip: Mutex::new(HashMap::new()),
+        }
+    }
+
     fn locked(&self, address: &str, ip: IpAddr, now: i64) -> bool {
-        let a = self
-            .by_address
-            .lock()
-            .get(address)
-            .is_some_and(|c| c.locked_until > now);
+        let locked = |c: &FailureCount| c.locked_until > now;
+        let source = self.by_source.lock().get(&(address.to_string(), ip)).copied();
+        if source.is_some_and(|c| locked(&c)) {
+            return true;
+        }
+        // The address is under attack: only sources that have not failed for it pass.
+        let failed_here = source.is_some_and(|c| c.failures > 0 && now - c.last <= self.lockout);
+        if failed_here && self.by_address.lock().get(address).is_some_and(locked) {
+            return true;
+        }
         // The per-IP limit is looser: an office behind one NAT address shares it.
-        a || self.by_ip.lock().get(&ip).is_some_and(|c| c.locked_until > now)
+        self.by_ip.lock().get(&ip).is_some_and(locked)
+    }
+
+    /// The address or the client address failed recently: its checks wait in the
+    /// suspect lane.
+    fn suspect(&self, address: &str, ip: IpAddr, now: i64) -> bool {
+        let recent = |c: &FailureCount| {
+            (c.failures > 0 && now - c.last <= self.lockout)
+                || c.locked_until > now
+                || c.busy_at.is_some_and(|t| now - t <= self.lockout)
+        };
+        self.by_address.lock().get(address).is_some_and(recent)
+            || self.by_ip.lock().get(&ip).is_some_and(recent)
     }
 
     /// Counts a failure; returns how long to wait before answering it: the delay grows
     /// with the address's failures in the window (the lock-out then takes over).
     fn fail(&self, address: &str, ip: IpAddr, now: i64) -> std::time::Duration {
         let lockout = self.lockout;
+        // Counts stay while a lock lasts, so `locked` can tell which sources failed.
         let bump = |c: &mut FailureCount, max: u32| -> u32 {
-            if now - c.last > lockout {
+            if now - c.last > lockout && c.locked_until <= now {
                 c.failures = 0;
             }
             c.failures += 1;
             c.last = now;
-            let counted = c.failures;
-            if c.failures >= max {
+            if c.failures >= max && c.locked_until <= now {
                 c.locked_until = now + lockout;
-                c.failures = 0;
             }
-            counted
+            c.failures
         };
-        let failures = {
-            let mut map = self.by_address.lock();
+        fn prune<K: std::hash::Hash + Eq>(map: &mut HashMap<K, FailureCount>, now: i64, lockout: i64) {
             if map.len() > 100_000 {
                 map.retain(|_, c| now - c.last <= lockout || c.locked_until > now);
             }
+        }
+        {
+            let mut map = self.by_source.lock();
+            prune(&mut map, now, lockout);
+            bump(
+                map.entry((address.to_string(), ip)).or_default(),
+                self.max_failures,
+            );
+        }
+        let failures = {
+            let mut map = self.by_address.lock();
+            prune(&mut map, now, lockout);
             bump(map.entry(address.to_string()).or_default(), self.max_failures)
         };
         let mut map = self.by_ip.lock();
-        if map.len() > 100_000 {
-            map.retain(|_, c| now - c.last <= lockout || c.locked_until > now);
-        }
+        prune(&mut map, now, lockout);
         bump(map.entry(ip).or_default(), self.max_failures.saturating_mul(5));
-        (self.failure_delay * failures).min(std::time::Duration::from_secs(5))
+        (self.failure_delay * failures.min(self.max_failures)).min(std::time::Duration::from_secs(5))
     }
 
-    fn succeed(&self, address: &str) {
-        self.by_address.lock().remove(address);
+    /// A check from `ip` was refused because its lane was full.
+    fn busy(&self, ip: IpAddr, now: i64) {
+        let mut map = self.by_ip.lock();
+        if map.len() <= 100_000 {
+            map.entry(ip).or_default().busy_at = Some(now);
+        }
+    }
+
+    /// A correct password from `ip`: that source starts afresh. The address's own count
+    /// stays, so an attack from elsewhere keeps being counted.
+    fn succeed(&self, address: &str, ip: IpAddr) {
+        self.by_source.lock().remove(&(address.to_string(), ip));
     }
 }
 
@@ -196,52 +251,179 @@ impl Throttle {
 pub struct Authenticator {
     store: Store,
     clock: Arc<dyn Clock>,
-    cache: CredentialCache,
+    cache: Arc<CredentialCache>,
     cache_ttl: i64,
     throttle: Throttle,
-    slots: HashSlots,
+    hashes: Arc<HashPool>,
     /// Domains whose passwords the directory checks (`crate::ldap::login`); replaced
     /// when a reload changes the `[[ldap]]` sections.
     directory: parking_lot::RwLock<Arc<crate::ldap::login::DirectoryLogins>>,
 }
 
-/// Bounds how many argon2 checks run at once. Each one holds 19 MiB while it runs, and
-/// session steps run on tokio's blocking pool (up to 512 threads), so a burst of logins
-/// that miss the cache (every client reconnecting after a restart, or guesses at unknown
-/// users) would otherwise peak at hundreds of times 19 MiB: 300 simultaneous first logins
-/// measured 3.9 GB VmHWM. More checks at once than cores would not finish sooner anyway.
-struct HashSlots {
-    free: Mutex<usize>,
-    freed: parking_lot::Condvar,
+/// argon2 runs here, on threads of its own, never on tokio's blocking pool: every other
+/// session step (a NOOP, an MX delivery) shares that pool, and 5,400 failed logins queued
+/// on it once made a delivery wait 81 s (issue 19). Each check holds 19 MiB while it runs
+/// and more at once than cores would not finish sooner (300 simultaneous first logins
+/// once peaked at 3.9 GB), so the pool is small: half the cores by default, leaving the
+/// rest to the mail flow.
+///
+/// Two bounded lanes: checks for an address and a client address with no recent failures
+/// go first (`clean`); the others (`suspect`) wait behind them in a short queue. A check
+/// that finds its lane full is not queued at all: the login gets a temporary failure at
+/// once, so a flood costs the attacker retries and never piles up waiting threads.
+pub struct HashPool {
+    state: Mutex<PoolState>,
+    work: parking_lot::Condvar,
+    clean_limit: usize,
+    suspect_limit: usize,
+    /// Checks started, for the tests.
+    started: std::sync::atomic::AtomicU64,
 }
 
-impl HashSlots {
-    fn new(slots: usize) -> Self {
-        HashSlots {
-            free: Mutex::new(slots.max(1)),
-            freed: parking_lot::Condvar::new(),
+type Job = Box<dyn FnOnce() + Send>;
+
+#[derive(Default)]
+struct PoolState {
+    clean: std::collections::VecDeque<Job>,
+    suspect: std::collections::VecDeque<Job>,
+    closed: bool,
+}
+
+/// The lane a check waits in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    Clean,
+    Suspect,
+}
+
+impl HashPool {
+    /// `threads` hash threads; `queue` checks may wait per thread in the clean lane, and a
+    /// quarter of that in the suspect lane.
+    pub fn start(threads: usize, queue: usize) -> Arc<HashPool> {
+        let threads = threads.max(1);
+        let pool = Arc::new(HashPool {
+            state: Mutex::new(PoolState::default()),
+            work: parking_lot::Condvar::new(),
+            clean_limit: (threads * queue).max(1),
+            suspect_limit: (threads * queue / 4).max(1),
+            started: std::sync::atomic::AtomicU64::new(0),
+        });
+        for n in 0..threads {
+            let pool = pool.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("argon2-{n}"))
+                .spawn(move || pool.work_loop());
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "cannot start a password-hashing thread");
+            }
+        }
+        pool
+    }
+
+    fn work_loop(&self) {
+        loop {
+            let job = {
+                let mut state = self.state.lock();
+                loop {
+                    if state.closed {
+                        return;
+                    }
+                    if let Some(job) = state.clean.pop_front().or_else(|| state.suspect.pop_front()) {
+                        break job;
+                    }
+                    self.work.wait(&mut state);
+                }
+            };
+            // A panicking hash must not take the thread with it: the caller sees its
+            // result channel closed and answers with a temporary failure.
+            self.started.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
         }
     }
 
-    /// Runs `f` once a slot is free (waiting on this blocking-pool thread).
-    fn run<T>(&self, f: impl FnOnce() -> T) -> T {
+    /// Runs `f` on a hash thread and waits for its result; `None` if the lane is full
+    /// (or the pool is gone). The caller's thread waits, but at most `clean_limit +
+    /// suspect_limit` callers wait at once, whatever the number of logins.
+    pub fn run<T: Send + 'static>(&self, lane: Lane, f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let job: Job = Box::new(move || {
+            let _ = tx.send(f());
+        });
         {
-            let mut free = self.free.lock();
-            while *free == 0 {
-                self.freed.wait(&mut free);
+            let mut state = self.state.lock();
+            let (queue, limit) = match lane {
+                Lane::Clean => (&mut state.clean, self.clean_limit),
+                Lane::Suspect => (&mut state.suspect, self.suspect_limit),
+            };
+            if queue.len() >= limit {
+                return None;
             }
-            *free -= 1;
+            queue.push_back(job);
         }
-        // Gives the slot back even if `f` unwinds.
-        struct Release<'a>(&'a HashSlots);
-        impl Drop for Release<'_> {
-            fn drop(&mut self) {
-                *self.0.free.lock() += 1;
-                self.0.freed.notify_one();
-            }
+        self.work.notify_one();
+        rx.recv().ok()
+    }
+
+    #[cfg(test)]
+    fn done(&self) -> u64 {
+        self.started.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Lets the hash threads end once the queued checks are done.
+    fn close(&self) {
+        self.state.lock().closed = true;
+        self.work.notify_all();
+    }
+}
+
+thread_local! {
+    /// How long the failed login just checked on this thread should wait before it is
+    /// answered; taken by the connection's [`LoginPacer`] right after the check returns.
+    static FAILURE_DELAY: std::cell::Cell<std::time::Duration> =
+        const { std::cell::Cell::new(std::time::Duration::ZERO) };
+}
+
+/// One connection's view of the authenticator: failed logins are answered after a delay
+/// that the driver sleeps asynchronously ([`LoginPacer::take_delay`]), so a guesser
+/// holds neither a thread nor a core while it waits. Another login on the same
+/// connection before that delay is served (pipelined guesses) is refused without a
+/// check.
+#[derive(Clone, Default)]
+pub struct LoginPacer(Arc<Mutex<std::time::Duration>>);
+
+impl LoginPacer {
+    /// The authenticator this connection's session should use (outermost wrapper: the
+    /// check must run on the calling thread, see `FAILURE_DELAY`).
+    pub fn auth(&self, inner: Arc<dyn AuthBackend>) -> Arc<dyn AuthBackend> {
+        Arc::new(PacedAuth {
+            inner,
+            pacer: self.clone(),
+        })
+    }
+
+    /// The delay owed by the last session step's failed login, if any; the driver sleeps
+    /// it before writing the step's reply.
+    pub fn take_delay(&self) -> Option<std::time::Duration> {
+        let delay = std::mem::take(&mut *self.0.lock());
+        (!delay.is_zero()).then_some(delay)
+    }
+}
+
+struct PacedAuth {
+    inner: Arc<dyn AuthBackend>,
+    pacer: LoginPacer,
+}
+
+impl AuthBackend for PacedAuth {
+    fn authenticate(&self, credentials: &Credentials) -> Result<Account, AuthError> {
+        if !self.pacer.0.lock().is_zero() {
+            return Err(AuthError::RateLimited);
         }
-        let _release = Release(self);
-        f()
+        FAILURE_DELAY.with(|d| d.set(std::time::Duration::ZERO));
+        let result = self.inner.authenticate(credentials);
+        let delay = FAILURE_DELAY.with(|d| d.replace(std::time::Duration::ZERO));
+        *self.pacer.0.lock() = delay;
+        result
     }
 }
 
@@ -250,16 +432,14 @@ impl Authenticator {
         Authenticator {
             store,
             clock,
-            cache: CredentialCache::new(),
+            cache: Arc::new(CredentialCache::new()),
             cache_ttl: config.cache_ttl_secs as i64,
-            throttle: Throttle {
-                max_failures: config.max_failures,
-                lockout: config.lockout_secs as i64,
-                failure_delay: std::time::Duration::from_millis(config.failure_delay_ms),
-                by_address: Mutex::new(HashMap::new()),
-                by_ip: Mutex::new(HashMap::new()),
-            },
-            slots: HashSlots::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
+            throttle: Throttle::new(
+                config.max_failures,
+                config.lockout_secs as i64,
+                std::time::Duration::from_millis(config.failure_delay_ms),
+            ),
+            hashes: HashPool::start(config.hash_threads(), config.hash_queue),
             directory: parking_lot::RwLock::new(Arc::default()),
         }
     }
@@ -279,71 +459,88 @@ impl Authenticator {
     /// credential for when the directory is down. A failure here is logged, not fatal:
     /// the directory said yes.
     fn remember_directory_password(&self, user: &understudy_storage::User, password: &Secret, now: i64) {
-        let address = user.address.as_str();
+        let address = user.address.clone();
         if let Some(phc) = &user.password_hash {
-            if self.cache.hit(address, password, phc, now) {
+            if self.cache.hit(&address, password, phc, now) {
                 return;
             }
         }
-        let stored = self.slots.run(|| -> anyhow::Result<String> {
-            if let Some(phc) = user
-                .password_hash
-                .as_ref()
-                .filter(|phc| verify_password(password, phc))
-            {
-                return Ok(phc.clone());
+        let (store, user_id, old, secret) = (
+            self.store.clone(),
+            user.id,
+            user.password_hash.clone(),
+            password.clone(),
+        );
+        let log_address = address.clone();
+        let stored = self.hashes.run(Lane::Clean, move || -> anyhow::Result<String> {
+            if let Some(phc) = old.filter(|phc| verify_password(&secret, phc)) {
+                return Ok(phc);
             }
-            let phc = hash_password(password)?;
+            let phc = hash_password(&secret)?;
             // Re-read: a sync may have changed the record since the login began.
-            let mut current = self
-                .store
-                .user(user.id)?
+            let mut current = store
+                .user(user_id)?
                 .ok_or_else(|| anyhow::anyhow!("user removed during the login"))?;
             current.password_hash = Some(phc.clone());
-            self.store.update_user(&current)?;
-            tracing::info!(user = %address, "cached the directory password");
+            store.update_user(&current)?;
+            tracing::info!(user = %log_address, "cached the directory password");
             Ok(phc)
         });
         match stored {
-            Ok(phc) => self
+            Some(Ok(phc)) => self
                 .cache
-                .insert(address, password, &phc, now + self.cache_ttl, now),
-            Err(e) => {
+                .insert(&address, password, &phc, now + self.cache_ttl, now),
+            Some(Err(e)) => {
                 tracing::warn!(user = %address, error = %format!("{e:#}"), "cannot cache the directory password")
             }
+            None => tracing::info!(user = %address, "password hashing busy; directory password not cached"),
         }
     }
 
-    /// Checks a password against the stored argon2id hash (through the in-memory cache).
+    /// Checks a password against the stored argon2id hash (through the in-memory cache)
+    /// on the hash pool; `Temporary` if its lane is full.
     fn verify_local(
         &self,
         address: &str,
         user: Option<&understudy_storage::User>,
         phc: Option<&str>,
         password: &Secret,
+        lane: Lane,
         now: i64,
-    ) -> bool {
+    ) -> Result<bool, AuthError> {
+        let busy = || AuthError::Temporary("password checks queue full".into());
         match (user, phc) {
             (Some(_), Some(phc)) => {
-                self.cache.hit(address, password, phc, now)
-                    || self.slots.run(|| {
-                        // Another login for this user may have filled the cache while
-                        // this one waited for a slot.
-                        if self.cache.hit(address, password, phc, now) {
+                if self.cache.hit(address, password, phc, now) {
+                    return Ok(true);
+                }
+                let (secret, hash) = (password.clone(), phc.to_string());
+                let (cache, address_owned, ttl) = (self.cache.clone(), address.to_string(), self.cache_ttl);
+                // The cache is looked at again on the hash thread: another login of the
+                // same user (a client opening ten connections at once) may have filled
+                // it while this one waited.
+                let ok = self
+                    .hashes
+                    .run(lane, move || {
+                        if cache.hit(&address_owned, &secret, &hash, now) {
                             return true;
                         }
-                        let ok = verify_password(password, phc);
+                        let ok = verify_password(&secret, &hash);
                         if ok {
-                            self.cache
-                                .insert(address, password, phc, now + self.cache_ttl, now);
+                            cache.insert(&address_owned, &secret, &hash, now + ttl, now);
                         }
                         ok
                     })
+                    .ok_or_else(busy)?;
+                Ok(ok)
             }
             _ => {
                 // Same work as a real check, so timing does not tell which users exist.
-                let _ = self.slots.run(|| verify_password(password, decoy_hash()));
-                false
+                let secret = password.clone();
+                self.hashes
+                    .run(lane, move || verify_password(&secret, decoy_hash()))
+                    .ok_or_else(busy)?;
+                Ok(false)
             }
         }
     }
@@ -363,6 +560,23 @@ impl Authenticator {
             .as_ref()
             .filter(|u| u.is_active())
             .and_then(|u| u.password_hash.clone());
+        let lane = if self.throttle.suspect(&address, credentials.peer, now) {
+            Lane::Suspect
+        } else {
+            Lane::Clean
+        };
+        // The argon2 check against the stored hash; a full lane marks the source busy.
+        let local = || {
+            self.verify_local(
+                &address,
+                user.as_ref(),
+                phc.as_deref(),
+                &credentials.password,
+                lane,
+                now,
+            )
+            .inspect_err(|_| self.throttle.busy(credentials.peer, now))
+        };
         let directory = self.directory.read().clone();
         let directory_user = user
             .as_ref()
@@ -375,21 +589,9 @@ impl Authenticator {
                 }
                 // The directory's no is final: the cache may hold an old password.
                 crate::ldap::login::BindOutcome::Refused => false,
-                crate::ldap::login::BindOutcome::Unavailable => self.verify_local(
-                    &address,
-                    user.as_ref(),
-                    phc.as_deref(),
-                    &credentials.password,
-                    now,
-                ),
+                crate::ldap::login::BindOutcome::Unavailable => local()?,
             },
-            None => self.verify_local(
-                &address,
-                user.as_ref(),
-                phc.as_deref(),
-                &credentials.password,
-                now,
-            ),
+            None => local()?,
         };
         let Some(user) = user.filter(|_| verified) else {
             crate::metrics::METRICS
@@ -397,12 +599,12 @@ impl Authenticator {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let delay = self.throttle.fail(&address, credentials.peer, now);
             tracing::info!(user = %address, peer = %credentials.peer, proto = credentials.protocol, "login failed");
-            // On the session's blocking-pool thread: slows this connection only, and
-            // the per-IP connection limit bounds how many threads a guesser can hold.
-            std::thread::sleep(delay);
+            // Not slept here, on a thread other sessions need: the connection's
+            // `LoginPacer` takes it and the driver waits asynchronously.
+            FAILURE_DELAY.with(|d| d.set(delay));
             return Err(AuthError::Invalid);
         };
-        self.throttle.succeed(&address);
+        self.throttle.succeed(&address, credentials.peer);
         if user.force_password_reset {
             tracing::info!(user = %address, "login refused: the password must be changed (force_password_reset)");
             return Err(AuthError::PasswordChangeRequired);
@@ -445,6 +647,12 @@ impl Authenticator {
     }
 }
 
+impl Drop for Authenticator {
+    fn drop(&mut self) {
+        self.hashes.close();
+    }
+}
+
 impl AuthBackend for Authenticator {
     fn authenticate(&self, credentials: &Credentials) -> Result<Account, AuthError> {
         self.check(credentials)
@@ -457,11 +665,6 @@ mod tests {
     use crate::config::PasswordPolicy;
     use understudy_storage::{Domain, ManualClock};
 
-    thread_local! {
-        /// argon2 verifications run on this thread (the unknown-user path must run one).
-        pub(super) static VERIFICATIONS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
-    }
-
     #[test]
     fn unknown_user_and_wrong_password_both_run_argon2_and_fail_alike() {
         let (_dir, store, clock) = setup();
@@ -471,28 +674,18 @@ mod tests {
         };
         let auth = Authenticator::new(store, clock, &config);
         for user in ["anna@example.com", "nobody@example.com", "x@unknown.example"] {
-            let before = VERIFICATIONS.with(|n| n.get());
+            let before = auth.hashes.done();
             let err = auth
                 .authenticate(&creds(user, "Wrong1horse", "192.0.2.9"))
                 .unwrap_err();
             assert_eq!(err, AuthError::Invalid, "{user}");
-            assert_eq!(
-                VERIFICATIONS.with(|n| n.get()),
-                before + 1,
-                "{user}: one argon2 verify"
-            );
+            assert_eq!(auth.hashes.done(), before + 1, "{user}: one argon2 verify");
         }
     }
 
     #[test]
     fn failure_delay_grows_until_the_lockout() {
-        let throttle = Throttle {
-            max_failures: 4,
-            lockout: 60,
-            failure_delay: std::time::Duration::from_millis(100),
-            by_address: Mutex::new(HashMap::new()),
-            by_ip: Mutex::new(HashMap::new()),
-        };
+        let throttle = Throttle::new(4, 60, std::time::Duration::from_millis(100));
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         let delays: Vec<u128> = (0..4)
             .map(|_| throttle.fail("a@b", ip, 1000).as_millis())
@@ -503,6 +696,48 @@ mod tests {
         assert!(!throttle.locked("a@b", ip, 1061), "the lock-out ends");
         // A new window starts from the first step again.
         assert_eq!(throttle.fail("a@b", ip, 1200).as_millis(), 100);
+    }
+
+    /// Issue 19 item 6: ten wrong passwords from anywhere locked the user out from
+    /// everywhere, the right password included. Now the lock is per (user, source); a
+    /// source with no failures for the user still gets in; the per-IP lock stays.
+    #[test]
+    fn lockout_is_per_user_and_source() {
+        let throttle = Throttle::new(3, 60, std::time::Duration::ZERO);
+        let ip = |n: u8| IpAddr::from([192, 0, 2, n]);
+        for _ in 0..3 {
+            throttle.fail("anna@example.com", ip(1), 1000);
+        }
+        assert!(
+            throttle.locked("anna@example.com", ip(1), 1001),
+            "the guessing source"
+        );
+        assert!(
+            !throttle.locked("anna@example.com", ip(2), 1001),
+            "anna from her own address"
+        );
+        assert!(
+            !throttle.locked("bob@example.com", ip(1), 1001),
+            "another user from there"
+        );
+        // Spread over many sources: the address is under attack; every source that
+        // failed for it is locked, a clean one is not.
+        for n in 10..13 {
+            throttle.fail("bob@example.com", ip(n), 1000);
+        }
+        assert!(throttle.locked("bob@example.com", ip(10), 1001));
+        assert!(throttle.locked("bob@example.com", ip(12), 1001));
+        assert!(!throttle.locked("bob@example.com", ip(20), 1001));
+        // The per-IP lock: 5 x max_failures over any addresses.
+        for n in 0..15 {
+            throttle.fail(&format!("guess{n}@example.com"), ip(30), 1000);
+        }
+        assert!(throttle.locked("anna@example.com", ip(30), 1001));
+        assert!(!throttle.locked("anna@example.com", ip(31), 1001));
+        assert!(
+            !throttle.locked("anna@example.com", ip(1), 1061),
+            "the lock-out ends"
+        );
     }
 
     fn setup() -> (tempfile::TempDir, Store, Arc<ManualClock>) {
@@ -536,26 +771,91 @@ mod tests {
     }
 
     #[test]
-    fn hash_slots_bound_concurrent_checks() {
+    fn hash_pool_bounds_concurrency_and_refuses_when_a_lane_is_full() {
         use std::sync::atomic::{AtomicUsize, Ordering};
-        let slots = HashSlots::new(2);
-        let (now, peak) = (AtomicUsize::new(0), AtomicUsize::new(0));
-        std::thread::scope(|s| {
-            for _ in 0..8 {
-                s.spawn(|| {
-                    slots.run(|| {
+        let pool = HashPool::start(2, 4); // clean lane 8, suspect lane 2
+        let (now, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let release_rx = Arc::new(std::sync::Mutex::new(release_rx));
+        let results = std::thread::scope(|s| {
+            let mut handles = Vec::new();
+            for i in 0..16 {
+                let (now, peak, release_rx, pool) = (now.clone(), peak.clone(), release_rx.clone(), &pool);
+                let lane = if i % 2 == 0 { Lane::Clean } else { Lane::Suspect };
+                handles.push(s.spawn(move || {
+                    pool.run(lane, move || {
                         let n = now.fetch_add(1, Ordering::SeqCst) + 1;
                         peak.fetch_max(n, Ordering::SeqCst);
-                        // Holds the slot a while so the others pile up; the assertion
-                        // below holds whatever the timing.
-                        std::thread::sleep(std::time::Duration::from_millis(20));
+                        // Held until the test lets go, so the others pile up.
+                        let _ = release_rx.lock().unwrap().recv();
                         now.fetch_sub(1, Ordering::SeqCst);
                     })
-                });
+                }));
             }
+            // Wait until every caller is either queued, running, or refused.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            while handles.iter().filter(|h| h.is_finished()).count()
+                + {
+                    let st = pool.state.lock();
+                    st.clean.len() + st.suspect.len()
+                }
+                + now.load(Ordering::SeqCst)
+                < 16
+            {
+                assert!(std::time::Instant::now() < deadline, "callers never settled");
+                std::thread::yield_now();
+            }
+            for _ in 0..16 {
+                let _ = release_tx.send(());
+            }
+            handles.into_iter().map(|h| h.join().unwrap()).collect::<Vec<_>>()
         });
-        assert!((1..=2).contains(&peak.load(Ordering::SeqCst)));
-        assert_eq!(*slots.free.lock(), 2);
+        assert!(
+            (1..=2).contains(&peak.load(Ordering::SeqCst)),
+            "at most 2 at once"
+        );
+        let refused = results.iter().filter(|r| r.is_none()).count();
+        // 8 clean and 8 suspect callers: 2 run, 8 clean + 2 suspect may wait; the
+        // remaining suspect ones (at least 4) are refused at once.
+        assert!(refused >= 4, "{refused} refused");
+        assert!(
+            results.iter().step_by(2).all(Option::is_some),
+            "no clean caller refused"
+        );
+        assert_eq!(pool.done(), (16 - refused) as u64);
+        pool.close();
+    }
+
+    /// Issue 19 item 3: the failure delay is no longer slept on the checking thread; the
+    /// connection's pacer hands it to the driver, and a pipelined second guess on the
+    /// same connection is refused without a check.
+    #[test]
+    fn failed_logins_hand_their_delay_to_the_connection() {
+        let (_dir, store, clock) = setup();
+        let config = AuthConfig {
+            failure_delay_ms: 700,
+            ..AuthConfig::default()
+        };
+        let auth: Arc<Authenticator> = Arc::new(Authenticator::new(store, clock, &config));
+        let pacer = LoginPacer::default();
+        let paced = pacer.auth(auth.clone());
+        let started = std::time::Instant::now();
+        let err = paced.authenticate(&creds("anna@example.com", "Wrong1horse", "192.0.2.7"));
+        assert_eq!(err.unwrap_err(), AuthError::Invalid);
+        assert!(
+            started.elapsed() < std::time::Duration::from_millis(700),
+            "slept on the thread"
+        );
+        let before = auth.hashes.done();
+        let err = paced.authenticate(&creds("anna@example.com", "Correct1horse", "192.0.2.7"));
+        assert_eq!(err.unwrap_err(), AuthError::RateLimited);
+        assert_eq!(auth.hashes.done(), before, "no check while a delay is owed");
+        assert_eq!(pacer.take_delay(), Some(std::time::Duration::from_millis(700)));
+        assert_eq!(pacer.take_delay(), None);
+        assert!(paced
+            .authenticate(&creds("anna@example.com", "Correct1horse", "192.0.2.7"))
+            .is_ok());
+        assert_eq!(pacer.take_delay(), None);
     }
 
     #[test]
@@ -599,11 +899,15 @@ mod tests {
             .unwrap_err();
         auth.authenticate(&creds("anna@example.com", "wrong", "192.0.2.1"))
             .unwrap_err();
-        // Locked out even with the right password, until the lock-out ends.
+        // Locked out from the guessing source even with the right password, until
+        // the lock-out ends; another source gets in (issue 19 item 6).
         assert_eq!(
-            auth.authenticate(&creds("anna@example.com", "Correct1horse", "192.0.2.9")),
+            auth.authenticate(&creds("anna@example.com", "Correct1horse", "192.0.2.1")),
             Err(AuthError::RateLimited)
         );
+        assert!(auth
+            .authenticate(&creds("anna@example.com", "Correct1horse", "192.0.2.8"))
+            .is_ok());
         clock.advance(61);
         assert!(auth
             .authenticate(&creds("anna@example.com", "Correct1horse", "192.0.2.9"))

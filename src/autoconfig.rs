@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use understudy_storage::accounts::normalize_address;
+use understudy_storage::EmailAddress;
 use understudy_storage::Store;
 
 use crate::config::{Config, Service};
@@ -51,8 +51,9 @@ pub fn settings_with_ports(
     address: &str,
     port: &dyn Fn(Service) -> Option<u16>,
 ) -> Option<Settings> {
-    let address = normalize_address(address).ok()?;
-    let domain = address.rsplit_once('@')?.1.to_string();
+    let address = EmailAddress::normalized(address).ok()?;
+    let domain = address.domain().to_string();
+    let address = address.into_string();
     store.domain(&domain).ok()??;
     Some(Settings {
         address,
@@ -210,12 +211,44 @@ fn requested_address(body: &[u8]) -> Option<String> {
     let text = String::from_utf8_lossy(body);
     let start = text.find("<EMailAddress>")? + "<EMailAddress>".len();
     let end = text[start..].find("</EMailAddress>")? + start;
-    Some(text[start..end].trim().to_string())
+    xml_text(text[start..end].trim())
+}
+
+/// Character data with its entity and character references decoded (XML 1.0 §4.6 and
+/// §4.1): `anna&#64;example.com` is anna@example.com, as Outlook may send it (issue 19
+/// item 10). `None` for a malformed reference.
+fn xml_text(raw: &str) -> Option<String> {
+    let mut out = String::with_capacity(raw.len());
+    let mut rest = raw;
+    while let Some(amp) = rest.find('&') {
+        out.push_str(&rest[..amp]);
+        let semi = rest[amp..].find(';')? + amp;
+        let name = &rest[amp + 1..semi];
+        let c = match name {
+            "amp" => '&',
+            "lt" => '<',
+            "gt" => '>',
+            "quot" => '"',
+            "apos" => '\'',
+            _ => {
+                let code = match name.strip_prefix("#x").or_else(|| name.strip_prefix("#X")) {
+                    Some(hex) => u32::from_str_radix(hex, 16).ok()?,
+                    None => name.strip_prefix('#')?.parse().ok()?,
+                };
+                char::from_u32(code)?
+            }
+        };
+        out.push(c);
+        rest = &rest[semi + 1..];
+    }
+    out.push_str(rest);
+    Some(out)
 }
 
 pub async fn serve(
     listener: TcpListener,
     shared: std::sync::Arc<crate::shared::Shared>,
+    admission: std::sync::Arc<crate::admission::Admission>,
     shutdown: watch::Receiver<bool>,
 ) {
     let tls_source = shared.clone();
@@ -260,11 +293,39 @@ pub async fn serve(
             }
         }
     };
-    crate::http::serve(listener, move || tls_source.tls(), handler, shutdown).await
+    crate::http::serve(listener, move || tls_source.tls(), handler, admission, shutdown).await
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn autodiscover_addresses_are_xml_decoded() {
+        let body = |a: &str| {
+            format!("<Autodiscover><Request><EMailAddress>{a}</EMailAddress></Request></Autodiscover>")
+        };
+        assert_eq!(
+            requested_address(body("anna&#64;example.com").as_bytes()).as_deref(),
+            Some("anna@example.com")
+        );
+        assert_eq!(
+            requested_address(body("anna&#x40;example.com").as_bytes()).as_deref(),
+            Some("anna@example.com")
+        );
+        assert_eq!(
+            requested_address(body("o&apos;neil@example.com").as_bytes()).as_deref(),
+            Some("o'neil@example.com")
+        );
+        assert_eq!(
+            requested_address(body("a&amp;b@example.com").as_bytes()).as_deref(),
+            Some("a&b@example.com")
+        );
+        assert_eq!(requested_address(body("bad&#xZZ;@x").as_bytes()), None);
+        assert_eq!(
+            requested_address(body("plain@example.com").as_bytes()).as_deref(),
+            Some("plain@example.com")
+        );
+    }
+
     use super::*;
 
     fn sample() -> Settings {

@@ -84,6 +84,9 @@ pub fn run_admin(config: &Config, command: Command) -> anyhow::Result<()> {
     let command = match command {
         Command::Serve => bail!("serve is not an admin command"),
         Command::CheckConfig => {
+            for warning in config.warnings() {
+                eprintln!("warning: {warning}");
+            }
             println!("configuration is valid");
             return Ok(());
         }

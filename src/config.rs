@@ -91,8 +91,14 @@ pub struct ListenConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
+    /// Connections the mail listeners hold at once (lowered at start if the descriptor
+    /// limit cannot back it; see `admission::descriptor_budget`).
     pub max_connections: usize,
+    /// Connections per client address, on every listener (mail and HTTP alike).
     pub max_connections_per_ip: usize,
+    /// Connections the HTTP listeners (metrics, autoconfig) hold at once, apart from
+    /// the mail listeners' so a flood of them cannot take the mail ports' descriptors.
+    pub max_http_connections: usize,
     /// Open IMAP and POP3 sessions per user (0: unlimited).
     pub max_connections_per_user: usize,
     /// IMAP commands per second per connection; a client going faster is slowed down
@@ -118,6 +124,7 @@ impl Default for Limits {
         Limits {
             max_connections: 10_000,
             max_connections_per_ip: 50,
+            max_http_connections: 64,
             max_connections_per_user: 50,
             max_commands_per_second: 500,
             max_message_size: 50 * 1024 * 1024,
@@ -144,6 +151,21 @@ pub struct AuthConfig {
     /// A failed login is answered after this delay times the address's recent failures
     /// (capped at 5 s), so guessing slows down before the lock-out. 0 turns it off.
     pub failure_delay_ms: u64,
+    /// Threads that run argon2 (0: half the cores, at least one), apart from the
+    /// threads that serve sessions, so failed-login floods cannot starve the mail flow.
+    pub hash_threads: usize,
+    /// Password checks that may wait per hash thread; past that a login gets a
+    /// temporary failure at once. Addresses with recent failures get a quarter of it.
+    pub hash_queue: usize,
+}
+
+impl AuthConfig {
+    pub fn hash_threads(&self) -> usize {
+        match self.hash_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get().div_ceil(2)),
+            n => n,
+        }
+    }
 }
 
 impl Default for AuthConfig {
@@ -154,6 +176,8 @@ impl Default for AuthConfig {
             max_failures: 10,
             lockout_secs: 900,
             failure_delay_ms: 500,
+            hash_threads: 0,
+            hash_queue: 64,
         }
     }
 }
@@ -359,6 +383,22 @@ impl Config {
                         problem(key.into(), format!("file {} does not exist", path.display()));
                     }
                 }
+                // Anyone who can write the key can impersonate the server (issue 19
+                // item 9); readable is a warning (`warnings`).
+                if let Some(mode) = file_mode(&tls.private_key).filter(|m| m & 0o022 != 0) {
+                    problem(
+                        "tls.private_key".into(),
+                        format!(
+                            "{} is writable by {} (mode {mode:o}); chmod 600 it",
+                            tls.private_key.display(),
+                            if mode & 0o002 != 0 {
+                                "everyone"
+                            } else {
+                                "its group"
+                            }
+                        ),
+                    );
+                }
             }
             None => {
                 for service in Service::ALL.into_iter().filter(|s| s.implicit_tls()) {
@@ -375,6 +415,7 @@ impl Config {
         for (key, value) in [
             ("limits.max_connections", l.max_connections as u64),
             ("limits.max_connections_per_ip", l.max_connections_per_ip as u64),
+            ("limits.max_http_connections", l.max_http_connections as u64),
             ("limits.max_message_size", l.max_message_size),
             ("limits.max_recipients", l.max_recipients as u64),
             ("limits.login_timeout_secs", l.login_timeout_secs),
@@ -451,6 +492,28 @@ impl Config {
         problems
     }
 
+    /// What is allowed but unwise; `check-config` prints these and `serve` logs them.
+    pub fn warnings(&self) -> Vec<ConfigProblem> {
+        let mut warnings = Vec::new();
+        if let Some(tls) = &self.tls {
+            if let Some(mode) = file_mode(&tls.private_key).filter(|m| m & 0o044 != 0) {
+                warnings.push(ConfigProblem {
+                    key: "tls.private_key".into(),
+                    message: format!(
+                        "{} is readable by {} (mode {mode:o}); chmod 600 it",
+                        tls.private_key.display(),
+                        if mode & 0o004 != 0 {
+                            "everyone"
+                        } else {
+                            "its group"
+                        }
+                    ),
+                });
+            }
+        }
+        warnings
+    }
+
     pub fn db_dir(&self) -> PathBuf {
         self.data_dir.join("db")
     }
@@ -464,8 +527,44 @@ impl Config {
     }
 }
 
+/// The permission bits of a file, where the platform has them.
+fn file_mode(path: &Path) -> Option<u32> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path)
+            .ok()
+            .map(|m| m.permissions().mode() & 0o777)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    /// Issue 19 item 1, the config side: nesting is bounded by toml's parser (a depth
+    /// limit), so a hostile or broken file gets an error, never a stack overflow.
+    #[test]
+    fn deeply_nested_values_are_an_error_not_a_crash() {
+        for deep in [
+            format!("hostname = {}1{}", "[".repeat(100_000), "]".repeat(100_000)),
+            format!(
+                "hostname = {}x = 1{}",
+                "{ a = ".repeat(50_000),
+                " }".repeat(50_000)
+            ),
+        ] {
+            let handle = std::thread::Builder::new()
+                .stack_size(2 * 1024 * 1024)
+                .spawn(move || Config::parse(&deep, "deep.toml", None).is_err())
+                .unwrap();
+            assert!(handle.join().unwrap());
+        }
+    }
+
     use super::*;
 
     #[test]

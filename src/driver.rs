@@ -162,7 +162,7 @@ where
 }
 
 /// Drives one connection to its end. Errors are logged by the caller. `revoked` carries
-/// ids of users whose sessions an admin ended (see `admin::revoke`).
+/// ids of users whose sessions an admin ended (see `revoke`).
 // The connection, its session and its two stop signals: a struct would only move the list.
 #[allow(clippy::too_many_arguments)]
 pub async fn drive<S: Session>(
@@ -174,6 +174,7 @@ pub async fn drive<S: Session>(
     timeouts: Timeouts,
     mut shutdown: watch::Receiver<bool>,
     revoked: broadcast::Receiver<u64>,
+    logins: crate::auth::LoginPacer,
 ) -> anyhow::Result<()> {
     let mut conn = match (implicit_tls, &tls) {
         (true, Some(acceptor)) => handshake(acceptor, stream, timeouts.tls_handshake).await?,
@@ -252,6 +253,13 @@ pub async fn drive<S: Session>(
                     }
                 };
                 buf.resize_after(n);
+                // A failed login is answered late, waiting here rather than on a thread.
+                if let Some(wait) = logins.take_delay() {
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = shutdown.changed() => stopping = true,
+                    }
+                }
                 // Output capped per step (a burst of pipelined RETRs): write what is
                 // ready and run the rest before reading more.
                 while out.action == Action::Continue && session.has_pending() {

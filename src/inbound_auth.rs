@@ -43,7 +43,8 @@ use mail_auth::{
     RecordSet, ResolverCache, SpfResult, Txt,
 };
 use serde::Deserialize;
-use understudy_protocol::smtp::{DeliveryError, Envelope};
+use understudy_protocol::smtp::{DeliveryError, Envelope, SmtpReply};
+use understudy_storage::EmailAddress;
 
 use crate::config_types::{ConfigProblem, Network};
 
@@ -526,11 +527,12 @@ impl InboundVerifier {
                     domain = %verdict.dmarc_domain,
                     "message refused: DMARC p=reject"
                 );
-                Err(DeliveryError::Rejected {
-                    code: 550,
-                    enhanced: "5.7.1".into(),
-                    text,
-                })
+                match SmtpReply::refusal(550, "5.7.1", &text) {
+                    Ok(reply) => Err(DeliveryError::Rejected(reply)),
+                    // 550 with 5.7.1 is a refusal by construction; were it ever refused,
+                    // the message is still not accepted.
+                    Err(e) => Err(DeliveryError::Temporary(e.to_string())),
+                }
             }
         }
     }
@@ -607,8 +609,8 @@ impl InboundVerifier {
         let from_domain = parsed
             .from
             .first()
-            .and_then(|f| f.rsplit_once('@'))
-            .map(|(_, d)| d.to_ascii_lowercase())
+            .and_then(|f| EmailAddress::parse(f))
+            .map(|a| a.domain().to_string())
             .unwrap_or_default();
         let (Some(spf_output), Some(dkim_output)) = (&spf_output, &dkim_output) else {
             // Out of time before DMARC could be evaluated: it cannot fail this message.
@@ -621,7 +623,8 @@ impl InboundVerifier {
                 dmarc_policy: DmarcPolicy::None,
             };
         };
-        let mail_from_domain = mail_from.rsplit_once('@').map_or(helo, |(_, d)| d);
+        let sender = EmailAddress::parse(mail_from);
+        let mail_from_domain = sender.as_ref().map_or(helo, |a| a.domain());
         let dmarc_output = tokio::time::timeout_at(
             deadline,
             self.authenticator.verify_dmarc(params!(DmarcParameters {
@@ -910,7 +913,7 @@ Authentication-Results: other.example; spf=pass\r\nSubject: hi\r\n\r\nAuthentica
         // Anyone else: refused.
         let forged = verifier.check(&envelope("198.51.100.7", "ceo@bank.example"), message);
         assert!(
-            matches!(&forged, Err(DeliveryError::Rejected { code: 550, enhanced, .. }) if enhanced == "5.7.1"),
+            matches!(&forged, Err(DeliveryError::Rejected(reply)) if reply.code() == 550 && reply.enhanced() == "5.7.1"),
             "{forged:?}"
         );
         // A trusted relay is not checked.

@@ -3,6 +3,7 @@
 //! logic lives in `understudy-protocol`, storage in `understudy-storage`.
 
 pub mod admin;
+pub mod admission;
 pub mod auth;
 pub mod autoconfig;
 pub mod backends;
@@ -20,6 +21,7 @@ pub mod metrics;
 pub mod outage;
 pub mod reload;
 pub mod retention;
+pub mod revoke;
 pub mod server;
 pub mod services;
 pub mod sessions;

@@ -235,7 +235,12 @@ pub fn render(store: &Store) -> String {
 }
 
 /// Serves `/metrics` and `/health` until shutdown.
-pub async fn serve(listener: TcpListener, store: Store, shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    store: Store,
+    admission: std::sync::Arc<crate::admission::Admission>,
+    shutdown: watch::Receiver<bool>,
+) {
     let handler = move |request: Request| {
         let store = store.clone();
         async move {
@@ -261,5 +266,5 @@ pub async fn serve(listener: TcpListener, store: Store, shutdown: watch::Receive
             }
         }
     };
-    crate::http::serve(listener, || None, handler, shutdown).await
+    crate::http::serve(listener, || None, handler, admission, shutdown).await
 }

@@ -2,61 +2,24 @@
 //! background tasks, accepts connections within global and per-IP limits, and shuts
 //! everything down gracefully on one signal.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use parking_lot::Mutex;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 use understudy_storage::{Clock, Store, SystemClock};
 
+use crate::admission::{Admission, Refusal};
 use crate::config::{Config, Service};
 use crate::driver::{self, Timeouts};
 use crate::outage::handles::{DeliveryObservations, MonitorWake};
 use crate::outage::monitor::MonitorHandles;
 use crate::services;
 use crate::shared::Shared;
-
-/// Counts connections per client address; the guard gives the slot back.
-#[derive(Default)]
-struct PerIp(Mutex<HashMap<IpAddr, usize>>);
-
-struct PerIpGuard {
-    table: Arc<PerIp>,
-    ip: IpAddr,
-}
-
-impl PerIp {
-    fn try_take(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<PerIpGuard> {
-        let mut map = self.0.lock();
-        let count = map.entry(ip).or_default();
-        if *count >= max {
-            return None;
-        }
-        *count += 1;
-        Some(PerIpGuard {
-            table: self.clone(),
-            ip,
-        })
-    }
-}
-
-impl Drop for PerIpGuard {
-    fn drop(&mut self) {
-        let mut map = self.table.0.lock();
-        if let Some(count) = map.get_mut(&self.ip) {
-            *count -= 1;
-            if *count == 0 {
-                map.remove(&self.ip);
-            }
-        }
-    }
-}
 
 /// Opens the store and serves until `shutdown` turns true, then stops accepting, says
 /// goodbye to every session and waits (bounded) for them and for every task it started
@@ -67,6 +30,10 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
+    private_data_dir(&config.data_dir)?;
     let db_dir = config.db_dir();
     let store = tokio::task::spawn_blocking(move || Store::open(&db_dir))
         .await
@@ -143,8 +110,10 @@ pub async fn run(
     notify_systemd_ready();
 
     let limits = shared.config.limits.clone();
-    let connections = Arc::new(Semaphore::new(limits.max_connections));
-    let per_ip = Arc::new(PerIp::default());
+    // Mail first: the HTTP listeners get their few slots, the mail ones what is left.
+    let budget = crate::admission::descriptor_budget(&[limits.max_connections, limits.max_http_connections]);
+    let connections = Admission::new(budget[0], limits.max_connections_per_ip);
+    let http_connections = Admission::new(budget[1], limits.max_connections_per_ip);
     tasks.spawn(crate::outage::monitor::run(
         shared.store.clone(),
         shared.clock.clone(),
@@ -172,7 +141,6 @@ pub async fn run(
             listener,
             shared.clone(),
             connections.clone(),
-            per_ip.clone(),
             shutdown.clone(),
         ));
     }
@@ -199,6 +167,7 @@ pub async fn run(
         tasks.spawn(crate::autoconfig::serve(
             listener,
             shared.clone(),
+            http_connections.clone(),
             shutdown.clone(),
         ));
     }
@@ -206,6 +175,7 @@ pub async fn run(
         tasks.spawn(crate::metrics::serve(
             listener,
             shared.store.clone(),
+            http_connections.clone(),
             shutdown.clone(),
         ));
     }
@@ -214,9 +184,10 @@ pub async fn run(
     tracing::info!("shutting down: no new connections; telling sessions goodbye");
     // Every live connection holds a permit; when all are back, every session has ended.
     let grace = Duration::from_secs(30);
-    match tokio::time::timeout(grace, connections.acquire_many(limits.max_connections as u32)).await {
-        Ok(_) => tracing::info!("all sessions ended"),
-        Err(_) => tracing::warn!("some sessions did not end within {grace:?}; exiting anyway"),
+    if connections.drained(grace).await {
+        tracing::info!("all sessions ended");
+    } else {
+        tracing::warn!("some sessions did not end within {grace:?}; exiting anyway");
     }
     // The tasks saw the same signal; the queue runner bounds its attempts in flight, an
     // LDAP sync or admin command in progress finishes its write.
@@ -241,8 +212,7 @@ async fn accept_loop(
     service: Service,
     listener: TcpListener,
     shared: Arc<Shared>,
-    connections: Arc<Semaphore>,
-    per_ip: Arc<PerIp>,
+    connections: Arc<Admission>,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
@@ -260,16 +230,19 @@ async fn accept_loop(
                 continue;
             }
         };
-        let Ok(permit) = connections.clone().try_acquire_owned() else {
-            tracing::warn!(service = service.name(), %peer, "connection limit reached; refusing");
-            drop(stream);
-            continue;
-        };
-        let Some(ip_guard) = per_ip.try_take(peer.ip(), shared.config.limits.max_connections_per_ip) else {
-            tracing::warn!(service = service.name(), %peer, "per-IP connection limit reached; refusing");
-            refuse(service, &stream);
-            drop(stream);
-            continue;
+        let ticket = match connections.admit(peer.ip()) {
+            Ok(ticket) => ticket,
+            Err(Refusal::Full) => {
+                tracing::warn!(service = service.name(), %peer, "connection limit reached; refusing");
+                drop(stream);
+                continue;
+            }
+            Err(Refusal::PerIp) => {
+                tracing::warn!(service = service.name(), %peer, "per-IP connection limit reached; refusing");
+                refuse(service, &stream);
+                drop(stream);
+                continue;
+            }
         };
         crate::metrics::METRICS.connection(service);
         let shared = shared.clone();
@@ -277,8 +250,7 @@ async fn accept_loop(
         let span = tracing::info_span!("conn", proto = service.name(), %peer);
         tokio::spawn(
             async move {
-                let _permit = permit;
-                let _ip_guard = ip_guard;
+                let _ticket = ticket;
                 if let Err(e) = serve_connection(service, stream, peer, shared, stop).await {
                     tracing::debug!(error = %format!("{e:#}"), "connection ended with an error");
                 }
@@ -325,10 +297,11 @@ async fn serve_connection(
         },
     };
     let info = shared.connection_info(peer.ip(), service.implicit_tls());
-    let account = crate::admin::revoke::SessionAccount::default();
+    let account = crate::revoke::SessionAccount::default();
+    let logins = crate::auth::LoginPacer::default();
     let session = account
         .clone()
-        .track(services::new_session(service, info, &shared, &account));
+        .track(services::new_session(service, info, &shared, &account, &logins));
     driver::drive(
         stream,
         service.implicit_tls(),
@@ -338,8 +311,35 @@ async fn serve_connection(
         timeouts,
         stop,
         shared.revocations.subscribe(),
+        logins,
     )
     .await
+}
+
+/// The data directory holds every mailbox: mode 0700, also when it existed before (a
+/// package may have made it 0755; the docs promise 0700, issue 19 item 9).
+fn private_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        if !dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        for d in [dir.to_path_buf(), dir.join("db")] {
+            let Ok(meta) = std::fs::metadata(&d) else { continue };
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700))
+                    .with_context(|| format!("cannot make {} private (mode {mode:o})", d.display()))?;
+                tracing::warn!(path = %d.display(), "was mode {mode:o}; set to 700");
+            }
+        }
+    }
+    Ok(())
 }
 
 fn notify_systemd_ready() {

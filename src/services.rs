@@ -11,12 +11,13 @@ use crate::config::Service;
 use crate::shared::Shared;
 
 /// A new session for a connection accepted on `service`.
-/// Logins are recorded in `account` so an admin can end the session (`admin::revoke`).
+/// Logins are recorded in `account` so an admin can end the session (`revoke`).
 pub fn new_session(
     service: Service,
     info: ConnectionInfo,
     shared: &Shared,
-    account: &crate::admin::revoke::SessionAccount,
+    account: &crate::revoke::SessionAccount,
+    logins: &crate::auth::LoginPacer,
 ) -> Box<dyn Session> {
     // Mailbox sessions count against the user's limit; submission connections are short.
     let auth: Arc<dyn AuthBackend> = match service {
@@ -25,6 +26,7 @@ pub fn new_session(
         }
         _ => account.auth(shared.auth.clone(), &shared.store),
     };
+    let auth = logins.auth(auth);
     let limits = &shared.config.limits;
     match service {
         Service::Pop3 | Service::Pop3s => Box::new(Pop3Session::new(

@@ -35,7 +35,7 @@ pub struct Shared {
     pub pop3: Arc<crate::backends::pop3::Pop3Store>,
     pub smtp: Arc<crate::backends::smtp::SmtpStore>,
     /// Users whose sessions must end now (admin commands send, drivers listen).
-    pub revocations: crate::admin::revoke::Revocations,
+    pub revocations: crate::revoke::Revocations,
     /// Open IMAP and POP3 sessions per user (`limits.max_connections_per_user`).
     pub user_sessions: Arc<crate::sessions::UserSessions>,
     plaintext_networks: Vec<Network>,
@@ -72,7 +72,7 @@ impl Shared {
                         &config.hostname,
                     )?),
             ),
-            revocations: crate::admin::revoke::revocations(),
+            revocations: crate::revoke::revocations(),
             user_sessions: crate::sessions::UserSessions::new(config.limits.max_connections_per_user),
             live: crate::reload::LiveConfig::new(config.clone()),
             config,

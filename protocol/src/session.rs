@@ -1,6 +1,6 @@
 //! The contract between a protocol session and the network driver that feeds it: the
-//! [`Session`] trait, implemented here for the IMAP, POP3 and SMTP sessions and once for
-//! `Box<S>`, and the [`Output`]/[`Action`] a step returns.
+//! [`Session`] trait (implemented by each protocol's session in its own module, and here
+//! once for `Box<S>`), and the [`Output`]/[`Action`] a step returns.
 //!
 //! The driver reads whatever bytes arrive (at most `READ_CHUNK` at a time), hands them to
 //! the session's `receive`, writes `Output::bytes` back and then does what
@@ -159,78 +159,5 @@ impl<S: Session + ?Sized> Session for Box<S> {
     }
     fn commands(&self) -> u64 {
         (**self).commands()
-    }
-}
-
-impl Session for crate::imap::ImapSession {
-    fn greeting(&mut self) -> Output {
-        crate::imap::ImapSession::greeting(self)
-    }
-    fn receive(&mut self, input: &[u8]) -> Output {
-        crate::imap::ImapSession::receive(self, input)
-    }
-    fn tls_started(&mut self) {
-        crate::imap::ImapSession::tls_started(self)
-    }
-    fn mailbox_changed(&mut self) -> Output {
-        crate::imap::ImapSession::mailbox_changed(self)
-    }
-    fn goodbye(&mut self, why: Goodbye) -> Vec<u8> {
-        crate::imap::ImapSession::goodbye(self, why)
-    }
-    fn authenticated(&self) -> bool {
-        self.account().is_some()
-    }
-    fn has_pending(&self) -> bool {
-        crate::imap::ImapSession::has_pending(self)
-    }
-    fn commands(&self) -> u64 {
-        crate::imap::ImapSession::commands(self)
-    }
-}
-
-impl Session for crate::pop3::Pop3Session {
-    fn greeting(&mut self) -> Output {
-        crate::pop3::Pop3Session::greeting(self)
-    }
-    fn receive(&mut self, input: &[u8]) -> Output {
-        crate::pop3::Pop3Session::receive(self, input)
-    }
-    fn tls_started(&mut self) {
-        crate::pop3::Pop3Session::tls_started(self)
-    }
-    fn goodbye(&mut self, why: Goodbye) -> Vec<u8> {
-        crate::pop3::Pop3Session::goodbye(self, why)
-    }
-    fn has_pending(&self) -> bool {
-        self.has_pending_commands()
-    }
-}
-
-impl Session for crate::smtp::SmtpSession {
-    fn greeting(&mut self) -> Output {
-        crate::smtp::SmtpSession::greeting(self)
-    }
-    fn receive(&mut self, input: &[u8]) -> Output {
-        crate::smtp::SmtpSession::receive(self, input)
-    }
-    fn receive_inline(&mut self, input: &[u8]) -> Option<Output> {
-        Some(crate::smtp::SmtpSession::receive_inline(self, input))
-    }
-    fn has_pending(&self) -> bool {
-        self.has_deferred()
-    }
-    fn tls_started(&mut self) {
-        crate::smtp::SmtpSession::tls_started(self)
-    }
-    fn goodbye(&mut self, why: Goodbye) -> Vec<u8> {
-        crate::smtp::SmtpSession::goodbye(self, why)
-    }
-    fn authenticated(&self) -> bool {
-        // SMTP uses one command time-out whether or not AUTH happened.
-        true
-    }
-    fn busy(&self) -> bool {
-        self.in_transaction()
     }
 }

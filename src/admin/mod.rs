@@ -6,8 +6,9 @@
 //!   [`tracking`], [`ldap`], [`import`]. Each operation is a function of an
 //!   [`AdminContext`] and typed arguments returning a serialisable value; the subject's
 //!   `execute` runs the parsed subcommand and writes the CLI's text report;
-//! - [`socket`]: the admin socket, server side and client side;
-//! - [`revoke`]: ending the sessions of users an admin changed.
+//! - [`socket`]: the admin socket, server side and client side.
+//!
+//! Sessions of users an admin changed end through `crate::revoke`.
 //!
 //! RocksDB allows one writer, so an admin command cannot open the database while the
 //! server runs. The CLI therefore sends the parsed command to the server over
@@ -25,7 +26,6 @@ pub mod ldap;
 pub mod outage;
 pub mod password;
 pub mod queue;
-pub mod revoke;
 pub mod socket;
 pub mod tracking;
 pub mod users;

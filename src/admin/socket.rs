@@ -28,10 +28,10 @@ use tokio::sync::{mpsc, watch, Semaphore};
 
 use understudy_storage::Store;
 
-use super::revoke::Revocations;
 use super::{AdminContext, AdminEvents, Command, Outcome};
 use crate::outage::handles::MonitorWake;
 use crate::reload::LiveConfig;
+use crate::revoke::Revocations;
 
 /// Large enough for the CSV of a few hundred thousand users.
 pub const MAX_REQUEST: u64 = 64 * 1024 * 1024;

@@ -1,9 +1,13 @@
 //! IMAP on the store: `ImapBackend` for the protocol crate's IMAP session, mapping
 //! mailboxes, flags and the change log one to one onto `understudy-storage`.
 
+use std::io::{Read, Seek, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use understudy_protocol::imap::backend::{
     BackendError, Change, ChangeKind, Flags, ImapBackend, MailboxId, MailboxInfo, MessageMeta, SpecialUse,
-    StoreOp,
+    Spool, StoreOp,
 };
 use understudy_protocol::Account;
 use understudy_storage as storage;
@@ -14,14 +18,69 @@ pub struct ImapStore {
     store: Store,
     /// Largest message APPEND accepts.
     max_message_size: u64,
+    /// `<data_dir>/spool`: big APPEND messages while they arrive (`FileSpool`).
+    spool_dir: PathBuf,
+    spooled: AtomicU64,
 }
 
 impl ImapStore {
     pub fn new(store: Store, max_message_size: u64) -> Self {
+        let spool_dir = store
+            .path()
+            .parent()
+            .map_or_else(|| PathBuf::from("spool"), |data| data.join("spool"));
+        // What a crash left there belongs to APPENDs that were never answered.
+        let _ = std::fs::remove_dir_all(&spool_dir);
         ImapStore {
             store,
             max_message_size,
+            spool_dir,
+            spooled: AtomicU64::new(0),
         }
+    }
+}
+
+/// An APPEND message arriving into a file of its own (mode 0600 in the 0700 data
+/// directory), removed when the APPEND is done or the connection ends.
+struct FileSpool {
+    path: PathBuf,
+    file: std::fs::File,
+    len: usize,
+}
+
+impl FileSpool {
+    fn create(dir: &std::path::Path, n: u64) -> std::io::Result<FileSpool> {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join(format!("append-{}-{n}", std::process::id()));
+        let mut options = std::fs::OpenOptions::new();
+        options.read(true).write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let file = options.open(&path)?;
+        Ok(FileSpool { path, file, len: 0 })
+    }
+}
+
+impl Spool for FileSpool {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.file.write_all(bytes)?;
+        self.len += bytes.len();
+        Ok(())
+    }
+    fn len(&self) -> usize {
+        self.len
+    }
+    fn into_bytes(mut self: Box<Self>) -> std::io::Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(self.len);
+        self.file.rewind()?;
+        self.file.read_to_end(&mut out)?;
+        Ok(out)
+    }
+}
+
+impl Drop for FileSpool {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 
@@ -165,8 +224,8 @@ impl ImapBackend for ImapStore {
         Ok((info(&m), records.iter().map(meta).collect()))
     }
 
-    fn claim_recent(&self, account: &Account, mailbox: MailboxId) -> Result<u32, BackendError> {
-        self.store.claim_recent(account.id, mailbox).map_err(error)
+    fn claim_recent(&self, account: &Account, mailbox: MailboxId, below: u32) -> Result<u32, BackendError> {
+        self.store.claim_recent(account.id, mailbox, below).map_err(error)
     }
 
     fn changes_since(
@@ -201,8 +260,25 @@ impl ImapBackend for ImapStore {
     }
 
     fn body(&self, account: &Account, mailbox: MailboxId, uid: u32) -> Result<Vec<u8>, BackendError> {
-        let record = self.store.message(account.id, mailbox, uid).map_err(error)?;
-        self.store.body(&record.blob).map_err(error)
+        // Record and body in one read: another session's expunge makes the message
+        // NotFound, never a record whose body has just been freed.
+        let (_, body) = self.store.message_body(account.id, mailbox, uid).map_err(error)?;
+        Ok(body)
+    }
+
+    fn spool(&self, _account: &Account, size: usize) -> Option<Box<dyn Spool>> {
+        if size as u64 > self.max_message_size {
+            return None;
+        }
+        let n = self.spooled.fetch_add(1, Ordering::Relaxed);
+        match FileSpool::create(&self.spool_dir, n) {
+            Ok(spool) => Some(Box::new(spool)),
+            Err(e) => {
+                // Held in memory instead, as before.
+                tracing::warn!(error = %e, dir = %self.spool_dir.display(), "cannot spool an APPEND");
+                None
+            }
+        }
     }
 
     fn append(

@@ -66,12 +66,13 @@ impl Pop3Backend for Pop3Store {
     fn retrieve(&self, account: &Account, key: u64) -> Result<Vec<u8>, Pop3BackendError> {
         let inbox = self.inbox_of(account)?;
         let uid = u32::try_from(key).map_err(|_| Pop3BackendError::Gone)?;
-        let record = match self.store.message(account.id, inbox, uid) {
-            Ok(r) => r,
-            Err(StoreError::NotFound(_)) => return Err(Pop3BackendError::Gone),
-            Err(e) => return Err(temporary(e)),
-        };
-        self.store.body(&record.blob).map_err(temporary)
+        // Record and body in one read: an IMAP session expunging it meanwhile makes it
+        // gone, never a record without its body.
+        match self.store.message_body(account.id, inbox, uid) {
+            Ok((_, body)) => Ok(body),
+            Err(StoreError::NotFound(_)) => Err(Pop3BackendError::Gone),
+            Err(e) => Err(temporary(e)),
+        }
     }
 
     fn delete(&self, account: &Account, keys: &[u64]) -> Result<(), Pop3BackendError> {

@@ -10,6 +10,7 @@ use understudy_protocol::smtp::{
 };
 use understudy_protocol::Account;
 use understudy_storage::accounts::Recipient;
+use understudy_storage::address::domain_of;
 use understudy_storage::mailbox::DeliveryRequest;
 use understudy_storage::outage::OutagePhase;
 use understudy_storage::{
@@ -73,13 +74,6 @@ impl SmtpStore {
         self.queue_wakeup = Some(wakeup);
         self
     }
-}
-
-fn domain_of(address: &str) -> String {
-    address
-        .rsplit_once('@')
-        .map(|(_, d)| d.to_ascii_lowercase())
-        .unwrap_or_default()
 }
 
 /// The Message-ID header of a message, if any (first header block only).
@@ -157,6 +151,24 @@ impl SmtpBackend for SmtpStore {
     /// reply all name the id `track` finds the message by.
     fn reserve_id(&self) -> Option<String> {
         Some(TrackingId(self.store.reserve_tracking_id()).to_string())
+    }
+
+    /// `postmaster@` the first protected domain (in name order) where that address is
+    /// an active user or an alias.
+    fn postmaster(&self) -> Option<String> {
+        let domains = match self.store.domains() {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(error = %e, "postmaster look-up failed");
+                return None;
+            }
+        };
+        let mut names: Vec<String> = domains.into_iter().map(|d| d.name).collect();
+        names.sort();
+        names
+            .into_iter()
+            .map(|d| format!("postmaster@{d}"))
+            .find(|a| matches!(self.store.resolve_recipient(a), Ok(Recipient::Local(u)) if u.is_active()))
     }
 
     fn sender_allowed(&self, account: &Account, address: &str) -> bool {

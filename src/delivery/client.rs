@@ -465,7 +465,7 @@ impl SmtpClient {
         message: &[u8],
     ) -> Result<TransactionReplies, ClientError> {
         let utf8 = !mail_from.is_ascii() || recipients.iter().any(|r| !r.is_ascii());
-        let mut mail = format!("MAIL FROM:<{mail_from}>");
+        let mut mail = format!("MAIL FROM:<{}>", smtp_path(mail_from));
         if self.caps.size.is_some() {
             mail.push_str(&format!(" SIZE={}", message.len()));
         }
@@ -475,7 +475,10 @@ impl SmtpClient {
         if utf8 && self.caps.smtputf8 {
             mail.push_str(" SMTPUTF8");
         }
-        let rcpt_lines: Vec<String> = recipients.iter().map(|r| format!("RCPT TO:<{r}>")).collect();
+        let rcpt_lines: Vec<String> = recipients
+            .iter()
+            .map(|r| format!("RCPT TO:<{}>", smtp_path(r)))
+            .collect();
         let replies = if self.caps.pipelining {
             let mut batch = String::new();
             let check_alive = std::mem::take(&mut self.reused);
@@ -649,8 +652,73 @@ pub fn dot_stuff(message: &[u8]) -> Vec<u8> {
     out
 }
 
+/// An address as it goes into `MAIL FROM:<...>` or `RCPT TO:<...>`: the local part as a
+/// Dot-string when it is one, else as a Quoted-string (RFC 5321 §4.1.2). Addresses are
+/// stored unquoted, so `"x> AUTH=<ceo@example.test> X=<y"@foreign.example` written raw
+/// once reached the primary as `MAIL FROM:<x> AUTH=<ceo@example.test> X=<y@foreign.example>`,
+/// parameters forged by the sender (issue 19 item 5).
+pub fn smtp_path(address: &str) -> String {
+    if address.is_empty() {
+        return String::new(); // the null reverse-path `<>`
+    }
+    let Some((local, domain)) = address.rsplit_once('@') else {
+        // `<postmaster>` and other paths without a domain.
+        return if is_dot_string(address) {
+            address.to_string()
+        } else {
+            quoted(address)
+        };
+    };
+    if is_dot_string(local) {
+        address.to_string()
+    } else {
+        format!("{}@{domain}", quoted(local))
+    }
+}
+
+/// RFC 5321 Dot-string of atext (RFC 6531: any non-ASCII character counts as atext).
+fn is_dot_string(s: &str) -> bool {
+    const SPECIALS: &str = "!#$%&'*+-/=?^_`{|}~";
+    !s.is_empty()
+        && s.split('.').all(|atom| {
+            !atom.is_empty()
+                && atom
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || SPECIALS.contains(c) || !c.is_ascii())
+        })
+}
+
+/// A Quoted-string: `"` and `\` escaped; anything else printable stays.
+fn quoted(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn local_parts_that_are_not_dot_strings_are_quoted() {
+        use super::smtp_path;
+        assert_eq!(smtp_path("anna@example.com"), "anna@example.com");
+        assert_eq!(smtp_path("a.b+tag@example.com"), "a.b+tag@example.com");
+        assert_eq!(smtp_path(""), "");
+        assert_eq!(
+            smtp_path("x> AUTH=<ceo@example.test> SIZE=1 X=<y@foreign.example"),
+            "\"x> AUTH=<ceo@example.test> SIZE=1 X=<y\"@foreign.example"
+        );
+        assert_eq!(smtp_path("a..b@x"), "\"a..b\"@x");
+        assert_eq!(smtp_path("say \"hi\"\\@x"), "\"say \\\"hi\\\"\\\\\"@x");
+        assert_eq!(smtp_path("jörg@example.de"), "jörg@example.de");
+    }
+
     use super::*;
 
     #[test]

@@ -32,6 +32,7 @@ use parking_lot::Mutex;
 use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use understudy_storage::accounts::Recipient;
+use understudy_storage::address::domain_of;
 use understudy_storage::drain::AttemptMark;
 use understudy_storage::mailbox::DeliveryRequest;
 use understudy_storage::outage::OutagePhase;
@@ -123,13 +124,6 @@ fn relay_tls(tls: RelayTls) -> TlsPolicy {
         RelayTls::Required => TlsPolicy::Required,
         RelayTls::Disabled => TlsPolicy::Disabled,
     }
-}
-
-fn domain_of(address: &str) -> String {
-    address
-        .rsplit_once('@')
-        .map(|(_, d)| d.to_ascii_lowercase())
-        .unwrap_or_default()
 }
 
 /// Result of an attempt for one recipient, before it is recorded.

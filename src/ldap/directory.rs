@@ -223,7 +223,8 @@ pub fn check_password(config: &LdapConfig, address: &str, password: &Secret) -> 
         let mut ldap = connect(config).await?;
         let dn = match &config.bind_dn_template {
             Some(template) => {
-                let user = address.rsplit_once('@').map(|(u, _)| u).unwrap_or(address);
+                let parsed = understudy_storage::EmailAddress::parse(address);
+                let user = parsed.as_ref().map_or(address, |a| a.local());
                 template
                     .replace("{user}", &ldap3::dn_escape(user))
                     .replace("{address}", &ldap3::dn_escape(address))

@@ -52,8 +52,8 @@ impl DirectoryLogins {
     /// Binds as `address` (whose domain `handles` accepted). Blocks for at most the
     /// section's time-outs; never logs the password.
     pub fn bind(&self, address: &str, password: &Secret) -> BindOutcome {
-        let domain = address.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
-        let Some(config) = self.by_domain.get(domain) else {
+        let domain = understudy_storage::address::domain_of(address);
+        let Some(config) = self.by_domain.get(&domain) else {
             return BindOutcome::Unavailable;
         };
         match directory::check_password(config, address, password) {

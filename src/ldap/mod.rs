@@ -16,8 +16,8 @@ use tokio::task::JoinSet;
 use understudy_storage::Store;
 
 use self::config::LdapConfig;
-use crate::admin::revoke::Revocations;
 use crate::reload::LiveConfig;
+use crate::revoke::Revocations;
 
 struct ServerSyncEvents<'a>(&'a Revocations);
 

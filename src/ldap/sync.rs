@@ -12,6 +12,7 @@ use std::io::Write;
 
 use understudy_storage::accounts::normalize_address;
 use understudy_storage::provisioning::{UserChange, UserSpec};
+use understudy_storage::EmailAddress;
 use understudy_storage::{Store, StoreError, UserStatus};
 
 use super::config::{DisabledRule, LdapConfig};
@@ -38,7 +39,7 @@ fn mail_value(value: &str) -> Option<&str> {
 }
 
 fn in_domain(address: &str, domain: &str) -> bool {
-    address.rsplit_once('@').is_some_and(|(_, d)| d == domain)
+    EmailAddress::parse(address).is_some_and(|a| a.domain() == domain)
 }
 
 /// The user an entry describes, or why it is skipped.

@@ -4,35 +4,16 @@ use std::collections::HashMap;
 
 use rocksdb::WriteBatch;
 
+use crate::address::EmailAddress;
 use crate::db::{decode, Store, COUNTER_MAILBOX, COUNTER_USER};
 use crate::error::{StoreError, StoreResult};
 use crate::keys::*;
 use crate::model::*;
 
-/// Lower-cases and checks an address; returns `(local, domain)`.
+/// Lower-cases and checks an address of an account or alias (see
+/// [`EmailAddress::normalized`]).
 pub fn normalize_address(address: &str) -> StoreResult<String> {
-    let address = address.trim().to_ascii_lowercase();
-    let valid = match address.rsplit_once('@') {
-        Some((local, domain)) => {
-            !local.is_empty()
-                && !domain.is_empty()
-                && local.len() <= 64
-                && address.len() <= 254
-                && domain.contains('.')
-                && !address
-                    .chars()
-                    .any(|c| c.is_whitespace() || c == '\0' || c == '<' || c == '>')
-                && !local.contains('@')
-        }
-        None => false,
-    };
-    if valid {
-        Ok(address)
-    } else {
-        Err(StoreError::Invalid(format!(
-            "'{address}' is not a valid mail address"
-        )))
-    }
+    EmailAddress::normalized(address).map(EmailAddress::into_string)
 }
 
 pub fn normalize_domain(name: &str) -> StoreResult<String> {
@@ -178,11 +159,9 @@ impl Store {
         display_name: &str,
         password_hash: Option<String>,
     ) -> StoreResult<User> {
-        let address = normalize_address(address)?;
-        let domain = address
-            .rsplit_once('@')
-            .map(|(_, d)| d.to_string())
-            .unwrap_or_default();
+        let parsed = EmailAddress::normalized(address)?;
+        let domain = parsed.domain().to_string();
+        let address = parsed.into_string();
         if self.domain(&domain)?.is_none() {
             return Err(StoreError::Invalid(format!(
                 "{domain} is not a protected domain; add it first (understudy domain add {domain})"
@@ -277,23 +256,23 @@ impl Store {
 
     /// Resolves an envelope recipient: a user's address or alias in a protected domain.
     pub fn resolve_recipient(&self, address: &str) -> StoreResult<Recipient> {
-        let Ok(address) = normalize_address(address) else {
+        let Ok(parsed) = EmailAddress::normalized(address) else {
             return Ok(Recipient::NotLocal);
         };
         let generation = {
             let cache = self.inner.accounts_cache.lock();
-            if let Some(user) = cache.recipients.get(&address) {
+            if let Some(user) = cache.recipients.get(parsed.as_str()) {
                 return Ok(Recipient::Local(user.clone()));
             }
             cache.generation
         };
-        let domain = address.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
-        if self.domain(domain)?.is_none() {
+        if self.domain(parsed.domain())?.is_none() {
             return Ok(Recipient::NotLocal);
         }
-        let Some(key) = address_key(&address) else {
+        let Some(key) = address_key(parsed.as_str()) else {
             return Ok(Recipient::Unknown);
         };
+        let address = parsed.into_string();
         let Some(entry) = self.get_json::<AddressEntry>(CF_ADDRESSES, &key)? else {
             return Ok(Recipient::Unknown);
         };
@@ -350,8 +329,11 @@ impl Store {
         let user = self
             .user_by_address(address)?
             .ok_or_else(|| StoreError::NotFound(format!("user {address}")))?;
-        for mailbox in self.mailboxes(user.id)? {
-            self.destroy_mailbox(&mailbox)?;
+        {
+            let _mailboxes = self.lock_outer(("mailboxes-of", user.id));
+            for mailbox in self.mailboxes(user.id)? {
+                self.destroy_mailbox(&mailbox)?;
+            }
         }
         let _guard = self.lock(&[("address", user.address.as_str())]);
         let mut batch = WriteBatch::default();
@@ -373,11 +355,9 @@ impl Store {
 
     /// Adds `alias` (in any protected domain) delivering to the user `target`.
     pub fn add_alias(&self, alias: &str, target: &str) -> StoreResult<()> {
-        let alias = normalize_address(alias)?;
-        let domain = alias
-            .rsplit_once('@')
-            .map(|(_, d)| d.to_string())
-            .unwrap_or_default();
+        let parsed = EmailAddress::normalized(alias)?;
+        let domain = parsed.domain().to_string();
+        let alias = parsed.into_string();
         if self.domain(&domain)?.is_none() {
             return Err(StoreError::Invalid(format!(
                 "{domain} is not a protected domain; add it first (understudy domain add {domain})"

@@ -28,6 +28,7 @@ pub(crate) type KeyValue = (Box<[u8]>, Box<[u8]>);
 
 const SCHEMA_KEY: &[u8] = b"schema_version";
 const LOCK_STRIPES: usize = 1024;
+const OUTER_LOCK_STRIPES: usize = 64;
 
 /// Counters kept in `meta` and merged with `max`, so that two writers whose batches land
 /// in either order never move a counter backwards.
@@ -80,6 +81,12 @@ pub(crate) struct Inner {
     pub db: DB,
     pub path: PathBuf,
     locks: Vec<Mutex<()>>,
+    /// Stripes for the outer level (a user's list of mailboxes), taken before and
+    /// around the inner ones (`locks`). Kept apart so that an outer lock and the inner
+    /// stripes taken under it can never be the same mutex: with one set, deleting a
+    /// mailbox of a thousand distinct bodies locked nearly every stripe, its own outer
+    /// stripe among them, and waited for itself.
+    outer_locks: Vec<Mutex<()>>,
     counters: Mutex<Counters>,
     /// Per-domain queue summary kept beside the queue (`queue_index.rs`).
     pub(crate) queue_index: Mutex<Option<crate::queue_index::QueueIndex>>,
@@ -251,11 +258,13 @@ impl Store {
         };
         drop(meta);
         let locks = (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect();
+        let outer_locks = (0..OUTER_LOCK_STRIPES).map(|_| Mutex::new(())).collect();
         Ok(Store {
             inner: Arc::new(Inner {
                 db,
                 path: dir.to_path_buf(),
                 locks,
+                outer_locks,
                 counters: Mutex::new(counters),
                 queue_index: Mutex::new(None),
                 notifier: Notifier::default(),
@@ -318,6 +327,43 @@ impl Store {
             Some(bytes) => decode(cf, &bytes).map(Some),
             None => Ok(None),
         }
+    }
+
+    /// [`Store::get_json`] as of a snapshot.
+    pub(crate) fn get_json_at<T: DeserializeOwned>(
+        &self,
+        snapshot: &rocksdb::Snapshot<'_>,
+        cf: &'static str,
+        key: &[u8],
+    ) -> StoreResult<Option<T>> {
+        let handle = self.cf(cf)?;
+        match snapshot.get_pinned_cf(&handle, key)? {
+            Some(bytes) => decode(cf, &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// [`Store::scan_prefix`] as of a snapshot.
+    pub(crate) fn scan_prefix_at(
+        &self,
+        snapshot: &rocksdb::Snapshot<'_>,
+        cf: &'static str,
+        prefix: &[u8],
+    ) -> StoreResult<Vec<KeyValue>> {
+        let handle = self.cf(cf)?;
+        let mut out = Vec::new();
+        let iter = snapshot.iterator_cf(
+            &handle,
+            rocksdb::IteratorMode::From(prefix, rocksdb::Direction::Forward),
+        );
+        for item in iter {
+            let (k, v) = item?;
+            if !k.starts_with(prefix) {
+                break;
+            }
+            out.push((k, v));
+        }
+        Ok(out)
     }
 
     /// All values under `prefix` in key order.
@@ -403,6 +449,25 @@ impl Store {
             .filter_map(|i| self.inner.locks.get(*i))
             .map(|m| m.lock())
             .collect()
+    }
+
+    /// Locks the outer stripe of `key` (a user's mailbox list). Take it before any
+    /// [`Store::lock`] and never while holding one; inner locks may then be taken and
+    /// released under it freely.
+    pub(crate) fn lock_outer<K: Hash>(&self, key: K) -> Option<MutexGuard<'_, ()>> {
+        let mut h = DefaultHasher::new();
+        key.hash(&mut h);
+        self.inner
+            .outer_locks
+            .get((h.finish() as usize) % OUTER_LOCK_STRIPES)
+            .map(|m| m.lock())
+    }
+
+    /// A consistent read view: everything committed before it, nothing after. Readers
+    /// that combine several records (a message and its body, a mailbox and its change
+    /// log) read them through one, so no write can fall between their reads.
+    pub(crate) fn snapshot(&self) -> rocksdb::Snapshot<'_> {
+        self.inner.db.snapshot()
     }
 
     /// Reserves the next id of a counter; the caller puts `counter_merge` in its batch.

@@ -106,9 +106,10 @@ pub fn split_message_key(key: &[u8]) -> Option<(u64, u32)> {
     Some((u64::from_be_bytes(a), u32::from_be_bytes(b)))
 }
 
-/// `domain 0x00 local` so one domain's addresses are one prefix scan.
+/// `domain 0x00 local` so one domain's addresses are one prefix scan. `address` is a
+/// normalized one (`EmailAddress::normalized`), as every stored address is.
 pub fn address_key(address: &str) -> Option<Vec<u8>> {
-    let (local, domain) = address.rsplit_once('@')?;
+    let (local, domain) = crate::address::split(address)?;
     let mut k = Vec::with_capacity(address.len() + 1);
     k.extend_from_slice(domain.as_bytes());
     k.push(0);

@@ -11,6 +11,7 @@
 //! see [`keys`] and `docs/architecture.md`.
 
 pub mod accounts;
+pub mod address;
 mod clock;
 mod db;
 pub mod delivery;
@@ -18,6 +19,7 @@ pub mod drain;
 mod error;
 mod health;
 pub mod hold;
+pub mod integrity;
 pub mod keys;
 mod logins;
 pub mod mailbox;
@@ -32,6 +34,7 @@ mod recoverable;
 mod retention;
 pub mod tracking;
 
+pub use address::EmailAddress;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use db::{Store, StoreOptions, SCHEMA_VERSION};
 pub use error::{StoreError, StoreResult};

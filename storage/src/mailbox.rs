@@ -1,12 +1,25 @@
 //! Mailboxes, messages, content-addressed bodies and the per-mailbox change log.
 //!
-//! Every writer locks the mailboxes it changes (and, when it may create or free a body,
-//! the body's stripe) and keeps the locks across the synced write, so UIDs and modseqs
-//! become visible in the order they were assigned. The change log keeps one entry per
-//! live message (its latest change) plus a tombstone per expunge: enough for IMAP
-//! sessions, CONDSTORE and IDLE to catch up from any modseq.
+//! Every writer locks the mailboxes it changes and keeps the locks across its write, so
+//! UIDs and modseqs become visible in the order they were assigned. The change log keeps
+//! one entry per live message (its latest change) plus a tombstone per expunge: enough
+//! for IMAP sessions, CONDSTORE and IDLE to catch up from any modseq.
+//!
+//! Bodies are content-addressed and reference-counted. The rules that keep every message
+//! record's body present and every count equal to its references, whatever the
+//! interleaving and wherever a crash falls:
+//! - A count is read, changed or the body written or deleted only under the body's lock
+//!   (`blob_lock`), by every writer: deliver, APPEND, COPY, expunge, queue completion.
+//!   Records are read once to learn which bodies to lock, then again under the locks; a
+//!   record whose body was not locked is left alone.
+//! - A record and the reference it holds are written or removed in the same batch, so a
+//!   crash keeps both or neither (RocksDB recovers a prefix of whole batches).
+//! - UID lists are de-duplicated first: within one batch a record removed twice would be
+//!   counted twice.
+//! - Readers that need a record and its body read both from one snapshot.
+//! - A mailbox is deleted in the same batch as its last messages.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use rocksdb::WriteBatch;
 use sha2::{Digest, Sha256};
@@ -56,6 +69,21 @@ fn mailbox_lock(id: u64) -> (&'static str, u64) {
     ("mailbox", id)
 }
 
+/// The outer lock of a user's list of mailboxes (create, rename, delete, subscribe).
+fn mailboxes_of(user_id: u64) -> (&'static str, u64) {
+    ("mailboxes-of", user_id)
+}
+
+/// `uids` without repeats, first occurrence kept (COPYUID pairs follow the given order).
+fn unique(uids: &[u32]) -> Vec<u32> {
+    let mut seen = HashSet::with_capacity(uids.len());
+    uids.iter().copied().filter(|u| seen.insert(*u)).collect()
+}
+
+/// A failed attempt to lock every body a write needs, retried this many times: each
+/// retry means a new body arrived between the read and the lock.
+const LOCK_RETRIES: usize = 32;
+
 impl Store {
     // ----- mailboxes -----
 
@@ -101,7 +129,7 @@ impl Store {
         special_use: Option<SpecialUse>,
     ) -> StoreResult<Mailbox> {
         validate_mailbox_name(name)?;
-        let _guard = self.lock(&[("mailboxes-of", user_id)]);
+        let _guard = self.lock_outer(mailboxes_of(user_id));
         if self.mailbox_by_name(user_id, name)?.is_some() {
             return Err(StoreError::AlreadyExists(format!(
                 "mailbox {name} already exists"
@@ -114,7 +142,7 @@ impl Store {
     }
 
     pub fn set_subscribed(&self, user_id: u64, name: &str, subscribed: bool) -> StoreResult<()> {
-        let _guard = self.lock(&[("mailboxes-of", user_id)]);
+        let _guard = self.lock_outer(mailboxes_of(user_id));
         let mut mailbox = self
             .mailbox_by_name(user_id, name)?
             .ok_or_else(|| StoreError::NotFound(format!("mailbox {name}")))?;
@@ -131,15 +159,17 @@ impl Store {
         if name.eq_ignore_ascii_case("INBOX") {
             return Err(StoreError::Invalid("INBOX cannot be deleted".into()));
         }
-        let _guard = self.lock(&[("mailboxes-of", user_id)]);
+        let _guard = self.lock_outer(mailboxes_of(user_id));
         let mailbox = self
             .mailbox_by_name(user_id, name)?
             .ok_or_else(|| StoreError::NotFound(format!("mailbox {name}")))?;
         self.destroy_mailbox(&mailbox)
     }
 
-    /// Expunges every message of the mailbox, then removes it and its change log.
+    /// Expunges every message of the mailbox, then removes it and its change log. The
+    /// caller holds the user's outer lock, so nothing renames or deletes it meanwhile.
     pub(crate) fn destroy_mailbox(&self, mailbox: &Mailbox) -> StoreResult<()> {
+        // A big mailbox goes a thousand messages per batch first...
         let uids: Vec<u32> = self
             .messages(mailbox.user_id, mailbox.id)?
             .1
@@ -149,22 +179,46 @@ impl Store {
         for chunk in uids.chunks(1000) {
             self.expunge(mailbox.user_id, mailbox.id, chunk)?;
         }
-        let _mbox = self.lock(&[mailbox_lock(mailbox.id)]);
-        let mut batch = WriteBatch::default();
-        for (k, _) in self.scan_prefix(CF_CHANGES, &u64_key(mailbox.id))? {
-            self.delete(&mut batch, CF_CHANGES, &k)?;
+        // ...then whatever arrived meanwhile (a delivery, an APPEND, a COPY into it) goes
+        // in the batch that removes the mailbox, so no message outlives its mailbox.
+        for _ in 0..LOCK_RETRIES {
+            let (_, remaining) = self.messages(mailbox.user_id, mailbox.id)?;
+            let blobs: BTreeSet<BlobId> = remaining.iter().map(|r| r.blob).collect();
+            let mut keys = vec![mailbox_lock(mailbox.id)];
+            keys.extend(blobs.iter().map(blob_lock));
+            let _guards = self.lock(&keys);
+            let (_, remaining) = self.messages(mailbox.user_id, mailbox.id)?;
+            if remaining.iter().any(|r| !blobs.contains(&r.blob)) {
+                continue;
+            }
+            let mut batch = WriteBatch::default();
+            let mut freed: BTreeMap<BlobId, i64> = BTreeMap::new();
+            for record in &remaining {
+                self.delete(&mut batch, CF_MESSAGES, &message_key(mailbox.id, record.uid))?;
+                *freed.entry(record.blob).or_default() += 1;
+            }
+            for (blob, count) in freed {
+                self.release_blob_into(&mut batch, &blob, count)?;
+            }
+            for (k, _) in self.scan_prefix(CF_CHANGES, &u64_key(mailbox.id))? {
+                self.delete(&mut batch, CF_CHANGES, &k)?;
+            }
+            self.delete(&mut batch, CF_MAILBOXES, &u64_pair(mailbox.user_id, mailbox.id))?;
+            self.commit(batch)?;
+            self.inner.notifier.publish(mailbox.id, u64::MAX);
+            return Ok(());
         }
-        self.delete(&mut batch, CF_MAILBOXES, &u64_pair(mailbox.user_id, mailbox.id))?;
-        self.commit(batch)?;
-        self.inner.notifier.publish(mailbox.id, u64::MAX);
-        Ok(())
+        Err(StoreError::Invalid(format!(
+            "mailbox {} kept receiving new messages; try again",
+            mailbox.name
+        )))
     }
 
     /// Renames a mailbox and its children (`from/...`). Renaming INBOX moves its messages
     /// into a new mailbox `to` and leaves INBOX empty (RFC 3501 §6.3.5).
     pub fn rename_mailbox(&self, user_id: u64, from: &str, to: &str) -> StoreResult<()> {
         validate_mailbox_name(to)?;
-        let _guard = self.lock(&[("mailboxes-of", user_id)]);
+        let _guard = self.lock_outer(mailboxes_of(user_id));
         if self.mailbox_by_name(user_id, to)?.is_some() {
             return Err(StoreError::AlreadyExists(format!("mailbox {to} already exists")));
         }
@@ -196,9 +250,14 @@ impl Store {
         if to.starts_with(&prefix) {
             return Err(StoreError::Invalid("cannot move a mailbox into itself".into()));
         }
+        // The records are read again under the mailboxes' locks: one read before them
+        // would put back a stale UIDNEXT or count over a concurrent delivery's, and UIDs
+        // would be handed out twice.
+        let keys: Vec<(&str, u64)> = affected.iter().map(|m| mailbox_lock(m.id)).collect();
+        let _mailboxes = self.lock(&keys);
         let mut batch = WriteBatch::default();
         for m in affected {
-            let mut renamed = m.clone();
+            let mut renamed = self.mailbox(user_id, m.id)?;
             renamed.name = format!("{to}{}", &m.name[from.len()..]);
             self.put_json(&mut batch, CF_MAILBOXES, &u64_pair(user_id, m.id), &renamed)?;
         }
@@ -207,11 +266,15 @@ impl Store {
 
     // ----- messages -----
 
-    /// The mailbox and all its messages in UID order.
+    /// The mailbox and all its messages in UID order, read from one snapshot: the
+    /// counters, UIDNEXT and HIGHESTMODSEQ describe exactly the messages returned.
     pub fn messages(&self, user_id: u64, mailbox_id: u64) -> StoreResult<(Mailbox, Vec<MessageRecord>)> {
-        let mailbox = self.mailbox(user_id, mailbox_id)?;
+        let snapshot = self.snapshot();
+        let mailbox: Mailbox = self
+            .get_json_at(&snapshot, CF_MAILBOXES, &u64_pair(user_id, mailbox_id))?
+            .ok_or_else(|| StoreError::NotFound(format!("mailbox {mailbox_id}")))?;
         let messages = self
-            .scan_prefix(CF_MESSAGES, &u64_key(mailbox_id))?
+            .scan_prefix_at(&snapshot, CF_MESSAGES, &u64_key(mailbox_id))?
             .iter()
             .map(|(_, v)| decode(CF_MESSAGES, v))
             .collect::<StoreResult<Vec<MessageRecord>>>()?;
@@ -222,6 +285,33 @@ impl Store {
         self.mailbox(user_id, mailbox_id)?;
         self.get_json(CF_MESSAGES, &message_key(mailbox_id, uid))?
             .ok_or_else(|| StoreError::NotFound(format!("message {uid}")))
+    }
+
+    /// A message and its body, read from one snapshot: a message expunged meanwhile is
+    /// either read whole or not found (`NotFound`), never found without its body.
+    pub fn message_body(
+        &self,
+        user_id: u64,
+        mailbox_id: u64,
+        uid: u32,
+    ) -> StoreResult<(MessageRecord, Vec<u8>)> {
+        let snapshot = self.snapshot();
+        if self
+            .get_json_at::<Mailbox>(&snapshot, CF_MAILBOXES, &u64_pair(user_id, mailbox_id))?
+            .is_none()
+        {
+            return Err(StoreError::NotFound(format!("mailbox {mailbox_id}")));
+        }
+        let record: MessageRecord = self
+            .get_json_at(&snapshot, CF_MESSAGES, &message_key(mailbox_id, uid))?
+            .ok_or_else(|| StoreError::NotFound(format!("message {uid}")))?;
+        let body = snapshot
+            .get_cf(&self.cf(CF_BLOBS)?, record.blob)?
+            .ok_or_else(|| StoreError::Corrupt {
+                cf: CF_BLOBS,
+                reason: format!("body {} of message {uid} missing", hex::encode(record.blob)),
+            })?;
+        Ok((record, body))
     }
 
     pub fn body(&self, blob: &BlobId) -> StoreResult<Vec<u8>> {
@@ -250,18 +340,22 @@ impl Store {
         Ok(self.inner.db.get_pinned_cf(&cf, blob)?.is_some())
     }
 
-    /// Changes after `since`, in modseq order, with the current record of each message
-    /// that still exists.
+    /// Changes after `since`, in modseq order, with the record of each message that
+    /// still exists, all from one snapshot: the mailbox's HIGHESTMODSEQ covers exactly
+    /// the changes returned, and each record is as of that point.
     pub fn changes_since(
         &self,
         user_id: u64,
         mailbox_id: u64,
         since: u64,
     ) -> StoreResult<(Mailbox, Vec<Change>)> {
-        let mailbox = self.mailbox(user_id, mailbox_id)?;
+        let snapshot = self.snapshot();
+        let mailbox: Mailbox = self
+            .get_json_at(&snapshot, CF_MAILBOXES, &u64_pair(user_id, mailbox_id))?
+            .ok_or_else(|| StoreError::NotFound(format!("mailbox {mailbox_id}")))?;
         let cf = self.cf(CF_CHANGES)?;
         let start = u64_pair(mailbox_id, since.saturating_add(1));
-        let iter = self.inner.db.iterator_cf(
+        let iter = snapshot.iterator_cf(
             &cf,
             rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward),
         );
@@ -274,7 +368,7 @@ impl Store {
             let change: ChangeRecord = decode(CF_CHANGES, &v)?;
             let record = match change.kind {
                 ChangeKind::Expunged => None,
-                _ => self.get_json(CF_MESSAGES, &message_key(mailbox_id, change.uid))?,
+                _ => self.get_json_at(&snapshot, CF_MESSAGES, &message_key(mailbox_id, change.uid))?,
             };
             out.push((change, record));
         }
@@ -451,7 +545,9 @@ impl Store {
     }
 
     /// Sets, adds or removes flags on `uids`. With `unchanged_since`, messages modified
-    /// after it are left alone and returned in the second list (RFC 7162 §3.1.3).
+    /// after it are left alone and returned in the second list (RFC 7162 §3.1.3). The
+    /// first list holds every other named message that exists, as it is now, changed or
+    /// not: a session learns from it what other sessions changed meanwhile.
     #[allow(clippy::too_many_arguments)]
     pub fn store_flags(
         &self,
@@ -463,12 +559,14 @@ impl Store {
         keywords: &[String],
         unchanged_since: Option<u64>,
     ) -> StoreResult<(Vec<MessageRecord>, Vec<u32>)> {
+        let uids = unique(uids);
         let _guard = self.lock(&[mailbox_lock(mailbox_id)]);
         let mut mailbox = self.mailbox(user_id, mailbox_id)?;
         let mut batch = WriteBatch::default();
         let mut changed = Vec::new();
         let mut failed = Vec::new();
-        for uid in uids {
+        let mut written = false;
+        for uid in &uids {
             let Some(mut record) =
                 self.get_json::<MessageRecord>(CF_MESSAGES, &message_key(mailbox_id, *uid))?
             else {
@@ -480,6 +578,7 @@ impl Store {
             }
             let (new_flags, new_keywords) = apply_flags(&record, op, flags, keywords);
             if new_flags == record.flags && new_keywords == record.keywords {
+                changed.push(record);
                 continue;
             }
             match (record.flags & flags::SEEN != 0, new_flags & flags::SEEN != 0) {
@@ -491,8 +590,9 @@ impl Store {
             record.keywords = new_keywords;
             self.touch_message(&mut batch, &mut mailbox, &mut record, ChangeKind::Flags)?;
             changed.push(record);
+            written = true;
         }
-        if !changed.is_empty() {
+        if written {
             self.put_json(&mut batch, CF_MAILBOXES, &u64_pair(user_id, mailbox_id), &mailbox)?;
             self.commit(batch)?;
             self.inner.notifier.publish(mailbox_id, mailbox.highest_modseq);
@@ -512,7 +612,8 @@ impl Store {
         self.copy_or_move(user_id, from, uids, to, false)
     }
 
-    /// Copy and expunge from the source in one synced write (RFC 6851).
+    /// Copy and expunge from the source in one synced write (RFC 6851). Moving into the
+    /// same mailbox gives the messages new UIDs there (RFC 6851 §3.3 allows it).
     pub fn move_messages(
         &self,
         user_id: u64,
@@ -531,62 +632,97 @@ impl Store {
         to: u64,
         remove: bool,
     ) -> StoreResult<(u32, Vec<(u32, u32)>)> {
-        if from == to && remove {
-            return Err(StoreError::Invalid(
-                "cannot move a message into its own mailbox".into(),
-            ));
-        }
-        let _guards = self.lock(&[mailbox_lock(from), mailbox_lock(to)]);
-        let mut source = self.mailbox(user_id, from)?;
-        let mut target = self.mailbox(user_id, to)?;
-        let mut batch = WriteBatch::default();
-        let mut map = Vec::new();
-        let refs_cf = self.cf(CF_BLOB_REFS)?;
-        for uid in uids {
-            let Some(record) = self.get_json::<MessageRecord>(CF_MESSAGES, &message_key(from, *uid))? else {
+        let uids = unique(uids);
+        for _ in 0..LOCK_RETRIES {
+            // A COPY adds references: the bodies' locks, like every writer of counts. A
+            // MOVE carries each reference over with its record and needs none.
+            let mut blobs = BTreeSet::new();
+            if !remove {
+                for uid in &uids {
+                    if let Some(r) = self.get_json::<MessageRecord>(CF_MESSAGES, &message_key(from, *uid))? {
+                        blobs.insert(r.blob);
+                    }
+                }
+            }
+            let mut keys = vec![mailbox_lock(from), mailbox_lock(to)];
+            keys.extend(blobs.iter().map(blob_lock));
+            let _guards = self.lock(&keys);
+            let mut records = Vec::with_capacity(uids.len());
+            for uid in &uids {
+                if let Some(r) = self.get_json::<MessageRecord>(CF_MESSAGES, &message_key(from, *uid))? {
+                    records.push(r);
+                }
+            }
+            if !remove && records.iter().any(|r| !blobs.contains(&r.blob)) {
+                // A UID's record and body never change, so this means a record appeared
+                // between the two reads: impossible today, but never copy unlocked.
                 continue;
-            };
+            }
+            return self.copy_or_move_locked(user_id, from, &records, to, remove);
+        }
+        Err(StoreError::Invalid(
+            "the messages kept changing; try again".into(),
+        ))
+    }
+
+    /// The write of [`Store::copy_or_move`]; the caller holds the mailboxes' locks and,
+    /// for a COPY, the bodies'.
+    fn copy_or_move_locked(
+        &self,
+        user_id: u64,
+        from: u64,
+        records: &[MessageRecord],
+        to: u64,
+        remove: bool,
+    ) -> StoreResult<(u32, Vec<(u32, u32)>)> {
+        let mut source = self.mailbox(user_id, from)?;
+        // Into the same mailbox the counters live in one record: `source`.
+        let mut target = if from == to {
+            None
+        } else {
+            Some(self.mailbox(user_id, to)?)
+        };
+        let mut batch = WriteBatch::default();
+        let mut map = Vec::with_capacity(records.len());
+        let mut added: BTreeMap<BlobId, i64> = BTreeMap::new();
+        for record in records {
             let copy = MessageRecord {
                 uid: 0,
                 modseq: 0,
                 ..record.clone()
             };
-            // The body cannot be freed meanwhile: the source copy holds a reference and
-            // its mailbox is locked, so a plain increment is enough here.
-            if !remove {
-                batch.merge_cf(&refs_cf, record.blob, 1i64.to_be_bytes());
-            }
-            let new = if from == to {
-                // COPY into the same mailbox: keep the counters in one place.
-                let new = self.add_message_into(&mut batch, &mut source, copy)?;
-                target = source.clone();
-                new
-            } else {
-                self.add_message_into(&mut batch, &mut target, copy)?
+            let new = match target.as_mut() {
+                Some(t) => self.add_message_into(&mut batch, t, copy)?,
+                None => self.add_message_into(&mut batch, &mut source, copy)?,
             };
-            map.push((*uid, new.uid));
+            map.push((record.uid, new.uid));
             if remove {
-                self.remove_message_into(&mut batch, &mut source, &record)?;
+                self.remove_message_into(&mut batch, &mut source, record)?;
+            } else {
+                *added.entry(record.blob).or_default() += 1;
             }
         }
+        let validity = target.as_ref().unwrap_or(&source).uid_validity;
         if map.is_empty() {
-            return Ok((target.uid_validity, map));
+            return Ok((validity, map));
         }
-        if from != to {
-            self.put_json(&mut batch, CF_MAILBOXES, &u64_pair(user_id, from), &source)?;
+        for (blob, count) in added {
+            self.add_existing_blob_refs(&mut batch, &blob, count)?;
         }
+        self.put_json(&mut batch, CF_MAILBOXES, &u64_pair(user_id, from), &source)?;
         self.commit(batch)?;
-        self.inner.notifier.publish(to, target.highest_modseq);
-        if from != to {
-            self.inner.notifier.publish(from, source.highest_modseq);
+        self.inner.notifier.publish(from, source.highest_modseq);
+        if let Some(t) = &target {
+            self.inner.notifier.publish(to, t.highest_modseq);
         }
-        Ok((target.uid_validity, map))
+        Ok((validity, map))
     }
 
     /// Removes messages; frees bodies no longer referenced. Returns the UIDs removed.
     pub fn expunge(&self, user_id: u64, mailbox_id: u64, uids: &[u32]) -> StoreResult<Vec<u32>> {
+        let uids = unique(uids);
         let mut records = Vec::with_capacity(uids.len());
-        for uid in uids {
+        for uid in &uids {
             if let Some(r) = self.get_json::<MessageRecord>(CF_MESSAGES, &message_key(mailbox_id, *uid))? {
                 records.push(r);
             }
@@ -598,7 +734,7 @@ impl Store {
         let mut batch = WriteBatch::default();
         let mut removed = Vec::new();
         let mut freed: BTreeMap<BlobId, i64> = BTreeMap::new();
-        for uid in uids {
+        for uid in &uids {
             // Re-read under the lock: another session may have expunged it already.
             let Some(record) = self.get_json::<MessageRecord>(CF_MESSAGES, &message_key(mailbox_id, *uid))?
             else {
@@ -624,14 +760,17 @@ impl Store {
         Ok(removed)
     }
 
-    /// Claims \Recent for the caller: returns the lowest UID recent for it and marks all
-    /// current messages as seen by a session, so exactly one session gets each \Recent.
-    pub fn claim_recent(&self, user_id: u64, mailbox_id: u64) -> StoreResult<u32> {
+    /// Claims \Recent for the caller: returns the lowest UID recent for it and marks the
+    /// messages below `below` (the UIDNEXT of what the caller has read) as seen by a
+    /// session, so exactly one session gets each \Recent: a message that arrived after
+    /// the caller's read stays recent for whoever sees it first.
+    pub fn claim_recent(&self, user_id: u64, mailbox_id: u64, below: u32) -> StoreResult<u32> {
         let _guard = self.lock(&[mailbox_lock(mailbox_id)]);
         let mut mailbox = self.mailbox(user_id, mailbox_id)?;
         let first = mailbox.recent_uid;
-        if first < mailbox.uid_next {
-            mailbox.recent_uid = mailbox.uid_next;
+        let mark = below.min(mailbox.uid_next);
+        if first < mark {
+            mailbox.recent_uid = mark;
             let mut batch = WriteBatch::default();
             self.put_json(&mut batch, CF_MAILBOXES, &u64_pair(user_id, mailbox_id), &mailbox)?;
             // Losing this mark in a crash only shows \Recent once more: no sync needed.
@@ -748,6 +887,20 @@ impl Store {
         } else {
             batch.merge_cf(&self.cf(CF_BLOB_REFS)?, blob, count.to_be_bytes());
         }
+        Ok(())
+    }
+
+    /// Adds `count` references to a body some record already holds (COPY). Caller holds
+    /// the body's lock. A count that is not positive means the store is damaged: the copy
+    /// is refused rather than made to point at a body that may be gone.
+    fn add_existing_blob_refs(&self, batch: &mut WriteBatch, blob: &BlobId, count: i64) -> StoreResult<()> {
+        if self.blob_refs(blob)? <= 0 || !self.blob_exists(blob)? {
+            return Err(StoreError::Corrupt {
+                cf: CF_BLOB_REFS,
+                reason: format!("body {} is referenced but not counted", hex::encode(blob)),
+            });
+        }
+        batch.merge_cf(&self.cf(CF_BLOB_REFS)?, blob, count.to_be_bytes());
         Ok(())
     }
 

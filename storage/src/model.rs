@@ -151,7 +151,7 @@ pub struct User {
 
 impl User {
     pub fn domain(&self) -> &str {
-        self.address.rsplit_once('@').map(|(_, d)| d).unwrap_or("")
+        crate::address::split(&self.address).map_or("", |(_, d)| d)
     }
     pub fn is_active(&self) -> bool {
         self.status == UserStatus::Active

@@ -4,7 +4,7 @@
 
 use rocksdb::WriteBatch;
 
-use crate::accounts::normalize_address;
+use crate::address::EmailAddress;
 use crate::db::{Store, COUNTER_USER};
 use crate::error::{StoreError, StoreResult};
 use crate::keys::*;
@@ -48,17 +48,14 @@ impl UserChange {
     }
 }
 
-fn domain_of(address: &str) -> &str {
-    address.rsplit_once('@').map(|(_, d)| d).unwrap_or("")
-}
-
 impl Store {
     /// Brings one user (and their aliases) to `spec` in one synced write; with `dry_run`
     /// only reports what would change. Refuses (changing nothing) when the address is
     /// someone's alias, an alias belongs to someone else, or a domain is not protected.
     pub fn upsert_user(&self, spec: &UserSpec, dry_run: bool) -> StoreResult<UserChange> {
-        let address = normalize_address(&spec.address)?;
-        let domain = domain_of(&address).to_string();
+        let parsed = EmailAddress::normalized(&spec.address)?;
+        let domain = parsed.domain().to_string();
+        let address = parsed.into_string();
         if self.domain(&domain)?.is_none() {
             return Err(StoreError::Invalid(format!(
                 "{domain} is not a protected domain; add it first (understudy domain add {domain})"
@@ -68,14 +65,15 @@ impl Store {
             Some(list) => {
                 let mut out: Vec<String> = Vec::new();
                 for alias in list {
-                    let alias = normalize_address(alias)?;
+                    let parsed = EmailAddress::normalized(alias)?;
+                    let d = parsed.domain().to_string();
+                    let alias = parsed.into_string();
                     if alias == address {
                         return Err(StoreError::Invalid(format!(
                             "{alias} is the user's own address, not an alias"
                         )));
                     }
-                    let d = domain_of(&alias);
-                    if self.domain(d)?.is_none() {
+                    if self.domain(&d)?.is_none() {
                         return Err(StoreError::NotFound(format!("domain {d} of alias {alias}")));
                     }
                     if !out.contains(&alias) {

@@ -12,6 +12,9 @@ use understudy_storage::accounts::Recipient;
 use understudy_storage::mailbox::{blob_id, DeliveryRequest};
 use understudy_storage::*;
 
+#[path = "store/bodies.rs"]
+mod bodies;
+
 fn open(dir: &std::path::Path) -> Store {
     Store::open_with(
         dir,
@@ -374,14 +377,19 @@ fn recent_is_claimed_once() {
     let (store, anna) = with_user(dir.path());
     let inbox = store.inbox(anna.id).unwrap();
     deliver(&store, vec![anna.id], b"a");
-    assert_eq!(store.claim_recent(anna.id, inbox.id).unwrap(), 1);
+    assert_eq!(store.claim_recent(anna.id, inbox.id, u32::MAX).unwrap(), 1);
     assert_eq!(
-        store.claim_recent(anna.id, inbox.id).unwrap(),
+        store.claim_recent(anna.id, inbox.id, u32::MAX).unwrap(),
         2,
         "second session must see nothing recent"
     );
     deliver(&store, vec![anna.id], b"b");
-    assert_eq!(store.claim_recent(anna.id, inbox.id).unwrap(), 2);
+    // A session that read the mailbox before "c" arrived claims only "b": "c" stays
+    // recent for the next session to see it.
+    let seen_uid_next = store.mailbox(anna.id, inbox.id).unwrap().uid_next;
+    deliver(&store, vec![anna.id], b"c");
+    assert_eq!(store.claim_recent(anna.id, inbox.id, seen_uid_next).unwrap(), 2);
+    assert_eq!(store.claim_recent(anna.id, inbox.id, u32::MAX).unwrap(), 3);
 }
 
 #[test]

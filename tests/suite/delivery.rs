@@ -142,13 +142,13 @@ fn submit(server: &TestServer, rcpt: &str, mid: &str) {
     );
 }
 
-#[test]
-fn relay_waits_for_the_outage_then_delivers_once_and_skips_deleted_mail() {
-    let tmp = tempfile::tempdir().unwrap();
+/// A stand-in primary (smtp-sink) and a server relaying example.com to it in plain SMTP,
+/// with anna; `prepare` runs on the stopped server after that.
+fn relaying_to_a_sink(dir: &Path, prepare: impl FnOnce(&TestServer)) -> (Sink, TestServer) {
     let port = free_port();
-    let primary = Sink::start(&tmp.path().join("primary"), port, &[]);
+    let primary = Sink::start(&dir.join("primary"), port, &[]);
     let relay = format!("127.0.0.1:{port}");
-    let mut server = TestServer::setup(&delivery_config(""), |s| {
+    let server = TestServer::setup(&delivery_config(""), |s| {
         s.admin_ok(&[
             "domain",
             "add",
@@ -159,8 +159,16 @@ fn relay_waits_for_the_outage_then_delivers_once_and_skips_deleted_mail() {
             "disabled",
         ]);
         s.add_user("anna@example.com", PASSWORD);
-        set_phase(s, "example.com", OutagePhase::Outage);
+        prepare(s);
     });
+    (primary, server)
+}
+
+#[test]
+fn relay_waits_for_the_outage_then_delivers_once_and_skips_deleted_mail() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (primary, mut server) =
+        relaying_to_a_sink(tmp.path(), |s| set_phase(s, "example.com", OutagePhase::Outage));
     python_ok(
         SEND_MX,
         &[
@@ -469,4 +477,49 @@ p.quit()
     );
     assert!(out.contains("<tls1@example.com>"), "{out}");
     assert!(out.contains("with ESMTPS"), "delivered over TLS: {out}");
+}
+
+/// Issue 19 item 5: a quoted local part was unquoted by the parser and written back raw,
+/// so `MAIL FROM:<"x> AUTH=<ceo@example.test> SIZE=1 BODY=8BITMIME X=<y"@foreign.example>`
+/// on the MX port reached the primary with forged AUTH/SIZE/BODY parameters. Now it is
+/// quoted again on the way out.
+#[test]
+fn quoted_local_parts_cannot_inject_parameters_toward_the_primary() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (primary, server) = relaying_to_a_sink(tmp.path(), |_| {});
+    let script = r#"
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=30)
+f = s.makefile("rb")
+def cmd(line, code):
+    if line is not None:
+        s.sendall(line.encode() + b"\r\n")
+    reply = f.readline().decode()
+    while reply[3:4] == "-":
+        reply = f.readline().decode()
+    assert reply.startswith(code), (line, reply)
+cmd(None, "220")
+cmd("EHLO filter.example.net", "250")
+cmd('MAIL FROM:<"x> AUTH=<ceo@example.test> SIZE=1 BODY=8BITMIME X=<y"@foreign.example>', "250")
+cmd("RCPT TO:<anna@example.com>", "250")
+cmd("DATA", "354")
+cmd("Subject: injected\r\nMessage-ID: <inject@foreign.example>\r\n\r\nhi\r\n.", "250")
+cmd("QUIT", "221")
+"#;
+    python_ok(script, &[server.addr("smtp").port().to_string()]);
+    wait_until(Duration::from_secs(30), "the message at the primary", || {
+        !primary.with("<inject@foreign.example>").is_empty()
+    });
+    let dump = primary.with("<inject@foreign.example>").remove(0);
+    let args = dump
+        .lines()
+        .find(|l| l.starts_with("X-Mail-Args:"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        args.starts_with(
+            r#"X-Mail-Args: <"x> AUTH=<ceo@example.test> SIZE=1 BODY=8BITMIME X=<y"@foreign.example>"#
+        ),
+        "{args}"
+    );
 }

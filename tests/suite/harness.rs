@@ -114,6 +114,8 @@ pub struct TestServer {
     log: mpsc::Receiver<String>,
     log_lines: Vec<String>,
     env: Vec<(String, String)>,
+    /// RLIMIT_NOFILE (soft and hard) for the server process, if set.
+    nofile: Option<u64>,
 }
 
 /// Configuration text for a test server in `dir`, every listener on port 0.
@@ -178,14 +180,47 @@ impl TestServer {
             log,
             log_lines: Vec::new(),
             env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            nofile: None,
         };
         prepare(&server);
         server.launch();
         server
     }
 
+    /// As `setup`, the server limited to `nofile` file descriptors (soft and hard), as a
+    /// host with a low LimitNOFILE would have it.
+    pub fn setup_with_nofile(
+        extra_config: &str,
+        nofile: u64,
+        prepare: impl FnOnce(&TestServer),
+    ) -> TestServer {
+        let mut server = TestServer::setup_with_env(extra_config, &[], |_| {});
+        server.stop();
+        server.nofile = Some(nofile);
+        prepare(&server);
+        server.launch();
+        server
+    }
+
     fn launch(&mut self) {
-        let mut child = Command::new(BIN)
+        let mut command = Command::new(BIN);
+        if let Some(n) = self.nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe and touches only the child.
+            unsafe {
+                command.pre_exec(move || {
+                    let lim = libc::rlimit {
+                        rlim_cur: n as libc::rlim_t,
+                        rlim_max: n as libc::rlim_t,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let mut child = command
             .args(["--config", self.config.to_str().expect("utf-8 path"), "serve"])
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())

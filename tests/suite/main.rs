@@ -17,6 +17,8 @@ mod admin_reports;
 mod backup;
 /// IMAP through third-party clients: curl, mbsync and imapclient over TLS.
 mod clients;
+/// Twenty IMAP sessions on one mailbox: every view true, every body there.
+mod concurrency;
 /// The queue runner against `smtp-sink`: redelivery, outbound with DKIM, 4xx and 5xx.
 mod delivery;
 /// A full disk: SMTP 452, IMAP NO, nothing damaged, recovery once space is back.

@@ -199,8 +199,9 @@ pub trait ImapBackend: Send + Sync {
         mailbox: MailboxId,
     ) -> Result<(MailboxInfo, Vec<MessageMeta>), BackendError>;
     /// Atomically claims \Recent: returns the lowest UID that is recent for this caller
-    /// and moves the mailbox's recent mark to uid_next, so exactly one session sees them.
-    fn claim_recent(&self, account: &Account, mailbox: MailboxId) -> Result<u32, BackendError>;
+    /// and moves the mailbox's recent mark up to `below` (the UIDNEXT of what the
+    /// caller has read; never past the mailbox's), so exactly one session sees each.
+    fn claim_recent(&self, account: &Account, mailbox: MailboxId, below: u32) -> Result<u32, BackendError>;
     /// Changes with modseq > since, in modseq order, and the mailbox info at that
     /// instant. `Added` and `FlagsChanged` entries carry the message's current meta;
     /// `Expunged` entries carry `None`. A message changed several times may appear once
@@ -212,7 +213,8 @@ pub trait ImapBackend: Send + Sync {
         mailbox: MailboxId,
         since: u64,
     ) -> Result<(MailboxInfo, Vec<(Change, Option<MessageMeta>)>), BackendError>;
-    /// Raw RFC 5322 octets, CRLF line ends. `NotFound` if expunged meanwhile.
+    /// Raw RFC 5322 octets, CRLF line ends. `NotFound` if expunged meanwhile; the record
+    /// and its body are read together, so never a message found without its body.
     fn body(&self, account: &Account, mailbox: MailboxId, uid: u32) -> Result<Vec<u8>, BackendError>;
     /// Stores a message; returns (uidvalidity, uid). `TooBig`/`OverQuota` refuse it.
     fn append(
@@ -223,10 +225,31 @@ pub trait ImapBackend: Send + Sync {
         flags: &Flags,
         internal_date: Option<(i64, i16)>,
     ) -> Result<(u32, u32), BackendError>;
+    /// Somewhere for the message of an APPEND to go while it arrives, so that a session
+    /// does not hold a big literal in memory for as long as a slow client takes to send
+    /// it (issue 19 item 4); `None`: the session holds it.
+    fn spool(&self, _account: &Account, _size: usize) -> Option<Box<dyn Spool>> {
+        None
+    }
+    /// `append` of a message that arrived into a `spool`.
+    fn append_spooled(
+        &self,
+        account: &Account,
+        mailbox: MailboxId,
+        message: Box<dyn Spool>,
+        flags: &Flags,
+        internal_date: Option<(i64, i16)>,
+    ) -> Result<(u32, u32), BackendError> {
+        let message = message
+            .into_bytes()
+            .map_err(|e| BackendError::Temporary(format!("spooled message unreadable: {e}")))?;
+        self.append(account, mailbox, &message, flags, internal_date)
+    }
     /// Applies to the given UIDs (absent ones are ignored); with unchanged_since,
     /// messages whose modseq is higher are left alone and returned in the second list.
-    /// Returns the new metas of changed messages (a message whose flags would not
-    /// change is not written and not returned).
+    /// Returns the metas of every other named message that exists, as they are now
+    /// (a message whose flags would not change is not written, but still returned, so
+    /// the session learns what other sessions changed).
     fn store_flags(
         &self,
         account: &Account,
@@ -256,4 +279,16 @@ pub trait ImapBackend: Send + Sync {
     /// Removes the given UIDs (the caller decides which: \Deleted ones, or a UID EXPUNGE
     /// set); returns those actually removed.
     fn expunge(&self, account: &Account, mailbox: MailboxId, uids: &[u32]) -> Result<Vec<u32>, BackendError>;
+}
+
+/// A message being received for APPEND, kept outside the session (a file, in the server).
+pub trait Spool: Send {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()>;
+    /// Octets written so far.
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The whole message, read back once for the store's write.
+    fn into_bytes(self: Box<Self>) -> std::io::Result<Vec<u8>>;
 }

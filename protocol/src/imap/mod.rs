@@ -35,13 +35,14 @@
 //! THREAD, UTF8=ACCEPT, multi-APPEND, SEARCHRES (`RETURN (SAVE)`).
 
 pub mod backend;
-mod extended;
+pub(crate) mod extended;
 pub mod message;
 mod selected;
+mod session_trait;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests;
-mod text;
+pub(crate) mod text;
 mod view;
 
 use std::sync::Arc;
@@ -63,7 +64,7 @@ use crate::session::{Action, ConnectionInfo, Goodbye, Output, READ_CHUNK};
 
 pub use backend::{
     BackendError, Change, ChangeKind, Flags, ImapBackend, MailboxId, MailboxInfo, MessageMeta, SpecialUse,
-    StoreOp,
+    Spool, StoreOp,
 };
 
 use extended::{Extended, ListCommand};
@@ -89,7 +90,9 @@ pub struct ImapLimits {
     /// Once one `receive` has produced this much output, a FETCH stops between messages
     /// and further pipelined commands wait: the driver writes what is ready and calls
     /// `receive(&[])` while `has_pending()` says so, so `FETCH 1:* BODY[]` on a big
-    /// mailbox never sits in memory whole.
+    /// mailbox never sits in memory whole. A client that stops reading holds this much
+    /// (plus one message) until the time-out: 40 such at 8 MiB took 455 MB (issue 19
+    /// attack bench), so 1 MiB.
     pub max_output_per_step: usize,
 }
 
@@ -101,7 +104,7 @@ impl Default for ImapLimits {
             max_line: 64 * 1024,
             max_bad_commands: 20,
             max_auth_failures: 3,
-            max_output_per_step: 8 * 1024 * 1024,
+            max_output_per_step: 1024 * 1024,
         }
     }
 }
@@ -109,13 +112,14 @@ impl Default for ImapLimits {
 /// What a `read-only` user is told for anything that would change mail or mailboxes.
 const READ_ONLY_ACCESS: &str = "[NOPERM] Your access to this server is read-only";
 
+/// APPEND literals from this size on go to the backend's spool (`start_spool`).
+const SPOOL_FROM: usize = 256 * 1024;
+
 /// Most patterns one LIST-EXTENDED command may give (RFC 5258 §3 sets no bound).
 const MAX_LIST_PATTERNS: usize = 32;
 
 /// Pipelined input waiting past this many octets means the client is not reading.
 const MAX_BUFFERED_INPUT: usize = 8 * READ_CHUNK;
-
-const SYSTEM_FLAGS: &str = "\\Answered \\Flagged \\Deleted \\Seen \\Draft";
 
 enum State {
     NotAuthenticated,
@@ -197,6 +201,10 @@ pub struct ImapSession {
     pending_fetch: Option<PendingFetch>,
     /// Complete commands handled, for the driver's per-connection rate limit.
     commands: u64,
+    /// Where the message literal of the APPEND being received goes (`start_spool`);
+    /// `spool_failed` if a write to it failed (the APPEND then fails, the framing goes on).
+    spool: Option<Box<dyn backend::Spool>>,
+    spool_failed: bool,
 }
 
 impl ImapSession {
@@ -216,6 +224,8 @@ impl ImapSession {
             input: Vec::new(),
             command: Vec::new(),
             literal_left: 0,
+            spool: None,
+            spool_failed: false,
             condstore: false,
             bad_commands: 0,
             auth_failures: 0,
@@ -238,6 +248,7 @@ impl ImapSession {
         self.input.clear();
         self.command.clear();
         self.literal_left = 0;
+        self.spool = None;
         self.mode = Mode::Command;
     }
 
@@ -369,7 +380,15 @@ impl ImapSession {
                 if take == 0 {
                     break Flow::Continue;
                 }
-                self.command.extend_from_slice(&self.input[start..start + take]);
+                let bytes = &self.input[start..start + take];
+                match &mut self.spool {
+                    Some(spool) => {
+                        if !self.spool_failed && spool.write(bytes).is_err() {
+                            self.spool_failed = true;
+                        }
+                    }
+                    None => self.command.extend_from_slice(bytes),
+                }
                 start += take;
                 self.literal_left -= take;
                 continue;
@@ -462,6 +481,7 @@ impl ImapSession {
             }
             // `length` fits: it is at most max_literal, a u32.
             self.literal_left = length as usize;
+            self.start_spool(length as usize);
             return Flow::Continue;
         }
         let command = std::mem::take(&mut self.command);
@@ -482,6 +502,8 @@ impl ImapSession {
                 }
             },
         };
+        // A spool the command did not use (it failed to parse) is not the next one's.
+        self.spool = None;
         if self.command.capacity() < command.capacity() && command.capacity() <= 64 * 1024 {
             // Keep the buffer's allocation for the next command.
             let mut command = command;
@@ -489,6 +511,43 @@ impl ImapSession {
             self.command = command;
         }
         flow
+    }
+
+    /// A literal of `SPOOL_FROM` octets or more that is the message of an APPEND goes to
+    /// the backend's spool as it arrives, and the command keeps an empty literal in its
+    /// place: a slow upload of 50 MiB no longer sits in this session's memory (issue 19
+    /// item 4). The command so far ends with the announcement (`{N}` or `{N+}`, CRLF).
+    fn start_spool(&mut self, length: usize) {
+        if length < SPOOL_FROM {
+            return;
+        }
+        let Some(account) = self.account_clone() else {
+            return;
+        };
+        let Some(open) = self.command.iter().rposition(|b| *b == b'{') else {
+            return;
+        };
+        let mut probe = self.command[..open].to_vec();
+        probe.extend_from_slice(b"{0}\r\n\r\n");
+        let is_message = matches!(
+            CommandCodec::default().decode(&probe),
+            Ok((
+                _,
+                Command {
+                    body: CommandBody::Append { .. },
+                    ..
+                }
+            ))
+        );
+        if !is_message {
+            return;
+        }
+        if let Some(spool) = self.store.spool(&account, length) {
+            self.command.truncate(open);
+            self.command.extend_from_slice(b"{0}\r\n");
+            self.spool = Some(spool);
+            self.spool_failed = false;
+        }
     }
 
     fn bad(&mut self, out: &mut Vec<u8>, tag: &str, text: &str) -> Flow {
@@ -1026,7 +1085,7 @@ impl ImapSession {
             .iter()
             .any(|(c, _)| c.kind == ChangeKind::Added && c.uid >= view.uid_next);
         let claimed = if has_new && !view.read_only {
-            match self.store.claim_recent(account, view.id) {
+            match self.store.claim_recent(account, view.id, changes.0.uid_next) {
                 Ok(r) => Some(r),
                 Err(err) => {
                     tracing::warn!(%err, mailbox = view.id, "imap: claiming \\Recent failed");
@@ -1121,10 +1180,11 @@ impl ImapSession {
             Ok(r) => r,
             Err(err) => return backend_no(out, tag, &err),
         };
+        // EXAMINE shows \Recent without taking it (RFC 3501 §6.3.2).
         let first_recent = if read_only {
-            u32::MAX
+            info.recent_uid
         } else {
-            match self.store.claim_recent(&account, info.id) {
+            match self.store.claim_recent(&account, info.id, info.uid_next) {
                 Ok(r) => r,
                 Err(err) => {
                     tracing::warn!(%err, mailbox = info.id, "imap: claiming \\Recent failed");
@@ -1133,27 +1193,7 @@ impl ImapSession {
             }
         };
         let view = MailboxView::new(&info, metas, first_recent, read_only);
-        let mut keywords: Vec<&str> = Vec::new();
-        for m in &view.messages {
-            for k in &m.meta.flags.keywords {
-                if !keywords.iter().any(|x| x.eq_ignore_ascii_case(k)) {
-                    keywords.push(k);
-                }
-            }
-        }
-        let mut kw = String::new();
-        for k in keywords {
-            kw.push(' ');
-            kw.push_str(k);
-        }
-        out.extend_from_slice(format!("* FLAGS ({SYSTEM_FLAGS}{kw})\r\n").as_bytes());
-        if read_only {
-            out.extend_from_slice(b"* OK [PERMANENTFLAGS ()] Read-only mailbox\r\n");
-        } else {
-            out.extend_from_slice(
-                format!("* OK [PERMANENTFLAGS ({SYSTEM_FLAGS}{kw} \\*)] Flags permitted\r\n").as_bytes(),
-            );
-        }
+        view.push_flags_responses(out);
         out.extend_from_slice(format!("* {} EXISTS\r\n", view.exists()).as_bytes());
         out.extend_from_slice(format!("* {} RECENT\r\n", view.recent_count()).as_bytes());
         if let Some(unseen) = view.unseen_first() {
@@ -1490,7 +1530,14 @@ impl ImapSession {
             no(out, tag, "[TRYCREATE] Mailbox does not exist");
             return Flow::Continue;
         };
-        if data.len() > self.limits.max_literal as usize {
+        // The message came in through `start_spool`, or inline in `data`.
+        let spooled = self.spool.take();
+        if spooled.is_some() && std::mem::take(&mut self.spool_failed) {
+            no(out, tag, "[UNAVAILABLE] Temporary failure; try again later");
+            return Flow::Continue;
+        }
+        let size = spooled.as_ref().map_or(data.len(), |s| s.len());
+        if size > self.limits.max_literal as usize {
             no(out, tag, "[TOOBIG] Message too big");
             return Flow::Continue;
         }
@@ -1503,7 +1550,11 @@ impl ImapSession {
             Err(err) => return backend_no(out, tag, &err),
         };
         let flags = convert_flags(flags);
-        match self.store.append(&account, info.id, data, &flags, date) {
+        let appended = match spooled {
+            Some(spool) => self.store.append_spooled(&account, info.id, spool, &flags, date),
+            None => self.store.append(&account, info.id, data, &flags, date),
+        };
+        match appended {
             Ok((validity, uid)) => {
                 self.catch_up(true, out);
                 out.extend_from_slice(

@@ -119,6 +119,12 @@ impl ImapSession {
             let Some(m) = view.messages.get(i) else {
                 continue;
             };
+            if m.gone {
+                // Expunged by another session, not yet announced: no data for it, and
+                // the tagged NO [EXPUNGEISSUED] says why (docs/architecture.md).
+                expunged = true;
+                continue;
+            }
             if changed_since.is_some_and(|c| m.meta.modseq <= c) {
                 continue;
             }
@@ -151,13 +157,16 @@ impl ImapSession {
                     .store_flags(account, view.id, &[uid_value], StoreOp::Add, &seen, None)
                 {
                     Ok((metas, _)) => {
-                        view.update_metas(&metas);
-                        seen_now = true;
+                        seen_now = !view.update_metas(&metas).is_empty();
                     }
                     Err(err) => {
                         tracing::warn!(%err, uid = uid_value, "imap FETCH: setting \\Seen failed");
                     }
                 }
+            }
+            if seen_now || names.contains(&MessageDataItemName::Flags) {
+                let flags = view.messages[i].meta.flags.clone();
+                view.announce_keywords([&flags], out);
             }
             let m = &view.messages[i];
             let parsed = body.as_deref().map(ParsedMessage::parse);
@@ -257,6 +266,17 @@ impl ImapSession {
             .filter(|m| !m.gone)
             .map(|m| m.meta.uid)
             .collect();
+        // What the client believes each message's flags will be after this STORE.
+        let expected: std::collections::HashMap<u32, Flags> = indices
+            .iter()
+            .filter_map(|&i| view.messages.get(i))
+            .filter(|m| !m.gone)
+            .map(|m| {
+                let mut f = m.meta.flags.clone();
+                f.apply(op, &flags);
+                (m.meta.uid, f)
+            })
+            .collect();
         let (metas, failed) = if uids.is_empty() {
             (Vec::new(), Vec::new())
         } else {
@@ -268,9 +288,11 @@ impl ImapSession {
                 Err(err) => return backend_no(out, tag, &err),
             }
         };
-        view.update_metas(&metas);
+        // The store returns every message as it is now, other sessions' changes
+        // included; keywords new to the client are announced before they are shown.
+        let changed_uids: std::collections::HashSet<u32> = view.update_metas(&metas).into_iter().collect();
+        view.announce_keywords(metas.iter().map(|m| &m.flags), out);
         let silent = matches!(response, StoreResponse::Silent);
-        let changed_uids: std::collections::HashSet<u32> = metas.iter().map(|m| m.uid).collect();
         let failed_uids: std::collections::HashSet<u32> = failed.iter().copied().collect();
         for &i in &indices {
             let Some(m) = view.messages.get(i) else {
@@ -280,11 +302,18 @@ impl ImapSession {
                 continue;
             }
             let changed = changed_uids.contains(&m.meta.uid);
+            // Flags other than the client expects (another session changed them too)
+            // are reported even for .SILENT: nothing else would tell the client, as the
+            // view has taken them in already.
+            let surprising = expected
+                .get(&m.meta.uid)
+                .is_some_and(|f| !f.same_as(&m.meta.flags));
             // .SILENT still reports a change when the client asked for a conditional
             // STORE (RFC 7162 §3.2), so it learns the new MODSEQ.
-            if silent && !(condstore_cmd && changed) {
+            if silent && !(condstore_cmd && changed) && !surprising {
                 continue;
             }
+            let silent = silent && !surprising;
             out.extend_from_slice(format!("* {} FETCH (", i + 1).as_bytes());
             // With CONDSTORE on, every FETCH caused by a flag change carries UID and
             // MODSEQ (RFC 7162 §3.1).
@@ -605,11 +634,13 @@ fn fetch_item(
         MessageDataItemName::BodyExt { section, partial, .. } => {
             let mut data = message::section(parsed?, section.as_ref());
             let origin = match partial {
-                Some((start, len)) => {
-                    let start = (*start as usize).min(data.len());
+                Some((origin, len)) => {
+                    let start = (*origin as usize).min(data.len());
                     let end = start.saturating_add(len.get() as usize).min(data.len());
                     data = data[start..end].to_vec();
-                    Some(start as u32)
+                    // The origin asked for, even past the end (RFC 3501 §7.4.2); the
+                    // clamped one was echoed before (issue 19 item 10).
+                    Some(*origin)
                 }
                 None => None,
             };

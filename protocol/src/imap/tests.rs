@@ -472,7 +472,10 @@ fn store_and_fetch_flags() {
     );
     assert_eq!(
         send(&mut s, "b STORE 1 +FLAGS (\\FLAGGED $Label1)\r\n"),
-        "* 1 FETCH (FLAGS (\\Flagged \\Recent $Label1))\r\nb OK STORE completed\r\n"
+        // A keyword new to the mailbox is announced before the FETCH that shows it.
+        "* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Label1)\r\n\
+         * OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Label1 \\*)] Flags permitted\r\n\
+         * 1 FETCH (FLAGS (\\Flagged \\Recent $Label1))\r\nb OK STORE completed\r\n"
     );
     assert_eq!(
         send(&mut s, "c STORE 1:2 -FLAGS.SILENT (\\Seen $label1)\r\n"),
@@ -944,7 +947,8 @@ fn examine_is_read_only() {
     // BODY[] does not set \Seen in a read-only mailbox.
     assert_eq!(
         send(&mut s, "c FETCH 1 (BODY[TEXT] FLAGS)\r\n"),
-        "* 1 FETCH (BODY[TEXT] {10}\r\nHi there\r\n FLAGS ())\r\nc OK FETCH completed\r\n"
+        // Unclaimed \Recent is shown by EXAMINE, not taken.
+        "* 1 FETCH (BODY[TEXT] {10}\r\nHi there\r\n FLAGS (\\Recent))\r\nc OK FETCH completed\r\n"
     );
     assert_eq!(
         send(&mut s, "d EXPUNGE\r\n"),
@@ -1180,4 +1184,149 @@ fn read_only_users_read_and_change_nothing() {
     assert!(r.contains("* 1 EXISTS"), "nothing was expunged: {r}");
     let r = send(&mut s, "p FETCH 1 (FLAGS)\r\n");
     assert!(!r.contains("\\Seen") && !r.contains("\\Deleted"), "{r}");
+}
+
+#[test]
+fn a_keyword_set_by_another_session_is_announced_in_flags_before_it_is_shown() {
+    let store = MockStore::new();
+    store.deliver("INBOX", MSG, 0);
+    let mut a = selected(&store);
+    let mut b = selected(&store);
+    send(&mut b, "b1 STORE 1 +FLAGS.SILENT (Work)\r\n");
+    assert_eq!(
+        send(&mut a, "a1 NOOP\r\n"),
+        "* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft Work)\r\n\
+         * OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft Work \\*)] Flags permitted\r\n\
+         * 1 FETCH (FLAGS (\\Recent Work))\r\n\
+         a1 OK NOOP completed\r\n"
+    );
+    // Announced once; SELECT lists the keywords in use.
+    send(&mut b, "b2 STORE 1 -FLAGS.SILENT (Work)\r\n");
+    assert_eq!(
+        send(&mut a, "a2 NOOP\r\n"),
+        "* 1 FETCH (FLAGS (\\Recent))\r\na2 OK NOOP completed\r\n"
+    );
+    send(&mut b, "b3 STORE 1 +FLAGS.SILENT (Later)\r\n");
+    let select = send(&mut b, "b4 SELECT INBOX\r\n");
+    assert!(
+        select.contains("* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft Later)\r\n"),
+        "{select}"
+    );
+}
+
+#[test]
+fn examine_reports_the_recent_count_status_and_select_report() {
+    let store = MockStore::new();
+    store.deliver("INBOX", MSG, 0);
+    store.deliver("INBOX", MSG, 0);
+    let mut s = logged_in(&store);
+    assert_eq!(
+        send(&mut s, "a STATUS INBOX (RECENT)\r\n"),
+        "* STATUS \"INBOX\" (RECENT 2)\r\na OK STATUS completed\r\n"
+    );
+    let examine = send(&mut s, "b EXAMINE INBOX\r\n");
+    assert!(examine.contains("* 2 RECENT\r\n"), "{examine}");
+    // EXAMINE did not take them: SELECT still gets both.
+    let select = send(&mut s, "c SELECT INBOX\r\n");
+    assert!(select.contains("* 2 RECENT\r\n"), "{select}");
+}
+
+#[test]
+fn a_silent_store_reports_flags_another_session_changed_meanwhile() {
+    let store = MockStore::new();
+    store.deliver("INBOX", MSG, 0);
+    let mut a = selected(&store);
+    let mut b = selected(&store);
+    send(&mut b, "b1 STORE 1 +FLAGS.SILENT (\\Flagged)\r\n");
+    // a has not heard of \Flagged: its .SILENT STORE must tell it, not swallow it.
+    assert_eq!(
+        send(&mut a, "a1 STORE 1 +FLAGS.SILENT (\\Seen)\r\n"),
+        "* 1 FETCH (FLAGS (\\Seen \\Flagged \\Recent))\r\na1 OK STORE completed\r\n"
+    );
+    assert_eq!(send(&mut a, "a2 NOOP\r\n"), "a2 OK NOOP completed\r\n");
+}
+
+#[test]
+fn messages_flagged_after_a_later_arrival_keep_their_place_in_other_views() {
+    // The change log is in modseq order: uid 2 arrives, uid 3 arrives, then uid 2's flags
+    // change and its entry moves after uid 3's. A view catching up must still see both.
+    let store = MockStore::new();
+    store.deliver("INBOX", MSG, 0);
+    let mut a = selected(&store);
+    let mut b = selected(&store);
+    store.deliver("INBOX", MSG, 0);
+    store.deliver("INBOX", MSG, 0);
+    send(&mut b, "b1 NOOP\r\n");
+    send(&mut b, "b2 STORE 2 +FLAGS.SILENT (\\Seen)\r\n");
+    let out = send(&mut a, "a1 NOOP\r\n");
+    assert!(out.contains("* 3 EXISTS\r\n"), "{out}");
+    assert_eq!(
+        send(&mut a, "a2 FETCH 1:* (UID FLAGS)\r\n"),
+        "* 1 FETCH (UID 1 FLAGS (\\Recent))\r\n\
+         * 2 FETCH (UID 2 FLAGS (\\Seen))\r\n\
+         * 3 FETCH (UID 3 FLAGS ())\r\n\
+         a2 OK FETCH completed\r\n"
+    );
+}
+
+/// Issue 19 item 10: `BODY[]<4294967295.10>` echoed the clamped origin (the message
+/// length) instead of the one asked for.
+#[test]
+fn partial_fetch_echoes_the_requested_origin() {
+    let store = MockStore::new();
+    store.deliver("INBOX", MSG, 0);
+    let mut s = selected(&store);
+    let r = send(&mut s, "f FETCH 1 (BODY.PEEK[]<4294967295.10>)\r\n");
+    assert!(r.contains("BODY[]<4294967295> "), "{r}");
+    let r = send(&mut s, "g FETCH 1 (BODY.PEEK[]<6.4>)\r\n");
+    assert!(r.contains("BODY[]<6> {4}\r\nAnn )"), "{r}");
+}
+
+/// Issue 19 item 4, after login: an APPEND's message literal no longer sits in the
+/// session while it arrives; it goes to the backend's spool (a file in the server) and
+/// is read back once for the store's write.
+#[test]
+fn big_append_literals_are_spooled_not_held() {
+    let store = MockStore::new();
+    let mut s = logged_in(&store);
+    let body = format!("Subject: big\r\n\r\n{}", "x".repeat(600_000));
+    assert_eq!(
+        send(&mut s, &format!("a APPEND INBOX (\\Seen) {{{}}}\r\n", body.len())),
+        "+ OK\r\n"
+    );
+    let (first, rest) = body.as_bytes().split_at(300_000);
+    assert_eq!(s.receive(first).bytes, b"");
+    assert!(
+        s.command.len() < 1024,
+        "the session holds {} octets",
+        s.command.len()
+    );
+    assert!(s.spool.as_ref().is_some_and(|sp| sp.len() == 300_000));
+    let out = s.receive(rest);
+    assert_eq!(out.bytes, b"");
+    let r = send(&mut s, "\r\n");
+    assert!(r.starts_with("a OK [APPENDUID"), "{r}");
+    let r = send(&mut s, "s SELECT INBOX\r\nf FETCH 1 (RFC822.SIZE FLAGS)\r\n");
+    assert!(
+        r.contains(&format!("RFC822.SIZE {}", body.len())) && r.contains("\\Seen"),
+        "{r}"
+    );
+    // A mailbox name given as a big literal is not a message: not spooled.
+    let name = "n".repeat(300_000);
+    assert_eq!(
+        send(&mut s, &format!("b CREATE {{{}}}\r\n", name.len())),
+        "+ OK\r\n"
+    );
+    s.receive(name.as_bytes());
+    assert!(s.spool.is_none() && s.command.len() > 300_000);
+    send(&mut s, "\r\n");
+    // Non-synchronizing, pipelined with the next command.
+    let r = send(
+        &mut s,
+        &format!("c APPEND INBOX {{{}+}}\r\n{body}\r\nd NOOP\r\n", body.len()),
+    );
+    assert!(
+        r.contains("c OK [APPENDUID") && r.ends_with("d OK NOOP completed\r\n"),
+        "{r}"
+    );
 }

@@ -4,6 +4,16 @@
 //! after any command; EXPUNGE is held back (the message stays, marked `gone`) during
 //! FETCH, STORE, SEARCH and COPY by sequence number, and sent highest number first at
 //! the next command that may carry it.
+//!
+//! What keeps every session's view true under concurrent writers:
+//! - The store answers each catch-up from one snapshot: the mailbox's UIDNEXT and
+//!   HIGHESTMODSEQ describe exactly the changes returned, so the view jumps to that
+//!   HIGHESTMODSEQ without skipping or repeating a change.
+//! - The change log is in modseq order, not UID order (a message's entry moves up each
+//!   time its flags change), so new messages are collected, sorted by UID and appended;
+//!   a message is new exactly when its UID is at or above the UIDNEXT the view last saw.
+//! - A keyword not yet in the FLAGS the client was given is announced (`* FLAGS`,
+//!   `* OK [PERMANENTFLAGS]`) before the first response that shows it.
 
 use imap_codec::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
 
@@ -32,18 +42,33 @@ pub struct MailboxView {
     /// EXISTS last told to the client.
     announced_exists: u32,
     announced_recent: u32,
+    /// Keywords in the FLAGS last told to the client (never shrinks while selected).
+    keywords: Vec<String>,
 }
 
+/// `\Answered \Flagged ...`: the system flags every mailbox offers.
+pub const SYSTEM_FLAGS: &str = "\\Answered \\Flagged \\Deleted \\Seen \\Draft";
+
 impl MailboxView {
+    /// `first_recent`: the lowest UID recent for this session (what SELECT claimed; for
+    /// EXAMINE, the mailbox's unclaimed mark, shown but not taken).
     pub fn new(info: &MailboxInfo, metas: Vec<MessageMeta>, first_recent: u32, read_only: bool) -> Self {
         let messages: Vec<ViewMessage> = metas
             .into_iter()
             .map(|meta| ViewMessage {
-                recent: !read_only && meta.uid >= first_recent,
+                recent: meta.uid >= first_recent,
                 meta,
                 gone: false,
             })
             .collect();
+        let mut keywords: Vec<String> = Vec::new();
+        for m in &messages {
+            for k in &m.meta.flags.keywords {
+                if !keywords.iter().any(|x| x.eq_ignore_ascii_case(k)) {
+                    keywords.push(k.clone());
+                }
+            }
+        }
         let exists = messages.len() as u32;
         let mut view = MailboxView {
             id: info.id,
@@ -55,9 +80,44 @@ impl MailboxView {
             messages,
             announced_exists: exists,
             announced_recent: 0,
+            keywords,
         };
         view.announced_recent = view.recent_count();
         view
+    }
+
+    /// `* FLAGS (...)` and `* OK [PERMANENTFLAGS (...)]` with the keywords in use.
+    pub fn push_flags_responses(&self, out: &mut Vec<u8>) {
+        let mut kw = String::new();
+        for k in &self.keywords {
+            kw.push(' ');
+            kw.push_str(k);
+        }
+        out.extend_from_slice(format!("* FLAGS ({SYSTEM_FLAGS}{kw})\r\n").as_bytes());
+        if self.read_only {
+            out.extend_from_slice(b"* OK [PERMANENTFLAGS ()] Read-only mailbox\r\n");
+        } else {
+            out.extend_from_slice(
+                format!("* OK [PERMANENTFLAGS ({SYSTEM_FLAGS}{kw} \\*)] Flags permitted\r\n").as_bytes(),
+            );
+        }
+    }
+
+    /// Announces keywords of `flags` the client has not been given in FLAGS yet; call
+    /// before writing any response that shows them (RFC 3501 §7.2.6).
+    pub fn announce_keywords<'a>(&mut self, flags: impl IntoIterator<Item = &'a Flags>, out: &mut Vec<u8>) {
+        let mut any = false;
+        for f in flags {
+            for k in &f.keywords {
+                if !self.keywords.iter().any(|x| x.eq_ignore_ascii_case(k)) {
+                    self.keywords.push(k.clone());
+                    any = true;
+                }
+            }
+        }
+        if any {
+            self.push_flags_responses(out);
+        }
     }
 
     pub fn exists(&self) -> u32 {
@@ -120,7 +180,9 @@ impl MailboxView {
 
     /// Brings the view up to date with the store and writes the untagged responses the
     /// client must see. With `allow_expunge` false, expunges are remembered and the
-    /// messages stay visible (as `gone`) until a later call allows them.
+    /// messages stay visible (as `gone`) until a later call allows them. `claimed_recent`
+    /// is what this session claimed of \Recent for the new messages (None: nothing;
+    /// a read-only view shows the mailbox's unclaimed ones instead, without taking them).
     pub fn catch_up(
         &mut self,
         changes: (MailboxInfo, Vec<(super::backend::Change, Option<MessageMeta>)>),
@@ -130,10 +192,14 @@ impl MailboxView {
         out: &mut Vec<u8>,
     ) {
         let (info, changes) = changes;
+        let recent_from = if self.read_only {
+            Some(info.recent_uid)
+        } else {
+            claimed_recent
+        };
         let mut flag_updates: Vec<u32> = Vec::new();
-        let mut seen_modseq = 0;
+        let mut added: Vec<MessageMeta> = Vec::new();
         for (change, meta) in changes {
-            seen_modseq = seen_modseq.max(change.modseq);
             match change.kind {
                 ChangeKind::Expunged => {
                     if let Some(i) = self.index_of_uid(change.uid) {
@@ -153,29 +219,45 @@ impl MailboxView {
                                 }
                             }
                         }
-                        None => {
-                            // Only UIDs above the last known one can be new; anything
-                            // else was expunged before we saw it.
-                            if self.messages.last().is_none_or(|l| l.meta.uid < meta.uid) {
-                                let recent = claimed_recent.is_some_and(|r| meta.uid >= r);
-                                self.messages.push(ViewMessage {
-                                    meta,
-                                    recent,
-                                    gone: false,
-                                });
-                            }
-                        }
+                        // New since the view's last look; anything below that UIDNEXT
+                        // that the view lacks was expunged before it could be seen.
+                        None if meta.uid >= self.uid_next => added.push(meta),
+                        None => {}
                     }
                 }
             }
         }
-        // The highest modseq actually seen, not the mailbox's: a change committed while
-        // the store answered must come again next time rather than be skipped.
-        self.highest_modseq = self.highest_modseq.max(seen_modseq);
+        // The log is in modseq order: a message added before another but flagged after
+        // it comes later. The view keeps UID order.
+        added.sort_by_key(|m| m.uid);
+        added.dedup_by_key(|m| m.uid);
+        for meta in added {
+            if self.messages.last().is_none_or(|l| l.meta.uid < meta.uid) {
+                let recent = recent_from.is_some_and(|r| meta.uid >= r);
+                self.messages.push(ViewMessage {
+                    meta,
+                    recent,
+                    gone: false,
+                });
+            }
+        }
+        // One snapshot: every change up to its HIGHESTMODSEQ was in `changes`.
+        self.highest_modseq = self.highest_modseq.max(info.highest_modseq);
         self.uid_next = self.uid_next.max(info.uid_next);
         if allow_expunge {
             self.announce_expunges(out);
         }
+        let shown: Vec<Flags> = flag_updates
+            .iter()
+            .filter_map(|uid| self.index_of_uid(*uid))
+            .map(|i| self.messages[i].meta.flags.clone())
+            .chain(
+                self.messages[(self.announced_exists as usize).min(self.messages.len())..]
+                    .iter()
+                    .map(|m| m.meta.flags.clone()),
+            )
+            .collect();
+        self.announce_keywords(&shown, out);
         for uid in flag_updates {
             if let Some(i) = self.index_of_uid(uid) {
                 let m = &self.messages[i];
@@ -242,15 +324,19 @@ impl MailboxView {
         self.announce_expunges(out);
     }
 
-    /// Applies metas returned by a STORE of this session.
-    pub fn update_metas(&mut self, metas: &[MessageMeta]) {
+    /// Applies metas returned by a STORE of this session (current records, which may
+    /// carry other sessions' changes too); returns the UIDs whose meta changed.
+    pub fn update_metas(&mut self, metas: &[MessageMeta]) -> Vec<u32> {
+        let mut changed = Vec::new();
         for meta in metas {
             if let Some(i) = self.index_of_uid(meta.uid) {
-                if meta.modseq >= self.messages[i].meta.modseq {
+                if meta.modseq > self.messages[i].meta.modseq {
                     self.messages[i].meta = meta.clone();
+                    changed.push(meta.uid);
                 }
             }
         }
+        changed
     }
 }
 

@@ -32,7 +32,7 @@ use std::sync::Arc;
 
 use crate::auth::{AccessLevel, Account, AuthBackend, AuthError, Credentials, Secret};
 use crate::sasl::{self, SaslError};
-use crate::session::{Action, ConnectionInfo, Goodbye, Output, READ_CHUNK};
+use crate::session::{Action, ConnectionInfo, Goodbye, Output, Session, READ_CHUNK};
 
 pub use backend::{MaildropEntry, Pop3Backend, Pop3BackendError};
 
@@ -52,7 +52,8 @@ pub struct Pop3Limits {
     pub max_auth_failures: u32,
     /// Once this much output is produced in one `receive`, remaining pipelined commands
     /// wait for the next call (see `Pop3Session::has_pending_commands`), so a chunk full of
-    /// `RETR` does not build gigabytes of output in memory.
+    /// `RETR` does not build gigabytes of output in memory (and a client that stops
+    /// reading holds at most this, plus one message).
     pub max_output_per_step: usize,
 }
 
@@ -62,7 +63,7 @@ impl Default for Pop3Limits {
             max_line: 512,
             max_bad_commands: 10,
             max_auth_failures: 3,
-            max_output_per_step: 8 * 1024 * 1024,
+            max_output_per_step: 1024 * 1024,
         }
     }
 }
@@ -750,5 +751,23 @@ fn fetch(
             tracing::warn!(user = %account.address, key = entry.key, %error, "pop3 retrieve failed");
             Err(READ_FAILED.to_string())
         }
+    }
+}
+
+impl Session for Pop3Session {
+    fn greeting(&mut self) -> Output {
+        Pop3Session::greeting(self)
+    }
+    fn receive(&mut self, input: &[u8]) -> Output {
+        Pop3Session::receive(self, input)
+    }
+    fn tls_started(&mut self) {
+        Pop3Session::tls_started(self)
+    }
+    fn goodbye(&mut self, why: Goodbye) -> Vec<u8> {
+        Pop3Session::goodbye(self, why)
+    }
+    fn has_pending(&self) -> bool {
+        self.has_pending_commands()
     }
 }

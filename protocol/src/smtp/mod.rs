@@ -9,6 +9,7 @@
 
 mod body;
 mod received;
+mod reply;
 mod session;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -21,6 +22,7 @@ use time::OffsetDateTime;
 
 use crate::auth::Account;
 
+pub use reply::{InvalidReply, SmtpReply};
 pub use session::SmtpSession;
 
 /// Which listener the session serves; it decides whether AUTH is offered and required.
@@ -140,15 +142,10 @@ pub enum DeliveryError {
     /// Disk or quota full; the client retries: `452 4.3.1`.
     #[error("insufficient storage")]
     StorageFull,
-    /// A policy rejection the backend words itself (DMARC `reject` gives `550 5.7.1`).
-    /// `code` must be 4xx or 5xx and `enhanced` an RFC 3463 code like "5.7.1";
-    /// anything else is logged and answered `451 4.3.0`.
-    #[error("rejected: {code} {enhanced} {text}")]
-    Rejected {
-        code: u16,
-        enhanced: String,
-        text: String,
-    },
+    /// A policy rejection the backend words itself (DMARC `reject` gives `550 5.7.1`),
+    /// checked when it was made ([`SmtpReply::refusal`]).
+    #[error("rejected: {0}")]
+    Rejected(SmtpReply),
 }
 
 /// What the session needs from the server. Methods may block (store reads and writes);
@@ -181,6 +178,13 @@ pub trait SmtpBackend: Send + Sync {
     /// it under (it comes back in [`Envelope::id`]). `None` (the default): the session
     /// makes a trace id of its own. Called once per message, on the blocking side.
     fn reserve_id(&self) -> Option<String> {
+        None
+    }
+
+    /// The mailbox that `RCPT TO:<postmaster>` (no domain) reaches, which every SMTP
+    /// server must accept (RFC 5321 §4.5.1); None: there is none, and it is refused
+    /// like any unknown address. May block.
+    fn postmaster(&self) -> Option<String> {
         None
     }
 

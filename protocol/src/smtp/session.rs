@@ -25,10 +25,11 @@ use smtp_proto::{MAIL_BODY_8BITMIME, MAIL_BODY_BINARYMIME, MAIL_SMTPUTF8};
 
 use super::body::BodyDecoder;
 use super::received::{protocol_name, received_header, trace_id, Trace};
+use super::reply::one_line;
 use super::{DeliveryError, Envelope, RcptVerdict, SmtpBackend, SmtpLimits, SmtpMode};
 use crate::auth::{AccessLevel, Account, AuthBackend, AuthError, Credentials};
 use crate::sasl::{self, SaslError, MAX_SASL_LINE};
-use crate::session::{Action, ConnectionInfo, Goodbye, Output};
+use crate::session::{Action, ConnectionInfo, Goodbye, Output, Session};
 
 /// Longest command line with its CRLF (RFC 5321 §4.5.3.1.4).
 pub const MAX_COMMAND_LINE: usize = 512;
@@ -460,6 +461,10 @@ impl SmtpSession {
             Request::Ehlo { host } => self.hello(&host, true, out),
             Request::Helo { host } => self.hello(&host, false, out),
             Request::Mail { from } => self.mail(from, out),
+            // smtp-proto reads `<postmaster>` as the empty path; tell it from `<>`.
+            Request::Rcpt { to } if to.address.is_empty() && contains_postmaster(text) => {
+                self.rcpt("postmaster", out)
+            }
             Request::Rcpt { to } => self.rcpt(&to.address, out),
             Request::Data => self.data(out),
             Request::Bdat { chunk_size, is_last } => self.bdat(chunk_size, is_last, out),
@@ -596,6 +601,23 @@ impl SmtpSession {
         if !transaction.smtputf8 && !address.is_ascii() {
             return self.error(out, "553 5.6.7 Non-ASCII address requires SMTPUTF8\r\n");
         }
+        // `<postmaster>` without a domain must be accepted (RFC 5321 §4.5.1, issue 19
+        // item 10): it stands for the mailbox the backend names.
+        let postmaster;
+        let address = if address.eq_ignore_ascii_case("postmaster") {
+            if self.inline {
+                return Flow::Defer(0);
+            }
+            match self.backend.postmaster() {
+                Some(a) => {
+                    postmaster = a;
+                    postmaster.as_str()
+                }
+                None => address,
+            }
+        } else {
+            address
+        };
         if transaction.rcpts.iter().any(|r| r.eq_ignore_ascii_case(address)) {
             return Self::ok(out, "250 2.1.5 Ok\r\n");
         }
@@ -773,36 +795,48 @@ impl SmtpSession {
                 tracing::warn!(%id, "delivery failed: insufficient storage");
                 "452 4.3.1 Insufficient system storage\r\n".to_string()
             }
-            Err(DeliveryError::Rejected { code, enhanced, text }) => {
-                if (400..600).contains(&code) && valid_enhanced(&enhanced, code) {
-                    tracing::info!(%id, code, %enhanced, %text, "message rejected");
-                    format!("{code} {enhanced} {}\r\n", one_line(&text))
-                } else {
-                    tracing::error!(%id, code, %enhanced, "backend gave an invalid rejection");
-                    TEMPORARY_FAILURE.to_string()
-                }
+            Err(DeliveryError::Rejected(reply)) => {
+                tracing::info!(%id, %reply, "message rejected");
+                reply.line()
             }
         };
         out.extend_from_slice(reply.as_bytes());
     }
 
-    /// RFC 6409 §8.1 lets an MSA enforce the From header; every address in every From
-    /// header must be the user's. A message with no From address is refused too.
+    /// RFC 6409 §8.1 lets an MSA enforce the From header; every address in every From,
+    /// Sender, Resent-From and Resent-Sender header must be the user's, and so must an
+    /// address shown as a display name (`"bob@example.test" <alice@example.test>` spoofs
+    /// a colleague in most mail apps, issue 19 item 10). A message with no From address
+    /// is refused too.
     fn header_senders_allowed(&self, account: &Account, message: &[u8]) -> bool {
         let Some(parsed) = MessageParser::new().parse_headers(message) else {
             return false;
         };
+        let allowed = |address: &str| self.backend.sender_allowed(account, address);
         let mut seen = false;
-        for value in parsed.header_values(HeaderName::From) {
-            let Some(list) = value.as_address() else {
-                return false;
-            };
-            for addr in list.iter() {
-                match addr.address() {
-                    Some(address) if self.backend.sender_allowed(account, address) => {
-                        seen = true;
+        for name in [
+            HeaderName::From,
+            HeaderName::Sender,
+            HeaderName::ResentFrom,
+            HeaderName::ResentSender,
+        ] {
+            for value in parsed.header_values(name.clone()) {
+                let Some(list) = value.as_address() else {
+                    return false;
+                };
+                for addr in list.iter() {
+                    match addr.address() {
+                        Some(address) if allowed(address) => seen |= name == HeaderName::From,
+                        _ => return false,
                     }
-                    _ => return false,
+                    let shown = addr.name().unwrap_or_default();
+                    let spoofed = shown
+                        .split(|c: char| c.is_whitespace() || "\"'<>()[],;:".contains(c))
+                        .filter(|word| word.contains('@'))
+                        .any(|word| !allowed(word));
+                    if spoofed {
+                        return false;
+                    }
                 }
             }
         }
@@ -928,26 +962,41 @@ fn refusal(decoder: &BodyDecoder) -> Option<&'static str> {
     }
 }
 
-fn valid_enhanced(enhanced: &str, code: u16) -> bool {
-    let mut parts = enhanced.split('.');
-    let class = parts.next();
-    let rest: Vec<&str> = parts.collect();
-    class.is_some_and(|c| c.parse::<u16>().ok() == Some(code / 100))
-        && rest.len() == 2
-        && rest
-            .iter()
-            .all(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()))
-}
-
-/// Backend text goes into a reply line: no CR/LF may split it.
-fn one_line(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
-}
-
 fn starts_with_ignore_case(haystack: &[u8], prefix: &[u8]) -> bool {
     haystack
         .get(..prefix.len())
         .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
+}
+
+impl Session for SmtpSession {
+    fn greeting(&mut self) -> Output {
+        SmtpSession::greeting(self)
+    }
+    fn receive(&mut self, input: &[u8]) -> Output {
+        SmtpSession::receive(self, input)
+    }
+    fn receive_inline(&mut self, input: &[u8]) -> Option<Output> {
+        Some(SmtpSession::receive_inline(self, input))
+    }
+    fn has_pending(&self) -> bool {
+        self.has_deferred()
+    }
+    fn tls_started(&mut self) {
+        SmtpSession::tls_started(self)
+    }
+    fn goodbye(&mut self, why: Goodbye) -> Vec<u8> {
+        SmtpSession::goodbye(self, why)
+    }
+    fn authenticated(&self) -> bool {
+        // SMTP uses one command time-out whether or not AUTH happened.
+        true
+    }
+    fn busy(&self) -> bool {
+        self.in_transaction()
+    }
+}
+
+/// `RCPT TO:<postmaster>` (any case) in a command line.
+fn contains_postmaster(line: &[u8]) -> bool {
+    line.windows(12).any(|w| w.eq_ignore_ascii_case(b"<postmaster>"))
 }

@@ -469,6 +469,21 @@ fn submission_restricts_envelope_sender_and_from_header() {
         "{envelope}From: me <user@example.com>, boss@example.com\r\n\r\nhi\r\n.\r\n"
     ));
     assert!(replies.ends_with("553 5.7.1 From header address is not owned by the user\r\n"));
+    // Issue 19 item 10: a colleague's address as the display name, and Sender or
+    // Resent-From of another user.
+    for headers in [
+        "From: \"boss@example.com\" <user@example.com>",
+        "From: boss@example.com (the boss) <user@example.com>",
+        "From: user@example.com\r\nSender: boss@example.com",
+        "From: user@example.com\r\nResent-From: Boss <boss@example.com>",
+        "From: user@example.com\r\nResent-Sender: boss@example.com",
+    ] {
+        let replies = h.send(&format!("{envelope}{headers}\r\n\r\nhi\r\n.\r\n"));
+        assert!(
+            replies.ends_with("553 5.7.1 From header address is not owned by the user\r\n"),
+            "{headers}: {replies}"
+        );
+    }
     assert!(h.delivered().is_empty());
 
     let replies = h.send(&format!(
@@ -531,20 +546,8 @@ fn delivery_failures_map_to_replies() {
             "452 4.3.1 Insufficient system storage\r\n",
         ),
         (
-            DeliveryError::Rejected {
-                code: 550,
-                enhanced: "5.7.1".into(),
-                text: "DMARC policy\r\nreject".into(),
-            },
+            DeliveryError::Rejected(SmtpReply::refusal(550, "5.7.1", "DMARC policy\r\nreject").unwrap()),
             "550 5.7.1 DMARC policy  reject\r\n",
-        ),
-        (
-            DeliveryError::Rejected {
-                code: 250,
-                enhanced: "2.0.0".into(),
-                text: "bogus".into(),
-            },
-            "451 4.3.0 Temporary failure, please try again later\r\n",
         ),
     ];
     for (error, expected) in cases {

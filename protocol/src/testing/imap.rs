@@ -175,7 +175,29 @@ impl MockState {
     }
 }
 
+/// An in-memory spool: the session's own memory no longer holds the literal, which is
+/// what the tests look at; the server's spool is a file.
+#[derive(Default)]
+pub struct MemSpool(Vec<u8>);
+
+impl crate::imap::Spool for MemSpool {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.0.extend_from_slice(bytes);
+        Ok(())
+    }
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    fn into_bytes(self: Box<Self>) -> std::io::Result<Vec<u8>> {
+        Ok(self.0)
+    }
+}
+
 impl ImapBackend for MockStore {
+    fn spool(&self, _: &Account, _size: usize) -> Option<Box<dyn crate::imap::Spool>> {
+        Some(Box::new(MemSpool::default()))
+    }
+
     fn list_mailboxes(&self, _: &Account) -> Result<Vec<MailboxInfo>, BackendError> {
         let st = self.state.lock().unwrap();
         Ok(st.mailboxes.iter().map(|m| m.info.clone()).collect())
@@ -268,11 +290,11 @@ impl ImapBackend for MockStore {
         let mb = st.by_id(mailbox)?;
         Ok((mb.info.clone(), mb.messages.iter().map(|m| m.0.clone()).collect()))
     }
-    fn claim_recent(&self, _: &Account, mailbox: MailboxId) -> Result<u32, BackendError> {
+    fn claim_recent(&self, _: &Account, mailbox: MailboxId, below: u32) -> Result<u32, BackendError> {
         let mut st = self.state.lock().unwrap();
         let mb = st.by_id(mailbox)?;
         let first = mb.info.recent_uid;
-        mb.info.recent_uid = mb.info.uid_next;
+        mb.info.recent_uid = first.max(below.min(mb.info.uid_next));
         Ok(first)
     }
     fn changes_since(
@@ -348,6 +370,7 @@ impl ImapBackend for MockStore {
             let mut new = mb.messages[i].0.flags.clone();
             new.apply(op, flags);
             if new.same_as(&mb.messages[i].0.flags) {
+                changed.push(mb.messages[i].0.clone());
                 continue;
             }
             let modseq = mb.bump();
