@@ -84,7 +84,8 @@ pub fn run_admin(config: &Config, command: Command) -> anyhow::Result<()> {
     let command = match command {
         Command::Serve => bail!("serve is not an admin command"),
         Command::CheckConfig => {
-            for warning in config.warnings() {
+            let warnings = config.warnings().into_iter().map(|p| p.to_string());
+            for warning in warnings.chain(host_warnings(config)) {
                 eprintln!("warning: {warning}");
             }
             println!("configuration is valid");
@@ -141,6 +142,92 @@ fn run(config: &Config, command: AdminCommand) -> anyhow::Result<()> {
         Some(e) => Err(anyhow::anyhow!(e)),
         None => Ok(()),
     }
+}
+
+/// Hosts mail will be sent to that do not resolve now: the smarthost, the static
+/// routes, and (when the database can be read) each domain's relay host. Warnings, not
+/// problems: DNS may be down where the check runs, or the primary's name only resolve
+/// inside the company's network.
+fn host_warnings(config: &Config) -> Vec<String> {
+    let mut hosts: Vec<(String, String)> = Vec::new();
+    if let Some(h) = &config.delivery.smarthost {
+        hosts.push(("delivery.smarthost".into(), h.clone()));
+    }
+    for (domain, target) in &config.delivery.routes {
+        hosts.push((format!("delivery.routes.{domain}"), target.clone()));
+    }
+    match relay_hosts(config) {
+        Ok(relays) => hosts.extend(relays),
+        Err(why) => {
+            return vec![format!("relay hosts of the domains not checked: {why}")]
+                .into_iter()
+                .chain(resolve_all(&hosts))
+                .collect()
+        }
+    }
+    resolve_all(&hosts)
+}
+
+fn resolve_all(hosts: &[(String, String)]) -> Vec<String> {
+    use crate::delivery::config::split_host_port as split;
+    let mut warnings = Vec::new();
+    for (what, target) in hosts {
+        let Some((host, port)) = split(target, 25) else {
+            continue;
+        };
+        if let Err(why) = resolves(&host, port) {
+            warnings.push(format!("{what}: {target} does not resolve ({why})"));
+        }
+    }
+    warnings
+}
+
+/// Looks `host` up with the system resolver, within 5 seconds.
+fn resolves(host: &str, port: u16) -> Result<(), String> {
+    use std::net::ToSocketAddrs;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let target = format!("{host}:{port}");
+    std::thread::spawn(move || {
+        let _ = tx.send(target.to_socket_addrs().map(|a| a.count()));
+    });
+    match rx.recv_timeout(std::time::Duration::from_secs(5)) {
+        Ok(Ok(n)) if n > 0 => Ok(()),
+        Ok(Ok(_)) => Err("no address".into()),
+        Ok(Err(e)) => Err(io_reason(&e)),
+        Err(_) => Err("no answer within 5 s".into()),
+    }
+}
+
+/// Each domain's relay host, from the running server or the database; nothing when no
+/// database exists yet (a fresh install), and the database is never created here.
+fn relay_hosts(config: &Config) -> anyhow::Result<Vec<(String, String)>> {
+    use crate::admin::domains::DomainCommand;
+    use crate::admin::format::ListFormat;
+    let command = AdminCommand::Domain(DomainCommand::List {
+        format: ListFormat::Json,
+    });
+    let progress = |_, _| {};
+    let outcome = match socket::connect(&crate::admin::socket_path(config))? {
+        Some(stream) => socket::request(stream, &command, &progress)?,
+        None if config.db_dir().join("CURRENT").exists() => {
+            crate::admin::run_local(config, command, &progress)?
+        }
+        None => return Ok(Vec::new()),
+    };
+    if let Some(e) = outcome.error {
+        bail!("{e}");
+    }
+    let listing: Vec<serde_json::Value> = serde_json::from_str(&outcome.output)?;
+    Ok(listing
+        .iter()
+        .filter_map(|l| {
+            let d = &l["domain"];
+            Some((
+                format!("domain {} relay host", d["name"].as_str()?),
+                d["relay_host"].as_str()?.to_string(),
+            ))
+        })
+        .collect())
 }
 
 fn absolute(dir: &Path) -> anyhow::Result<PathBuf> {

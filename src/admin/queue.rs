@@ -318,7 +318,12 @@ pub fn hold(ctx: &AdminContext, domain: &str, held: bool) -> anyhow::Result<usiz
         .domain(domain)?
         .map(|d| d.name)
         .unwrap_or_else(|| domain.to_ascii_lowercase());
-    Ok(store.set_domain_held(&name, held, store.now())?)
+    let changed = store.set_domain_held(&name, held, store.now())?;
+    if !held {
+        // Released mail is due now: the runner looks at once.
+        ctx.events.queue_changed();
+    }
+    Ok(changed)
 }
 
 /// Deletes an entry without delivering it; `confirmed` is the admin's `--yes`.

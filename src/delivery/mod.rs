@@ -80,11 +80,48 @@ struct Settings {
     config: DeliveryConfig,
     tls: TlsContext,
     timeouts: Timeouts,
+    /// The smarthost and the login for it (`smarthost_user`, `smarthost_password_file`).
+    smarthost_login: Option<SmarthostLogin>,
+}
+
+struct SmarthostLogin {
+    host: String,
+    port: u16,
+    user: String,
+    password: understudy_protocol::Secret,
 }
 
 impl Settings {
     fn new(config: DeliveryConfig) -> Settings {
+        let smarthost_login = match (
+            &config.smarthost,
+            &config.smarthost_user,
+            &config.smarthost_password_file,
+        ) {
+            (Some(target), Some(user), Some(file)) => {
+                match (
+                    split_host_port(target, 25),
+                    crate::config_types::read_password_file(file),
+                ) {
+                    (Some((host, port)), Ok(password)) => Some(SmarthostLogin {
+                        host,
+                        port,
+                        user: user.clone(),
+                        password,
+                    }),
+                    (_, Err(e)) => {
+                        // Validation checked the file; it changed since. Mail to the
+                        // smarthost then fails to log in and is retried.
+                        tracing::error!(error = %format!("{e:#}"), "cannot read the smarthost password");
+                        None
+                    }
+                    (None, _) => None,
+                }
+            }
+            _ => None,
+        };
         Settings {
+            smarthost_login,
             tls: TlsContext::new(&config.tls_ca_file),
             timeouts: Timeouts {
                 connect: Duration::from_secs(config.connect_timeout_secs),
@@ -349,8 +386,9 @@ impl QueueRunner {
                     .get(&entry.domain)
                     .cloned()
                     .unwrap_or((None, OutagePhase::Normal, false));
-            if held {
-                // Arrived after `queue hold DOMAIN`: held like the rest of the domain.
+            if held && entry.kind != QueueKind::Notification {
+                // Arrived after `queue hold DOMAIN`: held like the rest of the domain
+                // (alert notices excepted: they say what is going on).
                 to_hold.push(entry.id);
                 continue;
             }
@@ -1085,6 +1123,25 @@ impl QueueRunner {
     /// plaintext.
     async fn connect(&self, host: &str, port: u16, tls: TlsPolicy) -> Result<SmtpClient, ClientError> {
         let settings = self.settings();
+        let mut client = self.open(host, port, tls, &settings).await?;
+        if let Some(login) = settings
+            .smarthost_login
+            .as_ref()
+            .filter(|l| l.host.eq_ignore_ascii_case(host) && l.port == port)
+        {
+            // Only over TLS: `authenticate` refuses a plaintext connection.
+            client.authenticate(&login.user, &login.password).await?;
+        }
+        Ok(client)
+    }
+
+    async fn open(
+        &self,
+        host: &str,
+        port: u16,
+        tls: TlsPolicy,
+        settings: &Settings,
+    ) -> Result<SmtpClient, ClientError> {
         match SmtpClient::connect(host, port, &self.hostname, tls, &settings.tls, settings.timeouts).await {
             Err(ClientError::Tls(why)) if tls == TlsPolicy::Opportunistic => {
                 tracing::info!(host = %format!("{host}:{port}"), error = %why, "STARTTLS failed; retrying without TLS");

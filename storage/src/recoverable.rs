@@ -44,12 +44,15 @@ impl Store {
         }
         let mut batch = WriteBatch::default();
         let key = u64_pair(entry.tracking_id, entry.id);
+        let done = entry.is_done();
         let record = match self.get_json::<Recoverable>(CF_RECOVERABLE, &key)? {
-            // Another recipient of the same entry was cancelled before: one record, one
-            // body reference.
+            // Another recipient of the same entry was cancelled before: the record
+            // holds its reference already, and the entry gives up its own as usual.
             Some(mut record) => {
                 record.recipients.extend(cancelled);
                 record.cancelled_at = now;
+                let next = entry.next_attempt;
+                self.reschedule_into(&mut batch, &mut entry, next)?;
                 record
             }
             None => {
@@ -59,7 +62,17 @@ impl Store {
                         reason: format!("queue entry {id} holds a body with no references"),
                     });
                 }
-                batch.merge_cf(&self.cf(CF_BLOB_REFS)?, entry.blob, 1i64.to_be_bytes());
+                if done {
+                    // The finished entry's reference passes to the record: the entry
+                    // goes without releasing it (a release read the count before this
+                    // batch's own changes and would drop the body).
+                    batch.delete_cf(&self.cf(CF_QUEUE_DUE)?, due_key(entry.next_attempt, entry.id));
+                    self.delete(&mut batch, CF_QUEUE, &u64_key(entry.id))?;
+                } else {
+                    batch.merge_cf(&self.cf(CF_BLOB_REFS)?, entry.blob, 1i64.to_be_bytes());
+                    let next = entry.next_attempt;
+                    self.reschedule_into(&mut batch, &mut entry, next)?;
+                }
                 Recoverable {
                     tracking_id: entry.tracking_id,
                     queue_id: entry.id,
@@ -76,8 +89,6 @@ impl Store {
             }
         };
         self.put_json(&mut batch, CF_RECOVERABLE, &key, &record)?;
-        let next = entry.next_attempt;
-        self.reschedule_into(&mut batch, &mut entry, next)?;
         self.tracking_into(&mut batch, entry.tracking_id, &events)?;
         self.commit(batch)?;
         self.note_queue_entry(&entry);
@@ -210,4 +221,75 @@ fn first8(blob: &BlobId) -> [u8; 8] {
     let mut out = [0u8; 8];
     out.copy_from_slice(&blob[..8]);
     out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use crate::mailbox::DeliveryRequest;
+    use crate::model::*;
+    use crate::queue::AttemptOutcome;
+    use crate::Store;
+
+    /// The body of a message the user deleted outlives the cancelled relay entry, goes
+    /// back to the primary with `redeliver_recoverable`, and is freed by retention.
+    #[test]
+    fn a_deleted_message_stays_recoverable_with_its_body_until_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.add_domain(&Domain::new("example.com")).unwrap();
+        let anna = store.create_user("anna@example.com", "Anna", None).unwrap();
+        let deliver = |subject: &str| {
+            let out = store
+                .deliver(&DeliveryRequest {
+                    body: format!("Subject: {subject}\r\n\r\nbody\r\n").as_bytes(),
+                    users: vec![anna.id],
+                    queue: vec![NewQueueEntry {
+                        kind: QueueKind::Relay,
+                        domain: "example.com".into(),
+                        mail_from: "x@outside.net".into(),
+                        recipients: vec![("anna@example.com".into(), Some(anna.id))],
+                        next_attempt: 0,
+                        sent_copy: false,
+                    }],
+                    message_id: None,
+                    summary: "t".into(),
+                })
+                .unwrap();
+            (out.tracking_id, out.queue_ids[0], out.stored[0])
+        };
+        for subject in ["recovered", "expired"] {
+            let (tracking, queue, (_, mailbox, uid)) = deliver(subject);
+            let blob = store.queue_entry(queue).unwrap().unwrap().blob;
+            store.expunge(anna.id, mailbox, &[uid]).unwrap();
+            let entry = store
+                .cancel_as_deleted(queue, &["anna@example.com".into()])
+                .unwrap();
+            assert!(entry.is_done());
+            assert!(store.queue_entry(queue).unwrap().is_none());
+            assert_eq!(store.blob_refs(&blob).unwrap(), 1, "the record holds the body");
+            assert!(store.body(&blob).unwrap().ends_with(b"body\r\n"));
+            assert_eq!(store.recoverable(tracking).unwrap().len(), 1);
+            if subject == "recovered" {
+                let ids = store.redeliver_recoverable(tracking, 0).unwrap();
+                assert_eq!(ids.len(), 1);
+                assert!(store.recoverable(tracking).unwrap().is_empty());
+                let again = store.queue_entry(ids[0]).unwrap().unwrap();
+                assert_eq!(again.recipients[0].local_user, None, "not cancelled again");
+                assert!(store.body(&again.blob).is_ok());
+                store
+                    .record_attempt(
+                        ids[0],
+                        &[("anna@example.com".into(), AttemptOutcome::Delivered("250".into()))],
+                        0,
+                    )
+                    .unwrap();
+            } else {
+                assert_eq!(store.expire_recoverable(|_| Some(i64::MAX)).unwrap(), 1);
+                assert!(store.recoverable(tracking).unwrap().is_empty());
+            }
+            assert_eq!(store.blob_refs(&blob).unwrap(), 0, "{subject}: body freed");
+            assert!(store.body(&blob).is_err());
+        }
+    }
 }

@@ -15,6 +15,8 @@ mod admin;
 mod admin_reports;
 /// Backups that are private and hold the DKIM keys; restore refusing a running server.
 mod backup;
+/// check-config: every problem at once, what serve would die of, warnings; clear errors.
+mod check_config;
 /// IMAP through third-party clients: curl, mbsync and imapclient over TLS.
 mod clients;
 /// Twenty IMAP sessions on one mailbox: every view true, every body there.
@@ -23,6 +25,8 @@ mod concurrency;
 mod delivery;
 /// A full disk: SMTP 452, IMAP NO, nothing damaged, recovery once space is back.
 mod diskfull;
+/// The outage drill as an admin runs it, end to end, with its notices and a recovery.
+mod drill;
 /// The outage engine end to end: a thousand spooled messages, kills, exactly once.
 mod e2e;
 /// Listeners on port 0, TLS, the admin CLI, config validation, restarts, SIGTERM.
@@ -49,6 +53,8 @@ mod reload;
 mod security;
 /// SIGTERM mid-session: each protocol's goodbye, SMTP DATA in flight finishes.
 mod shutdown;
+/// A smarthost that wants a login: AUTH over TLS only.
+mod smarthost;
 /// SMTP with Python's smtplib: MX recipient checks, delivery, submission rules.
 mod smtp;
 /// SMTP with `swaks`: the MX receiver and submission as a second real client.
