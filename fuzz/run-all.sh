@@ -17,12 +17,12 @@ if [ "${FUZZ_ROOT:-0}" = 1 ]; then
 fi
 # Inputs up to the real limits: a command line is 64 KiB and a literal after login is
 # the target's 64 KiB (imap_session: two control bytes, a line and a literal); list_match
-# gets a pattern up to a line and a 255-octet name; mime_walk messages up to 1 MiB.
+# gets a pattern up to the 1 KiB the session allows and a 255-octet name; mime_walk messages up to 1 MiB.
 max_len() {
   case "$1" in
     imap_session) echo $((2 + 2 * 65536)) ;;
     imap_extended) echo 65536 ;;
-    list_match) echo $((1 + 65536 + 255)) ;;
+    list_match) echo $((1 + 1024 + 255)) ;;
     mime_walk) echo 1048576 ;;
     *) echo 65536 ;;
   esac

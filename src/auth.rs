@@ -38,7 +38,7 @@ fn decoy_hash() -> &'static str {
 }
 
 /// Checks a new password against the policy; the error says which rule failed.
-pub use crate::admin::password::check_policy;
+pub use crate::password_policy::check_policy;
 
 /// Generates a random password that satisfies the default policy (for bulk creation).
 pub fn random_password() -> String {

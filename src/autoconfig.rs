@@ -14,7 +14,8 @@ use tokio::sync::watch;
 use understudy_storage::EmailAddress;
 use understudy_storage::Store;
 
-use crate::config::{Config, Service};
+use crate::config::Config;
+use crate::config_types::Service;
 use crate::http::{Request, Response};
 
 /// Public host name and implicit-TLS ports users should configure.

@@ -14,12 +14,12 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use understudy_protocol::Secret;
 
-use crate::admin::password::PasswordTraits;
 use crate::admin::socket;
 use crate::admin::users::UserCommand;
 use crate::admin::Command as AdminCommand;
 use crate::auth;
 use crate::config::Config;
+use crate::password_policy::PasswordTraits;
 
 #[derive(Debug, Parser)]
 #[command(name = "understudy", version, about = "Email continuity server")]
@@ -352,20 +352,7 @@ fn prepare(command: AdminCommand) -> anyhow::Result<(AdminCommand, Option<Secret
     })
 }
 
-/// An I/O error's reason as a sentence part, without Rust's "(os error 2)".
-pub fn io_reason(e: &std::io::Error) -> String {
-    match e.kind() {
-        std::io::ErrorKind::NotFound => "no such file".into(),
-        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
-        _ => {
-            let text = e.to_string();
-            match text.find(" (os error") {
-                Some(i) => text[..i].to_string(),
-                None => text,
-            }
-        }
-    }
-}
+pub use crate::config_types::io_reason;
 
 /// Reads a new password: from stdin (one line) or prompted twice without echo.
 fn read_new_password(from_stdin: bool) -> anyhow::Result<Secret> {

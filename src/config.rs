@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::config_types::{ConfigProblem, Network};
+use crate::config_types::{ConfigProblem, Network, Service};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -58,14 +58,7 @@ pub struct MetricsConfig {
     pub listen: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    /// PEM certificate chain, leaf first.
-    pub certificate: PathBuf,
-    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
-    pub private_key: PathBuf,
-}
+pub use crate::tls::TlsConfig;
 
 /// Addresses to listen on, per service. Port 0 picks a free port; the server logs (and
 /// prints on stdout) what it actually bound.
@@ -234,47 +227,6 @@ pub enum ConfigError {
     },
 }
 
-/// The services Understudy listens for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Service {
-    Imap,
-    Imaps,
-    Pop3,
-    Pop3s,
-    Submission,
-    Submissions,
-    Smtp,
-}
-
-impl Service {
-    pub const ALL: [Service; 7] = [
-        Service::Imap,
-        Service::Imaps,
-        Service::Pop3,
-        Service::Pop3s,
-        Service::Submission,
-        Service::Submissions,
-        Service::Smtp,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Service::Imap => "imap",
-            Service::Imaps => "imaps",
-            Service::Pop3 => "pop3",
-            Service::Pop3s => "pop3s",
-            Service::Submission => "submission",
-            Service::Submissions => "submissions",
-            Service::Smtp => "smtp",
-        }
-    }
-
-    /// Implicit TLS from the first byte.
-    pub fn implicit_tls(self) -> bool {
-        matches!(self, Service::Imaps | Service::Pop3s | Service::Submissions)
-    }
-}
-
 impl ListenConfig {
     pub fn addresses(&self, service: Service) -> &[String] {
         match service {
@@ -382,7 +334,7 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
             path: path.display().to_string(),
-            reason: crate::cli::io_reason(&e),
+            reason: crate::config_types::io_reason(&e),
         })?;
         Config::parse(&text, &path.display().to_string(), path.parent())
     }
@@ -802,6 +754,62 @@ mod tests {
         assert!(
             config.tls.unwrap().certificate.is_file(),
             "paths resolve from config/"
+        );
+    }
+
+    /// The `[[ldap]]` sections' problems, through the whole file's parser (here, so the
+    /// section module need not import the aggregator).
+    #[test]
+    fn presets_and_problems_with_key_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "secret\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let text = format!(
+            r#"
+hostname = "mx.example.com"
+data_dir = "/tmp/x"
+[[ldap]]
+domain = "example.com"
+url = "ldap://dc1.example.com"
+starttls = false
+bind_dn = "cn=svc"
+bind_password_file = "{pw}"
+base_dn = "dc=example,dc=com"
+preset = "active-directory"
+[[ldap]]
+domain = "example.com"
+url = "http://x"
+base_dn = ""
+preset = "openldap"
+disabled_value = "yes"
+bind_dn_template = "uid=x"
+"#,
+            pw = pw.display()
+        );
+        let Err(ConfigError::Invalid { problems, .. }) = Config::parse(&text, "t.toml", None) else {
+            panic!("expected validation errors");
+        };
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "ldap[0].starttls",
+                "ldap[0].bind_password_file",
+                "ldap[1].domain",
+                "ldap[1].url",
+                "ldap[1].base_dn",
+                "ldap[1].disabled_attribute",
+                "ldap[1].bind_dn_template",
+            ],
+            "{problems:?}"
+        );
+        assert!(problems[1].message.contains("mode 0644"), "{}", problems[1]);
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(
+            crate::ldap::config::read_password_file(&pw).unwrap().expose(),
+            "secret"
         );
     }
 

@@ -1,5 +1,6 @@
 //! The vocabulary every configuration section shares: [`ConfigProblem`], what
-//! validation reports, and [`Network`], a CIDR network. Kept apart from `config`, the
+//! validation reports, [`Network`], a CIDR network, and [`Service`], the listeners'
+//! names. Kept apart from `config`, the
 //! aggregator that imports every section, so the sections (`delivery::config`,
 //! `ldap::config`, `inbound_auth`) need not import it back.
 
@@ -81,4 +82,60 @@ pub fn read_password_file(path: &Path) -> anyhow::Result<understudy_protocol::Se
     Ok(understudy_protocol::Secret::new(
         text.lines().next().unwrap_or("").to_string(),
     ))
+}
+
+/// The services Understudy listens for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Service {
+    Imap,
+    Imaps,
+    Pop3,
+    Pop3s,
+    Submission,
+    Submissions,
+    Smtp,
+}
+
+impl Service {
+    pub const ALL: [Service; 7] = [
+        Service::Imap,
+        Service::Imaps,
+        Service::Pop3,
+        Service::Pop3s,
+        Service::Submission,
+        Service::Submissions,
+        Service::Smtp,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Imap => "imap",
+            Service::Imaps => "imaps",
+            Service::Pop3 => "pop3",
+            Service::Pop3s => "pop3s",
+            Service::Submission => "submission",
+            Service::Submissions => "submissions",
+            Service::Smtp => "smtp",
+        }
+    }
+
+    /// Implicit TLS from the first byte.
+    pub fn implicit_tls(self) -> bool {
+        matches!(self, Service::Imaps | Service::Pop3s | Service::Submissions)
+    }
+}
+
+/// An I/O error's reason as a sentence part, without Rust's "(os error 2)".
+pub fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file".into(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        _ => {
+            let text = e.to_string();
+            match text.find(" (os error") {
+                Some(i) => text[..i].to_string(),
+                None => text,
+            }
+        }
+    }
 }

@@ -15,7 +15,7 @@ use understudy_storage::outage::OutagePhase;
 use understudy_storage::queue::AttemptOutcome;
 use understudy_storage::{QueueKind, Store};
 
-use crate::config::Service;
+use crate::config_types::Service;
 use crate::http::{Request, Response};
 
 /// Counters, all monotonic.

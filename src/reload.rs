@@ -9,7 +9,7 @@
 //! bind logins), the `[smtp]` inbound checks (the next message) and the password policy
 //! (the next admin command). Every other changed key is named in a warning: it takes
 //! effect at the next restart. The tasks that follow the configuration read it from a
-//! [`LiveConfig`] handle that `server::run` creates and the reload publishes to.
+//! [`crate::live_config::LiveConfig`] handle that the reload publishes to.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,31 +18,6 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::shared::Shared;
-
-/// The configuration as last (re)loaded. Cheap to clone; every clone sees a reload.
-#[derive(Clone)]
-pub struct LiveConfig(Arc<watch::Sender<Arc<Config>>>);
-
-impl LiveConfig {
-    pub fn new(config: Arc<Config>) -> LiveConfig {
-        LiveConfig(Arc::new(watch::Sender::new(config)))
-    }
-
-    /// The configuration in force now.
-    pub fn current(&self) -> Arc<Config> {
-        self.0.borrow().clone()
-    }
-
-    /// A receiver that wakes on every reload.
-    pub fn subscribe(&self) -> watch::Receiver<Arc<Config>> {
-        self.0.subscribe()
-    }
-
-    /// Puts `config` in force for every holder of this handle.
-    pub fn publish(&self, config: Arc<Config>) {
-        self.0.send_replace(config);
-    }
-}
 
 /// Where SIGHUPs arrive, set up before the server says it is ready.
 #[cfg(unix)]

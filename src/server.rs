@@ -14,7 +14,8 @@ use tracing::Instrument;
 use understudy_storage::{Clock, Store, SystemClock};
 
 use crate::admission::{Admission, Refusal};
-use crate::config::{Config, Service};
+use crate::config::Config;
+use crate::config_types::Service;
 use crate::driver::{self, Timeouts};
 use crate::outage::handles::{DeliveryObservations, MonitorWake};
 use crate::outage::monitor::MonitorHandles;
@@ -97,7 +98,7 @@ pub async fn run(
             shared.store.clone(),
             shared.clock.clone(),
             shared.config.hostname.clone(),
-            shared.live.clone(),
+            shared.live.delivery(),
             queue_wakeup.clone(),
             observations.clone(),
             shutdown.clone(),
@@ -149,7 +150,7 @@ pub async fn run(
     crate::ldap::spawn(
         &mut tasks,
         shared.store.clone(),
-        shared.live.clone(),
+        shared.live.ldap(),
         shared.revocations.clone(),
         shutdown.clone(),
     );

@@ -7,7 +7,7 @@ use understudy_protocol::pop3::{Pop3Limits, Pop3Session};
 use understudy_protocol::smtp::{SmtpLimits, SmtpMode, SmtpSession};
 use understudy_protocol::{AuthBackend, ConnectionInfo, Session};
 
-use crate::config::Service;
+use crate::config_types::Service;
 use crate::shared::Shared;
 
 /// A new session for a connection accepted on `service`.

@@ -13,8 +13,8 @@ use understudy_protocol::ConnectionInfo;
 use understudy_storage::{Clock, Store};
 
 use crate::auth::Authenticator;
-use crate::config::{Config, Service};
-use crate::config_types::Network;
+use crate::config::Config;
+use crate::config_types::{Network, Service};
 
 /// Everything a connection needs, shared by all of them.
 pub struct Shared {
@@ -23,7 +23,7 @@ pub struct Shared {
     pub config: Arc<Config>,
     /// The configuration as last reloaded (SIGHUP): what takes effect on reload is read
     /// here (`crate::reload`).
-    pub live: crate::reload::LiveConfig,
+    pub live: crate::live_config::LiveConfig,
     pub store: Store,
     pub auth: Arc<Authenticator>,
     /// Swapped by a SIGHUP reload; each new connection and STARTTLS takes the current one.
@@ -74,7 +74,7 @@ impl Shared {
             ),
             revocations: crate::revoke::revocations(),
             user_sessions: crate::sessions::UserSessions::new(config.limits.max_connections_per_user),
-            live: crate::reload::LiveConfig::new(config.clone()),
+            live: crate::live_config::LiveConfig::new(config.clone()),
             config,
             store,
             auth,

@@ -10,8 +10,18 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::TlsConfig;
 use crate::config_types::ConfigProblem;
+
+/// `[tls]`: the certificate every listener presents. Defined here, beside what reads
+/// it, so that the configuration can ask [`check`] without an import circle.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub certificate: std::path::PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub private_key: std::path::PathBuf,
+}
 
 /// Builds the acceptor from a certificate chain and key in PEM form.
 pub fn acceptor(config: &TlsConfig) -> anyhow::Result<TlsAcceptor> {

@@ -1,6 +1,7 @@
 //! The LIST wildcard matcher, exponential and recursive until issue 19: the first byte
-//! splits the expanded input into a pattern (up to a line, 64 KiB) and a mailbox name
-//! (up to 255 octets). Also checks it against a slow but obviously right matcher on
+//! splits the expanded input into a mailbox name (up to 255 octets) and a pattern of up
+//! to 1,024 octets, the longest the session passes to it (`MAX_LIST_PATTERN`; the
+//! unit tests cover 60,000 `*`). Also checks it against a slow but obviously right matcher on
 //! short inputs.
 #![no_main]
 
@@ -25,7 +26,7 @@ fn reference(p: &[char], n: &[char]) -> bool {
 
 fuzz_target!(|data: &[u8]| {
     let Some((&split, rest)) = data.split_first() else { return };
-    let input = understudy_fuzz::expand(rest, 64 * 1024 + 255);
+    let input = understudy_fuzz::expand(rest, 1024 + 255);
     let name_len = usize::from(split).min(input.len());
     let (name, pattern) = input.split_at(name_len);
     let name = String::from_utf8_lossy(name);

@@ -81,10 +81,7 @@ pub fn remove(ctx: &AdminContext, alias: &str) -> anyhow::Result<()> {
 
 /// Aliases of one domain, or of every domain.
 pub fn list(ctx: &AdminContext, domain: Option<&str>) -> anyhow::Result<Vec<Alias>> {
-    let domains = match domain {
-        Some(d) => vec![d.to_string()],
-        None => ctx.store.domains()?.into_iter().map(|d| d.name).collect(),
-    };
+    let domains = super::domain_names(ctx, domain)?;
     let mut list = Vec::new();
     for d in domains {
         for (alias, target) in ctx.store.aliases(&d)? {

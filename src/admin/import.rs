@@ -228,7 +228,7 @@ fn import_row(
     let password = cell(2);
     let mut generated = None;
     let password_hash = if !password.is_empty() {
-        super::password::check_policy(&ctx.config.password_policy, password)
+        crate::password_policy::check_policy(&ctx.config.password_policy, password)
             .map_err(|rule| anyhow::anyhow!("password for {address} refused: {rule}"))?;
         let password = Secret::new(password);
         match existing.as_ref().and_then(|u| u.password_hash.as_deref()) {

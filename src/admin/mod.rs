@@ -24,7 +24,6 @@ pub mod format;
 pub mod import;
 pub mod ldap;
 pub mod outage;
-pub mod password;
 pub mod queue;
 pub mod socket;
 pub mod tracking;
@@ -70,6 +69,14 @@ pub struct Outcome {
     pub secrets: String,
     /// The error, with its causes, when the command failed.
     pub error: Option<String>,
+}
+
+/// `domain` if given (as given), else every protected domain: what a listing covers.
+fn domain_names(ctx: &AdminContext, domain: Option<&str>) -> anyhow::Result<Vec<String>> {
+    Ok(match domain {
+        Some(d) => vec![d.to_string()],
+        None => ctx.store.domains()?.into_iter().map(|d| d.name).collect(),
+    })
 }
 
 pub fn socket_path(config: &Config) -> PathBuf {

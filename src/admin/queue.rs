@@ -159,21 +159,13 @@ pub fn execute(ctx: &AdminContext, command: QueueCommand, out: &mut dyn Write) -
         QueueCommand::Show { id } => print_entry(&show(ctx, id)?, out)?,
         QueueCommand::Retry { target } => print_retry(&retry(ctx, target.as_deref())?, out)?,
         QueueCommand::Hold { domain } => {
-            let n = hold(ctx, &domain, true)?;
+            print_hold(hold(ctx, &domain, true)?, &domain, "held", out)?;
             writeln!(
                 out,
-                "{n} entr{} of {domain} held; mail arriving for it is held too until `queue release {domain}`",
-                if n == 1 { "y" } else { "ies" }
+                "mail arriving for {domain} is held too (alert notices excepted) until `queue release {domain}`"
             )?;
         }
-        QueueCommand::Release { domain } => {
-            let n = hold(ctx, &domain, false)?;
-            writeln!(
-                out,
-                "{n} entr{} of {domain} released",
-                if n == 1 { "y" } else { "ies" }
-            )?;
-        }
+        QueueCommand::Release { domain } => print_hold(hold(ctx, &domain, false)?, &domain, "released", out)?,
         QueueCommand::Purge { id, yes } => {
             purge(ctx, id, yes)?;
             writeln!(out, "purged queue entry {id}")?;
@@ -339,6 +331,14 @@ pub fn purge(ctx: &AdminContext, id: u64, confirmed: bool) -> anyhow::Result<()>
         );
     }
     Ok(ctx.store.purge(id)?)
+}
+
+fn print_hold(n: usize, domain: &str, verb: &str, out: &mut dyn Write) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{n} entr{} of {domain} {verb}",
+        if n == 1 { "y" } else { "ies" }
+    )
 }
 
 pub(super) fn kind_name(entry: &QueueEntry) -> String {

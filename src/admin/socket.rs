@@ -29,8 +29,8 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use understudy_storage::Store;
 
 use super::{AdminContext, AdminEvents, Command, Outcome};
+use crate::live_config::LiveConfig;
 use crate::outage::handles::MonitorWake;
-use crate::reload::LiveConfig;
 use crate::revoke::Revocations;
 
 /// Large enough for the CSV of a few hundred thousand users.

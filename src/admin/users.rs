@@ -14,9 +14,9 @@ use understudy_storage::{AccessLevel, AccessWindow, User, UserStatus};
 
 use super::domains::{access_level, access_window, AccessArg, WindowArg};
 use super::format::{or_dash, write_listing, ListFormat, Table};
-use super::password::PasswordTraits;
 use super::AdminContext;
 use crate::outage::notify::format_time;
+use crate::password_policy::PasswordTraits;
 
 #[derive(Debug, Subcommand, Serialize, Deserialize)]
 pub enum UserCommand {
@@ -318,10 +318,7 @@ pub fn add(
 
 /// Users of one domain, or of every domain.
 pub fn list(ctx: &AdminContext, domain: Option<&str>) -> anyhow::Result<Vec<UserListing>> {
-    let domains = match domain {
-        Some(d) => vec![d.to_string()],
-        None => ctx.store.domains()?.into_iter().map(|d| d.name).collect(),
-    };
+    let domains = super::domain_names(ctx, domain)?;
     let mut listing = Vec::new();
     for d in domains {
         let settings = ctx

@@ -58,19 +58,13 @@ pub async fn run(
     store: Store,
     clock: Arc<dyn Clock>,
     hostname: String,
-    live: crate::reload::LiveConfig,
+    live: watch::Receiver<Arc<DeliveryConfig>>,
     wakeup: QueueWakeup,
     observations: DeliveryObservations,
     shutdown: watch::Receiver<bool>,
 ) {
-    let mut runner = QueueRunner::new(
-        store,
-        clock,
-        hostname,
-        live.current().delivery.clone(),
-        wakeup,
-        observations,
-    );
+    let current = (**live.borrow()).clone();
+    let mut runner = QueueRunner::new(store, clock, hostname, current, wakeup, observations);
     runner.live = Some(live);
     Arc::new(runner).run(shutdown).await
 }
@@ -177,7 +171,7 @@ pub struct QueueRunner {
     /// `[delivery]` as of the last reload (`follow_reload`).
     settings: parking_lot::RwLock<Arc<Settings>>,
     /// Where reloads come from; `None` in unit tests.
-    live: Option<crate::reload::LiveConfig>,
+    live: Option<watch::Receiver<Arc<DeliveryConfig>>>,
     /// Connections per destination: fixed at start (a reload says it needs a restart).
     max_connections_per_host: usize,
     wakeup: QueueWakeup,
@@ -280,16 +274,16 @@ impl QueueRunner {
         let Some(live) = &self.live else {
             return;
         };
-        let current = live.current();
-        if self.settings.read().config == current.delivery {
+        let current = live.borrow().clone();
+        if self.settings.read().config == *current {
             return;
         }
         tracing::info!(
-            smarthost = current.delivery.smarthost.as_deref().unwrap_or("-"),
-            routes = current.delivery.routes.len(),
+            smarthost = current.smarthost.as_deref().unwrap_or("-"),
+            routes = current.routes.len(),
             "[delivery] reloaded: new attempts use the new routes and settings"
         );
-        *self.settings.write() = Arc::new(Settings::new(current.delivery.clone()));
+        *self.settings.write() = Arc::new(Settings::new((*current).clone()));
         // Pooled connections may go to a route that is no longer wanted.
         let idle: Vec<SmtpClient> = self.pool.lock().drain().flat_map(|(_, v)| v).collect();
         for client in idle {

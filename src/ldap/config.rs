@@ -357,58 +357,6 @@ pub use crate::config_types::{check_password_file, read_password_file};
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Config, ConfigError};
-
-    #[test]
-    fn presets_and_problems_with_key_paths() {
-        let dir = tempfile::tempdir().unwrap();
-        let pw = dir.path().join("pw");
-        std::fs::write(&pw, "secret\n").unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let text = format!(
-            r#"
-hostname = "mx.example.com"
-data_dir = "/tmp/x"
-[[ldap]]
-domain = "example.com"
-url = "ldap://dc1.example.com"
-starttls = false
-bind_dn = "cn=svc"
-bind_password_file = "{pw}"
-base_dn = "dc=example,dc=com"
-preset = "active-directory"
-[[ldap]]
-domain = "example.com"
-url = "http://x"
-base_dn = ""
-preset = "openldap"
-disabled_value = "yes"
-bind_dn_template = "uid=x"
-"#,
-            pw = pw.display()
-        );
-        let Err(ConfigError::Invalid { problems, .. }) = Config::parse(&text, "t.toml", None) else {
-            panic!("expected validation errors");
-        };
-        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
-        assert_eq!(
-            keys,
-            [
-                "ldap[0].starttls",
-                "ldap[0].bind_password_file",
-                "ldap[1].domain",
-                "ldap[1].url",
-                "ldap[1].base_dn",
-                "ldap[1].disabled_attribute",
-                "ldap[1].bind_dn_template",
-            ],
-            "{problems:?}"
-        );
-        assert!(problems[1].message.contains("mode 0644"), "{}", problems[1]);
-        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert_eq!(read_password_file(&pw).unwrap().expose(), "secret");
-    }
 
     #[test]
     fn active_directory_preset() {

@@ -9,6 +9,7 @@ pub mod directory;
 pub mod login;
 pub mod sync;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -16,7 +17,6 @@ use tokio::task::JoinSet;
 use understudy_storage::Store;
 
 use self::config::LdapConfig;
-use crate::reload::LiveConfig;
 use crate::revoke::Revocations;
 
 struct ServerSyncEvents<'a>(&'a Revocations);
@@ -36,22 +36,21 @@ impl sync::SyncEvents for ServerSyncEvents<'_> {
 pub fn spawn(
     tasks: &mut JoinSet<()>,
     store: Store,
-    live: LiveConfig,
+    sections: watch::Receiver<Arc<Vec<LdapConfig>>>,
     revocations: Revocations,
     stop: watch::Receiver<bool>,
 ) {
-    tasks.spawn(supervise(store, live, revocations, stop));
+    tasks.spawn(supervise(store, sections, revocations, stop));
 }
 
 async fn supervise(
     store: Store,
-    live: LiveConfig,
+    mut reloads: watch::Receiver<Arc<Vec<LdapConfig>>>,
     revocations: Revocations,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut reloads = live.subscribe();
     loop {
-        let sections = live.current().ldap.clone();
+        let sections = reloads.borrow_and_update().clone();
         let (end_tx, end_rx) = watch::channel(false);
         let mut syncs = JoinSet::new();
         for section in sections.iter().filter(|s| s.sync_interval_secs > 0) {
@@ -70,11 +69,9 @@ async fn supervise(
                     if changed.is_err() {
                         break true;
                     }
-                    let now = reloads.borrow_and_update().ldap.clone();
-                    if format!("{now:?}") != format!("{sections:?}") {
-                        tracing::info!(sections = now.len(), "[[ldap]] changed: restarting the directory syncs");
-                        break false;
-                    }
+                    // Published only when the sections changed.
+                    tracing::info!(sections = reloads.borrow().len(), "[[ldap]] changed: restarting the directory syncs");
+                    break false;
                 }
                 Some(_) = syncs.join_next(), if !syncs.is_empty() => {}
             }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Notify};
 use understudy_storage::outage::OutagePhase;
 use understudy_storage::{Clock, Domain, Engagement, Store, StoreResult};
 
@@ -57,9 +57,11 @@ pub struct MonitorHandles {
     pub wake: MonitorWake,
     /// The queue runner reports what it saw of each primary.
     pub observations: DeliveryObservations,
-    /// Woken when a notice was queued, so that alerts go out at once (and in the order
-    /// they were raised) rather than at the runner's next poll.
-    pub queue_wakeup: Option<crate::delivery::QueueWakeup>,
+    /// The queue runner's wakeup (`delivery::QueueWakeup`), woken when a notice was
+    /// queued, so that alerts go out at once (and in the order they were raised) rather
+    /// than at the runner's next poll. Named by its type, not the runner's alias, so the
+    /// outage engine does not import the runner that imports its handles.
+    pub queue_wakeup: Option<Arc<Notify>>,
 }
 
 /// The monitor's loop; it ends when `stop` turns true (spawn it into the server's tasks).
@@ -91,7 +93,7 @@ pub struct OutageMonitor {
     handles: MonitorHandles,
 }
 
-fn wake_for_notices(wakeup: &Option<crate::delivery::QueueWakeup>, effects: &[Effect]) {
+fn wake_for_notices(wakeup: &Option<Arc<Notify>>, effects: &[Effect]) {
     if let Some(wakeup) = wakeup {
         if effects.iter().any(|e| matches!(e, Effect::Notify(_))) {
             wakeup.notify_one();

@@ -542,3 +542,22 @@ fn account_changes_are_seen_at_once_despite_the_cache() {
         Recipient::NotLocal
     );
 }
+
+#[test]
+fn move_into_the_same_mailbox_gives_a_new_uid_and_keeps_the_body() {
+    // RFC 6851 allows it; the store used to refuse it (issue 14 defect 9).
+    let dir = tempfile::tempdir().unwrap();
+    let (store, user) = with_user(dir.path());
+    let inbox = store.inbox(user.id).unwrap();
+    deliver(&store, vec![user.id], b"Subject: x\r\n\r\nbody\r\n");
+    let (validity, pairs) = store.move_messages(user.id, inbox.id, &[1], inbox.id).unwrap();
+    assert_eq!((validity, pairs), (inbox.uid_validity, vec![(1, 2)]));
+    let (mailbox, messages) = store.messages(user.id, inbox.id).unwrap();
+    assert_eq!(messages.iter().map(|m| m.uid).collect::<Vec<_>>(), vec![2]);
+    assert_eq!(mailbox.exists, 1);
+    assert_eq!(
+        store.message_body(user.id, inbox.id, 2).unwrap().1,
+        b"Subject: x\r\n\r\nbody\r\n"
+    );
+    assert!(store.check_integrity().unwrap().is_ok());
+}

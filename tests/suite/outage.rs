@@ -274,7 +274,7 @@ fn outage_queue_and_track_commands() {
     // Notices to the alert recipients are never held: only the relay entry is.
     let held = server.admin_ok(&["queue", "hold", "example.com"]);
     let plural = |n: usize| if n == 1 { "entry" } else { "entries" };
-    assert!(held.starts_with("1 entry of example.com held;"), "{held}");
+    assert!(held.starts_with("1 entry of example.com held\n"), "{held}");
     let list = server.admin_ok(&["queue", "list", "example.com"]);
     assert_eq!(list.matches("held").count(), 1, "{list}");
     let status = server.admin_ok(&["outage", "status", "example.com"]);

@@ -15,16 +15,32 @@
 //! UIDPLUS RFC 4315; MOVE RFC 6851; SPECIAL-USE RFC 6154; LITERAL+ RFC 7888; ID RFC 2971;
 //! NAMESPACE RFC 2342; UNSELECT RFC 3691; CHILDREN RFC 3348; APPENDLIMIT RFC 7889.)
 //!
-//! Framing is done here, before imap-codec sees a byte: lines of at most
-//! `ImapLimits::max_line` octets, literals of at most `ImapLimits::max_literal`, refused
+//! Framing (`framing::Framer`) cuts the input into lines of at most
+//! `ImapLimits::max_line` octets and literals of at most `ImapLimits::max_literal`, refused
 //! before they are read (`NO [TOOBIG]` for a synchronizing literal, `BAD` and close for a
 //! non-synchronizing one, whose octets are already on the way). A synchronizing literal
 //! is accepted with `+ ` only after the command so far parses (imap-codec says
-//! `LiteralFound`). imap-next (not in this build's registry) and imap-codec's own
-//! `Fragmentizer` were not used: the fragmentizer keeps unparsed input in a buffer whose
-//! size it does not expose, so a line without LF grows unchecked, it decodes only
-//! whole messages (we need the prefix decoded before `+ `), and this session also frames
-//! SASL and IDLE lines itself; the framing here is short and tested.
+//! `LiteralFound`).
+//!
+//! Where each command is handled (one `match` on state and command in `dispatch` here):
+//!
+//! | file | commands |
+//! |---|---|
+//! | `login.rs` | LOGIN, AUTHENTICATE |
+//! | `mailboxes.rs` | SELECT, EXAMINE, CLOSE, UNSELECT, CREATE, DELETE, RENAME, SUBSCRIBE, LIST, LSUB, STATUS |
+//! | `append.rs` | APPEND |
+//! | `idle.rs` | IDLE, DONE, pushes during IDLE |
+//! | `fetch.rs` | FETCH, UID FETCH |
+//! | `store.rs` | STORE, UID STORE |
+//! | `search.rs` | SEARCH, UID SEARCH, ESEARCH |
+//! | `copy_move.rs` | COPY, UID COPY, MOVE, UID MOVE |
+//! | `expunge.rs` | EXPUNGE, UID EXPUNGE |
+//! | `mod.rs` | CAPABILITY, NOOP, CHECK, LOGOUT, ID, ENABLE, NAMESPACE, STARTTLS |
+//!
+//! A new extension gets its own file beside these (an `impl ImapSession` block with its
+//! command, one arm in `dispatch`, its capability in `capabilities`); message rendering
+//! is in `message/` (`envelope.rs`, `structure.rs`, `section.rs`, `search.rs` over the
+//! part tree in `message/mod.rs`), the selected mailbox's view in `view.rs`.
 //!
 //! Untagged EXISTS/RECENT/FETCH FLAGS/EXPUNGE updates from other sessions are delivered
 //! after each command in Selected state, but EXPUNGE is held back during FETCH, STORE,
@@ -34,11 +50,20 @@
 //! Not offered (so not advertised): QRESYNC, BINARY, COMPRESS, QUOTA, METADATA, SORT,
 //! THREAD, UTF8=ACCEPT, multi-APPEND, SEARCHRES (`RETURN (SAVE)`).
 
+mod append;
 pub mod backend;
+mod copy_move;
+mod expunge;
 pub(crate) mod extended;
+mod fetch;
+mod framing;
+mod idle;
+mod login;
+mod mailboxes;
 pub mod message;
-mod selected;
+mod search;
 mod session_trait;
+mod store;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests;
@@ -68,6 +93,7 @@ pub use backend::{
 };
 
 use extended::{Extended, ListCommand};
+use framing::{literal_announcement, tag_of, Frame, Framer};
 use text::{canonical_inbox, list_matches, push_mailbox, MAX_LIST_PATTERN};
 use view::MailboxView;
 
@@ -188,12 +214,8 @@ pub struct ImapSession {
     limits: ImapLimits,
     state: State,
     mode: Mode,
-    /// Received octets not yet framed.
-    input: Vec<u8>,
-    /// The command being assembled: its lines and literals so far.
-    command: Vec<u8>,
-    /// Octets of the current literal still to come.
-    literal_left: usize,
+    /// Lines and literals of the input (`framing`).
+    framer: Framer,
     /// ENABLE CONDSTORE or SELECT (CONDSTORE) seen (RFC 7162 §3.1).
     condstore: bool,
     bad_commands: u32,
@@ -201,10 +223,6 @@ pub struct ImapSession {
     pending_fetch: Option<PendingFetch>,
     /// Complete commands handled, for the driver's per-connection rate limit.
     commands: u64,
-    /// Where the message literal of the APPEND being received goes (`start_spool`);
-    /// `spool_failed` if a write to it failed (the APPEND then fails, the framing goes on).
-    spool: Option<Box<dyn backend::Spool>>,
-    spool_failed: bool,
 }
 
 impl ImapSession {
@@ -221,11 +239,7 @@ impl ImapSession {
             limits,
             state: State::NotAuthenticated,
             mode: Mode::Command,
-            input: Vec::new(),
-            command: Vec::new(),
-            literal_left: 0,
-            spool: None,
-            spool_failed: false,
+            framer: Framer::default(),
             condstore: false,
             bad_commands: 0,
             auth_failures: 0,
@@ -245,10 +259,7 @@ impl ImapSession {
     /// The TLS handshake after STARTTLS succeeded.
     pub fn tls_started(&mut self) {
         self.info.tls = true;
-        self.input.clear();
-        self.command.clear();
-        self.literal_left = 0;
-        self.spool = None;
+        self.framer.discard();
         self.mode = Mode::Command;
     }
 
@@ -271,22 +282,6 @@ impl ImapSession {
         text.as_bytes().to_vec()
     }
 
-    /// During IDLE: the store says the selected mailbox changed.
-    pub fn mailbox_changed(&mut self) -> Output {
-        let mut out = Vec::new();
-        if matches!(self.mode, Mode::Idle { .. }) {
-            self.catch_up(true, &mut out);
-        }
-        Output::new(out, self.idle_action())
-    }
-
-    fn idle_action(&self) -> Action {
-        match (&self.mode, &self.state) {
-            (Mode::Idle { .. }, State::Selected { view, .. }) => Action::Idle { mailbox_id: view.id },
-            _ => Action::Continue,
-        }
-    }
-
     pub fn receive(&mut self, input: &[u8]) -> Output {
         if matches!(self.state, State::Logout) {
             return Output::close(Vec::new());
@@ -294,7 +289,7 @@ impl ImapSession {
         if matches!(self.mode, Mode::AwaitingTls) {
             return Output::reply(Vec::new());
         }
-        self.input.extend_from_slice(input);
+        self.framer.push(input);
         let mut out = Vec::new();
         if let Some(pending) = self.pending_fetch.take() {
             self.resume_fetch(pending, &mut out);
@@ -306,7 +301,7 @@ impl ImapSession {
         };
         match flow {
             Flow::Continue => {
-                if self.input.len() > MAX_BUFFERED_INPUT {
+                if self.framer.buffered() > MAX_BUFFERED_INPUT {
                     out.extend_from_slice(b"* BYE Too much pipelined input\r\n");
                     self.state = State::Logout;
                     return Output::close(out);
@@ -315,7 +310,7 @@ impl ImapSession {
             }
             Flow::StartTls => {
                 // CVE-2011-0411: nothing sent before the handshake may count after it.
-                self.input.clear();
+                self.framer.discard_input();
                 self.mode = Mode::AwaitingTls;
                 Output::new(out, Action::StartTls)
             }
@@ -334,87 +329,33 @@ impl ImapSession {
     }
 
     pub fn has_pending(&self) -> bool {
-        self.pending_fetch.is_some() || (matches!(self.mode, Mode::Command) && self.input.contains(&b'\n'))
-    }
-
-    fn resume_fetch(&mut self, pending: PendingFetch, out: &mut Vec<u8>) {
-        let command = pending.command.clone();
-        match CommandCodec::default().decode(&command) {
-            Ok((
-                _,
-                Command {
-                    tag,
-                    body:
-                        CommandBody::Fetch {
-                            sequence_set,
-                            macro_or_item_names,
-                            uid,
-                            modifiers,
-                        },
-                },
-            )) => {
-                let tag = tag.as_ref().to_string();
-                self.fetch(
-                    &tag,
-                    &sequence_set,
-                    macro_or_item_names,
-                    uid,
-                    &modifiers,
-                    Some(pending),
-                    out,
-                );
-                if let Some(p) = &mut self.pending_fetch {
-                    p.command = command;
-                }
-            }
-            // It parsed the first time; nothing to resume if it does not now.
-            _ => tracing::error!("imap: a paused FETCH no longer parses"),
-        }
+        self.pending_fetch.is_some() || (matches!(self.mode, Mode::Command) && self.framer.has_line())
     }
 
     fn process_input(&mut self, out: &mut Vec<u8>) -> Flow {
-        let mut start = 0;
         let flow = loop {
-            if self.literal_left > 0 {
-                let take = self.literal_left.min(self.input.len() - start);
-                if take == 0 {
+            if self.framer.in_literal() {
+                if self.framer.take_literal() {
                     break Flow::Continue;
                 }
-                let bytes = &self.input[start..start + take];
-                match &mut self.spool {
-                    Some(spool) => {
-                        if !self.spool_failed && spool.write(bytes).is_err() {
-                            self.spool_failed = true;
-                        }
-                    }
-                    None => self.command.extend_from_slice(bytes),
-                }
-                start += take;
-                self.literal_left -= take;
                 continue;
             }
             if self.pending_fetch.is_some()
                 || (out.len() >= self.limits.max_output_per_step
                     && matches!(self.mode, Mode::Command)
-                    && self.command.is_empty())
+                    && self.framer.command().is_empty())
             {
                 // Output capped: the rest waits for `receive(&[])` (see `has_pending`).
                 break Flow::Continue;
             }
-            let pending = &self.input[start..];
-            let Some(lf) = pending.iter().position(|b| *b == b'\n') else {
-                if pending.len() > self.limits.max_line {
+            let line = match self.framer.next_line(self.limits.max_line) {
+                Frame::Line(line) => line,
+                Frame::NeedMore => break Flow::Continue,
+                Frame::TooLong => {
                     out.extend_from_slice(b"* BAD Line too long\r\n* BYE Closing\r\n");
                     break Flow::Close;
                 }
-                break Flow::Continue;
             };
-            if lf + 1 > self.limits.max_line {
-                out.extend_from_slice(b"* BAD Line too long\r\n* BYE Closing\r\n");
-                break Flow::Close;
-            }
-            let line = pending[..=lf].to_vec();
-            start += lf + 1;
             let flow = match std::mem::replace(&mut self.mode, Mode::Command) {
                 Mode::Command => self.command_line(&line, out),
                 Mode::Sasl { tag, step } => self.sasl_line(tag, step, &line, out),
@@ -432,14 +373,14 @@ impl ImapSession {
                 break Flow::StartTls;
             }
         };
-        self.input.drain(..start.min(self.input.len()));
+        self.framer.compact();
         flow
     }
 
     /// One line in command mode: either the end of a command or a line announcing a
     /// literal.
     fn command_line(&mut self, line: &[u8], out: &mut Vec<u8>) -> Flow {
-        self.command.extend_from_slice(line);
+        self.framer.append_to_command(line);
         let (max_literal, max_command) = if matches!(self.state, State::NotAuthenticated) {
             let max = self.limits.max_literal_before_login.min(self.limits.max_literal);
             (max, max as usize + self.limits.max_line)
@@ -447,14 +388,14 @@ impl ImapSession {
             let max = self.limits.max_literal;
             (max, max as usize + 4 * self.limits.max_line)
         };
-        if self.command.len() > max_command {
+        if self.framer.command().len() > max_command {
             out.extend_from_slice(b"* BAD Command too long\r\n* BYE Closing\r\n");
             return Flow::Close;
         }
         if let Some((length, non_sync)) = literal_announcement(line) {
-            let tag = tag_of(&self.command);
+            let tag = tag_of(self.framer.command());
             if length > u64::from(max_literal) {
-                self.command.clear();
+                self.framer.clear_command();
                 if non_sync {
                     // The octets are already on their way; we cannot skip them safely.
                     out.extend_from_slice(
@@ -466,25 +407,25 @@ impl ImapSession {
                 return Flow::Continue;
             }
             if !non_sync {
-                match CommandCodec::default().decode(&self.command) {
+                match CommandCodec::default().decode(self.framer.command()) {
                     Err(CommandDecodeError::LiteralFound { .. } | CommandDecodeError::Incomplete) => {
                         out.extend_from_slice(b"+ OK\r\n");
                     }
-                    _ if extended::is_extended_form(&self.command) => {
+                    _ if extended::is_extended_form(self.framer.command()) => {
                         out.extend_from_slice(b"+ OK\r\n");
                     }
                     _ => {
-                        self.command.clear();
+                        self.framer.clear_command();
                         return self.bad(out, &tag, "Invalid command");
                     }
                 }
             }
             // `length` fits: it is at most max_literal, a u32.
-            self.literal_left = length as usize;
+            self.framer.begin_literal(length as usize);
             self.start_spool(length as usize);
             return Flow::Continue;
         }
-        let command = std::mem::take(&mut self.command);
+        let command = self.framer.take_command();
         self.commands += 1;
         let flow = match CommandCodec::default().decode(&command) {
             Ok((_, cmd)) => {
@@ -503,51 +444,9 @@ impl ImapSession {
             },
         };
         // A spool the command did not use (it failed to parse) is not the next one's.
-        self.spool = None;
-        if self.command.capacity() < command.capacity() && command.capacity() <= 64 * 1024 {
-            // Keep the buffer's allocation for the next command.
-            let mut command = command;
-            command.clear();
-            self.command = command;
-        }
+        self.framer.drop_spool();
+        self.framer.recycle(command);
         flow
-    }
-
-    /// A literal of `SPOOL_FROM` octets or more that is the message of an APPEND goes to
-    /// the backend's spool as it arrives, and the command keeps an empty literal in its
-    /// place: a slow upload of 50 MiB no longer sits in this session's memory (issue 19
-    /// item 4). The command so far ends with the announcement (`{N}` or `{N+}`, CRLF).
-    fn start_spool(&mut self, length: usize) {
-        if length < SPOOL_FROM {
-            return;
-        }
-        let Some(account) = self.account_clone() else {
-            return;
-        };
-        let Some(open) = self.command.iter().rposition(|b| *b == b'{') else {
-            return;
-        };
-        let mut probe = self.command[..open].to_vec();
-        probe.extend_from_slice(b"{0}\r\n\r\n");
-        let is_message = matches!(
-            CommandCodec::default().decode(&probe),
-            Ok((
-                _,
-                Command {
-                    body: CommandBody::Append { .. },
-                    ..
-                }
-            ))
-        );
-        if !is_message {
-            return;
-        }
-        if let Some(spool) = self.store.spool(&account, length) {
-            self.command.truncate(open);
-            self.command.extend_from_slice(b"{0}\r\n");
-            self.spool = Some(spool);
-            self.spool_failed = false;
-        }
     }
 
     fn bad(&mut self, out: &mut Vec<u8>, tag: &str, text: &str) -> Flow {
@@ -916,158 +815,6 @@ impl ImapSession {
         }
     }
 
-    fn login(&mut self, tag: &str, user: String, password: Secret, out: &mut Vec<u8>) -> Flow {
-        let credentials = Credentials {
-            username: user,
-            password,
-            peer: self.info.peer,
-            protocol: "imap",
-        };
-        match self.auth.authenticate(&credentials) {
-            Ok(account) => {
-                tracing::info!(user = %account.address, peer = %self.info.peer, "imap login");
-                self.state = State::Authenticated { account };
-                out.extend_from_slice(
-                    format!("{tag} OK [CAPABILITY {}] Logged in\r\n", self.capabilities()).as_bytes(),
-                );
-                Flow::Continue
-            }
-            Err(err) => {
-                let text = match &err {
-                    AuthError::Invalid => "[AUTHENTICATIONFAILED] Authentication failed",
-                    AuthError::RateLimited => "[UNAVAILABLE] Too many failed logins; try again later",
-                    AuthError::AccessDenied => {
-                        "[UNAVAILABLE] Mail access through this server is not available for your account now"
-                    }
-                    AuthError::OutsideOutage => {
-                        "[UNAVAILABLE] Your own mail server is working; this server opens your mailbox only during an outage of it"
-                    }
-                    // RFC 5530 LIMIT; the text is what Outlook and iOS show the user.
-                    AuthError::TooManySessions => {
-                        "[LIMIT] Too many open connections for this account; close another mail app and try again"
-                    }
-                    // RFC 5530: the passphrase no longer grants access; get a new one.
-                    AuthError::PasswordChangeRequired => {
-                        "[EXPIRED] Your password must be changed; ask your administrator for a new one"
-                    }
-                    AuthError::Temporary(cause) => {
-                        tracing::warn!(%cause, "imap login: auth backend failed");
-                        "[UNAVAILABLE] Temporary failure; try again later"
-                    }
-                };
-                no(out, tag, text);
-                self.auth_failures += 1;
-                if self.auth_failures >= self.limits.max_auth_failures {
-                    out.extend_from_slice(b"* BYE Too many failed logins\r\n");
-                    return Flow::Close;
-                }
-                Flow::Continue
-            }
-        }
-    }
-
-    fn authenticate(
-        &mut self,
-        tag: &str,
-        mechanism: AuthMechanism<'_>,
-        initial: Option<Vec<u8>>,
-        out: &mut Vec<u8>,
-    ) -> Flow {
-        if !self.login_allowed() {
-            no(
-                out,
-                tag,
-                "[PRIVACYREQUIRED] Plaintext authentication disallowed; use STARTTLS",
-            );
-            return Flow::Continue;
-        }
-        match (mechanism, initial) {
-            (AuthMechanism::Plain, Some(ir)) => self.sasl_plain(tag, &ir, out),
-            (AuthMechanism::Plain, None) => {
-                out.extend_from_slice(b"+ \r\n");
-                self.mode = Mode::Sasl {
-                    tag: tag.to_string(),
-                    step: SaslStep::Plain,
-                };
-                Flow::Continue
-            }
-            (AuthMechanism::Login, Some(ir)) => match sasl::parse_login_step(&ir) {
-                Ok(user) => {
-                    out.extend_from_slice(
-                        format!("+ {}\r\n", sasl::encode_challenge("Password:")).as_bytes(),
-                    );
-                    self.mode = Mode::Sasl {
-                        tag: tag.to_string(),
-                        step: SaslStep::LoginPassword { user },
-                    };
-                    Flow::Continue
-                }
-                Err(_) => self.bad(out, tag, "Malformed SASL response"),
-            },
-            (AuthMechanism::Login, None) => {
-                out.extend_from_slice(format!("+ {}\r\n", sasl::encode_challenge("Username:")).as_bytes());
-                self.mode = Mode::Sasl {
-                    tag: tag.to_string(),
-                    step: SaslStep::LoginUser,
-                };
-                Flow::Continue
-            }
-            _ => {
-                no(out, tag, "Unsupported authentication mechanism");
-                Flow::Continue
-            }
-        }
-    }
-
-    fn sasl_plain(&mut self, tag: &str, message: &[u8], out: &mut Vec<u8>) -> Flow {
-        match sasl::parse_plain(message) {
-            Ok((user, pass)) => self.login(tag, user, pass, out),
-            Err(_) => self.bad(out, tag, "Malformed SASL response"),
-        }
-    }
-
-    fn sasl_line(&mut self, tag: String, step: SaslStep, line: &[u8], out: &mut Vec<u8>) -> Flow {
-        let decoded = match sasl::decode_response(line) {
-            Ok(d) => d,
-            Err(SaslError::Cancelled) => return self.bad(out, &tag, "Authentication cancelled"),
-            Err(_) => return self.bad(out, &tag, "Malformed SASL response"),
-        };
-        match step {
-            SaslStep::Plain => self.sasl_plain(&tag, &decoded, out),
-            SaslStep::LoginUser => match sasl::parse_login_step(&decoded) {
-                Ok(user) => {
-                    out.extend_from_slice(
-                        format!("+ {}\r\n", sasl::encode_challenge("Password:")).as_bytes(),
-                    );
-                    self.mode = Mode::Sasl {
-                        tag,
-                        step: SaslStep::LoginPassword { user },
-                    };
-                    Flow::Continue
-                }
-                Err(_) => self.bad(out, &tag, "Malformed SASL response"),
-            },
-            SaslStep::LoginPassword { user } => match sasl::parse_login_step(&decoded) {
-                Ok(pass) => self.login(&tag, user, Secret::new(pass), out),
-                Err(_) => self.bad(out, &tag, "Malformed SASL response"),
-            },
-        }
-    }
-
-    fn idle_line(&mut self, tag: String, line: &[u8], out: &mut Vec<u8>) -> Flow {
-        let line = line.strip_suffix(b"\n").unwrap_or(line);
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.eq_ignore_ascii_case(b"DONE") {
-            if matches!(self.state, State::Selected { .. }) {
-                self.catch_up(true, out);
-            }
-            ok(out, &tag, "IDLE terminated");
-            Flow::Continue
-        } else {
-            self.bad(out, &tag, "Expected DONE")
-        }
-    }
-
     /// Brings the selected view up to date and writes what the client must learn.
     fn catch_up(&mut self, allow_expunge: bool, out: &mut Vec<u8>) {
         let State::Selected { account, view } = &mut self.state else {
@@ -1098,29 +845,6 @@ impl ImapSession {
         view.catch_up(changes, allow_expunge, self.condstore, claimed, out);
     }
 
-    fn close_mailbox(&mut self, expunge: bool) {
-        let state = std::mem::replace(&mut self.state, State::Logout);
-        self.state = match state {
-            State::Selected { account, view } => {
-                if expunge && !view.read_only {
-                    let uids: Vec<u32> = view
-                        .messages
-                        .iter()
-                        .filter(|m| m.meta.flags.has(Flags::DELETED))
-                        .map(|m| m.meta.uid)
-                        .collect();
-                    if !uids.is_empty() {
-                        if let Err(err) = self.store.expunge(&account, view.id, &uids) {
-                            tracing::warn!(%err, mailbox = view.id, "imap CLOSE: expunge failed");
-                        }
-                    }
-                }
-                State::Authenticated { account }
-            }
-            other => other,
-        };
-    }
-
     /// Turns CONDSTORE on; when a mailbox is selected the client learns its
     /// HIGHESTMODSEQ now (RFC 7162 §3.1).
     fn enable_condstore(&mut self, out: &mut Vec<u8>) {
@@ -1138,451 +862,6 @@ impl ImapSession {
     fn account_clone(&self) -> Option<Account> {
         self.account().cloned()
     }
-
-    fn select(
-        &mut self,
-        tag: &str,
-        mailbox: &Mailbox<'_>,
-        parameters: &[imap_codec::imap_types::command::SelectParameter],
-        examine: bool,
-        out: &mut Vec<u8>,
-    ) -> Flow {
-        let read_only = examine || self.read_only_user();
-        use imap_codec::imap_types::command::SelectParameter;
-        let Some(account) = self.account_clone() else {
-            return Flow::Continue;
-        };
-        let was_selected = matches!(self.state, State::Selected { .. });
-        // Selecting deselects first, even when the new SELECT fails (RFC 3501 §6.3.1).
-        self.state = State::Authenticated {
-            account: account.clone(),
-        };
-        if was_selected {
-            out.extend_from_slice(b"* OK [CLOSED] Previous mailbox closed\r\n");
-        }
-        for p in parameters {
-            match p {
-                SelectParameter::CondStore => self.condstore = true,
-                SelectParameter::QResync { .. } => {
-                    return self.bad(out, tag, "QRESYNC not supported");
-                }
-            }
-        }
-        let Some(name) = mailbox_name(mailbox) else {
-            no(out, tag, "[NONEXISTENT] Mailbox does not exist");
-            return Flow::Continue;
-        };
-        let info = match self.store.mailbox(&account, &name) {
-            Ok(info) => info,
-            Err(err) => return backend_no(out, tag, &err),
-        };
-        let (info, metas) = match self.store.messages(&account, info.id) {
-            Ok(r) => r,
-            Err(err) => return backend_no(out, tag, &err),
-        };
-        // EXAMINE shows \Recent without taking it (RFC 3501 §6.3.2).
-        let first_recent = if read_only {
-            info.recent_uid
-        } else {
-            match self.store.claim_recent(&account, info.id, info.uid_next) {
-                Ok(r) => r,
-                Err(err) => {
-                    tracing::warn!(%err, mailbox = info.id, "imap: claiming \\Recent failed");
-                    u32::MAX
-                }
-            }
-        };
-        let view = MailboxView::new(&info, metas, first_recent, read_only);
-        view.push_flags_responses(out);
-        out.extend_from_slice(format!("* {} EXISTS\r\n", view.exists()).as_bytes());
-        out.extend_from_slice(format!("* {} RECENT\r\n", view.recent_count()).as_bytes());
-        if let Some(unseen) = view.unseen_first() {
-            out.extend_from_slice(format!("* OK [UNSEEN {unseen}] First unseen\r\n").as_bytes());
-        }
-        out.extend_from_slice(format!("* OK [UIDVALIDITY {}] UIDs valid\r\n", view.uid_validity).as_bytes());
-        out.extend_from_slice(format!("* OK [UIDNEXT {}] Predicted next UID\r\n", view.uid_next).as_bytes());
-        if self.condstore {
-            out.extend_from_slice(
-                format!("* OK [HIGHESTMODSEQ {}] Highest\r\n", view.highest_modseq).as_bytes(),
-            );
-        }
-        let code = if read_only { "READ-ONLY" } else { "READ-WRITE" };
-        let verb = if examine { "EXAMINE" } else { "SELECT" };
-        out.extend_from_slice(format!("{tag} OK [{code}] {verb} completed\r\n").as_bytes());
-        self.state = State::Selected {
-            account,
-            view: Box::new(view),
-        };
-        Flow::Continue
-    }
-
-    fn create(&mut self, tag: &str, mailbox: &Mailbox<'_>, out: &mut Vec<u8>) -> Flow {
-        let Some(account) = self.account_clone() else {
-            return Flow::Continue;
-        };
-        let Some(name) = mailbox_name(mailbox) else {
-            return self.bad(out, tag, "Invalid mailbox name");
-        };
-        let name = name.trim_end_matches('/').to_string();
-        if name.is_empty() || name.split('/').any(str::is_empty) {
-            return self.bad(out, tag, "Invalid mailbox name");
-        }
-        if name == "INBOX" {
-            no(out, tag, "[ALREADYEXISTS] Mailbox already exists");
-            return Flow::Continue;
-        }
-        match self.store.create_mailbox(&account, &name, None) {
-            Ok(_) => ok(out, tag, "CREATE completed"),
-            Err(err) => backend_no(out, tag, &err),
-        };
-        Flow::Continue
-    }
-
-    fn delete(&mut self, tag: &str, mailbox: &Mailbox<'_>, out: &mut Vec<u8>) -> Flow {
-        let Some(account) = self.account_clone() else {
-            return Flow::Continue;
-        };
-        let Some(name) = mailbox_name(mailbox) else {
-            no(out, tag, "[NONEXISTENT] Mailbox does not exist");
-            return Flow::Continue;
-        };
-        if name == "INBOX" {
-            no(out, tag, "[CANNOT] INBOX cannot be deleted");
-            return Flow::Continue;
-        }
-        if let State::Selected { view, .. } = &self.state {
-            if view.name == name {
-                no(out, tag, "[INUSE] Mailbox is selected; close it first");
-                return Flow::Continue;
-            }
-        }
-        match self.store.delete_mailbox(&account, &name) {
-            Ok(()) => ok(out, tag, "DELETE completed"),
-            Err(err) => backend_no(out, tag, &err),
-        };
-        Flow::Continue
-    }
-
-    fn rename(&mut self, tag: &str, from: &Mailbox<'_>, to: &Mailbox<'_>, out: &mut Vec<u8>) -> Flow {
-        let Some(account) = self.account_clone() else {
-            return Flow::Continue;
-        };
-        let (Some(from), Some(to)) = (mailbox_name(from), mailbox_name(to)) else {
-            return self.bad(out, tag, "Invalid mailbox name");
-        };
-        let to = to.trim_end_matches('/').to_string();
-        if to.is_empty() || to.split('/').any(str::is_empty) {
-            return self.bad(out, tag, "Invalid mailbox name");
-        }
-        if to == "INBOX" {
-            no(out, tag, "[ALREADYEXISTS] INBOX already exists");
-            return Flow::Continue;
-        }
-        match self.store.rename_mailbox(&account, &from, &to) {
-            Ok(()) => ok(out, tag, "RENAME completed"),
-            Err(err) => backend_no(out, tag, &err),
-        };
-        if let State::Selected { view, .. } = &mut self.state {
-            if view.name == from && from != "INBOX" {
-                view.name = to;
-            }
-        }
-        Flow::Continue
-    }
-
-    fn subscribe(&mut self, tag: &str, mailbox: &Mailbox<'_>, subscribed: bool, out: &mut Vec<u8>) -> Flow {
-        let Some(account) = self.account_clone() else {
-            return Flow::Continue;
-        };
-        let Some(name) = mailbox_name(mailbox) else {
-            no(out, tag, "[NONEXISTENT] Mailbox does not exist");
-            return Flow::Continue;
-        };
-        let verb = if subscribed { "SUBSCRIBE" } else { "UNSUBSCRIBE" };
-        match self.store.set_subscribed(&account, &name, subscribed) {
-            Ok(()) => ok(out, tag, &format!("{verb} completed")),
-            Err(err) => backend_no(out, tag, &err),
-        };
-        Flow::Continue
-    }
-
-    fn list(
-        &mut self,
-        tag: &str,
-        reference: &Mailbox<'_>,
-        pattern: &ListMailbox<'_>,
-        lsub: bool,
-        out: &mut Vec<u8>,
-    ) -> Flow {
-        let reference: Vec<u8> = match reference {
-            Mailbox::Inbox => b"INBOX".to_vec(),
-            Mailbox::Other(o) => o.inner().as_ref().to_vec(),
-        };
-        let pattern: &[u8] = match pattern {
-            ListMailbox::Token(t) => t.as_ref(),
-            ListMailbox::String(s) => s.as_ref(),
-        };
-        let command = ListCommand {
-            reference,
-            patterns: vec![pattern.to_vec()],
-            ..ListCommand::default()
-        };
-        self.list_extended(tag, &command, lsub, out)
-    }
-
-    /// LIST, LSUB and LIST-EXTENDED (RFC 3501 §6.3.8-9, RFC 5258, RFC 5819, RFC 6154).
-    fn list_extended(&mut self, tag: &str, command: &ListCommand, lsub: bool, out: &mut Vec<u8>) -> Flow {
-        let Some(account) = self.account_clone() else {
-            return Flow::Continue;
-        };
-        let verb = if lsub { "LSUB" } else { "LIST" };
-        // Each pattern costs its length × each name's length to match; no mailbox name
-        // is longer than 255 octets, so longer patterns are refused rather than matched.
-        let too_long = |p: &Vec<u8>| command.reference.len() + p.len() > MAX_LIST_PATTERN;
-        if command.patterns.len() > MAX_LIST_PATTERNS || command.patterns.iter().any(too_long) {
-            return self.bad(out, tag, "Pattern too long");
-        }
-        let reference = decode_name(&command.reference);
-        let patterns: Vec<String> = command.patterns.iter().map(|p| decode_name(p)).collect();
-        if !lsub && patterns.len() == 1 && patterns[0].is_empty() {
-            out.extend_from_slice(b"* LIST (\\Noselect) \"/\" \"\"\r\n");
-            ok(out, tag, "LIST completed");
-            return Flow::Continue;
-        }
-        let full: Vec<String> = patterns
-            .iter()
-            .map(|p| canonical_inbox(&format!("{reference}{p}")))
-            .collect();
-        let mailboxes = match self.store.list_mailboxes(&account) {
-            Ok(m) => m,
-            Err(err) => return backend_no(out, tag, &err),
-        };
-        // Every existing name plus the parents that exist only through their children,
-        // which LIST shows as \Noselect (RFC 3501 §6.3.8).
-        let mut names: Vec<(String, Option<&MailboxInfo>)> =
-            mailboxes.iter().map(|m| (m.name.clone(), Some(m))).collect();
-        for m in &mailboxes {
-            let mut parent = m.name.as_str();
-            while let Some(i) = parent.rfind('/') {
-                parent = &parent[..i];
-                if !names.iter().any(|(n, _)| n == parent) {
-                    names.push((parent.to_string(), None));
-                }
-            }
-        }
-        names.sort_by(|a, b| {
-            (a.0 != "INBOX")
-                .cmp(&(b.0 != "INBOX"))
-                .then_with(|| a.0.cmp(&b.0))
-        });
-        let selected_by = |info: Option<&MailboxInfo>| {
-            info.is_some_and(|i| {
-                (!command.select_subscribed || i.subscribed)
-                    && (!command.select_special_use || i.special_use.is_some())
-            })
-        };
-        let filtered = command.select_subscribed || command.select_special_use;
-        let show_subscribed = command.select_subscribed || command.return_subscribed;
-        for (name, info) in &names {
-            if !full.iter().any(|p| list_matches(p, name)) {
-                continue;
-            }
-            if lsub && !info.is_some_and(|i| i.subscribed) {
-                continue;
-            }
-            let prefix = format!("{name}/");
-            let mut child_info = false;
-            if filtered && !selected_by(*info) {
-                // RECURSIVEMATCH: a parent of a selected mailbox is listed with CHILDINFO
-                // (RFC 5258 §3.5).
-                child_info = command.recursive_match
-                    && names
-                        .iter()
-                        .any(|(n, i)| n.starts_with(&prefix) && selected_by(*i));
-                if !child_info {
-                    continue;
-                }
-            }
-            let has_children = names.iter().any(|(n, _)| n.starts_with(&prefix));
-            let mut attrs: Vec<&str> = Vec::new();
-            if info.is_none() {
-                attrs.push(if filtered { "\\NonExistent" } else { "\\Noselect" });
-            }
-            if !lsub {
-                attrs.push(if has_children {
-                    "\\HasChildren"
-                } else {
-                    "\\HasNoChildren"
-                });
-                if show_subscribed && info.is_some_and(|i| i.subscribed) {
-                    attrs.push("\\Subscribed");
-                }
-                if let Some(su) = info.and_then(|i| i.special_use) {
-                    attrs.push(su.attribute());
-                }
-            }
-            out.extend_from_slice(format!("* {verb} ({}) \"/\" ", attrs.join(" ")).as_bytes());
-            push_mailbox(out, name);
-            if child_info {
-                let what = if command.select_subscribed {
-                    "SUBSCRIBED"
-                } else {
-                    "SPECIAL-USE"
-                };
-                out.extend_from_slice(format!(" (\"CHILDINFO\" (\"{what}\"))").as_bytes());
-            }
-            out.extend_from_slice(b"\r\n");
-            if let (Some(items), Some(info)) = (&command.return_status, info) {
-                // LIST-STATUS (RFC 5819): a failure for one mailbox is left out, not fatal.
-                if let Err(err) = self.status_response(&account, info, items, out) {
-                    tracing::warn!(%err, mailbox = info.id, "imap LIST-STATUS failed");
-                }
-            }
-        }
-        ok(out, tag, &format!("{verb} completed"));
-        Flow::Continue
-    }
-
-    fn status(
-        &mut self,
-        tag: &str,
-        mailbox: &Mailbox<'_>,
-        items: &[StatusDataItemName],
-        out: &mut Vec<u8>,
-    ) -> Flow {
-        let Some(account) = self.account_clone() else {
-            return Flow::Continue;
-        };
-        let Some(name) = mailbox_name(mailbox) else {
-            no(out, tag, "[NONEXISTENT] Mailbox does not exist");
-            return Flow::Continue;
-        };
-        let info = match self.store.mailbox(&account, &name) {
-            Ok(info) => info,
-            Err(err) => return backend_no(out, tag, &err),
-        };
-        if let Err(err) = self.status_response(&account, &info, items, out) {
-            return backend_no(out, tag, &err);
-        }
-        ok(out, tag, "STATUS completed");
-        Flow::Continue
-    }
-
-    /// `* STATUS name (...)`.
-    fn status_response(
-        &self,
-        account: &Account,
-        info: &MailboxInfo,
-        items: &[StatusDataItemName],
-        out: &mut Vec<u8>,
-    ) -> Result<(), BackendError> {
-        // DELETED needs each message's flags; RECENT only when some message may still be
-        // unclaimed (a mailbox nobody selected since new mail came).
-        let needs_messages = items.iter().any(|i| match i {
-            StatusDataItemName::Deleted => true,
-            StatusDataItemName::Recent => info.recent_uid < info.uid_next,
-            _ => false,
-        });
-        let (deleted, recent) = if needs_messages {
-            let (_, metas) = self.store.messages(account, info.id)?;
-            (
-                metas.iter().filter(|m| m.flags.has(Flags::DELETED)).count(),
-                metas.iter().filter(|m| m.uid >= info.recent_uid).count(),
-            )
-        } else {
-            (0, 0)
-        };
-        let mut parts: Vec<String> = Vec::new();
-        for item in items {
-            match item {
-                StatusDataItemName::Messages => parts.push(format!("MESSAGES {}", info.exists)),
-                // Counted, not claimed: only SELECT takes \Recent (RFC 3501 §6.3.10).
-                StatusDataItemName::Recent => parts.push(format!("RECENT {recent}")),
-                StatusDataItemName::UidNext => parts.push(format!("UIDNEXT {}", info.uid_next)),
-                StatusDataItemName::UidValidity => parts.push(format!("UIDVALIDITY {}", info.uid_validity)),
-                StatusDataItemName::Unseen => parts.push(format!("UNSEEN {}", info.unseen)),
-                StatusDataItemName::Deleted => parts.push(format!("DELETED {deleted}")),
-                StatusDataItemName::HighestModSeq => {
-                    parts.push(format!("HIGHESTMODSEQ {}", info.highest_modseq))
-                }
-                _ => {}
-            }
-        }
-        out.extend_from_slice(b"* STATUS ");
-        push_mailbox(out, &info.name);
-        out.extend_from_slice(format!(" ({})\r\n", parts.join(" ")).as_bytes());
-        Ok(())
-    }
-
-    fn append(
-        &mut self,
-        tag: &str,
-        mailbox: &Mailbox<'_>,
-        flags: &[Flag<'_>],
-        date: Option<(i64, i16)>,
-        data: &[u8],
-        out: &mut Vec<u8>,
-    ) -> Flow {
-        let Some(account) = self.account_clone() else {
-            return Flow::Continue;
-        };
-        let Some(name) = mailbox_name(mailbox) else {
-            no(out, tag, "[TRYCREATE] Mailbox does not exist");
-            return Flow::Continue;
-        };
-        // The message came in through `start_spool`, or inline in `data`.
-        let spooled = self.spool.take();
-        if spooled.is_some() && std::mem::take(&mut self.spool_failed) {
-            no(out, tag, "[UNAVAILABLE] Temporary failure; try again later");
-            return Flow::Continue;
-        }
-        let size = spooled.as_ref().map_or(data.len(), |s| s.len());
-        if size > self.limits.max_literal as usize {
-            no(out, tag, "[TOOBIG] Message too big");
-            return Flow::Continue;
-        }
-        let info = match self.store.mailbox(&account, &name) {
-            Ok(info) => info,
-            Err(BackendError::NotFound) => {
-                no(out, tag, "[TRYCREATE] Mailbox does not exist");
-                return Flow::Continue;
-            }
-            Err(err) => return backend_no(out, tag, &err),
-        };
-        let flags = convert_flags(flags);
-        let appended = match spooled {
-            Some(spool) => self.store.append_spooled(&account, info.id, spool, &flags, date),
-            None => self.store.append(&account, info.id, data, &flags, date),
-        };
-        match appended {
-            Ok((validity, uid)) => {
-                self.catch_up(true, out);
-                out.extend_from_slice(
-                    format!("{tag} OK [APPENDUID {validity} {uid}] APPEND completed\r\n").as_bytes(),
-                );
-                Flow::Continue
-            }
-            Err(err) => backend_no(out, tag, &err),
-        }
-    }
-}
-
-/// `{123}\r\n` or `{123+}\r\n` at the end of a line: (length, non-synchronizing).
-fn literal_announcement(line: &[u8]) -> Option<(u64, bool)> {
-    let line = line.strip_suffix(b"\n")?;
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let line = line.strip_suffix(b"}")?;
-    let open = line.iter().rposition(|b| *b == b'{')?;
-    let mut digits = &line[open + 1..];
-    let non_sync = digits.last() == Some(&b'+');
-    if non_sync {
-        digits = &digits[..digits.len() - 1];
-    }
-    if digits.is_empty() || digits.len() > 12 || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    let length = std::str::from_utf8(digits).ok()?.parse().ok()?;
-    Some((length, non_sync))
 }
 
 /// Where the last line of `out[mark..]` starts.
@@ -1591,25 +870,6 @@ fn last_line_start(out: &[u8], mark: usize) -> usize {
     body.windows(2)
         .rposition(|w| w == b"\r\n")
         .map_or(mark, |i| mark + i + 2)
-}
-
-/// The tag of a (possibly malformed) command, or `*`.
-fn tag_of(command: &[u8]) -> String {
-    let end = command
-        .iter()
-        .position(|b| *b == b' ' || *b == b'\r' || *b == b'\n')
-        .unwrap_or(command.len());
-    let tag = &command[..end];
-    let valid = !tag.is_empty()
-        && tag.len() <= 64
-        && tag.iter().all(|&b| {
-            b.is_ascii_graphic() && !matches!(b, b'(' | b')' | b'{' | b'%' | b'*' | b'"' | b'\\' | b'+')
-        });
-    if valid {
-        String::from_utf8_lossy(tag).into_owned()
-    } else {
-        "*".to_string()
-    }
 }
 
 fn ok(out: &mut Vec<u8>, tag: &str, text: &str) -> Flow {

@@ -1297,11 +1297,11 @@ fn big_append_literals_are_spooled_not_held() {
     let (first, rest) = body.as_bytes().split_at(300_000);
     assert_eq!(s.receive(first).bytes, b"");
     assert!(
-        s.command.len() < 1024,
+        s.framer.command().len() < 1024,
         "the session holds {} octets",
-        s.command.len()
+        s.framer.command().len()
     );
-    assert!(s.spool.as_ref().is_some_and(|sp| sp.len() == 300_000));
+    assert!(s.framer.spool_len() == Some(300_000));
     let out = s.receive(rest);
     assert_eq!(out.bytes, b"");
     let r = send(&mut s, "\r\n");
@@ -1318,7 +1318,7 @@ fn big_append_literals_are_spooled_not_held() {
         "+ OK\r\n"
     );
     s.receive(name.as_bytes());
-    assert!(s.spool.is_none() && s.command.len() > 300_000);
+    assert!(s.framer.spool_len().is_none() && s.framer.command().len() > 300_000);
     send(&mut s, "\r\n");
     // Non-synchronizing, pipelined with the next command.
     let r = send(
@@ -1328,5 +1328,50 @@ fn big_append_literals_are_spooled_not_held() {
     assert!(
         r.contains("c OK [APPENDUID") && r.ends_with("d OK NOOP completed\r\n"),
         "{r}"
+    );
+}
+
+#[test]
+fn esearch_min_reports_the_modseq_of_the_message_returned() {
+    // Issue 14 defect 7 (RFC 4731, RFC 7162 §3.1.5).
+    let store = MockStore::new();
+    store.deliver("INBOX", MSG, 0);
+    store.deliver("INBOX", MSG, 0);
+    let mut s = selected(&store);
+    send(&mut s, "a STORE 2 +FLAGS.SILENT (\\Flagged)\r\n");
+    send(&mut s, "b STORE 1 +FLAGS.SILENT (\\Flagged)\r\n");
+    // Message 1 now has modseq 5, message 2 modseq 4.
+    assert_eq!(
+        send(&mut s, "c SEARCH RETURN (MIN) MODSEQ 2\r\n"),
+        // The first MODSEQ criterion turns CONDSTORE on (RFC 7162 §3.1).
+        "* OK [HIGHESTMODSEQ 5] Highest\r\n\
+         * ESEARCH (TAG \"c\") MIN 1 MODSEQ 5\r\nc OK SEARCH completed\r\n"
+    );
+    assert_eq!(
+        send(&mut s, "d SEARCH RETURN (MAX) MODSEQ 2\r\n"),
+        "* ESEARCH (TAG \"d\") MAX 2 MODSEQ 4\r\nd OK SEARCH completed\r\n"
+    );
+    assert_eq!(
+        send(&mut s, "e SEARCH RETURN (MAX COUNT) MODSEQ 2\r\n"),
+        "* ESEARCH (TAG \"e\") MAX 2 COUNT 2 MODSEQ 5\r\ne OK SEARCH completed\r\n"
+    );
+}
+
+#[test]
+fn move_into_the_selected_mailbox_itself_answers_copyuid() {
+    // Issue 14 defect 9 (RFC 6851 allows it).
+    let store = MockStore::new();
+    store.deliver("INBOX", MSG, 0);
+    let mut s = selected(&store);
+    let validity = store.state.lock().unwrap().mailboxes[0].info.uid_validity;
+    assert_eq!(
+        send(&mut s, "a UID MOVE 1 INBOX\r\n"),
+        format!(
+            "* OK [COPYUID {validity} 1 2] Moved\r\n* 1 EXPUNGE\r\n* 1 EXISTS\r\n* 1 RECENT\r\na OK MOVE completed\r\n"
+        )
+    );
+    assert_eq!(
+        send(&mut s, "b FETCH 1 (UID)\r\n"),
+        "* 1 FETCH (UID 2)\r\nb OK FETCH completed\r\n"
     );
 }

@@ -230,6 +230,39 @@ pub fn canonical_inbox(name: &str) -> String {
     }
 }
 
+/// Sorted numbers as a sequence set: `1:3,7`.
+pub(super) fn compress(numbers: &[u32]) -> String {
+    let mut sorted = numbers.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    compress_ordered(&sorted)
+}
+
+/// Numbers in the given order as a set, merging runs of consecutive values; the order
+/// matters for COPYUID, whose two sets correspond element by element.
+pub(super) fn compress_ordered(numbers: &[u32]) -> String {
+    let mut out = String::new();
+    let mut i = 0;
+    while i < numbers.len() {
+        let start = numbers[i];
+        let mut end = start;
+        while i + 1 < numbers.len() && numbers[i + 1] == end.wrapping_add(1) {
+            end += 1;
+            i += 1;
+        }
+        if !out.is_empty() {
+            out.push(',');
+        }
+        if start == end {
+            out.push_str(&start.to_string());
+        } else {
+            out.push_str(&format!("{start}:{end}"));
+        }
+        i += 1;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

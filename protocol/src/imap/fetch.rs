@@ -1,0 +1,380 @@
+//! FETCH and UID FETCH (RFC 3501 §6.4.5, CONDSTORE CHANGEDSINCE RFC 7162 §3.1.4): items
+//! from the view and the body, output capped per step and resumed.
+
+use std::num::{NonZeroU32, NonZeroU64};
+
+use imap_codec::encode::Encoder;
+use imap_codec::imap_types::{
+    command::FetchModifier,
+    core::{IString, Literal, NString, Vec1},
+    datetime::DateTime,
+    fetch::{MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName},
+    flag::{Flag, FlagFetch},
+    response::{Data, Response},
+    sequence::SequenceSet,
+};
+use imap_codec::ResponseCodec;
+
+use super::backend::{BackendError, Flags, MessageMeta, StoreOp};
+use super::message::{self, ParsedMessage};
+use super::*;
+
+impl ImapSession {
+    pub(super) fn resume_fetch(&mut self, pending: PendingFetch, out: &mut Vec<u8>) {
+        let command = pending.command.clone();
+        match CommandCodec::default().decode(&command) {
+            Ok((
+                _,
+                Command {
+                    tag,
+                    body:
+                        CommandBody::Fetch {
+                            sequence_set,
+                            macro_or_item_names,
+                            uid,
+                            modifiers,
+                        },
+                },
+            )) => {
+                let tag = tag.as_ref().to_string();
+                self.fetch(
+                    &tag,
+                    &sequence_set,
+                    macro_or_item_names,
+                    uid,
+                    &modifiers,
+                    Some(pending),
+                    out,
+                );
+                if let Some(p) = &mut self.pending_fetch {
+                    p.command = command;
+                }
+            }
+            // It parsed the first time; nothing to resume if it does not now.
+            _ => tracing::error!("imap: a paused FETCH no longer parses"),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn fetch(
+        &mut self,
+        tag: &str,
+        set: &SequenceSet,
+        names: MacroOrMessageDataItemNames<'_>,
+        uid: bool,
+        modifiers: &[FetchModifier],
+        resume: Option<PendingFetch>,
+        out: &mut Vec<u8>,
+    ) -> Flow {
+        let macro_names;
+        let mut names: Vec<MessageDataItemName<'_>> = match names {
+            MacroOrMessageDataItemNames::Macro(m) => {
+                macro_names = m;
+                macro_names.expand()
+            }
+            MacroOrMessageDataItemNames::MessageDataItemNames(n) => n,
+        };
+        let mut changed_since = None;
+        for m in modifiers {
+            match m {
+                FetchModifier::ChangedSince(v) => changed_since = Some(v.get()),
+                FetchModifier::Vanished => {
+                    return self.bad(out, tag, "VANISHED needs QRESYNC");
+                }
+            }
+        }
+        // CHANGEDSINCE and the MODSEQ item enable CONDSTORE (RFC 7162 §3.1).
+        if changed_since.is_some() || names.contains(&MessageDataItemName::ModSeq) {
+            self.enable_condstore(out);
+        }
+        let State::Selected { account, view } = &mut self.state else {
+            return Flow::Continue;
+        };
+        if names.iter().any(|n| {
+            matches!(
+                n,
+                MessageDataItemName::Binary { .. } | MessageDataItemName::BinarySize { .. }
+            )
+        }) {
+            return self.bad(out, tag, "BINARY not supported");
+        }
+        if uid && !names.contains(&MessageDataItemName::Uid) {
+            names.insert(0, MessageDataItemName::Uid);
+        }
+        if (self.condstore && changed_since.is_some()) && !names.contains(&MessageDataItemName::ModSeq) {
+            names.push(MessageDataItemName::ModSeq);
+        }
+        let Some(indices) = view.resolve(set, uid) else {
+            return self.bad(out, tag, "Invalid message sequence number");
+        };
+        let needs_body = names.iter().any(|n| {
+            matches!(
+                n,
+                MessageDataItemName::Body
+                    | MessageDataItemName::BodyExt { .. }
+                    | MessageDataItemName::BodyStructure
+                    | MessageDataItemName::Envelope
+                    | MessageDataItemName::Rfc822
+                    | MessageDataItemName::Rfc822Header
+                    | MessageDataItemName::Rfc822Text
+            )
+        });
+        let sets_seen = !view.read_only
+            && names.iter().any(|n| {
+                matches!(
+                    n,
+                    MessageDataItemName::BodyExt { peek: false, .. }
+                        | MessageDataItemName::Rfc822
+                        | MessageDataItemName::Rfc822Text
+                )
+            });
+        let codec = ResponseCodec::default();
+        let (start, mut expunged, mut failed) = match resume {
+            Some(p) => (p.next, p.expunged, p.failed),
+            None => (0, false, false),
+        };
+        let cap = self.limits.max_output_per_step;
+        for (position, &i) in indices.iter().enumerate().skip(start) {
+            if out.len() >= cap {
+                // The rest goes out in later steps (`has_pending`); the command bytes
+                // are filled in by `command_line`, which owns them.
+                self.pending_fetch = Some(PendingFetch {
+                    command: Vec::new(),
+                    next: position,
+                    expunged,
+                    failed,
+                });
+                return Flow::Continue;
+            }
+            let Some(m) = view.messages.get(i) else {
+                continue;
+            };
+            if m.gone {
+                // Expunged by another session, not yet announced: no data for it, and
+                // the tagged NO [EXPUNGEISSUED] says why (docs/architecture.md).
+                expunged = true;
+                continue;
+            }
+            if changed_since.is_some_and(|c| m.meta.modseq <= c) {
+                continue;
+            }
+            let uid_value = m.meta.uid;
+            let body = if needs_body {
+                match self.store.body(account, view.id, uid_value) {
+                    Ok(b) => Some(b),
+                    Err(BackendError::NotFound) => {
+                        // Expunged by another session and not yet announced.
+                        expunged = true;
+                        continue;
+                    }
+                    Err(err) => {
+                        tracing::warn!(%err, uid = uid_value, "imap FETCH: reading body failed");
+                        failed = true;
+                        continue;
+                    }
+                }
+            } else {
+                None
+            };
+            let mut seen_now = false;
+            if sets_seen && !view.messages[i].meta.flags.has(Flags::SEEN) {
+                let seen = Flags {
+                    system: Flags::SEEN,
+                    keywords: Vec::new(),
+                };
+                match self
+                    .store
+                    .store_flags(account, view.id, &[uid_value], StoreOp::Add, &seen, None)
+                {
+                    Ok((metas, _)) => {
+                        seen_now = !view.update_metas(&metas).is_empty();
+                    }
+                    Err(err) => {
+                        tracing::warn!(%err, uid = uid_value, "imap FETCH: setting \\Seen failed");
+                    }
+                }
+            }
+            if seen_now || names.contains(&MessageDataItemName::Flags) {
+                let flags = view.messages[i].meta.flags.clone();
+                view.announce_keywords([&flags], out);
+            }
+            let m = &view.messages[i];
+            let parsed = body.as_deref().map(ParsedMessage::parse);
+            let mut items: Vec<MessageDataItem<'static>> = Vec::with_capacity(names.len() + 1);
+            for name in &names {
+                if let Some(item) = fetch_item(name, &m.meta, m.recent, parsed.as_ref(), body.as_deref()) {
+                    items.push(item);
+                }
+            }
+            if seen_now && !names.contains(&MessageDataItemName::Flags) {
+                items.push(flags_item(&m.meta.flags, m.recent));
+            }
+            if seen_now && self.condstore {
+                if !names.contains(&MessageDataItemName::Uid) {
+                    if let Some(u) = NonZeroU32::new(m.meta.uid) {
+                        items.push(MessageDataItem::Uid(u));
+                    }
+                }
+                if !names.contains(&MessageDataItemName::ModSeq) {
+                    if let Some(v) = NonZeroU64::new(m.meta.modseq) {
+                        items.push(MessageDataItem::ModSeq(v));
+                    }
+                }
+            }
+            let (Some(seq), Ok(items)) = (NonZeroU32::new(i as u32 + 1), Vec1::try_from(items)) else {
+                continue;
+            };
+            let response = Response::Data(Data::Fetch { seq, items });
+            out.extend_from_slice(&codec.encode(&response).dump());
+        }
+        self.catch_up(uid, out);
+        if failed {
+            no(
+                out,
+                tag,
+                "[UNAVAILABLE] Some messages could not be read; try again later",
+            );
+        } else if expunged {
+            // RFC 5530: the client learns of the expunge at its next NOOP.
+            no(out, tag, "[EXPUNGEISSUED] Some messages were expunged meanwhile");
+        } else {
+            ok(
+                out,
+                tag,
+                if uid {
+                    "UID FETCH completed"
+                } else {
+                    "FETCH completed"
+                },
+            );
+        }
+        Flow::Continue
+    }
+}
+
+pub(super) fn flags_item(flags: &Flags, recent: bool) -> MessageDataItem<'static> {
+    let mut list: Vec<FlagFetch<'static>> = Vec::with_capacity(5 + flags.keywords.len());
+    for (bit, flag) in [
+        (Flags::SEEN, Flag::Seen),
+        (Flags::ANSWERED, Flag::Answered),
+        (Flags::FLAGGED, Flag::Flagged),
+        (Flags::DELETED, Flag::Deleted),
+        (Flags::DRAFT, Flag::Draft),
+    ] {
+        if flags.has(bit) {
+            list.push(FlagFetch::Flag(flag));
+        }
+    }
+    if recent {
+        list.push(FlagFetch::Recent);
+    }
+    for k in &flags.keywords {
+        if let Ok(atom) = k.clone().try_into() {
+            list.push(FlagFetch::Flag(Flag::Keyword(atom)));
+        }
+    }
+    MessageDataItem::Flags(list)
+}
+
+pub(super) fn internal_date(meta: &MessageMeta) -> Option<DateTime> {
+    let offset = chrono::FixedOffset::east_opt(i32::from(meta.internal_date_offset_minutes) * 60)?;
+    let utc = chrono::DateTime::from_timestamp(meta.internal_date, 0)?;
+    DateTime::try_from(utc.with_timezone(&offset)).ok()
+}
+
+/// Octets as an IMAP string: a literal (binary-safe up to NUL, which IMAP4rev1 cannot
+/// carry and is replaced, as Dovecot does without BINARY).
+pub(super) fn nstring(data: Vec<u8>) -> NString<'static> {
+    let data = if data.contains(&0) {
+        data.into_iter().map(|b| if b == 0 { 0x80 } else { b }).collect()
+    } else {
+        data
+    };
+    match Literal::try_from(data) {
+        Ok(l) => NString(Some(IString::Literal(l))),
+        Err(_) => NString(None),
+    }
+}
+
+pub(super) fn fetch_item(
+    name: &MessageDataItemName<'_>,
+    meta: &MessageMeta,
+    recent: bool,
+    parsed: Option<&ParsedMessage<'_>>,
+    raw: Option<&[u8]>,
+) -> Option<MessageDataItem<'static>> {
+    use bounded_static_free::to_static_section;
+    Some(match name {
+        MessageDataItemName::Uid => MessageDataItem::Uid(NonZeroU32::new(meta.uid)?),
+        MessageDataItemName::Flags => flags_item(&meta.flags, recent),
+        MessageDataItemName::InternalDate => MessageDataItem::InternalDate(internal_date(meta)?),
+        MessageDataItemName::Rfc822Size => MessageDataItem::Rfc822Size(meta.size),
+        MessageDataItemName::ModSeq => MessageDataItem::ModSeq(NonZeroU64::new(meta.modseq.max(1))?),
+        MessageDataItemName::Envelope => MessageDataItem::Envelope(message::envelope(parsed?)),
+        MessageDataItemName::Body => MessageDataItem::Body(message::body_structure(parsed?, false)),
+        MessageDataItemName::BodyStructure => {
+            MessageDataItem::BodyStructure(message::body_structure(parsed?, true))
+        }
+        MessageDataItemName::Rfc822 => MessageDataItem::Rfc822(nstring(raw?.to_vec())),
+        MessageDataItemName::Rfc822Header => {
+            let section = imap_codec::imap_types::fetch::Section::Header(None);
+            MessageDataItem::Rfc822Header(nstring(message::section(parsed?, Some(&section))))
+        }
+        MessageDataItemName::Rfc822Text => {
+            let section = imap_codec::imap_types::fetch::Section::Text(None);
+            MessageDataItem::Rfc822Text(nstring(message::section(parsed?, Some(&section))))
+        }
+        MessageDataItemName::BodyExt { section, partial, .. } => {
+            let mut data = message::section(parsed?, section.as_ref());
+            let origin = match partial {
+                Some((origin, len)) => {
+                    let start = (*origin as usize).min(data.len());
+                    let end = start.saturating_add(len.get() as usize).min(data.len());
+                    data = data[start..end].to_vec();
+                    // The origin asked for, even past the end (RFC 3501 §7.4.2); the
+                    // clamped one was echoed before (issue 19 item 10).
+                    Some(*origin)
+                }
+                None => None,
+            };
+            // Dovecot answers BODY[]<0.10> as BODY[]<0>: the origin only.
+            MessageDataItem::BodyExt {
+                section: section.as_ref().map(to_static_section),
+                origin,
+                data: nstring(data),
+            }
+        }
+        MessageDataItemName::Binary { .. } | MessageDataItemName::BinarySize { .. } => return None,
+    })
+}
+
+pub(super) mod bounded_static_free {
+    use imap_codec::imap_types::fetch::Section;
+
+    /// An owned copy of a section name for the response.
+    pub fn to_static_section(section: &Section<'_>) -> Section<'static> {
+        use imap_codec::imap_types::core::AString;
+        let own = |v: &imap_codec::imap_types::core::Vec1<AString<'_>>| {
+            let items: Vec<AString<'static>> = v
+                .as_ref()
+                .iter()
+                .filter_map(|a| AString::try_from(a.as_ref().to_vec()).ok())
+                .collect();
+            imap_codec::imap_types::core::Vec1::try_from(items)
+        };
+        match section {
+            Section::Part(p) => Section::Part(p.clone()),
+            Section::Header(p) => Section::Header(p.clone()),
+            Section::HeaderFields(p, f) => match own(f) {
+                Ok(f) => Section::HeaderFields(p.clone(), f),
+                Err(_) => Section::Header(p.clone()),
+            },
+            Section::HeaderFieldsNot(p, f) => match own(f) {
+                Ok(f) => Section::HeaderFieldsNot(p.clone(), f),
+                Err(_) => Section::Header(p.clone()),
+            },
+            Section::Text(p) => Section::Text(p.clone()),
+            Section::Mime(p) => Section::Mime(p.clone()),
+        }
+    }
+}

@@ -1,0 +1,423 @@
+//! Mailbox commands: SELECT, EXAMINE, CLOSE/UNSELECT, CREATE, DELETE, RENAME,
+//! SUBSCRIBE/UNSUBSCRIBE, LIST, LSUB, LIST-EXTENDED and LIST-STATUS, STATUS (RFC 3501
+//! §6.3, RFC 5258, RFC 5819, RFC 6154).
+
+use super::*;
+
+impl ImapSession {
+    pub(super) fn select(
+        &mut self,
+        tag: &str,
+        mailbox: &Mailbox<'_>,
+        parameters: &[imap_codec::imap_types::command::SelectParameter],
+        examine: bool,
+        out: &mut Vec<u8>,
+    ) -> Flow {
+        let read_only = examine || self.read_only_user();
+        use imap_codec::imap_types::command::SelectParameter;
+        let Some(account) = self.account_clone() else {
+            return Flow::Continue;
+        };
+        let was_selected = matches!(self.state, State::Selected { .. });
+        // Selecting deselects first, even when the new SELECT fails (RFC 3501 §6.3.1).
+        self.state = State::Authenticated {
+            account: account.clone(),
+        };
+        if was_selected {
+            out.extend_from_slice(b"* OK [CLOSED] Previous mailbox closed\r\n");
+        }
+        for p in parameters {
+            match p {
+                SelectParameter::CondStore => self.condstore = true,
+                SelectParameter::QResync { .. } => {
+                    return self.bad(out, tag, "QRESYNC not supported");
+                }
+            }
+        }
+        let Some(name) = mailbox_name(mailbox) else {
+            no(out, tag, "[NONEXISTENT] Mailbox does not exist");
+            return Flow::Continue;
+        };
+        let info = match self.store.mailbox(&account, &name) {
+            Ok(info) => info,
+            Err(err) => return backend_no(out, tag, &err),
+        };
+        let (info, metas) = match self.store.messages(&account, info.id) {
+            Ok(r) => r,
+            Err(err) => return backend_no(out, tag, &err),
+        };
+        // EXAMINE shows \Recent without taking it (RFC 3501 §6.3.2).
+        let first_recent = if read_only {
+            info.recent_uid
+        } else {
+            match self.store.claim_recent(&account, info.id, info.uid_next) {
+                Ok(r) => r,
+                Err(err) => {
+                    tracing::warn!(%err, mailbox = info.id, "imap: claiming \\Recent failed");
+                    u32::MAX
+                }
+            }
+        };
+        let view = MailboxView::new(&info, metas, first_recent, read_only);
+        view.push_flags_responses(out);
+        out.extend_from_slice(format!("* {} EXISTS\r\n", view.exists()).as_bytes());
+        out.extend_from_slice(format!("* {} RECENT\r\n", view.recent_count()).as_bytes());
+        if let Some(unseen) = view.unseen_first() {
+            out.extend_from_slice(format!("* OK [UNSEEN {unseen}] First unseen\r\n").as_bytes());
+        }
+        out.extend_from_slice(format!("* OK [UIDVALIDITY {}] UIDs valid\r\n", view.uid_validity).as_bytes());
+        out.extend_from_slice(format!("* OK [UIDNEXT {}] Predicted next UID\r\n", view.uid_next).as_bytes());
+        if self.condstore {
+            out.extend_from_slice(
+                format!("* OK [HIGHESTMODSEQ {}] Highest\r\n", view.highest_modseq).as_bytes(),
+            );
+        }
+        let code = if read_only { "READ-ONLY" } else { "READ-WRITE" };
+        let verb = if examine { "EXAMINE" } else { "SELECT" };
+        out.extend_from_slice(format!("{tag} OK [{code}] {verb} completed\r\n").as_bytes());
+        self.state = State::Selected {
+            account,
+            view: Box::new(view),
+        };
+        Flow::Continue
+    }
+
+    pub(super) fn close_mailbox(&mut self, expunge: bool) {
+        let state = std::mem::replace(&mut self.state, State::Logout);
+        self.state = match state {
+            State::Selected { account, view } => {
+                if expunge && !view.read_only {
+                    let uids: Vec<u32> = view
+                        .messages
+                        .iter()
+                        .filter(|m| m.meta.flags.has(Flags::DELETED))
+                        .map(|m| m.meta.uid)
+                        .collect();
+                    if !uids.is_empty() {
+                        if let Err(err) = self.store.expunge(&account, view.id, &uids) {
+                            tracing::warn!(%err, mailbox = view.id, "imap CLOSE: expunge failed");
+                        }
+                    }
+                }
+                State::Authenticated { account }
+            }
+            other => other,
+        };
+    }
+
+    pub(super) fn create(&mut self, tag: &str, mailbox: &Mailbox<'_>, out: &mut Vec<u8>) -> Flow {
+        let Some(account) = self.account_clone() else {
+            return Flow::Continue;
+        };
+        let Some(name) = mailbox_name(mailbox) else {
+            return self.bad(out, tag, "Invalid mailbox name");
+        };
+        let name = name.trim_end_matches('/').to_string();
+        if name.is_empty() || name.split('/').any(str::is_empty) {
+            return self.bad(out, tag, "Invalid mailbox name");
+        }
+        if name == "INBOX" {
+            no(out, tag, "[ALREADYEXISTS] Mailbox already exists");
+            return Flow::Continue;
+        }
+        match self.store.create_mailbox(&account, &name, None) {
+            Ok(_) => ok(out, tag, "CREATE completed"),
+            Err(err) => backend_no(out, tag, &err),
+        };
+        Flow::Continue
+    }
+
+    pub(super) fn delete(&mut self, tag: &str, mailbox: &Mailbox<'_>, out: &mut Vec<u8>) -> Flow {
+        let Some(account) = self.account_clone() else {
+            return Flow::Continue;
+        };
+        let Some(name) = mailbox_name(mailbox) else {
+            no(out, tag, "[NONEXISTENT] Mailbox does not exist");
+            return Flow::Continue;
+        };
+        if name == "INBOX" {
+            no(out, tag, "[CANNOT] INBOX cannot be deleted");
+            return Flow::Continue;
+        }
+        if let State::Selected { view, .. } = &self.state {
+            if view.name == name {
+                no(out, tag, "[INUSE] Mailbox is selected; close it first");
+                return Flow::Continue;
+            }
+        }
+        match self.store.delete_mailbox(&account, &name) {
+            Ok(()) => ok(out, tag, "DELETE completed"),
+            Err(err) => backend_no(out, tag, &err),
+        };
+        Flow::Continue
+    }
+
+    pub(super) fn rename(
+        &mut self,
+        tag: &str,
+        from: &Mailbox<'_>,
+        to: &Mailbox<'_>,
+        out: &mut Vec<u8>,
+    ) -> Flow {
+        let Some(account) = self.account_clone() else {
+            return Flow::Continue;
+        };
+        let (Some(from), Some(to)) = (mailbox_name(from), mailbox_name(to)) else {
+            return self.bad(out, tag, "Invalid mailbox name");
+        };
+        let to = to.trim_end_matches('/').to_string();
+        if to.is_empty() || to.split('/').any(str::is_empty) {
+            return self.bad(out, tag, "Invalid mailbox name");
+        }
+        if to == "INBOX" {
+            no(out, tag, "[ALREADYEXISTS] INBOX already exists");
+            return Flow::Continue;
+        }
+        match self.store.rename_mailbox(&account, &from, &to) {
+            Ok(()) => ok(out, tag, "RENAME completed"),
+            Err(err) => backend_no(out, tag, &err),
+        };
+        if let State::Selected { view, .. } = &mut self.state {
+            if view.name == from && from != "INBOX" {
+                view.name = to;
+            }
+        }
+        Flow::Continue
+    }
+
+    pub(super) fn subscribe(
+        &mut self,
+        tag: &str,
+        mailbox: &Mailbox<'_>,
+        subscribed: bool,
+        out: &mut Vec<u8>,
+    ) -> Flow {
+        let Some(account) = self.account_clone() else {
+            return Flow::Continue;
+        };
+        let Some(name) = mailbox_name(mailbox) else {
+            no(out, tag, "[NONEXISTENT] Mailbox does not exist");
+            return Flow::Continue;
+        };
+        let verb = if subscribed { "SUBSCRIBE" } else { "UNSUBSCRIBE" };
+        match self.store.set_subscribed(&account, &name, subscribed) {
+            Ok(()) => ok(out, tag, &format!("{verb} completed")),
+            Err(err) => backend_no(out, tag, &err),
+        };
+        Flow::Continue
+    }
+
+    pub(super) fn list(
+        &mut self,
+        tag: &str,
+        reference: &Mailbox<'_>,
+        pattern: &ListMailbox<'_>,
+        lsub: bool,
+        out: &mut Vec<u8>,
+    ) -> Flow {
+        let reference: Vec<u8> = match reference {
+            Mailbox::Inbox => b"INBOX".to_vec(),
+            Mailbox::Other(o) => o.inner().as_ref().to_vec(),
+        };
+        let pattern: &[u8] = match pattern {
+            ListMailbox::Token(t) => t.as_ref(),
+            ListMailbox::String(s) => s.as_ref(),
+        };
+        let command = ListCommand {
+            reference,
+            patterns: vec![pattern.to_vec()],
+            ..ListCommand::default()
+        };
+        self.list_extended(tag, &command, lsub, out)
+    }
+
+    /// LIST, LSUB and LIST-EXTENDED (RFC 3501 §6.3.8-9, RFC 5258, RFC 5819, RFC 6154).
+    pub(super) fn list_extended(
+        &mut self,
+        tag: &str,
+        command: &ListCommand,
+        lsub: bool,
+        out: &mut Vec<u8>,
+    ) -> Flow {
+        let Some(account) = self.account_clone() else {
+            return Flow::Continue;
+        };
+        let verb = if lsub { "LSUB" } else { "LIST" };
+        // Each pattern costs its length × each name's length to match; no mailbox name
+        // is longer than 255 octets, so longer patterns are refused rather than matched.
+        let too_long = |p: &Vec<u8>| command.reference.len() + p.len() > MAX_LIST_PATTERN;
+        if command.patterns.len() > MAX_LIST_PATTERNS || command.patterns.iter().any(too_long) {
+            return self.bad(out, tag, "Pattern too long");
+        }
+        let reference = decode_name(&command.reference);
+        let patterns: Vec<String> = command.patterns.iter().map(|p| decode_name(p)).collect();
+        if !lsub && patterns.len() == 1 && patterns[0].is_empty() {
+            out.extend_from_slice(b"* LIST (\\Noselect) \"/\" \"\"\r\n");
+            ok(out, tag, "LIST completed");
+            return Flow::Continue;
+        }
+        let full: Vec<String> = patterns
+            .iter()
+            .map(|p| canonical_inbox(&format!("{reference}{p}")))
+            .collect();
+        let mailboxes = match self.store.list_mailboxes(&account) {
+            Ok(m) => m,
+            Err(err) => return backend_no(out, tag, &err),
+        };
+        // Every existing name plus the parents that exist only through their children,
+        // which LIST shows as \Noselect (RFC 3501 §6.3.8).
+        let mut names: Vec<(String, Option<&MailboxInfo>)> =
+            mailboxes.iter().map(|m| (m.name.clone(), Some(m))).collect();
+        for m in &mailboxes {
+            let mut parent = m.name.as_str();
+            while let Some(i) = parent.rfind('/') {
+                parent = &parent[..i];
+                if !names.iter().any(|(n, _)| n == parent) {
+                    names.push((parent.to_string(), None));
+                }
+            }
+        }
+        names.sort_by(|a, b| {
+            (a.0 != "INBOX")
+                .cmp(&(b.0 != "INBOX"))
+                .then_with(|| a.0.cmp(&b.0))
+        });
+        let selected_by = |info: Option<&MailboxInfo>| {
+            info.is_some_and(|i| {
+                (!command.select_subscribed || i.subscribed)
+                    && (!command.select_special_use || i.special_use.is_some())
+            })
+        };
+        let filtered = command.select_subscribed || command.select_special_use;
+        let show_subscribed = command.select_subscribed || command.return_subscribed;
+        for (name, info) in &names {
+            if !full.iter().any(|p| list_matches(p, name)) {
+                continue;
+            }
+            if lsub && !info.is_some_and(|i| i.subscribed) {
+                continue;
+            }
+            let prefix = format!("{name}/");
+            let mut child_info = false;
+            if filtered && !selected_by(*info) {
+                // RECURSIVEMATCH: a parent of a selected mailbox is listed with CHILDINFO
+                // (RFC 5258 §3.5).
+                child_info = command.recursive_match
+                    && names
+                        .iter()
+                        .any(|(n, i)| n.starts_with(&prefix) && selected_by(*i));
+                if !child_info {
+                    continue;
+                }
+            }
+            let has_children = names.iter().any(|(n, _)| n.starts_with(&prefix));
+            let mut attrs: Vec<&str> = Vec::new();
+            if info.is_none() {
+                attrs.push(if filtered { "\\NonExistent" } else { "\\Noselect" });
+            }
+            if !lsub {
+                attrs.push(if has_children {
+                    "\\HasChildren"
+                } else {
+                    "\\HasNoChildren"
+                });
+                if show_subscribed && info.is_some_and(|i| i.subscribed) {
+                    attrs.push("\\Subscribed");
+                }
+                if let Some(su) = info.and_then(|i| i.special_use) {
+                    attrs.push(su.attribute());
+                }
+            }
+            out.extend_from_slice(format!("* {verb} ({}) \"/\" ", attrs.join(" ")).as_bytes());
+            push_mailbox(out, name);
+            if child_info {
+                let what = if command.select_subscribed {
+                    "SUBSCRIBED"
+                } else {
+                    "SPECIAL-USE"
+                };
+                out.extend_from_slice(format!(" (\"CHILDINFO\" (\"{what}\"))").as_bytes());
+            }
+            out.extend_from_slice(b"\r\n");
+            if let (Some(items), Some(info)) = (&command.return_status, info) {
+                // LIST-STATUS (RFC 5819): a failure for one mailbox is left out, not fatal.
+                if let Err(err) = self.status_response(&account, info, items, out) {
+                    tracing::warn!(%err, mailbox = info.id, "imap LIST-STATUS failed");
+                }
+            }
+        }
+        ok(out, tag, &format!("{verb} completed"));
+        Flow::Continue
+    }
+
+    pub(super) fn status(
+        &mut self,
+        tag: &str,
+        mailbox: &Mailbox<'_>,
+        items: &[StatusDataItemName],
+        out: &mut Vec<u8>,
+    ) -> Flow {
+        let Some(account) = self.account_clone() else {
+            return Flow::Continue;
+        };
+        let Some(name) = mailbox_name(mailbox) else {
+            no(out, tag, "[NONEXISTENT] Mailbox does not exist");
+            return Flow::Continue;
+        };
+        let info = match self.store.mailbox(&account, &name) {
+            Ok(info) => info,
+            Err(err) => return backend_no(out, tag, &err),
+        };
+        if let Err(err) = self.status_response(&account, &info, items, out) {
+            return backend_no(out, tag, &err);
+        }
+        ok(out, tag, "STATUS completed");
+        Flow::Continue
+    }
+
+    /// `* STATUS name (...)`.
+    pub(super) fn status_response(
+        &self,
+        account: &Account,
+        info: &MailboxInfo,
+        items: &[StatusDataItemName],
+        out: &mut Vec<u8>,
+    ) -> Result<(), BackendError> {
+        // DELETED needs each message's flags; RECENT only when some message may still be
+        // unclaimed (a mailbox nobody selected since new mail came).
+        let needs_messages = items.iter().any(|i| match i {
+            StatusDataItemName::Deleted => true,
+            StatusDataItemName::Recent => info.recent_uid < info.uid_next,
+            _ => false,
+        });
+        let (deleted, recent) = if needs_messages {
+            let (_, metas) = self.store.messages(account, info.id)?;
+            (
+                metas.iter().filter(|m| m.flags.has(Flags::DELETED)).count(),
+                metas.iter().filter(|m| m.uid >= info.recent_uid).count(),
+            )
+        } else {
+            (0, 0)
+        };
+        let mut parts: Vec<String> = Vec::new();
+        for item in items {
+            match item {
+                StatusDataItemName::Messages => parts.push(format!("MESSAGES {}", info.exists)),
+                // Counted, not claimed: only SELECT takes \Recent (RFC 3501 §6.3.10).
+                StatusDataItemName::Recent => parts.push(format!("RECENT {recent}")),
+                StatusDataItemName::UidNext => parts.push(format!("UIDNEXT {}", info.uid_next)),
+                StatusDataItemName::UidValidity => parts.push(format!("UIDVALIDITY {}", info.uid_validity)),
+                StatusDataItemName::Unseen => parts.push(format!("UNSEEN {}", info.unseen)),
+                StatusDataItemName::Deleted => parts.push(format!("DELETED {deleted}")),
+                StatusDataItemName::HighestModSeq => {
+                    parts.push(format!("HIGHESTMODSEQ {}", info.highest_modseq))
+                }
+                _ => {}
+            }
+        }
+        out.extend_from_slice(b"* STATUS ");
+        push_mailbox(out, &info.name);
+        out.extend_from_slice(format!(" ({})\r\n", parts.join(" ")).as_bytes());
+        Ok(())
+    }
+}
