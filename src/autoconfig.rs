@@ -9,14 +9,21 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 
 use sha2::{Digest, Sha256};
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use axum::Router;
 use understudy_storage::EmailAddress;
 use understudy_storage::Store;
 
 use crate::config::Config;
 use crate::config_types::Service;
-use crate::http::{Request, Response};
+use crate::shared::Shared;
 
 /// Public host name and implicit-TLS ports users should configure.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -246,55 +253,90 @@ fn xml_text(raw: &str) -> Option<String> {
     Some(out)
 }
 
-pub async fn serve(
-    listener: TcpListener,
-    shared: std::sync::Arc<crate::shared::Shared>,
-    admission: std::sync::Arc<crate::admission::Admission>,
-    shutdown: watch::Receiver<bool>,
-) {
-    let tls_source = shared.clone();
-    let handler = move |request: Request| {
-        let shared = shared.clone();
-        async move {
-            let address = match request.path.as_str() {
-                "/autodiscover/autodiscover.xml" | "/Autodiscover/Autodiscover.xml" => {
-                    requested_address(&request.body)
-                }
-                _ => request
-                    .param("emailaddress")
-                    .or_else(|| request.param("email"))
-                    .map(str::to_string),
-            };
-            let Some(address) = address else {
-                return Response::not_found();
-            };
-            let path = request.path.clone();
-            let found = tokio::task::spawn_blocking(move || {
-                let bound = |service| shared.bound_port(service);
-                settings_with_ports(&shared.config, &shared.store, &address, &bound)
-            })
-            .await
-            .ok()
-            .flatten();
-            let Some(s) = found else {
-                return Response::not_found();
-            };
-            match path.as_str() {
-                "/mail/config-v1.1.xml" | "/.well-known/autoconfig/mail/config-v1.1.xml" => {
-                    Response::new("200 OK", "application/xml", thunderbird(&s))
-                }
-                "/autodiscover/autodiscover.xml" | "/Autodiscover/Autodiscover.xml" => {
-                    Response::new("200 OK", "application/xml", outlook(&s))
-                }
-                "/apple.mobileconfig" => {
-                    Response::new("200 OK", "application/x-apple-aspen-config", apple(&s))
-                }
-                "/settings.txt" => Response::new("200 OK", "text/plain; charset=utf-8", describe(&s)),
-                _ => Response::not_found(),
-            }
-        }
-    };
-    crate::http::serve(listener, move || tls_source.tls(), handler, admission, shutdown).await
+/// The autoconfig documents, for `crate::web::serve`: any method (Outlook POSTs its
+/// request, Thunderbird GETs), the address from the query (`emailaddress` or `email`,
+/// any case) or from Outlook's request body.
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/mail/config-v1.1.xml", any(thunderbird_doc))
+        .route(
+            "/.well-known/autoconfig/mail/config-v1.1.xml",
+            any(thunderbird_doc),
+        )
+        .route("/autodiscover/autodiscover.xml", any(outlook_doc))
+        .route("/Autodiscover/Autodiscover.xml", any(outlook_doc))
+        .route("/apple.mobileconfig", any(apple_doc))
+        .route("/settings.txt", any(text_doc))
+        .fallback(crate::metrics::not_found)
+        .layer(DefaultBodyLimit::max(64 * 1024))
+        .with_state(shared)
+}
+
+type Params = axum::extract::Query<Vec<(String, String)>>;
+
+fn query_address(query: &[(String, String)]) -> Option<String> {
+    ["emailaddress", "email"].iter().find_map(|name| {
+        query
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    })
+}
+
+/// The settings for `address`, with the ports the server bound; `None` (404) for an
+/// address outside the protected domains.
+async fn lookup(shared: Arc<Shared>, address: Option<String>) -> Option<Settings> {
+    let address = address?;
+    tokio::task::spawn_blocking(move || {
+        let bound = |service| shared.bound_port(service);
+        settings_with_ports(&shared.config, &shared.store, &address, &bound)
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+fn document(
+    settings: Option<Settings>,
+    content_type: &'static str,
+    render: fn(&Settings) -> String,
+) -> Response {
+    match settings {
+        Some(s) => ([(CONTENT_TYPE, content_type)], render(&s)).into_response(),
+        None => (StatusCode::NOT_FOUND, "not found\n").into_response(),
+    }
+}
+
+async fn thunderbird_doc(State(shared): State<Arc<Shared>>, axum::extract::Query(query): Params) -> Response {
+    document(
+        lookup(shared, query_address(&query)).await,
+        "application/xml",
+        thunderbird,
+    )
+}
+
+async fn outlook_doc(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    document(
+        lookup(shared, requested_address(&body)).await,
+        "application/xml",
+        outlook,
+    )
+}
+
+async fn apple_doc(State(shared): State<Arc<Shared>>, axum::extract::Query(query): Params) -> Response {
+    document(
+        lookup(shared, query_address(&query)).await,
+        "application/x-apple-aspen-config",
+        apple,
+    )
+}
+
+async fn text_doc(State(shared): State<Arc<Shared>>, axum::extract::Query(query): Params) -> Response {
+    document(
+        lookup(shared, query_address(&query)).await,
+        "text/plain; charset=utf-8",
+        describe,
+    )
 }
 
 #[cfg(test)]

@@ -13,7 +13,6 @@ pub mod config_types;
 pub mod delivery;
 pub mod dkim;
 pub mod driver;
-pub mod http;
 pub mod inbound_auth;
 pub mod ldap;
 pub mod live_config;
@@ -29,6 +28,7 @@ pub mod services;
 pub mod sessions;
 pub mod shared;
 pub mod tls;
+pub mod web;
 
 use tokio::sync::watch;
 

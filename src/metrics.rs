@@ -3,20 +3,23 @@
 //! count without plumbing; gauges that live in the store (queue depth, outage state) are
 //! read at scrape time.
 //!
-//! Served by the small responder in `crate::http`.
+//! Served on the one HTTP stack (`crate::web`).
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing;
+use axum::Router;
 use understudy_storage::outage::OutagePhase;
 use understudy_storage::queue::AttemptOutcome;
 use understudy_storage::{QueueKind, Store};
 
 use crate::config_types::Service;
-use crate::http::{Request, Response};
 
 /// Counters, all monotonic.
 pub struct Metrics {
@@ -234,37 +237,34 @@ pub fn render(store: &Store) -> String {
     out
 }
 
-/// Serves `/metrics` and `/health` until shutdown.
-pub async fn serve(
-    listener: TcpListener,
-    store: Store,
-    admission: std::sync::Arc<crate::admission::Admission>,
-    shutdown: watch::Receiver<bool>,
-) {
-    let handler = move |request: Request| {
-        let store = store.clone();
-        async move {
-            if request.method != "GET" {
-                return Response::not_found();
-            }
-            match request.path.as_str() {
-                "/metrics" => {
-                    let text = tokio::task::spawn_blocking(move || render(&store))
-                        .await
-                        .unwrap_or_default();
-                    Response::new("200 OK", "text/plain; version=0.0.4", text)
-                }
-                "/health" => match tokio::task::spawn_blocking(move || store.health_check()).await {
-                    Ok(Ok(())) => Response::new("200 OK", "text/plain", "ok\n"),
-                    Ok(Err(e)) => {
-                        tracing::error!(error = %e, "health check: store not writable");
-                        Response::new("503 Service Unavailable", "text/plain", "store not writable\n")
-                    }
-                    Err(_) => Response::new("503 Service Unavailable", "text/plain", "health check failed\n"),
-                },
-                _ => Response::not_found(),
-            }
+/// `/metrics` and `/health`, for `crate::web::serve`.
+pub fn router(store: Store) -> Router {
+    Router::new()
+        .route("/metrics", routing::get(scrape))
+        .route("/health", routing::get(health))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(64 * 1024))
+        .with_state(store)
+}
+
+pub async fn not_found() -> (StatusCode, &'static str) {
+    (StatusCode::NOT_FOUND, "not found\n")
+}
+
+async fn scrape(State(store): State<Store>) -> Response {
+    let text = tokio::task::spawn_blocking(move || render(&store))
+        .await
+        .unwrap_or_default();
+    ([(CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+async fn health(State(store): State<Store>) -> (StatusCode, &'static str) {
+    match tokio::task::spawn_blocking(move || store.health_check()).await {
+        Ok(Ok(())) => (StatusCode::OK, "ok\n"),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "health check: store not writable");
+            (StatusCode::SERVICE_UNAVAILABLE, "store not writable\n")
         }
-    };
-    crate::http::serve(listener, || None, handler, admission, shutdown).await
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "health check failed\n"),
+    }
 }

@@ -75,7 +75,7 @@ pub async fn run(
     }
     let metrics_listener = match &shared.config.metrics.listen {
         Some(addr) => Some(
-            crate::http::bind("metrics", addr)
+            crate::web::bind("metrics", addr)
                 .await
                 .with_context(|| format!("metrics.listen: {addr}"))?,
         ),
@@ -84,7 +84,7 @@ pub async fn run(
     let admin_socket = crate::admin::socket::AdminSocket::bind(&crate::admin::socket_path(&shared.config))?;
     let autoconfig_listener = match &shared.config.autoconfig.listen {
         Some(addr) => Some(
-            crate::http::bind("autoconfig", addr)
+            crate::web::bind("autoconfig", addr)
                 .await
                 .with_context(|| format!("autoconfig.listen: {addr}"))?,
         ),
@@ -165,17 +165,20 @@ pub async fn run(
         shutdown.clone(),
     ));
     if let Some(listener) = autoconfig_listener {
-        tasks.spawn(crate::autoconfig::serve(
+        let tls_source = shared.clone();
+        tasks.spawn(crate::web::serve(
             listener,
-            shared.clone(),
+            move || tls_source.tls(),
+            crate::autoconfig::router(shared.clone()),
             http_connections.clone(),
             shutdown.clone(),
         ));
     }
     if let Some(listener) = metrics_listener {
-        tasks.spawn(crate::metrics::serve(
+        tasks.spawn(crate::web::serve(
             listener,
-            shared.store.clone(),
+            || None,
+            crate::metrics::router(shared.store.clone()),
             http_connections.clone(),
             shutdown.clone(),
         ));

@@ -205,16 +205,21 @@ impl<'a> ParsedMessage<'a> {
     /// is first entered so numbers address the encapsulated message's parts.
     fn find_part(&self, part: &Part) -> Option<usize> {
         let mut idx = 0;
-        for n in part.0.as_ref() {
+        for (step, n) in part.0.as_ref().iter().enumerate() {
             let n = n.get() as usize;
             let entity = self.entity(idx)?;
+            // Past the first number, a message/rfc822 entity is entered. Deciding by
+            // "not the root" instead made a top-level message/rfc822 answer [1.1] with
+            // the same octets as [1], and never reach the encapsulated parts.
             let container = match entity.kind {
-                Kind::Message(inner) if idx != 0 => inner,
+                Kind::Message(inner) if step > 0 => inner,
                 _ => idx,
             };
             let container_entity = self.entity(container)?;
             idx = match &container_entity.kind {
                 Kind::Multipart(children) => *children.get(n - 1)?,
+                // Part 1 of anything else is itself (a leaf part's [N.1] is the part,
+                // as in Dovecot).
                 _ if n == 1 => container,
                 _ => return None,
             };
@@ -1321,5 +1326,24 @@ first\r\n\
              ((NIL NIL \"group\" NIL)(NIL NIL NIL NIL)(NIL NIL \"group2\" NIL)(NIL NIL NIL NIL)) \
              NIL NIL NIL))\r\n"
         );
+    }
+
+    #[test]
+    fn sections_inside_a_top_level_message_rfc822() {
+        // Issue 14 defect 5: numbers after the first address the encapsulated message.
+        let raw = "Subject: outer\r\nContent-Type: message/rfc822\r\n\r\n\
+Subject: inner\r\nContent-Type: multipart/mixed; boundary=z\r\n\r\n\
+--z\r\nContent-Type: text/plain\r\n\r\none\r\n\
+--z\r\nContent-Type: message/rfc822\r\n\r\nSubject: deepest\r\n\r\nthree\r\n\
+--z--\r\n";
+        let inner = &raw[raw.find("Subject: inner").unwrap()..];
+        assert_eq!(body_section(raw, "1"), inner);
+        assert_eq!(body_section(raw, "1.1"), "one");
+        assert_eq!(body_section(raw, "1.1.MIME"), "Content-Type: text/plain\r\n\r\n");
+        assert_eq!(body_section(raw, "1.2.HEADER"), "Subject: deepest\r\n\r\n");
+        // The CRLF before the boundary belongs to the boundary.
+        assert_eq!(body_section(raw, "1.2.TEXT"), "three");
+        assert_eq!(body_section(raw, "1.2.1"), "three");
+        assert_eq!(body_section(raw, "1.3"), "");
     }
 }
