@@ -100,8 +100,10 @@ fn outbound_mail_logs_in_to_the_smarthost_over_tls_only() {
         plain.messages().is_empty(),
         "sent through a smarthost without a login"
     );
-    let queue = server.admin_ok(&["queue", "list"]);
-    assert!(queue.contains("sent only over TLS"), "{queue}");
+    // The log line comes before the attempt's outcome is recorded.
+    wait_until(Duration::from_secs(30), "the reason in the queue", || {
+        server.admin_ok(&["queue", "list"]).contains("sent only over TLS")
+    });
 
     // And a configuration that would send it in clear is refused.
     let config = std::fs::read_to_string(&server.config)
