@@ -32,11 +32,12 @@ pub mod queue;
 mod queue_index;
 mod recoverable;
 mod retention;
+pub mod summaries;
 pub mod tracking;
 
 pub use address::EmailAddress;
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use db::{Store, StoreOptions, SCHEMA_VERSION};
+pub use db::{Store, StoreOptions, Summariser, SCHEMA_VERSION};
 pub use error::{StoreError, StoreResult};
 pub use model::*;
 pub use tracking::TrackingId;

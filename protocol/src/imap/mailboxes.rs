@@ -294,10 +294,20 @@ impl ImapSession {
             if !full.iter().any(|p| list_matches(p, name)) {
                 continue;
             }
-            if lsub && !info.is_some_and(|i| i.subscribed) {
-                continue;
-            }
             let prefix = format!("{name}/");
+            // LSUB lists an unsubscribed parent of a subscribed mailbox the pattern does
+            // not reach (`%` stops at the level) as \Noselect (RFC 3501 §6.3.9).
+            let mut lsub_parent = false;
+            if lsub && !info.is_some_and(|i| i.subscribed) {
+                lsub_parent = names.iter().any(|(n, i)| {
+                    n.starts_with(&prefix)
+                        && i.is_some_and(|i| i.subscribed)
+                        && !full.iter().any(|p| list_matches(p, n))
+                });
+                if !lsub_parent {
+                    continue;
+                }
+            }
             let mut child_info = false;
             if filtered && !selected_by(*info) {
                 // RECURSIVEMATCH: a parent of a selected mailbox is listed with CHILDINFO
@@ -312,7 +322,7 @@ impl ImapSession {
             }
             let has_children = names.iter().any(|(n, _)| n.starts_with(&prefix));
             let mut attrs: Vec<&str> = Vec::new();
-            if info.is_none() {
+            if info.is_none() || lsub_parent {
                 attrs.push(if filtered { "\\NonExistent" } else { "\\Noselect" });
             }
             if !lsub {
