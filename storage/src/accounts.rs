@@ -69,7 +69,10 @@ impl Store {
         validate_domain(&domain)?;
         let _guard = self.lock(&[("domain", domain.name.as_str())]);
         if self.domain(&domain.name)?.is_some() {
-            return Err(StoreError::AlreadyExists(format!("domain {}", domain.name)));
+            return Err(StoreError::AlreadyExists(format!(
+                "{} is already a protected domain",
+                domain.name
+            )));
         }
         let mut batch = WriteBatch::default();
         self.put_json(&mut batch, CF_DOMAINS, domain.name.as_bytes(), &domain)?;
@@ -160,12 +163,16 @@ impl Store {
         let domain = parsed.domain().to_string();
         let address = parsed.into_string();
         if self.domain(&domain)?.is_none() {
-            return Err(StoreError::NotFound(format!("domain {domain} (add it first)")));
+            return Err(StoreError::Invalid(format!(
+                "{domain} is not a protected domain; add it first (understudy domain add {domain})"
+            )));
         }
         let key = address_key(&address).ok_or_else(|| StoreError::Invalid(address.clone()))?;
         let _guard = self.lock(&[("address", address.as_str())]);
         if self.get_json::<AddressEntry>(CF_ADDRESSES, &key)?.is_some() {
-            return Err(StoreError::AlreadyExists(format!("address {address}")));
+            return Err(StoreError::AlreadyExists(format!(
+                "{address} is already in use (by a user or an alias)"
+            )));
         }
         let id = self.next_id(COUNTER_USER);
         let user = User {
@@ -352,7 +359,9 @@ impl Store {
         let domain = parsed.domain().to_string();
         let alias = parsed.into_string();
         if self.domain(&domain)?.is_none() {
-            return Err(StoreError::NotFound(format!("domain {domain} (add it first)")));
+            return Err(StoreError::Invalid(format!(
+                "{domain} is not a protected domain; add it first (understudy domain add {domain})"
+            )));
         }
         let user = self
             .user_by_address(target)?
@@ -360,7 +369,9 @@ impl Store {
         let key = address_key(&alias).ok_or_else(|| StoreError::Invalid(alias.clone()))?;
         let _guard = self.lock(&[("address", alias.as_str())]);
         if self.get_json::<AddressEntry>(CF_ADDRESSES, &key)?.is_some() {
-            return Err(StoreError::AlreadyExists(format!("address {alias}")));
+            return Err(StoreError::AlreadyExists(format!(
+                "{alias} is already in use (by a user or an alias)"
+            )));
         }
         let mut batch = WriteBatch::default();
         self.put_json(

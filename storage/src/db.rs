@@ -566,9 +566,10 @@ pub(crate) fn decode<T: DeserializeOwned>(cf: &'static str, bytes: &[u8]) -> Sto
 const LOCK_FILE: &str = "understudy.lock";
 
 /// Takes the database directory's lock, or fails with `StoreError::Locked` when another
-/// open store (in this process or another) holds it.
+/// open store (in this process or another) holds it. The holder writes its pid into the
+/// lock file, so the refusal can name it.
 fn lock_dir(dir: &Path, path_text: &str) -> StoreResult<fs::File> {
-    let file = fs::OpenOptions::new()
+    let mut file = fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
@@ -576,18 +577,30 @@ fn lock_dir(dir: &Path, path_text: &str) -> StoreResult<fs::File> {
         .open(dir.join(LOCK_FILE))?;
     #[cfg(unix)]
     {
+        use std::io::{Read, Seek, Write};
         use std::os::fd::AsRawFd;
         // SAFETY: flock takes a descriptor this function owns and no pointers.
         let taken = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
         if !taken {
             let error = std::io::Error::last_os_error();
             if error.kind() == std::io::ErrorKind::WouldBlock {
+                let mut text = String::new();
+                let pid = file
+                    .read_to_string(&mut text)
+                    .ok()
+                    .and_then(|_| text.trim().parse().ok());
                 return Err(StoreError::Locked {
                     path: path_text.to_string(),
+                    pid,
                 });
             }
             return Err(error.into());
         }
+        // Only the holder writes, so nobody reads a half-written pid for long; a reader
+        // that does just names no pid.
+        file.set_len(0)?;
+        file.seek(std::io::SeekFrom::Start(0))?;
+        write!(file, "{}", std::process::id())?;
     }
     Ok(file)
 }

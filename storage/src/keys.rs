@@ -17,6 +17,8 @@
 //! | tracking    | tracking id (u64) sequence (u32)      | `TrackingEvent` JSON       |
 //! | message_ids | Message-ID 0x00 tracking id (u64)     | empty                      |
 //! | outage      | domain name / domain 0x00 time seq    | `OutageState` / transition |
+//! | logins      | user id (u64) protocol                | last login time (i64)      |
+//! | recoverable | tracking id (u64) queue id (u64)      | `Recoverable` JSON         |
 
 pub const CF_META: &str = "meta";
 pub const CF_DOMAINS: &str = "domains";
@@ -36,6 +38,12 @@ pub const CF_TRACKING: &str = "tracking";
 pub const CF_MESSAGE_IDS: &str = "message_ids";
 pub const CF_OUTAGE: &str = "outage";
 pub const CF_OUTAGE_HISTORY: &str = "outage_history";
+/// Each user's last login per protocol (`logins.rs`).
+pub const CF_LOGINS: &str = "logins";
+/// Relay copies not redelivered because the user deleted the message during the
+/// outage, kept (with their body) until retention so an admin can still redeliver them
+/// (`recoverable.rs`).
+pub const CF_RECOVERABLE: &str = "recoverable";
 
 pub const ALL_CFS: &[&str] = &[
     CF_META,
@@ -54,6 +62,8 @@ pub const ALL_CFS: &[&str] = &[
     CF_MESSAGE_IDS,
     CF_OUTAGE,
     CF_OUTAGE_HISTORY,
+    CF_LOGINS,
+    CF_RECOVERABLE,
 ];
 
 pub fn u64_key(a: u64) -> [u8; 8] {

@@ -131,7 +131,9 @@ impl Store {
         validate_mailbox_name(name)?;
         let _guard = self.lock_outer(mailboxes_of(user_id));
         if self.mailbox_by_name(user_id, name)?.is_some() {
-            return Err(StoreError::AlreadyExists(format!("mailbox {name}")));
+            return Err(StoreError::AlreadyExists(format!(
+                "mailbox {name} already exists"
+            )));
         }
         let mut batch = WriteBatch::default();
         let mailbox = self.new_mailbox_into(&mut batch, user_id, name, special_use)?;
@@ -218,7 +220,7 @@ impl Store {
         validate_mailbox_name(to)?;
         let _guard = self.lock_outer(mailboxes_of(user_id));
         if self.mailbox_by_name(user_id, to)?.is_some() {
-            return Err(StoreError::AlreadyExists(format!("mailbox {to}")));
+            return Err(StoreError::AlreadyExists(format!("mailbox {to} already exists")));
         }
         if from.eq_ignore_ascii_case("INBOX") {
             let inbox = self.inbox(user_id)?;
@@ -376,6 +378,18 @@ impl Store {
     /// Delivers one message to local INBOXes and queue entries in one synced write. The
     /// body is stored once whatever the number of copies.
     pub fn deliver(&self, req: &DeliveryRequest<'_>) -> StoreResult<DeliveryOutcome> {
+        self.deliver_as(self.reserve_tracking_id(), req)
+    }
+
+    /// A tracking id for a message about to be delivered with [`Store::deliver_as`], so
+    /// that its `Received` header and the SMTP reply can name it. An id reserved and never
+    /// used is skipped, nothing more.
+    pub fn reserve_tracking_id(&self) -> u64 {
+        self.next_id(COUNTER_TRACKING)
+    }
+
+    /// [`Store::deliver`] under a tracking id from [`Store::reserve_tracking_id`].
+    pub fn deliver_as(&self, tracking_id: u64, req: &DeliveryRequest<'_>) -> StoreResult<DeliveryOutcome> {
         let mut users = req.users.clone();
         users.sort_unstable();
         users.dedup();
@@ -391,7 +405,6 @@ impl Store {
         let now = self.now();
         let size =
             u32::try_from(req.body.len()).map_err(|_| StoreError::Invalid("message too large".into()))?;
-        let tracking_id = self.next_id(COUNTER_TRACKING);
         let mut batch = WriteBatch::default();
         self.counter_merge(&mut batch, COUNTER_TRACKING, tracking_id)?;
         let copies = (users.len() + req.queue.len()) as i64;
@@ -455,6 +468,7 @@ impl Store {
                 tracking_id,
                 message_id: req.message_id.clone(),
                 held: false,
+                sent_copy: entry.sent_copy,
             };
             self.put_json(&mut batch, CF_QUEUE, &u64_key(id), &queued)?;
             noted.push(queued.clone());
