@@ -30,6 +30,7 @@ pub mod provisioning;
 pub mod queue;
 mod queue_index;
 mod retention;
+pub mod subscriptions;
 pub mod tracking;
 
 pub use address::EmailAddress;
