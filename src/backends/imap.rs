@@ -4,10 +4,11 @@
 use std::io::{Read, Seek, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use understudy_protocol::imap::backend::{
-    BackendError, Change, ChangeKind, Flags, ImapBackend, MailboxId, MailboxInfo, MessageMeta, SpecialUse,
-    Spool, StoreOp,
+    BackendError, Change, ChangeKind, Flags, ImapBackend, MailboxId, MailboxInfo, MessageMeta,
+    MessageSummary, SpecialUse, Spool, StoreOp,
 };
 use understudy_protocol::Account;
 use understudy_storage as storage;
@@ -21,6 +22,8 @@ pub struct ImapStore {
     /// `<data_dir>/spool`: big APPEND messages while they arrive (`FileSpool`).
     spool_dir: PathBuf,
     spooled: AtomicU64,
+    /// SORT and THREAD keys, shared by every session (`summaries.rs`).
+    summaries: super::summaries::SummaryCache,
 }
 
 impl ImapStore {
@@ -31,11 +34,14 @@ impl ImapStore {
             .map_or_else(|| PathBuf::from("spool"), |data| data.join("spool"));
         // What a crash left there belongs to APPENDs that were never answered.
         let _ = std::fs::remove_dir_all(&spool_dir);
+        // Before any listener runs: every body written from now on gets its summary.
+        super::summaries::install_summariser(&store);
         ImapStore {
             store,
             max_message_size,
             spool_dir,
             spooled: AtomicU64::new(0),
+            summaries: Default::default(),
         }
     }
 }
@@ -264,6 +270,17 @@ impl ImapBackend for ImapStore {
         // NotFound, never a record whose body has just been freed.
         let (_, body) = self.store.message_body(account.id, mailbox, uid).map_err(error)?;
         Ok(body)
+    }
+
+    fn summaries(
+        &self,
+        account: &Account,
+        mailbox: MailboxId,
+        uids: &[u32],
+    ) -> Result<Vec<(u32, Arc<MessageSummary>)>, BackendError> {
+        self.summaries
+            .get(&self.store, account.id, mailbox, uids)
+            .map_err(error)
     }
 
     fn spool(&self, _account: &Account, size: usize) -> Option<Box<dyn Spool>> {

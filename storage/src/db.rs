@@ -79,6 +79,10 @@ pub struct Store {
     pub(crate) inner: Arc<Inner>,
 }
 
+/// Turns a message body into the summary kept beside it (`CF_SUMMARIES`). The store
+/// does not know what is in it; the server wires in the IMAP crate's SORT/THREAD keys.
+pub type Summariser = Arc<dyn Fn(&[u8]) -> Vec<u8> + Send + Sync>;
+
 pub(crate) struct Inner {
     pub db: DB,
     pub path: PathBuf,
@@ -105,6 +109,8 @@ pub(crate) struct Inner {
     pub(crate) accounts_cache: Mutex<crate::accounts::AccountsCache>,
     /// Outage states read on every delivery (`outage.rs`).
     pub(crate) outage_cache: Mutex<crate::outage::OutageCache>,
+    /// Computes a body's summary when the body is first written (`Store::set_summariser`).
+    pub(crate) summariser: std::sync::OnceLock<Summariser>,
     db_options: Options,
     /// Held (see [`lock_dir`]) for as long as the store is open; last, so it is
     /// released after the database is closed.
@@ -283,6 +289,7 @@ impl Store {
                 inbox_ids: Mutex::new(HashMap::new()),
                 accounts_cache: Mutex::new(Default::default()),
                 outage_cache: Mutex::new(Default::default()),
+                summariser: std::sync::OnceLock::new(),
                 db_options: db_opts,
                 _lock: lock,
             }),

@@ -30,6 +30,9 @@ pub const CF_MESSAGES: &str = "messages";
 pub const CF_CHANGES: &str = "changes";
 pub const CF_BLOBS: &str = "blobs";
 pub const CF_BLOB_REFS: &str = "blob_refs";
+/// Per body (SHA-256): a small summary of its header that the caller's summariser
+/// computed when the body was first written (IMAP SORT and THREAD keys), opaque here.
+pub const CF_SUMMARIES: &str = "summaries";
 pub const CF_QUEUE: &str = "queue";
 pub const CF_QUEUE_DUE: &str = "queue_due";
 pub const CF_TRACKING: &str = "tracking";
@@ -48,6 +51,7 @@ pub const ALL_CFS: &[&str] = &[
     CF_CHANGES,
     CF_BLOBS,
     CF_BLOB_REFS,
+    CF_SUMMARIES,
     CF_QUEUE,
     CF_QUEUE_DUE,
     CF_TRACKING,

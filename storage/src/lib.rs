@@ -31,10 +31,11 @@ pub mod queue;
 mod queue_index;
 mod retention;
 pub mod subscriptions;
+pub mod summaries;
 pub mod tracking;
 
 pub use address::EmailAddress;
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use db::{Store, StoreOptions, SCHEMA_VERSION};
+pub use db::{Store, StoreOptions, Summariser, SCHEMA_VERSION};
 pub use error::{StoreError, StoreResult};
 pub use model::*;

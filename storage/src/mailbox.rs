@@ -59,7 +59,7 @@ pub fn blob_id(body: &[u8]) -> BlobId {
     Sha256::digest(body).into()
 }
 
-fn blob_lock(blob: &BlobId) -> (&'static str, u64) {
+pub(crate) fn blob_lock(blob: &BlobId) -> (&'static str, u64) {
     let mut first = [0u8; 8];
     first.copy_from_slice(&blob[..8]);
     ("blob", u64::from_be_bytes(first))
@@ -864,6 +864,11 @@ impl Store {
         if self.blob_refs(blob)? <= 0 {
             batch.put_cf(&self.cf(CF_BLOBS)?, blob, body);
             batch.put_cf(&self.cf(CF_BLOB_REFS)?, blob, count.to_be_bytes());
+            // In the body's own batch: a body never exists without its summary once a
+            // summariser is set, and the summary goes with the body (release_blob_into).
+            if let Some(summarise) = self.inner.summariser.get() {
+                batch.put_cf(&self.cf(CF_SUMMARIES)?, blob, summarise(body));
+            }
         } else {
             batch.merge_cf(&self.cf(CF_BLOB_REFS)?, blob, count.to_be_bytes());
         }
@@ -895,6 +900,7 @@ impl Store {
         if self.blob_refs(blob)? <= count {
             self.delete(batch, CF_BLOBS, blob)?;
             self.delete(batch, CF_BLOB_REFS, blob)?;
+            self.delete(batch, CF_SUMMARIES, blob)?;
         } else {
             batch.merge_cf(&self.cf(CF_BLOB_REFS)?, blob, (-count).to_be_bytes());
         }

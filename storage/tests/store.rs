@@ -542,6 +542,43 @@ fn account_changes_are_seen_at_once_despite_the_cache() {
 }
 
 #[test]
+fn a_body_summary_is_written_with_the_body_shared_by_copies_and_freed_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, anna) = with_user(dir.path());
+    // Before a summariser is set: no summary, and one can be added afterwards.
+    let old = b"Subject: old\r\n\r\nwritten before summaries\r\n";
+    let (_, inbox, old_uid) = deliver(&store, vec![anna.id], old).stored[0];
+    assert_eq!(store.summaries(anna.id, inbox, &[old_uid]).unwrap()[0].2, None);
+    store.set_summariser(Arc::new(|body: &[u8]| body[..9].to_vec()));
+    store.put_summary(&blob_id(old), b"late").unwrap();
+
+    let body = b"Subject: new\r\n\r\nsummarised when written\r\n";
+    let (_, _, uid) = deliver(&store, vec![anna.id], body).stored[0];
+    let archive = store.mailbox_by_name(anna.id, "Archive").unwrap().unwrap();
+    let (_, map) = store.copy(anna.id, inbox, &[uid], archive.id).unwrap();
+    let got = store.summaries(anna.id, inbox, &[uid, 999, old_uid]).unwrap();
+    assert_eq!(
+        got,
+        vec![
+            (uid, blob_id(body), Some(b"Subject: ".to_vec())),
+            (old_uid, blob_id(old), Some(b"late".to_vec())),
+        ]
+    );
+    assert_eq!(
+        store.summaries(anna.id, archive.id, &[map[0].1]).unwrap()[0].2,
+        Some(b"Subject: ".to_vec())
+    );
+    store.expunge(anna.id, inbox, &[uid, old_uid]).unwrap();
+    assert!(store.check_integrity().unwrap().is_ok());
+    store.expunge(anna.id, archive.id, &[map[0].1]).unwrap();
+    // Gone with the last copy; a late summary for a body that is gone is not written.
+    store.put_summary(&blob_id(body), b"too late").unwrap();
+    let report = store.check_integrity().unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
+    assert!(store.summaries(anna.id, inbox, &[uid]).unwrap().is_empty());
+}
+
+#[test]
 fn move_into_the_same_mailbox_gives_a_new_uid_and_keeps_the_body() {
     // RFC 6851 allows it; the store used to refuse it (issue 14 defect 9).
     let dir = tempfile::tempdir().unwrap();

@@ -43,5 +43,7 @@ mod security;
 mod shutdown;
 /// SMTP with Python's smtplib: MX recipient checks, delivery, submission rules.
 mod smtp;
+/// SORT and THREAD through imapclient on mail delivered over SMTP.
+mod sort_thread;
 /// SMTP with `swaks`: the MX receiver and submission as a second real client.
 mod swaks;

@@ -4,7 +4,11 @@
 //! Every write method returns only after the change is durable (synced write); the
 //! session answers `OK` only after that return.
 
+use std::sync::Arc;
+
 use crate::auth::Account;
+
+pub use super::message::MessageSummary;
 
 pub type MailboxId = u64;
 
@@ -225,6 +229,26 @@ pub trait ImapBackend: Send + Sync {
     /// Raw RFC 5322 octets, CRLF line ends. `NotFound` if expunged meanwhile; the record
     /// and its body are read together, so never a message found without its body.
     fn body(&self, account: &Account, mailbox: MailboxId, uid: u32) -> Result<Vec<u8>, BackendError>;
+    /// The SORT and THREAD keys of the given UIDs, in the order given; UIDs that no
+    /// longer exist are left out. The store keeps them beside each body (computed when
+    /// it was written, `MessageSummary::to_bytes`) so this reads no bodies; this default
+    /// parses each body's header, for stores that keep none.
+    fn summaries(
+        &self,
+        account: &Account,
+        mailbox: MailboxId,
+        uids: &[u32],
+    ) -> Result<Vec<(u32, Arc<MessageSummary>)>, BackendError> {
+        let mut out = Vec::with_capacity(uids.len());
+        for &uid in uids {
+            match self.body(account, mailbox, uid) {
+                Ok(body) => out.push((uid, Arc::new(MessageSummary::of(&body)))),
+                Err(BackendError::NotFound) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(out)
+    }
     /// Stores a message; returns (uidvalidity, uid). `TooBig`/`OverQuota` refuse it.
     fn append(
         &self,

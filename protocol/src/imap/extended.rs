@@ -1,6 +1,6 @@
 //! The command forms imap-codec 2.0.0-alpha.10 does not parse: LIST with selection and
 //! return options (LIST-EXTENDED, RFC 5258; LIST-STATUS, RFC 5819; SPECIAL-USE, RFC 6154
-//! §3) and SEARCH with RETURN options (ESEARCH, RFC 4731). They are recognised here from
+//! §3) and SEARCH and SORT with RETURN options (ESEARCH, RFC 4731; ESORT, RFC 5267). They are recognised here from
 //! the framed command bytes; SEARCH criteria are still parsed by imap-codec.
 
 use imap_codec::imap_types::status::StatusDataItemName;
@@ -160,7 +160,8 @@ pub enum Extended {
         tag: String,
         command: ListCommand,
     },
-    /// `criteria` is a plain `tag [UID] SEARCH ...` command for imap-codec.
+    /// `criteria` is a plain `tag [UID] SEARCH ...` or `tag [UID] SORT ...` command for
+    /// imap-codec (ESEARCH, RFC 4731; ESORT, RFC 5267).
     Search {
         tag: String,
         options: EsearchOptions,
@@ -186,10 +187,11 @@ pub fn is_extended_form(command: &[u8]) -> bool {
     if name.atom_is("LIST") {
         return true;
     }
+    let is_search = |t: &Token| t.atom_is("SEARCH") || t.atom_is("SORT");
     let search = if name.atom_is("UID") {
-        lx.token().is_some_and(|t| t.atom_is("SEARCH"))
+        lx.token().is_some_and(|t| is_search(&t))
     } else {
-        name.atom_is("SEARCH")
+        is_search(&name)
     };
     search && lx.token().is_some_and(|t| t.atom_is("RETURN"))
 }
@@ -214,7 +216,8 @@ pub fn parse(command: &[u8]) -> Option<Extended> {
         });
     }
     let uid = name.atom_is("UID");
-    if uid && !lx.token()?.atom_is("SEARCH") || !uid && !name.atom_is("SEARCH") {
+    let command_name = if uid { lx.token()? } else { name };
+    if !command_name.atom_is("SEARCH") && !command_name.atom_is("SORT") {
         return None;
     }
     let after_search = lx.pos;

@@ -11,7 +11,7 @@
 //!                  │                                             Selected ── IDLE ⇄ DONE
 //!                  └────────────── LOGOUT (any state) ──────────> Logout
 //! ```
-//! (RFC 3501 §3 and §6; IDLE RFC 2177; ENABLE RFC 5161; CONDSTORE RFC 7162 §3.1;
+//! (RFC 3501 §3 and §6; SORT, THREAD RFC 5256, 5957, 5267; IDLE RFC 2177; ENABLE RFC 5161; CONDSTORE RFC 7162 §3.1;
 //! UIDPLUS RFC 4315; MOVE RFC 6851; SPECIAL-USE RFC 6154; LITERAL+ RFC 7888; ID RFC 2971;
 //! NAMESPACE RFC 2342; UNSELECT RFC 3691; CHILDREN RFC 3348; APPENDLIMIT RFC 7889.)
 //!
@@ -33,6 +33,8 @@
 //! | `fetch.rs` | FETCH, UID FETCH |
 //! | `store.rs` | STORE, UID STORE |
 //! | `search.rs` | SEARCH, UID SEARCH, ESEARCH |
+//! | `sort.rs` | SORT, UID SORT, SORT=DISPLAY keys, ESORT (`SORT RETURN`) |
+//! | `thread.rs` | THREAD, UID THREAD (ORDEREDSUBJECT, REFERENCES) |
 //! | `copy_move.rs` | COPY, UID COPY, MOVE, UID MOVE |
 //! | `expunge.rs` | EXPUNGE, UID EXPUNGE |
 //! | `mod.rs` | CAPABILITY, NOOP, CHECK, LOGOUT, ID, ENABLE, NAMESPACE, STARTTLS |
@@ -47,8 +49,11 @@
 //! SEARCH and COPY by sequence number (RFC 3501 §7.4.1), see `view`. During IDLE the
 //! driver calls `mailbox_changed` and every change is pushed at once.
 //!
-//! Not offered (so not advertised): QRESYNC, BINARY, COMPRESS, QUOTA, METADATA, SORT,
-//! THREAD, UTF8=ACCEPT, multi-APPEND, SEARCHRES (`RETURN (SAVE)`).
+//! SORT and THREAD (RFC 5256), SORT=DISPLAY (RFC 5957) and ESORT (RFC 5267) read the
+//! per-message keys the store keeps beside each body (`message::MessageSummary`).
+//!
+//! Not offered (so not advertised): QRESYNC, BINARY, COMPRESS, QUOTA, METADATA,
+//! CONTEXT=SEARCH/SORT, UTF8=ACCEPT, multi-APPEND, SEARCHRES (`RETURN (SAVE)`).
 
 mod append;
 pub mod backend;
@@ -63,11 +68,16 @@ mod mailboxes;
 pub mod message;
 mod search;
 mod session_trait;
+mod sort;
 mod store;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests;
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests_sort_thread;
 pub(crate) mod text;
+mod thread;
 mod view;
 
 use std::sync::Arc;
@@ -473,7 +483,8 @@ impl ImapSession {
         }
         caps.push_str(
             " ID ENABLE IDLE NAMESPACE UNSELECT CHILDREN UIDPLUS MOVE SPECIAL-USE LIST-EXTENDED \
-             LIST-STATUS ESEARCH CONDSTORE",
+             LIST-STATUS ESEARCH CONDSTORE SORT SORT=DISPLAY ESORT THREAD=ORDEREDSUBJECT \
+             THREAD=REFERENCES",
         );
         caps.push_str(&format!(" APPENDLIMIT={}", self.limits.max_literal));
         caps
@@ -658,10 +669,41 @@ impl ImapSession {
                 return Flow::Continue;
             }
             (
+                P::Selected,
+                C::Sort {
+                    sort_criteria,
+                    charset,
+                    search_criteria,
+                    uid,
+                },
+            ) => self.sort(
+                tag,
+                sort_criteria.as_ref(),
+                charset.as_ref(),
+                search_criteria.as_ref(),
+                uid,
+                None,
+                out,
+            ),
+            (
+                P::Selected,
+                C::Thread {
+                    algorithm,
+                    charset,
+                    search_criteria,
+                    uid,
+                },
+            ) => self.thread(
+                tag,
+                &algorithm,
+                charset.as_ref(),
+                search_criteria.as_ref(),
+                uid,
+                out,
+            ),
+            (
                 _,
-                C::Sort { .. }
-                | C::Thread { .. }
-                | C::Compress { .. }
+                C::Compress { .. }
                 | C::GetQuota { .. }
                 | C::GetQuotaRoot { .. }
                 | C::SetQuota { .. }
@@ -793,6 +835,27 @@ impl ImapSession {
                     &tag,
                     charset.as_ref().map(|c| c.as_ref()),
                     criteria.as_ref(),
+                    uid,
+                    Some(options),
+                    out,
+                ),
+                Ok((
+                    _,
+                    Command {
+                        body:
+                            CommandBody::Sort {
+                                sort_criteria,
+                                charset,
+                                search_criteria,
+                                uid,
+                            },
+                        ..
+                    },
+                )) => self.sort(
+                    &tag,
+                    sort_criteria.as_ref(),
+                    charset.as_ref(),
+                    search_criteria.as_ref(),
                     uid,
                     Some(options),
                     out,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::*;
 use crate::testing::imap::{account, MockAuth, MockStore, PASSWORD, USER};
 
-fn info(tls: bool, allow_plaintext_auth: bool) -> ConnectionInfo {
+pub(super) fn info(tls: bool, allow_plaintext_auth: bool) -> ConnectionInfo {
     ConnectionInfo {
         peer: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
         tls,
@@ -17,17 +17,17 @@ fn info(tls: bool, allow_plaintext_auth: bool) -> ConnectionInfo {
     }
 }
 
-fn session_with(store: &Arc<MockStore>, conn: ConnectionInfo) -> ImapSession {
+pub(super) fn session_with(store: &Arc<MockStore>, conn: ConnectionInfo) -> ImapSession {
     ImapSession::new(conn, Arc::new(MockAuth), store.clone(), ImapLimits::default())
 }
 
-fn send(s: &mut ImapSession, input: &str) -> String {
+pub(super) fn send(s: &mut ImapSession, input: &str) -> String {
     let out = s.receive(input.as_bytes());
     String::from_utf8(out.bytes).unwrap()
 }
 
 /// A TLS session, logged in.
-fn logged_in(store: &Arc<MockStore>) -> ImapSession {
+pub(super) fn logged_in(store: &Arc<MockStore>) -> ImapSession {
     let mut s = session_with(store, info(true, false));
     s.greeting();
     let r = send(&mut s, &format!("a LOGIN {USER} {PASSWORD}\r\n"));
@@ -35,14 +35,14 @@ fn logged_in(store: &Arc<MockStore>) -> ImapSession {
     s
 }
 
-fn selected(store: &Arc<MockStore>) -> ImapSession {
+pub(super) fn selected(store: &Arc<MockStore>) -> ImapSession {
     let mut s = logged_in(store);
     let r = send(&mut s, "s SELECT INBOX\r\n");
     assert!(r.ends_with("s OK [READ-WRITE] SELECT completed\r\n"), "{r}");
     s
 }
 
-const MSG: &str = "From: Ann <ann@example.org>\r\nSubject: hello\r\n\r\nHi there\r\n";
+pub(super) const MSG: &str = "From: Ann <ann@example.org>\r\nSubject: hello\r\n\r\nHi there\r\n";
 
 #[test]
 fn greeting_and_capabilities_depend_on_tls() {
@@ -52,7 +52,8 @@ fn greeting_and_capabilities_depend_on_tls() {
     assert_eq!(
         g,
         "* OK [CAPABILITY IMAP4rev1 LITERAL+ SASL-IR STARTTLS LOGINDISABLED ID ENABLE IDLE \
-         NAMESPACE UNSELECT CHILDREN UIDPLUS MOVE SPECIAL-USE LIST-EXTENDED LIST-STATUS ESEARCH CONDSTORE APPENDLIMIT=52428800] \
+         NAMESPACE UNSELECT CHILDREN UIDPLUS MOVE SPECIAL-USE LIST-EXTENDED LIST-STATUS ESEARCH CONDSTORE SORT SORT=DISPLAY ESORT \
+         THREAD=ORDEREDSUBJECT THREAD=REFERENCES APPENDLIMIT=52428800] \
          mx.example.com Understudy IMAP4rev1 ready\r\n"
     );
     assert_eq!(
@@ -69,7 +70,8 @@ fn greeting_and_capabilities_depend_on_tls() {
     assert_eq!(
         r,
         "* CAPABILITY IMAP4rev1 LITERAL+ SASL-IR AUTH=PLAIN AUTH=LOGIN ID ENABLE IDLE \
-         NAMESPACE UNSELECT CHILDREN UIDPLUS MOVE SPECIAL-USE LIST-EXTENDED LIST-STATUS ESEARCH CONDSTORE APPENDLIMIT=52428800\r\n\
+         NAMESPACE UNSELECT CHILDREN UIDPLUS MOVE SPECIAL-USE LIST-EXTENDED LIST-STATUS ESEARCH CONDSTORE SORT SORT=DISPLAY ESORT \
+         THREAD=ORDEREDSUBJECT THREAD=REFERENCES APPENDLIMIT=52428800\r\n\
          c OK CAPABILITY completed\r\n"
     );
     // Trusted network: plaintext login allowed without TLS.
@@ -96,7 +98,8 @@ fn login_and_authenticate() {
     assert_eq!(
         r,
         "c OK [CAPABILITY IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT \
-         CHILDREN UIDPLUS MOVE SPECIAL-USE LIST-EXTENDED LIST-STATUS ESEARCH CONDSTORE APPENDLIMIT=52428800] Logged in\r\n"
+         CHILDREN UIDPLUS MOVE SPECIAL-USE LIST-EXTENDED LIST-STATUS ESEARCH CONDSTORE SORT SORT=DISPLAY ESORT \
+         THREAD=ORDEREDSUBJECT THREAD=REFERENCES APPENDLIMIT=52428800] Logged in\r\n"
     );
     assert_eq!(send(&mut s, "d LOGIN x y\r\n"), "d BAD Already authenticated\r\n");
 
@@ -750,7 +753,8 @@ fn starttls_discards_pipelined_plaintext() {
     assert_eq!(
         send(&mut s, "c CAPABILITY\r\n"),
         "* CAPABILITY IMAP4rev1 LITERAL+ SASL-IR AUTH=PLAIN AUTH=LOGIN ID ENABLE IDLE \
-         NAMESPACE UNSELECT CHILDREN UIDPLUS MOVE SPECIAL-USE LIST-EXTENDED LIST-STATUS ESEARCH CONDSTORE APPENDLIMIT=52428800\r\n\
+         NAMESPACE UNSELECT CHILDREN UIDPLUS MOVE SPECIAL-USE LIST-EXTENDED LIST-STATUS ESEARCH CONDSTORE SORT SORT=DISPLAY ESORT \
+         THREAD=ORDEREDSUBJECT THREAD=REFERENCES APPENDLIMIT=52428800\r\n\
          c OK CAPABILITY completed\r\n"
     );
     assert_eq!(send(&mut s, "d STARTTLS\r\n"), "d BAD TLS not available\r\n");

@@ -44,11 +44,13 @@ mod envelope;
 mod search;
 mod section;
 mod structure;
+mod summary;
 
 pub use envelope::envelope;
 pub use search::{is_content_key, matches_content};
 pub use section::section;
 pub use structure::body_structure;
+pub use summary::{base_subject, MessageSummary};
 
 /// A message split into its MIME entities, borrowing the stored bytes.
 pub struct ParsedMessage<'a> {

@@ -1,0 +1,63 @@
+//! SORT and THREAD through Python's `imapclient` over TLS, on mail delivered over SMTP
+//! (so the keys come from the summaries the store wrote with each body), from two
+//! connections (the second one served from the shared cache).
+
+use crate::harness::*;
+
+#[test]
+fn imapclient_sorts_and_threads_mail_delivered_over_smtp() {
+    let server = TestServer::start();
+    let script = r#"
+import imapclient, ssl, sys, smtplib
+CA, PORT, PORT_SMTP = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+mails = [
+    ("Zed <zed@example.net>", "Lunch", "<1@x>", "", "10:00"),
+    ("amy@example.net", "Re: Lunch", "<2@x>", "<1@x>", "11:00"),
+    ("Carol <carol@example.net>", "Budget", "<3@x>", "", "09:00"),
+    ("bob@example.net", "Re: Re: Lunch", "<4@x>", "<1@x> <2@x>", "12:00"),
+    ("Carol <carol@example.net>", "Re: [fin] Budget", "<5@x>", "<3@x>", "08:00"),
+]
+with smtplib.SMTP("127.0.0.1", PORT_SMTP, timeout=30) as s:
+    for sender, subject, mid, refs, time in mails:
+        head = "From: %s\r\nTo: anna@example.com\r\nSubject: %s\r\nMessage-ID: %s\r\n" % (sender, subject, mid)
+        if refs:
+            head += "References: %s\r\n" % refs
+        head += "Date: Tue, 2 Jan 2024 %s:00 +0100\r\n\r\nhello\r\n" % time
+        s.sendmail("sender@example.net", ["anna@example.com"], head.encode())
+ctx = ssl.create_default_context(cafile=CA)
+for n in (1, 2):
+    c = imapclient.IMAPClient("127.0.0.1", port=PORT, ssl=True, ssl_context=ctx, timeout=30)
+    c.login("anna@example.com", "Correct1horse")
+    if n == 1:
+        print("caps", sorted(x.decode() for x in c.capabilities() if x.startswith((b"SORT", b"THREAD", b"ESORT"))))
+    c.select_folder("INBOX", readonly=True)
+    print(n, "date", c.sort(["DATE"]))
+    print(n, "subject", c.sort(["REVERSE", "SUBJECT", "DATE"]))
+    print(n, "from", c.sort(["FROM"], ["NOT", "SUBJECT", "budget"]))
+    print(n, "references", c.thread("REFERENCES"))
+    print(n, "orderedsubject", c.thread("ORDEREDSUBJECT"))
+    c.logout()
+"#;
+    let out = python_ok(
+        script,
+        &[
+            ca_cert().display().to_string(),
+            server.addr("imaps").port().to_string(),
+            server.addr("smtp").port().to_string(),
+        ],
+    );
+    let expected = "caps ['ESORT', 'SORT', 'SORT=DISPLAY', 'THREAD=ORDEREDSUBJECT', 'THREAD=REFERENCES']\n";
+    assert!(out.starts_with(expected), "{out}");
+    for n in [1, 2] {
+        for (what, result) in [
+            ("date", "[5, 3, 1, 2, 4]"),
+            ("subject", "[1, 2, 4, 5, 3]"),
+            ("from", "[2, 4, 1]"),
+            ("references", "((3, 5), (1, 2, 4))"),
+            ("orderedsubject", "((5, 3), (1, (2,), (4,)))"),
+        ] {
+            let line = format!("{n} {what} {result}");
+            assert!(out.lines().any(|l| l == line), "no {line:?} in:\n{out}");
+        }
+    }
+}
