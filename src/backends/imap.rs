@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use understudy_protocol::imap::backend::{
     BackendError, Change, ChangeKind, Flags, ImapBackend, MailboxId, MailboxInfo, MessageMeta,
-    MessageSummary, SpecialUse, Spool, StoreOp,
+    MessageSummary, Quota, SpecialUse, Spool, StoreOp,
 };
 use understudy_protocol::Account;
 use understudy_storage as storage;
@@ -136,6 +136,7 @@ fn info(m: &Mailbox) -> MailboxInfo {
         uid_next: m.uid_next,
         highest_modseq: m.highest_modseq,
         exists: m.exists,
+        size: m.size,
         unseen: m.unseen,
         recent_uid: m.recent_uid,
     }
@@ -281,6 +282,22 @@ impl ImapBackend for ImapStore {
         self.summaries
             .get(&self.store, account.id, mailbox, uids)
             .map_err(error)
+    }
+
+    fn quota(&self, account: &Account) -> Result<Option<Quota>, BackendError> {
+        let Some(limit_bytes) = self
+            .store
+            .user(account.id)
+            .map_err(error)?
+            .and_then(|u| u.quota_bytes)
+        else {
+            return Ok(None);
+        };
+        let (_, used_bytes) = self.store.usage(account.id).map_err(error)?;
+        Ok(Some(Quota {
+            limit_bytes,
+            used_bytes,
+        }))
     }
 
     fn spool(&self, _account: &Account, size: usize) -> Option<Box<dyn Spool>> {

@@ -61,3 +61,54 @@ for n in (1, 2):
         }
     }
 }
+
+#[test]
+fn imapclient_reads_the_quota_the_administrator_set_and_mailbox_sizes() {
+    let server = TestServer::start();
+    crate::pop3::deliver_samples(&server, 3);
+    let script = r#"
+import imapclient, ssl, sys
+CA, PORT, step = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+ctx = ssl.create_default_context(cafile=CA)
+c = imapclient.IMAPClient("127.0.0.1", port=PORT, ssl=True, ssl_context=ctx, timeout=30)
+c.login("anna@example.com", "Correct1horse")
+roots, quotas = c.get_quota_root("INBOX")
+print(step, "root", roots.mailbox, roots.quota_roots)
+print(step, "quotas", [(q.quota_root, q.resource, q.usage, q.limit) for q in quotas])
+size = c.folder_status("INBOX", ["MESSAGES", "SIZE"])
+c.select_folder("INBOX", readonly=True)
+fetched = sum(d[b"RFC822.SIZE"] for d in c.fetch(c.search(), ["RFC822.SIZE"]).values())
+print(step, "size", size[b"MESSAGES"], size[b"SIZE"] == fetched)
+print(step, "kib", -(-size[b"SIZE"] // 1024))
+c.logout()
+"#;
+    let args = |step: &str| {
+        vec![
+            ca_cert().display().to_string(),
+            server.addr("imaps").port().to_string(),
+            step.to_string(),
+        ]
+    };
+    let before = python_ok(script, &args("before"));
+    server.admin_ok(&["user", "set", "anna@example.com", "--quota", "2097152"]);
+    let after = python_ok(script, &args("after"));
+    // Use in KiB rounded up, as STATUS SIZE counts it.
+    let kib = after
+        .lines()
+        .find_map(|l| l.strip_prefix("after kib "))
+        .unwrap_or_else(|| panic!("{after}"));
+    let quotas = format!("after quotas [('', 'STORAGE', {kib}, 2048)]");
+    for line in [
+        "before root INBOX []",
+        "before quotas []",
+        "before size 3 True",
+        "after root INBOX ['']",
+        &quotas,
+        "after size 3 True",
+    ] {
+        assert!(
+            before.lines().chain(after.lines()).any(|l| l == line),
+            "no {line:?} in:\n{before}{after}"
+        );
+    }
+}

@@ -23,6 +23,8 @@ pub struct MailboxInfo {
     pub uid_next: u32,
     pub highest_modseq: u64,
     pub exists: u32,
+    /// Sum of the messages' RFC822.SIZE (STATUS SIZE, RFC 8438).
+    pub size: u64,
     pub unseen: u32,
     /// Lowest UID no session has claimed as `\Recent` yet (STATUS RECENT counts from it).
     pub recent_uid: u32,
@@ -138,6 +140,13 @@ pub struct MessageMeta {
     pub size: u32,
 }
 
+/// An account's storage quota: octets allowed and octets used over all mailboxes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Quota {
+    pub limit_bytes: u64,
+    pub used_bytes: u64,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ChangeKind {
     Added,
@@ -248,6 +257,11 @@ pub trait ImapBackend: Send + Sync {
             }
         }
         Ok(out)
+    }
+    /// The account's storage limit and use (QUOTA, RFC 9208): one quota root for all
+    /// of the user's mailboxes. `None`: the account has no limit.
+    fn quota(&self, _account: &Account) -> Result<Option<Quota>, BackendError> {
+        Ok(None)
     }
     /// Stores a message; returns (uidvalidity, uid). `TooBig`/`OverQuota` refuse it.
     fn append(

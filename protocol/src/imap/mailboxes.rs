@@ -378,18 +378,20 @@ impl ImapSession {
         // DELETED needs each message's flags; RECENT only when some message may still be
         // unclaimed (a mailbox nobody selected since new mail came).
         let needs_messages = items.iter().any(|i| match i {
-            StatusDataItemName::Deleted => true,
+            StatusDataItemName::Deleted | StatusDataItemName::DeletedStorage => true,
             StatusDataItemName::Recent => info.recent_uid < info.uid_next,
             _ => false,
         });
-        let (deleted, recent) = if needs_messages {
+        let (deleted, deleted_storage, recent) = if needs_messages {
             let (_, metas) = self.store.messages(account, info.id)?;
+            let deleted = || metas.iter().filter(|m| m.flags.has(Flags::DELETED));
             (
-                metas.iter().filter(|m| m.flags.has(Flags::DELETED)).count(),
+                deleted().count(),
+                deleted().map(|m| u64::from(m.size)).sum::<u64>(),
                 metas.iter().filter(|m| m.uid >= info.recent_uid).count(),
             )
         } else {
-            (0, 0)
+            (0, 0, 0)
         };
         let mut parts: Vec<String> = Vec::new();
         for item in items {
@@ -401,10 +403,14 @@ impl ImapSession {
                 StatusDataItemName::UidValidity => parts.push(format!("UIDVALIDITY {}", info.uid_validity)),
                 StatusDataItemName::Unseen => parts.push(format!("UNSEEN {}", info.unseen)),
                 StatusDataItemName::Deleted => parts.push(format!("DELETED {deleted}")),
+                // RFC 8438 and RFC 9208 §4.2.2 (what EXPUNGE would free).
+                StatusDataItemName::Size => parts.push(format!("SIZE {}", info.size)),
+                StatusDataItemName::DeletedStorage => {
+                    parts.push(format!("DELETED-STORAGE {deleted_storage}"))
+                }
                 StatusDataItemName::HighestModSeq => {
                     parts.push(format!("HIGHESTMODSEQ {}", info.highest_modseq))
                 }
-                _ => {}
             }
         }
         out.extend_from_slice(b"* STATUS ");

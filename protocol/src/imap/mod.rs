@@ -11,7 +11,8 @@
 //!                  │                                             Selected ── IDLE ⇄ DONE
 //!                  └────────────── LOGOUT (any state) ──────────> Logout
 //! ```
-//! (RFC 3501 §3 and §6; SORT, THREAD RFC 5256, 5957, 5267; IDLE RFC 2177; ENABLE RFC 5161; CONDSTORE RFC 7162 §3.1;
+//! (RFC 3501 §3 and §6; SORT, THREAD RFC 5256, 5957, 5267; QUOTA RFC 9208; STATUS=SIZE
+//! RFC 8438; IDLE RFC 2177; ENABLE RFC 5161; CONDSTORE RFC 7162 §3.1;
 //! UIDPLUS RFC 4315; MOVE RFC 6851; SPECIAL-USE RFC 6154; LITERAL+ RFC 7888; ID RFC 2971;
 //! NAMESPACE RFC 2342; UNSELECT RFC 3691; CHILDREN RFC 3348; APPENDLIMIT RFC 7889.)
 //!
@@ -35,6 +36,7 @@
 //! | `search.rs` | SEARCH, UID SEARCH, ESEARCH |
 //! | `sort.rs` | SORT, UID SORT, SORT=DISPLAY keys, ESORT (`SORT RETURN`) |
 //! | `thread.rs` | THREAD, UID THREAD (ORDEREDSUBJECT, REFERENCES) |
+//! | `quota.rs` | GETQUOTA, GETQUOTAROOT, SETQUOTA (refused) |
 //! | `copy_move.rs` | COPY, UID COPY, MOVE, UID MOVE |
 //! | `expunge.rs` | EXPUNGE, UID EXPUNGE |
 //! | `mod.rs` | CAPABILITY, NOOP, CHECK, LOGOUT, ID, ENABLE, NAMESPACE, STARTTLS |
@@ -52,7 +54,7 @@
 //! SORT and THREAD (RFC 5256), SORT=DISPLAY (RFC 5957) and ESORT (RFC 5267) read the
 //! per-message keys the store keeps beside each body (`message::MessageSummary`).
 //!
-//! Not offered (so not advertised): QRESYNC, BINARY, COMPRESS, QUOTA, METADATA,
+//! Not offered (so not advertised): QRESYNC, BINARY, COMPRESS, QUOTASET, METADATA,
 //! CONTEXT=SEARCH/SORT, UTF8=ACCEPT, multi-APPEND, SEARCHRES (`RETURN (SAVE)`).
 
 mod append;
@@ -66,6 +68,7 @@ mod idle;
 mod login;
 mod mailboxes;
 pub mod message;
+mod quota;
 mod search;
 mod session_trait;
 mod sort;
@@ -73,6 +76,9 @@ mod store;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests;
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests_quota;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests_sort_thread;
@@ -98,8 +104,8 @@ use crate::sasl::{self, SaslError};
 use crate::session::{Action, ConnectionInfo, Goodbye, Output, READ_CHUNK};
 
 pub use backend::{
-    BackendError, Change, ChangeKind, Flags, ImapBackend, MailboxId, MailboxInfo, MessageMeta, SpecialUse,
-    Spool, StoreOp,
+    BackendError, Change, ChangeKind, Flags, ImapBackend, MailboxId, MailboxInfo, MessageMeta, Quota,
+    SpecialUse, Spool, StoreOp,
 };
 
 use extended::{Extended, ListCommand};
@@ -484,7 +490,7 @@ impl ImapSession {
         caps.push_str(
             " ID ENABLE IDLE NAMESPACE UNSELECT CHILDREN UIDPLUS MOVE SPECIAL-USE LIST-EXTENDED \
              LIST-STATUS ESEARCH CONDSTORE SORT SORT=DISPLAY ESORT THREAD=ORDEREDSUBJECT \
-             THREAD=REFERENCES",
+             THREAD=REFERENCES STATUS=SIZE QUOTA QUOTA=RES-STORAGE",
         );
         caps.push_str(&format!(" APPENDLIMIT={}", self.limits.max_literal));
         caps
@@ -701,15 +707,10 @@ impl ImapSession {
                 uid,
                 out,
             ),
-            (
-                _,
-                C::Compress { .. }
-                | C::GetQuota { .. }
-                | C::GetQuotaRoot { .. }
-                | C::SetQuota { .. }
-                | C::SetMetadata { .. }
-                | C::GetMetadata { .. },
-            ) => {
+            (_, C::GetQuota { root }) => self.get_quota(tag, root.as_ref(), out),
+            (_, C::GetQuotaRoot { mailbox }) => self.get_quota_root(tag, &mailbox, out),
+            (_, C::SetQuota { .. }) => no(out, tag, "[NOPERM] Quotas are set by the administrator"),
+            (_, C::Compress { .. } | C::SetMetadata { .. } | C::GetMetadata { .. }) => {
                 return self.bad(out, tag, "Command not supported");
             }
             (P::Authenticated, _) => {

@@ -5,8 +5,8 @@ use std::sync::{Arc, Mutex};
 
 use crate::auth::{AccessLevel, Account, AuthBackend, AuthError, Credentials};
 use crate::imap::{
-    BackendError, Change, ChangeKind, Flags, ImapBackend, MailboxId, MailboxInfo, MessageMeta, SpecialUse,
-    StoreOp,
+    BackendError, Change, ChangeKind, Flags, ImapBackend, MailboxId, MailboxInfo, MessageMeta, Quota,
+    SpecialUse, StoreOp,
 };
 
 pub const USER: &str = "tim@example.com";
@@ -45,6 +45,8 @@ pub struct MockState {
     pub subscriptions: Vec<String>,
     pub next_id: u64,
     pub calls: Vec<String>,
+    /// The account's quota in octets (QUOTA), none by default.
+    pub quota_limit: Option<u64>,
 }
 
 /// One account's mailboxes in memory, shared by every session of a test.
@@ -60,6 +62,7 @@ impl MockStore {
                 subscriptions: Vec::new(),
                 next_id: 1,
                 calls: Vec::new(),
+                quota_limit: None,
             }),
         };
         let a = account();
@@ -111,6 +114,7 @@ impl MockMailbox {
 
     fn refresh(&mut self) {
         self.info.exists = self.messages.len() as u32;
+        self.info.size = self.messages.iter().map(|m| u64::from(m.0.size)).sum();
         self.info.unseen = self
             .messages
             .iter()
@@ -229,6 +233,7 @@ impl ImapBackend for MockStore {
             uid_next: 1,
             highest_modseq: 1,
             exists: 0,
+            size: 0,
             unseen: 0,
             recent_uid: 1,
         };
@@ -449,6 +454,14 @@ impl ImapBackend for MockStore {
         let moved: Vec<u32> = pairs.iter().map(|p| p.0).collect();
         self.expunge(a, from, &moved)?;
         Ok((validity, pairs))
+    }
+    fn quota(&self, _: &Account) -> Result<Option<Quota>, BackendError> {
+        let st = self.state.lock().unwrap();
+        let used_bytes = st.mailboxes.iter().map(|m| m.info.size).sum();
+        Ok(st.quota_limit.map(|limit_bytes| Quota {
+            limit_bytes,
+            used_bytes,
+        }))
     }
     fn expunge(&self, _: &Account, mailbox: MailboxId, uids: &[u32]) -> Result<Vec<u32>, BackendError> {
         let mut st = self.state.lock().unwrap();
