@@ -138,6 +138,7 @@ fn step(store: &Store, users: &[u64], rng: &mut Rng) {
                     mail_from: "someone@elsewhere.example".into(),
                     recipients: vec![("anna@example.com".into(), Some(users[0]))],
                     next_attempt: 0,
+                    sent_copy: false,
                 }]
             } else {
                 Vec::new()
