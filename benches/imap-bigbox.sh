@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # IMAP big-mailbox benchmark: fills one INBOX with COUNT (default 100,000) small messages
 # over SMTP, then times SELECT and `UID FETCH 1:* (FLAGS)` (what Outlook sends on every
-# sync), a STORE over all of them, SEARCH UNSEEN and a CHANGEDSINCE fetch, and prints the
+# sync), a STORE over all of them, SEARCH UNSEEN, a CHANGEDSINCE fetch, SORT and THREAD on two
+# fresh connections (what a webmail sends per page), and prints the
 # release server's RSS. Plain IMAP on loopback (LOGIN allowed there by plaintext_networks).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,9 +1,11 @@
 """Big-mailbox IMAP benchmark client: fills one user's INBOX over SMTP, then times what
 Outlook does on every sync of a large folder (SELECT, UID FETCH 1:* (FLAGS)) and what a
-CONDSTORE client does instead (CHANGEDSINCE), printing seconds and the server's RSS.
+CONDSTORE client does instead (CHANGEDSINCE), then what a webmail does to show a page of
+the folder (SORT by date and by subject, THREAD), printing seconds and the server's RSS.
 
     python3 imap_bigbox.py SMTP_PORT IMAP_PORT USER PASSWORD COUNT SERVER_PID
 """
+import email.utils
 import imaplib
 import multiprocessing
 import smtplib
@@ -12,9 +14,15 @@ import time
 
 
 def message(i):
+    # Dates out of arrival order, a reply to an earlier message now and then, a few
+    # dozen senders and subjects: SORT and THREAD have real work to do.
+    date = email.utils.formatdate(1_790_000_000 + (i * 7919) % 1_000_003 * 60)
+    refs = f"References: <big{i // 3}@example.net>\r\n" if i % 3 else ""
+    reply = "Re: " if i % 3 else ""
     return (
-        f"From: Sender <sender@example.net>\r\nTo: {USER}\r\nSubject: message {i}\r\n"
-        f"Message-ID: <big{i}@example.net>\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\n\r\n"
+        f"From: Sender {i % 37} <sender{i % 37}@example.net>\r\nTo: {USER}\r\n"
+        f"Subject: {reply}message {i - i % 3}\r\nMessage-ID: <big{i}@example.net>\r\n{refs}"
+        f"Date: {date}\r\n\r\n"
         + "body line\r\n" * 20
     ).encode()
 
@@ -45,6 +53,38 @@ def memory_breakdown(pid):
             elif line.startswith("Rss:"):
                 file = int(line.split()[1])
     return f"anonymous {anon} kB, other {file - anon} kB"
+
+
+def raw_command(sock, tag, command):
+    """Seconds until the tagged reply, and the octets of the reply."""
+    t0 = time.perf_counter()
+    sock.sendall(b"%s %s\r\n" % (tag, command))
+    data = b""
+    end = b"\r\n" + tag + b" "
+    while True:
+        chunk = sock.recv(1 << 20)
+        if not chunk:
+            break
+        data += chunk
+        if end in data and data.endswith(b"\r\n"):
+            break
+    return time.perf_counter() - t0, data
+
+
+def webmail_commands(imap_port, password, label):
+    """A fresh connection, as a webmail opens one per page, then what it sends."""
+    w = imaplib.IMAP4("127.0.0.1", imap_port, timeout=600)
+    w.login(USER, password)
+    w.select("INBOX", readonly=True)
+    sock = w.socket()
+    for n, command in enumerate([b"UID SORT (REVERSE DATE) UTF-8 ALL", b"UID SORT (REVERSE DATE) UTF-8 ALL",
+                                 b"SORT RETURN (ALL COUNT) (REVERSE ARRIVAL) UTF-8 ALL",
+                                 b"UID SORT (SUBJECT DATE) UTF-8 ALL", b"UID SORT (DISPLAYFROM) UTF-8 ALL",
+                                 b"UID THREAD REFERENCES UTF-8 ALL", b"UID THREAD ORDEREDSUBJECT UTF-8 ALL"]):
+        took, data = raw_command(sock, b"W%d" % n, command)
+        first = data.split(b"\r\n", 1)[0]
+        print(f"{label} {command.decode()}: {took:.3f}s ({len(data)} octets, starts {first[:40].decode()!r})", flush=True)
+    w.logout()
 
 
 def timed(label, fn):
@@ -93,5 +133,9 @@ if __name__ == "__main__":
     typ, data = timed("UID SEARCH UNSEEN", lambda: m.uid("SEARCH", None, "UNSEEN"))
     typ, data = timed("UID FETCH 1:* (FLAGS) (CHANGEDSINCE 1) with nothing new",
                       lambda: m.uid("FETCH", "1:*", "(FLAGS) (CHANGEDSINCE 999999999)"))
+    print(f"server VmRSS before SORT: {rss_kb(pid)} kB", flush=True)
+    # The first connection reads the keys from the store; the second finds them cached.
+    webmail_commands(imap_port, password, "first connection")
+    webmail_commands(imap_port, password, "second connection")
     print(f"server VmRSS at the end: {rss_kb(pid)} kB", flush=True)
     m.logout()

@@ -163,6 +163,7 @@ mod tests {
             stdin: true,
             force_reset: false,
             password_hash: Some("$argon2id$secret".into()),
+            password_traits: None,
         }))
         .unwrap();
         assert_eq!(a.action, "user passwd");
@@ -177,10 +178,15 @@ mod tests {
             (a.action.as_str(), a.target.as_str()),
             ("outage start", "example.com")
         );
-        assert!(describe(&Command::User(UserCommand::List { domain: None })).is_none());
+        assert!(describe(&Command::User(UserCommand::List {
+            domain: None,
+            format: Default::default(),
+        }))
+        .is_none());
         assert!(describe(&Command::Outage(OutageCommand::Status {
             domain: None,
-            history: false
+            history: false,
+            format: Default::default(),
         }))
         .is_none());
     }

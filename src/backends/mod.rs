@@ -5,3 +5,4 @@
 pub mod imap;
 pub mod pop3;
 pub mod smtp;
+mod summaries;

@@ -21,12 +21,14 @@ use crate::keys::*;
 use crate::notify::Notifier;
 
 /// Version of the on-disk layout this binary reads and writes.
-pub const SCHEMA_VERSION: u32 = 1;
+/// 2: subscriptions in their own column family (`subscriptions.rs`), no longer a flag in
+/// each mailbox record; a version 1 database is migrated when opened.
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// A raw key and value read from RocksDB.
 pub(crate) type KeyValue = (Box<[u8]>, Box<[u8]>);
 
-const SCHEMA_KEY: &[u8] = b"schema_version";
+pub(crate) const SCHEMA_KEY: &[u8] = b"schema_version";
 const LOCK_STRIPES: usize = 1024;
 const OUTER_LOCK_STRIPES: usize = 64;
 
@@ -77,6 +79,10 @@ pub struct Store {
     pub(crate) inner: Arc<Inner>,
 }
 
+/// Turns a message body into the summary kept beside it (`CF_SUMMARIES`). The store
+/// does not know what is in it; the server wires in the IMAP crate's SORT/THREAD keys.
+pub type Summariser = Arc<dyn Fn(&[u8]) -> Vec<u8> + Send + Sync>;
+
 pub(crate) struct Inner {
     pub db: DB,
     pub path: PathBuf,
@@ -103,6 +109,8 @@ pub(crate) struct Inner {
     pub(crate) accounts_cache: Mutex<crate::accounts::AccountsCache>,
     /// Outage states read on every delivery (`outage.rs`).
     pub(crate) outage_cache: Mutex<crate::outage::OutageCache>,
+    /// Computes a body's summary when the body is first written (`Store::set_summariser`).
+    pub(crate) summariser: std::sync::OnceLock<Summariser>,
     db_options: Options,
     /// Held (see [`lock_dir`]) for as long as the store is open; last, so it is
     /// released after the database is closed.
@@ -233,6 +241,13 @@ impl Store {
                         supported: SCHEMA_VERSION,
                     });
                 }
+                if found < 2 {
+                    let moved = crate::subscriptions::migrate_from_v1(&db)?;
+                    tracing::info!(
+                        moved,
+                        "store: schema 1 -> 2, subscriptions moved out of the mailbox records"
+                    );
+                }
             }
             None if existed => {
                 return Err(StoreError::NotUnderstudy {
@@ -274,6 +289,7 @@ impl Store {
                 inbox_ids: Mutex::new(HashMap::new()),
                 accounts_cache: Mutex::new(Default::default()),
                 outage_cache: Mutex::new(Default::default()),
+                summariser: std::sync::OnceLock::new(),
                 db_options: db_opts,
                 _lock: lock,
             }),
@@ -559,9 +575,10 @@ pub(crate) fn decode<T: DeserializeOwned>(cf: &'static str, bytes: &[u8]) -> Sto
 const LOCK_FILE: &str = "understudy.lock";
 
 /// Takes the database directory's lock, or fails with `StoreError::Locked` when another
-/// open store (in this process or another) holds it.
+/// open store (in this process or another) holds it. The holder writes its pid into the
+/// lock file, so the refusal can name it.
 fn lock_dir(dir: &Path, path_text: &str) -> StoreResult<fs::File> {
-    let file = fs::OpenOptions::new()
+    let mut file = fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
@@ -569,18 +586,30 @@ fn lock_dir(dir: &Path, path_text: &str) -> StoreResult<fs::File> {
         .open(dir.join(LOCK_FILE))?;
     #[cfg(unix)]
     {
+        use std::io::{Read, Seek, Write};
         use std::os::fd::AsRawFd;
         // SAFETY: flock takes a descriptor this function owns and no pointers.
         let taken = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
         if !taken {
             let error = std::io::Error::last_os_error();
             if error.kind() == std::io::ErrorKind::WouldBlock {
+                let mut text = String::new();
+                let pid = file
+                    .read_to_string(&mut text)
+                    .ok()
+                    .and_then(|_| text.trim().parse().ok());
                 return Err(StoreError::Locked {
                     path: path_text.to_string(),
+                    pid,
                 });
             }
             return Err(error.into());
         }
+        // Only the holder writes, so nobody reads a half-written pid for long; a reader
+        // that does just names no pid.
+        file.set_len(0)?;
+        file.seek(std::io::SeekFrom::Start(0))?;
+        write!(file, "{}", std::process::id())?;
     }
     Ok(file)
 }

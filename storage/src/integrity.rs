@@ -126,6 +126,17 @@ impl Store {
                 ));
             }
         }
+        let summaries_cf = self.cf(CF_SUMMARIES)?;
+        for item in snapshot.iterator_cf(&summaries_cf, rocksdb::IteratorMode::Start) {
+            let (k, _) = item?;
+            let known = BlobId::try_from(&k[..]).is_ok_and(|blob| stored.binary_search(&blob).is_ok());
+            if !known {
+                problem(format!(
+                    "summary {} of a body that is not stored",
+                    hex::encode(&k)
+                ));
+            }
+        }
         for blob in &stored {
             if !references.contains_key(blob) {
                 problem(format!(

@@ -8,6 +8,7 @@
 //! | users       | user id (u64)                         | `User` JSON                |
 //! | addresses   | domain 0x00 local-part                | `AddressEntry` JSON        |
 //! | mailboxes   | user id (u64) mailbox id (u64)        | `Mailbox` JSON             |
+//! | subscriptions | user id (u64) mailbox name (UTF-8)  | empty                      |
 //! | messages    | mailbox id (u64) uid (u32)            | `MessageRecord` JSON       |
 //! | changes     | mailbox id (u64) modseq (u64)         | `ChangeRecord` JSON        |
 //! | blobs       | sha-256 of body                       | body octets                |
@@ -20,16 +21,23 @@
 //! | admins      | administrator name                    | `AdminAccount` JSON        |
 //! | api_tokens  | sha-256 of the token                  | `ApiToken` JSON            |
 //! | audit       | time (i64, offset) sequence (u64)     | `AuditEntry` JSON          |
+//! | logins      | user id (u64) protocol                | last login time (i64)      |
+//! | recoverable | tracking id (u64) queue id (u64)      | `Recoverable` JSON         |
 
 pub const CF_META: &str = "meta";
 pub const CF_DOMAINS: &str = "domains";
 pub const CF_USERS: &str = "users";
 pub const CF_ADDRESSES: &str = "addresses";
 pub const CF_MAILBOXES: &str = "mailboxes";
+/// A user's subscribed mailbox names, kept apart from the mailboxes (`subscriptions.rs`).
+pub const CF_SUBSCRIPTIONS: &str = "subscriptions";
 pub const CF_MESSAGES: &str = "messages";
 pub const CF_CHANGES: &str = "changes";
 pub const CF_BLOBS: &str = "blobs";
 pub const CF_BLOB_REFS: &str = "blob_refs";
+/// Per body (SHA-256): a small summary of its header that the caller's summariser
+/// computed when the body was first written (IMAP SORT and THREAD keys), opaque here.
+pub const CF_SUMMARIES: &str = "summaries";
 pub const CF_QUEUE: &str = "queue";
 pub const CF_QUEUE_DUE: &str = "queue_due";
 pub const CF_TRACKING: &str = "tracking";
@@ -39,6 +47,12 @@ pub const CF_OUTAGE_HISTORY: &str = "outage_history";
 pub const CF_ADMINS: &str = "admins";
 pub const CF_API_TOKENS: &str = "api_tokens";
 pub const CF_AUDIT: &str = "audit";
+/// Each user's last login per protocol (`logins.rs`).
+pub const CF_LOGINS: &str = "logins";
+/// Relay copies not redelivered because the user deleted the message during the
+/// outage, kept (with their body) until retention so an admin can still redeliver them
+/// (`recoverable.rs`).
+pub const CF_RECOVERABLE: &str = "recoverable";
 
 pub const ALL_CFS: &[&str] = &[
     CF_META,
@@ -46,10 +60,12 @@ pub const ALL_CFS: &[&str] = &[
     CF_USERS,
     CF_ADDRESSES,
     CF_MAILBOXES,
+    CF_SUBSCRIPTIONS,
     CF_MESSAGES,
     CF_CHANGES,
     CF_BLOBS,
     CF_BLOB_REFS,
+    CF_SUMMARIES,
     CF_QUEUE,
     CF_QUEUE_DUE,
     CF_TRACKING,
@@ -59,6 +75,8 @@ pub const ALL_CFS: &[&str] = &[
     CF_ADMINS,
     CF_API_TOKENS,
     CF_AUDIT,
+    CF_LOGINS,
+    CF_RECOVERABLE,
 ];
 
 pub fn u64_key(a: u64) -> [u8; 8] {

@@ -247,6 +247,7 @@ fn queue_copy_keeps_body_until_redelivered() {
                 mail_from: "x@example.net".into(),
                 recipients: vec![("anna@example.com".into(), Some(anna.id))],
                 next_attempt: 0,
+                sent_copy: false,
             }],
             message_id: Some("<q@x>".into()),
             summary: "test".into(),
@@ -469,6 +470,7 @@ fn retention_removes_old_mail_from_mailboxes_but_not_from_the_queue() {
                 mail_from: "x@example.net".into(),
                 recipients: vec![("anna@example.com".into(), Some(anna.id))],
                 next_attempt: 0,
+                sent_copy: false,
             }],
             message_id: None,
             summary: "old".into(),
@@ -542,6 +544,43 @@ fn account_changes_are_seen_at_once_despite_the_cache() {
 }
 
 #[test]
+fn a_body_summary_is_written_with_the_body_shared_by_copies_and_freed_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, anna) = with_user(dir.path());
+    // Before a summariser is set: no summary, and one can be added afterwards.
+    let old = b"Subject: old\r\n\r\nwritten before summaries\r\n";
+    let (_, inbox, old_uid) = deliver(&store, vec![anna.id], old).stored[0];
+    assert_eq!(store.summaries(anna.id, inbox, &[old_uid]).unwrap()[0].2, None);
+    store.set_summariser(Arc::new(|body: &[u8]| body[..9].to_vec()));
+    store.put_summary(&blob_id(old), b"late").unwrap();
+
+    let body = b"Subject: new\r\n\r\nsummarised when written\r\n";
+    let (_, _, uid) = deliver(&store, vec![anna.id], body).stored[0];
+    let archive = store.mailbox_by_name(anna.id, "Archive").unwrap().unwrap();
+    let (_, map) = store.copy(anna.id, inbox, &[uid], archive.id).unwrap();
+    let got = store.summaries(anna.id, inbox, &[uid, 999, old_uid]).unwrap();
+    assert_eq!(
+        got,
+        vec![
+            (uid, blob_id(body), Some(b"Subject: ".to_vec())),
+            (old_uid, blob_id(old), Some(b"late".to_vec())),
+        ]
+    );
+    assert_eq!(
+        store.summaries(anna.id, archive.id, &[map[0].1]).unwrap()[0].2,
+        Some(b"Subject: ".to_vec())
+    );
+    store.expunge(anna.id, inbox, &[uid, old_uid]).unwrap();
+    assert!(store.check_integrity().unwrap().is_ok());
+    store.expunge(anna.id, archive.id, &[map[0].1]).unwrap();
+    // Gone with the last copy; a late summary for a body that is gone is not written.
+    store.put_summary(&blob_id(body), b"too late").unwrap();
+    let report = store.check_integrity().unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
+    assert!(store.summaries(anna.id, inbox, &[uid]).unwrap().is_empty());
+}
+
+#[test]
 fn move_into_the_same_mailbox_gives_a_new_uid_and_keeps_the_body() {
     // RFC 6851 allows it; the store used to refuse it (issue 14 defect 9).
     let dir = tempfile::tempdir().unwrap();
@@ -558,4 +597,116 @@ fn move_into_the_same_mailbox_gives_a_new_uid_and_keeps_the_body() {
         b"Subject: x\r\n\r\nbody\r\n"
     );
     assert!(store.check_integrity().unwrap().is_ok());
+}
+
+#[test]
+fn subscriptions_outlive_delete_follow_rename_and_go_with_the_user() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, anna) = with_user(dir.path());
+    let defaults: Vec<String> = {
+        let mut names: Vec<String> = DEFAULT_MAILBOXES.iter().map(|(n, _)| n.to_string()).collect();
+        names.sort();
+        names
+    };
+    assert_eq!(store.subscriptions(anna.id).unwrap(), defaults);
+    // CREATE does not subscribe; SUBSCRIBE needs the mailbox.
+    store.create_mailbox(anna.id, "Work", None).unwrap();
+    store.create_mailbox(anna.id, "Work/2024", None).unwrap();
+    assert_eq!(store.subscriptions(anna.id).unwrap(), defaults);
+    assert!(matches!(
+        store.set_subscribed(anna.id, "Nowhere", true),
+        Err(StoreError::NotFound(_))
+    ));
+    store.set_subscribed(anna.id, "Work", true).unwrap();
+    store.set_subscribed(anna.id, "Work/2024", true).unwrap();
+    store.set_subscribed(anna.id, "inbox", false).unwrap();
+    // RENAME moves the subscriptions of the mailbox and its children.
+    store.rename_mailbox(anna.id, "Work", "Jobs").unwrap();
+    let names = store.subscriptions(anna.id).unwrap();
+    assert!(names.contains(&"Jobs".to_string()) && names.contains(&"Jobs/2024".to_string()));
+    assert!(
+        !names.iter().any(|n| n.starts_with("Work") || n == "INBOX"),
+        "{names:?}"
+    );
+    // DELETE leaves the subscription (RFC 3501 §6.3.9), which survives a reopen and can
+    // still be removed.
+    store.delete_mailbox(anna.id, "Jobs/2024").unwrap();
+    drop(store);
+    let store = open(dir.path());
+    let (mailboxes, names) = store.mailboxes_and_subscriptions(anna.id).unwrap();
+    assert!(!mailboxes.iter().any(|m| m.name == "Jobs/2024"));
+    assert!(names.contains(&"Jobs/2024".to_string()), "{names:?}");
+    store.set_subscribed(anna.id, "Jobs/2024", false).unwrap();
+    assert!(matches!(
+        store.set_subscribed(anna.id, "Jobs/2024", false),
+        Err(StoreError::NotFound(_))
+    ));
+    store.remove_user("anna@example.com").unwrap();
+    assert!(store.subscriptions(anna.id).unwrap().is_empty());
+}
+
+#[test]
+fn a_schema_1_database_keeps_its_subscriptions_when_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let (store, anna) = with_user(&db);
+    store.create_mailbox(anna.id, "Lists/rust", None).unwrap();
+    // In SST files: the raw RocksDB below has no merge operators, and replaying a WAL
+    // with merges (the id counters) without them stops the replay part-way.
+    store.flush().unwrap();
+    drop(store);
+    // Turn it into what schema 1 wrote: a `subscribed` flag in each mailbox record (Junk
+    // and Archive off, the rest on), no subscriptions column family.
+    let unsubscribed = ["Junk", "Archive"];
+    {
+        let opts = rocksdb::Options::default();
+        let cfs = rocksdb::DB::list_cf(&opts, &db).unwrap();
+        let raw = rocksdb::DB::open_cf(&opts, &db, cfs).unwrap();
+        raw.drop_cf("subscriptions").unwrap();
+        let mailboxes = raw.cf_handle("mailboxes").unwrap();
+        let records: Vec<_> = raw
+            .iterator_cf(&mailboxes, rocksdb::IteratorMode::Start)
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(records.len(), DEFAULT_MAILBOXES.len() + 1);
+        for (key, value) in records {
+            let mut record: serde_json::Value = serde_json::from_slice(&value).unwrap();
+            let name = record["name"].as_str().unwrap().to_string();
+            record["subscribed"] = serde_json::Value::Bool(!unsubscribed.contains(&name.as_str()));
+            raw.put_cf(&mailboxes, key, serde_json::to_vec(&record).unwrap())
+                .unwrap();
+        }
+        let meta = raw.cf_handle("meta").unwrap();
+        raw.put_cf(&meta, b"schema_version", 1u32.to_be_bytes()).unwrap();
+    }
+    for _ in 0..2 {
+        let store = open(&db);
+        let mut expected: Vec<String> = DEFAULT_MAILBOXES
+            .iter()
+            .map(|(n, _)| n.to_string())
+            .filter(|n| !unsubscribed.contains(&n.as_str()))
+            .chain(["Lists/rust".to_string()])
+            .collect();
+        expected.sort();
+        assert_eq!(store.subscriptions(anna.id).unwrap(), expected);
+        assert_eq!(
+            store.mailboxes(anna.id).unwrap().len(),
+            DEFAULT_MAILBOXES.len() + 1
+        );
+        assert!(store.check_integrity().unwrap().is_ok());
+    }
+    // Migrated once: schema 2 recorded, the flags gone from the records.
+    let opts = rocksdb::Options::default();
+    let cfs = rocksdb::DB::list_cf(&opts, &db).unwrap();
+    let raw = rocksdb::DB::open_cf_for_read_only(&opts, &db, cfs, false).unwrap();
+    let meta = raw.cf_handle("meta").unwrap();
+    assert_eq!(
+        raw.get_cf(&meta, b"schema_version").unwrap().unwrap(),
+        SCHEMA_VERSION.to_be_bytes()
+    );
+    let mailboxes = raw.cf_handle("mailboxes").unwrap();
+    for item in raw.iterator_cf(&mailboxes, rocksdb::IteratorMode::Start) {
+        let (_, value) = item.unwrap();
+        assert!(!String::from_utf8_lossy(&value).contains("subscribed"));
+    }
 }

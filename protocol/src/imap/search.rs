@@ -20,54 +20,25 @@ impl ImapSession {
         esearch: Option<EsearchOptions>,
         out: &mut Vec<u8>,
     ) -> Flow {
-        if let Some(cs) = charset {
-            if !cs.eq_ignore_ascii_case("UTF-8") && !cs.eq_ignore_ascii_case("US-ASCII") {
-                no(out, tag, "[BADCHARSET (US-ASCII UTF-8)] Unsupported charset");
-                return Flow::Continue;
-            }
+        if !self.charset_ok(charset, tag, out) {
+            return Flow::Continue;
         }
         let uses_modseq = criteria.iter().any(has_modseq_key);
         if uses_modseq {
             self.enable_condstore(out);
         }
-        let State::Selected { account, view } = &mut self.state else {
+        let State::Selected { view, .. } = &self.state else {
             return Flow::Continue;
         };
-        let needs_content = criteria.iter().any(has_content_key);
         let mut hits: Vec<u32> = Vec::new();
         let mut max_modseq = 0;
         // The modseq of each hit, for ESEARCH MIN/MAX (RFC 7162 §3.1.5).
         let mut hit_modseqs: Vec<u64> = Vec::new();
-        let star_uid = view.messages.last().map_or(0, |m| m.meta.uid);
-        let exists = view.exists();
-        for (i, m) in view.messages.iter().enumerate() {
-            let body = if needs_content {
-                match self.store.body(account, view.id, m.meta.uid) {
-                    Ok(b) => Some(b),
-                    Err(err) => {
-                        if err != BackendError::NotFound {
-                            tracing::warn!(%err, uid = m.meta.uid, "imap SEARCH: reading body failed");
-                        }
-                        None
-                    }
-                }
-            } else {
-                None
-            };
-            let parsed = body.as_deref().map(ParsedMessage::parse);
-            let ctx = SearchContext {
-                seq: i as u32 + 1,
-                exists,
-                star_uid,
-                meta: &m.meta,
-                recent: m.recent,
-                parsed: parsed.as_ref(),
-            };
-            if criteria.iter().all(|k| ctx.matches(k)) {
-                hits.push(if uid { m.meta.uid } else { i as u32 + 1 });
-                max_modseq = max_modseq.max(m.meta.modseq);
-                hit_modseqs.push(m.meta.modseq);
-            }
+        for i in self.matching(criteria) {
+            let Some(m) = view.messages.get(i) else { continue };
+            hits.push(if uid { m.meta.uid } else { i as u32 + 1 });
+            max_modseq = max_modseq.max(m.meta.modseq);
+            hit_modseqs.push(m.meta.modseq);
         }
         match esearch {
             None => {
@@ -99,6 +70,18 @@ impl ImapSession {
                 if o.all && !hits.is_empty() {
                     out.extend_from_slice(format!(" ALL {}", compress_ordered(&hits)).as_bytes());
                 }
+                if let Some((low, high)) = o.partial {
+                    // RFC 5267 §4.4: the range as asked, then the results at those
+                    // positions of the whole result, or NIL.
+                    let window = super::context::partial_window(hits.len(), low, high);
+                    let part = &hits[window];
+                    let set = if part.is_empty() {
+                        "NIL".to_string()
+                    } else {
+                        compress_ordered(part)
+                    };
+                    out.extend_from_slice(format!(" PARTIAL ({low}:{high} {set})").as_bytes());
+                }
                 if uses_modseq && !hits.is_empty() {
                     // RFC 7162 §3.1.5: with only MIN and/or MAX, the highest modseq of
                     // the messages returned; with ALL or COUNT, of every match.
@@ -114,9 +97,70 @@ impl ImapSession {
             }
         }
         out.extend_from_slice(b"\r\n");
+        if esearch.is_some_and(|o| o.update) {
+            // The result as the client has it, before this command's catch-up: its
+            // changes are the context's first update (`context.rs`).
+            if let State::Selected { view, .. } = &self.state {
+                self.new_context = Some((hits.clone(), view.highest_modseq));
+            }
+        }
         self.catch_up(uid, out);
         ok(out, tag, "SEARCH completed");
         Flow::Continue
+    }
+}
+
+impl ImapSession {
+    /// Indices (into the selected view) of the messages that match every key, in
+    /// mailbox order; bodies are read only when a content key needs them. SEARCH, SORT
+    /// and THREAD select their messages with it.
+    pub(super) fn matching(&self, criteria: &[SearchKey<'_>]) -> Vec<usize> {
+        let State::Selected { account, view } = &self.state else {
+            return Vec::new();
+        };
+        let needs_content = criteria.iter().any(has_content_key);
+        let star_uid = view.messages.last().map_or(0, |m| m.meta.uid);
+        let exists = view.exists();
+        let mut found = Vec::new();
+        for (i, m) in view.messages.iter().enumerate() {
+            let body = if needs_content {
+                match self.store.body(account, view.id, m.meta.uid) {
+                    Ok(b) => Some(b),
+                    Err(err) => {
+                        if err != BackendError::NotFound {
+                            tracing::warn!(%err, uid = m.meta.uid, "imap SEARCH: reading body failed");
+                        }
+                        None
+                    }
+                }
+            } else {
+                None
+            };
+            let parsed = body.as_deref().map(ParsedMessage::parse);
+            let ctx = SearchContext {
+                seq: i as u32 + 1,
+                exists,
+                star_uid,
+                meta: &m.meta,
+                recent: m.recent,
+                parsed: parsed.as_ref(),
+            };
+            if criteria.iter().all(|k| ctx.matches(k)) {
+                found.push(i);
+            }
+        }
+        found
+    }
+
+    /// Refuses a charset other than UTF-8 and US-ASCII (`NO [BADCHARSET]`); true if fine.
+    pub(super) fn charset_ok(&self, charset: Option<&str>, tag: &str, out: &mut Vec<u8>) -> bool {
+        match charset {
+            Some(cs) if !cs.eq_ignore_ascii_case("UTF-8") && !cs.eq_ignore_ascii_case("US-ASCII") => {
+                no(out, tag, "[BADCHARSET (US-ASCII UTF-8)] Unsupported charset");
+                false
+            }
+            _ => true,
+        }
     }
 }
 

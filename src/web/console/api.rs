@@ -384,7 +384,8 @@ async fn queue_list(
         listing
             .entries
             .into_iter()
-            .filter(|e| role.covers(&e.domain))
+            .filter(|e| role.covers(&e.entry.domain))
+            .map(|listed| listed.entry)
             .map(|e| QueueItem {
                 id: e.id,
                 kind: format!("{:?}", e.kind).to_lowercase(),
@@ -447,7 +448,7 @@ async fn queue_action(
     let (changed, _) = console
         .run(audit, move |ctx| {
             Ok(match action.as_str() {
-                "retry" => queue::retry(ctx, Some(&id.to_string()))?,
+                "retry" => queue::retry(ctx, Some(&id.to_string()))?.due.len(),
                 "hold" => queue::hold_entries(ctx, &[id], true)?,
                 "release" => queue::hold_entries(ctx, &[id], false)?,
                 _ => {
@@ -539,7 +540,10 @@ async fn user_add(
     };
     let name = body.name.unwrap_or_default();
     let (report, _) = console
-        .run(audit, move |ctx| users::add(ctx, &address, &name, hash))
+        .run(audit, move |ctx| {
+            let password = hash.map(|h| h.checked(ctx)).transpose()?;
+            users::add(ctx, &address, &name, password)
+        })
         .await?;
     Ok((
         StatusCode::CREATED,
@@ -569,7 +573,8 @@ pub struct EventItem {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TrackedItem {
-    pub tracking_id: u64,
+    /// As printed everywhere (`000000002A`).
+    pub tracking_id: String,
     pub events: Vec<EventItem>,
     /// Queue entries still holding the message.
     pub queued: Vec<u64>,
@@ -585,6 +590,7 @@ async fn track(
 ) -> Result<Json<Vec<TrackedItem>>, ApiError> {
     let Query(q) = q?;
     let args = tracking::TrackArgs {
+        id: None,
         message_id: q.message_id.filter(|s| !s.trim().is_empty()),
         address: q.address.filter(|s| !s.trim().is_empty()),
         since: q.since.filter(|s| !s.trim().is_empty()),

@@ -147,7 +147,14 @@ pub async fn password(
                     if !ok {
                         anyhow::bail!("the current password is not right");
                     }
-                    users::passwd(ctx, &address, crate::auth::hash_password(&new)?, false)
+                    let traits = crate::password_policy::PasswordTraits::of(new.expose());
+                    let hash = crate::auth::hash_password(&new)?;
+                    users::passwd(
+                        ctx,
+                        &address,
+                        users::NewPassword::checked(ctx, hash, Some(traits))?,
+                        false,
+                    )
                 },
             )
             .await;

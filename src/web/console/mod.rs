@@ -43,6 +43,8 @@ use crate::shared::Shared;
 pub struct Console {
     pub shared: Arc<Shared>,
     pub monitor: MonitorWake,
+    /// Wakes the queue runner after a change it should act on now.
+    pub queue_wakeup: crate::delivery::QueueWakeup,
     pub sessions: Sessions,
     pub throttle: LoginThrottle,
     /// CSV imports in progress or done, by job id (`pages::users`).
@@ -57,13 +59,18 @@ pub struct Progress {
 }
 
 impl Console {
-    pub fn new(shared: Arc<Shared>, monitor: MonitorWake) -> Arc<Console> {
+    pub fn new(
+        shared: Arc<Shared>,
+        monitor: MonitorWake,
+        queue_wakeup: crate::delivery::QueueWakeup,
+    ) -> Arc<Console> {
         let web = shared.config.web.clone().unwrap_or_default();
         Arc::new(Console {
             sessions: Sessions::new(shared.clock.clone(), web.session_idle_secs, web.session_max_secs),
             throttle: LoginThrottle::new(shared.clock.clone(), web.max_failures, web.lockout_secs),
             shared,
             monitor,
+            queue_wakeup,
             imports: Mutex::new(std::collections::HashMap::new()),
         })
     }
@@ -153,6 +160,11 @@ impl AdminEvents for WebEvents<'_> {
     }
     fn outage_changed(&self) {
         self.console.monitor.wake();
+        // The transition's notice is queued already: send it now, not at the next poll.
+        self.console.queue_wakeup.notify_one();
+    }
+    fn queue_changed(&self) {
+        self.console.queue_wakeup.notify_one();
     }
 }
 

@@ -40,15 +40,19 @@ pub const MAX_DEPTH: usize = 100;
 /// At most this many MIME entities are split out of one message.
 pub const MAX_PARTS: usize = 10_000;
 
+mod binary;
 mod envelope;
 mod search;
 mod section;
 mod structure;
+mod summary;
 
+pub use binary::{binary_section, UnknownCte};
 pub use envelope::envelope;
 pub use search::{is_content_key, matches_content};
 pub use section::section;
 pub use structure::body_structure;
+pub use summary::{base_subject, MessageSummary};
 
 /// A message split into its MIME entities, borrowing the stored bytes.
 pub struct ParsedMessage<'a> {

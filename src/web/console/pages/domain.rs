@@ -195,6 +195,8 @@ pub async fn settings(
         queue_lifetime_days: number(&f.queue_lifetime_days)?,
         dkim_selector: None,
         dkim_key: None,
+        redeliver_deleted: None,
+        save_sent: None,
     };
     let wanted = name.clone();
     let result = console

@@ -70,6 +70,7 @@ async fn render(
     let entries: Vec<&QueueEntry> = listing
         .entries
         .iter()
+        .map(|listed| &listed.entry)
         .filter(|e| role.covers(&e.domain) && matches(e, &filter, now))
         .collect();
     let csrf = &admin.session.csrf;
@@ -181,7 +182,7 @@ pub async fn bulk(
                 "retry" => {
                     let mut n = 0;
                     for id in &ids {
-                        n += queue::retry(ctx, Some(&id.to_string()))?;
+                        n += queue::retry(ctx, Some(&id.to_string()))?.due.len();
                     }
                     format!("{n} entries due now")
                 }

@@ -43,6 +43,7 @@ pub async fn search(
     Query(q): Query<Search>,
 ) -> Result<Markup, AppError> {
     let args = TrackArgs {
+        id: None,
         message_id: filled(&q.message_id),
         address: filled(&q.address),
         since: filled(&q.since).filter(|_| q.message_id.trim().is_empty()),

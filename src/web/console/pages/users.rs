@@ -32,15 +32,27 @@ pub struct ListQuery {
     q: String,
 }
 
+/// A new password typed into the console: its hash and what the policy checks.
+pub struct Hashed(String, crate::password_policy::PasswordTraits);
+
+impl Hashed {
+    /// As the admin operations take it, checked against the policy of the server.
+    pub fn checked(self, ctx: &crate::admin::AdminContext) -> anyhow::Result<users::NewPassword> {
+        users::NewPassword::checked(ctx, self.0, Some(self.1))
+    }
+}
+
 /// Checks and hashes a new password typed into the console.
-pub async fn hash_new_password(console: &Console, password: &str) -> Result<String, AppError> {
+pub async fn hash_new_password(console: &Console, password: &str) -> Result<Hashed, AppError> {
     crate::auth::check_policy(&console.shared.config.password_policy, password).map_err(AppError::Failed)?;
+    let traits = crate::password_policy::PasswordTraits::of(password);
     let secret = Secret::new(password);
     // argon2 is deliberately slow: on the blocking pool, not a runtime worker.
-    tokio::task::spawn_blocking(move || crate::auth::hash_password(&secret))
+    let hash = tokio::task::spawn_blocking(move || crate::auth::hash_password(&secret))
         .await
         .map_err(|e| AppError::Internal(e.to_string()))?
-        .map_err(|e| AppError::Internal(format!("{e:#}")))
+        .map_err(|e| AppError::Internal(format!("{e:#}")))?;
+    Ok(Hashed(hash, traits))
 }
 
 fn require_address(admin: &AdminSession, address: &str) -> Result<(), AppError> {
@@ -156,7 +168,8 @@ pub async fn add(
     let target = address.clone();
     console
         .run(admin.audit(Action::new("user add", &address)), move |ctx| {
-            users::add(ctx, &target, &name, hash)
+            let password = hash.map(|h| h.checked(ctx)).transpose()?;
+            users::add(ctx, &target, &name, password)
         })
         .await?;
     Ok(Redirect::to(&format!("/users/{address}")).into_response())
@@ -459,7 +472,7 @@ pub async fn change(
             Ok(match op.as_str() {
                 "passwd" => {
                     let hash = hash.ok_or_else(|| anyhow::anyhow!("no password"))?;
-                    users::passwd(ctx, &target, hash, force)?;
+                    users::passwd(ctx, &target, hash.checked(ctx)?, force)?;
                     "Password set."
                 }
                 "access" => {

@@ -1,0 +1,65 @@
+//! Summaries kept beside bodies: a few hundred octets per body that the server's
+//! summariser computes once, when the body is first written (the IMAP crate's SORT and
+//! THREAD keys: dates, addresses, base subject, message ids), so that sorting or
+//! threading a 50,000-message mailbox reads these instead of parsing every body. The
+//! store treats them as opaque bytes: written in the body's batch, deleted with it.
+
+use crate::db::{decode, Store, Summariser};
+use crate::error::StoreResult;
+use crate::keys::*;
+use crate::mailbox::blob_lock;
+use crate::model::*;
+
+/// A message's UID, its body id and that body's summary if one was written.
+pub type SummaryEntry = (u32, BlobId, Option<Vec<u8>>);
+
+impl Store {
+    /// Sets the function that summarises new bodies; the first call wins (the server
+    /// sets it once at start). Bodies written before have no summary until
+    /// [`Store::put_summary`] adds one.
+    pub fn set_summariser(&self, summariser: Summariser) {
+        let _ = self.inner.summariser.set(summariser);
+    }
+
+    /// For each UID that exists (others are left out), in the order given: its body id
+    /// and the body's summary, if one was written. One snapshot.
+    pub fn summaries(&self, user_id: u64, mailbox_id: u64, uids: &[u32]) -> StoreResult<Vec<SummaryEntry>> {
+        let snapshot = self.snapshot();
+        if self
+            .get_json_at::<Mailbox>(&snapshot, CF_MAILBOXES, &u64_pair(user_id, mailbox_id))?
+            .is_none()
+        {
+            return Err(crate::StoreError::NotFound(format!("mailbox {mailbox_id}")));
+        }
+        let messages = self.cf(CF_MESSAGES)?;
+        let keys: Vec<[u8; 12]> = uids.iter().map(|u| message_key(mailbox_id, *u)).collect();
+        let mut records = Vec::with_capacity(uids.len());
+        for (uid, value) in uids
+            .iter()
+            .zip(snapshot.multi_get_cf(keys.iter().map(|k| (&messages, k.as_slice()))))
+        {
+            if let Some(v) = value? {
+                let record: MessageRecord = decode(CF_MESSAGES, &v)?;
+                records.push((*uid, record.blob));
+            }
+        }
+        let summaries = self.cf(CF_SUMMARIES)?;
+        let found = snapshot.multi_get_cf(records.iter().map(|(_, blob)| (&summaries, blob.as_slice())));
+        records
+            .into_iter()
+            .zip(found)
+            .map(|((uid, blob), s)| Ok((uid, blob, s?)))
+            .collect()
+    }
+
+    /// Adds the summary of a body written before a summariser was set. Unsynced: it can
+    /// be computed again. Nothing is written if the body is gone meanwhile.
+    pub fn put_summary(&self, blob: &BlobId, summary: &[u8]) -> StoreResult<()> {
+        let _guard = self.lock(&[blob_lock(blob)]);
+        if !self.blob_exists(blob)? {
+            return Ok(());
+        }
+        self.inner.db.put_cf(&self.cf(CF_SUMMARIES)?, blob, summary)?;
+        Ok(())
+    }
+}
