@@ -19,6 +19,7 @@ use super::AdminContext;
 pub enum AdminCommand {
     /// Create a console administrator (the first one is made this way).
     Add {
+        /// The login name.
         name: String,
         /// global: everything; domain: only the domains given with --domain.
         #[arg(long, default_value = "global")]
@@ -36,16 +37,21 @@ pub enum AdminCommand {
         #[arg(skip)]
         password_hash: Option<String>,
     },
+    /// Every administrator with role, domains, TOTP and last login.
     List,
     /// Set an administrator's password.
     Passwd {
+        /// The administrator.
         name: String,
+        /// Read the password from standard input (one line) instead of prompting.
         #[arg(long)]
         stdin: bool,
         #[arg(skip)]
         password_hash: Option<String>,
     },
+    /// Remove an administrator (their API tokens stop working).
     Remove {
+        /// The administrator.
         name: String,
     },
     /// API tokens for scripts (JSON API), scoped like their administrator.
@@ -57,15 +63,20 @@ pub enum AdminCommand {
 pub enum TokenCommand {
     /// Make a token for ADMIN; it is printed once.
     Add {
+        /// The administrator the token acts as.
         admin: String,
+        /// What the token is for, shown in `admin token list`.
         #[arg(long, default_value = "")]
         label: String,
         /// Reads only.
         #[arg(long)]
         read_only: bool,
     },
+    /// Every token: id, administrator, label, read-only (never the secret).
     List,
+    /// Revoke a token at once.
     Revoke {
+        /// The token's id from `admin token list`.
         id: String,
     },
 }

@@ -108,11 +108,15 @@ s.quit()`,
     const started = Date.now();
     await eventually('the import report', async () => {
       try {
+        if ((await page.title()).startsWith('Error')) {
+          throw new Error(`the upload was refused: ${await page.textContent('main')}`);
+        }
         return (await page.$('#import-summary')) !== null;
-      } catch {
+      } catch (e) {
+        if (/refused/.test(e.message)) throw e;
         return false; // the progress page was reloading
       }
-    }, 400000);
+    }, 120000);
     console.log(`import of 500 rows took ${Math.round((Date.now() - started) / 1000)} s`);
     const summary = await page.textContent('#import-summary');
     assert.match(summary, /Dry run/);

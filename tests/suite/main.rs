@@ -17,6 +17,8 @@ mod admin_reports;
 mod api;
 /// Backups that are private and hold the DKIM keys; restore refusing a running server.
 mod backup;
+/// The console in headless Chromium (playwright-core): the issue 16 scenario.
+mod browser;
 /// check-config: every problem at once, what serve would die of, warnings; clear errors.
 mod check_config;
 /// IMAP through third-party clients: curl, mbsync and imapclient over TLS.

@@ -205,13 +205,14 @@ pub async fn import(
     admin.csrf(&csrf)?;
     let text = text.ok_or_else(|| AppError::Failed("no file was uploaded".into()))?;
     // A domain administrator's file may name only their domains: checked for every row
-    // before anything is applied.
+    // before anything is applied. A cell that is no address at all is the import's to
+    // report, as a bad row.
     let (rows, _) = import::parse_rows(&text);
     let outside: Vec<String> = rows
         .iter()
         .filter(|r| {
             let address = r.fields.first().map(String::as_str).unwrap_or("");
-            !domain_of(address).is_some_and(|d| admin.role.covers(&d))
+            domain_of(address).is_some_and(|d| !admin.role.covers(&d))
         })
         .map(|r| format!("line {}", r.line))
         .collect();
