@@ -80,6 +80,7 @@ pub(crate) mod text;
 mod thread;
 mod view;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use imap_codec::decode::{CommandDecodeError, Decoder};
@@ -87,6 +88,7 @@ use imap_codec::imap_types::{
     auth::AuthMechanism,
     command::{Command, CommandBody},
     extensions::{binary::LiteralOrLiteral8, enable::CapabilityEnable},
+    core::{IString, NString},
     flag::Flag,
     mailbox::{ListMailbox, Mailbox},
     status::StatusDataItemName,
@@ -230,6 +232,9 @@ pub struct ImapSession {
     condstore: bool,
     bad_commands: u32,
     auth_failures: u32,
+    /// The user's own address as a webmail host named it before login (`ID`
+    /// `x-originating-ip`); the login throttle counts it instead of the peer's.
+    client_ip: Option<IpAddr>,
     pending_fetch: Option<PendingFetch>,
     /// Complete commands handled, for the driver's per-connection rate limit.
     commands: u64,
@@ -253,6 +258,7 @@ impl ImapSession {
             condstore: false,
             bad_commands: 0,
             auth_failures: 0,
+            client_ip: None,
             pending_fetch: None,
             commands: 0,
         }
@@ -549,10 +555,7 @@ impl ImapSession {
                 ok(out, tag, "LOGOUT completed");
                 return Flow::Close;
             }
-            (_, C::Id { .. }) => {
-                out.extend_from_slice(b"* ID (\"name\" \"Understudy\")\r\n");
-                ok(out, tag, "ID completed")
-            }
+            (_, C::Id { parameters }) => self.id(tag, parameters, out),
             (P::NotAuthenticated, C::StartTLS) => {
                 if self.info.tls || !self.info.tls_available {
                     return self.bad(out, tag, "TLS not available");
