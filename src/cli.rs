@@ -36,6 +36,9 @@ pub enum Command {
     Serve,
     /// Check the configuration and report every problem.
     CheckConfig,
+    /// A webmail on top of this server (Roundcube): its settings from this configuration.
+    #[command(subcommand)]
+    Webmail(crate::webmail::WebmailCommand),
     #[command(flatten)]
     Admin(crate::admin::Command),
 }
@@ -60,6 +63,7 @@ pub fn run_admin(config: &Config, command: Command) -> anyhow::Result<()> {
             println!("configuration is valid");
             return Ok(());
         }
+        Command::Webmail(command) => return crate::webmail::run(config, command),
         Command::Admin(command) => command,
     };
     let (command, shown_password) = prepare(config, command)?;
