@@ -12,7 +12,7 @@ use understudy_protocol::{AccessLevel, Account, AuthBackend, AuthError, Credenti
 use understudy_storage::outage::OutagePhase;
 use understudy_storage::{AccessWindow, Clock, Store};
 
-use crate::config::{AuthConfig, PasswordPolicy};
+use crate::config::AuthConfig;
 use crate::config_types::Network;
 
 /// Hashes a password with argon2id and the OWASP parameters (19 MiB, 2 passes, 1 lane),
@@ -39,26 +39,7 @@ fn decoy_hash() -> &'static str {
 }
 
 /// Checks a new password against the policy; the error says which rule failed.
-pub fn check_policy(policy: &PasswordPolicy, password: &str) -> Result<(), String> {
-    let mut failed = Vec::new();
-    if password.chars().count() < policy.min_length {
-        failed.push(format!("at least {} characters", policy.min_length));
-    }
-    if policy.require_upper && !password.chars().any(char::is_uppercase) {
-        failed.push("an upper-case letter".to_string());
-    }
-    if policy.require_lower && !password.chars().any(char::is_lowercase) {
-        failed.push("a lower-case letter".to_string());
-    }
-    if policy.require_digit && !password.chars().any(|c| c.is_ascii_digit()) {
-        failed.push("a digit".to_string());
-    }
-    if failed.is_empty() {
-        Ok(())
-    } else {
-        Err(format!("the password needs {}", failed.join(", ")))
-    }
-}
+pub use crate::password_policy::check_policy;
 
 /// Generates a random password that satisfies the default policy (for bulk creation).
 pub fn random_password() -> String {
@@ -291,8 +272,9 @@ pub struct Authenticator {
     cache_ttl: i64,
     throttle: Throttle,
     hashes: Arc<HashPool>,
-    /// Domains whose passwords the directory checks (`crate::ldap::login`).
-    directory: crate::ldap::login::DirectoryLogins,
+    /// Domains whose passwords the directory checks (`crate::ldap::login`); replaced
+    /// when a reload changes the `[[ldap]]` sections.
+    directory: parking_lot::RwLock<Arc<crate::ldap::login::DirectoryLogins>>,
 }
 
 /// argon2 runs here, on threads of its own, never on tokio's blocking pool: every other
@@ -482,14 +464,19 @@ impl Authenticator {
                 )
             },
             hashes: HashPool::start(config.hash_threads(), config.hash_queue),
-            directory: crate::ldap::login::DirectoryLogins::default(),
+            directory: parking_lot::RwLock::new(Arc::default()),
         }
     }
 
     /// Checks passwords of these domains by LDAP bind (see `crate::ldap::login`).
-    pub fn with_directory_logins(mut self, directory: crate::ldap::login::DirectoryLogins) -> Self {
-        self.directory = directory;
+    pub fn with_directory_logins(self, directory: crate::ldap::login::DirectoryLogins) -> Self {
+        self.replace_directory_logins(directory);
         self
+    }
+
+    /// The directories logins are checked against from now on (a reload).
+    pub fn replace_directory_logins(&self, directory: crate::ldap::login::DirectoryLogins) {
+        *self.directory.write() = Arc::new(directory);
     }
 
     /// The directory accepted `password` for `user`: keep its argon2id hash as the
@@ -614,11 +601,12 @@ impl Authenticator {
             )
             .inspect_err(|_| self.throttle.busy(credentials.peer, now))
         };
+        let directory = self.directory.read().clone();
         let directory_user = user
             .as_ref()
-            .filter(|u| u.is_active() && self.directory.handles(u.domain()));
+            .filter(|u| u.is_active() && directory.handles(u.domain()));
         let verified = match directory_user {
-            Some(u) => match self.directory.bind(&address, &credentials.password) {
+            Some(u) => match directory.bind(&address, &credentials.password) {
                 crate::ldap::login::BindOutcome::Accepted => {
                     self.remember_directory_password(u, &credentials.password, now);
                     true
@@ -698,6 +686,7 @@ impl AuthBackend for Authenticator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::PasswordPolicy;
     use understudy_storage::{Domain, ManualClock};
 
     #[test]

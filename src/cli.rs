@@ -19,11 +19,14 @@ use crate::admin::users::UserCommand;
 use crate::admin::Command as AdminCommand;
 use crate::auth;
 use crate::config::Config;
+use crate::password_policy::PasswordTraits;
 
 #[derive(Debug, Parser)]
 #[command(name = "understudy", version, about = "Email continuity server")]
 pub struct Cli {
-    /// Configuration file; without it the built-in development defaults are used.
+    /// Configuration file (e.g. /etc/understudy/understudy.toml); without it, and
+    /// without UNDERSTUDY_CONFIG, the development defaults of config/dev.toml are used,
+    /// which need a source checkout as the working directory.
     #[arg(long, short, global = true, env = "UNDERSTUDY_CONFIG")]
     pub config: Option<PathBuf>,
     #[command(subcommand)]
@@ -34,21 +37,48 @@ pub struct Cli {
 pub enum Command {
     /// Run the server.
     Serve,
-    /// Check the configuration and report every problem.
+    /// Check the configuration and report every problem at once (also what `serve`
+    /// would fail on: unreadable certificates, a key that does not match, a port used
+    /// twice), plus warnings (relay hosts that do not resolve).
     CheckConfig,
     /// A webmail on top of this server (Roundcube): its settings from this configuration.
     #[command(subcommand)]
     Webmail(crate::webmail::WebmailCommand),
+    /// Write a backup into DIR (which must not exist): the database, a consistent copy
+    /// taken while the server serves, and the domains' DKIM keys; readable only by its
+    /// owner.
+    Backup {
+        /// The new backup directory.
+        dir: PathBuf,
+    },
+    /// Replace the database (and the DKIM keys) with a backup. The server must be
+    /// stopped; the replaced database is kept beside it.
+    Restore {
+        /// A directory written by `understudy backup`.
+        dir: PathBuf,
+    },
     #[command(flatten)]
     Admin(crate::admin::Command),
 }
 
-/// Loads the configuration named on the command line, or the dev defaults.
+/// Loads the configuration named on the command line, or the dev defaults when run
+/// from a source checkout.
 pub fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
-    Ok(match path {
-        Some(p) => Config::load(p)?,
-        None => Config::dev()?,
-    })
+    match path {
+        Some(p) => Ok(Config::load(p)?),
+        None => {
+            let cwd = std::env::current_dir()?;
+            if !cwd.join("config/dev.toml").is_file() || !cwd.join("certs-dev").is_dir() {
+                bail!(
+                    "no configuration given: pass --config FILE (e.g. --config /etc/understudy/understudy.toml) \
+                     or set UNDERSTUDY_CONFIG; the built-in development defaults work only in a source checkout \
+                     (none in {})",
+                    cwd.display()
+                );
+            }
+            Ok(Config::dev()?)
+        }
+    }
 }
 
 /// Runs an admin subcommand (everything but `serve`): through the running server's
@@ -57,16 +87,23 @@ pub fn run_admin(config: &Config, command: Command) -> anyhow::Result<()> {
     let command = match command {
         Command::Serve => bail!("serve is not an admin command"),
         Command::CheckConfig => {
-            for warning in config.warnings() {
+            let warnings = config.warnings().into_iter().map(|p| p.to_string());
+            for warning in warnings.chain(host_warnings(config)) {
                 eprintln!("warning: {warning}");
             }
             println!("configuration is valid");
             return Ok(());
         }
         Command::Webmail(command) => return crate::webmail::run(config, command),
+        Command::Backup { dir } => return backup(config, &dir),
+        Command::Restore { dir } => {
+            let report = crate::admin::backup::restore(config, &absolute(&dir)?)?;
+            crate::admin::backup::print_restore(&report, &mut std::io::stdout().lock())?;
+            return Ok(());
+        }
         Command::Admin(command) => command,
     };
-    let (command, shown_password) = prepare(config, command)?;
+    let (command, shown_password) = prepare(command)?;
     run(config, command)?;
     if let Some(pw) = shown_password {
         println!("password: {}", pw.expose());
@@ -111,6 +148,126 @@ fn run(config: &Config, command: AdminCommand) -> anyhow::Result<()> {
     }
 }
 
+/// Hosts mail will be sent to that do not resolve now: the smarthost, the static
+/// routes, and (when the database can be read) each domain's relay host. Warnings, not
+/// problems: DNS may be down where the check runs, or the primary's name only resolve
+/// inside the company's network.
+fn host_warnings(config: &Config) -> Vec<String> {
+    let mut hosts: Vec<(String, String)> = Vec::new();
+    if let Some(h) = &config.delivery.smarthost {
+        hosts.push(("delivery.smarthost".into(), h.clone()));
+    }
+    for (domain, target) in &config.delivery.routes {
+        hosts.push((format!("delivery.routes.{domain}"), target.clone()));
+    }
+    match relay_hosts(config) {
+        Ok(relays) => hosts.extend(relays),
+        Err(why) => {
+            return vec![format!("relay hosts of the domains not checked: {why}")]
+                .into_iter()
+                .chain(resolve_all(&hosts))
+                .collect()
+        }
+    }
+    resolve_all(&hosts)
+}
+
+fn resolve_all(hosts: &[(String, String)]) -> Vec<String> {
+    use crate::delivery::config::split_host_port as split;
+    let mut warnings = Vec::new();
+    for (what, target) in hosts {
+        let Some((host, port)) = split(target, 25) else {
+            continue;
+        };
+        if let Err(why) = resolves(&host, port) {
+            warnings.push(format!("{what}: {target} does not resolve ({why})"));
+        }
+    }
+    warnings
+}
+
+/// Looks `host` up with the system resolver, within 5 seconds.
+fn resolves(host: &str, port: u16) -> Result<(), String> {
+    use std::net::ToSocketAddrs;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let target = format!("{host}:{port}");
+    std::thread::spawn(move || {
+        let _ = tx.send(target.to_socket_addrs().map(|a| a.count()));
+    });
+    match rx.recv_timeout(std::time::Duration::from_secs(5)) {
+        Ok(Ok(n)) if n > 0 => Ok(()),
+        Ok(Ok(_)) => Err("no address".into()),
+        Ok(Err(e)) => Err(io_reason(&e)),
+        Err(_) => Err("no answer within 5 s".into()),
+    }
+}
+
+/// Each domain's relay host, from the running server or the database; nothing when no
+/// database exists yet (a fresh install), and the database is never created here.
+fn relay_hosts(config: &Config) -> anyhow::Result<Vec<(String, String)>> {
+    use crate::admin::domains::DomainCommand;
+    use crate::admin::format::ListFormat;
+    let command = AdminCommand::Domain(DomainCommand::List {
+        format: ListFormat::Json,
+    });
+    let progress = |_, _| {};
+    let outcome = match socket::connect(&crate::admin::socket_path(config))? {
+        Some(stream) => socket::request(stream, &command, &progress)?,
+        None if config.db_dir().join("CURRENT").exists() => {
+            crate::admin::run_local(config, command, &progress)?
+        }
+        None => return Ok(Vec::new()),
+    };
+    if let Some(e) = outcome.error {
+        bail!("{e}");
+    }
+    let listing: Vec<serde_json::Value> = serde_json::from_str(&outcome.output)?;
+    Ok(listing
+        .iter()
+        .filter_map(|l| {
+            let d = &l["domain"];
+            Some((
+                format!("domain {} relay host", d["name"].as_str()?),
+                d["relay_host"].as_str()?.to_string(),
+            ))
+        })
+        .collect())
+}
+
+fn absolute(dir: &Path) -> anyhow::Result<PathBuf> {
+    Ok(if dir.is_absolute() {
+        dir.to_path_buf()
+    } else {
+        std::env::current_dir()?.join(dir)
+    })
+}
+
+/// `understudy backup DIR`: the server (or this process, with no server) writes a
+/// checkpoint under the data directory, where the systemd unit lets it write; this
+/// process moves it to DIR with private modes and adds the DKIM keys.
+fn backup(config: &Config, dir: &Path) -> anyhow::Result<()> {
+    let dir = absolute(dir)?;
+    if dir.exists() {
+        bail!(
+            "{} already exists; a backup goes into a new directory",
+            dir.display()
+        );
+    }
+    let progress = |_, _| {};
+    let outcome = match socket::connect(&crate::admin::socket_path(config))? {
+        Some(stream) => socket::request(stream, &AdminCommand::Checkpoint, &progress)?,
+        None => crate::admin::run_local(config, AdminCommand::Checkpoint, &progress)?,
+    };
+    if let Some(e) = outcome.error {
+        bail!("{e}");
+    }
+    let checkpoint: crate::admin::backup::Checkpoint =
+        serde_json::from_str(outcome.output.trim()).context("malformed checkpoint reply")?;
+    let report = crate::admin::backup::finish(&checkpoint, &dir)?;
+    crate::admin::backup::print_backup(&report, &mut std::io::stdout().lock())?;
+    Ok(())
+}
+
 /// Writes a file only its owner can read.
 fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
@@ -130,29 +287,31 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
 /// are read and hashed here so that only the argon2id hash crosses the admin socket, and
 /// the import file is read here with the admin's own permissions. Returns the command
 /// to run and a generated password to print once it succeeded.
-fn prepare(config: &Config, command: AdminCommand) -> anyhow::Result<(AdminCommand, Option<Secret>)> {
+fn prepare(command: AdminCommand) -> anyhow::Result<(AdminCommand, Option<Secret>)> {
     Ok(match command {
         AdminCommand::User(UserCommand::Add {
             address,
             name,
             password_stdin,
             random_password,
-            password_hash: _,
+            ..
         }) => {
-            let (hash, shown) = if random_password {
+            let (hashed, shown) = if random_password {
                 let pw = Secret::new(auth::random_password());
-                (Some(checked_hash(config, &pw)?), Some(pw))
+                (Some(hashed(&pw)?), Some(pw))
             } else if password_stdin {
-                (Some(checked_hash(config, &read_new_password(true)?)?), None)
+                (Some(hashed(&read_new_password(true)?)?), None)
             } else {
                 (None, None)
             };
+            let (password_hash, password_traits) = hashed.unzip();
             let command = UserCommand::Add {
                 address,
                 name,
                 password_stdin,
                 random_password,
-                password_hash: hash,
+                password_hash,
+                password_traits,
             };
             (AdminCommand::User(command), shown)
         }
@@ -160,14 +319,15 @@ fn prepare(config: &Config, command: AdminCommand) -> anyhow::Result<(AdminComma
             address,
             stdin,
             force_reset,
-            password_hash: _,
+            ..
         }) => {
-            let hash = checked_hash(config, &read_new_password(stdin)?)?;
+            let (hash, traits) = hashed(&read_new_password(stdin)?)?;
             let command = UserCommand::Passwd {
                 address,
                 stdin,
                 force_reset,
                 password_hash: Some(hash),
+                password_traits: Some(traits),
             };
             (AdminCommand::User(command), None)
         }
@@ -177,8 +337,13 @@ fn prepare(config: &Config, command: AdminCommand) -> anyhow::Result<(AdminComma
             passwords_out,
             csv: _,
         }) => {
-            let text =
-                std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let text = std::fs::read_to_string(&file).map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot read the import file {}: {}",
+                    file.display(),
+                    io_reason(&e)
+                )
+            })?;
             let command = UserCommand::Import {
                 file,
                 dry_run,
@@ -187,24 +352,11 @@ fn prepare(config: &Config, command: AdminCommand) -> anyhow::Result<(AdminComma
             };
             (AdminCommand::User(command), None)
         }
-        // The server may run in another directory: send an absolute path.
-        AdminCommand::Backup { dir } => {
-            let dir = if dir.is_absolute() {
-                dir
-            } else {
-                std::env::current_dir()?.join(dir)
-            };
-            if dir.exists() {
-                bail!(
-                    "{} already exists; a backup goes into a new directory",
-                    dir.display()
-                );
-            }
-            (AdminCommand::Backup { dir }, None)
-        }
         other => (other, None),
     })
 }
+
+pub use crate::config_types::io_reason;
 
 /// Reads a new password: from stdin (one line) or prompted twice without echo.
 fn read_new_password(from_stdin: bool) -> anyhow::Result<Secret> {
@@ -221,9 +373,13 @@ fn read_new_password(from_stdin: bool) -> anyhow::Result<Secret> {
     Ok(Secret::new(first))
 }
 
-fn checked_hash(config: &Config, password: &Secret) -> anyhow::Result<String> {
-    auth::check_policy(&config.password_policy, password.expose()).map_err(|e| anyhow::anyhow!(e))?;
-    auth::hash_password(password)
+/// The password's argon2id hash and what the password policy checks. The policy
+/// itself is applied where the command runs (the server's, when one runs).
+fn hashed(password: &Secret) -> anyhow::Result<(String, PasswordTraits)> {
+    Ok((
+        auth::hash_password(password)?,
+        PasswordTraits::of(password.expose()),
+    ))
 }
 
 /// Progress of a long command on the admin's terminal: an `indicatif` bar on a terminal,
@@ -263,5 +419,39 @@ impl ProgressDisplay {
         if let Some(bar) = self.bar.borrow_mut().take() {
             bar.finish_and_clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// Every subcommand, argument and flag an admin can type says what it is for in
+    /// `--help` (issue 18 item 12).
+    #[test]
+    fn every_subcommand_and_flag_has_help_text() {
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in command.get_arguments() {
+                let id = arg.get_id().as_str();
+                if matches!(id, "help" | "version") {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} <{id}>"));
+                }
+            }
+            for sub in command.get_subcommands() {
+                let sub_path = format!("{path} {}", sub.get_name());
+                if sub.get_about().is_none() && sub.get_long_about().is_none() && sub.get_name() != "help" {
+                    missing.push(sub_path.clone());
+                }
+                walk(sub, &sub_path, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "understudy", &mut missing);
+        assert!(missing.is_empty(), "without help text:\n{}", missing.join("\n"));
     }
 }

@@ -58,14 +58,7 @@ pub struct MetricsConfig {
     pub listen: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    /// PEM certificate chain, leaf first.
-    pub certificate: PathBuf,
-    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
-    pub private_key: PathBuf,
-}
+pub use crate::tls::TlsConfig;
 
 /// Addresses to listen on, per service. Port 0 picks a free port; the server logs (and
 /// prints on stdout) what it actually bound.
@@ -230,8 +223,8 @@ impl Default for LogConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    #[error("cannot read the configuration {path}: {reason}")]
+    Read { path: String, reason: String },
     #[error("{path}: {message}")]
     Syntax { path: String, message: String },
     #[error("{path} has {} problem(s):\n{}", .problems.len(), .problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
@@ -255,6 +248,90 @@ impl ListenConfig {
     }
 }
 
+/// The top-level keys of a file not yet read, and what reading them found.
+struct SectionReader {
+    table: toml::Table,
+    problems: Vec<ConfigProblem>,
+    /// Keys whose value could not be read at all (their defaults stand in).
+    unread: Vec<String>,
+}
+
+impl SectionReader {
+    /// Takes `key` out of the file and reads it; `required`: what to say if it is absent.
+    fn section<T: serde::de::DeserializeOwned>(&mut self, key: &str, required: Option<&str>) -> Option<T> {
+        let Some(value) = self.table.remove(key) else {
+            if let Some(what) = required {
+                self.problems.push(ConfigProblem {
+                    key: key.into(),
+                    message: format!("missing: {what}"),
+                });
+                self.unread.push(key.to_string());
+            }
+            return None;
+        };
+        let read = read_section::<T>(key, value, &mut self.problems);
+        if read.is_none() {
+            self.unread.push(key.to_string());
+        }
+        read
+    }
+}
+
+/// Reads one section into its type. When that fails, each of its keys is tried on its
+/// own (the other keys at their defaults), so every unknown key and every value of the
+/// wrong type is reported with its path, not just the first one serde met.
+fn read_section<T: serde::de::DeserializeOwned>(
+    key: &str,
+    value: toml::Value,
+    problems: &mut Vec<ConfigProblem>,
+) -> Option<T> {
+    let whole = match T::deserialize(value.clone()) {
+        Ok(v) => return Some(v),
+        Err(e) => e,
+    };
+    let mut bad = Vec::new();
+    if let toml::Value::Table(table) = &value {
+        for (k, v) in table {
+            let mut one = toml::Table::new();
+            one.insert(k.clone(), v.clone());
+            if let Err(e) = T::deserialize(toml::Value::Table(one)) {
+                // A required key missing from this one-key table says nothing about k.
+                if e.message().starts_with("missing field") {
+                    continue;
+                }
+                bad.push(k.clone());
+                problems.push(ConfigProblem {
+                    key: format!("{key}.{k}"),
+                    message: serde_message(e.message()),
+                });
+            }
+        }
+    }
+    if bad.is_empty() {
+        problems.push(ConfigProblem {
+            key: key.into(),
+            message: serde_message(whole.message()),
+        });
+        return None;
+    }
+    // The rest of the section, so that validation still looks at its good keys.
+    let toml::Value::Table(mut rest) = value else {
+        return None;
+    };
+    for k in &bad {
+        rest.remove(k);
+    }
+    T::deserialize(toml::Value::Table(rest)).ok()
+}
+
+/// serde's "unknown field `x`, expected one of ..." as this file's words.
+fn serde_message(message: &str) -> String {
+    match message.strip_prefix("unknown field ") {
+        Some(rest) => format!("unknown key {rest}"),
+        None => message.to_string(),
+    }
+}
+
 /// The built-in development configuration used when no `--config` is given: unprivileged
 /// ports on loopback, data in `./data`, the dev certificates in `certs-dev/`.
 pub const DEV_CONFIG: &str = include_str!("../config/dev.toml");
@@ -262,29 +339,44 @@ pub const DEV_CONFIG: &str = include_str!("../config/dev.toml");
 impl Config {
     /// Reads and validates a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
             path: path.display().to_string(),
-            source,
+            reason: crate::config_types::io_reason(&e),
         })?;
         Config::parse(&text, &path.display().to_string(), path.parent())
     }
 
-    /// The dev defaults (see [`DEV_CONFIG`]).
+    /// The dev defaults (see [`DEV_CONFIG`]), read as if from `./config/dev.toml`:
+    /// its relative paths resolve from the `config/` directory of the checkout the
+    /// server runs in, as they do with `--config config/dev.toml`.
     pub fn dev() -> Result<Config, ConfigError> {
-        Config::parse(DEV_CONFIG, "built-in dev config", None)
+        let base = std::env::current_dir()
+            .map(|d| d.join("config"))
+            .unwrap_or_else(|_| PathBuf::from("config"));
+        Config::parse(DEV_CONFIG, "built-in dev config (config/dev.toml)", Some(&base))
     }
 
     /// Parses and validates `text`; relative paths are resolved against `base` if given
     /// (the directory of the config file), otherwise against the working directory.
+    /// Every problem is reported at once: an unknown key or a value of the wrong type
+    /// in one section does not hide the problems of the others, nor those validation
+    /// finds in the sections that could be read.
     pub fn parse(text: &str, origin: &str, base: Option<&Path>) -> Result<Config, ConfigError> {
-        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+        let table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Syntax {
             path: origin.to_string(),
             message: e.to_string(),
         })?;
+        let (mut config, mut problems, unread) = Config::from_table(table);
         if let Some(base) = base.filter(|b| !b.as_os_str().is_empty()) {
             config.resolve_paths(base);
         }
-        let problems = config.validate();
+        // A section that could not be read stands at its defaults here: what validation
+        // says about it would be about those defaults, not the file.
+        problems.extend(config.validate().into_iter().filter(|p| {
+            !unread.iter().any(|u| {
+                p.key == *u || p.key.starts_with(&format!("{u}.")) || p.key.starts_with(&format!("{u}["))
+            })
+        }));
         if problems.is_empty() {
             Ok(config)
         } else {
@@ -293,6 +385,86 @@ impl Config {
                 problems,
             })
         }
+    }
+
+    /// Reads each top-level key into its section type on its own, so that one bad
+    /// section does not stop the others. Returns the configuration (unreadable sections
+    /// at their defaults), the problems found, and the keys that could not be read.
+    fn from_table(table: toml::Table) -> (Config, Vec<ConfigProblem>, Vec<String>) {
+        let mut r = SectionReader {
+            table,
+            problems: Vec::new(),
+            unread: Vec::new(),
+        };
+        let hostname: Option<String> = r.section(
+            "hostname",
+            Some("the name users' mail apps connect to, e.g. hostname = \"continuity.example.com\""),
+        );
+        let data_dir: Option<PathBuf> = r.section(
+            "data_dir",
+            Some("where the database lives, e.g. data_dir = \"/var/lib/understudy\""),
+        );
+        let tls: Option<TlsConfig> = r.section("tls", None);
+        let listen: Option<ListenConfig> = r.section("listen", None);
+        let limits: Option<Limits> = r.section("limits", None);
+        let auth: Option<AuthConfig> = r.section("auth", None);
+        let password_policy: Option<PasswordPolicy> = r.section("password_policy", None);
+        let log: Option<LogConfig> = r.section("log", None);
+        let metrics: Option<MetricsConfig> = r.section("metrics", None);
+        let autoconfig: Option<AutoconfigConfig> = r.section("autoconfig", None);
+        let delivery: Option<crate::delivery::config::DeliveryConfig> = r.section("delivery", None);
+        let inbound_auth: Option<crate::inbound_auth::InboundAuthConfig> = r.section("smtp", None);
+        let ldap = match r.table.remove("ldap") {
+            Some(toml::Value::Array(items)) => {
+                let mut sections = Vec::new();
+                for (i, item) in items.into_iter().enumerate() {
+                    let key = format!("ldap[{i}]");
+                    match read_section::<crate::ldap::config::LdapConfig>(&key, item, &mut r.problems) {
+                        Some(s) => sections.push(s),
+                        None => r.unread.push(key),
+                    }
+                }
+                sections
+            }
+            Some(_) => {
+                r.problems.push(ConfigProblem {
+                    key: "ldap".into(),
+                    message: "must be [[ldap]] sections (an array of tables)".into(),
+                });
+                r.unread.push("ldap".into());
+                Vec::new()
+            }
+            None => Vec::new(),
+        };
+        let SectionReader {
+            table,
+            mut problems,
+            unread,
+        } = r;
+        for key in table.keys() {
+            problems.push(ConfigProblem {
+                key: key.clone(),
+                message: "unknown key (known: hostname, data_dir, [tls], [listen], [limits], [auth], \
+                          [password_policy], [log], [metrics], [autoconfig], [delivery], [[ldap]], [smtp])"
+                    .into(),
+            });
+        }
+        let config = Config {
+            hostname: hostname.unwrap_or_else(|| "localhost".into()),
+            data_dir: data_dir.unwrap_or_else(|| PathBuf::from("data")),
+            tls,
+            listen: listen.unwrap_or_default(),
+            limits: limits.unwrap_or_default(),
+            auth: auth.unwrap_or_default(),
+            password_policy: password_policy.unwrap_or_default(),
+            log: log.unwrap_or_default(),
+            metrics: metrics.unwrap_or_default(),
+            autoconfig: autoconfig.unwrap_or_default(),
+            delivery: delivery.unwrap_or_default(),
+            ldap,
+            inbound_auth: inbound_auth.unwrap_or_default(),
+        };
+        (config, problems, unread)
     }
 
     fn resolve_paths(&mut self, base: &Path) {
@@ -309,6 +481,7 @@ impl Config {
         for section in &mut self.ldap {
             section.resolve_paths(base);
         }
+        self.delivery.resolve_paths(base);
     }
 
     /// Every problem in the configuration, each with its key path.
@@ -336,12 +509,19 @@ impl Config {
         }
         match &self.tls {
             Some(tls) => {
+                let mut present = true;
                 for (key, path) in [
                     ("tls.certificate", &tls.certificate),
                     ("tls.private_key", &tls.private_key),
                 ] {
                     if !path.is_file() {
+                        present = false;
                         problem(key.into(), format!("file {} does not exist", path.display()));
+                    }
+                }
+                if present {
+                    for p in crate::tls::check(tls) {
+                        problem(p.key, p.message);
                     }
                 }
                 // Anyone who can write the key can impersonate the server (issue 19
@@ -371,6 +551,9 @@ impl Config {
                     }
                 }
             }
+        }
+        for p in self.listener_conflicts() {
+            problem(p.key, p.message);
         }
         let l = &self.limits;
         for (key, value) in [
@@ -480,6 +663,44 @@ impl Config {
         warnings
     }
 
+    /// Two listeners on one port (and overlapping addresses): `serve` would fail to bind
+    /// the second. Port 0 (any free port) never conflicts.
+    fn listener_conflicts(&self) -> Vec<ConfigProblem> {
+        let mut bound: Vec<(String, SocketAddr)> = Vec::new();
+        for service in Service::ALL {
+            for (i, addr) in self.listen.addresses(service).iter().enumerate() {
+                if let Ok(a) = addr.parse() {
+                    bound.push((format!("listen.{}[{i}]", service.name()), a));
+                }
+            }
+        }
+        for (key, addr) in [
+            ("metrics.listen", &self.metrics.listen),
+            ("autoconfig.listen", &self.autoconfig.listen),
+        ] {
+            if let Some(a) = addr.as_deref().and_then(|a| a.parse().ok()) {
+                bound.push((key.to_string(), a));
+            }
+        }
+        let overlaps = |a: &SocketAddr, b: &SocketAddr| {
+            a.port() == b.port()
+                && a.port() != 0
+                && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+        };
+        let mut problems = Vec::new();
+        for (i, (key, addr)) in bound.iter().enumerate() {
+            if let Some((first, other)) = bound[..i].iter().find(|(_, b)| overlaps(addr, b)) {
+                problems.push(ConfigProblem {
+                    key: key.clone(),
+                    message: format!(
+                        "{addr} uses the port of {first} ({other}): only one listener can have it"
+                    ),
+                });
+            }
+        }
+        problems
+    }
+
     pub fn db_dir(&self) -> PathBuf {
         self.data_dir.join("db")
     }
@@ -540,8 +761,17 @@ mod tests {
 
     #[test]
     fn dev_config_parses() {
-        let config = Config::parse(DEV_CONFIG, "dev", Some(Path::new(env!("CARGO_MANIFEST_DIR")))).unwrap();
+        let config = Config::parse(
+            DEV_CONFIG,
+            "dev",
+            Some(&Path::new(env!("CARGO_MANIFEST_DIR")).join("config")),
+        )
+        .unwrap();
         assert_eq!(config.listen.imap, vec!["127.0.0.1:1143".to_string()]);
+        assert!(
+            config.tls.unwrap().certificate.is_file(),
+            "paths resolve from config/"
+        );
     }
 
     /// The `[[ldap]]` sections' problems, through the whole file's parser (here, so the

@@ -6,6 +6,7 @@
 
 use std::fmt;
 use std::net::IpAddr;
+use std::path::Path;
 
 /// One configuration problem, with the key it concerns.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +56,34 @@ impl Network {
     }
 }
 
+/// A password file (LDAP service account, smarthost login) must exist and be readable
+/// by its owner only.
+pub fn check_password_file(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if !meta.is_file() {
+        return Err(format!("{} is not a file", path.display()));
+    }
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "{} is readable by others (mode {mode:04o}); chmod 600 it",
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Reads a password file's first line, after [`check_password_file`].
+pub fn read_password_file(path: &Path) -> anyhow::Result<understudy_protocol::Secret> {
+    check_password_file(path).map_err(|e| anyhow::anyhow!(e))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    Ok(understudy_protocol::Secret::new(
+        text.lines().next().unwrap_or("").to_string(),
+    ))
+}
+
 /// The services Understudy listens for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Service {
@@ -93,5 +122,20 @@ impl Service {
     /// Implicit TLS from the first byte.
     pub fn implicit_tls(self) -> bool {
         matches!(self, Service::Imaps | Service::Pop3s | Service::Submissions)
+    }
+}
+
+/// An I/O error's reason as a sentence part, without Rust's "(os error 2)".
+pub fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file".into(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        _ => {
+            let text = e.to_string();
+            match text.find(" (os error") {
+                Some(i) => text[..i].to_string(),
+                None => text,
+            }
+        }
     }
 }

@@ -855,6 +855,7 @@ Authentication-Results: other.example; spf=pass\r\nSubject: hi\r\n\r\nAuthentica
 
     fn envelope(peer: &str, mail_from: &str) -> Envelope {
         Envelope {
+            id: "T1".into(),
             mode: understudy_protocol::smtp::SmtpMode::Mx,
             mail_from: mail_from.into(),
             rcpts: vec!["anna@example.com".into()],

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod autoconfig;
 pub mod backends;
 pub mod cli;
+pub mod compress;
 pub mod config;
 pub mod config_types;
 pub mod delivery;
@@ -15,9 +16,11 @@ pub mod dkim;
 pub mod driver;
 pub mod inbound_auth;
 pub mod ldap;
+pub mod live_config;
 pub mod memory;
 pub mod metrics;
 pub mod outage;
+pub mod password_policy;
 pub mod reload;
 pub mod retention;
 pub mod revoke;
@@ -32,12 +35,15 @@ pub mod webmail;
 use tokio::sync::watch;
 
 /// Starts tracing on stderr with the configured level (RUST_LOG wins) and format.
+/// Colour only on a terminal: journald and log files get plain text.
 pub fn init_tracing(config: &config::LogConfig) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if config.format == "json" {
         builder.json().init();

@@ -13,6 +13,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
+    let serving = matches!(cli.command, Command::Serve);
     let result = match cli.command {
         Command::Serve => {
             understudy::init_tracing(&config.log);
@@ -28,8 +29,12 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("understudy: {e:#}");
+            // Once: the server's log is stderr (journald) already.
+            if serving {
+                tracing::error!("{e:#}");
+            } else {
+                eprintln!("understudy: {e:#}");
+            }
             std::process::ExitCode::FAILURE
         }
     }

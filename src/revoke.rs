@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use tokio::sync::broadcast;
 use understudy_protocol::{Account, AuthBackend, AuthError, Credentials, Goodbye, Output, Session};
+use understudy_storage::Store;
 
 /// Sends the ids of users whose sessions must end now.
 pub type Revocations = broadcast::Sender<u64>;
@@ -36,11 +37,13 @@ impl SessionAccount {
         }
     }
 
-    /// The authenticator this connection's session should use.
-    pub fn auth(&self, inner: Arc<dyn AuthBackend>) -> Arc<dyn AuthBackend> {
+    /// The authenticator this connection's session should use. Successful logins are
+    /// also recorded in `store` as the user's last login over that protocol.
+    pub fn auth(&self, inner: Arc<dyn AuthBackend>, store: &Store) -> Arc<dyn AuthBackend> {
         Arc::new(RecordingAuth {
             inner,
             account: self.clone(),
+            store: store.clone(),
         })
     }
 
@@ -56,6 +59,7 @@ impl SessionAccount {
 struct RecordingAuth {
     inner: Arc<dyn AuthBackend>,
     account: SessionAccount,
+    store: Store,
 }
 
 impl AuthBackend for RecordingAuth {
@@ -63,6 +67,13 @@ impl AuthBackend for RecordingAuth {
         let result = self.inner.authenticate(credentials);
         if let Ok(account) = &result {
             self.account.0.store(account.id, Ordering::Release);
+            // For `user list`: who has set up which protocol. Not worth failing a login.
+            if let Err(e) = self
+                .store
+                .record_login(account.id, credentials.protocol, self.store.now())
+            {
+                tracing::warn!(user = %account.address, error = %e, "cannot record the login time");
+            }
         }
         result
     }

@@ -98,12 +98,15 @@ pub async fn run(
             shared.store.clone(),
             shared.clock.clone(),
             shared.config.hostname.clone(),
-            shared.config.delivery.clone(),
+            shared.live.delivery(),
             queue_wakeup.clone(),
             observations.clone(),
             shutdown.clone(),
         ));
     }
+    // Before "ready": a SIGHUP that arrives before its handler exists would end the
+    // process (its default action), and `systemctl reload` may follow start at once.
+    let hangups = crate::reload::hangups();
     println!("ready");
     notify_systemd_ready();
 
@@ -119,16 +122,17 @@ pub async fn run(
         MonitorHandles {
             wake: monitor_wake.clone(),
             observations,
-            queue_wakeup: Some(queue_wakeup),
+            queue_wakeup: Some(queue_wakeup.clone()),
         },
         shutdown.clone(),
     ));
     tasks.spawn(admin_socket.serve(
         crate::admin::socket::InServer {
             store: shared.store.clone(),
-            config: shared.config.clone(),
+            config: shared.live.clone(),
             revocations: shared.revocations.clone(),
             monitor: monitor_wake,
+            queue_wakeup,
         },
         shutdown.clone(),
     ));
@@ -146,7 +150,7 @@ pub async fn run(
     crate::ldap::spawn(
         &mut tasks,
         shared.store.clone(),
-        Arc::new(shared.config.ldap.clone()),
+        shared.live.ldap(),
         shared.revocations.clone(),
         shutdown.clone(),
     );
@@ -155,6 +159,7 @@ pub async fn run(
         tasks.spawn(watchdog(shared.store.clone(), interval, shutdown.clone()));
     }
     tasks.spawn(crate::reload::on_sighup(
+        hangups,
         shared.clone(),
         config_path,
         shutdown.clone(),

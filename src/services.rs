@@ -22,9 +22,9 @@ pub fn new_session(
     // Mailbox sessions count against the user's limit; submission connections are short.
     let auth: Arc<dyn AuthBackend> = match service {
         Service::Imap | Service::Imaps | Service::Pop3 | Service::Pop3s => {
-            account.auth(shared.user_sessions.limit(shared.auth.clone()))
+            account.auth(shared.user_sessions.limit(shared.auth.clone()), &shared.store)
         }
-        _ => account.auth(shared.auth.clone()),
+        _ => account.auth(shared.auth.clone(), &shared.store),
     };
     let auth = logins.auth(auth);
     let limits = &shared.config.limits;

@@ -18,7 +18,12 @@ use crate::config_types::{Network, Service};
 
 /// Everything a connection needs, shared by all of them.
 pub struct Shared {
+    /// The configuration the server started with: what needs a restart to change is
+    /// read here.
     pub config: Arc<Config>,
+    /// The configuration as last reloaded (SIGHUP): what takes effect on reload is read
+    /// here (`crate::reload`).
+    pub live: crate::live_config::LiveConfig,
     pub store: Store,
     pub auth: Arc<Authenticator>,
     /// Swapped by a SIGHUP reload; each new connection and STARTTLS takes the current one.
@@ -71,6 +76,7 @@ impl Shared {
             ),
             revocations: crate::revoke::revocations(),
             user_sessions: crate::sessions::UserSessions::new(config.limits.max_connections_per_user),
+            live: crate::live_config::LiveConfig::new(config.clone()),
             config,
             store,
             auth,

@@ -149,7 +149,10 @@ pub fn roundcube_config(config: &Config, options: &RoundcubeOptions) -> anyhow::
         "// Roundcube for Understudy at {}, from `understudy webmail print-config roundcube`.",
         config.hostname
     )?;
-    writeln!(out, "// Regenerate it after changing Understudy's listeners or certificate.")?;
+    writeln!(
+        out,
+        "// Regenerate it after changing Understudy's listeners or certificate."
+    )?;
     writeln!(out)?;
     writeln!(out, "// IMAP over TLS; the certificate is verified.")?;
     writeln!(
@@ -158,7 +161,10 @@ pub fn roundcube_config(config: &Config, options: &RoundcubeOptions) -> anyhow::
         php(&format!("{imap_scheme}://{host}:{imap_port}"))
     )?;
     writeln!(out, "$config['imap_conn_options'] = {tls};")?;
-    writeln!(out, "// Submission with AUTH as the logged-in user (full address and password).")?;
+    writeln!(
+        out,
+        "// Submission with AUTH as the logged-in user (full address and password)."
+    )?;
     writeln!(
         out,
         "$config['smtp_host'] = {};",
@@ -167,7 +173,10 @@ pub fn roundcube_config(config: &Config, options: &RoundcubeOptions) -> anyhow::
     writeln!(out, "$config['smtp_user'] = '%u';")?;
     writeln!(out, "$config['smtp_pass'] = '%p';")?;
     writeln!(out, "$config['smtp_conn_options'] = {tls};")?;
-    writeln!(out, "// Users log in with their full address, as in every other mail app.")?;
+    writeln!(
+        out,
+        "// Users log in with their full address, as in every other mail app."
+    )?;
     writeln!(out, "$config['username_domain'] = '';")?;
     writeln!(out, "$config['login_lc'] = 2;")?;
     writeln!(
@@ -232,16 +241,27 @@ mod tests {
     fn imaps_and_submissions_with_the_certificate_checked_for_the_hostname() {
         let c = config("imaps = [\"[::]:993\"]\nimap = [\"[::]:143\"]\nsubmissions = [\"[::]:465\"]");
         let php = roundcube_config(&c, &options()).unwrap();
-        assert!(php.contains("$config['imap_host'] = 'ssl://mail.example.com:993';"), "{php}");
-        assert!(php.contains("$config['smtp_host'] = 'ssl://mail.example.com:465';"), "{php}");
+        assert!(
+            php.contains("$config['imap_host'] = 'ssl://mail.example.com:993';"),
+            "{php}"
+        );
+        assert!(
+            php.contains("$config['smtp_host'] = 'ssl://mail.example.com:465';"),
+            "{php}"
+        );
         assert!(php.contains("'peer_name' => 'mail.example.com'"), "{php}");
         assert!(php.contains("$config['sent_mbox'] = 'Sent';"), "{php}");
         assert!(php.contains("$config['drafts_mbox'] = 'Drafts';"), "{php}");
         assert!(
-            php.contains("$config['default_folders'] = ['INBOX', 'Sent', 'Drafts', 'Trash', 'Junk', 'Archive'];"),
+            php.contains(
+                "$config['default_folders'] = ['INBOX', 'Sent', 'Drafts', 'Trash', 'Junk', 'Archive'];"
+            ),
             "{php}"
         );
-        assert!(php.contains("$config['product_name'] = 'Example\\'s Webmail';"), "{php}");
+        assert!(
+            php.contains("$config['product_name'] = 'Example\\'s Webmail';"),
+            "{php}"
+        );
     }
 
     #[test]

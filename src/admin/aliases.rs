@@ -7,20 +7,30 @@ use std::io::Write;
 use clap::Subcommand;
 use serde::{Deserialize, Serialize};
 
+use super::format::{write_listing, ListFormat, Table};
 use super::AdminContext;
 
 #[derive(Debug, Subcommand, Serialize, Deserialize)]
 pub enum AliasCommand {
-    /// Deliver mail for ALIAS to USER.
+    /// Deliver mail for ALIAS to USER (who may also send as ALIAS).
     Add {
+        /// The alias address, in the user's domain.
         alias: String,
+        /// The user it delivers to.
         user: String,
     },
+    /// Remove an alias (the user keeps their mail).
     Remove {
+        /// The alias address.
         alias: String,
     },
+    /// List aliases, of one domain or all.
     List {
+        /// Only this domain.
         domain: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: ListFormat,
     },
 }
 
@@ -42,10 +52,20 @@ pub fn execute(ctx: &AdminContext, command: AliasCommand, out: &mut dyn Write) -
             remove(ctx, &alias)?;
             writeln!(out, "removed alias {alias}")?;
         }
-        AliasCommand::List { domain } => {
-            for a in list(ctx, domain.as_deref())? {
-                writeln!(out, "{}\t-> {}", a.alias, a.target)?;
-            }
+        AliasCommand::List { domain, format } => {
+            let aliases = list(ctx, domain.as_deref())?;
+            write_listing(
+                format,
+                &aliases,
+                || {
+                    let mut t = Table::new(&["ALIAS", "DELIVERS TO"]);
+                    for a in &aliases {
+                        t.push(vec![a.alias.clone(), a.target.clone()]);
+                    }
+                    t
+                },
+                out,
+            )?;
         }
     }
     Ok(())

@@ -5,9 +5,8 @@
 //! operation in the subject's file.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::Subcommand;
 use serde::{Deserialize, Serialize};
 
@@ -39,15 +38,18 @@ pub enum Command {
     Queue(QueueCommand),
     /// A message's life: received, stored, queued, attempts, delivered...
     Track(TrackArgs),
-    /// Write a consistent copy of the database (a RocksDB checkpoint) into DIR, which must
-    /// not exist; safe while the server runs. Restore: stop the server, replace
-    /// `<data_dir>/db` with the copy, start it.
-    Backup { dir: PathBuf },
     /// Print the mail settings a user needs during an outage.
-    ClientSetup { address: String },
+    ClientSetup {
+        /// The user's address.
+        address: String,
+    },
     /// Users from an LDAP directory or Active Directory.
     #[command(subcommand)]
     Ldap(LdapCommand),
+    /// The server's half of `understudy backup`: a checkpoint under the data
+    /// directory, described as JSON for the CLI that asked (see `admin::backup`).
+    #[command(skip)]
+    Checkpoint,
 }
 
 /// Runs one admin command against the store, writing its report to `out`. The server
@@ -65,9 +67,68 @@ pub fn execute(ctx: &AdminContext, command: Command, out: &mut dyn Write) -> any
             let s = client_setup(ctx, &address)?;
             Ok(write!(out, "{}", crate::autoconfig::describe(&s))?)
         }
-        Command::Backup { dir } => {
-            backup(ctx, &dir)?;
-            Ok(writeln!(out, "backup written to {}", dir.display())?)
+        Command::Checkpoint => {
+            let checkpoint = super::backup::checkpoint(ctx)?;
+            serde_json::to_writer(&mut *out, &checkpoint)?;
+            Ok(writeln!(out)?)
+        }
+    }
+}
+
+impl Command {
+    /// What the command acts on, for the audit line the server logs (`user passwd
+    /// anna@example.com`): an address, a domain, a queue or tracking id. Never a
+    /// password, a hash or the contents of an import file.
+    pub fn target(&self) -> Option<String> {
+        use super::aliases::AliasCommand as A;
+        use super::domains::DomainCommand as D;
+        use super::outage::OutageCommand as O;
+        use super::queue::QueueCommand as Q;
+        use super::users::UserCommand as U;
+        match self {
+            Command::Domain(c) => match c {
+                D::Add { name, .. }
+                | D::Show { name }
+                | D::Set { name, .. }
+                | D::Remove { name }
+                | D::DkimKeygen { name, .. } => Some(name.clone()),
+                D::List { .. } => None,
+            },
+            Command::User(c) => match c {
+                U::Add { address, .. }
+                | U::Show { address }
+                | U::Passwd { address, .. }
+                | U::Set { address, .. }
+                | U::Activate { address }
+                | U::Deactivate { address }
+                | U::Remove { address, .. } => Some(address.clone()),
+                U::List { domain, .. } => domain.clone(),
+                U::Import { file, .. } => Some(file.display().to_string()),
+            },
+            Command::Alias(c) => match c {
+                A::Add { alias, user } => Some(format!("{alias} -> {user}")),
+                A::Remove { alias } => Some(alias.clone()),
+                A::List { domain, .. } => domain.clone(),
+            },
+            Command::Outage(c) => match c {
+                O::Start { domain, .. } | O::Stop { domain, .. } => Some(domain.clone()),
+                O::Status { domain, .. } => domain.clone(),
+            },
+            Command::Queue(c) => match c {
+                Q::List { domain, .. } => domain.clone(),
+                Q::Show { id } | Q::Purge { id, .. } => Some(id.to_string()),
+                Q::Retry { target } => target.clone(),
+                Q::Hold { domain } | Q::Release { domain } => Some(domain.clone()),
+                Q::Redeliver { tracking_id } => Some(tracking_id.clone()),
+            },
+            Command::Track(a) => {
+                a.id.clone()
+                    .or_else(|| a.message_id.clone())
+                    .or_else(|| a.address.clone())
+            }
+            Command::ClientSetup { address } => Some(address.clone()),
+            Command::Ldap(super::ldap::LdapCommand::Sync { domain, .. }) => domain.clone(),
+            Command::Checkpoint => None,
         }
     }
 }
@@ -78,11 +139,4 @@ pub fn client_setup(ctx: &AdminContext, address: &str) -> anyhow::Result<crate::
         Some(s) => Ok(s),
         None => bail!("{address} is not an address of a protected domain"),
     }
-}
-
-/// Writes a consistent copy of the database into `dir` (which must not exist).
-pub fn backup(ctx: &AdminContext, dir: &Path) -> anyhow::Result<()> {
-    ctx.store
-        .checkpoint(dir)
-        .with_context(|| format!("backup into {}", dir.display()))
 }

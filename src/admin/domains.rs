@@ -5,39 +5,53 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
 use serde::{Deserialize, Serialize};
 use understudy_storage::{AccessLevel, AccessWindow, DeliveryMode, Domain, Engagement, RelayTls};
 
+use super::format::{or_dash, write_listing, ListFormat, Table};
 use super::AdminContext;
+use crate::delivery::config::split_host_port;
 
 #[derive(Debug, Subcommand, Serialize, Deserialize)]
 pub enum DomainCommand {
-    /// Add a protected domain.
+    /// Add a protected domain (engagement is automatic unless --engagement manual).
     Add {
+        /// The domain, e.g. example.com.
         name: String,
         #[command(flatten)]
         settings: DomainSettings,
     },
-    List,
+    /// List the protected domains with their mode, relay host and user count.
+    List {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: ListFormat,
+    },
+    /// Show every setting of a domain.
     Show {
+        /// The domain.
         name: String,
     },
     /// Change settings of a domain.
     Set {
+        /// The domain.
         name: String,
         #[command(flatten)]
         settings: DomainSettings,
     },
     /// Remove a domain that has no users or aliases left.
     Remove {
+        /// The domain.
         name: String,
     },
     /// Create a DKIM key for mail sent during outages, set it on the domain and print
     /// the DNS records to publish.
     DkimKeygen {
+        /// The domain.
         name: String,
+        /// The DKIM selector (the DNS name is SELECTOR._domainkey.DOMAIN).
         #[arg(long, default_value = "understudy")]
         selector: String,
     },
@@ -45,33 +59,45 @@ pub enum DomainCommand {
 
 #[derive(Debug, Clone, Copy, ValueEnum, Serialize, Deserialize)]
 pub enum ModeArg {
+    /// Queue and redeliver only; no local mailboxes.
     Relay,
+    /// Keep a shadow mailbox per user as well as redelivering.
     Both,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, Serialize, Deserialize)]
 pub enum TlsArg {
+    /// STARTTLS when the primary offers it, any certificate.
     Opportunistic,
+    /// STARTTLS required, certificate verified.
     Required,
+    /// Never STARTTLS.
     Disabled,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, Serialize, Deserialize)]
 pub enum EngagementArg {
+    /// The monitor probes the relay host and engages an outage by itself.
     Automatic,
+    /// Only `outage start` and `outage stop` change the state.
     Manual,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, Serialize, Deserialize)]
 pub enum AccessArg {
+    /// Read and send.
     Full,
+    /// Read only: nothing changes in the mailboxes, no sending.
     ReadOnly,
+    /// No login at all.
     None,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, Serialize, Deserialize)]
 pub enum WindowArg {
+    /// Mailboxes reachable at any time (archive access).
     Always,
+    /// Mailboxes reachable only while the domain is in an outage or draining.
     OutageOnly,
 }
 
@@ -81,15 +107,19 @@ pub struct DomainSettings {
     /// relay: queue and redeliver only; both: also keep a shadow mailbox.
     #[arg(long)]
     pub mode: Option<ModeArg>,
-    /// Primary server, host[:port].
+    /// Primary server, host[:port] (port 25 if omitted); "" removes it.
     #[arg(long)]
     pub relay_host: Option<String>,
+    /// TLS toward the primary when redelivering.
     #[arg(long)]
     pub relay_tls: Option<TlsArg>,
+    /// Who starts and ends outages: the monitor (automatic) or an admin (manual).
     #[arg(long)]
     pub engagement: Option<EngagementArg>,
+    /// Probe the relay host (automatic engagement only): true or false.
     #[arg(long)]
     pub monitoring: Option<bool>,
+    /// Seconds between probes of the relay host.
     #[arg(long)]
     pub probe_interval: Option<u32>,
     /// Failed probes in a row before an outage is engaged.
@@ -98,21 +128,36 @@ pub struct DomainSettings {
     /// Successful probes in a row before it is recovered.
     #[arg(long)]
     pub successes: Option<u32>,
-    /// Alert recipient (repeat up to four times; replaces the list).
+    /// Alert recipient, hosted elsewhere than the domain (repeat up to four times;
+    /// replaces the list).
     #[arg(long = "alert")]
     pub alerts: Vec<String>,
+    /// Default access of the domain's users during outages.
     #[arg(long)]
     pub access: Option<AccessArg>,
+    /// When the domain's users may log in by default.
     #[arg(long)]
     pub access_window: Option<WindowArg>,
+    /// Days a message stays in the continuity mailboxes (0: forever).
     #[arg(long)]
     pub retention_days: Option<u32>,
+    /// Days a message may wait for the primary before it is bounced.
     #[arg(long)]
     pub queue_lifetime_days: Option<u32>,
+    /// DKIM selector for mail sent during outages ("" removes it).
     #[arg(long)]
     pub dkim_selector: Option<String>,
+    /// Path of the DKIM private key (PEM) for mail sent during outages ("" removes it).
     #[arg(long)]
     pub dkim_key: Option<String>,
+    /// Redeliver to the primary also the messages a user deleted here during the
+    /// outage: true or false (default false: deleted mail stays deleted).
+    #[arg(long)]
+    pub redeliver_deleted: Option<bool>,
+    /// Keep a copy of each message a user sends in their Sent folder (for clients that
+    /// do not save one themselves, e.g. over POP3): true or false.
+    #[arg(long)]
+    pub save_sent: Option<bool>,
 }
 
 /// One line of `domain list`.
@@ -143,19 +188,38 @@ pub fn execute(ctx: &AdminContext, command: DomainCommand, out: &mut dyn Write) 
         DomainCommand::Add { name, settings } => {
             let d = add(ctx, &name, &settings)?;
             writeln!(out, "added domain {}", d.name)?;
-        }
-        DomainCommand::List => {
-            for l in list(ctx)? {
-                let d = &l.domain;
+            if d.engagement == Engagement::Automatic && d.monitoring && d.relay_host.is_some() {
                 writeln!(
                     out,
-                    "{}\t{:?}\t{}\t{} users",
-                    d.name,
-                    d.delivery_mode,
+                    "engagement automatic: an outage starts by itself after {} failed probes of {} \
+                     (every {} s); use --engagement manual to start and stop outages yourself",
+                    d.failures_before_engage,
                     d.relay_host.as_deref().unwrap_or("-"),
-                    l.users
+                    d.probe_interval_secs
                 )?;
             }
+        }
+        DomainCommand::List { format } => {
+            let listing = list(ctx)?;
+            write_listing(
+                format,
+                &listing,
+                || {
+                    let mut t = Table::new(&["DOMAIN", "MODE", "RELAY HOST", "ENGAGEMENT", "USERS"]);
+                    for l in &listing {
+                        let d = &l.domain;
+                        t.push(vec![
+                            d.name.clone(),
+                            format!("{:?}", d.delivery_mode).to_lowercase(),
+                            or_dash(d.relay_host.clone().unwrap_or_default()),
+                            format!("{:?}", d.engagement).to_lowercase(),
+                            l.users.to_string(),
+                        ]);
+                    }
+                    t
+                },
+                out,
+            )?;
         }
         DomainCommand::Show { name } => print_domain(&show(ctx, &name)?, out)?,
         DomainCommand::Set { name, settings } => print_domain(&set(ctx, &name, &settings)?, out)?,
@@ -169,7 +233,7 @@ pub fn execute(ctx: &AdminContext, command: DomainCommand, out: &mut dyn Write) 
 
 pub fn add(ctx: &AdminContext, name: &str, settings: &DomainSettings) -> anyhow::Result<Domain> {
     let mut d = Domain::new(name);
-    apply_settings(&mut d, settings);
+    apply_settings(&mut d, settings)?;
     Ok(ctx.store.add_domain(&d)?)
 }
 
@@ -185,7 +249,7 @@ pub fn list(ctx: &AdminContext) -> anyhow::Result<Vec<DomainListing>> {
 pub fn show(ctx: &AdminContext, name: &str) -> anyhow::Result<Domain> {
     ctx.store
         .domain(name)?
-        .with_context(|| format!("no domain {name}"))
+        .with_context(|| format!("{name} is not a protected domain"))
 }
 
 /// Changes the given settings; users on the domain's default access policy get the new
@@ -193,7 +257,7 @@ pub fn show(ctx: &AdminContext, name: &str) -> anyhow::Result<Domain> {
 pub fn set(ctx: &AdminContext, name: &str, settings: &DomainSettings) -> anyhow::Result<Domain> {
     let mut d = show(ctx, name)?;
     let policy_before = (d.access, d.access_window);
-    apply_settings(&mut d, settings);
+    apply_settings(&mut d, settings)?;
     ctx.store.update_domain(&d)?;
     if (d.access, d.access_window) != policy_before {
         // Users on the domain default get the new policy now, not at next login.
@@ -226,7 +290,10 @@ pub fn dkim_keygen(ctx: &AdminContext, name: &str, selector: &str) -> anyhow::Re
     })
 }
 
-fn apply_settings(domain: &mut Domain, s: &DomainSettings) {
+/// Applies the given settings, refusing what would not work: a relay host that is not
+/// host[:port], an alert recipient inside the domain itself (it would be down with the
+/// domain's mail server).
+fn apply_settings(domain: &mut Domain, s: &DomainSettings) -> anyhow::Result<()> {
     if let Some(m) = s.mode {
         domain.delivery_mode = match m {
             ModeArg::Relay => DeliveryMode::Relay,
@@ -234,7 +301,17 @@ fn apply_settings(domain: &mut Domain, s: &DomainSettings) {
         };
     }
     if let Some(h) = &s.relay_host {
-        domain.relay_host = (!h.is_empty()).then(|| h.clone());
+        let h = h.trim();
+        if !h.is_empty() {
+            match split_host_port(h, 25) {
+                Some((host, port)) if port != 0 && !host.is_empty() => {}
+                _ => bail!(
+                    "relay host '{h}' is not host[:port] with a port from 1 to 65535 \
+                     (e.g. mail.example.com:25 or [2001:db8::25]:25)"
+                ),
+            }
+        }
+        domain.relay_host = (!h.is_empty()).then(|| h.to_string());
     }
     if let Some(t) = s.relay_tls {
         domain.relay_tls = match t {
@@ -262,7 +339,18 @@ fn apply_settings(domain: &mut Domain, s: &DomainSettings) {
         domain.successes_before_recover = v;
     }
     if !s.alerts.is_empty() {
-        domain.alert_recipients = s.alerts.iter().map(|a| a.trim().to_ascii_lowercase()).collect();
+        let alerts: Vec<String> = s.alerts.iter().map(|a| a.trim().to_ascii_lowercase()).collect();
+        for a in &alerts {
+            if understudy_storage::address::domain_of(a) == domain.name {
+                bail!(
+                    "alert recipient {a} is inside {}: alerts go out while {}'s mail server is down, \
+                     so they must go to an address hosted elsewhere",
+                    domain.name,
+                    domain.name
+                );
+            }
+        }
+        domain.alert_recipients = alerts;
     }
     if let Some(a) = s.access {
         domain.access = access_level(a);
@@ -282,6 +370,13 @@ fn apply_settings(domain: &mut Domain, s: &DomainSettings) {
     if let Some(v) = &s.dkim_key {
         domain.dkim_key_path = (!v.is_empty()).then(|| v.clone());
     }
+    if let Some(v) = s.redeliver_deleted {
+        domain.redeliver_deleted = v;
+    }
+    if let Some(v) = s.save_sent {
+        domain.save_sent = v;
+    }
+    Ok(())
 }
 
 pub(super) fn access_level(a: AccessArg) -> AccessLevel {
@@ -327,6 +422,24 @@ fn print_domain(d: &Domain, out: &mut dyn Write) -> std::io::Result<()> {
         "DKIM:                selector {}, key {}",
         opt(&d.dkim_selector),
         opt(&d.dkim_key_path)
+    )?;
+    writeln!(
+        out,
+        "redeliver deleted:   {}",
+        if d.redeliver_deleted {
+            "yes (messages users delete here still go to the primary)"
+        } else {
+            "no (messages users delete here are not redelivered; `queue redeliver` recovers one)"
+        }
+    )?;
+    writeln!(
+        out,
+        "save sent:           {}",
+        if d.save_sent {
+            "yes (a copy of each sent message goes into the sender's Sent folder)"
+        } else {
+            "no (the mail app saves its own copy)"
+        }
     )
 }
 

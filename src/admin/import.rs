@@ -228,7 +228,7 @@ fn import_row(
     let password = cell(2);
     let mut generated = None;
     let password_hash = if !password.is_empty() {
-        auth::check_policy(&ctx.config.password_policy, password)
+        crate::password_policy::check_policy(&ctx.config.password_policy, password)
             .map_err(|rule| anyhow::anyhow!("password for {address} refused: {rule}"))?;
         let password = Secret::new(password);
         match existing.as_ref().and_then(|u| u.password_hash.as_deref()) {
@@ -322,6 +322,7 @@ mod tests {
             self.secrets.borrow_mut().push(line.to_string());
         }
         fn outage_changed(&self) {}
+        fn queue_changed(&self) {}
     }
 
     fn import(store: &Store, events: &Recorder, text: &str, dry_run: bool) -> (String, bool) {
@@ -358,12 +359,12 @@ mod tests {
         let (out, ok) = import(&store, &events, csv, false);
         assert!(!ok, "{out}");
         for expected in [
-            "line 4: invalid: 'not-an-address' is not a valid mail address",
+            "line 4: 'not-an-address' is not a valid mail address",
             "line 5: anna@example.com appears again (first on line 2)",
             "line 6: password for carl@example.com refused: the password needs at least 8 characters",
             "line 7: alias a@example.com is already given to anna@example.com on line 2",
             "line 8: status must be active or inactive, not 'sleeping'",
-            "line 9: domain other.org",
+            "line 9: other.org is not a protected domain; add it first",
             "import: 2 created, 0 updated, 0 unchanged, 6 with errors",
         ] {
             assert!(out.contains(expected), "missing {expected:?} in:\n{out}");

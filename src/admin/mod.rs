@@ -17,8 +17,10 @@
 //! database itself ([`run_local`]).
 
 pub mod aliases;
+pub mod backup;
 pub mod command;
 pub mod domains;
+pub mod format;
 pub mod import;
 pub mod ldap;
 pub mod outage;
@@ -51,9 +53,13 @@ pub trait AdminEvents {
     fn progress(&self, done: u64, total: u64);
     /// A generated password line, shown once to the admin (or written to a file).
     fn secret(&self, line: &str);
-    /// A domain's outage state was changed (and persisted): the outage monitor, if one
-    /// runs here, adopts it now instead of at its next tick.
+    /// A domain's outage state was changed (and persisted), and its notice queued: the
+    /// outage monitor, if one runs here, adopts it now instead of at its next tick, and
+    /// the queue runner sends the notice at once.
     fn outage_changed(&self);
+    /// Queue entries became due (retry, release, redeliver): the queue runner, if one
+    /// runs here, looks now instead of at its next poll.
+    fn queue_changed(&self);
 }
 
 /// How an admin command ended, wherever it ran.
@@ -80,9 +86,10 @@ pub fn socket_path(config: &Config) -> PathBuf {
 /// Opens the database for an admin command when no server is running.
 pub fn open_store(config: &Config) -> anyhow::Result<Store> {
     Store::open(&config.db_dir()).map_err(|e| match e {
-        StoreError::Locked { .. } => anyhow::anyhow!(
-            "the database in {} is in use by another process, but no server answers on its admin socket {}",
+        StoreError::Locked { pid, .. } => anyhow::anyhow!(
+            "the database in {} is in use by another process{}, but no server answers on its admin socket {}",
             config.db_dir().display(),
+            pid.map(|p| format!(" (pid {p})")).unwrap_or_default(),
             socket_path(config).display()
         ),
         e => e.into(),
@@ -129,4 +136,6 @@ impl AdminEvents for LocalEvents<'_> {
     }
     /// No monitor runs here; a server started later reads the state from the store.
     fn outage_changed(&self) {}
+    /// No queue runner runs here; a server started later looks at once.
+    fn queue_changed(&self) {}
 }

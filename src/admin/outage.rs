@@ -10,6 +10,7 @@ use clap::Subcommand;
 use serde::{Deserialize, Serialize};
 use understudy_storage::outage::{OutagePhase, OutageState, OutageTransition};
 
+use super::format::{or_dash, write_listing, ListFormat, Table};
 use super::AdminContext;
 use crate::outage::effects::apply_effects;
 use crate::outage::machine::{Event, OutageMachine, Thresholds};
@@ -17,8 +18,9 @@ use crate::outage::notify::{format_age, format_time, phase_name};
 
 #[derive(Debug, Subcommand, Serialize, Deserialize)]
 pub enum OutageCommand {
-    /// Engage an outage by hand (maintenance window); it lasts until `outage stop`.
+    /// Engage an outage by hand (maintenance window, drill); it lasts until `outage stop`.
     Start {
+        /// The domain.
         domain: String,
         /// Why: shown by `outage status` and in the notification.
         #[arg(long, default_value = "started by an admin")]
@@ -26,7 +28,9 @@ pub enum OutageCommand {
     },
     /// End an outage: the domain moves to draining and its spooled mail is released.
     Stop {
+        /// The domain.
         domain: String,
+        /// Why: shown by `outage status` and in the notification.
         #[arg(long, default_value = "stopped by an admin")]
         reason: String,
     },
@@ -37,6 +41,9 @@ pub enum OutageCommand {
         /// Also list each domain's transitions.
         #[arg(long)]
         history: bool,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: ListFormat,
     },
 }
 
@@ -79,8 +86,16 @@ pub fn execute(ctx: &AdminContext, command: OutageCommand, out: &mut dyn Write) 
     match command {
         OutageCommand::Start { domain, reason } => print_change(&start(ctx, &domain, reason)?, out)?,
         OutageCommand::Stop { domain, reason } => print_change(&stop(ctx, &domain, reason)?, out)?,
-        OutageCommand::Status { domain, history } => {
-            print_status(&status(ctx, domain.as_deref(), history)?, out)?
+        OutageCommand::Status {
+            domain,
+            history,
+            format,
+        } => {
+            let report = status(ctx, domain.as_deref(), history)?;
+            match format {
+                ListFormat::Text => print_status(&report, out)?,
+                _ => write_listing(format, &report, || status_table(&report), out)?,
+            }
         }
     }
     Ok(())
@@ -98,7 +113,9 @@ pub fn stop(ctx: &AdminContext, domain: &str, reason: String) -> anyhow::Result<
 
 fn manual(ctx: &AdminContext, name: &str, event: Event) -> anyhow::Result<ManualChange> {
     let store = ctx.store;
-    let domain = store.domain(name)?.with_context(|| format!("no domain {name}"))?;
+    let domain = store
+        .domain(name)?
+        .with_context(|| format!("{name} is not a protected domain"))?;
     let state = store.outage_state(&domain.name)?;
     let memo = store.outage_memo(&domain.name)?;
     let starting = matches!(event, Event::ManualStart(_));
@@ -148,7 +165,7 @@ pub fn status(ctx: &AdminContext, only: Option<&str>, history: bool) -> anyhow::
     if let Some(name) = only {
         domains.retain(|d| d.name.eq_ignore_ascii_case(name));
         if domains.is_empty() {
-            bail!("no domain {name}");
+            bail!("{name} is not a protected domain");
         }
     }
     let mut report = Vec::new();
@@ -193,6 +210,32 @@ fn print_change(c: &ManualChange, out: &mut dyn Write) -> std::io::Result<()> {
         writeln!(out, "no alert recipients: nobody was notified")?;
     }
     Ok(())
+}
+
+fn status_table(status: &OutageStatus) -> Table {
+    let mut t = Table::new(&[
+        "DOMAIN", "STATE", "MANUAL", "SINCE", "QUEUED", "OLDEST", "HELD", "WHY",
+    ]);
+    for d in &status.domains {
+        let s = &d.state;
+        t.push(vec![
+            d.domain.clone(),
+            phase_name(s.phase).into(),
+            s.manual.to_string(),
+            if s.since == 0 {
+                "-".into()
+            } else {
+                format_time(s.since)
+            },
+            d.queued.to_string(),
+            d.oldest_relay
+                .map(|at| format_age(status.now - at))
+                .unwrap_or_else(|| "-".into()),
+            d.held.to_string(),
+            or_dash(s.reason.clone()),
+        ]);
+    }
+    t
 }
 
 fn print_status(status: &OutageStatus, out: &mut dyn Write) -> std::io::Result<()> {

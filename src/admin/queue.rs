@@ -2,42 +2,120 @@
 //! purge`. Each operation takes typed arguments and returns a serialisable value;
 //! [`execute`] runs a parsed [`QueueCommand`] and writes the CLI's report.
 
+use std::collections::HashMap;
 use std::io::Write;
 
 use anyhow::{bail, Context};
 use clap::Subcommand;
 use serde::{Deserialize, Serialize};
-use understudy_storage::{QueueEntry, TrackingEvent};
+use understudy_storage::outage::OutagePhase;
+use understudy_storage::{QueueEntry, QueueKind, TrackingEvent, TrackingId};
 
+use super::format::{or_dash, write_listing, ListFormat, Table};
 use super::AdminContext;
 use crate::outage::notify::{format_age, format_time};
 
 #[derive(Debug, Subcommand, Serialize, Deserialize)]
 pub enum QueueCommand {
-    /// Queue entries, of one domain or all, oldest first.
-    List { domain: Option<String> },
+    /// Queue entries, of one domain or all, oldest first, with what each is waiting for.
+    List {
+        /// Only this domain.
+        domain: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: ListFormat,
+    },
     /// One entry with its recipients and its tracking events.
-    Show { id: u64 },
-    /// Attempt now: one entry (ID), a domain's entries, or every entry.
-    Retry { target: Option<String> },
+    Show {
+        /// The queue id (first column of `queue list`).
+        id: u64,
+    },
+    /// Attempt now: one entry (ID), a domain's entries, or every entry. Held entries
+    /// and relay entries of a domain in an outage stay as they are (the report says so).
+    Retry {
+        /// A queue id or a domain; none: every entry.
+        target: Option<String>,
+    },
     /// Hold every entry of a domain: not attempted until released.
-    Hold { domain: String },
+    Hold {
+        /// The domain.
+        domain: String,
+    },
     /// Release a domain's held entries.
-    Release { domain: String },
+    Release {
+        /// The domain.
+        domain: String,
+    },
     /// Delete an entry without delivering it.
     Purge {
+        /// The queue id.
         id: u64,
         /// Confirm that the message is to be dropped.
         #[arg(long)]
         yes: bool,
     },
+    /// Hand the primary a message a user deleted here during an outage (it was not
+    /// redelivered): `track` shows it as recoverable until retention removes it.
+    Redeliver {
+        /// The message's tracking id (as in `track` and `250 ... queued as`).
+        tracking_id: String,
+    },
+}
+
+/// What an entry is waiting for, as `queue list` and `queue retry` say it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum EntryState {
+    /// Held by `queue hold`: nothing happens until `queue release`.
+    Held,
+    /// A relay entry of a domain in an outage: it goes when the outage ends.
+    WaitingForOutage,
+    /// Attempted at the runner's next look.
+    DueNow,
+    /// Next attempt at this time (after a deferral).
+    Next { at: i64 },
+}
+
+impl EntryState {
+    fn of(entry: &QueueEntry, phase: OutagePhase, now: i64) -> EntryState {
+        if entry.held {
+            EntryState::Held
+        } else if entry.kind == QueueKind::Relay && phase == OutagePhase::Outage {
+            EntryState::WaitingForOutage
+        } else if entry.next_attempt <= now {
+            EntryState::DueNow
+        } else {
+            EntryState::Next {
+                at: entry.next_attempt,
+            }
+        }
+    }
+
+    fn text(&self) -> String {
+        match self {
+            EntryState::Held => "held".into(),
+            EntryState::WaitingForOutage => "waiting: outage".into(),
+            EntryState::DueNow => "due now".into(),
+            EntryState::Next { at } => format!("next {}", format_time(*at)),
+        }
+    }
+}
+
+/// One line of `queue list`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ListedEntry {
+    #[serde(flatten)]
+    pub entry: QueueEntry,
+    /// The tracking id as printed everywhere (`000000002A`).
+    pub tracking: String,
+    pub state: EntryState,
 }
 
 /// Queue entries as of `now`.
 #[derive(Debug, Clone, Serialize)]
 pub struct QueueListing {
     pub now: i64,
-    pub entries: Vec<QueueEntry>,
+    pub entries: Vec<ListedEntry>,
 }
 
 /// One entry with its tracking events, as of `now`.
@@ -45,33 +123,99 @@ pub struct QueueListing {
 pub struct QueueEntryReport {
     pub now: i64,
     pub entry: QueueEntry,
+    pub state: EntryState,
     pub events: Vec<TrackingEvent>,
+}
+
+/// What `queue retry` did to each entry it looked at.
+#[derive(Debug, Clone, Serialize)]
+pub struct RetryReport {
+    /// Made due now.
+    pub due: Vec<u64>,
+    /// Left alone: held (release the domain first).
+    pub held: Vec<u64>,
+    /// Left alone: relay entries of a domain in an outage.
+    pub waiting_for_outage: Vec<u64>,
+}
+
+/// What `queue redeliver` queued.
+#[derive(Debug, Clone, Serialize)]
+pub struct Redelivery {
+    pub tracking_id: String,
+    pub queue_ids: Vec<u64>,
 }
 
 /// Runs a `queue` command and writes its report to `out`.
 pub fn execute(ctx: &AdminContext, command: QueueCommand, out: &mut dyn Write) -> anyhow::Result<()> {
     match command {
-        QueueCommand::List { domain } => print_list(&list(ctx, domain.as_deref())?, out)?,
-        QueueCommand::Show { id } => print_entry(&show(ctx, id)?, out)?,
-        QueueCommand::Retry { target } => {
-            let n = retry(ctx, target.as_deref())?;
-            writeln!(out, "{n} entr{} due now", if n == 1 { "y" } else { "ies" })?;
+        QueueCommand::List { domain, format } => {
+            let listing = list(ctx, domain.as_deref())?;
+            write_listing(format, &listing, || list_table(&listing), out)?;
+            if format == ListFormat::Text {
+                let n = listing.entries.len();
+                writeln!(out, "{n} entr{}", if n == 1 { "y" } else { "ies" })?;
+            }
         }
-        QueueCommand::Hold { domain } => print_hold(hold(ctx, &domain, true)?, &domain, "held", out)?,
+        QueueCommand::Show { id } => print_entry(&show(ctx, id)?, out)?,
+        QueueCommand::Retry { target } => print_retry(&retry(ctx, target.as_deref())?, out)?,
+        QueueCommand::Hold { domain } => {
+            print_hold(hold(ctx, &domain, true)?, &domain, "held", out)?;
+            writeln!(
+                out,
+                "mail arriving for {domain} is held too (alert notices excepted) until `queue release {domain}`"
+            )?;
+        }
         QueueCommand::Release { domain } => print_hold(hold(ctx, &domain, false)?, &domain, "released", out)?,
         QueueCommand::Purge { id, yes } => {
             purge(ctx, id, yes)?;
             writeln!(out, "purged queue entry {id}")?;
         }
+        QueueCommand::Redeliver { tracking_id } => {
+            let r = redeliver(ctx, &tracking_id)?;
+            writeln!(
+                out,
+                "message {} queued again for the primary: queue {}",
+                r.tracking_id,
+                r.queue_ids
+                    .iter()
+                    .map(u64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )?;
+        }
     }
     Ok(())
 }
 
+/// Each domain's outage phase, for the entries' states.
+fn phases(ctx: &AdminContext, entries: &[QueueEntry]) -> anyhow::Result<HashMap<String, OutagePhase>> {
+    let mut phases = HashMap::new();
+    for e in entries {
+        if !phases.contains_key(&e.domain) {
+            phases.insert(e.domain.clone(), ctx.store.outage_state(&e.domain)?.phase);
+        }
+    }
+    Ok(phases)
+}
+
 /// Entries of one domain or all, oldest first.
 pub fn list(ctx: &AdminContext, domain: Option<&str>) -> anyhow::Result<QueueListing> {
+    let now = ctx.store.now();
+    let entries = ctx.store.queue_entries(domain)?;
+    let phases = phases(ctx, &entries)?;
     Ok(QueueListing {
-        now: ctx.store.now(),
-        entries: ctx.store.queue_entries(domain)?,
+        now,
+        entries: entries
+            .into_iter()
+            .map(|entry| {
+                let phase = phases.get(&entry.domain).copied().unwrap_or(OutagePhase::Normal);
+                ListedEntry {
+                    state: EntryState::of(&entry, phase, now),
+                    tracking: TrackingId(entry.tracking_id).to_string(),
+                    entry,
+                }
+            })
+            .collect(),
     })
 }
 
@@ -80,30 +224,81 @@ pub fn show(ctx: &AdminContext, id: u64) -> anyhow::Result<QueueEntryReport> {
     let entry = ctx
         .store
         .queue_entry(id)?
-        .with_context(|| format!("no queue entry {id}"))?;
+        .with_context(|| format!("there is no queue entry {id}"))?;
     let events = ctx.store.tracking_events(entry.tracking_id)?;
-    Ok(QueueEntryReport { now, entry, events })
+    let phase = ctx.store.outage_state(&entry.domain)?.phase;
+    Ok(QueueEntryReport {
+        now,
+        state: EntryState::of(&entry, phase, now),
+        entry,
+        events,
+    })
 }
 
-/// Makes entries due now: one (`target` is its id), a domain's, or all. Returns how many.
-pub fn retry(ctx: &AdminContext, target: Option<&str>) -> anyhow::Result<usize> {
+/// Makes entries due now: one (`target` is its id), a domain's, or all. Held entries
+/// and relay entries of a domain in an outage are left as they are and reported: a
+/// retry would change nothing for them.
+pub fn retry(ctx: &AdminContext, target: Option<&str>) -> anyhow::Result<RetryReport> {
     let store = ctx.store;
     let now = store.now();
-    let ids: Vec<u64> = match target {
+    let entries: Vec<QueueEntry> = match target {
         Some(t) if t.chars().all(|c| c.is_ascii_digit()) => {
             let id: u64 = t.parse().context("queue id")?;
-            store
+            vec![store
                 .queue_entry(id)?
-                .with_context(|| format!("no queue entry {id}"))?;
-            vec![id]
+                .with_context(|| format!("there is no queue entry {id}"))?]
         }
-        Some(domain) => store.queue_entries(Some(domain))?.iter().map(|e| e.id).collect(),
-        None => store.queue_entries(None)?.iter().map(|e| e.id).collect(),
+        Some(domain) => {
+            if store.domain(domain)?.is_none() && store.queue_entries(Some(domain))?.is_empty() {
+                bail!("{domain} is neither a queue id nor a domain with queued mail");
+            }
+            store.queue_entries(Some(domain))?
+        }
+        None => store.queue_entries(None)?,
     };
-    for id in &ids {
-        store.retry_at(*id, now)?;
+    let phases = phases(ctx, &entries)?;
+    let mut report = RetryReport {
+        due: Vec::new(),
+        held: Vec::new(),
+        waiting_for_outage: Vec::new(),
+    };
+    for e in &entries {
+        let phase = phases.get(&e.domain).copied().unwrap_or(OutagePhase::Normal);
+        match EntryState::of(e, phase, now) {
+            EntryState::Held => report.held.push(e.id),
+            EntryState::WaitingForOutage => report.waiting_for_outage.push(e.id),
+            EntryState::DueNow | EntryState::Next { .. } => {
+                store.retry_at(e.id, now)?;
+                report.due.push(e.id);
+            }
+        }
     }
-    Ok(ids.len())
+    if !report.due.is_empty() {
+        ctx.events.queue_changed();
+    }
+    Ok(report)
+}
+
+/// Queues again, for the primary, the copies of a message that were not redelivered
+/// because the user deleted it during the outage.
+pub fn redeliver(ctx: &AdminContext, tracking_id: &str) -> anyhow::Result<Redelivery> {
+    let id: TrackingId = tracking_id.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+    let store = ctx.store;
+    let ids = store.redeliver_recoverable(id.0, store.now())?;
+    if ids.is_empty() {
+        if store.tracking_events(id.0)?.is_empty() {
+            bail!("no message has the tracking id {id}");
+        }
+        bail!(
+            "message {id} has no copy to redeliver: only messages a user deleted during an outage \
+             (and not yet removed by retention) can be; `understudy track {id}` shows what happened to it"
+        );
+    }
+    ctx.events.queue_changed();
+    Ok(Redelivery {
+        tracking_id: id.to_string(),
+        queue_ids: ids,
+    })
 }
 
 /// Holds or releases a whole domain: its entries now, and (through the domain's hold
@@ -115,7 +310,12 @@ pub fn hold(ctx: &AdminContext, domain: &str, held: bool) -> anyhow::Result<usiz
         .domain(domain)?
         .map(|d| d.name)
         .unwrap_or_else(|| domain.to_ascii_lowercase());
-    Ok(store.set_domain_held(&name, held, store.now())?)
+    let changed = store.set_domain_held(&name, held, store.now())?;
+    if !held {
+        // Released mail is due now: the runner looks at once.
+        ctx.events.queue_changed();
+    }
+    Ok(changed)
 }
 
 /// Deletes an entry without delivering it; `confirmed` is the admin's `--yes`.
@@ -123,7 +323,7 @@ pub fn purge(ctx: &AdminContext, id: u64, confirmed: bool) -> anyhow::Result<()>
     let e = ctx
         .store
         .queue_entry(id)?
-        .with_context(|| format!("no queue entry {id}"))?;
+        .with_context(|| format!("there is no queue entry {id}"))?;
     if !confirmed {
         bail!(
             "purging queue entry {id} drops a message for {} pending recipient(s) without delivering it; repeat with --yes to confirm",
@@ -145,48 +345,58 @@ pub(super) fn kind_name(entry: &QueueEntry) -> String {
     format!("{:?}", entry.kind).to_lowercase()
 }
 
-fn print_list(listing: &QueueListing, out: &mut dyn Write) -> std::io::Result<()> {
+fn list_table(listing: &QueueListing) -> Table {
     let now = listing.now;
-    let entries = &listing.entries;
-    writeln!(
-        out,
-        "{:>8}  {:<12} {:<20} {:<28} {:>5} {:>9} {:>8}  NEXT / STATUS",
-        "ID", "KIND", "DOMAIN", "FROM", "RCPTS", "SIZE", "AGE"
-    )?;
-    for e in entries {
-        let pending = e.pending().count();
-        let next = if e.held {
-            "held".to_string()
-        } else if e.next_attempt <= now {
-            "due now".to_string()
-        } else {
-            format!("next {}", format_time(e.next_attempt))
-        };
+    let mut t = Table::new(&[
+        "ID", "KIND", "DOMAIN", "FROM", "TO", "PENDING", "SIZE", "AGE", "TRACKING", "STATE",
+    ]);
+    for l in &listing.entries {
+        let e = &l.entry;
+        let pending: Vec<&str> = e.pending().map(|r| r.address.as_str()).collect();
         let last = e
             .recipients
             .iter()
             .filter_map(|r| r.last_reply.as_deref())
             .next_back()
-            .map(|r| format!("; last: {r}"))
+            .map(|r| format!("; last reply: {r}"))
             .unwrap_or_default();
+        t.push(vec![
+            e.id.to_string(),
+            kind_name(e),
+            e.domain.clone(),
+            format!("<{}>", e.mail_from),
+            or_dash(pending.join(", ")),
+            format!("{}/{}", pending.len(), e.recipients.len()),
+            e.size.to_string(),
+            format_age(now - e.created_at),
+            l.tracking.clone(),
+            format!("{}{last}", l.state.text()),
+        ]);
+    }
+    t
+}
+
+fn print_retry(r: &RetryReport, out: &mut dyn Write) -> std::io::Result<()> {
+    let ids = |v: &[u64]| v.iter().map(u64::to_string).collect::<Vec<_>>().join(", ");
+    let n = r.due.len();
+    writeln!(out, "{n} entr{} due now", if n == 1 { "y" } else { "ies" })?;
+    if !r.held.is_empty() {
         writeln!(
             out,
-            "{:>8}  {:<12} {:<20} {:<28} {:>5} {:>9} {:>8}  {next}{last}",
-            e.id,
-            kind_name(e),
-            e.domain,
-            format!("<{}>", e.mail_from),
-            format!("{pending}/{}", e.recipients.len()),
-            e.size,
-            format_age(now - e.created_at),
+            "{} held, left as they are (`queue release DOMAIN` first): {}",
+            r.held.len(),
+            ids(&r.held)
         )?;
     }
-    writeln!(
-        out,
-        "{} entr{}",
-        entries.len(),
-        if entries.len() == 1 { "y" } else { "ies" }
-    )
+    if !r.waiting_for_outage.is_empty() {
+        writeln!(
+            out,
+            "{} waiting for the end of their domain's outage, left as they are (`outage stop DOMAIN` releases them): {}",
+            r.waiting_for_outage.len(),
+            ids(&r.waiting_for_outage)
+        )?;
+    }
+    Ok(())
 }
 
 fn print_entry(report: &QueueEntryReport, out: &mut dyn Write) -> std::io::Result<()> {
@@ -203,13 +413,8 @@ fn print_entry(report: &QueueEntryReport, out: &mut dyn Write) -> std::io::Resul
         format_time(e.created_at),
         format_age(now - e.created_at)
     )?;
-    writeln!(
-        out,
-        "next attempt:  {}{}",
-        format_time(e.next_attempt),
-        if e.held { " (held)" } else { "" }
-    )?;
-    writeln!(out, "tracking id:   {}", e.tracking_id)?;
+    writeln!(out, "state:         {}", report.state.text())?;
+    writeln!(out, "tracking id:   {}", TrackingId(e.tracking_id))?;
     writeln!(out, "recipients:")?;
     for r in &e.recipients {
         writeln!(

@@ -29,7 +29,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use understudy_storage::Store;
 
 use super::{AdminContext, AdminEvents, Command, Outcome};
-use crate::config::Config;
+use crate::live_config::LiveConfig;
 use crate::outage::handles::MonitorWake;
 use crate::revoke::Revocations;
 
@@ -62,12 +62,15 @@ pub enum Reply {
 }
 
 /// What admin commands run against inside the server, and the server's tasks they
-/// reach: sessions to end, the outage monitor to wake.
+/// reach: sessions to end, the outage monitor and the queue runner to wake.
 pub struct InServer {
     pub store: Store,
-    pub config: Arc<Config>,
+    /// The configuration as last (re)loaded: a command sees the password policy a
+    /// SIGHUP put in force.
+    pub config: LiveConfig,
     pub revocations: Revocations,
     pub monitor: MonitorWake,
+    pub queue_wakeup: crate::delivery::QueueWakeup,
 }
 
 /// A bound admin socket, not yet serving.
@@ -144,7 +147,9 @@ async fn handle(
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let cred = stream.peer_cred().context("cannot read the peer's credentials")?;
-    if cred.uid() != owner_uid {
+    // The server's own user, or root (who can read the database anyway, and runs
+    // `sudo understudy backup|restore` to write where the service user cannot).
+    if cred.uid() != owner_uid && cred.uid() != 0 {
         tracing::warn!(
             peer_uid = cred.uid(),
             peer_pid = ?cred.pid(),
@@ -183,9 +188,11 @@ async fn handle(
     let _slot = slots.acquire_owned().await?;
     let name = command_name(&request.command);
     // Never the command's Debug form: it may hold an import file with passwords.
-    tracing::info!(command = %name, "admin command");
+    let target = request.command.target().unwrap_or_default();
+    tracing::info!(command = %name, %target, peer_uid = cred.uid(), "admin command");
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let task = tokio::task::spawn_blocking(move || execute(&server, request.command, tx));
+    let label = (name.clone(), target);
+    let task = tokio::task::spawn_blocking(move || execute(&server, request.command, &label, tx));
     while let Some(reply) = rx.recv().await {
         // The command goes on if the admin's CLI went away: it must not stop half-way.
         if let Err(e) = send(&mut write, &reply).await {
@@ -207,21 +214,28 @@ async fn send(write: &mut tokio::net::unix::OwnedWriteHalf, reply: &Reply) -> an
 }
 
 /// Runs one command on the blocking pool against the server's store.
-fn execute(server: &InServer, command: Command, tx: mpsc::UnboundedSender<Reply>) {
+fn execute(
+    server: &InServer,
+    command: Command,
+    (name, target): &(String, String),
+    tx: mpsc::UnboundedSender<Reply>,
+) {
     let events = ServerEvents {
         server,
         tx: tx.clone(),
         secrets: Mutex::new(String::new()),
     };
+    let config = server.config.current();
     let ctx = AdminContext {
         store: &server.store,
-        config: &server.config,
+        config: &config,
         events: &events,
     };
     let mut output = Vec::new();
     let result = super::execute(&ctx, command, &mut output);
-    if let Err(e) = &result {
-        tracing::info!(error = %format!("{e:#}"), "admin command failed");
+    match &result {
+        Ok(()) => tracing::info!(command = %name, %target, "admin command done"),
+        Err(e) => tracing::info!(command = %name, %target, error = %format!("{e:#}"), "admin command failed"),
     }
     let _ = tx.send(Reply::Done {
         output: String::from_utf8_lossy(&output).into_owned(),
@@ -238,7 +252,10 @@ struct ServerEvents<'a> {
 
 impl AdminEvents for ServerEvents<'_> {
     fn revoked(&self, user_id: u64) {
-        tracing::info!(user_id, "ending the user's open sessions");
+        match self.server.store.user(user_id) {
+            Ok(Some(u)) => tracing::info!(user = %u.address, "ending the user's open sessions"),
+            _ => tracing::info!(user_id, "ending the user's open sessions"),
+        }
         // No receiver means no connection is open: nothing to end.
         let _ = self.server.revocations.send(user_id);
     }
@@ -252,6 +269,11 @@ impl AdminEvents for ServerEvents<'_> {
     }
     fn outage_changed(&self) {
         self.server.monitor.wake();
+        // The transition's notice is queued already: send it now, not at the next poll.
+        self.server.queue_wakeup.notify_one();
+    }
+    fn queue_changed(&self) {
+        self.server.queue_wakeup.notify_one();
     }
 }
 
@@ -344,8 +366,10 @@ mod tests {
             stdin: true,
             force_reset: false,
             password_hash: Some("$argon2id$v=19$secret".into()),
+            password_traits: None,
         });
         assert_eq!(command_name(&command), "User Passwd");
+        assert_eq!(command.target().as_deref(), Some("anna@example.com"));
         let line = serde_json::to_string(&serde_json::json!({ "command": &command })).unwrap();
         let back: Request = serde_json::from_str(&line).unwrap();
         assert!(matches!(

@@ -7,15 +7,18 @@ use std::io::Write;
 use anyhow::bail;
 use clap::Args;
 use serde::{Deserialize, Serialize};
-use understudy_storage::{QueueEntry, RecipientStatus, TrackingEvent};
+use understudy_storage::{QueueEntry, RecipientStatus, Recoverable, TrackingEvent, TrackingId};
 
 use super::queue::kind_name;
 use super::AdminContext;
 use crate::outage::notify::format_time;
 
 #[derive(Debug, Args, Serialize, Deserialize)]
-#[command(group(clap::ArgGroup::new("what").required(true).args(["message_id", "address"])))]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["id", "message_id", "address"])))]
 pub struct TrackArgs {
+    /// The message's tracking id: the id in `250 2.0.0 Ok: queued as ID`, in the
+    /// `Received` header (`by HOST with ESMTP id ID`) and in the log.
+    pub id: Option<String>,
     /// The message's Message-ID (with or without angle brackets).
     #[arg(long)]
     pub message_id: Option<String>,
@@ -28,12 +31,15 @@ pub struct TrackArgs {
     pub since: Option<String>,
 }
 
-/// One tracked message: its events and the queue entries still holding it.
+/// One tracked message: its events, the queue entries still holding it, and the
+/// copies a user deleted during an outage that `queue redeliver` can still send.
 #[derive(Debug, Clone, Serialize)]
 pub struct TrackedMessage {
-    pub tracking_id: u64,
+    /// As printed everywhere (`000000002A`).
+    pub tracking_id: String,
     pub events: Vec<TrackingEvent>,
     pub queued: Vec<QueueEntry>,
+    pub recoverable: Vec<Recoverable>,
 }
 
 /// Runs `track` and writes its report to `out`.
@@ -45,6 +51,9 @@ pub fn execute(ctx: &AdminContext, args: TrackArgs, out: &mut dyn Write) -> anyh
     }
     for m in &messages {
         writeln!(out, "message {}", m.tracking_id)?;
+        if let Some(mid) = m.queued.iter().find_map(|e| e.message_id.as_deref()) {
+            writeln!(out, "  message-id: {mid}")?;
+        }
         for ev in &m.events {
             writeln!(out, "  {}  {:<10} {}", format_time(ev.at), ev.kind, ev.detail)?;
         }
@@ -65,6 +74,15 @@ pub fn execute(ctx: &AdminContext, args: TrackArgs, out: &mut dyn Write) -> anyh
                 if e.held { ", held" } else { "" }
             )?;
         }
+        for r in &m.recoverable {
+            let rcpts: Vec<&str> = r.recipients.iter().map(|(a, _)| a.as_str()).collect();
+            writeln!(
+                out,
+                "  now: deleted by the user during the outage, not redelivered to {}; recoverable until retention: `understudy queue redeliver {}`",
+                rcpts.join(", "),
+                m.tracking_id
+            )?;
+        }
     }
     Ok(())
 }
@@ -72,7 +90,14 @@ pub fn execute(ctx: &AdminContext, args: TrackArgs, out: &mut dyn Write) -> anyh
 /// The messages `args` names, with their events and current queue entries.
 pub fn track(ctx: &AdminContext, args: &TrackArgs) -> anyhow::Result<Vec<TrackedMessage>> {
     let store = ctx.store;
-    let ids = if let Some(mid) = &args.message_id {
+    let ids = if let Some(id) = &args.id {
+        let id: TrackingId = id.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+        if store.tracking_events(id.0)?.is_empty() {
+            Vec::new()
+        } else {
+            vec![id.0]
+        }
+    } else if let Some(mid) = &args.message_id {
         let bare = mid.trim().trim_start_matches('<').trim_end_matches('>');
         let mut ids = store.tracking_ids_for_message_id(&format!("<{bare}>"))?;
         ids.extend(store.tracking_ids_for_message_id(bare)?);
@@ -83,7 +108,7 @@ pub fn track(ctx: &AdminContext, args: &TrackArgs) -> anyhow::Result<Vec<Tracked
         let since = args.since.as_deref().map(parse_since).transpose()?;
         store.tracking_ids_mentioning(address.trim(), since)?
     } else {
-        bail!("give --message-id or --address");
+        bail!("give a tracking id, --message-id or --address");
     };
     if ids.is_empty() {
         return Ok(Vec::new());
@@ -92,7 +117,8 @@ pub fn track(ctx: &AdminContext, args: &TrackArgs) -> anyhow::Result<Vec<Tracked
     let mut messages = Vec::new();
     for id in ids {
         messages.push(TrackedMessage {
-            tracking_id: id,
+            tracking_id: TrackingId(id).to_string(),
+            recoverable: store.recoverable(id)?,
             events: store.tracking_events(id)?,
             queued: queued_now
                 .iter()

@@ -3,6 +3,7 @@
 //! takes typed arguments and returns a serialisable value (never a password hash);
 //! [`execute`] runs a parsed [`UserCommand`] and writes the CLI's report.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -12,13 +13,18 @@ use serde::{Deserialize, Serialize};
 use understudy_storage::{AccessLevel, AccessWindow, User, UserStatus};
 
 use super::domains::{access_level, access_window, AccessArg, WindowArg};
+use super::format::{or_dash, write_listing, ListFormat, Table};
 use super::AdminContext;
+use crate::outage::notify::format_time;
+use crate::password_policy::PasswordTraits;
 
 #[derive(Debug, Subcommand, Serialize, Deserialize)]
 pub enum UserCommand {
     /// Create a user with the default mailboxes.
     Add {
+        /// The user's full address, in a protected domain.
         address: String,
+        /// Display name.
         #[arg(long, default_value = "")]
         name: String,
         /// Read the password from standard input (one line).
@@ -30,17 +36,28 @@ pub enum UserCommand {
         /// Filled in by the CLI process (never a password: its argon2id hash).
         #[arg(skip)]
         password_hash: Option<String>,
+        /// Filled in by the CLI process: what the server's password policy checks.
+        #[arg(skip)]
+        password_traits: Option<PasswordTraits>,
     },
-    /// List users, of one domain or all.
+    /// List users, of one domain or all: status, password, access, last logins.
     List {
+        /// Only this domain.
         domain: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: ListFormat,
     },
+    /// Everything about a user: policy and its source, aliases, mailboxes, last logins.
     Show {
+        /// The user's address.
         address: String,
     },
     /// Set a password (prompted without echo, or read from stdin with --stdin).
     Passwd {
+        /// The user's address.
         address: String,
+        /// Read the new password from standard input (one line).
         #[arg(long)]
         stdin: bool,
         /// The user must choose a new password (the one set here is temporary).
@@ -49,9 +66,13 @@ pub enum UserCommand {
         /// Filled in by the CLI process: the argon2id hash of the new password.
         #[arg(skip)]
         password_hash: Option<String>,
+        /// Filled in by the CLI process: what the server's password policy checks.
+        #[arg(skip)]
+        password_traits: Option<PasswordTraits>,
     },
     /// Change a user's access policy, quota or name; unset flags keep the current value.
     Set {
+        /// The user's address.
         address: String,
         /// Overrides the domain's access level.
         #[arg(long)]
@@ -62,6 +83,7 @@ pub enum UserCommand {
         /// Quota in bytes; 0 removes the limit.
         #[arg(long)]
         quota: Option<u64>,
+        /// Display name.
         #[arg(long)]
         name: Option<String>,
         /// Drop the per-user access overrides: the domain's policy applies again.
@@ -72,6 +94,7 @@ pub enum UserCommand {
     /// keep, or generate for a new user), aliases separated by `;`, status
     /// (active|inactive). A header row is optional. Running it twice changes nothing.
     Import {
+        /// The CSV file (read by the CLI with your permissions).
         file: PathBuf,
         /// Report what would change without changing anything.
         #[arg(long)]
@@ -84,14 +107,19 @@ pub enum UserCommand {
         #[arg(skip)]
         csv: Option<String>,
     },
+    /// Let a deactivated user log in and receive mail again.
     Activate {
+        /// The user's address.
         address: String,
     },
+    /// Refuse the user's logins and mail (kept); open sessions end at once.
     Deactivate {
+        /// The user's address.
         address: String,
     },
     /// Remove a user and all their mail.
     Remove {
+        /// The user's address.
         address: String,
         /// Confirm that the user's mail is to be deleted.
         #[arg(long)]
@@ -117,6 +145,12 @@ pub struct UserListing {
     pub address: String,
     pub status: UserStatus,
     pub display_name: String,
+    pub password: PasswordState,
+    /// The access level and window in force (the user's own or the domain's).
+    pub access: AccessLevel,
+    pub access_window: AccessWindow,
+    /// Last successful login per protocol (`imap`, `pop3`, `submission`), Unix seconds.
+    pub last_login: BTreeMap<String, i64>,
     pub messages: u64,
     pub bytes: u64,
 }
@@ -156,6 +190,8 @@ pub struct UserReport {
     pub messages: u64,
     pub bytes: u64,
     pub mailboxes: Vec<MailboxSummary>,
+    /// Last successful login per protocol, Unix seconds.
+    pub last_login: BTreeMap<String, i64>,
 }
 
 /// Runs a `user` command and writes its report to `out`.
@@ -165,9 +201,14 @@ pub fn execute(ctx: &AdminContext, command: UserCommand, out: &mut dyn Write) ->
             address,
             name,
             password_hash,
+            password_traits,
             ..
         } => {
-            let user = add(ctx, &address, &name, password_hash)?;
+            let password = match password_hash {
+                Some(hash) => Some(NewPassword::checked(ctx, hash, password_traits)?),
+                None => None,
+            };
+            let user = add(ctx, &address, &name, password)?;
             writeln!(out, "added user {}", user.address)?;
             if user.password == PasswordState::NotSet {
                 writeln!(
@@ -177,20 +218,16 @@ pub fn execute(ctx: &AdminContext, command: UserCommand, out: &mut dyn Write) ->
                 )?;
             }
         }
-        UserCommand::List { domain } => {
-            for u in list(ctx, domain.as_deref())? {
-                writeln!(
-                    out,
-                    "{}\t{:?}\t{}\t{} messages\t{} bytes",
-                    u.address, u.status, u.display_name, u.messages, u.bytes
-                )?;
-            }
+        UserCommand::List { domain, format } => {
+            let users = list(ctx, domain.as_deref())?;
+            write_listing(format, &users, || list_table(&users), out)?;
         }
         UserCommand::Show { address } => print_user(&show(ctx, &address)?, out)?,
         UserCommand::Passwd {
             address,
             force_reset,
             password_hash,
+            password_traits,
             ..
         } => {
             let Some(hash) = password_hash else {
@@ -199,7 +236,8 @@ pub fn execute(ctx: &AdminContext, command: UserCommand, out: &mut dyn Write) ->
                 find(ctx, &address)?;
                 bail!("no new password was given");
             };
-            let address = passwd(ctx, &address, hash, force_reset)?;
+            let password = NewPassword::checked(ctx, hash, password_traits)?;
+            let address = passwd(ctx, &address, password, force_reset)?;
             writeln!(out, "password changed for {address}")?;
             if force_reset {
                 writeln!(out, "{address} must choose a new password")?;
@@ -244,15 +282,37 @@ pub fn execute(ctx: &AdminContext, command: UserCommand, out: &mut dyn Write) ->
     Ok(())
 }
 
-/// Creates a user with the default mailboxes; `password_hash` is an argon2id PHC string
-/// (hashed where the password was typed, never here).
+/// A new password as an argon2id PHC string (hashed where it was typed, never here)
+/// that the policy of the process running the command accepted.
+#[derive(Debug, Clone)]
+pub struct NewPassword(String);
+
+impl NewPassword {
+    /// Checks `traits` (sent by the CLI beside the hash) against this process's policy:
+    /// in the server, the server's policy as last reloaded.
+    pub fn checked(
+        ctx: &AdminContext,
+        hash: String,
+        traits: Option<PasswordTraits>,
+    ) -> anyhow::Result<NewPassword> {
+        let traits = traits.context(
+            "the request has no password traits to check against the password policy; use a CLI of the same release",
+        )?;
+        traits
+            .check(&ctx.config.password_policy)
+            .map_err(|e| anyhow::anyhow!(e))?;
+        Ok(NewPassword(hash))
+    }
+}
+
+/// Creates a user with the default mailboxes.
 pub fn add(
     ctx: &AdminContext,
     address: &str,
     name: &str,
-    password_hash: Option<String>,
+    password: Option<NewPassword>,
 ) -> anyhow::Result<UserReport> {
-    let user = ctx.store.create_user(address, name, password_hash)?;
+    let user = ctx.store.create_user(address, name, password.map(|p| p.0))?;
     report(ctx, user)
 }
 
@@ -261,9 +321,17 @@ pub fn list(ctx: &AdminContext, domain: Option<&str>) -> anyhow::Result<Vec<User
     let domains = super::domain_names(ctx, domain)?;
     let mut listing = Vec::new();
     for d in domains {
+        let settings = ctx
+            .store
+            .domain(&d)?
+            .with_context(|| format!("{d} is not a protected domain"))?;
         for u in ctx.store.users(&d)? {
             let (messages, bytes) = ctx.store.usage(u.id)?;
             listing.push(UserListing {
+                password: password_state(&u),
+                access: u.access.unwrap_or(settings.access),
+                access_window: u.access_window.unwrap_or(settings.access_window),
+                last_login: ctx.store.last_logins(u.id)?,
                 address: u.address,
                 status: u.status,
                 display_name: u.display_name,
@@ -275,6 +343,68 @@ pub fn list(ctx: &AdminContext, domain: Option<&str>) -> anyhow::Result<Vec<User
     Ok(listing)
 }
 
+fn list_table(users: &[UserListing]) -> Table {
+    let mut t = Table::new(&[
+        "ADDRESS",
+        "STATUS",
+        "PASSWORD",
+        "ACCESS",
+        "LAST IMAP",
+        "LAST POP3",
+        "LAST SUBMISSION",
+        "MESSAGES",
+        "NAME",
+    ]);
+    for u in users {
+        let last = |proto: &str| {
+            u.last_login
+                .get(proto)
+                .map(|at| format_time(*at))
+                .unwrap_or_else(|| "never".into())
+        };
+        t.push(vec![
+            u.address.clone(),
+            format!("{:?}", u.status).to_lowercase(),
+            password_text(u.password).into(),
+            access_text(u.access, u.access_window),
+            last("imap"),
+            last("pop3"),
+            last("submission"),
+            u.messages.to_string(),
+            or_dash(u.display_name.clone()),
+        ]);
+    }
+    t
+}
+
+fn password_state(u: &User) -> PasswordState {
+    match (&u.password_hash, u.force_password_reset) {
+        (None, _) => PasswordState::NotSet,
+        (Some(_), true) => PasswordState::MustChange,
+        (Some(_), false) => PasswordState::Set,
+    }
+}
+
+fn password_text(p: PasswordState) -> &'static str {
+    match p {
+        PasswordState::NotSet => "not set",
+        PasswordState::MustChange => "must change",
+        PasswordState::Set => "set",
+    }
+}
+
+fn access_text(level: AccessLevel, window: AccessWindow) -> String {
+    let level = match level {
+        AccessLevel::Full => "full",
+        AccessLevel::ReadOnly => "read-only",
+        AccessLevel::None => "none",
+    };
+    match window {
+        AccessWindow::Always => level.to_string(),
+        AccessWindow::OutageOnly => format!("{level} (outage only)"),
+    }
+}
+
 pub fn show(ctx: &AdminContext, address: &str) -> anyhow::Result<UserReport> {
     report(ctx, find(ctx, address)?)
 }
@@ -284,11 +414,11 @@ pub fn show(ctx: &AdminContext, address: &str) -> anyhow::Result<UserReport> {
 pub fn passwd(
     ctx: &AdminContext,
     address: &str,
-    password_hash: String,
+    password: NewPassword,
     force_reset: bool,
 ) -> anyhow::Result<String> {
     let mut u = find(ctx, address)?;
-    u.password_hash = Some(password_hash);
+    u.password_hash = Some(password.0);
     u.force_password_reset = force_reset;
     ctx.store.update_user(&u)?;
     // A password is changed when it may be known to someone else: sessions opened with
@@ -354,18 +484,14 @@ pub fn remove(ctx: &AdminContext, address: &str, confirmed: bool) -> anyhow::Res
 fn find(ctx: &AdminContext, address: &str) -> anyhow::Result<User> {
     ctx.store
         .user_by_address(address)?
-        .with_context(|| format!("no user {address}"))
+        .with_context(|| format!("there is no user {address}"))
 }
 
 fn report(ctx: &AdminContext, u: User) -> anyhow::Result<UserReport> {
     let store = ctx.store;
     let domain = store.domain(u.domain())?.unwrap_or_default();
     let (messages, bytes) = store.usage(u.id)?;
-    let password = match (&u.password_hash, u.force_password_reset) {
-        (None, _) => PasswordState::NotSet,
-        (Some(_), true) => PasswordState::MustChange,
-        (Some(_), false) => PasswordState::Set,
-    };
+    let password = password_state(&u);
     let mailboxes = store
         .mailboxes(u.id)?
         .into_iter()
@@ -377,6 +503,7 @@ fn report(ctx: &AdminContext, u: User) -> anyhow::Result<UserReport> {
         })
         .collect();
     Ok(UserReport {
+        last_login: store.last_logins(u.id)?,
         aliases: store.aliases_of(u.id)?,
         access: u.access.unwrap_or(domain.access),
         access_own: u.access.is_some(),
@@ -420,6 +547,17 @@ fn print_user(u: &UserReport, out: &mut dyn Write) -> std::io::Result<()> {
     )?;
     writeln!(out, "aliases:       {}", u.aliases.join(", "))?;
     writeln!(out, "mail:          {} messages, {} bytes", u.messages, u.bytes)?;
+    for proto in ["imap", "pop3", "submission"] {
+        writeln!(
+            out,
+            "last {:<9} {}",
+            format!("{proto}:"),
+            u.last_login
+                .get(proto)
+                .map(|at| format_time(*at))
+                .unwrap_or_else(|| "never".into())
+        )?;
+    }
     for m in &u.mailboxes {
         writeln!(
             out,

@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use understudy_protocol::imap::backend::{
-    BackendError, Change, ChangeKind, Flags, ImapBackend, MailboxId, MailboxInfo, MessageMeta,
-    MessageSummary, SpecialUse, Spool, StoreOp,
+    AppendMessage, BackendError, Change, ChangeKind, Flags, ImapBackend, MailboxId, MailboxInfo, MessageMeta,
+    MessageSummary, Quota, SpecialUse, Spool, StoreOp,
 };
 use understudy_protocol::Account;
 use understudy_storage as storage;
@@ -132,11 +132,11 @@ fn info(m: &Mailbox) -> MailboxInfo {
         id: m.id,
         name: m.name.clone(),
         special_use: m.special_use.map(special_use_from_store),
-        subscribed: m.subscribed,
         uid_validity: m.uid_validity,
         uid_next: m.uid_next,
         highest_modseq: m.highest_modseq,
         exists: m.exists,
+        size: m.size,
         unseen: m.unseen,
         recent_uid: m.recent_uid,
     }
@@ -177,16 +177,6 @@ fn crlf(message: &[u8]) -> std::borrow::Cow<'_, [u8]> {
 }
 
 impl ImapBackend for ImapStore {
-    fn list_mailboxes(&self, account: &Account) -> Result<Vec<MailboxInfo>, BackendError> {
-        Ok(self
-            .store
-            .mailboxes(account.id)
-            .map_err(error)?
-            .iter()
-            .map(info)
-            .collect())
-    }
-
     fn mailbox(&self, account: &Account, name: &str) -> Result<MailboxInfo, BackendError> {
         match self.store.mailbox_by_name(account.id, name).map_err(error)? {
             Some(m) => Ok(info(&m)),
@@ -219,6 +209,17 @@ impl ImapBackend for ImapStore {
         self.store
             .set_subscribed(account.id, name, subscribed)
             .map_err(error)
+    }
+
+    fn mailboxes_and_subscriptions(
+        &self,
+        account: &Account,
+    ) -> Result<(Vec<MailboxInfo>, Vec<String>), BackendError> {
+        let (mailboxes, subscriptions) = self
+            .store
+            .mailboxes_and_subscriptions(account.id)
+            .map_err(error)?;
+        Ok((mailboxes.iter().map(info).collect(), subscriptions))
     }
 
     fn messages(
@@ -265,6 +266,17 @@ impl ImapBackend for ImapStore {
         Ok((info(&m), changes))
     }
 
+    fn expunged_since(
+        &self,
+        account: &Account,
+        mailbox: MailboxId,
+        since: u64,
+    ) -> Result<Vec<(u64, u32)>, BackendError> {
+        self.store
+            .expunged_since(account.id, mailbox, since)
+            .map_err(error)
+    }
+
     fn body(&self, account: &Account, mailbox: MailboxId, uid: u32) -> Result<Vec<u8>, BackendError> {
         // Record and body in one read: another session's expunge makes the message
         // NotFound, never a record whose body has just been freed.
@@ -281,6 +293,22 @@ impl ImapBackend for ImapStore {
         self.summaries
             .get(&self.store, account.id, mailbox, uids)
             .map_err(error)
+    }
+
+    fn quota(&self, account: &Account) -> Result<Option<Quota>, BackendError> {
+        let Some(limit_bytes) = self
+            .store
+            .user(account.id)
+            .map_err(error)?
+            .and_then(|u| u.quota_bytes)
+        else {
+            return Ok(None);
+        };
+        let (_, used_bytes) = self.store.usage(account.id).map_err(error)?;
+        Ok(Some(Quota {
+            limit_bytes,
+            used_bytes,
+        }))
     }
 
     fn spool(&self, _account: &Account, size: usize) -> Option<Box<dyn Spool>> {
@@ -331,6 +359,44 @@ impl ImapBackend for ImapStore {
                 internal_date,
             )
             .map_err(error)
+    }
+
+    fn append_many(
+        &self,
+        account: &Account,
+        mailbox: MailboxId,
+        messages: &[AppendMessage<'_>],
+    ) -> Result<(u32, Vec<u32>), BackendError> {
+        if messages
+            .iter()
+            .any(|m| m.message.len() as u64 > self.max_message_size)
+        {
+            return Err(BackendError::TooBig);
+        }
+        let bodies: Vec<std::borrow::Cow<'_, [u8]>> = messages.iter().map(|m| crlf(m.message)).collect();
+        if let Some(quota) = self
+            .store
+            .user(account.id)
+            .map_err(error)?
+            .and_then(|u| u.quota_bytes)
+        {
+            let (_, used) = self.store.usage(account.id).map_err(error)?;
+            let adding: u64 = bodies.iter().map(|b| b.len() as u64).sum();
+            if used + adding > quota {
+                return Err(BackendError::OverQuota);
+            }
+        }
+        let new: Vec<storage::NewMessage<'_>> = messages
+            .iter()
+            .zip(&bodies)
+            .map(|(m, body)| storage::NewMessage {
+                body,
+                flags: m.flags.system,
+                keywords: &m.flags.keywords,
+                internal_date: m.internal_date,
+            })
+            .collect();
+        self.store.append_many(account.id, mailbox, &new).map_err(error)
     }
 
     fn store_flags(

@@ -13,7 +13,9 @@ use understudy_storage::accounts::Recipient;
 use understudy_storage::address::domain_of;
 use understudy_storage::mailbox::DeliveryRequest;
 use understudy_storage::outage::OutagePhase;
-use understudy_storage::{DeliveryMode, NewQueueEntry, QueueKind, Store, StoreError};
+use understudy_storage::{
+    flags, DeliveryMode, NewQueueEntry, QueueKind, SpecialUse, Store, StoreError, TrackingId,
+};
 
 use crate::inbound_auth::InboundVerifier;
 
@@ -21,8 +23,9 @@ pub struct SmtpStore {
     store: Store,
     /// Wakes the queue runner so that queued mail goes out at once.
     queue_wakeup: Option<crate::delivery::QueueWakeup>,
-    /// SPF/DKIM/DMARC for MX mail (`[smtp] verify_inbound`); `None` when off.
-    inbound_auth: Option<Arc<InboundVerifier>>,
+    /// SPF/DKIM/DMARC for MX mail (`[smtp] verify_inbound`); `None` when off. Swapped
+    /// by a reload (`replace_inbound_auth`).
+    inbound_auth: parking_lot::RwLock<Option<Arc<InboundVerifier>>>,
     /// `delivery.outage_recheck_secs`: a relay copy for a domain in an outage is queued
     /// parked this long, as the queue runner would park it, instead of due at once.
     outage_recheck_secs: Option<i64>,
@@ -33,7 +36,7 @@ impl SmtpStore {
         SmtpStore {
             store,
             queue_wakeup: None,
-            inbound_auth: None,
+            inbound_auth: parking_lot::RwLock::new(None),
             outage_recheck_secs: None,
         }
     }
@@ -57,9 +60,14 @@ impl SmtpStore {
         })
     }
 
-    pub fn with_inbound_auth(mut self, verifier: Option<Arc<InboundVerifier>>) -> Self {
-        self.inbound_auth = verifier;
+    pub fn with_inbound_auth(self, verifier: Option<Arc<InboundVerifier>>) -> Self {
+        self.replace_inbound_auth(verifier);
         self
+    }
+
+    /// The checks messages delivered from now on get (SIGHUP with a changed `[smtp]`).
+    pub fn replace_inbound_auth(&self, verifier: Option<Arc<InboundVerifier>>) {
+        *self.inbound_auth.write() = verifier;
     }
 
     pub fn with_queue_wakeup(mut self, wakeup: crate::delivery::QueueWakeup) -> Self {
@@ -106,7 +114,7 @@ fn delivery_error(e: StoreError) -> DeliveryError {
 
 impl SmtpBackend for SmtpStore {
     fn check_recipient(&self, mode: SmtpMode, account: Option<&Account>, rcpt: &str) -> RcptVerdict {
-        match self.store.resolve_recipient(rcpt) {
+        let verdict = match self.store.resolve_recipient(rcpt) {
             Ok(Recipient::Local(user)) if user.is_active() => RcptVerdict::Accept,
             Ok(Recipient::Local(_)) => RcptVerdict::Inactive,
             Ok(Recipient::Unknown) => RcptVerdict::Unknown,
@@ -118,21 +126,31 @@ impl SmtpBackend for SmtpStore {
                 tracing::error!(error = %e, "recipient check failed");
                 RcptVerdict::Temporary
             }
-        }
+        };
+        log_refusal(mode, account, rcpt, verdict);
+        verdict
     }
 
     fn check_recipient_now(
         &self,
-        _mode: SmtpMode,
-        _account: Option<&Account>,
+        mode: SmtpMode,
+        account: Option<&Account>,
         rcpt: &str,
     ) -> Option<RcptVerdict> {
         // Only local recipients are held in memory; anything else waits for the store.
-        match self.store.cached_recipient(rcpt)? {
-            Recipient::Local(user) if user.is_active() => Some(RcptVerdict::Accept),
-            Recipient::Local(_) => Some(RcptVerdict::Inactive),
-            _ => None,
-        }
+        let verdict = match self.store.cached_recipient(rcpt)? {
+            Recipient::Local(user) if user.is_active() => RcptVerdict::Accept,
+            Recipient::Local(_) => RcptVerdict::Inactive,
+            _ => return None,
+        };
+        log_refusal(mode, account, rcpt, verdict);
+        Some(verdict)
+    }
+
+    /// The store's next tracking id: the `Received` header, the log and the `250`
+    /// reply all name the id `track` finds the message by.
+    fn reserve_id(&self) -> Option<String> {
+        Some(TrackingId(self.store.reserve_tracking_id()).to_string())
     }
 
     /// `postmaster@` the first protected domain (in name order) where that address is
@@ -168,7 +186,8 @@ impl SmtpBackend for SmtpStore {
         // Configuration C: check the sender before anything is written; a DMARC
         // `p=reject` failure is refused here and nothing is stored.
         let checked;
-        let message = match (&self.inbound_auth, envelope.mode) {
+        let verifier = self.inbound_auth.read().clone();
+        let message = match (&verifier, envelope.mode) {
             (Some(verifier), SmtpMode::Mx) => match verifier.check(envelope, message)? {
                 Some(with_results) => {
                     checked = with_results;
@@ -213,6 +232,7 @@ impl SmtpBackend for SmtpStore {
                 domain,
                 mail_from: envelope.mail_from.clone(),
                 recipients,
+                sent_copy: false,
             });
         }
         if let (SmtpMode::Submission, Some(account)) = (envelope.mode, &envelope.account) {
@@ -224,6 +244,7 @@ impl SmtpBackend for SmtpStore {
                     mail_from: envelope.mail_from.clone(),
                     recipients: external.iter().map(|r| (r.clone(), None)).collect(),
                     next_attempt: now,
+                    sent_copy: false,
                 });
             }
             // A record of the sent mail for the company's own server (SPEC "Redelivery"):
@@ -235,6 +256,8 @@ impl SmtpBackend for SmtpStore {
                 domain: sender_domain,
                 mail_from: envelope.mail_from.clone(),
                 recipients: vec![(account.address.clone(), None)],
+                // Marked for the primary's rules, which file it in Sent.
+                sent_copy: true,
             });
         }
         let rcpts = envelope.rcpts.join(", ");
@@ -253,7 +276,15 @@ impl SmtpBackend for SmtpStore {
             summary,
         };
         let started = std::time::Instant::now();
-        let outcome = self.store.deliver(&request).map_err(fail)?;
+        // The id the session wrote into the Received header (see `reserve_id`).
+        let tracking_id = match envelope.id.parse::<TrackingId>() {
+            Ok(id) => id.0,
+            Err(_) => self.store.reserve_tracking_id(),
+        };
+        let outcome = self.store.deliver_as(tracking_id, &request).map_err(fail)?;
+        if let (SmtpMode::Submission, Some(account)) = (envelope.mode, &envelope.account) {
+            self.save_sent(account, message);
+        }
         let m = &crate::metrics::METRICS;
         m.store_write(started.elapsed());
         m.messages_received
@@ -269,15 +300,65 @@ impl SmtpBackend for SmtpStore {
             wakeup.notify_one();
         }
         // The session logs "message accepted" with the receipt; this adds where it went.
+        let id = TrackingId(outcome.tracking_id);
         tracing::debug!(
-            tracking = outcome.tracking_id,
+            %id,
             stored = outcome.stored.len(),
-            queued = outcome.queue_ids.len(),
+            queue = ?outcome.queue_ids,
             "message stored"
         );
-        Ok(DeliveryReceipt {
-            id: format!("{:016X}", outcome.tracking_id),
-        })
+        Ok(DeliveryReceipt { id: id.to_string() })
+    }
+}
+
+impl SmtpStore {
+    /// `save_sent` domains: a copy of what the user sent goes into their Sent folder,
+    /// \Seen, for mail apps that do not save one themselves (POP3 users, some phones).
+    /// After the message is queued: a failure here is logged, and the message still goes
+    /// out (it is the user's copy, not the mail).
+    fn save_sent(&self, account: &Account, message: &[u8]) {
+        let saved = (|| -> Result<bool, StoreError> {
+            let domain = domain_of(&account.address);
+            if !self.store.domain(&domain)?.is_some_and(|d| d.save_sent) {
+                return Ok(false);
+            }
+            let Some(sent) = self
+                .store
+                .mailboxes(account.id)?
+                .into_iter()
+                .find(|m| m.special_use == Some(SpecialUse::Sent))
+            else {
+                return Ok(false);
+            };
+            self.store
+                .append(account.id, sent.id, message, flags::SEEN, &[], None)?;
+            Ok(true)
+        })();
+        match saved {
+            Ok(true) => tracing::debug!(user = %account.address, "copy saved in Sent"),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(user = %account.address, error = %e, "cannot save the sent copy in Sent")
+            }
+        }
+    }
+}
+
+/// Refused recipients are logged with the reason; the client only sees the reply.
+fn log_refusal(mode: SmtpMode, account: Option<&Account>, rcpt: &str, verdict: RcptVerdict) {
+    let reason = match verdict {
+        RcptVerdict::Accept | RcptVerdict::Temporary => return,
+        RcptVerdict::Unknown => "unknown recipient",
+        RcptVerdict::Inactive => "recipient deactivated",
+        RcptVerdict::RelayDenied => "relaying denied: not a protected domain",
+    };
+    let mode = match mode {
+        SmtpMode::Mx => "mx",
+        SmtpMode::Submission => "submission",
+    };
+    match account {
+        Some(a) => tracing::info!(%rcpt, mode, user = %a.address, "recipient refused: {reason}"),
+        None => tracing::info!(%rcpt, mode, "recipient refused: {reason}"),
     }
 }
 
@@ -305,6 +386,7 @@ mod tests {
             .with_outage_parking(60)
             .with_queue_wakeup(wakeup.clone());
         let envelope = Envelope {
+            id: String::new(),
             mode: SmtpMode::Mx,
             mail_from: "x@remote.test".into(),
             rcpts: vec!["anna@example.com".into()],

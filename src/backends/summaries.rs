@@ -23,10 +23,54 @@ pub fn install_summariser(store: &Store) {
     store.set_summariser(Arc::new(|body: &[u8]| MessageSummary::of(body).to_bytes()));
 }
 
+/// One mailbox's entries in UID order: sessions ask in UID order (their view's), so a
+/// look-up of a whole mailbox is one merge walk, without hashing 50,000 keys.
 #[derive(Default)]
 struct MailboxEntries {
-    by_uid: HashMap<u32, Arc<MessageSummary>>,
+    by_uid: Vec<(u32, Arc<MessageSummary>)>,
     last_used: u64,
+}
+
+impl MailboxEntries {
+    /// Fills `found` for `uids` (ascending or not) and lists the UIDs not cached.
+    fn look_up(&self, uids: &[u32], found: &mut Vec<Option<Arc<MessageSummary>>>, missing: &mut Vec<u32>) {
+        let mut at = 0;
+        let mut previous = 0;
+        for &uid in uids {
+            if uid < previous {
+                at = 0;
+            }
+            previous = uid;
+            // Galloping would help sparse asks; a SORT asks for nearly everything.
+            while at < self.by_uid.len() && self.by_uid[at].0 < uid {
+                at += 1;
+            }
+            match self.by_uid.get(at) {
+                Some((u, s)) if *u == uid => found.push(Some(s.clone())),
+                _ => {
+                    missing.push(uid);
+                    found.push(None);
+                }
+            }
+        }
+    }
+
+    /// Adds entries; returns how many were new.
+    fn add(&mut self, fetched: HashMap<u32, Arc<MessageSummary>>) -> usize {
+        let before = self.by_uid.len();
+        let appends_only = self
+            .by_uid
+            .last()
+            .is_none_or(|(last, _)| fetched.keys().all(|u| u > last));
+        self.by_uid.extend(fetched);
+        if appends_only {
+            self.by_uid[before..].sort_unstable_by_key(|(u, _)| *u);
+        } else {
+            self.by_uid.sort_by_key(|(u, _)| *u);
+            self.by_uid.dedup_by_key(|(u, _)| *u);
+        }
+        self.by_uid.len() - before
+    }
 }
 
 #[derive(Default)]
@@ -62,13 +106,7 @@ impl SummaryCache {
             match entries {
                 Some(entries) => {
                     entries.last_used = now;
-                    for uid in uids {
-                        let hit = entries.by_uid.get(uid).cloned();
-                        if hit.is_none() {
-                            missing.push(*uid);
-                        }
-                        found.push(hit);
-                    }
+                    entries.look_up(uids, &mut found, &mut missing);
                 }
                 None => {
                     missing.extend_from_slice(uids);
@@ -115,9 +153,7 @@ impl SummaryCache {
         let now = cache.clock;
         let entries = cache.mailboxes.entry(mailbox).or_default();
         entries.last_used = now;
-        let before = entries.by_uid.len();
-        entries.by_uid.extend(fetched);
-        let added = entries.by_uid.len() - before;
+        let added = entries.add(fetched);
         cache.entries += added;
         while cache.entries > MAX_CACHED {
             let oldest = cache

@@ -22,6 +22,8 @@ use tokio::time::{timeout, Instant};
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
+use understudy_protocol::Secret;
+
 use super::config::TlsPolicy;
 
 /// Longest reply line accepted (RFC 5321 §4.5.3.1.5 says 512; servers exceed it).
@@ -217,6 +219,8 @@ pub struct Capabilities {
     pub size: Option<u64>,
     pub eight_bit_mime: bool,
     pub smtputf8: bool,
+    /// SASL mechanisms of `AUTH`, upper case.
+    pub auth: Vec<String>,
 }
 
 impl Capabilities {
@@ -231,6 +235,7 @@ impl Capabilities {
                 "8BITMIME" => caps.eight_bit_mime = true,
                 "SMTPUTF8" => caps.smtputf8 = true,
                 "SIZE" => caps.size = Some(words.next().and_then(|w| w.parse().ok()).unwrap_or(0)),
+                "AUTH" => caps.auth = words.map(|w| w.to_ascii_uppercase()).collect(),
                 _ => {}
             }
         }
@@ -341,6 +346,48 @@ impl SmtpClient {
             client.ehlo(helo).await?;
         }
         Ok(client)
+    }
+
+    /// Logs in (RFC 4954): AUTH PLAIN, else LOGIN. Only over TLS: on a plaintext
+    /// connection the password is not sent and the attempt fails instead.
+    pub async fn authenticate(&mut self, user: &str, password: &Secret) -> Result<(), ClientError> {
+        use base64::Engine;
+        let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+        if !self.tls {
+            return Err(ClientError::Tls(format!(
+                "{} did not give a TLS connection: the smarthost password is sent only over TLS",
+                self.host
+            )));
+        }
+        let reply = if self.caps.auth.iter().any(|m| m == "PLAIN") {
+            let token = b64(format!("\0{user}\0{}", password.expose()).as_bytes());
+            self.send_line(&format!("AUTH PLAIN {token}")).await?;
+            self.read_reply("the AUTH reply").await?.0
+        } else if self.caps.auth.iter().any(|m| m == "LOGIN") {
+            self.send_line("AUTH LOGIN").await?;
+            let mut reply = self.read_reply("the AUTH reply").await?.0;
+            for answer in [user, password.expose()] {
+                if reply.code != 334 {
+                    break;
+                }
+                self.send_line(&b64(answer.as_bytes())).await?;
+                reply = self.read_reply("the AUTH reply").await?.0;
+            }
+            reply
+        } else {
+            return Err(ClientError::Protocol(format!(
+                "{} offers no AUTH PLAIN or LOGIN",
+                self.host
+            )));
+        };
+        if reply.code == 235 {
+            Ok(())
+        } else {
+            Err(ClientError::Refused {
+                context: "AUTH",
+                reply,
+            })
+        }
     }
 
     async fn ehlo(&mut self, helo: &str) -> Result<(), ClientError> {

@@ -21,7 +21,7 @@ pub enum TlsPolicy {
     Disabled,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DeliveryConfig {
     /// Run the queue runner (off only for admin tooling and tests that inspect the queue).
@@ -31,6 +31,11 @@ pub struct DeliveryConfig {
     pub routes: BTreeMap<String, String>,
     /// All outbound mail not matched by `routes` goes to this "host[:port]" when set.
     pub smarthost: Option<String>,
+    /// Log in to the smarthost as this user (AUTH PLAIN or LOGIN), only ever over TLS
+    /// (STARTTLS, e.g. port 587); needs `smarthost_password_file`.
+    pub smarthost_user: Option<String>,
+    /// The smarthost password: the file's first line; mode 0600 or stricter.
+    pub smarthost_password_file: Option<PathBuf>,
     /// STARTTLS policy for outbound mail (relay entries use the domain's `relay_tls`).
     pub outbound_tls: TlsPolicy,
     /// PEM bundle of trusted CAs for `required` TLS.
@@ -64,6 +69,8 @@ impl Default for DeliveryConfig {
             enabled: true,
             routes: BTreeMap::new(),
             smarthost: None,
+            smarthost_user: None,
+            smarthost_password_file: None,
             outbound_tls: TlsPolicy::Opportunistic,
             tls_ca_file: PathBuf::from("/etc/ssl/certs/ca-certificates.crt"),
             poll_interval_secs: 5,
@@ -106,6 +113,15 @@ pub fn split_host_port(text: &str, default_port: u16) -> Option<(String, u16)> {
 }
 
 impl DeliveryConfig {
+    /// Relative paths resolve from the configuration file's directory.
+    pub fn resolve_paths(&mut self, base: &std::path::Path) {
+        if let Some(p) = self.smarthost_password_file.as_mut() {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+    }
+
     /// Every problem in the section, keys prefixed with `delivery.`.
     pub fn validate(&self) -> Vec<ConfigProblem> {
         let mut problems = Vec::new();
@@ -131,6 +147,35 @@ impl DeliveryConfig {
                     format!("'{host}' is not host[:port]"),
                 );
             }
+        }
+        match (&self.smarthost_user, &self.smarthost_password_file) {
+            (Some(_), None) => problem(
+                "delivery.smarthost_password_file".into(),
+                "needed with delivery.smarthost_user".into(),
+            ),
+            (None, Some(_)) => problem(
+                "delivery.smarthost_user".into(),
+                "needed with delivery.smarthost_password_file".into(),
+            ),
+            (Some(_), Some(file)) => {
+                if let Err(why) = crate::config_types::check_password_file(file) {
+                    problem("delivery.smarthost_password_file".into(), why);
+                }
+                if self.smarthost.is_none() {
+                    problem(
+                        "delivery.smarthost_user".into(),
+                        "needs delivery.smarthost (whom to log in to)".into(),
+                    );
+                }
+                if self.outbound_tls == TlsPolicy::Disabled {
+                    problem(
+                        "delivery.outbound_tls".into(),
+                        "must not be \"disabled\" with a smarthost login: the password goes only over TLS"
+                            .into(),
+                    );
+                }
+            }
+            (None, None) => {}
         }
         for (key, value) in [
             ("delivery.poll_interval_secs", self.poll_interval_secs),

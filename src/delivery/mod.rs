@@ -52,24 +52,79 @@ pub type QueueWakeup = Arc<Notify>;
 
 /// The queue runner's loop; it ends when `shutdown` turns true, after the attempts in
 /// flight have finished (bounded by the data time-out).
+/// The `[delivery]` settings follow `live`: each look at the queue uses the routes,
+/// smarthost, TLS and retry settings of the last reload.
 pub async fn run(
     store: Store,
     clock: Arc<dyn Clock>,
     hostname: String,
-    config: DeliveryConfig,
+    live: watch::Receiver<Arc<DeliveryConfig>>,
     wakeup: QueueWakeup,
     observations: DeliveryObservations,
     shutdown: watch::Receiver<bool>,
 ) {
-    let runner = Arc::new(QueueRunner::new(
-        store,
-        clock,
-        hostname,
-        config,
-        wakeup,
-        observations,
-    ));
-    runner.run(shutdown).await
+    let current = (**live.borrow()).clone();
+    let mut runner = QueueRunner::new(store, clock, hostname, current, wakeup, observations);
+    runner.live = Some(live);
+    Arc::new(runner).run(shutdown).await
+}
+
+/// What the runner's attempts read from `[delivery]`, rebuilt when a reload changes it.
+struct Settings {
+    config: DeliveryConfig,
+    tls: TlsContext,
+    timeouts: Timeouts,
+    /// The smarthost and the login for it (`smarthost_user`, `smarthost_password_file`).
+    smarthost_login: Option<SmarthostLogin>,
+}
+
+struct SmarthostLogin {
+    host: String,
+    port: u16,
+    user: String,
+    password: understudy_protocol::Secret,
+}
+
+impl Settings {
+    fn new(config: DeliveryConfig) -> Settings {
+        let smarthost_login = match (
+            &config.smarthost,
+            &config.smarthost_user,
+            &config.smarthost_password_file,
+        ) {
+            (Some(target), Some(user), Some(file)) => {
+                match (
+                    split_host_port(target, 25),
+                    crate::config_types::read_password_file(file),
+                ) {
+                    (Some((host, port)), Ok(password)) => Some(SmarthostLogin {
+                        host,
+                        port,
+                        user: user.clone(),
+                        password,
+                    }),
+                    (_, Err(e)) => {
+                        // Validation checked the file; it changed since. Mail to the
+                        // smarthost then fails to log in and is retried.
+                        tracing::error!(error = %format!("{e:#}"), "cannot read the smarthost password");
+                        None
+                    }
+                    (None, _) => None,
+                }
+            }
+            _ => None,
+        };
+        Settings {
+            smarthost_login,
+            tls: TlsContext::new(&config.tls_ca_file),
+            timeouts: Timeouts {
+                connect: Duration::from_secs(config.connect_timeout_secs),
+                command: Duration::from_secs(config.command_timeout_secs),
+                data: Duration::from_secs(config.data_timeout_secs),
+            },
+            config,
+        }
+    }
 }
 
 /// Where a group of recipients goes.
@@ -113,12 +168,15 @@ pub struct QueueRunner {
     store: Store,
     clock: Arc<dyn Clock>,
     hostname: String,
-    config: DeliveryConfig,
+    /// `[delivery]` as of the last reload (`follow_reload`).
+    settings: parking_lot::RwLock<Arc<Settings>>,
+    /// Where reloads come from; `None` in unit tests.
+    live: Option<watch::Receiver<Arc<DeliveryConfig>>>,
+    /// Connections per destination: fixed at start (a reload says it needs a restart).
+    max_connections_per_host: usize,
     wakeup: QueueWakeup,
     /// Relay results, for the outage monitor's pass-through detection.
     observations: DeliveryObservations,
-    tls: TlsContext,
-    timeouts: Timeouts,
     in_flight: Mutex<HashSet<u64>>,
     per_host: Mutex<HashMap<String, Arc<Semaphore>>>,
     global: Arc<Semaphore>,
@@ -184,21 +242,16 @@ impl QueueRunner {
         wakeup: QueueWakeup,
         observations: DeliveryObservations,
     ) -> QueueRunner {
-        let timeouts = Timeouts {
-            connect: Duration::from_secs(config.connect_timeout_secs),
-            command: Duration::from_secs(config.command_timeout_secs),
-            data: Duration::from_secs(config.data_timeout_secs),
-        };
         QueueRunner {
-            tls: TlsContext::new(&config.tls_ca_file),
             global: Arc::new(Semaphore::new(config.max_in_flight)),
+            max_connections_per_host: config.max_connections_per_host,
+            settings: parking_lot::RwLock::new(Arc::new(Settings::new(config))),
+            live: None,
             store,
             clock,
             hostname,
-            config,
             wakeup,
             observations,
-            timeouts,
             in_flight: Mutex::new(HashSet::new()),
             per_host: Mutex::new(HashMap::new()),
             pool: Mutex::new(HashMap::new()),
@@ -211,14 +264,42 @@ impl QueueRunner {
         }
     }
 
+    /// The settings attempts use now.
+    fn settings(&self) -> Arc<Settings> {
+        self.settings.read().clone()
+    }
+
+    /// Takes up `[delivery]` as a reload left it (from the next attempt on).
+    fn follow_reload(&self) {
+        let Some(live) = &self.live else {
+            return;
+        };
+        let current = live.borrow().clone();
+        if self.settings.read().config == *current {
+            return;
+        }
+        tracing::info!(
+            smarthost = current.smarthost.as_deref().unwrap_or("-"),
+            routes = current.routes.len(),
+            "[delivery] reloaded: new attempts use the new routes and settings"
+        );
+        *self.settings.write() = Arc::new(Settings::new((*current).clone()));
+        // Pooled connections may go to a route that is no longer wanted.
+        let idle: Vec<SmtpClient> = self.pool.lock().drain().flat_map(|(_, v)| v).collect();
+        for client in idle {
+            tokio::spawn(client.quit());
+        }
+    }
+
     async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         tracing::info!("queue runner started");
         let mut tasks: JoinSet<()> = JoinSet::new();
-        let poll = Duration::from_secs(self.config.poll_interval_secs);
         loop {
             if *shutdown.borrow() {
                 break;
             }
+            self.follow_reload();
+            let poll = Duration::from_secs(self.settings().config.poll_interval_secs);
             if let Err(e) = self.pass(&mut tasks).await {
                 tracing::error!(error = %format!("{e:#}"), "queue pass failed");
             }
@@ -299,8 +380,9 @@ impl QueueRunner {
                     .get(&entry.domain)
                     .cloned()
                     .unwrap_or((None, OutagePhase::Normal, false));
-            if held {
-                // Arrived after `queue hold DOMAIN`: held like the rest of the domain.
+            if held && entry.kind != QueueKind::Notification {
+                // Arrived after `queue hold DOMAIN`: held like the rest of the domain
+                // (alert notices excepted: they say what is going on).
                 to_hold.push(entry.id);
                 continue;
             }
@@ -333,7 +415,7 @@ impl QueueRunner {
             blocking(move || store.set_entries_held(&to_hold, true, now)).await?;
         }
         if !parked.is_empty() {
-            let at = now + self.config.outage_recheck_secs as i64;
+            let at = now + self.settings().config.outage_recheck_secs as i64;
             tracing::debug!(
                 count = parked.len(),
                 "relay entries parked while their domain is in an outage"
@@ -540,7 +622,7 @@ impl QueueRunner {
         self.per_host
             .lock()
             .entry(key.to_string())
-            .or_insert_with(|| Arc::new(Semaphore::new(self.config.max_connections_per_host)))
+            .or_insert_with(|| Arc::new(Semaphore::new(self.max_connections_per_host)))
             .clone()
     }
 
@@ -572,14 +654,15 @@ impl QueueRunner {
             };
         }
         let rcpt_domain = domain_of(rcpt);
-        let tls = self.config.outbound_tls;
-        let fixed = self
+        let settings = self.settings();
+        let tls = settings.config.outbound_tls;
+        let fixed = settings
             .config
             .routes
             .iter()
             .find(|(d, _)| d.eq_ignore_ascii_case(&rcpt_domain))
             .map(|(_, target)| target.clone())
-            .or_else(|| self.config.smarthost.clone());
+            .or_else(|| settings.config.smarthost.clone());
         match fixed.as_deref().map(|t| split_host_port(t, 25)) {
             Some(Some((host, port))) => Route::Host { host, port, tls },
             Some(None) => Route::Unroutable("bad route in configuration".into()),
@@ -612,7 +695,7 @@ impl QueueRunner {
             Err(e) => {
                 tracing::error!(queue = id, error = %format!("{e:#}"), "queue entry attempt failed");
                 // Keep the entry from spinning on a store error: look again after a back-off.
-                let at = self.clock.now() + self.config.retry_initial_secs as i64;
+                let at = self.clock.now() + self.settings().config.retry_initial_secs as i64;
                 let store = self.store.clone();
                 let _ = blocking(move || store.postpone_entries(&[id], at)).await;
                 false
@@ -699,6 +782,11 @@ impl QueueRunner {
             }
         }
         let mut body = body;
+        if entry.kind == QueueKind::Relay && entry.sent_copy {
+            // The record of a message the user sent here: the primary's rules file it in
+            // Sent instead of the INBOX (docs/operations.md "Sent mail at the primary").
+            body.splice(0..0, SENT_COPY_HEADER.iter().copied());
+        }
         if entry.kind != QueueKind::Relay {
             if let (Some(selector), Some(key)) = (&settings.dkim_selector, &settings.dkim_key_path) {
                 body = dsn::dkim_sign(&body, &settings.name, selector, key);
@@ -753,7 +841,7 @@ impl QueueRunner {
                 .max()
                 .unwrap_or(1);
             let next = if any_deferred {
-                now + self.config.backoff_secs(attempts) as i64
+                now + self.settings().config.backoff_secs(attempts) as i64
             } else {
                 now
             };
@@ -812,16 +900,14 @@ impl QueueRunner {
         let updated = if gone.is_empty() {
             None
         } else {
-            Some(
-                blocking(move || {
-                    store.finish_recipients(id, &gone, RecipientStatus::Cancelled, "deleted by user")
-                })
-                .await?,
-            )
+            Some(blocking(move || store.cancel_as_deleted(id, &gone)).await?)
         };
         Ok(match updated {
             Some(updated) => {
-                tracing::info!(queue = id, "recipients cancelled: the user deleted the message");
+                tracing::info!(
+                    queue = id,
+                    "recipients cancelled: the user deleted the message (recoverable with `queue redeliver`)"
+                );
                 updated
             }
             None => entry,
@@ -1030,7 +1116,27 @@ impl QueueRunner {
     /// A new connection; opportunistic TLS that fails the handshake falls back to
     /// plaintext.
     async fn connect(&self, host: &str, port: u16, tls: TlsPolicy) -> Result<SmtpClient, ClientError> {
-        match SmtpClient::connect(host, port, &self.hostname, tls, &self.tls, self.timeouts).await {
+        let settings = self.settings();
+        let mut client = self.open(host, port, tls, &settings).await?;
+        if let Some(login) = settings
+            .smarthost_login
+            .as_ref()
+            .filter(|l| l.host.eq_ignore_ascii_case(host) && l.port == port)
+        {
+            // Only over TLS: `authenticate` refuses a plaintext connection.
+            client.authenticate(&login.user, &login.password).await?;
+        }
+        Ok(client)
+    }
+
+    async fn open(
+        &self,
+        host: &str,
+        port: u16,
+        tls: TlsPolicy,
+        settings: &Settings,
+    ) -> Result<SmtpClient, ClientError> {
+        match SmtpClient::connect(host, port, &self.hostname, tls, &settings.tls, settings.timeouts).await {
             Err(ClientError::Tls(why)) if tls == TlsPolicy::Opportunistic => {
                 tracing::info!(host = %format!("{host}:{port}"), error = %why, "STARTTLS failed; retrying without TLS");
                 SmtpClient::connect(
@@ -1038,8 +1144,8 @@ impl QueueRunner {
                     port,
                     &self.hostname,
                     TlsPolicy::Disabled,
-                    &self.tls,
-                    self.timeouts,
+                    &settings.tls,
+                    settings.timeouts,
                 )
                 .await
             }
@@ -1051,7 +1157,7 @@ impl QueueRunner {
         let mut pool = self.pool.lock();
         let list = pool.get_mut(key)?;
         let wanted = format!("{host}:{port}");
-        let idle = Duration::from_secs(self.config.connection_idle_secs);
+        let idle = Duration::from_secs(self.settings().config.connection_idle_secs);
         while let Some(pos) = list.iter().position(|c| c.host == wanted) {
             let client = list.swap_remove(pos);
             if client.last_used.elapsed() < idle {
@@ -1062,7 +1168,7 @@ impl QueueRunner {
     }
 
     fn return_to_pool(&self, key: &str, client: SmtpClient) {
-        if client.messages >= self.config.max_messages_per_connection {
+        if client.messages >= self.settings().config.max_messages_per_connection {
             tokio::spawn(client.quit());
             return;
         }
@@ -1070,7 +1176,7 @@ impl QueueRunner {
     }
 
     fn close_idle_connections(&self) {
-        let idle = Duration::from_secs(self.config.connection_idle_secs);
+        let idle = Duration::from_secs(self.settings().config.connection_idle_secs);
         let mut expired = Vec::new();
         {
             let mut pool = self.pool.lock();
@@ -1190,6 +1296,7 @@ impl QueueRunner {
                         mail_from: String::new(),
                         recipients: vec![(sender.to_ascii_lowercase(), Some(user.id))],
                         next_attempt: now,
+                        sent_copy: false,
                     });
                 }
                 Recipient::Unknown => queue.push(NewQueueEntry {
@@ -1198,6 +1305,7 @@ impl QueueRunner {
                     mail_from: String::new(),
                     recipients: vec![(sender.clone(), None)],
                     next_attempt: now,
+                    sent_copy: false,
                 }),
                 Recipient::NotLocal => queue.push(NewQueueEntry {
                     kind: QueueKind::Notification,
@@ -1205,6 +1313,7 @@ impl QueueRunner {
                     mail_from: String::new(),
                     recipients: vec![(sender.clone(), None)],
                     next_attempt: now,
+                    sent_copy: false,
                 }),
             }
             let request = DeliveryRequest {
@@ -1222,6 +1331,9 @@ impl QueueRunner {
         Ok(())
     }
 }
+
+/// On top of the record of a sent message, for the primary's filing rules.
+pub const SENT_COPY_HEADER: &[u8] = b"X-Understudy-Sent: yes\r\n";
 
 /// The tracking event written (synced) before a message is sent to `host`.
 fn attempt_event(at: i64, message_id: Option<&str>, rcpts: &[String], host: &str) -> TrackingEvent {
@@ -1294,6 +1406,7 @@ mod tests {
                 mail_from: from.into(),
                 recipients: vec![(rcpt.into(), None)],
                 next_attempt: store.now(),
+                sent_copy: false,
             }],
             message_id: Some("<t@x>".into()),
             summary: "test".into(),
@@ -1440,6 +1553,7 @@ mod tests {
                     mail_from: "x@outside.net".into(),
                     recipients: vec![("anna@busy-primary.test".into(), None)],
                     next_attempt: T0,
+                    sent_copy: false,
                 }],
                 message_id: None,
                 summary: "t".into(),

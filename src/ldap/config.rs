@@ -352,33 +352,7 @@ pub fn validate(sections: &[LdapConfig]) -> Vec<ConfigProblem> {
     problems
 }
 
-/// The password file must exist and be readable by its owner only: it holds the key to
-/// the whole directory's list of users.
-fn check_password_file(path: &Path) -> Result<(), String> {
-    use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    if !meta.is_file() {
-        return Err(format!("{} is not a file", path.display()));
-    }
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(format!(
-            "{} is readable by others (mode {mode:04o}); chmod 600 it",
-            path.display()
-        ));
-    }
-    Ok(())
-}
-
-/// Reads the service account's password: the file's first line.
-pub fn read_password_file(path: &Path) -> anyhow::Result<understudy_protocol::Secret> {
-    check_password_file(path).map_err(|e| anyhow::anyhow!(e))?;
-    let text =
-        std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-    Ok(understudy_protocol::Secret::new(
-        text.lines().next().unwrap_or("").to_string(),
-    ))
-}
+pub use crate::config_types::{check_password_file, read_password_file};
 
 #[cfg(test)]
 mod tests {

@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use understudy_storage::Store;
 
+use self::config::LdapConfig;
 use crate::revoke::Revocations;
 
 struct ServerSyncEvents<'a>(&'a Revocations);
@@ -28,58 +29,98 @@ impl sync::SyncEvents for ServerSyncEvents<'_> {
     fn progress(&self, _done: u64, _total: u64) {}
 }
 
-/// Starts, into `tasks`, the periodic sync of every domain with `sync_interval_secs` >
-/// 0: once at start-up, then at each interval, until `stop`.
+/// Starts, into `tasks`, the periodic sync of every `[[ldap]]` section with
+/// `sync_interval_secs` > 0: once at start-up, then at each interval, until `stop`. The
+/// sections follow the configuration: when a reload changes them, the syncs are
+/// restarted with the new ones (a sync in progress finishes first).
 pub fn spawn(
     tasks: &mut JoinSet<()>,
     store: Store,
-    sections: Arc<Vec<config::LdapConfig>>,
+    sections: watch::Receiver<Arc<Vec<LdapConfig>>>,
     revocations: Revocations,
     stop: watch::Receiver<bool>,
 ) {
-    for (index, section) in sections.iter().enumerate() {
-        if section.sync_interval_secs == 0 {
-            continue;
+    tasks.spawn(supervise(store, sections, revocations, stop));
+}
+
+async fn supervise(
+    store: Store,
+    mut reloads: watch::Receiver<Arc<Vec<LdapConfig>>>,
+    revocations: Revocations,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let sections = reloads.borrow_and_update().clone();
+        let (end_tx, end_rx) = watch::channel(false);
+        let mut syncs = JoinSet::new();
+        for section in sections.iter().filter(|s| s.sync_interval_secs > 0) {
+            syncs.spawn(sync_loop(
+                store.clone(),
+                section.clone(),
+                revocations.clone(),
+                end_rx.clone(),
+            ));
         }
-        let interval = Duration::from_secs(section.sync_interval_secs);
-        let (store, sections, revocations) = (store.clone(), sections.clone(), revocations.clone());
-        let mut stop = stop.clone();
-        tasks.spawn(async move {
-            loop {
-                let (store, sections, revocations) = (store.clone(), sections.clone(), revocations.clone());
-                let run = tokio::task::spawn_blocking(move || {
-                    let Some(section) = sections.get(index) else {
-                        return;
-                    };
-                    match sync::sync_domain(
-                        &store,
-                        section,
-                        false,
-                        &ServerSyncEvents(&revocations),
-                        &mut std::io::sink(),
-                    ) {
-                        Ok(r) => tracing::info!(
-                            domain = %r.domain,
-                            created = r.created,
-                            updated = r.updated,
-                            deactivated = r.deactivated,
-                            unchanged = r.unchanged,
-                            skipped = r.skipped.len(),
-                            "ldap sync"
-                        ),
-                        Err(e) => {
-                            tracing::warn!(domain = %section.domain, error = %format!("{e:#}"), "ldap sync failed")
-                        }
+        // Until the server stops or a reload changes the sections.
+        let stopping = loop {
+            tokio::select! {
+                _ = stop.changed() => break true,
+                changed = reloads.changed() => {
+                    if changed.is_err() {
+                        break true;
                     }
-                });
-                if let Err(e) = run.await {
-                    tracing::error!(error = %e, "ldap sync task failed");
+                    // Published only when the sections changed.
+                    tracing::info!(sections = reloads.borrow().len(), "[[ldap]] changed: restarting the directory syncs");
+                    break false;
                 }
-                tokio::select! {
-                    _ = tokio::time::sleep(interval) => {}
-                    _ = stop.changed() => return,
+                Some(_) = syncs.join_next(), if !syncs.is_empty() => {}
+            }
+        };
+        let _ = end_tx.send(true);
+        while syncs.join_next().await.is_some() {}
+        if stopping {
+            return;
+        }
+    }
+}
+
+async fn sync_loop(
+    store: Store,
+    section: LdapConfig,
+    revocations: Revocations,
+    mut end: watch::Receiver<bool>,
+) {
+    let interval = Duration::from_secs(section.sync_interval_secs);
+    loop {
+        let (store, section_run, revocations) = (store.clone(), section.clone(), revocations.clone());
+        let run = tokio::task::spawn_blocking(move || {
+            match sync::sync_domain(
+                &store,
+                &section_run,
+                false,
+                &ServerSyncEvents(&revocations),
+                &mut std::io::sink(),
+            ) {
+                Ok(r) => tracing::info!(
+                    domain = %r.domain,
+                    created = r.created,
+                    updated = r.updated,
+                    deactivated = r.deactivated,
+                    unchanged = r.unchanged,
+                    skipped = r.skipped.len(),
+                    "ldap sync"
+                ),
+                Err(e) => {
+                    tracing::warn!(domain = %section_run.domain, error = %format!("{e:#}"), "ldap sync failed")
                 }
             }
         });
+        if let Err(e) = run.await {
+            tracing::error!(error = %e, "ldap sync task failed");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = end.changed() => return,
+        }
     }
 }

@@ -5,8 +5,8 @@
 use understudy_storage::outage_ops::{OutageMemo, QueueSummary};
 use understudy_storage::{Domain, Store, StoreResult};
 
-use super::machine::{Effect, OutageMachine};
-use super::notify::{self, Notice};
+use super::machine::{Effect, NoticeKind, OutageMachine};
+use super::notify::{self, Notice, OutageSummary};
 
 /// Persists transitions (synced, with history), queues the notices and saves the memo
 /// if it changed. Shared by the monitor and the `outage start|stop` commands.
@@ -46,6 +46,15 @@ pub fn apply_effects(
                         s
                     }
                 };
+                // The last notice closes the episode: what became of its mail.
+                let summary = match (kind, machine.memo().outage_started_at) {
+                    (NoticeKind::AllReleased, Some(started_at)) => Some(OutageSummary {
+                        started_at,
+                        report: store.relay_report_since(&domain.name, started_at)?,
+                        held: store.queue_held_count(&domain.name)?,
+                    }),
+                    _ => None,
+                };
                 let notice = Notice {
                     kind: *kind,
                     domain: &domain.name,
@@ -53,6 +62,7 @@ pub fn apply_effects(
                     queue,
                     now,
                     hostname,
+                    summary,
                 };
                 notify::enqueue(store, &notice, &domain.alert_recipients)?;
             }

@@ -155,7 +155,8 @@ impl OutageMachine {
                 self.failures = 0;
                 self.successes = 0;
                 if self.state.phase == OutagePhase::Outage {
-                    self.enter(OutagePhase::Draining, false, reason, now, &mut effects);
+                    // Marked manual: the notice must not claim the primary was seen back.
+                    self.enter(OutagePhase::Draining, true, reason, now, &mut effects);
                     effects.push(Effect::Notify(NoticeKind::ConnectivityRestored));
                 }
             }
@@ -200,6 +201,11 @@ impl OutageMachine {
         effects: &mut Vec<Effect>,
     ) {
         let from = self.state.phase;
+        if phase == OutagePhase::Outage && from == OutagePhase::Normal {
+            // A new episode: the last notice's summary counts from here. Draining back
+            // into an outage continues the same one.
+            self.memo.outage_started_at = Some(now);
+        }
         self.state = OutageState {
             phase,
             since: now,
@@ -335,7 +341,8 @@ mod tests {
         let effects = m.handle(Event::ManualStop("done".into()), clock.now(), T);
         assert_eq!(phase_changes(&effects), [OutagePhase::Draining]);
         assert_eq!(notices(&effects), [NoticeKind::ConnectivityRestored]);
-        assert!(!m.state().manual);
+        assert!(m.state().manual, "ended by an admin, not by probes");
+        assert_eq!(m.memo().outage_started_at, Some(0), "the episode's start");
     }
 
     #[test]

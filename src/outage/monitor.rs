@@ -357,6 +357,7 @@ mod tests {
                     mail_from: "bob@example.net".into(),
                     recipients: vec![("anna@example.com".into(), None)],
                     next_attempt: now,
+                    sent_copy: false,
                 }],
                 message_id: None,
                 summary: "test".into(),

@@ -5,7 +5,7 @@
 
 use understudy_storage::mailbox::DeliveryRequest;
 use understudy_storage::outage::{OutagePhase, OutageState};
-use understudy_storage::outage_ops::QueueSummary;
+use understudy_storage::outage_ops::{QueueSummary, RelayReport};
 use understudy_storage::{NewQueueEntry, QueueKind, Store, StoreResult};
 
 use super::machine::NoticeKind;
@@ -23,6 +23,18 @@ pub struct Notice<'a> {
     pub now: i64,
     /// Our host name: the sender is `understudy@hostname`.
     pub hostname: &'a str,
+    /// For the last notice ("all spooled mail released"): what happened since the
+    /// outage began.
+    pub summary: Option<OutageSummary>,
+}
+
+/// The episode an "all spooled mail released" notice closes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutageSummary {
+    pub started_at: i64,
+    pub report: RelayReport,
+    /// Entries still held by `queue hold`.
+    pub held: usize,
 }
 
 pub fn phase_name(phase: OutagePhase) -> &'static str {
@@ -60,9 +72,16 @@ pub fn format_age(secs: i64) -> String {
 impl Notice<'_> {
     pub fn subject(&self) -> String {
         let d = self.domain;
+        let manual = self.state.manual;
         match self.kind {
+            NoticeKind::ConnectivityLost if manual => {
+                format!("[Understudy] {d}: outage started by an admin")
+            }
             NoticeKind::ConnectivityLost => {
                 format!("[Understudy] {d}: primary mail server unreachable, outage engaged")
+            }
+            NoticeKind::ConnectivityRestored if manual => {
+                format!("[Understudy] {d}: outage ended by an admin, releasing spooled mail")
             }
             NoticeKind::SpoolingBegan => format!("[Understudy] {d}: mail is being spooled during the outage"),
             NoticeKind::ConnectivityRestored => {
@@ -76,6 +95,16 @@ impl Notice<'_> {
     pub fn body(&self) -> String {
         let d = self.domain;
         let what = match self.kind {
+            NoticeKind::ConnectivityLost if self.state.manual => format!(
+                "An admin started an outage for {d} (a maintenance window or a drill).\n\
+                 Nothing is known to be wrong with the primary mail server; Understudy keeps\n\
+                 the mail for {d} until the outage is stopped, and users can read and\n\
+                 send it over IMAP, POP3 and submission."
+            ),
+            NoticeKind::ConnectivityRestored if self.state.manual => format!(
+                "An admin ended the outage of {d}. Understudy has stopped spooling and is\n\
+                 handing the queued mail to the primary mail server, oldest first."
+            ),
             NoticeKind::ConnectivityLost => format!(
                 "Understudy can no longer reach the primary mail server of {d} and has\n\
                  engaged an outage. Mail for {d} is now accepted and kept by Understudy;\n\
@@ -132,6 +161,33 @@ impl Notice<'_> {
         };
         text.push_str(&format!("Oldest queued:     {oldest}\n"));
         text.push_str(&format!("Sent at:           {}\n\n", format_time(self.now)));
+        if let Some(summary) = &self.summary {
+            let r = &summary.report;
+            text.push_str("Summary of the outage:\n");
+            text.push_str(&format!(
+                "Began:             {}\n",
+                format_time(summary.started_at)
+            ));
+            text.push_str(&format!(
+                "Lasted:            {}\n",
+                format_age(self.now - summary.started_at)
+            ));
+            text.push_str(&format!("Messages received: {}\n", r.received));
+            text.push_str(&format!(
+                "Messages sent:     {} (records for the primary)\n",
+                r.sent
+            ));
+            text.push_str(&format!("Delivered:         {} to the primary\n", r.delivered));
+            text.push_str(&format!(
+                "Cancelled:         {} deleted by their users (not redelivered; `understudy queue redeliver ID` recovers one)\n",
+                r.cancelled
+            ));
+            text.push_str(&format!(
+                "Bounced:           {} (refused by the primary or expired)\n",
+                r.bounced
+            ));
+            text.push_str(&format!("Still held:        {}\n\n", summary.held));
+        }
         text.push_str("What to do next:\n");
         text.push_str(&next.replace("DOMAIN", d));
         text.push_str("\n\n-- \nUnderstudy email continuity\n");
@@ -203,6 +259,7 @@ pub fn enqueue(store: &Store, notice: &Notice<'_>, alert_recipients: &[String]) 
             mail_from: sender(notice.hostname),
             recipients: to.iter().map(|a| (a.clone(), None)).collect(),
             next_attempt: notice.now,
+            sent_copy: false,
         }],
         message_id: Some(message_id),
         summary: format!(
@@ -241,6 +298,7 @@ mod tests {
             },
             now: 1_700_000_000,
             hostname: "mx.understudy.test",
+            summary: None,
         };
         let (raw, mid) = notice.message(&["ops@example.net".into()]).unwrap();
         let text = String::from_utf8(raw).unwrap();

@@ -69,7 +69,10 @@ impl Store {
         validate_domain(&domain)?;
         let _guard = self.lock(&[("domain", domain.name.as_str())]);
         if self.domain(&domain.name)?.is_some() {
-            return Err(StoreError::AlreadyExists(format!("domain {}", domain.name)));
+            return Err(StoreError::AlreadyExists(format!(
+                "{} is already a protected domain",
+                domain.name
+            )));
         }
         let mut batch = WriteBatch::default();
         self.put_json(&mut batch, CF_DOMAINS, domain.name.as_bytes(), &domain)?;
@@ -160,12 +163,16 @@ impl Store {
         let domain = parsed.domain().to_string();
         let address = parsed.into_string();
         if self.domain(&domain)?.is_none() {
-            return Err(StoreError::NotFound(format!("domain {domain} (add it first)")));
+            return Err(StoreError::Invalid(format!(
+                "{domain} is not a protected domain; add it first (understudy domain add {domain})"
+            )));
         }
         let key = address_key(&address).ok_or_else(|| StoreError::Invalid(address.clone()))?;
         let _guard = self.lock(&[("address", address.as_str())]);
         if self.get_json::<AddressEntry>(CF_ADDRESSES, &key)?.is_some() {
-            return Err(StoreError::AlreadyExists(format!("address {address}")));
+            return Err(StoreError::AlreadyExists(format!(
+                "{address} is already in use (by a user or an alias)"
+            )));
         }
         let id = self.next_id(COUNTER_USER);
         let user = User {
@@ -189,15 +196,24 @@ impl Store {
             },
         )?;
         self.counter_merge(&mut batch, COUNTER_USER, id)?;
-        for (name, special_use) in DEFAULT_MAILBOXES {
-            self.new_mailbox_into(&mut batch, id, name, *special_use)?;
-        }
+        self.default_mailboxes_into(&mut batch, id)?;
         self.commit(batch)?;
         self.accounts_changed();
         Ok(user)
     }
 
-    /// Adds a mailbox record to `batch` and returns it.
+    /// A new user's mailboxes (`DEFAULT_MAILBOXES`), each subscribed, into `batch`.
+    pub(crate) fn default_mailboxes_into(&self, batch: &mut WriteBatch, user_id: u64) -> StoreResult<()> {
+        for (name, special_use) in DEFAULT_MAILBOXES {
+            self.new_mailbox_into(batch, user_id, name, *special_use)?;
+            self.subscribe_into(batch, user_id, name)?;
+        }
+        Ok(())
+    }
+
+    /// Adds a mailbox record to `batch` and returns it. Not subscribed: as in RFC 3501,
+    /// CREATE does not subscribe (clients that want it say SUBSCRIBE), and a subscription
+    /// outlives its mailbox, so one made by every CREATE would pile up after each DELETE.
     pub(crate) fn new_mailbox_into(
         &self,
         batch: &mut WriteBatch,
@@ -211,7 +227,6 @@ impl Store {
             user_id,
             name: name.to_string(),
             special_use,
-            subscribed: true,
             uid_validity: self.next_uid_validity(),
             uid_next: 1,
             highest_modseq: 1,
@@ -327,6 +342,9 @@ impl Store {
             for mailbox in self.mailboxes(user.id)? {
                 self.destroy_mailbox(&mailbox)?;
             }
+            let mut batch = WriteBatch::default();
+            self.unsubscribe_all_into(&mut batch, user.id)?;
+            self.commit(batch)?;
         }
         let _guard = self.lock(&[("address", user.address.as_str())]);
         let mut batch = WriteBatch::default();
@@ -352,7 +370,9 @@ impl Store {
         let domain = parsed.domain().to_string();
         let alias = parsed.into_string();
         if self.domain(&domain)?.is_none() {
-            return Err(StoreError::NotFound(format!("domain {domain} (add it first)")));
+            return Err(StoreError::Invalid(format!(
+                "{domain} is not a protected domain; add it first (understudy domain add {domain})"
+            )));
         }
         let user = self
             .user_by_address(target)?
@@ -360,7 +380,9 @@ impl Store {
         let key = address_key(&alias).ok_or_else(|| StoreError::Invalid(alias.clone()))?;
         let _guard = self.lock(&[("address", alias.as_str())]);
         if self.get_json::<AddressEntry>(CF_ADDRESSES, &key)?.is_some() {
-            return Err(StoreError::AlreadyExists(format!("address {alias}")));
+            return Err(StoreError::AlreadyExists(format!(
+                "{alias} is already in use (by a user or an alias)"
+            )));
         }
         let mut batch = WriteBatch::default();
         self.put_json(

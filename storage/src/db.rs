@@ -21,12 +21,14 @@ use crate::keys::*;
 use crate::notify::Notifier;
 
 /// Version of the on-disk layout this binary reads and writes.
-pub const SCHEMA_VERSION: u32 = 1;
+/// 2: subscriptions in their own column family (`subscriptions.rs`), no longer a flag in
+/// each mailbox record; a version 1 database is migrated when opened.
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// A raw key and value read from RocksDB.
 pub(crate) type KeyValue = (Box<[u8]>, Box<[u8]>);
 
-const SCHEMA_KEY: &[u8] = b"schema_version";
+pub(crate) const SCHEMA_KEY: &[u8] = b"schema_version";
 const LOCK_STRIPES: usize = 1024;
 const OUTER_LOCK_STRIPES: usize = 64;
 
@@ -238,6 +240,13 @@ impl Store {
                         found,
                         supported: SCHEMA_VERSION,
                     });
+                }
+                if found < 2 {
+                    let moved = crate::subscriptions::migrate_from_v1(&db)?;
+                    tracing::info!(
+                        moved,
+                        "store: schema 1 -> 2, subscriptions moved out of the mailbox records"
+                    );
                 }
             }
             None if existed => {
@@ -566,9 +575,10 @@ pub(crate) fn decode<T: DeserializeOwned>(cf: &'static str, bytes: &[u8]) -> Sto
 const LOCK_FILE: &str = "understudy.lock";
 
 /// Takes the database directory's lock, or fails with `StoreError::Locked` when another
-/// open store (in this process or another) holds it.
+/// open store (in this process or another) holds it. The holder writes its pid into the
+/// lock file, so the refusal can name it.
 fn lock_dir(dir: &Path, path_text: &str) -> StoreResult<fs::File> {
-    let file = fs::OpenOptions::new()
+    let mut file = fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
@@ -576,18 +586,30 @@ fn lock_dir(dir: &Path, path_text: &str) -> StoreResult<fs::File> {
         .open(dir.join(LOCK_FILE))?;
     #[cfg(unix)]
     {
+        use std::io::{Read, Seek, Write};
         use std::os::fd::AsRawFd;
         // SAFETY: flock takes a descriptor this function owns and no pointers.
         let taken = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
         if !taken {
             let error = std::io::Error::last_os_error();
             if error.kind() == std::io::ErrorKind::WouldBlock {
+                let mut text = String::new();
+                let pid = file
+                    .read_to_string(&mut text)
+                    .ok()
+                    .and_then(|_| text.trim().parse().ok());
                 return Err(StoreError::Locked {
                     path: path_text.to_string(),
+                    pid,
                 });
             }
             return Err(error.into());
         }
+        // Only the holder writes, so nobody reads a half-written pid for long; a reader
+        // that does just names no pid.
+        file.set_len(0)?;
+        file.seek(std::io::SeekFrom::Start(0))?;
+        write!(file, "{}", std::process::id())?;
     }
     Ok(file)
 }

@@ -8,9 +8,11 @@ pub type StoreResult<T> = Result<T, StoreError>;
 pub enum StoreError {
     #[error("{0} not found")]
     NotFound(String),
-    #[error("{0} already exists")]
+    /// The text is a whole sentence ("x is already in use ...").
+    #[error("{0}")]
     AlreadyExists(String),
-    #[error("invalid: {0}")]
+    /// A request that cannot be carried out as given; the text is a whole sentence.
+    #[error("{0}")]
     Invalid(String),
     #[error("no space left on the store's device: {0}")]
     NoSpace(String),
@@ -26,8 +28,8 @@ pub enum StoreError {
     #[error("{path} is not an Understudy database or is damaged: {reason}")]
     NotUnderstudy { path: String, reason: String },
     /// Another open store (normally the running server) holds the database.
-    #[error("the database at {path} is in use by another process")]
-    Locked { path: String },
+    #[error("the database at {path} is in use by another process{}", pid.map(|p| format!(" (pid {p})")).unwrap_or_default())]
+    Locked { path: String, pid: Option<u32> },
     #[error("cannot open the database at {path}: {source}")]
     Open { path: String, source: rocksdb::Error },
     #[error("storage I/O error: {0}")]

@@ -1,5 +1,6 @@
 //! `queue hold|release DOMAIN`: a per-domain hold flag (so mail that arrives while the
 //! domain is held is held too) and holding or releasing a domain's entries in one write.
+//! Notices to the domain's alert recipients are not held.
 //!
 //! A held entry's next attempt moves to the end of time ([`HELD_DUE`]), out of the due
 //! range, so the queue runner never reads it while looking for due mail (100,000 held
@@ -11,7 +12,7 @@ use rocksdb::WriteBatch;
 use crate::db::Store;
 use crate::error::StoreResult;
 use crate::keys::*;
-use crate::model::QueueEntry;
+use crate::model::{QueueEntry, QueueKind};
 
 /// Next attempt of a held entry: 9999-12-31 23:59:59 UTC.
 pub const HELD_DUE: i64 = 253_402_300_799;
@@ -39,7 +40,8 @@ impl Store {
         let ids: Vec<u64> = self
             .queue_entries(Some(domain))?
             .into_iter()
-            .filter(|e| e.held != held)
+            // Notices to the alert recipients are never held: they say what is going on.
+            .filter(|e| e.held != held && (!held || e.kind != QueueKind::Notification))
             .map(|e| e.id)
             .collect();
         self.set_entries_held(&ids, held, now)

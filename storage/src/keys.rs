@@ -8,6 +8,7 @@
 //! | users       | user id (u64)                         | `User` JSON                |
 //! | addresses   | domain 0x00 local-part                | `AddressEntry` JSON        |
 //! | mailboxes   | user id (u64) mailbox id (u64)        | `Mailbox` JSON             |
+//! | subscriptions | user id (u64) mailbox name (UTF-8)  | empty                      |
 //! | messages    | mailbox id (u64) uid (u32)            | `MessageRecord` JSON       |
 //! | changes     | mailbox id (u64) modseq (u64)         | `ChangeRecord` JSON        |
 //! | blobs       | sha-256 of body                       | body octets                |
@@ -17,12 +18,16 @@
 //! | tracking    | tracking id (u64) sequence (u32)      | `TrackingEvent` JSON       |
 //! | message_ids | Message-ID 0x00 tracking id (u64)     | empty                      |
 //! | outage      | domain name / domain 0x00 time seq    | `OutageState` / transition |
+//! | logins      | user id (u64) protocol                | last login time (i64)      |
+//! | recoverable | tracking id (u64) queue id (u64)      | `Recoverable` JSON         |
 
 pub const CF_META: &str = "meta";
 pub const CF_DOMAINS: &str = "domains";
 pub const CF_USERS: &str = "users";
 pub const CF_ADDRESSES: &str = "addresses";
 pub const CF_MAILBOXES: &str = "mailboxes";
+/// A user's subscribed mailbox names, kept apart from the mailboxes (`subscriptions.rs`).
+pub const CF_SUBSCRIPTIONS: &str = "subscriptions";
 pub const CF_MESSAGES: &str = "messages";
 pub const CF_CHANGES: &str = "changes";
 pub const CF_BLOBS: &str = "blobs";
@@ -36,6 +41,12 @@ pub const CF_TRACKING: &str = "tracking";
 pub const CF_MESSAGE_IDS: &str = "message_ids";
 pub const CF_OUTAGE: &str = "outage";
 pub const CF_OUTAGE_HISTORY: &str = "outage_history";
+/// Each user's last login per protocol (`logins.rs`).
+pub const CF_LOGINS: &str = "logins";
+/// Relay copies not redelivered because the user deleted the message during the
+/// outage, kept (with their body) until retention so an admin can still redeliver them
+/// (`recoverable.rs`).
+pub const CF_RECOVERABLE: &str = "recoverable";
 
 pub const ALL_CFS: &[&str] = &[
     CF_META,
@@ -43,6 +54,7 @@ pub const ALL_CFS: &[&str] = &[
     CF_USERS,
     CF_ADDRESSES,
     CF_MAILBOXES,
+    CF_SUBSCRIPTIONS,
     CF_MESSAGES,
     CF_CHANGES,
     CF_BLOBS,
@@ -54,6 +66,8 @@ pub const ALL_CFS: &[&str] = &[
     CF_MESSAGE_IDS,
     CF_OUTAGE,
     CF_OUTAGE_HISTORY,
+    CF_LOGINS,
+    CF_RECOVERABLE,
 ];
 
 pub fn u64_key(a: u64) -> [u8; 8] {

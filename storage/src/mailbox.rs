@@ -52,6 +52,17 @@ pub struct DeliveryOutcome {
     pub queue_ids: Vec<u64>,
 }
 
+/// One message of an IMAP APPEND (`Store::append_many`).
+#[derive(Debug, Clone, Copy)]
+pub struct NewMessage<'a> {
+    /// CRLF line ends, as stored.
+    pub body: &'a [u8],
+    pub flags: u8,
+    pub keywords: &'a [String],
+    /// Unix seconds and offset in minutes; `None`: now.
+    pub internal_date: Option<(i64, i16)>,
+}
+
 /// A message as a mailbox view needs it, with the change that last touched it.
 pub type Change = (ChangeRecord, Option<MessageRecord>);
 
@@ -70,7 +81,7 @@ fn mailbox_lock(id: u64) -> (&'static str, u64) {
 }
 
 /// The outer lock of a user's list of mailboxes (create, rename, delete, subscribe).
-fn mailboxes_of(user_id: u64) -> (&'static str, u64) {
+pub(crate) fn mailboxes_of(user_id: u64) -> (&'static str, u64) {
     ("mailboxes-of", user_id)
 }
 
@@ -131,7 +142,9 @@ impl Store {
         validate_mailbox_name(name)?;
         let _guard = self.lock_outer(mailboxes_of(user_id));
         if self.mailbox_by_name(user_id, name)?.is_some() {
-            return Err(StoreError::AlreadyExists(format!("mailbox {name}")));
+            return Err(StoreError::AlreadyExists(format!(
+                "mailbox {name} already exists"
+            )));
         }
         let mut batch = WriteBatch::default();
         let mailbox = self.new_mailbox_into(&mut batch, user_id, name, special_use)?;
@@ -139,20 +152,8 @@ impl Store {
         Ok(mailbox)
     }
 
-    pub fn set_subscribed(&self, user_id: u64, name: &str, subscribed: bool) -> StoreResult<()> {
-        let _guard = self.lock_outer(mailboxes_of(user_id));
-        let mut mailbox = self
-            .mailbox_by_name(user_id, name)?
-            .ok_or_else(|| StoreError::NotFound(format!("mailbox {name}")))?;
-        let _mbox = self.lock(&[mailbox_lock(mailbox.id)]);
-        mailbox = self.mailbox(user_id, mailbox.id)?;
-        mailbox.subscribed = subscribed;
-        let mut batch = WriteBatch::default();
-        self.put_json(&mut batch, CF_MAILBOXES, &u64_pair(user_id, mailbox.id), &mailbox)?;
-        self.commit(batch)
-    }
-
-    /// Deletes a mailbox and its messages. INBOX cannot be deleted.
+    /// Deletes a mailbox and its messages. INBOX cannot be deleted. Its subscription, if
+    /// any, stays (RFC 3501 §6.3.9).
     pub fn delete_mailbox(&self, user_id: u64, name: &str) -> StoreResult<()> {
         if name.eq_ignore_ascii_case("INBOX") {
             return Err(StoreError::Invalid("INBOX cannot be deleted".into()));
@@ -218,12 +219,17 @@ impl Store {
         validate_mailbox_name(to)?;
         let _guard = self.lock_outer(mailboxes_of(user_id));
         if self.mailbox_by_name(user_id, to)?.is_some() {
-            return Err(StoreError::AlreadyExists(format!("mailbox {to}")));
+            return Err(StoreError::AlreadyExists(format!("mailbox {to} already exists")));
         }
         if from.eq_ignore_ascii_case("INBOX") {
             let inbox = self.inbox(user_id)?;
             let mut batch = WriteBatch::default();
             let target = self.new_mailbox_into(&mut batch, user_id, to, None)?;
+            // INBOX stays, and so does its subscription; the mailbox that takes its
+            // messages is subscribed as INBOX was.
+            if self.subscriptions(user_id)?.iter().any(|s| s == "INBOX") {
+                self.subscribe_into(&mut batch, user_id, to)?;
+            }
             self.commit(batch)?;
             let uids: Vec<u32> = self
                 .messages(user_id, inbox.id)?
@@ -259,6 +265,7 @@ impl Store {
             renamed.name = format!("{to}{}", &m.name[from.len()..]);
             self.put_json(&mut batch, CF_MAILBOXES, &u64_pair(user_id, m.id), &renamed)?;
         }
+        self.rename_subscriptions_into(&mut batch, user_id, from, to)?;
         self.commit(batch)
     }
 
@@ -373,9 +380,48 @@ impl Store {
         Ok((mailbox, out))
     }
 
+    /// `(modseq, uid)` of every message expunged after `since`, in modseq order (QRESYNC,
+    /// RFC 7162 §3.2.5): the log keeps a tombstone per expunge for the mailbox's life,
+    /// so the answer is exact however old `since` is. Reads no message records.
+    pub fn expunged_since(&self, user_id: u64, mailbox_id: u64, since: u64) -> StoreResult<Vec<(u64, u32)>> {
+        let snapshot = self.snapshot();
+        self.get_json_at::<Mailbox>(&snapshot, CF_MAILBOXES, &u64_pair(user_id, mailbox_id))?
+            .ok_or_else(|| StoreError::NotFound(format!("mailbox {mailbox_id}")))?;
+        let cf = self.cf(CF_CHANGES)?;
+        let start = u64_pair(mailbox_id, since.saturating_add(1));
+        let iter = snapshot.iterator_cf(
+            &cf,
+            rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward),
+        );
+        let mut out = Vec::new();
+        for item in iter {
+            let (k, v) = item?;
+            if !k.starts_with(&u64_key(mailbox_id)) {
+                break;
+            }
+            let change: ChangeRecord = decode(CF_CHANGES, &v)?;
+            if change.kind == ChangeKind::Expunged {
+                out.push((change.modseq, change.uid));
+            }
+        }
+        Ok(out)
+    }
+
     /// Delivers one message to local INBOXes and queue entries in one synced write. The
     /// body is stored once whatever the number of copies.
     pub fn deliver(&self, req: &DeliveryRequest<'_>) -> StoreResult<DeliveryOutcome> {
+        self.deliver_as(self.reserve_tracking_id(), req)
+    }
+
+    /// A tracking id for a message about to be delivered with [`Store::deliver_as`], so
+    /// that its `Received` header and the SMTP reply can name it. An id reserved and never
+    /// used is skipped, nothing more.
+    pub fn reserve_tracking_id(&self) -> u64 {
+        self.next_id(COUNTER_TRACKING)
+    }
+
+    /// [`Store::deliver`] under a tracking id from [`Store::reserve_tracking_id`].
+    pub fn deliver_as(&self, tracking_id: u64, req: &DeliveryRequest<'_>) -> StoreResult<DeliveryOutcome> {
         let mut users = req.users.clone();
         users.sort_unstable();
         users.dedup();
@@ -391,7 +437,6 @@ impl Store {
         let now = self.now();
         let size =
             u32::try_from(req.body.len()).map_err(|_| StoreError::Invalid("message too large".into()))?;
-        let tracking_id = self.next_id(COUNTER_TRACKING);
         let mut batch = WriteBatch::default();
         self.counter_merge(&mut batch, COUNTER_TRACKING, tracking_id)?;
         let copies = (users.len() + req.queue.len()) as i64;
@@ -455,6 +500,7 @@ impl Store {
                 tracking_id,
                 message_id: req.message_id.clone(),
                 held: false,
+                sent_copy: entry.sent_copy,
             };
             self.put_json(&mut batch, CF_QUEUE, &u64_key(id), &queued)?;
             noted.push(queued.clone());
@@ -506,28 +552,65 @@ impl Store {
         keywords: &[String],
         internal_date: Option<(i64, i16)>,
     ) -> StoreResult<(u32, u32)> {
-        let blob = blob_id(body);
-        let guards = self.lock(&[mailbox_lock(mailbox_id), blob_lock(&blob)]);
-        let mut mailbox = self.mailbox(user_id, mailbox_id)?;
-        let size = u32::try_from(body.len()).map_err(|_| StoreError::Invalid("message too large".into()))?;
-        let (date, tz) = internal_date.unwrap_or((self.now(), 0));
-        let mut batch = WriteBatch::default();
-        self.add_blob_refs(&mut batch, &blob, body, 1)?;
-        let record = MessageRecord {
-            uid: 0,
-            blob,
+        let message = NewMessage {
+            body,
             flags,
-            keywords: keywords.to_vec(),
-            modseq: 0,
-            internal_date: date,
-            tz_offset_minutes: tz,
-            size,
-            tracking_id: 0,
+            keywords,
+            internal_date,
         };
-        let record = self.add_message_into(&mut batch, &mut mailbox, record)?;
+        let (validity, uids) = self.append_many(user_id, mailbox_id, &[message])?;
+        let uid = uids
+            .first()
+            .copied()
+            .ok_or_else(|| StoreError::Invalid("nothing appended".into()))?;
+        Ok((validity, uid))
+    }
+
+    /// IMAP APPEND of several messages (MULTIAPPEND, RFC 3502): all of them in one
+    /// synced write, or none. Returns the UIDVALIDITY and the UIDs in the order given
+    /// (consecutive). Identical bodies among them are stored once, counted once each.
+    pub fn append_many(
+        &self,
+        user_id: u64,
+        mailbox_id: u64,
+        messages: &[NewMessage<'_>],
+    ) -> StoreResult<(u32, Vec<u32>)> {
+        let blobs: Vec<BlobId> = messages.iter().map(|m| blob_id(m.body)).collect();
+        let mut keys = vec![mailbox_lock(mailbox_id)];
+        keys.extend(blobs.iter().map(blob_lock));
+        let guards = self.lock(&keys);
+        let mut mailbox = self.mailbox(user_id, mailbox_id)?;
+        let mut batch = WriteBatch::default();
+        // One count change per distinct body: within a batch a second `add_blob_refs`
+        // would not see the first one's write.
+        let mut counts: BTreeMap<BlobId, (usize, i64)> = BTreeMap::new();
+        for (i, blob) in blobs.iter().enumerate() {
+            counts.entry(*blob).or_insert((i, 0)).1 += 1;
+        }
+        for (blob, (first, count)) in &counts {
+            self.add_blob_refs(&mut batch, blob, messages[*first].body, *count)?;
+        }
+        let mut uids = Vec::with_capacity(messages.len());
+        for (message, blob) in messages.iter().zip(&blobs) {
+            let size = u32::try_from(message.body.len())
+                .map_err(|_| StoreError::Invalid("message too large".into()))?;
+            let (date, tz) = message.internal_date.unwrap_or((self.now(), 0));
+            let record = MessageRecord {
+                uid: 0,
+                blob: *blob,
+                flags: message.flags,
+                keywords: message.keywords.to_vec(),
+                modseq: 0,
+                internal_date: date,
+                tz_offset_minutes: tz,
+                size,
+                tracking_id: 0,
+            };
+            uids.push(self.add_message_into(&mut batch, &mut mailbox, record)?.uid);
+        }
         self.commit_unlocking(batch, guards)?;
         self.inner.notifier.publish(mailbox.id, mailbox.highest_modseq);
-        Ok((mailbox.uid_validity, record.uid))
+        Ok((mailbox.uid_validity, uids))
     }
 
     /// Sets, adds or removes flags on `uids`. With `unchanged_since`, messages modified
@@ -950,23 +1033,10 @@ fn apply_flags(record: &MessageRecord, op: FlagOp, flags: u8, keywords: &[String
     (new_flags, kw)
 }
 
-/// Mailbox names: UTF-8, no control characters, "/" as delimiter with no empty levels,
-/// no "." or ".." levels, not longer than 255 octets.
+/// A mailbox name the store may create: the rules of `understudy_types::NewMailboxName`,
+/// the one definition the IMAP session checks too, so no door creates a bad name.
 pub fn validate_mailbox_name(name: &str) -> StoreResult<()> {
-    let bad = name.is_empty()
-        || name.len() > 255
-        || name.chars().any(|c| c.is_control())
-        || name
-            .split('/')
-            .any(|level| level.is_empty() || level == "." || level == "..")
-        || name.contains('*')
-        || name.contains('%');
-    if bad {
-        Err(StoreError::Invalid(format!(
-            "invalid mailbox name '{}'",
-            name.escape_debug()
-        )))
-    } else {
-        Ok(())
-    }
+    understudy_types::NewMailboxName::new(name)
+        .map(drop)
+        .map_err(|e| StoreError::Invalid(e.to_string()))
 }

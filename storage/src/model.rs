@@ -199,7 +199,6 @@ pub struct Mailbox {
     /// Full name, "/" as hierarchy delimiter; the inbox is always "INBOX".
     pub name: String,
     pub special_use: Option<SpecialUse>,
-    pub subscribed: bool,
     pub uid_validity: u32,
     pub uid_next: u32,
     pub highest_modseq: u64,
@@ -322,6 +321,10 @@ pub struct QueueEntry {
     /// Held by an admin (`queue hold`): not attempted until released.
     #[serde(default)]
     pub held: bool,
+    /// The record of a message a user sent during the outage, for the primary to file
+    /// in Sent: redelivered with an `X-Understudy-Sent: yes` header on top.
+    #[serde(default)]
+    pub sent_copy: bool,
 }
 
 impl QueueEntry {
@@ -343,6 +346,31 @@ pub struct NewQueueEntry {
     pub mail_from: String,
     pub recipients: Vec<(String, Option<u64>)>,
     pub next_attempt: i64,
+    /// See [`QueueEntry::sent_copy`].
+    pub sent_copy: bool,
+}
+
+/// A relay copy that was not redelivered because the user deleted the message here
+/// during the outage, kept with its body until the domain's retention removes it, so
+/// an admin can still hand it to the primary (`queue redeliver TRACKING-ID`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recoverable {
+    pub tracking_id: u64,
+    /// The relay entry it came from.
+    pub queue_id: u64,
+    pub domain: String,
+    pub mail_from: String,
+    /// The recipients not redelivered, with the user whose copy was deleted.
+    pub recipients: Vec<(String, Option<u64>)>,
+    #[serde(with = "hex_blob")]
+    pub blob: BlobId,
+    pub size: u64,
+    pub message_id: Option<String>,
+    /// When the message arrived (retention counts from here).
+    pub created_at: i64,
+    pub cancelled_at: i64,
+    #[serde(default)]
+    pub sent_copy: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -57,7 +57,9 @@ impl Store {
         let domain = parsed.domain().to_string();
         let address = parsed.into_string();
         if self.domain(&domain)?.is_none() {
-            return Err(StoreError::NotFound(format!("domain {domain} (add it first)")));
+            return Err(StoreError::Invalid(format!(
+                "{domain} is not a protected domain; add it first (understudy domain add {domain})"
+            )));
         }
         let wanted_aliases = match &spec.aliases {
             Some(list) => {
@@ -106,7 +108,7 @@ impl Store {
                 _,
             ) => {
                 return Err(StoreError::AlreadyExists(format!(
-                    "{address} is an alias of another user"
+                    "{address} is already an alias of another user"
                 )));
             }
             (Some(e), Some(mut user)) if e.user_id == user.id => {
@@ -168,7 +170,7 @@ impl Store {
                     } else {
                         "an alias of another user"
                     };
-                    return Err(StoreError::AlreadyExists(format!("{alias} is {what}")));
+                    return Err(StoreError::AlreadyExists(format!("{alias} is already {what}")));
                 }
                 change.aliases_added.push(alias.clone());
             }
@@ -196,9 +198,7 @@ impl Store {
                 },
             )?;
             self.counter_merge(&mut batch, COUNTER_USER, user.id)?;
-            for (name, special_use) in DEFAULT_MAILBOXES {
-                self.new_mailbox_into(&mut batch, user.id, name, *special_use)?;
-            }
+            self.default_mailboxes_into(&mut batch, user.id)?;
         }
         self.put_json(&mut batch, CF_USERS, &u64_key(user.id), &user)?;
         for alias in &change.aliases_added {

@@ -161,7 +161,10 @@ impl Store {
     /// one, when both keys fall on the same stripe) as soon as the entry is finished and
     /// its body released. The tracking lock keeps sibling entries of one message (relay
     /// and outbound) from writing their events under the same sequence numbers.
-    fn lock_entry(&self, id: u64) -> StoreResult<(Vec<parking_lot::MutexGuard<'_, ()>>, QueueEntry)> {
+    pub(crate) fn lock_entry(
+        &self,
+        id: u64,
+    ) -> StoreResult<(Vec<parking_lot::MutexGuard<'_, ()>>, QueueEntry)> {
         let missing = || StoreError::NotFound(format!("queue entry {id}"));
         // An entry's body and tracking id never change: reading them unlocked is safe.
         let before = self.queue_entry(id)?.ok_or_else(missing)?;

@@ -152,6 +152,7 @@ mod tests {
                     mail_from: "a@x.net".into(),
                     recipients: vec![("anna@example.com".into(), None)],
                     next_attempt: store.now(),
+                    sent_copy: false,
                 }],
                 message_id: None,
                 summary: "t".into(),

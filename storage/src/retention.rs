@@ -33,7 +33,21 @@ impl Store {
     pub fn apply_retention(&self, batch: usize, mut pause: impl FnMut()) -> StoreResult<usize> {
         let now = self.now();
         let mut removed = 0;
-        for domain in self.domains()? {
+        let domains = self.domains()?;
+        // Deleted copies kept for `queue redeliver` go with the rest of the archive.
+        let cutoffs: std::collections::HashMap<String, i64> = domains
+            .iter()
+            .filter(|d| d.retention_days > 0)
+            .map(|d| (d.name.clone(), now - d.retention_days as i64 * 86_400))
+            .collect();
+        let expired = self.expire_recoverable(|domain| cutoffs.get(domain).copied())?;
+        if expired > 0 {
+            tracing::info!(
+                removed = expired,
+                "retention: deleted copies no longer recoverable"
+            );
+        }
+        for domain in domains {
             if domain.retention_days == 0 {
                 continue;
             }

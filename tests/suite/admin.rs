@@ -235,7 +235,7 @@ fn csv_import_on_a_running_server_reports_bad_rows_and_is_idempotent() {
         "line 2: updated anna@example.com: name, +alias anna.berg@example.com",
         "line 3: created bob@example.com: name, password, +alias b@example.com, +alias robert@example.com",
         "line 4: created carl@example.com: name, password",
-        "line 5: invalid: 'not an address' is not a valid mail address",
+        "line 5: 'not an address' is not a valid mail address",
         "line 6: bob@example.com appears again (first on line 3)",
         "line 7: password for dora@example.com refused: the password needs at least 8 characters, an upper-case letter, a digit",
         "line 8: expected at most 5 columns (address, name, password, aliases, status), found 6",
@@ -255,9 +255,9 @@ fn csv_import_on_a_running_server_reports_bad_rows_and_is_idempotent() {
     assert!(pop_login(&server, "carl@example.com", carl_password).contains("stat 0"));
     assert!(pop_login(&server, "bob@example.com", "Bobs1password").contains("stat 0"));
     assert!(pop_login(&server, "anna@example.com", PASSWORD).contains("stat 0"));
-    let aliases = server.admin_ok(&["alias", "list"]);
+    let aliases = server.admin_ok(&["alias", "list", "--format", "csv"]);
     assert!(
-        aliases.contains("robert@example.com\t-> bob@example.com"),
+        aliases.contains("robert@example.com,bob@example.com"),
         "{aliases}"
     );
 

@@ -6,7 +6,7 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use understudy_storage::outage::{OutagePhase, OutageState};
 use understudy_storage::Store;
@@ -84,49 +84,6 @@ impl Drop for Sink {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// Polls `cond` until it holds or the deadline passes (then the test fails).
-fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !cond() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// The log without terminal colour codes.
-fn plain_log(server: &mut TestServer) -> String {
-    let log = server.log();
-    let mut out = String::with_capacity(log.len());
-    let mut chars = log.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-fn wait_log(server: &mut TestServer, needle: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let log = plain_log(server);
-        if log.contains(needle) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "log never showed {needle:?}:\n{log}");
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

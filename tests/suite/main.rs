@@ -11,6 +11,12 @@ mod sink;
 
 /// Admin commands through the admin socket while the server runs, taking effect at once.
 mod admin;
+/// Admin commands that say what happened: queue states, listings, formats, policies.
+mod admin_reports;
+/// Backups that are private and hold the DKIM keys; restore refusing a running server.
+mod backup;
+/// check-config: every problem at once, what serve would die of, warnings; clear errors.
+mod check_config;
 /// IMAP through third-party clients: curl, mbsync and imapclient over TLS.
 mod clients;
 /// Twenty IMAP sessions on one mailbox: every view true, every body there.
@@ -19,8 +25,13 @@ mod concurrency;
 mod delivery;
 /// A full disk: SMTP 452, IMAP NO, nothing damaged, recovery once space is back.
 mod diskfull;
+/// The outage drill as an admin runs it, end to end, with its notices and a recovery.
+mod drill;
 /// The outage engine end to end: a thousand spooled messages, kills, exactly once.
 mod e2e;
+/// IMAP extensions through real clients: SORT, THREAD and QUOTA with imapclient,
+/// COMPRESS=DEFLATE with Python's zlib on a raw TLS socket.
+mod extensions;
 /// Listeners on port 0, TLS, the admin CLI, config validation, restarts, SIGTERM.
 mod foundation;
 /// Hostile input over raw sockets: oversized lines and literals, deep MIME, floods.
@@ -31,20 +42,24 @@ mod imap;
 mod inbound_auth;
 /// LDAP sync and directory-down logins against a real `slapd`.
 mod ldap;
+/// Logs that answer "why", and one id per message that `track` finds.
+mod logs;
 /// Prometheus metrics and the health endpoint.
 mod ops;
 /// Outage detection against `smtp-sink` as the primary: engage, recover, notices.
 mod outage;
 /// POP3 with Python's poplib: logins, sizes, deletions at QUIT, stable UIDLs.
 mod pop3;
+/// SIGHUP: routes and inbound checks reloaded, restart-only sections named.
+mod reload;
 /// Security defaults: no password before TLS, TLS 1.2+ only, lockouts, modes, logs.
 mod security;
 /// SIGTERM mid-session: each protocol's goodbye, SMTP DATA in flight finishes.
 mod shutdown;
+/// A smarthost that wants a login: AUTH over TLS only.
+mod smarthost;
 /// SMTP with Python's smtplib: MX recipient checks, delivery, submission rules.
 mod smtp;
-/// SORT and THREAD through imapclient on mail delivered over SMTP.
-mod sort_thread;
 /// SMTP with `swaks`: the MX receiver and submission as a second real client.
 mod swaks;
 /// Roundcube under `php -S` on a real server, in headless Chromium, during an outage.

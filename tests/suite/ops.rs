@@ -68,40 +68,6 @@ except urllib.error.HTTPError as e:
     }
 }
 
-#[test]
-fn backup_while_serving_holds_the_mail_and_opens_as_a_data_directory() {
-    let mut server = TestServer::start();
-    deliver_samples(&server, 3);
-    let backup = server.dir.path().join("backup-1");
-    let out = server.admin_ok(&["backup", backup.to_str().unwrap()]);
-    assert!(out.contains("backup written"), "{out}");
-    // A second backup into the same directory is refused rather than mixed.
-    assert!(!server
-        .admin(&["backup", backup.to_str().unwrap()], None)
-        .status
-        .success());
-    // Restore: stop, swap the database, start, and the mail is there.
-    server.stop();
-    let db = server.dir.path().join("data").join("db");
-    std::fs::remove_dir_all(&db).unwrap();
-    std::fs::rename(&backup, &db).unwrap();
-    server.start_again();
-    let script = r#"
-import poplib, ssl, sys
-p = poplib.POP3_SSL("127.0.0.1", int(sys.argv[2]), context=ssl.create_default_context(cafile=sys.argv[1]), timeout=30)
-p.user("anna@example.com"); p.pass_("Correct1horse")
-print(p.stat()[0]); p.quit()
-"#;
-    let count = python_ok(
-        script,
-        &[
-            ca_cert().display().to_string(),
-            server.addr("pop3s").port().to_string(),
-        ],
-    );
-    assert_eq!(count.trim(), "3");
-}
-
 /// The DER certificate the server presents on its implicit-TLS IMAP port contains `needle`.
 fn presents_certificate(server: &TestServer, needle: &str) -> bool {
     let script = r#"

@@ -178,7 +178,12 @@ print("sent")
     let roundcube = Roundcube::start(&server, tmp.path(), ROUNDCUBE_EXTRA);
     // A guesser at one address fails for fifteen users: five times max_failures.
     for n in 0..15 {
-        let out = http_login(&roundcube, &format!("guess{n}@example.com"), "wrong", "198.51.100.66");
+        let out = http_login(
+            &roundcube,
+            &format!("guess{n}@example.com"),
+            "wrong",
+            "198.51.100.66",
+        );
         assert!(out.contains("login failed True"), "{out}");
     }
     // That address is locked out, right password or not...
@@ -192,8 +197,9 @@ print("sent")
     assert!(out.contains("Over the MX port"), "{out}");
     let log = crate::ldap::plain(&server.log());
     assert!(
-        log.lines()
-            .any(|l| l.contains("imap login") && l.contains("client=198.51.100.7") && l.contains("peer=127.0.0.1")),
+        log.lines().any(|l| l.contains("imap login")
+            && l.contains("client=198.51.100.7")
+            && l.contains("peer=127.0.0.1")),
         "no login naming the client"
     );
     assert!(
@@ -203,6 +209,9 @@ print("sent")
     );
     // Roundcube used IMAP over TLS to the imaps port, and server-side SORT.
     let imap = roundcube.log("imap");
-    assert!(imap.contains("UID SORT (DATE)") || imap.contains("SORT (DATE)"), "{imap}");
+    assert!(
+        imap.contains("UID SORT (DATE)") || imap.contains("SORT (DATE)"),
+        "{imap}"
+    );
     server.stop();
 }

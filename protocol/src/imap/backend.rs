@@ -19,11 +19,12 @@ pub struct MailboxInfo {
     /// Full UTF-8 name, "/" delimited, "INBOX" for the inbox.
     pub name: String,
     pub special_use: Option<SpecialUse>,
-    pub subscribed: bool,
     pub uid_validity: u32,
     pub uid_next: u32,
     pub highest_modseq: u64,
     pub exists: u32,
+    /// Sum of the messages' RFC822.SIZE (STATUS SIZE, RFC 8438).
+    pub size: u64,
     pub unseen: u32,
     /// Lowest UID no session has claimed as `\Recent` yet (STATUS RECENT counts from it).
     pub recent_uid: u32,
@@ -139,6 +140,13 @@ pub struct MessageMeta {
     pub size: u32,
 }
 
+/// An account's storage quota: octets allowed and octets used over all mailboxes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Quota {
+    pub limit_bytes: u64,
+    pub used_bytes: u64,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ChangeKind {
     Added,
@@ -178,8 +186,6 @@ pub enum BackendError {
 
 /// The store as seen by one IMAP session. Implementations may block.
 pub trait ImapBackend: Send + Sync {
-    /// Every mailbox of the account (special-use ones exist from account creation).
-    fn list_mailboxes(&self, account: &Account) -> Result<Vec<MailboxInfo>, BackendError>;
     /// One mailbox by its UTF-8 name; "INBOX" is passed exactly so (the session
     /// canonicalises its case). `NotFound` if absent.
     fn mailbox(&self, account: &Account, name: &str) -> Result<MailboxInfo, BackendError>;
@@ -195,7 +201,19 @@ pub trait ImapBackend: Send + Sync {
     /// Renames `from` and every child `from/...`. Renaming "INBOX" moves all its messages
     /// to a new mailbox `to` and leaves INBOX empty (RFC 3501 §6.3.5).
     fn rename_mailbox(&self, account: &Account, from: &str, to: &str) -> Result<(), BackendError>;
+    /// SUBSCRIBE (`true`) or UNSUBSCRIBE. Subscriptions are names, kept apart from the
+    /// mailboxes: DELETE leaves a subscription in place (RFC 3501 §6.3.9), RENAME moves
+    /// the subscriptions of the names it renames, CREATE does not subscribe. Subscribing
+    /// needs an existing mailbox; unsubscribing a name whose mailbox is gone works.
+    /// `NotFound` when there is neither a mailbox nor a subscription of that name.
     fn set_subscribed(&self, account: &Account, name: &str, subscribed: bool) -> Result<(), BackendError>;
+    /// Every mailbox and every subscribed name (existing or not, in no particular order),
+    /// both as of one instant, for LIST and LSUB.
+    #[allow(clippy::type_complexity)]
+    fn mailboxes_and_subscriptions(
+        &self,
+        account: &Account,
+    ) -> Result<(Vec<MailboxInfo>, Vec<String>), BackendError>;
     /// All messages of the mailbox in UID order, and the mailbox info at that instant.
     fn messages(
         &self,
@@ -217,6 +235,22 @@ pub trait ImapBackend: Send + Sync {
         mailbox: MailboxId,
         since: u64,
     ) -> Result<(MailboxInfo, Vec<(Change, Option<MessageMeta>)>), BackendError>;
+    /// `(modseq, uid)` of the messages expunged after `since`, in modseq order, for
+    /// QRESYNC's `VANISHED (EARLIER)` (RFC 7162 §3.2.5). A store that forgets old
+    /// expunges must answer with every UID it cannot rule out (the RFC allows that).
+    fn expunged_since(
+        &self,
+        account: &Account,
+        mailbox: MailboxId,
+        since: u64,
+    ) -> Result<Vec<(u64, u32)>, BackendError> {
+        let (_, changes) = self.changes_since(account, mailbox, since)?;
+        Ok(changes
+            .iter()
+            .filter(|(c, _)| c.kind == ChangeKind::Expunged)
+            .map(|(c, _)| (c.modseq, c.uid))
+            .collect())
+    }
     /// Raw RFC 5322 octets, CRLF line ends. `NotFound` if expunged meanwhile; the record
     /// and its body are read together, so never a message found without its body.
     fn body(&self, account: &Account, mailbox: MailboxId, uid: u32) -> Result<Vec<u8>, BackendError>;
@@ -240,6 +274,11 @@ pub trait ImapBackend: Send + Sync {
         }
         Ok(out)
     }
+    /// The account's storage limit and use (QUOTA, RFC 9208): one quota root for all
+    /// of the user's mailboxes. `None`: the account has no limit.
+    fn quota(&self, _account: &Account) -> Result<Option<Quota>, BackendError> {
+        Ok(None)
+    }
     /// Stores a message; returns (uidvalidity, uid). `TooBig`/`OverQuota` refuse it.
     fn append(
         &self,
@@ -249,6 +288,15 @@ pub trait ImapBackend: Send + Sync {
         flags: &Flags,
         internal_date: Option<(i64, i16)>,
     ) -> Result<(u32, u32), BackendError>;
+    /// Stores several messages in one write, all or none (MULTIAPPEND, RFC 3502);
+    /// returns the uidvalidity and the UIDs in the order given. `TooBig`/`OverQuota`
+    /// refuse them all.
+    fn append_many(
+        &self,
+        account: &Account,
+        mailbox: MailboxId,
+        messages: &[AppendMessage<'_>],
+    ) -> Result<(u32, Vec<u32>), BackendError>;
     /// Somewhere for the message of an APPEND to go while it arrives, so that a session
     /// does not hold a big literal in memory for as long as a slow client takes to send
     /// it (issue 19 item 4); `None`: the session holds it.
@@ -303,6 +351,15 @@ pub trait ImapBackend: Send + Sync {
     /// Removes the given UIDs (the caller decides which: \Deleted ones, or a UID EXPUNGE
     /// set); returns those actually removed.
     fn expunge(&self, account: &Account, mailbox: MailboxId, uids: &[u32]) -> Result<Vec<u32>, BackendError>;
+}
+
+/// One message of a MULTIAPPEND.
+#[derive(Clone, Copy, Debug)]
+pub struct AppendMessage<'a> {
+    pub message: &'a [u8],
+    pub flags: &'a Flags,
+    /// Unix seconds and offset in minutes; `None`: now.
+    pub internal_date: Option<(i64, i16)>,
 }
 
 /// A message being received for APPEND, kept outside the session (a file, in the server).

@@ -336,6 +336,8 @@ fn status_item(token: &Token) -> Option<StatusDataItemName> {
         "UNSEEN" => StatusDataItemName::Unseen,
         "DELETED" => StatusDataItemName::Deleted,
         "HIGHESTMODSEQ" => StatusDataItemName::HighestModSeq,
+        "SIZE" => StatusDataItemName::Size,
+        "DELETED-STORAGE" => StatusDataItemName::DeletedStorage,
         _ => return None,
     })
 }

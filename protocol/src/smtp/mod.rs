@@ -104,6 +104,9 @@ pub enum RcptVerdict {
 /// The envelope of one accepted transaction, handed to `SmtpBackend::deliver`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Envelope {
+    /// The id the session gave this message in its `Received` header and log lines: the
+    /// one [`SmtpBackend::reserve_id`] returned, or the session's own.
+    pub id: String,
     pub mode: SmtpMode,
     /// Reverse-path as given; empty for the null sender `<>` (MX only: submission
     /// refuses `<>`).
@@ -169,6 +172,14 @@ pub trait SmtpBackend: Send + Sync {
     /// Whether `account` may use `address` as envelope sender and in `From:` (its own
     /// address or one of its aliases; compare case-insensitively). Submission only.
     fn sender_allowed(&self, account: &Account, address: &str) -> bool;
+
+    /// An id for the message about to be delivered, so that the `Received` header, the
+    /// log and the `250 ... queued as` reply can all name the id the backend will store
+    /// it under (it comes back in [`Envelope::id`]). `None` (the default): the session
+    /// makes a trace id of its own. Called once per message, on the blocking side.
+    fn reserve_id(&self) -> Option<String> {
+        None
+    }
 
     /// The mailbox that `RCPT TO:<postmaster>` (no domain) reaches, which every SMTP
     /// server must accept (RFC 5321 §4.5.1); None: there is none, and it is refused

@@ -742,7 +742,7 @@ impl SmtpSession {
         }
         let helo = self.helo.as_ref();
         let now = self.limits.clock.now();
-        let id = trace_id(now);
+        let id = self.backend.reserve_id().unwrap_or_else(|| trace_id(now));
         let header = received_header(&Trace {
             helo: helo.map(|h| h.name.as_str()).unwrap_or_default(),
             peer: self.info.peer,
@@ -765,6 +765,7 @@ impl SmtpSession {
         message.rotate_right(header.len());
 
         let envelope = Envelope {
+            id: id.clone(),
             mode: self.mode,
             mail_from: transaction.mail_from,
             rcpts: transaction.rcpts,
@@ -778,8 +779,7 @@ impl SmtpSession {
         let reply = match self.backend.deliver(&envelope, &message) {
             Ok(receipt) => {
                 tracing::info!(
-                    trace_id = %id,
-                    queue_id = %receipt.id,
+                    id = %receipt.id,
                     from = %envelope.mail_from,
                     rcpts = envelope.rcpts.len(),
                     size = message.len(),
@@ -788,15 +788,15 @@ impl SmtpSession {
                 format!("250 2.0.0 Ok: queued as {}\r\n", one_line(&receipt.id))
             }
             Err(DeliveryError::Temporary(cause)) => {
-                tracing::warn!(trace_id = %id, %cause, "delivery failed temporarily");
+                tracing::warn!(%id, %cause, "delivery failed temporarily");
                 TEMPORARY_FAILURE.to_string()
             }
             Err(DeliveryError::StorageFull) => {
-                tracing::warn!(trace_id = %id, "delivery failed: insufficient storage");
+                tracing::warn!(%id, "delivery failed: insufficient storage");
                 "452 4.3.1 Insufficient system storage\r\n".to_string()
             }
             Err(DeliveryError::Rejected(reply)) => {
-                tracing::info!(trace_id = %id, %reply, "message rejected");
+                tracing::info!(%id, %reply, "message rejected");
                 reply.line()
             }
         };

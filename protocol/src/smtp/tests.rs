@@ -61,6 +61,11 @@ impl SmtpBackend for MockBackend {
         address.eq_ignore_ascii_case(&account.address) || address.eq_ignore_ascii_case("alias@example.com")
     }
 
+    /// The id the store would use; the session must write it into `Received`.
+    fn reserve_id(&self) -> Option<String> {
+        Some("Q1".into())
+    }
+
     fn deliver(&self, envelope: &Envelope, message: &[u8]) -> Result<DeliveryReceipt, DeliveryError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         if let Some(error) = self.failure.lock().unwrap().clone() {
@@ -213,6 +218,7 @@ fn pipelined_transaction_in_one_chunk() {
     assert_eq!(
         envelope,
         &Envelope {
+            id: "Q1".into(),
             mode: SmtpMode::Mx,
             mail_from: "alice@remote.org".into(),
             rcpts: vec!["bob@example.com".into()],
@@ -223,6 +229,12 @@ fn pipelined_transaction_in_one_chunk() {
             smtputf8: false,
             body_8bit: false,
         }
+    );
+    // One id everywhere: the backend's, in the Received header and the 250 reply.
+    assert!(
+        String::from_utf8_lossy(message).contains(" id Q1\r\n"),
+        "{}",
+        String::from_utf8_lossy(message)
     );
     let (header, body) = strip_received(message);
     assert_eq!(

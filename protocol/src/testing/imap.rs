@@ -5,8 +5,8 @@ use std::sync::{Arc, Mutex};
 
 use crate::auth::{AccessLevel, Account, AuthBackend, AuthError, Credentials};
 use crate::imap::{
-    BackendError, Change, ChangeKind, Flags, ImapBackend, MailboxId, MailboxInfo, MessageMeta, SpecialUse,
-    StoreOp,
+    BackendError, Change, ChangeKind, Flags, ImapBackend, MailboxId, MailboxInfo, MessageMeta, Quota,
+    SpecialUse, StoreOp,
 };
 
 pub const USER: &str = "tim@example.com";
@@ -41,8 +41,12 @@ pub struct MockMailbox {
 
 pub struct MockState {
     pub mailboxes: Vec<MockMailbox>,
+    /// Subscribed names, apart from the mailboxes as in the real store.
+    pub subscriptions: Vec<String>,
     pub next_id: u64,
     pub calls: Vec<String>,
+    /// The account's quota in octets (QUOTA), none by default.
+    pub quota_limit: Option<u64>,
 }
 
 /// One account's mailboxes in memory, shared by every session of a test.
@@ -55,8 +59,10 @@ impl MockStore {
         let store = MockStore {
             state: Mutex::new(MockState {
                 mailboxes: Vec::new(),
+                subscriptions: Vec::new(),
                 next_id: 1,
                 calls: Vec::new(),
+                quota_limit: None,
             }),
         };
         let a = account();
@@ -69,6 +75,10 @@ impl MockStore {
             ("Archive", SpecialUse::Archive),
         ] {
             store.create_mailbox(&a, name, Some(su)).unwrap();
+        }
+        // A new account's mailboxes are subscribed; CREATE does not subscribe.
+        for name in ["INBOX", "Sent", "Drafts", "Trash", "Junk", "Archive"] {
+            store.set_subscribed(&a, name, true).unwrap();
         }
         Arc::new(store)
     }
@@ -104,6 +114,7 @@ impl MockMailbox {
 
     fn refresh(&mut self) {
         self.info.exists = self.messages.len() as u32;
+        self.info.size = self.messages.iter().map(|m| u64::from(m.0.size)).sum();
         self.info.unseen = self
             .messages
             .iter()
@@ -198,10 +209,6 @@ impl ImapBackend for MockStore {
         Some(Box::new(MemSpool::default()))
     }
 
-    fn list_mailboxes(&self, _: &Account) -> Result<Vec<MailboxInfo>, BackendError> {
-        let st = self.state.lock().unwrap();
-        Ok(st.mailboxes.iter().map(|m| m.info.clone()).collect())
-    }
     fn mailbox(&self, _: &Account, name: &str) -> Result<MailboxInfo, BackendError> {
         let mut st = self.state.lock().unwrap();
         st.by_name(name).map(|m| m.info.clone())
@@ -222,11 +229,11 @@ impl ImapBackend for MockStore {
             id,
             name: name.to_string(),
             special_use,
-            subscribed: true,
             uid_validity: 1000 + id as u32,
             uid_next: 1,
             highest_modseq: 1,
             exists: 0,
+            size: 0,
             unseen: 0,
             recent_uid: 1,
         };
@@ -250,6 +257,9 @@ impl ImapBackend for MockStore {
         if from == "INBOX" {
             let new = self.create_mailbox(a, to, None)?;
             let mut st = self.state.lock().unwrap();
+            if st.subscriptions.iter().any(|s| s == "INBOX") {
+                st.subscriptions.push(to.to_string());
+            }
             let inbox = st.by_name("INBOX")?;
             let msgs: Vec<(MessageMeta, Vec<u8>)> = inbox.messages.clone();
             let uids: Vec<u32> = msgs.iter().map(|m| m.0.uid).collect();
@@ -267,19 +277,38 @@ impl ImapBackend for MockStore {
         let mut st = self.state.lock().unwrap();
         let prefix = format!("{from}/");
         st.by_name(from)?;
-        for m in &mut st.mailboxes {
-            if m.info.name == from {
-                m.info.name = to.to_string();
-            } else if let Some(rest) = m.info.name.strip_prefix(&prefix) {
-                m.info.name = format!("{to}/{rest}");
+        let renamed = |name: &mut String| {
+            if name == from {
+                *name = to.to_string();
+            } else if let Some(rest) = name.strip_prefix(&prefix) {
+                *name = format!("{to}/{rest}");
             }
+        };
+        for m in &mut st.mailboxes {
+            renamed(&mut m.info.name);
         }
+        st.subscriptions.iter_mut().for_each(renamed);
         Ok(())
     }
     fn set_subscribed(&self, _: &Account, name: &str, subscribed: bool) -> Result<(), BackendError> {
         let mut st = self.state.lock().unwrap();
-        st.by_name(name)?.info.subscribed = subscribed;
+        let present = st.subscriptions.iter().any(|s| s == name);
+        let exists = st.by_name(name).is_ok();
+        match (subscribed, present) {
+            (true, false) if exists => st.subscriptions.push(name.to_string()),
+            (false, true) => st.subscriptions.retain(|s| s != name),
+            (_, false) if !exists => return Err(BackendError::NotFound),
+            _ => {}
+        }
         Ok(())
+    }
+    fn mailboxes_and_subscriptions(
+        &self,
+        _: &Account,
+    ) -> Result<(Vec<MailboxInfo>, Vec<String>), BackendError> {
+        let st = self.state.lock().unwrap();
+        let mailboxes = st.mailboxes.iter().map(|m| m.info.clone()).collect();
+        Ok((mailboxes, st.subscriptions.clone()))
     }
     fn messages(
         &self,
@@ -345,6 +374,27 @@ impl ImapBackend for MockStore {
             internal_date.unwrap_or((1_700_000_000, 0)),
         );
         Ok((mb.info.uid_validity, uid))
+    }
+    fn append_many(
+        &self,
+        _: &Account,
+        mailbox: MailboxId,
+        messages: &[crate::imap::backend::AppendMessage<'_>],
+    ) -> Result<(u32, Vec<u32>), BackendError> {
+        // One lock: all or none, as the store's one batch.
+        let mut st = self.state.lock().unwrap();
+        let mb = st.by_id(mailbox)?;
+        let uids = messages
+            .iter()
+            .map(|m| {
+                mb.add(
+                    m.message.to_vec(),
+                    m.flags.clone(),
+                    m.internal_date.unwrap_or((1_700_000_000, 0)),
+                )
+            })
+            .collect();
+        Ok((mb.info.uid_validity, uids))
     }
     fn store_flags(
         &self,
@@ -425,6 +475,14 @@ impl ImapBackend for MockStore {
         let moved: Vec<u32> = pairs.iter().map(|p| p.0).collect();
         self.expunge(a, from, &moved)?;
         Ok((validity, pairs))
+    }
+    fn quota(&self, _: &Account) -> Result<Option<Quota>, BackendError> {
+        let st = self.state.lock().unwrap();
+        let used_bytes = st.mailboxes.iter().map(|m| m.info.size).sum();
+        Ok(st.quota_limit.map(|limit_bytes| Quota {
+            limit_bytes,
+            used_bytes,
+        }))
     }
     fn expunge(&self, _: &Account, mailbox: MailboxId, uids: &[u32]) -> Result<Vec<u32>, BackendError> {
         let mut st = self.state.lock().unwrap();

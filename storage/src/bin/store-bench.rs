@@ -130,6 +130,7 @@ fn run() -> Result<(), String> {
                             Some(user),
                         )],
                         next_attempt: 0,
+                        sent_copy: false,
                     }],
                     message_id: Some(format!("<{n}@bench>")),
                     summary: format!("bench message {n}"),

@@ -1,0 +1,296 @@
+//! IMAP extensions through real clients over TLS: SORT and THREAD with Python's
+//! `imapclient` on mail delivered over SMTP (so the keys come from the summaries the
+//! store wrote with each body), from two connections (the second one served from the
+//! shared cache); QUOTA and STATUS=SIZE with `imapclient`; QRESYNC with `imapclient`
+//! (and its imaplib for the SELECT parameter it lacks); MULTIAPPEND with `imapclient`; COMPRESS=DEFLATE with
+//! Python's `zlib` (raw DEFLATE) on a TLS socket, since no Python IMAP library speaks it.
+
+use crate::harness::*;
+
+#[test]
+fn imapclient_sorts_and_threads_mail_delivered_over_smtp() {
+    let server = TestServer::start();
+    let script = r#"
+import imapclient, ssl, sys, smtplib
+CA, PORT, PORT_SMTP = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+mails = [
+    ("Zed <zed@example.net>", "Lunch", "<1@x>", "", "10:00"),
+    ("amy@example.net", "Re: Lunch", "<2@x>", "<1@x>", "11:00"),
+    ("Carol <carol@example.net>", "Budget", "<3@x>", "", "09:00"),
+    ("bob@example.net", "Re: Re: Lunch", "<4@x>", "<1@x> <2@x>", "12:00"),
+    ("Carol <carol@example.net>", "Re: [fin] Budget", "<5@x>", "<3@x>", "08:00"),
+]
+with smtplib.SMTP("127.0.0.1", PORT_SMTP, timeout=30) as s:
+    for sender, subject, mid, refs, time in mails:
+        head = "From: %s\r\nTo: anna@example.com\r\nSubject: %s\r\nMessage-ID: %s\r\n" % (sender, subject, mid)
+        if refs:
+            head += "References: %s\r\n" % refs
+        head += "Date: Tue, 2 Jan 2024 %s:00 +0100\r\n\r\nhello\r\n" % time
+        s.sendmail("sender@example.net", ["anna@example.com"], head.encode())
+ctx = ssl.create_default_context(cafile=CA)
+for n in (1, 2):
+    c = imapclient.IMAPClient("127.0.0.1", port=PORT, ssl=True, ssl_context=ctx, timeout=30)
+    c.login("anna@example.com", "Correct1horse")
+    if n == 1:
+        print("caps", sorted(x.decode() for x in c.capabilities() if x.startswith((b"SORT", b"THREAD", b"ESORT"))))
+    c.select_folder("INBOX", readonly=True)
+    print(n, "date", c.sort(["DATE"]))
+    print(n, "subject", c.sort(["REVERSE", "SUBJECT", "DATE"]))
+    print(n, "from", c.sort(["FROM"], ["NOT", "SUBJECT", "budget"]))
+    print(n, "references", c.thread("REFERENCES"))
+    print(n, "orderedsubject", c.thread("ORDEREDSUBJECT"))
+    c.logout()
+"#;
+    let out = python_ok(
+        script,
+        &[
+            ca_cert().display().to_string(),
+            server.addr("imaps").port().to_string(),
+            server.addr("smtp").port().to_string(),
+        ],
+    );
+    let expected = "caps ['ESORT', 'SORT', 'SORT=DISPLAY', 'THREAD=ORDEREDSUBJECT', 'THREAD=REFERENCES']\n";
+    assert!(out.starts_with(expected), "{out}");
+    for n in [1, 2] {
+        for (what, result) in [
+            ("date", "[5, 3, 1, 2, 4]"),
+            ("subject", "[1, 2, 4, 5, 3]"),
+            ("from", "[2, 4, 1]"),
+            ("references", "((3, 5), (1, 2, 4))"),
+            ("orderedsubject", "((5, 3), (1, (2,), (4,)))"),
+        ] {
+            let line = format!("{n} {what} {result}");
+            assert!(out.lines().any(|l| l == line), "no {line:?} in:\n{out}");
+        }
+    }
+}
+
+#[test]
+fn imapclient_reads_the_quota_the_administrator_set_and_mailbox_sizes() {
+    let server = TestServer::start();
+    crate::pop3::deliver_samples(&server, 3);
+    let script = r#"
+import imapclient, ssl, sys
+CA, PORT, step = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+ctx = ssl.create_default_context(cafile=CA)
+c = imapclient.IMAPClient("127.0.0.1", port=PORT, ssl=True, ssl_context=ctx, timeout=30)
+c.login("anna@example.com", "Correct1horse")
+roots, quotas = c.get_quota_root("INBOX")
+print(step, "root", roots.mailbox, roots.quota_roots)
+print(step, "quotas", [(q.quota_root, q.resource, q.usage, q.limit) for q in quotas])
+size = c.folder_status("INBOX", ["MESSAGES", "SIZE"])
+c.select_folder("INBOX", readonly=True)
+fetched = sum(d[b"RFC822.SIZE"] for d in c.fetch(c.search(), ["RFC822.SIZE"]).values())
+print(step, "size", size[b"MESSAGES"], size[b"SIZE"] == fetched)
+print(step, "kib", -(-size[b"SIZE"] // 1024))
+c.logout()
+"#;
+    let args = |step: &str| {
+        vec![
+            ca_cert().display().to_string(),
+            server.addr("imaps").port().to_string(),
+            step.to_string(),
+        ]
+    };
+    let before = python_ok(script, &args("before"));
+    server.admin_ok(&["user", "set", "anna@example.com", "--quota", "2097152"]);
+    let after = python_ok(script, &args("after"));
+    // Use in KiB rounded up, as STATUS SIZE counts it.
+    let kib = after
+        .lines()
+        .find_map(|l| l.strip_prefix("after kib "))
+        .unwrap_or_else(|| panic!("{after}"));
+    let quotas = format!("after quotas [('', 'STORAGE', {kib}, 2048)]");
+    for line in [
+        "before root INBOX []",
+        "before quotas []",
+        "before size 3 True",
+        "after root INBOX ['']",
+        &quotas,
+        "after size 3 True",
+    ] {
+        assert!(
+            before.lines().chain(after.lines()).any(|l| l == line),
+            "no {line:?} in:\n{before}{after}"
+        );
+    }
+}
+
+#[test]
+fn imapclient_resynchronises_with_qresync_after_another_session_expunged() {
+    let server = TestServer::start();
+    crate::pop3::deliver_samples(&server, 4);
+    // imapclient has ENABLE and FETCH modifiers but no SELECT parameters: the QRESYNC
+    // SELECT goes through its imaplib connection, as a client library's escape hatch.
+    let script = r#"
+import imapclient, ssl, sys
+CA, PORT = sys.argv[1], int(sys.argv[2])
+ctx = ssl.create_default_context(cafile=CA)
+def connect():
+    c = imapclient.IMAPClient("127.0.0.1", port=PORT, ssl=True, ssl_context=ctx, timeout=30)
+    c.login("anna@example.com", "Correct1horse")
+    return c
+a = connect()
+print("caps", b"QRESYNC" in a.capabilities())
+print("enable", a.enable("QRESYNC"))
+sel = a.select_folder("INBOX")
+validity, known = sel[b"UIDVALIDITY"], sel[b"HIGHESTMODSEQ"]
+b = connect()
+b.select_folder("INBOX")
+b.add_flags([2], [imapclient.SEEN])
+b.set_flags([3], [imapclient.DELETED])
+b.expunge()
+print("noop", [r for r in a.noop()[1] if r[0] == b"VANISHED" or r[1] == b"FETCH"])
+a._imap.untagged_responses.pop("VANISHED", None)
+print("fetch", a.fetch([1, 2, 3, 4], ["FLAGS"], modifiers=["CHANGEDSINCE %d" % known, "VANISHED"]))
+print("earlier", a._imap.untagged_responses.pop("VANISHED", None))
+c = connect()
+c.enable("QRESYNC")
+typ, _ = c._imap._simple_command("SELECT", "INBOX (QRESYNC (%d %d 1:4))" % (validity, known))
+print("select", typ, c._imap.untagged_responses.get("VANISHED"), c._imap.untagged_responses.get("FETCH"))
+c.logout(); b.logout(); a.logout()
+"#;
+    let out = python_ok(
+        script,
+        &[
+            ca_cert().display().to_string(),
+            server.addr("imaps").port().to_string(),
+        ],
+    );
+    let line = |prefix: &str| {
+        out.lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix:?} line in:\n{out}"))
+            .to_string()
+    };
+    assert_eq!(line("caps"), "caps True");
+    assert_eq!(line("enable"), "enable [b'QRESYNC']");
+    assert!(line("noop").contains("(b'VANISHED', 3)"), "{out}");
+    // Only UID 2 changed; UID 3 is reported vanished, not fetched.
+    let fetch = line("fetch");
+    assert!(
+        fetch.starts_with("fetch {2: {b'SEQ': 2, b'FLAGS': (b'\\\\Seen', b'\\\\Recent'), b'MODSEQ': (")
+            && fetch.ends_with(",)}}"),
+        "{out}"
+    );
+    assert_eq!(line("earlier"), "earlier [b'(EARLIER) 3']");
+    assert!(
+        line("select").starts_with("select OK [b'(EARLIER) 3'] [b'2 (UID 2 FLAGS (\\\\Seen) MODSEQ ("),
+        "{out}"
+    );
+}
+
+#[test]
+fn imapclient_multiappends_drafts_in_one_command() {
+    let server = TestServer::start();
+    let script = r#"
+import imapclient, ssl, sys, datetime
+CA, PORT = sys.argv[1], int(sys.argv[2])
+ctx = ssl.create_default_context(cafile=CA)
+c = imapclient.IMAPClient("127.0.0.1", port=PORT, ssl=True, ssl_context=ctx, timeout=30)
+c.login("anna@example.com", "Correct1horse")
+print("caps", b"MULTIAPPEND" in c.capabilities())
+one = b"From: anna@example.com\r\nSubject: one\r\n\r\nfirst\r\n"
+when = datetime.datetime(2024, 2, 1, 10, 0, 0, tzinfo=datetime.timezone(datetime.timedelta(hours=1)))
+print("append", c.multiappend("Drafts", [
+    one,
+    {"msg": b"From: anna@example.com\r\nSubject: two\r\n\r\n" + b"x" * 300000 + b"\r\n", "flags": [imapclient.DRAFT, b"$Later"], "date": when},
+    {"msg": one, "flags": [imapclient.SEEN]},
+]))
+print("refused", c.multiappend("Nowhere", [one, one]))
+c.select_folder("Drafts", readonly=True)
+for uid, d in sorted(c.fetch(c.search(), ["FLAGS", "INTERNALDATE", "RFC822.SIZE", "BODY.PEEK[HEADER.FIELDS (SUBJECT)]"]).items()):
+    print("msg", uid, sorted(d[b"FLAGS"]), d[b"INTERNALDATE"].isoformat()[:10], d[b"RFC822.SIZE"] > 300000,
+          d[b"BODY[HEADER.FIELDS (SUBJECT)]"].strip().decode())
+c.logout()
+"#;
+    let out = python_ok(
+        script,
+        &[
+            ca_cert().display().to_string(),
+            server.addr("imaps").port().to_string(),
+        ],
+    );
+    let want = [
+        "caps True",
+        "append ('OK', [b'[APPENDUID ",
+        "msg 1 [b'\\\\Recent'] ",
+        "msg 2 [b'$Later', b'\\\\Draft', b'\\\\Recent'] 2024-02-01 True Subject: two",
+        "msg 3 [b'\\\\Recent', b'\\\\Seen'] ",
+    ];
+    for w in want {
+        assert!(out.lines().any(|l| l.starts_with(w)), "no {w:?} in:\n{out}");
+    }
+    assert!(out.contains(" 1:3] APPEND completed'])"), "{out}");
+    assert!(
+        out.contains("refused ('NO', [b'[TRYCREATE] Mailbox does not exist'])"),
+        "{out}"
+    );
+    assert_eq!(out.lines().filter(|l| l.starts_with("msg ")).count(), 3, "{out}");
+}
+
+#[test]
+fn compress_deflate_with_zlib_on_a_tls_socket() {
+    let server = TestServer::start();
+    crate::pop3::deliver_samples(&server, 2);
+    let script = r#"
+import socket, ssl, sys, zlib
+CA, PORT = sys.argv[1], int(sys.argv[2])
+ctx = ssl.create_default_context(cafile=CA)
+s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", PORT), timeout=30), server_hostname="localhost")
+buf = b""
+def line_plain():
+    global buf
+    while b"\r\n" not in buf:
+        buf += s.recv(65536)
+    l, buf = buf.split(b"\r\n", 1)
+    return l
+print("greeting", line_plain()[:4])
+s.sendall(b"a LOGIN anna@example.com Correct1horse\r\n")
+print("login", line_plain().split(b"]")[-1])
+s.sendall(b"c COMPRESS DEFLATE\r\n")
+print("compress", line_plain())
+assert buf == b"", buf
+out = zlib.compressobj(6, zlib.DEFLATED, -15)
+inp = zlib.decompressobj(-15)
+def send(cmd):
+    s.sendall(out.compress(cmd) + out.flush(zlib.Z_SYNC_FLUSH))
+def until(tag):
+    data = b""
+    while not data.endswith(b"\r\n") or (b"\r\n" + tag + b" " not in b"\r\n" + data):
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += inp.decompress(chunk)
+    return data
+send(b"s SELECT INBOX\r\n")
+print("select", [l for l in until(b"s").split(b"\r\n") if b"EXISTS" in l or l.startswith(b"s ")])
+send(b"f FETCH 1:* (RFC822.SIZE BODY.PEEK[])\r\n")
+data = until(b"f")
+print("fetch", data.count(b"Subject: sample"), data.rstrip().rsplit(b"\r\n", 1)[-1])
+# A command split across two writes, each sync-flushed.
+send(b"n NO")
+send(b"OP\r\n")
+print("noop", until(b"n").rstrip())
+send(b"l LOGOUT\r\n")
+print("logout", until(b"l").rstrip().split(b"\r\n"))
+"#;
+    let out = python_ok(
+        script,
+        &[
+            ca_cert().display().to_string(),
+            server.addr("imaps").port().to_string(),
+        ],
+    );
+    for line in [
+        "greeting b'* OK'",
+        "login b' Logged in'",
+        "compress b'c OK DEFLATE active'",
+        "select [b'* 2 EXISTS', b's OK [READ-WRITE] SELECT completed']",
+        "fetch 2 b'f OK FETCH completed'",
+        "noop b'n OK NOOP completed'",
+        "logout [b'* BYE Logging out', b'l OK LOGOUT completed']",
+    ] {
+        assert!(out.lines().any(|l| l == line), "no {line:?} in:\n{out}");
+    }
+}
