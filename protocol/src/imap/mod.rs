@@ -63,9 +63,9 @@
 //! Not offered (so not advertised): QUOTASET, METADATA,
 //! UTF8=ACCEPT, SEARCHRES (`RETURN (SAVE)`).
 
-mod append;
+pub(crate) mod append;
 pub mod backend;
-mod catenate;
+pub(crate) mod catenate;
 mod compress;
 mod context;
 mod copy_move;
@@ -925,7 +925,7 @@ impl ImapSession {
                     },
                 )) => {
                     if options.update {
-                        match self.admit_context(&tag, uid, out) {
+                        match self.admit_context(&tag, uid, criteria.as_ref(), out) {
                             Ok(admitted) => options.update = admitted,
                             Err(text) => return self.bad(out, &tag, text),
                         }
@@ -957,7 +957,7 @@ impl ImapSession {
                     },
                 )) => {
                     if options.update {
-                        match self.admit_context(&tag, uid, out) {
+                        match self.admit_context(&tag, uid, search_criteria.as_ref(), out) {
                             Ok(admitted) => options.update = admitted,
                             Err(text) => return self.bad(out, &tag, text),
                         }
