@@ -24,6 +24,7 @@ pub fn connection(tls: bool) -> ConnectionInfo {
         tls,
         tls_available: true,
         allow_plaintext_auth: false,
+        webmail_host: false,
         hostname: "mx.example.com".into(),
     }
 }
