@@ -158,6 +158,8 @@ pub struct EsearchOptions {
     /// PARTIAL low:high, 1-based positions in the result; negative ones count from
     /// the end (-1 is the last).
     pub partial: Option<(i32, i32)>,
+    /// SAVE (SEARCHRES, RFC 5182): keep the result for `$`.
+    pub save: bool,
 }
 
 /// `low:high` of PARTIAL (RFC 5267 §4.4): both non-zero and of one sign.
@@ -278,6 +280,9 @@ pub fn parse(command: &[u8]) -> Option<Extended> {
             Token::Atom(a) if a.eq_ignore_ascii_case("ALL") => options.all = true,
             Token::Atom(a) if a.eq_ignore_ascii_case("COUNT") => options.count = true,
             Token::Atom(a) if a.eq_ignore_ascii_case("UPDATE") => options.update = true,
+            Token::Atom(a) if a.eq_ignore_ascii_case("SAVE") && command_name.atom_is("SEARCH") => {
+                options.save = true
+            }
             // A hint that the search will be refined; nothing is cached (RFC 5267 §4.2).
             Token::Atom(a) if a.eq_ignore_ascii_case("CONTEXT") => {}
             Token::Atom(a) if a.eq_ignore_ascii_case("PARTIAL") && options.partial.is_none() => {
@@ -303,8 +308,21 @@ pub fn parse(command: &[u8]) -> Option<Extended> {
     }
     // RETURN () is ALL (RFC 4731 §3.1); so is RETURN (UPDATE), which would otherwise
     // give the client no result for the updates to apply to.
-    if !(options.min || options.max || options.count || options.all || options.partial.is_some()) {
+    // RETURN (SAVE) alone returns nothing (RFC 5182 §2.1).
+    if !(options.min
+        || options.max
+        || options.count
+        || options.all
+        || options.partial.is_some()
+        || options.save)
+    {
         options.all = true;
+    }
+    if options.save && options.partial.is_some() {
+        return Some(Extended::Bad {
+            tag,
+            text: "SAVE with PARTIAL is not supported",
+        });
     }
     lx.skip_spaces();
     let mut criteria = command[..after_search].to_vec();

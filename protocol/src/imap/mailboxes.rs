@@ -24,6 +24,7 @@ impl ImapSession {
         let was_selected = matches!(self.state, State::Selected { .. });
         // Update contexts end with the selection (RFC 5267 §4.3).
         self.contexts.clear();
+        self.saved.clear();
         // Selecting deselects first, even when the new SELECT fails (RFC 3501 §6.3.1).
         self.state = State::Authenticated {
             account: account.clone(),
@@ -143,6 +144,7 @@ impl ImapSession {
 
     pub(super) fn close_mailbox(&mut self, expunge: bool) {
         self.contexts.clear();
+        self.saved.clear();
         let state = std::mem::replace(&mut self.state, State::Logout);
         self.state = match state {
             State::Selected { account, view } => {

@@ -79,6 +79,7 @@ mod mailboxes;
 pub mod message;
 mod quota;
 mod search;
+mod searchres;
 mod session_trait;
 mod sort;
 mod store;
@@ -103,6 +104,8 @@ mod tests_qresync;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests_quota;
+#[cfg(test)]
+mod tests_searchres;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests_sort_thread;
@@ -277,6 +280,8 @@ pub struct ImapSession {
     contexts: Vec<context::UpdateContext>,
     /// A SEARCH with UPDATE leaves its result and modseq here for `register_context`.
     new_context: Option<(Vec<u32>, u64)>,
+    /// The UIDs `SEARCH RETURN (SAVE)` kept for `$` (SEARCHRES, `searchres.rs`).
+    saved: Vec<u32>,
     /// Complete commands handled, for the driver's per-connection rate limit.
     commands: u64,
 }
@@ -305,6 +310,7 @@ impl ImapSession {
             pending_fetch: None,
             contexts: Vec::new(),
             new_context: None,
+            saved: Vec::new(),
             commands: 0,
         }
     }
@@ -498,8 +504,23 @@ impl ImapSession {
             self.start_spool(length as usize);
             return Flow::Continue;
         }
-        let command = self.framer.take_command();
+        let mut command = self.framer.take_command();
         self.commands += 1;
+        match self.substitute_saved(&command) {
+            Some(searchres::Substituted::Command(c)) => command = c,
+            Some(searchres::Substituted::Empty { tag, uid, verb }) => {
+                self.catch_up(uid, out);
+                ok(out, &tag, &format!("{verb} completed"));
+                self.framer.drop_spool();
+                return Flow::Continue;
+            }
+            Some(searchres::Substituted::TooLong { tag }) => {
+                no(out, &tag, "[LIMIT] Saved search result too large");
+                self.framer.drop_spool();
+                return Flow::Continue;
+            }
+            None => {}
+        }
         let flow = match CommandCodec::default().decode(&command) {
             Ok((_, cmd)) => {
                 let flow = self.dispatch(cmd, out);
@@ -556,7 +577,7 @@ impl ImapSession {
         caps.push_str(
             " ID ENABLE IDLE NAMESPACE UNSELECT CHILDREN UIDPLUS MOVE SPECIAL-USE LIST-EXTENDED \
              LIST-STATUS ESEARCH CONDSTORE QRESYNC SORT SORT=DISPLAY ESORT THREAD=ORDEREDSUBJECT \
-             THREAD=REFERENCES STATUS=SIZE QUOTA QUOTA=RES-STORAGE MULTIAPPEND BINARY CATENATE CONTEXT=SEARCH CONTEXT=SORT",
+             THREAD=REFERENCES STATUS=SIZE QUOTA QUOTA=RES-STORAGE MULTIAPPEND BINARY CATENATE CONTEXT=SEARCH CONTEXT=SORT SEARCHRES",
         );
         if !matches!(self.state, State::NotAuthenticated) && !self.compressing {
             caps.push_str(" COMPRESS=DEFLATE");
@@ -976,7 +997,12 @@ impl ImapSession {
                     }
                     flow
                 }
-                _ => self.bad(out, &tag, "Invalid SEARCH criteria"),
+                _ => {
+                    if options.save {
+                        self.saved.clear();
+                    }
+                    self.bad(out, &tag, "Invalid SEARCH criteria")
+                }
             },
         }
     }

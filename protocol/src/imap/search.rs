@@ -21,6 +21,10 @@ impl ImapSession {
         out: &mut Vec<u8>,
     ) -> Flow {
         if !self.charset_ok(charset, tag, out) {
+            // A failed SEARCH ... RETURN (SAVE) empties the saved result (RFC 5182 §2.1).
+            if esearch.is_some_and(|o| o.save) {
+                self.saved.clear();
+            }
             return Flow::Continue;
         }
         let uses_modseq = criteria.iter().any(has_modseq_key);
@@ -34,13 +38,33 @@ impl ImapSession {
         let mut max_modseq = 0;
         // The modseq of each hit, for ESEARCH MIN/MAX (RFC 7162 §3.1.5).
         let mut hit_modseqs: Vec<u64> = Vec::new();
+        let mut hit_uids: Vec<u32> = Vec::new();
         for i in self.matching(criteria) {
             let Some(m) = view.messages.get(i) else { continue };
             hits.push(if uid { m.meta.uid } else { i as u32 + 1 });
+            hit_uids.push(m.meta.uid);
             max_modseq = max_modseq.max(m.meta.modseq);
             hit_modseqs.push(m.meta.modseq);
         }
+        let silent = esearch.is_some_and(|o| o.save && !(o.min || o.max || o.count || o.all));
+        if let Some(o) = esearch.filter(|o| o.save) {
+            // RFC 5182 §2.4: with only MIN and/or MAX, those are saved; else every match.
+            self.saved = if (o.min || o.max) && !(o.all || o.count) {
+                let mut kept: Vec<u32> = Vec::new();
+                kept.extend(hit_uids.first().filter(|_| o.min));
+                kept.extend(
+                    hit_uids
+                        .last()
+                        .filter(|_| o.max && (!o.min || hit_uids.len() > 1)),
+                );
+                kept
+            } else {
+                hit_uids
+            };
+        }
         match esearch {
+            // SAVE alone: no ESEARCH response (RFC 5182 §2.1).
+            Some(_) if silent => {}
             None => {
                 out.extend_from_slice(b"* SEARCH");
                 for h in &hits {
@@ -96,7 +120,9 @@ impl ImapSession {
                 }
             }
         }
-        out.extend_from_slice(b"\r\n");
+        if !silent {
+            out.extend_from_slice(b"\r\n");
+        }
         if esearch.is_some_and(|o| o.update) {
             // The result as the client has it, before this command's catch-up: its
             // changes are the context's first update (`context.rs`).

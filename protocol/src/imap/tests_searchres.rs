@@ -1,0 +1,96 @@
+//! SEARCHRES (RFC 5182) byte-exact: `SEARCH RETURN (SAVE)` and `$` in FETCH, STORE,
+//! COPY, MOVE, SEARCH and their UID forms, across expunges and reselection.
+
+use super::tests::{selected, send, MSG};
+use crate::testing::imap::MockStore;
+
+#[test]
+fn saved_result_feeds_fetch_store_search_and_copy() {
+    let store = MockStore::new();
+    for _ in 0..4 {
+        store.deliver("INBOX", MSG, 0);
+    }
+    let mut s = selected(&store);
+    send(&mut s, "0 STORE 2 +FLAGS.SILENT (\\Seen)\r\n");
+    // SAVE alone answers nothing but the OK.
+    assert_eq!(
+        send(&mut s, "a UID SEARCH RETURN (SAVE) UNSEEN\r\n"),
+        "a OK SEARCH completed\r\n"
+    );
+    assert_eq!(
+        send(&mut s, "b FETCH $ (UID)\r\n"),
+        "* 1 FETCH (UID 1)\r\n* 3 FETCH (UID 3)\r\n* 4 FETCH (UID 4)\r\nb OK FETCH completed\r\n"
+    );
+    assert_eq!(
+        send(&mut s, "c UID STORE $ +FLAGS.SILENT (\\Flagged)\r\n"),
+        "c OK STORE completed\r\n"
+    );
+    assert_eq!(
+        send(&mut s, "d SEARCH FLAGGED NOT $\r\n"),
+        "* SEARCH\r\nd OK SEARCH completed\r\n"
+    );
+    assert_eq!(
+        send(&mut s, "e UID SEARCH UID $\r\n"),
+        "* SEARCH 1 3 4\r\ne OK SEARCH completed\r\n"
+    );
+    assert_eq!(
+        send(&mut s, "f SEARCH OR UID $ SEEN\r\n"),
+        "* SEARCH 1 2 3 4\r\nf OK SEARCH completed\r\n"
+    );
+    // MIN and MAX with SAVE keep only those; other returns still come.
+    assert_eq!(
+        send(&mut s, "g SEARCH RETURN (SAVE MIN MAX) UNSEEN\r\n"),
+        "* ESEARCH (TAG \"g\") MIN 1 MAX 4\r\ng OK SEARCH completed\r\n"
+    );
+    assert_eq!(
+        send(&mut s, "h UID COPY $ INBOX\r\n"),
+        "* 6 EXISTS\r\n* 6 RECENT\r\nh OK [COPYUID 1001 1,4 5:6] COPY completed\r\n"
+    );
+}
+
+#[test]
+fn saved_result_follows_expunges_and_ends_with_the_selection() {
+    let store = MockStore::new();
+    for _ in 0..3 {
+        store.deliver("INBOX", MSG, 0);
+    }
+    let mut s = selected(&store);
+    send(&mut s, "a SEARCH RETURN (SAVE) 2:3\r\n");
+    send(&mut s, "b STORE 2 +FLAGS.SILENT (\\Deleted)\r\n");
+    send(&mut s, "c EXPUNGE\r\n");
+    // UID 3 is now message 2.
+    assert_eq!(
+        send(&mut s, "d FETCH $ (UID)\r\n"),
+        "* 2 FETCH (UID 3)\r\nd OK FETCH completed\r\n"
+    );
+    // Nothing matched: `$` names no message, and commands on it succeed quietly.
+    send(&mut s, "e SEARCH RETURN (SAVE) DELETED\r\n");
+    assert_eq!(send(&mut s, "f FETCH $ (UID)\r\n"), "f OK FETCH completed\r\n");
+    assert_eq!(send(&mut s, "g UID MOVE $ INBOX\r\n"), "g OK MOVE completed\r\n");
+    assert_eq!(
+        send(&mut s, "h SEARCH $\r\n"),
+        "* SEARCH\r\nh OK SEARCH completed\r\n"
+    );
+    // A failed SAVE empties it; so does a new selection.
+    send(&mut s, "i SEARCH RETURN (SAVE) ALL\r\n");
+    assert_eq!(
+        send(&mut s, "j SEARCH RETURN (SAVE) CHARSET KOI8-R ALL\r\n"),
+        "j NO [BADCHARSET (US-ASCII UTF-8)] Unsupported charset\r\n"
+    );
+    assert_eq!(
+        send(&mut s, "k SEARCH $\r\n"),
+        "* SEARCH\r\nk OK SEARCH completed\r\n"
+    );
+    send(&mut s, "l SEARCH RETURN (SAVE) ALL\r\n");
+    send(&mut s, "m SELECT INBOX\r\n");
+    assert_eq!(send(&mut s, "n FETCH $ (UID)\r\n"), "n OK FETCH completed\r\n");
+    // `$` inside a quoted string is left alone; SAVE with PARTIAL is refused.
+    assert_eq!(
+        send(&mut s, "o SEARCH SUBJECT \"$\"\r\n"),
+        "* SEARCH\r\no OK SEARCH completed\r\n"
+    );
+    assert_eq!(
+        send(&mut s, "p SEARCH RETURN (SAVE PARTIAL 1:2) ALL\r\n"),
+        "p BAD SAVE with PARTIAL is not supported\r\n"
+    );
+}
