@@ -4,8 +4,9 @@
 # build), installs it with dpkg on this machine and checks what an admin relies on:
 # the service user, the modes of the data, backup and config directories, the docs at
 # the path the unit names, `systemd-analyze verify` clean, and `check-config` passing
-# on the installed default configuration, run as the service user. Then purges it and
-# checks that the mail directory stays. Run by .ci/run as root on a throwaway machine.
+# on the installed default configuration, run as the service user, and `serve` starting
+# on it as the unit would run it. Then purges it and checks that the mail directory
+# stays. Run by .ci/run as root on a throwaway machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,7 +26,8 @@ if dpkg-query -W -f='${Status}' understudy 2> /dev/null | grep -q "install ok in
 fi
 
 # cargo-deb warns that the dev profile is meant for testing, which is what this is.
-cargo deb --no-build ${DEB_FLAGS:-} --profile "$profile" --output "$out" 2>&1 | grep -v "^warning: dev profile is not supported" || true
+cargo deb --no-build --fast ${DEB_FLAGS:-} --profile "$profile" --output "$out" 2>&1 \
+  | grep -v -e "^warning: dev profile is not supported" -e "To enable debug symbols set" || true
 deb=$(ls "$out"/understudy_*.deb 2> /dev/null | head -1)
 [ -n "$deb" ] || fail "cargo deb wrote no package"
 echo "deb: built $(basename "$deb") ($(du -k "$deb" | cut -f1) KiB)"
@@ -72,6 +74,30 @@ echo "deb: systemd-analyze verify $unit: clean"
 check=$(runuser -u understudy -- /usr/bin/understudy --config /etc/understudy/understudy.toml check-config 2>&1) \
   || fail "check-config on the installed default: $check"
 echo "deb: check-config as understudy: $check"
+
+# The installed default starts as the unit runs it: the service user with only
+# CAP_NET_BIND_SERVICE, until it says ready; SIGTERM ends it cleanly. Skipped when
+# something on this machine already holds one of its ports.
+ports="25 110 143 465 587 993 995 9187"
+busy=$(ss -Hltn | awk '{print $4}' | sed 's/.*://' | grep -x -F -f <(tr ' ' '\n' <<< "$ports") || true)
+if [ -n "$busy" ]; then
+  echo "deb: start as the service user skipped: port(s) $(echo $busy) in use here"
+else
+  log="$out/serve.log"
+  setpriv --reuid understudy --regid understudy --init-groups \
+    --inh-caps +net_bind_service --ambient-caps +net_bind_service \
+    /usr/bin/understudy --config /etc/understudy/understudy.toml serve > "$out/serve.out" 2> "$log" &
+  pid=$!
+  for _ in $(seq 1 300); do
+    grep -qx ready "$out/serve.out" 2> /dev/null && break
+    kill -0 "$pid" 2> /dev/null || break
+    sleep 0.1
+  done
+  grep -qx ready "$out/serve.out" || { cat "$log" >&2; fail "the installed default did not start"; }
+  kill -TERM "$pid"
+  wait "$pid" || { cat "$log" >&2; fail "serve did not exit cleanly on SIGTERM"; }
+  echo "deb: serve as understudy on the installed default: $(grep -c '^listening' "$out/serve.out") listeners, ready, clean stop"
+fi
 
 # Removing the package keeps the mail; purging removes the configuration.
 dpkg --purge understudy > /dev/null
