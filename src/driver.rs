@@ -107,21 +107,39 @@ impl Pacer {
     }
 }
 
-enum Conn {
+enum Io {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
     Closed,
 }
 
+/// The socket, and the DEFLATE state once COMPRESS is active (`compress.rs`).
+struct Conn {
+    io: Io,
+    deflate: Option<Box<crate::compress::Deflate>>,
+}
+
 impl Conn {
+    fn new(io: Io) -> Conn {
+        Conn { io, deflate: None }
+    }
+
     async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         if bytes.is_empty() {
             return Ok(());
         }
-        match self {
-            Conn::Plain(s) => write_flush(s, bytes).await,
-            Conn::Tls(s) => write_flush(s.as_mut(), bytes).await,
-            Conn::Closed => Ok(()),
+        let compressed;
+        let bytes = match self.deflate.as_mut() {
+            Some(d) => {
+                compressed = d.compress(bytes)?;
+                &compressed[..]
+            }
+            None => bytes,
+        };
+        match &mut self.io {
+            Io::Plain(s) => write_flush(s, bytes).await,
+            Io::Tls(s) => write_flush(s.as_mut(), bytes).await,
+            Io::Closed => Ok(()),
         }
     }
 
@@ -135,10 +153,10 @@ impl Conn {
         #[cfg(target_os = "linux")]
         {
             use std::os::fd::AsRawFd;
-            let fd = match self {
-                Conn::Plain(s) => s.as_raw_fd(),
-                Conn::Tls(s) => s.get_ref().0.as_raw_fd(),
-                Conn::Closed => return,
+            let fd = match &self.io {
+                Io::Plain(s) => s.as_raw_fd(),
+                Io::Tls(s) => s.get_ref().0.as_raw_fd(),
+                Io::Closed => return,
             };
             let on: libc::c_int = 1;
             // SAFETY: a valid socket descriptor owned by this connection, and a pointer
@@ -156,10 +174,10 @@ impl Conn {
     }
 
     async fn shutdown(&mut self) {
-        let _ = match self {
-            Conn::Plain(s) => s.shutdown().await,
-            Conn::Tls(s) => s.shutdown().await,
-            Conn::Closed => Ok(()),
+        let _ = match &mut self.io {
+            Io::Plain(s) => s.shutdown().await,
+            Io::Tls(s) => s.shutdown().await,
+            Io::Closed => Ok(()),
         };
     }
 }
@@ -173,7 +191,7 @@ async fn handshake(acceptor: &TlsAcceptor, stream: TcpStream, limit: Duration) -
     let tls = tokio::time::timeout(limit, acceptor.accept(stream))
         .await
         .map_err(|_| anyhow::anyhow!("TLS handshake timed out"))??;
-    Ok(Conn::Tls(Box::new(tls)))
+    Ok(Conn::new(Io::Tls(Box::new(tls))))
 }
 
 /// Runs one session step on the blocking pool.
@@ -209,7 +227,7 @@ pub async fn drive<S: Session>(
     let mut conn = match (implicit_tls, &tls) {
         (true, Some(acceptor)) => handshake(acceptor, stream, timeouts.tls_handshake).await?,
         (true, None) => anyhow::bail!("implicit TLS listener without a certificate"),
-        (false, _) => Conn::Plain(stream),
+        (false, _) => Conn::new(Io::Plain(stream)),
     };
     let out = session.greeting();
     conn.write_all(&out.bytes).await?;
@@ -360,11 +378,19 @@ pub async fn drive<S: Session>(
                 let Some(acceptor) = &tls else {
                     anyhow::bail!("STARTTLS without a certificate")
                 };
-                let Conn::Plain(stream) = std::mem::replace(&mut conn, Conn::Closed) else {
+                if conn.deflate.is_some() {
+                    anyhow::bail!("STARTTLS on a compressed connection");
+                }
+                let Io::Plain(stream) = std::mem::replace(&mut conn.io, Io::Closed) else {
                     anyhow::bail!("STARTTLS on a connection that is already TLS");
                 };
                 conn = handshake(acceptor, stream, timeouts.tls_handshake).await?;
                 session.tls_started();
+            }
+            Action::Compress => {
+                // The tagged OK went out uncompressed; everything after it is DEFLATE.
+                idle = None;
+                conn.deflate = Some(Box::default());
             }
             Action::Idle { mailbox_id } => {
                 if idle.is_none() {
@@ -418,10 +444,24 @@ impl ReadBuffer {
     async fn read(&mut self, conn: &mut Conn) -> std::io::Result<usize> {
         // One read into the spare capacity (a Vec grows only when it has none).
         self.bytes.clear();
-        match conn {
-            Conn::Plain(s) => s.read_buf(&mut self.bytes).await,
-            Conn::Tls(s) => s.read_buf(&mut self.bytes).await,
-            Conn::Closed => Ok(0),
+        let Some(deflate) = conn.deflate.as_mut() else {
+            return read_io(&mut conn.io, &mut self.bytes).await;
+        };
+        // Compressed: read until something inflates (a read may hold only part of a
+        // block), using up what is pending before reading the socket again.
+        loop {
+            if deflate.has_pending() {
+                deflate.decompress(&[], &mut self.bytes)?;
+            } else {
+                let mut raw = Vec::with_capacity(self.bytes.capacity());
+                if read_io(&mut conn.io, &mut raw).await? == 0 {
+                    return Ok(0);
+                }
+                deflate.decompress(&raw, &mut self.bytes)?;
+            }
+            if !self.bytes.is_empty() {
+                return Ok(self.bytes.len());
+            }
         }
     }
 
@@ -444,6 +484,14 @@ impl ReadBuffer {
         } else {
             self.small_reads = 0;
         }
+    }
+}
+
+async fn read_io(io: &mut Io, into: &mut Vec<u8>) -> std::io::Result<usize> {
+    match io {
+        Io::Plain(s) => s.read_buf(into).await,
+        Io::Tls(s) => s.read_buf(into).await,
+        Io::Closed => Ok(0),
     }
 }
 

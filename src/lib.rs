@@ -8,6 +8,7 @@ pub mod auth;
 pub mod autoconfig;
 pub mod backends;
 pub mod cli;
+pub mod compress;
 pub mod config;
 pub mod config_types;
 pub mod delivery;

@@ -22,6 +22,10 @@ pub enum Action {
     /// Perform the TLS handshake now, then call the session's `tls_started`. The session
     /// has already dropped any plaintext it had buffered after the STARTTLS command.
     StartTls,
+    /// IMAP COMPRESS=DEFLATE (RFC 4978): this output goes out as it is, everything after
+    /// it in both directions is raw DEFLATE. The session has dropped any input it had
+    /// buffered after the command (a client must wait for the answer).
+    Compress,
     /// IMAP IDLE: keep reading input, and also call the session's `mailbox_changed` when
     /// the store reports a change to `mailbox_id`.
     Idle { mailbox_id: u64 },

@@ -341,8 +341,7 @@ fn apply_settings(domain: &mut Domain, s: &DomainSettings) -> anyhow::Result<()>
     if !s.alerts.is_empty() {
         let alerts: Vec<String> = s.alerts.iter().map(|a| a.trim().to_ascii_lowercase()).collect();
         for a in &alerts {
-            let alert_domain = a.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
-            if alert_domain == domain.name {
+            if understudy_storage::address::domain_of(a) == domain.name {
                 bail!(
                     "alert recipient {a} is inside {}: alerts go out while {}'s mail server is down, \
                      so they must go to an address hosted elsewhere",

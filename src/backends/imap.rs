@@ -132,7 +132,6 @@ fn info(m: &Mailbox) -> MailboxInfo {
         id: m.id,
         name: m.name.clone(),
         special_use: m.special_use.map(special_use_from_store),
-        subscribed: m.subscribed,
         uid_validity: m.uid_validity,
         uid_next: m.uid_next,
         highest_modseq: m.highest_modseq,
@@ -178,16 +177,6 @@ fn crlf(message: &[u8]) -> std::borrow::Cow<'_, [u8]> {
 }
 
 impl ImapBackend for ImapStore {
-    fn list_mailboxes(&self, account: &Account) -> Result<Vec<MailboxInfo>, BackendError> {
-        Ok(self
-            .store
-            .mailboxes(account.id)
-            .map_err(error)?
-            .iter()
-            .map(info)
-            .collect())
-    }
-
     fn mailbox(&self, account: &Account, name: &str) -> Result<MailboxInfo, BackendError> {
         match self.store.mailbox_by_name(account.id, name).map_err(error)? {
             Some(m) => Ok(info(&m)),
@@ -220,6 +209,17 @@ impl ImapBackend for ImapStore {
         self.store
             .set_subscribed(account.id, name, subscribed)
             .map_err(error)
+    }
+
+    fn mailboxes_and_subscriptions(
+        &self,
+        account: &Account,
+    ) -> Result<(Vec<MailboxInfo>, Vec<String>), BackendError> {
+        let (mailboxes, subscriptions) = self
+            .store
+            .mailboxes_and_subscriptions(account.id)
+            .map_err(error)?;
+        Ok((mailboxes.iter().map(info).collect(), subscriptions))
     }
 
     fn messages(

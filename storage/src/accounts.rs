@@ -196,15 +196,24 @@ impl Store {
             },
         )?;
         self.counter_merge(&mut batch, COUNTER_USER, id)?;
-        for (name, special_use) in DEFAULT_MAILBOXES {
-            self.new_mailbox_into(&mut batch, id, name, *special_use)?;
-        }
+        self.default_mailboxes_into(&mut batch, id)?;
         self.commit(batch)?;
         self.accounts_changed();
         Ok(user)
     }
 
-    /// Adds a mailbox record to `batch` and returns it.
+    /// A new user's mailboxes (`DEFAULT_MAILBOXES`), each subscribed, into `batch`.
+    pub(crate) fn default_mailboxes_into(&self, batch: &mut WriteBatch, user_id: u64) -> StoreResult<()> {
+        for (name, special_use) in DEFAULT_MAILBOXES {
+            self.new_mailbox_into(batch, user_id, name, *special_use)?;
+            self.subscribe_into(batch, user_id, name)?;
+        }
+        Ok(())
+    }
+
+    /// Adds a mailbox record to `batch` and returns it. Not subscribed: as in RFC 3501,
+    /// CREATE does not subscribe (clients that want it say SUBSCRIBE), and a subscription
+    /// outlives its mailbox, so one made by every CREATE would pile up after each DELETE.
     pub(crate) fn new_mailbox_into(
         &self,
         batch: &mut WriteBatch,
@@ -218,7 +227,6 @@ impl Store {
             user_id,
             name: name.to_string(),
             special_use,
-            subscribed: true,
             uid_validity: self.next_uid_validity(),
             uid_next: 1,
             highest_modseq: 1,
@@ -334,6 +342,9 @@ impl Store {
             for mailbox in self.mailboxes(user.id)? {
                 self.destroy_mailbox(&mailbox)?;
             }
+            let mut batch = WriteBatch::default();
+            self.unsubscribe_all_into(&mut batch, user.id)?;
+            self.commit(batch)?;
         }
         let _guard = self.lock(&[("address", user.address.as_str())]);
         let mut batch = WriteBatch::default();

@@ -21,12 +21,14 @@ use crate::keys::*;
 use crate::notify::Notifier;
 
 /// Version of the on-disk layout this binary reads and writes.
-pub const SCHEMA_VERSION: u32 = 1;
+/// 2: subscriptions in their own column family (`subscriptions.rs`), no longer a flag in
+/// each mailbox record; a version 1 database is migrated when opened.
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// A raw key and value read from RocksDB.
 pub(crate) type KeyValue = (Box<[u8]>, Box<[u8]>);
 
-const SCHEMA_KEY: &[u8] = b"schema_version";
+pub(crate) const SCHEMA_KEY: &[u8] = b"schema_version";
 const LOCK_STRIPES: usize = 1024;
 const OUTER_LOCK_STRIPES: usize = 64;
 
@@ -238,6 +240,13 @@ impl Store {
                         found,
                         supported: SCHEMA_VERSION,
                     });
+                }
+                if found < 2 {
+                    let moved = crate::subscriptions::migrate_from_v1(&db)?;
+                    tracing::info!(
+                        moved,
+                        "store: schema 1 -> 2, subscriptions moved out of the mailbox records"
+                    );
                 }
             }
             None if existed => {

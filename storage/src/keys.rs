@@ -8,6 +8,7 @@
 //! | users       | user id (u64)                         | `User` JSON                |
 //! | addresses   | domain 0x00 local-part                | `AddressEntry` JSON        |
 //! | mailboxes   | user id (u64) mailbox id (u64)        | `Mailbox` JSON             |
+//! | subscriptions | user id (u64) mailbox name (UTF-8)  | empty                      |
 //! | messages    | mailbox id (u64) uid (u32)            | `MessageRecord` JSON       |
 //! | changes     | mailbox id (u64) modseq (u64)         | `ChangeRecord` JSON        |
 //! | blobs       | sha-256 of body                       | body octets                |
@@ -25,6 +26,8 @@ pub const CF_DOMAINS: &str = "domains";
 pub const CF_USERS: &str = "users";
 pub const CF_ADDRESSES: &str = "addresses";
 pub const CF_MAILBOXES: &str = "mailboxes";
+/// A user's subscribed mailbox names, kept apart from the mailboxes (`subscriptions.rs`).
+pub const CF_SUBSCRIPTIONS: &str = "subscriptions";
 pub const CF_MESSAGES: &str = "messages";
 pub const CF_CHANGES: &str = "changes";
 pub const CF_BLOBS: &str = "blobs";
@@ -51,6 +54,7 @@ pub const ALL_CFS: &[&str] = &[
     CF_USERS,
     CF_ADDRESSES,
     CF_MAILBOXES,
+    CF_SUBSCRIPTIONS,
     CF_MESSAGES,
     CF_CHANGES,
     CF_BLOBS,

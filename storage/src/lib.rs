@@ -32,6 +32,7 @@ pub mod queue;
 mod queue_index;
 mod recoverable;
 mod retention;
+pub mod subscriptions;
 pub mod summaries;
 pub mod tracking;
 

@@ -70,7 +70,7 @@ fn mailbox_lock(id: u64) -> (&'static str, u64) {
 }
 
 /// The outer lock of a user's list of mailboxes (create, rename, delete, subscribe).
-fn mailboxes_of(user_id: u64) -> (&'static str, u64) {
+pub(crate) fn mailboxes_of(user_id: u64) -> (&'static str, u64) {
     ("mailboxes-of", user_id)
 }
 
@@ -141,20 +141,8 @@ impl Store {
         Ok(mailbox)
     }
 
-    pub fn set_subscribed(&self, user_id: u64, name: &str, subscribed: bool) -> StoreResult<()> {
-        let _guard = self.lock_outer(mailboxes_of(user_id));
-        let mut mailbox = self
-            .mailbox_by_name(user_id, name)?
-            .ok_or_else(|| StoreError::NotFound(format!("mailbox {name}")))?;
-        let _mbox = self.lock(&[mailbox_lock(mailbox.id)]);
-        mailbox = self.mailbox(user_id, mailbox.id)?;
-        mailbox.subscribed = subscribed;
-        let mut batch = WriteBatch::default();
-        self.put_json(&mut batch, CF_MAILBOXES, &u64_pair(user_id, mailbox.id), &mailbox)?;
-        self.commit(batch)
-    }
-
-    /// Deletes a mailbox and its messages. INBOX cannot be deleted.
+    /// Deletes a mailbox and its messages. INBOX cannot be deleted. Its subscription, if
+    /// any, stays (RFC 3501 §6.3.9).
     pub fn delete_mailbox(&self, user_id: u64, name: &str) -> StoreResult<()> {
         if name.eq_ignore_ascii_case("INBOX") {
             return Err(StoreError::Invalid("INBOX cannot be deleted".into()));
@@ -226,6 +214,11 @@ impl Store {
             let inbox = self.inbox(user_id)?;
             let mut batch = WriteBatch::default();
             let target = self.new_mailbox_into(&mut batch, user_id, to, None)?;
+            // INBOX stays, and so does its subscription; the mailbox that takes its
+            // messages is subscribed as INBOX was.
+            if self.subscriptions(user_id)?.iter().any(|s| s == "INBOX") {
+                self.subscribe_into(&mut batch, user_id, to)?;
+            }
             self.commit(batch)?;
             let uids: Vec<u32> = self
                 .messages(user_id, inbox.id)?
@@ -261,6 +254,7 @@ impl Store {
             renamed.name = format!("{to}{}", &m.name[from.len()..]);
             self.put_json(&mut batch, CF_MAILBOXES, &u64_pair(user_id, m.id), &renamed)?;
         }
+        self.rename_subscriptions_into(&mut batch, user_id, from, to)?;
         self.commit(batch)
     }
 
@@ -964,23 +958,10 @@ fn apply_flags(record: &MessageRecord, op: FlagOp, flags: u8, keywords: &[String
     (new_flags, kw)
 }
 
-/// Mailbox names: UTF-8, no control characters, "/" as delimiter with no empty levels,
-/// no "." or ".." levels, not longer than 255 octets.
+/// A mailbox name the store may create: the rules of `understudy_types::NewMailboxName`,
+/// the one definition the IMAP session checks too, so no door creates a bad name.
 pub fn validate_mailbox_name(name: &str) -> StoreResult<()> {
-    let bad = name.is_empty()
-        || name.len() > 255
-        || name.chars().any(|c| c.is_control())
-        || name
-            .split('/')
-            .any(|level| level.is_empty() || level == "." || level == "..")
-        || name.contains('*')
-        || name.contains('%');
-    if bad {
-        Err(StoreError::Invalid(format!(
-            "invalid mailbox name '{}'",
-            name.escape_debug()
-        )))
-    } else {
-        Ok(())
-    }
+    understudy_types::NewMailboxName::new(name)
+        .map(drop)
+        .map_err(|e| StoreError::Invalid(e.to_string()))
 }

@@ -199,7 +199,6 @@ pub struct Mailbox {
     /// Full name, "/" as hierarchy delimiter; the inbox is always "INBOX".
     pub name: String,
     pub special_use: Option<SpecialUse>,
-    pub subscribed: bool,
     pub uid_validity: u32,
     pub uid_next: u32,
     pub highest_modseq: u64,

@@ -144,11 +144,7 @@ impl Store {
     /// `since`: read from the tracking log of the messages since then.
     pub fn relay_report_since(&self, domain: &str, since: i64) -> StoreResult<RelayReport> {
         let domain = domain.to_ascii_lowercase();
-        let in_domain = |address: &str| {
-            address
-                .rsplit_once('@')
-                .is_some_and(|(_, d)| d.eq_ignore_ascii_case(&domain))
-        };
+        let in_domain = |address: &str| crate::address::domain_of(address) == domain;
         let first = self.first_tracking_id_since(since)?;
         let cf = self.cf(CF_TRACKING)?;
         let key = u64_key(first);

@@ -198,9 +198,7 @@ impl Store {
                 },
             )?;
             self.counter_merge(&mut batch, COUNTER_USER, user.id)?;
-            for (name, special_use) in DEFAULT_MAILBOXES {
-                self.new_mailbox_into(&mut batch, user.id, name, *special_use)?;
-            }
+            self.default_mailboxes_into(&mut batch, user.id)?;
         }
         self.put_json(&mut batch, CF_USERS, &u64_key(user.id), &user)?;
         for alias in &change.aliases_added {

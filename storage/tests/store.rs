@@ -598,3 +598,115 @@ fn move_into_the_same_mailbox_gives_a_new_uid_and_keeps_the_body() {
     );
     assert!(store.check_integrity().unwrap().is_ok());
 }
+
+#[test]
+fn subscriptions_outlive_delete_follow_rename_and_go_with_the_user() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, anna) = with_user(dir.path());
+    let defaults: Vec<String> = {
+        let mut names: Vec<String> = DEFAULT_MAILBOXES.iter().map(|(n, _)| n.to_string()).collect();
+        names.sort();
+        names
+    };
+    assert_eq!(store.subscriptions(anna.id).unwrap(), defaults);
+    // CREATE does not subscribe; SUBSCRIBE needs the mailbox.
+    store.create_mailbox(anna.id, "Work", None).unwrap();
+    store.create_mailbox(anna.id, "Work/2024", None).unwrap();
+    assert_eq!(store.subscriptions(anna.id).unwrap(), defaults);
+    assert!(matches!(
+        store.set_subscribed(anna.id, "Nowhere", true),
+        Err(StoreError::NotFound(_))
+    ));
+    store.set_subscribed(anna.id, "Work", true).unwrap();
+    store.set_subscribed(anna.id, "Work/2024", true).unwrap();
+    store.set_subscribed(anna.id, "inbox", false).unwrap();
+    // RENAME moves the subscriptions of the mailbox and its children.
+    store.rename_mailbox(anna.id, "Work", "Jobs").unwrap();
+    let names = store.subscriptions(anna.id).unwrap();
+    assert!(names.contains(&"Jobs".to_string()) && names.contains(&"Jobs/2024".to_string()));
+    assert!(
+        !names.iter().any(|n| n.starts_with("Work") || n == "INBOX"),
+        "{names:?}"
+    );
+    // DELETE leaves the subscription (RFC 3501 §6.3.9), which survives a reopen and can
+    // still be removed.
+    store.delete_mailbox(anna.id, "Jobs/2024").unwrap();
+    drop(store);
+    let store = open(dir.path());
+    let (mailboxes, names) = store.mailboxes_and_subscriptions(anna.id).unwrap();
+    assert!(!mailboxes.iter().any(|m| m.name == "Jobs/2024"));
+    assert!(names.contains(&"Jobs/2024".to_string()), "{names:?}");
+    store.set_subscribed(anna.id, "Jobs/2024", false).unwrap();
+    assert!(matches!(
+        store.set_subscribed(anna.id, "Jobs/2024", false),
+        Err(StoreError::NotFound(_))
+    ));
+    store.remove_user("anna@example.com").unwrap();
+    assert!(store.subscriptions(anna.id).unwrap().is_empty());
+}
+
+#[test]
+fn a_schema_1_database_keeps_its_subscriptions_when_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let (store, anna) = with_user(&db);
+    store.create_mailbox(anna.id, "Lists/rust", None).unwrap();
+    // In SST files: the raw RocksDB below has no merge operators, and replaying a WAL
+    // with merges (the id counters) without them stops the replay part-way.
+    store.flush().unwrap();
+    drop(store);
+    // Turn it into what schema 1 wrote: a `subscribed` flag in each mailbox record (Junk
+    // and Archive off, the rest on), no subscriptions column family.
+    let unsubscribed = ["Junk", "Archive"];
+    {
+        let opts = rocksdb::Options::default();
+        let cfs = rocksdb::DB::list_cf(&opts, &db).unwrap();
+        let raw = rocksdb::DB::open_cf(&opts, &db, cfs).unwrap();
+        raw.drop_cf("subscriptions").unwrap();
+        let mailboxes = raw.cf_handle("mailboxes").unwrap();
+        let records: Vec<_> = raw
+            .iterator_cf(&mailboxes, rocksdb::IteratorMode::Start)
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(records.len(), DEFAULT_MAILBOXES.len() + 1);
+        for (key, value) in records {
+            let mut record: serde_json::Value = serde_json::from_slice(&value).unwrap();
+            let name = record["name"].as_str().unwrap().to_string();
+            record["subscribed"] = serde_json::Value::Bool(!unsubscribed.contains(&name.as_str()));
+            raw.put_cf(&mailboxes, key, serde_json::to_vec(&record).unwrap())
+                .unwrap();
+        }
+        let meta = raw.cf_handle("meta").unwrap();
+        raw.put_cf(&meta, b"schema_version", 1u32.to_be_bytes()).unwrap();
+    }
+    for _ in 0..2 {
+        let store = open(&db);
+        let mut expected: Vec<String> = DEFAULT_MAILBOXES
+            .iter()
+            .map(|(n, _)| n.to_string())
+            .filter(|n| !unsubscribed.contains(&n.as_str()))
+            .chain(["Lists/rust".to_string()])
+            .collect();
+        expected.sort();
+        assert_eq!(store.subscriptions(anna.id).unwrap(), expected);
+        assert_eq!(
+            store.mailboxes(anna.id).unwrap().len(),
+            DEFAULT_MAILBOXES.len() + 1
+        );
+        assert!(store.check_integrity().unwrap().is_ok());
+    }
+    // Migrated once: schema 2 recorded, the flags gone from the records.
+    let opts = rocksdb::Options::default();
+    let cfs = rocksdb::DB::list_cf(&opts, &db).unwrap();
+    let raw = rocksdb::DB::open_cf_for_read_only(&opts, &db, cfs, false).unwrap();
+    let meta = raw.cf_handle("meta").unwrap();
+    assert_eq!(
+        raw.get_cf(&meta, b"schema_version").unwrap().unwrap(),
+        SCHEMA_VERSION.to_be_bytes()
+    );
+    let mailboxes = raw.cf_handle("mailboxes").unwrap();
+    for item in raw.iterator_cf(&mailboxes, rocksdb::IteratorMode::Start) {
+        let (_, value) = item.unwrap();
+        assert!(!String::from_utf8_lossy(&value).contains("subscribed"));
+    }
+}

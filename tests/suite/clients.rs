@@ -411,3 +411,122 @@ print("logout", c.logout())
         "{out}"
     );
 }
+
+/// Issue 14's defects as a real client meets them, where `imapclient` speaks the command
+/// (it has no API for ESEARCH, so defect 7 has only the session's byte-exact test):
+/// EXAMINE's RECENT (4), a new keyword announced in FLAGS before the FETCH that shows it
+/// (3), sections inside a forwarded message (5), MOVE into the selected mailbox (9) and
+/// LSUB keeping a subscription whose mailbox was deleted (8).
+#[test]
+fn imapclient_sees_recent_keywords_forwarded_parts_self_move_and_lasting_subscriptions() {
+    let server = TestServer::start();
+    deliver_samples(&server, 3);
+    let script = r#"
+import imapclient, ssl, sys
+CA, PORT = sys.argv[1], int(sys.argv[2])
+ctx = ssl.create_default_context(cafile=CA)
+def connect():
+    c = imapclient.IMAPClient("127.0.0.1", port=PORT, ssl=True, ssl_context=ctx, timeout=30)
+    c.login("anna@example.com", "Correct1horse")
+    return c
+a, b = connect(), connect()
+
+# Defect 4: EXAMINE shows the \Recent that STATUS counts, without taking it.
+print("status recent", b.folder_status("INBOX", ["RECENT"])[b"RECENT"])
+print("examine recent", b.select_folder("INBOX", readonly=True)[b"RECENT"])
+print("select recent", a.select_folder("INBOX")[b"RECENT"])
+print("examine after select", b.select_folder("INBOX", readonly=True)[b"RECENT"])
+
+# Defect 3: a keyword new to the mailbox is announced (FLAGS, PERMANENTFLAGS) before
+# the FETCH that shows it, and SELECT lists it afterwards.
+b.select_folder("INBOX")
+b.add_flags([1], [b"$Important"])
+seen = []
+for r in a.noop()[1]:
+    if r[0] == b"FLAGS":
+        seen.append(("FLAGS", b"$Important" in r[1]))
+    elif r[0] == b"OK" and r[1].startswith(b"[PERMANENTFLAGS"):
+        seen.append(("PERMANENTFLAGS", b"$Important" in r[1]))
+    elif len(r) > 1 and r[1] == b"FETCH":
+        seen.append(("FETCH", r[0], b"$Important" in dict(zip(r[2][::2], r[2][1::2]))[b"FLAGS"]))
+print("noop", seen)
+print("select flags", b"$Important" in connect().select_folder("INBOX")[b"FLAGS"])
+
+# Defect 5: the parts of a mail forwarded as a message (top-level message/rfc822).
+forwarded = (b"From: anna@example.com\r\nSubject: Fwd: plans\r\nMIME-Version: 1.0\r\n"
+             b"Content-Type: message/rfc822\r\n\r\n"
+             b"From: carol@example.org\r\nSubject: plans\r\nMIME-Version: 1.0\r\n"
+             b"Content-Type: multipart/alternative; boundary=inner\r\n\r\n"
+             b"--inner\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nMeet at noon.\r\n"
+             b"--inner\r\nContent-Type: text/html\r\n\r\n<p>Meet at noon.</p>\r\n--inner--\r\n")
+uid = int(a.append("INBOX", forwarded).split(b"]")[0].split()[-1])
+a.noop()
+parts = a.fetch([uid], ["BODY.PEEK[1.HEADER]", "BODY.PEEK[1.1]", "BODY.PEEK[1.1.MIME]", "BODY.PEEK[1.2]"])[uid]
+print("header", b"Subject: plans\r\n" in parts[b"BODY[1.HEADER]"], b"Fwd" in parts[b"BODY[1.HEADER]"])
+print("1.1", parts[b"BODY[1.1]"])
+print("1.1.MIME", parts[b"BODY[1.1.MIME]"])
+print("1.2", parts[b"BODY[1.2]"])
+
+# Defect 9: MOVE into the selected mailbox itself gives the message a new UID (COPYUID,
+# which imapclient leaves among its imaplib connection's response codes).
+a._imap.untagged_responses.pop("COPYUID", None)
+a.move([2], "INBOX")
+print("copyuid", [x.decode().split()[1:] for x in a._imap.untagged_responses.get("COPYUID", [])])
+print("uids after", a.search())
+
+# Defect 8: a subscription outlives its mailbox (LSUB lists it \Noselect) until the
+# client unsubscribes; RENAME takes it along.
+a.create_folder("Trips/2026")
+a.subscribe_folder("Trips/2026")
+a.rename_folder("Trips/2026", "Trips/2027")
+print("lsub renamed", [(sorted(f[0]), f[2]) for f in a.list_sub_folders("", "Trips*")])
+a.delete_folder("Trips/2027")
+print("lsub deleted", [(sorted(f[0]), f[2]) for f in a.list_sub_folders("", "Trips*")])
+print("list deleted", a.list_folders("", "Trips*"))
+a.unsubscribe_folder("Trips/2027")
+print("lsub unsubscribed", a.list_sub_folders("", "Trips*"))
+a.logout(); b.logout()
+"#;
+    let out = python_ok(
+        script,
+        &[
+            ca_cert().display().to_string(),
+            server.addr("imaps").port().to_string(),
+        ],
+    );
+    let line = |prefix: &str| {
+        out.lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix:?} line in:\n{out}"))
+            .to_string()
+    };
+    assert_eq!(line("status recent"), "status recent 3", "{out}");
+    assert_eq!(line("examine recent"), "examine recent 3", "{out}");
+    assert_eq!(line("select recent"), "select recent 3", "{out}");
+    assert_eq!(line("examine after select"), "examine after select 0", "{out}");
+    assert_eq!(
+        line("noop"),
+        "noop [('FLAGS', True), ('PERMANENTFLAGS', True), ('FETCH', 1, True)]",
+        "{out}"
+    );
+    assert_eq!(line("select flags"), "select flags True", "{out}");
+    assert_eq!(line("header"), "header True False", "{out}");
+    assert_eq!(line("1.1 "), "1.1 b'Meet at noon.'", "{out}");
+    assert_eq!(
+        line("1.1.MIME"),
+        "1.1.MIME b'Content-Type: text/plain; charset=utf-8\\r\\n\\r\\n'",
+        "{out}"
+    );
+    assert_eq!(line("1.2"), "1.2 b'<p>Meet at noon.</p>'", "{out}");
+    // The message that was UID 2 is now UID 5 (4 went to the forwarded mail).
+    assert_eq!(line("copyuid"), "copyuid [['2', '5']]", "{out}");
+    assert_eq!(line("uids after"), "uids after [1, 3, 4, 5]", "{out}");
+    assert_eq!(line("lsub renamed"), "lsub renamed [([], 'Trips/2027')]", "{out}");
+    assert_eq!(
+        line("lsub deleted"),
+        "lsub deleted [([b'\\\\Noselect'], 'Trips/2027')]",
+        "{out}"
+    );
+    assert_eq!(line("list deleted"), "list deleted []", "{out}");
+    assert_eq!(line("lsub unsubscribed"), "lsub unsubscribed []", "{out}");
+}

@@ -31,6 +31,9 @@ mod docs_walk;
 mod drill;
 /// The outage engine end to end: a thousand spooled messages, kills, exactly once.
 mod e2e;
+/// IMAP extensions through real clients: SORT, THREAD and QUOTA with imapclient,
+/// COMPRESS=DEFLATE with Python's zlib on a raw TLS socket.
+mod extensions;
 /// Listeners on port 0, TLS, the admin CLI, config validation, restarts, SIGTERM.
 mod foundation;
 /// Hostile input over raw sockets: oversized lines and literals, deep MIME, floods.
@@ -59,7 +62,5 @@ mod shutdown;
 mod smarthost;
 /// SMTP with Python's smtplib: MX recipient checks, delivery, submission rules.
 mod smtp;
-/// SORT and THREAD through imapclient on mail delivered over SMTP.
-mod sort_thread;
 /// SMTP with `swaks`: the MX receiver and submission as a second real client.
 mod swaks;

@@ -19,7 +19,6 @@ pub struct MailboxInfo {
     /// Full UTF-8 name, "/" delimited, "INBOX" for the inbox.
     pub name: String,
     pub special_use: Option<SpecialUse>,
-    pub subscribed: bool,
     pub uid_validity: u32,
     pub uid_next: u32,
     pub highest_modseq: u64,
@@ -187,8 +186,6 @@ pub enum BackendError {
 
 /// The store as seen by one IMAP session. Implementations may block.
 pub trait ImapBackend: Send + Sync {
-    /// Every mailbox of the account (special-use ones exist from account creation).
-    fn list_mailboxes(&self, account: &Account) -> Result<Vec<MailboxInfo>, BackendError>;
     /// One mailbox by its UTF-8 name; "INBOX" is passed exactly so (the session
     /// canonicalises its case). `NotFound` if absent.
     fn mailbox(&self, account: &Account, name: &str) -> Result<MailboxInfo, BackendError>;
@@ -204,7 +201,19 @@ pub trait ImapBackend: Send + Sync {
     /// Renames `from` and every child `from/...`. Renaming "INBOX" moves all its messages
     /// to a new mailbox `to` and leaves INBOX empty (RFC 3501 §6.3.5).
     fn rename_mailbox(&self, account: &Account, from: &str, to: &str) -> Result<(), BackendError>;
+    /// SUBSCRIBE (`true`) or UNSUBSCRIBE. Subscriptions are names, kept apart from the
+    /// mailboxes: DELETE leaves a subscription in place (RFC 3501 §6.3.9), RENAME moves
+    /// the subscriptions of the names it renames, CREATE does not subscribe. Subscribing
+    /// needs an existing mailbox; unsubscribing a name whose mailbox is gone works.
+    /// `NotFound` when there is neither a mailbox nor a subscription of that name.
     fn set_subscribed(&self, account: &Account, name: &str, subscribed: bool) -> Result<(), BackendError>;
+    /// Every mailbox and every subscribed name (existing or not, in no particular order),
+    /// both as of one instant, for LIST and LSUB.
+    #[allow(clippy::type_complexity)]
+    fn mailboxes_and_subscriptions(
+        &self,
+        account: &Account,
+    ) -> Result<(Vec<MailboxInfo>, Vec<String>), BackendError>;
     /// All messages of the mailbox in UID order, and the mailbox info at that instant.
     fn messages(
         &self,

@@ -2,7 +2,10 @@
 //! SUBSCRIBE/UNSUBSCRIBE, LIST, LSUB, LIST-EXTENDED and LIST-STATUS, STATUS (RFC 3501
 //! §6.3, RFC 5258, RFC 5819, RFC 6154).
 
+use std::collections::BTreeMap;
+
 use super::*;
+use understudy_types::NewMailboxName;
 
 impl ImapSession {
     pub(super) fn select(
@@ -112,10 +115,10 @@ impl ImapSession {
         let Some(name) = mailbox_name(mailbox) else {
             return self.bad(out, tag, "Invalid mailbox name");
         };
-        let name = name.trim_end_matches('/').to_string();
-        if name.is_empty() || name.split('/').any(str::is_empty) {
-            return self.bad(out, tag, "Invalid mailbox name");
-        }
+        let name = match self.new_name(tag, &name, out) {
+            Ok(name) => name.into_string(),
+            Err(flow) => return flow,
+        };
         if name == "INBOX" {
             no(out, tag, "[ALREADYEXISTS] Mailbox already exists");
             return Flow::Continue;
@@ -165,10 +168,10 @@ impl ImapSession {
         let (Some(from), Some(to)) = (mailbox_name(from), mailbox_name(to)) else {
             return self.bad(out, tag, "Invalid mailbox name");
         };
-        let to = to.trim_end_matches('/').to_string();
-        if to.is_empty() || to.split('/').any(str::is_empty) {
-            return self.bad(out, tag, "Invalid mailbox name");
-        }
+        let to = match self.new_name(tag, &to, out) {
+            Ok(name) => name.into_string(),
+            Err(flow) => return flow,
+        };
         if to == "INBOX" {
             no(out, tag, "[ALREADYEXISTS] INBOX already exists");
             return Flow::Continue;
@@ -260,87 +263,67 @@ impl ImapSession {
             .iter()
             .map(|p| canonical_inbox(&format!("{reference}{p}")))
             .collect();
-        let mailboxes = match self.store.list_mailboxes(&account) {
-            Ok(m) => m,
+        let (mailboxes, subscriptions) = match self.store.mailboxes_and_subscriptions(&account) {
+            Ok(both) => both,
             Err(err) => return backend_no(out, tag, &err),
         };
-        // Every existing name plus the parents that exist only through their children,
-        // which LIST shows as \Noselect (RFC 3501 §6.3.8).
-        let mut names: Vec<(String, Option<&MailboxInfo>)> =
-            mailboxes.iter().map(|m| (m.name.clone(), Some(m))).collect();
-        for m in &mailboxes {
-            let mut parent = m.name.as_str();
-            while let Some(i) = parent.rfind('/') {
-                parent = &parent[..i];
-                if !names.iter().any(|(n, _)| n == parent) {
-                    names.push((parent.to_string(), None));
-                }
+        let names = ListedNames::new(&mailboxes, &subscriptions);
+        let matches = |name: &str| full.iter().any(|p| list_matches(p, name));
+        // What the command selects (RFC 5258 §3.1): subscribed names for LSUB and
+        // (SUBSCRIBED), whether or not they exist; special-use mailboxes; otherwise every
+        // mailbox and every parent that exists only through its children.
+        let selected = |n: &ListedName| {
+            if lsub {
+                return n.subscribed;
             }
-        }
-        names.sort_by(|a, b| {
-            (a.0 != "INBOX")
-                .cmp(&(b.0 != "INBOX"))
-                .then_with(|| a.0.cmp(&b.0))
-        });
-        let selected_by = |info: Option<&MailboxInfo>| {
-            info.is_some_and(|i| {
-                (!command.select_subscribed || i.subscribed)
-                    && (!command.select_special_use || i.special_use.is_some())
-            })
+            if !command.select_subscribed && !command.select_special_use {
+                return n.info.is_some() || n.has_children;
+            }
+            (!command.select_subscribed || n.subscribed)
+                && (!command.select_special_use || n.info.is_some_and(|i| i.special_use.is_some()))
         };
         let filtered = command.select_subscribed || command.select_special_use;
         let show_subscribed = command.select_subscribed || command.return_subscribed;
-        for (name, info) in &names {
-            if !full.iter().any(|p| list_matches(p, name)) {
+        for (name, entry) in names.in_list_order() {
+            if !matches(name) {
                 continue;
             }
-            let prefix = format!("{name}/");
-            // LSUB lists an unsubscribed parent of a subscribed mailbox the pattern does
-            // not reach (`%` stops at the level) as \Noselect (RFC 3501 §6.3.9).
-            let mut lsub_parent = false;
-            if lsub && !info.is_some_and(|i| i.subscribed) {
-                lsub_parent = names.iter().any(|(n, i)| {
-                    n.starts_with(&prefix)
-                        && i.is_some_and(|i| i.subscribed)
-                        && !full.iter().any(|p| list_matches(p, n))
-                });
-                if !lsub_parent {
-                    continue;
-                }
+            // A selected name below this one that the pattern does not reach (`%` stops
+            // at a level): RECURSIVEMATCH reports it as CHILDINFO on this name, selected
+            // or not (RFC 5258 §3.5, examples 8 and 9); LSUB lists an unsubscribed parent
+            // of a subscribed name as \Noselect (RFC 3501 §6.3.9).
+            let unreached_child = (lsub || command.recursive_match)
+                && names.descendants(name).any(|(n, d)| selected(d) && !matches(n));
+            let is_selected = selected(entry);
+            if !is_selected && !unreached_child {
+                continue;
             }
-            let mut child_info = false;
-            if filtered && !selected_by(*info) {
-                // RECURSIVEMATCH: a parent of a selected mailbox is listed with CHILDINFO
-                // (RFC 5258 §3.5).
-                child_info = command.recursive_match
-                    && names
-                        .iter()
-                        .any(|(n, i)| n.starts_with(&prefix) && selected_by(*i));
-                if !child_info {
-                    continue;
-                }
-            }
-            let has_children = names.iter().any(|(n, _)| n.starts_with(&prefix));
             let mut attrs: Vec<&str> = Vec::new();
-            if info.is_none() || lsub_parent {
-                attrs.push(if filtered { "\\NonExistent" } else { "\\Noselect" });
-            }
-            if !lsub {
-                attrs.push(if has_children {
-                    "\\HasChildren"
-                } else {
-                    "\\HasNoChildren"
-                });
-                if show_subscribed && info.is_some_and(|i| i.subscribed) {
+            if lsub {
+                if !is_selected || entry.info.is_none() {
+                    attrs.push("\\Noselect");
+                }
+            } else {
+                if entry.info.is_none() {
+                    attrs.push(if filtered { "\\NonExistent" } else { "\\Noselect" });
+                }
+                // Children are existing mailboxes, whatever the selection (RFC 5258 §4);
+                // of a name that does not exist and has none, nothing is said.
+                if entry.has_children {
+                    attrs.push("\\HasChildren");
+                } else if entry.info.is_some() {
+                    attrs.push("\\HasNoChildren");
+                }
+                if show_subscribed && entry.subscribed {
                     attrs.push("\\Subscribed");
                 }
-                if let Some(su) = info.and_then(|i| i.special_use) {
+                if let Some(su) = entry.info.and_then(|i| i.special_use) {
                     attrs.push(su.attribute());
                 }
             }
             out.extend_from_slice(format!("* {verb} ({}) \"/\" ", attrs.join(" ")).as_bytes());
             push_mailbox(out, name);
-            if child_info {
+            if !lsub && command.recursive_match && unreached_child {
                 let what = if command.select_subscribed {
                     "SUBSCRIBED"
                 } else {
@@ -349,7 +332,7 @@ impl ImapSession {
                 out.extend_from_slice(format!(" (\"CHILDINFO\" (\"{what}\"))").as_bytes());
             }
             out.extend_from_slice(b"\r\n");
-            if let (Some(items), Some(info)) = (&command.return_status, info) {
+            if let (Some(items), Some(info)) = (&command.return_status, entry.info) {
                 // LIST-STATUS (RFC 5819): a failure for one mailbox is left out, not fatal.
                 if let Err(err) = self.status_response(&account, info, items, out) {
                     tracing::warn!(%err, mailbox = info.id, "imap LIST-STATUS failed");
@@ -436,4 +419,79 @@ impl ImapSession {
         out.extend_from_slice(format!(" ({})\r\n", parts.join(" ")).as_bytes());
         Ok(())
     }
+}
+
+impl ImapSession {
+    /// The target of CREATE or RENAME, checked by the rules the store applies
+    /// (`understudy_types::NewMailboxName`), so the store is not asked for a name it
+    /// refuses: a malformed one gets `BAD`, a forbidden one the `NO` the store's refusal
+    /// gets. On refusal the reply is written and the flow returned.
+    fn new_name(&mut self, tag: &str, name: &str, out: &mut Vec<u8>) -> Result<NewMailboxName, Flow> {
+        NewMailboxName::from_client(name).map_err(|e| {
+            if e.is_malformed() {
+                self.bad(out, tag, "Invalid mailbox name")
+            } else {
+                backend_no(out, tag, &BackendError::Invalid(e.to_string()));
+                Flow::Continue
+            }
+        })
+    }
+}
+
+/// A name LIST or LSUB may show: a mailbox, a parent that exists only through its
+/// children, a subscribed name (whose mailbox may be gone), or a parent of one.
+#[derive(Default)]
+struct ListedName<'a> {
+    info: Option<&'a MailboxInfo>,
+    subscribed: bool,
+    /// Some existing mailbox lies below it.
+    has_children: bool,
+}
+
+/// Every name of a user's hierarchy that a LIST may show, by name.
+struct ListedNames<'a>(BTreeMap<String, ListedName<'a>>);
+
+impl<'a> ListedNames<'a> {
+    fn new(mailboxes: &'a [MailboxInfo], subscriptions: &[String]) -> ListedNames<'a> {
+        let mut names: BTreeMap<String, ListedName<'a>> = BTreeMap::new();
+        for m in mailboxes {
+            names.entry(m.name.clone()).or_default().info = Some(m);
+            for parent in ancestors(&m.name) {
+                names.entry(parent.to_string()).or_default().has_children = true;
+            }
+        }
+        for s in subscriptions {
+            names.entry(s.clone()).or_default().subscribed = true;
+            for parent in ancestors(s) {
+                names.entry(parent.to_string()).or_default();
+            }
+        }
+        ListedNames(names)
+    }
+
+    /// INBOX first, then byte order.
+    fn in_list_order(&self) -> impl Iterator<Item = (&str, &ListedName<'a>)> {
+        let inbox = self.0.get_key_value("INBOX");
+        inbox
+            .into_iter()
+            .chain(self.0.iter().filter(|(n, _)| n.as_str() != "INBOX"))
+            .map(|(n, e)| (n.as_str(), e))
+    }
+
+    /// The names below `name` (`name/...`): one range of the map, as `/` + 1 is `0`.
+    fn descendants(&self, name: &str) -> impl Iterator<Item = (&str, &ListedName<'a>)> {
+        let from = format!("{name}/");
+        let to = format!("{name}0");
+        self.0.range(from..to).map(|(n, e)| (n.as_str(), e))
+    }
+}
+
+/// `a/b/c` → `a/b`, `a`.
+fn ancestors(name: &str) -> impl Iterator<Item = &str> {
+    let mut rest = name;
+    std::iter::from_fn(move || {
+        let i = rest.rfind('/')?;
+        rest = &rest[..i];
+        Some(rest)
+    })
 }

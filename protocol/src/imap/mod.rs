@@ -12,7 +12,7 @@
 //!                  └────────────── LOGOUT (any state) ──────────> Logout
 //! ```
 //! (RFC 3501 §3 and §6; SORT, THREAD RFC 5256, 5957, 5267; QUOTA RFC 9208; STATUS=SIZE
-//! RFC 8438; IDLE RFC 2177; ENABLE RFC 5161; CONDSTORE RFC 7162 §3.1;
+//! RFC 8438; COMPRESS RFC 4978; IDLE RFC 2177; ENABLE RFC 5161; CONDSTORE RFC 7162 §3.1;
 //! UIDPLUS RFC 4315; MOVE RFC 6851; SPECIAL-USE RFC 6154; LITERAL+ RFC 7888; ID RFC 2971;
 //! NAMESPACE RFC 2342; UNSELECT RFC 3691; CHILDREN RFC 3348; APPENDLIMIT RFC 7889.)
 //!
@@ -37,6 +37,7 @@
 //! | `sort.rs` | SORT, UID SORT, SORT=DISPLAY keys, ESORT (`SORT RETURN`) |
 //! | `thread.rs` | THREAD, UID THREAD (ORDEREDSUBJECT, REFERENCES) |
 //! | `quota.rs` | GETQUOTA, GETQUOTAROOT, SETQUOTA (refused) |
+//! | `compress.rs` | COMPRESS DEFLATE (the driver's `src/compress.rs` does the DEFLATE) |
 //! | `copy_move.rs` | COPY, UID COPY, MOVE, UID MOVE |
 //! | `expunge.rs` | EXPUNGE, UID EXPUNGE |
 //! | `mod.rs` | CAPABILITY, NOOP, CHECK, LOGOUT, ID, ENABLE, NAMESPACE, STARTTLS |
@@ -54,11 +55,12 @@
 //! SORT and THREAD (RFC 5256), SORT=DISPLAY (RFC 5957) and ESORT (RFC 5267) read the
 //! per-message keys the store keeps beside each body (`message::MessageSummary`).
 //!
-//! Not offered (so not advertised): QRESYNC, BINARY, COMPRESS, QUOTASET, METADATA,
+//! Not offered (so not advertised): QRESYNC, BINARY, QUOTASET, METADATA,
 //! CONTEXT=SEARCH/SORT, UTF8=ACCEPT, multi-APPEND, SEARCHRES (`RETURN (SAVE)`).
 
 mod append;
 pub mod backend;
+mod compress;
 mod copy_move;
 mod expunge;
 pub(crate) mod extended;
@@ -219,6 +221,8 @@ struct PendingFetch {
 enum Flow {
     Continue,
     StartTls,
+    /// COMPRESS answered `OK`: the driver compresses from the next octet on.
+    Compress,
     Close,
 }
 
@@ -234,6 +238,8 @@ pub struct ImapSession {
     framer: Framer,
     /// ENABLE CONDSTORE or SELECT (CONDSTORE) seen (RFC 7162 §3.1).
     condstore: bool,
+    /// COMPRESS=DEFLATE is on (RFC 4978); a second COMPRESS is refused.
+    compressing: bool,
     bad_commands: u32,
     auth_failures: u32,
     pending_fetch: Option<PendingFetch>,
@@ -257,6 +263,7 @@ impl ImapSession {
             mode: Mode::Command,
             framer: Framer::default(),
             condstore: false,
+            compressing: false,
             bad_commands: 0,
             auth_failures: 0,
             pending_fetch: None,
@@ -329,6 +336,12 @@ impl ImapSession {
                 self.framer.discard_input();
                 self.mode = Mode::AwaitingTls;
                 Output::new(out, Action::StartTls)
+            }
+            Flow::Compress => {
+                // A client must not send more before the answer; what came anyway was
+                // compressed with a state we never saw.
+                self.framer.discard_input();
+                Output::new(out, Action::Compress)
             }
             Flow::Close => {
                 self.state = State::Logout;
@@ -492,6 +505,9 @@ impl ImapSession {
              LIST-STATUS ESEARCH CONDSTORE SORT SORT=DISPLAY ESORT THREAD=ORDEREDSUBJECT \
              THREAD=REFERENCES STATUS=SIZE QUOTA QUOTA=RES-STORAGE",
         );
+        if !matches!(self.state, State::NotAuthenticated) && !self.compressing {
+            caps.push_str(" COMPRESS=DEFLATE");
+        }
         caps.push_str(&format!(" APPENDLIMIT={}", self.limits.max_literal));
         caps
     }
@@ -710,7 +726,8 @@ impl ImapSession {
             (_, C::GetQuota { root }) => self.get_quota(tag, root.as_ref(), out),
             (_, C::GetQuotaRoot { mailbox }) => self.get_quota_root(tag, &mailbox, out),
             (_, C::SetQuota { .. }) => no(out, tag, "[NOPERM] Quotas are set by the administrator"),
-            (_, C::Compress { .. } | C::SetMetadata { .. } | C::GetMetadata { .. }) => {
+            (_, C::Compress { .. }) => return self.compress(tag, out),
+            (_, C::SetMetadata { .. } | C::GetMetadata { .. }) => {
                 return self.bad(out, tag, "Command not supported");
             }
             (P::Authenticated, _) => {

@@ -99,7 +99,7 @@ fn login_and_authenticate() {
         r,
         "c OK [CAPABILITY IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT \
          CHILDREN UIDPLUS MOVE SPECIAL-USE LIST-EXTENDED LIST-STATUS ESEARCH CONDSTORE SORT SORT=DISPLAY ESORT \
-         THREAD=ORDEREDSUBJECT THREAD=REFERENCES STATUS=SIZE QUOTA QUOTA=RES-STORAGE APPENDLIMIT=52428800] Logged in\r\n"
+         THREAD=ORDEREDSUBJECT THREAD=REFERENCES STATUS=SIZE QUOTA QUOTA=RES-STORAGE COMPRESS=DEFLATE APPENDLIMIT=52428800] Logged in\r\n"
     );
     assert_eq!(send(&mut s, "d LOGIN x y\r\n"), "d BAD Already authenticated\r\n");
 
@@ -1399,5 +1399,117 @@ fn lsub_shows_the_unsubscribed_parent_of_a_subscribed_child_as_noselect() {
     assert_eq!(
         send(&mut s, "b LSUB \"\" x/*\r\n"),
         "* LSUB () \"/\" \"x/y/z\"\r\nb OK LSUB completed\r\n"
+    );
+}
+
+#[test]
+fn subscriptions_outlive_their_mailboxes_in_list_subscribed_recursivematch_and_lsub() {
+    // Issue 14 defect 8 (RFC 5258 §3 and its examples 8-9, RFC 3501 §6.3.9).
+    let store = MockStore::new();
+    for name in ["Drafts", "Trash", "Junk", "Archive"] {
+        store.set_subscribed(&account(), name, false).unwrap();
+    }
+    let mut s = logged_in(&store);
+    let r = send(
+        &mut s,
+        "1 CREATE Fruit\r\n2 CREATE Fruit/banana\r\n3 CREATE Fruit/peach\r\n\
+         4 CREATE Vegetable\r\n5 CREATE Vegetable/broccoli\r\n6 CREATE Tofu/firm\r\n\
+         7 SUBSCRIBE Fruit/banana\r\n8 SUBSCRIBE Fruit/peach\r\n9 SUBSCRIBE Vegetable\r\n\
+         10 SUBSCRIBE Vegetable/broccoli\r\n11 SUBSCRIBE Tofu/firm\r\n\
+         12 DELETE Fruit/peach\r\n13 DELETE Tofu/firm\r\n",
+    );
+    assert!(r.ends_with("13 OK DELETE completed\r\n"), "{r}");
+    assert!(!r.contains(" NO ") && !r.contains(" BAD "), "{r}");
+    // CREATE does not subscribe.
+    assert_eq!(
+        send(&mut s, "a LIST \"\" Fruit RETURN (SUBSCRIBED)\r\n"),
+        "* LIST (\\HasChildren) \"/\" \"Fruit\"\r\na OK LIST completed\r\n"
+    );
+    // A subscribed name whose mailbox is gone is listed \NonExistent.
+    assert_eq!(
+        send(&mut s, "b LIST (SUBSCRIBED) \"\" *\r\n"),
+        "* LIST (\\HasNoChildren \\Subscribed) \"/\" \"INBOX\"\r\n\
+         * LIST (\\HasNoChildren \\Subscribed) \"/\" \"Fruit/banana\"\r\n\
+         * LIST (\\NonExistent \\Subscribed) \"/\" \"Fruit/peach\"\r\n\
+         * LIST (\\HasNoChildren \\Subscribed \\Sent) \"/\" \"Sent\"\r\n\
+         * LIST (\\NonExistent \\Subscribed) \"/\" \"Tofu/firm\"\r\n\
+         * LIST (\\HasChildren \\Subscribed) \"/\" \"Vegetable\"\r\n\
+         * LIST (\\HasNoChildren \\Subscribed) \"/\" \"Vegetable/broccoli\"\r\n\
+         b OK LIST completed\r\n"
+    );
+    // RECURSIVEMATCH: CHILDINFO on every listed parent of a subscribed name `%` does not
+    // reach, subscribed itself (Vegetable), existing but not (Fruit) or gone (Tofu).
+    assert_eq!(
+        send(
+            &mut s,
+            "c LIST (SUBSCRIBED RECURSIVEMATCH) \"\" % RETURN (CHILDREN)\r\n"
+        ),
+        "* LIST (\\HasNoChildren \\Subscribed) \"/\" \"INBOX\"\r\n\
+         * LIST (\\HasChildren) \"/\" \"Fruit\" (\"CHILDINFO\" (\"SUBSCRIBED\"))\r\n\
+         * LIST (\\HasNoChildren \\Subscribed \\Sent) \"/\" \"Sent\"\r\n\
+         * LIST (\\NonExistent) \"/\" \"Tofu\" (\"CHILDINFO\" (\"SUBSCRIBED\"))\r\n\
+         * LIST (\\HasChildren \\Subscribed) \"/\" \"Vegetable\" (\"CHILDINFO\" (\"SUBSCRIBED\"))\r\n\
+         c OK LIST completed\r\n"
+    );
+    // Where the pattern reaches every subscribed name, there is no CHILDINFO.
+    assert_eq!(
+        send(
+            &mut s,
+            "d LIST (SUBSCRIBED RECURSIVEMATCH) \"\" \"Veg*\" RETURN (CHILDREN)\r\n"
+        ),
+        "* LIST (\\HasChildren \\Subscribed) \"/\" \"Vegetable\"\r\n\
+         * LIST (\\HasNoChildren \\Subscribed) \"/\" \"Vegetable/broccoli\"\r\n\
+         d OK LIST completed\r\n"
+    );
+    assert_eq!(
+        send(&mut s, "e LIST (SUBSCRIBED) \"\" Fruit/% RETURN (CHILDREN)\r\n"),
+        "* LIST (\\HasNoChildren \\Subscribed) \"/\" \"Fruit/banana\"\r\n\
+         * LIST (\\NonExistent \\Subscribed) \"/\" \"Fruit/peach\"\r\n\
+         e OK LIST completed\r\n"
+    );
+    // The plain LIST shows neither the gone names nor their parents.
+    assert_eq!(
+        send(&mut s, "f LIST \"\" (To* Fruit/*)\r\n"),
+        "* LIST (\\HasNoChildren) \"/\" \"Fruit/banana\"\r\nf OK LIST completed\r\n"
+    );
+    // LSUB agrees: the gone names as \Noselect, and their unsubscribed parents that `%`
+    // stops at.
+    assert_eq!(
+        send(&mut s, "g LSUB \"\" *\r\n"),
+        "* LSUB () \"/\" \"INBOX\"\r\n\
+         * LSUB () \"/\" \"Fruit/banana\"\r\n\
+         * LSUB (\\Noselect) \"/\" \"Fruit/peach\"\r\n\
+         * LSUB () \"/\" \"Sent\"\r\n\
+         * LSUB (\\Noselect) \"/\" \"Tofu/firm\"\r\n\
+         * LSUB () \"/\" \"Vegetable\"\r\n\
+         * LSUB () \"/\" \"Vegetable/broccoli\"\r\n\
+         g OK LSUB completed\r\n"
+    );
+    assert_eq!(
+        send(&mut s, "h LSUB \"\" %\r\n"),
+        "* LSUB () \"/\" \"INBOX\"\r\n\
+         * LSUB (\\Noselect) \"/\" \"Fruit\"\r\n\
+         * LSUB () \"/\" \"Sent\"\r\n\
+         * LSUB (\\Noselect) \"/\" \"Tofu\"\r\n\
+         * LSUB () \"/\" \"Vegetable\"\r\n\
+         h OK LSUB completed\r\n"
+    );
+    // A gone name can be unsubscribed, once; a name that never was cannot be subscribed.
+    assert_eq!(
+        send(
+            &mut s,
+            "i UNSUBSCRIBE Fruit/peach\r\nj UNSUBSCRIBE Fruit/peach\r\nk SUBSCRIBE Nothing\r\n"
+        ),
+        "i OK UNSUBSCRIBE completed\r\n\
+         j NO [NONEXISTENT] Mailbox does not exist\r\n\
+         k NO [NONEXISTENT] Mailbox does not exist\r\n"
+    );
+    // RENAME takes the subscriptions of the mailbox and its children along.
+    assert_eq!(
+        send(&mut s, "l RENAME Vegetable Veg\r\nm LSUB \"\" V*\r\n"),
+        "l OK RENAME completed\r\n\
+         * LSUB () \"/\" \"Veg\"\r\n\
+         * LSUB () \"/\" \"Veg/broccoli\"\r\n\
+         m OK LSUB completed\r\n"
     );
 }

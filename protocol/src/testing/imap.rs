@@ -41,6 +41,8 @@ pub struct MockMailbox {
 
 pub struct MockState {
     pub mailboxes: Vec<MockMailbox>,
+    /// Subscribed names, apart from the mailboxes as in the real store.
+    pub subscriptions: Vec<String>,
     pub next_id: u64,
     pub calls: Vec<String>,
     /// The account's quota in octets (QUOTA), none by default.
@@ -57,6 +59,7 @@ impl MockStore {
         let store = MockStore {
             state: Mutex::new(MockState {
                 mailboxes: Vec::new(),
+                subscriptions: Vec::new(),
                 next_id: 1,
                 calls: Vec::new(),
                 quota_limit: None,
@@ -72,6 +75,10 @@ impl MockStore {
             ("Archive", SpecialUse::Archive),
         ] {
             store.create_mailbox(&a, name, Some(su)).unwrap();
+        }
+        // A new account's mailboxes are subscribed; CREATE does not subscribe.
+        for name in ["INBOX", "Sent", "Drafts", "Trash", "Junk", "Archive"] {
+            store.set_subscribed(&a, name, true).unwrap();
         }
         Arc::new(store)
     }
@@ -202,10 +209,6 @@ impl ImapBackend for MockStore {
         Some(Box::new(MemSpool::default()))
     }
 
-    fn list_mailboxes(&self, _: &Account) -> Result<Vec<MailboxInfo>, BackendError> {
-        let st = self.state.lock().unwrap();
-        Ok(st.mailboxes.iter().map(|m| m.info.clone()).collect())
-    }
     fn mailbox(&self, _: &Account, name: &str) -> Result<MailboxInfo, BackendError> {
         let mut st = self.state.lock().unwrap();
         st.by_name(name).map(|m| m.info.clone())
@@ -226,7 +229,6 @@ impl ImapBackend for MockStore {
             id,
             name: name.to_string(),
             special_use,
-            subscribed: true,
             uid_validity: 1000 + id as u32,
             uid_next: 1,
             highest_modseq: 1,
@@ -255,6 +257,9 @@ impl ImapBackend for MockStore {
         if from == "INBOX" {
             let new = self.create_mailbox(a, to, None)?;
             let mut st = self.state.lock().unwrap();
+            if st.subscriptions.iter().any(|s| s == "INBOX") {
+                st.subscriptions.push(to.to_string());
+            }
             let inbox = st.by_name("INBOX")?;
             let msgs: Vec<(MessageMeta, Vec<u8>)> = inbox.messages.clone();
             let uids: Vec<u32> = msgs.iter().map(|m| m.0.uid).collect();
@@ -272,19 +277,38 @@ impl ImapBackend for MockStore {
         let mut st = self.state.lock().unwrap();
         let prefix = format!("{from}/");
         st.by_name(from)?;
-        for m in &mut st.mailboxes {
-            if m.info.name == from {
-                m.info.name = to.to_string();
-            } else if let Some(rest) = m.info.name.strip_prefix(&prefix) {
-                m.info.name = format!("{to}/{rest}");
+        let renamed = |name: &mut String| {
+            if name == from {
+                *name = to.to_string();
+            } else if let Some(rest) = name.strip_prefix(&prefix) {
+                *name = format!("{to}/{rest}");
             }
+        };
+        for m in &mut st.mailboxes {
+            renamed(&mut m.info.name);
         }
+        st.subscriptions.iter_mut().for_each(renamed);
         Ok(())
     }
     fn set_subscribed(&self, _: &Account, name: &str, subscribed: bool) -> Result<(), BackendError> {
         let mut st = self.state.lock().unwrap();
-        st.by_name(name)?.info.subscribed = subscribed;
+        let present = st.subscriptions.iter().any(|s| s == name);
+        let exists = st.by_name(name).is_ok();
+        match (subscribed, present) {
+            (true, false) if exists => st.subscriptions.push(name.to_string()),
+            (false, true) => st.subscriptions.retain(|s| s != name),
+            (_, false) if !exists => return Err(BackendError::NotFound),
+            _ => {}
+        }
         Ok(())
+    }
+    fn mailboxes_and_subscriptions(
+        &self,
+        _: &Account,
+    ) -> Result<(Vec<MailboxInfo>, Vec<String>), BackendError> {
+        let st = self.state.lock().unwrap();
+        let mailboxes = st.mailboxes.iter().map(|m| m.info.clone()).collect();
+        Ok((mailboxes, st.subscriptions.clone()))
     }
     fn messages(
         &self,

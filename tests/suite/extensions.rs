@@ -1,6 +1,8 @@
-//! SORT and THREAD through Python's `imapclient` over TLS, on mail delivered over SMTP
-//! (so the keys come from the summaries the store wrote with each body), from two
-//! connections (the second one served from the shared cache).
+//! IMAP extensions through real clients over TLS: SORT and THREAD with Python's
+//! `imapclient` on mail delivered over SMTP (so the keys come from the summaries the
+//! store wrote with each body), from two connections (the second one served from the
+//! shared cache); QUOTA and STATUS=SIZE with `imapclient`; COMPRESS=DEFLATE with
+//! Python's `zlib` (raw DEFLATE) on a TLS socket, since no Python IMAP library speaks it.
 
 use crate::harness::*;
 
@@ -110,5 +112,71 @@ c.logout()
             before.lines().chain(after.lines()).any(|l| l == line),
             "no {line:?} in:\n{before}{after}"
         );
+    }
+}
+
+#[test]
+fn compress_deflate_with_zlib_on_a_tls_socket() {
+    let server = TestServer::start();
+    crate::pop3::deliver_samples(&server, 2);
+    let script = r#"
+import socket, ssl, sys, zlib
+CA, PORT = sys.argv[1], int(sys.argv[2])
+ctx = ssl.create_default_context(cafile=CA)
+s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", PORT), timeout=30), server_hostname="localhost")
+buf = b""
+def line_plain():
+    global buf
+    while b"\r\n" not in buf:
+        buf += s.recv(65536)
+    l, buf = buf.split(b"\r\n", 1)
+    return l
+print("greeting", line_plain()[:4])
+s.sendall(b"a LOGIN anna@example.com Correct1horse\r\n")
+print("login", line_plain().split(b"]")[-1])
+s.sendall(b"c COMPRESS DEFLATE\r\n")
+print("compress", line_plain())
+assert buf == b"", buf
+out = zlib.compressobj(6, zlib.DEFLATED, -15)
+inp = zlib.decompressobj(-15)
+def send(cmd):
+    s.sendall(out.compress(cmd) + out.flush(zlib.Z_SYNC_FLUSH))
+def until(tag):
+    data = b""
+    while not data.endswith(b"\r\n") or (b"\r\n" + tag + b" " not in b"\r\n" + data):
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += inp.decompress(chunk)
+    return data
+send(b"s SELECT INBOX\r\n")
+print("select", [l for l in until(b"s").split(b"\r\n") if b"EXISTS" in l or l.startswith(b"s ")])
+send(b"f FETCH 1:* (RFC822.SIZE BODY.PEEK[])\r\n")
+data = until(b"f")
+print("fetch", data.count(b"Subject: sample"), data.rstrip().rsplit(b"\r\n", 1)[-1])
+# A command split across two writes, each sync-flushed.
+send(b"n NO")
+send(b"OP\r\n")
+print("noop", until(b"n").rstrip())
+send(b"l LOGOUT\r\n")
+print("logout", until(b"l").rstrip().split(b"\r\n"))
+"#;
+    let out = python_ok(
+        script,
+        &[
+            ca_cert().display().to_string(),
+            server.addr("imaps").port().to_string(),
+        ],
+    );
+    for line in [
+        "greeting b'* OK'",
+        "login b' Logged in'",
+        "compress b'c OK DEFLATE active'",
+        "select [b'* 2 EXISTS', b's OK [READ-WRITE] SELECT completed']",
+        "fetch 2 b'f OK FETCH completed'",
+        "noop b'n OK NOOP completed'",
+        "logout [b'* BYE Logging out', b'l OK LOGOUT completed']",
+    ] {
+        assert!(out.lines().any(|l| l == line), "no {line:?} in:\n{out}");
     }
 }
