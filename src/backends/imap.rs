@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use understudy_protocol::imap::backend::{
-    BackendError, Change, ChangeKind, Flags, ImapBackend, MailboxId, MailboxInfo, MessageMeta,
+    AppendMessage, BackendError, Change, ChangeKind, Flags, ImapBackend, MailboxId, MailboxInfo, MessageMeta,
     MessageSummary, Quota, SpecialUse, Spool, StoreOp,
 };
 use understudy_protocol::Account;
@@ -266,6 +266,17 @@ impl ImapBackend for ImapStore {
         Ok((info(&m), changes))
     }
 
+    fn expunged_since(
+        &self,
+        account: &Account,
+        mailbox: MailboxId,
+        since: u64,
+    ) -> Result<Vec<(u64, u32)>, BackendError> {
+        self.store
+            .expunged_since(account.id, mailbox, since)
+            .map_err(error)
+    }
+
     fn body(&self, account: &Account, mailbox: MailboxId, uid: u32) -> Result<Vec<u8>, BackendError> {
         // Record and body in one read: another session's expunge makes the message
         // NotFound, never a record whose body has just been freed.
@@ -348,6 +359,44 @@ impl ImapBackend for ImapStore {
                 internal_date,
             )
             .map_err(error)
+    }
+
+    fn append_many(
+        &self,
+        account: &Account,
+        mailbox: MailboxId,
+        messages: &[AppendMessage<'_>],
+    ) -> Result<(u32, Vec<u32>), BackendError> {
+        if messages
+            .iter()
+            .any(|m| m.message.len() as u64 > self.max_message_size)
+        {
+            return Err(BackendError::TooBig);
+        }
+        let bodies: Vec<std::borrow::Cow<'_, [u8]>> = messages.iter().map(|m| crlf(m.message)).collect();
+        if let Some(quota) = self
+            .store
+            .user(account.id)
+            .map_err(error)?
+            .and_then(|u| u.quota_bytes)
+        {
+            let (_, used) = self.store.usage(account.id).map_err(error)?;
+            let adding: u64 = bodies.iter().map(|b| b.len() as u64).sum();
+            if used + adding > quota {
+                return Err(BackendError::OverQuota);
+            }
+        }
+        let new: Vec<storage::NewMessage<'_>> = messages
+            .iter()
+            .zip(&bodies)
+            .map(|(m, body)| storage::NewMessage {
+                body,
+                flags: m.flags.system,
+                keywords: &m.flags.keywords,
+                internal_date: m.internal_date,
+            })
+            .collect();
+        self.store.append_many(account.id, mailbox, &new).map_err(error)
     }
 
     fn store_flags(

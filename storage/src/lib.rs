@@ -40,5 +40,6 @@ pub use address::EmailAddress;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use db::{Store, StoreOptions, Summariser, SCHEMA_VERSION};
 pub use error::{StoreError, StoreResult};
+pub use mailbox::NewMessage;
 pub use model::*;
 pub use tracking::TrackingId;

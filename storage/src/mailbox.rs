@@ -52,6 +52,17 @@ pub struct DeliveryOutcome {
     pub queue_ids: Vec<u64>,
 }
 
+/// One message of an IMAP APPEND (`Store::append_many`).
+#[derive(Debug, Clone, Copy)]
+pub struct NewMessage<'a> {
+    /// CRLF line ends, as stored.
+    pub body: &'a [u8],
+    pub flags: u8,
+    pub keywords: &'a [String],
+    /// Unix seconds and offset in minutes; `None`: now.
+    pub internal_date: Option<(i64, i16)>,
+}
+
 /// A message as a mailbox view needs it, with the change that last touched it.
 pub type Change = (ChangeRecord, Option<MessageRecord>);
 
@@ -369,6 +380,33 @@ impl Store {
         Ok((mailbox, out))
     }
 
+    /// `(modseq, uid)` of every message expunged after `since`, in modseq order (QRESYNC,
+    /// RFC 7162 §3.2.5): the log keeps a tombstone per expunge for the mailbox's life,
+    /// so the answer is exact however old `since` is. Reads no message records.
+    pub fn expunged_since(&self, user_id: u64, mailbox_id: u64, since: u64) -> StoreResult<Vec<(u64, u32)>> {
+        let snapshot = self.snapshot();
+        self.get_json_at::<Mailbox>(&snapshot, CF_MAILBOXES, &u64_pair(user_id, mailbox_id))?
+            .ok_or_else(|| StoreError::NotFound(format!("mailbox {mailbox_id}")))?;
+        let cf = self.cf(CF_CHANGES)?;
+        let start = u64_pair(mailbox_id, since.saturating_add(1));
+        let iter = snapshot.iterator_cf(
+            &cf,
+            rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward),
+        );
+        let mut out = Vec::new();
+        for item in iter {
+            let (k, v) = item?;
+            if !k.starts_with(&u64_key(mailbox_id)) {
+                break;
+            }
+            let change: ChangeRecord = decode(CF_CHANGES, &v)?;
+            if change.kind == ChangeKind::Expunged {
+                out.push((change.modseq, change.uid));
+            }
+        }
+        Ok(out)
+    }
+
     /// Delivers one message to local INBOXes and queue entries in one synced write. The
     /// body is stored once whatever the number of copies.
     pub fn deliver(&self, req: &DeliveryRequest<'_>) -> StoreResult<DeliveryOutcome> {
@@ -514,28 +552,65 @@ impl Store {
         keywords: &[String],
         internal_date: Option<(i64, i16)>,
     ) -> StoreResult<(u32, u32)> {
-        let blob = blob_id(body);
-        let guards = self.lock(&[mailbox_lock(mailbox_id), blob_lock(&blob)]);
-        let mut mailbox = self.mailbox(user_id, mailbox_id)?;
-        let size = u32::try_from(body.len()).map_err(|_| StoreError::Invalid("message too large".into()))?;
-        let (date, tz) = internal_date.unwrap_or((self.now(), 0));
-        let mut batch = WriteBatch::default();
-        self.add_blob_refs(&mut batch, &blob, body, 1)?;
-        let record = MessageRecord {
-            uid: 0,
-            blob,
+        let message = NewMessage {
+            body,
             flags,
-            keywords: keywords.to_vec(),
-            modseq: 0,
-            internal_date: date,
-            tz_offset_minutes: tz,
-            size,
-            tracking_id: 0,
+            keywords,
+            internal_date,
         };
-        let record = self.add_message_into(&mut batch, &mut mailbox, record)?;
+        let (validity, uids) = self.append_many(user_id, mailbox_id, &[message])?;
+        let uid = uids
+            .first()
+            .copied()
+            .ok_or_else(|| StoreError::Invalid("nothing appended".into()))?;
+        Ok((validity, uid))
+    }
+
+    /// IMAP APPEND of several messages (MULTIAPPEND, RFC 3502): all of them in one
+    /// synced write, or none. Returns the UIDVALIDITY and the UIDs in the order given
+    /// (consecutive). Identical bodies among them are stored once, counted once each.
+    pub fn append_many(
+        &self,
+        user_id: u64,
+        mailbox_id: u64,
+        messages: &[NewMessage<'_>],
+    ) -> StoreResult<(u32, Vec<u32>)> {
+        let blobs: Vec<BlobId> = messages.iter().map(|m| blob_id(m.body)).collect();
+        let mut keys = vec![mailbox_lock(mailbox_id)];
+        keys.extend(blobs.iter().map(blob_lock));
+        let guards = self.lock(&keys);
+        let mut mailbox = self.mailbox(user_id, mailbox_id)?;
+        let mut batch = WriteBatch::default();
+        // One count change per distinct body: within a batch a second `add_blob_refs`
+        // would not see the first one's write.
+        let mut counts: BTreeMap<BlobId, (usize, i64)> = BTreeMap::new();
+        for (i, blob) in blobs.iter().enumerate() {
+            counts.entry(*blob).or_insert((i, 0)).1 += 1;
+        }
+        for (blob, (first, count)) in &counts {
+            self.add_blob_refs(&mut batch, blob, messages[*first].body, *count)?;
+        }
+        let mut uids = Vec::with_capacity(messages.len());
+        for (message, blob) in messages.iter().zip(&blobs) {
+            let size = u32::try_from(message.body.len())
+                .map_err(|_| StoreError::Invalid("message too large".into()))?;
+            let (date, tz) = message.internal_date.unwrap_or((self.now(), 0));
+            let record = MessageRecord {
+                uid: 0,
+                blob: *blob,
+                flags: message.flags,
+                keywords: message.keywords.to_vec(),
+                modseq: 0,
+                internal_date: date,
+                tz_offset_minutes: tz,
+                size,
+                tracking_id: 0,
+            };
+            uids.push(self.add_message_into(&mut batch, &mut mailbox, record)?.uid);
+        }
         self.commit_unlocking(batch, guards)?;
         self.inner.notifier.publish(mailbox.id, mailbox.highest_modseq);
-        Ok((mailbox.uid_validity, record.uid))
+        Ok((mailbox.uid_validity, uids))
     }
 
     /// Sets, adds or removes flags on `uids`. With `unchanged_since`, messages modified

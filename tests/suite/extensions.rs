@@ -1,7 +1,8 @@
 //! IMAP extensions through real clients over TLS: SORT and THREAD with Python's
 //! `imapclient` on mail delivered over SMTP (so the keys come from the summaries the
 //! store wrote with each body), from two connections (the second one served from the
-//! shared cache); QUOTA and STATUS=SIZE with `imapclient`; COMPRESS=DEFLATE with
+//! shared cache); QUOTA and STATUS=SIZE with `imapclient`; QRESYNC with `imapclient`
+//! (and its imaplib for the SELECT parameter it lacks); MULTIAPPEND with `imapclient`; COMPRESS=DEFLATE with
 //! Python's `zlib` (raw DEFLATE) on a TLS socket, since no Python IMAP library speaks it.
 
 use crate::harness::*;
@@ -113,6 +114,119 @@ c.logout()
             "no {line:?} in:\n{before}{after}"
         );
     }
+}
+
+#[test]
+fn imapclient_resynchronises_with_qresync_after_another_session_expunged() {
+    let server = TestServer::start();
+    crate::pop3::deliver_samples(&server, 4);
+    // imapclient has ENABLE and FETCH modifiers but no SELECT parameters: the QRESYNC
+    // SELECT goes through its imaplib connection, as a client library's escape hatch.
+    let script = r#"
+import imapclient, ssl, sys
+CA, PORT = sys.argv[1], int(sys.argv[2])
+ctx = ssl.create_default_context(cafile=CA)
+def connect():
+    c = imapclient.IMAPClient("127.0.0.1", port=PORT, ssl=True, ssl_context=ctx, timeout=30)
+    c.login("anna@example.com", "Correct1horse")
+    return c
+a = connect()
+print("caps", b"QRESYNC" in a.capabilities())
+print("enable", a.enable("QRESYNC"))
+sel = a.select_folder("INBOX")
+validity, known = sel[b"UIDVALIDITY"], sel[b"HIGHESTMODSEQ"]
+b = connect()
+b.select_folder("INBOX")
+b.add_flags([2], [imapclient.SEEN])
+b.set_flags([3], [imapclient.DELETED])
+b.expunge()
+print("noop", [r for r in a.noop()[1] if r[0] == b"VANISHED" or r[1] == b"FETCH"])
+a._imap.untagged_responses.pop("VANISHED", None)
+print("fetch", a.fetch([1, 2, 3, 4], ["FLAGS"], modifiers=["CHANGEDSINCE %d" % known, "VANISHED"]))
+print("earlier", a._imap.untagged_responses.pop("VANISHED", None))
+c = connect()
+c.enable("QRESYNC")
+typ, _ = c._imap._simple_command("SELECT", "INBOX (QRESYNC (%d %d 1:4))" % (validity, known))
+print("select", typ, c._imap.untagged_responses.get("VANISHED"), c._imap.untagged_responses.get("FETCH"))
+c.logout(); b.logout(); a.logout()
+"#;
+    let out = python_ok(
+        script,
+        &[
+            ca_cert().display().to_string(),
+            server.addr("imaps").port().to_string(),
+        ],
+    );
+    let line = |prefix: &str| {
+        out.lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix:?} line in:\n{out}"))
+            .to_string()
+    };
+    assert_eq!(line("caps"), "caps True");
+    assert_eq!(line("enable"), "enable [b'QRESYNC']");
+    assert!(line("noop").contains("(b'VANISHED', 3)"), "{out}");
+    // Only UID 2 changed; UID 3 is reported vanished, not fetched.
+    let fetch = line("fetch");
+    assert!(
+        fetch.starts_with("fetch {2: {b'SEQ': 2, b'FLAGS': (b'\\\\Seen', b'\\\\Recent'), b'MODSEQ': (")
+            && fetch.ends_with(",)}}"),
+        "{out}"
+    );
+    assert_eq!(line("earlier"), "earlier [b'(EARLIER) 3']");
+    assert!(
+        line("select").starts_with("select OK [b'(EARLIER) 3'] [b'2 (UID 2 FLAGS (\\\\Seen) MODSEQ ("),
+        "{out}"
+    );
+}
+
+#[test]
+fn imapclient_multiappends_drafts_in_one_command() {
+    let server = TestServer::start();
+    let script = r#"
+import imapclient, ssl, sys, datetime
+CA, PORT = sys.argv[1], int(sys.argv[2])
+ctx = ssl.create_default_context(cafile=CA)
+c = imapclient.IMAPClient("127.0.0.1", port=PORT, ssl=True, ssl_context=ctx, timeout=30)
+c.login("anna@example.com", "Correct1horse")
+print("caps", b"MULTIAPPEND" in c.capabilities())
+one = b"From: anna@example.com\r\nSubject: one\r\n\r\nfirst\r\n"
+when = datetime.datetime(2024, 2, 1, 10, 0, 0, tzinfo=datetime.timezone(datetime.timedelta(hours=1)))
+print("append", c.multiappend("Drafts", [
+    one,
+    {"msg": b"From: anna@example.com\r\nSubject: two\r\n\r\n" + b"x" * 300000 + b"\r\n", "flags": [imapclient.DRAFT, b"$Later"], "date": when},
+    {"msg": one, "flags": [imapclient.SEEN]},
+]))
+print("refused", c.multiappend("Nowhere", [one, one]))
+c.select_folder("Drafts", readonly=True)
+for uid, d in sorted(c.fetch(c.search(), ["FLAGS", "INTERNALDATE", "RFC822.SIZE", "BODY.PEEK[HEADER.FIELDS (SUBJECT)]"]).items()):
+    print("msg", uid, sorted(d[b"FLAGS"]), d[b"INTERNALDATE"].isoformat()[:10], d[b"RFC822.SIZE"] > 300000,
+          d[b"BODY[HEADER.FIELDS (SUBJECT)]"].strip().decode())
+c.logout()
+"#;
+    let out = python_ok(
+        script,
+        &[
+            ca_cert().display().to_string(),
+            server.addr("imaps").port().to_string(),
+        ],
+    );
+    let want = [
+        "caps True",
+        "append ('OK', [b'[APPENDUID ",
+        "msg 1 [b'\\\\Recent'] ",
+        "msg 2 [b'$Later', b'\\\\Draft', b'\\\\Recent'] 2024-02-01 True Subject: two",
+        "msg 3 [b'\\\\Recent', b'\\\\Seen'] ",
+    ];
+    for w in want {
+        assert!(out.lines().any(|l| l.starts_with(w)), "no {w:?} in:\n{out}");
+    }
+    assert!(out.contains(" 1:3] APPEND completed'])"), "{out}");
+    assert!(
+        out.contains("refused ('NO', [b'[TRYCREATE] Mailbox does not exist'])"),
+        "{out}"
+    );
+    assert_eq!(out.lines().filter(|l| l.starts_with("msg ")).count(), 3, "{out}");
 }
 
 #[test]

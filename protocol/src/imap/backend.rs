@@ -235,6 +235,22 @@ pub trait ImapBackend: Send + Sync {
         mailbox: MailboxId,
         since: u64,
     ) -> Result<(MailboxInfo, Vec<(Change, Option<MessageMeta>)>), BackendError>;
+    /// `(modseq, uid)` of the messages expunged after `since`, in modseq order, for
+    /// QRESYNC's `VANISHED (EARLIER)` (RFC 7162 §3.2.5). A store that forgets old
+    /// expunges must answer with every UID it cannot rule out (the RFC allows that).
+    fn expunged_since(
+        &self,
+        account: &Account,
+        mailbox: MailboxId,
+        since: u64,
+    ) -> Result<Vec<(u64, u32)>, BackendError> {
+        let (_, changes) = self.changes_since(account, mailbox, since)?;
+        Ok(changes
+            .iter()
+            .filter(|(c, _)| c.kind == ChangeKind::Expunged)
+            .map(|(c, _)| (c.modseq, c.uid))
+            .collect())
+    }
     /// Raw RFC 5322 octets, CRLF line ends. `NotFound` if expunged meanwhile; the record
     /// and its body are read together, so never a message found without its body.
     fn body(&self, account: &Account, mailbox: MailboxId, uid: u32) -> Result<Vec<u8>, BackendError>;
@@ -272,6 +288,15 @@ pub trait ImapBackend: Send + Sync {
         flags: &Flags,
         internal_date: Option<(i64, i16)>,
     ) -> Result<(u32, u32), BackendError>;
+    /// Stores several messages in one write, all or none (MULTIAPPEND, RFC 3502);
+    /// returns the uidvalidity and the UIDs in the order given. `TooBig`/`OverQuota`
+    /// refuse them all.
+    fn append_many(
+        &self,
+        account: &Account,
+        mailbox: MailboxId,
+        messages: &[AppendMessage<'_>],
+    ) -> Result<(u32, Vec<u32>), BackendError>;
     /// Somewhere for the message of an APPEND to go while it arrives, so that a session
     /// does not hold a big literal in memory for as long as a slow client takes to send
     /// it (issue 19 item 4); `None`: the session holds it.
@@ -326,6 +351,15 @@ pub trait ImapBackend: Send + Sync {
     /// Removes the given UIDs (the caller decides which: \Deleted ones, or a UID EXPUNGE
     /// set); returns those actually removed.
     fn expunge(&self, account: &Account, mailbox: MailboxId, uids: &[u32]) -> Result<Vec<u32>, BackendError>;
+}
+
+/// One message of a MULTIAPPEND.
+#[derive(Clone, Copy, Debug)]
+pub struct AppendMessage<'a> {
+    pub message: &'a [u8],
+    pub flags: &'a Flags,
+    /// Unix seconds and offset in minutes; `None`: now.
+    pub internal_date: Option<(i64, i16)>,
 }
 
 /// A message being received for APPEND, kept outside the session (a file, in the server).

@@ -75,13 +75,19 @@ impl ImapSession {
             MacroOrMessageDataItemNames::MessageDataItemNames(n) => n,
         };
         let mut changed_since = None;
+        let mut vanished = false;
         for m in modifiers {
             match m {
                 FetchModifier::ChangedSince(v) => changed_since = Some(v.get()),
-                FetchModifier::Vanished => {
-                    return self.bad(out, tag, "VANISHED needs QRESYNC");
-                }
+                FetchModifier::Vanished => vanished = true,
             }
+        }
+        // RFC 7162 §3.2.6: VANISHED only in UID FETCH, with CHANGEDSINCE, once enabled.
+        if vanished && !self.qresync {
+            return self.bad(out, tag, "VANISHED needs ENABLE QRESYNC");
+        }
+        if vanished && !(uid && changed_since.is_some()) {
+            return self.bad(out, tag, "VANISHED needs UID FETCH and CHANGEDSINCE");
         }
         // CHANGEDSINCE and the MODSEQ item enable CONDSTORE (RFC 7162 §3.1).
         if changed_since.is_some() || names.contains(&MessageDataItemName::ModSeq) {
@@ -98,7 +104,8 @@ impl ImapSession {
         }) {
             return self.bad(out, tag, "BINARY not supported");
         }
-        if uid && !names.contains(&MessageDataItemName::Uid) {
+        // With QRESYNC every FETCH carries UID, so a client can key each by UID.
+        if (uid || self.qresync) && !names.contains(&MessageDataItemName::Uid) {
             names.insert(0, MessageDataItemName::Uid);
         }
         if (self.condstore && changed_since.is_some()) && !names.contains(&MessageDataItemName::ModSeq) {
@@ -107,6 +114,27 @@ impl ImapSession {
         let Some(indices) = view.resolve(set, uid) else {
             return self.bad(out, tag, "Invalid message sequence number");
         };
+        if let (true, Some(since), None) = (vanished, changed_since, &resume) {
+            // Expunged since the client's modseq, within the UIDs it named, before any
+            // FETCH. UIDs still in the view are announced by the view itself (VANISHED
+            // without EARLIER) when it learns of them, so they are not told twice.
+            let star = view.uid_next.saturating_sub(1);
+            let mut uids: Vec<u32> = match self.store.expunged_since(account, view.id, since) {
+                Ok(list) => list
+                    .into_iter()
+                    .map(|(_, uid)| uid)
+                    .filter(|&uid| {
+                        super::view::set_contains(set, uid, star) && view.index_of_uid(uid).is_none()
+                    })
+                    .collect(),
+                Err(err) => return backend_no(out, tag, &err),
+            };
+            uids.sort_unstable();
+            uids.dedup();
+            if !uids.is_empty() {
+                super::view::push_vanished(out, &uids, true);
+            }
+        }
         let needs_body = names.iter().any(|n| {
             matches!(
                 n,

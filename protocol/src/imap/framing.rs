@@ -32,8 +32,11 @@ pub(super) struct Framer {
     command: Vec<u8>,
     /// Octets of the current literal still to come.
     literal_left: usize,
-    /// Where the current literal goes instead of `command` (a big APPEND message).
+    /// Where a literal of this command went instead of `command` (a big APPEND message).
     spool: Option<Box<dyn Spool>>,
+    /// The literal being read goes to `spool` (only the one `spool_literal` was called
+    /// for: later literals of a MULTIAPPEND stay in the command).
+    spooling: bool,
     /// A write to `spool` failed; the APPEND then fails, the framing goes on.
     spool_failed: bool,
 }
@@ -62,6 +65,7 @@ impl Framer {
         self.command.clear();
         self.literal_left = 0;
         self.spool = None;
+        self.spooling = false;
     }
 
     /// Drops the unread input only.
@@ -80,15 +84,18 @@ impl Framer {
         let take = self.literal_left.min(self.input.len() - self.start);
         let bytes = &self.input[self.start..self.start + take];
         match &mut self.spool {
-            Some(spool) => {
+            Some(spool) if self.spooling => {
                 if !self.spool_failed && spool.write(bytes).is_err() {
                     self.spool_failed = true;
                 }
             }
-            None => self.command.extend_from_slice(bytes),
+            _ => self.command.extend_from_slice(bytes),
         }
         self.start += take;
         self.literal_left -= take;
+        if self.literal_left == 0 {
+            self.spooling = false;
+        }
         self.literal_left > 0
     }
 
@@ -154,6 +161,7 @@ impl Framer {
         self.command.truncate(announcement);
         self.command.extend_from_slice(b"{0}\r\n");
         self.spool = Some(spool);
+        self.spooling = true;
         self.spool_failed = false;
     }
 
@@ -171,6 +179,7 @@ impl Framer {
     /// Forgets a spool the command did not use (it failed to parse).
     pub fn drop_spool(&mut self) {
         self.spool = None;
+        self.spooling = false;
     }
 }
 

@@ -29,11 +29,21 @@ impl ImapSession {
         if was_selected {
             out.extend_from_slice(b"* OK [CLOSED] Previous mailbox closed\r\n");
         }
+        let mut resync = None;
         for p in parameters {
             match p {
                 SelectParameter::CondStore => self.condstore = true,
-                SelectParameter::QResync { .. } => {
-                    return self.bad(out, tag, "QRESYNC not supported");
+                SelectParameter::QResync { .. } if !self.qresync => {
+                    // RFC 7162 §3.2.5: only after ENABLE QRESYNC.
+                    return self.bad(out, tag, "QRESYNC must be enabled first");
+                }
+                SelectParameter::QResync {
+                    uid_validity,
+                    mod_sequence_value,
+                    known_uids,
+                    ..
+                } => {
+                    resync = Some((uid_validity.get(), mod_sequence_value.get(), known_uids.clone()));
                 }
             }
         }
@@ -61,7 +71,8 @@ impl ImapSession {
                 }
             }
         };
-        let view = MailboxView::new(&info, metas, first_recent, read_only);
+        let mut view = MailboxView::new(&info, metas, first_recent, read_only);
+        view.qresync = self.qresync;
         view.push_flags_responses(out);
         out.extend_from_slice(format!("* {} EXISTS\r\n", view.exists()).as_bytes());
         out.extend_from_slice(format!("* {} RECENT\r\n", view.recent_count()).as_bytes());
@@ -75,6 +86,12 @@ impl ImapSession {
                 format!("* OK [HIGHESTMODSEQ {}] Highest\r\n", view.highest_modseq).as_bytes(),
             );
         }
+        // A cache from another UIDVALIDITY is no cache: the parameter is ignored.
+        if let Some((_, since, known)) = resync.filter(|r| r.0 == view.uid_validity) {
+            if let Err(err) = self.resynchronise(&account, &view, since, known.as_ref(), out) {
+                return backend_no(out, tag, &err);
+            }
+        }
         let code = if read_only { "READ-ONLY" } else { "READ-WRITE" };
         let verb = if examine { "EXAMINE" } else { "SELECT" };
         out.extend_from_slice(format!("{tag} OK [{code}] {verb} completed\r\n").as_bytes());
@@ -83,6 +100,43 @@ impl ImapSession {
             view: Box::new(view),
         };
         Flow::Continue
+    }
+
+    /// SELECT (QRESYNC ...) with the client's UIDVALIDITY (RFC 7162 §3.2.5): the UIDs
+    /// expunged since its modseq (of those it says it knows) as `VANISHED (EARLIER)`,
+    /// then FETCH of every message changed since. The store keeps every expunge, so
+    /// `seq-match-data` (for servers that do not) is not needed and not read.
+    fn resynchronise(
+        &self,
+        account: &Account,
+        view: &MailboxView,
+        since: u64,
+        known: Option<&imap_codec::imap_types::sequence::SequenceSet>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), BackendError> {
+        let star = view.uid_next.saturating_sub(1);
+        let mut vanished: Vec<u32> = self
+            .store
+            .expunged_since(account, view.id, since)?
+            .into_iter()
+            // Later expunges are the view's to report, as VANISHED without EARLIER.
+            .filter(|&(modseq, _)| modseq <= view.highest_modseq)
+            .map(|(_, uid)| uid)
+            .filter(|&uid| known.is_none_or(|k| super::view::set_contains(k, uid, star)))
+            .collect();
+        vanished.sort_unstable();
+        vanished.dedup();
+        if !vanished.is_empty() {
+            super::view::push_vanished(out, &vanished, true);
+        }
+        for (i, m) in view.messages.iter().enumerate() {
+            if m.meta.modseq > since {
+                out.extend_from_slice(format!("* {} FETCH (UID {} FLAGS ", i + 1, m.meta.uid).as_bytes());
+                text::push_flags(out, &m.meta.flags, m.recent);
+                out.extend_from_slice(format!(" MODSEQ ({}))\r\n", m.meta.modseq).as_bytes());
+            }
+        }
+        Ok(())
     }
 
     pub(super) fn close_mailbox(&mut self, expunge: bool) {

@@ -12,7 +12,7 @@
 //!                  └────────────── LOGOUT (any state) ──────────> Logout
 //! ```
 //! (RFC 3501 §3 and §6; SORT, THREAD RFC 5256, 5957, 5267; QUOTA RFC 9208; STATUS=SIZE
-//! RFC 8438; COMPRESS RFC 4978; IDLE RFC 2177; ENABLE RFC 5161; CONDSTORE RFC 7162 §3.1;
+//! RFC 8438; COMPRESS RFC 4978; IDLE RFC 2177; ENABLE RFC 5161; CONDSTORE and QRESYNC RFC 7162; MULTIAPPEND RFC 3502;
 //! UIDPLUS RFC 4315; MOVE RFC 6851; SPECIAL-USE RFC 6154; LITERAL+ RFC 7888; ID RFC 2971;
 //! NAMESPACE RFC 2342; UNSELECT RFC 3691; CHILDREN RFC 3348; APPENDLIMIT RFC 7889.)
 //!
@@ -29,7 +29,7 @@
 //! |---|---|
 //! | `login.rs` | LOGIN, AUTHENTICATE |
 //! | `mailboxes.rs` | SELECT, EXAMINE, CLOSE, UNSELECT, CREATE, DELETE, RENAME, SUBSCRIBE, LIST, LSUB, STATUS |
-//! | `append.rs` | APPEND |
+//! | `append.rs` | APPEND, MULTIAPPEND |
 //! | `idle.rs` | IDLE, DONE, pushes during IDLE |
 //! | `fetch.rs` | FETCH, UID FETCH |
 //! | `store.rs` | STORE, UID STORE |
@@ -55,8 +55,11 @@
 //! SORT and THREAD (RFC 5256), SORT=DISPLAY (RFC 5957) and ESORT (RFC 5267) read the
 //! per-message keys the store keeps beside each body (`message::MessageSummary`).
 //!
-//! Not offered (so not advertised): QRESYNC, BINARY, QUOTASET, METADATA,
-//! CONTEXT=SEARCH/SORT, UTF8=ACCEPT, multi-APPEND, SEARCHRES (`RETURN (SAVE)`).
+//! QRESYNC (RFC 7162 §3.2): VANISHED replaces EXPUNGE once enabled (`view`), SELECT
+//! (QRESYNC ...) in `mailboxes.rs`, UID FETCH (VANISHED) in `fetch.rs`.
+//!
+//! Not offered (so not advertised): BINARY, QUOTASET, METADATA,
+//! CONTEXT=SEARCH/SORT, UTF8=ACCEPT, SEARCHRES (`RETURN (SAVE)`).
 
 mod append;
 pub mod backend;
@@ -78,6 +81,12 @@ mod store;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests;
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests_append;
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests_qresync;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests_quota;
@@ -238,6 +247,9 @@ pub struct ImapSession {
     framer: Framer,
     /// ENABLE CONDSTORE or SELECT (CONDSTORE) seen (RFC 7162 §3.1).
     condstore: bool,
+    /// ENABLE QRESYNC seen (RFC 7162 §3.2.3): VANISHED instead of EXPUNGE, SELECT
+    /// (QRESYNC ...), UID FETCH (VANISHED). Implies `condstore`.
+    qresync: bool,
     /// COMPRESS=DEFLATE is on (RFC 4978); a second COMPRESS is refused.
     compressing: bool,
     bad_commands: u32,
@@ -263,6 +275,7 @@ impl ImapSession {
             mode: Mode::Command,
             framer: Framer::default(),
             condstore: false,
+            qresync: false,
             compressing: false,
             bad_commands: 0,
             auth_failures: 0,
@@ -423,7 +436,11 @@ impl ImapSession {
         }
         if let Some((length, non_sync)) = literal_announcement(line) {
             let tag = tag_of(self.framer.command());
-            if length > u64::from(max_literal) {
+            // A literal must fit, and so must the command with it: a MULTIAPPEND of
+            // many literals stays within `max_command` in memory.
+            let fits_command =
+                (self.framer.command().len() as u64).saturating_add(length) <= max_command as u64;
+            if length > u64::from(max_literal) || !fits_command {
                 self.framer.clear_command();
                 if non_sync {
                     // The octets are already on their way; we cannot skip them safely.
@@ -440,7 +457,9 @@ impl ImapSession {
                     Err(CommandDecodeError::LiteralFound { .. } | CommandDecodeError::Incomplete) => {
                         out.extend_from_slice(b"+ OK\r\n");
                     }
-                    _ if extended::is_extended_form(self.framer.command()) => {
+                    _ if extended::is_extended_form(self.framer.command())
+                        || append::is_append(self.framer.command()) =>
+                    {
                         out.extend_from_slice(b"+ OK\r\n");
                     }
                     _ => {
@@ -466,10 +485,19 @@ impl ImapSession {
             }
             Err(_) => match extended::parse(&command) {
                 Some(ext) => self.dispatch_extended(ext, out),
-                None => {
-                    let tag = tag_of(&command);
-                    self.bad(out, &tag, "Invalid or unknown command")
-                }
+                None => match append::parse_append(&command) {
+                    Some(Ok(parsed)) => {
+                        let mark = out.len();
+                        let flow = self.append_extended(&command, parsed, out);
+                        self.report_changes_before_tagged(out, mark);
+                        flow
+                    }
+                    Some(Err(tag)) => self.bad(out, &tag, "Invalid APPEND arguments"),
+                    None => {
+                        let tag = tag_of(&command);
+                        self.bad(out, &tag, "Invalid or unknown command")
+                    }
+                },
             },
         };
         // A spool the command did not use (it failed to parse) is not the next one's.
@@ -502,8 +530,8 @@ impl ImapSession {
         }
         caps.push_str(
             " ID ENABLE IDLE NAMESPACE UNSELECT CHILDREN UIDPLUS MOVE SPECIAL-USE LIST-EXTENDED \
-             LIST-STATUS ESEARCH CONDSTORE SORT SORT=DISPLAY ESORT THREAD=ORDEREDSUBJECT \
-             THREAD=REFERENCES STATUS=SIZE QUOTA QUOTA=RES-STORAGE",
+             LIST-STATUS ESEARCH CONDSTORE QRESYNC SORT SORT=DISPLAY ESORT THREAD=ORDEREDSUBJECT \
+             THREAD=REFERENCES STATUS=SIZE QUOTA QUOTA=RES-STORAGE MULTIAPPEND",
         );
         if !matches!(self.state, State::NotAuthenticated) && !self.compressing {
             caps.push_str(" COMPRESS=DEFLATE");
@@ -613,15 +641,30 @@ impl ImapSession {
                 return self.bad(out, tag, "Already authenticated");
             }
             (_, C::Enable { capabilities }) => {
-                let condstore = capabilities
-                    .as_ref()
-                    .iter()
-                    .any(|c| matches!(c, CapabilityEnable::CondStore));
+                let mut condstore = false;
+                let mut qresync = false;
+                for c in capabilities.as_ref() {
+                    match c {
+                        CapabilityEnable::CondStore => condstore = true,
+                        other if other.to_string().eq_ignore_ascii_case("QRESYNC") => qresync = true,
+                        _ => {}
+                    }
+                }
+                // ENABLED lists what this command turned on (RFC 5161 §3.2).
+                let mut enabled = String::from("* ENABLED");
                 if condstore && !self.condstore {
-                    out.extend_from_slice(b"* ENABLED CONDSTORE\r\n");
+                    enabled.push_str(" CONDSTORE");
+                }
+                if qresync && !self.qresync {
+                    enabled.push_str(" QRESYNC");
+                }
+                enabled.push_str("\r\n");
+                out.extend_from_slice(enabled.as_bytes());
+                if qresync {
+                    self.enable_qresync();
+                }
+                if condstore || qresync {
                     self.enable_condstore(out);
-                } else {
-                    out.extend_from_slice(b"* ENABLED\r\n");
                 }
                 ok(out, tag, "ENABLE completed")
             }
@@ -937,6 +980,15 @@ impl ImapSession {
             out.extend_from_slice(
                 format!("* OK [HIGHESTMODSEQ {}] Highest\r\n", view.highest_modseq).as_bytes(),
             );
+        }
+    }
+
+    /// Turns QRESYNC on (RFC 7162 §3.2.3); the selected view, if any, reports expunges
+    /// as VANISHED from now on.
+    fn enable_qresync(&mut self) {
+        self.qresync = true;
+        if let State::Selected { view, .. } = &mut self.state {
+            view.qresync = true;
         }
     }
 

@@ -52,8 +52,8 @@ fn greeting_and_capabilities_depend_on_tls() {
     assert_eq!(
         g,
         "* OK [CAPABILITY IMAP4rev1 LITERAL+ SASL-IR STARTTLS LOGINDISABLED ID ENABLE IDLE \
-         NAMESPACE UNSELECT CHILDREN UIDPLUS MOVE SPECIAL-USE LIST-EXTENDED LIST-STATUS ESEARCH CONDSTORE SORT SORT=DISPLAY ESORT \
-         THREAD=ORDEREDSUBJECT THREAD=REFERENCES STATUS=SIZE QUOTA QUOTA=RES-STORAGE APPENDLIMIT=52428800] \
+         NAMESPACE UNSELECT CHILDREN UIDPLUS MOVE SPECIAL-USE LIST-EXTENDED LIST-STATUS ESEARCH CONDSTORE QRESYNC SORT SORT=DISPLAY ESORT \
+         THREAD=ORDEREDSUBJECT THREAD=REFERENCES STATUS=SIZE QUOTA QUOTA=RES-STORAGE MULTIAPPEND APPENDLIMIT=52428800] \
          mx.example.com Understudy IMAP4rev1 ready\r\n"
     );
     assert_eq!(
@@ -70,8 +70,8 @@ fn greeting_and_capabilities_depend_on_tls() {
     assert_eq!(
         r,
         "* CAPABILITY IMAP4rev1 LITERAL+ SASL-IR AUTH=PLAIN AUTH=LOGIN ID ENABLE IDLE \
-         NAMESPACE UNSELECT CHILDREN UIDPLUS MOVE SPECIAL-USE LIST-EXTENDED LIST-STATUS ESEARCH CONDSTORE SORT SORT=DISPLAY ESORT \
-         THREAD=ORDEREDSUBJECT THREAD=REFERENCES STATUS=SIZE QUOTA QUOTA=RES-STORAGE APPENDLIMIT=52428800\r\n\
+         NAMESPACE UNSELECT CHILDREN UIDPLUS MOVE SPECIAL-USE LIST-EXTENDED LIST-STATUS ESEARCH CONDSTORE QRESYNC SORT SORT=DISPLAY ESORT \
+         THREAD=ORDEREDSUBJECT THREAD=REFERENCES STATUS=SIZE QUOTA QUOTA=RES-STORAGE MULTIAPPEND APPENDLIMIT=52428800\r\n\
          c OK CAPABILITY completed\r\n"
     );
     // Trusted network: plaintext login allowed without TLS.
@@ -98,8 +98,8 @@ fn login_and_authenticate() {
     assert_eq!(
         r,
         "c OK [CAPABILITY IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT \
-         CHILDREN UIDPLUS MOVE SPECIAL-USE LIST-EXTENDED LIST-STATUS ESEARCH CONDSTORE SORT SORT=DISPLAY ESORT \
-         THREAD=ORDEREDSUBJECT THREAD=REFERENCES STATUS=SIZE QUOTA QUOTA=RES-STORAGE COMPRESS=DEFLATE APPENDLIMIT=52428800] Logged in\r\n"
+         CHILDREN UIDPLUS MOVE SPECIAL-USE LIST-EXTENDED LIST-STATUS ESEARCH CONDSTORE QRESYNC SORT SORT=DISPLAY ESORT \
+         THREAD=ORDEREDSUBJECT THREAD=REFERENCES STATUS=SIZE QUOTA QUOTA=RES-STORAGE MULTIAPPEND COMPRESS=DEFLATE APPENDLIMIT=52428800] Logged in\r\n"
     );
     assert_eq!(send(&mut s, "d LOGIN x y\r\n"), "d BAD Already authenticated\r\n");
 
@@ -753,8 +753,8 @@ fn starttls_discards_pipelined_plaintext() {
     assert_eq!(
         send(&mut s, "c CAPABILITY\r\n"),
         "* CAPABILITY IMAP4rev1 LITERAL+ SASL-IR AUTH=PLAIN AUTH=LOGIN ID ENABLE IDLE \
-         NAMESPACE UNSELECT CHILDREN UIDPLUS MOVE SPECIAL-USE LIST-EXTENDED LIST-STATUS ESEARCH CONDSTORE SORT SORT=DISPLAY ESORT \
-         THREAD=ORDEREDSUBJECT THREAD=REFERENCES STATUS=SIZE QUOTA QUOTA=RES-STORAGE APPENDLIMIT=52428800\r\n\
+         NAMESPACE UNSELECT CHILDREN UIDPLUS MOVE SPECIAL-USE LIST-EXTENDED LIST-STATUS ESEARCH CONDSTORE QRESYNC SORT SORT=DISPLAY ESORT \
+         THREAD=ORDEREDSUBJECT THREAD=REFERENCES STATUS=SIZE QUOTA QUOTA=RES-STORAGE MULTIAPPEND APPENDLIMIT=52428800\r\n\
          c OK CAPABILITY completed\r\n"
     );
     assert_eq!(send(&mut s, "d STARTTLS\r\n"), "d BAD TLS not available\r\n");
@@ -1125,13 +1125,14 @@ fn literals_before_login_are_small() {
         &format!("b APPEND INBOX {{{}+}}\r\n{body}\r\n", body.len()),
     );
     assert!(r.starts_with("b OK [APPENDUID"), "{r}");
-    // Many small literals in one command before login: the command is bounded too.
+    // Many small literals in one command before login: the command is bounded too, and
+    // the literal that would pass the bound is refused before it is read.
     let mut s = session_with(&store, info(true, false));
     s.greeting();
     let chunk = format!("{{8000+}}\r\n{}", "y".repeat(8000));
     let out = s.receive(format!("c LOGIN {}\r\n", chunk.repeat(20)).as_bytes());
     assert_eq!(out.action, Action::Close);
-    assert!(String::from_utf8_lossy(&out.bytes).contains("Command too long"));
+    assert!(String::from_utf8_lossy(&out.bytes).contains("c BAD [TOOBIG] Literal too big"));
 }
 
 /// `MockAuth` with the account's access `read-only`.

@@ -44,6 +44,45 @@ pub struct MailboxView {
     announced_recent: u32,
     /// Keywords in the FLAGS last told to the client (never shrinks while selected).
     keywords: Vec<String>,
+    /// QRESYNC is on: expunges go out as `* VANISHED uid-set` (RFC 7162 §3.2.10).
+    pub qresync: bool,
+    /// Lowest modseq of an expunge seen but held back (messages still `gone`): while
+    /// one is held, a CONDSTORE client is told a HIGHESTMODSEQ below it, so a client
+    /// that drops the connection resynchronises from before it (RFC 7162 §3.2).
+    held_expunge_modseq: Option<u64>,
+}
+
+/// Most UID ranges in one VANISHED response; more go out in further responses, so no
+/// line grows with the mailbox (RFC 7162 §4 suggests 8192 octets a line).
+const MAX_VANISHED_RANGES: usize = 500;
+
+/// `* VANISHED [(EARLIER) ]uid-set` responses for `uids` (ascending, no duplicates).
+pub fn push_vanished(out: &mut Vec<u8>, uids: &[u32], earlier: bool) {
+    let mut ranges: Vec<(u32, u32)> = Vec::new();
+    for &uid in uids {
+        match ranges.last_mut() {
+            Some((_, end)) if end.checked_add(1) == Some(uid) => *end = uid,
+            _ => ranges.push((uid, uid)),
+        }
+    }
+    for chunk in ranges.chunks(MAX_VANISHED_RANGES) {
+        out.extend_from_slice(if earlier {
+            b"* VANISHED (EARLIER) "
+        } else {
+            b"* VANISHED "
+        });
+        for (n, (start, end)) in chunk.iter().enumerate() {
+            if n > 0 {
+                out.push(b',');
+            }
+            if start == end {
+                out.extend_from_slice(start.to_string().as_bytes());
+            } else {
+                out.extend_from_slice(format!("{start}:{end}").as_bytes());
+            }
+        }
+        out.extend_from_slice(b"\r\n");
+    }
 }
 
 /// `\Answered \Flagged ...`: the system flags every mailbox offers.
@@ -81,6 +120,8 @@ impl MailboxView {
             announced_exists: exists,
             announced_recent: 0,
             keywords,
+            qresync: false,
+            held_expunge_modseq: None,
         };
         view.announced_recent = view.recent_count();
         view
@@ -204,6 +245,8 @@ impl MailboxView {
                 ChangeKind::Expunged => {
                     if let Some(i) = self.index_of_uid(change.uid) {
                         self.messages[i].gone = true;
+                        let held = self.held_expunge_modseq.get_or_insert(change.modseq);
+                        *held = (*held).min(change.modseq);
                     }
                 }
                 ChangeKind::Added | ChangeKind::FlagsChanged => {
@@ -278,26 +321,43 @@ impl MailboxView {
             }
         }
         self.announce_counts(out);
+        if condstore && !allow_expunge {
+            if let Some(held) = self.held_expunge_modseq {
+                let safe = held.saturating_sub(1).min(self.highest_modseq);
+                out.extend_from_slice(format!("* OK [HIGHESTMODSEQ {safe}] Highest\r\n").as_bytes());
+            }
+        }
     }
 
-    /// Sends `* n EXPUNGE` for every message gone from the store, highest sequence
-    /// number first so the numbers stay right for the client as it applies them.
+    /// Tells the client of every message gone from the store: `* n EXPUNGE` highest
+    /// sequence number first, so the numbers stay right for the client as it applies
+    /// them, or with QRESYNC one `* VANISHED` of their UIDs.
     pub fn announce_expunges(&mut self, out: &mut Vec<u8>) {
         // Going down, each number is still right when the client applies it; one
         // `retain` afterwards keeps a mass expunge linear.
         let mut any = false;
+        let mut vanished = Vec::new();
         for i in (0..self.messages.len()).rev() {
             if self.messages[i].gone {
                 any = true;
                 if (i as u32) < self.announced_exists {
-                    out.extend_from_slice(format!("* {} EXPUNGE\r\n", i + 1).as_bytes());
+                    if self.qresync {
+                        vanished.push(self.messages[i].meta.uid);
+                    } else {
+                        out.extend_from_slice(format!("* {} EXPUNGE\r\n", i + 1).as_bytes());
+                    }
                     self.announced_exists -= 1;
                 }
             }
         }
+        if !vanished.is_empty() {
+            vanished.reverse();
+            push_vanished(out, &vanished, false);
+        }
         if any {
             self.messages.retain(|m| !m.gone);
         }
+        self.held_expunge_modseq = None;
     }
 
     fn announce_counts(&mut self, out: &mut Vec<u8>) {

@@ -375,6 +375,27 @@ impl ImapBackend for MockStore {
         );
         Ok((mb.info.uid_validity, uid))
     }
+    fn append_many(
+        &self,
+        _: &Account,
+        mailbox: MailboxId,
+        messages: &[crate::imap::backend::AppendMessage<'_>],
+    ) -> Result<(u32, Vec<u32>), BackendError> {
+        // One lock: all or none, as the store's one batch.
+        let mut st = self.state.lock().unwrap();
+        let mb = st.by_id(mailbox)?;
+        let uids = messages
+            .iter()
+            .map(|m| {
+                mb.add(
+                    m.message.to_vec(),
+                    m.flags.clone(),
+                    m.internal_date.unwrap_or((1_700_000_000, 0)),
+                )
+            })
+            .collect();
+        Ok((mb.info.uid_validity, uids))
+    }
     fn store_flags(
         &self,
         _: &Account,

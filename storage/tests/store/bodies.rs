@@ -1,5 +1,5 @@
-//! Property test of body reference counting: random interleavings of deliver, APPEND,
-//! COPY, MOVE (also into the same mailbox), expunge, queue completion and mailbox
+//! Property test of body reference counting: random interleavings of deliver, APPEND
+//! (one message, or several in one batch), COPY, MOVE (also into the same mailbox), expunge, queue completion and mailbox
 //! deletion, with bodies repeated on purpose, from several threads at once, with the
 //! store reopened between rounds and, in a second test, SIGKILLed at a random point of
 //! the workload. After every round: every message record's body exists and every
@@ -151,9 +151,24 @@ fn step(store: &Store, users: &[u64], rng: &mut Rng) {
                 summary: "property test".into(),
             });
         }
-        2 => {
+        2 if rng.chance(50) => {
             let body = body(rng);
             let _ = store.append(user, pick(rng), &body, 0, &[], None);
+        }
+        2 => {
+            // MULTIAPPEND: one batch, the first body repeated on purpose.
+            let bodies: Vec<Vec<u8>> = (0..1 + rng.below(3)).map(|_| body(rng)).collect();
+            let messages: Vec<NewMessage<'_>> = bodies
+                .iter()
+                .chain(bodies.first())
+                .map(|body| NewMessage {
+                    body,
+                    flags: 0,
+                    keywords: &[],
+                    internal_date: None,
+                })
+                .collect();
+            let _ = store.append_many(user, pick(rng), &messages);
         }
         3 => {
             let from = pick(rng);
