@@ -2,7 +2,7 @@
 //! `imapclient` on mail delivered over SMTP (so the keys come from the summaries the
 //! store wrote with each body), from two connections (the second one served from the
 //! shared cache); QUOTA and STATUS=SIZE with `imapclient`; QRESYNC with `imapclient`
-//! (and its imaplib for the SELECT parameter it lacks); MULTIAPPEND with `imapclient`; COMPRESS=DEFLATE with
+//! (and its imaplib for the SELECT parameter it lacks); MULTIAPPEND and BINARY with `imapclient`; COMPRESS=DEFLATE with
 //! Python's `zlib` (raw DEFLATE) on a TLS socket, since no Python IMAP library speaks it.
 
 use crate::harness::*;
@@ -227,6 +227,52 @@ c.logout()
         "{out}"
     );
     assert_eq!(out.lines().filter(|l| l.starts_with("msg ")).count(), 3, "{out}");
+}
+
+#[test]
+fn imapclient_fetches_decoded_binary_parts() {
+    let server = TestServer::start();
+    let script = r#"
+import imapclient, ssl, sys, smtplib, base64
+CA, PORT, PORT_SMTP = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+# No NUL: imapclient reads no literal8, which the server uses only for data with NUL
+# (the session tests cover that).
+pdf = bytes(range(1, 256)) * 4
+mail = (b"From: bob@example.net\r\nTo: anna@example.com\r\nSubject: report\r\nMIME-Version: 1.0\r\n"
+        b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        b"Content-Transfer-Encoding: quoted-printable\r\n\r\nVoil=C3=A0 le rapport=\r\n.\r\n--b\r\n"
+        b"Content-Type: application/pdf\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        + base64.encodebytes(pdf).replace(b"\n", b"\r\n") + b"--b--\r\n")
+with smtplib.SMTP("127.0.0.1", PORT_SMTP, timeout=30) as s:
+    s.sendmail("bob@example.net", ["anna@example.com"], mail)
+ctx = ssl.create_default_context(cafile=CA)
+c = imapclient.IMAPClient("127.0.0.1", port=PORT, ssl=True, ssl_context=ctx, timeout=30)
+c.login("anna@example.com", "Correct1horse")
+print("caps", b"BINARY" in c.capabilities())
+c.select_folder("INBOX")
+d = c.fetch([1], ["BINARY.PEEK[1]", "BINARY.SIZE[2]", "FLAGS"])[1]
+print("text", d[b"BINARY[1]"].decode("utf-8"))
+print("size", d[b"BINARY.SIZE[2]"], len(pdf), d[b"FLAGS"])
+d = c.fetch([1], ["BINARY[2]<0.1000>"])[1]
+print("pdf", d[b"BINARY[2]<0>"] == pdf[:1000], c.get_flags([1])[1])
+c.logout()
+"#;
+    let out = python_ok(
+        script,
+        &[
+            ca_cert().display().to_string(),
+            server.addr("imaps").port().to_string(),
+            server.addr("smtp").port().to_string(),
+        ],
+    );
+    for want in [
+        "caps True",
+        "text Voilà le rapport.",
+        "size 1020 1020 (b'\\\\Recent',)",
+        "pdf True (b'\\\\Seen', b'\\\\Recent')",
+    ] {
+        assert!(out.lines().any(|l| l == want), "no {want:?} in:\n{out}");
+    }
 }
 
 #[test]

@@ -96,14 +96,6 @@ impl ImapSession {
         let State::Selected { account, view } = &mut self.state else {
             return Flow::Continue;
         };
-        if names.iter().any(|n| {
-            matches!(
-                n,
-                MessageDataItemName::Binary { .. } | MessageDataItemName::BinarySize { .. }
-            )
-        }) {
-            return self.bad(out, tag, "BINARY not supported");
-        }
         // With QRESYNC every FETCH carries UID, so a client can key each by UID.
         if (uid || self.qresync) && !names.contains(&MessageDataItemName::Uid) {
             names.insert(0, MessageDataItemName::Uid);
@@ -145,6 +137,8 @@ impl ImapSession {
                     | MessageDataItemName::Rfc822
                     | MessageDataItemName::Rfc822Header
                     | MessageDataItemName::Rfc822Text
+                    | MessageDataItemName::Binary { .. }
+                    | MessageDataItemName::BinarySize { .. }
             )
         });
         let sets_seen = !view.read_only
@@ -152,11 +146,13 @@ impl ImapSession {
                 matches!(
                     n,
                     MessageDataItemName::BodyExt { peek: false, .. }
+                        | MessageDataItemName::Binary { peek: false, .. }
                         | MessageDataItemName::Rfc822
                         | MessageDataItemName::Rfc822Text
                 )
             });
         let codec = ResponseCodec::default();
+        let mut unknown_cte = false;
         let (start, mut expunged, mut failed) = match resume {
             Some(p) => (p.next, p.expunged, p.failed),
             None => (0, false, false),
@@ -204,6 +200,16 @@ impl ImapSession {
             } else {
                 None
             };
+            let parsed = body.as_deref().map(ParsedMessage::parse);
+            // BINARY items decoded first: a part we cannot decode fails the message
+            // before \Seen is set (RFC 3516 §4.3).
+            let binaries = match binary_items(&names, parsed.as_ref()) {
+                Ok(b) => b,
+                Err(message::UnknownCte) => {
+                    unknown_cte = true;
+                    continue;
+                }
+            };
             let mut seen_now = false;
             if sets_seen && !view.messages[i].meta.flags.has(Flags::SEEN) {
                 let seen = Flags {
@@ -227,10 +233,22 @@ impl ImapSession {
                 view.announce_keywords([&flags], out);
             }
             let m = &view.messages[i];
-            let parsed = body.as_deref().map(ParsedMessage::parse);
             let mut items: Vec<MessageDataItem<'static>> = Vec::with_capacity(names.len() + 1);
-            for name in &names {
-                if let Some(item) = fetch_item(name, &m.meta, m.recent, parsed.as_ref(), body.as_deref()) {
+            // Where each BINARY[..] value goes among the items (imap-codec's item has
+            // no <origin>, so those are written here, `push_fetch_with_binary`).
+            let mut raw_items: Vec<(usize, Vec<u8>)> = Vec::new();
+            for (n, name) in names.iter().enumerate() {
+                if let Some(piece) = binaries.get(&n) {
+                    match piece {
+                        BinaryPiece::Raw(bytes) => raw_items.push((items.len(), bytes.clone())),
+                        BinaryPiece::Size(section, size) => items.push(MessageDataItem::BinarySize {
+                            section: section.clone(),
+                            size: *size,
+                        }),
+                    }
+                } else if let Some(item) =
+                    fetch_item(name, &m.meta, m.recent, parsed.as_ref(), body.as_deref())
+                {
                     items.push(item);
                 }
             }
@@ -249,14 +267,23 @@ impl ImapSession {
                     }
                 }
             }
-            let (Some(seq), Ok(items)) = (NonZeroU32::new(i as u32 + 1), Vec1::try_from(items)) else {
+            let Some(seq) = NonZeroU32::new(i as u32 + 1) else {
+                continue;
+            };
+            if !raw_items.is_empty() {
+                push_fetch_with_binary(out, &codec, seq, items, raw_items);
+                continue;
+            }
+            let Ok(items) = Vec1::try_from(items) else {
                 continue;
             };
             let response = Response::Data(Data::Fetch { seq, items });
             out.extend_from_slice(&codec.encode(&response).dump());
         }
         self.catch_up(uid, out);
-        if failed {
+        if unknown_cte {
+            no(out, tag, "[UNKNOWN-CTE] Cannot decode a part's transfer encoding");
+        } else if failed {
             no(
                 out,
                 tag,
@@ -372,8 +399,96 @@ pub(super) fn fetch_item(
                 data: nstring(data),
             }
         }
+        // Decoded beforehand (`binary_items`).
         MessageDataItemName::Binary { .. } | MessageDataItemName::BinarySize { .. } => return None,
     })
+}
+
+/// A BINARY item decoded: the value as written (`BINARY[1]<0> ~{n}` + octets), or a
+/// BINARY.SIZE item.
+enum BinaryPiece {
+    Raw(Vec<u8>),
+    Size(Vec<NonZeroU32>, u32),
+}
+
+/// Decodes every BINARY[..] and BINARY.SIZE[..] item asked for, by its index in `names`.
+fn binary_items(
+    names: &[MessageDataItemName<'_>],
+    parsed: Option<&ParsedMessage<'_>>,
+) -> Result<std::collections::HashMap<usize, BinaryPiece>, message::UnknownCte> {
+    let mut out = std::collections::HashMap::new();
+    let Some(parsed) = parsed else {
+        return Ok(out);
+    };
+    for (n, name) in names.iter().enumerate() {
+        match name {
+            MessageDataItemName::Binary { section, partial, .. } => {
+                let mut data = message::binary_section(parsed, section)?;
+                let mut raw = format!("BINARY[{}]", dotted(section)).into_bytes();
+                if let Some((origin, len)) = partial {
+                    let start = (*origin as usize).min(data.len());
+                    let end = start.saturating_add(len.get() as usize).min(data.len());
+                    data = data[start..end].to_vec();
+                    raw.extend_from_slice(format!("<{origin}>").as_bytes());
+                }
+                // literal8 only where a literal cannot carry the octets (NUL).
+                let marker = if data.contains(&0) { "~" } else { "" };
+                raw.extend_from_slice(format!(" {marker}{{{}}}\r\n", data.len()).as_bytes());
+                raw.extend_from_slice(&data);
+                out.insert(n, BinaryPiece::Raw(raw));
+            }
+            MessageDataItemName::BinarySize { section } => {
+                let size = message::binary_section(parsed, section)?.len();
+                let size = u32::try_from(size).unwrap_or(u32::MAX);
+                out.insert(n, BinaryPiece::Size(section.clone(), size));
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+fn dotted(section: &[NonZeroU32]) -> String {
+    section
+        .iter()
+        .map(|n| n.to_string())
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// `* seq FETCH (...)` with BINARY values written by hand at their places among the
+/// other items, each of which imap-codec encodes on its own.
+fn push_fetch_with_binary(
+    out: &mut Vec<u8>,
+    codec: &ResponseCodec,
+    seq: NonZeroU32,
+    items: Vec<MessageDataItem<'static>>,
+    raw_items: Vec<(usize, Vec<u8>)>,
+) {
+    let prefix = format!("* {seq} FETCH (");
+    let mut pieces: Vec<Vec<u8>> = Vec::with_capacity(items.len() + raw_items.len());
+    let mut raw = raw_items.into_iter().peekable();
+    for (n, item) in items.into_iter().enumerate() {
+        while let Some((_, bytes)) = raw.next_if(|(at, _)| *at == n) {
+            pieces.push(bytes);
+        }
+        let response = Response::Data(Data::Fetch {
+            seq,
+            items: Vec1::from(item),
+        });
+        let encoded = codec.encode(&response).dump();
+        // Exactly `* seq FETCH (` item `)` CRLF.
+        if let Some(item) = encoded
+            .strip_prefix(prefix.as_bytes())
+            .and_then(|rest| rest.strip_suffix(b")\r\n"))
+        {
+            pieces.push(item.to_vec());
+        }
+    }
+    pieces.extend(raw.map(|(_, bytes)| bytes));
+    out.extend_from_slice(prefix.as_bytes());
+    out.extend_from_slice(&pieces.join(&b' '));
+    out.extend_from_slice(b")\r\n");
 }
 
 pub(super) mod bounded_static_free {

@@ -40,12 +40,14 @@ pub const MAX_DEPTH: usize = 100;
 /// At most this many MIME entities are split out of one message.
 pub const MAX_PARTS: usize = 10_000;
 
+mod binary;
 mod envelope;
 mod search;
 mod section;
 mod structure;
 mod summary;
 
+pub use binary::{binary_section, UnknownCte};
 pub use envelope::envelope;
 pub use search::{is_content_key, matches_content};
 pub use section::section;
