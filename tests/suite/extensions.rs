@@ -2,7 +2,8 @@
 //! `imapclient` on mail delivered over SMTP (so the keys come from the summaries the
 //! store wrote with each body), from two connections (the second one served from the
 //! shared cache); QUOTA and STATUS=SIZE with `imapclient`; QRESYNC with `imapclient`
-//! (and its imaplib for the SELECT parameter it lacks); MULTIAPPEND and BINARY with `imapclient`; COMPRESS=DEFLATE with
+//! (and its imaplib for the SELECT parameter it lacks); MULTIAPPEND and BINARY with `imapclient`;
+//! CATENATE through imapclient's imaplib connection (no Python library speaks it); COMPRESS=DEFLATE with
 //! Python's `zlib` (raw DEFLATE) on a TLS socket, since no Python IMAP library speaks it.
 
 use crate::harness::*;
@@ -273,6 +274,53 @@ c.logout()
     ] {
         assert!(out.lines().any(|l| l == want), "no {want:?} in:\n{out}");
     }
+}
+
+#[test]
+fn catenate_rebuilds_a_delivered_message_from_its_header_and_text_urls() {
+    let server = TestServer::start();
+    crate::pop3::deliver_samples(&server, 1);
+    // No Python library speaks CATENATE: the APPEND goes through imapclient's imaplib
+    // connection (URL parts need no literal), the result is read back with imapclient.
+    let script = r#"
+import imapclient, ssl, sys
+CA, PORT = sys.argv[1], int(sys.argv[2])
+ctx = ssl.create_default_context(cafile=CA)
+c = imapclient.IMAPClient("127.0.0.1", port=PORT, ssl=True, ssl_context=ctx, timeout=30)
+c.login("anna@example.com", "Correct1horse")
+print("caps", b"CATENATE" in c.capabilities())
+validity = c.select_folder("INBOX")[b"UIDVALIDITY"]
+original = c.fetch([1], ["BODY.PEEK[]"])[1][b"BODY[]"]
+typ, data = c._imap._simple_command("APPEND", 'Drafts CATENATE (URL "/INBOX;UIDVALIDITY=%d/;UID=1/;SECTION=HEADER" '
+                                    'URL "imap://anna%%40example.com@localhost/INBOX/;UID=1/;SECTION=TEXT")' % validity)
+print("append", typ, c._imap.untagged_responses.get("APPENDUID") or data)
+typ, data = c._imap._simple_command("APPEND", 'Drafts CATENATE (URL "/INBOX;UIDVALIDITY=%d/;UID=1")' % (validity + 1))
+print("stale", typ, data)
+c.select_folder("Drafts", readonly=True)
+copy = c.fetch(c.search(), ["BODY.PEEK[]"])
+print("copies", len(copy), list(copy.values())[0][b"BODY[]"] == original)
+c.logout()
+"#;
+    let out = python_ok(
+        script,
+        &[
+            ca_cert().display().to_string(),
+            server.addr("imaps").port().to_string(),
+        ],
+    );
+    let line = |prefix: &str| {
+        out.lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix:?} line in:\n{out}"))
+            .to_string()
+    };
+    assert_eq!(line("caps"), "caps True");
+    assert!(line("append").starts_with("append OK"), "{out}");
+    assert!(
+        line("stale").starts_with("stale NO [b'[BADURL /INBOX;UIDVALIDITY="),
+        "{out}"
+    );
+    assert_eq!(line("copies"), "copies 1 True");
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! APPEND (RFC 3501 §6.3.11, UIDPLUS APPENDUID RFC 4315, APPENDLIMIT RFC 7889): big
 //! message literals go to the backend's spool as they arrive. MULTIAPPEND (RFC 3502):
 //! several messages in one command, stored in one write or not at all; imap-codec
-//! parses one message, so the longer forms are parsed here (`parse_append`).
+//! parses one message, so the longer forms are parsed here (`parse_append`), CATENATE
+//! (RFC 4469) among them, whose parts `catenate.rs` puts together.
 
 use std::ops::Range;
 
@@ -97,7 +98,7 @@ impl ImapSession {
 }
 
 impl ImapSession {
-    /// An APPEND imap-codec could not parse: MULTIAPPEND (RFC 3502).
+    /// An APPEND imap-codec could not parse: MULTIAPPEND (RFC 3502), CATENATE (RFC 4469).
     pub(super) fn append_extended(
         &mut self,
         command: &[u8],
@@ -130,17 +131,18 @@ impl ImapSession {
             }
             None => None,
         };
-        let mut datas: Vec<&[u8]> = Vec::with_capacity(append.messages.len());
+        let mut datas: Vec<std::borrow::Cow<'_, [u8]>> = Vec::with_capacity(append.messages.len());
         for (n, m) in append.messages.iter().enumerate() {
             let data = match (&m.data, n, &first) {
-                (AppendData::Literal(_), 0, Some(bytes)) => bytes.as_slice(),
+                (AppendData::Literal(_), 0, Some(bytes)) => std::borrow::Cow::Borrowed(bytes.as_slice()),
                 (AppendData::Literal(range), _, _) => match command.get(range.clone()) {
-                    Some(d) => d,
+                    Some(d) => std::borrow::Cow::Borrowed(d),
                     None => return self.bad(out, tag, "Invalid APPEND arguments"),
                 },
-                (AppendData::Catenate(_), _, _) => {
-                    return no(out, tag, "[CANNOT] CATENATE is not supported");
-                }
+                (AppendData::Catenate(parts), _, _) => match self.catenate(&account, command, parts) {
+                    Ok(message) => std::borrow::Cow::Owned(message),
+                    Err(text) => return no(out, tag, &text),
+                },
             };
             if data.len() > self.limits.max_literal as usize {
                 return no(out, tag, "[TOOBIG] Message too big");
@@ -162,7 +164,7 @@ impl ImapSession {
             .zip(&datas)
             .zip(&flags)
             .map(|((m, data), flags)| AppendMessage {
-                message: data,
+                message: data.as_ref(),
                 flags,
                 internal_date: m.date,
             })
