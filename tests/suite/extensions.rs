@@ -3,7 +3,8 @@
 //! store wrote with each body), from two connections (the second one served from the
 //! shared cache); QUOTA and STATUS=SIZE with `imapclient`; QRESYNC with `imapclient`
 //! (and its imaplib for the SELECT parameter it lacks); MULTIAPPEND and BINARY with `imapclient`;
-//! CATENATE through imapclient's imaplib connection (no Python library speaks it); COMPRESS=DEFLATE with
+//! CATENATE and CONTEXT=SEARCH through imapclient's imaplib connection (no Python library
+//! speaks them); COMPRESS=DEFLATE with
 //! Python's `zlib` (raw DEFLATE) on a TLS socket, since no Python IMAP library speaks it.
 
 use crate::harness::*;
@@ -321,6 +322,69 @@ c.logout()
         "{out}"
     );
     assert_eq!(line("copies"), "copies 1 True");
+}
+
+#[test]
+fn context_search_pages_and_updates_over_the_real_store() {
+    let server = TestServer::start();
+    crate::pop3::deliver_samples(&server, 3);
+    // No Python library speaks CONTEXT=SEARCH: the searches go through imapclient's
+    // imaplib connection, the change that updates the context through imapclient.
+    let script = r#"
+import imapclient, ssl, sys
+CA, PORT = sys.argv[1], int(sys.argv[2])
+ctx = ssl.create_default_context(cafile=CA)
+def connect():
+    c = imapclient.IMAPClient("127.0.0.1", port=PORT, ssl=True, ssl_context=ctx, timeout=30)
+    c.login("anna@example.com", "Correct1horse")
+    return c
+a = connect()
+print("caps", b"CONTEXT=SEARCH" in a.capabilities())
+a.select_folder("INBOX")
+typ, _ = a._imap._simple_command("UID", "SEARCH RETURN (PARTIAL -1:-2) ALL")
+print("partial", typ, a._imap.untagged_responses.pop("ESEARCH", None))
+typ, _ = a._imap._simple_command("UID", "SEARCH RETURN (UPDATE) UNSEEN")
+print("update", typ, a._imap.untagged_responses.pop("ESEARCH", None))
+b = connect()
+b.select_folder("INBOX")
+b.add_flags([2], [imapclient.SEEN])
+b.logout()
+a._imap._simple_command("NOOP")
+print("noop", a._imap.untagged_responses.pop("ESEARCH", None))
+a.logout()
+"#;
+    let out = python_ok(
+        script,
+        &[
+            ca_cert().display().to_string(),
+            server.addr("imaps").port().to_string(),
+        ],
+    );
+    let tag = |l: &str| l.split('"').nth(1).unwrap_or_default().to_string();
+    let line = |prefix: &str| {
+        out.lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix:?} line in:\n{out}"))
+            .to_string()
+    };
+    assert_eq!(line("caps"), "caps True");
+    let partial = line("partial");
+    assert_eq!(
+        partial,
+        format!(
+            "partial OK [b'(TAG \"{}\") UID PARTIAL (-1:-2 2:3)']",
+            tag(&partial)
+        )
+    );
+    let update = line("update");
+    assert_eq!(
+        update,
+        format!("update OK [b'(TAG \"{}\") UID ALL 1:3']", tag(&update))
+    );
+    assert_eq!(
+        line("noop"),
+        format!("noop [b'(TAG \"{}\") UID REMOVEFROM (0 2)']", tag(&update))
+    );
 }
 
 #[test]

@@ -146,13 +146,26 @@ pub struct ListCommand {
     pub return_status: Option<Vec<StatusDataItemName>>,
 }
 
-/// ESEARCH result options (RFC 4731 §3.1).
+/// ESEARCH result options (RFC 4731 §3.1) and those of CONTEXT=SEARCH (RFC 5267 §4).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct EsearchOptions {
     pub min: bool,
     pub max: bool,
     pub all: bool,
     pub count: bool,
+    /// UPDATE: keep the result and report its changes (ADDTO, REMOVEFROM).
+    pub update: bool,
+    /// PARTIAL low:high, 1-based positions in the result; negative ones count from
+    /// the end (-1 is the last).
+    pub partial: Option<(i32, i32)>,
+}
+
+/// `low:high` of PARTIAL (RFC 5267 §4.4): both non-zero and of one sign.
+fn partial_range(token: &Token) -> Option<(i32, i32)> {
+    let Token::Atom(a) = token else { return None };
+    let (low, high) = a.split_once(':')?;
+    let (low, high): (i32, i32) = (low.parse().ok()?, high.parse().ok()?);
+    (low != 0 && high != 0 && (low > 0) == (high > 0)).then_some((low, high))
 }
 
 pub enum Extended {
@@ -166,6 +179,11 @@ pub enum Extended {
         tag: String,
         options: EsearchOptions,
         criteria: Vec<u8>,
+    },
+    /// CANCELUPDATE of the UPDATE contexts of these search tags (RFC 5267 §4.3.5).
+    CancelUpdate {
+        tag: String,
+        tags: Vec<String>,
     },
     /// Recognised, but malformed or using an option we do not offer.
     Bad {
@@ -184,7 +202,7 @@ pub fn is_extended_form(command: &[u8]) -> bool {
     let (Some(Token::Atom(_)), Some(name)) = (lx.token(), lx.token()) else {
         return false;
     };
-    if name.atom_is("LIST") {
+    if name.atom_is("LIST") || name.atom_is("CANCELUPDATE") {
         return true;
     }
     let is_search = |t: &Token| t.atom_is("SEARCH") || t.atom_is("SORT");
@@ -215,6 +233,27 @@ pub fn parse(command: &[u8]) -> Option<Extended> {
             },
         });
     }
+    if name.atom_is("CANCELUPDATE") {
+        let mut tags = Vec::new();
+        while !lx.at_end() {
+            match lx.token() {
+                Some(Token::Str(t)) if tags.len() < 64 => tags.push(String::from_utf8_lossy(&t).into_owned()),
+                _ => {
+                    return Some(Extended::Bad {
+                        tag,
+                        text: "Invalid CANCELUPDATE arguments",
+                    })
+                }
+            }
+        }
+        if tags.is_empty() {
+            return Some(Extended::Bad {
+                tag,
+                text: "Invalid CANCELUPDATE arguments",
+            });
+        }
+        return Some(Extended::CancelUpdate { tag, tags });
+    }
     let uid = name.atom_is("UID");
     let command_name = if uid { lx.token()? } else { name };
     if !command_name.atom_is("SEARCH") && !command_name.atom_is("SORT") {
@@ -231,12 +270,28 @@ pub fn parse(command: &[u8]) -> Option<Extended> {
         });
     };
     let mut options = EsearchOptions::default();
-    for o in &opts {
-        match o {
+    let mut i = 0;
+    while i < opts.len() {
+        match &opts[i] {
             Token::Atom(a) if a.eq_ignore_ascii_case("MIN") => options.min = true,
             Token::Atom(a) if a.eq_ignore_ascii_case("MAX") => options.max = true,
             Token::Atom(a) if a.eq_ignore_ascii_case("ALL") => options.all = true,
             Token::Atom(a) if a.eq_ignore_ascii_case("COUNT") => options.count = true,
+            Token::Atom(a) if a.eq_ignore_ascii_case("UPDATE") => options.update = true,
+            // A hint that the search will be refined; nothing is cached (RFC 5267 §4.2).
+            Token::Atom(a) if a.eq_ignore_ascii_case("CONTEXT") => {}
+            Token::Atom(a) if a.eq_ignore_ascii_case("PARTIAL") && options.partial.is_none() => {
+                i += 1;
+                match opts.get(i).and_then(partial_range) {
+                    Some(range) => options.partial = Some(range),
+                    None => {
+                        return Some(Extended::Bad {
+                            tag,
+                            text: "Invalid PARTIAL range",
+                        })
+                    }
+                }
+            }
             _ => {
                 return Some(Extended::Bad {
                     tag,
@@ -244,8 +299,11 @@ pub fn parse(command: &[u8]) -> Option<Extended> {
                 })
             }
         }
+        i += 1;
     }
-    if opts.is_empty() {
+    // RETURN () is ALL (RFC 4731 §3.1); so is RETURN (UPDATE), which would otherwise
+    // give the client no result for the updates to apply to.
+    if !(options.min || options.max || options.count || options.all || options.partial.is_some()) {
         options.all = true;
     }
     lx.skip_spaces();

@@ -22,6 +22,8 @@ impl ImapSession {
             return Flow::Continue;
         };
         let was_selected = matches!(self.state, State::Selected { .. });
+        // Update contexts end with the selection (RFC 5267 §4.3).
+        self.contexts.clear();
         // Selecting deselects first, even when the new SELECT fails (RFC 3501 §6.3.1).
         self.state = State::Authenticated {
             account: account.clone(),
@@ -140,6 +142,7 @@ impl ImapSession {
     }
 
     pub(super) fn close_mailbox(&mut self, expunge: bool) {
+        self.contexts.clear();
         let state = std::mem::replace(&mut self.state, State::Logout);
         self.state = match state {
             State::Selected { account, view } => {

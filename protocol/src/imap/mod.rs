@@ -12,7 +12,7 @@
 //!                  └────────────── LOGOUT (any state) ──────────> Logout
 //! ```
 //! (RFC 3501 §3 and §6; SORT, THREAD RFC 5256, 5957, 5267; QUOTA RFC 9208; STATUS=SIZE
-//! RFC 8438; COMPRESS RFC 4978; IDLE RFC 2177; ENABLE RFC 5161; CONDSTORE and QRESYNC RFC 7162; MULTIAPPEND RFC 3502; BINARY RFC 3516; CATENATE RFC 4469;
+//! RFC 8438; COMPRESS RFC 4978; IDLE RFC 2177; ENABLE RFC 5161; CONDSTORE and QRESYNC RFC 7162; MULTIAPPEND RFC 3502; BINARY RFC 3516; CATENATE RFC 4469; CONTEXT=SEARCH RFC 5267 §4;
 //! UIDPLUS RFC 4315; MOVE RFC 6851; SPECIAL-USE RFC 6154; LITERAL+ RFC 7888; ID RFC 2971;
 //! NAMESPACE RFC 2342; UNSELECT RFC 3691; CHILDREN RFC 3348; APPENDLIMIT RFC 7889.)
 //!
@@ -35,6 +35,7 @@
 //! | `fetch.rs` | FETCH, UID FETCH (BINARY items: `message/binary.rs` decodes) |
 //! | `store.rs` | STORE, UID STORE |
 //! | `search.rs` | SEARCH, UID SEARCH, ESEARCH |
+//! | `context.rs` | CONTEXT=SEARCH: RETURN (PARTIAL, UPDATE), CANCELUPDATE |
 //! | `sort.rs` | SORT, UID SORT, SORT=DISPLAY keys, ESORT (`SORT RETURN`) |
 //! | `thread.rs` | THREAD, UID THREAD (ORDEREDSUBJECT, REFERENCES) |
 //! | `quota.rs` | GETQUOTA, GETQUOTAROOT, SETQUOTA (refused) |
@@ -60,12 +61,13 @@
 //! (QRESYNC ...) in `mailboxes.rs`, UID FETCH (VANISHED) in `fetch.rs`.
 //!
 //! Not offered (so not advertised): QUOTASET, METADATA,
-//! CONTEXT=SEARCH/SORT, UTF8=ACCEPT, SEARCHRES (`RETURN (SAVE)`).
+//! CONTEXT=SORT, UTF8=ACCEPT, SEARCHRES (`RETURN (SAVE)`).
 
 mod append;
 pub mod backend;
 mod catenate;
 mod compress;
+mod context;
 mod copy_move;
 mod expunge;
 pub(crate) mod extended;
@@ -92,6 +94,9 @@ mod tests_binary;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests_catenate;
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests_context;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests_qresync;
@@ -263,6 +268,10 @@ pub struct ImapSession {
     bad_commands: u32,
     auth_failures: u32,
     pending_fetch: Option<PendingFetch>,
+    /// UPDATE contexts of UID SEARCH (CONTEXT=SEARCH, `context.rs`), while selected.
+    contexts: Vec<context::UpdateContext>,
+    /// A SEARCH with UPDATE leaves its result and modseq here for `register_context`.
+    new_context: Option<(Vec<u32>, u64)>,
     /// Complete commands handled, for the driver's per-connection rate limit.
     commands: u64,
 }
@@ -288,6 +297,8 @@ impl ImapSession {
             bad_commands: 0,
             auth_failures: 0,
             pending_fetch: None,
+            contexts: Vec::new(),
+            new_context: None,
             commands: 0,
         }
     }
@@ -539,7 +550,7 @@ impl ImapSession {
         caps.push_str(
             " ID ENABLE IDLE NAMESPACE UNSELECT CHILDREN UIDPLUS MOVE SPECIAL-USE LIST-EXTENDED \
              LIST-STATUS ESEARCH CONDSTORE QRESYNC SORT SORT=DISPLAY ESORT THREAD=ORDEREDSUBJECT \
-             THREAD=REFERENCES STATUS=SIZE QUOTA QUOTA=RES-STORAGE MULTIAPPEND BINARY CATENATE",
+             THREAD=REFERENCES STATUS=SIZE QUOTA QUOTA=RES-STORAGE MULTIAPPEND BINARY CATENATE CONTEXT=SEARCH",
         );
         if !matches!(self.state, State::NotAuthenticated) && !self.compressing {
             caps.push_str(" COMPRESS=DEFLATE");
@@ -872,8 +883,17 @@ impl ImapSession {
                 self.bad(out, &tag, "Command not valid before login")
             }
             (Phase::Logout, _) => Flow::Close,
-            (Phase::Authenticated, Extended::Search { tag, .. }) => {
+            (Phase::Authenticated, Extended::Search { tag, .. } | Extended::CancelUpdate { tag, .. }) => {
                 self.bad(out, &tag, "No mailbox selected")
+            }
+            (Phase::NotAuthenticated, Extended::CancelUpdate { tag, .. }) => {
+                self.bad(out, &tag, "Command not valid before login")
+            }
+            (Phase::Selected, Extended::CancelUpdate { tag, tags }) => {
+                let mark = out.len();
+                let flow = self.cancel_update(&tag, &tags, out);
+                self.report_changes_before_tagged(out, mark);
+                flow
             }
             (_, Extended::List { tag, command }) => {
                 let mark = out.len();
@@ -885,10 +905,10 @@ impl ImapSession {
                 Phase::Selected,
                 Extended::Search {
                     tag,
-                    options,
-                    criteria,
+                    mut options,
+                    criteria: criteria_bytes,
                 },
-            ) => match CommandCodec::default().decode(&criteria) {
+            ) => match CommandCodec::default().decode(&criteria_bytes) {
                 Ok((
                     _,
                     Command {
@@ -900,14 +920,26 @@ impl ImapSession {
                             },
                         ..
                     },
-                )) => self.search(
-                    &tag,
-                    charset.as_ref().map(|c| c.as_ref()),
-                    criteria.as_ref(),
-                    uid,
-                    Some(options),
-                    out,
-                ),
+                )) => {
+                    if options.update {
+                        match self.admit_context(&tag, uid, out) {
+                            Ok(admitted) => options.update = admitted,
+                            Err(text) => return self.bad(out, &tag, text),
+                        }
+                    }
+                    let flow = self.search(
+                        &tag,
+                        charset.as_ref().map(|c| c.as_ref()),
+                        criteria.as_ref(),
+                        uid,
+                        Some(options),
+                        out,
+                    );
+                    if options.update {
+                        self.register_context(&tag, criteria_bytes.clone());
+                    }
+                    flow
+                }
                 Ok((
                     _,
                     Command {
@@ -975,6 +1007,7 @@ impl ImapSession {
             None
         };
         view.catch_up(changes, allow_expunge, self.condstore, claimed, out);
+        self.update_contexts(out);
     }
 
     /// Turns CONDSTORE on; when a mailbox is selected the client learns its

@@ -70,6 +70,18 @@ impl ImapSession {
                 if o.all && !hits.is_empty() {
                     out.extend_from_slice(format!(" ALL {}", compress_ordered(&hits)).as_bytes());
                 }
+                if let Some((low, high)) = o.partial {
+                    // RFC 5267 §4.4: the range as asked, then the results at those
+                    // positions of the whole result, or NIL.
+                    let window = super::context::partial_window(hits.len(), low, high);
+                    let part = &hits[window];
+                    let set = if part.is_empty() {
+                        "NIL".to_string()
+                    } else {
+                        compress_ordered(part)
+                    };
+                    out.extend_from_slice(format!(" PARTIAL ({low}:{high} {set})").as_bytes());
+                }
                 if uses_modseq && !hits.is_empty() {
                     // RFC 7162 §3.1.5: with only MIN and/or MAX, the highest modseq of
                     // the messages returned; with ALL or COUNT, of every match.
@@ -85,6 +97,13 @@ impl ImapSession {
             }
         }
         out.extend_from_slice(b"\r\n");
+        if esearch.is_some_and(|o| o.update) {
+            // The result as the client has it, before this command's catch-up: its
+            // changes are the context's first update (`context.rs`).
+            if let State::Selected { view, .. } = &self.state {
+                self.new_context = Some((hits.clone(), view.highest_modseq));
+            }
+        }
         self.catch_up(uid, out);
         ok(out, tag, "SEARCH completed");
         Flow::Continue

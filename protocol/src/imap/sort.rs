@@ -47,6 +47,10 @@ impl ImapSession {
         esort: Option<EsearchOptions>,
         out: &mut Vec<u8>,
     ) -> Flow {
+        if esort.is_some_and(|o| o.update || o.partial.is_some()) {
+            // CONTEXT=SORT is not offered.
+            return self.bad(out, tag, "Unsupported SORT RETURN option");
+        }
         if !self.charset_ok(Some(charset), tag, out) {
             return Flow::Continue;
         }

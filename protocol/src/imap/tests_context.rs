@@ -1,0 +1,97 @@
+//! CONTEXT=SEARCH (RFC 5267 §4) byte-exact: PARTIAL pages, UPDATE contexts reporting
+//! REMOVEFROM and ADDTO as other sessions change the mailbox, NOUPDATE, tag reuse and
+//! CANCELUPDATE.
+
+use super::tests::{selected, send, MSG};
+use crate::testing::imap::MockStore;
+
+#[test]
+fn partial_pages_of_a_uid_search() {
+    let store = MockStore::new();
+    for _ in 0..4 {
+        store.deliver("INBOX", MSG, 0);
+    }
+    let mut s = selected(&store);
+    send(&mut s, "0 STORE 2 +FLAGS.SILENT (\\Seen)\r\n");
+    assert_eq!(
+        send(&mut s, "a UID SEARCH RETURN (PARTIAL 1:2) UNSEEN\r\n"),
+        "* ESEARCH (TAG \"a\") UID PARTIAL (1:2 1,3)\r\na OK SEARCH completed\r\n"
+    );
+    assert_eq!(
+        send(&mut s, "b UID SEARCH RETURN (PARTIAL -1:-1) UNSEEN\r\n"),
+        "* ESEARCH (TAG \"b\") UID PARTIAL (-1:-1 4)\r\nb OK SEARCH completed\r\n"
+    );
+    assert_eq!(
+        send(&mut s, "c SEARCH RETURN (COUNT PARTIAL 5:9) UNSEEN\r\n"),
+        "* ESEARCH (TAG \"c\") COUNT 3 PARTIAL (5:9 NIL)\r\nc OK SEARCH completed\r\n"
+    );
+    assert_eq!(
+        send(&mut s, "d UID SEARCH RETURN (PARTIAL 0:2) ALL\r\n"),
+        "d BAD Invalid PARTIAL range\r\n"
+    );
+    assert_eq!(
+        send(&mut s, "e UID SORT RETURN (PARTIAL 1:2) (DATE) UTF-8 ALL\r\n"),
+        "e BAD Unsupported SORT RETURN option\r\n"
+    );
+}
+
+#[test]
+fn update_contexts_report_how_the_result_changes_until_cancelled() {
+    let store = MockStore::new();
+    for _ in 0..4 {
+        store.deliver("INBOX", MSG, 0);
+    }
+    let mut s = selected(&store);
+    let mut other = selected(&store);
+    send(&mut s, "0 STORE 2 +FLAGS.SILENT (\\Seen)\r\n");
+    assert_eq!(
+        send(&mut s, "d UID SEARCH RETURN (UPDATE CONTEXT) UNSEEN\r\n"),
+        "* ESEARCH (TAG \"d\") UID ALL 1,3:4\r\nd OK SEARCH completed\r\n"
+    );
+    send(&mut other, "1 STORE 1 +FLAGS.SILENT (\\Seen)\r\n");
+    store.deliver("INBOX", MSG, 0);
+    assert_eq!(
+        send(&mut s, "e NOOP\r\n"),
+        "* 1 FETCH (FLAGS (\\Seen \\Recent))\r\n\
+         * 5 EXISTS\r\n\
+         * 5 RECENT\r\n\
+         * ESEARCH (TAG \"d\") UID REMOVEFROM (0 1) ADDTO (0 5)\r\n\
+         e OK NOOP completed\r\n"
+    );
+    // Nothing changed: nothing to report.
+    assert_eq!(send(&mut s, "e2 NOOP\r\n"), "e2 OK NOOP completed\r\n");
+    assert_eq!(
+        send(&mut s, "d UID SEARCH RETURN (UPDATE) ALL\r\n"),
+        "d BAD Tag reuse\r\n"
+    );
+    assert_eq!(
+        send(&mut s, "f SEARCH RETURN (UPDATE) ALL\r\n"),
+        "* NO [NOUPDATE \"f\"] UPDATE is offered for UID SEARCH only\r\n\
+         * ESEARCH (TAG \"f\") ALL 1:5\r\n\
+         f OK SEARCH completed\r\n"
+    );
+    assert_eq!(
+        send(&mut s, "g UID SEARCH RETURN (UPDATE COUNT) ALL\r\n"),
+        "* ESEARCH (TAG \"g\") UID COUNT 5\r\ng OK SEARCH completed\r\n"
+    );
+    // An expunge by another session leaves the ALL context; UNSEEN loses nothing.
+    send(&mut other, "2 UID STORE 3 +FLAGS.SILENT (\\Deleted)\r\n");
+    send(&mut other, "3 UID EXPUNGE 3\r\n");
+    assert_eq!(
+        send(&mut s, "h CANCELUPDATE \"d\"\r\n"),
+        "* 3 EXPUNGE\r\n\
+         * ESEARCH (TAG \"g\") UID REMOVEFROM (0 3)\r\n\
+         h OK CANCELUPDATE completed\r\n"
+    );
+    assert_eq!(
+        send(&mut s, "i CANCELUPDATE \"d\"\r\n"),
+        "i BAD No such UPDATE context\r\n"
+    );
+    // Deselecting ends every context.
+    send(&mut s, "j UNSELECT\r\n");
+    send(&mut s, "k SELECT INBOX\r\n");
+    assert_eq!(
+        send(&mut s, "l CANCELUPDATE \"g\"\r\n"),
+        "l BAD No such UPDATE context\r\n"
+    );
+}
