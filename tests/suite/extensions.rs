@@ -3,7 +3,7 @@
 //! store wrote with each body), from two connections (the second one served from the
 //! shared cache); QUOTA and STATUS=SIZE with `imapclient`; QRESYNC with `imapclient`
 //! (and its imaplib for the SELECT parameter it lacks); MULTIAPPEND and BINARY with `imapclient`;
-//! CATENATE and CONTEXT=SEARCH through imapclient's imaplib connection (no Python library
+//! CATENATE and CONTEXT=SEARCH/SORT through imapclient's imaplib connection (no Python library
 //! speaks them); COMPRESS=DEFLATE with
 //! Python's `zlib` (raw DEFLATE) on a TLS socket, since no Python IMAP library speaks it.
 
@@ -325,13 +325,13 @@ c.logout()
 }
 
 #[test]
-fn context_search_pages_and_updates_over_the_real_store() {
+fn context_search_and_sort_page_and_update_over_the_real_store() {
     let server = TestServer::start();
     crate::pop3::deliver_samples(&server, 3);
     // No Python library speaks CONTEXT=SEARCH: the searches go through imapclient's
     // imaplib connection, the change that updates the context through imapclient.
     let script = r#"
-import imapclient, ssl, sys
+import imapclient, ssl, sys, datetime
 CA, PORT = sys.argv[1], int(sys.argv[2])
 ctx = ssl.create_default_context(cafile=CA)
 def connect():
@@ -339,15 +339,20 @@ def connect():
     c.login("anna@example.com", "Correct1horse")
     return c
 a = connect()
-print("caps", b"CONTEXT=SEARCH" in a.capabilities())
+print("caps", b"CONTEXT=SEARCH" in a.capabilities() and b"CONTEXT=SORT" in a.capabilities())
 a.select_folder("INBOX")
 typ, _ = a._imap._simple_command("UID", "SEARCH RETURN (PARTIAL -1:-2) ALL")
 print("partial", typ, a._imap.untagged_responses.pop("ESEARCH", None))
 typ, _ = a._imap._simple_command("UID", "SEARCH RETURN (UPDATE) UNSEEN")
 print("update", typ, a._imap.untagged_responses.pop("ESEARCH", None))
+typ, _ = a._imap._simple_command("UID", "SORT RETURN (UPDATE PARTIAL 1:2) (ARRIVAL) UTF-8 ALL")
+print("sort", typ, a._imap.untagged_responses.pop("ESEARCH", None))
 b = connect()
 b.select_folder("INBOX")
 b.add_flags([2], [imapclient.SEEN])
+# Seen, so UNSEEN does not change; dated 2001, so it arrives first by ARRIVAL.
+b.append("INBOX", b"From: bob@example.net\r\nSubject: old\r\n\r\nnew\r\n", flags=[imapclient.SEEN],
+         msg_time=datetime.datetime(2001, 1, 1, tzinfo=datetime.timezone.utc))
 b.logout()
 a._imap._simple_command("NOOP")
 print("noop", a._imap.untagged_responses.pop("ESEARCH", None))
@@ -381,9 +386,19 @@ a.logout()
         update,
         format!("update OK [b'(TAG \"{}\") UID ALL 1:3']", tag(&update))
     );
+    let sort = line("sort");
+    assert_eq!(
+        sort,
+        format!("sort OK [b'(TAG \"{}\") UID PARTIAL (1:2 1:2)']", tag(&sort))
+    );
+    // The UNSEEN context loses UID 2; the sort context gains the new UID 4 first.
     assert_eq!(
         line("noop"),
-        format!("noop [b'(TAG \"{}\") UID REMOVEFROM (0 2)']", tag(&update))
+        format!(
+            "noop [b'(TAG \"{}\") UID REMOVEFROM (0 2)', b'(TAG \"{}\") UID ADDTO (1 4)']",
+            tag(&update),
+            tag(&sort)
+        )
     );
 }
 

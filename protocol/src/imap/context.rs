@@ -1,11 +1,15 @@
-//! CONTEXT=SEARCH (RFC 5267 §4): `RETURN (PARTIAL low:high)` pages of a result,
-//! `RETURN (UPDATE)` contexts that report how a UID SEARCH result changes (`* ESEARCH
-//! (TAG "t") UID REMOVEFROM (0 uids) ADDTO (0 uids)`) while the mailbox stays
-//! selected, and CANCELUPDATE. A context keeps its search program and the UIDs it last
-//! reported; whenever the view has moved past the modseq it was last evaluated at, the
-//! program runs again over the view and only the difference goes out. UPDATE of a
-//! SEARCH by sequence number, or past `MAX_CONTEXTS`, is refused with `* NO
-//! [NOUPDATE "tag"]` (§4.3.1) and the search answered as without it.
+//! CONTEXT=SEARCH and CONTEXT=SORT (RFC 5267 §4): `RETURN (PARTIAL low:high)` pages
+//! of a result (negative ranges count from the end, as RFC 9394 later allows),
+//! `RETURN (UPDATE)` contexts that report how a UID SEARCH or UID SORT result changes
+//! while the mailbox stays selected, and CANCELUPDATE. A context keeps its program and
+//! the UIDs it last reported; whenever the view has moved past the modseq it was last
+//! evaluated at, the program runs again over the view and only the difference goes
+//! out: for SEARCH `REMOVEFROM (0 uids) ADDTO (0 uids)` (position 0: mailbox order),
+//! for SORT one pair per message with its position, removals from the last position
+//! down, then additions from the first position up, so each position is right when
+//! the client applies it (sort keys never change, so the messages that stay keep their
+//! relative order). UPDATE of a search by sequence number, or past `MAX_CONTEXTS`, is
+//! refused with `* NO [NOUPDATE "tag"]` (§4.3.1) and answered as without it.
 
 use std::collections::BTreeSet;
 
@@ -21,8 +25,10 @@ pub(super) struct UpdateContext {
     tag: String,
     /// The search as a plain `tag UID SEARCH ...` command, parsed again at each update.
     command: Vec<u8>,
-    /// UIDs the client has been given, ascending.
+    /// UIDs the client has been given: ascending for SEARCH, in sort order for SORT.
     uids: Vec<u32>,
+    /// A UID SORT context: positions matter.
+    sorted: bool,
     /// The view's HIGHESTMODSEQ when `uids` was computed.
     at_modseq: u64,
 }
@@ -56,7 +62,7 @@ impl ImapSession {
             return Err("Tag reuse");
         }
         let refusal = if !uid {
-            Some("UPDATE is offered for UID SEARCH only")
+            Some("UPDATE is offered for UID SEARCH and UID SORT only")
         } else if self.contexts.len() >= MAX_CONTEXTS {
             Some("Too many contexts")
         } else {
@@ -74,10 +80,21 @@ impl ImapSession {
     /// Keeps the context of the UID SEARCH just answered (`search` left its result).
     pub(super) fn register_context(&mut self, tag: &str, command: Vec<u8>) {
         if let Some((uids, at_modseq)) = self.new_context.take() {
+            let sorted = matches!(
+                CommandCodec::default().decode(&command),
+                Ok((
+                    _,
+                    Command {
+                        body: CommandBody::Sort { .. },
+                        ..
+                    }
+                ))
+            );
             self.contexts.push(UpdateContext {
                 tag: tag.to_string(),
                 command,
                 uids,
+                sorted,
                 at_modseq,
             });
         }
@@ -107,21 +124,16 @@ impl ImapSession {
             let Some(uids) = self.context_result(&context.command) else {
                 continue;
             };
-            let old: BTreeSet<u32> = context.uids.iter().copied().collect();
-            let new: BTreeSet<u32> = uids.iter().copied().collect();
-            let removed: Vec<u32> = old.difference(&new).copied().collect();
-            let added: Vec<u32> = new.difference(&old).copied().collect();
-            if !removed.is_empty() || !added.is_empty() {
+            let (removals, additions) = differences(&context.uids, &uids, context.sorted);
+            if !removals.is_empty() || !additions.is_empty() {
                 out.extend_from_slice(b"* ESEARCH (TAG ");
                 text::push_string(out, context.tag.as_bytes());
                 out.extend_from_slice(b") UID");
-                if !removed.is_empty() {
-                    out.extend_from_slice(
-                        format!(" REMOVEFROM (0 {})", compress_ordered(&removed)).as_bytes(),
-                    );
+                if !removals.is_empty() {
+                    out.extend_from_slice(format!(" REMOVEFROM ({})", removals.join(" ")).as_bytes());
                 }
-                if !added.is_empty() {
-                    out.extend_from_slice(format!(" ADDTO (0 {})", compress_ordered(&added)).as_bytes());
+                if !additions.is_empty() {
+                    out.extend_from_slice(format!(" ADDTO ({})", additions.join(" ")).as_bytes());
                 }
                 out.extend_from_slice(b"\r\n");
             }
@@ -131,23 +143,42 @@ impl ImapSession {
         self.contexts = contexts;
     }
 
-    /// The UIDs a context's search matches now, leaving out messages already expunged.
+    /// The UIDs a context's program gives now (in its order), leaving out messages
+    /// already expunged.
     fn context_result(&self, command: &[u8]) -> Option<Vec<u32>> {
         let State::Selected { view, .. } = &self.state else {
             return None;
         };
-        let Ok((
-            _,
-            Command {
-                body: CommandBody::Search { criteria, .. },
-                ..
+        let indices: Vec<usize> = match CommandCodec::default().decode(command) {
+            Ok((
+                _,
+                Command {
+                    body: CommandBody::Search { criteria, .. },
+                    ..
+                },
+            )) => self.matching(criteria.as_ref()),
+            Ok((
+                _,
+                Command {
+                    body:
+                        CommandBody::Sort {
+                            sort_criteria,
+                            search_criteria,
+                            ..
+                        },
+                    ..
+                },
+            )) => match self.sorted(sort_criteria.as_ref(), search_criteria.as_ref()) {
+                Ok(items) => items.into_iter().map(|s| s.index).collect(),
+                Err(err) => {
+                    tracing::warn!(%err, "imap: re-sorting an UPDATE context failed");
+                    return None;
+                }
             },
-        )) = CommandCodec::default().decode(command)
-        else {
-            return None;
+            _ => return None,
         };
         Some(
-            self.matching(criteria.as_ref())
+            indices
                 .into_iter()
                 .filter_map(|i| view.messages.get(i))
                 .filter(|m| !m.gone)
@@ -157,9 +188,60 @@ impl ImapSession {
     }
 }
 
+/// REMOVEFROM and ADDTO pairs (`position set`) turning `old` into `new`. Unordered
+/// (SEARCH): one pair each at position 0. Ordered (SORT): one pair per message,
+/// removals from the last position down, then additions from the first position up
+/// (RFC 5267 §4.3.3, §4.3.4), so each position is right when the client applies it.
+fn differences(old: &[u32], new: &[u32], ordered: bool) -> (Vec<String>, Vec<String>) {
+    let old_set: BTreeSet<u32> = old.iter().copied().collect();
+    let new_set: BTreeSet<u32> = new.iter().copied().collect();
+    if ordered {
+        let removals = old
+            .iter()
+            .enumerate()
+            .rev()
+            .filter(|(_, u)| !new_set.contains(u))
+            .map(|(i, u)| format!("{} {u}", i + 1))
+            .collect();
+        let additions = new
+            .iter()
+            .enumerate()
+            .filter(|(_, u)| !old_set.contains(u))
+            .map(|(i, u)| format!("{} {u}", i + 1))
+            .collect();
+        return (removals, additions);
+    }
+    let pair = |set: Vec<u32>| {
+        if set.is_empty() {
+            Vec::new()
+        } else {
+            vec![format!("0 {}", compress_ordered(&set))]
+        }
+    };
+    (
+        pair(old_set.difference(&new_set).copied().collect()),
+        pair(new_set.difference(&old_set).copied().collect()),
+    )
+}
+
 #[cfg(test)]
 mod tests {
-    use super::partial_window;
+    use super::{differences, partial_window};
+
+    #[test]
+    fn sorted_differences_apply_in_order() {
+        // 5 3 9 1 -> 5 7 9 1 2: 3 leaves at 2; 7 comes in at 2, 2 at 5.
+        let (r, a) = differences(&[5, 3, 9, 1], &[5, 7, 9, 1, 2], true);
+        assert_eq!(
+            (r, a),
+            (
+                vec!["2 3".to_string()],
+                vec!["2 7".to_string(), "5 2".to_string()]
+            )
+        );
+        let (r, a) = differences(&[1, 2, 3], &[3, 4], false);
+        assert_eq!((r, a), (vec!["0 1:2".to_string()], vec!["0 4".to_string()]));
+    }
 
     #[test]
     fn partial_positions() {

@@ -12,7 +12,7 @@
 //!                  └────────────── LOGOUT (any state) ──────────> Logout
 //! ```
 //! (RFC 3501 §3 and §6; SORT, THREAD RFC 5256, 5957, 5267; QUOTA RFC 9208; STATUS=SIZE
-//! RFC 8438; COMPRESS RFC 4978; IDLE RFC 2177; ENABLE RFC 5161; CONDSTORE and QRESYNC RFC 7162; MULTIAPPEND RFC 3502; BINARY RFC 3516; CATENATE RFC 4469; CONTEXT=SEARCH RFC 5267 §4;
+//! RFC 8438; COMPRESS RFC 4978; IDLE RFC 2177; ENABLE RFC 5161; CONDSTORE and QRESYNC RFC 7162; MULTIAPPEND RFC 3502; BINARY RFC 3516; CATENATE RFC 4469; CONTEXT=SEARCH and CONTEXT=SORT RFC 5267 §4;
 //! UIDPLUS RFC 4315; MOVE RFC 6851; SPECIAL-USE RFC 6154; LITERAL+ RFC 7888; ID RFC 2971;
 //! NAMESPACE RFC 2342; UNSELECT RFC 3691; CHILDREN RFC 3348; APPENDLIMIT RFC 7889.)
 //!
@@ -35,7 +35,7 @@
 //! | `fetch.rs` | FETCH, UID FETCH (BINARY items: `message/binary.rs` decodes) |
 //! | `store.rs` | STORE, UID STORE |
 //! | `search.rs` | SEARCH, UID SEARCH, ESEARCH |
-//! | `context.rs` | CONTEXT=SEARCH: RETURN (PARTIAL, UPDATE), CANCELUPDATE |
+//! | `context.rs` | CONTEXT=SEARCH and CONTEXT=SORT: RETURN (PARTIAL, UPDATE), CANCELUPDATE |
 //! | `sort.rs` | SORT, UID SORT, SORT=DISPLAY keys, ESORT (`SORT RETURN`) |
 //! | `thread.rs` | THREAD, UID THREAD (ORDEREDSUBJECT, REFERENCES) |
 //! | `quota.rs` | GETQUOTA, GETQUOTAROOT, SETQUOTA (refused) |
@@ -61,7 +61,7 @@
 //! (QRESYNC ...) in `mailboxes.rs`, UID FETCH (VANISHED) in `fetch.rs`.
 //!
 //! Not offered (so not advertised): QUOTASET, METADATA,
-//! CONTEXT=SORT, UTF8=ACCEPT, SEARCHRES (`RETURN (SAVE)`).
+//! UTF8=ACCEPT, SEARCHRES (`RETURN (SAVE)`).
 
 mod append;
 pub mod backend;
@@ -550,7 +550,7 @@ impl ImapSession {
         caps.push_str(
             " ID ENABLE IDLE NAMESPACE UNSELECT CHILDREN UIDPLUS MOVE SPECIAL-USE LIST-EXTENDED \
              LIST-STATUS ESEARCH CONDSTORE QRESYNC SORT SORT=DISPLAY ESORT THREAD=ORDEREDSUBJECT \
-             THREAD=REFERENCES STATUS=SIZE QUOTA QUOTA=RES-STORAGE MULTIAPPEND BINARY CATENATE CONTEXT=SEARCH",
+             THREAD=REFERENCES STATUS=SIZE QUOTA QUOTA=RES-STORAGE MULTIAPPEND BINARY CATENATE CONTEXT=SEARCH CONTEXT=SORT",
         );
         if !matches!(self.state, State::NotAuthenticated) && !self.compressing {
             caps.push_str(" COMPRESS=DEFLATE");
@@ -952,15 +952,27 @@ impl ImapSession {
                             },
                         ..
                     },
-                )) => self.sort(
-                    &tag,
-                    sort_criteria.as_ref(),
-                    charset.as_ref(),
-                    search_criteria.as_ref(),
-                    uid,
-                    Some(options),
-                    out,
-                ),
+                )) => {
+                    if options.update {
+                        match self.admit_context(&tag, uid, out) {
+                            Ok(admitted) => options.update = admitted,
+                            Err(text) => return self.bad(out, &tag, text),
+                        }
+                    }
+                    let flow = self.sort(
+                        &tag,
+                        sort_criteria.as_ref(),
+                        charset.as_ref(),
+                        search_criteria.as_ref(),
+                        uid,
+                        Some(options),
+                        out,
+                    );
+                    if options.update {
+                        self.register_context(&tag, criteria_bytes.clone());
+                    }
+                    flow
+                }
                 _ => self.bad(out, &tag, "Invalid SEARCH criteria"),
             },
         }

@@ -47,21 +47,13 @@ impl ImapSession {
         esort: Option<EsearchOptions>,
         out: &mut Vec<u8>,
     ) -> Flow {
-        if esort.is_some_and(|o| o.update || o.partial.is_some()) {
-            // CONTEXT=SORT is not offered.
-            return self.bad(out, tag, "Unsupported SORT RETURN option");
-        }
         if !self.charset_ok(Some(charset), tag, out) {
             return Flow::Continue;
         }
-        let needs_summary = criteria
-            .iter()
-            .any(|c| !matches!(c.key, SortKey::Arrival | SortKey::Size));
-        let mut items = match self.sortables(search, needs_summary) {
+        let items = match self.sorted(criteria, search) {
             Ok(items) => items,
             Err(err) => return backend_no(out, tag, &err),
         };
-        items.sort_by(|a, b| compare(criteria, a, b).then(a.index.cmp(&b.index)));
         let numbers: Vec<u32> = items
             .iter()
             .map(|s| if uid { s.uid } else { s.index as u32 + 1 })
@@ -94,9 +86,24 @@ impl ImapSession {
                 if o.all && !numbers.is_empty() {
                     out.extend_from_slice(format!(" ALL {}", compress_ordered(&numbers)).as_bytes());
                 }
+                if let Some((low, high)) = o.partial {
+                    // CONTEXT=SORT (RFC 5267 §4.4): positions in the sort order.
+                    let part = &numbers[super::context::partial_window(numbers.len(), low, high)];
+                    let set = if part.is_empty() {
+                        "NIL".to_string()
+                    } else {
+                        compress_ordered(part)
+                    };
+                    out.extend_from_slice(format!(" PARTIAL ({low}:{high} {set})").as_bytes());
+                }
             }
         }
         out.extend_from_slice(b"\r\n");
+        if esort.is_some_and(|o| o.update) {
+            if let State::Selected { view, .. } = &self.state {
+                self.new_context = Some((numbers.clone(), view.highest_modseq));
+            }
+        }
         self.catch_up(uid, out);
         ok(
             out,
@@ -107,6 +114,21 @@ impl ImapSession {
                 "SORT completed"
             },
         )
+    }
+
+    /// The messages matching `search` in the order of `criteria`, ties by sequence
+    /// number (RFC 5256 §3).
+    pub(super) fn sorted(
+        &self,
+        criteria: &[SortCriterion],
+        search: &[SearchKey<'_>],
+    ) -> Result<Vec<Sortable>, BackendError> {
+        let needs_summary = criteria
+            .iter()
+            .any(|c| !matches!(c.key, SortKey::Arrival | SortKey::Size));
+        let mut items = self.sortables(search, needs_summary)?;
+        items.sort_by(|a, b| compare(criteria, a, b).then(a.index.cmp(&b.index)));
+        Ok(items)
     }
 
     /// The messages matching `search`, with their summaries when `with_summary` (else

@@ -1,6 +1,6 @@
-//! CONTEXT=SEARCH (RFC 5267 §4) byte-exact: PARTIAL pages, UPDATE contexts reporting
-//! REMOVEFROM and ADDTO as other sessions change the mailbox, NOUPDATE, tag reuse and
-//! CANCELUPDATE.
+//! CONTEXT=SEARCH and CONTEXT=SORT (RFC 5267 §4) byte-exact: PARTIAL pages, UPDATE
+//! contexts reporting REMOVEFROM and ADDTO (with positions for SORT) as other sessions
+//! change the mailbox, NOUPDATE, tag reuse and CANCELUPDATE.
 
 use super::tests::{selected, send, MSG};
 use crate::testing::imap::MockStore;
@@ -28,10 +28,6 @@ fn partial_pages_of_a_uid_search() {
     assert_eq!(
         send(&mut s, "d UID SEARCH RETURN (PARTIAL 0:2) ALL\r\n"),
         "d BAD Invalid PARTIAL range\r\n"
-    );
-    assert_eq!(
-        send(&mut s, "e UID SORT RETURN (PARTIAL 1:2) (DATE) UTF-8 ALL\r\n"),
-        "e BAD Unsupported SORT RETURN option\r\n"
     );
 }
 
@@ -66,7 +62,7 @@ fn update_contexts_report_how_the_result_changes_until_cancelled() {
     );
     assert_eq!(
         send(&mut s, "f SEARCH RETURN (UPDATE) ALL\r\n"),
-        "* NO [NOUPDATE \"f\"] UPDATE is offered for UID SEARCH only\r\n\
+        "* NO [NOUPDATE \"f\"] UPDATE is offered for UID SEARCH and UID SORT only\r\n\
          * ESEARCH (TAG \"f\") ALL 1:5\r\n\
          f OK SEARCH completed\r\n"
     );
@@ -93,5 +89,43 @@ fn update_contexts_report_how_the_result_changes_until_cancelled() {
     assert_eq!(
         send(&mut s, "l CANCELUPDATE \"g\"\r\n"),
         "l BAD No such UPDATE context\r\n"
+    );
+}
+
+#[test]
+fn sort_contexts_report_positions_in_the_sort_order() {
+    let store = MockStore::new();
+    let body = |n: usize| format!("Subject: s\r\n\r\n{}\r\n", "x".repeat(n));
+    for n in [30, 50, 40] {
+        store.deliver("INBOX", &body(n), 0);
+    }
+    let mut s = selected(&store);
+    let mut other = selected(&store);
+    assert_eq!(
+        send(&mut s, "a UID SORT RETURN (UPDATE ALL) (SIZE) UTF-8 ALL\r\n"),
+        "* ESEARCH (TAG \"a\") UID ALL 1,3,2\r\na OK UID SORT completed\r\n"
+    );
+    assert_eq!(
+        send(&mut s, "b UID SORT RETURN (PARTIAL 2:3) (SIZE) UTF-8 ALL\r\n"),
+        "* ESEARCH (TAG \"b\") UID PARTIAL (2:3 3,2)\r\nb OK UID SORT completed\r\n"
+    );
+    // UID 3 (second by size) goes; UID 4 comes in second by size (\Recent went to
+    // the other session, which saw it first).
+    store.deliver("INBOX", &body(45), 0);
+    send(&mut other, "1 UID STORE 3 +FLAGS.SILENT (\\Deleted)\r\n");
+    send(&mut other, "2 UID EXPUNGE 3\r\n");
+    assert_eq!(
+        send(&mut s, "c NOOP\r\n"),
+        "* 3 EXPUNGE\r\n\
+         * 3 EXISTS\r\n\
+         * 2 RECENT\r\n\
+         * ESEARCH (TAG \"a\") UID REMOVEFROM (2 3) ADDTO (2 4)\r\n\
+         c OK NOOP completed\r\n"
+    );
+    assert_eq!(
+        send(&mut s, "d SORT RETURN (UPDATE) (SIZE) UTF-8 ALL\r\n"),
+        "* NO [NOUPDATE \"d\"] UPDATE is offered for UID SEARCH and UID SORT only\r\n\
+         * ESEARCH (TAG \"d\") ALL 1,3,2\r\n\
+         d OK SORT completed\r\n"
     );
 }
