@@ -13,6 +13,7 @@ use understudy_storage::outage::OutagePhase;
 use understudy_storage::{AccessWindow, Clock, Store};
 
 use crate::config::AuthConfig;
+use crate::config_types::Network;
 
 /// Hashes a password with argon2id and the OWASP parameters (19 MiB, 2 passes, 1 lane),
 /// returning the PHC string stored in the user record.
@@ -142,7 +143,11 @@ struct FailureCount {
 ///   the sources that failed for it, but a source with no failures for it still gets in
 ///   with the right password: ten wrong passwords from anywhere once locked a user out
 ///   of every protocol from every address (issue 19 item 6);
-/// - a client IP with five times `max_failures` is locked out for every address.
+/// - a client IP with five times `max_failures` is locked out for every address, except
+///   a webmail host (`auth.webmail_hosts`): one address logs in for all its users, and
+///   one of them (or a guesser) failing would lock out everyone. Its logins are counted
+///   per user only, or against the user's own address when the host names it (IMAP
+///   `ID x-originating-ip`, see the IMAP session).
 struct Throttle {
     max_failures: u32,
     lockout: i64,
@@ -151,6 +156,8 @@ struct Throttle {
     by_source: Mutex<HashMap<(String, IpAddr), FailureCount>>,
     by_address: Mutex<HashMap<String, FailureCount>>,
     by_ip: Mutex<HashMap<IpAddr, FailureCount>>,
+    /// Never counted or locked per IP: the webmail hosts.
+    webmail_hosts: Vec<Network>,
 }
 
 impl Throttle {
@@ -159,6 +166,7 @@ impl Throttle {
             max_failures,
             lockout,
             failure_delay,
+            webmail_hosts: Vec::new(),
             by_source: Mutex::new(HashMap::new()),
             by_address: Mutex::new(HashMap::new()),
             by_ip: Mutex::new(HashMap::new()),
@@ -177,7 +185,11 @@ impl Throttle {
             return true;
         }
         // The per-IP limit is looser: an office behind one NAT address shares it.
-        self.by_ip.lock().get(&ip).is_some_and(locked)
+        !self.is_webmail_host(ip) && self.by_ip.lock().get(&ip).is_some_and(locked)
+    }
+
+    fn is_webmail_host(&self, ip: IpAddr) -> bool {
+        self.webmail_hosts.iter().any(|n| n.contains(ip))
     }
 
     /// The address or the client address failed recently: its checks wait in the
@@ -189,7 +201,7 @@ impl Throttle {
                 || c.busy_at.is_some_and(|t| now - t <= self.lockout)
         };
         self.by_address.lock().get(address).is_some_and(recent)
-            || self.by_ip.lock().get(&ip).is_some_and(recent)
+            || (!self.is_webmail_host(ip) && self.by_ip.lock().get(&ip).is_some_and(recent))
     }
 
     /// Counts a failure; returns how long to wait before answering it: the delay grows
@@ -226,14 +238,19 @@ impl Throttle {
             prune(&mut map, now, lockout);
             bump(map.entry(address.to_string()).or_default(), self.max_failures)
         };
-        let mut map = self.by_ip.lock();
-        prune(&mut map, now, lockout);
-        bump(map.entry(ip).or_default(), self.max_failures.saturating_mul(5));
+        if !self.is_webmail_host(ip) {
+            let mut map = self.by_ip.lock();
+            prune(&mut map, now, lockout);
+            bump(map.entry(ip).or_default(), self.max_failures.saturating_mul(5));
+        }
         (self.failure_delay * failures.min(self.max_failures)).min(std::time::Duration::from_secs(5))
     }
 
     /// A check from `ip` was refused because its lane was full.
     fn busy(&self, ip: IpAddr, now: i64) {
+        if self.is_webmail_host(ip) {
+            return;
+        }
         let mut map = self.by_ip.lock();
         if map.len() <= 100_000 {
             map.entry(ip).or_default().busy_at = Some(now);
@@ -434,11 +451,18 @@ impl Authenticator {
             clock,
             cache: Arc::new(CredentialCache::new()),
             cache_ttl: config.cache_ttl_secs as i64,
-            throttle: Throttle::new(
-                config.max_failures,
-                config.lockout_secs as i64,
-                std::time::Duration::from_millis(config.failure_delay_ms),
-            ),
+            throttle: Throttle {
+                webmail_hosts: config
+                    .webmail_hosts
+                    .iter()
+                    .filter_map(|n| Network::parse(n))
+                    .collect(),
+                ..Throttle::new(
+                    config.max_failures,
+                    config.lockout_secs as i64,
+                    std::time::Duration::from_millis(config.failure_delay_ms),
+                )
+            },
             hashes: HashPool::start(config.hash_threads(), config.hash_queue),
             directory: parking_lot::RwLock::new(Arc::default()),
         }
@@ -750,6 +774,31 @@ mod tests {
             !throttle.locked("anna@example.com", ip(1), 1061),
             "the lock-out ends"
         );
+    }
+
+    #[test]
+    fn a_webmail_host_is_never_locked_out_as_a_whole() {
+        let throttle = Throttle {
+            webmail_hosts: vec![Network::parse("192.0.2.0/28").unwrap()],
+            ..Throttle::new(3, 60, std::time::Duration::ZERO)
+        };
+        let ip = |n: u8| IpAddr::from([192, 0, 2, n]);
+        let webmail = ip(5);
+        // A guesser behind the webmail host tries many addresses: without the
+        // exemption the fifteenth failure locks the host out for everyone.
+        for n in 0..20 {
+            throttle.fail(&format!("guess{n}@example.com"), webmail, 1000);
+            throttle.fail("anna@example.com", webmail, 1000);
+        }
+        assert!(!throttle.locked("bob@example.com", webmail, 1001));
+        assert!(!throttle.suspect("bob@example.com", webmail, 1001));
+        // The user guessed at is still locked, from the host as from anywhere it failed.
+        assert!(throttle.locked("anna@example.com", webmail, 1001));
+        // An address outside the webmail network keeps its per-IP lock-out.
+        for n in 0..15 {
+            throttle.fail(&format!("guess{n}@example.com"), ip(20), 1000);
+        }
+        assert!(throttle.locked("bob@example.com", ip(20), 1001));
     }
 
     fn setup() -> (tempfile::TempDir, Store, Arc<ManualClock>) {

@@ -41,6 +41,9 @@ pub enum Command {
     /// would fail on: unreadable certificates, a key that does not match, a port used
     /// twice), plus warnings (relay hosts that do not resolve).
     CheckConfig,
+    /// A webmail on top of this server (Roundcube): its settings from this configuration.
+    #[command(subcommand)]
+    Webmail(crate::webmail::WebmailCommand),
     /// Write a backup into DIR (which must not exist): the database, a consistent copy
     /// taken while the server serves, and the domains' DKIM keys; readable only by its
     /// owner.
@@ -91,6 +94,7 @@ pub fn run_admin(config: &Config, command: Command) -> anyhow::Result<()> {
             println!("configuration is valid");
             return Ok(());
         }
+        Command::Webmail(command) => return crate::webmail::run(config, command),
         Command::Backup { dir } => return backup(config, &dir),
         Command::Restore { dir } => {
             let report = crate::admin::backup::restore(config, &absolute(&dir)?)?;

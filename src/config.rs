@@ -136,6 +136,12 @@ pub struct AuthConfig {
     /// Networks (CIDR) from which logins are allowed before TLS. Empty by default:
     /// passwords never cross the network in clear.
     pub plaintext_networks: Vec<String>,
+    /// Webmail hosts (addresses or CIDR networks), e.g. the Roundcube server: one
+    /// address logs in for every webmail user, so its own address is never locked out
+    /// as a whole, and over IMAP it may name each user's address with `ID
+    /// ("x-originating-ip" ...)` (Roundcube's `understudy` plugin sends it), which the
+    /// throttle counts instead. Only hosts listed here are believed.
+    pub webmail_hosts: Vec<String>,
     /// How long a verified password stays in the in-memory credential cache.
     pub cache_ttl_secs: u64,
     /// Failed logins per address or per client IP before a lock-out.
@@ -165,6 +171,7 @@ impl Default for AuthConfig {
     fn default() -> Self {
         AuthConfig {
             plaintext_networks: Vec::new(),
+            webmail_hosts: Vec::new(),
             cache_ttl_secs: 300,
             max_failures: 10,
             lockout_secs: 900,
@@ -576,12 +583,17 @@ impl Config {
                 "must not exceed limits.max_connections".into(),
             );
         }
-        for (i, net) in self.auth.plaintext_networks.iter().enumerate() {
-            if Network::parse(net).is_none() {
-                problem(
-                    format!("auth.plaintext_networks[{i}]"),
-                    format!("'{net}' is not a network (e.g. 10.0.0.0/8)"),
-                );
+        for (key, nets) in [
+            ("plaintext_networks", &self.auth.plaintext_networks),
+            ("webmail_hosts", &self.auth.webmail_hosts),
+        ] {
+            for (i, net) in nets.iter().enumerate() {
+                if Network::parse(net).is_none() {
+                    problem(
+                        format!("auth.{key}[{i}]"),
+                        format!("'{net}' is not a network (e.g. 10.0.0.0/8)"),
+                    );
+                }
             }
         }
         if let Some(addr) = &self.metrics.listen {
@@ -694,12 +706,17 @@ impl Config {
     }
 
     pub fn plaintext_networks(&self) -> Vec<Network> {
-        self.auth
-            .plaintext_networks
-            .iter()
-            .filter_map(|n| Network::parse(n))
-            .collect()
+        parse_networks(&self.auth.plaintext_networks)
     }
+
+    /// `auth.webmail_hosts`, parsed (validation reported the bad ones).
+    pub fn webmail_hosts(&self) -> Vec<Network> {
+        parse_networks(&self.auth.webmail_hosts)
+    }
+}
+
+fn parse_networks(texts: &[String]) -> Vec<Network> {
+    texts.iter().filter_map(|n| Network::parse(n)).collect()
 }
 
 /// The permission bits of a file, where the platform has them.

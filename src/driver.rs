@@ -16,6 +16,8 @@ use understudy_protocol::session::{Session, READ_CHUNK};
 use understudy_protocol::{Action, Goodbye, Output};
 use understudy_storage::Store;
 
+use crate::config_types::Service;
+
 /// First size of a connection's read buffer. Most reads are a command line or an IDLE
 /// `DONE`, and thousands of connections sit idle, so the buffer starts here and grows to
 /// `READ_CHUNK` only while reads fill it (literals, pipelined bursts); a small read
@@ -194,15 +196,19 @@ async fn handshake(acceptor: &TlsAcceptor, stream: TcpStream, limit: Duration) -
     Ok(Conn::new(Io::Tls(Box::new(tls))))
 }
 
-/// Runs one session step on the blocking pool.
-async fn step<S, F>(session: S, f: F) -> anyhow::Result<(S, Output)>
+/// Runs one session step on the blocking pool, its time counted for `service` (the
+/// metric `understudy_session_busy_seconds_total`: time spent in Understudy, not waiting
+/// for the client).
+async fn step<S, F>(service: Service, session: S, f: F) -> anyhow::Result<(S, Output)>
 where
     S: Session,
     F: FnOnce(&mut S) -> Output + Send + 'static,
 {
     tokio::task::spawn_blocking(move || {
         let mut session = session;
+        let started = std::time::Instant::now();
         let out = f(&mut session);
+        crate::metrics::METRICS.session_step(service, started.elapsed());
         (session, out)
     })
     .await
@@ -214,6 +220,7 @@ where
 // The connection, its session and its two stop signals: a struct would only move the list.
 #[allow(clippy::too_many_arguments)]
 pub async fn drive<S: Session>(
+    service: Service,
     stream: TcpStream,
     implicit_tls: bool,
     tls: Option<TlsAcceptor>,
@@ -291,11 +298,16 @@ pub async fn drive<S: Session>(
         };
         let out = match event {
             Event::Input(n) => {
-                let mut out = match session.receive_inline(buf.filled()) {
-                    Some(out) => out,
+                let started = std::time::Instant::now();
+                let inline = session.receive_inline(buf.filled());
+                let mut out = match inline {
+                    Some(out) => {
+                        crate::metrics::METRICS.session_step(service, started.elapsed());
+                        out
+                    }
                     None => {
                         let chunk = buf.filled().to_vec();
-                        let (s, out) = step(session, move |s| s.receive(&chunk)).await?;
+                        let (s, out) = step(service, session, move |s| s.receive(&chunk)).await?;
                         session = s;
                         out
                     }
@@ -312,7 +324,7 @@ pub async fn drive<S: Session>(
                 // ready and run the rest before reading more.
                 while out.action == Action::Continue && session.has_pending() {
                     conn.write_all(&out.bytes).await?;
-                    let (s, next) = step(session, |s| s.receive(&[])).await?;
+                    let (s, next) = step(service, session, |s| s.receive(&[])).await?;
                     session = s;
                     out = next;
                 }
@@ -337,7 +349,7 @@ pub async fn drive<S: Session>(
                 out
             }
             Event::MailboxChanged => {
-                let (s, out) = step(session, |s| s.mailbox_changed()).await?;
+                let (s, out) = step(service, session, |s| s.mailbox_changed()).await?;
                 session = s;
                 out
             }
@@ -349,7 +361,7 @@ pub async fn drive<S: Session>(
                         match tokio::time::timeout_at(deadline, buf.read(&mut conn)).await {
                             Ok(Ok(n)) if n > 0 => {
                                 let chunk = buf.filled().to_vec();
-                                let (s, out) = step(session, move |s| s.receive(&chunk)).await?;
+                                let (s, out) = step(service, session, move |s| s.receive(&chunk)).await?;
                                 session = s;
                                 conn.write_all(&out.bytes).await?;
                                 if out.action == Action::Close {
@@ -397,7 +409,7 @@ pub async fn drive<S: Session>(
                     idle = Some(store.subscribe(mailbox_id, 0));
                     // A change may have committed between the session's last look and
                     // the subscription: look once more now.
-                    let (s, out) = step(session, |s| s.mailbox_changed()).await?;
+                    let (s, out) = step(service, session, |s| s.mailbox_changed()).await?;
                     session = s;
                     conn.write_all(&out.bytes).await?;
                 }

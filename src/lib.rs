@@ -30,6 +30,7 @@ pub mod sessions;
 pub mod shared;
 pub mod tls;
 pub mod web;
+pub mod webmail;
 
 use tokio::sync::watch;
 

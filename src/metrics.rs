@@ -42,6 +42,10 @@ pub struct Metrics {
     pub bounced: AtomicU64,
     /// Attempts deferred (4xx, time-out, connection failure).
     pub deferred: AtomicU64,
+    /// Session steps (a command or a batch of pipelined ones) and the time spent in
+    /// them, per service: what a client's request cost the server, without the network.
+    session_steps: [AtomicU64; 7],
+    session_busy_micros: [AtomicU64; 7],
 }
 
 #[allow(clippy::declare_interior_mutable_const)]
@@ -60,12 +64,22 @@ pub static METRICS: Metrics = Metrics {
     sent_outbound: ZERO,
     bounced: ZERO,
     deferred: ZERO,
+    session_steps: [ZERO; 7],
+    session_busy_micros: [ZERO; 7],
 };
 
 impl Metrics {
     pub fn connection(&self, service: Service) {
         if let Some(i) = Service::ALL.iter().position(|s| *s == service) {
             self.connections[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts one session step of `service` that took `took`.
+    pub fn session_step(&self, service: Service, took: Duration) {
+        if let Some(i) = Service::ALL.iter().position(|s| *s == service) {
+            self.session_steps[i].fetch_add(1, Ordering::Relaxed);
+            self.session_busy_micros[i].fetch_add(took.as_micros() as u64, Ordering::Relaxed);
         }
     }
 
@@ -106,6 +120,32 @@ pub fn render(store: &Store) -> String {
             "understudy_connections_total{{service=\"{}\"}} {}",
             service.name(),
             get(&m.connections[i])
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP understudy_session_steps_total Session steps (a command, or pipelined commands read together), by service.\n\
+         # TYPE understudy_session_steps_total counter"
+    );
+    for (i, service) in Service::ALL.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "understudy_session_steps_total{{service=\"{}\"}} {}",
+            service.name(),
+            get(&m.session_steps[i])
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP understudy_session_busy_seconds_total Time spent in session steps (in the server, not waiting for the client), by service.\n\
+         # TYPE understudy_session_busy_seconds_total counter"
+    );
+    for (i, service) in Service::ALL.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "understudy_session_busy_seconds_total{{service=\"{}\"}} {:.6}",
+            service.name(),
+            get(&m.session_busy_micros[i]) as f64 / 1e6
         );
     }
     for (name, help, value) in [

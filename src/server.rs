@@ -307,6 +307,7 @@ async fn serve_connection(
         .clone()
         .track(services::new_session(service, info, &shared, &account, &logins));
     driver::drive(
+        service,
         stream,
         service.implicit_tls(),
         shared.tls(),

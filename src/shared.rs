@@ -39,6 +39,7 @@ pub struct Shared {
     /// Open IMAP and POP3 sessions per user (`limits.max_connections_per_user`).
     pub user_sessions: Arc<crate::sessions::UserSessions>,
     plaintext_networks: Vec<Network>,
+    webmail_hosts: Vec<Network>,
 }
 
 impl Shared {
@@ -57,6 +58,7 @@ impl Shared {
         );
         Ok(Shared {
             plaintext_networks: config.plaintext_networks(),
+            webmail_hosts: config.webmail_hosts(),
             bound: Mutex::new(Vec::new()),
             imap: Arc::new(crate::backends::imap::ImapStore::new(
                 store.clone(),
@@ -102,6 +104,7 @@ impl Shared {
             tls,
             tls_available: self.tls.read().is_some(),
             allow_plaintext_auth: self.plaintext_networks.iter().any(|n| n.contains(peer)),
+            webmail_host: self.webmail_hosts.iter().any(|n| n.contains(peer)),
             hostname: self.config.hostname.clone(),
         }
     }

@@ -1,6 +1,7 @@
-//! The IMAP extended-form lexer and parser (LIST-EXTENDED, SEARCH RETURN), which
-//! recursed once per parenthesis until issue 19: one framed command of up to a line's
-//! length (64 KiB), after `understudy_fuzz::expand`, so deep nesting is a few bytes away.
+//! The IMAP extended-form lexer and parser (LIST-EXTENDED, SEARCH RETURN, CANCELUPDATE),
+//! which recursed once per parenthesis until issue 19, and the MULTIAPPEND/CATENATE
+//! parser with its IMAP URLs and sections: one framed command of up to a line's length
+//! (64 KiB), after `understudy_fuzz::expand`, so deep nesting is a few bytes away.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

@@ -70,6 +70,10 @@ pub struct ConnectionInfo {
     pub tls_available: bool,
     /// Plaintext logins allowed before TLS (trusted networks only; off by default).
     pub allow_plaintext_auth: bool,
+    /// The peer is a configured webmail host (`auth.webmail_hosts`): it logs in for many
+    /// users from one address and may name each user's own address (IMAP `ID`
+    /// `x-originating-ip`, RFC 2971), which the login throttle then counts instead.
+    pub webmail_host: bool,
     /// Host name used in greetings and `Received` headers.
     pub hostname: String,
 }

@@ -1,6 +1,7 @@
 //! Queries and bookkeeping the queue runner needs beyond `queue.rs`: whether a user still
-//! holds a copy of a message (deleted mail is not redelivered), and moving entries in the
-//! due index without an attempt (relay entries parked while their domain is in an outage).
+//! holds a copy of a message (deleted mail is not redelivered; a copy in the Trash is
+//! deleted), and moving entries in the due index without an attempt (relay entries parked
+//! while their domain is in an outage).
 
 use rocksdb::WriteBatch;
 
@@ -10,11 +11,11 @@ use crate::keys::*;
 use crate::model::{MessageRecord, QueueEntry};
 
 impl Store {
-    /// True when any of the user's mailboxes holds a message from the delivery with this
-    /// tracking id (copies and moves keep it). Scans the user's messages: called once per
-    /// relay entry attempt, not per protocol command.
+    /// True when any of the user's mailboxes but the Trash holds a message from the
+    /// delivery with this tracking id (copies and moves keep it). Scans the user's
+    /// messages: called once per relay entry attempt, not per protocol command.
     pub fn user_has_tracking_id(&self, user_id: u64, tracking_id: u64) -> StoreResult<bool> {
-        for mailbox in self.mailboxes(user_id)? {
+        for mailbox in self.kept_mailboxes(user_id)? {
             for (_, v) in self.scan_prefix(CF_MESSAGES, &u64_key(mailbox.id))? {
                 let record: MessageRecord = decode(CF_MESSAGES, &v)?;
                 if record.tracking_id == tracking_id {
@@ -37,13 +38,23 @@ impl Store {
 
     pub fn user_tracking_ids(&self, user_id: u64) -> StoreResult<std::collections::HashSet<u64>> {
         let mut out = std::collections::HashSet::new();
-        for mailbox in self.mailboxes(user_id)? {
+        for mailbox in self.kept_mailboxes(user_id)? {
             for (_, v) in self.scan_prefix(CF_MESSAGES, &u64_key(mailbox.id))? {
                 let record: MessageRecord = decode(CF_MESSAGES, &v)?;
                 out.insert(record.tracking_id);
             }
         }
         Ok(out)
+    }
+
+    /// The mailboxes whose messages the user keeps: all but the `\Trash` one. Delete in
+    /// Roundcube, Outlook, Apple Mail or a phone moves a message there, and the user
+    /// means it deleted: a copy left only in the Trash is not redelivered (Roundcube's
+    /// Delete once sent a deleted message on to the primary, issue 20).
+    fn kept_mailboxes(&self, user_id: u64) -> StoreResult<Vec<crate::model::Mailbox>> {
+        let mut mailboxes = self.mailboxes(user_id)?;
+        mailboxes.retain(|m| m.special_use != Some(crate::model::SpecialUse::Trash));
+        Ok(mailboxes)
     }
 
     /// Moves the next attempt of these entries to `at` without counting an attempt, in one

@@ -600,6 +600,28 @@ fn move_into_the_same_mailbox_gives_a_new_uid_and_keeps_the_body() {
 }
 
 #[test]
+fn a_message_left_only_in_the_trash_counts_as_deleted_for_redelivery() {
+    // Delete in Roundcube (and most clients) is a move to the Trash; the queue runner
+    // must not send such a message on to the primary (issue 20).
+    let dir = tempfile::tempdir().unwrap();
+    let (store, user) = with_user(dir.path());
+    let inbox = store.inbox(user.id).unwrap();
+    let archive = store.mailbox_by_name(user.id, "Archive").unwrap().unwrap();
+    let trash = store.mailbox_by_name(user.id, "Trash").unwrap().unwrap();
+    let kept = deliver(&store, vec![user.id], b"Subject: kept\r\n\r\nbody\r\n").tracking_id;
+    let binned = deliver(&store, vec![user.id], b"Subject: binned\r\n\r\nbody\r\n").tracking_id;
+    store.move_messages(user.id, inbox.id, &[1], archive.id).unwrap();
+    store.move_messages(user.id, inbox.id, &[2], trash.id).unwrap();
+    assert!(store.user_has_tracking_id(user.id, kept).unwrap());
+    assert!(!store.user_has_tracking_id(user.id, binned).unwrap());
+    let (held, _) = store.user_tracking_snapshot(user.id).unwrap();
+    assert!(held.contains(&kept) && !held.contains(&binned), "{held:?}");
+    // Taken back out of the Trash, it is kept again.
+    store.move_messages(user.id, trash.id, &[1], inbox.id).unwrap();
+    assert!(store.user_has_tracking_id(user.id, binned).unwrap());
+}
+
+#[test]
 fn subscriptions_outlive_delete_follow_rename_and_go_with_the_user() {
     let dir = tempfile::tempdir().unwrap();
     let (store, anna) = with_user(dir.path());

@@ -259,7 +259,7 @@ p.quit()
 }
 
 /// A ResolverCache holding the test's DKIM key record (no DNS in tests).
-struct TxtCache(std::sync::Mutex<std::collections::HashMap<Box<str>, mail_auth::Txt>>);
+pub struct TxtCache(pub std::sync::Mutex<std::collections::HashMap<Box<str>, mail_auth::Txt>>);
 
 impl mail_auth::ResolverCache<Box<str>, mail_auth::Txt> for TxtCache {
     fn get<Q>(&self, name: &Q) -> Option<mail_auth::Txt>
@@ -283,7 +283,7 @@ impl mail_auth::ResolverCache<Box<str>, mail_auth::Txt> for TxtCache {
 
 /// The message as the remote MX received it: smtp-sink's own headers (up to its
 /// three-line Received header) and its trailing empty line removed, CRLF restored.
-fn received_message(dump: &str) -> Vec<u8> {
+pub fn received_message(dump: &str) -> Vec<u8> {
     let lines: Vec<&str> = dump.split('\n').collect();
     let received = lines
         .iter()

@@ -237,7 +237,7 @@ fn logins(server: &TestServer, attempts: &[(&str, &str)]) -> Vec<String> {
 }
 
 /// The log without the ANSI colour codes tracing adds to field names.
-fn plain(log: &str) -> String {
+pub fn plain(log: &str) -> String {
     let mut out = String::with_capacity(log.len());
     let mut rest = log;
     while let Some(i) = rest.find('\x1b') {

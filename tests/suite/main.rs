@@ -64,3 +64,5 @@ mod smarthost;
 mod smtp;
 /// SMTP with `swaks`: the MX receiver and submission as a second real client.
 mod swaks;
+/// Roundcube under `php -S` on a real server, in headless Chromium, during an outage.
+mod webmail;

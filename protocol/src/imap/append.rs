@@ -218,7 +218,7 @@ fn flags_of(names: &[String]) -> Flags {
 /// and messages put together from parts (CATENATE, RFC 4469). Literal octets stay in
 /// the command; the parts name them by range.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) struct AppendCommand {
+pub(crate) struct AppendCommand {
     pub tag: String,
     /// The mailbox as the client wrote it (astring octets).
     pub mailbox: Vec<u8>,
@@ -226,21 +226,21 @@ pub(super) struct AppendCommand {
 }
 
 #[derive(Debug, PartialEq, Eq)]
-pub(super) struct AppendMessageSpec {
+pub(crate) struct AppendMessageSpec {
     pub flags: Vec<String>,
     pub date: Option<(i64, i16)>,
     pub data: AppendData,
 }
 
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum AppendData {
+pub(crate) enum AppendData {
     /// The message literal (`{n}` or literal8 `~{n}`), as a range of the command.
     Literal(Range<usize>),
     Catenate(Vec<CatenatePart>),
 }
 
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum CatenatePart {
+pub(crate) enum CatenatePart {
     /// `TEXT literal`: octets of the command.
     Text(Range<usize>),
     /// `URL astring`: an IMAP URL of a message or section of this user's (RFC 5092).
@@ -413,7 +413,7 @@ impl<'a> Cursor<'a> {
 /// Whether a (possibly incomplete) command is an APPEND, so that a synchronizing
 /// literal after its first message may be accepted although imap-codec, which parses
 /// one message, rejects the command so far.
-pub(super) fn is_append(command: &[u8]) -> bool {
+pub(crate) fn is_append(command: &[u8]) -> bool {
     let mut c = Cursor {
         input: command,
         pos: 0,
@@ -432,7 +432,7 @@ fn parse_date_time(raw: &[u8]) -> Option<(i64, i16)> {
 /// Parses `tag APPEND mailbox 1*(append-opts SP append-data) CRLF` (RFC 3502 §6.3.11,
 /// RFC 4469 §5). `None` when it is not an APPEND at all; `Err` with the tag for a
 /// malformed one.
-pub(super) fn parse_append(command: &[u8]) -> Option<Result<AppendCommand, String>> {
+pub(crate) fn parse_append(command: &[u8]) -> Option<Result<AppendCommand, String>> {
     let mut c = Cursor {
         input: command,
         pos: 0,

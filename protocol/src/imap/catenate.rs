@@ -16,7 +16,7 @@ const MAX_URL: usize = 2048;
 /// A message (or part) reference: `[imap://[user@]host[:port]]/mailbox[;UIDVALIDITY=v]
 /// /;UID=u[/;SECTION=s][/;PARTIAL=o[.l]]`, or `;UID=..` in the selected mailbox.
 #[derive(Debug, PartialEq, Eq)]
-struct MessageUrl {
+pub(crate) struct MessageUrl {
     user: Option<String>,
     /// None: the selected mailbox.
     mailbox: Option<String>,
@@ -33,7 +33,7 @@ fn decode_percent(s: &str) -> Option<String> {
         .map(Cow::into_owned)
 }
 
-fn parse_url(url: &str) -> Option<MessageUrl> {
+pub(crate) fn parse_url(url: &str) -> Option<MessageUrl> {
     if url.len() > MAX_URL {
         return None;
     }
@@ -96,7 +96,7 @@ fn parse_url(url: &str) -> Option<MessageUrl> {
 
 /// A URL's section (`1.2`, `HEADER`, `1.MIME`, `HEADER.FIELDS (SUBJECT)`) as imap-codec
 /// reads it inside `BODY[...]`.
-fn parse_section(section: &str) -> Option<Section<'static>> {
+pub(crate) fn parse_section(section: &str) -> Option<Section<'static>> {
     if section.len() > 1024 || section.bytes().any(|b| b == b']' || b == b'\r' || b == b'\n') {
         return None;
     }

@@ -8,8 +8,10 @@
 //! for SORT one pair per message with its position, removals from the last position
 //! down, then additions from the first position up, so each position is right when
 //! the client applies it (sort keys never change, so the messages that stay keep their
-//! relative order). UPDATE of a search by sequence number, or past `MAX_CONTEXTS`, is
-//! refused with `* NO [NOUPDATE "tag"]` (§4.3.1) and answered as without it.
+//! relative order). UPDATE of a search by sequence number or of message content (every
+//! change would read every body again), or past `MAX_CONTEXTS`, is refused with `* NO
+//! [NOUPDATE "tag"]` (§4.3.1) and answered as without it; what a context costs per
+//! change is then one walk over the view's metadata (and SORT keys from the cache).
 
 use std::collections::BTreeSet;
 
@@ -56,6 +58,7 @@ impl ImapSession {
         &mut self,
         tag: &str,
         uid: bool,
+        criteria: &[imap_codec::imap_types::search::SearchKey<'_>],
         out: &mut Vec<u8>,
     ) -> Result<bool, &'static str> {
         if self.contexts.iter().any(|c| c.tag == tag) {
@@ -63,6 +66,10 @@ impl ImapSession {
         }
         let refusal = if !uid {
             Some("UPDATE is offered for UID SEARCH and UID SORT only")
+        } else if criteria.iter().any(super::search::has_content_key) {
+            // Every change would read every body again, for as long as the client
+            // stays: another session's deliveries must not cost that much here.
+            Some("UPDATE is not offered for searches of message content")
         } else if self.contexts.len() >= MAX_CONTEXTS {
             Some("Too many contexts")
         } else {

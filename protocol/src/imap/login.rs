@@ -1,6 +1,7 @@
 //! LOGIN and AUTHENTICATE (PLAIN, LOGIN; SASL-IR) before authentication (RFC 3501 §6.2,
 //! RFC 4959): credentials go to the auth backend, failures are counted and end the
-//! session after `max_auth_failures`.
+//! session after `max_auth_failures`. And ID (RFC 2971), through which a webmail host
+//! names the user's own address before the login, for the throttle.
 
 use super::*;
 
@@ -9,12 +10,12 @@ impl ImapSession {
         let credentials = Credentials {
             username: user,
             password,
-            peer: self.info.peer,
+            peer: self.client_ip.unwrap_or(self.info.peer),
             protocol: "imap",
         };
         match self.auth.authenticate(&credentials) {
             Ok(account) => {
-                tracing::info!(user = %account.address, peer = %self.info.peer, "imap login");
+                tracing::info!(user = %account.address, peer = %self.info.peer, client = %credentials.peer, "imap login");
                 self.state = State::Authenticated { account };
                 out.extend_from_slice(
                     format!("{tag} OK [CAPABILITY {}] Logged in\r\n", self.capabilities()).as_bytes(),
@@ -53,6 +54,35 @@ impl ImapSession {
                 Flow::Continue
             }
         }
+    }
+
+    /// ID (RFC 2971): answers the server's name. Before login, from a webmail host
+    /// (`ConnectionInfo::webmail_host`), an `x-originating-ip` field (the name
+    /// Dovecot and Roundcube use) is the user's own address: the throttle counts
+    /// failures against it, not against the webmail host every user shares. From anyone
+    /// else the field is ignored, or it would let a guesser pick the address counted.
+    pub(super) fn id(
+        &mut self,
+        tag: &str,
+        parameters: Option<Vec<(IString<'_>, NString<'_>)>>,
+        out: &mut Vec<u8>,
+    ) -> Flow {
+        if self.info.webmail_host && matches!(self.state, State::NotAuthenticated) {
+            let originating = parameters.iter().flatten().find_map(|(key, value)| {
+                let key: &[u8] = key.as_ref();
+                if !key.eq_ignore_ascii_case(b"x-originating-ip") {
+                    return None;
+                }
+                let value: &[u8] = value.0.as_ref()?.as_ref();
+                std::str::from_utf8(value).ok()?.trim().parse::<IpAddr>().ok()
+            });
+            if let Some(ip) = originating {
+                tracing::debug!(peer = %self.info.peer, client = %ip, "imap: webmail host names the client");
+                self.client_ip = Some(ip);
+            }
+        }
+        out.extend_from_slice(b"* ID (\"name\" \"Understudy\")\r\n");
+        ok(out, tag, "ID completed")
     }
 
     pub(super) fn authenticate(

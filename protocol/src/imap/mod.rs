@@ -63,9 +63,9 @@
 //! Not offered (so not advertised): QUOTASET, METADATA,
 //! UTF8=ACCEPT, SEARCHRES (`RETURN (SAVE)`).
 
-mod append;
+pub(crate) mod append;
 pub mod backend;
-mod catenate;
+pub(crate) mod catenate;
 mod compress;
 mod context;
 mod copy_move;
@@ -110,12 +110,14 @@ pub(crate) mod text;
 mod thread;
 mod view;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use imap_codec::decode::{CommandDecodeError, Decoder};
 use imap_codec::imap_types::{
     auth::AuthMechanism,
     command::{Command, CommandBody},
+    core::{IString, NString},
     extensions::{binary::LiteralOrLiteral8, enable::CapabilityEnable},
     flag::Flag,
     mailbox::{ListMailbox, Mailbox},
@@ -267,6 +269,9 @@ pub struct ImapSession {
     compressing: bool,
     bad_commands: u32,
     auth_failures: u32,
+    /// The user's own address as a webmail host named it before login (`ID`
+    /// `x-originating-ip`); the login throttle counts it instead of the peer's.
+    client_ip: Option<IpAddr>,
     pending_fetch: Option<PendingFetch>,
     /// UPDATE contexts of UID SEARCH (CONTEXT=SEARCH, `context.rs`), while selected.
     contexts: Vec<context::UpdateContext>,
@@ -296,6 +301,7 @@ impl ImapSession {
             compressing: false,
             bad_commands: 0,
             auth_failures: 0,
+            client_ip: None,
             pending_fetch: None,
             contexts: Vec::new(),
             new_context: None,
@@ -618,10 +624,7 @@ impl ImapSession {
                 ok(out, tag, "LOGOUT completed");
                 return Flow::Close;
             }
-            (_, C::Id { .. }) => {
-                out.extend_from_slice(b"* ID (\"name\" \"Understudy\")\r\n");
-                ok(out, tag, "ID completed")
-            }
+            (_, C::Id { parameters }) => self.id(tag, parameters, out),
             (P::NotAuthenticated, C::StartTLS) => {
                 if self.info.tls || !self.info.tls_available {
                     return self.bad(out, tag, "TLS not available");
@@ -922,7 +925,7 @@ impl ImapSession {
                     },
                 )) => {
                     if options.update {
-                        match self.admit_context(&tag, uid, out) {
+                        match self.admit_context(&tag, uid, criteria.as_ref(), out) {
                             Ok(admitted) => options.update = admitted,
                             Err(text) => return self.bad(out, &tag, text),
                         }
@@ -954,7 +957,7 @@ impl ImapSession {
                     },
                 )) => {
                     if options.update {
-                        match self.admit_context(&tag, uid, out) {
+                        match self.admit_context(&tag, uid, search_criteria.as_ref(), out) {
                             Ok(admitted) => options.update = admitted,
                             Err(text) => return self.bad(out, &tag, text),
                         }

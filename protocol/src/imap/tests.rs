@@ -13,6 +13,7 @@ pub(super) fn info(tls: bool, allow_plaintext_auth: bool) -> ConnectionInfo {
         tls,
         tls_available: true,
         allow_plaintext_auth,
+        webmail_host: false,
         hostname: "mx.example.com".into(),
     }
 }
@@ -123,6 +124,55 @@ fn login_and_authenticate() {
     let mut s = session_with(&store, info(true, false));
     assert_eq!(send(&mut s, "a AUTHENTICATE PLAIN\r\n"), "+ \r\n");
     assert_eq!(send(&mut s, "*\r\n"), "a BAD Authentication cancelled\r\n");
+}
+
+/// Records the client address each login was counted against.
+struct PeerRecorder(std::sync::Mutex<Vec<IpAddr>>);
+
+impl AuthBackend for PeerRecorder {
+    fn authenticate(&self, credentials: &Credentials) -> Result<Account, AuthError> {
+        self.0.lock().unwrap().push(credentials.peer);
+        MockAuth.authenticate(credentials)
+    }
+}
+
+#[test]
+fn a_webmail_host_names_the_client_address_through_id_and_nobody_else_can() {
+    let store = MockStore::new();
+    let login = |webmail_host: bool, id: &str| {
+        let auth = Arc::new(PeerRecorder(Default::default()));
+        let mut s = ImapSession::new(
+            ConnectionInfo {
+                webmail_host,
+                ..info(true, false)
+            },
+            auth.clone(),
+            store.clone(),
+            ImapLimits::default(),
+        );
+        s.greeting();
+        let r = send(&mut s, id);
+        assert_eq!(r.lines().last(), Some("i OK ID completed"), "{r}");
+        assert!(r.starts_with("* ID (\"name\" \"Understudy\")\r\n"), "{r}");
+        let r = send(&mut s, &format!("a LOGIN {USER} wrong\r\n"));
+        assert!(r.starts_with("a NO [AUTHENTICATIONFAILED]"), "{r}");
+        // Once logged in, ID names nobody any more.
+        let r = send(&mut s, &format!("b LOGIN {USER} {PASSWORD}\r\n"));
+        assert!(r.starts_with("b OK"), "{r}");
+        send(&mut s, "c ID (\"x-originating-ip\" \"203.0.113.99\")\r\n");
+        drop(s);
+        let peers = auth.0.lock().unwrap().clone();
+        peers
+    };
+    let client: IpAddr = "198.51.100.7".parse().unwrap();
+    let host = info(true, false).peer;
+    let id = "i ID (\"name\" \"Roundcube\" \"X-Originating-IP\" \"198.51.100.7\")\r\n";
+    assert_eq!(login(true, id), vec![client, client]);
+    // Anyone else's claim is ignored, and so is a value that is no address.
+    assert_eq!(login(false, id), vec![host, host]);
+    let garbage = "i ID (\"x-originating-ip\" \"198.51.100.7; drop\")\r\n";
+    assert_eq!(login(true, garbage), vec![host, host]);
+    assert_eq!(login(true, "i ID NIL\r\n"), vec![host, host]);
 }
 
 fn sasl_b64(s: &str) -> String {

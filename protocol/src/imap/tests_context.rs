@@ -67,6 +67,12 @@ fn update_contexts_report_how_the_result_changes_until_cancelled() {
          f OK SEARCH completed\r\n"
     );
     assert_eq!(
+        send(&mut s, "f2 UID SEARCH RETURN (UPDATE COUNT) BODY there\r\n"),
+        "* NO [NOUPDATE \"f2\"] UPDATE is not offered for searches of message content\r\n\
+         * ESEARCH (TAG \"f2\") UID COUNT 5\r\n\
+         f2 OK SEARCH completed\r\n"
+    );
+    assert_eq!(
         send(&mut s, "g UID SEARCH RETURN (UPDATE COUNT) ALL\r\n"),
         "* ESEARCH (TAG \"g\") UID COUNT 5\r\ng OK SEARCH completed\r\n"
     );

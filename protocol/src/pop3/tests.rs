@@ -133,6 +133,7 @@ fn info(tls: bool) -> ConnectionInfo {
         tls,
         tls_available: true,
         allow_plaintext_auth: false,
+        webmail_host: false,
         hostname: "mx.example.com".into(),
     }
 }

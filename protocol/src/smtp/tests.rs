@@ -117,6 +117,7 @@ impl Harness {
             tls,
             tls_available: true,
             allow_plaintext_auth: false,
+            webmail_host: false,
             hostname: "mx.example.com".to_string(),
         };
         let backend = Arc::new(MockBackend::default());

@@ -24,6 +24,7 @@ pub fn connection(tls: bool) -> ConnectionInfo {
         tls,
         tls_available: true,
         allow_plaintext_auth: false,
+        webmail_host: false,
         hostname: "mx.example.com".into(),
     }
 }
@@ -151,6 +152,23 @@ pub mod parsers {
     pub fn imap_extended(command: &[u8]) {
         let _ = crate::imap::extended::is_extended_form(command);
         let _ = crate::imap::extended::parse(command);
+        // MULTIAPPEND and CATENATE: the APPEND parser, the URLs and sections it yields.
+        let _ = crate::imap::append::is_append(command);
+        if let Some(Ok(append)) = crate::imap::append::parse_append(command) {
+            for message in &append.messages {
+                if let crate::imap::append::AppendData::Catenate(parts) = &message.data {
+                    for part in parts {
+                        if let crate::imap::append::CatenatePart::Url(url) = part {
+                            let _ = crate::imap::catenate::parse_url(url);
+                        }
+                    }
+                }
+            }
+        }
+        if let Ok(text) = std::str::from_utf8(command) {
+            let _ = crate::imap::catenate::parse_url(text);
+            let _ = crate::imap::catenate::parse_section(text);
+        }
     }
 
     /// The LIST wildcard matcher.
