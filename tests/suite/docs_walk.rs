@@ -36,6 +36,7 @@ const SHELL: &[&str] = &[
     "dpkg",
     "cp",
     "install",
+    "contrib/roundcube/setup-debian.sh",
 ];
 
 /// Commands of the docs this test does not run, and what runs them.
@@ -51,6 +52,11 @@ const NOT_HERE: &[(&str, &str)] = &[
         "debian/ci-install.sh installs the package with dpkg and checks it",
     ),
     ("cargo test --workspace --locked", ".ci/run"),
+    (
+        "contrib/roundcube/setup-debian.sh",
+        "installs nginx and PHP-FPM and sets up a web server: not run anywhere yet; \
+         tests/suite/webmail.rs runs Roundcube on the settings of `webmail print-config`",
+    ),
     (
         "journalctl -u understudy -f",
         "follows the journal until interrupted; tests/suite/logs.rs reads the log",
@@ -142,6 +148,34 @@ fn code_blocks(doc: &str) -> Vec<Block> {
         });
     }
     blocks
+}
+
+/// The commands of a block with their lines: a line ending in `\` goes on on the next,
+/// and so does a synopsis whose next line starts with an option (`[--flag N]`, `--flag`).
+fn commands(block: &Block) -> Vec<(usize, String)> {
+    let mut out: Vec<(usize, String)> = Vec::new();
+    let mut open = false;
+    for (n, line) in block.lines.iter().enumerate() {
+        let text = line.trim();
+        if text.is_empty() {
+            open = false;
+            continue;
+        }
+        let (text, continues) = match text.strip_suffix('\\') {
+            Some(t) => (t.trim_end(), true),
+            None => (text, false),
+        };
+        let goes_on = open || text.starts_with("[-") || text.starts_with("--");
+        match out.last_mut() {
+            Some((_, command)) if goes_on => {
+                command.push(' ');
+                command.push_str(text);
+            }
+            _ => out.push((block.line + n, text.to_string())),
+        }
+        open = continues;
+    }
+    out
 }
 
 /// The command without its trailing `# comment` (a `#` after whitespace, outside
@@ -265,6 +299,37 @@ impl Walk {
 
     /// A command as written in the docs, made to run here.
     fn prepared(&mut self, command: &str) -> String {
+        // Optional parts of a synopsis that take a value (`[--connect HOST]`): left out,
+        // but for the ports a listener on port 0 does not tell.
+        let ports = self.server.is_running().then(|| {
+            (
+                self.server.addr("imaps").port(),
+                self.server.addr("submissions").port(),
+            )
+        });
+        let mut kept = String::new();
+        let mut rest = command;
+        while let Some(start) = rest.find('[') {
+            let Some(len) = rest[start..].find(']') else {
+                break;
+            };
+            let group = &rest[start + 1..start + len];
+            if group.contains(' ') {
+                kept.push_str(&rest[..start]);
+                match (group.split(' ').next(), ports) {
+                    (Some("--imap-port"), Some((imaps, _))) => kept.push_str(&format!("--imap-port {imaps}")),
+                    (Some("--smtp-port"), Some((_, submissions))) => {
+                        kept.push_str(&format!("--smtp-port {submissions}"))
+                    }
+                    _ => {}
+                }
+            } else {
+                kept.push_str(&rest[..start + len + 1]);
+            }
+            rest = &rest[start + len + 1..];
+        }
+        kept.push_str(rest);
+        let command = kept.split_whitespace().collect::<Vec<_>>().join(" ");
         let mut words = Vec::new();
         for word in command.split(' ') {
             let word = match word.strip_prefix('[').and_then(|w| w.strip_suffix(']')) {
@@ -433,17 +498,13 @@ impl Walk {
             };
             let word = first.split_whitespace().next().unwrap_or("");
             if SHELL.contains(&word) {
-                for (n, line) in block.lines.iter().enumerate() {
-                    if line.trim().is_empty() {
-                        continue;
-                    }
-                    let word = line.split_whitespace().next().unwrap_or("");
+                for (line, command) in commands(block) {
+                    let word = command.split_whitespace().next().unwrap_or("");
                     assert!(
                         SHELL.contains(&word),
-                        "{name}:{}: a line in a block of commands that is not one: {line}",
-                        block.line + n
+                        "{name}:{line}: a line in a block of commands that is not one: {command}"
                     );
-                    self.command(name, block.line + n, line);
+                    self.command(name, line, &command);
                 }
             } else if first.starts_with('[') {
                 self.config_example(name, block);
