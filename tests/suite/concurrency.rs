@@ -1,8 +1,9 @@
 //! Many IMAP sessions on one mailbox at once (issue 14): 20 sessions doing random APPEND,
 //! FETCH, STORE with keywords, EXPUNGE, COPY and MOVE, bodies repeated on purpose, each
 //! keeping its own model of the mailbox from untagged responses only and checked at
-//! checkpoints against the others and a fresh SELECT (`imap_stress.py`). No body may go
-//! missing and no view may diverge: 0 errors. `benches/imap-stress.sh` runs it bigger.
+//! checkpoints against the others and a fresh SELECT (`imap_stress.py`); every other
+//! session has QRESYNC on and is told of expunges by VANISHED. No body may go missing and
+//! no view may diverge: 0 errors. `benches/imap-stress.sh` runs it bigger.
 
 use crate::harness::*;
 
@@ -34,6 +35,16 @@ fn twenty_sessions_on_one_mailbox_keep_true_views_and_every_body() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("errors 0"), "{stdout}");
+    // Half the sessions run QRESYNC: they must have been told of expunges as VANISHED.
+    let vanished: u64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("vanished "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        vanished > 0,
+        "no VANISHED reached the QRESYNC sessions:\n{stdout}"
+    );
     assert!(
         !log.contains("missing"),
         "the server logged a missing body:\n{}",

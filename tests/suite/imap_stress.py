@@ -7,7 +7,12 @@
 # EXPUNGE during a FETCH/STORE by sequence number, a keyword shown before FLAGS announced
 # it, a body that is not the one appended. At checkpoints every session stops, catches up
 # with NOOP, and all models are compared with each other and with a fresh SELECT, whose
-# FETCH of every body must succeed. Prints "errors N" and the first errors; exit 1 if any.
+# FETCH of every body must succeed. Every other session enables QRESYNC (RFC 7162) and
+# is told of expunges as `* VANISHED uid-set` instead, which it applies by UID: a
+# VANISHED to a session without QRESYNC, an EXPUNGE to one with it, or a VANISHED naming
+# a UID the model does not hold is an error. Such a session learns the UIDs of new
+# messages right after each command, as QRESYNC clients do.
+# Prints "errors N" and the first errors; exit 1 if any.
 #
 # usage: imap_stress.py HOST PORT USER PASSWORD SESSIONS OPS_PER_PHASE PHASES SEED
 import random, re, socket, sys, threading, time
@@ -22,7 +27,7 @@ errors = []
 errors_lock = threading.Lock()
 bodies = {}
 bodies_lock = threading.Lock()
-counts = {"commands": 0}
+counts = {"commands": 0, "vanished": 0}
 
 
 def error(who, text):
@@ -56,8 +61,10 @@ class Closed(Exception):
 
 
 class Session:
-    def __init__(self, name):
+    def __init__(self, name, qresync=False):
         self.name = name
+        self.qresync = qresync
+        self.filling = False
         self.sock = socket.create_connection((HOST, PORT), timeout=60)
         self.buf = b""
         self.tagn = 0
@@ -123,10 +130,40 @@ class Session:
             if item.startswith(tag + " "):
                 status = item.split(" ", 2)[1]
                 self.command_kind = None
+                if self.qresync and not self.filling and any(e[0] is None for e in self.model):
+                    # A VANISHED names UIDs: know them before the next one can come.
+                    self.filling = True
+                    try:
+                        self.fill()
+                    finally:
+                        self.filling = False
                 return status, item
             self.untagged(item, lits)
 
+    def vanished(self, item):
+        if not self.qresync:
+            self.err(f"VANISHED without QRESYNC: {item[:200]!r}")
+            return
+        if self.command_kind == "seq":
+            self.err(f"VANISHED during a command by sequence number: {item[:200]!r}")
+        if "(EARLIER)" in item:
+            self.err(f"unasked VANISHED (EARLIER): {item[:200]!r}")
+            return
+        gone = set()
+        for part in item.split(" ", 2)[2].split(","):
+            lo, _, hi = part.partition(":")
+            lo, hi = int(lo), int(hi or lo)
+            gone.update(range(min(lo, hi), max(lo, hi) + 1))
+        counts["vanished"] += len(gone)
+        known = {e[0] for e in self.model}
+        for uid in sorted(gone - known):
+            self.err(f"VANISHED {uid}, a UID the session was never given")
+        self.model = [e for e in self.model if e[0] not in gone]
+
     def untagged(self, item, lits):
+        if item.startswith("* VANISHED "):
+            self.vanished(item)
+            return
         m = re.match(r"\* (\d+) (EXISTS|EXPUNGE|RECENT|FETCH)(.*)", item, re.S)
         if m:
             n, what, rest = int(m.group(1)), m.group(2), m.group(3)
@@ -137,6 +174,8 @@ class Session:
                 while len(self.model) < n:
                     self.model.append([None, None])
             elif what == "EXPUNGE":
+                if self.qresync:
+                    self.err(f"EXPUNGE {n} to a session with QRESYNC")
                 if self.command_kind == "seq":
                     self.err(f"EXPUNGE {n} during a command by sequence number")
                 if n < 1 or n > len(self.model):
@@ -294,6 +333,10 @@ class Session:
         status, text = self.command(f'LOGIN "{USER}" "{PASSWORD}"')
         if status != "OK":
             raise SystemExit(f"login failed: {text}")
+        if self.qresync:
+            status, text = self.command("ENABLE QRESYNC")
+            if status != "OK":
+                raise SystemExit(f"ENABLE QRESYNC failed: {text}")
         status, text = self.command("SELECT INBOX")
         if status != "OK":
             raise SystemExit(f"select failed: {text}")
@@ -328,7 +371,7 @@ def main():
 
     def run(i):
         rng = random.Random(SEED * 1000 + i)
-        s = Session(f"s{i}")
+        s = Session(f"s{i}", qresync=i % 2 == 1)
         sessions[i] = s
         s.login_select()
         for phase in range(PHASES):
@@ -375,6 +418,7 @@ def main():
     elapsed = time.time() - started
     print(f"sessions {SESSIONS} commands {counts['commands']} seconds {elapsed:.1f} "
           f"commands/s {counts['commands'] / elapsed:.0f} messages at checkpoints {checkpoints}")
+    print(f"vanished {counts['vanished']}")
     print(f"errors {len(errors)}")
     for e in errors[:30]:
         print(e)
