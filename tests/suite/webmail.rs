@@ -1,8 +1,20 @@
 //! Roundcube on a real Understudy: Debian's Roundcube under `php -S` on loopback, laid
 //! out by `contrib/roundcube/php-server.sh` from `understudy webmail print-config
-//! roundcube` (the one-command set-up's own pieces). A client logs in over HTTP as a
-//! browser would, and a guesser behind the same webmail host locks out only its own
-//! address (IMAP ID x-originating-ip, `auth.webmail_hosts`).
+//! roundcube` (the one-command set-up's own pieces).
+//!
+//! - Over HTTP as a browser would: a client logs in, and a guesser behind the same
+//!   webmail host locks out only its own address (IMAP ID x-originating-ip,
+//!   `auth.webmail_hosts`).
+//! - In headless Chromium (`tests/browser/webmail.js`: npm `playwright-core`, Debian's
+//!   `chromium`), during an outage (the primary, an `smtp-sink`, down): a user reads
+//!   mail spooled over the MX port, opens an attachment and an attached message, sorts
+//!   and threads (server-side SORT and THREAD, checked in Roundcube's IMAP log),
+//!   searches, moves and deletes, replies and writes to remote addresses (landing
+//!   DKIM-signed at a sink playing the remote MX, copies in Sent), keeps a draft and
+//!   sends it; a read-only user reads but cannot send; a wrong password and twenty
+//!   failed logins of another user lock out only the guesser's address. After recovery
+//!   the primary gets every kept message and not the deleted one. Screenshots go to
+//!   `<target>/tmp/webmail/`.
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -10,7 +22,19 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::harness::*;
-use crate::sink::free_port;
+use crate::sink::{free_port, header, DumpSink};
+
+/// Polls `cond` until it holds or the deadline passes (then the test fails).
+fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
 
 /// Roundcube under PHP's built-in server (its own process group, ended on drop).
 pub struct Roundcube {
@@ -104,6 +128,97 @@ impl Drop for Roundcube {
     }
 }
 
+/// Runs `node tests/browser/SCRIPT` with one JSON argument; panics with its output if it
+/// fails. A checkout without `npm ci` run in tests/browser fails here, saying so.
+pub fn run_node(script: &str, config: &serde_json::Value) -> String {
+    let dir = repo().join("tests/browser");
+    assert!(
+        dir.join("node_modules/playwright-core").exists(),
+        "run `npm ci` in {} first (.ci/run does)",
+        dir.display()
+    );
+    let child = Command::new("node")
+        .arg(dir.join(script))
+        .arg(config.to_string())
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("node (Debian's nodejs)");
+    let out = wait_output(child, Duration::from_secs(600));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "browser script {script} failed:\nstdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// Mail for the outage, sent in over the MX port by smtplib: an attachment, an attached
+/// message, three to sort, a thread of three, one to search for, one to move, one to
+/// delete and one for the read-only user. `Message-ID`s are `<NAME@outside.test>`.
+const SPOOL: &str = r#"
+import smtplib, sys
+from email.message import EmailMessage
+from email.utils import make_msgid
+port = int(sys.argv[1])
+def msg(name, sender, subject, date, body, to="anna@example.com", **headers):
+    m = EmailMessage()
+    m["From"], m["To"], m["Subject"], m["Date"] = sender, to, subject, date
+    m["Message-ID"] = "<%s@outside.test>" % name
+    for k, v in headers.items():
+        m[k.replace("_", "-")] = v
+    m.set_content(body)
+    return m
+out = []
+m = msg("report", "Carol Client <carol@outside.test>", "Quarterly report",
+        "Mon, 02 Nov 2026 09:00:00 +0000", "The report is attached.\n")
+m.add_attachment(b"%PDF-1.4\n% quarterly figures\n%%EOF\n", maintype="application",
+                 subtype="pdf", filename="report-q3.pdf")
+out.append(m)
+inner = msg("contract-inner", "Legal <legal@outside.test>", "The contract, signed",
+            "Sun, 01 Nov 2026 08:00:00 +0000", "Signed by both parties on page 7.\n",
+            to="dave@outside.test")
+m = msg("contract", "Dave Partner <dave@outside.test>", "Fwd: the contract",
+        "Mon, 02 Nov 2026 10:00:00 +0000", "See the attached message.\n")
+m.add_attachment(inner)
+out.append(m)
+# Sorting: date order Zebra, Mango, Apple; sender order Amy, Ben, Zoe; subject order
+# Apple, Mango, Zebra; arrival order Zebra, Apple, Mango: each sort differs.
+out.append(msg("zebra", "Ben Brown <ben@outside.test>", "Zebra crossing",
+               "Sun, 01 Nov 2026 07:00:00 +0000", "Sort me.\n"))
+out.append(msg("apple", "Zoe Zimmer <zoe@outside.test>", "Apple harvest",
+               "Tue, 03 Nov 2026 07:00:00 +0000", "Sort me.\n"))
+out.append(msg("mango", "Amy Adams <amy@outside.test>", "Mango season",
+               "Mon, 02 Nov 2026 07:00:00 +0000", "Sort me.\n"))
+out.append(msg("lunch-1", "Eve <eve@outside.test>", "Lunch plans",
+               "Mon, 02 Nov 2026 11:00:00 +0000", "Lunch on Friday?\n"))
+out.append(msg("lunch-2", "Frank <frank@outside.test>", "Re: Lunch plans",
+               "Mon, 02 Nov 2026 11:30:00 +0000", "Friday works.\n",
+               In_Reply_To="<lunch-1@outside.test>", References="<lunch-1@outside.test>"))
+out.append(msg("lunch-3", "Eve <eve@outside.test>", "Re: Lunch plans",
+               "Mon, 02 Nov 2026 12:00:00 +0000", "Noon then.\n",
+               In_Reply_To="<lunch-2@outside.test>",
+               References="<lunch-1@outside.test> <lunch-2@outside.test>"))
+out.append(msg("invoice", "Billing <billing@outside.test>", "Invoice 4711",
+               "Mon, 02 Nov 2026 13:00:00 +0000", "Please pay invoice 4711.\n"))
+out.append(msg("archive-me", "Gina <gina@outside.test>", "Keep for the records",
+               "Mon, 02 Nov 2026 14:00:00 +0000", "File this one.\n"))
+out.append(msg("delete-me", "Spammy <spammy@outside.test>", "Unwanted offer",
+               "Mon, 02 Nov 2026 15:00:00 +0000", "Delete this one.\n"))
+out.append(msg("for-reader", "Carol Client <carol@outside.test>", "For the read-only user",
+               "Mon, 02 Nov 2026 16:00:00 +0000", "You can read this.\n",
+               to="reader@example.com"))
+s = smtplib.SMTP("127.0.0.1", port, timeout=60)
+s.ehlo("filter.outside.test")
+for m in out:
+    s.send_message(m, from_addr=m["From"].addresses[0].addr_spec, to_addrs=[str(m["To"].addresses[0].addr_spec)])
+s.quit()
+print("spooled", len(out))
+"#;
+
 /// The test's Roundcube settings beyond `print-config`: the IMAP and SMTP logs the
 /// assertions read, and the browser's address from `X-Forwarded-For` as from a proxy
 /// in front (each browser context plays a different client).
@@ -113,6 +228,72 @@ $config['smtp_debug'] = true;
 $config['log_driver'] = 'file';
 $config['proxy_whitelist'] = ['127.0.0.1'];
 "#;
+
+/// Verifies the DKIM signature of a message `smtp-sink` dumped, against `public`
+/// published as `sel._domainkey.example.com`.
+fn assert_dkim_pass(dump: &str, public: &str) {
+    use crate::delivery::{received_message, TxtCache};
+    let message = received_message(dump);
+    let cache = TxtCache(Default::default());
+    let record: mail_auth::common::verify::DomainKey =
+        mail_auth::common::parse::TxtRecordParser::parse(format!("v=DKIM1; k=rsa; p={public}").as_bytes())
+            .unwrap();
+    mail_auth::ResolverCache::insert(
+        &cache,
+        "sel._domainkey.example.com.".into(),
+        record.into(),
+        Instant::now() + Duration::from_secs(3600),
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let results = runtime.block_on(async {
+        let authenticator = mail_auth::MessageAuthenticator::new_cloudflare().unwrap();
+        let parsed = mail_auth::AuthenticatedMessage::parse(&message).unwrap();
+        let out = authenticator
+            .verify_dkim(mail_auth::Parameters::new(&parsed).with_txt_cache(&cache))
+            .await;
+        out.iter().map(|o| o.result().clone()).collect::<Vec<_>>()
+    });
+    assert_eq!(results, vec![mail_auth::DkimResult::Pass], "{dump}");
+}
+
+/// The domain's phase as `outage status` shows it ("normal", "outage", "draining").
+fn phase(server: &TestServer, domain: &str) -> String {
+    let status = server.admin_ok(&["outage", "status", domain]);
+    let line = status
+        .lines()
+        .find(|l| l.starts_with(domain))
+        .unwrap_or_else(|| panic!("no {domain} in:\n{status}"));
+    line.split_whitespace().nth(1).unwrap().to_string()
+}
+
+/// The subjects in one of a user's mailboxes, via imaplib.
+fn subjects(server: &TestServer, user: &str, mailbox: &str) -> Vec<String> {
+    let script = r#"
+import imaplib, ssl, sys, email
+from email.header import decode_header, make_header
+m = imaplib.IMAP4_SSL("127.0.0.1", int(sys.argv[2]), ssl_context=ssl.create_default_context(cafile=sys.argv[1]), timeout=30)
+m.login(sys.argv[3], "Correct1horse")
+m.select(sys.argv[4], readonly=True)
+typ, data = m.fetch("1:*", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+for part in data:
+    if isinstance(part, tuple):
+        print(str(make_header(decode_header(email.message_from_bytes(part[1])["Subject"] or ""))))
+m.logout()
+"#;
+    let out = python_ok(
+        script,
+        &[
+            ca_cert().display().to_string(),
+            server.addr("imaps").port().to_string(),
+            user.to_string(),
+            mailbox.to_string(),
+        ],
+    );
+    out.lines().map(str::to_string).collect()
+}
 
 /// Logs in to Roundcube as a browser at `client` would (the form's token, the session
 /// cookie, `X-Forwarded-For` as from a proxy in front) and asks for INBOX's list.
@@ -212,6 +393,194 @@ print("sent")
     assert!(
         imap.contains("UID SORT (DATE)") || imap.contains("SORT (DATE)"),
         "{imap}"
+    );
+    server.stop();
+}
+
+#[test]
+fn roundcube_in_chromium_during_an_outage() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut primary = DumpSink::start(&tmp.path().join("primary"));
+    let remote = DumpSink::start(&tmp.path().join("remote"));
+    let (key, public) = dkim_key(tmp.path());
+    let key_path = key.display().to_string();
+    let relay = primary.addr();
+    // max_failures 3: five times that (the per-address lock-out of a client IP) is
+    // fifteen, fewer than the twenty failures the guesser makes from the webmail host.
+    let config = format!(
+        "\n[auth]\nwebmail_hosts = [\"127.0.0.1\"]\nmax_failures = 3\nfailure_delay_ms = 0\n\
+         \n[delivery]\npoll_interval_secs = 1\nretry_initial_secs = 1\nretry_max_secs = 2\n\
+         outage_recheck_secs = 1\nroutes = {{ \"outside.test\" = \"{remote}\", \"remote.test\" = \"{remote}\" }}\n",
+        remote = remote.addr()
+    );
+    let mut server = TestServer::setup(&config, |s| {
+        s.admin_ok(&[
+            "domain",
+            "add",
+            "example.com",
+            "--relay-host",
+            &relay,
+            "--relay-tls",
+            "disabled",
+            "--probe-interval",
+            "1",
+            "--failures",
+            "2",
+            "--successes",
+            "2",
+            "--dkim-selector",
+            "sel",
+            "--dkim-key",
+            &key_path,
+        ]);
+        for user in ["anna", "bob", "reader"] {
+            s.add_user(&format!("{user}@example.com"), PASSWORD);
+        }
+        s.admin_ok(&["user", "set", "reader@example.com", "--access", "read-only"]);
+    });
+
+    primary.down();
+    wait_until(Duration::from_secs(30), "the outage to engage", || {
+        phase(&server, "example.com") == "outage"
+    });
+    let out = python_ok(SPOOL, &[server.addr("smtp").port().to_string()]);
+    assert!(out.contains("spooled 12"), "{out}");
+
+    let roundcube = Roundcube::start(&server, &tmp.path().join("roundcube"), ROUNDCUBE_EXTRA);
+    let screenshots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("webmail");
+    let _ = std::fs::remove_dir_all(&screenshots);
+    let browser_config = serde_json::json!({
+        "base": roundcube.url(),
+        "password": PASSWORD,
+        "screenshots": screenshots.display().to_string(),
+    });
+    let out = run_node("webmail.js", &browser_config);
+    print!("{out}");
+    assert!(out.contains("webmail tests passed"), "{out}");
+    for name in ["inbox", "message", "attached-message", "threads"] {
+        let file = screenshots.join(format!("{name}.png"));
+        let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+        assert!(size > 1000, "screenshot {} missing or empty", file.display());
+    }
+
+    // Server-side SORT and THREAD: Roundcube asked, Understudy answered (sender order
+    // by display name, as SORT=DISPLAY is offered, RFC 5957).
+    let imap = roundcube.log("imap");
+    for asked in [
+        "UID SORT (DATE)",
+        "UID SORT (DISPLAYFROM)",
+        "UID SORT (SUBJECT)",
+        "UID THREAD REFERENCES",
+    ] {
+        assert!(imap.contains(asked), "no {asked} in Roundcube's IMAP log");
+    }
+    assert!(imap.contains("S: * SORT "), "no SORT answer in the IMAP log");
+    assert!(imap.contains("S: * THREAD ("), "no THREAD answer in the IMAP log");
+    // Logins were counted against the client addresses Roundcube named, not its own.
+    let log = crate::ldap::plain(&server.log());
+    assert!(
+        log.lines()
+            .any(|l| l.contains("login failed") && l.contains("peer=198.51.100.66")),
+        "the guesser's failures were not counted against its address"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("imap login") && l.contains("client=198.51.100.7")),
+        "anna's login does not name her address"
+    );
+
+    // The reply and the new mail left DKIM-signed for the remote MX, copies in Sent.
+    wait_until(Duration::from_secs(30), "the sent mail at the remote MX", || {
+        let got: Vec<String> = remote.messages().into_iter().map(|(_, m)| m).collect();
+        [
+            "Re: Quarterly report",
+            "Hello from the webmail",
+            "Draft for later",
+        ]
+        .iter()
+        .all(|s| got.iter().any(|m| header(m, "subject").as_deref() == Some(s)))
+    });
+    for (_, dump) in remote.messages() {
+        let subject = header(&dump, "subject").unwrap_or_default();
+        assert!(
+            dump.contains("DKIM-Signature:") && dump.contains("s=sel"),
+            "{subject}: not DKIM-signed: {dump}"
+        );
+        assert!(dump.contains("d=example.com"), "{dump}");
+    }
+    let reply = remote
+        .messages()
+        .into_iter()
+        .map(|(_, m)| m)
+        .find(|m| header(m, "subject").as_deref() == Some("Re: Quarterly report"))
+        .unwrap();
+    assert!(reply.contains("X-Rcpt-Args: <carol@outside.test>"), "{reply}");
+    assert_eq!(
+        header(&reply, "in-reply-to").as_deref(),
+        Some("<report@outside.test>"),
+        "{reply}"
+    );
+    assert_dkim_pass(&reply, &public);
+    let sent = subjects(&server, "anna@example.com", "Sent");
+    for s in [
+        "Re: Quarterly report",
+        "Hello from the webmail",
+        "Draft for later",
+    ] {
+        assert!(sent.iter().any(|x| x == s), "no {s} in Sent: {sent:?}");
+    }
+    assert!(
+        subjects(&server, "anna@example.com", "Drafts").is_empty(),
+        "the sent draft is gone from Drafts"
+    );
+    assert_eq!(
+        subjects(&server, "anna@example.com", "Archive"),
+        vec!["Keep for the records".to_string()]
+    );
+    // The read-only user sent nothing.
+    assert!(
+        !remote
+            .messages()
+            .iter()
+            .any(|(_, m)| m.contains("From: reader@example.com") || m.contains("<reader@example.com>")),
+        "the read-only user's mail went out"
+    );
+
+    // The primary comes back: everything kept is redelivered, the deleted one is not.
+    primary.up();
+    wait_until(Duration::from_secs(60), "the drain to finish", || {
+        phase(&server, "example.com") == "normal" && {
+            let ids = primary.message_id_counts(None);
+            ids.contains_key("<invoice@outside.test>") && ids.contains_key("<for-reader@outside.test>")
+        }
+    });
+    wait_until(Duration::from_secs(30), "the queue to empty", || {
+        let list = server.admin_ok(&["queue", "list"]);
+        list.lines().last().unwrap_or_default().starts_with('0')
+    });
+    let ids = primary.message_id_counts(None);
+    for name in [
+        "report",
+        "contract",
+        "zebra",
+        "apple",
+        "mango",
+        "lunch-1",
+        "lunch-2",
+        "lunch-3",
+        "invoice",
+        "archive-me",
+        "for-reader",
+    ] {
+        assert_eq!(
+            ids.get(&format!("<{name}@outside.test>")),
+            Some(&1),
+            "{name}: {ids:?}"
+        );
+    }
+    assert!(
+        !ids.contains_key("<delete-me@outside.test>"),
+        "the deleted message was redelivered: {ids:?}"
     );
     server.stop();
 }
