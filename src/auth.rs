@@ -33,7 +33,7 @@ pub fn verify_password(password: &Secret, phc: &str) -> bool {
 
 /// A fixed hash verified when the user does not exist, so that the reply takes as long as
 /// for a wrong password and cannot reveal which addresses exist.
-fn decoy_hash() -> &'static str {
+pub fn decoy_hash() -> &'static str {
     static DECOY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     DECOY.get_or_init(|| hash_password(&Secret::new("understudy-decoy-password")).unwrap_or_default())
 }

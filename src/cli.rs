@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use understudy_protocol::Secret;
 
+use crate::admin::admins::AdminCommand as AdminsCommand;
 use crate::admin::socket;
 use crate::admin::users::UserCommand;
 use crate::admin::Command as AdminCommand;
@@ -103,7 +104,7 @@ pub fn run_admin(config: &Config, command: Command) -> anyhow::Result<()> {
         }
         Command::Admin(command) => command,
     };
-    let (command, shown_password) = prepare(command)?;
+    let (command, shown_password) = prepare(config, command)?;
     run(config, command)?;
     if let Some(pw) = shown_password {
         println!("password: {}", pw.expose());
@@ -114,9 +115,9 @@ pub fn run_admin(config: &Config, command: Command) -> anyhow::Result<()> {
 /// Runs a prepared admin command through the server if one runs, else on the database,
 /// and prints its output; an error return makes the CLI exit non-zero.
 fn run(config: &Config, command: AdminCommand) -> anyhow::Result<()> {
-    let passwords_out = match &command {
-        AdminCommand::User(UserCommand::Import { passwords_out, .. }) => passwords_out.clone(),
-        _ => None,
+    let (passwords_out, importing) = match &command {
+        AdminCommand::User(UserCommand::Import { passwords_out, .. }) => (passwords_out.clone(), true),
+        _ => (None, false),
     };
     let display = ProgressDisplay::default();
     let progress = |done, total| display.update(done, total);
@@ -136,7 +137,11 @@ fn run(config: &Config, command: AdminCommand) -> anyhow::Result<()> {
                 writeln!(stdout, "generated passwords written to {}", path.display())?;
             }
             None => {
-                writeln!(stdout, "generated passwords (shown once):")?;
+                if importing {
+                    writeln!(stdout, "generated passwords (shown once):")?;
+                } else {
+                    writeln!(stdout, "shown once:")?;
+                }
                 stdout.write_all(outcome.secrets.as_bytes())?;
             }
         }
@@ -287,7 +292,7 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
 /// are read and hashed here so that only the argon2id hash crosses the admin socket, and
 /// the import file is read here with the admin's own permissions. Returns the command
 /// to run and a generated password to print once it succeeded.
-fn prepare(command: AdminCommand) -> anyhow::Result<(AdminCommand, Option<Secret>)> {
+fn prepare(config: &Config, command: AdminCommand) -> anyhow::Result<(AdminCommand, Option<Secret>)> {
     Ok(match command {
         AdminCommand::User(UserCommand::Add {
             address,
@@ -352,6 +357,38 @@ fn prepare(command: AdminCommand) -> anyhow::Result<(AdminCommand, Option<Secret
             };
             (AdminCommand::User(command), None)
         }
+        AdminCommand::Admin(AdminsCommand::Add {
+            name,
+            role,
+            domains,
+            password_stdin,
+            totp,
+            password_hash: _,
+        }) => {
+            let hash = checked_hash(config, &read_new_password(password_stdin)?)?;
+            let command = AdminsCommand::Add {
+                name,
+                role,
+                domains,
+                password_stdin,
+                totp,
+                password_hash: Some(hash),
+            };
+            (AdminCommand::Admin(command), None)
+        }
+        AdminCommand::Admin(AdminsCommand::Passwd {
+            name,
+            stdin,
+            password_hash: _,
+        }) => {
+            let hash = checked_hash(config, &read_new_password(stdin)?)?;
+            let command = AdminsCommand::Passwd {
+                name,
+                stdin,
+                password_hash: Some(hash),
+            };
+            (AdminCommand::Admin(command), None)
+        }
         other => (other, None),
     })
 }
@@ -371,6 +408,12 @@ fn read_new_password(from_stdin: bool) -> anyhow::Result<Secret> {
         bail!("the two passwords differ");
     }
     Ok(Secret::new(first))
+}
+
+/// An administrator's password: checked against this config's policy, then hashed.
+fn checked_hash(config: &Config, password: &Secret) -> anyhow::Result<String> {
+    auth::check_policy(&config.password_policy, password.expose()).map_err(|e| anyhow::anyhow!(e))?;
+    auth::hash_password(password)
 }
 
 /// The password's argon2id hash and what the password policy checks. The policy

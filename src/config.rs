@@ -31,6 +31,9 @@ pub struct Config {
     pub metrics: MetricsConfig,
     #[serde(default)]
     pub autoconfig: AutoconfigConfig,
+    /// The web console and its JSON API; absent: not served.
+    #[serde(default)]
+    pub web: Option<WebConfig>,
     #[serde(default)]
     pub delivery: crate::delivery::config::DeliveryConfig,
     /// Directories that provide users of protected domains (one section per domain).
@@ -48,6 +51,37 @@ pub struct Config {
 pub struct AutoconfigConfig {
     /// e.g. "[::]:443"; unset: not served. Uses the [tls] certificate.
     pub listen: Option<String>,
+}
+
+/// The web console (`[web]`): admin pages, user self-service and the JSON API, over
+/// HTTPS with the [tls] certificate.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebConfig {
+    /// Loopback unless set otherwise: put it on a public address deliberately.
+    pub listen: String,
+    /// A console session ends after this long without a request...
+    pub session_idle_secs: u64,
+    /// ...and this long after its login, whatever happens.
+    pub session_max_secs: u64,
+    /// Failed console logins per name or per client address before a lock-out.
+    pub max_failures: u32,
+    pub lockout_secs: u64,
+    /// Largest request body (a CSV upload), bytes.
+    pub max_upload_bytes: usize,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        WebConfig {
+            listen: "127.0.0.1:8443".into(),
+            session_idle_secs: 30 * 60,
+            session_max_secs: 12 * 3600,
+            max_failures: 5,
+            lockout_secs: 900,
+            max_upload_bytes: 8 * 1024 * 1024,
+        }
+    }
 }
 
 /// The local HTTP port for Prometheus (`/metrics`) and health checks (`/health`).
@@ -414,6 +448,7 @@ impl Config {
         let autoconfig: Option<AutoconfigConfig> = r.section("autoconfig", None);
         let delivery: Option<crate::delivery::config::DeliveryConfig> = r.section("delivery", None);
         let inbound_auth: Option<crate::inbound_auth::InboundAuthConfig> = r.section("smtp", None);
+        let web: Option<WebConfig> = r.section("web", None);
         let ldap = match r.table.remove("ldap") {
             Some(toml::Value::Array(items)) => {
                 let mut sections = Vec::new();
@@ -445,7 +480,7 @@ impl Config {
             problems.push(ConfigProblem {
                 key: key.clone(),
                 message: "unknown key (known: hostname, data_dir, [tls], [listen], [limits], [auth], \
-                          [password_policy], [log], [metrics], [autoconfig], [delivery], [[ldap]], [smtp])"
+                          [password_policy], [log], [metrics], [autoconfig], [delivery], [[ldap]], [smtp], [web])"
                     .into(),
             });
         }
@@ -463,6 +498,7 @@ impl Config {
             delivery: delivery.unwrap_or_default(),
             ldap,
             inbound_auth: inbound_auth.unwrap_or_default(),
+            web,
         };
         (config, problems, unread)
     }
@@ -615,6 +651,29 @@ impl Config {
                     "autoconfig.listen".into(),
                     "needs a [tls] section (served over HTTPS)".into(),
                 );
+            }
+        }
+        if let Some(web) = &self.web {
+            if web.listen.parse::<SocketAddr>().is_err() {
+                problem(
+                    "web.listen".into(),
+                    format!("'{}' is not an address:port (e.g. 127.0.0.1:8443)", web.listen),
+                );
+            } else if self.tls.is_none() {
+                problem(
+                    "web.listen".into(),
+                    "needs a [tls] section (served over HTTPS)".into(),
+                );
+            }
+            for (key, value) in [
+                ("web.session_idle_secs", web.session_idle_secs),
+                ("web.session_max_secs", web.session_max_secs),
+                ("web.max_failures", u64::from(web.max_failures)),
+                ("web.max_upload_bytes", web.max_upload_bytes as u64),
+            ] {
+                if value == 0 {
+                    problem(key.into(), "must be greater than 0".into());
+                }
             }
         }
         if self.auth.max_failures == 0 {

@@ -82,6 +82,14 @@ pub async fn run(
         None => None,
     };
     let admin_socket = crate::admin::socket::AdminSocket::bind(&crate::admin::socket_path(&shared.config))?;
+    let web_listener = match &shared.config.web {
+        Some(web) => Some(
+            crate::web::bind("web", &web.listen)
+                .await
+                .with_context(|| format!("web.listen: {}", web.listen))?,
+        ),
+        None => None,
+    };
     let autoconfig_listener = match &shared.config.autoconfig.listen {
         Some(addr) => Some(
             crate::web::bind("autoconfig", addr)
@@ -131,8 +139,8 @@ pub async fn run(
             store: shared.store.clone(),
             config: shared.live.clone(),
             revocations: shared.revocations.clone(),
-            monitor: monitor_wake,
-            queue_wakeup,
+            monitor: monitor_wake.clone(),
+            queue_wakeup: queue_wakeup.clone(),
         },
         shutdown.clone(),
     ));
@@ -170,6 +178,18 @@ pub async fn run(
             listener,
             move || tls_source.tls(),
             crate::autoconfig::router(shared.clone()),
+            http_connections.clone(),
+            shutdown.clone(),
+        ));
+    }
+    if let Some(listener) = web_listener {
+        let tls_source = shared.clone();
+        let console =
+            crate::web::console::Console::new(shared.clone(), monitor_wake.clone(), queue_wakeup.clone());
+        tasks.spawn(crate::web::serve(
+            listener,
+            move || tls_source.tls(),
+            crate::web::console::router(console),
             http_connections.clone(),
             shutdown.clone(),
         ));

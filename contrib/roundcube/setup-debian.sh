@@ -110,7 +110,11 @@ ln -sfn ../sites-available/understudy-webmail /etc/nginx/sites-enabled/understud
 sed -i 's/^upload_max_filesize = .*/upload_max_filesize = 25M/; s/^post_max_size = .*/post_max_size = 30M/' \
   /etc/php/8.2/fpm/php.ini
 nginx -t
-systemctl enable --now php8.2-fpm nginx
-systemctl reload php8.2-fpm nginx
+if [ -d /run/systemd/system ]; then
+  systemctl enable --now php8.2-fpm nginx
+  systemctl reload php8.2-fpm nginx
+else
+  echo "note: systemd is not running here: start php-fpm8.2 and nginx yourself" >&2
+fi
 echo "Roundcube is at https://$server_name/"
 echo "Next: add this host to auth.webmail_hosts in $config (127.0.0.1 and ::1 when on the same machine), then reload Understudy."

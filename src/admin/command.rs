@@ -10,6 +10,7 @@ use anyhow::bail;
 use clap::Subcommand;
 use serde::{Deserialize, Serialize};
 
+use super::admins::AdminCommand;
 use super::aliases::AliasCommand;
 use super::domains::DomainCommand;
 use super::ldap::LdapCommand;
@@ -46,6 +47,9 @@ pub enum Command {
     /// Users from an LDAP directory or Active Directory.
     #[command(subcommand)]
     Ldap(LdapCommand),
+    /// Web console administrators and API tokens.
+    #[command(subcommand)]
+    Admin(AdminCommand),
     /// The server's half of `understudy backup`: a checkpoint under the data
     /// directory, described as JSON for the CLI that asked (see `admin::backup`).
     #[command(skip)]
@@ -63,6 +67,7 @@ pub fn execute(ctx: &AdminContext, command: Command, out: &mut dyn Write) -> any
         Command::Queue(c) => super::queue::execute(ctx, c, out),
         Command::Track(a) => super::tracking::execute(ctx, a, out),
         Command::Ldap(c) => super::ldap::execute(ctx, c, out),
+        Command::Admin(c) => super::admins::execute(ctx, c, out),
         Command::ClientSetup { address } => {
             let s = client_setup(ctx, &address)?;
             Ok(write!(out, "{}", crate::autoconfig::describe(&s))?)
@@ -129,6 +134,17 @@ impl Command {
             Command::ClientSetup { address } => Some(address.clone()),
             Command::Ldap(super::ldap::LdapCommand::Sync { domain, .. }) => domain.clone(),
             Command::Checkpoint => None,
+            Command::Admin(c) => match c {
+                super::admins::AdminCommand::Add { name, .. }
+                | super::admins::AdminCommand::Passwd { name, .. }
+                | super::admins::AdminCommand::Remove { name } => Some(name.clone()),
+                super::admins::AdminCommand::List => None,
+                super::admins::AdminCommand::Token(t) => match t {
+                    super::admins::TokenCommand::Add { admin, .. } => Some(admin.clone()),
+                    super::admins::TokenCommand::Revoke { id } => Some(id.clone()),
+                    super::admins::TokenCommand::List => None,
+                },
+            },
         }
     }
 }

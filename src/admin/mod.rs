@@ -3,10 +3,11 @@
 //!
 //! - [`command`]: the command set ([`Command`]) and [`execute`], which runs one;
 //! - a file per subject: [`domains`], [`users`], [`aliases`], [`queue`], [`outage`],
-//!   [`tracking`], [`ldap`], [`import`]. Each operation is a function of an
+//!   [`tracking`], [`ldap`], [`import`], [`admins`] (console administrators, API tokens). Each operation is a function of an
 //!   [`AdminContext`] and typed arguments returning a serialisable value; the subject's
 //!   `execute` runs the parsed subcommand and writes the CLI's text report;
-//! - [`socket`]: the admin socket, server side and client side.
+//! - [`socket`]: the admin socket, server side and client side;
+//! - [`audit`]: the audit log of admin actions, whichever door they came through.
 //!
 //! Sessions of users an admin changed end through `crate::revoke`.
 //!
@@ -16,7 +17,9 @@
 //! back the output and the outcome. Only when no server answers does the CLI open the
 //! database itself ([`run_local`]).
 
+pub mod admins;
 pub mod aliases;
+pub mod audit;
 pub mod backup;
 pub mod command;
 pub mod domains;
@@ -25,6 +28,7 @@ pub mod import;
 pub mod ldap;
 pub mod outage;
 pub mod queue;
+pub mod readiness;
 pub mod socket;
 pub mod tracking;
 pub mod users;

@@ -318,6 +318,12 @@ pub fn hold(ctx: &AdminContext, domain: &str, held: bool) -> anyhow::Result<usiz
     Ok(changed)
 }
 
+/// Holds (or releases) single entries, whatever their domain's hold flag says: the
+/// console's per-entry hold. Returns how many changed.
+pub fn hold_entries(ctx: &AdminContext, ids: &[u64], held: bool) -> anyhow::Result<usize> {
+    Ok(ctx.store.set_entries_held(ids, held, ctx.store.now())?)
+}
+
 /// Deletes an entry without delivering it; `confirmed` is the admin's `--yes`.
 pub fn purge(ctx: &AdminContext, id: u64, confirmed: bool) -> anyhow::Result<()> {
     let e = ctx

@@ -186,13 +186,14 @@ async fn handle(
         }
     };
     let _slot = slots.acquire_owned().await?;
-    let name = command_name(&request.command);
+    let name = super::audit::command_name(&request.command);
     // Never the command's Debug form: it may hold an import file with passwords.
     let target = request.command.target().unwrap_or_default();
     tracing::info!(command = %name, %target, peer_uid = cred.uid(), "admin command");
     let (tx, mut rx) = mpsc::unbounded_channel();
     let label = (name.clone(), target);
-    let task = tokio::task::spawn_blocking(move || execute(&server, request.command, &label, tx));
+    let actor = format!("cli (uid {})", cred.uid());
+    let task = tokio::task::spawn_blocking(move || execute(&server, request.command, &label, &actor, tx));
     while let Some(reply) = rx.recv().await {
         // The command goes on if the admin's CLI went away: it must not stop half-way.
         if let Err(e) = send(&mut write, &reply).await {
@@ -214,12 +215,15 @@ async fn send(write: &mut tokio::net::unix::OwnedWriteHalf, reply: &Reply) -> an
 }
 
 /// Runs one command on the blocking pool against the server's store.
+/// `(name, target)` label the log lines; `actor` is who the audit log records.
 fn execute(
     server: &InServer,
     command: Command,
     (name, target): &(String, String),
+    actor: &str,
     tx: mpsc::UnboundedSender<Reply>,
 ) {
+    let audited = super::audit::describe(&command);
     let events = ServerEvents {
         server,
         tx: tx.clone(),
@@ -236,6 +240,16 @@ fn execute(
     match &result {
         Ok(()) => tracing::info!(command = %name, %target, "admin command done"),
         Err(e) => tracing::info!(command = %name, %target, error = %format!("{e:#}"), "admin command failed"),
+    }
+    if let Some(action) = &audited {
+        let error = result.as_ref().err().map(|e| format!("{e:#}"));
+        super::audit::record(
+            &server.store,
+            actor,
+            "admin socket",
+            action,
+            error.as_deref().map_or(Ok(()), Err),
+        );
     }
     let _ = tx.send(Reply::Done {
         output: String::from_utf8_lossy(&output).into_owned(),
@@ -275,29 +289,6 @@ impl AdminEvents for ServerEvents<'_> {
     fn queue_changed(&self) {
         self.server.queue_wakeup.notify_one();
     }
-}
-
-/// "User Deactivate" for the log: the variant names, without their arguments.
-fn command_name(command: &Command) -> String {
-    let mut names = Vec::new();
-    let mut value = serde_json::to_value(command).unwrap_or_default();
-    loop {
-        match value {
-            serde_json::Value::String(s) => {
-                names.push(s);
-                break;
-            }
-            serde_json::Value::Object(map) if map.len() == 1 => {
-                let Some((k, v)) = map.into_iter().next() else {
-                    break;
-                };
-                names.push(k);
-                value = v;
-            }
-            _ => break,
-        }
-    }
-    names.join(" ")
 }
 
 /// Connects to a running server's admin socket; `None` when no server runs (no socket
@@ -368,7 +359,7 @@ mod tests {
             password_hash: Some("$argon2id$v=19$secret".into()),
             password_traits: None,
         });
-        assert_eq!(command_name(&command), "User Passwd");
+        assert_eq!(super::super::audit::command_name(&command), "User Passwd");
         assert_eq!(command.target().as_deref(), Some("anna@example.com"));
         let line = serde_json::to_string(&serde_json::json!({ "command": &command })).unwrap();
         let back: Request = serde_json::from_str(&line).unwrap();

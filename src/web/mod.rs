@@ -5,6 +5,10 @@
 //! current certificate (swapped on SIGHUP), and runs hyper's HTTP/1.1 connection with a
 //! bounded request head, a time-out for the head, a time-out for each whole request and
 //! a body limit set by each router.
+//!
+//! - [`console`]: the web console (pages, login, sessions, audit) and its JSON API.
+
+pub mod console;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -18,6 +18,9 @@
 //! | tracking    | tracking id (u64) sequence (u32)      | `TrackingEvent` JSON       |
 //! | message_ids | Message-ID 0x00 tracking id (u64)     | empty                      |
 //! | outage      | domain name / domain 0x00 time seq    | `OutageState` / transition |
+//! | admins      | administrator name                    | `AdminAccount` JSON        |
+//! | api_tokens  | sha-256 of the token                  | `ApiToken` JSON            |
+//! | audit       | time (i64, offset) sequence (u64)     | `AuditEntry` JSON          |
 //! | logins      | user id (u64) protocol                | last login time (i64)      |
 //! | recoverable | tracking id (u64) queue id (u64)      | `Recoverable` JSON         |
 
@@ -41,6 +44,9 @@ pub const CF_TRACKING: &str = "tracking";
 pub const CF_MESSAGE_IDS: &str = "message_ids";
 pub const CF_OUTAGE: &str = "outage";
 pub const CF_OUTAGE_HISTORY: &str = "outage_history";
+pub const CF_ADMINS: &str = "admins";
+pub const CF_API_TOKENS: &str = "api_tokens";
+pub const CF_AUDIT: &str = "audit";
 /// Each user's last login per protocol (`logins.rs`).
 pub const CF_LOGINS: &str = "logins";
 /// Relay copies not redelivered because the user deleted the message during the
@@ -66,6 +72,9 @@ pub const ALL_CFS: &[&str] = &[
     CF_MESSAGE_IDS,
     CF_OUTAGE,
     CF_OUTAGE_HISTORY,
+    CF_ADMINS,
+    CF_API_TOKENS,
+    CF_AUDIT,
     CF_LOGINS,
     CF_RECOVERABLE,
 ];

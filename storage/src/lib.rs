@@ -12,6 +12,7 @@
 
 pub mod accounts;
 pub mod address;
+pub mod admins;
 mod clock;
 mod db;
 pub mod delivery;

@@ -13,14 +13,20 @@ mod sink;
 mod admin;
 /// Admin commands that say what happened: queue states, listings, formats, policies.
 mod admin_reports;
+/// The console's JSON API: scoped tokens, and schemathesis against its OpenAPI document.
+mod api;
 /// Backups that are private and hold the DKIM keys; restore refusing a running server.
 mod backup;
+/// The console in headless Chromium (playwright-core): the issue 16 scenario.
+mod browser;
 /// check-config: every problem at once, what serve would die of, warnings; clear errors.
 mod check_config;
 /// IMAP through third-party clients: curl, mbsync and imapclient over TLS.
 mod clients;
 /// Twenty IMAP sessions on one mailbox: every view true, every body there.
 mod concurrency;
+/// The web console over HTTPS: logins, CSRF, session fixation, roles, self-service.
+mod console;
 /// The queue runner against `smtp-sink`: redelivery, outbound with DKIM, 4xx and 5xx.
 mod delivery;
 /// A full disk: SMTP 452, IMAP NO, nothing damaged, recovery once space is back.

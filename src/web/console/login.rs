@@ -1,0 +1,309 @@
+//! Logging in and out: administrators (name, password, and a TOTP code when they have
+//! one) at `/login`, mail users (address and password, checked by the same
+//! authenticator as IMAP, with its throttle) at `/me/login`.
+//!
+//! No user enumeration: an unknown name, a wrong password, a wrong or missing code and
+//! a locked-out name all get the same page after the same argon2 work (an unknown name
+//! is checked against a decoy hash). The forms carry a double-submit token (cookie and
+//! field), and a successful login always starts a session under a new id.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Form;
+use maud::{html, Markup};
+use serde::Deserialize;
+use understudy_protocol::{AuthBackend, AuthError, Credentials, Secret};
+
+use super::layout::{csrf_field, page};
+use super::session::{self, random_token, set_cookie, Who, LOGIN_COOKIE, SESSION_COOKIE};
+use super::{session_of, AppError, ClientIp, Console};
+use crate::admin::audit::{self, Action};
+
+const FAILED: &str = "Login failed: check what you typed and try again.";
+
+#[derive(Deserialize)]
+pub struct AdminLogin {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    csrf: String,
+}
+
+#[derive(Deserialize)]
+pub struct UserLogin {
+    #[serde(default)]
+    address: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    csrf: String,
+}
+
+/// A login page with a fresh double-submit token in its cookie and its form.
+fn login_page(
+    status: StatusCode,
+    title: &str,
+    form: impl FnOnce(&str) -> Markup,
+    error: Option<&str>,
+) -> Response {
+    let token = random_token();
+    let body = html! {
+        @if let Some(e) = error { p class="error" role="alert" { (e) } }
+        (form(&token))
+    };
+    (
+        status,
+        [(header::SET_COOKIE, set_cookie(LOGIN_COOKIE, &token, 3600))],
+        page(title, None, "", body),
+    )
+        .into_response()
+}
+
+fn admin_fields(token: &str) -> Markup {
+    html! {
+        form method="post" action="/login" {
+            (csrf_field(token))
+            label { "Name " input name="name" autocomplete="username" required; }
+            label { "Password " input name="password" type="password" autocomplete="current-password" required; }
+            label { "Code (if you use an authenticator app) " input name="code" inputmode="numeric" autocomplete="one-time-code"; }
+            button type="submit" { "Log in" }
+        }
+        p { a href="/me/login" { "Mail users: your account" } }
+    }
+}
+
+fn user_fields(token: &str) -> Markup {
+    html! {
+        form method="post" action="/me/login" {
+            (csrf_field(token))
+            label { "Email address " input name="address" type="email" autocomplete="username" required; }
+            label { "Password " input name="password" type="password" autocomplete="current-password" required; }
+            button type="submit" { "Log in" }
+        }
+    }
+}
+
+pub async fn admin_form() -> Response {
+    login_page(StatusCode::OK, "Administrator login", admin_fields, None)
+}
+
+pub async fn user_form() -> Response {
+    login_page(StatusCode::OK, "Your mail account", user_fields, None)
+}
+
+/// The double-submit check of a login form.
+fn login_token_ok(headers: &HeaderMap, field: &str) -> bool {
+    headers
+        .get(header::COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|c| session::cookie(c, LOGIN_COOKIE))
+        .is_some_and(|cookie| !field.is_empty() && session::same_secret(cookie, field))
+}
+
+/// Answers a successful login: the session cookie (a new id), the login cookie gone.
+fn logged_in(console: &Console, who: Who, to: &str) -> Response {
+    let id = console.sessions.create(who);
+    let max = console
+        .shared
+        .config
+        .web
+        .as_ref()
+        .map(|w| w.session_max_secs)
+        .unwrap_or(43_200);
+    let mut response = Redirect::to(to).into_response();
+    let headers = response.headers_mut();
+    for value in [
+        set_cookie(SESSION_COOKIE, &id, i64::try_from(max).unwrap_or(43_200)),
+        set_cookie(LOGIN_COOKIE, "", 0),
+    ] {
+        if let Ok(v) = value.parse() {
+            headers.append(header::SET_COOKIE, v);
+        }
+    }
+    response
+}
+
+pub async fn admin_login(
+    State(console): State<Arc<Console>>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    Form(form): Form<AdminLogin>,
+) -> Response {
+    if !login_token_ok(&headers, &form.csrf) {
+        return login_page(
+            StatusCode::FORBIDDEN,
+            "Administrator login",
+            admin_fields,
+            Some(FAILED),
+        );
+    }
+    let name: String = form.name.trim().chars().take(64).collect();
+    let c = console.clone();
+    let checked_name = name.clone();
+    let outcome = tokio::task::spawn_blocking(move || {
+        let store = &c.shared.store;
+        let locked = c.throttle.locked(&checked_name, ip);
+        let admin = store.admin(&checked_name).ok().flatten();
+        let password = Secret::new(form.password);
+        // The same argon2 work whether or not the name exists.
+        let hash = admin
+            .as_ref()
+            .map(|a| a.password_hash.clone())
+            .unwrap_or_else(|| crate::auth::decoy_hash().to_string());
+        let password_ok = crate::auth::verify_password(&password, &hash);
+        let now = store.now();
+        let mut admin = admin.filter(|_| password_ok && !locked)?;
+        if let Some(secret) = &admin.totp_secret {
+            admin.totp_last_step =
+                crate::admin::admins::check_totp(secret, &form.code, now, admin.totp_last_step)?;
+        }
+        admin.last_login = Some(now);
+        if let Err(e) = store.update_admin(&admin) {
+            tracing::warn!(error = %e, "cannot record the administrator's login");
+        }
+        Some(admin)
+    })
+    .await
+    .ok()
+    .flatten();
+    let store = console.shared.store.clone();
+    let action = Action {
+        action: "login".into(),
+        target: name.clone(),
+        domain: None,
+    };
+    match outcome {
+        Some(admin) => {
+            console.throttle.succeeded(&name);
+            audit_async(store, name.clone(), ip, action, Ok(())).await;
+            logged_in(
+                &console,
+                Who::Admin {
+                    name: admin.name,
+                    role: admin.role,
+                },
+                "/",
+            )
+        }
+        None => {
+            console.throttle.failed(&name, ip);
+            audit_async(store, name, ip, action, Err("failed".into())).await;
+            login_page(
+                StatusCode::UNAUTHORIZED,
+                "Administrator login",
+                admin_fields,
+                Some(FAILED),
+            )
+        }
+    }
+}
+
+async fn audit_async(
+    store: understudy_storage::Store,
+    actor: String,
+    ip: std::net::IpAddr,
+    action: Action,
+    result: Result<(), String>,
+) {
+    let _ = tokio::task::spawn_blocking(move || {
+        audit::record(
+            &store,
+            &actor,
+            &ip.to_string(),
+            &action,
+            result.as_ref().map(|_| ()).map_err(String::as_str),
+        )
+    })
+    .await;
+}
+
+pub async fn user_login(
+    State(console): State<Arc<Console>>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    Form(form): Form<UserLogin>,
+) -> Response {
+    if !login_token_ok(&headers, &form.csrf) {
+        return login_page(
+            StatusCode::FORBIDDEN,
+            "Your mail account",
+            user_fields,
+            Some(FAILED),
+        );
+    }
+    let username: String = form.address.trim().chars().take(320).collect();
+    let c = console.clone();
+    let checked = username.clone();
+    let outcome = tokio::task::spawn_blocking(move || {
+        let credentials = Credentials {
+            username: checked.clone(),
+            password: Secret::new(form.password),
+            peer: ip,
+            protocol: "web",
+        };
+        match c.shared.auth.authenticate(&credentials) {
+            Ok(account) => Some(account.address),
+            // The password was right; the self-service page is where a user with a
+            // temporary password, or outside their access window, goes to see why.
+            Err(
+                AuthError::AccessDenied
+                | AuthError::OutsideOutage
+                | AuthError::PasswordChangeRequired
+                | AuthError::TooManySessions,
+            ) => c
+                .shared
+                .store
+                .user_by_address(&checked)
+                .ok()
+                .flatten()
+                .map(|u| u.address),
+            Err(_) => None,
+        }
+    })
+    .await
+    .ok()
+    .flatten();
+    match outcome {
+        Some(address) => logged_in(&console, Who::User { address }, "/me"),
+        None => login_page(
+            StatusCode::UNAUTHORIZED,
+            "Your mail account",
+            user_fields,
+            Some(FAILED),
+        ),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct LogoutForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+pub async fn logout(
+    State(console): State<Arc<Console>>,
+    headers: HeaderMap,
+    Form(form): Form<LogoutForm>,
+) -> Result<Response, AppError> {
+    let Some((id, session)) = session_of(&console, &headers) else {
+        return Ok(Redirect::to("/login").into_response());
+    };
+    super::check_csrf(&session, &form.csrf)?;
+    console.sessions.remove(&id);
+    let to = match session.who {
+        Who::Admin { .. } => "/login",
+        Who::User { .. } => "/me/login",
+    };
+    Ok((
+        [(header::SET_COOKIE, set_cookie(SESSION_COOKIE, "", 0))],
+        Redirect::to(to),
+    )
+        .into_response())
+}

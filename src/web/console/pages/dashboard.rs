@@ -1,0 +1,58 @@
+//! The dashboard: every domain the administrator manages with its phase (normal,
+//! outage, draining), since when and why, queue depth and oldest entry, whether the
+//! queue is held, and the notices sent for the current outage (`outage status`, the
+//! outage memo). Reloads itself every 10 seconds.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use maud::{html, Markup, PreEscaped};
+use understudy_storage::outage::OutagePhase;
+
+use crate::admin::outage;
+use crate::outage::notify::{format_age, phase_name};
+use crate::web::console::layout::{opt_time, page, time};
+use crate::web::console::{AdminSession, AppError, Console};
+
+pub async fn show(State(console): State<Arc<Console>>, admin: AdminSession) -> Result<Markup, AppError> {
+    let role = admin.role.clone();
+    let ((status, memos), _) = console
+        .run(None, move |ctx| {
+            let mut status = outage::status(ctx, None, false)?;
+            status.domains.retain(|d| role.covers(&d.domain));
+            let memos = status
+                .domains
+                .iter()
+                .map(|d| ctx.store.outage_memo(&d.domain).unwrap_or_default())
+                .collect::<Vec<_>>();
+            Ok((status, memos))
+        })
+        .await?;
+    let now = status.now;
+    let body = html! {
+        // Reloads itself: no script, so it works with the console's script-free policy.
+        (PreEscaped(r#"<meta http-equiv="refresh" content="10">"#))
+        table id="domains" {
+            tr { th { "Domain" } th { "Phase" } th { "Since" } th { "Why" } th { "Queued" } th { "Oldest" } th { "Held" } th { "Notices" } }
+            @for (d, memo) in status.domains.iter().zip(&memos) {
+                @let phase = d.state.phase;
+                tr data-domain=(d.domain) {
+                    td { a href={"/domains/" (d.domain)} { (d.domain) } }
+                    td class={"phase-" (phase_name(phase))} { (phase_name(phase)) }
+                    td { (time(d.state.since)) }
+                    td { (if d.state.manual && !d.state.reason.is_empty() { format!("manual: {}", d.state.reason) } else { d.state.reason.clone() }) }
+                    td class="depth" { (d.queued) }
+                    td { (d.oldest_relay.map(|t| format_age(now - t)).unwrap_or_else(|| "-".into())) }
+                    td { @if d.domain_held { "held (" (d.held) ")" } @else { (d.held) } }
+                    td {
+                        @if phase != OutagePhase::Normal && memo.spooling_notified_since.is_some() { "outage notice sent; " }
+                        "last reminder " (opt_time(memo.last_reminder_at))
+                    }
+                }
+            }
+        }
+        @if status.domains.is_empty() { p { "No domains yet." } }
+        p { "Updated " (time(now)) "." }
+    };
+    Ok(page("Dashboard", Some(&admin.who()), &admin.session.csrf, body))
+}

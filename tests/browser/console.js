@@ -1,0 +1,192 @@
+// The console in a real browser, driven by tests/suite/browser.rs, which starts the
+// server (with smtp-sink as the primary) and passes what this needs as JSON in argv[2]:
+// base URL, ports, the admin's TOTP secret, the screenshot directory. Prints one
+// "ok <step>" line per step; any failure exits non-zero with the reason.
+'use strict';
+const assert = require('node:assert/strict');
+const { execFileSync } = require('node:child_process');
+const { launch, context, screenshot, totp, eventually } = require('./lib/chromium');
+
+const cfg = JSON.parse(process.argv[2]);
+const BASE = cfg.base;
+
+function python(script, ...args) {
+  return execFileSync('python3', ['-c', script, ...args.map(String)], { encoding: 'utf8', timeout: 60000 });
+}
+
+async function adminLogin(ctx, name, password, secret) {
+  const page = await ctx.newPage();
+  await page.goto(`${BASE}/login`);
+  await page.fill('input[name=name]', name);
+  await page.fill('input[name=password]', password);
+  if (secret) await page.fill('input[name=code]', totp(secret));
+  await page.click('button[type=submit]');
+  return page;
+}
+
+async function main() {
+  const browser = await launch();
+  try {
+    const ctx = await context(browser);
+    // 1. The first admin logs in with TOTP (a wrong code first: refused).
+    let page = await ctx.newPage();
+    await page.goto(`${BASE}/login`);
+    await page.fill('input[name=name]', 'root');
+    await page.fill('input[name=password]', cfg.password);
+    await page.fill('input[name=code]', '000000');
+    await page.click('button[type=submit]');
+    assert.match(await page.textContent('body'), /Login failed/);
+    await page.close();
+    page = await adminLogin(ctx, 'root', cfg.password, cfg.totp);
+    await page.waitForSelector('table#domains');
+    console.log('ok admin logged in with TOTP');
+
+    // 2. Starts an outage on example.com.
+    await page.goto(`${BASE}/domains/example.com`);
+    await page.fill('input[name=reason]', 'browser test');
+    await page.click('button[value=start]');
+    assert.match(await page.textContent('p.flash'), /example\.com: outage/);
+    console.log('ok outage started');
+
+    // 3. Mail to the MX port shows up as queue depth on the dashboard.
+    const messageId = `<browser-${Date.now()}@elsewhere.example>`;
+    python(
+      `import smtplib, sys
+s = smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=30)
+s.sendmail("bob@elsewhere.example", ["anna@example.com"], "From: bob@elsewhere.example\\r\\nTo: anna@example.com\\r\\nSubject: during the outage\\r\\nMessage-ID: " + sys.argv[2] + "\\r\\n\\r\\nhello\\r\\n")
+s.quit()`,
+      cfg.smtp,
+      messageId,
+    );
+    await eventually('queue depth 1 on the dashboard', async () => {
+      await page.goto(`${BASE}/`);
+      const depth = await page.textContent('tr[data-domain="example.com"] td.depth');
+      return depth.trim() === '1';
+    });
+    await screenshot(page, cfg.screenshots, 'dashboard');
+    console.log('ok queue depth on the dashboard');
+
+    // 4. Holds and releases the queue entry.
+    await page.goto(`${BASE}/queue?domain=example.com`);
+    await page.check('table#queue input[name=id]');
+    await page.click('button[value=hold]');
+    assert.match(await page.textContent('p.flash'), /1 entries held/);
+    await page.goto(`${BASE}/queue?domain=example.com`);
+    assert.equal((await page.textContent('table#queue td.state')).trim(), 'held');
+    await screenshot(page, cfg.screenshots, 'queue');
+    await page.check('table#queue input[name=id]');
+    await page.click('button[value=release]');
+    assert.match(await page.textContent('p.flash'), /1 entries released/);
+    console.log('ok held and released');
+
+    // 5. Recovery: the outage stops, the primary takes the message, and tracking by
+    // Message-ID shows the primary's reply.
+    await page.goto(`${BASE}/domains/example.com`);
+    await page.click('button[value=stop]');
+    await eventually('the primary reply in tracking', async () => {
+      await page.goto(`${BASE}/tracking?message_id=${encodeURIComponent(messageId)}`);
+      const text = await page.textContent('main');
+      return /delivered/.test(text) && /250/.test(text);
+    }, 60000);
+    console.log('ok tracking shows the primary reply');
+
+    // 6. A 500-row CSV with three bad rows: they are reported by row.
+    const rows = ['address,name,password,aliases,status'];
+    for (let i = 1; i <= 500; i++) {
+      if (i === 100) rows.push('not-an-address,Bad One,,,');
+      else if (i === 250) rows.push(`user${i}@example.com,Weak,short,,`);
+      else if (i === 400) rows.push(`user${i}@example.com,Bad status,,,sometimes`);
+      else rows.push(`user${i}@example.com,User ${i},,,active`);
+    }
+    await page.goto(`${BASE}/users`);
+    await page.setInputFiles('input[name=file]', { name: 'users.csv', mimeType: 'text/csv', buffer: Buffer.from(rows.join('\n') + '\n') });
+    // A dry run: every row is checked as in the real import (which hashes a generated
+    // password per new user, too slow for the suite on this machine), nothing applied.
+    await page.check('input[name=dry_run]');
+    await page.click('form[action="/users/import"] button');
+    // The import runs in the background; its page shows progress until the report.
+    const started = Date.now();
+    await eventually('the import report', async () => {
+      try {
+        if ((await page.title()).startsWith('Error')) {
+          throw new Error(`the upload was refused: ${await page.textContent('main')}`);
+        }
+        return (await page.$('#import-summary')) !== null;
+      } catch (e) {
+        if (/refused/.test(e.message)) throw e;
+        return false; // the progress page was reloading
+      }
+    }, 120000);
+    console.log(`import of 500 rows took ${Math.round((Date.now() - started) / 1000)} s`);
+    const summary = await page.textContent('#import-summary');
+    assert.match(summary, /Dry run/);
+    assert.match(summary, /497 created/);
+    assert.match(summary, /3 with errors/);
+    const bad = await page.$$eval('#import-report tr.row-error td.line', (cells) => cells.map((c) => c.textContent.trim()));
+    assert.deepEqual(bad, ['101', '251', '401']);
+    console.log(`ok CSV import reported rows ${bad.join(', ')}`);
+
+    await page.goto(`${BASE}/readiness`);
+    await page.waitForSelector('table#readiness');
+    await screenshot(page, cfg.screenshots, 'readiness');
+    console.log('ok readiness');
+
+    // 7. A domain admin cannot see or change another domain, by URL or replayed form.
+    const msp = await context(browser);
+    const mpage = await adminLogin(msp, 'msp', cfg.password, null);
+    const domains = await mpage.$$eval('tr[data-domain]', (rows) => rows.map((r) => r.dataset.domain));
+    assert.deepEqual(domains, ['example.com']);
+    const other = await mpage.goto(`${BASE}/domains/other.org`);
+    assert.equal(other.status(), 404);
+    const otherQueue = await mpage.goto(`${BASE}/queue?domain=other.org`);
+    assert.equal(otherQueue.status(), 404);
+    // Root's form for other.org, replayed with the domain admin's own session token.
+    await mpage.goto(`${BASE}/domains/example.com`);
+    const token = await mpage.getAttribute('input[name=csrf]', 'value');
+    const replay = await mpage.request.post(`${BASE}/domains/other.org/outage`, { form: { action: 'start', reason: 'x', csrf: token } });
+    assert.equal(replay.status(), 404);
+    const rootToken = await page.getAttribute('input[name=csrf]', 'value');
+    const stolen = await mpage.request.post(`${BASE}/domains/example.com/outage`, { form: { action: 'start', reason: 'x', csrf: rootToken } });
+    assert.equal(stolen.status(), 403);
+    console.log('ok domain admin kept to their domain');
+
+    // 8. A user changes their password on the self-service page and logs in over IMAP.
+    const user = await context(browser);
+    const upage = await user.newPage();
+    await upage.goto(`${BASE}/me/login`);
+    await upage.fill('input[name=address]', 'anna@example.com');
+    await upage.fill('input[name=password]', cfg.password);
+    await upage.click('button[type=submit]');
+    await upage.waitForSelector('#client-settings');
+    await upage.fill('input[name=current]', cfg.password);
+    await upage.fill('input[name=new]', 'weak');
+    await upage.fill('input[name=repeat]', 'weak');
+    await upage.click('form[action="/me/password"] button');
+    assert.match(await upage.textContent('p.error'), /Not changed/);
+    await upage.fill('input[name=current]', cfg.password);
+    await upage.fill('input[name=new]', 'Browser2Horse');
+    await upage.fill('input[name=repeat]', 'Browser2Horse');
+    await upage.click('form[action="/me/password"] button');
+    assert.match(await upage.textContent('p.flash'), /Password changed/);
+    const imap = python(
+      `import imaplib, ssl, sys
+m = imaplib.IMAP4_SSL("127.0.0.1", int(sys.argv[1]), ssl_context=ssl.create_default_context(cafile=sys.argv[2]), timeout=30)
+print(m.login("anna@example.com", "Browser2Horse")[0])
+m.logout()`,
+      cfg.imaps,
+      cfg.ca,
+    );
+    assert.equal(imap.trim(), 'OK');
+    console.log('ok self-service password works over IMAP');
+  } finally {
+    await browser.close();
+  }
+}
+
+main().then(
+  () => console.log('browser tests passed'),
+  (e) => {
+    console.error(e);
+    process.exit(1);
+  },
+);

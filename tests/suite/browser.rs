@@ -1,0 +1,116 @@
+//! The console in headless Chromium (Debian's `chromium`, driven by npm `playwright-core`
+//! from `tests/browser/`, installed by `npm ci` there): TOTP login, an outage started,
+//! MX mail on the dashboard, hold and release, tracking with the primary's reply after
+//! recovery, a 500-row CSV with three bad rows, a domain administrator kept to their
+//! domain, and a self-service password change that IMAP accepts. Screenshots of the
+//! dashboard, queue and readiness pages go to `<target>/tmp/browser/`.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::harness::*;
+use crate::sink::DumpSink;
+
+/// Runs `node tests/browser/SCRIPT` with one JSON argument; panics with its output if
+/// it fails. A checkout without `npm ci` run in tests/browser fails here, saying so.
+pub fn run_browser_script(script: &str, config: &serde_json::Value) -> String {
+    let dir = repo().join("tests/browser");
+    assert!(
+        dir.join("node_modules/playwright-core").exists(),
+        "run `npm ci` in {} first (.ci/run does)",
+        dir.display()
+    );
+    let child = Command::new("node")
+        .arg(dir.join(script))
+        .arg(config.to_string())
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("node");
+    let out = wait_output(child, Duration::from_secs(600));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "browser script {script} failed:\nstdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn the_console_in_chromium_from_totp_login_to_self_service() {
+    let sink_dir = tempfile::tempdir().unwrap();
+    let sink = DumpSink::start(sink_dir.path());
+    let relay = sink.addr();
+    let mut secret = String::new();
+    let server = TestServer::setup(crate::console::WEB_CONFIG, |s| {
+        s.admin_ok(&[
+            "domain",
+            "add",
+            "example.com",
+            "--relay-host",
+            &relay,
+            "--monitoring",
+            "false",
+        ]);
+        s.admin_ok(&["domain", "add", "other.org"]);
+        s.add_user("anna@example.com", PASSWORD);
+        let out = s.admin(
+            &["admin", "add", "root", "--totp", "--password-stdin"],
+            Some(&format!("{PASSWORD}\n")),
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        secret = text
+            .split("secret=")
+            .nth(1)
+            .and_then(|rest| rest.split('&').next())
+            .expect("the otpauth URI is printed once")
+            .to_string();
+        let out = s.admin(
+            &[
+                "admin",
+                "add",
+                "msp",
+                "--role",
+                "domain",
+                "--domain",
+                "example.com",
+                "--password-stdin",
+            ],
+            Some(&format!("{PASSWORD}\n")),
+        );
+        assert!(out.status.success());
+    });
+    let screenshots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser");
+    let config = serde_json::json!({
+        "base": format!("https://localhost:{}", server.addr("web").port()),
+        "password": PASSWORD,
+        "totp": secret,
+        "smtp": server.addr("smtp").port(),
+        "imaps": server.addr("imaps").port(),
+        "ca": ca_cert().display().to_string(),
+        "screenshots": screenshots.display().to_string(),
+    });
+    let out = run_browser_script("console.js", &config);
+    print!("{out}");
+    assert!(out.contains("browser tests passed"), "{out}");
+    for name in ["dashboard", "queue", "readiness"] {
+        let file = screenshots.join(format!("{name}.png"));
+        let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+        assert!(size > 1000, "screenshot {} missing or empty", file.display());
+    }
+    // The primary got the message spooled during the outage.
+    assert!(
+        sink.messages()
+            .iter()
+            .any(|(_, m)| m.contains("Subject: during the outage")),
+        "the primary did not get the spooled message"
+    );
+}

@@ -1,0 +1,209 @@
+//! The web console over HTTPS with a real HTTP client (Python's urllib with a cookie
+//! jar): logins without user enumeration, CSRF on every state change, no session
+//! fixation, a domain administrator kept to their domains whatever the URL or form, the
+//! audit log, and user self-service changing the password that IMAP then accepts.
+
+use crate::harness::*;
+
+pub const WEB_CONFIG: &str = "[web]\nlisten = \"127.0.0.1:0\"\n";
+
+/// A server with the console, domains example.com and other.org, user anna, a global
+/// administrator `root` and a domain administrator `msp` (example.com only).
+pub fn console_server(extra: &str) -> TestServer {
+    TestServer::setup(&format!("{WEB_CONFIG}{extra}"), |s| {
+        s.admin_ok(&["domain", "add", "example.com"]);
+        s.admin_ok(&["domain", "add", "other.org"]);
+        s.add_user("anna@example.com", PASSWORD);
+        for args in [
+            vec!["admin", "add", "root", "--password-stdin"],
+            vec![
+                "admin",
+                "add",
+                "msp",
+                "--role",
+                "domain",
+                "--domain",
+                "example.com",
+                "--password-stdin",
+            ],
+        ] {
+            let out = s.admin(&args, Some(&format!("{PASSWORD}\n")));
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        }
+    })
+}
+
+/// Python helpers: `Client()` keeps cookies; `get(path)` and `post(path, fields)` return
+/// (status, body, final url); `csrf(body)` is the form token in a page.
+pub const CLIENT_PY: &str = r#"
+import http.cookiejar, re, ssl, sys, urllib.parse, urllib.request
+CA, PORT = sys.argv[1], int(sys.argv[2])
+BASE = "https://localhost:%d" % PORT
+CTX = ssl.create_default_context(cafile=CA)
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *a, **k):
+        return None
+class Client:
+    def __init__(self, follow=True):
+        self.jar = http.cookiejar.CookieJar()
+        handlers = [urllib.request.HTTPSHandler(context=CTX), urllib.request.HTTPCookieProcessor(self.jar)]
+        if not follow:
+            handlers.append(NoRedirect())
+        self.opener = urllib.request.build_opener(*handlers)
+    def _do(self, req):
+        try:
+            r = self.opener.open(req, timeout=30)
+            return r.status, r.read().decode(), r.geturl()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode(), e.headers.get("Location") or e.geturl()
+    def get(self, path):
+        return self._do(urllib.request.Request(BASE + path))
+    def post(self, path, fields):
+        data = urllib.parse.urlencode(fields).encode()
+        return self._do(urllib.request.Request(BASE + path, data=data))
+    def cookie(self, name):
+        return next((c.value for c in self.jar if c.name == name), None)
+    def set_cookie(self, name, value):
+        self.jar.set_cookie(http.cookiejar.Cookie(0, name, value, None, False, "localhost.local", True, False, "/", True, True, None, False, None, None, {}))
+def csrf(body):
+    return re.search(r'name="csrf" value="([0-9a-f]+)"', body).group(1)
+def login(c, name, password, code=""):
+    s, body, _ = c.get("/login")
+    return c.post("/login", {"name": name, "password": password, "code": code, "csrf": csrf(body)})
+"#;
+
+fn args(server: &TestServer) -> Vec<String> {
+    vec![
+        ca_cert().display().to_string(),
+        server.addr("web").port().to_string(),
+    ]
+}
+
+#[test]
+fn logins_give_nothing_away_and_every_change_needs_the_session_and_its_token() {
+    let server = console_server("");
+    let script = format!(
+        "{CLIENT_PY}{}",
+        r#"
+def scrub(body):
+    return re.sub(r'value="[0-9a-f]{64}"', "", body)
+# No user enumeration: an unknown name and a wrong password get the same page.
+c = Client()
+unknown = login(c, "nobody", "Wrong1horse")
+wrong = login(c, "root", "Wrong1horse")
+print("unknown", unknown[0], "wrong", wrong[0], "same page", scrub(unknown[1]) == scrub(wrong[1]))
+u = Client()
+s, body, _ = u.get("/me/login")
+a = u.post("/me/login", {"address": "nobody@example.com", "password": "Wrong1horse", "csrf": csrf(body)})
+s, body, _ = u.get("/me/login")
+b = u.post("/me/login", {"address": "anna@example.com", "password": "Wrong1horse", "csrf": csrf(body)})
+print("user pages", a[0], b[0], "same page", scrub(a[1]) == scrub(b[1]))
+# A login form posted without its double-submit token (login CSRF) is refused.
+print("login without token", Client().post("/login", {"name": "root", "password": "Correct1horse", "csrf": "00"})[0])
+# Session fixation: a planted session id is never the logged-in one, and never works.
+c = Client()
+c.set_cookie("__Host-us_session", "a" * 64)
+s, body, url = login(c, "root", "Correct1horse")
+sid = c.cookie("__Host-us_session")
+print("logged in", s, "dashboard" in body.lower(), "new id", sid != "a" * 64)
+p = Client(follow=False)
+p.set_cookie("__Host-us_session", "a" * 64)
+print("planted id", p.get("/")[0])
+# CSRF: a state change without the session's token changes nothing.
+s, body, _ = c.get("/domains/example.com")
+token = csrf(body)
+print("no token", c.post("/domains/example.com/outage", {"action": "start", "reason": "x"})[0])
+print("wrong token", c.post("/domains/example.com/outage", {"action": "start", "reason": "x", "csrf": "0" * 64})[0])
+s, body, _ = c.get("/")
+print("still normal", re.search(r'data-domain="example.com".*?phase-(\w+)', body, re.S).group(1))
+s, body, _ = c.post("/domains/example.com/outage", {"action": "start", "reason": "console test", "csrf": token})
+print("with token", s, "outage" in body)
+# Another client with its own session cannot use this session's token.
+m = Client()
+s, body, _ = login(m, "msp", "Correct1horse")
+mtoken = csrf(body)
+print("msp sees", sorted(set(re.findall(r'data-domain="([^"]+)"', body))))
+print("msp url", m.get("/domains/other.org")[0], m.get("/queue?domain=other.org")[0], m.get("/users/anna@other.org")[0])
+print("msp form", m.post("/domains/other.org/outage", {"action": "start", "reason": "x", "csrf": mtoken})[0])
+print("msp replay of root's token", m.post("/domains/example.com/outage", {"action": "stop", "reason": "x", "csrf": token})[0])
+s, body, _ = c.get("/audit")
+print("audit", "outage start" in body, "login" in body)
+s, body, _ = m.get("/audit")
+print("msp audit hides root's logins", "nobody" not in body)
+"#
+    );
+    let out = python_ok(&script, &args(&server));
+    for expected in [
+        "unknown 401 wrong 401 same page True",
+        "user pages 401 401 same page True",
+        "login without token 403",
+        "logged in 200 True new id True",
+        "planted id 303",
+        "no token 403",
+        "wrong token 403",
+        "still normal normal",
+        "with token 200 True",
+        "msp sees ['example.com']",
+        "msp url 404 404 404",
+        "msp form 404",
+        "msp replay of root's token 403",
+        "audit True True",
+        "msp audit hides root's logins True",
+    ] {
+        assert!(out.contains(expected), "{expected} missing from:\n{out}");
+    }
+    let status = server.admin_ok(&["outage", "status"]);
+    let line = |d: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(d))
+            .unwrap_or("")
+            .to_string()
+    };
+    assert!(line("example.com").contains("outage"), "{status}");
+    assert!(
+        line("other.org").contains("normal"),
+        "the domain admin changed nothing: {status}"
+    );
+}
+
+#[test]
+fn a_user_changes_their_password_and_imap_takes_the_new_one() {
+    let server = console_server("");
+    let script = format!(
+        "{CLIENT_PY}{}",
+        r#"
+import imaplib
+IMAPS = int(sys.argv[3])
+u = Client()
+s, body, _ = u.get("/me/login")
+s, body, _ = u.post("/me/login", {"address": "anna@example.com", "password": "Correct1horse", "csrf": csrf(body)})
+print("logged in", s, "anna@example.com" in body, "client-settings" in body)
+s, body, _ = u.post("/me/password", {"current": "Correct1horse", "new": "short", "repeat": "short", "csrf": csrf(body)})
+print("policy", "Not changed" in body)
+s, body, _ = u.post("/me/password", {"current": "Correct1horse", "new": "Brand2newHorse", "repeat": "Brand2newHorse", "csrf": csrf(body)})
+print("changed", "Password changed" in body)
+m = imaplib.IMAP4_SSL("127.0.0.1", IMAPS, ssl_context=CTX, timeout=30)
+print("imap new", m.login("anna@example.com", "Brand2newHorse")[0])
+m.logout()
+m = imaplib.IMAP4_SSL("127.0.0.1", IMAPS, ssl_context=CTX, timeout=30)
+try:
+    m.login("anna@example.com", "Correct1horse")
+    print("imap old accepted")
+except imaplib.IMAP4.error:
+    print("imap old refused")
+"#
+    );
+    let mut a = args(&server);
+    a.push(server.addr("imaps").port().to_string());
+    let out = python_ok(&script, &a);
+    for expected in [
+        "logged in 200 True True",
+        "policy True",
+        "changed True",
+        "imap new OK",
+        "imap old refused",
+    ] {
+        assert!(out.contains(expected), "{expected} missing from:\n{out}");
+    }
+}
