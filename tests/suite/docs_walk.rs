@@ -53,6 +53,11 @@ const NOT_HERE: &[(&str, &str)] = &[
     ),
     ("cargo test --workspace --locked", ".ci/run"),
     (
+        "curl --cacert ca.pem -H \"Authorization: Bearer $TOKEN\"",
+        "needs an admin account, its API token and the console listener: tests/suite/api.rs \
+         posts the same outage start with a bearer token",
+    ),
+    (
         "contrib/roundcube/setup-debian.sh",
         "installs nginx and PHP-FPM and sets up a web server: not run anywhere yet; \
          tests/suite/webmail.rs runs Roundcube on the settings of `webmail print-config`",
