@@ -1,6 +1,6 @@
 //! The readiness report: before an outage, who could not log in on the day and what
-//! would not work — users with no password (or only a temporary one), directory users
-//! with no cached credential (a `login = "bind"` domain whose directory is down then
+//! would not work — users with no password (or only a temporary one), users who never
+//! logged in, directory users with no cached credential (a `login = "bind"` domain whose directory is down then
 //! has nothing to check against), domains with no alert recipient or no relay host, and
 //! a TLS certificate that expires within 30 days. `readiness` on the CLI, a page and a
 //! CSV in the console.
@@ -84,6 +84,12 @@ pub fn report(
                     "user",
                     &u.address,
                     "temporary password: must be changed before mail can be read",
+                ),
+                // Logins are recorded per protocol (`logins` column family).
+                _ if store.last_logins(u.id)?.is_empty() => item(
+                    "user",
+                    &u.address,
+                    "never logged in: password and devices untried",
                 ),
                 _ => {}
             }

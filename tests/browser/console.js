@@ -128,6 +128,8 @@ s.quit()`,
 
     await page.goto(`${BASE}/readiness`);
     await page.waitForSelector('table#readiness');
+    // anna has a password but has not logged in anywhere yet.
+    assert.match(await page.textContent('table#readiness'), /anna@example\.com\s*never logged in/);
     await screenshot(page, cfg.screenshots, 'readiness');
     console.log('ok readiness');
 
