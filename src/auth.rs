@@ -605,24 +605,36 @@ impl Authenticator {
         let directory_user = user
             .as_ref()
             .filter(|u| u.is_active() && directory.handles(u.domain()));
-        let verified = match directory_user {
+        // Why a failure failed, for the log only: the client gets the same answer
+        // whatever it is, so it cannot tell which addresses exist.
+        let wrong_password = "wrong password";
+        let (verified, wrong) = match directory_user {
             Some(u) => match directory.bind(&address, &credentials.password) {
                 crate::ldap::login::BindOutcome::Accepted => {
                     self.remember_directory_password(u, &credentials.password, now);
-                    true
+                    (true, wrong_password)
                 }
                 // The directory's no is final: the cache may hold an old password.
-                crate::ldap::login::BindOutcome::Refused => false,
-                crate::ldap::login::BindOutcome::Unavailable => local()?,
+                crate::ldap::login::BindOutcome::Refused => (false, "the directory refused the password"),
+                crate::ldap::login::BindOutcome::Unavailable => (
+                    local()?,
+                    "the directory is unreachable and the password is not the cached one",
+                ),
             },
-            None => local()?,
+            None => (local()?, wrong_password),
+        };
+        let reason = match &user {
+            None => "no such user",
+            Some(u) if !u.is_active() => "user inactive",
+            Some(u) if u.password_hash.is_none() && wrong == wrong_password => "no password set",
+            Some(_) => wrong,
         };
         let Some(user) = user.filter(|_| verified) else {
             crate::metrics::METRICS
                 .logins_failed
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let delay = self.throttle.fail(&address, credentials.peer, now);
-            tracing::info!(user = %address, peer = %credentials.peer, proto = credentials.protocol, "login failed");
+            tracing::info!(user = %address, peer = %credentials.peer, proto = credentials.protocol, reason, "login failed");
             // Not slept here, on a thread other sessions need: the connection's
             // `LoginPacer` takes it and the driver waits asynchronously.
             FAILURE_DELAY.with(|d| d.set(delay));

@@ -413,6 +413,12 @@ fn owner_of(path: &Path) -> Option<(u32, u32)> {
     (euid == 0 && meta.uid() != 0).then(|| (meta.uid(), meta.gid()))
 }
 
+/// Run as root on a data directory owned by someone else (the service user): makes
+/// everything under it that user's again.
+pub fn give_back_to_owner(data_dir: &Path) -> anyhow::Result<()> {
+    chown_tree(data_dir, owner_of(data_dir))
+}
+
 fn chown_tree(root: &Path, owner: Option<(u32, u32)>) -> anyhow::Result<()> {
     let Some((uid, gid)) = owner else {
         return Ok(());

@@ -114,7 +114,14 @@ pub fn run_local(config: &Config, command: Command, progress: &dyn Fn(u64, u64))
         events: &events,
     };
     let mut output = Vec::new();
-    let result = execute(&ctx, command, &mut output);
+    let mut result = execute(&ctx, command, &mut output);
+    drop(store);
+    // Root working on the service user's database (before the first start, or with the
+    // service stopped): the files RocksDB and the command just made must stay the
+    // service's, or the server cannot open its own database afterwards.
+    if let Err(e) = backup::give_back_to_owner(&config.data_dir) {
+        result = result.and(Err(e));
+    }
     Ok(Outcome {
         output: String::from_utf8_lossy(&output).into_owned(),
         secrets: events.secrets.into_inner(),

@@ -110,3 +110,44 @@ fn backup_is_private_holds_the_dkim_keys_and_restore_refuses_a_running_server() 
     // The backup is untouched by the restore and can be restored again.
     assert!(backup.join("db/CURRENT").is_file());
 }
+
+/// Files under `root` not owned by `uid`.
+fn not_owned_by(root: &Path, uid: u32, out: &mut Vec<String>) {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(root).unwrap();
+    if meta.uid() != uid {
+        out.push(format!("{} (uid {})", root.display(), meta.uid()));
+    }
+    if meta.is_dir() {
+        for entry in std::fs::read_dir(root).unwrap() {
+            not_owned_by(&entry.unwrap().path(), uid, out);
+        }
+    }
+}
+
+/// Root running admin commands with no server up (before the service's first start,
+/// as the package's first steps allow) leaves the database its owner's: the service
+/// user could not open a database root had written new files into.
+#[test]
+fn root_working_on_the_service_users_database_leaves_it_theirs() {
+    // SAFETY: geteuid has no arguments and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: needs root");
+        return;
+    }
+    let mut server = TestServer::start();
+    server.stop();
+    let data = server.dir.path().join("data");
+    let status = std::process::Command::new("chown")
+        .args(["-R", "65534:65534"])
+        .arg(&data)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    server.admin_ok(&["domain", "add", "example.org"]);
+    server.admin_ok(&["domain", "dkim-keygen", "example.org"]);
+    server.add_user("carl@example.org", PASSWORD);
+    let mut wrong = Vec::new();
+    not_owned_by(&data, 65534, &mut wrong);
+    assert!(wrong.is_empty(), "left to root: {wrong:#?}");
+}

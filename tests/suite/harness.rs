@@ -187,6 +187,30 @@ impl TestServer {
         server
     }
 
+    /// A server on a configuration file the test wrote itself (in `dir`), not started:
+    /// `start_again` starts it.
+    pub fn on_config(dir: tempfile::TempDir, config: PathBuf) -> TestServer {
+        let (_tx, log) = mpsc::channel();
+        TestServer {
+            child: None,
+            dir,
+            config,
+            addrs: HashMap::new(),
+            log,
+            log_lines: Vec::new(),
+            env: Vec::new(),
+            nofile: None,
+        }
+    }
+
+    /// Whether the server process is running (started and not yet exited).
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
     /// As `setup`, the server limited to `nofile` file descriptors (soft and hard), as a
     /// host with a low LimitNOFILE would have it.
     pub fn setup_with_nofile(

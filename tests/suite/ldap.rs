@@ -464,3 +464,48 @@ except poplib.error_proto as e:
         "{out}"
     );
 }
+
+/// SIGHUP puts a new `[[ldap]]` section in force (issue 18 item 1): the server syncs
+/// the directory at once and bind logins use it, without a restart.
+#[test]
+fn a_reload_adds_a_directory_that_syncs_and_checks_logins() {
+    let slapd = Slapd::start();
+    let secrets = tempfile::tempdir().unwrap();
+    let pw_file = password_file(secrets.path());
+    let mut server = TestServer::setup("", |s| {
+        s.admin_ok(&["domain", "add", "example.com", "--monitoring", "false"]);
+    });
+    assert!(!server.admin_ok(&["user", "list"]).contains("anna@example.com"));
+    let mut config = std::fs::read_to_string(&server.config).unwrap();
+    config.push_str(&ldap_config(&slapd, &pw_file));
+    std::fs::write(&server.config, config).unwrap();
+    let status = Command::new("kill")
+        .args(["-HUP", &server.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    crate::harness::wait_log(&mut server, "configuration reloaded");
+    let line = plain(&server.log())
+        .lines()
+        .find(|l| l.contains("configuration reloaded"))
+        .unwrap()
+        .to_string();
+    assert!(
+        line.contains("ldap"),
+        "the reload does not name [[ldap]] as applied: {line}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !server.admin_ok(&["user", "list"]).contains("anna@example.com") {
+        assert!(
+            Instant::now() < deadline,
+            "the new directory was not synced after the reload:\n{}",
+            plain(&server.log())
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A bind login: the directory's password, never set in Understudy.
+    assert_eq!(
+        logins(&server, &[("anna@example.com", "Anna1secret")]),
+        ["anna@example.com:OK"]
+    );
+}

@@ -110,3 +110,85 @@ fn admin_audit_lines_name_their_target() {
     );
     assert!(!log.contains("Another1horse"), "a password in the log");
 }
+
+/// Each failed login logs why it failed (issue 18 item 3), while every client gets the
+/// same answer and no password reaches the log.
+#[test]
+fn failed_logins_log_their_reason_and_clients_all_get_the_same_answer() {
+    let mut server = TestServer::setup("", |s| {
+        s.admin_ok(&["domain", "add", "example.com", "--monitoring", "false"]);
+        s.add_user("anna@example.com", PASSWORD);
+        s.add_user("bob@example.com", "Bobs1password");
+        s.admin_ok(&["user", "deactivate", "bob@example.com"]);
+        s.admin_ok(&["user", "add", "carl@example.com"]);
+        s.add_user("dora@example.com", "Doras1password");
+        s.admin_ok(&[
+            "user",
+            "set",
+            "dora@example.com",
+            "--access-window",
+            "outage-only",
+        ]);
+    });
+    let script = r#"
+import imaplib, ssl, sys
+ctx = ssl.create_default_context(cafile=sys.argv[1])
+for user, password in [("nobody@example.com", "Guess1one"), ("bob@example.com", "Bobs1password"),
+                       ("carl@example.com", "Guess1two"), ("anna@example.com", "Wrong1horse"),
+                       ("dora@example.com", "Doras1password")]:
+    m = imaplib.IMAP4_SSL("127.0.0.1", int(sys.argv[2]), ssl_context=ctx, timeout=30)
+    try:
+        m.login(user, password)
+        print(user, "OK")
+    except imaplib.IMAP4.error as e:
+        print(user, "NO", e)
+"#;
+    let out = python_ok(
+        script,
+        &[
+            ca_cert().display().to_string(),
+            server.addr("imaps").port().to_string(),
+        ],
+    );
+    let answers: Vec<&str> = out
+        .lines()
+        .filter(|l| !l.starts_with("dora@"))
+        .map(|l| l.split_once(' ').unwrap().1)
+        .collect();
+    assert_eq!(answers.len(), 4, "{out}");
+    assert!(
+        answers.iter().all(|a| a.starts_with("NO") && *a == answers[0]),
+        "the answers differ or one succeeded: {out}"
+    );
+    assert!(out.contains("dora@example.com NO"), "{out}");
+    for (user, reason) in [
+        ("nobody@example.com", "no such user"),
+        ("bob@example.com", "user inactive"),
+        ("carl@example.com", "no password set"),
+        ("anna@example.com", "wrong password"),
+    ] {
+        wait_until(
+            std::time::Duration::from_secs(20),
+            "the login failure's reason in the log",
+            || {
+                plain_log(&mut server).lines().any(|l| {
+                    l.contains("login failed") && l.contains(&format!("user={user}")) && l.contains(reason)
+                })
+            },
+        );
+    }
+    wait_log(
+        &mut server,
+        "login refused: mailbox reachable only during an outage",
+    );
+    let log = server.log();
+    for password in [
+        "Guess1one",
+        "Bobs1password",
+        "Guess1two",
+        "Wrong1horse",
+        "Doras1password",
+    ] {
+        assert!(!log.contains(password), "a password in the log");
+    }
+}

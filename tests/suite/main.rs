@@ -31,6 +31,8 @@ mod console;
 mod delivery;
 /// A full disk: SMTP 452, IMAP NO, nothing damaged, recovery once space is back.
 mod diskfull;
+/// docs/operations.md and the README walked command by command on a throwaway install.
+mod docs_walk;
 /// The outage drill as an admin runs it, end to end, with its notices and a recovery.
 mod drill;
 /// The outage engine end to end: a thousand spooled messages, kills, exactly once.

@@ -266,7 +266,7 @@ fn systemd_accepts_the_unit_and_the_server_signals_ready_and_watchdog() {
     let dir = tempfile::tempdir().unwrap();
     let unit = std::fs::read_to_string(repo().join("config/understudy.service"))
         .unwrap()
-        .replace("/usr/local/bin/understudy", BIN);
+        .replace("/usr/bin/understudy", BIN);
     let unit_path = dir.path().join("understudy.service");
     std::fs::write(&unit_path, unit).unwrap();
     let verify = std::process::Command::new("systemd-analyze")

@@ -1,7 +1,8 @@
 //! A smarthost that wants a login (issue 18 item 10): outbound mail goes to it with
 //! AUTH over STARTTLS (a second Understudy's submission port plays the ISP's relay: it
 //! requires TLS and a login before it takes mail), and the password is never sent over
-//! a connection without TLS.
+//! a connection without TLS. A reload that points the smarthost elsewhere takes effect
+//! for the mail already waiting.
 
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
@@ -121,4 +122,27 @@ fn outbound_mail_logs_in_to_the_smarthost_over_tls_only() {
         err.contains("delivery.outbound_tls: must not be \"disabled\" with a smarthost login"),
         "{err}"
     );
+
+    // SIGHUP to the relay that offers TLS (issue 18 item 1: the smarthost and its login
+    // reload): the waiting message goes out through it, without a restart.
+    let config = std::fs::read_to_string(&server.config)
+        .unwrap()
+        .replace(&plain.addr(), &smarthost);
+    std::fs::write(&server.config, config).unwrap();
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &server.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    wait_log(&mut server, "configuration reloaded");
+    wait_until(
+        Duration::from_secs(30),
+        "the waiting message through the reloaded smarthost",
+        || {
+            remote
+                .message_id_counts(None)
+                .contains_key("<smarthost-2@example.com>")
+        },
+    );
+    assert!(plain.messages().is_empty());
 }
