@@ -916,7 +916,7 @@ fn esearch_return_options() {
         "* ESEARCH (TAG \"e\") COUNT 5\r\ne OK SEARCH completed\r\n"
     );
     assert_eq!(
-        send(&mut s, "d SEARCH RETURN (SAVE) ALL\r\n"),
+        send(&mut s, "d SEARCH RETURN (FOO) ALL\r\n"),
         "d BAD Unsupported SEARCH RETURN option\r\n"
     );
 }
