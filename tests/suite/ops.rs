@@ -68,8 +68,16 @@ except urllib.error.HTTPError as e:
     }
 }
 
-/// The DER certificate the server presents on its implicit-TLS IMAP port contains `needle`.
+/// The DER certificate the server presents on its implicit-TLS IMAP port and on the web
+/// console's HTTPS port both contain `needle`.
 fn presents_certificate(server: &TestServer, needle: &str) -> bool {
+    ["imaps", "web"]
+        .iter()
+        .all(|service| presents_certificate_on(server, service, needle))
+}
+
+/// The DER certificate the server presents on `service`'s TLS port contains `needle`.
+fn presents_certificate_on(server: &TestServer, service: &str, needle: &str) -> bool {
     let script = r#"
 import socket, ssl, sys
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
@@ -79,15 +87,20 @@ with socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10) as ra
 "#;
     python_ok(
         script,
-        &[server.addr("imaps").port().to_string(), needle.to_string()],
+        &[server.addr(service).port().to_string(), needle.to_string()],
     )
     .trim()
         == "True"
 }
 
+/// Mail ports and the web console (issue 16: "TLS with the server's certificate,
+/// reloaded on SIGHUP") both take the new certificate.
 #[test]
 fn sighup_reloads_the_certificate_and_refuses_a_bad_config() {
-    let mut server = TestServer::start();
+    let mut server = TestServer::setup(crate::console::WEB_CONFIG, |s| {
+        s.admin_ok(&["domain", "add", "example.com"]);
+        s.add_user("anna@example.com", PASSWORD);
+    });
     assert!(presents_certificate(&server, "localhost"));
     let dir = server.dir.path().to_path_buf();
     let status = std::process::Command::new("openssl")
