@@ -38,8 +38,9 @@ pub(crate) fn parse_url(url: &str) -> Option<MessageUrl> {
         return None;
     }
     let mut user = None;
-    let path = if url.len() >= 7 && url[..7].eq_ignore_ascii_case("imap://") {
-        let rest = &url[7..];
+    // `get`, not indexing: the 7th byte may fall inside a multi-byte character.
+    let scheme = url.get(..7).filter(|s| s.eq_ignore_ascii_case("imap://"));
+    let path = if let (Some(_), Some(rest)) = (scheme, url.get(7..)) {
         let slash = rest.find('/')?;
         let authority = &rest[..slash];
         if let Some((userinfo, _host)) = authority.rsplit_once('@') {
@@ -237,6 +238,8 @@ mod tests {
             "/INBOX;FOO=1/;UID=1",
             "/INBOX/;SECTION=1",
             "imap://host",
+            // Found by the imap_extended fuzz target: byte 7 inside a character.
+            "imap:/\u{7ac}/;UID=1",
         ] {
             assert_eq!(parse_url(bad), None, "{bad}");
         }
