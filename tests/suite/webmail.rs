@@ -128,34 +128,6 @@ impl Drop for Roundcube {
     }
 }
 
-/// Runs `node tests/browser/SCRIPT` with one JSON argument; panics with its output if it
-/// fails. A checkout without `npm ci` run in tests/browser fails here, saying so.
-pub fn run_node(script: &str, config: &serde_json::Value) -> String {
-    let dir = repo().join("tests/browser");
-    assert!(
-        dir.join("node_modules/playwright-core").exists(),
-        "run `npm ci` in {} first (.ci/run does)",
-        dir.display()
-    );
-    let child = Command::new("node")
-        .arg(dir.join(script))
-        .arg(config.to_string())
-        .current_dir(&dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("node (Debian's nodejs)");
-    let out = wait_output(child, Duration::from_secs(600));
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "browser script {script} failed:\nstdout:\n{stdout}\nstderr:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
 /// Mail for the outage, sent in over the MX port by smtplib: an attachment, an attached
 /// message, three to sort, a thread of three, one to search for, one to move, one to
 /// delete and one for the read-only user. `Message-ID`s are `<NAME@outside.test>`.
@@ -454,7 +426,7 @@ fn roundcube_in_chromium_during_an_outage() {
         "password": PASSWORD,
         "screenshots": screenshots.display().to_string(),
     });
-    let out = run_node("webmail.js", &browser_config);
+    let out = crate::browser::run_browser_script("webmail.js", &browser_config);
     print!("{out}");
     assert!(out.contains("webmail tests passed"), "{out}");
     for name in ["inbox", "message", "attached-message", "threads"] {
