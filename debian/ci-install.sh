@@ -5,7 +5,8 @@
 # the service user, the modes of the data, backup and config directories, the docs at
 # the path the unit names, `systemd-analyze verify` clean, and `check-config` passing
 # on the installed default configuration, run as the service user, and `serve` starting
-# on it as the unit would run it. Then purges it and checks that the mail directory
+# on it as the unit would run it, and the docs' systemctl/journalctl commands
+# against the unit under systemd (debian/ci-systemd.sh). Then purges it and checks that the mail directory
 # stays. Run by .ci/run as root on a throwaway machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -98,6 +99,10 @@ else
   wait "$pid" || { cat "$log" >&2; fail "serve did not exit cleanly on SIGTERM"; }
   echo "deb: serve as understudy on the installed default: $(grep -c '^listening' "$out/serve.out") listeners, ready, clean stop"
 fi
+
+# The page's systemctl and journalctl commands against the installed unit under a real
+# systemd in its own namespaces (debian/ci-systemd.sh).
+debian/ci-systemd.sh
 
 # Removing the package keeps the mail; purging removes the configuration.
 dpkg --purge understudy > /dev/null
