@@ -27,6 +27,14 @@ impl ImapSession {
             }
             return Flow::Continue;
         }
+        // IMAP4rev2 answers every SEARCH with ESEARCH, ALL by default (RFC 9051 §6.4.4).
+        let esearch = match esearch {
+            None if self.rev2 => Some(EsearchOptions {
+                all: true,
+                ..EsearchOptions::default()
+            }),
+            other => other,
+        };
         let uses_modseq = criteria.iter().any(has_modseq_key);
         if uses_modseq {
             self.enable_condstore(out);
