@@ -222,9 +222,24 @@ impl ImapSession {
         }
         match self.store.delete_mailbox(&account, &name) {
             Ok(()) => ok(out, tag, "DELETE completed"),
+            // A name that is only the parent of others (`\Noselect`) cannot be deleted
+            // (RFC 3501 §6.3.4); RFC 9051 §7.1 gives the code for it.
+            Err(BackendError::NotFound) if self.has_children(&account, &name) => no(
+                out,
+                tag,
+                "[HASCHILDREN] Only the mailboxes below this name exist; delete those",
+            ),
             Err(err) => backend_no(out, tag, &err),
         };
         Flow::Continue
+    }
+
+    /// Whether some mailbox of the account lies below `name` in the hierarchy.
+    fn has_children(&self, account: &Account, name: &str) -> bool {
+        let prefix = format!("{name}/");
+        self.store
+            .mailboxes_and_subscriptions(account)
+            .is_ok_and(|(boxes, _)| boxes.iter().any(|b| b.name.starts_with(&prefix)))
     }
 
     pub(super) fn rename(

@@ -285,3 +285,19 @@ fn append_utf8_literal_needs_utf8_accept() {
     let bad = format!("d APPEND INBOX UTF8 ~{{{}+}}\r\n{message}\r\n", message.len());
     assert_eq!(send(&mut accept, &bad), "d BAD Invalid APPEND arguments\r\n");
 }
+
+#[test]
+fn deleting_a_parent_that_is_only_a_name_says_haschildren() {
+    let store = MockStore::new();
+    let mut s = rev2(&store);
+    send(&mut s, "a CREATE Projekte/2026\r\n");
+    assert_eq!(
+        send(&mut s, "b DELETE Projekte\r\n"),
+        "b NO [HASCHILDREN] Only the mailboxes below this name exist; delete those\r\n"
+    );
+    assert_eq!(
+        send(&mut s, "c DELETE Nirgends\r\n"),
+        "c NO [NONEXISTENT] Mailbox does not exist\r\n"
+    );
+    assert_eq!(send(&mut s, "d DELETE Projekte/2026\r\n"), "d OK DELETE completed\r\n");
+}
