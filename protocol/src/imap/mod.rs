@@ -277,6 +277,9 @@ pub struct ImapSession {
     /// ENABLE UTF8=ACCEPT (RFC 6855) or IMAP4rev2 seen: mailbox names and quoted
     /// strings are UTF-8 both ways, never modified UTF-7; APPEND takes `UTF8 (~{n})`.
     utf8: bool,
+    /// ENABLE UTF8=ACCEPT itself seen: SEARCH takes no CHARSET, SORT and THREAD only
+    /// UTF-8 (RFC 6855 §3, erratum 4029).
+    utf8_accept: bool,
     /// COMPRESS=DEFLATE is on (RFC 4978); a second COMPRESS is refused.
     compressing: bool,
     bad_commands: u32,
@@ -314,6 +317,7 @@ impl ImapSession {
             qresync: false,
             rev2: false,
             utf8: false,
+            utf8_accept: false,
             compressing: false,
             bad_commands: 0,
             auth_failures: 0,
@@ -741,6 +745,7 @@ impl ImapSession {
                 }
                 if utf8 {
                     self.utf8 = true;
+                    self.utf8_accept = true;
                 }
                 if condstore || qresync {
                     self.enable_condstore(out);

@@ -299,5 +299,43 @@ fn deleting_a_parent_that_is_only_a_name_says_haschildren() {
         send(&mut s, "c DELETE Nirgends\r\n"),
         "c NO [NONEXISTENT] Mailbox does not exist\r\n"
     );
-    assert_eq!(send(&mut s, "d DELETE Projekte/2026\r\n"), "d OK DELETE completed\r\n");
+    assert_eq!(
+        send(&mut s, "d DELETE Projekte/2026\r\n"),
+        "d OK DELETE completed\r\n"
+    );
+}
+
+#[test]
+fn charsets_after_enable_utf8_accept() {
+    let store = MockStore::new();
+    store.deliver("INBOX", MSG, 0);
+    let mut one = logged_in(&store);
+    send(&mut one, "s SELECT INBOX\r\n");
+    let mut accept = logged_in(&store);
+    send(&mut accept, "e ENABLE UTF8=ACCEPT\r\n");
+    send(&mut accept, "s SELECT INBOX\r\n");
+    assert_eq!(
+        send(&mut one, "a SEARCH CHARSET UTF-8 SUBJECT hello\r\n"),
+        "* SEARCH 1\r\na OK SEARCH completed\r\n"
+    );
+    assert_eq!(
+        send(&mut accept, "a SEARCH CHARSET UTF-8 SUBJECT hello\r\n"),
+        "a BAD No CHARSET in SEARCH after ENABLE UTF8=ACCEPT\r\n"
+    );
+    assert_eq!(
+        send(&mut accept, "b SEARCH SUBJECT hello\r\n"),
+        "* SEARCH 1\r\nb OK SEARCH completed\r\n"
+    );
+    assert_eq!(
+        send(&mut one, "c SORT (SUBJECT) US-ASCII ALL\r\n"),
+        "* SORT 1\r\nc OK SORT completed\r\n"
+    );
+    assert_eq!(
+        send(&mut accept, "c SORT (SUBJECT) US-ASCII ALL\r\n"),
+        "c BAD Only UTF-8 after ENABLE UTF8=ACCEPT\r\n"
+    );
+    assert_eq!(
+        send(&mut accept, "d THREAD REFERENCES UTF-8 ALL\r\n"),
+        "* THREAD (1)\r\nd OK THREAD completed\r\n"
+    );
 }
