@@ -1,5 +1,5 @@
-//! IMAP4rev1 server session (RFC 3501) with the extensions Outlook, iOS, Android and
-//! Thunderbird rely on, as an I/O-free state machine. Commands are parsed with
+//! IMAP4rev1 server session (RFC 3501), IMAP4rev2 (RFC 9051) when enabled, with the
+//! extensions Outlook, iOS, Android and Thunderbird rely on, as an I/O-free state machine. Commands are parsed with
 //! imap-codec; message rendering (ENVELOPE, BODYSTRUCTURE, sections, content SEARCH)
 //! lives in `message`.
 //!
@@ -60,8 +60,13 @@
 //! QRESYNC (RFC 7162 §3.2): VANISHED replaces EXPUNGE once enabled (`view`), SELECT
 //! (QRESYNC ...) in `mailboxes.rs`, UID FETCH (VANISHED) in `fetch.rs`.
 //!
-//! Not offered (so not advertised): QUOTASET, METADATA,
-//! UTF8=ACCEPT, SEARCHRES (`RETURN (SAVE)`).
+//! IMAP4rev2 (RFC 9051) and UTF8=ACCEPT (RFC 6855) once the client ENABLEs them: UTF-8
+//! names (`mailbox_name`, `text::push_mailbox`), ESEARCH for SEARCH (`search.rs`), no
+//! `\Recent` and a LIST at SELECT (`mailboxes.rs`, `view.rs`), UID in every unsolicited
+//! FETCH, `APPEND .. UTF8 (~{n})` (`append.rs`). The mapping to RFC 9051 Appendix E is in
+//! docs/architecture.md.
+//!
+//! Not offered (so not advertised): QUOTASET, METADATA, UTF8=ONLY.
 
 pub(crate) mod append;
 pub mod backend;
