@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use rocksdb::WriteBatch;
+use crate::db::Batch;
 
 use crate::address::EmailAddress;
 use crate::db::{decode, Store, COUNTER_MAILBOX, COUNTER_USER};
@@ -74,7 +74,7 @@ impl Store {
                 domain.name
             )));
         }
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::default();
         self.put_json(&mut batch, CF_DOMAINS, domain.name.as_bytes(), &domain)?;
         self.commit(batch)?;
         self.accounts_changed();
@@ -87,7 +87,7 @@ impl Store {
         if self.domain(&domain.name)?.is_none() {
             return Err(StoreError::NotFound(format!("domain {}", domain.name)));
         }
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::default();
         self.put_json(&mut batch, CF_DOMAINS, domain.name.as_bytes(), domain)?;
         self.commit(batch)?;
         self.accounts_changed();
@@ -142,7 +142,7 @@ impl Store {
                 "domain {name} still has users or aliases; remove them first"
             )));
         }
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::default();
         self.delete(&mut batch, CF_DOMAINS, name.as_bytes())?;
         self.commit(batch)?;
         self.accounts_changed();
@@ -184,7 +184,7 @@ impl Store {
             created_at: self.now(),
             ..User::default()
         };
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::default();
         self.put_json(&mut batch, CF_USERS, &u64_key(id), &user)?;
         self.put_json(
             &mut batch,
@@ -203,7 +203,7 @@ impl Store {
     }
 
     /// A new user's mailboxes (`DEFAULT_MAILBOXES`), each subscribed, into `batch`.
-    pub(crate) fn default_mailboxes_into(&self, batch: &mut WriteBatch, user_id: u64) -> StoreResult<()> {
+    pub(crate) fn default_mailboxes_into(&self, batch: &mut Batch, user_id: u64) -> StoreResult<()> {
         for (name, special_use) in DEFAULT_MAILBOXES {
             self.new_mailbox_into(batch, user_id, name, *special_use)?;
             self.subscribe_into(batch, user_id, name)?;
@@ -216,7 +216,7 @@ impl Store {
     /// outlives its mailbox, so one made by every CREATE would pile up after each DELETE.
     pub(crate) fn new_mailbox_into(
         &self,
-        batch: &mut WriteBatch,
+        batch: &mut Batch,
         user_id: u64,
         name: &str,
         special_use: Option<SpecialUse>,
@@ -325,7 +325,7 @@ impl Store {
         if current.address != user.address {
             return Err(StoreError::Invalid("a user's address cannot be changed".into()));
         }
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::default();
         self.put_json(&mut batch, CF_USERS, &u64_key(user.id), user)?;
         self.commit(batch)?;
         self.accounts_changed();
@@ -342,12 +342,12 @@ impl Store {
             for mailbox in self.mailboxes(user.id)? {
                 self.destroy_mailbox(&mailbox)?;
             }
-            let mut batch = WriteBatch::default();
+            let mut batch = Batch::default();
             self.unsubscribe_all_into(&mut batch, user.id)?;
             self.commit(batch)?;
         }
         let _guard = self.lock(&[("address", user.address.as_str())]);
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::default();
         for alias in self.aliases_of(user.id)? {
             if let Some(key) = address_key(&alias) {
                 self.delete(&mut batch, CF_ADDRESSES, &key)?;
@@ -384,7 +384,7 @@ impl Store {
                 "{alias} is already in use (by a user or an alias)"
             )));
         }
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::default();
         self.put_json(
             &mut batch,
             CF_ADDRESSES,
@@ -408,7 +408,7 @@ impl Store {
                 kind: AddressKind::Alias,
                 ..
             }) => {
-                let mut batch = WriteBatch::default();
+                let mut batch = Batch::default();
                 self.delete(&mut batch, CF_ADDRESSES, &key)?;
                 self.commit(batch)?;
                 self.accounts_changed();

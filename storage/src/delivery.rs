@@ -3,7 +3,7 @@
 //! deleted), and moving entries in the due index without an attempt (relay entries parked
 //! while their domain is in an outage).
 
-use rocksdb::WriteBatch;
+use crate::db::Batch;
 
 use crate::db::{decode, Store};
 use crate::error::StoreResult;
@@ -66,8 +66,8 @@ impl Store {
         }
         let keys: Vec<(&str, u64)> = ids.iter().map(|id| ("queue", *id)).collect();
         let _guard = self.lock(&keys);
-        let due_cf = self.cf(CF_QUEUE_DUE)?;
-        let mut batch = WriteBatch::default();
+        let due_cf = CF_QUEUE_DUE;
+        let mut batch = Batch::default();
         for id in ids {
             let Some(mut entry) = self.get_json::<QueueEntry>(CF_QUEUE, &u64_key(*id))? else {
                 continue;
@@ -75,10 +75,10 @@ impl Store {
             if entry.next_attempt == at {
                 continue;
             }
-            batch.delete_cf(&due_cf, due_key(entry.next_attempt, entry.id));
+            batch.delete(due_cf, due_key(entry.next_attempt, entry.id));
             entry.next_attempt = at;
             self.put_json(&mut batch, CF_QUEUE, &u64_key(entry.id), &entry)?;
-            batch.put_cf(&due_cf, due_key(at, entry.id), b"");
+            batch.put(due_cf, due_key(at, entry.id), b"");
         }
         self.commit_lazy(batch)
     }

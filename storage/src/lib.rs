@@ -13,6 +13,7 @@
 pub mod accounts;
 pub mod address;
 pub mod admins;
+mod backend;
 mod clock;
 mod db;
 pub mod delivery;

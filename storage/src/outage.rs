@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use rocksdb::WriteBatch;
+use crate::db::Batch;
 use serde::{Deserialize, Serialize};
 
 use crate::db::{decode, Store};
@@ -74,7 +74,7 @@ impl Store {
         let domain = domain.to_ascii_lowercase();
         let _guard = self.lock(&[("outage", domain.as_str())]);
         let old = self.outage_state(&domain)?;
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::default();
         self.put_json(&mut batch, CF_OUTAGE, domain.as_bytes(), state)?;
         let mut key = domain_prefix(&domain);
         key.extend_from_slice(&due_key(state.since, self.next_id(crate::db::COUNTER_TRACKING)));

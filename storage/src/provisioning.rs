@@ -2,7 +2,7 @@
 //! import (and later directory sync): a row is applied whole or not at all, and applying
 //! the same row twice changes nothing the second time.
 
-use rocksdb::WriteBatch;
+use crate::db::Batch;
 
 use crate::address::EmailAddress;
 use crate::db::{Store, COUNTER_USER};
@@ -98,7 +98,7 @@ impl Store {
         let key = address_key(&address).ok_or_else(|| StoreError::Invalid(address.clone()))?;
         let entry = self.get_json::<AddressEntry>(CF_ADDRESSES, &key)?;
         let mut change = UserChange::default();
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::default();
         let user = match (entry, existing) {
             (
                 Some(AddressEntry {

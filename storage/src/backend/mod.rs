@@ -1,0 +1,148 @@
+//! The storage boundary under `Store`: an ordered key-value store by column family with
+//! consistent read views and atomic, durable batches. `Store` builds every operation the
+//! server needs (accounts, mailboxes, queue, tracking, ...) on this interface, so the
+//! engine underneath (RocksDB embedded, or PostgreSQL shared by several nodes) is chosen
+//! at open time and nothing above `Store` knows which one runs.
+
+pub(crate) mod rocks;
+
+use std::path::Path;
+
+use crate::error::StoreResult;
+
+/// A raw key and value read from the backend.
+pub(crate) type KeyValue = (Box<[u8]>, Box<[u8]>);
+
+/// An iterator over one column family in key order (or reverse key order).
+pub(crate) type KvIter<'a> = Box<dyn Iterator<Item = StoreResult<KeyValue>> + 'a>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Direction {
+    Forward,
+    Reverse,
+}
+
+/// Where an iteration starts: the first key, the last key, or the first key at or after
+/// (forward) / at or before (reverse) the given one.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum IterMode<'a> {
+    Start,
+    End,
+    From(&'a [u8], Direction),
+}
+
+/// One operation of a batch.
+#[derive(Debug, Clone)]
+pub(crate) enum Op {
+    Put {
+        cf: &'static str,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    Delete {
+        cf: &'static str,
+        key: Vec<u8>,
+    },
+    /// The value becomes the larger of itself and `value` (both big-endian u64; an
+    /// absent value counts as 0). Id counters, so they never move backwards.
+    MaxU64 {
+        cf: &'static str,
+        key: Vec<u8>,
+        value: u64,
+    },
+    /// The value (big-endian i64, absent = 0) grows by `delta`. Body reference counts.
+    AddI64 {
+        cf: &'static str,
+        key: Vec<u8>,
+        delta: i64,
+    },
+}
+
+/// Writes applied together or not at all, in order.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Batch {
+    pub ops: Vec<Op>,
+}
+
+impl Batch {
+    pub fn put(&mut self, cf: &'static str, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) {
+        self.ops.push(Op::Put {
+            cf,
+            key: key.as_ref().to_vec(),
+            value: value.as_ref().to_vec(),
+        });
+    }
+
+    pub fn delete(&mut self, cf: &'static str, key: impl AsRef<[u8]>) {
+        self.ops.push(Op::Delete {
+            cf,
+            key: key.as_ref().to_vec(),
+        });
+    }
+
+    pub fn max_u64(&mut self, cf: &'static str, key: impl AsRef<[u8]>, value: u64) {
+        self.ops.push(Op::MaxU64 {
+            cf,
+            key: key.as_ref().to_vec(),
+            value,
+        });
+    }
+
+    pub fn add_i64(&mut self, cf: &'static str, key: impl AsRef<[u8]>, delta: i64) {
+        self.ops.push(Op::AddI64 {
+            cf,
+            key: key.as_ref().to_vec(),
+            delta,
+        });
+    }
+}
+
+/// Reads, either of the latest committed state or of one consistent view.
+pub(crate) trait ReadView {
+    fn get(&self, cf: &'static str, key: &[u8]) -> StoreResult<Option<Vec<u8>>>;
+
+    fn multi_get(&self, cf: &'static str, keys: &[&[u8]]) -> StoreResult<Vec<Option<Vec<u8>>>> {
+        keys.iter().map(|k| self.get(cf, k)).collect()
+    }
+
+    fn iter<'s>(&'s self, cf: &'static str, mode: IterMode<'s>) -> StoreResult<KvIter<'s>>;
+}
+
+/// An engine under `Store`.
+pub(crate) trait KvBackend: ReadView + Send + Sync {
+    /// A consistent read view: everything committed before it, nothing after.
+    fn snapshot(&self) -> StoreResult<Box<dyn ReadView + '_>>;
+
+    /// Applies `batch` atomically; durable before returning when `sync`.
+    fn write(&self, batch: Batch, sync: bool) -> StoreResult<()>;
+
+    /// Applies `batch` atomically, calls `release` (dropping the caller's locks) once
+    /// the batch is visible in commit order, and returns once it is durable (`sync`).
+    fn write_releasing<'a>(
+        &self,
+        batch: Batch,
+        sync: bool,
+        release: Box<dyn FnOnce() + 'a>,
+    ) -> StoreResult<()>;
+
+    /// Names the engine in messages ("rocksdb", "postgres").
+    fn name(&self) -> &'static str;
+
+    /// A consistent copy of the database into the directory `target` (RocksDB only).
+    fn checkpoint(&self, target: &Path) -> StoreResult<()>;
+
+    /// WAL fsyncs so far, when the engine counts them.
+    fn wal_syncs(&self) -> u64 {
+        0
+    }
+
+    /// Bytes used on disk, when the engine knows.
+    fn disk_usage(&self) -> StoreResult<u64> {
+        Ok(0)
+    }
+
+    /// Writes buffered data out (benchmarks before measuring disk usage).
+    fn flush(&self) -> StoreResult<()> {
+        Ok(())
+    }
+}
