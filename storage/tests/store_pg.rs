@@ -17,6 +17,7 @@ mod pg;
 pub fn open_store(dir: &std::path::Path, options: StoreOptions, clock: Arc<dyn Clock>) -> StoreResult<Store> {
     let pg = PgOptions {
         url: pg::url_for(dir),
+        password: None,
         pool_size: 4,
         tls: PgTls::Off,
     };
@@ -41,4 +42,24 @@ pub fn child_env() -> Vec<(String, String)> {
 /// every operation is a few round trips to the server here (about 10 s a seed).
 pub fn default_seeds() -> Vec<u64> {
     vec![1]
+}
+
+/// Until ids, locks, caches and notifications are shared across nodes, one node only
+/// may have a PostgreSQL store open: a second one is refused (after waiting a moment
+/// for a store just closed), and gets in once the first closes.
+#[test]
+fn a_second_node_on_the_same_store_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = open(dir.path());
+    let err = open_store(
+        dir.path(),
+        StoreOptions::default(),
+        Arc::new(ManualClock::new(1_700_000_000)),
+    )
+    .err()
+    .expect("a second node opened the store");
+    assert!(matches!(err, StoreError::Locked { .. }), "{err}");
+    drop(first);
+    let again = open(dir.path());
+    assert_eq!(again.backend_name(), "postgres");
 }

@@ -36,13 +36,40 @@ pub enum PgTls {
 }
 
 /// Where the shared store is and how to reach it.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PgOptions {
-    /// A libpq-style URL or key=value string (`postgresql://user:pw@host/db`).
+    /// A libpq-style URL or key=value string (`postgresql://user@host/db`).
     pub url: String,
+    /// The password, when it is not in the URL (read from a file by the caller).
+    pub password: Option<Vec<u8>>,
     /// Connections this node keeps open at most.
     pub pool_size: usize,
     pub tls: PgTls,
+}
+
+impl std::fmt::Debug for PgOptions {
+    /// Never shows the URL (it may hold a password) or the password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgOptions")
+            .field("pool_size", &self.pool_size)
+            .field("tls", &self.tls)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PgOptions {
+    /// Whether `url` is a connection string tokio-postgres accepts; the error names
+    /// what is wrong (never the URL itself, which may hold a password).
+    pub fn check_url(url: &str) -> Result<(), String> {
+        let config: tokio_postgres::Config = url.parse().map_err(|e| format!("not a PostgreSQL URL: {e}"))?;
+        if config.get_hosts().is_empty() {
+            return Err("names no host".into());
+        }
+        if config.get_dbname().is_none() {
+            return Err("names no database".into());
+        }
+        Ok(())
+    }
 }
 
 /// Attempts of a transaction that fails with a deadlock or serialization failure.
@@ -57,14 +84,32 @@ pub(crate) struct PgBackend {
     runtime: Option<tokio::runtime::Runtime>,
     handle: tokio::runtime::Handle,
     pool: Pool,
+    /// The connection holding the store's node lock (see [`NODE_LOCK`]).
+    _node_lock: Object,
 }
+
+/// Held (a session advisory lock, keyed by the schema) by the one node that has the
+/// store open. The id counters, striped locks, caches and change notifications are
+/// still in-process, so a second node writing the same store would hand out the same
+/// ids; it is refused until they are shared across nodes.
+const NODE_LOCK: &str = "SELECT pg_try_advisory_lock(72150170, hashtext(current_schema()))";
+/// How long an open waits for the node lock of a store just closed (the server
+/// releases it when it sees the old connection close).
+const NODE_LOCK_WAIT: Duration = Duration::from_secs(5);
 
 fn table(cf: &str) -> String {
     format!("understudy_{cf}")
 }
 
-fn pg_error(context: &str, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Postgres(format!("{context}: {e}"))
+fn pg_error(context: &str, e: impl std::error::Error) -> StoreError {
+    // tokio-postgres says only "db error" at the top; the server's message is the source.
+    let mut text = format!("{context}: {e}");
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    StoreError::Postgres(text)
 }
 
 /// True for errors after which the same transaction may succeed when retried.
@@ -115,6 +160,9 @@ impl PgBackend {
             .url
             .parse()
             .map_err(|e| StoreError::Invalid(format!("store url: {e}")))?;
+        if let Some(password) = &options.password {
+            config.password(password);
+        }
         // Every commit waits for its WAL flush, whatever the server's default.
         let options_text = match config.get_options() {
             Some(given) => format!("{given} -c synchronous_commit=on"),
@@ -142,20 +190,55 @@ impl PgBackend {
         let pool = {
             let _enter = handle.enter();
             Pool::builder(manager)
-                .max_size(options.pool_size.max(1))
+                .max_size(options.pool_size.max(1) + 1)
                 .runtime(deadpool_postgres::Runtime::Tokio1)
                 .wait_timeout(Some(POOL_TIMEOUT))
                 .create_timeout(Some(POOL_TIMEOUT))
                 .build()
                 .map_err(|e| pg_error("connection pool", e))?
         };
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let lock_pool = pool.clone();
+        handle.spawn(async move {
+            let _ = tx.send(Self::take_node_lock(lock_pool).await);
+        });
+        let node_lock = rx
+            .recv()
+            .map_err(|_| StoreError::Postgres("the database task ended without an answer".into()))??;
         let backend = PgBackend {
             runtime: Some(runtime),
             handle,
             pool,
+            _node_lock: node_lock,
         };
         let existed = backend.run(Self::create_schema(backend.pool.clone()))?;
         Ok((backend, existed))
+    }
+
+    /// A connection of its own, checked out of the pool for good, holding the node lock.
+    async fn take_node_lock(pool: Pool) -> StoreResult<Object> {
+        let deadline = tokio::time::Instant::now() + NODE_LOCK_WAIT;
+        loop {
+            let client = get(&pool).await?;
+            let taken: bool = client
+                .query_one(NODE_LOCK, &[])
+                .await
+                .map_err(|e| pg_error("node lock", e))?
+                .get(0);
+            if taken {
+                // Kept checked out for the life of the store (the pool has one
+                // connection more than `pool_size` for it).
+                return Ok(client);
+            }
+            drop(client);
+            if tokio::time::Instant::now() >= deadline {
+                return Err(StoreError::Locked {
+                    path: "postgres".into(),
+                    pid: None,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     async fn create_schema(pool: Pool) -> StoreResult<bool> {
@@ -382,14 +465,14 @@ enum Source {
 impl Source {
     async fn client(&self) -> StoreResult<ClientRef> {
         match self {
-            Source::Pool(pool) => Ok(ClientRef::Owned(get(pool).await?)),
+            Source::Pool(pool) => Ok(ClientRef::Owned(Box::new(get(pool).await?))),
             Source::View(object) => Ok(ClientRef::Shared(object.clone())),
         }
     }
 }
 
 enum ClientRef {
-    Owned(Object),
+    Owned(Box<Object>),
     Shared(Arc<Object>),
 }
 

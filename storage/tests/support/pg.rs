@@ -143,6 +143,8 @@ fn start() -> Server {
             });
         }
     }
+    // Waited for by `stop_server` (waitpid), at exit.
+    #[allow(clippy::zombie_processes)]
     let child = postgres.spawn().unwrap();
     PID.store(child.id() as i32, Ordering::SeqCst);
     // SAFETY: registers a plain function with no arguments.
