@@ -11,6 +11,7 @@ use parking_lot::{Mutex, MutexGuard};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::backend::pg::{PgBackend, PgOptions};
 use crate::backend::rocks::RocksBackend;
 pub(crate) use crate::backend::KeyValue;
 pub(crate) use crate::backend::{Batch, Direction, IterMode, KvBackend, KvIter, ReadView};
@@ -126,6 +127,19 @@ impl Store {
     pub fn open_with(dir: &Path, options: StoreOptions, clock: Arc<dyn Clock>) -> StoreResult<Store> {
         let (backend, existed) = RocksBackend::open(dir, &options)?;
         Store::open_backend(Box::new(backend), existed, dir.to_path_buf(), options, clock)
+    }
+
+    /// Opens the store shared by several nodes in PostgreSQL, creating its tables when
+    /// absent.
+    pub fn open_postgres(pg: &PgOptions, options: StoreOptions, clock: Arc<dyn Clock>) -> StoreResult<Store> {
+        let (backend, existed) = PgBackend::open(pg)?;
+        Store::open_backend(
+            Box::new(backend),
+            existed,
+            PathBuf::from("postgres"),
+            options,
+            clock,
+        )
     }
 
     /// Checks the schema of (or initialises) an opened backend and loads the counters.

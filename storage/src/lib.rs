@@ -39,6 +39,7 @@ pub mod summaries;
 pub mod tracking;
 
 pub use address::EmailAddress;
+pub use backend::pg::{PgOptions, PgTls};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use db::{Store, StoreOptions, Summariser, SCHEMA_VERSION};
 pub use error::{StoreError, StoreResult};

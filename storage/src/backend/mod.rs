@@ -4,6 +4,7 @@
 //! engine underneath (RocksDB embedded, or PostgreSQL shared by several nodes) is chosen
 //! at open time and nothing above `Store` knows which one runs.
 
+pub(crate) mod pg;
 pub(crate) mod rocks;
 
 use std::path::Path;
