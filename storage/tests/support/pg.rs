@@ -143,10 +143,20 @@ fn start() -> Server {
             });
         }
     }
-    // Waited for by `stop_server` (waitpid), at exit.
-    #[allow(clippy::zombie_processes)]
-    let child = postgres.spawn().unwrap();
-    PID.store(child.id() as i32, Ordering::SeqCst);
+    // The parent-death signal fires when the spawning *thread* ends: spawn from a
+    // thread that lives as long as the process.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        // Waited for by `stop_server` (waitpid), at exit.
+        #[allow(clippy::zombie_processes)]
+        let child = postgres.spawn().unwrap();
+        tx.send(child.id()).unwrap();
+        loop {
+            std::thread::park();
+        }
+    });
+    let pid = rx.recv().unwrap();
+    PID.store(pid as i32, Ordering::SeqCst);
     // SAFETY: registers a plain function with no arguments.
     unsafe {
         libc::atexit(stop_server);
