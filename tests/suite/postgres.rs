@@ -75,3 +75,124 @@ fn the_server_runs_on_postgresql_and_keeps_its_mail_across_a_restart() {
         "a RocksDB directory was created although the store is PostgreSQL"
     );
 }
+
+/// Two servers (separate ports and data directories) on one PostgreSQL store.
+fn two_nodes(dir: &std::path::Path) -> (TestServer, TestServer) {
+    let config = store_config(dir);
+    let a = TestServer::setup(&config, |s| {
+        s.admin_ok(&["domain", "add", "example.com"]);
+        s.add_user("anna@example.com", PASSWORD);
+    });
+    let b = TestServer::setup(&config, |_| {});
+    (a, b)
+}
+
+/// Deliveries through both nodes at once, while an IMAP client on each node polls the
+/// INBOX: every client only ever sees UIDs 1..n with no gap (commit order is UID order
+/// across nodes), and in the end both see the same 60 UIDs.
+const CONCURRENT: &str = r#"
+import imaplib, smtplib, ssl, sys, threading
+ca = sys.argv[1]
+smtp_a, smtp_b, imaps_a, imaps_b = (int(p) for p in sys.argv[2:6])
+errors = []
+def send(port, node, count):
+    try:
+        s = smtplib.SMTP("127.0.0.1", port, timeout=30)
+        for i in range(count):
+            s.sendmail("someone@example.net", ["anna@example.com"],
+                       f"Subject: {node} {i}\r\nMessage-ID: <{node}{i}@example.net>\r\n\r\nvia {node}\r\n".encode())
+        s.quit()
+    except Exception as e:
+        errors.append(f"send via {node}: {e!r}")
+done = threading.Event()
+seen = {}
+def watch(port, node):
+    try:
+        m = imaplib.IMAP4_SSL("127.0.0.1", port, ssl_context=ssl.create_default_context(cafile=ca), timeout=30)
+        m.login("anna@example.com", "Correct1horse")
+        polls = 0
+        while True:
+            last = done.is_set()
+            m.select("INBOX")
+            typ, data = m.uid("SEARCH", None, "ALL")
+            uids = [int(u) for u in data[0].split()]
+            if uids != list(range(1, len(uids) + 1)):
+                errors.append(f"IMAP on node {node} saw a gap: {uids}")
+                break
+            polls += 1
+            if last:
+                break
+        seen[node] = (uids, polls)
+        m.logout()
+    except Exception as e:
+        errors.append(f"watch on {node}: {e!r}")
+watchers = [threading.Thread(target=watch, args=(imaps_a, "A")), threading.Thread(target=watch, args=(imaps_b, "B"))]
+senders = [threading.Thread(target=send, args=(port, node, 15)) for port, node in
+           [(smtp_a, "a1"), (smtp_b, "b1"), (smtp_a, "a2"), (smtp_b, "b2")]]
+for t in watchers + senders:
+    t.start()
+for t in senders:
+    t.join()
+done.set()
+for t in watchers:
+    t.join()
+print("errors", errors)
+for node in sorted(seen):
+    uids, polls = seen[node]
+    print(node, "uids", len(uids), "last", uids[-1] if uids else 0, "polls", polls)
+"#;
+
+#[test]
+fn two_nodes_take_concurrent_deliveries_to_one_mailbox_in_uid_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = two_nodes(dir.path());
+    let out = python_ok(
+        CONCURRENT,
+        &[
+            ca_cert().display().to_string(),
+            a.addr("smtp").port().to_string(),
+            b.addr("smtp").port().to_string(),
+            a.addr("imaps").port().to_string(),
+            b.addr("imaps").port().to_string(),
+        ],
+    );
+    assert!(out.contains("errors []"), "{out}");
+    assert!(out.contains("A uids 60 last 60"), "{out}");
+    assert!(out.contains("B uids 60 last 60"), "{out}");
+}
+
+/// IDLE on node A hears of a delivery through node B (LISTEN/NOTIFY between the
+/// nodes). benches/cluster-idle.sh measures how soon; here it only has to arrive.
+const IDLE_ACROSS: &str = r#"
+import imaplib, smtplib, ssl, sys
+ca, smtp_b, imaps_a = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+m = imaplib.IMAP4_SSL("127.0.0.1", imaps_a, ssl_context=ssl.create_default_context(cafile=ca), timeout=30)
+m.login("anna@example.com", "Correct1horse")
+m.select("INBOX")
+tag = m._new_tag().decode()
+m.send(f"{tag} IDLE\r\n".encode())
+assert m.readline().startswith(b"+")
+s = smtplib.SMTP("127.0.0.1", smtp_b, timeout=30)
+s.sendmail("someone@example.net", ["anna@example.com"], b"Subject: via B\r\n\r\nhello\r\n")
+s.quit()
+print("idle", m.readline().decode().strip())
+m.send(b"DONE\r\n")
+while not m.readline().decode().startswith(tag):
+    pass
+m.logout()
+"#;
+
+#[test]
+fn idle_on_one_node_hears_a_delivery_through_the_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = two_nodes(dir.path());
+    let out = python_ok(
+        IDLE_ACROSS,
+        &[
+            ca_cert().display().to_string(),
+            b.addr("smtp").port().to_string(),
+            a.addr("imaps").port().to_string(),
+        ],
+    );
+    assert!(out.contains("idle * 1 EXISTS"), "{out}");
+}

@@ -754,22 +754,27 @@ impl KvBackend for PgBackend {
         let config = self.config.clone();
         let tls = self.tls.clone();
         let channel = self.channel.clone();
+        // The store is not handed out before its first LISTEN is in place, so no
+        // change committed by another node after the open goes unheard.
+        let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
         self.handle.spawn(async move {
-            let mut first = true;
+            let mut ready = Some(ready_tx);
             loop {
                 let result = match &tls {
-                    None => listen_on(&config, tokio_postgres::NoTls, &channel, &on_change, first).await,
+                    None => listen_on(&config, tokio_postgres::NoTls, &channel, &on_change, ready.take()).await,
                     Some(connector) => {
-                        listen_on(&config, connector.clone(), &channel, &on_change, first).await
+                        listen_on(&config, connector.clone(), &channel, &on_change, ready.take()).await
                     }
                 };
                 if let Err(e) = result {
                     tracing::warn!(error = %e, "store: change listener lost its connection; reconnecting");
                 }
-                first = false;
                 tokio::time::sleep(LISTEN_RETRY).await;
             }
         });
+        if ready_rx.recv_timeout(POOL_TIMEOUT).is_err() {
+            tracing::warn!("store: change listener not connected yet; IDLE may miss other nodes' changes until it is");
+        }
     }
 
     fn checkpoint(&self, _target: &Path) -> StoreResult<()> {
@@ -802,14 +807,15 @@ impl Drop for PgLock {
 }
 
 /// One listening connection's life: LISTEN, then every notification to `on_change`
-/// until the connection ends. After a reconnect (`first` false) everyone is woken once
-/// the LISTEN is in place, so nothing announced while it was down goes unnoticed.
+/// until the connection ends. The first connection says so on `ready` once LISTEN is in
+/// place; after a reconnect everyone is woken instead, so nothing announced while it
+/// was down goes unnoticed.
 async fn listen_on<T>(
     config: &tokio_postgres::Config,
     tls: T,
     channel: &str,
     on_change: &ChangeListener,
-    first: bool,
+    ready: Option<std::sync::mpsc::SyncSender<()>>,
 ) -> StoreResult<()>
 where
     T: tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket>,
@@ -838,8 +844,11 @@ where
         .batch_execute(&format!("LISTEN \"{}\"", channel.replace('"', "")))
         .await
         .map_err(|e| pg_error("listen", e))?;
-    if !first {
-        on_change(None);
+    match ready {
+        Some(ready) => {
+            let _ = ready.try_send(());
+        }
+        None => on_change(None),
     }
     while let Some(payload) = rx.recv().await {
         let mut parts = payload.split(':');
