@@ -761,7 +761,9 @@ impl KvBackend for PgBackend {
             let mut ready = Some(ready_tx);
             loop {
                 let result = match &tls {
-                    None => listen_on(&config, tokio_postgres::NoTls, &channel, &on_change, ready.take()).await,
+                    None => {
+                        listen_on(&config, tokio_postgres::NoTls, &channel, &on_change, ready.take()).await
+                    }
                     Some(connector) => {
                         listen_on(&config, connector.clone(), &channel, &on_change, ready.take()).await
                     }
@@ -773,7 +775,9 @@ impl KvBackend for PgBackend {
             }
         });
         if ready_rx.recv_timeout(POOL_TIMEOUT).is_err() {
-            tracing::warn!("store: change listener not connected yet; IDLE may miss other nodes' changes until it is");
+            tracing::warn!(
+                "store: change listener not connected yet; IDLE may miss other nodes' changes until it is"
+            );
         }
     }
 
