@@ -387,6 +387,14 @@ impl Store {
         })
     }
 
+    /// Whether this node runs the store's background work (queue drain, outage monitor,
+    /// retention, LDAP sync): always with RocksDB; with several nodes on PostgreSQL,
+    /// exactly one of them at a time (the holder of the leader lock; another takes
+    /// over within seconds when it dies).
+    pub fn leads(&self) -> bool {
+        self.inner.backend.leads()
+    }
+
     /// True when other nodes share the store (PostgreSQL): caches are bypassed.
     pub(crate) fn shared(&self) -> bool {
         self.inner.backend.shared()

@@ -148,3 +148,27 @@ fn a_delivery_on_one_node_wakes_a_watcher_on_the_other() {
         accounts::Recipient::Local(_)
     ));
 }
+
+/// Exactly one node of a shared store leads the background work (queue drain, outage
+/// monitor, retention), and when it goes another takes over.
+#[test]
+fn one_node_leads_and_another_takes_over_when_it_goes() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = open(dir.path());
+    let b = open(dir.path());
+    let wait = |what: &str, cond: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        while !cond() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    wait("a leader", &|| a.leads() || b.leads());
+    assert!(!(a.leads() && b.leads()), "both nodes lead");
+    let (leader, other) = if a.leads() { (a, b) } else { (b, a) };
+    drop(leader);
+    wait("the other node to take over", &|| other.leads());
+}

@@ -166,6 +166,13 @@ pub(crate) trait KvBackend: ReadView + Send + Sync {
         Ok(None)
     }
 
+    /// Whether this node is the one that runs the store's background work (queue drain,
+    /// outage monitor, retention): always on an engine with one writer; on a shared
+    /// one, the node that holds the leader lock.
+    fn leads(&self) -> bool {
+        true
+    }
+
     /// Tells the other nodes that `mailbox` changed (its highest modseq now `modseq`).
     fn announce(&self, _mailbox: u64, _modseq: u64) {}
 

@@ -98,7 +98,16 @@ pub(crate) struct PgBackend {
     tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
     /// The NOTIFY channel of this store (one per schema).
     channel: String,
+    /// True while this node holds the leader lock (see [`LEADER_LOCK`]).
+    leader: Arc<std::sync::atomic::AtomicBool>,
 }
+
+/// Held, on a connection of its own, by the one node that runs the background work of
+/// the store (the queue drain, the outage monitor, retention). A node that dies loses
+/// its connection and with it the lock, and another node takes over within
+/// [`LEAD_RETRY`].
+const LEADER_LOCK: &str = "SELECT pg_try_advisory_lock(72150173, hashtext(current_schema()))";
+const LEAD_RETRY: Duration = Duration::from_secs(2);
 
 /// Advisory lock keys are (class, stripe); these classes are Understudy's.
 const INNER_LOCK_CLASS: i32 = 72150171;
@@ -221,6 +230,7 @@ impl PgBackend {
             config,
             tls,
             channel: String::new(),
+            leader: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         };
         let existed = backend.run(Self::create_schema(backend.pool.clone()))?;
         let pool = backend.pool.clone();
@@ -233,7 +243,28 @@ impl PgBackend {
             Ok(row.get(0))
         })?;
         backend.channel = format!("understudy_changes_{schema}");
+        backend.start_leading();
         Ok((backend, existed))
+    }
+
+    /// Keeps trying for the leader lock, and holding it, on a connection of its own.
+    fn start_leading(&self) {
+        let (config, tls, leader) = (self.config.clone(), self.tls.clone(), self.leader.clone());
+        self.handle.spawn(async move {
+            loop {
+                let result = match &tls {
+                    None => lead_on(&config, tokio_postgres::NoTls, &leader).await,
+                    Some(connector) => lead_on(&config, connector.clone(), &leader).await,
+                };
+                if leader.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                    tracing::warn!("store: no longer the leading node (background work stops here)");
+                }
+                if let Err(e) = result {
+                    tracing::warn!(error = %e, "store: leader lock connection lost; reconnecting");
+                }
+                tokio::time::sleep(LEAD_RETRY).await;
+            }
+        });
     }
 
     async fn create_schema(pool: Pool) -> StoreResult<bool> {
@@ -731,6 +762,10 @@ impl KvBackend for PgBackend {
         }))))
     }
 
+    fn leads(&self) -> bool {
+        self.leader.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     fn announce(&self, mailbox: u64, modseq: u64) {
         let pool = self.pool.clone();
         let channel = self.channel.clone();
@@ -808,6 +843,51 @@ impl Drop for PgLock {
             });
         }
     }
+}
+
+/// One leader-lock connection's life: try for the lock every [`LEAD_RETRY`] until it is
+/// taken, then check the connection as often; returns when the connection fails.
+async fn lead_on<T>(
+    config: &tokio_postgres::Config,
+    tls: T,
+    leader: &std::sync::atomic::AtomicBool,
+) -> StoreResult<()>
+where
+    T: tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket>,
+    T::Stream: Send + 'static,
+{
+    use std::sync::atomic::Ordering;
+    let (client, connection) = config
+        .connect(tls)
+        .await
+        .map_err(|e| pg_error("leader connect", e))?;
+    let driver = tokio::spawn(connection);
+    let result = async {
+        loop {
+            if leader.load(Ordering::SeqCst) {
+                client
+                    .simple_query("SELECT 1")
+                    .await
+                    .map_err(|e| pg_error("leader check", e))?;
+            } else {
+                let taken: bool = client
+                    .query_one(LEADER_LOCK, &[])
+                    .await
+                    .map_err(|e| pg_error("leader lock", e))?
+                    .get(0);
+                if taken {
+                    tracing::info!(
+                        "store: this node leads (queue drain, outage monitor, retention run here)"
+                    );
+                    leader.store(true, Ordering::SeqCst);
+                }
+            }
+            tokio::time::sleep(LEAD_RETRY).await;
+        }
+    }
+    .await;
+    driver.abort();
+    result
 }
 
 /// One listening connection's life: LISTEN, then every notification to `on_change`
