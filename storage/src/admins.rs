@@ -92,7 +92,7 @@ fn audit_key(at: i64, seq: u64) -> [u8; 16] {
 impl Store {
     /// Creates an administrator; fails if the name is taken.
     pub fn create_admin(&self, admin: &AdminAccount) -> StoreResult<()> {
-        let _guard = self.lock(&[("admin", admin.name.as_str())]);
+        let _guard = self.lock(&[("admin", admin.name.as_str())])?;
         if self.admin(&admin.name)?.is_some() {
             return Err(StoreError::AlreadyExists(format!("administrator {}", admin.name)));
         }
@@ -176,7 +176,7 @@ impl Store {
     /// Appends an audit entry (synced: the record of an action outlives a crash after it).
     pub fn append_audit(&self, entry: &AuditEntry) -> StoreResult<()> {
         // One appender at a time, so two entries of one second get distinct sequences.
-        let _guard = self.lock(&["audit log"]);
+        let _guard = self.lock(&["audit log"])?;
         let cf = CF_AUDIT;
         let prefix = audit_key(entry.at, 0);
         let mut seq = 0;

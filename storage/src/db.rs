@@ -14,7 +14,9 @@ use serde::Serialize;
 use crate::backend::pg::{PgBackend, PgOptions};
 use crate::backend::rocks::RocksBackend;
 pub(crate) use crate::backend::KeyValue;
-pub(crate) use crate::backend::{Batch, Direction, IterMode, KvBackend, KvIter, ReadView};
+pub(crate) use crate::backend::{
+    Batch, Direction, IterMode, KvBackend, KvIter, LockClass, ReadView, RemoteLock,
+};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{StoreError, StoreResult};
 use crate::keys::*;
@@ -94,7 +96,7 @@ pub(crate) struct Inner {
     counters: Mutex<Counters>,
     /// Per-domain queue summary kept beside the queue (`queue_index.rs`).
     pub(crate) queue_index: Mutex<Option<crate::queue_index::QueueIndex>>,
-    pub notifier: Notifier,
+    pub notifier: Arc<Notifier>,
     pub clock: Arc<dyn Clock>,
     sync: bool,
     /// User id to INBOX id. An INBOX is never deleted and keeps its id (renaming INBOX
@@ -107,6 +109,13 @@ pub(crate) struct Inner {
     pub(crate) outage_cache: Mutex<crate::outage::OutageCache>,
     /// Computes a body's summary when the body is first written (`Store::set_summariser`).
     pub(crate) summariser: std::sync::OnceLock<Summariser>,
+}
+
+/// Locks held (`Store::lock`, `Store::lock_outer`): the engine's, then this process's,
+/// released when dropped.
+pub(crate) struct Held<'a> {
+    _remote: Option<RemoteLock>,
+    _local: Vec<MutexGuard<'a, ()>>,
 }
 
 pub(crate) fn read_i64(bytes: &[u8]) -> Option<i64> {
@@ -201,6 +210,12 @@ impl Store {
             tracking: counter(COUNTER_TRACKING)?,
             uid_validity: counter(COUNTER_UIDVALIDITY)?,
         };
+        let notifier = Arc::new(Notifier::default());
+        let heard = notifier.clone();
+        backend.listen(Arc::new(move |change| match change {
+            Some((mailbox, modseq)) => heard.publish(mailbox, modseq),
+            None => heard.wake_all(),
+        }));
         let locks = (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect();
         let outer_locks = (0..OUTER_LOCK_STRIPES).map(|_| Mutex::new(())).collect();
         Ok(Store {
@@ -211,7 +226,7 @@ impl Store {
                 outer_locks,
                 counters: Mutex::new(counters),
                 queue_index: Mutex::new(None),
-                notifier: Notifier::default(),
+                notifier: notifier.clone(),
                 clock,
                 sync: options.sync_writes,
                 inbox_ids: Mutex::new(HashMap::new()),
@@ -325,8 +340,10 @@ impl Store {
 
     /// Locks the stripes for the given lock keys, in a fixed order so that two writers
     /// never deadlock. Held across the synced write so that UIDs and modseqs commit in the
-    /// order they were assigned.
-    pub(crate) fn lock<K: Hash>(&self, keys: &[K]) -> Vec<MutexGuard<'_, ()>> {
+    /// order they were assigned. On a shared backend the same stripes are also locked in
+    /// the engine (after the in-process ones, in the same order), so other nodes are
+    /// excluded too.
+    pub(crate) fn lock<K: Hash>(&self, keys: &[K]) -> StoreResult<Held<'_>> {
         let mut stripes: Vec<usize> = keys
             .iter()
             .map(|k| {
@@ -337,23 +354,56 @@ impl Store {
             .collect();
         stripes.sort_unstable();
         stripes.dedup();
-        stripes
+        let local = stripes
             .iter()
             .filter_map(|i| self.inner.locks.get(*i))
             .map(|m| m.lock())
-            .collect()
+            .collect();
+        let remote = self.inner.backend.lock_stripes(LockClass::Inner, &stripes)?;
+        Ok(Held {
+            _remote: remote,
+            _local: local,
+        })
     }
 
     /// Locks the outer stripe of `key` (a user's mailbox list). Take it before any
     /// [`Store::lock`] and never while holding one; inner locks may then be taken and
     /// released under it freely.
-    pub(crate) fn lock_outer<K: Hash>(&self, key: K) -> Option<MutexGuard<'_, ()>> {
+    pub(crate) fn lock_outer<K: Hash>(&self, key: K) -> StoreResult<Held<'_>> {
         let mut h = DefaultHasher::new();
         key.hash(&mut h);
-        self.inner
+        let stripe = (h.finish() as usize) % OUTER_LOCK_STRIPES;
+        let local = self
+            .inner
             .outer_locks
-            .get((h.finish() as usize) % OUTER_LOCK_STRIPES)
+            .get(stripe)
             .map(|m| m.lock())
+            .into_iter()
+            .collect();
+        let remote = self.inner.backend.lock_stripes(LockClass::Outer, &[stripe])?;
+        Ok(Held {
+            _remote: remote,
+            _local: local,
+        })
+    }
+
+    /// Whether this node runs the store's background work (queue drain, outage monitor,
+    /// retention, LDAP sync): always with RocksDB; with several nodes on PostgreSQL,
+    /// exactly one of them at a time (the holder of the leader lock; another takes
+    /// over within seconds when it dies).
+    pub fn leads(&self) -> bool {
+        self.inner.backend.leads()
+    }
+
+    /// True when other nodes share the store (PostgreSQL): caches are bypassed.
+    pub(crate) fn shared(&self) -> bool {
+        self.inner.backend.shared()
+    }
+
+    /// Wakes this process's watchers of `mailbox` and tells the other nodes.
+    pub(crate) fn publish(&self, mailbox: u64, modseq: u64) {
+        self.inner.notifier.publish(mailbox, modseq);
+        self.inner.backend.announce(mailbox, modseq);
     }
 
     /// A consistent read view: everything committed before it, nothing after. Readers
@@ -364,7 +414,11 @@ impl Store {
     }
 
     /// Reserves the next id of a counter; the caller puts `counter_merge` in its batch.
-    pub(crate) fn next_id(&self, counter: &'static [u8]) -> u64 {
+    /// On a shared backend the engine hands it out, so two nodes never get the same.
+    pub(crate) fn next_id(&self, counter: &'static [u8]) -> StoreResult<u64> {
+        if let Some(id) = self.inner.backend.next_counter(counter, 1)? {
+            return Ok(id);
+        }
         let mut c = self.inner.counters.lock();
         let slot = match counter {
             COUNTER_USER => &mut c.user,
@@ -374,20 +428,31 @@ impl Store {
             _ => &mut c.uid_validity,
         };
         *slot += 1;
-        *slot
+        Ok(*slot)
     }
 
     /// The last tracking id handed out (0 before the first delivery).
-    pub(crate) fn last_tracking_id(&self) -> u64 {
-        self.inner.counters.lock().tracking
+    pub(crate) fn last_tracking_id(&self) -> StoreResult<u64> {
+        if self.shared() {
+            return Ok(self
+                .inner
+                .backend
+                .get(CF_META, COUNTER_TRACKING)?
+                .and_then(|v| read_u64(&v))
+                .unwrap_or(0));
+        }
+        Ok(self.inner.counters.lock().tracking)
     }
 
     /// A UIDVALIDITY that is the current time when possible and never repeats.
-    pub(crate) fn next_uid_validity(&self) -> u32 {
+    pub(crate) fn next_uid_validity(&self) -> StoreResult<u32> {
         let now = self.now().clamp(1, u32::MAX as i64) as u64;
+        if let Some(v) = self.inner.backend.next_counter(COUNTER_UIDVALIDITY, now)? {
+            return Ok(v.min(u32::MAX as u64) as u32);
+        }
         let mut c = self.inner.counters.lock();
         c.uid_validity = now.max(c.uid_validity + 1).min(u32::MAX as u64);
-        c.uid_validity as u32
+        Ok(c.uid_validity as u32)
     }
 
     pub(crate) fn counter_merge(

@@ -32,7 +32,7 @@ impl Store {
     /// began: a message with a higher id arrived after the scan started, so the scan's
     /// not finding it says nothing about whether the user deleted it.
     pub fn user_tracking_snapshot(&self, user_id: u64) -> StoreResult<(std::collections::HashSet<u64>, u64)> {
-        let before = self.last_tracking_id();
+        let before = self.last_tracking_id()?;
         Ok((self.user_tracking_ids(user_id)?, before))
     }
 
@@ -65,7 +65,7 @@ impl Store {
             return Ok(());
         }
         let keys: Vec<(&str, u64)> = ids.iter().map(|id| ("queue", *id)).collect();
-        let _guard = self.lock(&keys);
+        let _guard = self.lock(&keys)?;
         let due_cf = CF_QUEUE_DUE;
         let mut batch = Batch::default();
         for id in ids {

@@ -86,7 +86,7 @@ impl Store {
         if let Some(m) = mark {
             keys.push(("tracking", m.tracking_id));
         }
-        let _guards = self.lock(&keys);
+        let _guards = self.lock(&keys)?;
         let mut entry = self.queue_entry(id)?.ok_or_else(missing)?;
         let mut batch = Batch::default();
         let mut events = crate::queue::apply_outcomes(&mut entry, outcomes, self.now());

@@ -54,7 +54,7 @@ impl Store {
             return Ok(0);
         }
         let keys: Vec<(&str, u64)> = ids.iter().map(|id| ("queue", *id)).collect();
-        let _guard = self.lock(&keys);
+        let _guard = self.lock(&keys)?;
         let due_cf = CF_QUEUE_DUE;
         let mut batch = Batch::default();
         let mut changed = Vec::new();

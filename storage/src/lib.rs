@@ -15,6 +15,7 @@ pub mod address;
 pub mod admins;
 mod backend;
 mod clock;
+pub mod copy;
 mod db;
 pub mod delivery;
 pub mod drain;

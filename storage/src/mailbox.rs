@@ -139,7 +139,7 @@ impl Store {
         special_use: Option<SpecialUse>,
     ) -> StoreResult<Mailbox> {
         validate_mailbox_name(name)?;
-        let _guard = self.lock_outer(mailboxes_of(user_id));
+        let _guard = self.lock_outer(mailboxes_of(user_id))?;
         if self.mailbox_by_name(user_id, name)?.is_some() {
             return Err(StoreError::AlreadyExists(format!(
                 "mailbox {name} already exists"
@@ -157,7 +157,7 @@ impl Store {
         if name.eq_ignore_ascii_case("INBOX") {
             return Err(StoreError::Invalid("INBOX cannot be deleted".into()));
         }
-        let _guard = self.lock_outer(mailboxes_of(user_id));
+        let _guard = self.lock_outer(mailboxes_of(user_id))?;
         let mailbox = self
             .mailbox_by_name(user_id, name)?
             .ok_or_else(|| StoreError::NotFound(format!("mailbox {name}")))?;
@@ -184,7 +184,7 @@ impl Store {
             let blobs: BTreeSet<BlobId> = remaining.iter().map(|r| r.blob).collect();
             let mut keys = vec![mailbox_lock(mailbox.id)];
             keys.extend(blobs.iter().map(blob_lock));
-            let _guards = self.lock(&keys);
+            let _guards = self.lock(&keys)?;
             let (_, remaining) = self.messages(mailbox.user_id, mailbox.id)?;
             if remaining.iter().any(|r| !blobs.contains(&r.blob)) {
                 continue;
@@ -203,7 +203,7 @@ impl Store {
             }
             self.delete(&mut batch, CF_MAILBOXES, &u64_pair(mailbox.user_id, mailbox.id))?;
             self.commit(batch)?;
-            self.inner.notifier.publish(mailbox.id, u64::MAX);
+            self.publish(mailbox.id, u64::MAX);
             return Ok(());
         }
         Err(StoreError::Invalid(format!(
@@ -216,7 +216,7 @@ impl Store {
     /// into a new mailbox `to` and leaves INBOX empty (RFC 3501 §6.3.5).
     pub fn rename_mailbox(&self, user_id: u64, from: &str, to: &str) -> StoreResult<()> {
         validate_mailbox_name(to)?;
-        let _guard = self.lock_outer(mailboxes_of(user_id));
+        let _guard = self.lock_outer(mailboxes_of(user_id))?;
         if self.mailbox_by_name(user_id, to)?.is_some() {
             return Err(StoreError::AlreadyExists(format!("mailbox {to} already exists")));
         }
@@ -257,7 +257,7 @@ impl Store {
         // would put back a stale UIDNEXT or count over a concurrent delivery's, and UIDs
         // would be handed out twice.
         let keys: Vec<(&str, u64)> = affected.iter().map(|m| mailbox_lock(m.id)).collect();
-        let _mailboxes = self.lock(&keys);
+        let _mailboxes = self.lock(&keys)?;
         let mut batch = Batch::default();
         for m in affected {
             let mut renamed = self.mailbox(user_id, m.id)?;
@@ -399,13 +399,13 @@ impl Store {
     /// Delivers one message to local INBOXes and queue entries in one synced write. The
     /// body is stored once whatever the number of copies.
     pub fn deliver(&self, req: &DeliveryRequest<'_>) -> StoreResult<DeliveryOutcome> {
-        self.deliver_as(self.reserve_tracking_id(), req)
+        self.deliver_as(self.reserve_tracking_id()?, req)
     }
 
     /// A tracking id for a message about to be delivered with [`Store::deliver_as`], so
     /// that its `Received` header and the SMTP reply can name it. An id reserved and never
     /// used is skipped, nothing more.
-    pub fn reserve_tracking_id(&self) -> u64 {
+    pub fn reserve_tracking_id(&self) -> StoreResult<u64> {
         self.next_id(COUNTER_TRACKING)
     }
 
@@ -421,7 +421,7 @@ impl Store {
         let blob = blob_id(req.body);
         let mut lock_keys: Vec<(&str, u64)> = inboxes.iter().map(|id| mailbox_lock(*id)).collect();
         lock_keys.push(blob_lock(&blob));
-        let guards = self.lock(&lock_keys);
+        let guards = self.lock(&lock_keys)?;
 
         let now = self.now();
         let size =
@@ -464,7 +464,7 @@ impl Store {
         let mut queue_ids = Vec::with_capacity(req.queue.len());
         let mut noted = Vec::with_capacity(req.queue.len());
         for entry in &req.queue {
-            let id = self.next_id(COUNTER_QUEUE);
+            let id = self.next_id(COUNTER_QUEUE)?;
             self.counter_merge(&mut batch, COUNTER_QUEUE, id)?;
             let queued = QueueEntry {
                 id,
@@ -521,7 +521,7 @@ impl Store {
             self.note_queue_entry(entry);
         }
         for (mailbox, modseq) in touched {
-            self.inner.notifier.publish(mailbox, modseq);
+            self.publish(mailbox, modseq);
         }
         Ok(DeliveryOutcome {
             tracking_id,
@@ -567,7 +567,7 @@ impl Store {
         let blobs: Vec<BlobId> = messages.iter().map(|m| blob_id(m.body)).collect();
         let mut keys = vec![mailbox_lock(mailbox_id)];
         keys.extend(blobs.iter().map(blob_lock));
-        let guards = self.lock(&keys);
+        let guards = self.lock(&keys)?;
         let mut mailbox = self.mailbox(user_id, mailbox_id)?;
         let mut batch = Batch::default();
         // One count change per distinct body: within a batch a second `add_blob_refs`
@@ -598,7 +598,7 @@ impl Store {
             uids.push(self.add_message_into(&mut batch, &mut mailbox, record)?.uid);
         }
         self.commit_unlocking(batch, guards)?;
-        self.inner.notifier.publish(mailbox.id, mailbox.highest_modseq);
+        self.publish(mailbox.id, mailbox.highest_modseq);
         Ok((mailbox.uid_validity, uids))
     }
 
@@ -618,7 +618,7 @@ impl Store {
         unchanged_since: Option<u64>,
     ) -> StoreResult<(Vec<MessageRecord>, Vec<u32>)> {
         let uids = unique(uids);
-        let _guard = self.lock(&[mailbox_lock(mailbox_id)]);
+        let _guard = self.lock(&[mailbox_lock(mailbox_id)])?;
         let mut mailbox = self.mailbox(user_id, mailbox_id)?;
         let mut batch = Batch::default();
         let mut changed = Vec::new();
@@ -653,7 +653,7 @@ impl Store {
         if written {
             self.put_json(&mut batch, CF_MAILBOXES, &u64_pair(user_id, mailbox_id), &mailbox)?;
             self.commit(batch)?;
-            self.inner.notifier.publish(mailbox_id, mailbox.highest_modseq);
+            self.publish(mailbox_id, mailbox.highest_modseq);
         }
         Ok((changed, failed))
     }
@@ -704,7 +704,7 @@ impl Store {
             }
             let mut keys = vec![mailbox_lock(from), mailbox_lock(to)];
             keys.extend(blobs.iter().map(blob_lock));
-            let _guards = self.lock(&keys);
+            let _guards = self.lock(&keys)?;
             let mut records = Vec::with_capacity(uids.len());
             for uid in &uids {
                 if let Some(r) = self.get_json::<MessageRecord>(CF_MESSAGES, &message_key(from, *uid))? {
@@ -769,9 +769,9 @@ impl Store {
         }
         self.put_json(&mut batch, CF_MAILBOXES, &u64_pair(user_id, from), &source)?;
         self.commit(batch)?;
-        self.inner.notifier.publish(from, source.highest_modseq);
+        self.publish(from, source.highest_modseq);
         if let Some(t) = &target {
-            self.inner.notifier.publish(to, t.highest_modseq);
+            self.publish(to, t.highest_modseq);
         }
         Ok((validity, map))
     }
@@ -787,7 +787,7 @@ impl Store {
         }
         let mut lock_keys = vec![mailbox_lock(mailbox_id)];
         lock_keys.extend(records.iter().map(|r| blob_lock(&r.blob)));
-        let _guards = self.lock(&lock_keys);
+        let _guards = self.lock(&lock_keys)?;
         let mut mailbox = self.mailbox(user_id, mailbox_id)?;
         let mut batch = Batch::default();
         let mut removed = Vec::new();
@@ -814,7 +814,7 @@ impl Store {
         }
         self.put_json(&mut batch, CF_MAILBOXES, &u64_pair(user_id, mailbox_id), &mailbox)?;
         self.commit(batch)?;
-        self.inner.notifier.publish(mailbox_id, mailbox.highest_modseq);
+        self.publish(mailbox_id, mailbox.highest_modseq);
         Ok(removed)
     }
 
@@ -823,7 +823,7 @@ impl Store {
     /// session, so exactly one session gets each \Recent: a message that arrived after
     /// the caller's read stays recent for whoever sees it first.
     pub fn claim_recent(&self, user_id: u64, mailbox_id: u64, below: u32) -> StoreResult<u32> {
-        let _guard = self.lock(&[mailbox_lock(mailbox_id)]);
+        let _guard = self.lock(&[mailbox_lock(mailbox_id)])?;
         let mut mailbox = self.mailbox(user_id, mailbox_id)?;
         let first = mailbox.recent_uid;
         let mark = below.min(mailbox.uid_next);

@@ -125,7 +125,7 @@ impl Store {
                 None => Ok(None),
             }
         };
-        let (mut low, mut high) = (0u64, self.last_tracking_id().saturating_add(1));
+        let (mut low, mut high) = (0u64, self.last_tracking_id()?.saturating_add(1));
         while low < high {
             let mid = low + (high - low) / 2;
             match first_from(mid)? {

@@ -93,7 +93,7 @@ impl Store {
         for a in old_aliases.iter().chain(wanted_aliases.iter().flatten()) {
             lock_keys.push(("address", a.as_str()));
         }
-        let _guard = self.lock(&lock_keys);
+        let _guard = self.lock(&lock_keys)?;
 
         let key = address_key(&address).ok_or_else(|| StoreError::Invalid(address.clone()))?;
         let entry = self.get_json::<AddressEntry>(CF_ADDRESSES, &key)?;
@@ -186,7 +186,7 @@ impl Store {
 
         let mut user = user;
         if change.created {
-            user.id = self.next_id(COUNTER_USER);
+            user.id = self.next_id(COUNTER_USER)?;
             change.user_id = user.id;
             self.put_json(
                 &mut batch,

@@ -108,7 +108,7 @@ impl Store {
 
     /// Holds or releases an entry (`queue hold|release`).
     pub fn set_held(&self, id: u64, held: bool) -> StoreResult<()> {
-        let _guard = self.lock(&[("queue", id)]);
+        let _guard = self.lock(&[("queue", id)])?;
         let mut entry = self
             .queue_entry(id)?
             .ok_or_else(|| StoreError::NotFound(format!("queue entry {id}")))?;
@@ -160,10 +160,7 @@ impl Store {
     /// one, when both keys fall on the same stripe) as soon as the entry is finished and
     /// its body released. The tracking lock keeps sibling entries of one message (relay
     /// and outbound) from writing their events under the same sequence numbers.
-    pub(crate) fn lock_entry(
-        &self,
-        id: u64,
-    ) -> StoreResult<(Vec<parking_lot::MutexGuard<'_, ()>>, QueueEntry)> {
+    pub(crate) fn lock_entry(&self, id: u64) -> StoreResult<(crate::db::Held<'_>, QueueEntry)> {
         let missing = || StoreError::NotFound(format!("queue entry {id}"));
         // An entry's body and tracking id never change: reading them unlocked is safe.
         let before = self.queue_entry(id)?.ok_or_else(missing)?;
@@ -171,7 +168,7 @@ impl Store {
             ("queue", id),
             ("blob", u64::from_be_bytes(first8(&before.blob))),
             ("tracking", before.tracking_id),
-        ]);
+        ])?;
         let entry = self.queue_entry(id)?.ok_or_else(missing)?;
         Ok((guards, entry))
     }

@@ -123,7 +123,7 @@ impl Store {
         let _guards = self.lock(&[
             ("blob", u64::from_be_bytes(first8(&first.blob))),
             ("tracking", tracking_id),
-        ]);
+        ])?;
         // Re-read under the lock: a concurrent redeliver or retention may have taken them.
         let records = self.recoverable(tracking_id)?;
         let now = self.now();
@@ -131,7 +131,7 @@ impl Store {
         let mut entries = Vec::new();
         let mut events = Vec::new();
         for record in records {
-            let id = self.next_id(crate::db::COUNTER_QUEUE);
+            let id = self.next_id(crate::db::COUNTER_QUEUE)?;
             self.counter_merge(&mut batch, crate::db::COUNTER_QUEUE, id)?;
             let entry = QueueEntry {
                 id,
@@ -196,7 +196,7 @@ impl Store {
             let _guards = self.lock(&[
                 ("blob", u64::from_be_bytes(first8(&record.blob))),
                 ("tracking", record.tracking_id),
-            ]);
+            ])?;
             let key = u64_pair(record.tracking_id, record.queue_id);
             if self.get_json::<Recoverable>(CF_RECOVERABLE, &key)?.is_none() {
                 continue;

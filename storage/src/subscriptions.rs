@@ -80,7 +80,7 @@ impl Store {
     /// there is neither a mailbox nor a subscription of that name.
     pub fn set_subscribed(&self, user_id: u64, name: &str, subscribed: bool) -> StoreResult<()> {
         let name = canonical(name);
-        let _guard = self.lock_outer(crate::mailbox::mailboxes_of(user_id));
+        let _guard = self.lock_outer(crate::mailbox::mailboxes_of(user_id))?;
         let key = subscription_key(user_id, name);
         let cf = CF_SUBSCRIPTIONS;
         let present = self.get_raw(cf, &key)?.is_some();

@@ -61,7 +61,7 @@ impl Store {
     /// Adds the summary of a body written before a summariser was set. Unsynced: it can
     /// be computed again. Nothing is written if the body is gone meanwhile.
     pub fn put_summary(&self, blob: &BlobId, summary: &[u8]) -> StoreResult<()> {
-        let _guard = self.lock(&[blob_lock(blob)]);
+        let _guard = self.lock(&[blob_lock(blob)])?;
         if !self.blob_exists(blob)? {
             return Ok(());
         }

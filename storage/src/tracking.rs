@@ -34,7 +34,7 @@ impl Store {
 
     /// Appends events to a message's log in one synced write.
     pub fn add_tracking_events(&self, tracking_id: u64, events: &[TrackingEvent]) -> StoreResult<()> {
-        let _guard = self.lock(&[("tracking", tracking_id)]);
+        let _guard = self.lock(&[("tracking", tracking_id)])?;
         let mut batch = Batch::default();
         self.tracking_into(&mut batch, tracking_id, events)?;
         self.commit(batch)

@@ -146,4 +146,50 @@ pub(crate) trait KvBackend: ReadView + Send + Sync {
     fn flush(&self) -> StoreResult<()> {
         Ok(())
     }
+
+    /// True when other nodes write the same store: in-process caches must not be
+    /// trusted, locks and counters must be taken in the engine.
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// Reserves the next value of a counter in the engine: the larger of its value + 1
+    /// and `floor`. None when the engine leaves counters to the process (one writer).
+    fn next_counter(&self, _key: &'static [u8], _floor: u64) -> StoreResult<Option<u64>> {
+        Ok(None)
+    }
+
+    /// Takes the engine-wide locks of `stripes` (sorted, distinct) in lock class
+    /// `class`, for as long as the returned value lives. None when in-process locks
+    /// suffice (one writer).
+    fn lock_stripes(&self, _class: LockClass, _stripes: &[usize]) -> StoreResult<Option<RemoteLock>> {
+        Ok(None)
+    }
+
+    /// Whether this node is the one that runs the store's background work (queue drain,
+    /// outage monitor, retention): always on an engine with one writer; on a shared
+    /// one, the node that holds the leader lock.
+    fn leads(&self) -> bool {
+        true
+    }
+
+    /// Tells the other nodes that `mailbox` changed (its highest modseq now `modseq`).
+    fn announce(&self, _mailbox: u64, _modseq: u64) {}
+
+    /// Starts hearing other nodes' announcements: `on_change(Some((mailbox, modseq)))`
+    /// for each, `on_change(None)` after a reconnect (anything may have changed).
+    fn listen(&self, _on_change: ChangeListener) {}
 }
+
+/// The two lock levels of `Store` (see `Store::lock_outer`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LockClass {
+    Inner,
+    Outer,
+}
+
+/// Engine-wide locks, released when dropped.
+pub(crate) struct RemoteLock(#[allow(dead_code)] pub Box<dyn Send>);
+
+/// See [`KvBackend::listen`].
+pub(crate) type ChangeListener = std::sync::Arc<dyn Fn(Option<(u64, u64)>) + Send + Sync>;

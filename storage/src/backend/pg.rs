@@ -22,7 +22,10 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use tokio_postgres::types::ToSql;
 
-use super::{Batch, Direction, IterMode, KeyValue, KvBackend, KvIter, Op, ReadView};
+use super::{
+    Batch, ChangeListener, Direction, IterMode, KeyValue, KvBackend, KvIter, LockClass, Op, ReadView,
+    RemoteLock,
+};
 use crate::error::{StoreError, StoreResult};
 use crate::keys::ALL_CFS;
 
@@ -84,18 +87,33 @@ pub(crate) struct PgBackend {
     runtime: Option<tokio::runtime::Runtime>,
     handle: tokio::runtime::Handle,
     pool: Pool,
-    /// The connection holding the store's node lock (see [`NODE_LOCK`]).
-    _node_lock: Object,
+    /// Connections that hold `Store::lock` stripes (session advisory locks), one pool
+    /// per lock class: a thread holding an outer lock may wait for an inner one, never
+    /// for a connection of its own class, so the pools cannot starve each other.
+    inner_locks: Pool,
+    outer_locks: Pool,
+    /// What the listener needs to open its own connection (not pooled: notifications
+    /// arrive on the connection object, which the pool keeps to itself).
+    config: tokio_postgres::Config,
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
+    /// The NOTIFY channel of this store (one per schema).
+    channel: String,
+    /// True while this node holds the leader lock (see [`LEADER_LOCK`]).
+    leader: Arc<std::sync::atomic::AtomicBool>,
 }
 
-/// Held (a session advisory lock, keyed by the schema) by the one node that has the
-/// store open. The id counters, striped locks, caches and change notifications are
-/// still in-process, so a second node writing the same store would hand out the same
-/// ids; it is refused until they are shared across nodes.
-const NODE_LOCK: &str = "SELECT pg_try_advisory_lock(72150170, hashtext(current_schema()))";
-/// How long an open waits for the node lock of a store just closed (the server
-/// releases it when it sees the old connection close).
-const NODE_LOCK_WAIT: Duration = Duration::from_secs(5);
+/// Held, on a connection of its own, by the one node that runs the background work of
+/// the store (the queue drain, the outage monitor, retention). A node that dies loses
+/// its connection and with it the lock, and another node takes over within
+/// [`LEAD_RETRY`].
+const LEADER_LOCK: &str = "SELECT pg_try_advisory_lock(72150173, hashtext(current_schema()))";
+const LEAD_RETRY: Duration = Duration::from_secs(2);
+
+/// Advisory lock keys are (class, stripe); these classes are Understudy's.
+const INNER_LOCK_CLASS: i32 = 72150171;
+const OUTER_LOCK_CLASS: i32 = 72150172;
+/// A lost listener connection is opened again after this long.
+const LISTEN_RETRY: Duration = Duration::from_secs(1);
 
 fn table(cf: &str) -> String {
     format!("understudy_{cf}")
@@ -172,73 +190,81 @@ impl PgBackend {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(POOL_TIMEOUT);
         }
-        let manager_config = ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        };
-        let manager = match &options.tls {
-            PgTls::Off => Manager::from_config(config, tokio_postgres::NoTls, manager_config),
+        let tls = match &options.tls {
+            PgTls::Off => None,
             tls => {
                 if config.get_ssl_mode() == tokio_postgres::config::SslMode::Disable
                     || config.get_ssl_mode() == tokio_postgres::config::SslMode::Prefer
                 {
                     config.ssl_mode(tokio_postgres::config::SslMode::Require);
                 }
-                let connector = tokio_postgres_rustls::MakeRustlsConnect::new(tls_config(tls)?);
-                Manager::from_config(config, connector, manager_config)
+                Some(tokio_postgres_rustls::MakeRustlsConnect::new(tls_config(tls)?))
             }
         };
-        let pool = {
+        let build = |size: usize| -> StoreResult<Pool> {
+            let manager_config = ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            };
+            let manager = match &tls {
+                None => Manager::from_config(config.clone(), tokio_postgres::NoTls, manager_config),
+                Some(connector) => Manager::from_config(config.clone(), connector.clone(), manager_config),
+            };
             let _enter = handle.enter();
             Pool::builder(manager)
-                .max_size(options.pool_size.max(1) + 1)
+                .max_size(size.max(1))
                 .runtime(deadpool_postgres::Runtime::Tokio1)
                 .wait_timeout(Some(POOL_TIMEOUT))
                 .create_timeout(Some(POOL_TIMEOUT))
                 .build()
-                .map_err(|e| pg_error("connection pool", e))?
+                .map_err(|e| pg_error("connection pool", e))
         };
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        let lock_pool = pool.clone();
-        handle.spawn(async move {
-            let _ = tx.send(Self::take_node_lock(lock_pool).await);
-        });
-        let node_lock = rx
-            .recv()
-            .map_err(|_| StoreError::Postgres("the database task ended without an answer".into()))??;
-        let backend = PgBackend {
+        let pool = build(options.pool_size)?;
+        let inner_locks = build(options.pool_size)?;
+        let outer_locks = build(options.pool_size)?;
+        let mut backend = PgBackend {
             runtime: Some(runtime),
             handle,
             pool,
-            _node_lock: node_lock,
+            inner_locks,
+            outer_locks,
+            config,
+            tls,
+            channel: String::new(),
+            leader: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         };
         let existed = backend.run(Self::create_schema(backend.pool.clone()))?;
+        let pool = backend.pool.clone();
+        let schema: String = backend.run(async move {
+            let client = get(&pool).await?;
+            let row = client
+                .query_one("SELECT current_schema()::text", &[])
+                .await
+                .map_err(|e| pg_error("schema", e))?;
+            Ok(row.get(0))
+        })?;
+        backend.channel = format!("understudy_changes_{schema}");
+        backend.start_leading();
         Ok((backend, existed))
     }
 
-    /// A connection of its own, checked out of the pool for good, holding the node lock.
-    async fn take_node_lock(pool: Pool) -> StoreResult<Object> {
-        let deadline = tokio::time::Instant::now() + NODE_LOCK_WAIT;
-        loop {
-            let client = get(&pool).await?;
-            let taken: bool = client
-                .query_one(NODE_LOCK, &[])
-                .await
-                .map_err(|e| pg_error("node lock", e))?
-                .get(0);
-            if taken {
-                // Kept checked out for the life of the store (the pool has one
-                // connection more than `pool_size` for it).
-                return Ok(client);
+    /// Keeps trying for the leader lock, and holding it, on a connection of its own.
+    fn start_leading(&self) {
+        let (config, tls, leader) = (self.config.clone(), self.tls.clone(), self.leader.clone());
+        self.handle.spawn(async move {
+            loop {
+                let result = match &tls {
+                    None => lead_on(&config, tokio_postgres::NoTls, &leader).await,
+                    Some(connector) => lead_on(&config, connector.clone(), &leader).await,
+                };
+                if leader.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                    tracing::warn!("store: no longer the leading node (background work stops here)");
+                }
+                if let Err(e) = result {
+                    tracing::warn!(error = %e, "store: leader lock connection lost; reconnecting");
+                }
+                tokio::time::sleep(LEAD_RETRY).await;
             }
-            drop(client);
-            if tokio::time::Instant::now() >= deadline {
-                return Err(StoreError::Locked {
-                    path: "postgres".into(),
-                    pid: None,
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        });
     }
 
     async fn create_schema(pool: Pool) -> StoreResult<bool> {
@@ -663,10 +689,265 @@ impl KvBackend for PgBackend {
         "postgres"
     }
 
+    fn shared(&self) -> bool {
+        true
+    }
+
+    /// One statement, committed at once (not synchronously: a reservation lost in a
+    /// crash was used by no committed batch, and the batch that uses it flushes the WAL
+    /// that holds it).
+    fn next_counter(&self, key: &'static [u8], floor: u64) -> StoreResult<Option<u64>> {
+        let pool = self.pool.clone();
+        let floor = floor as i64;
+        self.run(async move {
+            let client = get(&pool).await?;
+            let statement = client
+                .prepare_cached(&format!(
+                    "INSERT INTO {t} AS t (key, value) VALUES ($1, int8send($2)) ON CONFLICT (key) \
+                     DO UPDATE SET value = int8send(greatest(understudy_i64(t.value) + 1, $2)) \
+                     RETURNING understudy_i64(value)",
+                    t = table(crate::keys::CF_META)
+                ))
+                .await
+                .map_err(|e| pg_error("prepare", e))?;
+            client
+                .batch_execute("BEGIN; SET LOCAL synchronous_commit = off")
+                .await
+                .map_err(|e| pg_error("counter", e))?;
+            let value: i64 = match client.query_one(&statement, &[&key, &floor]).await {
+                Ok(row) => row.get(0),
+                Err(e) => {
+                    drop(Object::take(client));
+                    return Err(pg_error("counter", e));
+                }
+            };
+            if let Err(e) = client.batch_execute("COMMIT").await {
+                drop(Object::take(client));
+                return Err(pg_error("counter", e));
+            }
+            Ok(Some(value as u64))
+        })
+    }
+
+    /// Session advisory locks on a connection of the class's own pool, taken in the
+    /// order given (sorted by the caller, the same order on every node), waited for in
+    /// the server; released (and the connection handed back) when the value is dropped.
+    fn lock_stripes(&self, class: LockClass, stripes: &[usize]) -> StoreResult<Option<RemoteLock>> {
+        if stripes.is_empty() {
+            return Ok(None);
+        }
+        let (pool, class) = match class {
+            LockClass::Inner => (self.inner_locks.clone(), INNER_LOCK_CLASS),
+            LockClass::Outer => (self.outer_locks.clone(), OUTER_LOCK_CLASS),
+        };
+        let stripes: Vec<i32> = stripes.iter().map(|s| *s as i32).collect();
+        let client = self.run(async move {
+            let client = get(&pool).await?;
+            let statement = client
+                .prepare_cached("SELECT pg_advisory_lock($1, $2)")
+                .await
+                .map_err(|e| pg_error("prepare", e))?;
+            for stripe in &stripes {
+                if let Err(e) = client.execute(&statement, &[&class, stripe]).await {
+                    // Whatever it holds goes with the connection.
+                    drop(Object::take(client));
+                    return Err(pg_error("lock", e));
+                }
+            }
+            Ok(client)
+        })?;
+        Ok(Some(RemoteLock(Box::new(PgLock {
+            client: Some(client),
+            handle: self.handle.clone(),
+        }))))
+    }
+
+    fn leads(&self) -> bool {
+        self.leader.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn announce(&self, mailbox: u64, modseq: u64) {
+        let pool = self.pool.clone();
+        let channel = self.channel.clone();
+        // Not waited for: the change is committed already; a lost announcement delays a
+        // remote IDLE until its next change or reconnect, it loses nothing.
+        self.handle.spawn(async move {
+            let Ok(client) = get(&pool).await else {
+                return;
+            };
+            let payload = format!("{mailbox}:{modseq}");
+            if let Err(e) = client
+                .execute("SELECT pg_notify($1, $2)", &[&channel, &payload])
+                .await
+            {
+                tracing::debug!(error = %e, "store: change announcement not sent");
+            }
+        });
+    }
+
+    fn listen(&self, on_change: ChangeListener) {
+        let config = self.config.clone();
+        let tls = self.tls.clone();
+        let channel = self.channel.clone();
+        // The store is not handed out before its first LISTEN is in place, so no
+        // change committed by another node after the open goes unheard.
+        let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
+        self.handle.spawn(async move {
+            let mut ready = Some(ready_tx);
+            loop {
+                let result = match &tls {
+                    None => {
+                        listen_on(&config, tokio_postgres::NoTls, &channel, &on_change, ready.take()).await
+                    }
+                    Some(connector) => {
+                        listen_on(&config, connector.clone(), &channel, &on_change, ready.take()).await
+                    }
+                };
+                if let Err(e) = result {
+                    tracing::warn!(error = %e, "store: change listener lost its connection; reconnecting");
+                }
+                tokio::time::sleep(LISTEN_RETRY).await;
+            }
+        });
+        if ready_rx.recv_timeout(POOL_TIMEOUT).is_err() {
+            tracing::warn!(
+                "store: change listener not connected yet; IDLE may miss other nodes' changes until it is"
+            );
+        }
+    }
+
     fn checkpoint(&self, _target: &Path) -> StoreResult<()> {
         Err(StoreError::Invalid(
             "the store is in PostgreSQL: back it up with pg_dump or pg_basebackup".into(),
         ))
+    }
+}
+
+/// Releases its advisory locks and hands its connection back, when dropped.
+struct PgLock {
+    client: Option<Object>,
+    handle: tokio::runtime::Handle,
+}
+
+impl Drop for PgLock {
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take() {
+            self.handle.spawn(async move {
+                if client
+                    .batch_execute("SELECT pg_advisory_unlock_all()")
+                    .await
+                    .is_err()
+                {
+                    drop(Object::take(client));
+                }
+            });
+        }
+    }
+}
+
+/// One leader-lock connection's life: try for the lock every [`LEAD_RETRY`] until it is
+/// taken, then check the connection as often; returns when the connection fails.
+async fn lead_on<T>(
+    config: &tokio_postgres::Config,
+    tls: T,
+    leader: &std::sync::atomic::AtomicBool,
+) -> StoreResult<()>
+where
+    T: tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket>,
+    T::Stream: Send + 'static,
+{
+    use std::sync::atomic::Ordering;
+    let (client, connection) = config
+        .connect(tls)
+        .await
+        .map_err(|e| pg_error("leader connect", e))?;
+    let driver = tokio::spawn(connection);
+    let result = async {
+        loop {
+            if leader.load(Ordering::SeqCst) {
+                client
+                    .simple_query("SELECT 1")
+                    .await
+                    .map_err(|e| pg_error("leader check", e))?;
+            } else {
+                let taken: bool = client
+                    .query_one(LEADER_LOCK, &[])
+                    .await
+                    .map_err(|e| pg_error("leader lock", e))?
+                    .get(0);
+                if taken {
+                    tracing::info!(
+                        "store: this node leads (queue drain, outage monitor, retention run here)"
+                    );
+                    leader.store(true, Ordering::SeqCst);
+                }
+            }
+            tokio::time::sleep(LEAD_RETRY).await;
+        }
+    }
+    .await;
+    driver.abort();
+    result
+}
+
+/// One listening connection's life: LISTEN, then every notification to `on_change`
+/// until the connection ends. The first connection says so on `ready` once LISTEN is in
+/// place; after a reconnect everyone is woken instead, so nothing announced while it
+/// was down goes unnoticed.
+async fn listen_on<T>(
+    config: &tokio_postgres::Config,
+    tls: T,
+    channel: &str,
+    on_change: &ChangeListener,
+    ready: Option<std::sync::mpsc::SyncSender<()>>,
+) -> StoreResult<()>
+where
+    T: tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket>,
+    T::Stream: Send + 'static,
+{
+    use futures_util::StreamExt;
+    let (client, mut connection) = config
+        .connect(tls)
+        .await
+        .map_err(|e| pg_error("listen connect", e))?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let driver = tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(message) = messages.next().await {
+            match message {
+                Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
+                    let _ = tx.send(n.payload().to_string());
+                }
+                Ok(_) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    });
+    client
+        .batch_execute(&format!("LISTEN \"{}\"", channel.replace('"', "")))
+        .await
+        .map_err(|e| pg_error("listen", e))?;
+    match ready {
+        Some(ready) => {
+            let _ = ready.try_send(());
+        }
+        None => on_change(None),
+    }
+    while let Some(payload) = rx.recv().await {
+        let mut parts = payload.split(':');
+        if let (Some(Ok(mailbox)), Some(Ok(modseq))) = (
+            parts.next().map(str::parse::<u64>),
+            parts.next().map(str::parse::<u64>),
+        ) {
+            on_change(Some((mailbox, modseq)));
+        }
+    }
+    drop(client);
+    match driver.await {
+        Ok(Ok(())) => Err(StoreError::Postgres("listen connection closed".into())),
+        Ok(Err(e)) => Err(pg_error("listen connection", e)),
+        Err(e) => Err(StoreError::Postgres(format!("listen task: {e}"))),
     }
 }
 

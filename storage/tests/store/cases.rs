@@ -391,10 +391,9 @@ fn account_changes_are_seen_at_once_despite_the_cache() {
         store.resolve_recipient("Bea@Example.net").unwrap(),
         Recipient::Local(bea.clone())
     );
-    assert_eq!(
-        store.cached_recipient("bea@example.net"),
-        Some(Recipient::Local(bea.clone()))
-    );
+    // A shared store (PostgreSQL) keeps no recipient cache: other nodes change users.
+    let cached = (store.backend_name() == "rocksdb").then(|| Recipient::Local(bea.clone()));
+    assert_eq!(store.cached_recipient("bea@example.net"), cached);
     bea.status = UserStatus::Inactive;
     store.update_user(&bea).unwrap();
     assert_eq!(store.cached_recipient("bea@example.net"), None);
