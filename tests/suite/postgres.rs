@@ -223,13 +223,22 @@ fn store_copy_moves_a_rocksdb_store_into_postgresql_and_back() {
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         stdout
     };
     let db = server.dir.path().join("data/db");
     let copied = copy(format!("rocksdb:{}", db.display()), format!("postgres:{url}"));
     assert!(copied.contains("both sides verified"), "{copied}");
-    assert!(copied.lines().any(|l| l.starts_with("messages") && l.contains(" 4 records")), "{copied}");
+    assert!(
+        copied
+            .lines()
+            .any(|l| l.starts_with("messages") && l.contains(" 4 records")),
+        "{copied}"
+    );
 
     let mut config = std::fs::read_to_string(&server.config).unwrap();
     config.push_str(&store_config(pg_dir.path()));
@@ -243,5 +252,10 @@ fn store_copy_moves_a_rocksdb_store_into_postgresql_and_back() {
 
     let back = server.dir.path().join("back");
     let copied = copy(format!("postgres:{url}"), format!("rocksdb:{}", back.display()));
-    assert!(copied.lines().any(|l| l.starts_with("messages") && l.contains(" 8 records")), "{copied}");
+    assert!(
+        copied
+            .lines()
+            .any(|l| l.starts_with("messages") && l.contains(" 8 records")),
+        "{copied}"
+    );
 }
