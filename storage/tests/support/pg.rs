@@ -21,6 +21,17 @@ pub const ENV: &str = "UNDERSTUDY_TEST_PG";
 struct Server {
     /// `host=... port=... user=postgres`, without a database or options.
     base: String,
+    /// What `restart` needs to start it again (None for a server of another process).
+    spawn: Option<Spawn>,
+}
+
+#[derive(Clone)]
+struct Spawn {
+    bin: PathBuf,
+    data: PathBuf,
+    dir: PathBuf,
+    port: u16,
+    ids: Option<(u32, u32)>,
 }
 
 static SERVER: OnceLock<Server> = OnceLock::new();
@@ -67,7 +78,7 @@ fn free_port() -> u16 {
 
 fn start() -> Server {
     if let Ok(base) = std::env::var(ENV) {
-        return Server { base };
+        return Server { base, spawn: None };
     }
     let bin = bin_dir();
     assert!(
@@ -117,23 +128,62 @@ fn start() -> Server {
         String::from_utf8_lossy(&out.stderr)
     );
     let port = free_port();
-    let mut postgres = Command::new(bin.join("postgres"));
+    let spawn = Spawn {
+        bin: bin.clone(),
+        data: data.clone(),
+        dir: dir.clone(),
+        port,
+        ids,
+    };
+    launch(&spawn);
+    // SAFETY: registers a plain function with no arguments.
+    unsafe {
+        libc::atexit(stop_server);
+    }
+    let base = format!("host=127.0.0.1 port={port} user=postgres");
+    wait_ready(&bin, port);
+    Server {
+        base,
+        spawn: Some(spawn),
+    }
+}
+
+fn wait_ready(bin: &Path, port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ready = Command::new(bin.join("pg_isready"))
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres", "-q"])
+            .status()
+            .is_ok_and(|s| s.success());
+        if ready {
+            return;
+        }
+        assert!(Instant::now() < deadline, "PostgreSQL did not start within 60 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Starts the postmaster and records its pid for `stop_server`.
+fn launch(spawn: &Spawn) {
+    let mut postgres = Command::new(spawn.bin.join("postgres"));
     postgres
         .args([
             "-D",
-            data.to_str().unwrap(),
+            spawn.data.to_str().unwrap(),
             "-p",
-            &port.to_string(),
+            &spawn.port.to_string(),
             "-k",
-            dir.to_str().unwrap(),
+            spawn.dir.to_str().unwrap(),
         ])
         .args(["-c", "listen_addresses=127.0.0.1", "-c", "max_connections=300"])
         .args(["-c", "shared_buffers=32MB", "-c", "log_min_messages=warning"])
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    as_postgres(&mut postgres);
     {
         use std::os::unix::process::CommandExt;
+        if let Some((uid, gid)) = spawn.ids {
+            postgres.uid(uid).gid(gid);
+        }
         // SAFETY: prctl only; runs in the child before exec. The server goes when this
         // process does, even when it dies without running `stop_server`.
         unsafe {
@@ -147,7 +197,7 @@ fn start() -> Server {
     // thread that lives as long as the process.
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        // Waited for by `stop_server` (waitpid), at exit.
+        // Waited for by `stop_server` (waitpid), at exit or restart.
         #[allow(clippy::zombie_processes)]
         let child = postgres.spawn().unwrap();
         tx.send(child.id()).unwrap();
@@ -157,24 +207,25 @@ fn start() -> Server {
     });
     let pid = rx.recv().unwrap();
     PID.store(pid as i32, Ordering::SeqCst);
-    // SAFETY: registers a plain function with no arguments.
+}
+
+/// Stops this process's server (a fast shutdown: clients are disconnected) and starts
+/// it again on the same port and data. Only for a test binary of its own: every store
+/// of the process loses its connections.
+pub fn restart() {
+    let spawn = server()
+        .spawn
+        .clone()
+        .expect("restart of a server this process did not start");
+    let pid = PID.swap(0, Ordering::SeqCst);
+    // SAFETY: signals and waits for the child this process started; no pointers.
     unsafe {
-        libc::atexit(stop_server);
+        libc::kill(pid, libc::SIGINT);
+        let mut status = 0;
+        libc::waitpid(pid, &mut status, 0);
     }
-    let base = format!("host=127.0.0.1 port={port} user=postgres");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let ready = Command::new(bin.join("pg_isready"))
-            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres", "-q"])
-            .status()
-            .is_ok_and(|s| s.success());
-        if ready {
-            break;
-        }
-        assert!(Instant::now() < deadline, "PostgreSQL did not start within 60 s");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Server { base }
+    launch(&spawn);
+    wait_ready(&spawn.bin, spawn.port);
 }
 
 fn server() -> &'static Server {
