@@ -58,8 +58,86 @@ pub enum Command {
         /// A directory written by `understudy backup`.
         dir: PathBuf,
     },
+    /// Whole-store operations that need no configuration.
+    #[command(subcommand)]
+    Store(StoreCommand),
     #[command(flatten)]
     Admin(crate::admin::Command),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Copy a whole store into another, RocksDB to PostgreSQL or back, then verify both
+    /// by record counts and checksums. Stop the server first; start it on the target
+    /// after changing `[store]`. A copy cut off can be run again (records are
+    /// overwritten); the target should be empty.
+    Copy {
+        /// `rocksdb:DIR` (the `db` directory under data_dir) or `postgres:URL`.
+        #[arg(long)]
+        from: String,
+        /// `rocksdb:DIR` or `postgres:URL`.
+        #[arg(long)]
+        to: String,
+        /// For a postgres: side, "require" (TLS, certificate verified against the
+        /// system's roots) or "off".
+        #[arg(long, default_value = "require")]
+        tls: String,
+    },
+}
+
+/// Opens `rocksdb:DIR` or `postgres:URL`.
+fn open_store_spec(spec: &str, tls: &str) -> anyhow::Result<understudy_storage::Store> {
+    use std::sync::Arc;
+    use understudy_storage::{PgOptions, PgTls, Store, StoreOptions, SystemClock};
+    if let Some(dir) = spec.strip_prefix("rocksdb:") {
+        return Store::open(Path::new(dir)).with_context(|| format!("cannot open {dir}"));
+    }
+    if let Some(url) = spec.strip_prefix("postgres:") {
+        PgOptions::check_url(url).map_err(|e| anyhow::anyhow!("postgres URL: {e}"))?;
+        let tls = match tls {
+            "off" => PgTls::Off,
+            "require" => PgTls::Require { ca_file: None },
+            other => bail!("--tls {other}: use require or off"),
+        };
+        let options = PgOptions {
+            url: url.to_string(),
+            password: None,
+            pool_size: 4,
+            tls,
+        };
+        return Store::open_postgres(&options, StoreOptions::default(), Arc::new(SystemClock))
+            .context("cannot open the PostgreSQL store");
+    }
+    bail!("{spec}: name a store as rocksdb:DIR or postgres:URL")
+}
+
+/// `understudy store ...`: runs without a configuration file.
+pub fn run_store(command: StoreCommand) -> anyhow::Result<()> {
+    match command {
+        StoreCommand::Copy { from, to, tls } => {
+            let source = open_store_spec(&from, &tls)?;
+            let target = open_store_spec(&to, &tls)?;
+            let display = ProgressDisplay::default();
+            let summary = source.copy_into(&target, &|done, total| display.update(done, total))?;
+            display.finish();
+            let mut out = std::io::stdout().lock();
+            for family in &summary {
+                writeln!(
+                    out,
+                    "{:<16} {:>10} records  sha256 {}",
+                    family.family, family.records, family.sha256
+                )?;
+            }
+            let total: u64 = summary.iter().map(|f| f.records).sum();
+            writeln!(
+                out,
+                "copied {total} records from {} to {}; both sides verified",
+                source.backend_name(),
+                target.backend_name()
+            )?;
+            Ok(())
+        }
+    }
 }
 
 /// Loads the configuration named on the command line, or the dev defaults when run
@@ -102,6 +180,7 @@ pub fn run_admin(config: &Config, command: Command) -> anyhow::Result<()> {
             crate::admin::backup::print_restore(&report, &mut std::io::stdout().lock())?;
             return Ok(());
         }
+        Command::Store(command) => return run_store(command),
         Command::Admin(command) => command,
     };
     let (command, shown_password) = prepare(config, command)?;

@@ -43,6 +43,114 @@ pub struct Config {
     /// name it has always had there).
     #[serde(default, rename = "smtp")]
     pub inbound_auth: crate::inbound_auth::InboundAuthConfig,
+    /// Where the mail store is: RocksDB under `data_dir` (the default), or PostgreSQL
+    /// shared by several nodes.
+    #[serde(default)]
+    pub store: StoreConfig,
+}
+
+impl StoreConfig {
+    /// What `check-config` reports about `[store]`, each with its key.
+    fn problems(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        match self.backend {
+            StoreBackend::Rocksdb => {
+                for (key, set) in [
+                    ("store.url", self.url.is_some()),
+                    ("store.password_file", self.password_file.is_some()),
+                    ("store.ca_file", self.ca_file.is_some()),
+                ] {
+                    if set {
+                        out.push((key.into(), "only used with backend = \"postgres\"".into()));
+                    }
+                }
+            }
+            StoreBackend::Postgres => {
+                match &self.url {
+                    None => out.push((
+                        "store.url".into(),
+                        "backend = \"postgres\" needs a url, e.g. url = \"postgresql://understudy@db.example.com/understudy\""
+                            .into(),
+                    )),
+                    Some(url) => {
+                        if let Err(e) = understudy_storage::PgOptions::check_url(url) {
+                            out.push(("store.url".into(), e));
+                        }
+                    }
+                }
+                if let Some(path) = &self.password_file {
+                    if let Err(e) = crate::config_types::check_password_file(path) {
+                        out.push(("store.password_file".into(), e));
+                    }
+                }
+                if let Some(path) = &self.ca_file {
+                    if !path.is_file() {
+                        out.push((
+                            "store.ca_file".into(),
+                            format!("file {} does not exist", path.display()),
+                        ));
+                    }
+                    if self.tls == StoreTls::Off {
+                        out.push(("store.ca_file".into(), "set, but tls = \"off\"".into()));
+                    }
+                }
+            }
+        }
+        if !(1..=1000).contains(&self.pool_size) {
+            out.push((
+                "store.pool_size".into(),
+                format!("{} is not between 1 and 1000", self.pool_size),
+            ));
+        }
+        out
+    }
+}
+
+/// `[store]`: which engine holds the mail store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    pub backend: StoreBackend,
+    /// PostgreSQL only: `postgresql://user@host:5432/understudy` or `host=... dbname=...`.
+    pub url: Option<String>,
+    /// PostgreSQL only: a file holding the password (kept out of the URL and the
+    /// configuration file; mode 0600).
+    pub password_file: Option<PathBuf>,
+    /// PostgreSQL only: connections this node keeps open at most.
+    pub pool_size: usize,
+    /// PostgreSQL only: "require" (TLS, the server's certificate verified) or "off"
+    /// (a Unix socket, loopback or a private network).
+    pub tls: StoreTls,
+    /// PostgreSQL only: CA certificates (PEM) to verify the server with instead of the
+    /// system's.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            backend: StoreBackend::Rocksdb,
+            url: None,
+            password_file: None,
+            pool_size: 16,
+            tls: StoreTls::Require,
+            ca_file: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    Rocksdb,
+    Postgres,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreTls {
+    Require,
+    Off,
 }
 
 /// HTTPS listener for Thunderbird autoconfig, Outlook autodiscover and Apple profiles.
@@ -449,6 +557,7 @@ impl Config {
         let delivery: Option<crate::delivery::config::DeliveryConfig> = r.section("delivery", None);
         let inbound_auth: Option<crate::inbound_auth::InboundAuthConfig> = r.section("smtp", None);
         let web: Option<WebConfig> = r.section("web", None);
+        let store: Option<StoreConfig> = r.section("store", None);
         let ldap = match r.table.remove("ldap") {
             Some(toml::Value::Array(items)) => {
                 let mut sections = Vec::new();
@@ -480,7 +589,7 @@ impl Config {
             problems.push(ConfigProblem {
                 key: key.clone(),
                 message: "unknown key (known: hostname, data_dir, [tls], [listen], [limits], [auth], \
-                          [password_policy], [log], [metrics], [autoconfig], [delivery], [[ldap]], [smtp], [web])"
+                          [password_policy], [log], [metrics], [autoconfig], [delivery], [[ldap]], [smtp], [web], [store])"
                     .into(),
             });
         }
@@ -499,6 +608,7 @@ impl Config {
             ldap,
             inbound_auth: inbound_auth.unwrap_or_default(),
             web,
+            store: store.unwrap_or_default(),
         };
         (config, problems, unread)
     }
@@ -510,6 +620,12 @@ impl Config {
             }
         };
         fix(&mut self.data_dir);
+        if let Some(p) = &mut self.store.password_file {
+            fix(p);
+        }
+        if let Some(p) = &mut self.store.ca_file {
+            fix(p);
+        }
         if let Some(tls) = &mut self.tls {
             fix(&mut tls.certificate);
             fix(&mut tls.private_key);
@@ -532,6 +648,9 @@ impl Config {
         }
         if self.data_dir.as_os_str().is_empty() {
             problem("data_dir".into(), "must not be empty".into());
+        }
+        for (key, message) in self.store.problems() {
+            problem(key, message);
         }
         for service in Service::ALL {
             for (i, addr) in self.listen.addresses(service).iter().enumerate() {
@@ -760,6 +879,32 @@ impl Config {
         problems
     }
 
+    /// The PostgreSQL connection settings (`[store] backend = "postgres"`), the password
+    /// read from its file. None for RocksDB.
+    pub fn postgres(&self) -> anyhow::Result<Option<understudy_storage::PgOptions>> {
+        if self.store.backend != StoreBackend::Postgres {
+            return Ok(None);
+        }
+        let Some(url) = &self.store.url else {
+            anyhow::bail!("[store] backend = \"postgres\" needs store.url");
+        };
+        let password = match &self.store.password_file {
+            Some(path) => Some(crate::config_types::read_password_file(path)?),
+            None => None,
+        };
+        Ok(Some(understudy_storage::PgOptions {
+            url: url.clone(),
+            password: password.map(|p| p.expose().as_bytes().to_vec()),
+            pool_size: self.store.pool_size,
+            tls: match self.store.tls {
+                StoreTls::Off => understudy_storage::PgTls::Off,
+                StoreTls::Require => understudy_storage::PgTls::Require {
+                    ca_file: self.store.ca_file.clone(),
+                },
+            },
+        }))
+    }
+
     pub fn db_dir(&self) -> PathBuf {
         self.data_dir.join("db")
     }
@@ -831,6 +976,44 @@ mod tests {
             config.tls.unwrap().certificate.is_file(),
             "paths resolve from config/"
         );
+    }
+
+    /// `[store]`: RocksDB by default; PostgreSQL needs a URL that parses and names a
+    /// host and database, a pool size in range, and a CA file that exists.
+    #[test]
+    fn store_section_is_validated() {
+        let base = "hostname = \"mx.example.com\"\ndata_dir = \"/tmp/x\"\n";
+        let config = Config::parse(base, "t.toml", None).unwrap();
+        assert_eq!(config.store.backend, StoreBackend::Rocksdb);
+        assert!(config.postgres().unwrap().is_none());
+
+        let good = format!(
+            "{base}[store]\nbackend = \"postgres\"\nurl = \"postgresql://understudy@db.example.com/understudy\"\npool_size = 8\ntls = \"off\"\n"
+        );
+        let config = Config::parse(&good, "t.toml", None).unwrap();
+        let pg = config.postgres().unwrap().unwrap();
+        assert_eq!((pg.pool_size, pg.tls), (8, understudy_storage::PgTls::Off));
+
+        let bad = format!(
+            "{base}[store]\nbackend = \"postgres\"\nurl = \"postgresql://db.example.com\"\npool_size = 0\nca_file = \"/nonexistent/ca.pem\"\n"
+        );
+        let Err(ConfigError::Invalid { problems, .. }) = Config::parse(&bad, "t.toml", None) else {
+            panic!("expected validation errors");
+        };
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            vec!["store.url", "store.ca_file", "store.pool_size"],
+            "{problems:?}"
+        );
+
+        let missing = format!("{base}[store]\nbackend = \"postgres\"\n");
+        let Err(ConfigError::Invalid { problems, .. }) = Config::parse(&missing, "t.toml", None) else {
+            panic!("expected validation errors");
+        };
+        assert_eq!(problems[0].key, "store.url");
+        let unknown = format!("{base}[store]\nbackend = \"sqlite\"\n");
+        assert!(Config::parse(&unknown, "t.toml", None).is_err());
     }
 
     /// The `[[ldap]]` sections' problems, through the whole file's parser (here, so the

@@ -6,6 +6,15 @@ use understudy::cli::{self, Cli, Command};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if let Command::Store(command) = cli.command {
+        return match cli::run_store(command) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("understudy: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     let config = match cli::load_config(cli.config.as_ref()) {
         Ok(c) => c,
         Err(e) => {

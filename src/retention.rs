@@ -11,6 +11,14 @@ const INTERVAL: Duration = Duration::from_secs(3600);
 
 pub async fn run(store: Store, mut shutdown: watch::Receiver<bool>) {
     loop {
+        if !store.leads() {
+            // Another node of a shared store runs retention; check again shortly, in
+            // case it goes.
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(10)) => continue,
+                _ = shutdown.changed() => return,
+            }
+        }
         let task_store = store.clone();
         let result = tokio::task::spawn_blocking(move || {
             // A short pause between batches lets sessions waiting on the same mailbox

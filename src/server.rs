@@ -35,11 +35,11 @@ pub async fn run(
         tracing::warn!("{warning}");
     }
     private_data_dir(&config.data_dir)?;
-    let db_dir = config.db_dir();
-    let store = tokio::task::spawn_blocking(move || Store::open(&db_dir))
+    let opened = config.clone();
+    let store = tokio::task::spawn_blocking(move || crate::admin::open_store(&opened))
         .await
         .context("store open task")??;
-    tracing::info!(path = %store.path().display(), "store open");
+    tracing::info!(backend = store.backend_name(), path = %store.path().display(), "store open");
     let tls = match &config.tls {
         Some(t) => Some(crate::tls::acceptor(t)?),
         None => None,

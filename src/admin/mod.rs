@@ -36,6 +36,7 @@ pub mod users;
 use std::cell::RefCell;
 use std::path::PathBuf;
 
+use anyhow::Context;
 use understudy_storage::{Store, StoreError};
 
 pub use self::command::{execute, Command};
@@ -87,8 +88,19 @@ pub fn socket_path(config: &Config) -> PathBuf {
     config.data_dir.join("admin.sock")
 }
 
-/// Opens the database for an admin command when no server is running.
+/// Opens the store named by the configuration: the RocksDB database under `data_dir`,
+/// or the shared PostgreSQL store (`[store] backend = "postgres"`). The server opens
+/// it this way, and so does an admin command when no server is running.
 pub fn open_store(config: &Config) -> anyhow::Result<Store> {
+    if let Some(pg) = config.postgres()? {
+        let store = Store::open_postgres(
+            &pg,
+            understudy_storage::StoreOptions::default(),
+            std::sync::Arc::new(understudy_storage::SystemClock),
+        )
+        .context("cannot open the PostgreSQL store ([store] url)")?;
+        return Ok(store);
+    }
     Store::open(&config.db_dir()).map_err(|e| match e {
         StoreError::Locked { pid, .. } => anyhow::anyhow!(
             "the database in {} is in use by another process{}, but no server answers on its admin socket {}",

@@ -150,7 +150,14 @@ impl SmtpBackend for SmtpStore {
     /// The store's next tracking id: the `Received` header, the log and the `250`
     /// reply all name the id `track` finds the message by.
     fn reserve_id(&self) -> Option<String> {
-        Some(TrackingId(self.store.reserve_tracking_id()).to_string())
+        match self.store.reserve_tracking_id() {
+            Ok(id) => Some(TrackingId(id).to_string()),
+            Err(e) => {
+                // The delivery reserves one itself (and fails as the store does).
+                tracing::warn!(error = %e, "smtp: no tracking id reserved");
+                None
+            }
+        }
     }
 
     /// `postmaster@` the first protected domain (in name order) where that address is
@@ -279,7 +286,7 @@ impl SmtpBackend for SmtpStore {
         // The id the session wrote into the Received header (see `reserve_id`).
         let tracking_id = match envelope.id.parse::<TrackingId>() {
             Ok(id) => id.0,
-            Err(_) => self.store.reserve_tracking_id(),
+            Err(_) => self.store.reserve_tracking_id().map_err(fail)?,
         };
         let outcome = self.store.deliver_as(tracking_id, &request).map_err(fail)?;
         if let (SmtpMode::Submission, Some(account)) = (envelope.mode, &envelope.account) {

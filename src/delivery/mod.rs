@@ -300,8 +300,12 @@ impl QueueRunner {
             }
             self.follow_reload();
             let poll = Duration::from_secs(self.settings().config.poll_interval_secs);
-            if let Err(e) = self.pass(&mut tasks).await {
-                tracing::error!(error = %format!("{e:#}"), "queue pass failed");
+            // With several nodes on one store, only the leading one drains the queue
+            // (the others take over when it goes; `Store::leads`).
+            if self.store.leads() {
+                if let Err(e) = self.pass(&mut tasks).await {
+                    tracing::error!(error = %format!("{e:#}"), "queue pass failed");
+                }
             }
             self.close_idle_connections();
             tokio::select! {

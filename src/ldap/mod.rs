@@ -92,6 +92,13 @@ async fn sync_loop(
 ) {
     let interval = Duration::from_secs(section.sync_interval_secs);
     loop {
+        if !store.leads() {
+            // Another node of a shared store syncs; look again shortly, in case it goes.
+            tokio::select! {
+                _ = tokio::time::sleep(interval.min(Duration::from_secs(10))) => continue,
+                _ = end.changed() => return,
+            }
+        }
         let (store, section_run, revocations) = (store.clone(), section.clone(), revocations.clone());
         let run = tokio::task::spawn_blocking(move || {
             match sync::sync_domain(

@@ -122,6 +122,7 @@ impl OutageMonitor {
     async fn run(self, mut stop: watch::Receiver<bool>) {
         let helo = self.hostname.clone();
         let wake = self.handles.wake.clone();
+        let leader = self.store.clone();
         let core = Arc::new(Mutex::new(self));
         // Probes in flight; aborted at shutdown (a probe changes nothing by itself).
         let mut probes = tokio::task::JoinSet::new();
@@ -137,6 +138,11 @@ impl OutageMonitor {
                     }
                 }
                 _ = tick.tick() => {
+                    // One monitor per store: with several nodes on PostgreSQL, the
+                    // leading node's (probes, transitions and alerts are not doubled).
+                    if !leader.leads() {
+                        continue;
+                    }
                     let c = core.clone();
                     let due = match tokio::task::spawn_blocking(move || c.lock().tick()).await {
                         Ok(due) => due,

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use rocksdb::WriteBatch;
+use crate::db::Batch;
 
 use crate::address::EmailAddress;
 use crate::db::{decode, Store, COUNTER_MAILBOX, COUNTER_USER};
@@ -67,14 +67,14 @@ impl Store {
         let mut domain = domain.clone();
         domain.name = normalize_domain(&domain.name)?;
         validate_domain(&domain)?;
-        let _guard = self.lock(&[("domain", domain.name.as_str())]);
+        let _guard = self.lock(&[("domain", domain.name.as_str())])?;
         if self.domain(&domain.name)?.is_some() {
             return Err(StoreError::AlreadyExists(format!(
                 "{} is already a protected domain",
                 domain.name
             )));
         }
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::default();
         self.put_json(&mut batch, CF_DOMAINS, domain.name.as_bytes(), &domain)?;
         self.commit(batch)?;
         self.accounts_changed();
@@ -83,11 +83,11 @@ impl Store {
 
     pub fn update_domain(&self, domain: &Domain) -> StoreResult<()> {
         validate_domain(domain)?;
-        let _guard = self.lock(&[("domain", domain.name.as_str())]);
+        let _guard = self.lock(&[("domain", domain.name.as_str())])?;
         if self.domain(&domain.name)?.is_none() {
             return Err(StoreError::NotFound(format!("domain {}", domain.name)));
         }
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::default();
         self.put_json(&mut batch, CF_DOMAINS, domain.name.as_bytes(), domain)?;
         self.commit(batch)?;
         self.accounts_changed();
@@ -108,7 +108,7 @@ impl Store {
         if let Some(domain) = &found {
             let mut cache = self.inner.accounts_cache.lock();
             // A write committed since the read above may have made it stale.
-            if cache.generation == generation {
+            if cache.generation == generation && !self.shared() {
                 cache.domains.insert(name, domain.clone());
             }
         }
@@ -133,7 +133,7 @@ impl Store {
     /// Removes a domain that has no users or aliases left.
     pub fn remove_domain(&self, name: &str) -> StoreResult<()> {
         let name = name.to_ascii_lowercase();
-        let _guard = self.lock(&[("domain", name.as_str())]);
+        let _guard = self.lock(&[("domain", name.as_str())])?;
         if self.domain(&name)?.is_none() {
             return Err(StoreError::NotFound(format!("domain {name}")));
         }
@@ -142,7 +142,7 @@ impl Store {
                 "domain {name} still has users or aliases; remove them first"
             )));
         }
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::default();
         self.delete(&mut batch, CF_DOMAINS, name.as_bytes())?;
         self.commit(batch)?;
         self.accounts_changed();
@@ -168,13 +168,13 @@ impl Store {
             )));
         }
         let key = address_key(&address).ok_or_else(|| StoreError::Invalid(address.clone()))?;
-        let _guard = self.lock(&[("address", address.as_str())]);
+        let _guard = self.lock(&[("address", address.as_str())])?;
         if self.get_json::<AddressEntry>(CF_ADDRESSES, &key)?.is_some() {
             return Err(StoreError::AlreadyExists(format!(
                 "{address} is already in use (by a user or an alias)"
             )));
         }
-        let id = self.next_id(COUNTER_USER);
+        let id = self.next_id(COUNTER_USER)?;
         let user = User {
             id,
             address: address.clone(),
@@ -184,7 +184,7 @@ impl Store {
             created_at: self.now(),
             ..User::default()
         };
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::default();
         self.put_json(&mut batch, CF_USERS, &u64_key(id), &user)?;
         self.put_json(
             &mut batch,
@@ -203,7 +203,7 @@ impl Store {
     }
 
     /// A new user's mailboxes (`DEFAULT_MAILBOXES`), each subscribed, into `batch`.
-    pub(crate) fn default_mailboxes_into(&self, batch: &mut WriteBatch, user_id: u64) -> StoreResult<()> {
+    pub(crate) fn default_mailboxes_into(&self, batch: &mut Batch, user_id: u64) -> StoreResult<()> {
         for (name, special_use) in DEFAULT_MAILBOXES {
             self.new_mailbox_into(batch, user_id, name, *special_use)?;
             self.subscribe_into(batch, user_id, name)?;
@@ -216,18 +216,18 @@ impl Store {
     /// outlives its mailbox, so one made by every CREATE would pile up after each DELETE.
     pub(crate) fn new_mailbox_into(
         &self,
-        batch: &mut WriteBatch,
+        batch: &mut Batch,
         user_id: u64,
         name: &str,
         special_use: Option<SpecialUse>,
     ) -> StoreResult<Mailbox> {
-        let id = self.next_id(COUNTER_MAILBOX);
+        let id = self.next_id(COUNTER_MAILBOX)?;
         let mailbox = Mailbox {
             id,
             user_id,
             name: name.to_string(),
             special_use,
-            uid_validity: self.next_uid_validity(),
+            uid_validity: self.next_uid_validity()?,
             uid_next: 1,
             highest_modseq: 1,
             exists: 0,
@@ -288,7 +288,7 @@ impl Store {
             return Ok(Recipient::Unknown);
         };
         let mut cache = self.inner.accounts_cache.lock();
-        if cache.generation == generation {
+        if cache.generation == generation && !self.shared() {
             cache.recipients.insert(address, user.clone());
         }
         Ok(Recipient::Local(user))
@@ -318,14 +318,14 @@ impl Store {
 
     /// Replaces a user's record (status, password hash, policy...). The address cannot change.
     pub fn update_user(&self, user: &User) -> StoreResult<()> {
-        let _guard = self.lock(&[("address", user.address.as_str())]);
+        let _guard = self.lock(&[("address", user.address.as_str())])?;
         let current = self
             .user(user.id)?
             .ok_or_else(|| StoreError::NotFound(format!("user {}", user.address)))?;
         if current.address != user.address {
             return Err(StoreError::Invalid("a user's address cannot be changed".into()));
         }
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::default();
         self.put_json(&mut batch, CF_USERS, &u64_key(user.id), user)?;
         self.commit(batch)?;
         self.accounts_changed();
@@ -338,16 +338,16 @@ impl Store {
             .user_by_address(address)?
             .ok_or_else(|| StoreError::NotFound(format!("user {address}")))?;
         {
-            let _mailboxes = self.lock_outer(("mailboxes-of", user.id));
+            let _mailboxes = self.lock_outer(("mailboxes-of", user.id))?;
             for mailbox in self.mailboxes(user.id)? {
                 self.destroy_mailbox(&mailbox)?;
             }
-            let mut batch = WriteBatch::default();
+            let mut batch = Batch::default();
             self.unsubscribe_all_into(&mut batch, user.id)?;
             self.commit(batch)?;
         }
-        let _guard = self.lock(&[("address", user.address.as_str())]);
-        let mut batch = WriteBatch::default();
+        let _guard = self.lock(&[("address", user.address.as_str())])?;
+        let mut batch = Batch::default();
         for alias in self.aliases_of(user.id)? {
             if let Some(key) = address_key(&alias) {
                 self.delete(&mut batch, CF_ADDRESSES, &key)?;
@@ -378,13 +378,13 @@ impl Store {
             .user_by_address(target)?
             .ok_or_else(|| StoreError::NotFound(format!("user {target}")))?;
         let key = address_key(&alias).ok_or_else(|| StoreError::Invalid(alias.clone()))?;
-        let _guard = self.lock(&[("address", alias.as_str())]);
+        let _guard = self.lock(&[("address", alias.as_str())])?;
         if self.get_json::<AddressEntry>(CF_ADDRESSES, &key)?.is_some() {
             return Err(StoreError::AlreadyExists(format!(
                 "{alias} is already in use (by a user or an alias)"
             )));
         }
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::default();
         self.put_json(
             &mut batch,
             CF_ADDRESSES,
@@ -402,13 +402,13 @@ impl Store {
     pub fn remove_alias(&self, alias: &str) -> StoreResult<()> {
         let alias = normalize_address(alias)?;
         let key = address_key(&alias).ok_or_else(|| StoreError::Invalid(alias.clone()))?;
-        let _guard = self.lock(&[("address", alias.as_str())]);
+        let _guard = self.lock(&[("address", alias.as_str())])?;
         match self.get_json::<AddressEntry>(CF_ADDRESSES, &key)? {
             Some(AddressEntry {
                 kind: AddressKind::Alias,
                 ..
             }) => {
-                let mut batch = WriteBatch::default();
+                let mut batch = Batch::default();
                 self.delete(&mut batch, CF_ADDRESSES, &key)?;
                 self.commit(batch)?;
                 self.accounts_changed();

@@ -5,7 +5,7 @@
 //!   and never stored);
 //! - `audit`: time (offset so it sorts) + sequence → [`AuditEntry`], newest last.
 
-use rocksdb::{Direction, IteratorMode, WriteBatch};
+use crate::db::{Batch, Direction, IterMode};
 use serde::{Deserialize, Serialize};
 
 use crate::db::{decode, Store};
@@ -92,7 +92,7 @@ fn audit_key(at: i64, seq: u64) -> [u8; 16] {
 impl Store {
     /// Creates an administrator; fails if the name is taken.
     pub fn create_admin(&self, admin: &AdminAccount) -> StoreResult<()> {
-        let _guard = self.lock(&[("admin", admin.name.as_str())]);
+        let _guard = self.lock(&[("admin", admin.name.as_str())])?;
         if self.admin(&admin.name)?.is_some() {
             return Err(StoreError::AlreadyExists(format!("administrator {}", admin.name)));
         }
@@ -108,7 +108,7 @@ impl Store {
     }
 
     fn put_admin(&self, admin: &AdminAccount) -> StoreResult<()> {
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::default();
         self.put_json(&mut batch, CF_ADMINS, admin.name.as_bytes(), admin)?;
         self.commit(batch)
     }
@@ -129,7 +129,7 @@ impl Store {
         if self.admin(name)?.is_none() {
             return Err(StoreError::NotFound(format!("administrator {name}")));
         }
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::default();
         self.delete(&mut batch, CF_ADMINS, name.as_bytes())?;
         for (key, value) in self.scan_prefix(CF_API_TOKENS, b"")? {
             let token: ApiToken = decode(CF_API_TOKENS, &value)?;
@@ -142,7 +142,7 @@ impl Store {
 
     /// Stores a token under the SHA-256 of its secret.
     pub fn add_api_token(&self, secret_hash: &[u8; 32], token: &ApiToken) -> StoreResult<()> {
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::default();
         self.put_json(&mut batch, CF_API_TOKENS, secret_hash, token)?;
         self.commit(batch)
     }
@@ -164,7 +164,7 @@ impl Store {
         for (key, value) in self.scan_prefix(CF_API_TOKENS, b"")? {
             let token: ApiToken = decode(CF_API_TOKENS, &value)?;
             if token.id == id {
-                let mut batch = WriteBatch::default();
+                let mut batch = Batch::default();
                 self.delete(&mut batch, CF_API_TOKENS, &key)?;
                 self.commit(batch)?;
                 return Ok(true);
@@ -176,23 +176,18 @@ impl Store {
     /// Appends an audit entry (synced: the record of an action outlives a crash after it).
     pub fn append_audit(&self, entry: &AuditEntry) -> StoreResult<()> {
         // One appender at a time, so two entries of one second get distinct sequences.
-        let _guard = self.lock(&["audit log"]);
-        let cf = self.cf(CF_AUDIT)?;
+        let _guard = self.lock(&["audit log"])?;
+        let cf = CF_AUDIT;
         let prefix = audit_key(entry.at, 0);
         let mut seq = 0;
         let upper = audit_key(entry.at, u64::MAX);
-        if let Some(item) = self
-            .inner
-            .db
-            .iterator_cf(&cf, IteratorMode::From(&upper, Direction::Reverse))
-            .next()
-        {
+        if let Some(item) = self.iter(cf, IterMode::From(&upper, Direction::Reverse))?.next() {
             let (key, _) = item?;
             if key.len() == 16 && key[..8] == prefix[..8] {
                 seq = split_u64_pair(&key).map(|(_, s)| s + 1).unwrap_or(0);
             }
         }
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::default();
         self.put_json(&mut batch, CF_AUDIT, &audit_key(entry.at, seq), entry)?;
         self.commit(batch)
     }
@@ -203,9 +198,9 @@ impl Store {
         limit: usize,
         keep: &dyn Fn(&AuditEntry) -> bool,
     ) -> StoreResult<Vec<AuditEntry>> {
-        let cf = self.cf(CF_AUDIT)?;
+        let cf = CF_AUDIT;
         let mut out = Vec::new();
-        for item in self.inner.db.iterator_cf(&cf, IteratorMode::End) {
+        for item in self.iter(cf, IterMode::End)? {
             let (_, value) = item?;
             let entry: AuditEntry = decode(CF_AUDIT, &value)?;
             if keep(&entry) {

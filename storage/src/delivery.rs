@@ -3,7 +3,7 @@
 //! deleted), and moving entries in the due index without an attempt (relay entries parked
 //! while their domain is in an outage).
 
-use rocksdb::WriteBatch;
+use crate::db::Batch;
 
 use crate::db::{decode, Store};
 use crate::error::StoreResult;
@@ -32,7 +32,7 @@ impl Store {
     /// began: a message with a higher id arrived after the scan started, so the scan's
     /// not finding it says nothing about whether the user deleted it.
     pub fn user_tracking_snapshot(&self, user_id: u64) -> StoreResult<(std::collections::HashSet<u64>, u64)> {
-        let before = self.last_tracking_id();
+        let before = self.last_tracking_id()?;
         Ok((self.user_tracking_ids(user_id)?, before))
     }
 
@@ -65,9 +65,9 @@ impl Store {
             return Ok(());
         }
         let keys: Vec<(&str, u64)> = ids.iter().map(|id| ("queue", *id)).collect();
-        let _guard = self.lock(&keys);
-        let due_cf = self.cf(CF_QUEUE_DUE)?;
-        let mut batch = WriteBatch::default();
+        let _guard = self.lock(&keys)?;
+        let due_cf = CF_QUEUE_DUE;
+        let mut batch = Batch::default();
         for id in ids {
             let Some(mut entry) = self.get_json::<QueueEntry>(CF_QUEUE, &u64_key(*id))? else {
                 continue;
@@ -75,10 +75,10 @@ impl Store {
             if entry.next_attempt == at {
                 continue;
             }
-            batch.delete_cf(&due_cf, due_key(entry.next_attempt, entry.id));
+            batch.delete(due_cf, due_key(entry.next_attempt, entry.id));
             entry.next_attempt = at;
             self.put_json(&mut batch, CF_QUEUE, &u64_key(entry.id), &entry)?;
-            batch.put_cf(&due_cf, due_key(at, entry.id), b"");
+            batch.put(due_cf, due_key(at, entry.id), b"");
         }
         self.commit_lazy(batch)
     }

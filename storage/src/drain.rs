@@ -5,9 +5,8 @@
 
 use std::collections::HashSet;
 
-use rocksdb::WriteBatch;
+use crate::db::{Batch, Direction, IterMode, Store};
 
-use crate::db::Store;
 use crate::error::{StoreError, StoreResult};
 use crate::keys::*;
 use crate::model::*;
@@ -37,14 +36,11 @@ impl Store {
         skip: &HashSet<u64>,
         from: i64,
     ) -> StoreResult<(Vec<QueueEntry>, i64)> {
-        let cf = self.cf(CF_QUEUE_DUE)?;
+        let cf = CF_QUEUE_DUE;
         let mut out = Vec::new();
         let start = due_key(from, 0);
         let mut first = None;
-        let iter = self.inner.db.iterator_cf(
-            &cf,
-            rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward),
-        );
+        let iter = self.iter(cf, IterMode::From(&start, Direction::Forward))?;
         for item in iter {
             let (k, _) = item?;
             let Some((at, id)) = due_key_time(&k) else {
@@ -90,9 +86,9 @@ impl Store {
         if let Some(m) = mark {
             keys.push(("tracking", m.tracking_id));
         }
-        let _guards = self.lock(&keys);
+        let _guards = self.lock(&keys)?;
         let mut entry = self.queue_entry(id)?.ok_or_else(missing)?;
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::default();
         let mut events = crate::queue::apply_outcomes(&mut entry, outcomes, self.now());
         self.reschedule_into(&mut batch, &mut entry, next_attempt)?;
         match mark {

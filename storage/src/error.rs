@@ -34,6 +34,10 @@ pub enum StoreError {
     Open { path: String, source: rocksdb::Error },
     #[error("storage I/O error: {0}")]
     Db(rocksdb::Error),
+    /// The PostgreSQL backend failed (connection, statement or commit); the text has
+    /// the cause. Temporary from a client's point of view.
+    #[error("PostgreSQL store: {0}")]
+    Postgres(String),
     #[error("corrupt record in {cf}: {reason}")]
     Corrupt { cf: &'static str, reason: String },
     #[error("filesystem error: {0}")]

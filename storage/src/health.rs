@@ -1,7 +1,7 @@
 //! Store health: a small synced write proves the database is writable (disk not full,
 //! not read-only after an I/O error).
 
-use rocksdb::WriteBatch;
+use crate::db::Batch;
 
 use crate::db::Store;
 use crate::error::StoreResult;
@@ -9,8 +9,8 @@ use crate::keys::CF_META;
 
 impl Store {
     pub fn health_check(&self) -> StoreResult<()> {
-        let mut batch = WriteBatch::default();
-        batch.put_cf(&self.cf(CF_META)?, b"health_probe", self.now().to_be_bytes());
+        let mut batch = Batch::default();
+        batch.put(CF_META, b"health_probe", self.now().to_be_bytes());
         self.commit(batch)
     }
 }

@@ -7,7 +7,7 @@
 //! entries at the front of the due index were read and skipped on every look); release
 //! makes them due at once.
 
-use rocksdb::WriteBatch;
+use crate::db::Batch;
 
 use crate::db::Store;
 use crate::error::StoreResult;
@@ -34,7 +34,7 @@ impl Store {
     /// Sets or clears the domain's hold flag (synced) and holds or releases these entries
     /// (a released entry is due at `now`). Returns how many entries changed.
     pub fn set_domain_held(&self, domain: &str, held: bool, now: i64) -> StoreResult<usize> {
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::default();
         self.put_json(&mut batch, CF_OUTAGE, &hold_key(domain), &held)?;
         self.commit(batch)?;
         let ids: Vec<u64> = self
@@ -54,9 +54,9 @@ impl Store {
             return Ok(0);
         }
         let keys: Vec<(&str, u64)> = ids.iter().map(|id| ("queue", *id)).collect();
-        let _guard = self.lock(&keys);
-        let due_cf = self.cf(CF_QUEUE_DUE)?;
-        let mut batch = WriteBatch::default();
+        let _guard = self.lock(&keys)?;
+        let due_cf = CF_QUEUE_DUE;
+        let mut batch = Batch::default();
         let mut changed = Vec::new();
         for id in ids {
             let Some(mut entry) = self.get_json::<QueueEntry>(CF_QUEUE, &u64_key(*id))? else {
@@ -65,11 +65,11 @@ impl Store {
             if entry.held == held || entry.is_done() {
                 continue;
             }
-            batch.delete_cf(&due_cf, due_key(entry.next_attempt, entry.id));
+            batch.delete(due_cf, due_key(entry.next_attempt, entry.id));
             entry.held = held;
             entry.next_attempt = if held { HELD_DUE } else { now };
             self.put_json(&mut batch, CF_QUEUE, &u64_key(entry.id), &entry)?;
-            batch.put_cf(&due_cf, due_key(entry.next_attempt, entry.id), b"");
+            batch.put(due_cf, due_key(entry.next_attempt, entry.id), b"");
             changed.push(entry);
         }
         self.commit(batch)?;

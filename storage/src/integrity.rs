@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::db::{decode, read_i64, Store};
+use crate::db::{decode, read_i64, IterMode, Store};
 use crate::error::StoreResult;
 use crate::keys::*;
 use crate::model::*;
@@ -42,12 +42,12 @@ struct MailboxTally {
 impl Store {
     /// Checks the invariants the mail store relies on; see the module comment.
     pub fn check_integrity(&self) -> StoreResult<IntegrityReport> {
-        let snapshot = self.snapshot();
+        let snapshot = self.snapshot()?;
         let mut report = IntegrityReport::default();
         let mut problem = |text: String| report.problems.push(text);
 
         let mut mailboxes: HashMap<u64, Mailbox> = HashMap::new();
-        for (_, v) in self.scan_prefix_at(&snapshot, CF_MAILBOXES, &[])? {
+        for (_, v) in self.scan_prefix_at(snapshot.as_ref(), CF_MAILBOXES, &[])? {
             let m: Mailbox = decode(CF_MAILBOXES, &v)?;
             mailboxes.insert(m.id, m);
         }
@@ -55,7 +55,7 @@ impl Store {
         let mut references: BTreeMap<BlobId, i64> = BTreeMap::new();
         let mut tallies: HashMap<u64, MailboxTally> = HashMap::new();
         let mut messages = 0;
-        for (k, v) in self.scan_prefix_at(&snapshot, CF_MESSAGES, &[])? {
+        for (k, v) in self.scan_prefix_at(snapshot.as_ref(), CF_MESSAGES, &[])? {
             let Some((mailbox_id, uid)) = split_message_key(&k) else {
                 problem(format!("message key {} is malformed", hex::encode(&k)));
                 continue;
@@ -82,15 +82,15 @@ impl Store {
             t.max_modseq = t.max_modseq.max(record.modseq);
             t.modseqs.insert(uid, record.modseq);
         }
-        for (_, v) in self.scan_prefix_at(&snapshot, CF_QUEUE, &[])? {
+        for (_, v) in self.scan_prefix_at(snapshot.as_ref(), CF_QUEUE, &[])? {
             let entry: QueueEntry = decode(CF_QUEUE, &v)?;
             *references.entry(entry.blob).or_default() += 1;
         }
 
-        let blobs_cf = self.cf(CF_BLOBS)?;
-        let refs_cf = self.cf(CF_BLOB_REFS)?;
+        let blobs_cf = CF_BLOBS;
+        let refs_cf = CF_BLOB_REFS;
         let mut counted: BTreeMap<BlobId, i64> = BTreeMap::new();
-        for item in snapshot.iterator_cf(&refs_cf, rocksdb::IteratorMode::Start) {
+        for item in snapshot.iter(refs_cf, IterMode::Start)? {
             let (k, v) = item?;
             let Ok(blob) = BlobId::try_from(&k[..]) else {
                 problem(format!("reference count key {} is malformed", hex::encode(&k)));
@@ -99,7 +99,7 @@ impl Store {
             counted.insert(blob, read_i64(&v).unwrap_or(i64::MIN));
         }
         let mut stored: Vec<BlobId> = Vec::new();
-        for item in snapshot.iterator_cf(&blobs_cf, rocksdb::IteratorMode::Start) {
+        for item in snapshot.iter(blobs_cf, IterMode::Start)? {
             let (k, _) = item?;
             match BlobId::try_from(&k[..]) {
                 Ok(blob) => stored.push(blob),
@@ -126,8 +126,8 @@ impl Store {
                 ));
             }
         }
-        let summaries_cf = self.cf(CF_SUMMARIES)?;
-        for item in snapshot.iterator_cf(&summaries_cf, rocksdb::IteratorMode::Start) {
+        let summaries_cf = CF_SUMMARIES;
+        for item in snapshot.iter(summaries_cf, IterMode::Start)? {
             let (k, _) = item?;
             let known = BlobId::try_from(&k[..]).is_ok_and(|blob| stored.binary_search(&blob).is_ok());
             if !known {
@@ -168,7 +168,7 @@ impl Store {
                 ));
             }
             let mut live: HashMap<u32, u64> = HashMap::new();
-            for (k, v) in self.scan_prefix_at(&snapshot, CF_CHANGES, &u64_key(*id))? {
+            for (k, v) in self.scan_prefix_at(snapshot.as_ref(), CF_CHANGES, &u64_key(*id))? {
                 let change: ChangeRecord = decode(CF_CHANGES, &v)?;
                 let key_modseq = split_u64_pair(&k).map(|(_, b)| b);
                 if key_modseq != Some(change.modseq) {

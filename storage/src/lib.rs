@@ -13,7 +13,9 @@
 pub mod accounts;
 pub mod address;
 pub mod admins;
+mod backend;
 mod clock;
+pub mod copy;
 mod db;
 pub mod delivery;
 pub mod drain;
@@ -38,6 +40,7 @@ pub mod summaries;
 pub mod tracking;
 
 pub use address::EmailAddress;
+pub use backend::pg::{PgOptions, PgTls};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use db::{Store, StoreOptions, Summariser, SCHEMA_VERSION};
 pub use error::{StoreError, StoreResult};

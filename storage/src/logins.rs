@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use rocksdb::WriteBatch;
+use crate::db::Batch;
 
 use crate::db::{read_i64, Store};
 use crate::error::StoreResult;
@@ -20,12 +20,8 @@ fn login_key(user_id: u64, protocol: &str) -> Vec<u8> {
 impl Store {
     /// Records a login of `user_id` over `protocol` at `at`.
     pub fn record_login(&self, user_id: u64, protocol: &str, at: i64) -> StoreResult<()> {
-        let mut batch = WriteBatch::default();
-        batch.put_cf(
-            &self.cf(CF_LOGINS)?,
-            login_key(user_id, protocol),
-            at.to_be_bytes(),
-        );
+        let mut batch = Batch::default();
+        batch.put(CF_LOGINS, login_key(user_id, protocol), at.to_be_bytes());
         self.commit_lazy(batch)
     }
 

@@ -21,10 +21,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use rocksdb::WriteBatch;
+use crate::db::{decode, read_i64, Batch, Direction, IterMode, Store, COUNTER_QUEUE, COUNTER_TRACKING};
 use sha2::{Digest, Sha256};
 
-use crate::db::{decode, read_i64, Store, COUNTER_QUEUE, COUNTER_TRACKING};
 use crate::error::{StoreError, StoreResult};
 use crate::keys::*;
 use crate::model::*;
@@ -140,13 +139,13 @@ impl Store {
         special_use: Option<SpecialUse>,
     ) -> StoreResult<Mailbox> {
         validate_mailbox_name(name)?;
-        let _guard = self.lock_outer(mailboxes_of(user_id));
+        let _guard = self.lock_outer(mailboxes_of(user_id))?;
         if self.mailbox_by_name(user_id, name)?.is_some() {
             return Err(StoreError::AlreadyExists(format!(
                 "mailbox {name} already exists"
             )));
         }
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::default();
         let mailbox = self.new_mailbox_into(&mut batch, user_id, name, special_use)?;
         self.commit(batch)?;
         Ok(mailbox)
@@ -158,7 +157,7 @@ impl Store {
         if name.eq_ignore_ascii_case("INBOX") {
             return Err(StoreError::Invalid("INBOX cannot be deleted".into()));
         }
-        let _guard = self.lock_outer(mailboxes_of(user_id));
+        let _guard = self.lock_outer(mailboxes_of(user_id))?;
         let mailbox = self
             .mailbox_by_name(user_id, name)?
             .ok_or_else(|| StoreError::NotFound(format!("mailbox {name}")))?;
@@ -185,12 +184,12 @@ impl Store {
             let blobs: BTreeSet<BlobId> = remaining.iter().map(|r| r.blob).collect();
             let mut keys = vec![mailbox_lock(mailbox.id)];
             keys.extend(blobs.iter().map(blob_lock));
-            let _guards = self.lock(&keys);
+            let _guards = self.lock(&keys)?;
             let (_, remaining) = self.messages(mailbox.user_id, mailbox.id)?;
             if remaining.iter().any(|r| !blobs.contains(&r.blob)) {
                 continue;
             }
-            let mut batch = WriteBatch::default();
+            let mut batch = Batch::default();
             let mut freed: BTreeMap<BlobId, i64> = BTreeMap::new();
             for record in &remaining {
                 self.delete(&mut batch, CF_MESSAGES, &message_key(mailbox.id, record.uid))?;
@@ -204,7 +203,7 @@ impl Store {
             }
             self.delete(&mut batch, CF_MAILBOXES, &u64_pair(mailbox.user_id, mailbox.id))?;
             self.commit(batch)?;
-            self.inner.notifier.publish(mailbox.id, u64::MAX);
+            self.publish(mailbox.id, u64::MAX);
             return Ok(());
         }
         Err(StoreError::Invalid(format!(
@@ -217,13 +216,13 @@ impl Store {
     /// into a new mailbox `to` and leaves INBOX empty (RFC 3501 §6.3.5).
     pub fn rename_mailbox(&self, user_id: u64, from: &str, to: &str) -> StoreResult<()> {
         validate_mailbox_name(to)?;
-        let _guard = self.lock_outer(mailboxes_of(user_id));
+        let _guard = self.lock_outer(mailboxes_of(user_id))?;
         if self.mailbox_by_name(user_id, to)?.is_some() {
             return Err(StoreError::AlreadyExists(format!("mailbox {to} already exists")));
         }
         if from.eq_ignore_ascii_case("INBOX") {
             let inbox = self.inbox(user_id)?;
-            let mut batch = WriteBatch::default();
+            let mut batch = Batch::default();
             let target = self.new_mailbox_into(&mut batch, user_id, to, None)?;
             // INBOX stays, and so does its subscription; the mailbox that takes its
             // messages is subscribed as INBOX was.
@@ -258,8 +257,8 @@ impl Store {
         // would put back a stale UIDNEXT or count over a concurrent delivery's, and UIDs
         // would be handed out twice.
         let keys: Vec<(&str, u64)> = affected.iter().map(|m| mailbox_lock(m.id)).collect();
-        let _mailboxes = self.lock(&keys);
-        let mut batch = WriteBatch::default();
+        let _mailboxes = self.lock(&keys)?;
+        let mut batch = Batch::default();
         for m in affected {
             let mut renamed = self.mailbox(user_id, m.id)?;
             renamed.name = format!("{to}{}", &m.name[from.len()..]);
@@ -274,12 +273,12 @@ impl Store {
     /// The mailbox and all its messages in UID order, read from one snapshot: the
     /// counters, UIDNEXT and HIGHESTMODSEQ describe exactly the messages returned.
     pub fn messages(&self, user_id: u64, mailbox_id: u64) -> StoreResult<(Mailbox, Vec<MessageRecord>)> {
-        let snapshot = self.snapshot();
+        let snapshot = self.snapshot()?;
         let mailbox: Mailbox = self
-            .get_json_at(&snapshot, CF_MAILBOXES, &u64_pair(user_id, mailbox_id))?
+            .get_json_at(snapshot.as_ref(), CF_MAILBOXES, &u64_pair(user_id, mailbox_id))?
             .ok_or_else(|| StoreError::NotFound(format!("mailbox {mailbox_id}")))?;
         let messages = self
-            .scan_prefix_at(&snapshot, CF_MESSAGES, &u64_key(mailbox_id))?
+            .scan_prefix_at(snapshot.as_ref(), CF_MESSAGES, &u64_key(mailbox_id))?
             .iter()
             .map(|(_, v)| decode(CF_MESSAGES, v))
             .collect::<StoreResult<Vec<MessageRecord>>>()?;
@@ -300,18 +299,18 @@ impl Store {
         mailbox_id: u64,
         uid: u32,
     ) -> StoreResult<(MessageRecord, Vec<u8>)> {
-        let snapshot = self.snapshot();
+        let snapshot = self.snapshot()?;
         if self
-            .get_json_at::<Mailbox>(&snapshot, CF_MAILBOXES, &u64_pair(user_id, mailbox_id))?
+            .get_json_at::<Mailbox>(snapshot.as_ref(), CF_MAILBOXES, &u64_pair(user_id, mailbox_id))?
             .is_none()
         {
             return Err(StoreError::NotFound(format!("mailbox {mailbox_id}")));
         }
         let record: MessageRecord = self
-            .get_json_at(&snapshot, CF_MESSAGES, &message_key(mailbox_id, uid))?
+            .get_json_at(snapshot.as_ref(), CF_MESSAGES, &message_key(mailbox_id, uid))?
             .ok_or_else(|| StoreError::NotFound(format!("message {uid}")))?;
         let body = snapshot
-            .get_cf(&self.cf(CF_BLOBS)?, record.blob)?
+            .get(CF_BLOBS, &record.blob)?
             .ok_or_else(|| StoreError::Corrupt {
                 cf: CF_BLOBS,
                 reason: format!("body {} of message {uid} missing", hex::encode(record.blob)),
@@ -320,29 +319,21 @@ impl Store {
     }
 
     pub fn body(&self, blob: &BlobId) -> StoreResult<Vec<u8>> {
-        let cf = self.cf(CF_BLOBS)?;
-        self.inner
-            .db
-            .get_cf(&cf, blob)?
-            .ok_or_else(|| StoreError::Corrupt {
-                cf: CF_BLOBS,
-                reason: format!("body {} missing", hex::encode(blob)),
-            })
+        let cf = CF_BLOBS;
+        self.get_raw(cf, blob)?.ok_or_else(|| StoreError::Corrupt {
+            cf: CF_BLOBS,
+            reason: format!("body {} missing", hex::encode(blob)),
+        })
     }
 
     pub fn blob_refs(&self, blob: &BlobId) -> StoreResult<i64> {
-        let cf = self.cf(CF_BLOB_REFS)?;
-        Ok(self
-            .inner
-            .db
-            .get_cf(&cf, blob)?
-            .and_then(|v| read_i64(&v))
-            .unwrap_or(0))
+        let cf = CF_BLOB_REFS;
+        Ok(self.get_raw(cf, blob)?.and_then(|v| read_i64(&v)).unwrap_or(0))
     }
 
     pub fn blob_exists(&self, blob: &BlobId) -> StoreResult<bool> {
-        let cf = self.cf(CF_BLOBS)?;
-        Ok(self.inner.db.get_pinned_cf(&cf, blob)?.is_some())
+        let cf = CF_BLOBS;
+        Ok(self.get_raw(cf, blob)?.is_some())
     }
 
     /// Changes after `since`, in modseq order, with the record of each message that
@@ -354,16 +345,13 @@ impl Store {
         mailbox_id: u64,
         since: u64,
     ) -> StoreResult<(Mailbox, Vec<Change>)> {
-        let snapshot = self.snapshot();
+        let snapshot = self.snapshot()?;
         let mailbox: Mailbox = self
-            .get_json_at(&snapshot, CF_MAILBOXES, &u64_pair(user_id, mailbox_id))?
+            .get_json_at(snapshot.as_ref(), CF_MAILBOXES, &u64_pair(user_id, mailbox_id))?
             .ok_or_else(|| StoreError::NotFound(format!("mailbox {mailbox_id}")))?;
-        let cf = self.cf(CF_CHANGES)?;
+        let cf = CF_CHANGES;
         let start = u64_pair(mailbox_id, since.saturating_add(1));
-        let iter = snapshot.iterator_cf(
-            &cf,
-            rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward),
-        );
+        let iter = snapshot.iter(cf, IterMode::From(&start, Direction::Forward))?;
         let mut out = Vec::new();
         for item in iter {
             let (k, v) = item?;
@@ -373,7 +361,11 @@ impl Store {
             let change: ChangeRecord = decode(CF_CHANGES, &v)?;
             let record = match change.kind {
                 ChangeKind::Expunged => None,
-                _ => self.get_json_at(&snapshot, CF_MESSAGES, &message_key(mailbox_id, change.uid))?,
+                _ => self.get_json_at(
+                    snapshot.as_ref(),
+                    CF_MESSAGES,
+                    &message_key(mailbox_id, change.uid),
+                )?,
             };
             out.push((change, record));
         }
@@ -384,15 +376,12 @@ impl Store {
     /// RFC 7162 §3.2.5): the log keeps a tombstone per expunge for the mailbox's life,
     /// so the answer is exact however old `since` is. Reads no message records.
     pub fn expunged_since(&self, user_id: u64, mailbox_id: u64, since: u64) -> StoreResult<Vec<(u64, u32)>> {
-        let snapshot = self.snapshot();
-        self.get_json_at::<Mailbox>(&snapshot, CF_MAILBOXES, &u64_pair(user_id, mailbox_id))?
+        let snapshot = self.snapshot()?;
+        self.get_json_at::<Mailbox>(snapshot.as_ref(), CF_MAILBOXES, &u64_pair(user_id, mailbox_id))?
             .ok_or_else(|| StoreError::NotFound(format!("mailbox {mailbox_id}")))?;
-        let cf = self.cf(CF_CHANGES)?;
+        let cf = CF_CHANGES;
         let start = u64_pair(mailbox_id, since.saturating_add(1));
-        let iter = snapshot.iterator_cf(
-            &cf,
-            rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward),
-        );
+        let iter = snapshot.iter(cf, IterMode::From(&start, Direction::Forward))?;
         let mut out = Vec::new();
         for item in iter {
             let (k, v) = item?;
@@ -410,13 +399,13 @@ impl Store {
     /// Delivers one message to local INBOXes and queue entries in one synced write. The
     /// body is stored once whatever the number of copies.
     pub fn deliver(&self, req: &DeliveryRequest<'_>) -> StoreResult<DeliveryOutcome> {
-        self.deliver_as(self.reserve_tracking_id(), req)
+        self.deliver_as(self.reserve_tracking_id()?, req)
     }
 
     /// A tracking id for a message about to be delivered with [`Store::deliver_as`], so
     /// that its `Received` header and the SMTP reply can name it. An id reserved and never
     /// used is skipped, nothing more.
-    pub fn reserve_tracking_id(&self) -> u64 {
+    pub fn reserve_tracking_id(&self) -> StoreResult<u64> {
         self.next_id(COUNTER_TRACKING)
     }
 
@@ -432,12 +421,12 @@ impl Store {
         let blob = blob_id(req.body);
         let mut lock_keys: Vec<(&str, u64)> = inboxes.iter().map(|id| mailbox_lock(*id)).collect();
         lock_keys.push(blob_lock(&blob));
-        let guards = self.lock(&lock_keys);
+        let guards = self.lock(&lock_keys)?;
 
         let now = self.now();
         let size =
             u32::try_from(req.body.len()).map_err(|_| StoreError::Invalid("message too large".into()))?;
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::default();
         self.counter_merge(&mut batch, COUNTER_TRACKING, tracking_id)?;
         let copies = (users.len() + req.queue.len()) as i64;
         self.add_blob_refs(&mut batch, &blob, req.body, copies)?;
@@ -475,7 +464,7 @@ impl Store {
         let mut queue_ids = Vec::with_capacity(req.queue.len());
         let mut noted = Vec::with_capacity(req.queue.len());
         for entry in &req.queue {
-            let id = self.next_id(COUNTER_QUEUE);
+            let id = self.next_id(COUNTER_QUEUE)?;
             self.counter_merge(&mut batch, COUNTER_QUEUE, id)?;
             let queued = QueueEntry {
                 id,
@@ -504,7 +493,7 @@ impl Store {
             };
             self.put_json(&mut batch, CF_QUEUE, &u64_key(id), &queued)?;
             noted.push(queued.clone());
-            batch.put_cf(&self.cf(CF_QUEUE_DUE)?, due_key(queued.next_attempt, id), b"");
+            batch.put(CF_QUEUE_DUE, due_key(queued.next_attempt, id), b"");
             let rcpts: Vec<&str> = entry.recipients.iter().map(|(a, _)| a.as_str()).collect();
             events.push(TrackingEvent {
                 at: now,
@@ -525,14 +514,14 @@ impl Store {
             let mut key = mid.as_bytes().to_vec();
             key.push(0);
             key.extend_from_slice(&u64_key(tracking_id));
-            batch.put_cf(&self.cf(CF_MESSAGE_IDS)?, key, b"");
+            batch.put(CF_MESSAGE_IDS, key, b"");
         }
         self.commit_unlocking(batch, guards)?;
         for entry in &noted {
             self.note_queue_entry(entry);
         }
         for (mailbox, modseq) in touched {
-            self.inner.notifier.publish(mailbox, modseq);
+            self.publish(mailbox, modseq);
         }
         Ok(DeliveryOutcome {
             tracking_id,
@@ -578,9 +567,9 @@ impl Store {
         let blobs: Vec<BlobId> = messages.iter().map(|m| blob_id(m.body)).collect();
         let mut keys = vec![mailbox_lock(mailbox_id)];
         keys.extend(blobs.iter().map(blob_lock));
-        let guards = self.lock(&keys);
+        let guards = self.lock(&keys)?;
         let mut mailbox = self.mailbox(user_id, mailbox_id)?;
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::default();
         // One count change per distinct body: within a batch a second `add_blob_refs`
         // would not see the first one's write.
         let mut counts: BTreeMap<BlobId, (usize, i64)> = BTreeMap::new();
@@ -609,7 +598,7 @@ impl Store {
             uids.push(self.add_message_into(&mut batch, &mut mailbox, record)?.uid);
         }
         self.commit_unlocking(batch, guards)?;
-        self.inner.notifier.publish(mailbox.id, mailbox.highest_modseq);
+        self.publish(mailbox.id, mailbox.highest_modseq);
         Ok((mailbox.uid_validity, uids))
     }
 
@@ -629,9 +618,9 @@ impl Store {
         unchanged_since: Option<u64>,
     ) -> StoreResult<(Vec<MessageRecord>, Vec<u32>)> {
         let uids = unique(uids);
-        let _guard = self.lock(&[mailbox_lock(mailbox_id)]);
+        let _guard = self.lock(&[mailbox_lock(mailbox_id)])?;
         let mut mailbox = self.mailbox(user_id, mailbox_id)?;
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::default();
         let mut changed = Vec::new();
         let mut failed = Vec::new();
         let mut written = false;
@@ -664,7 +653,7 @@ impl Store {
         if written {
             self.put_json(&mut batch, CF_MAILBOXES, &u64_pair(user_id, mailbox_id), &mailbox)?;
             self.commit(batch)?;
-            self.inner.notifier.publish(mailbox_id, mailbox.highest_modseq);
+            self.publish(mailbox_id, mailbox.highest_modseq);
         }
         Ok((changed, failed))
     }
@@ -715,7 +704,7 @@ impl Store {
             }
             let mut keys = vec![mailbox_lock(from), mailbox_lock(to)];
             keys.extend(blobs.iter().map(blob_lock));
-            let _guards = self.lock(&keys);
+            let _guards = self.lock(&keys)?;
             let mut records = Vec::with_capacity(uids.len());
             for uid in &uids {
                 if let Some(r) = self.get_json::<MessageRecord>(CF_MESSAGES, &message_key(from, *uid))? {
@@ -751,7 +740,7 @@ impl Store {
         } else {
             Some(self.mailbox(user_id, to)?)
         };
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::default();
         let mut map = Vec::with_capacity(records.len());
         let mut added: BTreeMap<BlobId, i64> = BTreeMap::new();
         for record in records {
@@ -780,9 +769,9 @@ impl Store {
         }
         self.put_json(&mut batch, CF_MAILBOXES, &u64_pair(user_id, from), &source)?;
         self.commit(batch)?;
-        self.inner.notifier.publish(from, source.highest_modseq);
+        self.publish(from, source.highest_modseq);
         if let Some(t) = &target {
-            self.inner.notifier.publish(to, t.highest_modseq);
+            self.publish(to, t.highest_modseq);
         }
         Ok((validity, map))
     }
@@ -798,9 +787,9 @@ impl Store {
         }
         let mut lock_keys = vec![mailbox_lock(mailbox_id)];
         lock_keys.extend(records.iter().map(|r| blob_lock(&r.blob)));
-        let _guards = self.lock(&lock_keys);
+        let _guards = self.lock(&lock_keys)?;
         let mut mailbox = self.mailbox(user_id, mailbox_id)?;
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::default();
         let mut removed = Vec::new();
         let mut freed: BTreeMap<BlobId, i64> = BTreeMap::new();
         for uid in &uids {
@@ -825,7 +814,7 @@ impl Store {
         }
         self.put_json(&mut batch, CF_MAILBOXES, &u64_pair(user_id, mailbox_id), &mailbox)?;
         self.commit(batch)?;
-        self.inner.notifier.publish(mailbox_id, mailbox.highest_modseq);
+        self.publish(mailbox_id, mailbox.highest_modseq);
         Ok(removed)
     }
 
@@ -834,13 +823,13 @@ impl Store {
     /// session, so exactly one session gets each \Recent: a message that arrived after
     /// the caller's read stays recent for whoever sees it first.
     pub fn claim_recent(&self, user_id: u64, mailbox_id: u64, below: u32) -> StoreResult<u32> {
-        let _guard = self.lock(&[mailbox_lock(mailbox_id)]);
+        let _guard = self.lock(&[mailbox_lock(mailbox_id)])?;
         let mut mailbox = self.mailbox(user_id, mailbox_id)?;
         let first = mailbox.recent_uid;
         let mark = below.min(mailbox.uid_next);
         if first < mark {
             mailbox.recent_uid = mark;
-            let mut batch = WriteBatch::default();
+            let mut batch = Batch::default();
             self.put_json(&mut batch, CF_MAILBOXES, &u64_pair(user_id, mailbox_id), &mailbox)?;
             // Losing this mark in a crash only shows \Recent once more: no sync needed.
             self.commit_lazy(batch)?;
@@ -854,7 +843,7 @@ impl Store {
     /// updated mailbox record in the batch.
     fn add_message_into(
         &self,
-        batch: &mut WriteBatch,
+        batch: &mut Batch,
         mailbox: &mut Mailbox,
         mut record: MessageRecord,
     ) -> StoreResult<MessageRecord> {
@@ -892,7 +881,7 @@ impl Store {
     /// Gives a changed message a new modseq and moves its change-log entry.
     fn touch_message(
         &self,
-        batch: &mut WriteBatch,
+        batch: &mut Batch,
         mailbox: &mut Mailbox,
         record: &mut MessageRecord,
         kind: ChangeKind,
@@ -913,7 +902,7 @@ impl Store {
     /// body reference.
     fn remove_message_into(
         &self,
-        batch: &mut WriteBatch,
+        batch: &mut Batch,
         mailbox: &mut Mailbox,
         record: &MessageRecord,
     ) -> StoreResult<()> {
@@ -942,7 +931,7 @@ impl Store {
     /// body's lock.
     pub(crate) fn add_blob_refs(
         &self,
-        batch: &mut WriteBatch,
+        batch: &mut Batch,
         blob: &BlobId,
         body: &[u8],
         count: i64,
@@ -951,15 +940,15 @@ impl Store {
             return Ok(());
         }
         if self.blob_refs(blob)? <= 0 {
-            batch.put_cf(&self.cf(CF_BLOBS)?, blob, body);
-            batch.put_cf(&self.cf(CF_BLOB_REFS)?, blob, count.to_be_bytes());
+            batch.put(CF_BLOBS, blob, body);
+            batch.put(CF_BLOB_REFS, blob, count.to_be_bytes());
             // In the body's own batch: a body never exists without its summary once a
             // summariser is set, and the summary goes with the body (release_blob_into).
             if let Some(summarise) = self.inner.summariser.get() {
-                batch.put_cf(&self.cf(CF_SUMMARIES)?, blob, summarise(body));
+                batch.put(CF_SUMMARIES, blob, summarise(body));
             }
         } else {
-            batch.merge_cf(&self.cf(CF_BLOB_REFS)?, blob, count.to_be_bytes());
+            batch.add_i64(CF_BLOB_REFS, blob, count);
         }
         Ok(())
     }
@@ -967,31 +956,26 @@ impl Store {
     /// Adds `count` references to a body some record already holds (COPY). Caller holds
     /// the body's lock. A count that is not positive means the store is damaged: the copy
     /// is refused rather than made to point at a body that may be gone.
-    fn add_existing_blob_refs(&self, batch: &mut WriteBatch, blob: &BlobId, count: i64) -> StoreResult<()> {
+    fn add_existing_blob_refs(&self, batch: &mut Batch, blob: &BlobId, count: i64) -> StoreResult<()> {
         if self.blob_refs(blob)? <= 0 || !self.blob_exists(blob)? {
             return Err(StoreError::Corrupt {
                 cf: CF_BLOB_REFS,
                 reason: format!("body {} is referenced but not counted", hex::encode(blob)),
             });
         }
-        batch.merge_cf(&self.cf(CF_BLOB_REFS)?, blob, count.to_be_bytes());
+        batch.add_i64(CF_BLOB_REFS, blob, count);
         Ok(())
     }
 
     /// Drops `count` references; deletes the body when none remain. Caller holds the
     /// body's lock.
-    pub(crate) fn release_blob_into(
-        &self,
-        batch: &mut WriteBatch,
-        blob: &BlobId,
-        count: i64,
-    ) -> StoreResult<()> {
+    pub(crate) fn release_blob_into(&self, batch: &mut Batch, blob: &BlobId, count: i64) -> StoreResult<()> {
         if self.blob_refs(blob)? <= count {
             self.delete(batch, CF_BLOBS, blob)?;
             self.delete(batch, CF_BLOB_REFS, blob)?;
             self.delete(batch, CF_SUMMARIES, blob)?;
         } else {
-            batch.merge_cf(&self.cf(CF_BLOB_REFS)?, blob, (-count).to_be_bytes());
+            batch.add_i64(CF_BLOB_REFS, blob, -count);
         }
         Ok(())
     }

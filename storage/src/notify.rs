@@ -1,5 +1,5 @@
-//! In-process change notification: a session watching a mailbox wakes when a write to it
-//! commits, without polling the store.
+//! Change notification: a session watching a mailbox wakes when a write to it commits
+//! (in this process, or on another node of a shared store), without polling the store.
 
 use std::collections::HashMap;
 
@@ -25,6 +25,14 @@ impl Notifier {
             .entry(mailbox)
             .or_insert_with(|| watch::channel(current).0)
             .subscribe()
+    }
+
+    /// Wakes every watcher (after a lost connection to the other nodes' announcements:
+    /// anything may have changed); they re-read the store.
+    pub fn wake_all(&self) {
+        for tx in self.channels.lock().values() {
+            tx.send_modify(|_| {});
+        }
     }
 
     pub fn publish(&self, mailbox: u64, modseq: u64) {

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use rocksdb::WriteBatch;
+use crate::db::Batch;
 use serde::{Deserialize, Serialize};
 
 use crate::db::{decode, Store};
@@ -60,7 +60,7 @@ impl Store {
         };
         let state: OutageState = self.get_json(CF_OUTAGE, domain.as_bytes())?.unwrap_or_default();
         let mut cache = self.inner.outage_cache.lock();
-        if cache.generation == generation {
+        if cache.generation == generation && !self.shared() {
             if cache.states.len() >= OUTAGE_CACHE_LIMIT {
                 cache.states.clear();
             }
@@ -72,12 +72,12 @@ impl Store {
     /// Records a transition and the new state in one synced write.
     pub fn set_outage_state(&self, domain: &str, state: &OutageState) -> StoreResult<()> {
         let domain = domain.to_ascii_lowercase();
-        let _guard = self.lock(&[("outage", domain.as_str())]);
+        let _guard = self.lock(&[("outage", domain.as_str())])?;
         let old = self.outage_state(&domain)?;
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::default();
         self.put_json(&mut batch, CF_OUTAGE, domain.as_bytes(), state)?;
         let mut key = domain_prefix(&domain);
-        key.extend_from_slice(&due_key(state.since, self.next_id(crate::db::COUNTER_TRACKING)));
+        key.extend_from_slice(&due_key(state.since, self.next_id(crate::db::COUNTER_TRACKING)?));
         let transition = OutageTransition {
             at: state.since,
             from: old.phase,

@@ -4,10 +4,9 @@
 
 use std::collections::HashMap;
 
-use rocksdb::WriteBatch;
+use crate::db::{decode, Batch, Direction, IterMode, Store};
 use serde::{Deserialize, Serialize};
 
-use crate::db::{decode, Store};
 use crate::error::StoreResult;
 use crate::keys::*;
 use crate::model::{QueueEntry, QueueKind, TrackingEvent};
@@ -81,7 +80,7 @@ impl Store {
 
     /// Synced: a memo lost in a crash would repeat a notification.
     pub fn set_outage_memo(&self, domain: &str, memo: &OutageMemo) -> StoreResult<()> {
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::default();
         self.put_json(&mut batch, CF_OUTAGE, &memo_key(domain), memo)?;
         self.commit(batch)
     }
@@ -108,14 +107,11 @@ impl Store {
     /// The first tracking id whose first event is at or after `at` (tracking ids grow
     /// with time): a binary search of seeks, not a scan.
     fn first_tracking_id_since(&self, at: i64) -> StoreResult<u64> {
-        let cf = self.cf(CF_TRACKING)?;
+        let cf = CF_TRACKING;
         // (id, time) of the first message with an id of at least `id`.
         let first_from = |id: u64| -> StoreResult<Option<(u64, i64)>> {
             let key = u64_key(id);
-            let mut iter = self.inner.db.iterator_cf(
-                &cf,
-                rocksdb::IteratorMode::From(&key, rocksdb::Direction::Forward),
-            );
+            let mut iter = self.iter(cf, IterMode::From(&key, Direction::Forward))?;
             match iter.next() {
                 Some(item) => {
                     let (k, v) = item?;
@@ -129,7 +125,7 @@ impl Store {
                 None => Ok(None),
             }
         };
-        let (mut low, mut high) = (0u64, self.last_tracking_id().saturating_add(1));
+        let (mut low, mut high) = (0u64, self.last_tracking_id()?.saturating_add(1));
         while low < high {
             let mid = low + (high - low) / 2;
             match first_from(mid)? {
@@ -146,12 +142,9 @@ impl Store {
         let domain = domain.to_ascii_lowercase();
         let in_domain = |address: &str| crate::address::domain_of(address) == domain;
         let first = self.first_tracking_id_since(since)?;
-        let cf = self.cf(CF_TRACKING)?;
+        let cf = CF_TRACKING;
         let key = u64_key(first);
-        let iter = self.inner.db.iterator_cf(
-            &cf,
-            rocksdb::IteratorMode::From(&key, rocksdb::Direction::Forward),
-        );
+        let iter = self.iter(cf, IterMode::From(&key, Direction::Forward))?;
         #[derive(Default)]
         struct Seen {
             relay: bool,

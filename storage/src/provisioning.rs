@@ -2,7 +2,7 @@
 //! import (and later directory sync): a row is applied whole or not at all, and applying
 //! the same row twice changes nothing the second time.
 
-use rocksdb::WriteBatch;
+use crate::db::Batch;
 
 use crate::address::EmailAddress;
 use crate::db::{Store, COUNTER_USER};
@@ -93,12 +93,12 @@ impl Store {
         for a in old_aliases.iter().chain(wanted_aliases.iter().flatten()) {
             lock_keys.push(("address", a.as_str()));
         }
-        let _guard = self.lock(&lock_keys);
+        let _guard = self.lock(&lock_keys)?;
 
         let key = address_key(&address).ok_or_else(|| StoreError::Invalid(address.clone()))?;
         let entry = self.get_json::<AddressEntry>(CF_ADDRESSES, &key)?;
         let mut change = UserChange::default();
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::default();
         let user = match (entry, existing) {
             (
                 Some(AddressEntry {
@@ -186,7 +186,7 @@ impl Store {
 
         let mut user = user;
         if change.created {
-            user.id = self.next_id(COUNTER_USER);
+            user.id = self.next_id(COUNTER_USER)?;
             change.user_id = user.id;
             self.put_json(
                 &mut batch,

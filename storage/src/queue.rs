@@ -1,9 +1,8 @@
 //! The relay and outbound queue: per-recipient status, a next-attempt index, and the
 //! write API the redeliverer and outbound delivery use.
 
-use rocksdb::WriteBatch;
+use crate::db::{decode, Batch, IterMode, Store};
 
-use crate::db::{decode, Store};
 use crate::error::{StoreError, StoreResult};
 use crate::keys::*;
 use crate::model::*;
@@ -25,9 +24,9 @@ impl Store {
 
     /// Entries due at or before `now`, oldest attempt time first, at most `limit`.
     pub fn due_entries(&self, now: i64, limit: usize) -> StoreResult<Vec<QueueEntry>> {
-        let cf = self.cf(CF_QUEUE_DUE)?;
+        let cf = CF_QUEUE_DUE;
         let mut out = Vec::new();
-        for item in self.inner.db.iterator_cf(&cf, rocksdb::IteratorMode::Start) {
+        for item in self.iter(cf, IterMode::Start)? {
             let (k, _) = item?;
             let Some((at, id)) = due_key_time(&k) else {
                 continue;
@@ -66,7 +65,7 @@ impl Store {
         next_attempt: i64,
     ) -> StoreResult<QueueEntry> {
         let (_guards, mut entry) = self.lock_entry(id)?;
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::default();
         let events = apply_outcomes(&mut entry, outcomes, self.now());
         self.reschedule_into(&mut batch, &mut entry, next_attempt)?;
         self.tracking_into(&mut batch, entry.tracking_id, &events)?;
@@ -98,7 +97,7 @@ impl Store {
                 });
             }
         }
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::default();
         let next = entry.next_attempt;
         self.reschedule_into(&mut batch, &mut entry, next)?;
         self.tracking_into(&mut batch, entry.tracking_id, &events)?;
@@ -109,12 +108,12 @@ impl Store {
 
     /// Holds or releases an entry (`queue hold|release`).
     pub fn set_held(&self, id: u64, held: bool) -> StoreResult<()> {
-        let _guard = self.lock(&[("queue", id)]);
+        let _guard = self.lock(&[("queue", id)])?;
         let mut entry = self
             .queue_entry(id)?
             .ok_or_else(|| StoreError::NotFound(format!("queue entry {id}")))?;
         entry.held = held;
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::default();
         self.put_json(&mut batch, CF_QUEUE, &u64_key(id), &entry)?;
         self.commit(batch)?;
         self.note_queue_entry(&entry);
@@ -124,7 +123,7 @@ impl Store {
     /// Moves the next attempt to `at` (`queue retry`: now).
     pub fn retry_at(&self, id: u64, at: i64) -> StoreResult<()> {
         let (_guards, mut entry) = self.lock_entry(id)?;
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::default();
         self.reschedule_into(&mut batch, &mut entry, at)?;
         self.commit(batch)?;
         self.note_queue_entry(&entry);
@@ -141,7 +140,7 @@ impl Store {
         {
             r.status = RecipientStatus::Cancelled;
         }
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::default();
         let event = TrackingEvent {
             at: self.now(),
             kind: "purged".into(),
@@ -161,10 +160,7 @@ impl Store {
     /// one, when both keys fall on the same stripe) as soon as the entry is finished and
     /// its body released. The tracking lock keeps sibling entries of one message (relay
     /// and outbound) from writing their events under the same sequence numbers.
-    pub(crate) fn lock_entry(
-        &self,
-        id: u64,
-    ) -> StoreResult<(Vec<parking_lot::MutexGuard<'_, ()>>, QueueEntry)> {
+    pub(crate) fn lock_entry(&self, id: u64) -> StoreResult<(crate::db::Held<'_>, QueueEntry)> {
         let missing = || StoreError::NotFound(format!("queue entry {id}"));
         // An entry's body and tracking id never change: reading them unlocked is safe.
         let before = self.queue_entry(id)?.ok_or_else(missing)?;
@@ -172,7 +168,7 @@ impl Store {
             ("queue", id),
             ("blob", u64::from_be_bytes(first8(&before.blob))),
             ("tracking", before.tracking_id),
-        ]);
+        ])?;
         let entry = self.queue_entry(id)?.ok_or_else(missing)?;
         Ok((guards, entry))
     }
@@ -182,19 +178,19 @@ impl Store {
     /// ([`Store::lock_entry`]).
     pub(crate) fn reschedule_into(
         &self,
-        batch: &mut WriteBatch,
+        batch: &mut Batch,
         entry: &mut QueueEntry,
         next_attempt: i64,
     ) -> StoreResult<()> {
-        let due_cf = self.cf(CF_QUEUE_DUE)?;
-        batch.delete_cf(&due_cf, due_key(entry.next_attempt, entry.id));
+        let due_cf = CF_QUEUE_DUE;
+        batch.delete(due_cf, due_key(entry.next_attempt, entry.id));
         if entry.is_done() {
             self.delete(batch, CF_QUEUE, &u64_key(entry.id))?;
             self.release_blob_into(batch, &entry.blob, 1)?;
         } else {
             entry.next_attempt = next_attempt;
             self.put_json(batch, CF_QUEUE, &u64_key(entry.id), entry)?;
-            batch.put_cf(&due_cf, due_key(next_attempt, entry.id), b"");
+            batch.put(due_cf, due_key(next_attempt, entry.id), b"");
         }
         Ok(())
     }

@@ -102,7 +102,17 @@ impl QueueIndex {
 
 impl Store {
     /// Runs `f` on the index, building it first if this process has not yet.
+    /// On a shared store other nodes change the queue too: the index is built afresh
+    /// for each call and not kept.
     pub(crate) fn with_queue_index<T>(&self, f: impl FnOnce(&QueueIndex) -> T) -> StoreResult<T> {
+        if self.shared() {
+            let mut index = QueueIndex::default();
+            for (_, v) in self.scan_prefix(CF_QUEUE, b"")? {
+                let entry: QueueEntry = decode(CF_QUEUE, &v)?;
+                index.note(&entry);
+            }
+            return Ok(f(&index));
+        }
         let mut guard = self.inner.queue_index.lock();
         if guard.is_none() {
             let mut index = QueueIndex::default();

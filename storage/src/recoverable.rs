@@ -6,7 +6,7 @@
 //! until the domain's retention removes them; `queue redeliver TRACKING-ID` turns them
 //! back into relay entries.
 
-use rocksdb::WriteBatch;
+use crate::db::Batch;
 
 use crate::db::{decode, Store};
 use crate::error::{StoreError, StoreResult};
@@ -42,7 +42,7 @@ impl Store {
         if cancelled.is_empty() {
             return Ok(entry);
         }
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::default();
         let key = u64_pair(entry.tracking_id, entry.id);
         let done = entry.is_done();
         let record = match self.get_json::<Recoverable>(CF_RECOVERABLE, &key)? {
@@ -66,10 +66,10 @@ impl Store {
                     // The finished entry's reference passes to the record: the entry
                     // goes without releasing it (a release read the count before this
                     // batch's own changes and would drop the body).
-                    batch.delete_cf(&self.cf(CF_QUEUE_DUE)?, due_key(entry.next_attempt, entry.id));
+                    batch.delete(CF_QUEUE_DUE, due_key(entry.next_attempt, entry.id));
                     self.delete(&mut batch, CF_QUEUE, &u64_key(entry.id))?;
                 } else {
-                    batch.merge_cf(&self.cf(CF_BLOB_REFS)?, entry.blob, 1i64.to_be_bytes());
+                    batch.add_i64(CF_BLOB_REFS, entry.blob, 1);
                     let next = entry.next_attempt;
                     self.reschedule_into(&mut batch, &mut entry, next)?;
                 }
@@ -123,15 +123,15 @@ impl Store {
         let _guards = self.lock(&[
             ("blob", u64::from_be_bytes(first8(&first.blob))),
             ("tracking", tracking_id),
-        ]);
+        ])?;
         // Re-read under the lock: a concurrent redeliver or retention may have taken them.
         let records = self.recoverable(tracking_id)?;
         let now = self.now();
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::default();
         let mut entries = Vec::new();
         let mut events = Vec::new();
         for record in records {
-            let id = self.next_id(crate::db::COUNTER_QUEUE);
+            let id = self.next_id(crate::db::COUNTER_QUEUE)?;
             self.counter_merge(&mut batch, crate::db::COUNTER_QUEUE, id)?;
             let entry = QueueEntry {
                 id,
@@ -160,7 +160,7 @@ impl Store {
             };
             // The record's body reference becomes the entry's.
             self.put_json(&mut batch, CF_QUEUE, &u64_key(id), &entry)?;
-            batch.put_cf(&self.cf(CF_QUEUE_DUE)?, due_key(next_attempt, id), b"");
+            batch.put(CF_QUEUE_DUE, due_key(next_attempt, id), b"");
             self.delete(
                 &mut batch,
                 CF_RECOVERABLE,
@@ -196,12 +196,12 @@ impl Store {
             let _guards = self.lock(&[
                 ("blob", u64::from_be_bytes(first8(&record.blob))),
                 ("tracking", record.tracking_id),
-            ]);
+            ])?;
             let key = u64_pair(record.tracking_id, record.queue_id);
             if self.get_json::<Recoverable>(CF_RECOVERABLE, &key)?.is_none() {
                 continue;
             }
-            let mut batch = WriteBatch::default();
+            let mut batch = Batch::default();
             self.delete(&mut batch, CF_RECOVERABLE, &key)?;
             self.release_blob_into(&mut batch, &record.blob, 1)?;
             let event = TrackingEvent {

@@ -12,9 +12,7 @@
 //! those flags into entries here in the same batch that rewrites the records without
 //! them and records schema 2, so a crash leaves either the old layout or the new one.
 
-use rocksdb::{WriteBatch, DB};
-
-use crate::db::{Store, SCHEMA_KEY};
+use crate::db::{Batch, IterMode, KvBackend, Store, SCHEMA_KEY};
 use crate::error::{StoreError, StoreResult};
 use crate::keys::*;
 use crate::mailbox::validate_mailbox_name;
@@ -60,15 +58,15 @@ impl Store {
         &self,
         user_id: u64,
     ) -> StoreResult<(Vec<crate::model::Mailbox>, Vec<String>)> {
-        let snapshot = self.snapshot();
+        let snapshot = self.snapshot()?;
         let prefix = u64_key(user_id);
         let mailboxes = self
-            .scan_prefix_at(&snapshot, CF_MAILBOXES, &prefix)?
+            .scan_prefix_at(snapshot.as_ref(), CF_MAILBOXES, &prefix)?
             .iter()
             .map(|(_, v)| crate::db::decode(CF_MAILBOXES, v))
             .collect::<StoreResult<Vec<_>>>()?;
         let names = self
-            .scan_prefix_at(&snapshot, CF_SUBSCRIPTIONS, &prefix)?
+            .scan_prefix_at(snapshot.as_ref(), CF_SUBSCRIPTIONS, &prefix)?
             .iter()
             .filter_map(|(k, _)| String::from_utf8(k[8..].to_vec()).ok())
             .collect();
@@ -82,34 +80,33 @@ impl Store {
     /// there is neither a mailbox nor a subscription of that name.
     pub fn set_subscribed(&self, user_id: u64, name: &str, subscribed: bool) -> StoreResult<()> {
         let name = canonical(name);
-        let _guard = self.lock_outer(crate::mailbox::mailboxes_of(user_id));
+        let _guard = self.lock_outer(crate::mailbox::mailboxes_of(user_id))?;
         let key = subscription_key(user_id, name);
-        let cf = self.cf(CF_SUBSCRIPTIONS)?;
-        let present = self.inner.db.get_pinned_cf(&cf, &key)?.is_some();
+        let cf = CF_SUBSCRIPTIONS;
+        let present = self.get_raw(cf, &key)?.is_some();
         if !present && self.mailbox_by_name(user_id, name)?.is_none() {
             return Err(StoreError::NotFound(format!("mailbox {name}")));
         }
         if present == subscribed {
             return Ok(());
         }
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::default();
         if subscribed {
             if self.subscriptions(user_id)?.len() >= MAX_SUBSCRIPTIONS {
                 return Err(StoreError::Invalid(format!(
                     "more than {MAX_SUBSCRIPTIONS} subscriptions"
                 )));
             }
-            batch.put_cf(&cf, &key, []);
+            batch.put(cf, &key, []);
         } else {
-            batch.delete_cf(&cf, &key);
+            batch.delete(cf, &key);
         }
-        drop(cf);
         self.commit(batch)
     }
 
     /// Adds a subscription of `name` to `batch` (a new user's default mailboxes).
-    pub(crate) fn subscribe_into(&self, batch: &mut WriteBatch, user_id: u64, name: &str) -> StoreResult<()> {
-        batch.put_cf(&self.cf(CF_SUBSCRIPTIONS)?, subscription_key(user_id, name), []);
+    pub(crate) fn subscribe_into(&self, batch: &mut Batch, user_id: u64, name: &str) -> StoreResult<()> {
+        batch.put(CF_SUBSCRIPTIONS, subscription_key(user_id, name), []);
         Ok(())
     }
 
@@ -118,12 +115,12 @@ impl Store {
     /// user subscribed to the mailbox and not to a string. The caller holds the outer lock.
     pub(crate) fn rename_subscriptions_into(
         &self,
-        batch: &mut WriteBatch,
+        batch: &mut Batch,
         user_id: u64,
         from: &str,
         to: &str,
     ) -> StoreResult<()> {
-        let cf = self.cf(CF_SUBSCRIPTIONS)?;
+        let cf = CF_SUBSCRIPTIONS;
         let children = format!("{from}/");
         let mut renamed = Vec::new();
         for name in self.subscriptions(user_id)? {
@@ -135,22 +132,22 @@ impl Store {
                 continue;
             };
             validate_mailbox_name(&new)?;
-            batch.delete_cf(&cf, subscription_key(user_id, &name));
+            batch.delete(cf, subscription_key(user_id, &name));
             renamed.push(new);
         }
         // Puts after every delete: in a batch the later write wins, and a new name may be
         // an old one (`a/b` renamed to `a` turns `a/b/b/x` into `a/b/x`).
         for name in renamed {
-            batch.put_cf(&cf, subscription_key(user_id, &name), []);
+            batch.put(cf, subscription_key(user_id, &name), []);
         }
         Ok(())
     }
 
     /// Removes every subscription of a user (the user is being removed).
-    pub(crate) fn unsubscribe_all_into(&self, batch: &mut WriteBatch, user_id: u64) -> StoreResult<()> {
-        let cf = self.cf(CF_SUBSCRIPTIONS)?;
+    pub(crate) fn unsubscribe_all_into(&self, batch: &mut Batch, user_id: u64) -> StoreResult<()> {
+        let cf = CF_SUBSCRIPTIONS;
         for (k, _) in self.scan_prefix(CF_SUBSCRIPTIONS, &u64_key(user_id))? {
-            batch.delete_cf(&cf, k);
+            batch.delete(cf, k);
         }
         Ok(())
     }
@@ -159,19 +156,10 @@ impl Store {
 /// Schema 1 → 2: every mailbox record's `subscribed: true` becomes a subscription entry,
 /// and the records are rewritten without the flag, all in one synced batch with the new
 /// schema version. Runs at open, before any other reader or writer exists.
-pub(crate) fn migrate_from_v1(db: &DB) -> StoreResult<usize> {
-    let missing = |cf: &'static str| StoreError::Corrupt {
-        cf,
-        reason: "column family missing".into(),
-    };
-    let mailboxes = db.cf_handle(CF_MAILBOXES).ok_or_else(|| missing(CF_MAILBOXES))?;
-    let subscriptions = db
-        .cf_handle(CF_SUBSCRIPTIONS)
-        .ok_or_else(|| missing(CF_SUBSCRIPTIONS))?;
-    let meta = db.cf_handle(CF_META).ok_or_else(|| missing(CF_META))?;
-    let mut batch = WriteBatch::default();
+pub(crate) fn migrate_from_v1(db: &dyn KvBackend) -> StoreResult<usize> {
+    let mut batch = Batch::default();
     let mut moved = 0;
-    for item in db.iterator_cf(&mailboxes, rocksdb::IteratorMode::Start) {
+    for item in db.iter(CF_MAILBOXES, IterMode::Start)? {
         let (key, value) = item?;
         let mut record: serde_json::Value =
             serde_json::from_slice(&value).map_err(|e| StoreError::Corrupt {
@@ -197,15 +185,13 @@ pub(crate) fn migrate_from_v1(db: &DB) -> StoreResult<usize> {
                     reason: format!("record {} has no user or name", hex::encode(&key)),
                 });
             };
-            batch.put_cf(&subscriptions, subscription_key(user_id, name), []);
+            batch.put(CF_SUBSCRIPTIONS, subscription_key(user_id, name), []);
             moved += 1;
         }
         let bytes = serde_json::to_vec(&record).map_err(|e| StoreError::Invalid(e.to_string()))?;
-        batch.put_cf(&mailboxes, &key, bytes);
+        batch.put(CF_MAILBOXES, &key, bytes);
     }
-    batch.put_cf(&meta, SCHEMA_KEY, 2u32.to_be_bytes());
-    let mut wo = rocksdb::WriteOptions::default();
-    wo.set_sync(true);
-    db.write_opt(batch, &wo)?;
+    batch.put(CF_META, SCHEMA_KEY, 2u32.to_be_bytes());
+    db.write(batch, true)?;
     Ok(moved)
 }

@@ -24,42 +24,50 @@ impl Store {
     /// For each UID that exists (others are left out), in the order given: its body id
     /// and the body's summary, if one was written. One snapshot.
     pub fn summaries(&self, user_id: u64, mailbox_id: u64, uids: &[u32]) -> StoreResult<Vec<SummaryEntry>> {
-        let snapshot = self.snapshot();
+        let snapshot = self.snapshot()?;
         if self
-            .get_json_at::<Mailbox>(&snapshot, CF_MAILBOXES, &u64_pair(user_id, mailbox_id))?
+            .get_json_at::<Mailbox>(snapshot.as_ref(), CF_MAILBOXES, &u64_pair(user_id, mailbox_id))?
             .is_none()
         {
             return Err(crate::StoreError::NotFound(format!("mailbox {mailbox_id}")));
         }
-        let messages = self.cf(CF_MESSAGES)?;
+        let messages = CF_MESSAGES;
         let keys: Vec<[u8; 12]> = uids.iter().map(|u| message_key(mailbox_id, *u)).collect();
         let mut records = Vec::with_capacity(uids.len());
         for (uid, value) in uids
             .iter()
-            .zip(snapshot.multi_get_cf(keys.iter().map(|k| (&messages, k.as_slice()))))
+            .zip(snapshot.multi_get(messages, &keys.iter().map(|k| k.as_slice()).collect::<Vec<_>>())?)
         {
-            if let Some(v) = value? {
+            if let Some(v) = value {
                 let record: MessageRecord = decode(CF_MESSAGES, &v)?;
                 records.push((*uid, record.blob));
             }
         }
-        let summaries = self.cf(CF_SUMMARIES)?;
-        let found = snapshot.multi_get_cf(records.iter().map(|(_, blob)| (&summaries, blob.as_slice())));
+        let summaries = CF_SUMMARIES;
+        let found = snapshot.multi_get(
+            summaries,
+            &records
+                .iter()
+                .map(|(_, blob)| blob.as_slice())
+                .collect::<Vec<_>>(),
+        )?;
         records
             .into_iter()
             .zip(found)
-            .map(|((uid, blob), s)| Ok((uid, blob, s?)))
+            .map(|((uid, blob), s)| Ok((uid, blob, s)))
             .collect()
     }
 
     /// Adds the summary of a body written before a summariser was set. Unsynced: it can
     /// be computed again. Nothing is written if the body is gone meanwhile.
     pub fn put_summary(&self, blob: &BlobId, summary: &[u8]) -> StoreResult<()> {
-        let _guard = self.lock(&[blob_lock(blob)]);
+        let _guard = self.lock(&[blob_lock(blob)])?;
         if !self.blob_exists(blob)? {
             return Ok(());
         }
-        self.inner.db.put_cf(&self.cf(CF_SUMMARIES)?, blob, summary)?;
+        let mut batch = crate::db::Batch::default();
+        batch.put(CF_SUMMARIES, blob, summary);
+        self.commit_lazy(batch)?;
         Ok(())
     }
 }

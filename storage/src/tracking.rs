@@ -1,7 +1,7 @@
 //! Message tracking: every message's events (received, stored, queued, each attempt,
 //! delivered, bounced, deleted, expired) by tracking id or Message-ID.
 
-use rocksdb::WriteBatch;
+use crate::db::Batch;
 
 use crate::db::{decode, Store};
 use crate::error::StoreResult;
@@ -34,8 +34,8 @@ impl Store {
 
     /// Appends events to a message's log in one synced write.
     pub fn add_tracking_events(&self, tracking_id: u64, events: &[TrackingEvent]) -> StoreResult<()> {
-        let _guard = self.lock(&[("tracking", tracking_id)]);
-        let mut batch = WriteBatch::default();
+        let _guard = self.lock(&[("tracking", tracking_id)])?;
+        let mut batch = Batch::default();
         self.tracking_into(&mut batch, tracking_id, events)?;
         self.commit(batch)
     }
@@ -44,7 +44,7 @@ impl Store {
     /// queue lock or the tracking lock).
     pub(crate) fn tracking_into(
         &self,
-        batch: &mut WriteBatch,
+        batch: &mut Batch,
         tracking_id: u64,
         events: &[TrackingEvent],
     ) -> StoreResult<()> {

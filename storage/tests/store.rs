@@ -1,6 +1,6 @@
-//! Store behaviour that protocol replies rely on: durability across SIGKILL, UIDs and
-//! modseqs that only grow, shared bodies freed exactly when unused, alias resolution,
-//! schema checks, change log and notification.
+//! Store behaviour on the embedded RocksDB backend: the shared cases (`store/cases.rs`,
+//! `store/bodies.rs`) plus what is RocksDB's own: durability across SIGKILL of the
+//! writer, schema and directory checks, the schema 1 migration.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 use std::io::{BufRead, BufReader};
@@ -8,15 +8,22 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use understudy_storage::accounts::Recipient;
-use understudy_storage::mailbox::{blob_id, DeliveryRequest};
+use understudy_storage::mailbox::blob_id;
 use understudy_storage::*;
 
 #[path = "store/bodies.rs"]
 mod bodies;
+#[path = "store/cases.rs"]
+mod cases;
 
-fn open(dir: &std::path::Path) -> Store {
-    Store::open_with(
+use cases::with_user;
+
+pub fn open_store(dir: &std::path::Path, options: StoreOptions, clock: Arc<dyn Clock>) -> StoreResult<Store> {
+    Store::open_with(dir, options, clock)
+}
+
+pub fn open(dir: &std::path::Path) -> Store {
+    open_store(
         dir,
         StoreOptions::default(),
         Arc::new(ManualClock::new(1_700_000_000)),
@@ -24,23 +31,9 @@ fn open(dir: &std::path::Path) -> Store {
     .unwrap()
 }
 
-fn with_user(dir: &std::path::Path) -> (Store, User) {
-    let store = open(dir);
-    store.add_domain(&Domain::new("example.com")).unwrap();
-    let user = store.create_user("anna@example.com", "Anna", None).unwrap();
-    (store, user)
-}
-
-fn deliver(store: &Store, users: Vec<u64>, body: &[u8]) -> mailbox::DeliveryOutcome {
-    store
-        .deliver(&DeliveryRequest {
-            body,
-            users,
-            queue: vec![],
-            message_id: None,
-            summary: "test".into(),
-        })
-        .unwrap()
+/// Environment for a test's child process (none needed: the store is a directory).
+pub fn child_env() -> Vec<(String, String)> {
+    Vec::new()
 }
 
 #[test]
@@ -103,308 +96,6 @@ fn sigkill_after_acknowledged_deliveries_loses_nothing() {
 }
 
 #[test]
-fn uids_strictly_increase_and_are_never_reused_across_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, user) = with_user(dir.path());
-    let inbox = store.inbox(user.id).unwrap();
-    let uids: Vec<u32> = (0..5)
-        .map(|i| deliver(&store, vec![user.id], format!("m{i}").as_bytes()).stored[0].2)
-        .collect();
-    assert_eq!(uids, vec![1, 2, 3, 4, 5]);
-    store.expunge(user.id, inbox.id, &[4, 5]).unwrap();
-    drop(store);
-    let store = open(dir.path());
-    let next = deliver(&store, vec![user.id], b"after restart").stored[0].2;
-    assert_eq!(next, 6, "UIDs 4 and 5 were expunged but must never be reused");
-    let (uidvalidity, uid) = store
-        .append(user.id, inbox.id, b"appended", flags::SEEN, &[], None)
-        .unwrap();
-    assert_eq!((uidvalidity, uid), (inbox.uid_validity, 7));
-}
-
-#[test]
-fn concurrent_writers_to_one_mailbox_get_every_uid_once_in_commit_order() {
-    // Deliveries and appends release the mailbox lock before their fsync (group commit);
-    // UIDs must still be unique, dense and in the mailbox in order, across a reopen.
-    let dir = tempfile::tempdir().unwrap();
-    let (store, user) = with_user(dir.path());
-    let inbox = store.inbox(user.id).unwrap();
-    let threads: Vec<_> = (0..8)
-        .map(|t| {
-            let store = store.clone();
-            std::thread::spawn(move || {
-                (0..40)
-                    .map(|i| {
-                        let body = format!("thread {t} message {i}");
-                        if i % 4 == 0 {
-                            store
-                                .append(user.id, inbox.id, body.as_bytes(), 0, &[], None)
-                                .unwrap()
-                                .1
-                        } else {
-                            deliver(&store, vec![user.id], body.as_bytes()).stored[0].2
-                        }
-                    })
-                    .collect::<Vec<u32>>()
-            })
-        })
-        .collect();
-    let mut uids: Vec<u32> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
-    uids.sort_unstable();
-    assert_eq!(uids, (1..=320).collect::<Vec<u32>>());
-    drop(store);
-    let store = open(dir.path());
-    let (mailbox, records) = store.messages(user.id, inbox.id).unwrap();
-    assert_eq!(mailbox.uid_next, 321);
-    assert_eq!(
-        records.iter().map(|r| r.uid).collect::<Vec<_>>(),
-        (1..=320).collect::<Vec<u32>>()
-    );
-}
-
-#[test]
-fn modseq_only_grows() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, user) = with_user(dir.path());
-    let inbox = store.inbox(user.id).unwrap();
-    let trash = store.mailbox_by_name(user.id, "Trash").unwrap().unwrap();
-    let mut last = inbox.highest_modseq;
-    let mut check = |store: &Store| {
-        let now = store.mailbox(user.id, inbox.id).unwrap().highest_modseq;
-        assert!(now > last, "highest modseq went from {last} to {now}");
-        last = now;
-    };
-    deliver(&store, vec![user.id], b"one");
-    check(&store);
-    deliver(&store, vec![user.id], b"two");
-    check(&store);
-    let (changed, _) = store
-        .store_flags(user.id, inbox.id, &[1], FlagOp::Add, flags::SEEN, &[], None)
-        .unwrap();
-    assert_eq!(
-        changed[0].modseq,
-        store.mailbox(user.id, inbox.id).unwrap().highest_modseq
-    );
-    check(&store);
-    // UNCHANGEDSINCE below the message's modseq: refused, nothing changes.
-    let (changed, failed) = store
-        .store_flags(user.id, inbox.id, &[1], FlagOp::Add, flags::FLAGGED, &[], Some(1))
-        .unwrap();
-    assert!(changed.is_empty());
-    assert_eq!(failed, vec![1]);
-    store.move_messages(user.id, inbox.id, &[2], trash.id).unwrap();
-    check(&store);
-    store.expunge(user.id, inbox.id, &[1]).unwrap();
-    check(&store);
-    let (_, changes) = store.changes_since(user.id, inbox.id, 0).unwrap();
-    let modseqs: Vec<u64> = changes.iter().map(|(c, _)| c.modseq).collect();
-    assert!(modseqs.windows(2).all(|w| w[0] < w[1]), "{modseqs:?}");
-    let kinds: Vec<(u32, ChangeKind)> = changes.iter().map(|(c, _)| (c.uid, c.kind)).collect();
-    assert_eq!(kinds, vec![(2, ChangeKind::Expunged), (1, ChangeKind::Expunged)]);
-}
-
-#[test]
-fn shared_body_is_freed_only_when_every_copy_is_gone() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, anna) = with_user(dir.path());
-    let bob = store.create_user("bob@example.com", "Bob", None).unwrap();
-    let body = b"Subject: shared\r\n\r\nsame body for two mailboxes\r\n";
-    let outcome = deliver(&store, vec![anna.id, bob.id], body);
-    let blob = blob_id(body);
-    assert_eq!(store.blob_refs(&blob).unwrap(), 2);
-    let (_, anna_box, anna_uid) = outcome.stored[0];
-    let (_, bob_box, bob_uid) = outcome.stored[1];
-    // A COPY adds a third reference to the same body.
-    let archive = store.mailbox_by_name(anna.id, "Archive").unwrap().unwrap();
-    let (_, map) = store.copy(anna.id, anna_box, &[anna_uid], archive.id).unwrap();
-    assert_eq!(store.blob_refs(&blob).unwrap(), 3);
-    store.expunge(anna.id, anna_box, &[anna_uid]).unwrap();
-    store.expunge(anna.id, archive.id, &[map[0].1]).unwrap();
-    assert!(
-        store.blob_exists(&blob).unwrap(),
-        "freed while Bob still has a copy"
-    );
-    store.expunge(bob.id, bob_box, &[bob_uid]).unwrap();
-    assert!(
-        !store.blob_exists(&blob).unwrap(),
-        "not freed after the last copy went"
-    );
-    assert_eq!(store.blob_refs(&blob).unwrap(), 0);
-}
-
-#[test]
-fn queue_copy_keeps_body_until_redelivered() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, anna) = with_user(dir.path());
-    let body = b"Subject: q\r\n\r\nqueued\r\n";
-    let outcome = store
-        .deliver(&DeliveryRequest {
-            body,
-            users: vec![anna.id],
-            queue: vec![NewQueueEntry {
-                kind: QueueKind::Relay,
-                domain: "example.com".into(),
-                mail_from: "x@example.net".into(),
-                recipients: vec![("anna@example.com".into(), Some(anna.id))],
-                next_attempt: 0,
-                sent_copy: false,
-            }],
-            message_id: Some("<q@x>".into()),
-            summary: "test".into(),
-        })
-        .unwrap();
-    let (_, inbox, uid) = outcome.stored[0];
-    store.expunge(anna.id, inbox, &[uid]).unwrap();
-    assert!(store.blob_exists(&blob_id(body)).unwrap());
-    let due = store.due_entries(0, 10).unwrap();
-    assert_eq!(due.len(), 1);
-    store
-        .record_attempt(
-            due[0].id,
-            &[(
-                "anna@example.com".into(),
-                queue::AttemptOutcome::Delivered("250 ok".into()),
-            )],
-            0,
-        )
-        .unwrap();
-    assert!(store.queue_entry(due[0].id).unwrap().is_none());
-    assert!(!store.blob_exists(&blob_id(body)).unwrap());
-    let kinds: Vec<String> = store
-        .tracking_events(outcome.tracking_id)
-        .unwrap()
-        .into_iter()
-        .map(|e| e.kind)
-        .collect();
-    assert_eq!(kinds, vec!["received", "stored", "queued", "delivered"]);
-    assert_eq!(
-        store.tracking_ids_for_message_id("<q@x>").unwrap(),
-        vec![outcome.tracking_id]
-    );
-}
-
-#[test]
-fn aliases_resolve_to_their_user() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, anna) = with_user(dir.path());
-    store.add_domain(&Domain::new("example.org")).unwrap();
-    store.add_alias("Sales@Example.com", "anna@example.com").unwrap();
-    store.add_alias("anna@example.org", "anna@example.com").unwrap();
-    for address in [
-        "sales@example.com",
-        "SALES@example.com",
-        "anna@example.org",
-        "anna@example.com",
-    ] {
-        assert_eq!(
-            store.resolve_recipient(address).unwrap(),
-            Recipient::Local(anna.clone()),
-            "{address}"
-        );
-    }
-    assert_eq!(
-        store.resolve_recipient("nobody@example.com").unwrap(),
-        Recipient::Unknown
-    );
-    assert_eq!(
-        store.resolve_recipient("anna@elsewhere.net").unwrap(),
-        Recipient::NotLocal
-    );
-    assert!(store.address_belongs_to(anna.id, "sales@example.com").unwrap());
-    assert!(matches!(
-        store.add_alias("sales@example.com", "anna@example.com"),
-        Err(StoreError::AlreadyExists(_))
-    ));
-    store.remove_alias("sales@example.com").unwrap();
-    assert_eq!(
-        store.resolve_recipient("sales@example.com").unwrap(),
-        Recipient::Unknown
-    );
-}
-
-#[test]
-fn new_users_have_the_special_use_mailboxes() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, anna) = with_user(dir.path());
-    let names: Vec<(String, Option<SpecialUse>)> = store
-        .mailboxes(anna.id)
-        .unwrap()
-        .into_iter()
-        .map(|m| (m.name, m.special_use))
-        .collect();
-    let expected: Vec<(String, Option<SpecialUse>)> = DEFAULT_MAILBOXES
-        .iter()
-        .map(|(n, s)| (n.to_string(), *s))
-        .collect();
-    assert_eq!(names, expected);
-    let validities: std::collections::HashSet<u32> = store
-        .mailboxes(anna.id)
-        .unwrap()
-        .iter()
-        .map(|m| m.uid_validity)
-        .collect();
-    assert_eq!(
-        validities.len(),
-        6,
-        "UIDVALIDITY must differ between mailboxes created in the same second"
-    );
-}
-
-#[test]
-fn rename_inbox_moves_messages_and_leaves_inbox_empty() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, anna) = with_user(dir.path());
-    deliver(&store, vec![anna.id], b"a");
-    deliver(&store, vec![anna.id], b"b");
-    store.rename_mailbox(anna.id, "inbox", "Old").unwrap();
-    let old = store.mailbox_by_name(anna.id, "Old").unwrap().unwrap();
-    assert_eq!(old.exists, 2);
-    assert_eq!(store.inbox(anna.id).unwrap().exists, 0);
-    store.create_mailbox(anna.id, "Projects/2026", None).unwrap();
-    store.rename_mailbox(anna.id, "Projects", "Work").unwrap_err();
-    store.create_mailbox(anna.id, "Projects", None).unwrap();
-    store.rename_mailbox(anna.id, "Projects", "Work").unwrap();
-    assert!(store.mailbox_by_name(anna.id, "Work/2026").unwrap().is_some());
-    assert!(matches!(
-        store.create_mailbox(anna.id, "a/../b", None),
-        Err(StoreError::Invalid(_))
-    ));
-}
-
-#[test]
-fn recent_is_claimed_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, anna) = with_user(dir.path());
-    let inbox = store.inbox(anna.id).unwrap();
-    deliver(&store, vec![anna.id], b"a");
-    assert_eq!(store.claim_recent(anna.id, inbox.id, u32::MAX).unwrap(), 1);
-    assert_eq!(
-        store.claim_recent(anna.id, inbox.id, u32::MAX).unwrap(),
-        2,
-        "second session must see nothing recent"
-    );
-    deliver(&store, vec![anna.id], b"b");
-    // A session that read the mailbox before "c" arrived claims only "b": "c" stays
-    // recent for the next session to see it.
-    let seen_uid_next = store.mailbox(anna.id, inbox.id).unwrap().uid_next;
-    deliver(&store, vec![anna.id], b"c");
-    assert_eq!(store.claim_recent(anna.id, inbox.id, seen_uid_next).unwrap(), 2);
-    assert_eq!(store.claim_recent(anna.id, inbox.id, u32::MAX).unwrap(), 3);
-}
-
-#[test]
-fn a_write_wakes_the_mailbox_watcher() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, anna) = with_user(dir.path());
-    let inbox = store.inbox(anna.id).unwrap();
-    let mut rx = store.subscribe(inbox.id, inbox.highest_modseq);
-    assert!(!rx.has_changed().unwrap());
-    deliver(&store, vec![anna.id], b"wake up");
-    assert!(rx.has_changed().unwrap());
-    assert_eq!(*rx.borrow_and_update(), inbox.highest_modseq + 1);
-}
-
-#[test]
 fn newer_schema_and_foreign_directories_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("db");
@@ -448,223 +139,6 @@ fn data_directory_is_private() {
     drop(open(&db));
     let mode = std::fs::metadata(&db).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o700);
-}
-
-#[test]
-fn retention_removes_old_mail_from_mailboxes_but_not_from_the_queue() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(1_700_000_000));
-    let store = Store::open_with(dir.path(), StoreOptions::default(), clock.clone()).unwrap();
-    let mut domain = Domain::new("example.com");
-    domain.retention_days = 30;
-    store.add_domain(&domain).unwrap();
-    let anna = store.create_user("anna@example.com", "Anna", None).unwrap();
-    let old_body = b"Subject: old\r\n\r\nold\r\n";
-    store
-        .deliver(&DeliveryRequest {
-            body: old_body,
-            users: vec![anna.id],
-            queue: vec![NewQueueEntry {
-                kind: QueueKind::Relay,
-                domain: "example.com".into(),
-                mail_from: "x@example.net".into(),
-                recipients: vec![("anna@example.com".into(), Some(anna.id))],
-                next_attempt: 0,
-                sent_copy: false,
-            }],
-            message_id: None,
-            summary: "old".into(),
-        })
-        .unwrap();
-    for i in 0..5 {
-        deliver(&store, vec![anna.id], format!("old {i}").as_bytes());
-    }
-    clock.advance(31 * 86_400);
-    deliver(&store, vec![anna.id], b"recent");
-    let mut pauses = 0;
-    let removed = store.apply_retention(2, || pauses += 1).unwrap();
-    assert_eq!(removed, 6);
-    assert_eq!(pauses, 3, "six old messages in batches of two");
-    let inbox = store.inbox(anna.id).unwrap();
-    assert_eq!(inbox.exists, 1);
-    // The relay queue keeps its copy (and so the body) until it is redelivered.
-    assert_eq!(store.queue_entries(None).unwrap().len(), 1);
-    assert!(store.blob_exists(&blob_id(old_body)).unwrap());
-}
-
-/// Domain settings and local recipients are cached in memory; every change through the
-/// store is seen at once, and a removed domain is no longer protected.
-#[test]
-fn account_changes_are_seen_at_once_despite_the_cache() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    store.add_domain(&Domain::new("example.net")).unwrap();
-    let mut bea = store.create_user("bea@example.net", "Bea", None).unwrap();
-    assert_eq!(
-        store.cached_recipient("bea@example.net"),
-        None,
-        "not looked up yet"
-    );
-    assert_eq!(
-        store.resolve_recipient("Bea@Example.net").unwrap(),
-        Recipient::Local(bea.clone())
-    );
-    assert_eq!(
-        store.cached_recipient("bea@example.net"),
-        Some(Recipient::Local(bea.clone()))
-    );
-    bea.status = UserStatus::Inactive;
-    store.update_user(&bea).unwrap();
-    assert_eq!(store.cached_recipient("bea@example.net"), None);
-    assert_eq!(
-        store.resolve_recipient("bea@example.net").unwrap(),
-        Recipient::Local(bea.clone())
-    );
-    store.remove_user("bea@example.net").unwrap();
-    assert_eq!(store.cached_recipient("bea@example.net"), None);
-    assert_eq!(
-        store.resolve_recipient("bea@example.net").unwrap(),
-        Recipient::Unknown
-    );
-    let first = store.domain("Example.NET").unwrap().unwrap();
-    assert_eq!(first.delivery_mode, DeliveryMode::Both);
-    let mut changed = first.clone();
-    changed.delivery_mode = DeliveryMode::Relay;
-    store.update_domain(&changed).unwrap();
-    assert_eq!(
-        store.domain("example.net").unwrap().unwrap().delivery_mode,
-        DeliveryMode::Relay
-    );
-    store.remove_domain("example.net").unwrap();
-    assert!(store.domain("example.net").unwrap().is_none());
-    assert_eq!(
-        store.resolve_recipient("anyone@example.net").unwrap(),
-        Recipient::NotLocal
-    );
-}
-
-#[test]
-fn a_body_summary_is_written_with_the_body_shared_by_copies_and_freed_with_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, anna) = with_user(dir.path());
-    // Before a summariser is set: no summary, and one can be added afterwards.
-    let old = b"Subject: old\r\n\r\nwritten before summaries\r\n";
-    let (_, inbox, old_uid) = deliver(&store, vec![anna.id], old).stored[0];
-    assert_eq!(store.summaries(anna.id, inbox, &[old_uid]).unwrap()[0].2, None);
-    store.set_summariser(Arc::new(|body: &[u8]| body[..9].to_vec()));
-    store.put_summary(&blob_id(old), b"late").unwrap();
-
-    let body = b"Subject: new\r\n\r\nsummarised when written\r\n";
-    let (_, _, uid) = deliver(&store, vec![anna.id], body).stored[0];
-    let archive = store.mailbox_by_name(anna.id, "Archive").unwrap().unwrap();
-    let (_, map) = store.copy(anna.id, inbox, &[uid], archive.id).unwrap();
-    let got = store.summaries(anna.id, inbox, &[uid, 999, old_uid]).unwrap();
-    assert_eq!(
-        got,
-        vec![
-            (uid, blob_id(body), Some(b"Subject: ".to_vec())),
-            (old_uid, blob_id(old), Some(b"late".to_vec())),
-        ]
-    );
-    assert_eq!(
-        store.summaries(anna.id, archive.id, &[map[0].1]).unwrap()[0].2,
-        Some(b"Subject: ".to_vec())
-    );
-    store.expunge(anna.id, inbox, &[uid, old_uid]).unwrap();
-    assert!(store.check_integrity().unwrap().is_ok());
-    store.expunge(anna.id, archive.id, &[map[0].1]).unwrap();
-    // Gone with the last copy; a late summary for a body that is gone is not written.
-    store.put_summary(&blob_id(body), b"too late").unwrap();
-    let report = store.check_integrity().unwrap();
-    assert!(report.is_ok(), "{:?}", report.problems);
-    assert!(store.summaries(anna.id, inbox, &[uid]).unwrap().is_empty());
-}
-
-#[test]
-fn move_into_the_same_mailbox_gives_a_new_uid_and_keeps_the_body() {
-    // RFC 6851 allows it; the store used to refuse it (issue 14 defect 9).
-    let dir = tempfile::tempdir().unwrap();
-    let (store, user) = with_user(dir.path());
-    let inbox = store.inbox(user.id).unwrap();
-    deliver(&store, vec![user.id], b"Subject: x\r\n\r\nbody\r\n");
-    let (validity, pairs) = store.move_messages(user.id, inbox.id, &[1], inbox.id).unwrap();
-    assert_eq!((validity, pairs), (inbox.uid_validity, vec![(1, 2)]));
-    let (mailbox, messages) = store.messages(user.id, inbox.id).unwrap();
-    assert_eq!(messages.iter().map(|m| m.uid).collect::<Vec<_>>(), vec![2]);
-    assert_eq!(mailbox.exists, 1);
-    assert_eq!(
-        store.message_body(user.id, inbox.id, 2).unwrap().1,
-        b"Subject: x\r\n\r\nbody\r\n"
-    );
-    assert!(store.check_integrity().unwrap().is_ok());
-}
-
-#[test]
-fn a_message_left_only_in_the_trash_counts_as_deleted_for_redelivery() {
-    // Delete in Roundcube (and most clients) is a move to the Trash; the queue runner
-    // must not send such a message on to the primary (issue 20).
-    let dir = tempfile::tempdir().unwrap();
-    let (store, user) = with_user(dir.path());
-    let inbox = store.inbox(user.id).unwrap();
-    let archive = store.mailbox_by_name(user.id, "Archive").unwrap().unwrap();
-    let trash = store.mailbox_by_name(user.id, "Trash").unwrap().unwrap();
-    let kept = deliver(&store, vec![user.id], b"Subject: kept\r\n\r\nbody\r\n").tracking_id;
-    let binned = deliver(&store, vec![user.id], b"Subject: binned\r\n\r\nbody\r\n").tracking_id;
-    store.move_messages(user.id, inbox.id, &[1], archive.id).unwrap();
-    store.move_messages(user.id, inbox.id, &[2], trash.id).unwrap();
-    assert!(store.user_has_tracking_id(user.id, kept).unwrap());
-    assert!(!store.user_has_tracking_id(user.id, binned).unwrap());
-    let (held, _) = store.user_tracking_snapshot(user.id).unwrap();
-    assert!(held.contains(&kept) && !held.contains(&binned), "{held:?}");
-    // Taken back out of the Trash, it is kept again.
-    store.move_messages(user.id, trash.id, &[1], inbox.id).unwrap();
-    assert!(store.user_has_tracking_id(user.id, binned).unwrap());
-}
-
-#[test]
-fn subscriptions_outlive_delete_follow_rename_and_go_with_the_user() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, anna) = with_user(dir.path());
-    let defaults: Vec<String> = {
-        let mut names: Vec<String> = DEFAULT_MAILBOXES.iter().map(|(n, _)| n.to_string()).collect();
-        names.sort();
-        names
-    };
-    assert_eq!(store.subscriptions(anna.id).unwrap(), defaults);
-    // CREATE does not subscribe; SUBSCRIBE needs the mailbox.
-    store.create_mailbox(anna.id, "Work", None).unwrap();
-    store.create_mailbox(anna.id, "Work/2024", None).unwrap();
-    assert_eq!(store.subscriptions(anna.id).unwrap(), defaults);
-    assert!(matches!(
-        store.set_subscribed(anna.id, "Nowhere", true),
-        Err(StoreError::NotFound(_))
-    ));
-    store.set_subscribed(anna.id, "Work", true).unwrap();
-    store.set_subscribed(anna.id, "Work/2024", true).unwrap();
-    store.set_subscribed(anna.id, "inbox", false).unwrap();
-    // RENAME moves the subscriptions of the mailbox and its children.
-    store.rename_mailbox(anna.id, "Work", "Jobs").unwrap();
-    let names = store.subscriptions(anna.id).unwrap();
-    assert!(names.contains(&"Jobs".to_string()) && names.contains(&"Jobs/2024".to_string()));
-    assert!(
-        !names.iter().any(|n| n.starts_with("Work") || n == "INBOX"),
-        "{names:?}"
-    );
-    // DELETE leaves the subscription (RFC 3501 §6.3.9), which survives a reopen and can
-    // still be removed.
-    store.delete_mailbox(anna.id, "Jobs/2024").unwrap();
-    drop(store);
-    let store = open(dir.path());
-    let (mailboxes, names) = store.mailboxes_and_subscriptions(anna.id).unwrap();
-    assert!(!mailboxes.iter().any(|m| m.name == "Jobs/2024"));
-    assert!(names.contains(&"Jobs/2024".to_string()), "{names:?}");
-    store.set_subscribed(anna.id, "Jobs/2024", false).unwrap();
-    assert!(matches!(
-        store.set_subscribed(anna.id, "Jobs/2024", false),
-        Err(StoreError::NotFound(_))
-    ));
-    store.remove_user("anna@example.com").unwrap();
-    assert!(store.subscriptions(anna.id).unwrap().is_empty());
 }
 
 #[test]
@@ -731,4 +205,9 @@ fn a_schema_1_database_keeps_its_subscriptions_when_opened() {
         let (_, value) = item.unwrap();
         assert!(!String::from_utf8_lossy(&value).contains("subscribed"));
     }
+}
+
+/// Seeds of the property test in `bodies.rs` when `BODIES_SEED` is not set.
+pub fn default_seeds() -> Vec<u64> {
+    vec![1, 2, 3]
 }

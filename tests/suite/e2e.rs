@@ -215,6 +215,11 @@ s.quit()
     );
     assert_eq!(got, expected);
 
+    // The last notice is delivered when the queue empties; the sink writes it out a
+    // moment after its 250.
+    wait_until(Duration::from_secs(30), "the four alerts", || {
+        alerts.messages().len() >= 4
+    });
     let subjects: Vec<String> = alerts
         .messages()
         .iter()

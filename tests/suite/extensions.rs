@@ -4,7 +4,8 @@
 //! shared cache); QUOTA and STATUS=SIZE with `imapclient`; QRESYNC with `imapclient`
 //! (and its imaplib for the SELECT parameter it lacks); MULTIAPPEND and BINARY with `imapclient`;
 //! CATENATE and CONTEXT=SEARCH/SORT through imapclient's imaplib connection (no Python library
-//! speaks them); COMPRESS=DEFLATE with
+//! speaks them); IMAP4rev2 and UTF8=ACCEPT beside a rev1 session with imaplib and imapclient;
+//! COMPRESS=DEFLATE with
 //! Python's `zlib` (raw DEFLATE) on a TLS socket, since no Python IMAP library speaks it.
 
 use crate::harness::*;
@@ -466,4 +467,94 @@ print("logout", until(b"l").rstrip().split(b"\r\n"))
     ] {
         assert!(out.lines().any(|l| l == line), "no {line:?} in:\n{out}");
     }
+}
+
+#[test]
+fn imap4rev2_and_utf8_accept_sessions_beside_a_rev1_session() {
+    let server = TestServer::start();
+    crate::pop3::deliver_samples(&server, 2);
+    // imaplib speaks ENABLE UTF8=ACCEPT itself (it then sends UTF-8 strings); imapclient
+    // sends ENABLE IMAP4rev2 but parses SEARCH answers only, so the rev2 SEARCH goes
+    // through its imaplib connection. imaplib's own UTF8 APPEND puts `UTF8 (` inside the
+    // literal (CPython's bug, not the protocol), so APPEND UTF8 is left to the
+    // byte-exact session test.
+    let script = r#"
+import imaplib, imapclient, ssl, sys
+CA, PORT = sys.argv[1], int(sys.argv[2])
+ctx = ssl.create_default_context(cafile=CA)
+def connect():
+    c = imapclient.IMAPClient("127.0.0.1", port=PORT, ssl=True, ssl_context=ctx, timeout=30)
+    c.login("anna@example.com", "Correct1horse")
+    return c
+u = imaplib.IMAP4_SSL("127.0.0.1", PORT, ssl_context=ctx, timeout=30)
+u.login("anna@example.com", "Correct1horse")
+print("caps", "IMAP4REV2" in u.capabilities and "UTF8=ACCEPT" in u.capabilities)
+print("enable", u.enable("UTF8=ACCEPT"))
+print("enabled", u.untagged_responses.get("ENABLED"), u.utf8_enabled)
+print("create", u.create('"Entwürfe"')[0])
+print("utf8list", u.list('""', '"Entw*"'))
+print("utf8select", u.select('"Entwürfe"'))
+u.logout()
+old = connect()
+print("rev1list", [f[2] for f in old.list_folders(pattern="Entw*")])
+new = connect()
+print("rev2enable", new.enable("IMAP4rev2"))
+sel = new.select_folder("INBOX")
+print("rev2select", sorted(k.decode() for k in sel), sel[b"EXISTS"])
+# The rev2 SELECT took no \Recent, so the rev1 session still gets it.
+sel = old.select_folder("INBOX")
+print("rev1select", sorted(k.decode() for k in sel), sel[b"RECENT"])
+print("rev1search", old.search(["ALL"]))
+print("rev1flags", old.get_flags([1]))
+typ, _ = new._imap._simple_command("UID", "SEARCH ALL")
+print("rev2search", typ, new._imap.untagged_responses.pop("ESEARCH", None), new._imap.untagged_responses.pop("SEARCH", None))
+print("rev2flags", new.get_flags([1]))
+new.logout()
+old.logout()
+"#;
+    let out = python_ok(
+        script,
+        &[
+            ca_cert().display().to_string(),
+            server.addr("imaps").port().to_string(),
+        ],
+    );
+    let line = |prefix: &str| {
+        out.lines()
+            .find(|l| l.starts_with(&format!("{prefix} ")))
+            .unwrap_or_else(|| panic!("no {prefix:?} line in:\n{out}"))
+            .to_string()
+    };
+    assert_eq!(line("caps"), "caps True");
+    assert_eq!(line("enable"), "enable ('OK', [b'ENABLE completed'])");
+    assert_eq!(line("enabled"), "enabled [b'UTF8=ACCEPT'] True");
+    assert_eq!(line("create"), "create OK");
+    assert_eq!(
+        line("utf8list"),
+        "utf8list ('OK', [b'(\\\\HasNoChildren) \"/\" \"Entw\\xc3\\xbcrfe\"'])"
+    );
+    assert!(
+        line("utf8select").starts_with("utf8select ('OK', [b'0'])"),
+        "{out}"
+    );
+    // The rev1 session sees the same mailbox in modified UTF-7, decoded by imapclient.
+    assert_eq!(line("rev1list"), "rev1list ['Entwürfe']");
+    assert_eq!(
+        line("rev1select"),
+        "rev1select ['EXISTS', 'FLAGS', 'PERMANENTFLAGS', 'READ-WRITE', 'RECENT', 'UIDNEXT', 'UIDVALIDITY', 'UNSEEN'] 2"
+    );
+    assert_eq!(line("rev1search"), "rev1search [1, 2]");
+    assert_eq!(line("rev1flags"), "rev1flags {1: (b'\\\\Recent',)}");
+    assert_eq!(line("rev2enable"), "rev2enable [b'IMAP4rev2']");
+    // No RECENT (imapclient would list it), the LIST SELECT sends in its place.
+    assert_eq!(
+        line("rev2select"),
+        "rev2select ['EXISTS', 'FLAGS', 'LIST', 'PERMANENTFLAGS', 'READ-WRITE', 'UIDNEXT', 'UIDVALIDITY'] 2"
+    );
+    let search = line("rev2search");
+    assert!(
+        search.starts_with("rev2search OK [b'(TAG \"") && search.ends_with("\") UID ALL 1:2'] None"),
+        "{out}"
+    );
+    assert_eq!(line("rev2flags"), "rev2flags {1: ()}");
 }

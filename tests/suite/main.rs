@@ -58,6 +58,8 @@ mod ops;
 mod outage;
 /// POP3 with Python's poplib: logins, sizes, deletions at QUIT, stable UIDLs.
 mod pop3;
+/// The server on the PostgreSQL store.
+mod postgres;
 /// SIGHUP: routes and inbound checks reloaded, restart-only sections named.
 mod reload;
 /// Security defaults: no password before TLS, TLS 1.2+ only, lockouts, modes, logs.

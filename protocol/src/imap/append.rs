@@ -56,7 +56,7 @@ impl ImapSession {
         let Some(account) = self.account_clone() else {
             return Flow::Continue;
         };
-        let Some(name) = mailbox_name(mailbox) else {
+        let Some(name) = mailbox_name(mailbox, self.utf8) else {
             no(out, tag, "[TRYCREATE] Mailbox does not exist");
             return Flow::Continue;
         };
@@ -111,6 +111,9 @@ impl ImapSession {
             Phase::Logout => return Flow::Close,
             _ => {}
         }
+        if append.messages.iter().any(|m| m.utf8) && !self.utf8 {
+            return self.bad(out, tag, "APPEND UTF8 needs ENABLE UTF8=ACCEPT");
+        }
         if self.read_only_user() {
             return no(out, tag, READ_ONLY_ACCESS);
         }
@@ -149,7 +152,7 @@ impl ImapSession {
             }
             datas.push(data);
         }
-        let Some(name) = decode_astring_mailbox(&append.mailbox) else {
+        let Some(name) = decode_astring_mailbox(&append.mailbox, self.utf8) else {
             return no(out, tag, "[TRYCREATE] Mailbox does not exist");
         };
         let info = match self.store.mailbox(&account, &name) {
@@ -184,11 +187,11 @@ impl ImapSession {
 }
 
 /// A mailbox astring of our own APPEND parser as the store's name (see `mailbox_name`).
-fn decode_astring_mailbox(raw: &[u8]) -> Option<String> {
+fn decode_astring_mailbox(raw: &[u8], utf8: bool) -> Option<String> {
     if raw.eq_ignore_ascii_case(b"INBOX") {
         return Some("INBOX".to_string());
     }
-    let name = decode_name(raw);
+    let name = decode_name(raw, utf8);
     (!name.is_empty()).then_some(name)
 }
 
@@ -230,6 +233,8 @@ pub(crate) struct AppendMessageSpec {
     pub flags: Vec<String>,
     pub date: Option<(i64, i16)>,
     pub data: AppendData,
+    /// Given as `UTF8 (~{n})` (RFC 6855 §4): only after ENABLE UTF8=ACCEPT.
+    pub utf8: bool,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -473,6 +478,7 @@ pub(crate) fn parse_append(command: &[u8]) -> Option<Result<AppendCommand, Strin
                 return bad();
             }
         }
+        let mut utf8 = false;
         let data = if c.keyword("CATENATE") {
             if !c.space() || !c.eat(b'(') {
                 return bad();
@@ -501,13 +507,25 @@ pub(crate) fn parse_append(command: &[u8]) -> Option<Result<AppendCommand, Strin
                 }
             }
             AppendData::Catenate(parts)
+        } else if c.keyword("UTF8") {
+            // RFC 6855 §4: `UTF8 (literal8)`, a message with UTF-8 headers.
+            utf8 = true;
+            match (c.space() && c.eat(b'('), c.literal(true)) {
+                (true, Some(r)) if c.eat(b')') => AppendData::Literal(r),
+                _ => return bad(),
+            }
         } else {
             match c.literal(true) {
                 Some(r) => AppendData::Literal(r),
                 None => return bad(),
             }
         };
-        messages.push(AppendMessageSpec { flags, date, data });
+        messages.push(AppendMessageSpec {
+            flags,
+            date,
+            data,
+            utf8,
+        });
     }
     if messages.is_empty() {
         return bad();

@@ -172,7 +172,10 @@ impl ImapSession {
         }
         let (mailbox, validity) = match &url.mailbox {
             Some(name) => {
-                let info = self.store.mailbox(account, &decode_name(name.as_bytes())).ok()?;
+                let info = self
+                    .store
+                    .mailbox(account, &decode_name(name.as_bytes(), self.utf8))
+                    .ok()?;
                 (info.id, info.uid_validity)
             }
             None => match &self.state {

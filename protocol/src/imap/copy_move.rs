@@ -27,7 +27,7 @@ impl ImapSession {
         let Some(indices) = view.resolve(set, uid) else {
             return self.bad(out, tag, "Invalid message sequence number");
         };
-        let Some(name) = mailbox_name(mailbox) else {
+        let Some(name) = mailbox_name(mailbox, self.utf8) else {
             no(out, tag, "[TRYCREATE] Mailbox does not exist");
             return Flow::Continue;
         };

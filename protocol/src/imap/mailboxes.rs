@@ -50,7 +50,7 @@ impl ImapSession {
                 }
             }
         }
-        let Some(name) = mailbox_name(mailbox) else {
+        let Some(name) = mailbox_name(mailbox, self.utf8) else {
             no(out, tag, "[NONEXISTENT] Mailbox does not exist");
             return Flow::Continue;
         };
@@ -62,8 +62,11 @@ impl ImapSession {
             Ok(r) => r,
             Err(err) => return backend_no(out, tag, &err),
         };
-        // EXAMINE shows \Recent without taking it (RFC 3501 §6.3.2).
-        let first_recent = if read_only {
+        // EXAMINE shows \Recent without taking it (RFC 3501 §6.3.2); IMAP4rev2 has no
+        // \Recent, so a rev2 session neither shows nor takes it (RFC 9051 App. E).
+        let first_recent = if self.rev2 {
+            u32::MAX
+        } else if read_only {
             info.recent_uid
         } else {
             match self.store.claim_recent(&account, info.id, info.uid_next) {
@@ -76,11 +79,21 @@ impl ImapSession {
         };
         let mut view = MailboxView::new(&info, metas, first_recent, read_only);
         view.qresync = self.qresync;
+        view.rev2 = self.rev2;
         view.push_flags_responses(out);
         out.extend_from_slice(format!("* {} EXISTS\r\n", view.exists()).as_bytes());
-        out.extend_from_slice(format!("* {} RECENT\r\n", view.recent_count()).as_bytes());
-        if let Some(unseen) = view.unseen_first() {
-            out.extend_from_slice(format!("* OK [UNSEEN {unseen}] First unseen\r\n").as_bytes());
+        if self.rev2 {
+            // RFC 9051 §6.3.2: a LIST with the mailbox's name instead of RECENT and
+            // the UNSEEN code, which IMAP4rev2 dropped. Names are stored as the
+            // client gave them (no normalisation), so OLDNAME never applies.
+            out.extend_from_slice(b"* LIST () \"/\" ");
+            push_mailbox(out, &view.name, true);
+            out.extend_from_slice(b"\r\n");
+        } else {
+            out.extend_from_slice(format!("* {} RECENT\r\n", view.recent_count()).as_bytes());
+            if let Some(unseen) = view.unseen_first() {
+                out.extend_from_slice(format!("* OK [UNSEEN {unseen}] First unseen\r\n").as_bytes());
+            }
         }
         out.extend_from_slice(format!("* OK [UIDVALIDITY {}] UIDs valid\r\n", view.uid_validity).as_bytes());
         out.extend_from_slice(format!("* OK [UIDNEXT {}] Predicted next UID\r\n", view.uid_next).as_bytes());
@@ -171,7 +184,7 @@ impl ImapSession {
         let Some(account) = self.account_clone() else {
             return Flow::Continue;
         };
-        let Some(name) = mailbox_name(mailbox) else {
+        let Some(name) = mailbox_name(mailbox, self.utf8) else {
             return self.bad(out, tag, "Invalid mailbox name");
         };
         let name = match self.new_name(tag, &name, out) {
@@ -193,7 +206,7 @@ impl ImapSession {
         let Some(account) = self.account_clone() else {
             return Flow::Continue;
         };
-        let Some(name) = mailbox_name(mailbox) else {
+        let Some(name) = mailbox_name(mailbox, self.utf8) else {
             no(out, tag, "[NONEXISTENT] Mailbox does not exist");
             return Flow::Continue;
         };
@@ -209,9 +222,24 @@ impl ImapSession {
         }
         match self.store.delete_mailbox(&account, &name) {
             Ok(()) => ok(out, tag, "DELETE completed"),
+            // A name that is only the parent of others (`\Noselect`) cannot be deleted
+            // (RFC 3501 §6.3.4); RFC 9051 §7.1 gives the code for it.
+            Err(BackendError::NotFound) if self.has_children(&account, &name) => no(
+                out,
+                tag,
+                "[HASCHILDREN] Only the mailboxes below this name exist; delete those",
+            ),
             Err(err) => backend_no(out, tag, &err),
         };
         Flow::Continue
+    }
+
+    /// Whether some mailbox of the account lies below `name` in the hierarchy.
+    fn has_children(&self, account: &Account, name: &str) -> bool {
+        let prefix = format!("{name}/");
+        self.store
+            .mailboxes_and_subscriptions(account)
+            .is_ok_and(|(boxes, _)| boxes.iter().any(|b| b.name.starts_with(&prefix)))
     }
 
     pub(super) fn rename(
@@ -224,7 +252,7 @@ impl ImapSession {
         let Some(account) = self.account_clone() else {
             return Flow::Continue;
         };
-        let (Some(from), Some(to)) = (mailbox_name(from), mailbox_name(to)) else {
+        let (Some(from), Some(to)) = (mailbox_name(from, self.utf8), mailbox_name(to, self.utf8)) else {
             return self.bad(out, tag, "Invalid mailbox name");
         };
         let to = match self.new_name(tag, &to, out) {
@@ -257,7 +285,7 @@ impl ImapSession {
         let Some(account) = self.account_clone() else {
             return Flow::Continue;
         };
-        let Some(name) = mailbox_name(mailbox) else {
+        let Some(name) = mailbox_name(mailbox, self.utf8) else {
             no(out, tag, "[NONEXISTENT] Mailbox does not exist");
             return Flow::Continue;
         };
@@ -311,8 +339,12 @@ impl ImapSession {
         if command.patterns.len() > MAX_LIST_PATTERNS || command.patterns.iter().any(too_long) {
             return self.bad(out, tag, "Pattern too long");
         }
-        let reference = decode_name(&command.reference);
-        let patterns: Vec<String> = command.patterns.iter().map(|p| decode_name(p)).collect();
+        let reference = decode_name(&command.reference, self.utf8);
+        let patterns: Vec<String> = command
+            .patterns
+            .iter()
+            .map(|p| decode_name(p, self.utf8))
+            .collect();
         if !lsub && patterns.len() == 1 && patterns[0].is_empty() {
             out.extend_from_slice(b"* LIST (\\Noselect) \"/\" \"\"\r\n");
             ok(out, tag, "LIST completed");
@@ -381,7 +413,7 @@ impl ImapSession {
                 }
             }
             out.extend_from_slice(format!("* {verb} ({}) \"/\" ", attrs.join(" ")).as_bytes());
-            push_mailbox(out, name);
+            push_mailbox(out, name, self.utf8);
             if !lsub && command.recursive_match && unreached_child {
                 let what = if command.select_subscribed {
                     "SUBSCRIBED"
@@ -412,7 +444,10 @@ impl ImapSession {
         let Some(account) = self.account_clone() else {
             return Flow::Continue;
         };
-        let Some(name) = mailbox_name(mailbox) else {
+        if self.rev2 && items.contains(&StatusDataItemName::Recent) {
+            return self.bad(out, tag, "RECENT is not an IMAP4rev2 status item");
+        }
+        let Some(name) = mailbox_name(mailbox, self.utf8) else {
             no(out, tag, "[NONEXISTENT] Mailbox does not exist");
             return Flow::Continue;
         };
@@ -458,6 +493,8 @@ impl ImapSession {
             match item {
                 StatusDataItemName::Messages => parts.push(format!("MESSAGES {}", info.exists)),
                 // Counted, not claimed: only SELECT takes \Recent (RFC 3501 §6.3.10).
+                // LIST-STATUS in an IMAP4rev2 session: no RECENT (STATUS refuses it).
+                StatusDataItemName::Recent if self.rev2 => {}
                 StatusDataItemName::Recent => parts.push(format!("RECENT {recent}")),
                 StatusDataItemName::UidNext => parts.push(format!("UIDNEXT {}", info.uid_next)),
                 StatusDataItemName::UidValidity => parts.push(format!("UIDVALIDITY {}", info.uid_validity)),
@@ -474,7 +511,7 @@ impl ImapSession {
             }
         }
         out.extend_from_slice(b"* STATUS ");
-        push_mailbox(out, &info.name);
+        push_mailbox(out, &info.name, self.utf8);
         out.extend_from_slice(format!(" ({})\r\n", parts.join(" ")).as_bytes());
         Ok(())
     }

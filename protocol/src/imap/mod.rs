@@ -1,5 +1,5 @@
-//! IMAP4rev1 server session (RFC 3501) with the extensions Outlook, iOS, Android and
-//! Thunderbird rely on, as an I/O-free state machine. Commands are parsed with
+//! IMAP4rev1 server session (RFC 3501), IMAP4rev2 (RFC 9051) when enabled, with the
+//! extensions Outlook, iOS, Android and Thunderbird rely on, as an I/O-free state machine. Commands are parsed with
 //! imap-codec; message rendering (ENVELOPE, BODYSTRUCTURE, sections, content SEARCH)
 //! lives in `message`.
 //!
@@ -60,8 +60,13 @@
 //! QRESYNC (RFC 7162 §3.2): VANISHED replaces EXPUNGE once enabled (`view`), SELECT
 //! (QRESYNC ...) in `mailboxes.rs`, UID FETCH (VANISHED) in `fetch.rs`.
 //!
-//! Not offered (so not advertised): QUOTASET, METADATA,
-//! UTF8=ACCEPT, SEARCHRES (`RETURN (SAVE)`).
+//! IMAP4rev2 (RFC 9051) and UTF8=ACCEPT (RFC 6855) once the client ENABLEs them: UTF-8
+//! names (`mailbox_name`, `text::push_mailbox`), ESEARCH for SEARCH (`search.rs`), no
+//! `\Recent` and a LIST at SELECT (`mailboxes.rs`, `view.rs`), UID in every unsolicited
+//! FETCH, `APPEND .. UTF8 (~{n})` (`append.rs`). The mapping to RFC 9051 Appendix E is in
+//! docs/architecture.md.
+//!
+//! Not offered (so not advertised): QUOTASET, METADATA, UTF8=ONLY.
 
 pub(crate) mod append;
 pub mod backend;
@@ -105,6 +110,9 @@ mod tests_qresync;
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests_quota;
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests_rev2;
+#[cfg(test)]
 mod tests_searchres;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -121,7 +129,7 @@ use imap_codec::imap_types::{
     auth::AuthMechanism,
     command::{Command, CommandBody},
     core::{IString, NString},
-    extensions::{binary::LiteralOrLiteral8, enable::CapabilityEnable},
+    extensions::{binary::LiteralOrLiteral8, enable::CapabilityEnable, utf8::Utf8Kind},
     flag::Flag,
     mailbox::{ListMailbox, Mailbox},
     status::StatusDataItemName,
@@ -268,6 +276,15 @@ pub struct ImapSession {
     /// ENABLE QRESYNC seen (RFC 7162 §3.2.3): VANISHED instead of EXPUNGE, SELECT
     /// (QRESYNC ...), UID FETCH (VANISHED). Implies `condstore`.
     qresync: bool,
+    /// ENABLE IMAP4rev2 seen (RFC 9051): ESEARCH for SEARCH, no `\Recent`, a LIST
+    /// at SELECT, UID in every unsolicited FETCH. Implies `utf8`.
+    rev2: bool,
+    /// ENABLE UTF8=ACCEPT (RFC 6855) or IMAP4rev2 seen: mailbox names and quoted
+    /// strings are UTF-8 both ways, never modified UTF-7; APPEND takes `UTF8 (~{n})`.
+    utf8: bool,
+    /// ENABLE UTF8=ACCEPT itself seen: SEARCH takes no CHARSET, SORT and THREAD only
+    /// UTF-8 (RFC 6855 §3, erratum 4029).
+    utf8_accept: bool,
     /// COMPRESS=DEFLATE is on (RFC 4978); a second COMPRESS is refused.
     compressing: bool,
     bad_commands: u32,
@@ -303,6 +320,9 @@ impl ImapSession {
             framer: Framer::default(),
             condstore: false,
             qresync: false,
+            rev2: false,
+            utf8: false,
+            utf8_accept: false,
             compressing: false,
             bad_commands: 0,
             auth_failures: 0,
@@ -563,7 +583,7 @@ impl ImapSession {
     }
 
     fn capabilities(&self) -> String {
-        let mut caps = String::from("IMAP4rev1 LITERAL+ SASL-IR");
+        let mut caps = String::from("IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR");
         if matches!(self.state, State::NotAuthenticated) {
             if self.info.tls_available && !self.info.tls {
                 caps.push_str(" STARTTLS");
@@ -577,7 +597,8 @@ impl ImapSession {
         caps.push_str(
             " ID ENABLE IDLE NAMESPACE UNSELECT CHILDREN UIDPLUS MOVE SPECIAL-USE LIST-EXTENDED \
              LIST-STATUS ESEARCH CONDSTORE QRESYNC SORT SORT=DISPLAY ESORT THREAD=ORDEREDSUBJECT \
-             THREAD=REFERENCES STATUS=SIZE QUOTA QUOTA=RES-STORAGE MULTIAPPEND BINARY CATENATE CONTEXT=SEARCH CONTEXT=SORT SEARCHRES",
+             THREAD=REFERENCES STATUS=SIZE QUOTA QUOTA=RES-STORAGE MULTIAPPEND BINARY CATENATE CONTEXT=SEARCH CONTEXT=SORT SEARCHRES \
+             UTF8=ACCEPT",
         );
         if !matches!(self.state, State::NotAuthenticated) && !self.compressing {
             caps.push_str(" COMPRESS=DEFLATE");
@@ -686,12 +707,23 @@ impl ImapSession {
             (_, C::Enable { capabilities }) => {
                 let mut condstore = false;
                 let mut qresync = false;
+                let mut rev2 = false;
+                let mut utf8 = false;
                 for c in capabilities.as_ref() {
                     match c {
                         CapabilityEnable::CondStore => condstore = true,
+                        CapabilityEnable::Utf8(Utf8Kind::Accept) => utf8 = true,
                         other if other.to_string().eq_ignore_ascii_case("QRESYNC") => qresync = true,
+                        other if other.to_string().eq_ignore_ascii_case("IMAP4rev2") => rev2 = true,
                         _ => {}
                     }
+                }
+                // IMAP4rev2 and UTF8=ACCEPT change how a mailbox is presented, so they
+                // are taken in the authenticated state only (RFC 5161 §3.1, RFC 6855
+                // §3); asked for while selected they are not enabled, nor listed.
+                if phase == P::Selected {
+                    rev2 = false;
+                    utf8 = false;
                 }
                 // ENABLED lists what this command turned on (RFC 5161 §3.2).
                 let mut enabled = String::from("* ENABLED");
@@ -701,10 +733,24 @@ impl ImapSession {
                 if qresync && !self.qresync {
                     enabled.push_str(" QRESYNC");
                 }
+                if rev2 && !self.rev2 {
+                    enabled.push_str(" IMAP4rev2");
+                }
+                if utf8 && !self.utf8 {
+                    enabled.push_str(" UTF8=ACCEPT");
+                }
                 enabled.push_str("\r\n");
                 out.extend_from_slice(enabled.as_bytes());
                 if qresync {
                     self.enable_qresync();
+                }
+                if rev2 {
+                    self.rev2 = true;
+                    self.utf8 = true;
+                }
+                if utf8 {
+                    self.utf8 = true;
+                    self.utf8_accept = true;
                 }
                 if condstore || qresync {
                     self.enable_condstore(out);
@@ -1036,7 +1082,7 @@ impl ImapSession {
             .1
             .iter()
             .any(|(c, _)| c.kind == ChangeKind::Added && c.uid >= view.uid_next);
-        let claimed = if has_new && !view.read_only {
+        let claimed = if has_new && !view.read_only && !view.rev2 {
             match self.store.claim_recent(account, view.id, changes.0.uid_next) {
                 Ok(r) => Some(r),
                 Err(err) => {
@@ -1117,23 +1163,29 @@ fn backend_no(out: &mut Vec<u8>, tag: &str, err: &BackendError) -> Flow {
     Flow::Continue
 }
 
-/// A client mailbox name (modified UTF-7, or raw UTF-8 from lax clients) as the store's
-/// UTF-8 name, INBOX canonicalised. `None` for names that are neither.
-fn mailbox_name(mailbox: &Mailbox<'_>) -> Option<String> {
+/// A client mailbox name as the store's UTF-8 name, INBOX canonicalised: modified
+/// UTF-7 (or raw UTF-8 from lax clients), or with `utf8` (IMAP4rev2, UTF8=ACCEPT:
+/// RFC 9051 §5.1, RFC 6855 §3) UTF-8 as it is, `&` being an ordinary character. `None`
+/// for names that are neither.
+fn mailbox_name(mailbox: &Mailbox<'_>, utf8: bool) -> Option<String> {
     match mailbox {
         Mailbox::Inbox => Some("INBOX".to_string()),
         Mailbox::Other(other) => {
             let raw: &[u8] = other.inner().as_ref();
-            let name = decode_name(raw);
+            let name = decode_name(raw, utf8);
             (!name.is_empty() || raw.is_empty()).then_some(name)
         }
     }
 }
 
-fn decode_name(raw: &[u8]) -> String {
-    let name = text::decode_mutf7(raw)
-        .or_else(|| String::from_utf8(raw.to_vec()).ok())
-        .unwrap_or_default();
+fn decode_name(raw: &[u8], utf8: bool) -> String {
+    let name = if utf8 {
+        String::from_utf8(raw.to_vec()).unwrap_or_default()
+    } else {
+        text::decode_mutf7(raw)
+            .or_else(|| String::from_utf8(raw.to_vec()).ok())
+            .unwrap_or_default()
+    };
     canonical_inbox(&name)
 }
 

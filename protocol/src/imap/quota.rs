@@ -24,7 +24,7 @@ impl ImapSession {
         let Some(account) = self.account_clone() else {
             return Flow::Continue;
         };
-        let Some(name) = mailbox_name(mailbox) else {
+        let Some(name) = mailbox_name(mailbox, self.utf8) else {
             return no(out, tag, "[NONEXISTENT] Mailbox does not exist");
         };
         if let Err(err) = self.store.mailbox(&account, &name) {
@@ -35,7 +35,7 @@ impl ImapSession {
             Err(err) => return backend_no(out, tag, &err),
         };
         out.extend_from_slice(b"* QUOTAROOT ");
-        push_mailbox(out, &name);
+        push_mailbox(out, &name, self.utf8);
         if let Some(quota) = quota {
             out.extend_from_slice(b" \"\"\r\n");
             push_quota(out, &quota);

@@ -20,13 +20,21 @@ impl ImapSession {
         esearch: Option<EsearchOptions>,
         out: &mut Vec<u8>,
     ) -> Flow {
-        if !self.charset_ok(charset, tag, out) {
+        if let Err(flow) = self.charset_ok(charset, false, tag, out) {
             // A failed SEARCH ... RETURN (SAVE) empties the saved result (RFC 5182 §2.1).
             if esearch.is_some_and(|o| o.save) {
                 self.saved.clear();
             }
-            return Flow::Continue;
+            return flow;
         }
+        // IMAP4rev2 answers every SEARCH with ESEARCH, ALL by default (RFC 9051 §6.4.4).
+        let esearch = match esearch {
+            None if self.rev2 => Some(EsearchOptions {
+                all: true,
+                ..EsearchOptions::default()
+            }),
+            other => other,
+        };
         let uses_modseq = criteria.iter().any(has_modseq_key);
         if uses_modseq {
             self.enable_condstore(out);
@@ -179,13 +187,29 @@ impl ImapSession {
     }
 
     /// Refuses a charset other than UTF-8 and US-ASCII (`NO [BADCHARSET]`); true if fine.
-    pub(super) fn charset_ok(&self, charset: Option<&str>, tag: &str, out: &mut Vec<u8>) -> bool {
+    /// The CHARSET of SEARCH (`mandatory`: of SORT or THREAD) is one we search in; `Err`
+    /// with how the command ended if not. After ENABLE UTF8=ACCEPT every string is UTF-8,
+    /// so a SEARCH naming a charset, or a SORT/THREAD naming another than UTF-8, is BAD
+    /// (RFC 6855 §3 and its erratum 4029).
+    pub(super) fn charset_ok(
+        &mut self,
+        charset: Option<&str>,
+        mandatory: bool,
+        tag: &str,
+        out: &mut Vec<u8>,
+    ) -> Result<(), Flow> {
         match charset {
+            Some(_) if self.utf8_accept && !mandatory => {
+                Err(self.bad(out, tag, "No CHARSET in SEARCH after ENABLE UTF8=ACCEPT"))
+            }
+            Some(cs) if self.utf8_accept && !cs.eq_ignore_ascii_case("UTF-8") => {
+                Err(self.bad(out, tag, "Only UTF-8 after ENABLE UTF8=ACCEPT"))
+            }
             Some(cs) if !cs.eq_ignore_ascii_case("UTF-8") && !cs.eq_ignore_ascii_case("US-ASCII") => {
                 no(out, tag, "[BADCHARSET (US-ASCII UTF-8)] Unsupported charset");
-                false
+                Err(Flow::Continue)
             }
-            _ => true,
+            _ => Ok(()),
         }
     }
 }

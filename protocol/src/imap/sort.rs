@@ -47,8 +47,8 @@ impl ImapSession {
         esort: Option<EsearchOptions>,
         out: &mut Vec<u8>,
     ) -> Flow {
-        if !self.charset_ok(Some(charset), tag, out) {
-            return Flow::Continue;
+        if let Err(flow) = self.charset_ok(Some(charset), true, tag, out) {
+            return flow;
         }
         let items = match self.sorted(criteria, search) {
             Ok(items) => items,

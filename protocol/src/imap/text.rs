@@ -23,9 +23,32 @@ pub fn push_string(out: &mut Vec<u8>, s: &[u8]) {
     }
 }
 
-/// Appends a mailbox name (UTF-8 in the store) as the client sees it.
-pub fn push_mailbox(out: &mut Vec<u8>, name: &str) {
-    push_string(out, encode_mutf7(name).as_bytes());
+/// Appends a mailbox name (UTF-8 in the store) as the client sees it: modified UTF-7,
+/// or with `utf8` (IMAP4rev2, UTF8=ACCEPT) UTF-8 as it is, quoted when it can be.
+pub fn push_mailbox(out: &mut Vec<u8>, name: &str, utf8: bool) {
+    if utf8 {
+        push_string_utf8(out, name);
+    } else {
+        push_string(out, encode_mutf7(name).as_bytes());
+    }
+}
+
+/// Appends `s` as an IMAP4rev2 / RFC 6855 string: quoted UTF-8 when it is short and
+/// holds no CR, LF or NUL, a literal otherwise.
+pub fn push_string_utf8(out: &mut Vec<u8>, s: &str) {
+    let quotable = s.len() < 1024 && !s.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0);
+    if quotable {
+        out.push(b'"');
+        for &b in s.as_bytes() {
+            if b == b'"' || b == b'\\' {
+                out.push(b'\\');
+            }
+            out.push(b);
+        }
+        out.push(b'"');
+    } else {
+        push_string(out, s.as_bytes());
+    }
 }
 
 /// `(\Seen \Answered kw)`, plus `\Recent` when asked.

@@ -75,8 +75,8 @@ impl ImapSession {
             ThreadingAlgorithm::References => true,
             ThreadingAlgorithm::Other(_) => return self.bad(out, tag, "Unsupported threading algorithm"),
         };
-        if !self.charset_ok(Some(charset), tag, out) {
-            return Flow::Continue;
+        if let Err(flow) = self.charset_ok(Some(charset), true, tag, out) {
+            return flow;
         }
         let items = match self.sortables(search, true) {
             Ok(items) => items,

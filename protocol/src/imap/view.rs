@@ -46,6 +46,9 @@ pub struct MailboxView {
     keywords: Vec<String>,
     /// QRESYNC is on: expunges go out as `* VANISHED uid-set` (RFC 7162 §3.2.10).
     pub qresync: bool,
+    /// IMAP4rev2 session (RFC 9051): no message is `\Recent`, no RECENT response, and
+    /// every unsolicited FETCH carries UID (§7.5.2).
+    pub rev2: bool,
     /// Lowest modseq of an expunge seen but held back (messages still `gone`): while
     /// one is held, a CONDSTORE client is told a HIGHESTMODSEQ below it, so a client
     /// that drops the connection resynchronises from before it (RFC 7162 §3.2).
@@ -121,6 +124,7 @@ impl MailboxView {
             announced_recent: 0,
             keywords,
             qresync: false,
+            rev2: false,
             held_expunge_modseq: None,
         };
         view.announced_recent = view.recent_count();
@@ -233,7 +237,9 @@ impl MailboxView {
         out: &mut Vec<u8>,
     ) {
         let (info, changes) = changes;
-        let recent_from = if self.read_only {
+        let recent_from = if self.rev2 {
+            None
+        } else if self.read_only {
             Some(info.recent_uid)
         } else {
             claimed_recent
@@ -308,8 +314,9 @@ impl MailboxView {
                     continue;
                 }
                 out.extend_from_slice(format!("* {} FETCH (", i + 1).as_bytes());
-                if condstore {
-                    // Unsolicited FETCH carries UID for clients that track by UID only.
+                if condstore || self.rev2 {
+                    // Unsolicited FETCH carries UID for clients that track by UID only
+                    // (and always in IMAP4rev2, RFC 9051 §7.5.2).
                     out.extend_from_slice(format!("UID {} ", m.meta.uid).as_bytes());
                 }
                 out.extend_from_slice(b"FLAGS ");
@@ -367,9 +374,11 @@ impl MailboxView {
             // expunges pending, the count includes the `gone` messages, which is right.
             out.extend_from_slice(format!("* {exists} EXISTS\r\n").as_bytes());
             self.announced_exists = exists;
-            let recent = self.recent_count();
-            out.extend_from_slice(format!("* {recent} RECENT\r\n").as_bytes());
-            self.announced_recent = recent;
+            if !self.rev2 {
+                let recent = self.recent_count();
+                out.extend_from_slice(format!("* {recent} RECENT\r\n").as_bytes());
+                self.announced_recent = recent;
+            }
         }
     }
 

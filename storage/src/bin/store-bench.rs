@@ -17,6 +17,8 @@ struct Args {
     size: usize,
     users: u64,
     ack: bool,
+    /// A PostgreSQL store instead of RocksDB in --dir (plain connection).
+    postgres: Option<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -27,6 +29,7 @@ fn parse_args() -> Result<Args, String> {
         size: 10 * 1024,
         users: 64,
         ack: false,
+        postgres: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -38,6 +41,7 @@ fn parse_args() -> Result<Args, String> {
             "--size" => args.size = value()?.parse().map_err(|e| format!("--size: {e}"))?,
             "--users" => args.users = value()?.parse().map_err(|e| format!("--users: {e}"))?,
             "--ack" => args.ack = true,
+            "--postgres" => args.postgres = Some(value()?),
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -81,7 +85,19 @@ fn run() -> Result<(), String> {
         statistics: true,
         ..StoreOptions::default()
     };
-    let store = Store::open_with(&args.dir, options, Arc::new(SystemClock)).map_err(|e| e.to_string())?;
+    let store = match &args.postgres {
+        Some(url) => {
+            let pg = understudy_storage::PgOptions {
+                url: url.clone(),
+                password: None,
+                pool_size: (args.writers as usize).max(4),
+                tls: understudy_storage::PgTls::Off,
+            };
+            Store::open_postgres(&pg, options, Arc::new(SystemClock))
+        }
+        None => Store::open_with(&args.dir, options, Arc::new(SystemClock)),
+    }
+    .map_err(|e| e.to_string())?;
     if store
         .domain("bench.example")
         .map_err(|e| e.to_string())?
@@ -152,7 +168,8 @@ fn run() -> Result<(), String> {
         store.flush().map_err(|e| e.to_string())?;
         let bytes = store.disk_usage().map_err(|e| e.to_string())?;
         println!(
-            "writers={} messages={} size={}B elapsed={:.2}s deliveries/s={:.0} wal_syncs={} deliveries/sync={:.2} disk_bytes={} bytes/message={:.0}",
+            "backend={} writers={} messages={} size={}B elapsed={:.2}s deliveries/s={:.0} wal_syncs={} deliveries/sync={:.2} disk_bytes={} bytes/message={:.0}",
+            store.backend_name(),
             args.writers,
             args.count,
             args.size,

@@ -51,7 +51,7 @@ fn open_unsynced(dir: &std::path::Path) -> Store {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         let clock = Arc::new(ManualClock::new(1_700_000_000));
-        match Store::open_with(dir, options.clone(), clock) {
+        match super::open_store(dir, options.clone(), clock) {
             Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
                 std::thread::yield_now()
             }
@@ -220,7 +220,7 @@ fn assert_consistent(store: &Store, when: &str, seed: u64) -> IntegrityReport {
 fn seeds() -> Vec<u64> {
     match std::env::var("BODIES_SEED") {
         Ok(s) => vec![s.parse().unwrap()],
-        Err(_) => vec![1, 2, 3],
+        Err(_) => super::default_seeds(),
     }
 }
 
@@ -303,6 +303,7 @@ fn bodies_survive_sigkill_at_random_points() {
                     "--ignored",
                     "--nocapture",
                 ])
+                .envs(super::child_env())
                 .env("BODIES_CHILD_DIR", dir.path())
                 .env("BODIES_CHILD_SEED", (seed * 10 + kill).to_string())
                 .stdout(Stdio::piped())

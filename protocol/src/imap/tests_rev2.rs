@@ -1,0 +1,341 @@
+//! IMAP4rev2 (RFC 9051) and UTF8=ACCEPT (RFC 6855) byte-exact: each difference a rev2
+//! session makes shown beside a rev1 session doing the same.
+
+use super::tests::{logged_in, send, MSG};
+use crate::testing::imap::MockStore;
+
+/// A logged-in session with IMAP4rev2 enabled.
+fn rev2(store: &std::sync::Arc<MockStore>) -> super::ImapSession {
+    let mut s = logged_in(store);
+    assert_eq!(
+        send(&mut s, "e ENABLE IMAP4rev2\r\n"),
+        "* ENABLED IMAP4rev2\r\ne OK ENABLE completed\r\n"
+    );
+    s
+}
+
+#[test]
+fn capability_and_enable() {
+    let store = MockStore::new();
+    let mut s = logged_in(&store);
+    let caps = send(&mut s, "c CAPABILITY\r\n");
+    assert!(caps.starts_with("* CAPABILITY IMAP4rev1 IMAP4rev2 "), "{caps}");
+    assert!(caps.contains(" UTF8=ACCEPT "), "{caps}");
+    // ENABLED names only what this command turned on; UTF8=ONLY is not offered.
+    assert_eq!(
+        send(&mut s, "a ENABLE UTF8=ACCEPT UTF8=ONLY\r\n"),
+        "* ENABLED UTF8=ACCEPT\r\na OK ENABLE completed\r\n"
+    );
+    assert_eq!(
+        send(&mut s, "b ENABLE IMAP4rev2 UTF8=ACCEPT\r\n"),
+        "* ENABLED IMAP4rev2\r\nb OK ENABLE completed\r\n"
+    );
+    assert_eq!(
+        send(&mut s, "c ENABLE IMAP4rev2\r\n"),
+        "* ENABLED\r\nc OK ENABLE completed\r\n"
+    );
+    // While selected they are not enabled: the selected mailbox keeps its rules.
+    let mut t = logged_in(&store);
+    send(&mut t, "s SELECT INBOX\r\n");
+    assert_eq!(
+        send(&mut t, "d ENABLE IMAP4rev2 UTF8=ACCEPT\r\n"),
+        "* ENABLED\r\nd OK ENABLE completed\r\n"
+    );
+    assert_eq!(
+        send(&mut t, "f SEARCH ALL\r\n"),
+        "* SEARCH\r\nf OK SEARCH completed\r\n"
+    );
+}
+
+#[test]
+fn select_shows_list_instead_of_recent_and_unseen() {
+    let store = MockStore::new();
+    store.deliver("INBOX", MSG, super::Flags::SEEN);
+    store.deliver("INBOX", MSG, 0);
+    let mut one = logged_in(&store);
+    let mut two = rev2(&store);
+    assert_eq!(
+        send(&mut two, "s SELECT INBOX\r\n"),
+        "* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)\r\n\
+         * OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*)] Flags permitted\r\n\
+         * 2 EXISTS\r\n\
+         * LIST () \"/\" \"INBOX\"\r\n\
+         * OK [UIDVALIDITY 1001] UIDs valid\r\n\
+         * OK [UIDNEXT 3] Predicted next UID\r\n\
+         s OK [READ-WRITE] SELECT completed\r\n"
+    );
+    // The rev2 session took no \Recent: the rev1 session still gets both.
+    assert_eq!(
+        send(&mut one, "s SELECT INBOX\r\n"),
+        "* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)\r\n\
+         * OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*)] Flags permitted\r\n\
+         * 2 EXISTS\r\n\
+         * 2 RECENT\r\n\
+         * OK [UNSEEN 2] First unseen\r\n\
+         * OK [UIDVALIDITY 1001] UIDs valid\r\n\
+         * OK [UIDNEXT 3] Predicted next UID\r\n\
+         s OK [READ-WRITE] SELECT completed\r\n"
+    );
+    let r = send(&mut two, "x EXAMINE INBOX\r\n");
+    assert!(
+        r.contains("* 2 EXISTS\r\n* LIST () \"/\" \"INBOX\"\r\n* OK [UIDVALIDITY"),
+        "{r}"
+    );
+    assert!(!r.contains("RECENT") && !r.contains("UNSEEN"), "{r}");
+}
+
+#[test]
+fn no_recent_flag_or_response_in_rev2() {
+    let store = MockStore::new();
+    store.deliver("INBOX", MSG, 0);
+    let mut two = rev2(&store);
+    send(&mut two, "s SELECT INBOX\r\n");
+    let mut one = logged_in(&store);
+    send(&mut one, "s SELECT INBOX\r\n");
+    store.deliver("INBOX", MSG, 0);
+    assert_eq!(
+        send(&mut one, "n NOOP\r\n"),
+        "* 2 EXISTS\r\n* 2 RECENT\r\nn OK NOOP completed\r\n"
+    );
+    assert_eq!(
+        send(&mut two, "n NOOP\r\n"),
+        "* 2 EXISTS\r\nn OK NOOP completed\r\n"
+    );
+    assert_eq!(
+        send(&mut one, "f FETCH 1:2 FLAGS\r\n"),
+        "* 1 FETCH (FLAGS (\\Recent))\r\n* 2 FETCH (FLAGS (\\Recent))\r\nf OK FETCH completed\r\n"
+    );
+    assert_eq!(
+        send(&mut two, "f FETCH 1:2 FLAGS\r\n"),
+        "* 1 FETCH (FLAGS ())\r\n* 2 FETCH (FLAGS ())\r\nf OK FETCH completed\r\n"
+    );
+    // STATUS RECENT is not IMAP4rev2 (RFC 9051 §6.3.11); the other items are.
+    assert_eq!(
+        send(&mut two, "t STATUS INBOX (RECENT)\r\n"),
+        "t BAD RECENT is not an IMAP4rev2 status item\r\n"
+    );
+    assert_eq!(
+        send(&mut two, "t STATUS INBOX (MESSAGES DELETED SIZE)\r\n"),
+        "* STATUS \"INBOX\" (MESSAGES 2 DELETED 0 SIZE 114)\r\nt OK STATUS completed\r\n"
+    );
+}
+
+#[test]
+fn search_answers_esearch_in_rev2() {
+    let store = MockStore::new();
+    for _ in 0..3 {
+        store.deliver("INBOX", MSG, 0);
+    }
+    let mut one = logged_in(&store);
+    send(&mut one, "s SELECT INBOX\r\n");
+    let mut two = rev2(&store);
+    send(&mut two, "s SELECT INBOX\r\n");
+    assert_eq!(
+        send(&mut one, "a SEARCH 1:2\r\n"),
+        "* SEARCH 1 2\r\na OK SEARCH completed\r\n"
+    );
+    assert_eq!(
+        send(&mut two, "a SEARCH 1:2\r\n"),
+        "* ESEARCH (TAG \"a\") ALL 1:2\r\na OK SEARCH completed\r\n"
+    );
+    assert_eq!(
+        send(&mut two, "b UID SEARCH ALL\r\n"),
+        "* ESEARCH (TAG \"b\") UID ALL 1:3\r\nb OK SEARCH completed\r\n"
+    );
+    assert_eq!(
+        send(&mut one, "c SEARCH DELETED\r\n"),
+        "* SEARCH\r\nc OK SEARCH completed\r\n"
+    );
+    assert_eq!(
+        send(&mut two, "c SEARCH DELETED\r\n"),
+        "* ESEARCH (TAG \"c\")\r\nc OK SEARCH completed\r\n"
+    );
+    // RETURN options are as in rev1 sessions.
+    assert_eq!(
+        send(&mut two, "d SEARCH RETURN (COUNT) ALL\r\n"),
+        "* ESEARCH (TAG \"d\") COUNT 3\r\nd OK SEARCH completed\r\n"
+    );
+}
+
+#[test]
+fn unsolicited_fetch_carries_uid_in_rev2() {
+    let store = MockStore::new();
+    store.deliver("INBOX", MSG, 0);
+    let mut one = logged_in(&store);
+    send(&mut one, "s SELECT INBOX\r\n");
+    let mut two = rev2(&store);
+    send(&mut two, "s SELECT INBOX\r\n");
+    let mut other = logged_in(&store);
+    send(&mut other, "s SELECT INBOX\r\n");
+    send(&mut other, "f STORE 1 +FLAGS.SILENT (\\Flagged)\r\n");
+    assert_eq!(
+        send(&mut one, "n NOOP\r\n"),
+        "* 1 FETCH (FLAGS (\\Flagged \\Recent))\r\nn OK NOOP completed\r\n"
+    );
+    assert_eq!(
+        send(&mut two, "n NOOP\r\n"),
+        "* 1 FETCH (UID 1 FLAGS (\\Flagged))\r\nn OK NOOP completed\r\n"
+    );
+}
+
+#[test]
+fn mailbox_names_are_utf8_in_rev2_and_utf8_accept_sessions() {
+    let store = MockStore::new();
+    let mut one = logged_in(&store);
+    let mut two = rev2(&store);
+    let mut accept = logged_in(&store);
+    send(&mut accept, "e ENABLE UTF8=ACCEPT\r\n");
+    // imap-codec (feature ext_utf8) parses UTF-8 in quoted strings, which rev1
+    // sessions keep taking from lax clients as before.
+    assert_eq!(
+        send(&mut two, "a CREATE \"Entwürfe\"\r\n"),
+        "a OK CREATE completed\r\n"
+    );
+    // `&` is an ordinary character in UTF-8 names; rev1 writes it `&-`.
+    assert_eq!(
+        send(&mut accept, "b CREATE \"R&D/Ärger\"\r\n"),
+        "b OK CREATE completed\r\n"
+    );
+    let list = |entw: &str, rd: &str, arger: &str| {
+        format!(
+            "* LIST (\\HasNoChildren) \"/\" \"INBOX\"\r\n\
+             * LIST (\\HasNoChildren \\Archive) \"/\" \"Archive\"\r\n\
+             * LIST (\\HasNoChildren \\Drafts) \"/\" \"Drafts\"\r\n\
+             * LIST (\\HasNoChildren) \"/\" \"{entw}\"\r\n\
+             * LIST (\\HasNoChildren \\Junk) \"/\" \"Junk\"\r\n\
+             * LIST (\\Noselect \\HasChildren) \"/\" \"{rd}\"\r\n\
+             * LIST (\\HasNoChildren) \"/\" \"{arger}\"\r\n\
+             * LIST (\\HasNoChildren \\Sent) \"/\" \"Sent\"\r\n\
+             * LIST (\\HasNoChildren \\Trash) \"/\" \"Trash\"\r\n\
+             l OK LIST completed\r\n"
+        )
+    };
+    assert_eq!(
+        send(&mut one, "l LIST \"\" \"*\"\r\n"),
+        list("Entw&APw-rfe", "R&-D", "R&-D/&AMQ-rger")
+    );
+    let utf8_list = list("Entwürfe", "R&D", "R&D/Ärger");
+    assert_eq!(send(&mut two, "l LIST \"\" \"*\"\r\n"), utf8_list);
+    assert_eq!(send(&mut accept, "l LIST \"\" \"*\"\r\n"), utf8_list);
+    // The same mailbox by either spelling, each in its own session.
+    assert_eq!(
+        send(&mut one, "t STATUS \"R&-D/&AMQ-rger\" (MESSAGES)\r\n"),
+        "* STATUS \"R&-D/&AMQ-rger\" (MESSAGES 0)\r\nt OK STATUS completed\r\n"
+    );
+    assert_eq!(
+        send(&mut two, "t STATUS \"R&D/Ärger\" (MESSAGES)\r\n"),
+        "* STATUS \"R&D/Ärger\" (MESSAGES 0)\r\nt OK STATUS completed\r\n"
+    );
+    // A literal holding UTF-8 works too, and SELECT's LIST names it.
+    let r = send(&mut two, "s SELECT {9+}\r\nEntwürfe\r\n");
+    assert!(r.contains("* LIST () \"/\" \"Entwürfe\"\r\n"), "{r}");
+    assert!(r.ends_with("s OK [READ-WRITE] SELECT completed\r\n"), "{r}");
+    // UTF-8 in other quoted strings: a SEARCH for a UTF-8 subject.
+    store.deliver("Entwürfe", "Subject: Grüße\r\n\r\nx\r\n", 0);
+    assert_eq!(
+        send(&mut two, "n NOOP\r\n"),
+        "* 1 EXISTS\r\nn OK NOOP completed\r\n"
+    );
+    assert_eq!(
+        send(&mut two, "f SEARCH SUBJECT \"grüße\"\r\n"),
+        "* ESEARCH (TAG \"f\") ALL 1\r\nf OK SEARCH completed\r\n"
+    );
+    // Invalid UTF-8 is refused, not stored.
+    let out = two.receive(b"g CREATE \"bad\xff\"\r\n");
+    assert_eq!(out.bytes, b"g BAD Invalid or unknown command\r\n");
+    let out = two.receive(b"h CREATE {4+}\r\nbad\xff\r\n");
+    assert_eq!(out.bytes, b"h BAD Invalid mailbox name\r\n");
+}
+
+#[test]
+fn append_utf8_literal_needs_utf8_accept() {
+    let store = MockStore::new();
+    let message = "Subject: Grüße\r\n\r\nHallo\r\n";
+    let cmd = format!("a APPEND INBOX UTF8 (~{{{}+}}\r\n{message})\r\n", message.len());
+    let mut one = logged_in(&store);
+    assert_eq!(
+        send(&mut one, &cmd),
+        "a BAD APPEND UTF8 needs ENABLE UTF8=ACCEPT\r\n"
+    );
+    let mut accept = logged_in(&store);
+    send(&mut accept, "e ENABLE UTF8=ACCEPT\r\n");
+    assert_eq!(
+        send(&mut accept, &cmd),
+        "a OK [APPENDUID 1001 1] APPEND completed\r\n"
+    );
+    // With flags and a date, into a UTF-8 name; the octets are stored as sent.
+    send(&mut accept, "c CREATE \"Gesendet/Grüße\"\r\n");
+    let cmd = format!(
+        "b APPEND \"Gesendet/Grüße\" (\\Seen) \"02-Dec-2026 10:00:00 +0000\" UTF8 (~{{{}+}}\r\n{message})\r\n",
+        message.len()
+    );
+    assert_eq!(
+        send(&mut accept, &cmd),
+        "b OK [APPENDUID 1007 1] APPEND completed\r\n"
+    );
+    send(&mut accept, "s SELECT \"Gesendet/Grüße\"\r\n");
+    assert_eq!(
+        send(&mut accept, "f FETCH 1 (FLAGS BODY.PEEK[])\r\n"),
+        format!(
+            "* 1 FETCH (FLAGS (\\Seen \\Recent) BODY[] {{{}}}\r\n{message})\r\nf OK FETCH completed\r\n",
+            message.len()
+        )
+    );
+    // Malformed: no parenthesis.
+    let bad = format!("d APPEND INBOX UTF8 ~{{{}+}}\r\n{message}\r\n", message.len());
+    assert_eq!(send(&mut accept, &bad), "d BAD Invalid APPEND arguments\r\n");
+}
+
+#[test]
+fn deleting_a_parent_that_is_only_a_name_says_haschildren() {
+    let store = MockStore::new();
+    let mut s = rev2(&store);
+    send(&mut s, "a CREATE Projekte/2026\r\n");
+    assert_eq!(
+        send(&mut s, "b DELETE Projekte\r\n"),
+        "b NO [HASCHILDREN] Only the mailboxes below this name exist; delete those\r\n"
+    );
+    assert_eq!(
+        send(&mut s, "c DELETE Nirgends\r\n"),
+        "c NO [NONEXISTENT] Mailbox does not exist\r\n"
+    );
+    assert_eq!(
+        send(&mut s, "d DELETE Projekte/2026\r\n"),
+        "d OK DELETE completed\r\n"
+    );
+}
+
+#[test]
+fn charsets_after_enable_utf8_accept() {
+    let store = MockStore::new();
+    store.deliver("INBOX", MSG, 0);
+    let mut one = logged_in(&store);
+    send(&mut one, "s SELECT INBOX\r\n");
+    let mut accept = logged_in(&store);
+    send(&mut accept, "e ENABLE UTF8=ACCEPT\r\n");
+    send(&mut accept, "s SELECT INBOX\r\n");
+    assert_eq!(
+        send(&mut one, "a SEARCH CHARSET UTF-8 SUBJECT hello\r\n"),
+        "* SEARCH 1\r\na OK SEARCH completed\r\n"
+    );
+    assert_eq!(
+        send(&mut accept, "a SEARCH CHARSET UTF-8 SUBJECT hello\r\n"),
+        "a BAD No CHARSET in SEARCH after ENABLE UTF8=ACCEPT\r\n"
+    );
+    assert_eq!(
+        send(&mut accept, "b SEARCH SUBJECT hello\r\n"),
+        "* SEARCH 1\r\nb OK SEARCH completed\r\n"
+    );
+    assert_eq!(
+        send(&mut one, "c SORT (SUBJECT) US-ASCII ALL\r\n"),
+        "* SORT 1\r\nc OK SORT completed\r\n"
+    );
+    assert_eq!(
+        send(&mut accept, "c SORT (SUBJECT) US-ASCII ALL\r\n"),
+        "c BAD Only UTF-8 after ENABLE UTF8=ACCEPT\r\n"
+    );
+    assert_eq!(
+        send(&mut accept, "d THREAD REFERENCES UTF-8 ALL\r\n"),
+        "* THREAD (1)\r\nd OK THREAD completed\r\n"
+    );
+}

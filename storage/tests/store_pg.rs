@@ -1,0 +1,174 @@
+//! The shared store cases (`store/cases.rs`, `store/bodies.rs`) on the PostgreSQL
+//! backend, against a throwaway PostgreSQL 15 started for this test process
+//! (`support/pg.rs`), each store in a schema of its own.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+use std::sync::Arc;
+
+use understudy_storage::*;
+
+#[path = "store/bodies.rs"]
+mod bodies;
+#[path = "store/cases.rs"]
+mod cases;
+#[path = "support/pg.rs"]
+mod pg;
+
+pub fn open_store(dir: &std::path::Path, options: StoreOptions, clock: Arc<dyn Clock>) -> StoreResult<Store> {
+    let pg = PgOptions {
+        url: pg::url_for(dir),
+        password: None,
+        pool_size: 4,
+        tls: PgTls::Off,
+    };
+    Store::open_postgres(&pg, options, clock)
+}
+
+pub fn open(dir: &std::path::Path) -> Store {
+    open_store(
+        dir,
+        StoreOptions::default(),
+        Arc::new(ManualClock::new(1_700_000_000)),
+    )
+    .unwrap()
+}
+
+/// Environment for a test's child process: the same PostgreSQL server.
+pub fn child_env() -> Vec<(String, String)> {
+    vec![(pg::ENV.to_string(), pg::base())]
+}
+
+/// Seeds of the property test in `bodies.rs` when `BODIES_SEED` is not set: one, as
+/// every operation is a few round trips to the server here (about 10 s a seed).
+pub fn default_seeds() -> Vec<u64> {
+    vec![1]
+}
+
+/// Two nodes (two stores on one schema, as two servers would be) delivering to one
+/// INBOX at once: every UID once, dense, and a reader on either node never sees UID n+1
+/// without n (commit order is UID order across nodes).
+#[test]
+fn two_nodes_deliver_to_one_mailbox_with_uids_in_commit_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, user) = cases::with_user(dir.path());
+    let b = open(dir.path());
+    let inbox = a.inbox(user.id).unwrap();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // A reader on node B while both nodes write.
+    let reader = {
+        let (b, done) = (b.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut reads = 0;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                let (_, records) = b.messages(user.id, inbox.id).unwrap();
+                let uids: Vec<u32> = records.iter().map(|r| r.uid).collect();
+                assert_eq!(
+                    uids,
+                    (1..=uids.len() as u32).collect::<Vec<_>>(),
+                    "a gap seen on node B"
+                );
+                reads += 1;
+            }
+            reads
+        })
+    };
+    let writers: Vec<_> = [a.clone(), b.clone(), a.clone(), b.clone()]
+        .into_iter()
+        .enumerate()
+        .map(|(t, store)| {
+            std::thread::spawn(move || {
+                (0..25)
+                    .map(|i| {
+                        cases::deliver(&store, vec![user.id], format!("node {t} message {i}").as_bytes())
+                            .stored[0]
+                            .2
+                    })
+                    .collect::<Vec<u32>>()
+            })
+        })
+        .collect();
+    let mut uids: Vec<u32> = writers.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(reader.join().unwrap() > 0);
+    uids.sort_unstable();
+    assert_eq!(uids, (1..=100).collect::<Vec<u32>>());
+    for store in [&a, &b] {
+        let (mailbox, records) = store.messages(user.id, inbox.id).unwrap();
+        assert_eq!(mailbox.uid_next, 101);
+        assert_eq!(records.len(), 100);
+    }
+    // Ids handed out by both nodes never collide.
+    let mut ids: Vec<u64> = (0..6)
+        .map(|i| {
+            let node = if i % 2 == 0 { &a } else { &b };
+            node.create_user(&format!("u{i}@example.com"), "U", None)
+                .unwrap()
+                .id
+        })
+        .collect();
+    ids.push(user.id);
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 7);
+}
+
+/// A watcher on node A wakes for a delivery through node B (LISTEN/NOTIFY), and node
+/// A's account lookups see node B's changes at once (no stale cache).
+#[test]
+fn a_delivery_on_one_node_wakes_a_watcher_on_the_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, user) = cases::with_user(dir.path());
+    let b = open(dir.path());
+    let inbox = a.inbox(user.id).unwrap();
+    let mut rx = a.subscribe(inbox.id, inbox.highest_modseq);
+    assert!(!rx.has_changed().unwrap());
+    // The listener may still be connecting: deliver until A hears, with a deadline.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut sent = 0;
+    while !rx.has_changed().unwrap() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node A never heard of node B's delivery"
+        );
+        if sent < 5 {
+            cases::deliver(&b, vec![user.id], format!("through B {sent}").as_bytes());
+            sent += 1;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(*rx.borrow_and_update() > inbox.highest_modseq);
+
+    assert!(matches!(
+        a.resolve_recipient("anna@example.com").unwrap(),
+        accounts::Recipient::Local(_)
+    ));
+    b.remove_user("anna@example.com").unwrap();
+    assert!(!matches!(
+        a.resolve_recipient("anna@example.com").unwrap(),
+        accounts::Recipient::Local(_)
+    ));
+}
+
+/// Exactly one node of a shared store leads the background work (queue drain, outage
+/// monitor, retention), and when it goes another takes over.
+#[test]
+fn one_node_leads_and_another_takes_over_when_it_goes() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = open(dir.path());
+    let b = open(dir.path());
+    let wait = |what: &str, cond: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        while !cond() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    wait("a leader", &|| a.leads() || b.leads());
+    assert!(!(a.leads() && b.leads()), "both nodes lead");
+    let (leader, other) = if a.leads() { (a, b) } else { (b, a) };
+    drop(leader);
+    wait("the other node to take over", &|| other.leads());
+}

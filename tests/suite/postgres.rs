@@ -1,0 +1,261 @@
+//! The server on the PostgreSQL store (`[store] backend = "postgres"`), against a
+//! throwaway PostgreSQL 15 (storage/tests/support/pg.rs): admin commands before start,
+//! SMTP delivery, IMAP with IDLE, a restart, and no RocksDB directory anywhere.
+
+use crate::harness::*;
+
+#[path = "../../storage/tests/support/pg.rs"]
+mod pg;
+
+fn store_config(dir: &std::path::Path) -> String {
+    format!(
+        "\n[store]\nbackend = \"postgres\"\nurl = \"{}\"\npool_size = 4\ntls = \"off\"\n",
+        pg::url_for(dir)
+    )
+}
+
+const DELIVER_AND_READ: &str = r#"
+import imaplib, smtplib, ssl, sys, threading, time
+ca, smtp_port, imaps_port, first = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+def send(n):
+    s = smtplib.SMTP("127.0.0.1", smtp_port, timeout=30)
+    s.sendmail("someone@example.net", ["anna@example.com"],
+               f"Subject: pg {n}\r\nMessage-ID: <pg{n}@example.net>\r\n\r\nbody {n}\r\n".encode())
+    s.quit()
+for n in range(first, first + 3):
+    send(n)
+ctx = ssl.create_default_context(cafile=ca)
+m = imaplib.IMAP4_SSL("127.0.0.1", imaps_port, ssl_context=ctx, timeout=30)
+m.login("anna@example.com", "Correct1horse")
+m.select("INBOX")
+typ, data = m.uid("SEARCH", None, "ALL")
+print("uids", data[0].decode())
+typ, data = m.uid("FETCH", data[0].split()[-1].decode(), "(BODY.PEEK[TEXT])")
+print("last", data[0][1].decode().strip())
+# IDLE, then a delivery from another connection: the session hears of it.
+tag = m._new_tag().decode()
+m.send(f"{tag} IDLE\r\n".encode())
+assert m.readline().startswith(b"+")
+threading.Timer(0.2, send, args=(first + 3,)).start()
+line = m.readline().decode().strip()
+print("idle", line)
+m.send(b"DONE\r\n")
+while not m.readline().decode().startswith(tag):
+    pass
+m.logout()
+"#;
+
+#[test]
+fn the_server_runs_on_postgresql_and_keeps_its_mail_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = TestServer::setup(&store_config(dir.path()), |s| {
+        s.admin_ok(&["domain", "add", "example.com"]);
+        s.add_user("anna@example.com", PASSWORD);
+    });
+    let args = |server: &TestServer, first: u32| {
+        vec![
+            ca_cert().display().to_string(),
+            server.addr("smtp").port().to_string(),
+            server.addr("imaps").port().to_string(),
+            first.to_string(),
+        ]
+    };
+    let out = python_ok(DELIVER_AND_READ, &args(&server, 1));
+    assert!(out.contains("uids 1 2 3\n"), "{out}");
+    assert!(out.contains("last body 3"), "{out}");
+    assert!(out.contains("idle * 4 EXISTS"), "{out}");
+
+    server.restart();
+    let out = python_ok(DELIVER_AND_READ, &args(&server, 5));
+    assert!(out.contains("uids 1 2 3 4 5 6 7\n"), "{out}");
+    assert!(out.contains("last body 7"), "{out}");
+    assert!(out.contains("idle * 8 EXISTS"), "{out}");
+    assert!(
+        !server.dir.path().join("data/db").exists(),
+        "a RocksDB directory was created although the store is PostgreSQL"
+    );
+}
+
+/// Two servers (separate ports and data directories) on one PostgreSQL store.
+fn two_nodes(dir: &std::path::Path) -> (TestServer, TestServer) {
+    let config = store_config(dir);
+    let a = TestServer::setup(&config, |s| {
+        s.admin_ok(&["domain", "add", "example.com"]);
+        s.add_user("anna@example.com", PASSWORD);
+    });
+    let b = TestServer::setup(&config, |_| {});
+    (a, b)
+}
+
+/// Deliveries through both nodes at once, while an IMAP client on each node polls the
+/// INBOX: every client only ever sees UIDs 1..n with no gap (commit order is UID order
+/// across nodes), and in the end both see the same 60 UIDs.
+const CONCURRENT: &str = r#"
+import imaplib, smtplib, ssl, sys, threading
+ca = sys.argv[1]
+smtp_a, smtp_b, imaps_a, imaps_b = (int(p) for p in sys.argv[2:6])
+errors = []
+def send(port, node, count):
+    try:
+        s = smtplib.SMTP("127.0.0.1", port, timeout=30)
+        for i in range(count):
+            s.sendmail("someone@example.net", ["anna@example.com"],
+                       f"Subject: {node} {i}\r\nMessage-ID: <{node}{i}@example.net>\r\n\r\nvia {node}\r\n".encode())
+        s.quit()
+    except Exception as e:
+        errors.append(f"send via {node}: {e!r}")
+done = threading.Event()
+seen = {}
+def watch(port, node):
+    try:
+        m = imaplib.IMAP4_SSL("127.0.0.1", port, ssl_context=ssl.create_default_context(cafile=ca), timeout=30)
+        m.login("anna@example.com", "Correct1horse")
+        polls = 0
+        while True:
+            last = done.is_set()
+            m.select("INBOX")
+            typ, data = m.uid("SEARCH", None, "ALL")
+            uids = [int(u) for u in data[0].split()]
+            if uids != list(range(1, len(uids) + 1)):
+                errors.append(f"IMAP on node {node} saw a gap: {uids}")
+                break
+            polls += 1
+            if last:
+                break
+        seen[node] = (uids, polls)
+        m.logout()
+    except Exception as e:
+        errors.append(f"watch on {node}: {e!r}")
+watchers = [threading.Thread(target=watch, args=(imaps_a, "A")), threading.Thread(target=watch, args=(imaps_b, "B"))]
+senders = [threading.Thread(target=send, args=(port, node, 15)) for port, node in
+           [(smtp_a, "a1"), (smtp_b, "b1"), (smtp_a, "a2"), (smtp_b, "b2")]]
+for t in watchers + senders:
+    t.start()
+for t in senders:
+    t.join()
+done.set()
+for t in watchers:
+    t.join()
+print("errors", errors)
+for node in sorted(seen):
+    uids, polls = seen[node]
+    print(node, "uids", len(uids), "last", uids[-1] if uids else 0, "polls", polls)
+"#;
+
+#[test]
+fn two_nodes_take_concurrent_deliveries_to_one_mailbox_in_uid_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = two_nodes(dir.path());
+    let out = python_ok(
+        CONCURRENT,
+        &[
+            ca_cert().display().to_string(),
+            a.addr("smtp").port().to_string(),
+            b.addr("smtp").port().to_string(),
+            a.addr("imaps").port().to_string(),
+            b.addr("imaps").port().to_string(),
+        ],
+    );
+    assert!(out.contains("errors []"), "{out}");
+    assert!(out.contains("A uids 60 last 60"), "{out}");
+    assert!(out.contains("B uids 60 last 60"), "{out}");
+}
+
+/// IDLE on node A hears of a delivery through node B (LISTEN/NOTIFY between the
+/// nodes). benches/cluster-idle.sh measures how soon; here it only has to arrive.
+const IDLE_ACROSS: &str = r#"
+import imaplib, smtplib, ssl, sys
+ca, smtp_b, imaps_a = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+m = imaplib.IMAP4_SSL("127.0.0.1", imaps_a, ssl_context=ssl.create_default_context(cafile=ca), timeout=30)
+m.login("anna@example.com", "Correct1horse")
+m.select("INBOX")
+tag = m._new_tag().decode()
+m.send(f"{tag} IDLE\r\n".encode())
+assert m.readline().startswith(b"+")
+s = smtplib.SMTP("127.0.0.1", smtp_b, timeout=30)
+s.sendmail("someone@example.net", ["anna@example.com"], b"Subject: via B\r\n\r\nhello\r\n")
+s.quit()
+print("idle", m.readline().decode().strip())
+m.send(b"DONE\r\n")
+while not m.readline().decode().startswith(tag):
+    pass
+m.logout()
+"#;
+
+#[test]
+fn idle_on_one_node_hears_a_delivery_through_the_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = two_nodes(dir.path());
+    let out = python_ok(
+        IDLE_ACROSS,
+        &[
+            ca_cert().display().to_string(),
+            b.addr("smtp").port().to_string(),
+            a.addr("imaps").port().to_string(),
+        ],
+    );
+    assert!(out.contains("idle * 1 EXISTS"), "{out}");
+}
+
+/// `understudy store copy`: a RocksDB store moved into PostgreSQL (verified by counts
+/// and checksums), the server started on it keeps every message and UID, and the
+/// PostgreSQL store copies back into a new RocksDB directory.
+#[test]
+fn store_copy_moves_a_rocksdb_store_into_postgresql_and_back() {
+    let mut server = TestServer::start();
+    let args = |server: &TestServer, first: u32| {
+        vec![
+            ca_cert().display().to_string(),
+            server.addr("smtp").port().to_string(),
+            server.addr("imaps").port().to_string(),
+            first.to_string(),
+        ]
+    };
+    let out = python_ok(DELIVER_AND_READ, &args(&server, 1));
+    assert!(out.contains("uids 1 2 3\n"), "{out}");
+    server.stop();
+
+    let pg_dir = tempfile::tempdir().unwrap();
+    let url = pg::url_for(pg_dir.path());
+    let copy = |from: String, to: String| {
+        let out = std::process::Command::new(BIN)
+            .args(["store", "copy", "--from", &from, "--to", &to, "--tls", "off"])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
+    let db = server.dir.path().join("data/db");
+    let copied = copy(format!("rocksdb:{}", db.display()), format!("postgres:{url}"));
+    assert!(copied.contains("both sides verified"), "{copied}");
+    assert!(
+        copied
+            .lines()
+            .any(|l| l.starts_with("messages") && l.contains(" 4 records")),
+        "{copied}"
+    );
+
+    let mut config = std::fs::read_to_string(&server.config).unwrap();
+    config.push_str(&store_config(pg_dir.path()));
+    std::fs::write(&server.config, config).unwrap();
+    std::fs::rename(&db, server.dir.path().join("data/db.old")).unwrap();
+    server.start_again();
+    let out = python_ok(DELIVER_AND_READ, &args(&server, 5));
+    assert!(out.contains("uids 1 2 3 4 5 6 7\n"), "{out}");
+    assert!(out.contains("idle * 8 EXISTS"), "{out}");
+    server.stop();
+
+    let back = server.dir.path().join("back");
+    let copied = copy(format!("postgres:{url}"), format!("rocksdb:{}", back.display()));
+    assert!(
+        copied
+            .lines()
+            .any(|l| l.starts_with("messages") && l.contains(" 8 records")),
+        "{copied}"
+    );
+}
