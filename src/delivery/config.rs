@@ -61,6 +61,10 @@ pub struct DeliveryConfig {
     pub connection_idle_secs: u64,
     /// Messages sent over one connection before it is closed.
     pub max_messages_per_connection: u32,
+    /// How long a runner's claim on a queue entry lasts (renewed while an attempt runs
+    /// longer): with several nodes, a dead node's entries are taken over this long after
+    /// it claimed or last renewed them (storage `lease.rs`).
+    pub lease_secs: u64,
 }
 
 impl Default for DeliveryConfig {
@@ -84,6 +88,7 @@ impl Default for DeliveryConfig {
             data_timeout_secs: 600,
             connection_idle_secs: 30,
             max_messages_per_connection: 100,
+            lease_secs: 60,
         }
     }
 }
@@ -190,6 +195,7 @@ impl DeliveryConfig {
             ("delivery.connect_timeout_secs", self.connect_timeout_secs),
             ("delivery.command_timeout_secs", self.command_timeout_secs),
             ("delivery.data_timeout_secs", self.data_timeout_secs),
+            ("delivery.lease_secs", self.lease_secs),
             (
                 "delivery.max_messages_per_connection",
                 self.max_messages_per_connection as u64,

@@ -38,8 +38,8 @@ use understudy_storage::mailbox::DeliveryRequest;
 use understudy_storage::outage::OutagePhase;
 use understudy_storage::queue::AttemptOutcome;
 use understudy_storage::{
-    Clock, DeliveryMode, Domain, NewQueueEntry, QueueEntry, QueueKind, RecipientStatus, RelayTls, Store,
-    TrackingEvent,
+    Clock, DeliveryMode, Domain, Lease, NewQueueEntry, QueueEntry, QueueKind, RecipientStatus, RelayTls,
+    Store, StoreError, TrackingEvent,
 };
 
 use self::client::{ClientError, SmtpClient, Timeouts, TlsContext};
@@ -205,10 +205,12 @@ pub struct QueueRunner {
 /// How often the due index is read from its very beginning.
 const FULL_DUE_SCAN: Duration = Duration::from_secs(60);
 
-/// A due entry waiting for a connection, with its domain's settings as the pass saw them.
+/// A due entry waiting for a connection, with its domain's settings as the pass saw them
+/// and the lease the runner claimed it under.
 struct Waiting {
     entry: QueueEntry,
     domain: Option<Domain>,
+    lease: Lease,
 }
 
 /// Entries that may wait per destination. A pass reads this many ahead of the
@@ -269,6 +271,11 @@ impl QueueRunner {
         self.settings.read().clone()
     }
 
+    /// How long a claim on an entry lasts (`delivery.lease_secs`).
+    fn lease_secs(&self) -> i64 {
+        i64::try_from(self.settings().config.lease_secs.max(1)).unwrap_or(i64::MAX / 4)
+    }
+
     /// Takes up `[delivery]` as a reload left it (from the next attempt on).
     fn follow_reload(&self) {
         let Some(live) = &self.live else {
@@ -292,20 +299,29 @@ impl QueueRunner {
     }
 
     async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        tracing::info!("queue runner started");
+        tracing::info!(node = %format!("{:016x}", self.store.node_id()), "queue runner started");
         let mut tasks: JoinSet<()> = JoinSet::new();
+        {
+            // One node (RocksDB): entries a killed earlier run was attempting are due now,
+            // not at the end of their leases.
+            let store = self.store.clone();
+            let (now, horizon) = (self.clock.now(), 2 * self.lease_secs() + 60);
+            match blocking(move || store.release_stale_leases(now, horizon)).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(entries = n, "queue entries left leased by an earlier run are due again"),
+                Err(e) => tracing::error!(error = %format!("{e:#}"), "cannot release the leases of an earlier run"),
+            }
+        }
         loop {
             if *shutdown.borrow() {
                 break;
             }
             self.follow_reload();
             let poll = Duration::from_secs(self.settings().config.poll_interval_secs);
-            // With several nodes on one store, only the leading one drains the queue
-            // (the others take over when it goes; `Store::leads`).
-            if self.store.leads() {
-                if let Err(e) = self.pass(&mut tasks).await {
-                    tracing::error!(error = %format!("{e:#}"), "queue pass failed");
-                }
+            // With several nodes on one store every node drains: each sends only the
+            // entries it claimed (storage `lease.rs`).
+            if let Err(e) = self.pass(&mut tasks).await {
+                tracing::error!(error = %format!("{e:#}"), "queue pass failed");
             }
             self.close_idle_connections();
             tokio::select! {
@@ -325,6 +341,10 @@ impl QueueRunner {
         // here is retried, its "attempt started" mark showing a possible duplicate.
         let grace = Duration::from_secs(25);
         let _ = tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+        // What is still waiting for a connection goes back to the queue at once (another
+        // node may send it) rather than when its lease ends.
+        let waiting: Vec<Waiting> = self.backlog.lock().drain().flat_map(|(_, list)| list).collect();
+        self.release(waiting.iter().map(|w| (w.entry.id, w.lease)).collect()).await;
         let idle: Vec<SmtpClient> = self.pool.lock().drain().flat_map(|(_, v)| v).collect();
         for client in idle {
             client.quit().await;
@@ -362,6 +382,9 @@ impl QueueRunner {
         let mut parked = Vec::new();
         let mut to_hold = Vec::new();
         let mut domains: HashMap<String, (Option<Domain>, OutagePhase, bool)> = HashMap::new();
+        type Permits = (OwnedSemaphorePermit, OwnedSemaphorePermit);
+        let mut chosen: Vec<(QueueEntry, Option<Domain>, String, Option<Permits>)> = Vec::new();
+        let mut backlog_room: HashMap<String, usize> = HashMap::new();
         for entry in due {
             if self.in_flight.lock().contains(&entry.id) {
                 continue;
@@ -400,16 +423,43 @@ impl QueueRunner {
                 .try_acquire_owned()
                 .ok()
                 .and_then(|host| self.global.clone().try_acquire_owned().ok().map(|g| (host, g)));
-            match permits {
-                Some((host_permit, global_permit)) => {
-                    self.spawn_chain(tasks, Waiting { entry, domain }, key, host_permit, global_permit)
+            if permits.is_none() {
+                let queued = self.backlog.lock().get(&key).map_or(0, VecDeque::len);
+                let room = backlog_room.entry(key.clone()).or_insert(BACKLOG_PER_ROUTE.saturating_sub(queued));
+                if *room == 0 {
+                    continue;
                 }
-                None => {
-                    let mut backlog = self.backlog.lock();
-                    let list = backlog.entry(key).or_default();
-                    if list.len() < BACKLOG_PER_ROUTE {
-                        self.in_flight.lock().insert(entry.id);
-                        list.push_back(Waiting { entry, domain });
+                *room -= 1;
+            }
+            chosen.push((entry, domain, key, permits));
+        }
+        // Claimed in one synced write before anything is sent: an entry another node's
+        // runner claimed first is left out (storage `lease.rs`).
+        if !chosen.is_empty() {
+            let ids: Vec<u64> = chosen.iter().map(|(e, ..)| e.id).collect();
+            let store = self.store.clone();
+            let secs = self.lease_secs();
+            let mut claimed: HashMap<u64, QueueEntry> =
+                blocking(move || store.claim_entries(&ids, now, secs))
+                    .await?
+                    .into_iter()
+                    .map(|e| (e.id, e))
+                    .collect();
+            for (entry, domain, key, permits) in chosen {
+                let Some(entry) = claimed.remove(&entry.id) else {
+                    continue;
+                };
+                let Some(lease) = entry.lease else {
+                    continue;
+                };
+                let waiting = Waiting { entry, domain, lease };
+                match permits {
+                    Some((host_permit, global_permit)) => {
+                        self.spawn_chain(tasks, waiting, key, host_permit, global_permit)
+                    }
+                    None => {
+                        self.in_flight.lock().insert(waiting.entry.id);
+                        self.backlog.lock().entry(key).or_default().push_back(waiting);
                     }
                 }
             }
@@ -483,7 +533,7 @@ impl QueueRunner {
         tasks.spawn(async move {
             let mut current = Some(first);
             let mut premarked = false;
-            while let Some(Waiting { entry, domain }) = current.take() {
+            while let Some(Waiting { entry, domain, lease }) = current.take() {
                 let id = entry.id;
                 let next = if runner.stopping.load(Ordering::SeqCst) {
                     None
@@ -498,18 +548,22 @@ impl QueueRunner {
                     .as_ref()
                     .and_then(|w| runner.premark(&w.entry, w.domain.as_ref(), &key));
                 premarked = runner
-                    .attempt_entry(entry, domain, &host_permit, premarked, mark)
+                    .attempt_entry(entry, domain, lease, &host_permit, premarked, mark)
                     .await;
                 runner.in_flight.lock().remove(&id);
                 current = next;
             }
-            // Entries a stopping task did not take stay due; the next start sends them.
+            // Entries a stopping task did not take go back to the queue (due now).
             if runner.stopping.load(Ordering::SeqCst) {
-                if let Some(list) = runner.backlog.lock().remove(&key) {
-                    let mut owned = runner.in_flight.lock();
-                    for w in list {
-                        owned.remove(&w.entry.id);
+                let list = runner.backlog.lock().remove(&key);
+                if let Some(list) = list {
+                    {
+                        let mut owned = runner.in_flight.lock();
+                        for w in &list {
+                            owned.remove(&w.entry.id);
+                        }
                     }
+                    runner.release(list.iter().map(|w| (w.entry.id, w.lease)).collect()).await;
                 }
             }
             // Both slots free before the wake-up, so the pass it triggers can use them.
@@ -524,19 +578,19 @@ impl QueueRunner {
     /// ahead of it: re-read, and its recipients whose copy the user deleted cancelled now
     /// rather than after the mark.
     async fn prepare_next(&self, waiting: Waiting) -> Waiting {
-        let Waiting { entry, domain } = waiting;
+        let Waiting { entry, domain, lease } = waiting;
         let store = self.store.clone();
         let id = entry.id;
         let fresh = match blocking(move || store.queue_entry(id)).await {
             Ok(Some(e)) => e,
-            _ => return Waiting { entry, domain },
+            _ => return Waiting { entry, domain, lease },
         };
         let settings = domain.clone().unwrap_or_default();
         let entry = if fresh.kind == QueueKind::Relay
             && !settings.redeliver_deleted
             && settings.delivery_mode == DeliveryMode::Both
             && !fresh.held
-            && fresh.next_attempt <= self.clock.now()
+            && fresh.lease == Some(lease)
         {
             match self.cancel_deleted(fresh.clone()).await {
                 Ok(e) => e,
@@ -545,7 +599,7 @@ impl QueueRunner {
         } else {
             fresh
         };
-        Waiting { entry, domain }
+        Waiting { entry, domain, lease }
     }
 
     /// The "attempt started" mark of `next`, to be written with the previous entry's
@@ -554,7 +608,11 @@ impl QueueRunner {
     fn premark(&self, next: &QueueEntry, domain: Option<&Domain>, key: &str) -> Option<AttemptMark> {
         let now = self.clock.now();
         let lifetime = domain.map(|d| d.queue_lifetime_days).unwrap_or(15) as i64 * 86_400;
-        if next.held || next.is_done() || next.next_attempt > now || now >= next.created_at + lifetime {
+        // Still under the claim it was backlogged with, with time left to send.
+        let claimed = next
+            .live_lease(now)
+            .is_some_and(|l| l.node == self.store.node_id() && l.until - now >= self.lease_secs() / 2);
+        if next.held || next.is_done() || !claimed || now >= next.created_at + lifetime {
             return None;
         }
         let route = self.route_for(next, domain);
@@ -682,17 +740,20 @@ impl QueueRunner {
     /// `premarked`: the "attempt started" mark of this entry was written with the
     /// previous entry's outcome. `next_mark`, when given, goes into this entry's last
     /// outcome write; the return value says whether it did.
+    #[allow(clippy::too_many_arguments)]
     async fn attempt_entry(
         self: &Arc<Self>,
         entry: QueueEntry,
         domain: Option<Domain>,
+        lease: Lease,
         first_permit: &OwnedSemaphorePermit,
         premarked: bool,
         next_mark: Option<AttemptMark>,
     ) -> bool {
         let id = entry.id;
+        let mut lease = lease;
         match self
-            .try_attempt_entry(entry, domain, first_permit, premarked, next_mark)
+            .try_attempt_entry(entry, domain, &mut lease, first_permit, premarked, next_mark)
             .await
         {
             Ok(marked) => marked,
@@ -701,8 +762,51 @@ impl QueueRunner {
                 // Keep the entry from spinning on a store error: look again after a back-off.
                 let at = self.clock.now() + self.settings().config.retry_initial_secs as i64;
                 let store = self.store.clone();
-                let _ = blocking(move || store.postpone_entries(&[id], at)).await;
+                let _ = blocking(move || store.release_leases(&[(id, lease)], at)).await;
                 false
+            }
+        }
+    }
+
+    /// Gives claimed entries back to the queue, due now (best effort: a lease not
+    /// released ends by itself).
+    async fn release(&self, leases: Vec<(u64, Lease)>) {
+        if leases.is_empty() {
+            return;
+        }
+        let store = self.store.clone();
+        let now = self.clock.now();
+        if let Err(e) = blocking(move || store.release_leases(&leases, now)).await {
+            tracing::warn!(error = %format!("{e:#}"), "cannot release queue leases; they end by themselves");
+        }
+    }
+
+    /// Runs `attempt` (one destination's SMTP transaction), renewing `lease` every third
+    /// of its length meanwhile, so that an attempt slower than a lease is not taken over.
+    async fn renewing<T>(&self, id: u64, lease: &mut Lease, attempt: impl std::future::Future<Output = T>) -> T {
+        let secs = self.lease_secs();
+        let every = Duration::from_secs(u64::try_from(secs / 3).unwrap_or(1).max(1));
+        tokio::pin!(attempt);
+        let mut renewing = true;
+        loop {
+            tokio::select! {
+                done = &mut attempt => return done,
+                _ = tokio::time::sleep(every), if renewing => {
+                    let store = self.store.clone();
+                    let (current, now) = (*lease, self.clock.now());
+                    match blocking(move || store.renew_lease(id, &current, now, secs)).await {
+                        Ok(Some(entry)) => {
+                            if let Some(renewed) = entry.lease {
+                                *lease = renewed;
+                            }
+                        }
+                        Ok(None) => {
+                            tracing::warn!(queue = id, "lease on the queue entry lost during the attempt; its outcome will not be recorded");
+                            renewing = false;
+                        }
+                        Err(e) => tracing::warn!(queue = id, error = %format!("{e:#}"), "cannot renew the lease on the queue entry"),
+                    }
+                }
             }
         }
     }
@@ -711,22 +815,25 @@ impl QueueRunner {
         self: &Arc<Self>,
         entry: QueueEntry,
         domain: Option<Domain>,
+        lease: &mut Lease,
         first_permit: &OwnedSemaphorePermit,
         mut premarked: bool,
         mut next_mark: Option<AttemptMark>,
     ) -> anyhow::Result<bool> {
         let now = self.clock.now();
+        let secs = self.lease_secs();
         // The pass may have read the entry just before an earlier attempt finished with
         // it: only the state read now, while this task owns the entry, counts. Without
         // this a finished entry could be sent twice. The body comes in the same trip to
         // the blocking pool.
         let store = self.store.clone();
         let id = entry.id;
+        let claimed = *lease;
         let (entry, body) = blocking(move || {
             let Some(entry) = store.queue_entry(id)? else {
                 return Ok((None, Vec::new()));
             };
-            let body = if entry.next_attempt > now || entry.held || entry.is_done() {
+            let body = if entry.lease != Some(claimed) || entry.held || entry.is_done() {
                 Vec::new()
             } else {
                 store.body(&entry.blob)?
@@ -737,8 +844,24 @@ impl QueueRunner {
         let Some(mut entry) = entry else {
             return Ok(false);
         };
-        if entry.next_attempt > now || entry.held || entry.is_done() {
+        // Another node took it over (our lease ran out while it waited), or it was
+        // finished or held meanwhile: nothing to send.
+        if entry.lease != Some(*lease) || entry.held || entry.is_done() {
             return Ok(false);
+        }
+        if lease.until - now < secs / 2 {
+            // It waited for a connection for a while: a full lease for the attempt.
+            let store = self.store.clone();
+            let current = *lease;
+            match blocking(move || store.renew_lease(id, &current, now, secs)).await? {
+                Some(renewed) => {
+                    if let Some(l) = renewed.lease {
+                        *lease = l;
+                    }
+                    entry = renewed;
+                }
+                None => return Ok(false),
+            }
         }
         let settings = domain.clone().unwrap_or_default();
         let lifetime = settings.queue_lifetime_days as i64 * 86_400;
@@ -811,15 +934,14 @@ impl QueueRunner {
                 } else {
                     Some(self.host_semaphore(&route.key()).acquire_owned().await?)
                 };
-            let results = self
-                .deliver_group(
-                    &entry,
-                    &route,
-                    &rcpts,
-                    body.clone(),
-                    std::mem::take(&mut premarked),
-                )
-                .await;
+            let delivery = self.deliver_group(
+                &entry,
+                &route,
+                &rcpts,
+                body.clone(),
+                std::mem::take(&mut premarked),
+            );
+            let results = self.renewing(entry.id, lease, delivery).await;
             for r in &results {
                 match &r.outcome {
                     AttemptOutcome::Deferred(_) => any_deferred = true,
@@ -857,10 +979,22 @@ impl QueueRunner {
             marked_next = mark.is_some();
             let store = self.store.clone();
             let id = entry.id;
-            // Synced before anything else happens to this entry.
-            let updated =
-                blocking(move || store.record_attempt_and_mark(id, &outcomes, next, mark.as_ref())).await?;
-            entry = updated;
+            // Synced before anything else happens to this entry, and only under the lease
+            // the attempt ran under; the lease ends with the last destination's outcome.
+            let (fence, keep) = (*lease, index != last_group);
+            let recorded = tokio::task::spawn_blocking(move || {
+                store.record_attempt_and_mark(id, &outcomes, next, mark.as_ref(), Some((&fence, keep)))
+            })
+            .await?;
+            entry = match recorded {
+                Ok(updated) => updated,
+                Err(StoreError::Conflict(why)) => {
+                    // The new owner's attempt counts; this one may have been a duplicate.
+                    tracing::warn!(queue = id, reason = %why, "outcome discarded: another node took the queue entry over");
+                    return Ok(false);
+                }
+                Err(e) => return Err(e.into()),
+            };
         }
         if !failures.is_empty() {
             self.queue_dsn(&entry, &failures).await?;

@@ -109,6 +109,9 @@ pub(crate) struct Inner {
     pub(crate) outage_cache: Mutex<crate::outage::OutageCache>,
     /// Computes a body's summary when the body is first written (`Store::set_summariser`).
     pub(crate) summariser: std::sync::OnceLock<Summariser>,
+    /// This open store's node id in queue leases (`lease.rs`), and its claims so far.
+    pub(crate) node_id: u64,
+    pub(crate) claims: std::sync::atomic::AtomicU64,
 }
 
 /// Locks held (`Store::lock`, `Store::lock_outer`): the engine's, then this process's,
@@ -233,6 +236,8 @@ impl Store {
                 accounts_cache: Mutex::new(Default::default()),
                 outage_cache: Mutex::new(Default::default()),
                 summariser: std::sync::OnceLock::new(),
+                node_id: crate::lease::new_node_id(),
+                claims: std::sync::atomic::AtomicU64::new(0),
             }),
         })
     }

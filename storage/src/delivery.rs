@@ -72,7 +72,9 @@ impl Store {
             let Some(mut entry) = self.get_json::<QueueEntry>(CF_QUEUE, &u64_key(*id))? else {
                 continue;
             };
-            if entry.next_attempt == at {
+            // A runner is attempting it: it stays out of the due range until the lease
+            // ends, whoever would move it.
+            if entry.next_attempt == at || entry.live_lease(self.now()).is_some() {
                 continue;
             }
             batch.delete(due_cf, due_key(entry.next_attempt, entry.id));

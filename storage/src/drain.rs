@@ -67,12 +67,20 @@ impl Store {
     /// message instead of two, and the rule still holds: this entry's outcome is durable
     /// before anything else happens to it, and the next message's mark is durable before
     /// it is sent.
+    ///
+    /// `lease`: the lease the attempt ran under ([`crate::lease`]). The outcome is
+    /// recorded only if the entry still carries it (checked in the committing write
+    /// too); otherwise nothing is written and the error is [`StoreError::Conflict`]: the
+    /// entry was taken over and its new owner's attempt counts. With `keep_lease` (more
+    /// recipients of the entry still to send in this attempt) the lease stays and the
+    /// entry stays not due; otherwise the lease ends with this write.
     pub fn record_attempt_and_mark(
         &self,
         id: u64,
         outcomes: &[(String, AttemptOutcome)],
         next_attempt: i64,
         mark: Option<&AttemptMark>,
+        lease: Option<(&Lease, bool)>,
     ) -> StoreResult<QueueEntry> {
         let missing = || StoreError::NotFound(format!("queue entry {id}"));
         // Same locks as `record_attempt` (entry, body stripe, tracking log) plus the next
@@ -87,8 +95,20 @@ impl Store {
             keys.push(("tracking", m.tracking_id));
         }
         let _guards = self.lock(&keys)?;
-        let mut entry = self.queue_entry(id)?.ok_or_else(missing)?;
+        let (mut entry, raw) = self.queue_entry_raw(id)?.ok_or_else(missing)?;
         let mut batch = Batch::default();
+        let mut next_attempt = next_attempt;
+        match lease {
+            Some((lease, keep)) => {
+                crate::lease::fence(&mut batch, id, &entry, &raw, lease)?;
+                if keep {
+                    next_attempt = entry.next_attempt;
+                } else {
+                    entry.lease = None;
+                }
+            }
+            None => entry.lease = None,
+        }
         let mut events = crate::queue::apply_outcomes(&mut entry, outcomes, self.now());
         self.reschedule_into(&mut batch, &mut entry, next_attempt)?;
         match mark {

@@ -38,6 +38,10 @@ pub enum StoreError {
     /// the cause. Temporary from a client's point of view.
     #[error("PostgreSQL store: {0}")]
     Postgres(String),
+    /// A batch's precondition ([`crate::backend`] `Op::Expect`) did not hold: another
+    /// writer changed the record first. Nothing of the batch was applied.
+    #[error("record changed by another writer: {0}")]
+    Conflict(String),
     #[error("corrupt record in {cf}: {reason}")]
     Corrupt { cf: &'static str, reason: String },
     #[error("filesystem error: {0}")]

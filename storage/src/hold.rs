@@ -67,7 +67,9 @@ impl Store {
             }
             batch.delete(due_cf, due_key(entry.next_attempt, entry.id));
             entry.held = held;
-            entry.next_attempt = if held { HELD_DUE } else { now };
+            // Released while a runner attempts it: due when the lease ends.
+            let due = entry.live_lease(now).map_or(now, |l| l.until.max(now));
+            entry.next_attempt = if held { HELD_DUE } else { due };
             self.put_json(&mut batch, CF_QUEUE, &u64_key(entry.id), &entry)?;
             batch.put(due_cf, due_key(entry.next_attempt, entry.id), b"");
             changed.push(entry);

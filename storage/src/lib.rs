@@ -24,6 +24,7 @@ mod health;
 pub mod hold;
 pub mod integrity;
 pub mod keys;
+mod lease;
 mod logins;
 pub mod mailbox;
 pub mod model;

@@ -490,6 +490,7 @@ impl Store {
                 message_id: req.message_id.clone(),
                 held: false,
                 sent_copy: entry.sent_copy,
+                lease: None,
             };
             self.put_json(&mut batch, CF_QUEUE, &u64_key(id), &queued)?;
             noted.push(queued.clone());

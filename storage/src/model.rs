@@ -325,9 +325,28 @@ pub struct QueueEntry {
     /// in Sent: redelivered with an `X-Understudy-Sent: yes` header on top.
     #[serde(default)]
     pub sent_copy: bool,
+    /// The queue runner of one node is attempting the entry (`lease.rs`); while the
+    /// lease runs, `next_attempt` is its end, so no other runner finds it due.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<Lease>,
+}
+
+/// A queue runner's claim on an entry: which node, which claim of that node, until when
+/// (store clock, seconds). An outcome is recorded only under the lease it was attempted
+/// under; once another node has claimed the entry the late outcome is discarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    pub node: u64,
+    pub claim: u64,
+    pub until: i64,
 }
 
 impl QueueEntry {
+    /// The lease, if it still runs at `now`.
+    pub fn live_lease(&self, now: i64) -> Option<&Lease> {
+        self.lease.as_ref().filter(|l| l.until > now)
+    }
+
     pub fn pending(&self) -> impl Iterator<Item = &QueueRecipient> {
         self.recipients
             .iter()

@@ -66,6 +66,7 @@ impl Store {
     ) -> StoreResult<QueueEntry> {
         let (_guards, mut entry) = self.lock_entry(id)?;
         let mut batch = Batch::default();
+        entry.lease = None;
         let events = apply_outcomes(&mut entry, outcomes, self.now());
         self.reschedule_into(&mut batch, &mut entry, next_attempt)?;
         self.tracking_into(&mut batch, entry.tracking_id, &events)?;
@@ -121,8 +122,11 @@ impl Store {
     }
 
     /// Moves the next attempt to `at` (`queue retry`: now).
+    /// An entry a runner is attempting (its lease running) stays out of the due range
+    /// until the lease ends, so that no other runner sends it meanwhile.
     pub fn retry_at(&self, id: u64, at: i64) -> StoreResult<()> {
         let (_guards, mut entry) = self.lock_entry(id)?;
+        let at = entry.live_lease(self.now()).map_or(at, |l| at.max(l.until));
         let mut batch = Batch::default();
         self.reschedule_into(&mut batch, &mut entry, at)?;
         self.commit(batch)?;

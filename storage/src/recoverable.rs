@@ -157,6 +157,7 @@ impl Store {
                 message_id: record.message_id.clone(),
                 held: false,
                 sent_copy: record.sent_copy,
+                lease: None,
             };
             // The record's body reference becomes the entry's.
             self.put_json(&mut batch, CF_QUEUE, &u64_key(id), &entry)?;

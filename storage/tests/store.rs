@@ -211,3 +211,21 @@ fn a_schema_1_database_keeps_its_subscriptions_when_opened() {
 pub fn default_seeds() -> Vec<u64> {
     vec![1, 2, 3]
 }
+
+/// With one node, a lease left by a killed earlier run (another node id) is released
+/// when the runner starts: the entry is due at once, not at the lease's end.
+#[test]
+fn leases_of_an_earlier_run_are_released_on_a_single_node_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1_000));
+    let store = open_store(dir.path(), StoreOptions::default(), clock.clone()).unwrap();
+    store.add_domain(&Domain::new("example.com")).unwrap();
+    let id = cases::queue_one(&store, 1_000, "stale");
+    assert_eq!(store.claim_entries(&[id], 1_000, 60).unwrap().len(), 1);
+    drop(store);
+    let store = open_store(dir.path(), StoreOptions::default(), clock.clone()).unwrap();
+    assert!(store.due_entries(1_001, 10).unwrap().is_empty());
+    assert_eq!(store.release_stale_leases(1_001, 200).unwrap(), 1);
+    let due = store.due_entries(1_001, 10).unwrap();
+    assert_eq!((due.len(), due[0].lease), (1, None));
+}

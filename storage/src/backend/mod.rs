@@ -57,6 +57,17 @@ pub(crate) enum Op {
         key: Vec<u8>,
         delta: i64,
     },
+    /// A precondition, not a write: the batch applies only if the record holds exactly
+    /// `value` when it commits; otherwise nothing of it is applied and the write fails
+    /// with [`StoreError::Conflict`](crate::StoreError::Conflict). The fence of a queue
+    /// lease (`lease.rs`): on PostgreSQL the row is locked (`FOR UPDATE`) and compared
+    /// inside the committing transaction, so it holds even when the node's advisory lock
+    /// connection was lost; RocksDB (one process) compares under the caller's locks.
+    Expect {
+        cf: &'static str,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
 }
 
 /// Writes applied together or not at all, in order.
@@ -86,6 +97,14 @@ impl Batch {
             cf,
             key: key.as_ref().to_vec(),
             value,
+        });
+    }
+
+    pub fn expect(&mut self, cf: &'static str, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) {
+        self.ops.push(Op::Expect {
+            cf,
+            key: key.as_ref().to_vec(),
+            value: value.as_ref().to_vec(),
         });
     }
 

@@ -320,7 +320,9 @@ impl PgBackend {
             attempt += 1;
             let client = get(&pool).await?;
             match apply(&client, &batch, sync).await {
-                Ok(()) => return Ok(()),
+                Ok(Ok(())) => return Ok(()),
+                // Rolled back: the connection is clean again.
+                Ok(Err(conflict)) => return Err(StoreError::Conflict(conflict)),
                 Err(e) => {
                     // The connection may be mid-transaction: never hand it back to the pool.
                     drop(Object::take(client));
@@ -340,8 +342,14 @@ async fn get(pool: &Pool) -> StoreResult<Object> {
     pool.get().await.map_err(|e| pg_error("connect", e))
 }
 
-/// The statements of a batch, pipelined in one transaction.
-async fn apply(client: &Object, batch: &Batch, sync: bool) -> Result<(), tokio_postgres::Error> {
+/// The statements of a batch, pipelined in one transaction. The preconditions
+/// (`Op::Expect`) go first, each locking its row (`FOR UPDATE`) until the commit; when
+/// one does not hold, the transaction is rolled back and the inner result names it.
+async fn apply(
+    client: &Object,
+    batch: &Batch,
+    sync: bool,
+) -> Result<Result<(), String>, tokio_postgres::Error> {
     client
         .batch_execute(if sync {
             "BEGIN"
@@ -349,8 +357,28 @@ async fn apply(client: &Object, batch: &Batch, sync: bool) -> Result<(), tokio_p
             "BEGIN; SET LOCAL synchronous_commit = off"
         })
         .await?;
-    let mut statements = Vec::with_capacity(batch.ops.len());
+    let mut checks = Vec::new();
     for op in &batch.ops {
+        if let Op::Expect { cf, key, value } = op {
+            let statement = client
+                .prepare_cached(&format!("SELECT value FROM {} WHERE key = $1 FOR UPDATE", table(cf)))
+                .await?;
+            checks.push(async move {
+                let row = client.query_opt(&statement, &[key]).await?;
+                let found: Option<Vec<u8>> = row.map(|r| r.get(0));
+                Ok::<_, tokio_postgres::Error>((found.as_deref() == Some(value.as_slice()), *cf))
+            });
+        }
+    }
+    for (holds, cf) in futures_util::future::try_join_all(checks).await? {
+        if !holds {
+            client.batch_execute("ROLLBACK").await?;
+            return Ok(Err(format!("{cf} record changed")));
+        }
+    }
+    let writes: Vec<&Op> = batch.ops.iter().filter(|op| !matches!(op, Op::Expect { .. })).collect();
+    let mut statements = Vec::with_capacity(writes.len());
+    for op in &writes {
         let sql = match op {
             Op::Put { cf, .. } => format!(
                 "INSERT INTO {t} (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
@@ -367,11 +395,11 @@ async fn apply(client: &Object, batch: &Batch, sync: bool) -> Result<(), tokio_p
                  DO UPDATE SET value = int8send(understudy_i64(t.value) + understudy_i64(EXCLUDED.value))",
                 t = table(cf)
             ),
+            Op::Expect { .. } => continue,
         };
         statements.push(client.prepare_cached(&sql).await?);
     }
-    let values: Vec<Vec<u8>> = batch
-        .ops
+    let values: Vec<Vec<u8>> = writes
         .iter()
         .map(|op| match op {
             Op::MaxU64 { value, .. } => value.to_be_bytes().to_vec(),
@@ -379,18 +407,19 @@ async fn apply(client: &Object, batch: &Batch, sync: bool) -> Result<(), tokio_p
             _ => Vec::new(),
         })
         .collect();
-    let mut pending = Vec::with_capacity(batch.ops.len());
-    for ((op, statement), number) in batch.ops.iter().zip(&statements).zip(&values) {
+    let mut pending = Vec::with_capacity(writes.len());
+    for ((op, statement), number) in writes.iter().zip(&statements).zip(&values) {
         let params: Vec<&(dyn ToSql + Sync)> = match op {
             Op::Put { key, value, .. } => vec![key, value],
             Op::Delete { key, .. } => vec![key],
             Op::MaxU64 { key, .. } | Op::AddI64 { key, .. } => vec![key, number],
+            Op::Expect { .. } => continue,
         };
         pending.push(async move { client.execute(statement, &params).await });
     }
     // Sent in order on the one connection (tokio-postgres pipelines them).
     futures_util::future::try_join_all(pending).await?;
-    client.batch_execute("COMMIT").await
+    client.batch_execute("COMMIT").await.map(Ok)
 }
 
 async fn get_one(client: &Object, cf: &'static str, key: Vec<u8>) -> StoreResult<Option<Vec<u8>>> {

@@ -166,6 +166,13 @@ impl RocksBackend {
                 Op::Delete { cf, key } => out.delete_cf(&self.cf(cf)?, key),
                 Op::MaxU64 { cf, key, value } => out.merge_cf(&self.cf(cf)?, key, value.to_be_bytes()),
                 Op::AddI64 { cf, key, delta } => out.merge_cf(&self.cf(cf)?, key, delta.to_be_bytes()),
+                // One process writes a RocksDB store and every writer of a fenced record
+                // holds its lock (`Store::lock`): a read here is current until the write.
+                Op::Expect { cf, key, value } => {
+                    if self.db.get_cf(&self.cf(cf)?, &key)?.as_deref() != Some(value.as_slice()) {
+                        return Err(StoreError::Conflict(format!("{cf} record changed")));
+                    }
+                }
             }
         }
         Ok(out)

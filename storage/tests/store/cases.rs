@@ -547,3 +547,91 @@ fn subscriptions_outlive_delete_follow_rename_and_go_with_the_user() {
     store.remove_user("anna@example.com").unwrap();
     assert!(store.subscriptions(anna.id).unwrap().is_empty());
 }
+
+/// One relay entry for anna, due at `at`.
+pub fn queue_one(store: &Store, at: i64, tag: &str) -> u64 {
+    store
+        .deliver(&DeliveryRequest {
+            body: format!("Subject: {tag}\r\n\r\nqueued\r\n").as_bytes(),
+            users: vec![],
+            queue: vec![NewQueueEntry {
+                kind: QueueKind::Relay,
+                domain: "example.com".into(),
+                mail_from: "x@example.net".into(),
+                recipients: vec![("anna@example.com".into(), None)],
+                next_attempt: at,
+                sent_copy: false,
+            }],
+            message_id: Some(format!("<{tag}@x>")),
+            summary: "test".into(),
+        })
+        .unwrap()
+        .queue_ids[0]
+}
+
+pub fn delivered() -> Vec<(String, queue::AttemptOutcome)> {
+    vec![(
+        "anna@example.com".into(),
+        queue::AttemptOutcome::Delivered("250 ok".into()),
+    )]
+}
+
+/// A claimed entry is out of the due range until its lease ends; claimed again after
+/// that, the outcome of the attempt under the old lease is discarded (nothing written)
+/// and the one under the new lease is recorded; a release makes it due at once.
+#[test]
+fn a_queue_lease_keeps_an_entry_from_a_second_attempt_and_fences_late_outcomes() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1_000));
+    let store = super::open_store(dir.path(), StoreOptions::default(), clock.clone()).unwrap();
+    store.add_domain(&Domain::new("example.com")).unwrap();
+    let id = queue_one(&store, 1_000, "lease");
+    let claimed = store.claim_entries(&[id], 1_000, 60).unwrap();
+    assert_eq!(claimed.len(), 1);
+    let first = claimed[0].lease.unwrap();
+    assert_eq!((first.node, first.until), (store.node_id(), 1_060));
+    assert!(store.due_entries(1_059, 10).unwrap().is_empty(), "leased, not due");
+    assert!(store.claim_entries(&[id], 1_059, 60).unwrap().is_empty(), "claimed twice");
+
+    // Renewed while the attempt runs: still ours, later end.
+    clock.set(1_030);
+    let renewed = store.renew_lease(id, &first, 1_030, 60).unwrap().unwrap().lease.unwrap();
+    assert_eq!(renewed.until, 1_090);
+    // The lease runs out (the attempt hung, its node died): the entry is due, and a
+    // new claim takes it over.
+    clock.set(1_090);
+    assert_eq!(store.due_entries(1_090, 10).unwrap().len(), 1);
+    let second = store.claim_entries(&[id], 1_090, 60).unwrap()[0].lease.unwrap();
+    assert_ne!(second, renewed);
+    assert!(store.renew_lease(id, &renewed, 1_090, 60).unwrap().is_none());
+    // The late outcome of the first attempt is discarded ...
+    let late = store.record_attempt_and_mark(id, &delivered(), 1_090, None, Some((&renewed, false)));
+    assert!(matches!(late, Err(StoreError::Conflict(_))), "{late:?}");
+    let entry = store.queue_entry(id).unwrap().unwrap();
+    assert_eq!(entry.recipients[0].status, RecipientStatus::Pending);
+    assert_eq!(entry.lease, Some(second));
+    // ... the new owner's deferral is recorded and ends the lease.
+    let deferred = vec![(
+        "anna@example.com".to_string(),
+        queue::AttemptOutcome::Deferred("451 later".into()),
+    )];
+    let entry = store
+        .record_attempt_and_mark(id, &deferred, 1_200, None, Some((&second, false)))
+        .unwrap();
+    assert_eq!((entry.lease, entry.next_attempt), (None, 1_200));
+    assert_eq!(entry.recipients[0].attempts, 1);
+    // `queue retry` and outage release do not pull a leased entry forward.
+    clock.set(1_200);
+    let third = store.claim_entries(&[id], 1_200, 60).unwrap()[0].lease.unwrap();
+    store.retry_at(id, 1_200).unwrap();
+    store.postpone_entries(&[id], 1_200).unwrap();
+    assert_eq!(store.queue_entry(id).unwrap().unwrap().next_attempt, 1_260);
+    // Released (a runner stopping): due at once, claimable again.
+    assert_eq!(store.release_leases(&[(id, third)], 1_201).unwrap(), 1);
+    assert_eq!(store.due_entries(1_201, 10).unwrap().len(), 1);
+    let fourth = store.claim_entries(&[id], 1_201, 60).unwrap()[0].lease.unwrap();
+    store
+        .record_attempt_and_mark(id, &delivered(), 1_201, None, Some((&fourth, false)))
+        .unwrap();
+    assert!(store.queue_entry(id).unwrap().is_none(), "delivered and gone");
+}
