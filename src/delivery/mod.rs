@@ -271,6 +271,17 @@ impl QueueRunner {
         self.settings.read().clone()
     }
 
+    /// Entries that may wait per destination. On a store shared by several nodes a few
+    /// per connection only: what one node has claimed for its backlog no other node
+    /// sends, so a deep backlog would have one node drain alone.
+    fn backlog_cap(&self) -> usize {
+        if self.store.is_shared() {
+            (4 * self.max_connections_per_host).clamp(1, BACKLOG_PER_ROUTE)
+        } else {
+            BACKLOG_PER_ROUTE
+        }
+    }
+
     /// How long a claim on an entry lasts (`delivery.lease_secs`).
     fn lease_secs(&self) -> i64 {
         i64::try_from(self.settings().config.lease_secs.max(1)).unwrap_or(i64::MAX / 4)
@@ -360,8 +371,9 @@ impl QueueRunner {
         self.start_backlogged(tasks);
         let waiting: usize = self.backlog.lock().values().map(VecDeque::len).sum();
         let free = self.global.available_permits();
-        let room = (self.per_host.lock().len().max(1) * BACKLOG_PER_ROUTE).saturating_sub(waiting);
-        let limit = free + room.min(BACKLOG_PER_ROUTE);
+        let cap = self.backlog_cap();
+        let room = (self.per_host.lock().len().max(1) * cap).saturating_sub(waiting);
+        let limit = free + room.min(cap);
         if limit == 0 {
             return Ok(());
         }
@@ -425,7 +437,7 @@ impl QueueRunner {
                 .and_then(|host| self.global.clone().try_acquire_owned().ok().map(|g| (host, g)));
             if permits.is_none() {
                 let queued = self.backlog.lock().get(&key).map_or(0, VecDeque::len);
-                let room = backlog_room.entry(key.clone()).or_insert(BACKLOG_PER_ROUTE.saturating_sub(queued));
+                let room = backlog_room.entry(key.clone()).or_insert(cap.saturating_sub(queued));
                 if *room == 0 {
                     continue;
                 }
@@ -510,7 +522,7 @@ impl QueueRunner {
         let mut backlog = self.backlog.lock();
         let list = backlog.get_mut(key)?;
         let next = list.pop_front();
-        if list.len() == BACKLOG_PER_ROUTE / 2 {
+        if list.len() == self.backlog_cap() / 2 {
             // Half empty: have the next pass top it up while these are sent.
             self.wakeup.notify_one();
         }

@@ -405,6 +405,11 @@ impl Store {
         self.inner.backend.shared()
     }
 
+    /// Whether other nodes may write this store too (PostgreSQL).
+    pub fn is_shared(&self) -> bool {
+        self.shared()
+    }
+
     /// Wakes this process's watchers of `mailbox` and tells the other nodes.
     pub(crate) fn publish(&self, mailbox: u64, modseq: u64) {
         self.inner.notifier.publish(mailbox, modseq);

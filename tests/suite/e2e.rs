@@ -26,7 +26,7 @@ fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
 }
 
 /// The domain's phase as `outage status` shows it ("normal", "outage", "draining").
-fn phase(server: &TestServer, domain: &str) -> String {
+pub(crate) fn phase(server: &TestServer, domain: &str) -> String {
     let status = server.admin_ok(&["outage", "status", domain]);
     let line = status
         .lines()
@@ -36,13 +36,13 @@ fn phase(server: &TestServer, domain: &str) -> String {
 }
 
 /// Entries in the whole queue (relay, outbound and notifications).
-fn queue_len(server: &TestServer) -> usize {
+pub(crate) fn queue_len(server: &TestServer) -> usize {
     let list = server.admin_ok(&["queue", "list"]);
     let last = list.lines().last().unwrap_or_default();
     last.split_whitespace().next().unwrap().parse().unwrap()
 }
 
-fn delivery_config(routes: &[(&str, &str)]) -> String {
+pub(crate) fn delivery_config(routes: &[(&str, &str)]) -> String {
     let routes: Vec<String> = routes.iter().map(|(d, a)| format!("\"{d}\" = \"{a}\"")).collect();
     format!(
         "\n[delivery]\npoll_interval_secs = 1\nretry_initial_secs = 1\nretry_max_secs = 2\n\
@@ -51,7 +51,7 @@ fn delivery_config(routes: &[(&str, &str)]) -> String {
     )
 }
 
-fn add_domain(s: &TestServer, relay: &str, successes: &str) {
+pub(crate) fn add_domain(s: &TestServer, relay: &str, successes: &str) {
     s.admin_ok(&[
         "domain",
         "add",
@@ -87,7 +87,7 @@ for n in range(count):
 s.quit()
 "#;
 
-fn send_many(server: &TestServer, prefix: &str, count: usize) {
+pub(crate) fn send_many(server: &TestServer, prefix: &str, count: usize) {
     python_ok(
         SEND_MANY,
         &[
@@ -271,35 +271,7 @@ fn flapping_primary_and_two_sigkills_lose_nothing_and_show_each_duplicate() {
     primary.up();
     let primary = Arc::new(Mutex::new(primary));
     let stop = Arc::new(AtomicBool::new(false));
-    let flapper = {
-        let primary = primary.clone();
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let mut toggles = 0;
-            while !stop.load(Ordering::SeqCst) {
-                let up = primary.lock().unwrap().is_up();
-                std::thread::sleep(if up { UP } else { DOWN });
-                let mut sink = primary.lock().unwrap();
-                if sink.is_up() {
-                    sink.down();
-                } else {
-                    sink.up();
-                }
-                toggles += 1;
-                eprintln!(
-                    "{:>6.1?} toggle {toggles}: up={} delivered {}",
-                    started.elapsed(),
-                    sink.is_up(),
-                    DumpSink::counts_in(&sink.dir, Some(MARKER)).len()
-                );
-            }
-            let mut sink = primary.lock().unwrap();
-            if !sink.is_up() {
-                sink.up();
-            }
-            toggles
-        })
-    };
+    let flapper = crate::sink::flap(primary.clone(), UP, DOWN, stop.clone(), MARKER, started);
     let delivered = |primary: &Arc<Mutex<DumpSink>>| {
         let dir = primary.lock().unwrap().dir.clone();
         DumpSink::counts_in(&dir, Some(MARKER)).len()

@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 pub fn free_port() -> u16 {
@@ -136,6 +138,44 @@ impl DumpSink {
         }
         counts
     }
+}
+
+/// A flapping primary: a thread that takes the sink down after `up` and brings it back
+/// after `down`, again and again until `stop`, then leaves it up; it returns how often it
+/// toggled. Each toggle is logged with the messages (complete up to `marker`) received.
+pub fn flap(
+    sink: Arc<Mutex<DumpSink>>,
+    up: Duration,
+    down: Duration,
+    stop: Arc<AtomicBool>,
+    marker: &'static str,
+    started: Instant,
+) -> std::thread::JoinHandle<usize> {
+    std::thread::spawn(move || {
+        let mut toggles = 0;
+        while !stop.load(Ordering::SeqCst) {
+            let is_up = sink.lock().unwrap().is_up();
+            std::thread::sleep(if is_up { up } else { down });
+            let mut sink = sink.lock().unwrap();
+            if sink.is_up() {
+                sink.down();
+            } else {
+                sink.up();
+            }
+            toggles += 1;
+            eprintln!(
+                "{:>6.1?} toggle {toggles}: up={} delivered {}",
+                started.elapsed(),
+                sink.is_up(),
+                DumpSink::counts_in(&sink.dir, Some(marker)).len()
+            );
+        }
+        let mut sink = sink.lock().unwrap();
+        if !sink.is_up() {
+            sink.up();
+        }
+        toggles
+    })
 }
 
 impl Drop for DumpSink {
