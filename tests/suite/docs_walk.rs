@@ -49,15 +49,21 @@ const SHELL: &[&str] = &[
 
 /// Commands of the docs this test does not run, and what runs them.
 const NOT_HERE: &[(&str, &str)] = &[
-    ("apt-get install", ".ci/run installs the build and test packages"),
-    ("cargo install cargo-deb", ".ci/run installs cargo-deb"),
+    (
+        "apt-get install",
+        ".ci/run installs these packages (package_commands_are_what_ci_runs)",
+    ),
+    (
+        "cargo install cargo-deb",
+        ".ci/run installs cargo-deb so (package_commands_are_what_ci_runs)",
+    ),
     (
         "cargo deb",
-        "debian/ci-install.sh: cargo deb --no-build around the binary the suite tested",
+        "debian/ci-install.sh, around the binary the suite tested (package_commands_are_what_ci_runs)",
     ),
     (
         "dpkg -i",
-        "debian/ci-install.sh installs the package with dpkg and checks it",
+        "debian/ci-install.sh installs the package so and checks it (package_commands_are_what_ci_runs)",
     ),
     ("cargo test --workspace --locked", ".ci/run"),
     (
@@ -66,6 +72,32 @@ const NOT_HERE: &[(&str, &str)] = &[
          tests/suite/webmail.rs runs Roundcube on the settings of `webmail print-config`",
     ),
 ];
+
+/// The package commands of operations.md's "Install" and where CI runs them: the
+/// script, a word that picks the line there, and the words CI adds, each for a reason.
+const PACKAGE_COMMANDS: &[(&str, &str, &str, &[&str])] = &[
+    // `-qq` keeps CI's log short; stdin from /dev/null: no terminal. The page's
+    // packages stand among .ci/run's `packages` (CI installs the test peers too).
+    (
+        "apt-get install",
+        ".ci/run",
+        "\"${missing[@]}\"",
+        &["-qq", "<", "/dev/null"],
+    ),
+    ("cargo install cargo-deb", ".ci/run", "cargo-deb", &[]),
+    // Around the debug binary the suite has just tested (no second, release build);
+    // `--fast` compresses less; DEB_FLAGS for a local run.
+    (
+        "cargo deb",
+        "debian/ci-install.sh",
+        "--output",
+        &["--no-build", "--fast", "${DEB_FLAGS:-}", "--profile", "\"$profile\""],
+    ),
+    ("dpkg -i", "debian/ci-install.sh", "$deb", &[]),
+];
+
+/// CI's shell variables and the page's words they stand for.
+const CI_WORDS: &[(&str, &str)] = &[("\"$deb\"", "understudy.deb")];
 
 /// What some commands must print, beyond exiting 0.
 const EXPECT: &[(&str, &str)] = &[
@@ -987,6 +1019,75 @@ fn readme_first_steps_walked_command_by_command() {
     walk.page("README.md");
     eprintln!("walk: {} commands run", walk.ran.len());
     assert!(walk.ran.len() >= 12, "{:#?}", walk.ran);
+}
+
+/// The Debian package's build and install commands on the page are, word for word, what
+/// CI runs (.ci/run, debian/ci-install.sh), but for the words `PACKAGE_COMMANDS` lists:
+/// a change on either side that the other does not follow fails here.
+#[test]
+fn package_commands_are_what_ci_runs() {
+    let doc = std::fs::read_to_string(repo().join("docs/operations.md")).unwrap();
+    let on_page: Vec<String> = code_blocks(&doc)
+        .iter()
+        .flat_map(commands)
+        .map(|(_, c)| strip_comment(&c))
+        .filter(|c| PACKAGE_COMMANDS.iter().any(|(p, ..)| c.starts_with(p)))
+        .collect();
+    assert_eq!(
+        on_page.len(),
+        PACKAGE_COMMANDS.len(),
+        "the page's package commands: {on_page:#?}"
+    );
+    for ((prefix, script, marker, ci_only), page) in PACKAGE_COMMANDS.iter().zip(&on_page) {
+        assert!(page.starts_with(prefix), "{page} is not the page's `{prefix}`");
+        let text = std::fs::read_to_string(repo().join(script)).unwrap();
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#') && l.contains(prefix) && l.contains(marker))
+            .collect();
+        assert_eq!(lines.len(), 1, "{script}: the lines that run `{prefix}`: {lines:#?}");
+        let line = &lines[0][lines[0].find(prefix).unwrap()..];
+        // The simple command: up to a pipe, a list operator or a redirection of stderr.
+        let mut ci: Vec<String> = line
+            .split_whitespace()
+            .take_while(|w| !matches!(*w, "|" | "||" | "&&" | ";" | "2>&1" | "\\"))
+            .map(|w| {
+                CI_WORDS
+                    .iter()
+                    .find(|(var, _)| var == &w)
+                    .map_or(w, |(_, word)| word)
+                    .to_string()
+            })
+            .collect();
+        for word in *ci_only {
+            let at = ci.iter().position(|w| w == word).unwrap_or_else(|| {
+                panic!("{script} runs `{}` without {word}: update PACKAGE_COMMANDS", ci.join(" "))
+            });
+            ci.remove(at);
+        }
+        let mut page: Vec<String> = page.split_whitespace().map(str::to_string).collect();
+        if let Some(at) = ci.iter().position(|w| w == "\"${missing[@]}\"") {
+            // apt-get: the page's packages are among those .ci/run installs.
+            ci.remove(at);
+            let listed: Vec<&str> = text
+                .lines()
+                .filter_map(|l| l.strip_prefix("packages=(").or_else(|| l.strip_prefix("packages+=(")))
+                .flat_map(|l| l.trim_end_matches(')').split_whitespace())
+                .collect();
+            let packages: Vec<String> = page.drain(ci.len()..).collect();
+            for package in &packages {
+                assert!(
+                    listed.contains(&package.as_str()),
+                    "operations.md installs {package}, which {script} does not: {listed:?}"
+                );
+            }
+        }
+        assert_eq!(
+            page,
+            ci,
+            "operations.md and {script} run `{prefix}` differently (words CI may add: {ci_only:?})"
+        );
+    }
 }
 
 /// The example configuration shows every section the server knows, so an admin sees
