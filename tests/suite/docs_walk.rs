@@ -91,7 +91,13 @@ const PACKAGE_COMMANDS: &[(&str, &str, &str, &[&str])] = &[
         "cargo deb",
         "debian/ci-install.sh",
         "--output",
-        &["--no-build", "--fast", "${DEB_FLAGS:-}", "--profile", "\"$profile\""],
+        &[
+            "--no-build",
+            "--fast",
+            "${DEB_FLAGS:-}",
+            "--profile",
+            "\"$profile\"",
+        ],
     ),
     ("dpkg -i", "debian/ci-install.sh", "$deb", &[]),
 ];
@@ -1045,7 +1051,11 @@ fn package_commands_are_what_ci_runs() {
             .lines()
             .filter(|l| !l.trim_start().starts_with('#') && l.contains(prefix) && l.contains(marker))
             .collect();
-        assert_eq!(lines.len(), 1, "{script}: the lines that run `{prefix}`: {lines:#?}");
+        assert_eq!(
+            lines.len(),
+            1,
+            "{script}: the lines that run `{prefix}`: {lines:#?}"
+        );
         let line = &lines[0][lines[0].find(prefix).unwrap()..];
         // The simple command: up to a pipe, a list operator or a redirection of stderr.
         let mut ci: Vec<String> = line
@@ -1061,7 +1071,10 @@ fn package_commands_are_what_ci_runs() {
             .collect();
         for word in *ci_only {
             let at = ci.iter().position(|w| w == word).unwrap_or_else(|| {
-                panic!("{script} runs `{}` without {word}: update PACKAGE_COMMANDS", ci.join(" "))
+                panic!(
+                    "{script} runs `{}` without {word}: update PACKAGE_COMMANDS",
+                    ci.join(" ")
+                )
             });
             ci.remove(at);
         }
@@ -1071,7 +1084,10 @@ fn package_commands_are_what_ci_runs() {
             ci.remove(at);
             let listed: Vec<&str> = text
                 .lines()
-                .filter_map(|l| l.strip_prefix("packages=(").or_else(|| l.strip_prefix("packages+=(")))
+                .filter_map(|l| {
+                    l.strip_prefix("packages=(")
+                        .or_else(|| l.strip_prefix("packages+=("))
+                })
                 .flat_map(|l| l.trim_end_matches(')').split_whitespace())
                 .collect();
             let packages: Vec<String> = page.drain(ci.len()..).collect();
@@ -1083,8 +1099,7 @@ fn package_commands_are_what_ci_runs() {
             }
         }
         assert_eq!(
-            page,
-            ci,
+            page, ci,
             "operations.md and {script} run `{prefix}` differently (words CI may add: {ci_only:?})"
         );
     }
