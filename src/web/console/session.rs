@@ -30,9 +30,7 @@ pub enum Who {
         since: i64,
     },
     /// A mail user on the self-service pages.
-    User {
-        address: String,
-    },
+    User { address: String },
 }
 
 impl Who {
