@@ -49,6 +49,8 @@ pub struct Console {
     pub throttle: LoginThrottle,
     /// CSV imports in progress or done, by job id (`pages::users`).
     pub imports: Mutex<std::collections::HashMap<String, Arc<pages::users::ImportJob>>>,
+    /// Failover drills in progress or done, by job id (`pages::drill`).
+    pub drills: Mutex<std::collections::HashMap<String, Arc<pages::drill::DrillJob>>>,
 }
 
 /// A long operation's progress, written by the operation, read by the page.
@@ -72,6 +74,7 @@ impl Console {
             monitor,
             queue_wakeup,
             imports: Mutex::new(std::collections::HashMap::new()),
+            drills: Mutex::new(std::collections::HashMap::new()),
         })
     }
 
