@@ -69,18 +69,28 @@ fn users_ldif() -> String {
 }
 
 /// A throwaway slapd in a temp directory; killed on drop.
-struct Slapd {
+pub struct Slapd {
     child: Option<Child>,
     dir: tempfile::TempDir,
     port: u16,
+    /// `ldaps://` (TLS from the first byte) instead of `ldap://` with StartTLS.
+    ldaps: bool,
 }
 
 impl Slapd {
+    /// The directory of these tests: people under `ou=people,dc=example,dc=com`,
+    /// `ldap://` with StartTLS.
     fn start() -> Slapd {
+        Slapd::start_with("", &users_ldif(), false)
+    }
+
+    /// A directory under `dc=example,dc=com` with the test schemas plus `schema`, holding
+    /// the entries of `ldif` (added as its admin), on `ldaps://` if `ldaps`.
+    pub fn start_with(schema: &str, ldif: &str, ldaps: bool) -> Slapd {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         std::fs::create_dir(d.join("db")).unwrap();
-        std::fs::write(d.join("mail.schema"), MAIL_SCHEMA).unwrap();
+        std::fs::write(d.join("mail.schema"), format!("{MAIL_SCHEMA}{schema}")).unwrap();
         let certs = repo().join("certs-dev");
         let conf = format!(
             "include /etc/ldap/schema/core.schema\n\
@@ -109,9 +119,10 @@ impl Slapd {
             child: None,
             dir,
             port,
+            ldaps,
         };
         slapd.launch();
-        slapd.modify("ldapadd", &users_ldif());
+        slapd.modify("ldapadd", ldif);
         slapd
     }
 
@@ -119,7 +130,7 @@ impl Slapd {
         let d = self.dir.path();
         // -d 0: stay in the foreground (a child we can kill), no debug output.
         let child = Command::new(SLAPD)
-            .args(["-d", "0", "-h", &format!("ldap://127.0.0.1:{}/", self.port)])
+            .args(["-d", "0", "-h", &format!("{}/", self.url())])
             .arg("-f")
             .arg(d.join("slapd.conf"))
             .stdin(Stdio::null())
@@ -135,26 +146,19 @@ impl Slapd {
         }
     }
 
-    fn url(&self) -> String {
-        format!("ldap://127.0.0.1:{}", self.port)
+    pub fn url(&self) -> String {
+        let scheme = if self.ldaps { "ldaps" } else { "ldap" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
-    /// Runs `ldapadd` or `ldapmodify` as the directory's admin, over StartTLS.
-    fn modify(&self, tool: &str, ldif: &str) {
+    /// Runs `ldapadd` or `ldapmodify` as the directory's admin, over TLS (StartTLS on
+    /// `ldap://`).
+    pub fn modify(&self, tool: &str, ldif: &str) {
         let file = self.dir.path().join("change.ldif");
         std::fs::write(&file, ldif).unwrap();
         let child = Command::new(tool)
-            .args([
-                "-ZZ",
-                "-x",
-                "-H",
-                &self.url(),
-                "-D",
-                ADMIN_DN,
-                "-w",
-                ADMIN_PW,
-                "-f",
-            ])
+            .args(if self.ldaps { &[][..] } else { &["-ZZ"][..] })
+            .args(["-x", "-H", &self.url(), "-D", ADMIN_DN, "-w", ADMIN_PW, "-f"])
             .arg(&file)
             .env("LDAPTLS_CACERT", ca_cert())
             .stdout(Stdio::piped())
@@ -224,7 +228,7 @@ for spec in sys.argv[3:]:
         pass
 "#;
 
-fn logins(server: &TestServer, attempts: &[(&str, &str)]) -> Vec<String> {
+pub fn logins(server: &TestServer, attempts: &[(&str, &str)]) -> Vec<String> {
     let mut args = vec![
         ca_cert().display().to_string(),
         server.addr("imaps").port().to_string(),
