@@ -90,6 +90,93 @@ s.quit()`,
     }, 60000);
     console.log('ok tracking shows the primary reply');
 
+    // 5b. Bulk actions with a confirmation step: example.com's mail is held and four
+    // messages queue up; the one ticked is purged, the three the filter then matches
+    // are bounced to their sender, each only after its confirmation page.
+    await page.goto(`${BASE}/queue?domain=example.com`);
+    await page.click('button[value=hold-domain]');
+    assert.match(await page.textContent('p.flash'), /entries of example\.com held/);
+    const bulkIds = [1, 2, 3, 4].map((n) => `<bulk-${n}-${Date.now()}@elsewhere.example>`);
+    python(
+      `import smtplib, sys
+s = smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=30)
+for mid in sys.argv[2:]:
+    s.sendmail("bob@elsewhere.example", ["anna@example.com"], "From: bob@elsewhere.example\\r\\nTo: anna@example.com\\r\\nSubject: bulk\\r\\nMessage-ID: " + mid + "\\r\\n\\r\\nhello\\r\\n")
+s.quit()`,
+      cfg.smtp,
+      ...bulkIds,
+    );
+    const relayQueue = `${BASE}/queue?domain=example.com&kind=relay`;
+    await eventually('four held entries', async () => {
+      await page.goto(relayQueue);
+      return (await page.textContent('#queue-count')).trim() === '4 entries';
+    });
+    await page.check('table#queue input[name=id] >> nth=0');
+    await page.click('button[value=purge]');
+    assert.match(await page.textContent('#confirm-question'), /Purge 1 entries\?/);
+    assert.equal((await page.$$('#confirm-entries td.id')).length, 1);
+    // Nothing happened before the confirmation.
+    await page.goto(relayQueue);
+    assert.equal((await page.textContent('#queue-count')).trim(), '4 entries');
+    await page.check('table#queue input[name=id] >> nth=0');
+    await page.click('button[value=purge]');
+    await page.click('#confirm');
+    assert.match(await page.textContent('p.flash'), /^\s*1 entries purged\s*$/);
+    await page.goto(relayQueue);
+    assert.equal((await page.textContent('#queue-count')).trim(), '3 entries');
+    await page.check('input[name=scope][value=filter]');
+    await page.click('button[value=bounce]');
+    assert.match(await page.textContent('#confirm-question'), /Bounce 3 entries\?/);
+    assert.equal((await page.$$('#confirm-entries td.id')).length, 3);
+    await screenshot(page, cfg.screenshots, 'queue-confirm');
+    await page.click('#confirm');
+    assert.match(await page.textContent('p.flash'), /^\s*3 entries bounced\s*$/);
+    await page.goto(relayQueue);
+    assert.equal((await page.textContent('#queue-count')).trim(), '0 entries');
+    const fates = [];
+    for (const mid of bulkIds) {
+      await page.goto(`${BASE}/tracking?message_id=${encodeURIComponent(mid)}`);
+      const text = await page.textContent('main');
+      fates.push(/returned to the sender by an administrator/.test(text) ? 'bounced' : /purged/.test(text) ? 'purged' : 'neither');
+    }
+    assert.deepEqual(fates.sort(), ['bounced', 'bounced', 'bounced', 'purged']);
+    // Each sender was told: a delivery status notification per bounced message.
+    await page.goto(`${BASE}/tracking?address=bob%40elsewhere.example`);
+    const notices = (await page.textContent('main')).match(/delivery status notification for queue/g) || [];
+    assert.equal(notices.length, 3, await page.textContent('main'));
+    await page.goto(`${BASE}/queue?domain=example.com`);
+    await page.click('button[value=release-domain]');
+    console.log('ok bulk purge and bounce after their confirmation');
+
+    // 5c. The failover drill on the domain page: the documented test run by the console
+    // against the primary that is up, step by step, until it says it passed.
+    await page.goto(`${BASE}/domains/example.com`);
+    await page.fill('input[name=address]', 'anna@example.com');
+    await page.click('#drill');
+    await eventually('the drill finished', async () => {
+      try {
+        return (await page.$('#drill-summary')) !== null;
+      } catch (e) {
+        return false; // the page was reloading
+      }
+    }, 150000);
+    const drillSteps = await page.$$eval('#drill-steps tr[class^=step-]', (rows) =>
+      rows.map((r) => `${r.className.replace('step-', '')}: ${r.cells[0].textContent.trim()}: ${r.cells[2].textContent.trim()}`),
+    );
+    console.log(drillSteps.join('\n'));
+    assert.match(await page.textContent('#drill-summary'), /Drill passed/, drillSteps.join('\n'));
+    assert.equal(drillSteps.length, 7);
+    assert.ok(drillSteps.every((s) => s.startsWith('passed: ')), drillSteps.join('\n'));
+    assert.match(drillSteps[1], /250 /);
+    assert.match(drillSteps[5], /the primary said: .*250/);
+    assert.match(drillSteps[6], /lost: delivered, spooling: delivered, restored: delivered, released: delivered/);
+    await screenshot(page, cfg.screenshots, 'drill');
+    // The domain is back to normal, and a second drill cannot be started on a domain
+    // in an outage (it would not be a drill).
+    await page.goto(`${BASE}/`);
+    assert.equal((await page.textContent('tr[data-domain="example.com"] td[class^=phase-]')).trim(), 'normal');
+    console.log('ok failover drill passed');
+
     // 6. A 500-row CSV with three bad rows: they are reported by row.
     const rows = ['address,name,password,aliases,status'];
     for (let i = 1; i <= 500; i++) {

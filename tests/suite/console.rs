@@ -207,3 +207,107 @@ except imaplib.IMAP4.error:
         assert!(out.contains(expected), "{expected} missing from:\n{out}");
     }
 }
+
+/// The session cookies a first script printed, checked by a second one after the CLI
+/// changed the accounts in between.
+fn cookie_after(out: &str, name: &str) -> String {
+    out.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("no {name} in:\n{out}"))
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn removing_an_administrator_or_deactivating_a_user_ends_their_sessions_at_once() {
+    let server = console_server("");
+    let token = {
+        let out = server.admin_ok(&["admin", "token", "add", "msp", "--label", "t"]);
+        out.split_whitespace()
+            .find(|w| w.starts_with("us_"))
+            .unwrap_or_else(|| panic!("no token in {out}"))
+            .to_string()
+    };
+    let before = format!(
+        "{CLIENT_PY}{}",
+        r#"
+m = Client(follow=False)
+s, body, _ = m.get("/login")
+s, body, _ = m.post("/login", {"name": "msp", "password": "Correct1horse", "code": "", "csrf": csrf(body)})
+print("msp login", s)
+print("msp dashboard", m.get("/")[0])
+r = Client()
+s, body, _ = login(r, "root", "Correct1horse")
+print("root dashboard", r.get("/")[0])
+u = Client(follow=False)
+s, body, _ = u.get("/me/login")
+s, body, _ = u.post("/me/login", {"address": "anna@example.com", "password": "Correct1horse", "csrf": csrf(body)})
+print("anna me", u.get("/me")[0])
+print("msp_cookie", m.cookie("__Host-us_session"))
+print("root_cookie", r.cookie("__Host-us_session"))
+print("anna_cookie", u.cookie("__Host-us_session"))
+"#
+    );
+    let out = python_ok(&before, &args(&server));
+    for expected in ["msp dashboard 200", "root dashboard 200", "anna me 200"] {
+        assert!(out.contains(expected), "{expected} missing from:\n{out}");
+    }
+    // msp is removed and at once made again under the same name (a new account), and
+    // anna is deactivated, all through the CLI and the admin socket.
+    server.admin_ok(&["admin", "remove", "msp"]);
+    let again = server.admin(
+        &[
+            "admin",
+            "add",
+            "msp",
+            "--role",
+            "domain",
+            "--domain",
+            "example.com",
+            "--password-stdin",
+        ],
+        Some(&format!("{PASSWORD}\n")),
+    );
+    assert!(again.status.success());
+    server.admin_ok(&["user", "deactivate", "anna@example.com"]);
+    let after = format!(
+        "{CLIENT_PY}{}",
+        r#"
+import json
+msp, root, anna, token = sys.argv[3:7]
+def client(cookie):
+    c = Client(follow=False)
+    c.set_cookie("__Host-us_session", cookie)
+    return c
+m = client(msp)
+s, body, where = m.get("/")
+print("msp after", s, where)
+print("msp queue after", m.get("/queue")[0])
+print("root after", client(root).get("/")[0])
+u = client(anna)
+s, body, where = u.get("/me")
+print("anna after", s, where)
+req = urllib.request.Request(BASE + "/api/v1/domains")
+req.add_header("Authorization", "Bearer " + token)
+try:
+    print("token after", urllib.request.urlopen(req, context=CTX, timeout=30).status)
+except urllib.error.HTTPError as e:
+    print("token after", e.code)
+"#
+    );
+    let mut a = args(&server);
+    for name in ["msp_cookie", "root_cookie", "anna_cookie"] {
+        a.push(cookie_after(&out, name));
+    }
+    a.push(token);
+    let out = python_ok(&after, &a);
+    for expected in [
+        "msp after 303 /login",
+        "msp queue after 303",
+        "root after 200",
+        "anna after 303 /me/login",
+        "token after 401",
+    ] {
+        assert!(out.contains(expected), "{expected} missing from:\n{out}");
+    }
+}

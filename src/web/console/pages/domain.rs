@@ -1,7 +1,6 @@
 //! One domain: its settings (`domain set`), outage start and stop with a reason
-//! (`outage start|stop`), the failover drill (a manual outage named as a drill, with the
-//! checklist of docs/operations.md step 7), and a DKIM key with the DNS records to
-//! publish (`domain dkim-keygen`).
+//! (`outage start|stop`), the failover drill's form (`drill`), and a DKIM key with the
+//! DNS records to publish (`domain dkim-keygen`).
 
 use std::sync::Arc;
 
@@ -70,11 +69,9 @@ async fn render(
                 button name="action" value="start" { "Start outage" }
                 " "
                 button name="action" value="stop" { "Stop outage" }
-                " "
-                button name="action" value="drill" { "Failover drill" }
             }
-            p { "The drill engages a manual outage named as a drill: send a message from outside and see it on the dashboard and in tracking, log in as a user and send a reply, then stop the outage and check that the queue drained to the primary and the alert recipients got their notices." }
         }
+        (super::drill::form(&d.name, csrf))
         (settings_form(d, csrf))
         fieldset {
             legend { "DKIM" }
@@ -236,7 +233,6 @@ pub async fn outage(
     let (verb, reason) = match f.action.as_str() {
         "start" => ("outage start", reason),
         "stop" => ("outage stop", reason),
-        "drill" => ("outage start", format!("failover drill: {reason}")),
         _ => return Err(AppError::Failed("unknown action".into())),
     };
     let wanted = name.clone();
