@@ -299,23 +299,7 @@ impl Store {
         mailbox_id: u64,
         uid: u32,
     ) -> StoreResult<(MessageRecord, Vec<u8>)> {
-        let snapshot = self.snapshot()?;
-        if self
-            .get_json_at::<Mailbox>(snapshot.as_ref(), CF_MAILBOXES, &u64_pair(user_id, mailbox_id))?
-            .is_none()
-        {
-            return Err(StoreError::NotFound(format!("mailbox {mailbox_id}")));
-        }
-        let record: MessageRecord = self
-            .get_json_at(snapshot.as_ref(), CF_MESSAGES, &message_key(mailbox_id, uid))?
-            .ok_or_else(|| StoreError::NotFound(format!("message {uid}")))?;
-        let body = snapshot
-            .get(CF_BLOBS, &record.blob)?
-            .ok_or_else(|| StoreError::Corrupt {
-                cf: CF_BLOBS,
-                reason: format!("body {} of message {uid} missing", hex::encode(record.blob)),
-            })?;
-        Ok((record, body))
+        self.read_message_body(user_id, mailbox_id, uid, false)
     }
 
     /// [`Store::message_body`] for a session that still shows the message: a message
@@ -327,6 +311,16 @@ impl Store {
         mailbox_id: u64,
         uid: u32,
     ) -> StoreResult<(MessageRecord, Vec<u8>)> {
+        self.read_message_body(user_id, mailbox_id, uid, true)
+    }
+
+    fn read_message_body(
+        &self,
+        user_id: u64,
+        mailbox_id: u64,
+        uid: u32,
+        or_held: bool,
+    ) -> StoreResult<(MessageRecord, Vec<u8>)> {
         let snapshot = self.snapshot()?;
         if self
             .get_json_at::<Mailbox>(snapshot.as_ref(), CF_MAILBOXES, &u64_pair(user_id, mailbox_id))?
@@ -336,13 +330,13 @@ impl Store {
         }
         let key = message_key(mailbox_id, uid);
         let record = match self.get_json_at::<MessageRecord>(snapshot.as_ref(), CF_MESSAGES, &key)? {
-            Some(record) => record,
-            None => {
-                self.get_json_at::<crate::view_holds::HeldMessage>(snapshot.as_ref(), CF_HELD, &key)?
-                    .ok_or_else(|| StoreError::NotFound(format!("message {uid}")))?
-                    .record
-            }
+            Some(record) => Some(record),
+            None if or_held => self
+                .get_json_at::<crate::view_holds::HeldMessage>(snapshot.as_ref(), CF_HELD, &key)?
+                .map(|held| held.record),
+            None => None,
         };
+        let record = record.ok_or_else(|| StoreError::NotFound(format!("message {uid}")))?;
         let body = snapshot
             .get(CF_BLOBS, &record.blob)?
             .ok_or_else(|| StoreError::Corrupt {

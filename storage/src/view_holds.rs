@@ -162,6 +162,12 @@ impl Store {
         if held.is_empty() {
             return;
         }
+        self.keep_held(mailbox_id, held);
+        self.release_held(mailbox_id);
+    }
+
+    /// Entries of `mailbox` to release once no hold needs them.
+    fn keep_held(&self, mailbox_id: u64, held: Vec<(u64, u32, BlobId)>) {
         self.inner
             .holds
             .lock()
@@ -169,7 +175,6 @@ impl Store {
             .entry(mailbox_id)
             .or_default()
             .extend(held);
-        self.release_held(mailbox_id);
     }
 
     /// Releases the held entries of `mailbox` that no hold needs any more. Errors are
@@ -200,13 +205,7 @@ impl Store {
         let keys: Vec<(u64, u32)> = due.iter().map(|(_, uid, _)| (mailbox_id, *uid)).collect();
         if let Err(err) = self.release_entries(&keys) {
             tracing::error!(%err, mailbox = mailbox_id, "store: releasing held bodies failed");
-            self.inner
-                .holds
-                .lock()
-                .entries
-                .entry(mailbox_id)
-                .or_default()
-                .extend(due);
+            self.keep_held(mailbox_id, due);
         }
     }
 
