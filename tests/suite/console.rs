@@ -14,23 +14,24 @@ pub fn console_server(extra: &str) -> TestServer {
         s.admin_ok(&["domain", "add", "example.com"]);
         s.admin_ok(&["domain", "add", "other.org"]);
         s.add_user("anna@example.com", PASSWORD);
-        for args in [
-            vec!["admin", "add", "root", "--password-stdin"],
-            vec![
-                "admin",
-                "add",
-                "msp",
-                "--role",
-                "domain",
-                "--domain",
-                "example.com",
-                "--password-stdin",
-            ],
-        ] {
-            let out = s.admin(&args, Some(&format!("{PASSWORD}\n")));
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        }
+        add_admin(s, "root", &[]);
+        add_admin(s, "msp", &["--role", "domain", "--domain", "example.com"]);
     })
+}
+
+/// `admin add NAME ARGS --password-stdin` with `PASSWORD`; returns what it printed.
+pub fn add_admin(s: &TestServer, name: &str, args: &[&str]) -> String {
+    let mut all = vec!["admin", "add", name];
+    all.extend_from_slice(args);
+    all.push("--password-stdin");
+    let out = s.admin(&all, Some(&format!("{PASSWORD}\n")));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
 }
 
 /// Python helpers: `Client()` keeps cookies; `get(path)` and `post(path, fields)` return
@@ -109,6 +110,16 @@ print("logged in", s, "dashboard" in body.lower(), "new id", sid != "a" * 64)
 p = Client(follow=False)
 p.set_cookie("__Host-us_session", "a" * 64)
 print("planted id", p.get("/")[0])
+# The same on the users' login page.
+u = Client()
+u.set_cookie("__Host-us_session", "b" * 64)
+s, body, _ = u.get("/me/login")
+s, body, _ = u.post("/me/login", {"address": "anna@example.com", "password": "Correct1horse", "csrf": csrf(body)})
+usid = u.cookie("__Host-us_session")
+print("user logged in", s, "client-settings" in body, "new id", usid not in (None, "b" * 64))
+p = Client(follow=False)
+p.set_cookie("__Host-us_session", "b" * 64)
+print("planted user id", p.get("/me")[0])
 # CSRF: a state change without the session's token changes nothing.
 s, body, _ = c.get("/domains/example.com")
 token = csrf(body)
@@ -139,6 +150,8 @@ print("msp audit hides root's logins", "nobody" not in body)
         "login without token 403",
         "logged in 200 True new id True",
         "planted id 303",
+        "user logged in 200 True new id True",
+        "planted user id 303",
         "no token 403",
         "wrong token 403",
         "still normal normal",
@@ -255,20 +268,7 @@ print("anna_cookie", u.cookie("__Host-us_session"))
     // msp is removed and at once made again under the same name (a new account), and
     // anna is deactivated, all through the CLI and the admin socket.
     server.admin_ok(&["admin", "remove", "msp"]);
-    let again = server.admin(
-        &[
-            "admin",
-            "add",
-            "msp",
-            "--role",
-            "domain",
-            "--domain",
-            "example.com",
-            "--password-stdin",
-        ],
-        Some(&format!("{PASSWORD}\n")),
-    );
-    assert!(again.status.success());
+    add_admin(&server, "msp", &["--role", "domain", "--domain", "example.com"]);
     server.admin_ok(&["user", "deactivate", "anna@example.com"]);
     let after = format!(
         "{CLIENT_PY}{}",
