@@ -170,8 +170,7 @@ pub async fn settings(
     Path(name): Path<String>,
     Form(f): Form<SettingsForm>,
 ) -> Result<Response, AppError> {
-    admin.require(&name)?;
-    admin.csrf(&f.csrf)?;
+    admin.may_change(&name, &f.csrf)?;
     let settings = DomainSettings {
         mode: choice(&f.mode)?,
         relay_host: f.relay_host.map(|h| h.trim().to_string()),
@@ -263,8 +262,7 @@ pub async fn outage(
     Path(name): Path<String>,
     Form(f): Form<OutageForm>,
 ) -> Result<Response, AppError> {
-    admin.require(&name)?;
-    admin.csrf(&f.csrf)?;
+    admin.may_change(&name, &f.csrf)?;
     let reason = filled(&f.reason).unwrap_or_else(|| format!("by {} in the console", admin.name));
     let command = match f.action.as_str() {
         "start" => OutageCommand::Start {
@@ -299,8 +297,7 @@ pub async fn dkim(
     Path(name): Path<String>,
     Form(f): Form<DkimForm>,
 ) -> Result<Response, AppError> {
-    admin.require(&name)?;
-    admin.csrf(&f.csrf)?;
+    admin.may_change(&name, &f.csrf)?;
     let selector = filled(&f.selector).unwrap_or_else(|| "understudy".into());
     let command = Command::Domain(DomainCommand::DkimKeygen {
         name: name.clone(),

@@ -114,8 +114,7 @@ pub async fn start(
     Path(name): Path<String>,
     Form(f): Form<DrillForm>,
 ) -> Result<Response, AppError> {
-    admin.require(&name)?;
-    admin.csrf(&f.csrf)?;
+    admin.may_change(&name, &f.csrf)?;
     let address = filled(&f.address)
         .ok_or_else(|| AppError::Failed("name a user of the domain to send the test message to".into()))?;
     let wanted = name.clone();
