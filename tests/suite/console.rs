@@ -311,3 +311,92 @@ except urllib.error.HTTPError as e:
         assert!(out.contains(expected), "{expected} missing from:\n{out}");
     }
 }
+
+/// The failover drill where it must fail: a domain without alert recipients fails the
+/// last step (nobody would hear of a real outage) and the outage it started is over;
+/// a domain already in an outage is refused; a domain administrator cannot drill
+/// another domain.
+#[test]
+fn the_failover_drill_fails_without_alert_recipients_and_ends_its_outage() {
+    let sink_dir = tempfile::tempdir().unwrap();
+    let sink = crate::sink::DumpSink::start(sink_dir.path());
+    let relay = sink.addr();
+    let server = TestServer::setup(WEB_CONFIG, |s| {
+        s.admin_ok(&[
+            "domain",
+            "add",
+            "example.com",
+            "--relay-host",
+            &relay,
+            "--monitoring",
+            "false",
+        ]);
+        s.admin_ok(&["domain", "add", "other.org"]);
+        s.add_user("anna@example.com", PASSWORD);
+        s.add_user("olga@other.org", PASSWORD);
+        s.admin_ok(&["outage", "start", "other.org"]);
+        add_admin(s, "root", &[]);
+        add_admin(s, "msp", &["--role", "domain", "--domain", "example.com"]);
+    });
+    let script = format!(
+        "{CLIENT_PY}{}",
+        r#"
+import time
+c = Client()
+s, body, _ = login(c, "root", "Correct1horse")
+s, body, _ = c.get("/domains/other.org")
+s, body, _ = c.post("/domains/other.org/drill", {"address": "olga@other.org", "csrf": csrf(body)})
+print("in an outage", s, "only in normal operation" in body)
+s, body, _ = c.get("/domains/example.com")
+s, body, _ = c.post("/domains/example.com/drill", {"address": "olga@other.org", "csrf": csrf(body)})
+print("other domain's user", s)
+s, body, _ = c.get("/domains/example.com")
+s, body, url = c.post("/domains/example.com/drill", {"address": "anna@example.com", "csrf": csrf(body)})
+print("started", s, "/drill/" in url)
+deadline = time.monotonic() + 300
+while 'id="drill-summary"' not in body and time.monotonic() < deadline:
+    time.sleep(0.25)
+    s, body, _ = c.get(urllib.parse.urlparse(url).path)
+print("summary", re.search(r'id="drill-summary">([^<]*)<', body).group(1))
+for name, result, detail in re.findall(r'<tr class="step-\w+"><td>([^<]*)</td><td class="result">(\w+)</td><td class="detail">([^<]*)</td>', body):
+    print("step", result, name, "|", detail)
+s, body, _ = c.get("/audit")
+print("audit", "failover drill" in body, body.count("outage start") >= 1, body.count("outage stop") >= 1)
+m = Client()
+s, body, _ = login(m, "msp", "Correct1horse")
+s, body, _ = m.get("/domains/example.com")
+print("msp drills other.org", m.post("/domains/other.org/drill", {"address": "olga@other.org", "csrf": csrf(body)})[0])
+"#
+    );
+    let out = python_ok(&script, &args(&server));
+    for expected in [
+        "in an outage 422 True",
+        "other domain's user 422",
+        "started 200 True",
+        "summary Drill failed",
+        "step passed Start a manual outage",
+        "step passed Send a message from outside to anna@example.com | &lt;drill.",
+        "step passed The message is spooled here",
+        "step passed Stop the outage",
+        "step passed The message goes to the primary | the primary said: anna@example.com: 250",
+        "step failed The alert recipients get the four notices | the domain has no alert recipients",
+        "audit True True True",
+        "msp drills other.org 404",
+    ] {
+        assert!(out.contains(expected), "{expected} missing from:\n{out}");
+    }
+    assert!(!out.contains("hear that mail is being spooled"), "{out}");
+    // The drill's outage is over, the message at the primary.
+    let status = server.admin_ok(&["outage", "status"]);
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("example.com"))
+        .unwrap_or("");
+    assert!(!line.contains("outage"), "{status}");
+    assert!(
+        sink.messages()
+            .iter()
+            .any(|(_, m)| m.contains("Subject: Failover drill of example.com")),
+        "the drill's message did not reach the primary"
+    );
+}
