@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{ca_cert, python_ok, repo, wait_output, TestServer};
+use crate::harness::{ca_cert, plain_log, python_ok, repo, wait_output, TestServer};
 
 const SLAPD: &str = "/usr/sbin/slapd";
 const ADMIN_DN: &str = "cn=admin,dc=example,dc=com";
@@ -240,22 +240,6 @@ pub fn logins(server: &TestServer, attempts: &[(&str, &str)]) -> Vec<String> {
         .collect()
 }
 
-/// The log without the ANSI colour codes tracing adds to field names.
-pub fn plain(log: &str) -> String {
-    let mut out = String::with_capacity(log.len());
-    let mut rest = log;
-    while let Some(i) = rest.find('\x1b') {
-        out.push_str(&rest[..i]);
-        rest = &rest[i..];
-        rest = match rest.find('m') {
-            Some(end) => &rest[end + 1..],
-            None => "",
-        };
-    }
-    out.push_str(rest);
-    out
-}
-
 fn password_file(dir: &Path) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
     let path = dir.join("ldap-password");
@@ -322,7 +306,7 @@ fn sync_then_bind_logins_survive_the_directory_going_down() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let log = plain(&server.log());
+    let log = plain_log(&mut server);
     assert!(
         log.contains("created=0 updated=0 deactivated=0 unchanged=5 skipped=1"),
         "{log}"
@@ -406,7 +390,7 @@ fn sync_then_bind_logins_survive_the_directory_going_down() {
             "fred@example.com:NO"
         ]
     );
-    let log = plain(&server.log());
+    let log = plain_log(&mut server);
     assert!(
         log.contains("directory unreachable: checking the cached password"),
         "{log}"
@@ -489,7 +473,7 @@ fn a_reload_adds_a_directory_that_syncs_and_checks_logins() {
         .unwrap();
     assert!(status.success());
     crate::harness::wait_log(&mut server, "configuration reloaded");
-    let line = plain(&server.log())
+    let line = plain_log(&mut server)
         .lines()
         .find(|l| l.contains("configuration reloaded"))
         .unwrap()
@@ -503,7 +487,7 @@ fn a_reload_adds_a_directory_that_syncs_and_checks_logins() {
         assert!(
             Instant::now() < deadline,
             "the new directory was not synced after the reload:\n{}",
-            plain(&server.log())
+            plain_log(&mut server)
         );
         std::thread::sleep(Duration::from_millis(100));
     }
