@@ -68,8 +68,8 @@ const NOT_HERE: &[(&str, &str)] = &[
     ("cargo test --workspace --locked", ".ci/run"),
     (
         "contrib/roundcube/setup-debian.sh",
-        "installs nginx and PHP-FPM and sets up a web server: not run anywhere yet; \
-         tests/suite/webmail.rs runs Roundcube on the settings of `webmail print-config`",
+        "installs nginx and PHP-FPM and sets up a web server: debian/ci-webmail.sh runs it \
+         under debian/ci-systemd.sh's systemd and logs in to Roundcube over HTTPS",
     ),
 ];
 
@@ -566,6 +566,16 @@ impl Walk {
     fn command(&mut self, page: &str, line: usize, written: &str) {
         let command = strip_comment(written);
         let place = format!("{page}:{line}: {command}");
+        if command.starts_with("contrib/roundcube/setup-debian.sh") {
+            // debian/ci-webmail.sh takes the command from the page and runs it.
+            let script = std::fs::read_to_string(repo().join("debian/ci-webmail.sh")).unwrap();
+            let ci = std::fs::read_to_string(repo().join("debian/ci-systemd.sh")).unwrap();
+            assert!(
+                script.contains("contrib\\/roundcube\\/setup-debian.sh")
+                    && ci.contains(". debian/ci-webmail.sh"),
+                "{place}: debian/ci-webmail.sh does not run it"
+            );
+        }
         if let Some((_, why)) = NOT_HERE.iter().find(|(p, _)| command.starts_with(p)) {
             eprintln!("walk: not here ({why}): {place}");
             return;
