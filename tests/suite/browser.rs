@@ -3,7 +3,8 @@
 //! MX mail on the dashboard, hold and release, tracking with the primary's reply after
 //! recovery, bulk purge and bounce after their confirmation, the failover drill, a
 //! 500-row CSV with three bad rows, a domain administrator kept to their
-//! domain, and a self-service password change that IMAP accepts. Screenshots of the
+//! domain, the iPhone profile downloaded and the QR code scanned (`zbarimg`), and a
+//! self-service password change that IMAP accepts. Screenshots of the
 //! dashboard, queue and readiness pages go to `<target>/tmp/browser/`.
 
 use std::process::{Command, Stdio};
@@ -49,7 +50,7 @@ fn the_console_in_chromium_from_totp_login_to_self_service() {
     let alerts_dir = tempfile::tempdir().unwrap();
     let alerts = DumpSink::start(alerts_dir.path());
     let config = format!(
-        "{}[delivery.routes]\n\"alerts.example\" = \"{}\"\n",
+        "{}[autoconfig]\nlisten = \"127.0.0.1:0\"\n[delivery.routes]\n\"alerts.example\" = \"{}\"\n",
         crate::console::WEB_CONFIG,
         alerts.addr()
     );
@@ -68,36 +69,14 @@ fn the_console_in_chromium_from_totp_login_to_self_service() {
         ]);
         s.admin_ok(&["domain", "add", "other.org"]);
         s.add_user("anna@example.com", PASSWORD);
-        let out = s.admin(
-            &["admin", "add", "root", "--totp", "--password-stdin"],
-            Some(&format!("{PASSWORD}\n")),
-        );
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "{text}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let text = crate::console::add_admin(s, "root", &["--totp"]);
         secret = text
             .split("secret=")
             .nth(1)
             .and_then(|rest| rest.split('&').next())
             .expect("the otpauth URI is printed once")
             .to_string();
-        let out = s.admin(
-            &[
-                "admin",
-                "add",
-                "msp",
-                "--role",
-                "domain",
-                "--domain",
-                "example.com",
-                "--password-stdin",
-            ],
-            Some(&format!("{PASSWORD}\n")),
-        );
-        assert!(out.status.success());
+        crate::console::add_admin(s, "msp", &["--role", "domain", "--domain", "example.com"]);
     });
     let screenshots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser");
     let config = serde_json::json!({
@@ -106,6 +85,8 @@ fn the_console_in_chromium_from_totp_login_to_self_service() {
         "totp": secret,
         "smtp": server.addr("smtp").port(),
         "imaps": server.addr("imaps").port(),
+        "submissions": server.addr("submissions").port(),
+        "autoconfig": server.addr("autoconfig").port(),
         "ca": ca_cert().display().to_string(),
         "screenshots": screenshots.display().to_string(),
     });

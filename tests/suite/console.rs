@@ -14,23 +14,24 @@ pub fn console_server(extra: &str) -> TestServer {
         s.admin_ok(&["domain", "add", "example.com"]);
         s.admin_ok(&["domain", "add", "other.org"]);
         s.add_user("anna@example.com", PASSWORD);
-        for args in [
-            vec!["admin", "add", "root", "--password-stdin"],
-            vec![
-                "admin",
-                "add",
-                "msp",
-                "--role",
-                "domain",
-                "--domain",
-                "example.com",
-                "--password-stdin",
-            ],
-        ] {
-            let out = s.admin(&args, Some(&format!("{PASSWORD}\n")));
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        }
+        add_admin(s, "root", &[]);
+        add_admin(s, "msp", &["--role", "domain", "--domain", "example.com"]);
     })
+}
+
+/// `admin add NAME ARGS --password-stdin` with `PASSWORD`; returns what it printed.
+pub fn add_admin(s: &TestServer, name: &str, args: &[&str]) -> String {
+    let mut all = vec!["admin", "add", name];
+    all.extend_from_slice(args);
+    all.push("--password-stdin");
+    let out = s.admin(&all, Some(&format!("{PASSWORD}\n")));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
 }
 
 /// Python helpers: `Client()` keeps cookies; `get(path)` and `post(path, fields)` return
@@ -109,6 +110,16 @@ print("logged in", s, "dashboard" in body.lower(), "new id", sid != "a" * 64)
 p = Client(follow=False)
 p.set_cookie("__Host-us_session", "a" * 64)
 print("planted id", p.get("/")[0])
+# The same on the users' login page.
+u = Client()
+u.set_cookie("__Host-us_session", "b" * 64)
+s, body, _ = u.get("/me/login")
+s, body, _ = u.post("/me/login", {"address": "anna@example.com", "password": "Correct1horse", "csrf": csrf(body)})
+usid = u.cookie("__Host-us_session")
+print("user logged in", s, "client-settings" in body, "new id", usid not in (None, "b" * 64))
+p = Client(follow=False)
+p.set_cookie("__Host-us_session", "b" * 64)
+print("planted user id", p.get("/me")[0])
 # CSRF: a state change without the session's token changes nothing.
 s, body, _ = c.get("/domains/example.com")
 token = csrf(body)
@@ -139,6 +150,8 @@ print("msp audit hides root's logins", "nobody" not in body)
         "login without token 403",
         "logged in 200 True new id True",
         "planted id 303",
+        "user logged in 200 True new id True",
+        "planted user id 303",
         "no token 403",
         "wrong token 403",
         "still normal normal",
@@ -255,20 +268,7 @@ print("anna_cookie", u.cookie("__Host-us_session"))
     // msp is removed and at once made again under the same name (a new account), and
     // anna is deactivated, all through the CLI and the admin socket.
     server.admin_ok(&["admin", "remove", "msp"]);
-    let again = server.admin(
-        &[
-            "admin",
-            "add",
-            "msp",
-            "--role",
-            "domain",
-            "--domain",
-            "example.com",
-            "--password-stdin",
-        ],
-        Some(&format!("{PASSWORD}\n")),
-    );
-    assert!(again.status.success());
+    add_admin(&server, "msp", &["--role", "domain", "--domain", "example.com"]);
     server.admin_ok(&["user", "deactivate", "anna@example.com"]);
     let after = format!(
         "{CLIENT_PY}{}",
@@ -310,4 +310,93 @@ except urllib.error.HTTPError as e:
     ] {
         assert!(out.contains(expected), "{expected} missing from:\n{out}");
     }
+}
+
+/// The failover drill where it must fail: a domain without alert recipients fails the
+/// last step (nobody would hear of a real outage) and the outage it started is over;
+/// a domain already in an outage is refused; a domain administrator cannot drill
+/// another domain.
+#[test]
+fn the_failover_drill_fails_without_alert_recipients_and_ends_its_outage() {
+    let sink_dir = tempfile::tempdir().unwrap();
+    let sink = crate::sink::DumpSink::start(sink_dir.path());
+    let relay = sink.addr();
+    let server = TestServer::setup(WEB_CONFIG, |s| {
+        s.admin_ok(&[
+            "domain",
+            "add",
+            "example.com",
+            "--relay-host",
+            &relay,
+            "--monitoring",
+            "false",
+        ]);
+        s.admin_ok(&["domain", "add", "other.org"]);
+        s.add_user("anna@example.com", PASSWORD);
+        s.add_user("olga@other.org", PASSWORD);
+        s.admin_ok(&["outage", "start", "other.org"]);
+        add_admin(s, "root", &[]);
+        add_admin(s, "msp", &["--role", "domain", "--domain", "example.com"]);
+    });
+    let script = format!(
+        "{CLIENT_PY}{}",
+        r#"
+import time
+c = Client()
+s, body, _ = login(c, "root", "Correct1horse")
+s, body, _ = c.get("/domains/other.org")
+s, body, _ = c.post("/domains/other.org/drill", {"address": "olga@other.org", "csrf": csrf(body)})
+print("in an outage", s, "only in normal operation" in body)
+s, body, _ = c.get("/domains/example.com")
+s, body, _ = c.post("/domains/example.com/drill", {"address": "olga@other.org", "csrf": csrf(body)})
+print("other domain's user", s)
+s, body, _ = c.get("/domains/example.com")
+s, body, url = c.post("/domains/example.com/drill", {"address": "anna@example.com", "csrf": csrf(body)})
+print("started", s, "/drill/" in url)
+deadline = time.monotonic() + 300
+while 'id="drill-summary"' not in body and time.monotonic() < deadline:
+    time.sleep(0.25)
+    s, body, _ = c.get(urllib.parse.urlparse(url).path)
+print("summary", re.search(r'id="drill-summary">([^<]*)<', body).group(1))
+for name, result, detail in re.findall(r'<tr class="step-\w+"><td>([^<]*)</td><td class="result">(\w+)</td><td class="detail">([^<]*)</td>', body):
+    print("step", result, name, "|", detail)
+s, body, _ = c.get("/audit")
+print("audit", "failover drill" in body, body.count("outage start") >= 1, body.count("outage stop") >= 1)
+m = Client()
+s, body, _ = login(m, "msp", "Correct1horse")
+s, body, _ = m.get("/domains/example.com")
+print("msp drills other.org", m.post("/domains/other.org/drill", {"address": "olga@other.org", "csrf": csrf(body)})[0])
+"#
+    );
+    let out = python_ok(&script, &args(&server));
+    for expected in [
+        "in an outage 422 True",
+        "other domain's user 422",
+        "started 200 True",
+        "summary Drill failed",
+        "step passed Start a manual outage",
+        "step passed Send a message from outside to anna@example.com | &lt;drill.",
+        "step passed The message is spooled here",
+        "step passed Stop the outage",
+        "step passed The message goes to the primary | the primary said: anna@example.com: 250",
+        "step failed The alert recipients get the four notices | the domain has no alert recipients",
+        "audit True True True",
+        "msp drills other.org 404",
+    ] {
+        assert!(out.contains(expected), "{expected} missing from:\n{out}");
+    }
+    assert!(!out.contains("hear that mail is being spooled"), "{out}");
+    // The drill's outage is over, the message at the primary.
+    let status = server.admin_ok(&["outage", "status"]);
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("example.com"))
+        .unwrap_or("");
+    assert!(!line.contains("outage"), "{status}");
+    assert!(
+        sink.messages()
+            .iter()
+            .any(|(_, m)| m.contains("Subject: Failover drill of example.com")),
+        "the drill's message did not reach the primary"
+    );
 }

@@ -65,11 +65,11 @@ const NOT_HERE: &[(&str, &str)] = &[
         "dpkg -i",
         "debian/ci-install.sh installs the package so and checks it (package_commands_are_what_ci_runs)",
     ),
-    ("cargo test --workspace --locked", ".ci/run"),
+    ("cargo test --workspace --locked", ".ci/run runs it as written"),
     (
         "contrib/roundcube/setup-debian.sh",
-        "installs nginx and PHP-FPM and sets up a web server: not run anywhere yet; \
-         tests/suite/webmail.rs runs Roundcube on the settings of `webmail print-config`",
+        "installs nginx and PHP-FPM and sets up a web server: debian/ci-webmail.sh runs it \
+         under debian/ci-systemd.sh's systemd and logs in to Roundcube over HTTPS",
     ),
 ];
 
@@ -566,6 +566,23 @@ impl Walk {
     fn command(&mut self, page: &str, line: usize, written: &str) {
         let command = strip_comment(written);
         let place = format!("{page}:{line}: {command}");
+        if command == "cargo test --workspace --locked" {
+            let ci = std::fs::read_to_string(repo().join(".ci/run")).unwrap();
+            assert!(
+                ci.lines().any(|l| l == command),
+                "{place}: .ci/run does not run this command as written"
+            );
+        }
+        if command.starts_with("contrib/roundcube/setup-debian.sh") {
+            // debian/ci-webmail.sh takes the command from the page and runs it.
+            let script = std::fs::read_to_string(repo().join("debian/ci-webmail.sh")).unwrap();
+            let ci = std::fs::read_to_string(repo().join("debian/ci-systemd.sh")).unwrap();
+            assert!(
+                script.contains("contrib\\/roundcube\\/setup-debian.sh")
+                    && ci.contains(". debian/ci-webmail.sh"),
+                "{place}: debian/ci-webmail.sh does not run it"
+            );
+        }
         if let Some((_, why)) = NOT_HERE.iter().find(|(p, _)| command.starts_with(p)) {
             eprintln!("walk: not here ({why}): {place}");
             return;

@@ -229,6 +229,13 @@ impl AdminSession {
         }
     }
 
+    /// A change to `domain` from a form: the role must cover the domain and `token`
+    /// must be this session's CSRF token.
+    pub fn may_change(&self, domain: &str, token: &str) -> Result<(), AppError> {
+        self.require(domain)?;
+        self.csrf(token)
+    }
+
     /// Fails unless `token` is this session's CSRF token.
     pub fn csrf(&self, token: &str) -> Result<(), AppError> {
         check_csrf(&self.session, token)

@@ -22,10 +22,12 @@ use serde::Deserialize;
 use understudy_storage::outage::OutagePhase;
 use understudy_storage::{QueueKind, RecipientStatus, TrackingId};
 
+use super::domain::{change_text, run_outage};
 use super::filled;
 use crate::admin::audit::{domain_of, Action};
+use crate::admin::outage::OutageCommand;
 use crate::admin::tracking::{self, TrackArgs, TrackedMessage};
-use crate::admin::{domains, outage};
+use crate::admin::{domains, Command};
 use crate::config_types::Service;
 use crate::delivery::client::{SmtpClient, Timeouts, TlsContext};
 use crate::delivery::config::TlsPolicy;
@@ -112,8 +114,7 @@ pub async fn start(
     Path(name): Path<String>,
     Form(f): Form<DrillForm>,
 ) -> Result<Response, AppError> {
-    admin.require(&name)?;
-    admin.csrf(&f.csrf)?;
+    admin.may_change(&name, &f.csrf)?;
     let address = filled(&f.address)
         .ok_or_else(|| AppError::Failed("name a user of the domain to send the test message to".into()))?;
     let wanted = name.clone();
@@ -234,10 +235,11 @@ async fn run(console: Arc<Console>, job: Arc<DrillJob>, audit: Audit) {
 async fn steps(console: &Arc<Console>, job: &DrillJob, audit: &Audit) -> bool {
     let domain = job.domain.clone();
     let who = audit.as_ref().map(|(_, a, _)| a.clone()).unwrap_or_default();
-    let as_admin = |verb: &str| {
+    // Audited as the CLI's `outage start|stop` would be, as the administrator.
+    let as_admin = |command: &OutageCommand| {
         audit
             .as_ref()
-            .map(|(_, actor, ip)| (Action::new(verb, &domain), actor.clone(), *ip))
+            .map(|(_, actor, ip)| (Action::of(&Command::Outage(command.clone())), actor.clone(), *ip))
     };
 
     let d = domain.clone();
@@ -253,26 +255,16 @@ async fn steps(console: &Arc<Console>, job: &DrillJob, audit: &Audit) -> bool {
     };
 
     job.begin("Start a manual outage");
-    let d = domain.clone();
-    let reason = format!("failover drill by {who}");
+    let start = OutageCommand::Start {
+        domain: domain.clone(),
+        reason: format!("failover drill by {who}"),
+    };
     let started = console
-        .run(as_admin("outage start"), move |ctx| {
-            outage::start(ctx, &d, reason)
-        })
+        .run(as_admin(&start), move |ctx| run_outage(ctx, start))
         .await;
     let ok = job.end(match started {
-        Ok((c, _)) if c.already => Err(format!("{} was in a manual outage already", c.domain)),
-        Ok((c, _)) => Ok(format!(
-            "{}: {} since {}{}",
-            c.domain,
-            phase_name(c.state.phase),
-            time(c.state.since),
-            if c.no_recipients {
-                " (no alert recipients: nobody was notified)"
-            } else {
-                ""
-            }
-        )),
+        Ok((c, _)) if c.already => Err(change_text(&c)),
+        Ok((c, _)) => Ok(change_text(&c)),
         Err(e) => Err(error_text(e)),
     });
     if !ok {
@@ -282,13 +274,15 @@ async fn steps(console: &Arc<Console>, job: &DrillJob, audit: &Audit) -> bool {
     let passed = during_outage(console, job, recipients.first().map(String::as_str)).await;
 
     job.begin("Stop the outage");
-    let d = domain.clone();
-    let reason = format!("failover drill by {who} done");
+    let stop = OutageCommand::Stop {
+        domain: domain.clone(),
+        reason: format!("failover drill by {who} done"),
+    };
     let stopped = console
-        .run(as_admin("outage stop"), move |ctx| outage::stop(ctx, &d, reason))
+        .run(as_admin(&stop), move |ctx| run_outage(ctx, stop))
         .await;
     let ok = job.end(match stopped {
-        Ok((c, _)) => Ok(format!("{}: {}", c.domain, phase_name(c.state.phase))),
+        Ok((c, _)) => Ok(change_text(&c)),
         Err(e) => Err(error_text(e)),
     });
     let Some(message_id) = passed.filter(|_| ok) else {
