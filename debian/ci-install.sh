@@ -27,10 +27,12 @@ if dpkg-query -W -f='${Status}' understudy 2> /dev/null | grep -q "install ok in
 fi
 
 # cargo-deb warns that the dev profile is meant for testing, which is what this is.
-cargo deb --no-build --fast ${DEB_FLAGS:-} --profile "$profile" --output "$out" 2>&1 \
+# operations.md's `cargo deb` and `dpkg -i`, word for word but for the flags that make
+# it package the tested binary (tests/suite/docs_walk.rs, package_commands_are_what_ci_runs).
+deb="$out/understudy.deb"
+cargo deb --no-build --fast ${DEB_FLAGS:-} --profile "$profile" --output "$deb" -- --locked 2>&1 \
   | grep -v -e "^warning: dev profile is not supported" -e "To enable debug symbols set" || true
-deb=$(ls "$out"/understudy_*.deb 2> /dev/null | head -1)
-[ -n "$deb" ] || fail "cargo deb wrote no package"
+[ -s "$deb" ] || fail "cargo deb wrote no package"
 echo "deb: built $(basename "$deb") ($(du -k "$deb" | cut -f1) KiB)"
 dpkg-deb --contents "$deb" | awk '{print "deb:   " $1, $2, $6}'
 

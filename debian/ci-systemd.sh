@@ -13,6 +13,7 @@
 # with the same pid, `journalctl -u understudy -f` shows the `ready` line, `stop` ends
 # it cleanly); a systemctl or journalctl command on the page that this script has no
 # check for fails it (tests/suite/docs_walk.rs checks the same from the page's side).
+# Then the page's webmail setup against the running unit (debian/ci-webmail.sh).
 # Run by debian/ci-install.sh as root, with the package installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -153,6 +154,13 @@ for command in "${commands[@]}"; do
       expect_active active "$command"
       echo "systemd:   same pid $before, logged: $(journal | grep 'configuration reloaded' | tail -1)"
       ;;
+    "systemctl restart understudy")
+      before=$(main_pid)
+      inside $command
+      expect_active active "$command"
+      [ "$(main_pid)" != "$before" ] || fail "$command: the same pid $before"
+      echo "systemd:   active, main pid $before -> $(main_pid)"
+      ;;
     "systemctl stop understudy")
       inside $command
       expect_active inactive "$command"
@@ -173,6 +181,9 @@ expect_active active "systemctl start understudy"
 list=$(inside runuser -u understudy -- understudy --config /etc/understudy/understudy.toml user list) \
   || fail "user list as the service user against the unit's server: $list"
 echo "systemd: user list as understudy through the unit's socket: ok"
+# The page's webmail setup on this server: contrib/roundcube/setup-debian.sh in these
+# namespaces, a Roundcube login over HTTPS, everything it wrote put back.
+. debian/ci-webmail.sh
 inside systemctl stop understudy
 expect_active inactive "systemctl stop understudy"
 inside systemctl disable --quiet understudy

@@ -106,6 +106,8 @@ pub fn changes(old: &Config, new: &Config) -> Changes {
         ("log", true, differs(&old.log, &new.log)),
         ("metrics", true, differs(&old.metrics, &new.metrics)),
         ("autoconfig", true, differs(&old.autoconfig, &new.autoconfig)),
+        ("web", true, differs(&old.web, &new.web)),
+        ("store", true, differs(&old.store, &new.store)),
         ("delivery.enabled", true, od.enabled != nd.enabled),
         (
             "delivery.max_in_flight",
@@ -236,5 +238,17 @@ mod tests {
         assert_eq!(c.applied, ["password_policy", "smtp", "delivery"]);
         assert_eq!(c.restart, ["limits", "delivery.max_in_flight"]);
         assert_eq!(changes(&old, &old), Changes::default());
+    }
+
+    /// The console and the store are opened at start: a change is named, not ignored.
+    #[test]
+    fn a_changed_console_or_store_is_named_for_a_restart() {
+        let old = parse("");
+        let mut new = old.clone();
+        new.web = Some(crate::config::WebConfig::default());
+        new.store.pool_size += 1;
+        let c = changes(&old, &new);
+        assert!(c.applied.is_empty(), "{c:?}");
+        assert_eq!(c.restart, ["web", "store"]);
     }
 }

@@ -98,6 +98,9 @@ pub async fn run(
         ),
         None => None,
     };
+    if let Some(l) = &autoconfig_listener {
+        *shared.autoconfig_bound.lock() = Some(l.local_addr()?);
+    }
 
     // Every task this function starts, joined at shutdown.
     let mut tasks = JoinSet::new();

@@ -32,6 +32,8 @@ pub struct Shared {
     pub imap: Arc<crate::backends::imap::ImapStore>,
     /// Addresses actually bound, per service.
     pub bound: Mutex<Vec<(Service, SocketAddr)>>,
+    /// The address the autoconfig listener bound (`[autoconfig] listen` may say port 0).
+    pub autoconfig_bound: Mutex<Option<SocketAddr>>,
     pub pop3: Arc<crate::backends::pop3::Pop3Store>,
     pub smtp: Arc<crate::backends::smtp::SmtpStore>,
     /// Users whose sessions must end now (admin commands send, drivers listen).
@@ -60,6 +62,7 @@ impl Shared {
             plaintext_networks: config.plaintext_networks(),
             webmail_hosts: config.webmail_hosts(),
             bound: Mutex::new(Vec::new()),
+            autoconfig_bound: Mutex::new(None),
             imap: Arc::new(crate::backends::imap::ImapStore::new(
                 store.clone(),
                 config.limits.max_message_size,

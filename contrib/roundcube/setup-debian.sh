@@ -11,7 +11,8 @@
 # webmail machine that has the `understudy` binary and a copy of the config. It is safe
 # to run again: it rewrites only the files it owns. Afterwards add the webmail host's
 # address to Understudy's `auth.webmail_hosts` (127.0.0.1 and ::1 when on the same
-# machine) so one user's failed logins do not lock every webmail user out, and reload.
+# machine) so one user's failed logins do not lock every webmail user out, and restart
+# Understudy ([auth] is read at start).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -28,7 +29,7 @@ while [ $# -gt 0 ]; do
     --private-key) private_key=$2; shift 2 ;;
     --ca-file|--connect|--imap-port|--smtp-port|--product-name|--login-hint)
       print_args+=("$1" "$2"); shift 2 ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "$0: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -117,4 +118,4 @@ else
   echo "note: systemd is not running here: start php-fpm8.2 and nginx yourself" >&2
 fi
 echo "Roundcube is at https://$server_name/"
-echo "Next: add this host to auth.webmail_hosts in $config (127.0.0.1 and ::1 when on the same machine), then reload Understudy."
+echo "Next: add this host to auth.webmail_hosts in $config (127.0.0.1 and ::1 when on the same machine), then restart Understudy ([auth] is read at start)."

@@ -28,6 +28,22 @@ impl Action {
     }
 }
 
+impl Action {
+    /// What the CLI's audit entry says for `command` (its name and
+    /// [`Command::target`]): the console and the API record a change they run as the
+    /// CLI would, from one description.
+    pub fn of(command: &Command) -> Action {
+        describe(command).unwrap_or_else(|| {
+            let action = describe_names(command)
+                .iter()
+                .map(|n| kebab(n))
+                .collect::<Vec<_>>()
+                .join(" ");
+            Action::new(action, command.target().unwrap_or_default())
+        })
+    }
+}
+
 /// The domain an action's target belongs to: the part after `@`, or the target itself
 /// when it looks like a domain.
 pub fn domain_of(target: &str) -> Option<String> {
@@ -63,52 +79,19 @@ pub fn record(store: &Store, actor: &str, source: &str, action: &Action, result:
 }
 
 /// "user deactivate" and its target for a command that changes something; `None` for a
-/// read (list, show, status, track, client-setup). Never the command's arguments
-/// wholesale: they may hold a password hash or an import file.
+/// read (list, show, status, track, client-setup). The target is [`Command::target`],
+/// the one description of what a command acts on (the log line says the same), never
+/// the command's arguments wholesale: they may hold a password hash or an import file.
 pub fn describe(command: &Command) -> Option<Action> {
-    let mut names = Vec::new();
-    let mut value = serde_json::to_value(command).unwrap_or_default();
-    let mut fields = serde_json::Map::new();
-    loop {
-        match value {
-            serde_json::Value::String(s) => {
-                names.push(s);
-                break;
-            }
-            serde_json::Value::Object(map)
-                if map.len() == 1 && map.keys().all(|k| k.starts_with(char::is_uppercase)) =>
-            {
-                let Some((k, v)) = map.into_iter().next() else {
-                    break;
-                };
-                names.push(k);
-                value = v;
-            }
-            serde_json::Value::Object(map) => {
-                fields = map;
-                break;
-            }
-            _ => break,
-        }
-    }
-    let action = names.iter().map(|n| kebab(n)).collect::<Vec<_>>().join(" ");
+    let names = describe_names(command);
     let last = names.last().map(String::as_str).unwrap_or("");
     if matches!(last, "List" | "Show" | "Status")
         || matches!(names.first().map(String::as_str), Some("Track" | "ClientSetup"))
     {
         return None;
     }
-    let target = [
-        "address", "name", "domain", "alias", "id", "target", "admin", "dir",
-    ]
-    .iter()
-    .find_map(|k| match fields.get(*k) {
-        Some(serde_json::Value::String(s)) => Some(s.clone()),
-        Some(serde_json::Value::Number(n)) => Some(n.to_string()),
-        _ => None,
-    })
-    .unwrap_or_default();
-    Some(Action::new(action, target))
+    let action = names.iter().map(|n| kebab(n)).collect::<Vec<_>>().join(" ");
+    Some(Action::new(action, command.target().unwrap_or_default()))
 }
 
 /// The variant names for the log ("User Deactivate").
@@ -116,6 +99,8 @@ pub fn command_name(command: &Command) -> String {
     describe_names(command).join(" ")
 }
 
+/// The command's variant names, outermost first: the single upper-case keys of its
+/// serialised form (a unit variant is a string; a struct variant's fields end it).
 fn describe_names(command: &Command) -> Vec<String> {
     let mut names = Vec::new();
     let mut value = serde_json::to_value(command).unwrap_or_default();
@@ -125,7 +110,9 @@ fn describe_names(command: &Command) -> Vec<String> {
                 names.push(s);
                 break;
             }
-            serde_json::Value::Object(map) if map.len() == 1 => {
+            serde_json::Value::Object(map)
+                if map.len() == 1 && map.keys().all(|k| k.starts_with(char::is_uppercase)) =>
+            {
                 let Some((k, v)) = map.into_iter().next() else {
                     break;
                 };
@@ -178,6 +165,20 @@ mod tests {
             (a.action.as_str(), a.target.as_str()),
             ("outage start", "example.com")
         );
+        // One description of the target: the log line's.
+        let alias = Command::Alias(crate::admin::aliases::AliasCommand::Add {
+            alias: "info@example.com".into(),
+            user: "anna@example.com".into(),
+        });
+        let a = describe(&alias).unwrap();
+        assert_eq!(
+            (a.action.as_str(), Some(a.target.clone())),
+            ("alias add", alias.target())
+        );
+        let deactivate = Command::User(UserCommand::Deactivate {
+            address: "anna@example.com".into(),
+        });
+        assert_eq!(command_name(&deactivate), "User Deactivate");
         assert!(describe(&Command::User(UserCommand::List {
             domain: None,
             format: Default::default(),

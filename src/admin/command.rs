@@ -121,7 +121,7 @@ impl Command {
             },
             Command::Queue(c) => match c {
                 Q::List { domain, .. } => domain.clone(),
-                Q::Show { id } | Q::Purge { id, .. } => Some(id.to_string()),
+                Q::Show { id } | Q::Purge { id, .. } | Q::Bounce { id, .. } => Some(id.to_string()),
                 Q::Retry { target } => target.clone(),
                 Q::Hold { domain } | Q::Release { domain } => Some(domain.clone()),
                 Q::Redeliver { tracking_id } => Some(tracking_id.clone()),

@@ -16,7 +16,7 @@ use crate::outage::effects::apply_effects;
 use crate::outage::machine::{Event, OutageMachine, Thresholds};
 use crate::outage::notify::{format_age, format_time, phase_name};
 
-#[derive(Debug, Subcommand, Serialize, Deserialize)]
+#[derive(Debug, Clone, Subcommand, Serialize, Deserialize)]
 pub enum OutageCommand {
     /// Engage an outage by hand (maintenance window, drill); it lasts until `outage stop`.
     Start {

@@ -1,5 +1,5 @@
 //! The relay, outbound and notification queue: `queue list|show|retry|hold|release|
-//! purge`. Each operation takes typed arguments and returns a serialisable value;
+//! purge|bounce`. Each operation takes typed arguments and returns a serialisable value;
 //! [`execute`] runs a parsed [`QueueCommand`] and writes the CLI's report.
 
 use std::collections::HashMap;
@@ -51,6 +51,15 @@ pub enum QueueCommand {
         /// The queue id.
         id: u64,
         /// Confirm that the message is to be dropped.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Return an entry to its sender: its pending recipients are given up and a
+    /// delivery status notification tells the sender (none for a null sender).
+    Bounce {
+        /// The queue id.
+        id: u64,
+        /// Confirm that the message is to be returned undelivered.
         #[arg(long)]
         yes: bool,
     },
@@ -169,6 +178,21 @@ pub fn execute(ctx: &AdminContext, command: QueueCommand, out: &mut dyn Write) -
         QueueCommand::Purge { id, yes } => {
             purge(ctx, id, yes)?;
             writeln!(out, "purged queue entry {id}")?;
+        }
+        QueueCommand::Bounce { id, yes } => {
+            let b = bounce(ctx, id, yes)?;
+            match b.dsn_tracking_id {
+                Some(t) => writeln!(
+                    out,
+                    "bounced queue entry {id}: {} recipient(s) given up, notice to <{}> is message {t}",
+                    b.recipients, b.sender
+                )?,
+                None => writeln!(
+                    out,
+                    "bounced queue entry {id}: {} recipient(s) given up, no notice (null sender)",
+                    b.recipients
+                )?,
+            }
         }
         QueueCommand::Redeliver { tracking_id } => {
             let r = redeliver(ctx, &tracking_id)?;
@@ -337,6 +361,68 @@ pub fn purge(ctx: &AdminContext, id: u64, confirmed: bool) -> anyhow::Result<()>
         );
     }
     Ok(ctx.store.purge(id)?)
+}
+
+/// What `queue bounce` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Bounced {
+    pub id: u64,
+    pub sender: String,
+    /// Pending recipients given up.
+    pub recipients: usize,
+    /// The notice to the sender (`None`: a null sender gets none).
+    pub dsn_tracking_id: Option<String>,
+}
+
+/// The reply recorded for each recipient of a bounced entry, and the DSN's diagnostic.
+pub const BOUNCE_REASON: &str = "550 5.3.0 returned to the sender by an administrator";
+
+/// Returns an entry to its sender; `confirmed` is the admin's `--yes`. The notice is
+/// stored (synced) before the recipients are given up: a crash between the two leaves
+/// the message queued, never dropped without a word to the sender.
+pub fn bounce(ctx: &AdminContext, id: u64, confirmed: bool) -> anyhow::Result<Bounced> {
+    let e = ctx
+        .store
+        .queue_entry(id)?
+        .with_context(|| format!("there is no queue entry {id}"))?;
+    let pending: Vec<String> = e.pending().map(|r| r.address.clone()).collect();
+    if !confirmed {
+        bail!(
+            "bouncing queue entry {id} returns a message for {} pending recipient(s) to <{}> undelivered; repeat with --yes to confirm",
+            pending.len(),
+            e.mail_from
+        );
+    }
+    if pending.is_empty() {
+        bail!("queue entry {id} has no pending recipient");
+    }
+    let failed: Vec<crate::delivery::dsn::FailedRecipient> = pending
+        .iter()
+        .map(|address| crate::delivery::dsn::FailedRecipient {
+            address: address.clone(),
+            diagnostic: BOUNCE_REASON.into(),
+            remote_mta: None,
+            expired: false,
+        })
+        .collect();
+    let dsn = crate::delivery::enqueue_dsn(ctx.store, &ctx.config.hostname, &e, &failed)?;
+    ctx.store.finish_recipients(
+        id,
+        &pending,
+        understudy_storage::RecipientStatus::Failed,
+        BOUNCE_REASON,
+    )?;
+    crate::metrics::METRICS
+        .bounced
+        .fetch_add(pending.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    // The notice is due now.
+    ctx.events.queue_changed();
+    Ok(Bounced {
+        id,
+        sender: e.mail_from,
+        recipients: pending.len(),
+        dsn_tracking_id: dsn.map(|t| TrackingId(t).to_string()),
+    })
 }
 
 fn print_hold(n: usize, domain: &str, verb: &str, out: &mut dyn Write) -> std::io::Result<()> {

@@ -1402,84 +1402,95 @@ impl QueueRunner {
         }
     }
 
-    /// Queues a DSN for failed recipients to the entry's sender: into the sender's INBOX
-    /// (and the relay queue for their primary) when the sender is local, otherwise as a
-    /// notification to the outside. Never for a null sender.
+    /// Queues a DSN for failed recipients to the entry's sender ([`enqueue_dsn`]).
     async fn queue_dsn(&self, entry: &QueueEntry, failed: &[FailedRecipient]) -> anyhow::Result<()> {
-        if entry.mail_from.is_empty() || failed.is_empty() {
-            return Ok(());
+        let store = self.store.clone();
+        let hostname = self.hostname.clone();
+        let (e, f) = (entry.clone(), failed.to_vec());
+        let outcome = blocking(move || enqueue_dsn(&store, &hostname, &e, &f)).await?;
+        if let Some(tracking) = outcome {
+            tracing::info!(queue = entry.id, sender = %entry.mail_from, dsn_tracking = tracking, "DSN queued to the sender");
+            self.wakeup.notify_one();
         }
-        let store = self.store.clone();
-        let blob = entry.blob;
-        let original = blocking(move || store.body(&blob)).await.unwrap_or_default();
-        let dsn = dsn::build_dsn(
-            &self.hostname,
-            &entry.mail_from,
-            &original,
-            entry.message_id.as_deref(),
-            failed,
-            entry.created_at,
-        );
-        let store = self.store.clone();
-        let sender = entry.mail_from.clone();
-        let entry_domain = entry.domain.clone();
-        let now = self.store.now();
-        let rcpts: Vec<String> = failed.iter().map(|f| f.address.clone()).collect();
-        let summary = format!(
-            "delivery status notification for queue {} ({})",
-            entry.id,
-            rcpts.join(", ")
-        );
-        let outcome = blocking(move || {
-            let sender_domain = domain_of(&sender);
-            let mut users = Vec::new();
-            let mut queue = Vec::new();
-            match store.resolve_recipient(&sender)? {
-                Recipient::Local(user) => {
-                    let settings = store.domain(&sender_domain)?.unwrap_or_default();
-                    if settings.delivery_mode == DeliveryMode::Both {
-                        users.push(user.id);
-                    }
-                    queue.push(NewQueueEntry {
-                        kind: QueueKind::Relay,
-                        domain: sender_domain,
-                        mail_from: String::new(),
-                        recipients: vec![(sender.to_ascii_lowercase(), Some(user.id))],
-                        next_attempt: now,
-                        sent_copy: false,
-                    });
-                }
-                Recipient::Unknown => queue.push(NewQueueEntry {
-                    kind: QueueKind::Relay,
-                    domain: sender_domain,
-                    mail_from: String::new(),
-                    recipients: vec![(sender.clone(), None)],
-                    next_attempt: now,
-                    sent_copy: false,
-                }),
-                Recipient::NotLocal => queue.push(NewQueueEntry {
-                    kind: QueueKind::Notification,
-                    domain: entry_domain,
-                    mail_from: String::new(),
-                    recipients: vec![(sender.clone(), None)],
-                    next_attempt: now,
-                    sent_copy: false,
-                }),
-            }
-            let request = DeliveryRequest {
-                body: &dsn,
-                users,
-                queue,
-                message_id: dsn_message_id(&dsn),
-                summary,
-            };
-            store.deliver(&request)
-        })
-        .await?;
-        tracing::info!(queue = entry.id, sender = %entry.mail_from, dsn_tracking = outcome.tracking_id, "DSN queued to the sender");
-        self.wakeup.notify_one();
         Ok(())
     }
+}
+
+/// Queues a DSN for failed recipients to the entry's sender: into the sender's INBOX
+/// (and the relay queue for their primary) when the sender is local, otherwise as a
+/// notification to the outside. Never for a null sender (`None`). Returns the DSN's
+/// tracking id. The queue runner calls it for refusals and expiry, `queue bounce` for
+/// an administrator's bounce.
+pub fn enqueue_dsn(
+    store: &Store,
+    hostname: &str,
+    entry: &QueueEntry,
+    failed: &[FailedRecipient],
+) -> understudy_storage::StoreResult<Option<u64>> {
+    if entry.mail_from.is_empty() || failed.is_empty() {
+        return Ok(None);
+    }
+    let original = store.body(&entry.blob).unwrap_or_default();
+    let dsn = dsn::build_dsn(
+        hostname,
+        &entry.mail_from,
+        &original,
+        entry.message_id.as_deref(),
+        failed,
+        entry.created_at,
+    );
+    let sender = entry.mail_from.clone();
+    let entry_domain = entry.domain.clone();
+    let now = store.now();
+    let rcpts: Vec<String> = failed.iter().map(|f| f.address.clone()).collect();
+    let summary = format!(
+        "delivery status notification for queue {} ({})",
+        entry.id,
+        rcpts.join(", ")
+    );
+    let sender_domain = domain_of(&sender);
+    let mut users = Vec::new();
+    let mut queue = Vec::new();
+    match store.resolve_recipient(&sender)? {
+        Recipient::Local(user) => {
+            let settings = store.domain(&sender_domain)?.unwrap_or_default();
+            if settings.delivery_mode == DeliveryMode::Both {
+                users.push(user.id);
+            }
+            queue.push(NewQueueEntry {
+                kind: QueueKind::Relay,
+                domain: sender_domain,
+                mail_from: String::new(),
+                recipients: vec![(sender.to_ascii_lowercase(), Some(user.id))],
+                next_attempt: now,
+                sent_copy: false,
+            });
+        }
+        Recipient::Unknown => queue.push(NewQueueEntry {
+            kind: QueueKind::Relay,
+            domain: sender_domain,
+            mail_from: String::new(),
+            recipients: vec![(sender.clone(), None)],
+            next_attempt: now,
+            sent_copy: false,
+        }),
+        Recipient::NotLocal => queue.push(NewQueueEntry {
+            kind: QueueKind::Notification,
+            domain: entry_domain,
+            mail_from: String::new(),
+            recipients: vec![(sender.clone(), None)],
+            next_attempt: now,
+            sent_copy: false,
+        }),
+    }
+    let request = DeliveryRequest {
+        body: &dsn,
+        users,
+        queue,
+        message_id: dsn_message_id(&dsn),
+        summary,
+    };
+    Ok(Some(store.deliver(&request)?.tracking_id))
 }
 
 /// On top of the record of a sent message, for the primary's filing rules.

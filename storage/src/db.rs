@@ -112,6 +112,8 @@ pub(crate) struct Inner {
     /// This open store's node id in queue leases (`lease.rs`), and its claims so far.
     pub(crate) node_id: u64,
     pub(crate) claims: std::sync::atomic::AtomicU64,
+    /// The selected IMAP views' holds on expunged messages (`view_holds.rs`).
+    pub(crate) holds: Mutex<crate::view_holds::HoldRegistry>,
 }
 
 /// Locks held (`Store::lock`, `Store::lock_outer`): the engine's, then this process's,
@@ -221,7 +223,7 @@ impl Store {
         }));
         let locks = (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect();
         let outer_locks = (0..OUTER_LOCK_STRIPES).map(|_| Mutex::new(())).collect();
-        Ok(Store {
+        let store = Store {
             inner: Arc::new(Inner {
                 backend,
                 path,
@@ -238,8 +240,19 @@ impl Store {
                 summariser: std::sync::OnceLock::new(),
                 node_id: crate::lease::new_node_id(),
                 claims: std::sync::atomic::AtomicU64::new(0),
+                holds: Mutex::new(Default::default()),
             }),
-        })
+        };
+        // No session exists yet: what views held when the last process ended (a crash,
+        // or a store copied from one) is needed by no one.
+        let released = store.release_all_held()?;
+        if released > 0 {
+            tracing::info!(
+                released,
+                "store: released bodies held for sessions of the last run"
+            );
+        }
+        Ok(store)
     }
 
     /// WAL fsyncs so far (needs `StoreOptions::statistics`): with group commit it is

@@ -39,6 +39,7 @@ mod retention;
 pub mod subscriptions;
 pub mod summaries;
 pub mod tracking;
+pub mod view_holds;
 
 pub use address::EmailAddress;
 pub use backend::pg::{PgOptions, PgTls};
@@ -48,3 +49,4 @@ pub use error::{StoreError, StoreResult};
 pub use mailbox::NewMessage;
 pub use model::*;
 pub use tracking::TrackingId;
+pub use view_holds::{HeldMessage, ViewHold};

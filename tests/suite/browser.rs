@@ -1,8 +1,10 @@
 //! The console in headless Chromium (Debian's `chromium`, driven by npm `playwright-core`
 //! from `tests/browser/`, installed by `npm ci` there): TOTP login, an outage started,
 //! MX mail on the dashboard, hold and release, tracking with the primary's reply after
-//! recovery, a 500-row CSV with three bad rows, a domain administrator kept to their
-//! domain, and a self-service password change that IMAP accepts. Screenshots of the
+//! recovery, bulk purge and bounce after their confirmation, the failover drill, a
+//! 500-row CSV with three bad rows, a domain administrator kept to their
+//! domain, the iPhone profile downloaded and the QR code scanned (`zbarimg`), and a
+//! self-service password change that IMAP accepts. Screenshots of the
 //! dashboard, queue and readiness pages go to `<target>/tmp/browser/`.
 
 use std::process::{Command, Stdio};
@@ -44,8 +46,16 @@ fn the_console_in_chromium_from_totp_login_to_self_service() {
     let sink_dir = tempfile::tempdir().unwrap();
     let sink = DumpSink::start(sink_dir.path());
     let relay = sink.addr();
+    // The alert recipients' server, for the failover drill's four notices.
+    let alerts_dir = tempfile::tempdir().unwrap();
+    let alerts = DumpSink::start(alerts_dir.path());
+    let config = format!(
+        "{}[autoconfig]\nlisten = \"127.0.0.1:0\"\n[delivery.routes]\n\"alerts.example\" = \"{}\"\n",
+        crate::console::WEB_CONFIG,
+        alerts.addr()
+    );
     let mut secret = String::new();
-    let server = TestServer::setup(crate::console::WEB_CONFIG, |s| {
+    let server = TestServer::setup(&config, |s| {
         s.admin_ok(&[
             "domain",
             "add",
@@ -54,39 +64,19 @@ fn the_console_in_chromium_from_totp_login_to_self_service() {
             &relay,
             "--monitoring",
             "false",
+            "--alert",
+            "ops@alerts.example",
         ]);
         s.admin_ok(&["domain", "add", "other.org"]);
         s.add_user("anna@example.com", PASSWORD);
-        let out = s.admin(
-            &["admin", "add", "root", "--totp", "--password-stdin"],
-            Some(&format!("{PASSWORD}\n")),
-        );
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "{text}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let text = crate::console::add_admin(s, "root", &["--totp"]);
         secret = text
             .split("secret=")
             .nth(1)
             .and_then(|rest| rest.split('&').next())
             .expect("the otpauth URI is printed once")
             .to_string();
-        let out = s.admin(
-            &[
-                "admin",
-                "add",
-                "msp",
-                "--role",
-                "domain",
-                "--domain",
-                "example.com",
-                "--password-stdin",
-            ],
-            Some(&format!("{PASSWORD}\n")),
-        );
-        assert!(out.status.success());
+        crate::console::add_admin(s, "msp", &["--role", "domain", "--domain", "example.com"]);
     });
     let screenshots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser");
     let config = serde_json::json!({
@@ -95,6 +85,8 @@ fn the_console_in_chromium_from_totp_login_to_self_service() {
         "totp": secret,
         "smtp": server.addr("smtp").port(),
         "imaps": server.addr("imaps").port(),
+        "submissions": server.addr("submissions").port(),
+        "autoconfig": server.addr("autoconfig").port(),
         "ca": ca_cert().display().to_string(),
         "screenshots": screenshots.display().to_string(),
     });
@@ -105,6 +97,13 @@ fn the_console_in_chromium_from_totp_login_to_self_service() {
         let file = screenshots.join(format!("{name}.png"));
         let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
         assert!(size > 1000, "screenshot {} missing or empty", file.display());
+    }
+    // The alert recipients' server got the notices of both outages, the drill's
+    // included: its start and its all-released.
+    let notices = alerts.messages();
+    for subject in ["outage started by an admin", "all spooled mail released"] {
+        let n = notices.iter().filter(|(_, m)| m.contains(subject)).count();
+        assert!(n >= 2, "{n} notices '{subject}' at the alert recipients");
     }
     // The primary got the message spooled during the outage.
     assert!(

@@ -285,13 +285,7 @@ fn imapclient_drives_every_command_a_mail_app_uses() {
     let server = TestServer::start();
     deliver_samples(&server, 3);
     let script = r#"
-import imapclient, ssl, sys, smtplib, time, threading
-CA, PORT, PORT_SMTP = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-ctx = ssl.create_default_context(cafile=CA)
-def connect():
-    c = imapclient.IMAPClient("127.0.0.1", port=PORT, ssl=True, ssl_context=ctx, timeout=30)
-    c.login("anna@example.com", "Correct1horse")
-    return c
+PORT_SMTP = int(sys.argv[3])
 c = connect()
 print("caps", sorted(x.decode() for x in c.capabilities()))
 print("folders", [(f[2], sorted(x.decode() for x in f[0])) for f in c.list_folders()])
@@ -354,28 +348,15 @@ print("final", c.search(["NOT", "DELETED"]), [d[b"ENVELOPE"].subject.decode() fo
 c2.logout()
 print("logout", c.logout())
 "#;
-    let out = python_ok(
-        script,
-        &[
-            ca_cert().display().to_string(),
-            server.addr("imaps").port().to_string(),
-            server.addr("smtp").port().to_string(),
-        ],
-    );
-    let line = |prefix: &str| {
-        out.lines()
-            .find(|l| l.starts_with(prefix))
-            .unwrap_or_else(|| panic!("no {prefix:?} line in:\n{out}"))
-            .to_string()
-    };
+    let out = imapclient(&server, script, &[server.addr("smtp").port().to_string()]);
     for cap in ["'IDLE'", "'CONDSTORE'", "'MOVE'", "'UIDPLUS'", "'ENABLE'"] {
-        assert!(line("caps").contains(cap), "{cap}: {out}");
+        assert!(out.line("caps").contains(cap), "{cap}: {out}");
     }
-    assert!(line("folders").contains("'\\\\Sent'"), "{out}");
-    assert_eq!(line("special"), "special Sent Trash", "{out}");
-    assert!(line("enable").contains("CONDSTORE"), "{out}");
-    assert!(line("select").starts_with("select 3 modseq"), "{out}");
-    assert_eq!(line("uids"), "uids [1, 2, 3]", "{out}");
+    assert!(out.line("folders").contains("'\\\\Sent'"), "{out}");
+    assert_eq!(out.line("special"), "special Sent Trash", "{out}");
+    assert!(out.line("enable").contains("CONDSTORE"), "{out}");
+    assert!(out.line("select").starts_with("select 3 modseq"), "{out}");
+    assert_eq!(out.line("uids"), "uids [1, 2, 3]", "{out}");
     let fetches: Vec<&str> = out.lines().filter(|l| l.starts_with("fetch ")).collect();
     assert_eq!(fetches.len(), 3, "{out}");
     for (i, f) in fetches.iter().enumerate() {
@@ -387,27 +368,27 @@ print("logout", c.logout())
             "{f}"
         );
     }
-    assert_eq!(line("search subject"), "search subject [2]", "{out}");
-    assert_eq!(line("search body"), "search body [1, 2, 3]", "{out}");
-    assert_eq!(line("modseq grew"), "modseq grew True", "{out}");
-    assert_eq!(line("changedsince"), "changedsince [1]", "{out}");
-    assert_eq!(line("seen"), "seen [1]", "{out}");
-    assert_eq!(line("after move"), "after move [1, 2]", "{out}");
-    assert!(line("status").contains("b'MESSAGES': 1"), "{out}");
-    assert_eq!(line("left"), "left [1]", "{out}");
-    assert!(line("append").contains("APPENDUID"), "{out}");
-    assert!(line("drafts").contains("\\\\Draft"), "{out}");
-    assert!(line("create").ends_with("True"), "{out}");
-    assert!(line("rename").ends_with("True"), "{out}");
-    assert!(line("delete").ends_with("False"), "{out}");
-    assert!(line("idle smtp").contains("EXISTS"), "{out}");
+    assert_eq!(out.line("search subject"), "search subject [2]", "{out}");
+    assert_eq!(out.line("search body"), "search body [1, 2, 3]", "{out}");
+    assert_eq!(out.line("modseq grew"), "modseq grew True", "{out}");
+    assert_eq!(out.line("changedsince"), "changedsince [1]", "{out}");
+    assert_eq!(out.line("seen"), "seen [1]", "{out}");
+    assert_eq!(out.line("after move"), "after move [1, 2]", "{out}");
+    assert!(out.line("status").contains("b'MESSAGES': 1"), "{out}");
+    assert_eq!(out.line("left"), "left [1]", "{out}");
+    assert!(out.line("append").contains("APPENDUID"), "{out}");
+    assert!(out.line("drafts").contains("\\\\Draft"), "{out}");
+    assert!(out.line("create").ends_with("True"), "{out}");
+    assert!(out.line("rename").ends_with("True"), "{out}");
+    assert!(out.line("delete").ends_with("False"), "{out}");
+    assert!(out.line("idle smtp").contains("EXISTS"), "{out}");
     assert!(
-        line("idle smtp").ends_with("<1s"),
+        out.line("idle smtp").ends_with("<1s"),
         "IDLE push took over 1 s: {out}"
     );
-    assert!(line("idle append").contains("EXISTS"), "{out}");
+    assert!(out.line("idle append").contains("EXISTS"), "{out}");
     assert!(
-        line("final").contains("'pushed'") && line("final").contains("'appended'"),
+        out.line("final").contains("'pushed'") && out.line("final").contains("'appended'"),
         "{out}"
     );
 }
@@ -422,13 +403,6 @@ fn imapclient_sees_recent_keywords_forwarded_parts_self_move_and_lasting_subscri
     let server = TestServer::start();
     deliver_samples(&server, 3);
     let script = r#"
-import imapclient, ssl, sys
-CA, PORT = sys.argv[1], int(sys.argv[2])
-ctx = ssl.create_default_context(cafile=CA)
-def connect():
-    c = imapclient.IMAPClient("127.0.0.1", port=PORT, ssl=True, ssl_context=ctx, timeout=30)
-    c.login("anna@example.com", "Correct1horse")
-    return c
 a, b = connect(), connect()
 
 # Defect 4: EXAMINE shows the \Recent that STATUS counts, without taking it.
@@ -487,46 +461,42 @@ a.unsubscribe_folder("Trips/2027")
 print("lsub unsubscribed", a.list_sub_folders("", "Trips*"))
 a.logout(); b.logout()
 "#;
-    let out = python_ok(
-        script,
-        &[
-            ca_cert().display().to_string(),
-            server.addr("imaps").port().to_string(),
-        ],
-    );
-    let line = |prefix: &str| {
-        out.lines()
-            .find(|l| l.starts_with(prefix))
-            .unwrap_or_else(|| panic!("no {prefix:?} line in:\n{out}"))
-            .to_string()
-    };
-    assert_eq!(line("status recent"), "status recent 3", "{out}");
-    assert_eq!(line("examine recent"), "examine recent 3", "{out}");
-    assert_eq!(line("select recent"), "select recent 3", "{out}");
-    assert_eq!(line("examine after select"), "examine after select 0", "{out}");
+    let out = imapclient(&server, script, &[]);
+    assert_eq!(out.line("status recent"), "status recent 3", "{out}");
+    assert_eq!(out.line("examine recent"), "examine recent 3", "{out}");
+    assert_eq!(out.line("select recent"), "select recent 3", "{out}");
     assert_eq!(
-        line("noop"),
+        out.line("examine after select"),
+        "examine after select 0",
+        "{out}"
+    );
+    assert_eq!(
+        out.line("noop"),
         "noop [('FLAGS', True), ('PERMANENTFLAGS', True), ('FETCH', 1, True)]",
         "{out}"
     );
-    assert_eq!(line("select flags"), "select flags True", "{out}");
-    assert_eq!(line("header"), "header True False", "{out}");
-    assert_eq!(line("1.1 "), "1.1 b'Meet at noon.'", "{out}");
+    assert_eq!(out.line("select flags"), "select flags True", "{out}");
+    assert_eq!(out.line("header"), "header True False", "{out}");
+    assert_eq!(out.line("1.1 "), "1.1 b'Meet at noon.'", "{out}");
     assert_eq!(
-        line("1.1.MIME"),
+        out.line("1.1.MIME"),
         "1.1.MIME b'Content-Type: text/plain; charset=utf-8\\r\\n\\r\\n'",
         "{out}"
     );
-    assert_eq!(line("1.2"), "1.2 b'<p>Meet at noon.</p>'", "{out}");
+    assert_eq!(out.line("1.2"), "1.2 b'<p>Meet at noon.</p>'", "{out}");
     // The message that was UID 2 is now UID 5 (4 went to the forwarded mail).
-    assert_eq!(line("copyuid"), "copyuid [['2', '5']]", "{out}");
-    assert_eq!(line("uids after"), "uids after [1, 3, 4, 5]", "{out}");
-    assert_eq!(line("lsub renamed"), "lsub renamed [([], 'Trips/2027')]", "{out}");
+    assert_eq!(out.line("copyuid"), "copyuid [['2', '5']]", "{out}");
+    assert_eq!(out.line("uids after"), "uids after [1, 3, 4, 5]", "{out}");
     assert_eq!(
-        line("lsub deleted"),
+        out.line("lsub renamed"),
+        "lsub renamed [([], 'Trips/2027')]",
+        "{out}"
+    );
+    assert_eq!(
+        out.line("lsub deleted"),
         "lsub deleted [([b'\\\\Noselect'], 'Trips/2027')]",
         "{out}"
     );
-    assert_eq!(line("list deleted"), "list deleted []", "{out}");
-    assert_eq!(line("lsub unsubscribed"), "lsub unsubscribed []", "{out}");
+    assert_eq!(out.line("list deleted"), "list deleted []", "{out}");
+    assert_eq!(out.line("lsub unsubscribed"), "lsub unsubscribed []", "{out}");
 }

@@ -14,23 +14,24 @@ pub fn console_server(extra: &str) -> TestServer {
         s.admin_ok(&["domain", "add", "example.com"]);
         s.admin_ok(&["domain", "add", "other.org"]);
         s.add_user("anna@example.com", PASSWORD);
-        for args in [
-            vec!["admin", "add", "root", "--password-stdin"],
-            vec![
-                "admin",
-                "add",
-                "msp",
-                "--role",
-                "domain",
-                "--domain",
-                "example.com",
-                "--password-stdin",
-            ],
-        ] {
-            let out = s.admin(&args, Some(&format!("{PASSWORD}\n")));
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        }
+        add_admin(s, "root", &[]);
+        add_admin(s, "msp", &["--role", "domain", "--domain", "example.com"]);
     })
+}
+
+/// `admin add NAME ARGS --password-stdin` with `PASSWORD`; returns what it printed.
+pub fn add_admin(s: &TestServer, name: &str, args: &[&str]) -> String {
+    let mut all = vec!["admin", "add", name];
+    all.extend_from_slice(args);
+    all.push("--password-stdin");
+    let out = s.admin(&all, Some(&format!("{PASSWORD}\n")));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
 }
 
 /// Python helpers: `Client()` keeps cookies; `get(path)` and `post(path, fields)` return
@@ -109,6 +110,16 @@ print("logged in", s, "dashboard" in body.lower(), "new id", sid != "a" * 64)
 p = Client(follow=False)
 p.set_cookie("__Host-us_session", "a" * 64)
 print("planted id", p.get("/")[0])
+# The same on the users' login page.
+u = Client()
+u.set_cookie("__Host-us_session", "b" * 64)
+s, body, _ = u.get("/me/login")
+s, body, _ = u.post("/me/login", {"address": "anna@example.com", "password": "Correct1horse", "csrf": csrf(body)})
+usid = u.cookie("__Host-us_session")
+print("user logged in", s, "client-settings" in body, "new id", usid not in (None, "b" * 64))
+p = Client(follow=False)
+p.set_cookie("__Host-us_session", "b" * 64)
+print("planted user id", p.get("/me")[0])
 # CSRF: a state change without the session's token changes nothing.
 s, body, _ = c.get("/domains/example.com")
 token = csrf(body)
@@ -139,6 +150,8 @@ print("msp audit hides root's logins", "nobody" not in body)
         "login without token 403",
         "logged in 200 True new id True",
         "planted id 303",
+        "user logged in 200 True new id True",
+        "planted user id 303",
         "no token 403",
         "wrong token 403",
         "still normal normal",
@@ -206,4 +219,184 @@ except imaplib.IMAP4.error:
     ] {
         assert!(out.contains(expected), "{expected} missing from:\n{out}");
     }
+}
+
+/// The session cookies a first script printed, checked by a second one after the CLI
+/// changed the accounts in between.
+fn cookie_after(out: &str, name: &str) -> String {
+    out.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("no {name} in:\n{out}"))
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn removing_an_administrator_or_deactivating_a_user_ends_their_sessions_at_once() {
+    let server = console_server("");
+    let token = {
+        let out = server.admin_ok(&["admin", "token", "add", "msp", "--label", "t"]);
+        out.split_whitespace()
+            .find(|w| w.starts_with("us_"))
+            .unwrap_or_else(|| panic!("no token in {out}"))
+            .to_string()
+    };
+    let before = format!(
+        "{CLIENT_PY}{}",
+        r#"
+m = Client(follow=False)
+s, body, _ = m.get("/login")
+s, body, _ = m.post("/login", {"name": "msp", "password": "Correct1horse", "code": "", "csrf": csrf(body)})
+print("msp login", s)
+print("msp dashboard", m.get("/")[0])
+r = Client()
+s, body, _ = login(r, "root", "Correct1horse")
+print("root dashboard", r.get("/")[0])
+u = Client(follow=False)
+s, body, _ = u.get("/me/login")
+s, body, _ = u.post("/me/login", {"address": "anna@example.com", "password": "Correct1horse", "csrf": csrf(body)})
+print("anna me", u.get("/me")[0])
+print("msp_cookie", m.cookie("__Host-us_session"))
+print("root_cookie", r.cookie("__Host-us_session"))
+print("anna_cookie", u.cookie("__Host-us_session"))
+"#
+    );
+    let out = python_ok(&before, &args(&server));
+    for expected in ["msp dashboard 200", "root dashboard 200", "anna me 200"] {
+        assert!(out.contains(expected), "{expected} missing from:\n{out}");
+    }
+    // msp is removed and at once made again under the same name (a new account), and
+    // anna is deactivated, all through the CLI and the admin socket.
+    server.admin_ok(&["admin", "remove", "msp"]);
+    add_admin(&server, "msp", &["--role", "domain", "--domain", "example.com"]);
+    server.admin_ok(&["user", "deactivate", "anna@example.com"]);
+    let after = format!(
+        "{CLIENT_PY}{}",
+        r#"
+import json
+msp, root, anna, token = sys.argv[3:7]
+def client(cookie):
+    c = Client(follow=False)
+    c.set_cookie("__Host-us_session", cookie)
+    return c
+m = client(msp)
+s, body, where = m.get("/")
+print("msp after", s, where)
+print("msp queue after", m.get("/queue")[0])
+print("root after", client(root).get("/")[0])
+u = client(anna)
+s, body, where = u.get("/me")
+print("anna after", s, where)
+req = urllib.request.Request(BASE + "/api/v1/domains")
+req.add_header("Authorization", "Bearer " + token)
+try:
+    print("token after", urllib.request.urlopen(req, context=CTX, timeout=30).status)
+except urllib.error.HTTPError as e:
+    print("token after", e.code)
+"#
+    );
+    let mut a = args(&server);
+    for name in ["msp_cookie", "root_cookie", "anna_cookie"] {
+        a.push(cookie_after(&out, name));
+    }
+    a.push(token);
+    let out = python_ok(&after, &a);
+    for expected in [
+        "msp after 303 /login",
+        "msp queue after 303",
+        "root after 200",
+        "anna after 303 /me/login",
+        "token after 401",
+    ] {
+        assert!(out.contains(expected), "{expected} missing from:\n{out}");
+    }
+}
+
+/// The failover drill where it must fail: a domain without alert recipients fails the
+/// last step (nobody would hear of a real outage) and the outage it started is over;
+/// a domain already in an outage is refused; a domain administrator cannot drill
+/// another domain.
+#[test]
+fn the_failover_drill_fails_without_alert_recipients_and_ends_its_outage() {
+    let sink_dir = tempfile::tempdir().unwrap();
+    let sink = crate::sink::DumpSink::start(sink_dir.path());
+    let relay = sink.addr();
+    let server = TestServer::setup(WEB_CONFIG, |s| {
+        s.admin_ok(&[
+            "domain",
+            "add",
+            "example.com",
+            "--relay-host",
+            &relay,
+            "--monitoring",
+            "false",
+        ]);
+        s.admin_ok(&["domain", "add", "other.org"]);
+        s.add_user("anna@example.com", PASSWORD);
+        s.add_user("olga@other.org", PASSWORD);
+        s.admin_ok(&["outage", "start", "other.org"]);
+        add_admin(s, "root", &[]);
+        add_admin(s, "msp", &["--role", "domain", "--domain", "example.com"]);
+    });
+    let script = format!(
+        "{CLIENT_PY}{}",
+        r#"
+import time
+c = Client()
+s, body, _ = login(c, "root", "Correct1horse")
+s, body, _ = c.get("/domains/other.org")
+s, body, _ = c.post("/domains/other.org/drill", {"address": "olga@other.org", "csrf": csrf(body)})
+print("in an outage", s, "only in normal operation" in body)
+s, body, _ = c.get("/domains/example.com")
+s, body, _ = c.post("/domains/example.com/drill", {"address": "olga@other.org", "csrf": csrf(body)})
+print("other domain's user", s)
+s, body, _ = c.get("/domains/example.com")
+s, body, url = c.post("/domains/example.com/drill", {"address": "anna@example.com", "csrf": csrf(body)})
+print("started", s, "/drill/" in url)
+deadline = time.monotonic() + 300
+while 'id="drill-summary"' not in body and time.monotonic() < deadline:
+    time.sleep(0.25)
+    s, body, _ = c.get(urllib.parse.urlparse(url).path)
+print("summary", re.search(r'id="drill-summary">([^<]*)<', body).group(1))
+for name, result, detail in re.findall(r'<tr class="step-\w+"><td>([^<]*)</td><td class="result">(\w+)</td><td class="detail">([^<]*)</td>', body):
+    print("step", result, name, "|", detail)
+s, body, _ = c.get("/audit")
+print("audit", "failover drill" in body, body.count("outage start") >= 1, body.count("outage stop") >= 1)
+m = Client()
+s, body, _ = login(m, "msp", "Correct1horse")
+s, body, _ = m.get("/domains/example.com")
+print("msp drills other.org", m.post("/domains/other.org/drill", {"address": "olga@other.org", "csrf": csrf(body)})[0])
+"#
+    );
+    let out = python_ok(&script, &args(&server));
+    for expected in [
+        "in an outage 422 True",
+        "other domain's user 422",
+        "started 200 True",
+        "summary Drill failed",
+        "step passed Start a manual outage",
+        "step passed Send a message from outside to anna@example.com | &lt;drill.",
+        "step passed The message is spooled here",
+        "step passed Stop the outage",
+        "step passed The message goes to the primary | the primary said: anna@example.com: 250",
+        "step failed The alert recipients get the four notices | the domain has no alert recipients",
+        "audit True True True",
+        "msp drills other.org 404",
+    ] {
+        assert!(out.contains(expected), "{expected} missing from:\n{out}");
+    }
+    assert!(!out.contains("hear that mail is being spooled"), "{out}");
+    // The drill's outage is over, the message at the primary.
+    let status = server.admin_ok(&["outage", "status"]);
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("example.com"))
+        .unwrap_or("");
+    assert!(!line.contains("outage"), "{status}");
+    assert!(
+        sink.messages()
+            .iter()
+            .any(|(_, m)| m.contains("Subject: Failover drill of example.com")),
+        "the drill's message did not reach the primary"
+    );
 }

@@ -281,6 +281,39 @@ impl mail_auth::ResolverCache<Box<str>, mail_auth::Txt> for TxtCache {
     }
 }
 
+/// Verifies a message's DKIM signature against `public`, published as
+/// `sel._domainkey.example.com`.
+pub fn assert_dkim_pass(message: &[u8], public: &str) {
+    let cache = TxtCache(Default::default());
+    let record: mail_auth::common::verify::DomainKey =
+        mail_auth::common::parse::TxtRecordParser::parse(format!("v=DKIM1; k=rsa; p={public}").as_bytes())
+            .unwrap();
+    mail_auth::ResolverCache::insert(
+        &cache,
+        "sel._domainkey.example.com.".into(),
+        record.into(),
+        std::time::Instant::now() + Duration::from_secs(3600),
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let results = runtime.block_on(async {
+        let authenticator = mail_auth::MessageAuthenticator::new_cloudflare().unwrap();
+        let parsed = mail_auth::AuthenticatedMessage::parse(message).unwrap();
+        let out = authenticator
+            .verify_dkim(mail_auth::Parameters::new(&parsed).with_txt_cache(&cache))
+            .await;
+        out.iter().map(|o| o.result().clone()).collect::<Vec<_>>()
+    });
+    assert_eq!(
+        results,
+        vec![mail_auth::DkimResult::Pass],
+        "{}",
+        String::from_utf8_lossy(message)
+    );
+}
+
 /// The message as the remote MX received it: smtp-sink's own headers (up to its
 /// three-line Received header) and its trailing empty line removed, CRLF restored.
 pub fn received_message(dump: &str) -> Vec<u8> {
@@ -343,34 +376,7 @@ fn outbound_mail_follows_the_route_and_is_dkim_signed() {
 
     let message = received_message(&dump);
     assert!(message.starts_with(b"DKIM-Signature:"), "{dump}");
-    let cache = TxtCache(Default::default());
-    let record: mail_auth::common::verify::DomainKey =
-        mail_auth::common::parse::TxtRecordParser::parse(format!("v=DKIM1; k=rsa; p={public}").as_bytes())
-            .unwrap();
-    mail_auth::ResolverCache::insert(
-        &cache,
-        "sel._domainkey.example.com.".into(),
-        record.into(),
-        std::time::Instant::now() + Duration::from_secs(3600),
-    );
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let results = runtime.block_on(async {
-        let authenticator = mail_auth::MessageAuthenticator::new_cloudflare().unwrap();
-        let parsed = mail_auth::AuthenticatedMessage::parse(&message).unwrap();
-        let out = authenticator
-            .verify_dkim(mail_auth::Parameters::new(&parsed).with_txt_cache(&cache))
-            .await;
-        out.iter().map(|o| o.result().clone()).collect::<Vec<_>>()
-    });
-    assert_eq!(
-        results,
-        vec![mail_auth::DkimResult::Pass],
-        "{}",
-        String::from_utf8_lossy(&message)
-    );
+    assert_dkim_pass(&message, &public);
 }
 
 #[test]

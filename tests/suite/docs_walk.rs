@@ -3,23 +3,29 @@
 //! a throwaway installation made from the shipped configuration (config/understudy.toml,
 //! config/dev.toml): /etc/understudy, /var/lib/understudy and /var/backups/understudy
 //! moved into a temporary directory, listeners on port 0, and the example hosts mapped
-//! to local stand-ins (`smtp-sink` as the primary and as the alert recipients' server).
-//! Placeholders (`DOMAIN`, `ID`, `TRACKING-ID`, the example id `000000002A`) become real
-//! values: the test makes a queue entry, and messages deleted during an outage, when a
-//! command first needs one. `systemctl start|stop|status|enable --now` and `cargo run
-//! -- serve` act on the test's server, and every `systemctl`/`journalctl` command must
-//! have its check in debian/ci-systemd.sh, which CI runs against the packaged unit
-//! under a real systemd. The configuration examples are checked with
-//! `check-config` on top of the shipped configuration. Commands that build or install
-//! the package are named in `NOT_HERE` with the CI step or test
-//! that runs them. A command that fails, or one that is neither run nor named, fails
-//! the test.
+//! to local stand-ins (`smtp-sink` as the primary and as the alert recipients' server,
+//! a throwaway slapd shaped like Active Directory as the `[[ldap]]` example's
+//! `dc1.example.com`, the console listener for `https://127.0.0.1:8443`).
+//! Placeholders (`DOMAIN`, `ID`, `TRACKING-ID`, the example id `000000002A`, `$TOKEN`)
+//! become real values: the test makes a queue entry, messages deleted during an outage,
+//! and the first administrator with an API token (as the page says, `admin add root
+//! --totp`, `admin token add`), when a command first needs one. `systemctl
+//! start|stop|status|enable --now` and `cargo run -- serve` act on the test's server,
+//! and every `systemctl`/`journalctl` command must have its check in
+//! debian/ci-systemd.sh, which CI runs against the packaged unit under a real systemd.
+//! The configuration examples are checked with `check-config` on top of the shipped
+//! configuration; the `[[ldap]]` one also serves `ldap sync`. Commands that build or
+//! install the package are named in `NOT_HERE` with the CI step that runs them, and
+//! `package_commands_are_what_ci_runs` holds them to what .ci/run and
+//! debian/ci-install.sh run, word for word. A command that fails, or one that is
+//! neither run nor named, fails the test.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use crate::harness::*;
+use crate::ldap::{logins, Slapd};
 use crate::sink::{free_port, DumpSink};
 
 /// First words that make a code block a block of shell commands.
@@ -43,33 +49,61 @@ const SHELL: &[&str] = &[
 
 /// Commands of the docs this test does not run, and what runs them.
 const NOT_HERE: &[(&str, &str)] = &[
-    ("apt-get install", ".ci/run installs the build and test packages"),
-    ("cargo install cargo-deb", ".ci/run installs cargo-deb"),
+    (
+        "apt-get install",
+        ".ci/run installs these packages (package_commands_are_what_ci_runs)",
+    ),
+    (
+        "cargo install cargo-deb",
+        ".ci/run installs cargo-deb so (package_commands_are_what_ci_runs)",
+    ),
     (
         "cargo deb",
-        "debian/ci-install.sh: cargo deb --no-build around the binary the suite tested",
+        "debian/ci-install.sh, around the binary the suite tested (package_commands_are_what_ci_runs)",
     ),
     (
         "dpkg -i",
-        "debian/ci-install.sh installs the package with dpkg and checks it",
+        "debian/ci-install.sh installs the package so and checks it (package_commands_are_what_ci_runs)",
     ),
-    ("cargo test --workspace --locked", ".ci/run"),
-    (
-        "curl --cacert ca.pem -H \"Authorization: Bearer $TOKEN\"",
-        "needs an admin account, its API token and the console listener: tests/suite/api.rs \
-         posts the same outage start with a bearer token",
-    ),
+    ("cargo test --workspace --locked", ".ci/run runs it as written"),
     (
         "contrib/roundcube/setup-debian.sh",
-        "installs nginx and PHP-FPM and sets up a web server: not run anywhere yet; \
-         tests/suite/webmail.rs runs Roundcube on the settings of `webmail print-config`",
-    ),
-    (
-        "understudy ldap sync",
-        "needs a directory: tests/suite/ldap.rs runs `ldap sync --dry-run`, `ldap sync` and \
-         `ldap sync --domain example.com` against slapd",
+        "installs nginx and PHP-FPM and sets up a web server: debian/ci-webmail.sh runs it \
+         under debian/ci-systemd.sh's systemd and logs in to Roundcube over HTTPS",
     ),
 ];
+
+/// The package commands of operations.md's "Install" and where CI runs them: the
+/// script, a word that picks the line there, and the words CI adds, each for a reason.
+const PACKAGE_COMMANDS: &[(&str, &str, &str, &[&str])] = &[
+    // `-qq` keeps CI's log short; stdin from /dev/null: no terminal. The page's
+    // packages stand among .ci/run's `packages` (CI installs the test peers too).
+    (
+        "apt-get install",
+        ".ci/run",
+        "\"${missing[@]}\"",
+        &["-qq", "<", "/dev/null"],
+    ),
+    ("cargo install cargo-deb", ".ci/run", "cargo-deb", &[]),
+    // Around the debug binary the suite has just tested (no second, release build);
+    // `--fast` compresses less; DEB_FLAGS for a local run.
+    (
+        "cargo deb",
+        "debian/ci-install.sh",
+        "--output",
+        &[
+            "--no-build",
+            "--fast",
+            "${DEB_FLAGS:-}",
+            "--profile",
+            "\"$profile\"",
+        ],
+    ),
+    ("dpkg -i", "debian/ci-install.sh", "$deb", &[]),
+];
+
+/// CI's shell variables and the page's words they stand for.
+const CI_WORDS: &[(&str, &str)] = &[("\"$deb\"", "understudy.deb")];
 
 /// What some commands must print, beyond exiting 0.
 const EXPECT: &[(&str, &str)] = &[
@@ -216,6 +250,11 @@ struct Walk {
     queue_entry: Option<(String, String)>,
     recoverable: Vec<String>,
     redelivered: usize,
+    /// An API token of the first administrator, for `$TOKEN`.
+    token: Option<String>,
+    /// The directory the `[[ldap]]` example names (dc1.example.com), once a command
+    /// needs it.
+    directory: Option<Slapd>,
     ran: Vec<String>,
 }
 
@@ -270,11 +309,16 @@ impl Walk {
             queue_entry: None,
             recoverable: Vec::new(),
             redelivered: 0,
+            token: None,
+            directory: None,
             ran: Vec::new(),
         };
         let mut table: toml::Table = walk.moved(base).parse().unwrap();
         for (_, addrs) in table["listen"].as_table_mut().unwrap().iter_mut() {
             *addrs = toml::Value::Array(vec!["127.0.0.1:0".into()]);
+        }
+        if let Some(web) = table.get_mut("web").and_then(|w| w.as_table_mut()) {
+            web.insert("listen".into(), "127.0.0.1:0".into());
         }
         edit(&mut table, &walk);
         std::fs::write(&walk.config, toml::to_string(&table).unwrap()).unwrap();
@@ -367,6 +411,9 @@ impl Walk {
                 .replace("continuity.example.com:25", &smtp.to_string())
                 .replace("smtp://127.0.0.1:2525", &format!("smtp://{smtp}"))
                 .replace("imaps://localhost:1993", &format!("imaps://localhost:{imaps}"));
+            if let Some(web) = self.server.addrs.get("web") {
+                command = command.replace("https://127.0.0.1:8443", &format!("https://{web}"));
+            }
         }
         command.replace("mail.example.com:25", &self.primary.addr())
     }
@@ -383,6 +430,7 @@ impl Walk {
             .current_dir(&self.cwd)
             .env("PATH", path)
             .env("UNDERSTUDY_CONFIG", &self.config)
+            .envs(self.token.iter().map(|t| ("TOKEN", t)))
             .env_remove("RUST_LOG")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -518,6 +566,23 @@ impl Walk {
     fn command(&mut self, page: &str, line: usize, written: &str) {
         let command = strip_comment(written);
         let place = format!("{page}:{line}: {command}");
+        if command == "cargo test --workspace --locked" {
+            let ci = std::fs::read_to_string(repo().join(".ci/run")).unwrap();
+            assert!(
+                ci.lines().any(|l| l == command),
+                "{place}: .ci/run does not run this command as written"
+            );
+        }
+        if command.starts_with("contrib/roundcube/setup-debian.sh") {
+            // debian/ci-webmail.sh takes the command from the page and runs it.
+            let script = std::fs::read_to_string(repo().join("debian/ci-webmail.sh")).unwrap();
+            let ci = std::fs::read_to_string(repo().join("debian/ci-systemd.sh")).unwrap();
+            assert!(
+                script.contains("contrib\\/roundcube\\/setup-debian.sh")
+                    && ci.contains(". debian/ci-webmail.sh"),
+                "{place}: debian/ci-webmail.sh does not run it"
+            );
+        }
         if let Some((_, why)) = NOT_HERE.iter().find(|(p, _)| command.starts_with(p)) {
             eprintln!("walk: not here ({why}): {place}");
             return;
@@ -563,6 +628,12 @@ impl Walk {
             _ => {}
         }
         assert!(!command.starts_with("systemctl"), "{place}: not walked");
+        if command.contains("$TOKEN") {
+            self.api_token();
+        }
+        if command.starts_with("understudy ldap sync") {
+            self.directory();
+        }
         let prepared = self.prepared(&command);
         let out = if written.contains("# prompts") {
             // The password prompt reads the terminal: give it one.
@@ -594,8 +665,149 @@ impl Walk {
                 );
             }
         }
+        self.check_effect(&place, &command, &stdout);
         eprintln!("walk: ok: {place}");
         self.ran.push(command);
+    }
+
+    /// What a command promises beyond its output, checked where the walk can see it.
+    fn check_effect(&mut self, place: &str, command: &str, stdout: &str) {
+        if command.contains("$TOKEN") && command.contains("/outage") {
+            // The API's answer, and the outage it started as the CLI sees it; then the
+            // outage ends, as the page's next steps expect a domain in normal service.
+            let answer: serde_json::Value = serde_json::from_str(stdout)
+                .unwrap_or_else(|e| panic!("{place}: not the API's JSON answer ({e}): {stdout}"));
+            assert_eq!(answer["domain"], "example.com", "{place}: {answer}");
+            assert_eq!(answer["already"], false, "{place}: {answer}");
+            let status = self.admin_ok(&["outage", "status"]);
+            assert!(
+                status.contains("primary down"),
+                "{place}: `outage status` shows no outage started over the API:\n{status}"
+            );
+            self.admin_ok(&["outage", "stop", "example.com"]);
+        }
+        if command.starts_with("understudy ldap sync") {
+            // The server synced the directory itself when the reload added it; the new
+            // hire came after that, so only these commands bring him in.
+            let exists = self
+                .server
+                .admin(&["user", "show", NEW_HIRE], None)
+                .status
+                .success();
+            if command.contains("--dry-run") {
+                assert!(
+                    stdout.contains(&format!("would create {NEW_HIRE}"))
+                        && stdout.contains("dry run, nothing changed: ldap sync example.com:"),
+                    "{place}: the dry run does not report the new hire:\n{stdout}"
+                );
+                assert!(!exists, "{place}: the dry run created {NEW_HIRE}");
+            } else {
+                assert!(
+                    stdout.contains("ldap sync example.com:") && exists,
+                    "{place}: {NEW_HIRE} was not synced:\n{stdout}"
+                );
+                // `login = "bind"`: the directory checks the password.
+                assert_eq!(
+                    logins(&self.server, &[(NEW_HIRE, NEW_HIRE_PASSWORD)]),
+                    [format!("{NEW_HIRE}:OK")],
+                    "{place}: the new hire cannot log in with the directory's password"
+                );
+            }
+        }
+    }
+
+    /// The first administrator and an API token, made as the page says (`understudy
+    /// admin add root --totp`, which prompts for the password, and `understudy admin
+    /// token add NAME --label TEXT`), in `$TOKEN`; and `ca.pem`, the CA of the `[tls]`
+    /// certificate the console serves.
+    fn api_token(&mut self) {
+        if self.token.is_some() {
+            return;
+        }
+        std::fs::copy(ca_cert(), self.cwd.join("ca.pem")).unwrap();
+        let input = format!("{NEW_PASSWORD}\n{NEW_PASSWORD}\n");
+        let add = self.shell(
+            &format!(
+                "script -qec {} /dev/null",
+                sh_quote("understudy admin add root --totp")
+            ),
+            Some(&input),
+        );
+        let text = String::from_utf8_lossy(&add.stdout);
+        assert!(
+            add.status.success() && text.contains("otpauth://"),
+            "admin add root --totp: {text}{}",
+            String::from_utf8_lossy(&add.stderr)
+        );
+        let out = self.shell("understudy admin token add root --label walk", None);
+        let text = String::from_utf8_lossy(&out.stdout);
+        self.token = text
+            .split_whitespace()
+            .find(|w| w.starts_with("us_"))
+            .map(str::to_string);
+        assert!(
+            out.status.success() && self.token.is_some(),
+            "admin token add: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The directory of operations.md's `[[ldap]]` example, as Active Directory shapes it
+    /// (a service account under `OU=Service Accounts`, staff under `OU=Staff`, `user`
+    /// entries with `objectCategory`, `userAccountControl`, `proxyAddresses`), served by
+    /// a throwaway slapd over ldaps; the example, with `dc1.example.com` mapped to it, is
+    /// added to the running server's configuration and put in force with SIGHUP, as the
+    /// page's "Reload" says. Once the server has synced it, a new hire joins the directory.
+    fn directory(&mut self) {
+        if self.directory.is_some() {
+            return;
+        }
+        let slapd = Slapd::start_with(AD_SCHEMA, &ad_staff(), true);
+        self.directory_files();
+        let mut section = ldap_example();
+        let section_table = section.as_table_mut().unwrap();
+        assert_eq!(section_table["url"].as_str(), Some("ldaps://dc1.example.com"));
+        section_table.insert("url".into(), slapd.url().into());
+        let mut config: toml::Table = std::fs::read_to_string(&self.config).unwrap().parse().unwrap();
+        let section: toml::Table = self.moved(&toml::to_string(&section).unwrap()).parse().unwrap();
+        config.insert("ldap".into(), vec![toml::Value::Table(section)].into());
+        std::fs::write(&self.config, toml::to_string(&config).unwrap()).unwrap();
+        let hup = Command::new("kill")
+            .args(["-HUP", &self.server.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(hup.success());
+        let mut log = String::new();
+        wait_until(
+            Duration::from_secs(60),
+            "the server's own sync of the directory",
+            || {
+                log = plain_log(&mut self.server);
+                log.contains("ldap sync domain=example.com") || log.contains("ldap sync failed")
+            },
+        );
+        assert!(
+            !log.contains("ldap sync failed"),
+            "the server could not sync the example's directory:\n{log}"
+        );
+        assert!(
+            self.server
+                .admin(&["user", "show", "carla@example.com"], None)
+                .status
+                .success(),
+            "the server's sync did not create carla@example.com:\n{log}"
+        );
+        slapd.modify("ldapadd", AD_NEW_HIRE);
+        self.directory = Some(slapd);
+    }
+
+    /// The files the `[[ldap]]` example names: the directory's CA and the service
+    /// account's password.
+    fn directory_files(&self) {
+        let etc = self.root.join("etc/understudy");
+        std::fs::copy(ca_cert(), etc.join("ldap-ca.pem")).unwrap();
+        std::fs::write(etc.join("ldap-password"), "Service1secret\n").unwrap();
+        set_mode(&etc.join("ldap-password"), 0o600);
     }
 
     /// A configuration example, with the files it names, on top of the configuration
@@ -609,11 +821,8 @@ impl Walk {
         for (key, value) in example {
             config.insert(key, value);
         }
-        let etc = self.root.join("etc/understudy");
-        std::fs::copy(ca_cert(), etc.join("ldap-ca.pem")).unwrap();
-        std::fs::write(etc.join("ldap-password"), "Service1secret\n").unwrap();
-        set_mode(&etc.join("ldap-password"), 0o600);
-        let path = etc.join("example.toml");
+        self.directory_files();
+        let path = self.root.join("etc/understudy/example.toml");
         std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
         let out = self.shell(
             &format!("understudy --config {} check-config", path.display()),
@@ -630,6 +839,115 @@ impl Walk {
         self.ran.push(format!("check-config with {page}:{}", block.line));
     }
 }
+
+/// The `[[ldap]]` example of operations.md (the README's `ldap sync` refers to it).
+fn ldap_example() -> toml::Value {
+    let doc = std::fs::read_to_string(repo().join("docs/operations.md")).unwrap();
+    let block = code_blocks(&doc)
+        .into_iter()
+        .find(|b| b.lines.first().is_some_and(|l| l == "[[ldap]]"))
+        .expect("an [[ldap]] example in docs/operations.md");
+    let mut table: toml::Table = block.lines.join("\n").parse().unwrap();
+    let mut sections = table.remove("ldap").unwrap().as_array().unwrap().clone();
+    assert_eq!(sections.len(), 1);
+    sections.remove(0)
+}
+
+/// What Active Directory's schema has and OpenLDAP's lacks, for the `active-directory`
+/// preset's filter and attributes (a private test OID arc; `objectCategory` is a plain
+/// string here, where AD keeps a DN that its filters match by short name).
+const AD_SCHEMA: &str = "\
+attributetype ( 1.3.6.1.4.1.99999.1.10 NAME 'objectCategory'
+\tEQUALITY caseIgnoreMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.15 SINGLE-VALUE )
+attributetype ( 1.3.6.1.4.1.99999.1.11 NAME 'userAccountControl'
+\tEQUALITY integerMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.27 SINGLE-VALUE )
+attributetype ( 1.3.6.1.4.1.99999.1.12 NAME 'proxyAddresses'
+\tEQUALITY caseIgnoreMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.15 )
+attributetype ( 1.3.6.1.4.1.99999.1.13 NAME 'userPrincipalName'
+\tEQUALITY caseIgnoreMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.15 SINGLE-VALUE )
+objectclass ( 1.3.6.1.4.1.99999.2.10 NAME 'user' SUP inetOrgPerson STRUCTURAL
+\tMAY ( objectCategory $ userAccountControl $ proxyAddresses $ userPrincipalName ) )
+";
+
+/// The example's directory: its service account and base DN, one member of staff with
+/// aliases, one disabled (`userAccountControl` 514 = 512 | 0x2) and known only by UPN,
+/// and Bob, whom the page made by hand before: with `login = "bind"` the directory
+/// checks every password of the domain, so he is in it with the password the walk gave
+/// him (the sync adopts him).
+fn ad_staff() -> String {
+    format!(
+        "{AD_STAFF}
+dn: CN=Bob Stone,OU=Staff,DC=example,DC=com
+objectClass: user
+objectCategory: person
+cn: Bob Stone
+sn: Stone
+displayName: Bob Stone
+mail: bob@example.com
+userAccountControl: 512
+userPassword: {NEW_PASSWORD}
+"
+    )
+}
+
+const AD_STAFF: &str = "\
+dn: DC=example,DC=com
+objectClass: dcObject
+objectClass: organization
+o: Example
+dc: example
+
+dn: OU=Service Accounts,DC=example,DC=com
+objectClass: organizationalUnit
+ou: Service Accounts
+
+dn: CN=understudy,OU=Service Accounts,DC=example,DC=com
+objectClass: organizationalRole
+objectClass: simpleSecurityObject
+cn: understudy
+userPassword: Service1secret
+
+dn: OU=Staff,DC=example,DC=com
+objectClass: organizationalUnit
+ou: Staff
+
+dn: CN=Carla Diaz,OU=Staff,DC=example,DC=com
+objectClass: user
+objectCategory: person
+cn: Carla Diaz
+sn: Diaz
+displayName: Carla Diaz
+mail: carla@example.com
+userPrincipalName: carla@example.com
+proxyAddresses: SMTP:carla@example.com
+proxyAddresses: smtp:c.diaz@example.com
+proxyAddresses: X500:/o=Example/ou=Exchange/cn=Recipients/cn=carla
+userAccountControl: 512
+userPassword: Carla1secret
+
+dn: CN=Dag Holm,OU=Staff,DC=example,DC=com
+objectClass: user
+objectCategory: person
+cn: Dag Holm
+sn: Holm
+userPrincipalName: dag@example.com
+userAccountControl: 514
+userPassword: Dag1secret
+";
+
+const NEW_HIRE: &str = "erik@example.com";
+const NEW_HIRE_PASSWORD: &str = "Erik1secret";
+const AD_NEW_HIRE: &str = "\
+dn: CN=Erik Lund,OU=Staff,DC=example,DC=com
+objectClass: user
+objectCategory: person
+cn: Erik Lund
+sn: Lund
+displayName: Erik Lund
+mail: erik@example.com
+userAccountControl: 512
+userPassword: Erik1secret
+";
 
 fn write_script(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap();
@@ -724,6 +1042,84 @@ fn readme_first_steps_walked_command_by_command() {
     walk.page("README.md");
     eprintln!("walk: {} commands run", walk.ran.len());
     assert!(walk.ran.len() >= 12, "{:#?}", walk.ran);
+}
+
+/// The Debian package's build and install commands on the page are, word for word, what
+/// CI runs (.ci/run, debian/ci-install.sh), but for the words `PACKAGE_COMMANDS` lists:
+/// a change on either side that the other does not follow fails here.
+#[test]
+fn package_commands_are_what_ci_runs() {
+    let doc = std::fs::read_to_string(repo().join("docs/operations.md")).unwrap();
+    let on_page: Vec<String> = code_blocks(&doc)
+        .iter()
+        .flat_map(commands)
+        .map(|(_, c)| strip_comment(&c))
+        .filter(|c| PACKAGE_COMMANDS.iter().any(|(p, ..)| c.starts_with(p)))
+        .collect();
+    assert_eq!(
+        on_page.len(),
+        PACKAGE_COMMANDS.len(),
+        "the page's package commands: {on_page:#?}"
+    );
+    for ((prefix, script, marker, ci_only), page) in PACKAGE_COMMANDS.iter().zip(&on_page) {
+        assert!(page.starts_with(prefix), "{page} is not the page's `{prefix}`");
+        let text = std::fs::read_to_string(repo().join(script)).unwrap();
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#') && l.contains(prefix) && l.contains(marker))
+            .collect();
+        assert_eq!(
+            lines.len(),
+            1,
+            "{script}: the lines that run `{prefix}`: {lines:#?}"
+        );
+        let line = &lines[0][lines[0].find(prefix).unwrap()..];
+        // The simple command: up to a pipe, a list operator or a redirection of stderr.
+        let mut ci: Vec<String> = line
+            .split_whitespace()
+            .take_while(|w| !matches!(*w, "|" | "||" | "&&" | ";" | "2>&1" | "\\"))
+            .map(|w| {
+                CI_WORDS
+                    .iter()
+                    .find(|(var, _)| var == &w)
+                    .map_or(w, |(_, word)| word)
+                    .to_string()
+            })
+            .collect();
+        for word in *ci_only {
+            let at = ci.iter().position(|w| w == word).unwrap_or_else(|| {
+                panic!(
+                    "{script} runs `{}` without {word}: update PACKAGE_COMMANDS",
+                    ci.join(" ")
+                )
+            });
+            ci.remove(at);
+        }
+        let mut page: Vec<String> = page.split_whitespace().map(str::to_string).collect();
+        if let Some(at) = ci.iter().position(|w| w == "\"${missing[@]}\"") {
+            // apt-get: the page's packages are among those .ci/run installs.
+            ci.remove(at);
+            let listed: Vec<&str> = text
+                .lines()
+                .filter_map(|l| {
+                    l.strip_prefix("packages=(")
+                        .or_else(|| l.strip_prefix("packages+=("))
+                })
+                .flat_map(|l| l.trim_end_matches(')').split_whitespace())
+                .collect();
+            let packages: Vec<String> = page.drain(ci.len()..).collect();
+            for package in &packages {
+                assert!(
+                    listed.contains(&package.as_str()),
+                    "operations.md installs {package}, which {script} does not: {listed:?}"
+                );
+            }
+        }
+        assert_eq!(
+            page, ci,
+            "operations.md and {script} run `{prefix}` differently (words CI may add: {ci_only:?})"
+        );
+    }
 }
 
 /// The example configuration shows every section the server knows, so an admin sees

@@ -13,28 +13,6 @@ use understudy_storage::Store;
 use crate::harness::*;
 use crate::sink::{header, DumpSink};
 
-/// Polls `cond` until it holds or the deadline passes (then the test fails).
-fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !cond() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// The domain's phase as `outage status` shows it ("normal", "outage", "draining").
-pub(crate) fn phase(server: &TestServer, domain: &str) -> String {
-    let status = server.admin_ok(&["outage", "status", domain]);
-    let line = status
-        .lines()
-        .find(|l| l.starts_with(domain))
-        .unwrap_or_else(|| panic!("no {domain} in:\n{status}"));
-    line.split_whitespace().nth(1).unwrap().to_string()
-}
-
 /// Entries in the whole queue (relay, outbound and notifications).
 pub(crate) fn queue_len(server: &TestServer) -> usize {
     let list = server.admin_ok(&["queue", "list"]);

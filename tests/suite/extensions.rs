@@ -14,8 +14,7 @@ use crate::harness::*;
 fn imapclient_sorts_and_threads_mail_delivered_over_smtp() {
     let server = TestServer::start();
     let script = r#"
-import imapclient, ssl, sys, smtplib
-CA, PORT, PORT_SMTP = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+PORT_SMTP = int(sys.argv[3])
 mails = [
     ("Zed <zed@example.net>", "Lunch", "<1@x>", "", "10:00"),
     ("amy@example.net", "Re: Lunch", "<2@x>", "<1@x>", "11:00"),
@@ -30,10 +29,8 @@ with smtplib.SMTP("127.0.0.1", PORT_SMTP, timeout=30) as s:
             head += "References: %s\r\n" % refs
         head += "Date: Tue, 2 Jan 2024 %s:00 +0100\r\n\r\nhello\r\n" % time
         s.sendmail("sender@example.net", ["anna@example.com"], head.encode())
-ctx = ssl.create_default_context(cafile=CA)
 for n in (1, 2):
-    c = imapclient.IMAPClient("127.0.0.1", port=PORT, ssl=True, ssl_context=ctx, timeout=30)
-    c.login("anna@example.com", "Correct1horse")
+    c = connect()
     if n == 1:
         print("caps", sorted(x.decode() for x in c.capabilities() if x.startswith((b"SORT", b"THREAD", b"ESORT"))))
     c.select_folder("INBOX", readonly=True)
@@ -44,14 +41,7 @@ for n in (1, 2):
     print(n, "orderedsubject", c.thread("ORDEREDSUBJECT"))
     c.logout()
 "#;
-    let out = python_ok(
-        script,
-        &[
-            ca_cert().display().to_string(),
-            server.addr("imaps").port().to_string(),
-            server.addr("smtp").port().to_string(),
-        ],
-    );
+    let out = imapclient(&server, script, &[server.addr("smtp").port().to_string()]);
     let expected = "caps ['ESORT', 'SORT', 'SORT=DISPLAY', 'THREAD=ORDEREDSUBJECT', 'THREAD=REFERENCES']\n";
     assert!(out.starts_with(expected), "{out}");
     for n in [1, 2] {
@@ -73,11 +63,8 @@ fn imapclient_reads_the_quota_the_administrator_set_and_mailbox_sizes() {
     let server = TestServer::start();
     crate::pop3::deliver_samples(&server, 3);
     let script = r#"
-import imapclient, ssl, sys
-CA, PORT, step = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-ctx = ssl.create_default_context(cafile=CA)
-c = imapclient.IMAPClient("127.0.0.1", port=PORT, ssl=True, ssl_context=ctx, timeout=30)
-c.login("anna@example.com", "Correct1horse")
+step = sys.argv[3]
+c = connect()
 roots, quotas = c.get_quota_root("INBOX")
 print(step, "root", roots.mailbox, roots.quota_roots)
 print(step, "quotas", [(q.quota_root, q.resource, q.usage, q.limit) for q in quotas])
@@ -88,16 +75,9 @@ print(step, "size", size[b"MESSAGES"], size[b"SIZE"] == fetched)
 print(step, "kib", -(-size[b"SIZE"] // 1024))
 c.logout()
 "#;
-    let args = |step: &str| {
-        vec![
-            ca_cert().display().to_string(),
-            server.addr("imaps").port().to_string(),
-            step.to_string(),
-        ]
-    };
-    let before = python_ok(script, &args("before"));
+    let before = imapclient(&server, script, &["before".into()]);
     server.admin_ok(&["user", "set", "anna@example.com", "--quota", "2097152"]);
-    let after = python_ok(script, &args("after"));
+    let after = imapclient(&server, script, &["after".into()]);
     // Use in KiB rounded up, as STATUS SIZE counts it.
     let kib = after
         .lines()
@@ -126,13 +106,6 @@ fn imapclient_resynchronises_with_qresync_after_another_session_expunged() {
     // imapclient has ENABLE and FETCH modifiers but no SELECT parameters: the QRESYNC
     // SELECT goes through its imaplib connection, as a client library's escape hatch.
     let script = r#"
-import imapclient, ssl, sys
-CA, PORT = sys.argv[1], int(sys.argv[2])
-ctx = ssl.create_default_context(cafile=CA)
-def connect():
-    c = imapclient.IMAPClient("127.0.0.1", port=PORT, ssl=True, ssl_context=ctx, timeout=30)
-    c.login("anna@example.com", "Correct1horse")
-    return c
 a = connect()
 print("caps", b"QRESYNC" in a.capabilities())
 print("enable", a.enable("QRESYNC"))
@@ -153,32 +126,21 @@ typ, _ = c._imap._simple_command("SELECT", "INBOX (QRESYNC (%d %d 1:4))" % (vali
 print("select", typ, c._imap.untagged_responses.get("VANISHED"), c._imap.untagged_responses.get("FETCH"))
 c.logout(); b.logout(); a.logout()
 "#;
-    let out = python_ok(
-        script,
-        &[
-            ca_cert().display().to_string(),
-            server.addr("imaps").port().to_string(),
-        ],
-    );
-    let line = |prefix: &str| {
-        out.lines()
-            .find(|l| l.starts_with(prefix))
-            .unwrap_or_else(|| panic!("no {prefix:?} line in:\n{out}"))
-            .to_string()
-    };
-    assert_eq!(line("caps"), "caps True");
-    assert_eq!(line("enable"), "enable [b'QRESYNC']");
-    assert!(line("noop").contains("(b'VANISHED', 3)"), "{out}");
+    let out = imapclient(&server, script, &[]);
+    assert_eq!(out.line("caps"), "caps True");
+    assert_eq!(out.line("enable"), "enable [b'QRESYNC']");
+    assert!(out.line("noop").contains("(b'VANISHED', 3)"), "{out}");
     // Only UID 2 changed; UID 3 is reported vanished, not fetched.
-    let fetch = line("fetch");
+    let fetch = out.line("fetch");
     assert!(
         fetch.starts_with("fetch {2: {b'SEQ': 2, b'FLAGS': (b'\\\\Seen', b'\\\\Recent'), b'MODSEQ': (")
             && fetch.ends_with(",)}}"),
         "{out}"
     );
-    assert_eq!(line("earlier"), "earlier [b'(EARLIER) 3']");
+    assert_eq!(out.line("earlier"), "earlier [b'(EARLIER) 3']");
     assert!(
-        line("select").starts_with("select OK [b'(EARLIER) 3'] [b'2 (UID 2 FLAGS (\\\\Seen) MODSEQ ("),
+        out.line("select")
+            .starts_with("select OK [b'(EARLIER) 3'] [b'2 (UID 2 FLAGS (\\\\Seen) MODSEQ ("),
         "{out}"
     );
 }
@@ -187,11 +149,7 @@ c.logout(); b.logout(); a.logout()
 fn imapclient_multiappends_drafts_in_one_command() {
     let server = TestServer::start();
     let script = r#"
-import imapclient, ssl, sys, datetime
-CA, PORT = sys.argv[1], int(sys.argv[2])
-ctx = ssl.create_default_context(cafile=CA)
-c = imapclient.IMAPClient("127.0.0.1", port=PORT, ssl=True, ssl_context=ctx, timeout=30)
-c.login("anna@example.com", "Correct1horse")
+c = connect()
 print("caps", b"MULTIAPPEND" in c.capabilities())
 one = b"From: anna@example.com\r\nSubject: one\r\n\r\nfirst\r\n"
 when = datetime.datetime(2024, 2, 1, 10, 0, 0, tzinfo=datetime.timezone(datetime.timedelta(hours=1)))
@@ -207,13 +165,7 @@ for uid, d in sorted(c.fetch(c.search(), ["FLAGS", "INTERNALDATE", "RFC822.SIZE"
           d[b"BODY[HEADER.FIELDS (SUBJECT)]"].strip().decode())
 c.logout()
 "#;
-    let out = python_ok(
-        script,
-        &[
-            ca_cert().display().to_string(),
-            server.addr("imaps").port().to_string(),
-        ],
-    );
+    let out = imapclient(&server, script, &[]);
     let want = [
         "caps True",
         "append ('OK', [b'[APPENDUID ",
@@ -237,7 +189,7 @@ fn imapclient_fetches_decoded_binary_parts() {
     let server = TestServer::start();
     let script = r#"
 import imapclient, ssl, sys, smtplib, base64
-CA, PORT, PORT_SMTP = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+PORT_SMTP = int(sys.argv[3])
 # No NUL: imapclient reads no literal8, which the server uses only for data with NUL
 # (the session tests cover that).
 pdf = bytes(range(1, 256)) * 4
@@ -248,9 +200,7 @@ mail = (b"From: bob@example.net\r\nTo: anna@example.com\r\nSubject: report\r\nMI
         + base64.encodebytes(pdf).replace(b"\n", b"\r\n") + b"--b--\r\n")
 with smtplib.SMTP("127.0.0.1", PORT_SMTP, timeout=30) as s:
     s.sendmail("bob@example.net", ["anna@example.com"], mail)
-ctx = ssl.create_default_context(cafile=CA)
-c = imapclient.IMAPClient("127.0.0.1", port=PORT, ssl=True, ssl_context=ctx, timeout=30)
-c.login("anna@example.com", "Correct1horse")
+c = connect()
 print("caps", b"BINARY" in c.capabilities())
 c.select_folder("INBOX")
 d = c.fetch([1], ["BINARY.PEEK[1]", "BINARY.SIZE[2]", "FLAGS"])[1]
@@ -260,14 +210,7 @@ d = c.fetch([1], ["BINARY[2]<0.1000>"])[1]
 print("pdf", d[b"BINARY[2]<0>"] == pdf[:1000], c.get_flags([1])[1])
 c.logout()
 "#;
-    let out = python_ok(
-        script,
-        &[
-            ca_cert().display().to_string(),
-            server.addr("imaps").port().to_string(),
-            server.addr("smtp").port().to_string(),
-        ],
-    );
+    let out = imapclient(&server, script, &[server.addr("smtp").port().to_string()]);
     for want in [
         "caps True",
         "text Voilà le rapport.",
@@ -285,11 +228,7 @@ fn catenate_rebuilds_a_delivered_message_from_its_header_and_text_urls() {
     // No Python library speaks CATENATE: the APPEND goes through imapclient's imaplib
     // connection (URL parts need no literal), the result is read back with imapclient.
     let script = r#"
-import imapclient, ssl, sys
-CA, PORT = sys.argv[1], int(sys.argv[2])
-ctx = ssl.create_default_context(cafile=CA)
-c = imapclient.IMAPClient("127.0.0.1", port=PORT, ssl=True, ssl_context=ctx, timeout=30)
-c.login("anna@example.com", "Correct1horse")
+c = connect()
 print("caps", b"CATENATE" in c.capabilities())
 validity = c.select_folder("INBOX")[b"UIDVALIDITY"]
 original = c.fetch([1], ["BODY.PEEK[]"])[1][b"BODY[]"]
@@ -303,26 +242,15 @@ copy = c.fetch(c.search(), ["BODY.PEEK[]"])
 print("copies", len(copy), list(copy.values())[0][b"BODY[]"] == original)
 c.logout()
 "#;
-    let out = python_ok(
-        script,
-        &[
-            ca_cert().display().to_string(),
-            server.addr("imaps").port().to_string(),
-        ],
-    );
-    let line = |prefix: &str| {
-        out.lines()
-            .find(|l| l.starts_with(prefix))
-            .unwrap_or_else(|| panic!("no {prefix:?} line in:\n{out}"))
-            .to_string()
-    };
-    assert_eq!(line("caps"), "caps True");
-    assert!(line("append").starts_with("append OK"), "{out}");
+    let out = imapclient(&server, script, &[]);
+    assert_eq!(out.line("caps"), "caps True");
+    assert!(out.line("append").starts_with("append OK"), "{out}");
     assert!(
-        line("stale").starts_with("stale NO [b'[BADURL /INBOX;UIDVALIDITY="),
+        out.line("stale")
+            .starts_with("stale NO [b'[BADURL /INBOX;UIDVALIDITY="),
         "{out}"
     );
-    assert_eq!(line("copies"), "copies 1 True");
+    assert_eq!(out.line("copies"), "copies 1 True");
 }
 
 #[test]
@@ -332,13 +260,6 @@ fn context_search_and_sort_page_and_update_over_the_real_store() {
     // No Python library speaks CONTEXT=SEARCH: the searches go through imapclient's
     // imaplib connection, the change that updates the context through imapclient.
     let script = r#"
-import imapclient, ssl, sys, datetime
-CA, PORT = sys.argv[1], int(sys.argv[2])
-ctx = ssl.create_default_context(cafile=CA)
-def connect():
-    c = imapclient.IMAPClient("127.0.0.1", port=PORT, ssl=True, ssl_context=ctx, timeout=30)
-    c.login("anna@example.com", "Correct1horse")
-    return c
 a = connect()
 print("caps", b"CONTEXT=SEARCH" in a.capabilities() and b"CONTEXT=SORT" in a.capabilities())
 a.select_folder("INBOX")
@@ -359,22 +280,10 @@ a._imap._simple_command("NOOP")
 print("noop", a._imap.untagged_responses.pop("ESEARCH", None))
 a.logout()
 "#;
-    let out = python_ok(
-        script,
-        &[
-            ca_cert().display().to_string(),
-            server.addr("imaps").port().to_string(),
-        ],
-    );
+    let out = imapclient(&server, script, &[]);
     let tag = |l: &str| l.split('"').nth(1).unwrap_or_default().to_string();
-    let line = |prefix: &str| {
-        out.lines()
-            .find(|l| l.starts_with(prefix))
-            .unwrap_or_else(|| panic!("no {prefix:?} line in:\n{out}"))
-            .to_string()
-    };
-    assert_eq!(line("caps"), "caps True");
-    let partial = line("partial");
+    assert_eq!(out.line("caps"), "caps True");
+    let partial = out.line("partial");
     assert_eq!(
         partial,
         format!(
@@ -382,19 +291,19 @@ a.logout()
             tag(&partial)
         )
     );
-    let update = line("update");
+    let update = out.line("update");
     assert_eq!(
         update,
         format!("update OK [b'(TAG \"{}\") UID ALL 1:3']", tag(&update))
     );
-    let sort = line("sort");
+    let sort = out.line("sort");
     assert_eq!(
         sort,
         format!("sort OK [b'(TAG \"{}\") UID PARTIAL (1:2 1:2)']", tag(&sort))
     );
     // The UNSEEN context loses UID 2; the sort context gains the new UID 4 first.
     assert_eq!(
-        line("noop"),
+        out.line("noop"),
         format!(
             "noop [b'(TAG \"{}\") UID REMOVEFROM (0 2)', b'(TAG \"{}\") UID ADDTO (1 4)']",
             tag(&update),
@@ -479,13 +388,6 @@ fn imap4rev2_and_utf8_accept_sessions_beside_a_rev1_session() {
     // literal (CPython's bug, not the protocol), so APPEND UTF8 is left to the
     // byte-exact session test.
     let script = r#"
-import imaplib, imapclient, ssl, sys
-CA, PORT = sys.argv[1], int(sys.argv[2])
-ctx = ssl.create_default_context(cafile=CA)
-def connect():
-    c = imapclient.IMAPClient("127.0.0.1", port=PORT, ssl=True, ssl_context=ctx, timeout=30)
-    c.login("anna@example.com", "Correct1horse")
-    return c
 u = imaplib.IMAP4_SSL("127.0.0.1", PORT, ssl_context=ctx, timeout=30)
 u.login("anna@example.com", "Correct1horse")
 print("caps", "IMAP4REV2" in u.capabilities and "UTF8=ACCEPT" in u.capabilities)
@@ -512,49 +414,37 @@ print("rev2flags", new.get_flags([1]))
 new.logout()
 old.logout()
 "#;
-    let out = python_ok(
-        script,
-        &[
-            ca_cert().display().to_string(),
-            server.addr("imaps").port().to_string(),
-        ],
-    );
-    let line = |prefix: &str| {
-        out.lines()
-            .find(|l| l.starts_with(&format!("{prefix} ")))
-            .unwrap_or_else(|| panic!("no {prefix:?} line in:\n{out}"))
-            .to_string()
-    };
-    assert_eq!(line("caps"), "caps True");
-    assert_eq!(line("enable"), "enable ('OK', [b'ENABLE completed'])");
-    assert_eq!(line("enabled"), "enabled [b'UTF8=ACCEPT'] True");
-    assert_eq!(line("create"), "create OK");
+    let out = imapclient(&server, script, &[]);
+    assert_eq!(out.line("caps"), "caps True");
+    assert_eq!(out.line("enable"), "enable ('OK', [b'ENABLE completed'])");
+    assert_eq!(out.line("enabled"), "enabled [b'UTF8=ACCEPT'] True");
+    assert_eq!(out.line("create"), "create OK");
     assert_eq!(
-        line("utf8list"),
+        out.line("utf8list"),
         "utf8list ('OK', [b'(\\\\HasNoChildren) \"/\" \"Entw\\xc3\\xbcrfe\"'])"
     );
     assert!(
-        line("utf8select").starts_with("utf8select ('OK', [b'0'])"),
+        out.line("utf8select").starts_with("utf8select ('OK', [b'0'])"),
         "{out}"
     );
     // The rev1 session sees the same mailbox in modified UTF-7, decoded by imapclient.
-    assert_eq!(line("rev1list"), "rev1list ['Entwürfe']");
+    assert_eq!(out.line("rev1list"), "rev1list ['Entwürfe']");
     assert_eq!(
-        line("rev1select"),
+        out.line("rev1select"),
         "rev1select ['EXISTS', 'FLAGS', 'PERMANENTFLAGS', 'READ-WRITE', 'RECENT', 'UIDNEXT', 'UIDVALIDITY', 'UNSEEN'] 2"
     );
-    assert_eq!(line("rev1search"), "rev1search [1, 2]");
-    assert_eq!(line("rev1flags"), "rev1flags {1: (b'\\\\Recent',)}");
-    assert_eq!(line("rev2enable"), "rev2enable [b'IMAP4rev2']");
+    assert_eq!(out.line("rev1search"), "rev1search [1, 2]");
+    assert_eq!(out.line("rev1flags"), "rev1flags {1: (b'\\\\Recent',)}");
+    assert_eq!(out.line("rev2enable"), "rev2enable [b'IMAP4rev2']");
     // No RECENT (imapclient would list it), the LIST SELECT sends in its place.
     assert_eq!(
-        line("rev2select"),
+        out.line("rev2select"),
         "rev2select ['EXISTS', 'FLAGS', 'LIST', 'PERMANENTFLAGS', 'READ-WRITE', 'UIDNEXT', 'UIDVALIDITY'] 2"
     );
-    let search = line("rev2search");
+    let search = out.line("rev2search");
     assert!(
         search.starts_with("rev2search OK [b'(TAG \"") && search.ends_with("\") UID ALL 1:2'] None"),
         "{out}"
     );
-    assert_eq!(line("rev2flags"), "rev2flags {1: ()}");
+    assert_eq!(out.line("rev2flags"), "rev2flags {1: ()}");
 }

@@ -474,6 +474,61 @@ pub fn python_ok(script: &str, args: &[String]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The start of a Python script that drives `imapclient` (PyPI) over IMAPS, as the
+/// client tests do: the dev CA in `CA`, the IMAPS port in `PORT` (the script's first two
+/// arguments; further ones follow in `sys.argv[3:]`), `ctx` to verify the server, and
+/// `connect()`, a client logged in as anna@example.com.
+pub const IMAPCLIENT_PY: &str = r#"
+import base64, datetime, imaplib, imapclient, smtplib, ssl, sys, threading, time
+CA, PORT = sys.argv[1], int(sys.argv[2])
+ctx = ssl.create_default_context(cafile=CA)
+def connect(user="anna@example.com", password="Correct1horse"):
+    c = imapclient.IMAPClient("127.0.0.1", port=PORT, ssl=True, ssl_context=ctx, timeout=30)
+    c.login(user, password)
+    return c
+"#;
+
+/// Runs `script` after [`IMAPCLIENT_PY`] against the server's IMAPS port, with `args`
+/// after the CA and the port; asserts that it succeeded.
+pub fn imapclient(server: &TestServer, script: &str, args: &[String]) -> Printed {
+    let mut all = vec![
+        ca_cert().display().to_string(),
+        server.addr("imaps").port().to_string(),
+    ];
+    all.extend_from_slice(args);
+    Printed(python_ok(&format!("{IMAPCLIENT_PY}{script}"), &all))
+}
+
+/// What a client script printed: one line per finding, each starting with its name.
+pub struct Printed(pub String);
+
+impl Printed {
+    /// The first line that starts with the words `prefix`; the test fails without one.
+    pub fn line(&self, prefix: &str) -> String {
+        self.0
+            .lines()
+            .find(|l| {
+                l.strip_prefix(prefix)
+                    .is_some_and(|rest| prefix.ends_with(' ') || rest.is_empty() || rest.starts_with(' '))
+            })
+            .unwrap_or_else(|| panic!("no {prefix:?} line in:\n{}", self.0))
+            .to_string()
+    }
+}
+
+impl std::ops::Deref for Printed {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Printed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// A fresh RSA key (PEM path) and its public key as DKIM's `p=` value.
 pub fn dkim_key(dir: &std::path::Path) -> (std::path::PathBuf, String) {
     let key = dir.join("dkim.pem");
@@ -512,6 +567,16 @@ pub fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// The domain's phase as `outage status` shows it ("normal", "outage", "draining").
+pub fn phase(server: &TestServer, domain: &str) -> String {
+    let status = server.admin_ok(&["outage", "status", domain]);
+    let line = status
+        .lines()
+        .find(|l| l.starts_with(domain))
+        .unwrap_or_else(|| panic!("no {domain} in:\n{status}"));
+    line.split_whitespace().nth(1).unwrap().to_string()
 }
 
 /// The log without terminal colour codes.

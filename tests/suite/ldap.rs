@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{ca_cert, python_ok, repo, wait_output, TestServer};
+use crate::harness::{ca_cert, plain_log, python_ok, repo, wait_output, TestServer};
 
 const SLAPD: &str = "/usr/sbin/slapd";
 const ADMIN_DN: &str = "cn=admin,dc=example,dc=com";
@@ -69,18 +69,28 @@ fn users_ldif() -> String {
 }
 
 /// A throwaway slapd in a temp directory; killed on drop.
-struct Slapd {
+pub struct Slapd {
     child: Option<Child>,
     dir: tempfile::TempDir,
     port: u16,
+    /// `ldaps://` (TLS from the first byte) instead of `ldap://` with StartTLS.
+    ldaps: bool,
 }
 
 impl Slapd {
+    /// The directory of these tests: people under `ou=people,dc=example,dc=com`,
+    /// `ldap://` with StartTLS.
     fn start() -> Slapd {
+        Slapd::start_with("", &users_ldif(), false)
+    }
+
+    /// A directory under `dc=example,dc=com` with the test schemas plus `schema`, holding
+    /// the entries of `ldif` (added as its admin), on `ldaps://` if `ldaps`.
+    pub fn start_with(schema: &str, ldif: &str, ldaps: bool) -> Slapd {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         std::fs::create_dir(d.join("db")).unwrap();
-        std::fs::write(d.join("mail.schema"), MAIL_SCHEMA).unwrap();
+        std::fs::write(d.join("mail.schema"), format!("{MAIL_SCHEMA}{schema}")).unwrap();
         let certs = repo().join("certs-dev");
         let conf = format!(
             "include /etc/ldap/schema/core.schema\n\
@@ -109,9 +119,10 @@ impl Slapd {
             child: None,
             dir,
             port,
+            ldaps,
         };
         slapd.launch();
-        slapd.modify("ldapadd", &users_ldif());
+        slapd.modify("ldapadd", ldif);
         slapd
     }
 
@@ -119,7 +130,7 @@ impl Slapd {
         let d = self.dir.path();
         // -d 0: stay in the foreground (a child we can kill), no debug output.
         let child = Command::new(SLAPD)
-            .args(["-d", "0", "-h", &format!("ldap://127.0.0.1:{}/", self.port)])
+            .args(["-d", "0", "-h", &format!("{}/", self.url())])
             .arg("-f")
             .arg(d.join("slapd.conf"))
             .stdin(Stdio::null())
@@ -135,26 +146,19 @@ impl Slapd {
         }
     }
 
-    fn url(&self) -> String {
-        format!("ldap://127.0.0.1:{}", self.port)
+    pub fn url(&self) -> String {
+        let scheme = if self.ldaps { "ldaps" } else { "ldap" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
-    /// Runs `ldapadd` or `ldapmodify` as the directory's admin, over StartTLS.
-    fn modify(&self, tool: &str, ldif: &str) {
+    /// Runs `ldapadd` or `ldapmodify` as the directory's admin, over TLS (StartTLS on
+    /// `ldap://`).
+    pub fn modify(&self, tool: &str, ldif: &str) {
         let file = self.dir.path().join("change.ldif");
         std::fs::write(&file, ldif).unwrap();
         let child = Command::new(tool)
-            .args([
-                "-ZZ",
-                "-x",
-                "-H",
-                &self.url(),
-                "-D",
-                ADMIN_DN,
-                "-w",
-                ADMIN_PW,
-                "-f",
-            ])
+            .args(if self.ldaps { &[][..] } else { &["-ZZ"][..] })
+            .args(["-x", "-H", &self.url(), "-D", ADMIN_DN, "-w", ADMIN_PW, "-f"])
             .arg(&file)
             .env("LDAPTLS_CACERT", ca_cert())
             .stdout(Stdio::piped())
@@ -224,7 +228,7 @@ for spec in sys.argv[3:]:
         pass
 "#;
 
-fn logins(server: &TestServer, attempts: &[(&str, &str)]) -> Vec<String> {
+pub fn logins(server: &TestServer, attempts: &[(&str, &str)]) -> Vec<String> {
     let mut args = vec![
         ca_cert().display().to_string(),
         server.addr("imaps").port().to_string(),
@@ -234,22 +238,6 @@ fn logins(server: &TestServer, attempts: &[(&str, &str)]) -> Vec<String> {
         .lines()
         .map(|l| l.split(' ').take(2).collect::<Vec<_>>().join(":"))
         .collect()
-}
-
-/// The log without the ANSI colour codes tracing adds to field names.
-pub fn plain(log: &str) -> String {
-    let mut out = String::with_capacity(log.len());
-    let mut rest = log;
-    while let Some(i) = rest.find('\x1b') {
-        out.push_str(&rest[..i]);
-        rest = &rest[i..];
-        rest = match rest.find('m') {
-            Some(end) => &rest[end + 1..],
-            None => "",
-        };
-    }
-    out.push_str(rest);
-    out
 }
 
 fn password_file(dir: &Path) -> PathBuf {
@@ -318,7 +306,7 @@ fn sync_then_bind_logins_survive_the_directory_going_down() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let log = plain(&server.log());
+    let log = plain_log(&mut server);
     assert!(
         log.contains("created=0 updated=0 deactivated=0 unchanged=5 skipped=1"),
         "{log}"
@@ -402,7 +390,7 @@ fn sync_then_bind_logins_survive_the_directory_going_down() {
             "fred@example.com:NO"
         ]
     );
-    let log = plain(&server.log());
+    let log = plain_log(&mut server);
     assert!(
         log.contains("directory unreachable: checking the cached password"),
         "{log}"
@@ -485,7 +473,7 @@ fn a_reload_adds_a_directory_that_syncs_and_checks_logins() {
         .unwrap();
     assert!(status.success());
     crate::harness::wait_log(&mut server, "configuration reloaded");
-    let line = plain(&server.log())
+    let line = plain_log(&mut server)
         .lines()
         .find(|l| l.contains("configuration reloaded"))
         .unwrap()
@@ -499,7 +487,7 @@ fn a_reload_adds_a_directory_that_syncs_and_checks_logins() {
         assert!(
             Instant::now() < deadline,
             "the new directory was not synced after the reload:\n{}",
-            plain(&server.log())
+            plain_log(&mut server)
         );
         std::thread::sleep(Duration::from_millis(100));
     }

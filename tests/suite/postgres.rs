@@ -267,7 +267,7 @@ fn store_copy_moves_a_rocksdb_store_into_postgresql_and_back() {
 /// so the killed node's claimed entries are taken over quickly.
 #[test]
 fn two_nodes_drain_one_queue_to_a_flapping_primary_through_two_sigkills() {
-    use crate::e2e::{add_domain, delivery_config, phase, queue_len, send_many};
+    use crate::e2e::{add_domain, delivery_config, queue_len, send_many};
     use crate::sink::DumpSink;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex};

@@ -21,20 +21,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::delivery::{assert_dkim_pass, received_message};
 use crate::harness::*;
 use crate::sink::{free_port, header, DumpSink};
-
-/// Polls `cond` until it holds or the deadline passes (then the test fails).
-fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !cond() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 /// Roundcube under PHP's built-in server (its own process group, ended on drop).
 pub struct Roundcube {
@@ -201,46 +190,6 @@ $config['log_driver'] = 'file';
 $config['proxy_whitelist'] = ['127.0.0.1'];
 "#;
 
-/// Verifies the DKIM signature of a message `smtp-sink` dumped, against `public`
-/// published as `sel._domainkey.example.com`.
-fn assert_dkim_pass(dump: &str, public: &str) {
-    use crate::delivery::{received_message, TxtCache};
-    let message = received_message(dump);
-    let cache = TxtCache(Default::default());
-    let record: mail_auth::common::verify::DomainKey =
-        mail_auth::common::parse::TxtRecordParser::parse(format!("v=DKIM1; k=rsa; p={public}").as_bytes())
-            .unwrap();
-    mail_auth::ResolverCache::insert(
-        &cache,
-        "sel._domainkey.example.com.".into(),
-        record.into(),
-        Instant::now() + Duration::from_secs(3600),
-    );
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let results = runtime.block_on(async {
-        let authenticator = mail_auth::MessageAuthenticator::new_cloudflare().unwrap();
-        let parsed = mail_auth::AuthenticatedMessage::parse(&message).unwrap();
-        let out = authenticator
-            .verify_dkim(mail_auth::Parameters::new(&parsed).with_txt_cache(&cache))
-            .await;
-        out.iter().map(|o| o.result().clone()).collect::<Vec<_>>()
-    });
-    assert_eq!(results, vec![mail_auth::DkimResult::Pass], "{dump}");
-}
-
-/// The domain's phase as `outage status` shows it ("normal", "outage", "draining").
-fn phase(server: &TestServer, domain: &str) -> String {
-    let status = server.admin_ok(&["outage", "status", domain]);
-    let line = status
-        .lines()
-        .find(|l| l.starts_with(domain))
-        .unwrap_or_else(|| panic!("no {domain} in:\n{status}"));
-    line.split_whitespace().nth(1).unwrap().to_string()
-}
-
 /// The subjects in one of a user's mailboxes, via imaplib.
 fn subjects(server: &TestServer, user: &str, mailbox: &str) -> Vec<String> {
     let script = r#"
@@ -348,7 +297,7 @@ print("sent")
     assert!(out.contains("hint True"), "{out}");
     assert!(out.contains("logged in"), "{out}");
     assert!(out.contains("Over the MX port"), "{out}");
-    let log = crate::ldap::plain(&server.log());
+    let log = plain_log(&mut server);
     assert!(
         log.lines().any(|l| l.contains("imap login")
             && l.contains("client=198.51.100.7")
@@ -449,7 +398,7 @@ fn roundcube_in_chromium_during_an_outage() {
     assert!(imap.contains("S: * SORT "), "no SORT answer in the IMAP log");
     assert!(imap.contains("S: * THREAD ("), "no THREAD answer in the IMAP log");
     // Logins were counted against the client addresses Roundcube named, not its own.
-    let log = crate::ldap::plain(&server.log());
+    let log = plain_log(&mut server);
     assert!(
         log.lines()
             .any(|l| l.contains("login failed") && l.contains("peer=198.51.100.66")),
@@ -492,7 +441,7 @@ fn roundcube_in_chromium_during_an_outage() {
         Some("<report@outside.test>"),
         "{reply}"
     );
-    assert_dkim_pass(&reply, &public);
+    assert_dkim_pass(&received_message(&reply), &public);
     let sent = subjects(&server, "anna@example.com", "Sent");
     for s in [
         "Re: Quarterly report",

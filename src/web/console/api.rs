@@ -418,7 +418,7 @@ pub struct QueueActionResult {
 }
 
 #[utoipa::path(post, path = "/api/v1/queue/{id}/{action}", tag = "queue",
-    params(("id" = u64, Path, description = "Queue entry id"), ("action" = String, Path, description = "retry, hold, release or purge")),
+    params(("id" = u64, Path, description = "Queue entry id"), ("action" = String, Path, description = "retry, hold, release, purge or bounce")),
     responses((status = 200, body = QueueActionResult), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
               (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody),
               (status = 500, body = ErrorBody)))]
@@ -428,7 +428,7 @@ async fn queue_action(
     path: Result<Path<(u64, String)>, PathRejection>,
 ) -> Result<Json<QueueActionResult>, ApiError> {
     let Path((id, action)) = path?;
-    if !matches!(action.as_str(), "retry" | "hold" | "release" | "purge") {
+    if !matches!(action.as_str(), "retry" | "hold" | "release" | "purge" | "bounce") {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "no such action"));
     }
     let role = caller.role.clone();
@@ -451,6 +451,10 @@ async fn queue_action(
                 "retry" => queue::retry(ctx, Some(&id.to_string()))?.due.len(),
                 "hold" => queue::hold_entries(ctx, &[id], true)?,
                 "release" => queue::hold_entries(ctx, &[id], false)?,
+                "bounce" => {
+                    queue::bounce(ctx, id, true)?;
+                    1
+                }
                 _ => {
                     queue::purge(ctx, id, true)?;
                     1

@@ -47,7 +47,7 @@ pub fn page(title: &str, who: Option<&Who>, csrf: &str, body: Markup) -> Markup 
                 header {
                     strong { "Understudy" }
                     @match who {
-                        Some(Who::Admin { name, role }) => {
+                        Some(Who::Admin { name, role, .. }) => {
                             a href="/" { "Dashboard" }
                             a href="/queue" { "Queue" }
                             a href="/tracking" { "Tracking" }

@@ -188,6 +188,7 @@ pub async fn admin_login(
                 Who::Admin {
                     name: admin.name,
                     role: admin.role,
+                    since: admin.created_at,
                 },
                 "/",
             )

@@ -47,13 +47,18 @@ async fn render(
             Ok((report, settings(&c, &address)))
         })
         .await?;
-    let autoconfig_url = console
-        .shared
-        .config
-        .autoconfig
-        .listen
-        .as_ref()
-        .and_then(|l| l.parse::<std::net::SocketAddr>().ok())
+    // The port the autoconfig listener bound (the configured one may be 0).
+    let bound = *console.shared.autoconfig_bound.lock();
+    let autoconfig_url = bound
+        .or_else(|| {
+            console
+                .shared
+                .config
+                .autoconfig
+                .listen
+                .as_ref()
+                .and_then(|l| l.parse::<std::net::SocketAddr>().ok())
+        })
         .map(|a| {
             format!(
                 "https://{}:{}/apple.mobileconfig?email={}",

@@ -49,6 +49,8 @@ pub struct Console {
     pub throttle: LoginThrottle,
     /// CSV imports in progress or done, by job id (`pages::users`).
     pub imports: Mutex<std::collections::HashMap<String, Arc<pages::users::ImportJob>>>,
+    /// Failover drills in progress or done, by job id (`pages::drill`).
+    pub drills: Mutex<std::collections::HashMap<String, Arc<pages::drill::DrillJob>>>,
 }
 
 /// A long operation's progress, written by the operation, read by the page.
@@ -72,6 +74,7 @@ impl Console {
             monitor,
             queue_wakeup,
             imports: Mutex::new(std::collections::HashMap::new()),
+            drills: Mutex::new(std::collections::HashMap::new()),
         })
     }
 
@@ -210,6 +213,8 @@ impl IntoResponse for AppError {
 pub struct AdminSession {
     pub name: String,
     pub role: AdminRole,
+    /// The account's creation time (see [`Who::Admin`]).
+    pub since: i64,
     pub session: Session,
     pub ip: IpAddr,
 }
@@ -222,6 +227,13 @@ impl AdminSession {
         } else {
             Err(AppError::NotFound)
         }
+    }
+
+    /// A change to `domain` from a form: the role must cover the domain and `token`
+    /// must be this session's CSRF token.
+    pub fn may_change(&self, domain: &str, token: &str) -> Result<(), AppError> {
+        self.require(domain)?;
+        self.csrf(token)
     }
 
     /// Fails unless `token` is this session's CSRF token.
@@ -238,6 +250,7 @@ impl AdminSession {
         Who::Admin {
             name: self.name.clone(),
             role: self.role.clone(),
+            since: self.since,
         }
     }
 }
@@ -269,17 +282,33 @@ impl FromRequestParts<Arc<Console>> for AdminSession {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, console: &Arc<Console>) -> Result<Self, AppError> {
-        match session_of(console, &parts.headers) {
-            Some((_, session)) => match &session.who {
-                Who::Admin { name, role } => Ok(AdminSession {
-                    name: name.clone(),
-                    role: role.clone(),
-                    ip: peer_ip(parts),
-                    session,
-                }),
-                Who::User { .. } => Err(AppError::Login("/login")),
-            },
-            None => Err(AppError::Login("/login")),
+        let Some((id, session)) = session_of(console, &parts.headers) else {
+            return Err(AppError::Login("/login"));
+        };
+        let Who::Admin { name, role, since } = session.who.clone() else {
+            return Err(AppError::Login("/login"));
+        };
+        // The account as the store has it now, read on every request: an administrator
+        // removed (here, through the admin socket, or on another node), or replaced
+        // under the same name, or given another role, is logged out at once.
+        let store = console.shared.store.clone();
+        let wanted = name.clone();
+        let account = tokio::task::spawn_blocking(move || store.admin(&wanted))
+            .await
+            .map_err(|e| AppError::Internal(e.to_string()))?
+            .map_err(|e| AppError::Internal(format!("reading administrator {name}: {e}")))?;
+        match account {
+            Some(a) if a.created_at == since && a.role == role => Ok(AdminSession {
+                name,
+                role,
+                since,
+                ip: peer_ip(parts),
+                session,
+            }),
+            _ => {
+                console.sessions.remove(&id);
+                Err(AppError::Login("/login"))
+            }
         }
     }
 }
@@ -295,17 +324,28 @@ impl FromRequestParts<Arc<Console>> for UserSession {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, console: &Arc<Console>) -> Result<Self, AppError> {
-        match session_of(console, &parts.headers) {
-            Some((_, session)) => match &session.who {
-                Who::User { address } => Ok(UserSession {
-                    address: address.clone(),
-                    ip: peer_ip(parts),
-                    session,
-                }),
-                Who::Admin { .. } => Err(AppError::Login("/me/login")),
-            },
-            None => Err(AppError::Login("/me/login")),
+        let Some((id, session)) = session_of(console, &parts.headers) else {
+            return Err(AppError::Login("/me/login"));
+        };
+        let Who::User { address } = session.who.clone() else {
+            return Err(AppError::Login("/me/login"));
+        };
+        // As for administrators: a user removed or deactivated is logged out at once.
+        let store = console.shared.store.clone();
+        let wanted = address.clone();
+        let user = tokio::task::spawn_blocking(move || store.user_by_address(&wanted))
+            .await
+            .map_err(|e| AppError::Internal(e.to_string()))?
+            .map_err(|e| AppError::Internal(format!("reading user {address}: {e}")))?;
+        if !user.is_some_and(|u| u.is_active()) {
+            console.sessions.remove(&id);
+            return Err(AppError::Login("/me/login"));
         }
+        Ok(UserSession {
+            address,
+            ip: peer_ip(parts),
+            session,
+        })
     }
 }
 

@@ -25,11 +25,12 @@ pub enum Who {
     Admin {
         name: String,
         role: AdminRole,
+        /// When the account was made: a session outlives neither its account nor a
+        /// new account of the same name.
+        since: i64,
     },
     /// A mail user on the self-service pages.
-    User {
-        address: String,
-    },
+    User { address: String },
 }
 
 impl Who {

@@ -1,7 +1,6 @@
 //! One domain: its settings (`domain set`), outage start and stop with a reason
-//! (`outage start|stop`), the failover drill (a manual outage named as a drill, with the
-//! checklist of docs/operations.md step 7), and a DKIM key with the DNS records to
-//! publish (`domain dkim-keygen`).
+//! (`outage start|stop`), the failover drill's form (`drill`), and a DKIM key with the
+//! DNS records to publish (`domain dkim-keygen`).
 
 use std::sync::Arc;
 
@@ -15,8 +14,9 @@ use understudy_storage::Domain;
 
 use super::filled;
 use crate::admin::audit::Action;
-use crate::admin::domains::{self, DomainSettings};
-use crate::admin::outage;
+use crate::admin::domains::{self, DomainCommand, DomainSettings};
+use crate::admin::outage::{self, ManualChange, OutageCommand};
+use crate::admin::Command;
 use crate::outage::notify::phase_name;
 use crate::web::console::layout::{csrf_field, flash, page, time};
 use crate::web::console::{AdminSession, AppError, Console};
@@ -70,11 +70,9 @@ async fn render(
                 button name="action" value="start" { "Start outage" }
                 " "
                 button name="action" value="stop" { "Stop outage" }
-                " "
-                button name="action" value="drill" { "Failover drill" }
             }
-            p { "The drill engages a manual outage named as a drill: send a message from outside and see it on the dashboard and in tracking, log in as a user and send a reply, then stop the outage and check that the queue drained to the primary and the alert recipients got their notices." }
         }
+        (super::drill::form(&d.name, csrf))
         (settings_form(d, csrf))
         fieldset {
             legend { "DKIM" }
@@ -172,8 +170,7 @@ pub async fn settings(
     Path(name): Path<String>,
     Form(f): Form<SettingsForm>,
 ) -> Result<Response, AppError> {
-    admin.require(&name)?;
-    admin.csrf(&f.csrf)?;
+    admin.may_change(&name, &f.csrf)?;
     let settings = DomainSettings {
         mode: choice(&f.mode)?,
         relay_host: f.relay_host.map(|h| h.trim().to_string()),
@@ -203,15 +200,50 @@ pub async fn settings(
         .run(admin.audit(Action::new("domain set", &name)), move |ctx| {
             domains::set(ctx, &wanted, &settings)
         })
-        .await;
+        .await
+        .map(|_| "Settings saved.".to_string());
+    answer(&console, &admin, &name, result).await
+}
+
+/// The domain page again with what a change did, or why the operation refused it.
+async fn answer(
+    console: &Arc<Console>,
+    admin: &AdminSession,
+    name: &str,
+    result: Result<String, AppError>,
+) -> Result<Response, AppError> {
     let message = match result {
-        Ok(_) => "Settings saved.".to_string(),
-        Err(AppError::Failed(m)) => m,
+        Ok(m) | Err(AppError::Failed(m)) => m,
         Err(e) => return Err(e),
     };
-    Ok(render(&console, &admin, &name, Some(message))
-        .await?
-        .into_response())
+    Ok(render(console, admin, name, Some(message)).await?.into_response())
+}
+
+/// Runs an outage start or stop (the drill's too).
+pub fn run_outage(ctx: &crate::admin::AdminContext, command: OutageCommand) -> anyhow::Result<ManualChange> {
+    match command {
+        OutageCommand::Start { domain, reason } => outage::start(ctx, &domain, reason),
+        OutageCommand::Stop { domain, reason } => outage::stop(ctx, &domain, reason),
+        OutageCommand::Status { .. } => anyhow::bail!("not a change"),
+    }
+}
+
+/// What an outage start or stop did, as the page and the drill say it.
+pub fn change_text(c: &ManualChange) -> String {
+    if c.already {
+        return format!("{} is already in a manual outage.", c.domain);
+    }
+    format!(
+        "{}: {} since {}{}",
+        c.domain,
+        phase_name(c.state.phase),
+        time(c.state.since),
+        if c.no_recipients {
+            " (no alert recipients: nobody was notified)"
+        } else {
+            ""
+        }
+    )
 }
 
 #[derive(Deserialize)]
@@ -230,44 +262,25 @@ pub async fn outage(
     Path(name): Path<String>,
     Form(f): Form<OutageForm>,
 ) -> Result<Response, AppError> {
-    admin.require(&name)?;
-    admin.csrf(&f.csrf)?;
+    admin.may_change(&name, &f.csrf)?;
     let reason = filled(&f.reason).unwrap_or_else(|| format!("by {} in the console", admin.name));
-    let (verb, reason) = match f.action.as_str() {
-        "start" => ("outage start", reason),
-        "stop" => ("outage stop", reason),
-        "drill" => ("outage start", format!("failover drill: {reason}")),
+    let command = match f.action.as_str() {
+        "start" => OutageCommand::Start {
+            domain: name.clone(),
+            reason,
+        },
+        "stop" => OutageCommand::Stop {
+            domain: name.clone(),
+            reason,
+        },
         _ => return Err(AppError::Failed("unknown action".into())),
     };
-    let wanted = name.clone();
-    let starting = verb == "outage start";
+    let audit = admin.audit(Action::of(&Command::Outage(command.clone())));
     let result = console
-        .run(admin.audit(Action::new(verb, &name)), move |ctx| {
-            if starting {
-                outage::start(ctx, &wanted, reason)
-            } else {
-                outage::stop(ctx, &wanted, reason)
-            }
-        })
-        .await;
-    let message = match result {
-        Ok((c, _)) if c.already => format!("{} is already in a manual outage.", c.domain),
-        Ok((c, _)) => format!(
-            "{}: {}{}",
-            c.domain,
-            phase_name(c.state.phase),
-            if c.no_recipients {
-                " (no alert recipients: nobody was notified)"
-            } else {
-                ""
-            }
-        ),
-        Err(AppError::Failed(m)) => m,
-        Err(e) => return Err(e),
-    };
-    Ok(render(&console, &admin, &name, Some(message))
-        .await?
-        .into_response())
+        .run(audit, move |ctx| run_outage(ctx, command))
+        .await
+        .map(|(c, _)| change_text(&c));
+    answer(&console, &admin, &name, result).await
 }
 
 #[derive(Deserialize)]
@@ -284,15 +297,17 @@ pub async fn dkim(
     Path(name): Path<String>,
     Form(f): Form<DkimForm>,
 ) -> Result<Response, AppError> {
-    admin.require(&name)?;
-    admin.csrf(&f.csrf)?;
+    admin.may_change(&name, &f.csrf)?;
     let selector = filled(&f.selector).unwrap_or_else(|| "understudy".into());
+    let command = Command::Domain(DomainCommand::DkimKeygen {
+        name: name.clone(),
+        selector: selector.clone(),
+    });
     let wanted = name.clone();
     let (key, _) = console
-        .run(
-            admin.audit(Action::new("domain dkim-keygen", &name)),
-            move |ctx| domains::dkim_keygen(ctx, &wanted, &selector),
-        )
+        .run(admin.audit(Action::of(&command)), move |ctx| {
+            domains::dkim_keygen(ctx, &wanted, &selector)
+        })
         .await?;
     let body = html! {
         p { "A new key was written to " code { (key.key_path.display()) } ". Publish these records:" }

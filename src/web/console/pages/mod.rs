@@ -2,7 +2,8 @@
 //! `crate::admin` and rendering what they return.
 //!
 //! - [`dashboard`]: every domain's phase, queue and notices; refreshes itself;
-//! - [`domain`]: settings, outage start and stop, the failover drill, DKIM;
+//! - [`domain`]: settings, outage start and stop, DKIM;
+//! - [`drill`]: the failover drill, run step by step;
 //! - [`queue`]: list and filter, one entry, retry / hold / release / purge, bulk;
 //! - [`tracking`]: messages by Message-ID, address and time, with their events;
 //! - [`users`]: search, add, CSV import, password, access, status, aliases, LDAP sync;
@@ -12,6 +13,7 @@
 pub mod audit;
 pub mod dashboard;
 pub mod domain;
+pub mod drill;
 pub mod queue;
 pub mod readiness;
 pub mod tracking;
@@ -31,6 +33,8 @@ pub fn routes() -> Router<Arc<Console>> {
         .route("/domains/{name}/settings", post(domain::settings))
         .route("/domains/{name}/outage", post(domain::outage))
         .route("/domains/{name}/dkim", post(domain::dkim))
+        .route("/domains/{name}/drill", post(drill::start))
+        .route("/domains/{name}/drill/{id}", get(drill::status))
         .route("/queue", get(queue::list))
         .route("/queue/bulk", post(queue::bulk))
         .route("/queue/{id}", get(queue::show))
