@@ -319,8 +319,13 @@ impl QueueRunner {
             let (now, horizon) = (self.clock.now(), 2 * self.lease_secs() + 60);
             match blocking(move || store.release_stale_leases(now, horizon)).await {
                 Ok(0) => {}
-                Ok(n) => tracing::info!(entries = n, "queue entries left leased by an earlier run are due again"),
-                Err(e) => tracing::error!(error = %format!("{e:#}"), "cannot release the leases of an earlier run"),
+                Ok(n) => tracing::info!(
+                    entries = n,
+                    "queue entries left leased by an earlier run are due again"
+                ),
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "cannot release the leases of an earlier run")
+                }
             }
         }
         loop {
@@ -355,7 +360,8 @@ impl QueueRunner {
         // What is still waiting for a connection goes back to the queue at once (another
         // node may send it) rather than when its lease ends.
         let waiting: Vec<Waiting> = self.backlog.lock().drain().flat_map(|(_, list)| list).collect();
-        self.release(waiting.iter().map(|w| (w.entry.id, w.lease)).collect()).await;
+        self.release(waiting.iter().map(|w| (w.entry.id, w.lease)).collect())
+            .await;
         let idle: Vec<SmtpClient> = self.pool.lock().drain().flat_map(|(_, v)| v).collect();
         for client in idle {
             client.quit().await;
@@ -437,7 +443,9 @@ impl QueueRunner {
                 .and_then(|host| self.global.clone().try_acquire_owned().ok().map(|g| (host, g)));
             if permits.is_none() {
                 let queued = self.backlog.lock().get(&key).map_or(0, VecDeque::len);
-                let room = backlog_room.entry(key.clone()).or_insert(cap.saturating_sub(queued));
+                let room = backlog_room
+                    .entry(key.clone())
+                    .or_insert(cap.saturating_sub(queued));
                 if *room == 0 {
                     continue;
                 }
@@ -575,7 +583,9 @@ impl QueueRunner {
                             owned.remove(&w.entry.id);
                         }
                     }
-                    runner.release(list.iter().map(|w| (w.entry.id, w.lease)).collect()).await;
+                    runner
+                        .release(list.iter().map(|w| (w.entry.id, w.lease)).collect())
+                        .await;
                 }
             }
             // Both slots free before the wake-up, so the pass it triggers can use them.
@@ -795,7 +805,12 @@ impl QueueRunner {
 
     /// Runs `attempt` (one destination's SMTP transaction), renewing `lease` every third
     /// of its length meanwhile, so that an attempt slower than a lease is not taken over.
-    async fn renewing<T>(&self, id: u64, lease: &mut Lease, attempt: impl std::future::Future<Output = T>) -> T {
+    async fn renewing<T>(
+        &self,
+        id: u64,
+        lease: &mut Lease,
+        attempt: impl std::future::Future<Output = T>,
+    ) -> T {
         let secs = self.lease_secs();
         let every = Duration::from_secs(u64::try_from(secs / 3).unwrap_or(1).max(1));
         tokio::pin!(attempt);

@@ -101,7 +101,13 @@ impl Store {
 
     /// Extends `lease` to `now + secs`; None when the entry is gone or no longer under
     /// that lease (another node claimed it after it ran out).
-    pub fn renew_lease(&self, id: u64, lease: &Lease, now: i64, secs: i64) -> StoreResult<Option<QueueEntry>> {
+    pub fn renew_lease(
+        &self,
+        id: u64,
+        lease: &Lease,
+        now: i64,
+        secs: i64,
+    ) -> StoreResult<Option<QueueEntry>> {
         let _guard = self.lock(&[("queue", id)])?;
         let Some((mut entry, raw)) = self.queue_entry_raw(id)? else {
             return Ok(None);
@@ -200,7 +206,13 @@ impl Store {
 
 /// The fenced part of recording an outcome: the entry as stored must still carry
 /// `lease`; its bytes go into the batch as the write's precondition.
-pub(crate) fn fence(batch: &mut Batch, id: u64, entry: &QueueEntry, raw: &[u8], lease: &Lease) -> StoreResult<()> {
+pub(crate) fn fence(
+    batch: &mut Batch,
+    id: u64,
+    entry: &QueueEntry,
+    raw: &[u8],
+    lease: &Lease,
+) -> StoreResult<()> {
     if entry.lease.as_ref() != Some(lease) {
         return Err(StoreError::Conflict(format!(
             "queue entry {id}: the lease this attempt ran under was taken over"

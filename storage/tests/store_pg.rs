@@ -184,7 +184,9 @@ fn two_nodes_claim_queue_entries_apart_and_a_lapsed_lease_is_taken_over() {
     let b = open_store(dir.path(), StoreOptions::default(), clock.clone()).unwrap();
     assert_ne!(a.node_id(), b.node_id());
     a.add_domain(&Domain::new("example.com")).unwrap();
-    let ids: Vec<u64> = (0..6).map(|n| cases::queue_one(&a, 1_000, &format!("m{n}"))).collect();
+    let ids: Vec<u64> = (0..6)
+        .map(|n| cases::queue_one(&a, 1_000, &format!("m{n}")))
+        .collect();
     // Both look at the due index at once and try for every entry.
     let (ta, tb) = {
         let (a, b, ids_a, ids_b) = (a.clone(), b.clone(), ids.clone(), ids.clone());
@@ -196,12 +198,23 @@ fn two_nodes_claim_queue_entries_apart_and_a_lapsed_lease_is_taken_over() {
     let (got_a, got_b) = (ta.join().unwrap(), tb.join().unwrap());
     assert_eq!(got_a.len() + got_b.len(), ids.len(), "{got_a:?} {got_b:?}");
     for e in got_a.iter().chain(&got_b) {
-        let owner = if got_a.iter().any(|x| x.id == e.id) { a.node_id() } else { b.node_id() };
+        let owner = if got_a.iter().any(|x| x.id == e.id) {
+            a.node_id()
+        } else {
+            b.node_id()
+        };
         assert_eq!(e.lease.unwrap().node, owner);
     }
-    assert!(got_a.iter().all(|e| got_b.iter().all(|x| x.id != e.id)), "an entry claimed by both");
+    assert!(
+        got_a.iter().all(|e| got_b.iter().all(|x| x.id != e.id)),
+        "an entry claimed by both"
+    );
     // Node A "dies" holding its entries: after the lease, B takes them over.
-    let (mine, theirs) = if got_a.is_empty() { (&got_b, &got_a) } else { (&got_a, &got_b) };
+    let (mine, theirs) = if got_a.is_empty() {
+        (&got_b, &got_a)
+    } else {
+        (&got_a, &got_b)
+    };
     let (owner, other) = if got_a.is_empty() { (&b, &a) } else { (&a, &b) };
     let _ = theirs;
     let ids_held: Vec<u64> = mine.iter().map(|e| e.id).collect();
@@ -210,7 +223,8 @@ fn two_nodes_claim_queue_entries_apart_and_a_lapsed_lease_is_taken_over() {
     let taken = other.claim_entries(&ids_held, 1_060, 60).unwrap();
     assert_eq!(taken.len(), ids_held.len());
     let old = mine[0].lease.unwrap();
-    let late = owner.record_attempt_and_mark(mine[0].id, &cases::delivered(), 1_060, None, Some((&old, false)));
+    let late =
+        owner.record_attempt_and_mark(mine[0].id, &cases::delivered(), 1_060, None, Some((&old, false)));
     assert!(matches!(late, Err(StoreError::Conflict(_))), "{late:?}");
     let new = taken[0].lease.unwrap();
     other

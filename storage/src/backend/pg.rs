@@ -361,7 +361,10 @@ async fn apply(
     for op in &batch.ops {
         if let Op::Expect { cf, key, value } = op {
             let statement = client
-                .prepare_cached(&format!("SELECT value FROM {} WHERE key = $1 FOR UPDATE", table(cf)))
+                .prepare_cached(&format!(
+                    "SELECT value FROM {} WHERE key = $1 FOR UPDATE",
+                    table(cf)
+                ))
                 .await?;
             checks.push(async move {
                 let row = client.query_opt(&statement, &[key]).await?;
@@ -376,7 +379,11 @@ async fn apply(
             return Ok(Err(format!("{cf} record changed")));
         }
     }
-    let writes: Vec<&Op> = batch.ops.iter().filter(|op| !matches!(op, Op::Expect { .. })).collect();
+    let writes: Vec<&Op> = batch
+        .ops
+        .iter()
+        .filter(|op| !matches!(op, Op::Expect { .. }))
+        .collect();
     let mut statements = Vec::with_capacity(writes.len());
     for op in &writes {
         let sql = match op {

@@ -590,12 +590,23 @@ fn a_queue_lease_keeps_an_entry_from_a_second_attempt_and_fences_late_outcomes()
     assert_eq!(claimed.len(), 1);
     let first = claimed[0].lease.unwrap();
     assert_eq!((first.node, first.until), (store.node_id(), 1_060));
-    assert!(store.due_entries(1_059, 10).unwrap().is_empty(), "leased, not due");
-    assert!(store.claim_entries(&[id], 1_059, 60).unwrap().is_empty(), "claimed twice");
+    assert!(
+        store.due_entries(1_059, 10).unwrap().is_empty(),
+        "leased, not due"
+    );
+    assert!(
+        store.claim_entries(&[id], 1_059, 60).unwrap().is_empty(),
+        "claimed twice"
+    );
 
     // Renewed while the attempt runs: still ours, later end.
     clock.set(1_030);
-    let renewed = store.renew_lease(id, &first, 1_030, 60).unwrap().unwrap().lease.unwrap();
+    let renewed = store
+        .renew_lease(id, &first, 1_030, 60)
+        .unwrap()
+        .unwrap()
+        .lease
+        .unwrap();
     assert_eq!(renewed.until, 1_090);
     // The lease runs out (the attempt hung, its node died): the entry is due, and a
     // new claim takes it over.
