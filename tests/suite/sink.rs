@@ -178,6 +178,30 @@ pub fn flap(
     })
 }
 
+/// Asserts that the primary holds every one of `expected` (by Message-ID) and nothing
+/// else, with at most `kills` extra copies in all (one per crash of a sender); returns
+/// the Message-IDs held more than once, with their counts.
+pub fn assert_all_with_one_duplicate_per_kill(
+    counts: &BTreeMap<String, usize>,
+    expected: &[String],
+    kills: usize,
+) -> Vec<(String, usize)> {
+    let missing: Vec<&String> = expected.iter().filter(|id| !counts.contains_key(*id)).collect();
+    assert!(missing.is_empty(), "lost: {missing:?}");
+    assert_eq!(counts.len(), expected.len(), "{counts:?}");
+    let duplicates: Vec<(String, usize)> = counts
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(id, n)| (id.clone(), *n))
+        .collect();
+    let extra: usize = duplicates.iter().map(|(_, n)| n - 1).sum();
+    assert!(
+        extra <= kills,
+        "{extra} duplicate deliveries after {kills} kills: {duplicates:?}"
+    );
+    duplicates
+}
+
 impl Drop for DumpSink {
     fn drop(&mut self) {
         self.down();
