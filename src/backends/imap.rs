@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use understudy_protocol::imap::backend::{
     AppendMessage, BackendError, Change, ChangeKind, Flags, ImapBackend, MailboxId, MailboxInfo, MessageMeta,
-    MessageSummary, Quota, SpecialUse, Spool, StoreOp,
+    MessageSummary, Quota, SpecialUse, Spool, StoreOp, ViewHold,
 };
 use understudy_protocol::Account;
 use understudy_storage as storage;
@@ -87,6 +87,15 @@ impl Spool for FileSpool {
 impl Drop for FileSpool {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// The store's hold for a selected view (`storage::view_holds`).
+struct StoreHold(storage::ViewHold);
+
+impl ViewHold for StoreHold {
+    fn advance(&mut self, horizon: u64) {
+        self.0.advance(horizon);
     }
 }
 
@@ -279,9 +288,25 @@ impl ImapBackend for ImapStore {
 
     fn body(&self, account: &Account, mailbox: MailboxId, uid: u32) -> Result<Vec<u8>, BackendError> {
         // Record and body in one read: another session's expunge makes the message
-        // NotFound, never a record whose body has just been freed.
-        let (_, body) = self.store.message_body(account.id, mailbox, uid).map_err(error)?;
+        // held (while a view shows it) or NotFound, never a record whose body has just
+        // been freed.
+        let (_, body) = self
+            .store
+            .message_body_or_held(account.id, mailbox, uid)
+            .map_err(error)?;
         Ok(body)
+    }
+
+    fn hold_view(&self, _account: &Account, mailbox: MailboxId) -> Option<Box<dyn ViewHold>> {
+        match self.store.hold_view(mailbox) {
+            Ok(hold) => hold.map(|h| Box::new(StoreHold(h)) as Box<dyn ViewHold>),
+            Err(err) => {
+                // The session works without one; a FETCH of a message expunged under
+                // it answers NO [EXPUNGEISSUED].
+                tracing::warn!(%err, mailbox, "imap: taking a view hold failed");
+                None
+            }
+        }
     }
 
     fn summaries(

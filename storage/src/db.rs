@@ -109,6 +109,8 @@ pub(crate) struct Inner {
     pub(crate) outage_cache: Mutex<crate::outage::OutageCache>,
     /// Computes a body's summary when the body is first written (`Store::set_summariser`).
     pub(crate) summariser: std::sync::OnceLock<Summariser>,
+    /// The selected IMAP views' holds on expunged messages (`view_holds.rs`).
+    pub(crate) holds: Mutex<crate::view_holds::HoldRegistry>,
 }
 
 /// Locks held (`Store::lock`, `Store::lock_outer`): the engine's, then this process's,
@@ -218,7 +220,7 @@ impl Store {
         }));
         let locks = (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect();
         let outer_locks = (0..OUTER_LOCK_STRIPES).map(|_| Mutex::new(())).collect();
-        Ok(Store {
+        let store = Store {
             inner: Arc::new(Inner {
                 backend,
                 path,
@@ -233,8 +235,19 @@ impl Store {
                 accounts_cache: Mutex::new(Default::default()),
                 outage_cache: Mutex::new(Default::default()),
                 summariser: std::sync::OnceLock::new(),
+                holds: Mutex::new(Default::default()),
             }),
-        })
+        };
+        // No session exists yet: what views held when the last process ended (a crash,
+        // or a store copied from one) is needed by no one.
+        let released = store.release_all_held()?;
+        if released > 0 {
+            tracing::info!(
+                released,
+                "store: released bodies held for sessions of the last run"
+            );
+        }
+        Ok(store)
     }
 
     /// WAL fsyncs so far (needs `StoreOptions::statistics`): with group commit it is

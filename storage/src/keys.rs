@@ -23,6 +23,7 @@
 //! | audit       | time (i64, offset) sequence (u64)     | `AuditEntry` JSON          |
 //! | logins      | user id (u64) protocol                | last login time (i64)      |
 //! | recoverable | tracking id (u64) queue id (u64)      | `Recoverable` JSON         |
+//! | held        | mailbox id (u64) uid (u32)            | `HeldMessage` JSON         |
 
 pub const CF_META: &str = "meta";
 pub const CF_DOMAINS: &str = "domains";
@@ -53,6 +54,9 @@ pub const CF_LOGINS: &str = "logins";
 /// outage, kept (with their body) until retention so an admin can still redeliver them
 /// (`recoverable.rs`).
 pub const CF_RECOVERABLE: &str = "recoverable";
+/// Expunged messages kept, with a body reference each, for the IMAP views that still
+/// show them (`view_holds.rs`); released when the last such view is told or gone.
+pub const CF_HELD: &str = "held";
 
 pub const ALL_CFS: &[&str] = &[
     CF_META,
@@ -77,6 +81,7 @@ pub const ALL_CFS: &[&str] = &[
     CF_AUDIT,
     CF_LOGINS,
     CF_RECOVERABLE,
+    CF_HELD,
 ];
 
 pub fn u64_key(a: u64) -> [u8; 8] {

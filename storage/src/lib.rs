@@ -38,6 +38,7 @@ mod retention;
 pub mod subscriptions;
 pub mod summaries;
 pub mod tracking;
+pub mod view_holds;
 
 pub use address::EmailAddress;
 pub use backend::pg::{PgOptions, PgTls};
@@ -47,3 +48,4 @@ pub use error::{StoreError, StoreResult};
 pub use mailbox::NewMessage;
 pub use model::*;
 pub use tracking::TrackingId;
+pub use view_holds::{HeldMessage, ViewHold};

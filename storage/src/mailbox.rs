@@ -75,7 +75,7 @@ pub(crate) fn blob_lock(blob: &BlobId) -> (&'static str, u64) {
     ("blob", u64::from_be_bytes(first))
 }
 
-fn mailbox_lock(id: u64) -> (&'static str, u64) {
+pub(crate) fn mailbox_lock(id: u64) -> (&'static str, u64) {
     ("mailbox", id)
 }
 
@@ -299,6 +299,28 @@ impl Store {
         mailbox_id: u64,
         uid: u32,
     ) -> StoreResult<(MessageRecord, Vec<u8>)> {
+        self.read_message_body(user_id, mailbox_id, uid, false)
+    }
+
+    /// [`Store::message_body`] for a session that still shows the message: a message
+    /// expunged meanwhile is read from its held entry (`view_holds.rs`) while a view
+    /// holds it, as it was when expunged. One snapshot.
+    pub fn message_body_or_held(
+        &self,
+        user_id: u64,
+        mailbox_id: u64,
+        uid: u32,
+    ) -> StoreResult<(MessageRecord, Vec<u8>)> {
+        self.read_message_body(user_id, mailbox_id, uid, true)
+    }
+
+    fn read_message_body(
+        &self,
+        user_id: u64,
+        mailbox_id: u64,
+        uid: u32,
+        or_held: bool,
+    ) -> StoreResult<(MessageRecord, Vec<u8>)> {
         let snapshot = self.snapshot()?;
         if self
             .get_json_at::<Mailbox>(snapshot.as_ref(), CF_MAILBOXES, &u64_pair(user_id, mailbox_id))?
@@ -306,9 +328,15 @@ impl Store {
         {
             return Err(StoreError::NotFound(format!("mailbox {mailbox_id}")));
         }
-        let record: MessageRecord = self
-            .get_json_at(snapshot.as_ref(), CF_MESSAGES, &message_key(mailbox_id, uid))?
-            .ok_or_else(|| StoreError::NotFound(format!("message {uid}")))?;
+        let key = message_key(mailbox_id, uid);
+        let record = match self.get_json_at::<MessageRecord>(snapshot.as_ref(), CF_MESSAGES, &key)? {
+            Some(record) => Some(record),
+            None if or_held => self
+                .get_json_at::<crate::view_holds::HeldMessage>(snapshot.as_ref(), CF_HELD, &key)?
+                .map(|held| held.record),
+            None => None,
+        };
+        let record = record.ok_or_else(|| StoreError::NotFound(format!("message {uid}")))?;
         let body = snapshot
             .get(CF_BLOBS, &record.blob)?
             .ok_or_else(|| StoreError::Corrupt {
@@ -693,13 +721,12 @@ impl Store {
         let uids = unique(uids);
         for _ in 0..LOCK_RETRIES {
             // A COPY adds references: the bodies' locks, like every writer of counts. A
-            // MOVE carries each reference over with its record and needs none.
+            // MOVE carries each reference over with its record, and adds one for the
+            // held entry when a view of the source still shows the message.
             let mut blobs = BTreeSet::new();
-            if !remove {
-                for uid in &uids {
-                    if let Some(r) = self.get_json::<MessageRecord>(CF_MESSAGES, &message_key(from, *uid))? {
-                        blobs.insert(r.blob);
-                    }
+            for uid in &uids {
+                if let Some(r) = self.get_json::<MessageRecord>(CF_MESSAGES, &message_key(from, *uid))? {
+                    blobs.insert(r.blob);
                 }
             }
             let mut keys = vec![mailbox_lock(from), mailbox_lock(to)];
@@ -711,20 +738,24 @@ impl Store {
                     records.push(r);
                 }
             }
-            if !remove && records.iter().any(|r| !blobs.contains(&r.blob)) {
+            if records.iter().any(|r| !blobs.contains(&r.blob)) {
                 // A UID's record and body never change, so this means a record appeared
                 // between the two reads: impossible today, but never copy unlocked.
                 continue;
             }
-            return self.copy_or_move_locked(user_id, from, &records, to, remove);
+            let (validity, map, held) = self.copy_or_move_locked(user_id, from, &records, to, remove)?;
+            drop(_guards);
+            self.note_held(from, held);
+            return Ok((validity, map));
         }
         Err(StoreError::Invalid(
             "the messages kept changing; try again".into(),
         ))
     }
 
-    /// The write of [`Store::copy_or_move`]; the caller holds the mailboxes' locks and,
-    /// for a COPY, the bodies'.
+    /// The write of [`Store::copy_or_move`]; the caller holds the mailboxes' and the
+    /// bodies' locks, and gives the held entries written to [`Store::note_held`].
+    #[allow(clippy::type_complexity)]
     fn copy_or_move_locked(
         &self,
         user_id: u64,
@@ -732,7 +763,9 @@ impl Store {
         records: &[MessageRecord],
         to: u64,
         remove: bool,
-    ) -> StoreResult<(u32, Vec<(u32, u32)>)> {
+    ) -> StoreResult<(u32, Vec<(u32, u32)>, Vec<(u64, u32, BlobId)>)> {
+        let holding = remove && self.has_holds(from);
+        let mut held = Vec::new();
         let mut source = self.mailbox(user_id, from)?;
         // Into the same mailbox the counters live in one record: `source`.
         let mut target = if from == to {
@@ -756,13 +789,18 @@ impl Store {
             map.push((record.uid, new.uid));
             if remove {
                 self.remove_message_into(&mut batch, &mut source, record)?;
+                if holding {
+                    self.hold_into(&mut batch, from, source.highest_modseq, record)?;
+                    held.push((source.highest_modseq, record.uid, record.blob));
+                    *added.entry(record.blob).or_default() += 1;
+                }
             } else {
                 *added.entry(record.blob).or_default() += 1;
             }
         }
         let validity = target.as_ref().unwrap_or(&source).uid_validity;
         if map.is_empty() {
-            return Ok((validity, map));
+            return Ok((validity, map, held));
         }
         for (blob, count) in added {
             self.add_existing_blob_refs(&mut batch, &blob, count)?;
@@ -773,7 +811,7 @@ impl Store {
         if let Some(t) = &target {
             self.publish(to, t.highest_modseq);
         }
-        Ok((validity, map))
+        Ok((validity, map, held))
     }
 
     /// Removes messages; frees bodies no longer referenced. Returns the UIDs removed.
@@ -787,11 +825,14 @@ impl Store {
         }
         let mut lock_keys = vec![mailbox_lock(mailbox_id)];
         lock_keys.extend(records.iter().map(|r| blob_lock(&r.blob)));
-        let _guards = self.lock(&lock_keys)?;
+        let guards = self.lock(&lock_keys)?;
         let mut mailbox = self.mailbox(user_id, mailbox_id)?;
         let mut batch = Batch::default();
         let mut removed = Vec::new();
         let mut freed: BTreeMap<BlobId, i64> = BTreeMap::new();
+        // A view that still shows them keeps them readable (`view_holds.rs`).
+        let holding = self.has_holds(mailbox_id);
+        let mut held = Vec::new();
         for uid in &uids {
             // Re-read under the lock: another session may have expunged it already.
             let Some(record) = self.get_json::<MessageRecord>(CF_MESSAGES, &message_key(mailbox_id, *uid))?
@@ -803,7 +844,13 @@ impl Store {
                 continue;
             }
             self.remove_message_into(&mut batch, &mut mailbox, &record)?;
-            *freed.entry(record.blob).or_default() += 1;
+            if holding {
+                // The record's reference becomes the held entry's.
+                self.hold_into(&mut batch, mailbox_id, mailbox.highest_modseq, &record)?;
+                held.push((mailbox.highest_modseq, record.uid, record.blob));
+            } else {
+                *freed.entry(record.blob).or_default() += 1;
+            }
             removed.push(*uid);
         }
         if removed.is_empty() {
@@ -815,6 +862,8 @@ impl Store {
         self.put_json(&mut batch, CF_MAILBOXES, &u64_pair(user_id, mailbox_id), &mailbox)?;
         self.commit(batch)?;
         self.publish(mailbox_id, mailbox.highest_modseq);
+        drop(guards);
+        self.note_held(mailbox_id, held);
         Ok(removed)
     }
 

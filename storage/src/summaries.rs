@@ -21,8 +21,8 @@ impl Store {
         let _ = self.inner.summariser.set(summariser);
     }
 
-    /// For each UID that exists (others are left out), in the order given: its body id
-    /// and the body's summary, if one was written. One snapshot.
+    /// For each UID that exists or is held for a view (others are left out), in the
+    /// order given: its body id and the body's summary, if one was written. One snapshot.
     pub fn summaries(&self, user_id: u64, mailbox_id: u64, uids: &[u32]) -> StoreResult<Vec<SummaryEntry>> {
         let snapshot = self.snapshot()?;
         if self
@@ -41,6 +41,10 @@ impl Store {
             if let Some(v) = value {
                 let record: MessageRecord = decode(CF_MESSAGES, &v)?;
                 records.push((*uid, record.blob));
+            } else if let Some(v) = snapshot.get(CF_HELD, &message_key(mailbox_id, *uid))? {
+                // Expunged, kept for a view that still shows it (`view_holds.rs`).
+                let held: crate::view_holds::HeldMessage = decode(CF_HELD, &v)?;
+                records.push((*uid, held.record.blob));
             }
         }
         let summaries = CF_SUMMARIES;

@@ -12,13 +12,18 @@
 # VANISHED to a session without QRESYNC, an EXPUNGE to one with it, or a VANISHED naming
 # a UID the model does not hold is an error. Such a session learns the UIDs of new
 # messages right after each command, as QRESYNC clients do.
+# A FETCH answered NO [EXPUNGEISSUED] (a message another session expunged, not yet
+# announced) is an error too: the server must serve the data of every message a session
+# still shows (RFC 2180 §4.1.3), as Dovecot does; `allow-expungeissued` as the last
+# argument counts them apart instead, for servers that keep nothing for sessions.
 # Prints "errors N" and the first errors; exit 1 if any.
 #
-# usage: imap_stress.py HOST PORT USER PASSWORD SESSIONS OPS_PER_PHASE PHASES SEED
+# usage: imap_stress.py HOST PORT USER PASSWORD SESSIONS OPS_PER_PHASE PHASES SEED [allow-expungeissued]
 import random, re, socket, sys, threading, time
 
 HOST, PORT, USER, PASSWORD = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 SESSIONS, OPS, PHASES, SEED = (int(a) for a in sys.argv[5:9])
+ALLOW_EXPUNGEISSUED = sys.argv[9:10] == ["allow-expungeissued"]
 KEYWORDS = ["$label1", "$label2", "Work", "Later", "NonJunk"]
 SYSTEM = ["\\Seen", "\\Flagged", "\\Answered", "\\Draft"]
 OTHER = "Archive"
@@ -27,7 +32,7 @@ errors = []
 errors_lock = threading.Lock()
 bodies = {}
 bodies_lock = threading.Lock()
-counts = {"commands": 0, "vanished": 0}
+counts = {"commands": 0, "vanished": 0, "expungeissued": 0}
 
 
 def error(who, text):
@@ -228,13 +233,22 @@ class Session:
             status, text = self.command(f"FETCH {missing[0] + 1}:* (UID FLAGS)", kind="seq")
             last = text
             if status == "NO" and "EXPUNGEISSUED" in text:
+                self.expunge_issued(text)
                 self.command("NOOP")
             elif status != "OK":
                 self.err(f"fill FETCH: {text}")
         self.err(f"messages still unknown after 200 FETCHes, the last: {last}")
 
+    def expunge_issued(self, text):
+        with errors_lock:
+            counts["expungeissued"] += 1
+        if not ALLOW_EXPUNGEISSUED:
+            self.err(f"data of a message it still shows refused: {text[:200]!r}")
+
     def checked(self, status, text, allowed=("OK",)):
-        if status not in allowed and not (status == "NO" and "EXPUNGEISSUED" in text):
+        if status == "NO" and "EXPUNGEISSUED" in text:
+            self.expunge_issued(text)
+        elif status not in allowed:
             self.err(f"unexpected reply {text[:200]!r}")
 
     def seqset(self, rng):
@@ -419,6 +433,7 @@ def main():
     print(f"sessions {SESSIONS} commands {counts['commands']} seconds {elapsed:.1f} "
           f"commands/s {counts['commands'] / elapsed:.0f} messages at checkpoints {checkpoints}")
     print(f"vanished {counts['vanished']}")
+    print(f"expungeissued {counts['expungeissued']}")
     print(f"errors {len(errors)}")
     for e in errors[:30]:
         print(e)

@@ -251,9 +251,17 @@ pub trait ImapBackend: Send + Sync {
             .map(|(c, _)| (c.modseq, c.uid))
             .collect())
     }
-    /// Raw RFC 5322 octets, CRLF line ends. `NotFound` if expunged meanwhile; the record
-    /// and its body are read together, so never a message found without its body.
+    /// Raw RFC 5322 octets, CRLF line ends. `NotFound` if expunged meanwhile and not
+    /// held for a view (`hold_view`); the record and its body are read together, so
+    /// never a message found without its body.
     fn body(&self, account: &Account, mailbox: MailboxId, uid: u32) -> Result<Vec<u8>, BackendError>;
+    /// A claim, for a view about to read `mailbox`'s messages, that keeps each message
+    /// it shows readable (`body`, `summaries`) after another session expunges it, until
+    /// the view's horizon passes the expunge or the claim is dropped. `None`: the store
+    /// keeps nothing, and such a FETCH answers `NO [EXPUNGEISSUED]`.
+    fn hold_view(&self, _account: &Account, _mailbox: MailboxId) -> Option<Box<dyn ViewHold>> {
+        None
+    }
     /// The SORT and THREAD keys of the given UIDs, in the order given; UIDs that no
     /// longer exist are left out. The store keeps them beside each body (computed when
     /// it was written, `MessageSummary::to_bytes`) so this reads no bodies; this default
@@ -351,6 +359,13 @@ pub trait ImapBackend: Send + Sync {
     /// Removes the given UIDs (the caller decides which: \Deleted ones, or a UID EXPUNGE
     /// set); returns those actually removed.
     fn expunge(&self, account: &Account, mailbox: MailboxId, uids: &[u32]) -> Result<Vec<u32>, BackendError>;
+}
+
+/// A view's claim on what it shows (`ImapBackend::hold_view`); dropping it ends it.
+pub trait ViewHold: Send {
+    /// The view shows no message expunged at or below modseq `horizon` any more (it
+    /// read its messages after, or told the client). Never called with a lower value.
+    fn advance(&mut self, horizon: u64);
 }
 
 /// One message of a MULTIAPPEND.

@@ -173,12 +173,11 @@ impl ImapSession {
             let Some(m) = view.messages.get(i) else {
                 continue;
             };
-            if m.gone {
-                // Expunged by another session, not yet announced: no data for it, and
-                // the tagged NO [EXPUNGEISSUED] says why (docs/architecture.md).
-                expunged = true;
-                continue;
-            }
+            // A message another session expunged (`gone`, or not yet known to the view)
+            // is served as the view shows it: flags as last known, the body the store
+            // holds for the view (docs/architecture.md). Only a store that keeps no body
+            // for views makes it NO [EXPUNGEISSUED].
+            let gone = m.gone;
             if changed_since.is_some_and(|c| m.meta.modseq <= c) {
                 continue;
             }
@@ -187,7 +186,7 @@ impl ImapSession {
                 match self.store.body(account, view.id, uid_value) {
                     Ok(b) => Some(b),
                     Err(BackendError::NotFound) => {
-                        // Expunged by another session and not yet announced.
+                        // Expunged by another session, and the store kept no body.
                         expunged = true;
                         continue;
                     }
@@ -211,7 +210,7 @@ impl ImapSession {
                 }
             };
             let mut seen_now = false;
-            if sets_seen && !view.messages[i].meta.flags.has(Flags::SEEN) {
+            if sets_seen && !gone && !view.messages[i].meta.flags.has(Flags::SEEN) {
                 let seen = Flags {
                     system: Flags::SEEN,
                     keywords: Vec::new(),

@@ -58,6 +58,9 @@ impl ImapSession {
             Ok(info) => info,
             Err(err) => return backend_no(out, tag, &err),
         };
+        // Before the messages are read: whatever the view shows stays readable after
+        // another session expunges it, until the view tells the client (view_holds.rs).
+        let hold = self.store.hold_view(&account, info.id);
         let (info, metas) = match self.store.messages(&account, info.id) {
             Ok(r) => r,
             Err(err) => return backend_no(out, tag, &err),
@@ -78,6 +81,7 @@ impl ImapSession {
             }
         };
         let mut view = MailboxView::new(&info, metas, first_recent, read_only);
+        view.set_hold(hold);
         view.qresync = self.qresync;
         view.rev2 = self.rev2;
         view.push_flags_responses(out);

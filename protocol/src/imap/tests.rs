@@ -717,7 +717,9 @@ fn two_sessions_see_each_others_changes_at_the_right_points() {
         send(&mut b, "3 FETCH 3 UID\r\n"),
         "* 3 FETCH (UID 3)\r\n* 4 EXISTS\r\n* 1 RECENT\r\n3 OK FETCH completed\r\n"
     );
-    // The expunged message is still visible by number but has no body any more.
+    // The expunged message is still visible by number; this store keeps no body for
+    // views (no `hold_view`), so it cannot be read (the server's store keeps it:
+    // tests/suite/concurrency.rs).
     assert_eq!(
         send(&mut b, "3b FETCH 2 (UID BODY.PEEK[])\r\n"),
         "3b NO [EXPUNGEISSUED] Some messages were expunged meanwhile\r\n"

@@ -17,7 +17,7 @@
 
 use imap_codec::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
 
-use super::backend::{ChangeKind, Flags, MailboxId, MailboxInfo, MessageMeta};
+use super::backend::{ChangeKind, Flags, MailboxId, MailboxInfo, MessageMeta, ViewHold};
 use super::text::push_flags;
 
 #[derive(Debug, Clone)]
@@ -53,6 +53,23 @@ pub struct MailboxView {
     /// one is held, a CONDSTORE client is told a HIGHESTMODSEQ below it, so a client
     /// that drops the connection resynchronises from before it (RFC 7162 §3.2).
     held_expunge_modseq: Option<u64>,
+    /// The store's hold on what this view shows (`ImapBackend::hold_view`), told each
+    /// time the horizon moves.
+    pub hold: HoldSlot,
+}
+
+/// The view's `ViewHold`, if the store keeps expunged messages for views.
+#[derive(Default)]
+pub struct HoldSlot(pub Option<Box<dyn ViewHold>>);
+
+impl std::fmt::Debug for HoldSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "HoldSlot(held)"
+        } else {
+            "HoldSlot(none)"
+        })
+    }
 }
 
 /// Most UID ranges in one VANISHED response; more go out in further responses, so no
@@ -126,9 +143,34 @@ impl MailboxView {
             qresync: false,
             rev2: false,
             held_expunge_modseq: None,
+            hold: HoldSlot::default(),
         };
         view.announced_recent = view.recent_count();
         view
+    }
+
+    /// Takes the store's hold (taken before the messages were read) and tells it the
+    /// view's horizon.
+    pub fn set_hold(&mut self, hold: Option<Box<dyn ViewHold>>) {
+        self.hold = HoldSlot(hold);
+        self.advance_hold();
+    }
+
+    /// The highest modseq at or below which no expunged message is still shown: the
+    /// view has every change up to its HIGHESTMODSEQ, and shows the messages whose
+    /// expunges it holds back.
+    pub fn horizon(&self) -> u64 {
+        match self.held_expunge_modseq {
+            Some(held) => held.saturating_sub(1).min(self.highest_modseq),
+            None => self.highest_modseq,
+        }
+    }
+
+    fn advance_hold(&mut self) {
+        let horizon = self.horizon();
+        if let Some(hold) = self.hold.0.as_mut() {
+            hold.advance(horizon);
+        }
     }
 
     /// `* FLAGS (...)` and `* OK [PERMANENTFLAGS (...)]` with the keywords in use.
@@ -295,6 +337,8 @@ impl MailboxView {
         self.uid_next = self.uid_next.max(info.uid_next);
         if allow_expunge {
             self.announce_expunges(out);
+        } else {
+            self.advance_hold();
         }
         let shown: Vec<Flags> = flag_updates
             .iter()
@@ -365,6 +409,7 @@ impl MailboxView {
             self.messages.retain(|m| !m.gone);
         }
         self.held_expunge_modseq = None;
+        self.advance_hold();
     }
 
     fn announce_counts(&mut self, out: &mut Vec<u8>) {

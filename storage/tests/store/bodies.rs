@@ -1,9 +1,13 @@
 //! Property test of body reference counting: random interleavings of deliver, APPEND
-//! (one message, or several in one batch), COPY, MOVE (also into the same mailbox), expunge, queue completion and mailbox
-//! deletion, with bodies repeated on purpose, from several threads at once, with the
-//! store reopened between rounds and, in a second test, SIGKILLed at a random point of
-//! the workload. After every round: every message record's body exists and every
-//! reference count equals its references (`Store::check_integrity`).
+//! (one message, or several in one batch), COPY, MOVE (also into the same mailbox),
+//! expunge, queue completion and mailbox deletion, with bodies repeated on purpose, and
+//! IMAP views holding what they show (`view_holds.rs`: opened, caught up, dropped), from
+//! several threads at once, with the store reopened between rounds and, in a second
+//! test, SIGKILLed at a random point of the workload. After every round: every message
+//! record's and held entry's body exists and every reference count equals its
+//! references (`Store::check_integrity`); every message a view shows stays readable;
+//! once the views are gone (dropped, or the process killed and the store reopened) no
+//! held entry is left.
 //!
 //! Seeds are printed; `BODIES_SEED=n` replays one.
 
@@ -118,9 +122,86 @@ fn some_uids(store: &Store, user: u64, mailbox: u64, rng: &mut Rng) -> Vec<u32> 
     out
 }
 
+/// An IMAP session's selected mailbox as the store sees it: the hold, and the UIDs the
+/// view shows (read after the hold was taken, or at its last catch-up).
+struct View {
+    hold: ViewHold,
+    user: u64,
+    shown: Vec<u32>,
+}
+
+impl View {
+    /// What a view does at SELECT: hold first, then read, then advance to what it read.
+    fn open(store: &Store, user: u64, mailbox: u64) -> Option<View> {
+        let hold = store.hold_view(mailbox).unwrap()?;
+        let mut view = View {
+            hold,
+            user,
+            shown: Vec::new(),
+        };
+        view.catch_up(store).then_some(view)
+    }
+
+    /// A catch-up that tells the client everything: the view shows what exists now.
+    fn catch_up(&mut self, store: &Store) -> bool {
+        let Ok((mailbox, messages)) = store.messages(self.user, self.hold.mailbox()) else {
+            return false;
+        };
+        self.shown = messages.iter().map(|m| m.uid).collect();
+        self.hold.advance(mailbox.highest_modseq);
+        true
+    }
+
+    /// Every message the view shows is readable, whoever expunged it meanwhile (unless
+    /// its whole mailbox was deleted).
+    fn check(&self, store: &Store, seed: u64) {
+        for uid in &self.shown {
+            match store.message_body_or_held(self.user, self.hold.mailbox(), *uid) {
+                Ok(_) => {}
+                Err(StoreError::NotFound(_)) if store.mailbox(self.user, self.hold.mailbox()).is_err() => {}
+                Err(err) => panic!(
+                    "seed {seed}: a view of mailbox {} shows uid {uid}, which cannot be read: {err}",
+                    self.hold.mailbox()
+                ),
+            }
+        }
+    }
+}
+
+/// Opens, catches up, checks or drops one of this thread's views.
+fn view_step(store: &Store, users: &[u64], views: &mut Vec<View>, rng: &mut Rng, seed: u64) {
+    match rng.below(4) {
+        0 if views.len() < 4 => {
+            let user = users[rng.below(users.len())];
+            let Ok(boxes) = store.mailboxes(user) else { return };
+            let mailbox = boxes[rng.below(boxes.len())].id;
+            if let Some(view) = View::open(store, user, mailbox) {
+                views.push(view);
+            }
+        }
+        1 if !views.is_empty() => {
+            let i = rng.below(views.len());
+            if !views[i].catch_up(store) {
+                views.swap_remove(i);
+            }
+        }
+        2 if !views.is_empty() => {
+            views.swap_remove(rng.below(views.len()));
+        }
+        _ => {
+            for view in views.iter() {
+                view.check(store, seed);
+            }
+        }
+    }
+}
+
 /// One random operation. Errors a concurrent writer may cause (a mailbox deleted under
 /// us) are part of the game; damage is what `check_integrity` looks for.
-fn step(store: &Store, users: &[u64], rng: &mut Rng) {
+fn step(store: &Store, users: &[u64], views: &mut Vec<View>, rng: &mut Rng, seed: u64) {
+    if rng.chance(20) {
+        return view_step(store, users, views, rng, seed);
+    }
     let user = users[rng.below(users.len())];
     let Ok(boxes) = store.mailboxes(user) else { return };
     let pick = |rng: &mut Rng| boxes[rng.below(boxes.len())].id;
@@ -230,6 +311,7 @@ fn bodies_and_reference_counts_survive_random_concurrent_interleavings() {
         let dir = tempfile::tempdir().unwrap();
         let users = populate(&open_unsynced(dir.path()));
         let mut total_messages = 0;
+        let mut total_held = 0;
         for round in 0..6 {
             let store = open_unsynced(dir.path());
             let threads: Vec<_> = (0..4)
@@ -238,15 +320,34 @@ fn bodies_and_reference_counts_survive_random_concurrent_interleavings() {
                     let users = users.clone();
                     std::thread::spawn(move || {
                         let mut rng = Rng(seed * 1_000_003 + round * 101 + t);
+                        let mut views = Vec::new();
                         for _ in 0..150 {
-                            step(&store, &users, &mut rng);
+                            step(&store, &users, &mut views, &mut rng, seed);
                         }
+                        views
                     })
                 })
                 .collect();
+            let mut views = Vec::new();
             for t in threads {
-                t.join().unwrap();
+                views.extend(t.join().unwrap());
             }
+            // With the views still open: held bodies counted like the others, and every
+            // message a view shows still readable.
+            assert_consistent(&store, &format!("after round {round}, views open"), seed);
+            for view in &views {
+                view.check(&store, seed);
+            }
+            let held_open = store.held_messages().unwrap().len();
+            total_held += held_open;
+            drop(views);
+            // The last holder gone, nothing is held any more.
+            let held = store.held_messages().unwrap();
+            assert!(
+                held.is_empty(),
+                "seed {seed}, round {round}: {} entries held with no view left (of {held_open})",
+                held.len()
+            );
             let report = assert_consistent(&store, &format!("after round {round}"), seed);
             total_messages = report.messages;
             // Reopen: what was written is what is read back, counts included.
@@ -254,7 +355,9 @@ fn bodies_and_reference_counts_survive_random_concurrent_interleavings() {
             let store = open_unsynced(dir.path());
             assert_consistent(&store, &format!("after reopening, round {round}"), seed);
         }
-        eprintln!("seed {seed}: consistent, {total_messages} messages at the end");
+        eprintln!(
+            "seed {seed}: consistent, {total_messages} messages at the end, {total_held} held for views at round ends"
+        );
     }
 }
 
@@ -274,8 +377,9 @@ fn random_workload_child() {
             let users = users.clone();
             std::thread::spawn(move || {
                 let mut rng = Rng(seed * 7919 + t);
+                let mut views = Vec::new();
                 for i in 0u64..20_000 {
-                    step(&store, &users, &mut rng);
+                    step(&store, &users, &mut views, &mut rng, seed);
                     if i % 20 == 0 {
                         println!("progress {t} {i}");
                     }
@@ -325,6 +429,12 @@ fn bodies_survive_sigkill_at_random_points() {
             assert_eq!(seen, wanted, "the workload child stopped early");
             let store = open_unsynced(dir.path());
             assert_consistent(&store, &format!("after SIGKILL {kill}"), seed);
+            // The killed process's views held bodies; no session survives it.
+            assert_eq!(
+                store.held_messages().unwrap().len(),
+                0,
+                "seed {seed}: held after SIGKILL {kill}"
+            );
         }
     }
 }
