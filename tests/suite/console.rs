@@ -19,6 +19,22 @@ pub fn console_server(extra: &str) -> TestServer {
     })
 }
 
+/// example.com relayed to `relay` with probes off (and `extra` arguments), and other.org.
+pub fn add_relayed_domains(s: &TestServer, relay: &str, extra: &[&str]) {
+    let mut args = vec![
+        "domain",
+        "add",
+        "example.com",
+        "--relay-host",
+        relay,
+        "--monitoring",
+        "false",
+    ];
+    args.extend_from_slice(extra);
+    s.admin_ok(&args);
+    s.admin_ok(&["domain", "add", "other.org"]);
+}
+
 /// `admin add NAME ARGS --password-stdin` with `PASSWORD`; returns what it printed.
 pub fn add_admin(s: &TestServer, name: &str, args: &[&str]) -> String {
     let mut all = vec!["admin", "add", name];
@@ -322,16 +338,7 @@ fn the_failover_drill_fails_without_alert_recipients_and_ends_its_outage() {
     let sink = crate::sink::DumpSink::start(sink_dir.path());
     let relay = sink.addr();
     let server = TestServer::setup(WEB_CONFIG, |s| {
-        s.admin_ok(&[
-            "domain",
-            "add",
-            "example.com",
-            "--relay-host",
-            &relay,
-            "--monitoring",
-            "false",
-        ]);
-        s.admin_ok(&["domain", "add", "other.org"]);
+        add_relayed_domains(s, &relay, &[]);
         s.add_user("anna@example.com", PASSWORD);
         s.add_user("olga@other.org", PASSWORD);
         s.admin_ok(&["outage", "start", "other.org"]);
