@@ -339,3 +339,51 @@ fn charsets_after_enable_utf8_accept() {
         "* THREAD (1)\r\nd OK THREAD completed\r\n"
     );
 }
+
+#[test]
+fn new_old_and_recent_are_not_search_keys_in_rev2() {
+    let store = MockStore::new();
+    for _ in 0..2 {
+        store.deliver("INBOX", MSG, 0);
+    }
+    let mut one = logged_in(&store);
+    send(&mut one, "s SELECT INBOX\r\n");
+    let mut two = rev2(&store);
+    send(&mut two, "s SELECT INBOX\r\n");
+    // rev1: the session claimed both as \Recent.
+    assert_eq!(
+        send(&mut one, "a SEARCH NEW\r\n"),
+        "* SEARCH 1 2\r\na OK SEARCH completed\r\n"
+    );
+    for (command, reply) in [
+        (
+            "a SEARCH NEW\r\n",
+            "a BAD NEW, OLD and RECENT are not IMAP4rev2 search keys\r\n",
+        ),
+        (
+            "b UID SEARCH OR SEEN NOT (OLD)\r\n",
+            "b BAD NEW, OLD and RECENT are not IMAP4rev2 search keys\r\n",
+        ),
+        (
+            "c SORT (DATE) UTF-8 RECENT\r\n",
+            "c BAD NEW, OLD and RECENT are not IMAP4rev2 search keys\r\n",
+        ),
+        (
+            "d THREAD REFERENCES UTF-8 NEW\r\n",
+            "d BAD NEW, OLD and RECENT are not IMAP4rev2 search keys\r\n",
+        ),
+    ] {
+        assert_eq!(send(&mut two, command), reply, "{command}");
+    }
+    // A refused SAVE search empties `$` as any failed one does.
+    send(&mut two, "e SEARCH RETURN (SAVE) ALL\r\n");
+    assert_eq!(
+        send(&mut two, "f SEARCH RETURN (SAVE) RECENT\r\n"),
+        "f BAD NEW, OLD and RECENT are not IMAP4rev2 search keys\r\n"
+    );
+    assert_eq!(send(&mut two, "g FETCH $ UID\r\n"), "g OK FETCH completed\r\n");
+    assert_eq!(
+        send(&mut two, "h SEARCH UNSEEN\r\n"),
+        "* ESEARCH (TAG \"h\") ALL 1:2\r\nh OK SEARCH completed\r\n"
+    );
+}
