@@ -400,3 +400,58 @@ print("msp drills other.org", m.post("/domains/other.org/drill", {"address": "ol
         "the drill's message did not reach the primary"
     );
 }
+
+/// The dashboard's last probe of each relay host: answered, or failed with why.
+#[test]
+fn the_dashboard_shows_each_domains_last_probe() {
+    let sink_dir = tempfile::tempdir().unwrap();
+    let sink = crate::sink::DumpSink::start(sink_dir.path());
+    let (relay, dead) = (sink.addr(), format!("127.0.0.1:{}", crate::sink::free_port()));
+    let server = TestServer::setup(WEB_CONFIG, |s| {
+        for (domain, host) in [("example.com", &relay), ("other.org", &dead)] {
+            s.admin_ok(&[
+                "domain",
+                "add",
+                domain,
+                "--relay-host",
+                host,
+                "--engagement",
+                "automatic",
+                "--monitoring",
+                "true",
+                "--probe-interval",
+                "1",
+                "--failures",
+                "1000",
+            ]);
+        }
+        add_admin(s, "root", &[]);
+    });
+    let script = format!(
+        "{CLIENT_PY}{}",
+        r#"
+import time
+c = Client()
+login(c, "root", "Correct1horse")
+def probe(body, domain):
+    m = re.search(r'data-domain="' + re.escape(domain) + r'".*?<td class="probe">([^<]*)</td>', body, re.S)
+    return m.group(1) if m else ""
+deadline = time.monotonic() + 120
+while True:
+    s, body, _ = c.get("/")
+    a, b = probe(body, "example.com"), probe(body, "other.org")
+    if (a.startswith("answered") and b.startswith("failed")) or time.monotonic() > deadline:
+        break
+    time.sleep(0.25)
+print("example.com", a)
+print("other.org", b)
+"#
+    );
+    let out = python_ok(&script, &args(&server));
+    assert!(out.contains("example.com answered 20"), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("other.org failed 20") && l.to_lowercase().contains("refused")),
+        "{out}"
+    );
+}
