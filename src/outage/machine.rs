@@ -109,6 +109,8 @@ impl OutageMachine {
         let mut effects = Vec::new();
         match event {
             Event::ProbeSucceeded => {
+                self.memo.last_probe_at = Some(now);
+                self.memo.last_probe_error = None;
                 self.failures = 0;
                 self.successes = self.successes.saturating_add(1);
                 if self.state.phase == OutagePhase::Outage
@@ -124,6 +126,8 @@ impl OutageMachine {
                 }
             }
             Event::ProbeFailed(why) => {
+                self.memo.last_probe_at = Some(now);
+                self.memo.last_probe_error = Some(why.clone());
                 self.successes = 0;
                 self.failures = self.failures.saturating_add(1);
                 if self.state.phase != OutagePhase::Outage && self.failures >= thresholds.failures {

@@ -201,6 +201,20 @@ impl Store {
                 ));
             }
         }
+        // A sort key for each message at most, with the message's body.
+        for (k, v) in self.scan_prefix_at(snapshot.as_ref(), CF_SORT_KEYS, &[])? {
+            let Some((mailbox_id, uid)) = split_message_key(&k) else {
+                problem(format!("sort key {} is malformed", hex::encode(&k)));
+                continue;
+            };
+            let record: Option<MessageRecord> =
+                self.get_json_at(snapshot.as_ref(), CF_MESSAGES, &message_key(mailbox_id, uid))?;
+            match record {
+                Some(r) if v.get(..32) == Some(&r.blob[..]) => {}
+                Some(_) => problem(format!("sort key of {mailbox_id}/{uid} names another body")),
+                None => problem(format!("sort key of {mailbox_id}/{uid}, which does not exist")),
+            }
+        }
         for id in tallies.keys() {
             if !mailboxes.contains_key(id) {
                 problem(format!("messages of mailbox {id}, which does not exist"));

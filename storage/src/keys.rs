@@ -24,6 +24,7 @@
 //! | logins      | user id (u64) protocol                | last login time (i64)      |
 //! | recoverable | tracking id (u64) queue id (u64)      | `Recoverable` JSON         |
 //! | held        | mailbox id (u64) uid (u32)            | `HeldMessage` JSON         |
+//! | sort_keys   | mailbox id (u64) uid (u32)            | body id (32) + summary     |
 
 pub const CF_META: &str = "meta";
 pub const CF_DOMAINS: &str = "domains";
@@ -57,6 +58,9 @@ pub const CF_RECOVERABLE: &str = "recoverable";
 /// Expunged messages kept, with a body reference each, for the IMAP views that still
 /// show them (`view_holds.rs`); released when the last such view is told or gone.
 pub const CF_HELD: &str = "held";
+/// Per message: its body's id and summary (as in `summaries`), written and deleted with
+/// the message record, so the SORT keys of a whole mailbox are one ordered scan.
+pub const CF_SORT_KEYS: &str = "sort_keys";
 
 pub const ALL_CFS: &[&str] = &[
     CF_META,
@@ -82,6 +86,7 @@ pub const ALL_CFS: &[&str] = &[
     CF_LOGINS,
     CF_RECOVERABLE,
     CF_HELD,
+    CF_SORT_KEYS,
 ];
 
 pub fn u64_key(a: u64) -> [u8; 8] {

@@ -193,6 +193,7 @@ impl Store {
             let mut freed: BTreeMap<BlobId, i64> = BTreeMap::new();
             for record in &remaining {
                 self.delete(&mut batch, CF_MESSAGES, &message_key(mailbox.id, record.uid))?;
+                self.delete(&mut batch, CF_SORT_KEYS, &message_key(mailbox.id, record.uid))?;
                 *freed.entry(record.blob).or_default() += 1;
             }
             for (blob, count) in freed {
@@ -457,7 +458,8 @@ impl Store {
         let mut batch = Batch::default();
         self.counter_merge(&mut batch, COUNTER_TRACKING, tracking_id)?;
         let copies = (users.len() + req.queue.len()) as i64;
-        self.add_blob_refs(&mut batch, &blob, req.body, copies)?;
+        let summary = self.summarise(req.body);
+        self.add_blob_refs(&mut batch, &blob, req.body, summary.as_deref(), copies)?;
         let mut events = vec![TrackingEvent {
             at: now,
             kind: "received".into(),
@@ -479,7 +481,7 @@ impl Store {
                 size,
                 tracking_id,
             };
-            let record = self.add_message_into(&mut batch, &mut mailbox, record)?;
+            let record = self.add_message_into(&mut batch, &mut mailbox, record, summary.as_deref())?;
             stored.push((*user, mailbox.id, record.uid));
             touched.push((mailbox.id, mailbox.highest_modseq));
             events.push(TrackingEvent {
@@ -605,8 +607,13 @@ impl Store {
         for (i, blob) in blobs.iter().enumerate() {
             counts.entry(*blob).or_insert((i, 0)).1 += 1;
         }
+        let summaries: BTreeMap<BlobId, Option<Vec<u8>>> = counts
+            .iter()
+            .map(|(blob, (first, _))| (*blob, self.summarise(messages[*first].body)))
+            .collect();
         for (blob, (first, count)) in &counts {
-            self.add_blob_refs(&mut batch, blob, messages[*first].body, *count)?;
+            let summary = summaries.get(blob).and_then(|s| s.as_deref());
+            self.add_blob_refs(&mut batch, blob, messages[*first].body, summary, *count)?;
         }
         let mut uids = Vec::with_capacity(messages.len());
         for (message, blob) in messages.iter().zip(&blobs) {
@@ -624,7 +631,11 @@ impl Store {
                 size,
                 tracking_id: 0,
             };
-            uids.push(self.add_message_into(&mut batch, &mut mailbox, record)?.uid);
+            let summary = summaries.get(blob).and_then(|s| s.as_deref());
+            uids.push(
+                self.add_message_into(&mut batch, &mut mailbox, record, summary)?
+                    .uid,
+            );
         }
         self.commit_unlocking(batch, guards)?;
         self.publish(mailbox.id, mailbox.highest_modseq);
@@ -783,9 +794,14 @@ impl Store {
                 modseq: 0,
                 ..record.clone()
             };
+            // The copy's sort key is the original's (same body), or the body's summary.
+            let summary = match self.get_raw(CF_SORT_KEYS, &message_key(from, record.uid))? {
+                Some(v) if v.len() >= 32 => Some(v[32..].to_vec()),
+                _ => self.get_raw(CF_SUMMARIES, &record.blob)?,
+            };
             let new = match target.as_mut() {
-                Some(t) => self.add_message_into(&mut batch, t, copy)?,
-                None => self.add_message_into(&mut batch, &mut source, copy)?,
+                Some(t) => self.add_message_into(&mut batch, t, copy, summary.as_deref())?,
+                None => self.add_message_into(&mut batch, &mut source, copy, summary.as_deref())?,
             };
             map.push((record.uid, new.uid));
             if remove {
@@ -889,13 +905,15 @@ impl Store {
 
     // ----- internals; callers hold the locks -----
 
-    /// Adds a message record (assigning UID and modseq) and its change entry, and puts the
-    /// updated mailbox record in the batch.
+    /// Adds a message record (assigning UID and modseq), its change entry and its sort
+    /// key (`summary`: the body's, when there is one), and puts the updated mailbox
+    /// record in the batch.
     fn add_message_into(
         &self,
         batch: &mut Batch,
         mailbox: &mut Mailbox,
         mut record: MessageRecord,
+        summary: Option<&[u8]>,
     ) -> StoreResult<MessageRecord> {
         if mailbox.uid_next == u32::MAX {
             return Err(StoreError::Invalid(format!(
@@ -913,6 +931,13 @@ impl Store {
             mailbox.unseen += 1;
         }
         self.put_json(batch, CF_MESSAGES, &message_key(mailbox.id, record.uid), &record)?;
+        if let Some(summary) = summary {
+            batch.put(
+                CF_SORT_KEYS,
+                message_key(mailbox.id, record.uid),
+                sort_key_value(&record.blob, summary),
+            );
+        }
         let change = ChangeRecord {
             uid: record.uid,
             modseq: record.modseq,
@@ -957,6 +982,7 @@ impl Store {
         record: &MessageRecord,
     ) -> StoreResult<()> {
         self.delete(batch, CF_MESSAGES, &message_key(mailbox.id, record.uid))?;
+        self.delete(batch, CF_SORT_KEYS, &message_key(mailbox.id, record.uid))?;
         self.delete(batch, CF_CHANGES, &u64_pair(mailbox.id, record.modseq))?;
         mailbox.highest_modseq += 1;
         mailbox.exists = mailbox.exists.saturating_sub(1);
@@ -977,13 +1003,19 @@ impl Store {
         )
     }
 
-    /// Adds `count` references to a body, writing it if it is new. Caller holds the
-    /// body's lock.
+    /// The summary of a body, when the server set a summariser.
+    fn summarise(&self, body: &[u8]) -> Option<Vec<u8>> {
+        self.inner.summariser.get().map(|summarise| summarise(body))
+    }
+
+    /// Adds `count` references to a body, writing it (and its `summary`) if it is new.
+    /// Caller holds the body's lock.
     pub(crate) fn add_blob_refs(
         &self,
         batch: &mut Batch,
         blob: &BlobId,
         body: &[u8],
+        summary: Option<&[u8]>,
         count: i64,
     ) -> StoreResult<()> {
         if count == 0 {
@@ -994,8 +1026,8 @@ impl Store {
             batch.put(CF_BLOB_REFS, blob, count.to_be_bytes());
             // In the body's own batch: a body never exists without its summary once a
             // summariser is set, and the summary goes with the body (release_blob_into).
-            if let Some(summarise) = self.inner.summariser.get() {
-                batch.put(CF_SUMMARIES, blob, summarise(body));
+            if let Some(summary) = summary {
+                batch.put(CF_SUMMARIES, blob, summary);
             }
         } else {
             batch.add_i64(CF_BLOB_REFS, blob, count);
@@ -1042,6 +1074,14 @@ impl Store {
             totals.get(&false).copied().unwrap_or(0),
         ))
     }
+}
+
+/// A `sort_keys` value: the body's id, then its summary.
+pub(crate) fn sort_key_value(blob: &BlobId, summary: &[u8]) -> Vec<u8> {
+    let mut value = Vec::with_capacity(32 + summary.len());
+    value.extend_from_slice(blob);
+    value.extend_from_slice(summary);
+    value
 }
 
 fn apply_flags(record: &MessageRecord, op: FlagOp, flags: u8, keywords: &[String]) -> (u8, Vec<String>) {

@@ -24,6 +24,10 @@ pub struct OutageMemo {
     /// When the current (or last) outage began: draining back into an outage keeps it,
     /// so the last notice's summary covers the whole episode.
     pub outage_started_at: Option<i64>,
+    /// When the relay host was last probed, and why that probe failed (`None`: it
+    /// answered), for the dashboard.
+    pub last_probe_at: Option<i64>,
+    pub last_probe_error: Option<String>,
 }
 
 /// What happened to a domain's mail for its primary since an outage began, per message:
@@ -375,6 +379,8 @@ mod tests {
             spooling_notified_since: Some(5),
             last_reminder_at: Some(7),
             outage_started_at: Some(3),
+            last_probe_at: Some(9),
+            last_probe_error: Some("connection refused".into()),
         };
         store.set_outage_memo("example.com", &memo).unwrap();
         assert_eq!(store.outage_memo("EXAMPLE.com").unwrap(), memo);

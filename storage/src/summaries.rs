@@ -13,6 +13,10 @@ use crate::model::*;
 /// A message's UID, its body id and that body's summary if one was written.
 pub type SummaryEntry = (u32, BlobId, Option<Vec<u8>>);
 
+/// From this many UIDs asked, the mailbox's sort keys are read in one ordered scan
+/// rather than one by one.
+const SCAN_FROM: usize = 256;
+
 impl Store {
     /// Sets the function that summarises new bodies; the first call wins (the server
     /// sets it once at start). Bodies written before have no summary until
@@ -23,6 +27,10 @@ impl Store {
 
     /// For each UID that exists or is held for a view (others are left out), in the
     /// order given: its body id and the body's summary, if one was written. One snapshot.
+    /// The summaries come from `sort_keys` (one ordered scan of the mailbox when many are
+    /// asked, as by a SORT of all of it: no message record or body is read); a message
+    /// stored before sort keys existed is looked up through its record and the body's
+    /// summary, and its sort key written then, so that the next look-up finds it.
     pub fn summaries(&self, user_id: u64, mailbox_id: u64, uids: &[u32]) -> StoreResult<Vec<SummaryEntry>> {
         let snapshot = self.snapshot()?;
         if self
@@ -31,35 +39,97 @@ impl Store {
         {
             return Err(crate::StoreError::NotFound(format!("mailbox {mailbox_id}")));
         }
-        let messages = CF_MESSAGES;
-        let keys: Vec<[u8; 12]> = uids.iter().map(|u| message_key(mailbox_id, *u)).collect();
-        let mut records = Vec::with_capacity(uids.len());
-        for (uid, value) in uids
-            .iter()
-            .zip(snapshot.multi_get(messages, &keys.iter().map(|k| k.as_slice()).collect::<Vec<_>>())?)
-        {
-            if let Some(v) = value {
-                let record: MessageRecord = decode(CF_MESSAGES, &v)?;
-                records.push((*uid, record.blob));
-            } else if let Some(v) = snapshot.get(CF_HELD, &message_key(mailbox_id, *uid))? {
-                // Expunged, kept for a view that still shows it (`view_holds.rs`).
-                let held: crate::view_holds::HeldMessage = decode(CF_HELD, &v)?;
-                records.push((*uid, held.record.blob));
+        let mut found: Vec<Option<SummaryEntry>> = vec![None; uids.len()];
+        let split = |uid: u32, v: &[u8]| -> Option<SummaryEntry> {
+            let blob = BlobId::try_from(v.get(..32)?).ok()?;
+            Some((uid, blob, Some(v[32..].to_vec())))
+        };
+        if uids.len() >= SCAN_FROM {
+            let mut keyed: Vec<(u32, Box<[u8]>)> = Vec::new();
+            for (k, v) in self.scan_prefix_at(snapshot.as_ref(), CF_SORT_KEYS, &u64_key(mailbox_id))? {
+                if let Some((_, uid)) = split_message_key(&k) {
+                    keyed.push((uid, v));
+                }
+            }
+            for (slot, uid) in found.iter_mut().zip(uids) {
+                if let Ok(i) = keyed.binary_search_by_key(uid, |(u, _)| *u) {
+                    *slot = split(*uid, &keyed[i].1);
+                }
+            }
+        } else {
+            let keys: Vec<[u8; 12]> = uids.iter().map(|u| message_key(mailbox_id, *u)).collect();
+            let values = snapshot.multi_get(
+                CF_SORT_KEYS,
+                &keys.iter().map(|k| k.as_slice()).collect::<Vec<_>>(),
+            )?;
+            for ((slot, uid), value) in found.iter_mut().zip(uids).zip(values) {
+                *slot = value.and_then(|v| split(*uid, &v));
             }
         }
-        let summaries = CF_SUMMARIES;
-        let found = snapshot.multi_get(
-            summaries,
-            &records
-                .iter()
-                .map(|(_, blob)| blob.as_slice())
-                .collect::<Vec<_>>(),
-        )?;
-        records
-            .into_iter()
-            .zip(found)
-            .map(|((uid, blob), s)| Ok((uid, blob, s)))
-            .collect()
+        // The rest: through the record (or the held entry) and the body's summary.
+        let missing: Vec<(usize, u32)> = found
+            .iter()
+            .zip(uids)
+            .enumerate()
+            .filter(|(_, (slot, _))| slot.is_none())
+            .map(|(i, (_, uid))| (i, *uid))
+            .collect();
+        let mut backfill = Vec::new();
+        if !missing.is_empty() {
+            let keys: Vec<[u8; 12]> = missing.iter().map(|(_, u)| message_key(mailbox_id, *u)).collect();
+            let values = snapshot.multi_get(
+                CF_MESSAGES,
+                &keys.iter().map(|k| k.as_slice()).collect::<Vec<_>>(),
+            )?;
+            let mut records = Vec::with_capacity(missing.len());
+            for ((i, uid), value) in missing.iter().zip(values) {
+                if let Some(v) = value {
+                    let record: MessageRecord = decode(CF_MESSAGES, &v)?;
+                    records.push((*i, *uid, record.blob, true));
+                } else if let Some(v) = snapshot.get(CF_HELD, &message_key(mailbox_id, *uid))? {
+                    // Expunged, kept for a view that still shows it (`view_holds.rs`).
+                    let held: crate::view_holds::HeldMessage = decode(CF_HELD, &v)?;
+                    records.push((*i, *uid, held.record.blob, false));
+                }
+            }
+            let summaries = snapshot.multi_get(
+                CF_SUMMARIES,
+                &records
+                    .iter()
+                    .map(|(_, _, blob, _)| blob.as_slice())
+                    .collect::<Vec<_>>(),
+            )?;
+            for ((i, uid, blob, live), summary) in records.into_iter().zip(summaries) {
+                if let (true, Some(s)) = (live, &summary) {
+                    backfill.push((uid, blob, s.clone()));
+                }
+                if let Some(slot) = found.get_mut(i) {
+                    *slot = Some((uid, blob, summary));
+                }
+            }
+        }
+        drop(snapshot);
+        if !backfill.is_empty() {
+            self.put_sort_keys(mailbox_id, &backfill)?;
+        }
+        Ok(found.into_iter().flatten().collect())
+    }
+
+    /// Writes the sort keys of messages stored before there were any (unsynced: they can
+    /// be written again), for those whose record still holds that body.
+    fn put_sort_keys(&self, mailbox_id: u64, entries: &[(u32, BlobId, Vec<u8>)]) -> StoreResult<()> {
+        let _guard = self.lock(&[crate::mailbox::mailbox_lock(mailbox_id)])?;
+        let mut batch = crate::db::Batch::default();
+        for (uid, blob, summary) in entries {
+            let key = message_key(mailbox_id, *uid);
+            let live = self
+                .get_json::<MessageRecord>(CF_MESSAGES, &key)?
+                .is_some_and(|r| r.blob == *blob);
+            if live {
+                batch.put(CF_SORT_KEYS, key, crate::mailbox::sort_key_value(blob, summary));
+            }
+        }
+        self.commit_lazy(batch)
     }
 
     /// Adds the summary of a body written before a summariser was set. Unsynced: it can

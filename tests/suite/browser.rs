@@ -56,18 +56,7 @@ fn the_console_in_chromium_from_totp_login_to_self_service() {
     );
     let mut secret = String::new();
     let server = TestServer::setup(&config, |s| {
-        s.admin_ok(&[
-            "domain",
-            "add",
-            "example.com",
-            "--relay-host",
-            &relay,
-            "--monitoring",
-            "false",
-            "--alert",
-            "ops@alerts.example",
-        ]);
-        s.admin_ok(&["domain", "add", "other.org"]);
+        crate::console::add_relayed_domains(s, &relay, &["--alert", "ops@alerts.example"]);
         s.add_user("anna@example.com", PASSWORD);
         let text = crate::console::add_admin(s, "root", &["--totp"]);
         secret = text

@@ -19,6 +19,22 @@ pub fn console_server(extra: &str) -> TestServer {
     })
 }
 
+/// example.com relayed to `relay` with probes off (and `extra` arguments), and other.org.
+pub fn add_relayed_domains(s: &TestServer, relay: &str, extra: &[&str]) {
+    let mut args = vec![
+        "domain",
+        "add",
+        "example.com",
+        "--relay-host",
+        relay,
+        "--monitoring",
+        "false",
+    ];
+    args.extend_from_slice(extra);
+    s.admin_ok(&args);
+    s.admin_ok(&["domain", "add", "other.org"]);
+}
+
 /// `admin add NAME ARGS --password-stdin` with `PASSWORD`; returns what it printed.
 pub fn add_admin(s: &TestServer, name: &str, args: &[&str]) -> String {
     let mut all = vec!["admin", "add", name];
@@ -322,16 +338,7 @@ fn the_failover_drill_fails_without_alert_recipients_and_ends_its_outage() {
     let sink = crate::sink::DumpSink::start(sink_dir.path());
     let relay = sink.addr();
     let server = TestServer::setup(WEB_CONFIG, |s| {
-        s.admin_ok(&[
-            "domain",
-            "add",
-            "example.com",
-            "--relay-host",
-            &relay,
-            "--monitoring",
-            "false",
-        ]);
-        s.admin_ok(&["domain", "add", "other.org"]);
+        add_relayed_domains(s, &relay, &[]);
         s.add_user("anna@example.com", PASSWORD);
         s.add_user("olga@other.org", PASSWORD);
         s.admin_ok(&["outage", "start", "other.org"]);
@@ -398,5 +405,60 @@ print("msp drills other.org", m.post("/domains/other.org/drill", {"address": "ol
             .iter()
             .any(|(_, m)| m.contains("Subject: Failover drill of example.com")),
         "the drill's message did not reach the primary"
+    );
+}
+
+/// The dashboard's last probe of each relay host: answered, or failed with why.
+#[test]
+fn the_dashboard_shows_each_domains_last_probe() {
+    let sink_dir = tempfile::tempdir().unwrap();
+    let sink = crate::sink::DumpSink::start(sink_dir.path());
+    let (relay, dead) = (sink.addr(), format!("127.0.0.1:{}", crate::sink::free_port()));
+    let server = TestServer::setup(WEB_CONFIG, |s| {
+        for (domain, host) in [("example.com", &relay), ("other.org", &dead)] {
+            s.admin_ok(&[
+                "domain",
+                "add",
+                domain,
+                "--relay-host",
+                host,
+                "--engagement",
+                "automatic",
+                "--monitoring",
+                "true",
+                "--probe-interval",
+                "1",
+                "--failures",
+                "1000",
+            ]);
+        }
+        add_admin(s, "root", &[]);
+    });
+    let script = format!(
+        "{CLIENT_PY}{}",
+        r#"
+import time
+c = Client()
+login(c, "root", "Correct1horse")
+def probe(body, domain):
+    m = re.search(r'data-domain="' + re.escape(domain) + r'".*?<td class="probe">([^<]*)</td>', body, re.S)
+    return m.group(1) if m else ""
+deadline = time.monotonic() + 120
+while True:
+    s, body, _ = c.get("/")
+    a, b = probe(body, "example.com"), probe(body, "other.org")
+    if (a.startswith("answered") and b.startswith("failed")) or time.monotonic() > deadline:
+        break
+    time.sleep(0.25)
+print("example.com", a)
+print("other.org", b)
+"#
+    );
+    let out = python_ok(&script, &args(&server));
+    assert!(out.contains("example.com answered 20"), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("other.org failed 20") && l.to_lowercase().contains("refused")),
+        "{out}"
     );
 }

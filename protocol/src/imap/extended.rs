@@ -192,6 +192,12 @@ pub enum Extended {
         tag: String,
         text: &'static str,
     },
+    /// A SEARCH RETURN refused as malformed, whose options asked for SAVE: the saved
+    /// result becomes empty (RFC 5182 §2.1) as for any failed SAVE search.
+    SearchSaveBad {
+        tag: String,
+        text: &'static str,
+    },
 }
 
 /// Whether a (possibly incomplete) command is one of the extended forms, so that a
@@ -271,6 +277,18 @@ pub fn parse(command: &[u8]) -> Option<Extended> {
             text: "Invalid SEARCH RETURN options",
         });
     };
+    // A refused SEARCH that asked for SAVE still empties the saved result.
+    let save_asked = command_name.atom_is("SEARCH")
+        && opts
+            .iter()
+            .any(|t| matches!(t, Token::Atom(a) if a.eq_ignore_ascii_case("SAVE")));
+    let bad = |tag: String, text: &'static str| {
+        if save_asked {
+            Extended::SearchSaveBad { tag, text }
+        } else {
+            Extended::Bad { tag, text }
+        }
+    };
     let mut options = EsearchOptions::default();
     let mut i = 0;
     while i < opts.len() {
@@ -289,20 +307,10 @@ pub fn parse(command: &[u8]) -> Option<Extended> {
                 i += 1;
                 match opts.get(i).and_then(partial_range) {
                     Some(range) => options.partial = Some(range),
-                    None => {
-                        return Some(Extended::Bad {
-                            tag,
-                            text: "Invalid PARTIAL range",
-                        })
-                    }
+                    None => return Some(bad(tag, "Invalid PARTIAL range")),
                 }
             }
-            _ => {
-                return Some(Extended::Bad {
-                    tag,
-                    text: "Unsupported SEARCH RETURN option",
-                })
-            }
+            _ => return Some(bad(tag, "Unsupported SEARCH RETURN option")),
         }
         i += 1;
     }
@@ -319,10 +327,7 @@ pub fn parse(command: &[u8]) -> Option<Extended> {
         options.all = true;
     }
     if options.save && options.partial.is_some() {
-        return Some(Extended::Bad {
-            tag,
-            text: "SAVE with PARTIAL is not supported",
-        });
+        return Some(bad(tag, "SAVE with PARTIAL is not supported"));
     }
     lx.skip_spaces();
     let mut criteria = command[..after_search].to_vec();

@@ -535,6 +535,12 @@ impl ImapSession {
                 return Flow::Continue;
             }
             Some(searchres::Substituted::TooLong { tag }) => {
+                // A SEARCH RETURN (SAVE) refused so leaves the saved result empty.
+                if let Some(extended::Extended::Search { options, .. }) = extended::parse(&command) {
+                    if options.save {
+                        self.saved.clear();
+                    }
+                }
                 no(out, &tag, "[LIMIT] Saved search result too large");
                 self.framer.drop_spool();
                 return Flow::Continue;
@@ -948,6 +954,12 @@ impl ImapSession {
     fn dispatch_extended(&mut self, ext: Extended, out: &mut Vec<u8>) -> Flow {
         match (self.phase(), ext) {
             (_, Extended::Bad { tag, text }) => self.bad(out, &tag, text),
+            (phase, Extended::SearchSaveBad { tag, text }) => {
+                if phase == Phase::Selected {
+                    self.saved.clear();
+                }
+                self.bad(out, &tag, text)
+            }
             (Phase::NotAuthenticated, Extended::List { tag, .. })
             | (Phase::NotAuthenticated, Extended::Search { tag, .. }) => {
                 self.bad(out, &tag, "Command not valid before login")
@@ -994,7 +1006,13 @@ impl ImapSession {
                     if options.update {
                         match self.admit_context(&tag, uid, criteria.as_ref(), out) {
                             Ok(admitted) => options.update = admitted,
-                            Err(text) => return self.bad(out, &tag, text),
+                            Err(text) => {
+                                // A refused SAVE search empties the saved result too.
+                                if options.save {
+                                    self.saved.clear();
+                                }
+                                return self.bad(out, &tag, text);
+                            }
                         }
                     }
                     let flow = self.search(

@@ -27,6 +27,12 @@ impl ImapSession {
             }
             return flow;
         }
+        if let Err(flow) = self.keys_ok(criteria, tag, out) {
+            if esearch.is_some_and(|o| o.save) {
+                self.saved.clear();
+            }
+            return flow;
+        }
         // IMAP4rev2 answers every SEARCH with ESEARCH, ALL by default (RFC 9051 §6.4.4).
         let esearch = match esearch {
             None if self.rev2 => Some(EsearchOptions {
@@ -276,6 +282,33 @@ pub(super) fn has_content_key(key: &SearchKey<'_>) -> bool {
         SearchKey::Or(a, b) => has_content_key(a) || has_content_key(b),
         SearchKey::Not(k) => has_content_key(k),
         other => message::is_content_key(other),
+    }
+}
+
+impl ImapSession {
+    /// IMAP4rev2 has no `\Recent`, and no NEW, OLD or RECENT search keys (RFC 9051
+    /// Appendix E): a session that enabled it is told so (`BAD`) rather than matched
+    /// against a flag it never sees.
+    pub(super) fn keys_ok(
+        &mut self,
+        criteria: &[SearchKey<'_>],
+        tag: &str,
+        out: &mut Vec<u8>,
+    ) -> Result<(), Flow> {
+        if self.rev2 && criteria.iter().any(has_recent_key) {
+            return Err(self.bad(out, tag, "NEW, OLD and RECENT are not IMAP4rev2 search keys"));
+        }
+        Ok(())
+    }
+}
+
+fn has_recent_key(key: &SearchKey<'_>) -> bool {
+    match key {
+        SearchKey::And(keys) => keys.as_ref().iter().any(has_recent_key),
+        SearchKey::Or(a, b) => has_recent_key(a) || has_recent_key(b),
+        SearchKey::Not(k) => has_recent_key(k),
+        SearchKey::New | SearchKey::Old | SearchKey::Recent => true,
+        _ => false,
     }
 }
 

@@ -50,6 +50,9 @@ impl ImapSession {
         if let Err(flow) = self.charset_ok(Some(charset), true, tag, out) {
             return flow;
         }
+        if let Err(flow) = self.keys_ok(search, tag, out) {
+            return flow;
+        }
         let items = match self.sorted(criteria, search) {
             Ok(items) => items,
             Err(err) => return backend_no(out, tag, &err),

@@ -45,6 +45,17 @@ pub(super) fn selected(store: &Arc<MockStore>) -> ImapSession {
 
 pub(super) const MSG: &str = "From: Ann <ann@example.org>\r\nSubject: hello\r\n\r\nHi there\r\n";
 
+/// A store whose INBOX holds `count` copies of `MSG`, and a session with it selected:
+/// the setup the CONTEXT and SEARCHRES tests share.
+pub(super) fn inbox_of(count: usize) -> (Arc<MockStore>, ImapSession) {
+    let store = MockStore::new();
+    for _ in 0..count {
+        store.deliver("INBOX", MSG, 0);
+    }
+    let s = selected(&store);
+    (store, s)
+}
+
 #[test]
 fn greeting_and_capabilities_depend_on_tls() {
     let store = MockStore::new();

@@ -2,16 +2,12 @@
 //! contexts reporting REMOVEFROM and ADDTO (with positions for SORT) as other sessions
 //! change the mailbox, NOUPDATE, tag reuse and CANCELUPDATE.
 
-use super::tests::{selected, send, MSG};
+use super::tests::{inbox_of, selected, send, MSG};
 use crate::testing::imap::MockStore;
 
 #[test]
 fn partial_pages_of_a_uid_search() {
-    let store = MockStore::new();
-    for _ in 0..4 {
-        store.deliver("INBOX", MSG, 0);
-    }
-    let mut s = selected(&store);
+    let (_store, mut s) = inbox_of(4);
     send(&mut s, "0 STORE 2 +FLAGS.SILENT (\\Seen)\r\n");
     assert_eq!(
         send(&mut s, "a UID SEARCH RETURN (PARTIAL 1:2) UNSEEN\r\n"),
@@ -33,11 +29,7 @@ fn partial_pages_of_a_uid_search() {
 
 #[test]
 fn update_contexts_report_how_the_result_changes_until_cancelled() {
-    let store = MockStore::new();
-    for _ in 0..4 {
-        store.deliver("INBOX", MSG, 0);
-    }
-    let mut s = selected(&store);
+    let (store, mut s) = inbox_of(4);
     let mut other = selected(&store);
     send(&mut s, "0 STORE 2 +FLAGS.SILENT (\\Seen)\r\n");
     assert_eq!(

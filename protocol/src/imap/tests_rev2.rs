@@ -14,6 +14,19 @@ fn rev2(store: &std::sync::Arc<MockStore>) -> super::ImapSession {
     s
 }
 
+/// `count` copies of `MSG` in INBOX, selected by a rev1 session and by a rev2 one.
+fn rev1_and_rev2(count: usize) -> (std::sync::Arc<MockStore>, super::ImapSession, super::ImapSession) {
+    let store = MockStore::new();
+    for _ in 0..count {
+        store.deliver("INBOX", MSG, 0);
+    }
+    let mut one = logged_in(&store);
+    send(&mut one, "s SELECT INBOX\r\n");
+    let mut two = rev2(&store);
+    send(&mut two, "s SELECT INBOX\r\n");
+    (store, one, two)
+}
+
 #[test]
 fn capability_and_enable() {
     let store = MockStore::new();
@@ -122,14 +135,7 @@ fn no_recent_flag_or_response_in_rev2() {
 
 #[test]
 fn search_answers_esearch_in_rev2() {
-    let store = MockStore::new();
-    for _ in 0..3 {
-        store.deliver("INBOX", MSG, 0);
-    }
-    let mut one = logged_in(&store);
-    send(&mut one, "s SELECT INBOX\r\n");
-    let mut two = rev2(&store);
-    send(&mut two, "s SELECT INBOX\r\n");
+    let (_store, mut one, mut two) = rev1_and_rev2(3);
     assert_eq!(
         send(&mut one, "a SEARCH 1:2\r\n"),
         "* SEARCH 1 2\r\na OK SEARCH completed\r\n"
@@ -337,5 +343,46 @@ fn charsets_after_enable_utf8_accept() {
     assert_eq!(
         send(&mut accept, "d THREAD REFERENCES UTF-8 ALL\r\n"),
         "* THREAD (1)\r\nd OK THREAD completed\r\n"
+    );
+}
+
+#[test]
+fn new_old_and_recent_are_not_search_keys_in_rev2() {
+    let (_store, mut one, mut two) = rev1_and_rev2(2);
+    // rev1: the session claimed both as \Recent.
+    assert_eq!(
+        send(&mut one, "a SEARCH NEW\r\n"),
+        "* SEARCH 1 2\r\na OK SEARCH completed\r\n"
+    );
+    for (command, reply) in [
+        (
+            "a SEARCH NEW\r\n",
+            "a BAD NEW, OLD and RECENT are not IMAP4rev2 search keys\r\n",
+        ),
+        (
+            "b UID SEARCH OR SEEN NOT (OLD)\r\n",
+            "b BAD NEW, OLD and RECENT are not IMAP4rev2 search keys\r\n",
+        ),
+        (
+            "c SORT (DATE) UTF-8 RECENT\r\n",
+            "c BAD NEW, OLD and RECENT are not IMAP4rev2 search keys\r\n",
+        ),
+        (
+            "d THREAD REFERENCES UTF-8 NEW\r\n",
+            "d BAD NEW, OLD and RECENT are not IMAP4rev2 search keys\r\n",
+        ),
+    ] {
+        assert_eq!(send(&mut two, command), reply, "{command}");
+    }
+    // A refused SAVE search empties `$` as any failed one does.
+    send(&mut two, "e SEARCH RETURN (SAVE) ALL\r\n");
+    assert_eq!(
+        send(&mut two, "f SEARCH RETURN (SAVE) RECENT\r\n"),
+        "f BAD NEW, OLD and RECENT are not IMAP4rev2 search keys\r\n"
+    );
+    assert_eq!(send(&mut two, "g FETCH $ UID\r\n"), "g OK FETCH completed\r\n");
+    assert_eq!(
+        send(&mut two, "h SEARCH UNSEEN\r\n"),
+        "* ESEARCH (TAG \"h\") ALL 1:2\r\nh OK SEARCH completed\r\n"
     );
 }

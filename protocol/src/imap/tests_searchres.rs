@@ -1,16 +1,11 @@
 //! SEARCHRES (RFC 5182) byte-exact: `SEARCH RETURN (SAVE)` and `$` in FETCH, STORE,
 //! COPY, MOVE, SEARCH and their UID forms, across expunges and reselection.
 
-use super::tests::{selected, send, MSG};
-use crate::testing::imap::MockStore;
+use super::tests::{inbox_of, send};
 
 #[test]
 fn saved_result_feeds_fetch_store_search_and_copy() {
-    let store = MockStore::new();
-    for _ in 0..4 {
-        store.deliver("INBOX", MSG, 0);
-    }
-    let mut s = selected(&store);
+    let (_store, mut s) = inbox_of(4);
     send(&mut s, "0 STORE 2 +FLAGS.SILENT (\\Seen)\r\n");
     // SAVE alone answers nothing but the OK.
     assert_eq!(
@@ -50,11 +45,7 @@ fn saved_result_feeds_fetch_store_search_and_copy() {
 
 #[test]
 fn saved_result_follows_expunges_and_ends_with_the_selection() {
-    let store = MockStore::new();
-    for _ in 0..3 {
-        store.deliver("INBOX", MSG, 0);
-    }
-    let mut s = selected(&store);
+    let (_store, mut s) = inbox_of(3);
     send(&mut s, "a SEARCH RETURN (SAVE) 2:3\r\n");
     send(&mut s, "b STORE 2 +FLAGS.SILENT (\\Deleted)\r\n");
     send(&mut s, "c EXPUNGE\r\n");
@@ -92,5 +83,56 @@ fn saved_result_follows_expunges_and_ends_with_the_selection() {
     assert_eq!(
         send(&mut s, "p SEARCH RETURN (SAVE PARTIAL 1:2) ALL\r\n"),
         "p BAD SAVE with PARTIAL is not supported\r\n"
+    );
+}
+
+/// RFC 5182 §2.1: a SEARCH with SAVE that fails, BAD included, leaves `$` empty, however
+/// it fails: a refused RETURN option, a bad range, bad criteria, a bad charset.
+#[test]
+fn a_refused_save_search_empties_the_saved_result() {
+    let (_store, mut s) = inbox_of(3);
+    for (command, reply) in [
+        (
+            "b SEARCH RETURN (SAVE PARTIAL 1:2) ALL\r\n",
+            "b BAD SAVE with PARTIAL is not supported\r\n",
+        ),
+        (
+            "b SEARCH RETURN (SAVE FROB) ALL\r\n",
+            "b BAD Unsupported SEARCH RETURN option\r\n",
+        ),
+        (
+            "b SEARCH RETURN (PARTIAL 0:1 SAVE) ALL\r\n",
+            "b BAD Invalid PARTIAL range\r\n",
+        ),
+        (
+            "b UID SEARCH RETURN (SAVE) FROBNICATE 7\r\n",
+            "b BAD Invalid SEARCH criteria\r\n",
+        ),
+        (
+            "b SEARCH RETURN (SAVE) CHARSET KOI8-R ALL\r\n",
+            "b NO [BADCHARSET (US-ASCII UTF-8)] Unsupported charset\r\n",
+        ),
+    ] {
+        send(&mut s, "a SEARCH RETURN (SAVE) 2:3\r\n");
+        assert_eq!(
+            send(&mut s, "c FETCH $ (UID)\r\n"),
+            "* 2 FETCH (UID 2)\r\n* 3 FETCH (UID 3)\r\nc OK FETCH completed\r\n"
+        );
+        assert_eq!(send(&mut s, command), reply, "{command}");
+        assert_eq!(
+            send(&mut s, "d FETCH $ (UID)\r\n"),
+            "d OK FETCH completed\r\n",
+            "after {command}"
+        );
+    }
+    // A refused SEARCH without SAVE leaves it alone.
+    send(&mut s, "a SEARCH RETURN (SAVE) 2:3\r\n");
+    assert_eq!(
+        send(&mut s, "e SEARCH RETURN (FROB) ALL\r\n"),
+        "e BAD Unsupported SEARCH RETURN option\r\n"
+    );
+    assert_eq!(
+        send(&mut s, "f UID FETCH $ (UID)\r\n"),
+        "* 2 FETCH (UID 2)\r\n* 3 FETCH (UID 3)\r\nf OK UID FETCH completed\r\n"
     );
 }

@@ -59,7 +59,13 @@ fn open_unsynced(dir: &std::path::Path) -> Store {
             Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
                 std::thread::yield_now()
             }
-            result => return result.unwrap(),
+            result => {
+                let store = result.unwrap();
+                // Summaries and sort keys are written too, so the integrity check sees
+                // them follow their bodies and messages.
+                store.set_summariser(Arc::new(|body: &[u8]| body[..body.len().min(16)].to_vec()));
+                return store;
+            }
         }
     }
 }

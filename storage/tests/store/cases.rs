@@ -645,4 +645,75 @@ fn a_queue_lease_keeps_an_entry_from_a_second_attempt_and_fences_late_outcomes()
         .record_attempt_and_mark(id, &delivered(), 1_201, None, Some((&fourth, false)))
         .unwrap();
     assert!(store.queue_entry(id).unwrap().is_none(), "delivered and gone");
+
+#[test]
+fn sort_keys_follow_their_messages_and_a_whole_mailbox_is_read_in_one_scan() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, anna) = with_user(dir.path());
+    // Stored before there was a summariser: neither a summary nor a sort key.
+    let old = b"Subject: old\r\n\r\nwritten before sort keys\r\n";
+    let (_, inbox, old_uid) = deliver(&store, vec![anna.id], old).stored[0];
+    store.set_summariser(Arc::new(|body: &[u8]| body[..13].to_vec()));
+    store.put_summary(&blob_id(old), b"late").unwrap();
+    let bodies: Vec<Vec<u8>> = (0..300)
+        .map(|n| format!("Subject: {n:04}\r\n\r\nbody\r\n").into_bytes())
+        .collect();
+    for body in &bodies {
+        deliver(&store, vec![anna.id], body);
+    }
+    let all = |mailbox: u64| -> Vec<u32> {
+        store
+            .messages(anna.id, mailbox)
+            .unwrap()
+            .1
+            .iter()
+            .map(|m| m.uid)
+            .collect()
+    };
+    let uids = all(inbox);
+    // 301 asked: the scan; the old message through its record, in the order asked.
+    let mut asked = uids.clone();
+    asked.reverse();
+    let got = store.summaries(anna.id, inbox, &asked).unwrap();
+    assert_eq!(got.len(), 301);
+    assert_eq!(got[300], (old_uid, blob_id(old), Some(b"late".to_vec())));
+    assert_eq!(
+        got[299],
+        (uids[1], blob_id(&bodies[0]), Some(b"Subject: 0000".to_vec()))
+    );
+    assert_eq!(got[0].2, Some(b"Subject: 0299".to_vec()));
+    // The old message's sort key is written now, and it is its message's.
+    assert!(store.check_integrity().unwrap().is_ok());
+    assert_eq!(store.summaries(anna.id, inbox, &asked).unwrap(), got);
+
+    // COPY and MOVE carry the keys over (a few: read one by one), expunge drops them.
+    let archive = store.mailbox_by_name(anna.id, "Archive").unwrap().unwrap().id;
+    store.copy(anna.id, inbox, &[old_uid, uids[1]], archive).unwrap();
+    store.move_messages(anna.id, inbox, &uids[2..4], archive).unwrap();
+    store.move_messages(anna.id, inbox, &uids[4..5], inbox).unwrap();
+    store.expunge(anna.id, inbox, &uids[5..10]).unwrap();
+    let report = store.check_integrity().unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
+    let in_archive: Vec<Option<Vec<u8>>> = store
+        .summaries(anna.id, archive, &all(archive))
+        .unwrap()
+        .into_iter()
+        .map(|(_, _, s)| s)
+        .collect();
+    assert_eq!(
+        in_archive,
+        vec![
+            Some(b"late".to_vec()),
+            Some(b"Subject: 0000".to_vec()),
+            Some(b"Subject: 0001".to_vec()),
+            Some(b"Subject: 0002".to_vec()),
+        ]
+    );
+    let left = store.summaries(anna.id, inbox, &all(inbox)).unwrap();
+    assert_eq!(left.len(), 301 - 2 - 5);
+    assert_eq!(left.last().unwrap().2, Some(b"Subject: 0003".to_vec()));
+    // Deleting the mailbox takes its keys with it.
+    store.delete_mailbox(anna.id, "Archive").unwrap();
+    let report = store.check_integrity().unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
 }

@@ -1,7 +1,8 @@
 //! The dashboard: every domain the administrator manages with its phase (normal,
 //! outage, draining), since when and why, queue depth and oldest entry, whether the
-//! queue is held, and the notices sent for the current outage (`outage status`, the
-//! outage memo). Reloads itself every 10 seconds.
+//! queue is held, the last probe of the relay host (or relay attempt counted as one)
+//! and the notices sent for the current outage (`outage status`, the outage memo).
+//! Reloads itself every 10 seconds.
 
 use std::sync::Arc;
 
@@ -33,7 +34,7 @@ pub async fn show(State(console): State<Arc<Console>>, admin: AdminSession) -> R
         // Reloads itself: no script, so it works with the console's script-free policy.
         (PreEscaped(r#"<meta http-equiv="refresh" content="10">"#))
         table id="domains" {
-            tr { th { "Domain" } th { "Phase" } th { "Since" } th { "Why" } th { "Queued" } th { "Oldest" } th { "Held" } th { "Notices" } }
+            tr { th { "Domain" } th { "Phase" } th { "Since" } th { "Why" } th { "Queued" } th { "Oldest" } th { "Held" } th { "Last probe" } th { "Notices" } }
             @for (d, memo) in status.domains.iter().zip(&memos) {
                 @let phase = d.state.phase;
                 tr data-domain=(d.domain) {
@@ -44,6 +45,13 @@ pub async fn show(State(console): State<Arc<Console>>, admin: AdminSession) -> R
                     td class="depth" { (d.queued) }
                     td { (d.oldest_relay.map(|t| format_age(now - t)).unwrap_or_else(|| "-".into())) }
                     td { @if d.domain_held { "held (" (d.held) ")" } @else { (d.held) } }
+                    td class="probe" {
+                        @match (memo.last_probe_at, &memo.last_probe_error) {
+                            (None, _) => "-",
+                            (Some(at), None) => { "answered " (time(at)) }
+                            (Some(at), Some(why)) => { "failed " (time(at)) ": " (why) }
+                        }
+                    }
                     td {
                         @if phase != OutagePhase::Normal && memo.spooling_notified_since.is_some() { "outage notice sent; " }
                         "last reminder " (opt_time(memo.last_reminder_at))
