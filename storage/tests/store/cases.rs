@@ -645,6 +645,7 @@ fn a_queue_lease_keeps_an_entry_from_a_second_attempt_and_fences_late_outcomes()
         .record_attempt_and_mark(id, &delivered(), 1_201, None, Some((&fourth, false)))
         .unwrap();
     assert!(store.queue_entry(id).unwrap().is_none(), "delivered and gone");
+}
 
 #[test]
 fn sort_keys_follow_their_messages_and_a_whole_mailbox_is_read_in_one_scan() {
