@@ -214,6 +214,7 @@ pub fn add(
         totp_last_step: 0,
         role,
         created_at: ctx.store.now(),
+        account_id: hex::encode(random_bytes::<16>()),
         last_login: None,
     })?;
     Ok(secret.map(|s| totp_uri(&ctx.config.hostname, name, &s)))

@@ -50,6 +50,11 @@ pub struct AdminAccount {
     pub totp_last_step: u64,
     pub role: AdminRole,
     pub created_at: i64,
+    /// Random, made with the account: a session outlives neither its account nor a new
+    /// account of the same name, even one made within the same second. Empty for
+    /// accounts made before it existed.
+    #[serde(default)]
+    pub account_id: String,
     #[serde(default)]
     pub last_login: Option<i64>,
 }
@@ -270,6 +275,7 @@ mod tests {
             totp_last_step: 0,
             role: AdminRole::Domains(vec!["Example.com".into()]),
             created_at: 1,
+            account_id: "a1".into(),
             last_login: None,
         };
         store.create_admin(&admin).unwrap();

@@ -189,6 +189,7 @@ pub async fn admin_login(
                     name: admin.name,
                     role: admin.role,
                     since: admin.created_at,
+                    account_id: admin.account_id,
                 },
                 "/",
             )

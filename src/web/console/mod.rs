@@ -215,6 +215,7 @@ pub struct AdminSession {
     pub role: AdminRole,
     /// The account's creation time (see [`Who::Admin`]).
     pub since: i64,
+    pub account_id: String,
     pub session: Session,
     pub ip: IpAddr,
 }
@@ -251,6 +252,7 @@ impl AdminSession {
             name: self.name.clone(),
             role: self.role.clone(),
             since: self.since,
+            account_id: self.account_id.clone(),
         }
     }
 }
@@ -285,7 +287,13 @@ impl FromRequestParts<Arc<Console>> for AdminSession {
         let Some((id, session)) = session_of(console, &parts.headers) else {
             return Err(AppError::Login("/login"));
         };
-        let Who::Admin { name, role, since } = session.who.clone() else {
+        let Who::Admin {
+            name,
+            role,
+            since,
+            account_id,
+        } = session.who.clone()
+        else {
             return Err(AppError::Login("/login"));
         };
         // The account as the store has it now, read on every request: an administrator
@@ -298,13 +306,16 @@ impl FromRequestParts<Arc<Console>> for AdminSession {
             .map_err(|e| AppError::Internal(e.to_string()))?
             .map_err(|e| AppError::Internal(format!("reading administrator {name}: {e}")))?;
         match account {
-            Some(a) if a.created_at == since && a.role == role => Ok(AdminSession {
-                name,
-                role,
-                since,
-                ip: peer_ip(parts),
-                session,
-            }),
+            Some(a) if a.created_at == since && a.account_id == account_id && a.role == role => {
+                Ok(AdminSession {
+                    name,
+                    role,
+                    since,
+                    account_id,
+                    ip: peer_ip(parts),
+                    session,
+                })
+            }
             _ => {
                 console.sessions.remove(&id);
                 Err(AppError::Login("/login"))

@@ -25,9 +25,10 @@ pub enum Who {
     Admin {
         name: String,
         role: AdminRole,
-        /// When the account was made: a session outlives neither its account nor a
-        /// new account of the same name.
+        /// When the account was made and its random id: a session outlives neither
+        /// its account nor a new account of the same name.
         since: i64,
+        account_id: String,
     },
     /// A mail user on the self-service pages.
     User { address: String },
