@@ -5,6 +5,8 @@
   warm HOST:PORT USERS [CA]                 log in once per user (fills auth caches)
   load NAME HOST:PORT USERS CLIENTS SECONDS [CA]
                                            mixed IMAP load; prints operations/s per command
+  (warm and load take several HOST:PORT,HOST:PORT: client i uses address i mod n, so
+  the same clients spread over the nodes of a cluster)
   idle PORT USERS CONNECTIONS PID          CONNECTIONS sessions in IDLE; prints PID's RSS
 
 `load` runs CLIENTS processes, each repeating one session for SECONDS: LOGIN, SELECT
@@ -113,17 +115,21 @@ def warm_one(args):
     m.logout()
 
 
+def addresses(addr):
+    return [(h, int(p)) for h, p in (a.rsplit(":", 1) for a in addr.split(","))]
+
+
 def warm(addr, users, ca):
-    """One login per user first, so both servers' credential caches are warm."""
-    host, port = addr.rsplit(":", 1)
+    """One login per user first (on every address), so the credential caches are warm."""
+    jobs = [(h, p, u, ca) for h, p in addresses(addr) for u in range(1, users + 1)]
     with multiprocessing.Pool(min(users, 8)) as pool:
-        pool.map(warm_one, [(host, int(port), u, ca) for u in range(1, users + 1)])
+        pool.map(warm_one, jobs)
 
 
 def load(name, addr, users, clients, seconds, ca):
-    host, port = addr.rsplit(":", 1)
+    addrs = addresses(addr)
     start_at = time.time() + 1.0
-    jobs = [(host, int(port), users, seconds, ca, i, start_at) for i in range(clients)]
+    jobs = [addrs[i % len(addrs)] + (users, seconds, ca, i, start_at) for i in range(clients)]
     with multiprocessing.Pool(clients) as pool:
         results = pool.map(worker, jobs)
     elapsed = time.time() - start_at
