@@ -69,8 +69,9 @@ pub enum Command {
 pub enum StoreCommand {
     /// Copy a whole store into another, RocksDB to PostgreSQL or back, then verify both
     /// by record counts and checksums. Stop the server first; start it on the target
-    /// after changing `[store]`. A copy cut off can be run again (records are
-    /// overwritten); the target should be empty.
+    /// after changing `[store]`. The target should be empty. A copy cut off (killed,
+    /// a lost connection) resumes where it stopped when run again with the same
+    /// arguments, as long as the source has not changed.
     Copy {
         /// `rocksdb:DIR` (the `db` directory under data_dir) or `postgres:URL`.
         #[arg(long)]
@@ -82,6 +83,10 @@ pub enum StoreCommand {
         /// system's roots) or "off".
         #[arg(long, default_value = "require")]
         tls: String,
+        /// Records per synced batch written to the target (at most 8 MiB each); each
+        /// batch also records how far the copy got, which is where a rerun resumes.
+        #[arg(long, default_value_t = understudy_storage::copy::BATCH_RECORDS)]
+        batch_records: usize,
     },
 }
 
@@ -114,11 +119,32 @@ fn open_store_spec(spec: &str, tls: &str) -> anyhow::Result<understudy_storage::
 /// `understudy store ...`: runs without a configuration file.
 pub fn run_store(command: StoreCommand) -> anyhow::Result<()> {
     match command {
-        StoreCommand::Copy { from, to, tls } => {
+        StoreCommand::Copy {
+            from,
+            to,
+            tls,
+            batch_records,
+        } => {
+            use understudy_storage::copy::{CopyEvent, CopyOptions};
             let source = open_store_spec(&from, &tls)?;
             let target = open_store_spec(&to, &tls)?;
             let display = ProgressDisplay::default();
-            let summary = source.copy_into(&target, &|done, total| display.update(done, total))?;
+            let options = CopyOptions { batch_records };
+            let summary = source.copy_into(&target, options, &mut |event| match event {
+                CopyEvent::Started { total, resumed } => {
+                    if resumed > 0 {
+                        display.note(&format!(
+                            "resuming: {resumed} of {total} records were copied by an earlier run"
+                        ));
+                    }
+                    display.update(resumed, total);
+                }
+                CopyEvent::Copied { done, total } => display.update(done, total),
+                CopyEvent::Verifying => {
+                    display.finish();
+                    display.note("verifying: counting and checksumming both sides");
+                }
+            })?;
             display.finish();
             let mut out = std::io::stdout().lock();
             for family in &summary {
@@ -505,15 +531,25 @@ fn hashed(password: &Secret) -> anyhow::Result<(String, PasswordTraits)> {
 }
 
 /// Progress of a long command on the admin's terminal: an `indicatif` bar on a terminal,
-/// a plain line every tenth otherwise (logs, CI), both on stderr so stdout stays the
-/// command's report.
+/// a plain line every tenth and at least every 10 seconds otherwise (logs, CI), both on
+/// stderr so stdout stays the command's report.
 #[derive(Default)]
 struct ProgressDisplay {
     bar: RefCell<Option<ProgressBar>>,
+    /// The tenth last reported in plain lines, plus one (0: nothing reported yet).
     last_tenth: Cell<u64>,
+    last_line: Cell<Option<std::time::Instant>>,
 }
 
 impl ProgressDisplay {
+    /// A line of its own (above the bar on a terminal).
+    fn note(&self, text: &str) {
+        match self.bar.borrow().as_ref() {
+            Some(bar) => bar.println(text),
+            None => eprintln!("{text}"),
+        }
+    }
+
     fn update(&self, done: u64, total: u64) {
         if total == 0 {
             return;
@@ -529,9 +565,14 @@ impl ProgressDisplay {
             });
             bar.set_position(done);
         } else {
-            let tenth = done * 10 / total;
-            if tenth > self.last_tenth.get() || done == total {
+            let tenth = done * 10 / total + 1;
+            let due = self
+                .last_line
+                .get()
+                .is_none_or(|at| at.elapsed() >= std::time::Duration::from_secs(10));
+            if tenth > self.last_tenth.get() || due {
                 self.last_tenth.set(tenth);
+                self.last_line.set(Some(std::time::Instant::now()));
                 eprintln!("progress: {done}/{total} rows");
             }
         }

@@ -70,6 +70,8 @@ mod shutdown;
 mod smarthost;
 /// SMTP with Python's smtplib: MX recipient checks, delivery, submission rules.
 mod smtp;
+/// `understudy store copy` SIGKILLed mid-way and resumed, RocksDB to PostgreSQL and back.
+mod store_copy;
 /// SMTP with `swaks`: the MX receiver and submission as a second real client.
 mod swaks;
 /// Roundcube under `php -S` on a real server, in headless Chromium, during an outage.

@@ -5,7 +5,7 @@
 use crate::harness::*;
 
 #[path = "../../storage/tests/support/pg.rs"]
-mod pg;
+pub(crate) mod pg;
 
 fn store_config(dir: &std::path::Path) -> String {
     format!(
