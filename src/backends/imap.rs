@@ -163,6 +163,7 @@ fn meta(r: &MessageRecord) -> MessageMeta {
         internal_date: r.internal_date,
         internal_date_offset_minutes: r.tz_offset_minutes,
         size: r.size,
+        sent_date: r.sent_date,
     }
 }
 
@@ -318,6 +319,15 @@ impl ImapBackend for ImapStore {
         self.summaries
             .get(&self.store, account.id, mailbox, uids)
             .map_err(error)
+    }
+
+    fn remember_sent_dates(
+        &self,
+        _account: &Account,
+        mailbox: MailboxId,
+        dates: &[(u32, i64)],
+    ) -> Result<(), BackendError> {
+        self.store.put_sent_dates(mailbox, dates).map_err(error)
     }
 
     fn quota(&self, account: &Account) -> Result<Option<Quota>, BackendError> {

@@ -13,14 +13,20 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use understudy_protocol::imap::backend::{MailboxId, MessageSummary};
-use understudy_storage::{Store, StoreError};
+use understudy_storage::{BodySummary, Store, StoreError};
 
 /// About 250 octets each: 200,000 entries are some 50 MB, four 50,000-message INBOXes.
 pub const MAX_CACHED: usize = 200_000;
 
 /// The summariser the store runs on each new body.
 pub fn install_summariser(store: &Store) {
-    store.set_summariser(Arc::new(|body: &[u8]| MessageSummary::of(body).to_bytes()));
+    store.set_summariser(Arc::new(|body: &[u8]| {
+        let summary = MessageSummary::of(body);
+        BodySummary {
+            bytes: summary.to_bytes(),
+            sent_date: summary.date,
+        }
+    }));
 }
 
 /// One mailbox's entries in UID order: sessions ask in UID order (their view's), so a

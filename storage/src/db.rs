@@ -80,7 +80,17 @@ pub struct Store {
 
 /// Turns a message body into the summary kept beside it (`CF_SUMMARIES`). The store
 /// does not know what is in it; the server wires in the IMAP crate's SORT/THREAD keys.
-pub type Summariser = Arc<dyn Fn(&[u8]) -> Vec<u8> + Send + Sync>;
+pub type Summariser = Arc<dyn Fn(&[u8]) -> BodySummary + Send + Sync>;
+
+/// What a [`Summariser`] makes of a body.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BodySummary {
+    /// Kept beside the body and in each of its messages' sort keys, opaque to the store.
+    pub bytes: Vec<u8>,
+    /// The Date header in Unix seconds, if it parses: each new record's `sent_date`
+    /// (its internal date when `None`).
+    pub sent_date: Option<i64>,
+}
 
 pub(crate) struct Inner {
     /// The engine (`backend/`): RocksDB in `path`, or PostgreSQL.

@@ -44,7 +44,7 @@ pub mod view_holds;
 pub use address::EmailAddress;
 pub use backend::pg::{PgOptions, PgTls};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use db::{Store, StoreOptions, Summariser, SCHEMA_VERSION};
+pub use db::{BodySummary, Store, StoreOptions, Summariser, SCHEMA_VERSION};
 pub use error::{StoreError, StoreResult};
 pub use mailbox::NewMessage;
 pub use model::*;

@@ -21,7 +21,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use crate::db::{decode, read_i64, Batch, Direction, IterMode, Store, COUNTER_QUEUE, COUNTER_TRACKING};
+use crate::db::{
+    decode, read_i64, Batch, BodySummary, Direction, IterMode, Store, COUNTER_QUEUE, COUNTER_TRACKING,
+};
 use sha2::{Digest, Sha256};
 
 use crate::error::{StoreError, StoreResult};
@@ -459,7 +461,8 @@ impl Store {
         self.counter_merge(&mut batch, COUNTER_TRACKING, tracking_id)?;
         let copies = (users.len() + req.queue.len()) as i64;
         let summary = self.summarise(req.body);
-        self.add_blob_refs(&mut batch, &blob, req.body, summary.as_deref(), copies)?;
+        let summary_bytes = summary.as_ref().map(|s| s.bytes.as_slice());
+        self.add_blob_refs(&mut batch, &blob, req.body, summary_bytes, copies)?;
         let mut events = vec![TrackingEvent {
             at: now,
             kind: "received".into(),
@@ -480,8 +483,9 @@ impl Store {
                 tz_offset_minutes: 0,
                 size,
                 tracking_id,
+                sent_date: summary.as_ref().map(|s| s.sent_date.unwrap_or(now)),
             };
-            let record = self.add_message_into(&mut batch, &mut mailbox, record, summary.as_deref())?;
+            let record = self.add_message_into(&mut batch, &mut mailbox, record, summary_bytes)?;
             stored.push((*user, mailbox.id, record.uid));
             touched.push((mailbox.id, mailbox.highest_modseq));
             events.push(TrackingEvent {
@@ -607,12 +611,13 @@ impl Store {
         for (i, blob) in blobs.iter().enumerate() {
             counts.entry(*blob).or_insert((i, 0)).1 += 1;
         }
-        let summaries: BTreeMap<BlobId, Option<Vec<u8>>> = counts
+        let summaries: BTreeMap<BlobId, Option<BodySummary>> = counts
             .iter()
             .map(|(blob, (first, _))| (*blob, self.summarise(messages[*first].body)))
             .collect();
+        let summary_of = |blob: &BlobId| summaries.get(blob).and_then(|s| s.as_ref());
         for (blob, (first, count)) in &counts {
-            let summary = summaries.get(blob).and_then(|s| s.as_deref());
+            let summary = summary_of(blob).map(|s| s.bytes.as_slice());
             self.add_blob_refs(&mut batch, blob, messages[*first].body, summary, *count)?;
         }
         let mut uids = Vec::with_capacity(messages.len());
@@ -630,8 +635,9 @@ impl Store {
                 tz_offset_minutes: tz,
                 size,
                 tracking_id: 0,
+                sent_date: summary_of(blob).map(|s| s.sent_date.unwrap_or(date)),
             };
-            let summary = summaries.get(blob).and_then(|s| s.as_deref());
+            let summary = summary_of(blob).map(|s| s.bytes.as_slice());
             uids.push(
                 self.add_message_into(&mut batch, &mut mailbox, record, summary)?
                     .uid,
@@ -1004,7 +1010,7 @@ impl Store {
     }
 
     /// The summary of a body, when the server set a summariser.
-    fn summarise(&self, body: &[u8]) -> Option<Vec<u8>> {
+    fn summarise(&self, body: &[u8]) -> Option<BodySummary> {
         self.inner.summariser.get().map(|summarise| summarise(body))
     }
 

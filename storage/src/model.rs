@@ -241,6 +241,13 @@ pub struct MessageRecord {
     /// Tracking id of the delivery that created it (copies keep it).
     #[serde(default)]
     pub tracking_id: u64,
+    /// What SORT DATE orders by (RFC 5256 §2.2): the Date header in Unix seconds, or
+    /// `internal_date` when it has none that parses; written with the record when the
+    /// server set a summariser, so such a SORT reads the records SELECT already holds.
+    /// `None`: not known (a record written before, or without a summariser); IMAP then
+    /// reads the body's summary once and fills it in (`Store::put_sent_dates`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_date: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -132,6 +132,32 @@ impl Store {
         self.commit_lazy(batch)
     }
 
+    /// Fills in the `sent_date` of records written without one (before the field
+    /// existed, or with no summariser set): `dates` are (UID, sent date) as IMAP worked
+    /// them out from the bodies' summaries. Records that have one, or are gone, are left
+    /// alone; the modseq does not change (no client sees the field). Unsynced: it can be
+    /// worked out again.
+    pub fn put_sent_dates(&self, mailbox_id: u64, dates: &[(u32, i64)]) -> StoreResult<()> {
+        let _guard = self.lock(&[crate::mailbox::mailbox_lock(mailbox_id)])?;
+        let keys: Vec<[u8; 12]> = dates.iter().map(|(u, _)| message_key(mailbox_id, *u)).collect();
+        let snapshot = self.snapshot()?;
+        let values = snapshot.multi_get(
+            CF_MESSAGES,
+            &keys.iter().map(|k| k.as_slice()).collect::<Vec<_>>(),
+        )?;
+        drop(snapshot);
+        let mut batch = crate::db::Batch::default();
+        for ((key, (_, date)), value) in keys.iter().zip(dates).zip(values) {
+            let Some(value) = value else { continue };
+            let mut record: MessageRecord = decode(CF_MESSAGES, &value)?;
+            if record.sent_date.is_none() {
+                record.sent_date = Some(*date);
+                self.put_json(&mut batch, CF_MESSAGES, key, &record)?;
+            }
+        }
+        self.commit_lazy(batch)
+    }
+
     /// Adds the summary of a body written before a summariser was set. Unsynced: it can
     /// be computed again. Nothing is written if the body is gone meanwhile.
     pub fn put_summary(&self, blob: &BlobId, summary: &[u8]) -> StoreResult<()> {

@@ -138,6 +138,12 @@ pub struct MessageMeta {
     pub internal_date: i64,
     pub internal_date_offset_minutes: i16,
     pub size: u32,
+    /// The Date header in Unix seconds, or `internal_date` when it has none that parses
+    /// (what SORT DATE orders by, RFC 5256 §2.2), so that SORT by date, arrival or size
+    /// reads nothing but these. `None`: the store does not know it (a message stored
+    /// before it kept this); SORT then reads the message's summary and tells the store
+    /// (`remember_sent_dates`).
+    pub sent_date: Option<i64>,
 }
 
 /// An account's storage quota: octets allowed and octets used over all mailboxes.
@@ -281,6 +287,17 @@ pub trait ImapBackend: Send + Sync {
             }
         }
         Ok(out)
+    }
+    /// Keeps the sent dates SORT worked out (from `summaries`) for messages whose meta
+    /// had none, as (UID, `MessageMeta::sent_date`), so the next SORT after a restart
+    /// needs no summaries. Best effort: an error only costs that work again.
+    fn remember_sent_dates(
+        &self,
+        _account: &Account,
+        _mailbox: MailboxId,
+        _dates: &[(u32, i64)],
+    ) -> Result<(), BackendError> {
+        Ok(())
     }
     /// The account's storage limit and use (QUOTA, RFC 9208): one quota root for all
     /// of the user's mailboxes. `None`: the account has no limit.

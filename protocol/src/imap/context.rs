@@ -176,7 +176,7 @@ impl ImapSession {
                     ..
                 },
             )) => match self.sorted(sort_criteria.as_ref(), search_criteria.as_ref()) {
-                Ok(items) => items.into_iter().map(|s| s.index).collect(),
+                Ok(indices) => indices,
                 Err(err) => {
                     tracing::warn!(%err, "imap: re-sorting an UPDATE context failed");
                     return None;

@@ -2,12 +2,17 @@
 //! RFC 5957) and SORT RETURN (ESORT, RFC 5267 §3).
 //!
 //! The messages are chosen by the same search as SEARCH (`matching`); their keys come
-//! from the view (ARRIVAL, SIZE) and from the per-message summaries the store keeps
-//! (`ImapBackend::summaries`: dates, addresses, base subject), so no body is read unless
-//! a search key needs it. Ties are broken by sequence number, ascending, whatever the
-//! REVERSE flags (RFC 5256 §3: "in the order they appear in the mailbox").
+//! from the view (ARRIVAL, SIZE, and DATE: `MessageMeta::sent_date`) and, for the
+//! others, from the per-message summaries the store keeps (`ImapBackend::summaries`:
+//! addresses, base subject), so no body is read unless a search key needs it. A SORT
+//! by ARRIVAL, DATE and SIZE only sorts integers the view already holds; a message
+//! whose meta has no sent date (stored before there was one) has it worked out from its
+//! summary once and given back to the store (`ImapBackend::remember_sent_dates`). Ties
+//! are broken by sequence number, ascending, whatever the REVERSE flags (RFC 5256 §3:
+//! "in the order they appear in the mailbox").
 
 use std::cmp::Ordering;
+use std::io::Write as _;
 use std::sync::Arc;
 
 use imap_codec::imap_types::extensions::sort::{SortCriterion, SortKey};
@@ -25,14 +30,25 @@ pub(super) struct Sortable {
     pub uid: u32,
     pub internal_date: i64,
     pub size: u32,
+    /// The meta's sent date, when it has one.
+    pub sent: Option<i64>,
     pub summary: Arc<MessageSummary>,
 }
 
 impl Sortable {
     /// RFC 5256 §2.2: the Date: header, or INTERNALDATE when it has none that parses.
     pub fn sent_date(&self) -> i64 {
-        self.summary.date.unwrap_or(self.internal_date)
+        self.sent
+            .unwrap_or_else(|| sent_date_of(&self.summary, self.internal_date))
     }
+}
+
+/// The most distinct keys among ARRIVAL, DATE and SIZE.
+const NUMERIC_KEYS: usize = 3;
+
+/// RFC 5256 §2.2: the Date header, or the internal date without one.
+fn sent_date_of(summary: &MessageSummary, internal_date: i64) -> i64 {
+    summary.date.unwrap_or(internal_date)
 }
 
 impl ImapSession {
@@ -53,19 +69,29 @@ impl ImapSession {
         if let Err(flow) = self.keys_ok(search, tag, out) {
             return flow;
         }
-        let items = match self.sorted(criteria, search) {
-            Ok(items) => items,
+        if criteria.iter().any(|c| c.key == SortKey::Date) {
+            self.learn_sent_dates();
+        }
+        let indices = match self.sorted(criteria, search) {
+            Ok(indices) => indices,
             Err(err) => return backend_no(out, tag, &err),
         };
-        let numbers: Vec<u32> = items
-            .iter()
-            .map(|s| if uid { s.uid } else { s.index as u32 + 1 })
-            .collect();
+        let numbers: Vec<u32> = match &self.state {
+            State::Selected { view, .. } => indices
+                .iter()
+                .filter_map(|&i| {
+                    let m = view.messages.get(i)?;
+                    Some(if uid { m.meta.uid } else { i as u32 + 1 })
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
         match esort {
             None => {
                 out.extend_from_slice(b"* SORT");
                 for n in &numbers {
-                    out.extend_from_slice(format!(" {n}").as_bytes());
+                    // Writing into a Vec cannot fail.
+                    let _ = write!(out, " {n}");
                 }
             }
             Some(o) => {
@@ -119,19 +145,123 @@ impl ImapSession {
         )
     }
 
-    /// The messages matching `search` in the order of `criteria`, ties by sequence
-    /// number (RFC 5256 §3).
+    /// Works out the sent dates the view lacks (messages stored before the store kept
+    /// them) from their summaries, puts them in the view and gives them to the store, so
+    /// that this and every later SORT by date sorts the view's integers alone. A failure
+    /// leaves them unknown: `sorted` then reads the summaries itself.
+    fn learn_sent_dates(&mut self) {
+        let State::Selected { account, view } = &mut self.state else {
+            return;
+        };
+        let missing: Vec<u32> = view
+            .messages
+            .iter()
+            .filter(|m| m.meta.sent_date.is_none())
+            .map(|m| m.meta.uid)
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        let summaries = match self.store.summaries(account, view.id, &missing) {
+            Ok(s) => s,
+            Err(err) => {
+                tracing::warn!(%err, "imap SORT: reading summaries for sent dates failed");
+                return;
+            }
+        };
+        // In the order asked (UID order, the view's), minus messages gone meanwhile.
+        let mut found = summaries.into_iter().peekable();
+        let mut learned = Vec::with_capacity(missing.len());
+        for m in view.messages.iter_mut().filter(|m| m.meta.sent_date.is_none()) {
+            if let Some((_, summary)) = found.next_if(|(u, _)| *u == m.meta.uid) {
+                let date = sent_date_of(&summary, m.meta.internal_date);
+                m.meta.sent_date = Some(date);
+                learned.push((m.meta.uid, date));
+            }
+        }
+        if let Err(err) = self.store.remember_sent_dates(account, view.id, &learned) {
+            tracing::warn!(%err, "imap SORT: keeping sent dates failed");
+        }
+    }
+
+    /// The view indices of the messages matching `search`, in the order of `criteria`,
+    /// ties by sequence number (RFC 5256 §3).
     pub(super) fn sorted(
         &self,
         criteria: &[SortCriterion],
         search: &[SearchKey<'_>],
-    ) -> Result<Vec<Sortable>, BackendError> {
-        let needs_summary = criteria
+    ) -> Result<Vec<usize>, BackendError> {
+        let numeric = criteria
             .iter()
-            .any(|c| !matches!(c.key, SortKey::Arrival | SortKey::Size));
-        let mut items = self.sortables(search, needs_summary)?;
+            .all(|c| matches!(c.key, SortKey::Arrival | SortKey::Date | SortKey::Size));
+        if numeric {
+            return self.sorted_by_numbers(criteria, search);
+        }
+        let mut items = self.sortables(search, true)?;
         items.sort_by(|a, b| compare(criteria, a, b).then(a.index.cmp(&b.index)));
-        Ok(items)
+        Ok(items.into_iter().map(|s| s.index).collect())
+    }
+
+    /// `sorted` when every key is ARRIVAL, DATE or SIZE: one row of integers per
+    /// message (REVERSE as the bitwise complement, which reverses the order of i64),
+    /// no summary unless a message's sent date is unknown.
+    fn sorted_by_numbers(
+        &self,
+        criteria: &[SortCriterion],
+        search: &[SearchKey<'_>],
+    ) -> Result<Vec<usize>, BackendError> {
+        // A key already compared cannot break a tie again: only the first of each counts.
+        let mut keys: Vec<&SortCriterion> = Vec::with_capacity(NUMERIC_KEYS);
+        for c in criteria {
+            if !keys.iter().any(|k| k.key == c.key) {
+                keys.push(c);
+            }
+        }
+        let indices = self.matching(search);
+        let State::Selected { account, view } = &self.state else {
+            return Ok(Vec::new());
+        };
+        let unknown: Vec<u32> = if keys.iter().any(|k| k.key == SortKey::Date) {
+            indices
+                .iter()
+                .filter_map(|&i| view.messages.get(i))
+                .filter(|m| m.meta.sent_date.is_none())
+                .map(|m| m.meta.uid)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let mut summaries = if unknown.is_empty() {
+            Vec::new()
+        } else {
+            self.store.summaries(account, view.id, &unknown)?
+        }
+        .into_iter()
+        .peekable();
+        let mut rows: Vec<([i64; NUMERIC_KEYS], usize)> = Vec::with_capacity(indices.len());
+        for i in indices {
+            let Some(m) = view.messages.get(i) else { continue };
+            let meta = &m.meta;
+            let sent = match meta.sent_date {
+                Some(date) => date,
+                // A message expunged meanwhile keeps its place with its internal date.
+                None => summaries
+                    .next_if(|(u, _)| *u == meta.uid)
+                    .map_or(meta.internal_date, |(_, s)| sent_date_of(&s, meta.internal_date)),
+            };
+            let mut row = [0i64; NUMERIC_KEYS];
+            for (slot, c) in row.iter_mut().zip(&keys) {
+                let value = match c.key {
+                    SortKey::Arrival => meta.internal_date,
+                    SortKey::Size => i64::from(meta.size),
+                    _ => sent,
+                };
+                *slot = if c.reverse { !value } else { value };
+            }
+            rows.push((row, i));
+        }
+        rows.sort_unstable();
+        Ok(rows.into_iter().map(|(_, i)| i).collect())
     }
 
     /// The messages matching `search`, with their summaries when `with_summary` (else
@@ -169,6 +299,7 @@ impl ImapSession {
                 uid: m.meta.uid,
                 internal_date: m.meta.internal_date,
                 size: m.meta.size,
+                sent: m.meta.sent_date,
                 summary,
             });
         }

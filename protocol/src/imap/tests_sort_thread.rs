@@ -1,5 +1,7 @@
 //! SORT, SORT=DISPLAY, ESORT and THREAD against the in-memory store, byte-exact.
 
+use std::sync::Arc;
+
 use super::tests::{logged_in, selected, send};
 use crate::testing::imap::MockStore;
 
@@ -244,4 +246,123 @@ fn sort_and_thread_need_a_selected_mailbox_and_are_advertised() {
     ] {
         assert!(caps.contains(cap), "{cap} missing: {caps}");
     }
+}
+
+/// Five APPENDs whose sent dates (RFC 5256 §2.2) are, by sequence number: 5 Jan (Date
+/// header), 1 Jan 10:00 (no Date header: the internal date), 31 Dec (Date header),
+/// 4 Jan (a Date header that does not parse: the internal date), 1 Jan 10:00 (Date
+/// header, the same instant as 2, and larger than 2).
+fn dated(store: &Arc<MockStore>) {
+    let mut s = logged_in(store);
+    for (date, text) in [
+        (
+            "02-Jan-2024 10:00:00 +0000",
+            "Subject: one\r\nDate: Fri, 5 Jan 2024 10:00:00 +0000\r\n\r\nx\r\n",
+        ),
+        ("01-Jan-2024 10:00:00 +0000", "Subject: two\r\n\r\nx\r\n"),
+        (
+            "03-Jan-2024 10:00:00 +0000",
+            "Subject: three\r\nDate: Sun, 31 Dec 2023 10:00:00 +0000\r\n\r\nx\r\n",
+        ),
+        (
+            "04-Jan-2024 10:00:00 +0000",
+            "Subject: four\r\nDate: sometime\r\n\r\nx\r\n",
+        ),
+        (
+            "01-Jan-2024 10:00:00 +0000",
+            "Subject: five\r\nDate: Mon, 1 Jan 2024 10:00:00 +0000\r\n\r\nx\r\n",
+        ),
+    ] {
+        let r = send(
+            &mut s,
+            &format!("p APPEND INBOX \"{date}\" {{{}+}}\r\n{text}\r\n", text.len()),
+        );
+        assert!(r.starts_with("p OK [APPENDUID "), "{r}");
+    }
+}
+
+const SENT_DATES: [i64; 5] = [
+    1_704_448_800,
+    1_704_103_200,
+    1_704_016_800,
+    1_704_362_400,
+    1_704_103_200,
+];
+
+fn body_reads(store: &MockStore) -> usize {
+    store.calls().iter().filter(|c| c.starts_with("body ")).count()
+}
+
+#[test]
+fn sort_by_date_arrival_and_size_reads_only_the_view() {
+    let store = MockStore::new();
+    dated(&store);
+    assert_eq!(store.sent_dates("INBOX"), SENT_DATES.map(Some).to_vec());
+    let mut s = selected(&store);
+    let reads = body_reads(&store);
+    assert_eq!(
+        send(&mut s, "a SORT (DATE) UTF-8 ALL\r\n"),
+        "* SORT 3 2 5 4 1\r\na OK SORT completed\r\n"
+    );
+    // Ties (2 and 5) in mailbox order whatever REVERSE says.
+    assert_eq!(
+        send(&mut s, "b SORT (REVERSE DATE) UTF-8 ALL\r\n"),
+        "* SORT 1 4 2 5 3\r\nb OK SORT completed\r\n"
+    );
+    assert_eq!(
+        send(&mut s, "c SORT (DATE REVERSE SIZE) UTF-8 ALL\r\n"),
+        "* SORT 3 5 2 4 1\r\nc OK SORT completed\r\n"
+    );
+    // A key given twice: only the first counts.
+    assert_eq!(
+        send(&mut s, "d UID SORT (ARRIVAL REVERSE ARRIVAL DATE) UTF-8 ALL\r\n"),
+        "* SORT 2 5 1 3 4\r\nd OK UID SORT completed\r\n"
+    );
+    assert_eq!(
+        send(&mut s, "e SORT (REVERSE ARRIVAL REVERSE DATE) UTF-8 NOT 4\r\n"),
+        "* SORT 3 1 2 5\r\ne OK SORT completed\r\n"
+    );
+    assert_eq!(
+        send(&mut s, "f SORT RETURN (MIN MAX) (SIZE DATE) UTF-8 ALL\r\n"),
+        "* ESEARCH (TAG \"f\") MIN 2 MAX 3\r\nf OK SORT completed\r\n"
+    );
+    assert_eq!(body_reads(&store), reads, "no body or summary read");
+    assert!(!store.calls().iter().any(|c| c.starts_with("remember_sent_dates")));
+}
+
+#[test]
+fn messages_stored_without_a_sent_date_are_sorted_from_their_summaries_once() {
+    let store = MockStore::new();
+    dated(&store);
+    store.forget_sent_dates("INBOX");
+    let mut s = selected(&store);
+    let reads = body_reads(&store);
+    assert_eq!(
+        send(&mut s, "a SORT (ARRIVAL) UTF-8 ALL\r\n"),
+        "* SORT 2 5 1 3 4\r\na OK SORT completed\r\n"
+    );
+    assert_eq!(body_reads(&store), reads, "ARRIVAL needs no sent date");
+    assert_eq!(
+        send(&mut s, "b SORT (DATE) UTF-8 ALL\r\n"),
+        "* SORT 3 2 5 4 1\r\nb OK SORT completed\r\n"
+    );
+    assert_eq!(body_reads(&store), reads + 5, "each summary read once");
+    assert!(store.calls().contains(&"remember_sent_dates 5".to_string()));
+    assert_eq!(store.sent_dates("INBOX"), SENT_DATES.map(Some).to_vec());
+    assert_eq!(
+        send(&mut s, "c SORT (REVERSE DATE) UTF-8 ALL\r\n"),
+        "* SORT 1 4 2 5 3\r\nc OK SORT completed\r\n"
+    );
+    // A new session (as after a restart) finds them in the store.
+    let mut fresh = selected(&store);
+    assert_eq!(
+        send(&mut fresh, "d SORT (DATE) UTF-8 ALL\r\n"),
+        "* SORT 3 2 5 4 1\r\nd OK SORT completed\r\n"
+    );
+    assert_eq!(body_reads(&store), reads + 5, "nothing read again");
+    // SUBJECT DATE goes through the summaries and agrees.
+    assert_eq!(
+        send(&mut fresh, "e SORT (SUBJECT DATE) UTF-8 ALL\r\n"),
+        "* SORT 5 4 1 3 2\r\ne OK SORT completed\r\n"
+    );
 }

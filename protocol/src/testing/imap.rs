@@ -4,6 +4,7 @@
 use std::sync::{Arc, Mutex};
 
 use crate::auth::{AccessLevel, Account, AuthBackend, AuthError, Credentials};
+use crate::imap::message::MessageSummary;
 use crate::imap::{
     BackendError, Change, ChangeKind, Flags, ImapBackend, MailboxId, MailboxInfo, MessageMeta, Quota,
     SpecialUse, StoreOp,
@@ -104,6 +105,22 @@ impl MockStore {
     pub fn calls(&self) -> Vec<String> {
         self.state.lock().unwrap().calls.clone()
     }
+
+    /// Makes `mailbox`'s messages look stored before the store kept sent dates.
+    pub fn forget_sent_dates(&self, mailbox: &str) {
+        let mut st = self.state.lock().unwrap();
+        let mb = st.mailboxes.iter_mut().find(|m| m.info.name == mailbox).unwrap();
+        for (meta, _) in &mut mb.messages {
+            meta.sent_date = None;
+        }
+    }
+
+    /// The sent dates the store holds for `mailbox`'s messages, in UID order.
+    pub fn sent_dates(&self, mailbox: &str) -> Vec<Option<i64>> {
+        let st = self.state.lock().unwrap();
+        let mb = st.mailboxes.iter().find(|m| m.info.name == mailbox).unwrap();
+        mb.messages.iter().map(|m| m.0.sent_date).collect()
+    }
 }
 
 impl MockMailbox {
@@ -134,6 +151,8 @@ impl MockMailbox {
                 internal_date: date.0,
                 internal_date_offset_minutes: date.1,
                 size: body.len() as u32,
+                // As the real store writes it with the record.
+                sent_date: Some(MessageSummary::of(&body).date.unwrap_or(date.0)),
             },
             body,
         ));
@@ -475,6 +494,22 @@ impl ImapBackend for MockStore {
         let moved: Vec<u32> = pairs.iter().map(|p| p.0).collect();
         self.expunge(a, from, &moved)?;
         Ok((validity, pairs))
+    }
+    fn remember_sent_dates(
+        &self,
+        _: &Account,
+        mailbox: MailboxId,
+        dates: &[(u32, i64)],
+    ) -> Result<(), BackendError> {
+        let mut st = self.state.lock().unwrap();
+        st.calls.push(format!("remember_sent_dates {}", dates.len()));
+        let mb = st.by_id(mailbox)?;
+        for (uid, date) in dates {
+            if let Some(i) = mb.find(*uid) {
+                mb.messages[i].0.sent_date.get_or_insert(*date);
+            }
+        }
+        Ok(())
     }
     fn quota(&self, _: &Account) -> Result<Option<Quota>, BackendError> {
         let st = self.state.lock().unwrap();

@@ -63,7 +63,10 @@ fn open_unsynced(dir: &std::path::Path) -> Store {
                 let store = result.unwrap();
                 // Summaries and sort keys are written too, so the integrity check sees
                 // them follow their bodies and messages.
-                store.set_summariser(Arc::new(|body: &[u8]| body[..body.len().min(16)].to_vec()));
+                store.set_summariser(Arc::new(|body: &[u8]| BodySummary {
+                    bytes: body[..body.len().min(16)].to_vec(),
+                    sent_date: None,
+                }));
                 return store;
             }
         }

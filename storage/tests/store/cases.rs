@@ -432,7 +432,10 @@ fn a_body_summary_is_written_with_the_body_shared_by_copies_and_freed_with_it() 
     let old = b"Subject: old\r\n\r\nwritten before summaries\r\n";
     let (_, inbox, old_uid) = deliver(&store, vec![anna.id], old).stored[0];
     assert_eq!(store.summaries(anna.id, inbox, &[old_uid]).unwrap()[0].2, None);
-    store.set_summariser(Arc::new(|body: &[u8]| body[..9].to_vec()));
+    store.set_summariser(Arc::new(|body: &[u8]| BodySummary {
+        bytes: body[..9].to_vec(),
+        sent_date: None,
+    }));
     store.put_summary(&blob_id(old), b"late").unwrap();
 
     let body = b"Subject: new\r\n\r\nsummarised when written\r\n";
@@ -654,7 +657,10 @@ fn sort_keys_follow_their_messages_and_a_whole_mailbox_is_read_in_one_scan() {
     // Stored before there was a summariser: neither a summary nor a sort key.
     let old = b"Subject: old\r\n\r\nwritten before sort keys\r\n";
     let (_, inbox, old_uid) = deliver(&store, vec![anna.id], old).stored[0];
-    store.set_summariser(Arc::new(|body: &[u8]| body[..13].to_vec()));
+    store.set_summariser(Arc::new(|body: &[u8]| BodySummary {
+        bytes: body[..13].to_vec(),
+        sent_date: None,
+    }));
     store.put_summary(&blob_id(old), b"late").unwrap();
     let bodies: Vec<Vec<u8>> = (0..300)
         .map(|n| format!("Subject: {n:04}\r\n\r\nbody\r\n").into_bytes())
@@ -717,4 +723,75 @@ fn sort_keys_follow_their_messages_and_a_whole_mailbox_is_read_in_one_scan() {
     store.delete_mailbox(anna.id, "Archive").unwrap();
     let report = store.check_integrity().unwrap();
     assert!(report.is_ok(), "{:?}", report.problems);
+}
+
+/// A record written with a summariser carries its sent date (the Date header, or the
+/// internal date without one), through APPEND, delivery and COPY; a record written
+/// before has none until `put_sent_dates` fills it in, which leaves the modseq alone,
+/// does not overwrite a date already there and survives a reopen.
+#[test]
+fn records_carry_their_sent_date_and_old_ones_get_it_filled_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, anna) = with_user(dir.path());
+    let old = b"Date: Mon, 2 Jan 2023 10:00:00 +0000\r\nSubject: old\r\n\r\nx\r\n";
+    let (_, inbox, old_uid) = deliver(&store, vec![anna.id], old).stored[0];
+    // A stand-in for the IMAP summariser: "Date-Secs: <n>" gives the date.
+    store.set_summariser(Arc::new(|body: &[u8]| BodySummary {
+        bytes: b"s".to_vec(),
+        sent_date: std::str::from_utf8(body)
+            .ok()
+            .and_then(|t| t.strip_prefix("Date-Secs: "))
+            .and_then(|t| t.split("\r\n").next())
+            .and_then(|n| n.parse().ok()),
+    }));
+    let (_, _, dated) = deliver(&store, vec![anna.id], b"Date-Secs: 1600000000\r\n\r\nx\r\n").stored[0];
+    let (_, _, undated) = deliver(&store, vec![anna.id], b"Subject: none\r\n\r\nx\r\n").stored[0];
+    let (_, appended) = store
+        .append(
+            anna.id,
+            inbox,
+            b"Subject: appended\r\n\r\ny\r\n",
+            0,
+            &[],
+            Some((1_500_000_000, 60)),
+        )
+        .unwrap();
+    let archive = store.mailbox_by_name(anna.id, "Archive").unwrap().unwrap();
+    let (_, map) = store.copy(anna.id, inbox, &[dated], archive.id).unwrap();
+    let sent = |mailbox: u64, uid: u32| store.message(anna.id, mailbox, uid).unwrap().sent_date;
+    assert_eq!(
+        sent(inbox, old_uid),
+        None,
+        "written before there was a summariser"
+    );
+    assert_eq!(sent(inbox, dated), Some(1_600_000_000));
+    assert_eq!(
+        sent(inbox, undated),
+        Some(1_700_000_000),
+        "no Date: the internal date"
+    );
+    assert_eq!(
+        sent(inbox, appended),
+        Some(1_500_000_000),
+        "APPEND's internal date"
+    );
+    assert_eq!(sent(archive.id, map[0].1), Some(1_600_000_000), "a copy keeps it");
+
+    let before = store.message(anna.id, inbox, old_uid).unwrap();
+    let modseq = store.mailbox(anna.id, inbox).unwrap().highest_modseq;
+    store
+        .put_sent_dates(inbox, &[(old_uid, 1_672_653_600), (dated, 1), (999, 5)])
+        .unwrap();
+    let after = store.message(anna.id, inbox, old_uid).unwrap();
+    assert_eq!(after.sent_date, Some(1_672_653_600));
+    assert_eq!(after.modseq, before.modseq, "no client-visible change");
+    assert_eq!(store.mailbox(anna.id, inbox).unwrap().highest_modseq, modseq);
+    assert_eq!(sent(inbox, dated), Some(1_600_000_000), "a known date stays");
+    drop(store);
+    let store = open(dir.path());
+    assert_eq!(
+        store.message(anna.id, inbox, old_uid).unwrap().sent_date,
+        Some(1_672_653_600)
+    );
+    assert!(store.check_integrity().unwrap().is_ok());
 }
