@@ -407,17 +407,64 @@ pub struct TrackingEvent {
 }
 
 mod hex_blob {
-    use serde::{Deserialize, Deserializer, Serializer};
+    use serde::{Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(blob: &super::BlobId, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&hex::encode(blob))
     }
 
+    /// Straight from the JSON text into the id, with no allocation: SELECT decodes one
+    /// per message of the mailbox.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<super::BlobId, D::Error> {
-        let text = String::deserialize(d)?;
-        let bytes = hex::decode(text).map_err(serde::de::Error::custom)?;
-        bytes
-            .try_into()
-            .map_err(|_| serde::de::Error::custom("blob id is not 32 bytes"))
+        d.deserialize_str(HexVisitor)
+    }
+
+    struct HexVisitor;
+
+    impl serde::de::Visitor<'_> for HexVisitor {
+        type Value = super::BlobId;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a body id of 64 hex digits")
+        }
+
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<super::BlobId, E> {
+            let mut blob = [0u8; 32];
+            hex::decode_to_slice(text, &mut blob).map_err(E::custom)?;
+            Ok(blob)
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_round_trips_and_a_bad_body_id_is_refused() {
+        let record = MessageRecord {
+            uid: 7,
+            blob: [0xab; 32],
+            flags: 1,
+            keywords: vec!["$label1".into()],
+            modseq: 9,
+            internal_date: 1_700_000_000,
+            tz_offset_minutes: 60,
+            size: 120,
+            tracking_id: 3,
+            sent_date: Some(1_600_000_000),
+        };
+        let json = serde_json::to_string(&record).unwrap();
+        assert_eq!(serde_json::from_str::<MessageRecord>(&json).unwrap(), record);
+        // Written before sent dates existed: none.
+        let old = json.replace(",\"sent_date\":1600000000", "");
+        assert_ne!(old, json);
+        let old: MessageRecord = serde_json::from_str(&old).unwrap();
+        assert_eq!(old.sent_date, None);
+        for bad in ["ab".repeat(31), "zz".repeat(32), "ab".repeat(33)] {
+            let text = json.replace(&"ab".repeat(32), &bad);
+            assert!(serde_json::from_str::<MessageRecord>(&text).is_err(), "{bad}");
+        }
     }
 }

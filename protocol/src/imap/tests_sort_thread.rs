@@ -3,7 +3,17 @@
 use std::sync::Arc;
 
 use super::tests::{logged_in, selected, send};
+use super::ImapSession;
 use crate::testing::imap::MockStore;
+
+/// APPENDs `text` to INBOX with the internal date `date`.
+fn append_at(s: &mut ImapSession, date: &str, text: &str) {
+    let r = send(
+        s,
+        &format!("p APPEND INBOX \"{date}\" {{{}+}}\r\n{text}\r\n", text.len()),
+    );
+    assert!(r.starts_with("p OK [APPENDUID "), "{r}");
+}
 
 /// Two conversations, a lone message with a reply whose parent is not in the mailbox,
 /// and two replies to a message that is not there either.
@@ -111,11 +121,7 @@ fn sort_falls_back_to_internaldate_and_sorts_display_names() {
             "From: c@x\r\nTo: ann@x\r\nDate: Sun, 31 Dec 2023 10:00:00 +0000\r\n\r\n...\r\n",
         ),
     ] {
-        let r = send(
-            &mut s,
-            &format!("p APPEND INBOX \"{date}\" {{{}+}}\r\n{text}\r\n", text.len()),
-        );
-        assert!(r.starts_with("p OK [APPENDUID "), "{r}");
+        append_at(&mut s, date, text);
     }
     send(&mut s, "s SELECT INBOX\r\n");
     assert_eq!(
@@ -273,11 +279,7 @@ fn dated(store: &Arc<MockStore>) {
             "Subject: five\r\nDate: Mon, 1 Jan 2024 10:00:00 +0000\r\n\r\nx\r\n",
         ),
     ] {
-        let r = send(
-            &mut s,
-            &format!("p APPEND INBOX \"{date}\" {{{}+}}\r\n{text}\r\n", text.len()),
-        );
-        assert!(r.starts_with("p OK [APPENDUID "), "{r}");
+        append_at(&mut s, date, text);
     }
 }
 
