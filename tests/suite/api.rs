@@ -9,7 +9,7 @@ use crate::console::{console_server, CLIENT_PY};
 use crate::harness::*;
 
 /// Makes a token for `admin` and returns its secret (printed once).
-fn token(server: &TestServer, admin: &str, read_only: bool) -> String {
+pub fn token(server: &TestServer, admin: &str, read_only: bool) -> String {
     let mut args = vec!["admin", "token", "add", admin, "--label", "test"];
     if read_only {
         args.push("--read-only");
