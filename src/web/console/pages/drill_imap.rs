@@ -269,9 +269,16 @@ impl UserImap {
         reply.split_whitespace().nth(1) == Some("OK")
     }
 
-    /// A tagged reply without its tag.
+    /// A tagged reply without its tag and response code (`OK Logged in`).
     fn reply_text(&self, reply: &str) -> String {
-        reply.split_once(' ').map_or(reply, |(_, rest)| rest).to_string()
+        let text = reply.split_once(' ').map_or(reply, |(_, rest)| rest);
+        match text.split_once(" [") {
+            Some((status, rest)) => match rest.split_once("] ") {
+                Some((_, said)) => format!("{status} {said}"),
+                None => text.to_string(),
+            },
+            None => text.to_string(),
+        }
     }
 
     /// Looks for the message with this Message-ID (without angle brackets) in the INBOX.
