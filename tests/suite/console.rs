@@ -89,6 +89,21 @@ def login(c, name, password, code=""):
     return c.post("/login", {"name": name, "password": password, "code": code, "csrf": csrf(body)})
 "#;
 
+/// Python: `api(method, path, token, body)` calls the JSON API; returns (status, JSON).
+pub const API_PY: &str = r#"
+import json
+def api(method, path, token=None, body=None):
+    req = urllib.request.Request(BASE + path, method=method, data=json.dumps(body).encode() if body is not None else None)
+    req.add_header("Content-Type", "application/json")
+    if token:
+        req.add_header("Authorization", "Bearer " + token)
+    try:
+        r = urllib.request.urlopen(req, context=CTX, timeout=30)
+        return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+"#;
+
 fn args(server: &TestServer) -> Vec<String> {
     vec![
         ca_cert().display().to_string(),
@@ -476,9 +491,9 @@ fn the_dashboard_shows_each_domains_last_probe() {
     });
     let token = crate::api::token(&server, "root", true);
     let script = format!(
-        "{CLIENT_PY}{}",
+        "{CLIENT_PY}{API_PY}{}",
         r#"
-import json, time
+import time
 c = Client()
 login(c, "root", "Correct1horse")
 def probe(body, domain):
@@ -493,9 +508,7 @@ while True:
     time.sleep(0.25)
 print("example.com", a)
 print("other.org", b)
-req = urllib.request.Request(BASE + "/api/v1/domains")
-req.add_header("Authorization", "Bearer " + sys.argv[3])
-for d in json.loads(urllib.request.urlopen(req, context=CTX, timeout=30).read()):
+for d in api("GET", "/api/v1/domains", sys.argv[3])[1]:
     print("api", d["domain"], d["last_probe_at"] is not None, d["last_probe_error"] is None, (d["last_probe_error"] or "").lower())
 "#
     );
@@ -548,27 +561,18 @@ fn bulk_queue_actions_act_only_on_an_unaltered_confirmation_and_only_once() {
         crate::api::token(&server, "msp", false),
     );
     let script = format!(
-        "{CLIENT_PY}{}",
+        "{CLIENT_PY}{API_PY}{}",
         r#"
-import json, smtplib, time
+import smtplib, time
 SMTP, ROOT, MSP = int(sys.argv[3]), sys.argv[4], sys.argv[5]
 def send(to, n):
     s = smtplib.SMTP("127.0.0.1", SMTP, timeout=30)
     s.sendmail("bob@elsewhere.example", [to], "From: bob@elsewhere.example\r\nTo: %s\r\nSubject: bulk %d\r\nMessage-ID: <bulk-%d@elsewhere.example>\r\n\r\nhello\r\n" % (to, n, n))
     s.quit()
-def api(path, token, body=None):
-    req = urllib.request.Request(BASE + path, data=None if body is None else json.dumps(body).encode())
-    req.add_header("Content-Type", "application/json")
-    req.add_header("Authorization", "Bearer " + token)
-    try:
-        r = urllib.request.urlopen(req, context=CTX, timeout=30)
-        return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
 def relay(n):
     deadline = time.monotonic() + 60
     while True:
-        items = [i for i in api("/api/v1/queue", ROOT)[1] if i["kind"] == "relay"]
+        items = [i for i in api("GET", "/api/v1/queue", ROOT)[1] if i["kind"] == "relay"]
         if len(items) >= n or time.monotonic() > deadline:
             return {i["id"]: i for i in items}
         time.sleep(0.1)
@@ -637,17 +641,17 @@ s, body, _ = c.post("/queue/bulk", dict(release_all, confirmation=root_token))
 print("root released", s, flash(body), "| held", held())
 # The JSON API: preview, altered, confirmed, replayed, another token's.
 hold_olga = {"action": "hold", "filter": {"domain": "other.org"}}
-s, p = api("/api/v1/queue/bulk/preview", ROOT, hold_olga)
+s, p = api("POST", "/api/v1/queue/bulk/preview", ROOT, hold_olga)
 print("api preview", s, p["count"], p["description"], [e["id"] for e in p["entries"]] == olga, "| held", held())
-print("api msp preview other.org", api("/api/v1/queue/bulk/preview", MSP, hold_olga)[0])
-s, e = api("/api/v1/queue/bulk/confirm", MSP, dict(hold_olga, confirmation=p["confirmation"]))
+print("api msp preview other.org", api("POST", "/api/v1/queue/bulk/preview", MSP, hold_olga)[0])
+s, e = api("POST", "/api/v1/queue/bulk/confirm", MSP, dict(hold_olga, confirmation=p["confirmation"]))
 print("api msp with root's confirmation", s, e["error"])
-s, e = api("/api/v1/queue/bulk/confirm", ROOT, dict(hold_olga, action="bounce", confirmation=p["confirmation"]))
+s, e = api("POST", "/api/v1/queue/bulk/confirm", ROOT, dict(hold_olga, action="bounce", confirmation=p["confirmation"]))
 print("api altered", s, e["error"], "| held", held())
-s, p = api("/api/v1/queue/bulk/preview", ROOT, hold_olga)
-s, r = api("/api/v1/queue/bulk/confirm", ROOT, dict(hold_olga, confirmation=p["confirmation"]))
+s, p = api("POST", "/api/v1/queue/bulk/preview", ROOT, hold_olga)
+s, r = api("POST", "/api/v1/queue/bulk/confirm", ROOT, dict(hold_olga, confirmation=p["confirmation"]))
 print("api confirmed", s, r["changed"], r["message"], "| held", held() == olga)
-s, e = api("/api/v1/queue/bulk/confirm", ROOT, dict(hold_olga, confirmation=p["confirmation"]))
+s, e = api("POST", "/api/v1/queue/bulk/confirm", ROOT, dict(hold_olga, confirmation=p["confirmation"]))
 print("api replayed", s, e["error"])
 s, body, _ = c.get("/audit")
 print("audited", "queue hold" in body and "filter: domain example.com, recipient anna" in body)

@@ -265,14 +265,7 @@ async fn domains(
     let role = caller.role.clone();
     let ((status, memos), _) = console
         .run(None, move |ctx| {
-            let mut status = outage::status(ctx, None, false)?;
-            status.domains.retain(|d| role.covers(&d.domain));
-            let memos = status
-                .domains
-                .iter()
-                .map(|d| ctx.store.outage_memo(&d.domain))
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok((status, memos))
+            super::pages::dashboard::domains_with_memos(ctx, &role)
         })
         .await?;
     Ok(Json(

@@ -15,9 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::ClientConfig;
 use rustls_pki_types::pem::PemObject;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -25,6 +24,7 @@ use tokio_rustls::TlsConnector;
 use understudy_protocol::Secret;
 
 use crate::config_types::Service;
+use crate::delivery::client::NoCaVerifier;
 use crate::shared::Shared;
 
 /// Each read or write waits at most this long.
@@ -41,63 +41,6 @@ pub struct UserImap {
     tag: u32,
 }
 
-/// Trusts exactly the server's own certificate (the leaf of its `[tls] certificate`).
-#[derive(Debug)]
-struct OwnCertificate {
-    leaf: CertificateDer<'static>,
-    provider: Arc<rustls::crypto::CryptoProvider>,
-}
-
-impl ServerCertVerifier for OwnCertificate {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        if end_entity.as_ref() == self.leaf.as_ref() {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::General(
-                "the IMAP listener presented a certificate other than this server's own".into(),
-            ))
-        }
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
 /// A TLS client that trusts only this server's certificate, read now (a SIGHUP may have
 /// replaced it since the start); `None` when the server has no certificate.
 fn own_tls(shared: &Shared) -> Result<Option<TlsConnector>, String> {
@@ -110,9 +53,9 @@ fn own_tls(shared: &Shared) -> Result<Option<TlsConnector>, String> {
         .ok_or("the server's certificate file holds no certificate")?
         .map_err(|e| format!("cannot read the server's certificate: {e}"))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = Arc::new(OwnCertificate {
-        leaf,
+    let verifier = Arc::new(NoCaVerifier {
         provider: provider.clone(),
+        pinned: Some(leaf),
     });
     let config = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
