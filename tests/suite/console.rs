@@ -688,3 +688,69 @@ print("audited", "queue hold" in body and "filter: domain example.com, recipient
         assert!(out.contains(expected), "{expected} missing from:\n{out}");
     }
 }
+
+/// The dashboard lists each domain's notices to its alert recipients since its current
+/// or last outage began, with whether each was delivered.
+#[test]
+fn the_dashboard_lists_the_notices_of_the_last_outage() {
+    let sink_dir = tempfile::tempdir().unwrap();
+    let sink = crate::sink::DumpSink::start(sink_dir.path());
+    let alerts_dir = tempfile::tempdir().unwrap();
+    let alerts = crate::sink::DumpSink::start(alerts_dir.path());
+    let config = format!(
+        "{WEB_CONFIG}[delivery.routes]\n\"alerts.example\" = \"{}\"\n",
+        alerts.addr()
+    );
+    let relay = sink.addr();
+    let server = TestServer::setup(&config, |s| {
+        add_relayed_domains(s, &relay, &["--alert", "ops@alerts.example"]);
+        s.add_user("anna@example.com", PASSWORD);
+        add_admin(s, "root", &[]);
+    });
+    let script = format!(
+        "{CLIENT_PY}{}",
+        r#"
+import time
+c = Client()
+login(c, "root", "Correct1horse")
+def notices(domain):
+    s, body, _ = c.get("/")
+    cell = re.search(r'data-domain="' + re.escape(domain) + r'".*?<td class="notices">(.*?)</td>', body, re.S).group(1)
+    return re.findall(r'<li class="notice-(\w+)">([^<]*)</li>', cell), re.sub(r"<[^>]+>", " ", cell)
+print("before", notices("example.com")[1].split())
+def wait_for(names):
+    deadline = time.monotonic() + 120
+    while True:
+        found, text = notices("example.com")
+        delivered = [t.split(" 20")[0] for state, t in found if state == "delivered"]
+        if all(n in delivered for n in names) or time.monotonic() > deadline:
+            return delivered, text
+        time.sleep(0.25)
+s, body, _ = c.get("/domains/example.com")
+c.post("/domains/example.com/outage", {"action": "start", "reason": "notices test", "csrf": csrf(body)})
+print("during", wait_for(["outage began"])[0])
+s, body, _ = c.get("/domains/example.com")
+c.post("/domains/example.com/outage", {"action": "stop", "reason": "done", "csrf": csrf(body)})
+delivered, text = wait_for(["outage began", "primary back", "all spooled mail released"])
+print("after", delivered)
+print("to", "to ops@alerts.example" in text)
+print("other.org", notices("other.org")[1].split())
+"#
+    );
+    let out = python_ok(&script, &args(&server));
+    for expected in [
+        "before ['last', 'reminder', '-']",
+        "during ['outage began']",
+        "to True",
+        "other.org ['last', 'reminder', '-']",
+    ] {
+        assert!(out.contains(expected), "{expected} missing from:\n{out}");
+    }
+    let after = out.lines().find(|l| l.starts_with("after ")).unwrap_or_default();
+    for name in ["outage began", "primary back", "all spooled mail released"] {
+        assert!(
+            after.contains(&format!("'{name}'")),
+            "{name} missing from:\n{out}"
+        );
+    }
+}
