@@ -211,6 +211,116 @@ print("msp audit hides root's logins", "nobody" not in body)
     );
 }
 
+/// Python: `raw_login(path, fields)` fetches the login form on a fresh connection, posts
+/// `fields` with its double-submit token and cookie, and returns the whole answer as text
+/// (status line, every header in order, body); `scrub` blanks what differs per request
+/// (the `Date` header and the 64-hex-digit token in the cookie and the form).
+pub const RAW_LOGIN_PY: &str = r#"
+import http.client, re, ssl, sys, urllib.parse
+CA, PORT = sys.argv[1], int(sys.argv[2])
+CTX = ssl.create_default_context(cafile=CA)
+def raw_login(path, fields):
+    c = http.client.HTTPSConnection("localhost", PORT, context=CTX, timeout=60)
+    c.request("GET", path)
+    r = c.getresponse()
+    form = r.read().decode()
+    cookie = r.getheader("Set-Cookie").split(";")[0]
+    token = re.search(r'name="csrf" value="([0-9a-f]+)"', form).group(1)
+    data = urllib.parse.urlencode(dict(fields, csrf=token))
+    c.request("POST", path, body=data, headers={"Cookie": cookie, "Content-Type": "application/x-www-form-urlencoded"})
+    r = c.getresponse()
+    text = "HTTP/%d.%d %d %s\n" % (r.version // 10, r.version % 10, r.status, r.reason)
+    text += "".join("%s: %s\n" % (k, v) for k, v in r.getheaders())
+    text += "\n" + r.read().decode()
+    c.close()
+    return text
+def scrub(text):
+    text = re.sub(r"(?im)^date: [^\n]*$", "date: *", text)
+    return re.sub(r"[0-9a-f]{64}", "*", text)
+def compare(page, cases):
+    answers = [(name, scrub(raw_login(path, fields))) for name, path, fields in cases]
+    reference = answers[0][1]
+    print(page, "reference", reference.splitlines()[0], "|", ", ".join(l.split(":")[0] for l in reference.split("\n\n")[0].splitlines()[1:]))
+    for name, answer in answers[1:]:
+        same = answer == reference
+        print(page, name, "identical", same)
+        if not same:
+            for a, b in zip(reference.splitlines(), answer.splitlines()):
+                if a != b:
+                    print("  reference:", a, "\n  this one: ", b)
+                    break
+"#;
+
+#[test]
+fn every_failed_login_gets_the_same_bytes_on_both_login_pages() {
+    // The default throttles: admins locked after 5 failures of a name, users after 10.
+    let mut server = console_server("");
+    add_admin(&server, "tot", &["--totp"]);
+    server.add_user("gone@example.com", PASSWORD);
+    server.admin_ok(&["user", "deactivate", "gone@example.com"]);
+    server.admin_ok(&["user", "add", "nopass@example.com"]);
+    let script = format!(
+        "{RAW_LOGIN_PY}{}",
+        r#"
+W, P = "Wrong1horse", "Correct1horse"
+def admin(name, password, code=""):
+    return ("/login", {"name": name, "password": password, "code": code})
+def user(address, password):
+    return ("/me/login", {"address": address, "password": password})
+compare("admin", [
+    ("unknown name", *admin("nobody", W)),
+    ("wrong password", *admin("root", W)),
+    ("TOTP admin, wrong password", *admin("tot", W)),
+    ("TOTP admin, right password, no code", *admin("tot", P)),
+    ("TOTP admin, right password, wrong code", *admin("tot", P, "000000")),
+    ("unknown name, empty password", *admin("nobody", "")),
+])
+# Lock both names out (5 failures each), then: the same answer, even to the right password.
+for _ in range(3):
+    raw_login(*admin("nobody", W))
+for _ in range(4):
+    raw_login(*admin("root", W))
+compare("admin", [
+    ("unknown name", *admin("someone", W)),
+    ("locked unknown name", *admin("nobody", W)),
+    ("locked name, right password", *admin("root", P)),
+])
+compare("user", [
+    ("unknown address", *user("nobody@example.com", W)),
+    ("unknown domain", *user("nobody@nowhere.test", W)),
+    ("wrong password", *user("anna@example.com", W)),
+    ("deactivated, right password", *user("gone@example.com", P)),
+    ("no password set", *user("nopass@example.com", W)),
+    ("no password set, empty password", *user("nopass@example.com", "")),
+])
+for _ in range(9):
+    raw_login(*user("nobody@example.com", W))
+    raw_login(*user("anna@example.com", W))
+compare("user", [
+    ("unknown address", *user("nobody@nowhere.test", W)),
+    ("locked unknown address", *user("nobody@example.com", W)),
+    ("locked address, right password", *user("anna@example.com", P)),
+])
+"#
+    );
+    let out = python_ok(&script, &args(&server));
+    assert!(
+        out.contains("admin reference HTTP/1.1 401 Unauthorized |")
+            && out.contains("user reference HTTP/1.1 401 Unauthorized |"),
+        "{out}"
+    );
+    let identical = out.lines().filter(|l| l.ends_with("identical True")).count();
+    assert_eq!(identical, 14, "every case the same as the unknown name:\n{out}");
+    assert!(!out.contains("identical False"), "{out}");
+    // The lock-outs really happened (the throttle answered, not the password check).
+    let log = server.log();
+    assert!(
+        log.contains("login refused: too many failures"),
+        "the users' throttle never locked:\n{out}"
+    );
+    println!("{out}");
+}
+
 #[test]
 fn a_user_changes_their_password_and_imap_takes_the_new_one() {
     let server = console_server("");
