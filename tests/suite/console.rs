@@ -864,3 +864,113 @@ print("other.org", notices("other.org")[1].split())
         );
     }
 }
+
+/// The queue entry page's bounce, once confirmed, gives the entry up and sends its
+/// sender an RFC 3464 report: the sender's domain is routed to a stand-in, whose copy
+/// Python's `email` package parses (multipart/report, message/delivery-status with
+/// Reporting-MTA, Final-Recipient, Action: failed and a 5.x.x Status).
+#[test]
+fn a_bounce_from_the_queue_page_sends_the_sender_an_rfc3464_report() {
+    let dead = format!("127.0.0.1:{}", crate::sink::free_port());
+    let sink_dir = tempfile::tempdir().unwrap();
+    let sink = crate::sink::DumpSink::start(sink_dir.path());
+    let config = format!(
+        "{WEB_CONFIG}[delivery]\npoll_interval_secs = 1\nretry_initial_secs = 1\nretry_max_secs = 2\nroutes = {{ \"elsewhere.example\" = \"{}\" }}\n",
+        sink.addr()
+    );
+    let server = TestServer::setup(&config, |s| {
+        s.admin_ok(&[
+            "domain",
+            "add",
+            "example.com",
+            "--relay-host",
+            &dead,
+            "--monitoring",
+            "false",
+        ]);
+        s.admin_ok(&["outage", "start", "example.com"]);
+        s.add_user("anna@example.com", PASSWORD);
+        add_admin(s, "root", &[]);
+    });
+    let script = format!(
+        "{CLIENT_PY}{}",
+        r#"
+import smtplib, time
+SMTP = int(sys.argv[3])
+s = smtplib.SMTP("127.0.0.1", SMTP, timeout=30)
+s.sendmail("bob@elsewhere.example", ["anna@example.com"], "From: bob@elsewhere.example\r\nTo: anna@example.com\r\nSubject: to be bounced\r\nMessage-ID: <bounce-me@elsewhere.example>\r\n\r\nhello\r\n")
+s.quit()
+c = Client()
+s, body, _ = login(c, "root", "Correct1horse")
+deadline = time.monotonic() + 60
+ids = []
+while not ids and time.monotonic() < deadline:
+    s, body, _ = c.get("/queue?domain=example.com")
+    ids = re.findall(r'<td class="id"><a href="/queue/(\d+)"', body)
+    if not ids:
+        time.sleep(0.2)
+entry = ids[0]
+s, body, _ = c.get("/queue/" + entry)
+s, body, _ = c.post("/queue/bulk", [("csrf", csrf(body)), ("id", entry), ("f_domain", "example.com"), ("action", "bounce")])
+print("asked", s, re.search(r'id="confirm-question"><strong>([^<]*)<', body).group(1))
+form = body.split('action="/queue/bulk"')[-1].split("</form>")[0]
+fields = re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', form)
+s, body, _ = c.post("/queue/bulk", fields)
+print("bounced", s, re.search(r'class="flash" role="status">([^<]*)<', body).group(1).strip())
+"#
+    );
+    let mut a = args(&server);
+    a.push(server.addr("smtp").port().to_string());
+    let out = python_ok(&script, &a);
+    assert!(out.contains("asked 200 Bounce 1 entries?"), "{out}");
+    assert!(out.contains("bounced 200 "), "{out}");
+    wait_until(
+        std::time::Duration::from_secs(60),
+        "the DSN at the stand-in",
+        || {
+            sink.messages()
+                .iter()
+                .any(|(_, m)| m.contains("multipart/report"))
+        },
+    );
+    let (_, dsn) = sink
+        .messages()
+        .into_iter()
+        .find(|(_, m)| m.contains("multipart/report"))
+        .unwrap();
+    let file = sink_dir.path().join("the-dsn.eml");
+    std::fs::write(&file, &dsn).unwrap();
+    let parse = r#"
+import email, email.policy, sys
+m = email.message_from_bytes(open(sys.argv[1], "rb").read(), policy=email.policy.default)
+print("type", m.get_content_type(), "report-type", m.get_param("report-type"))
+print("to", m["To"])
+parts = list(m.iter_parts())
+print("parts", [p.get_content_type() for p in parts])
+status = next(p for p in parts if p.get_content_type() == "message/delivery-status")
+# The per-message fields, then one block per recipient (RFC 3464 section 2.1).
+blocks = status.get_payload()
+print("reporting-mta", blocks[0]["Reporting-MTA"])
+for b in blocks[1:]:
+    print("recipient", b["Final-Recipient"], "|", b["Action"], "|", b["Status"], "|", b["Diagnostic-Code"])
+original = [p for p in parts if p.get_content_type() in ("message/rfc822", "text/rfc822-headers")]
+print("original", len(original), "bounce-me@elsewhere.example" in original[0].as_string() if original else False)
+"#;
+    let parsed = python_ok(parse, &[file.display().to_string()]);
+    println!("{out}{parsed}");
+    for expected in [
+        "type multipart/report report-type delivery-status",
+        "bob@elsewhere.example",
+        "message/delivery-status",
+        "reporting-mta dns; ",
+        "recipient rfc822; anna@example.com | failed | 5.3.0 | x-understudy; 550 5.3.0 returned to the sender by an administrator",
+        "original 1 True",
+    ] {
+        assert!(parsed.contains(expected), "{expected} missing from:\n{parsed}");
+    }
+    assert_eq!(
+        parsed.lines().filter(|l| l.starts_with("recipient")).count(),
+        1,
+        "{parsed}"
+    );
+}
