@@ -253,8 +253,9 @@ def compare(page, cases):
 
 #[test]
 fn every_failed_login_gets_the_same_bytes_on_both_login_pages() {
-    // The default throttles: admins locked after 5 failures of a name, users after 10.
-    let mut server = console_server("");
+    // The default lock-outs: admins after 5 failures of a name, users after 10; the
+    // users' failure delay (500 ms per recent failure by default) made short.
+    let mut server = console_server("[auth]\nfailure_delay_ms = 50\n");
     add_admin(&server, "tot", &["--totp"]);
     server.add_user("gone@example.com", PASSWORD);
     server.admin_ok(&["user", "deactivate", "gone@example.com"]);
