@@ -880,15 +880,7 @@ fn a_bounce_from_the_queue_page_sends_the_sender_an_rfc3464_report() {
         sink.addr()
     );
     let server = TestServer::setup(&config, |s| {
-        s.admin_ok(&[
-            "domain",
-            "add",
-            "example.com",
-            "--relay-host",
-            &dead,
-            "--monitoring",
-            "false",
-        ]);
+        add_relayed_domains(s, &dead, &[]);
         s.admin_ok(&["outage", "start", "example.com"]);
         s.add_user("anna@example.com", PASSWORD);
         add_admin(s, "root", &[]);
