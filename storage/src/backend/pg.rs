@@ -112,6 +112,9 @@ const LEAD_RETRY: Duration = Duration::from_secs(2);
 /// Advisory lock keys are (class, stripe); these classes are Understudy's.
 const INNER_LOCK_CLASS: i32 = 72150171;
 const OUTER_LOCK_CLASS: i32 = 72150172;
+/// The advisory lock class of records a batch expects to be absent (`Op::Expect`).
+const EXPECT_LOCK_CLASS: i32 = 72150174;
+const EXPECT_ABSENT_LOCK: &str = "SELECT pg_advisory_xact_lock($1, hashtext($2))";
 /// A lost listener connection is opened again after this long.
 const LISTEN_RETRY: Duration = Duration::from_secs(1);
 
@@ -366,10 +369,22 @@ async fn apply(
                     table(cf)
                 ))
                 .await?;
+            // No row to lock when the record must be absent: a transaction advisory lock
+            // on its name stands in, so two writers expecting it absent commit one after
+            // the other and the second sees the first's insert (READ COMMITTED: the
+            // SELECT after the lock reads what committed before it was granted).
+            let absent_lock = match value {
+                Some(_) => None,
+                None => Some(client.prepare_cached(EXPECT_ABSENT_LOCK).await?),
+            };
+            let name = format!("{cf}:{}", hex::encode(key));
             checks.push(async move {
+                if let Some(lock) = &absent_lock {
+                    client.execute(lock, &[&EXPECT_LOCK_CLASS, &name]).await?;
+                }
                 let row = client.query_opt(&statement, &[key]).await?;
                 let found: Option<Vec<u8>> = row.map(|r| r.get(0));
-                Ok::<_, tokio_postgres::Error>((found.as_deref() == Some(value.as_slice()), *cf))
+                Ok::<_, tokio_postgres::Error>((found == *value, *cf))
             });
         }
     }
