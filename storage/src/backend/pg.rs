@@ -897,7 +897,8 @@ impl Drop for PgLock {
 }
 
 /// One leader-lock connection's life: try for the lock every [`LEAD_RETRY`] until it is
-/// taken, then check the connection as often; returns when the connection fails.
+/// taken, then check the connection as often; returns as soon as the connection fails
+/// or ends.
 async fn lead_on<T>(
     config: &tokio_postgres::Config,
     tls: T,
@@ -912,7 +913,7 @@ where
         .connect(tls)
         .await
         .map_err(|e| pg_error("leader connect", e))?;
-    let driver = tokio::spawn(connection);
+    let mut driver = tokio::spawn(connection);
     let result = async {
         loop {
             if leader.load(Ordering::SeqCst) {
@@ -933,7 +934,19 @@ where
                     leader.store(true, Ordering::SeqCst);
                 }
             }
-            tokio::time::sleep(LEAD_RETRY).await;
+            // A connection that ends (the server terminated it, restarted, failed over)
+            // ends the lead at once, not at the next check: another node may hold the
+            // lock a moment later, and two leaders would probe twice.
+            tokio::select! {
+                _ = tokio::time::sleep(LEAD_RETRY) => {}
+                ended = &mut driver => {
+                    return Err(match ended {
+                        Ok(Ok(())) => StoreError::Postgres("leader connection closed".into()),
+                        Ok(Err(e)) => pg_error("leader connection", e),
+                        Err(e) => StoreError::Postgres(format!("leader connection task: {e}")),
+                    });
+                }
+            }
         }
     }
     .await;
