@@ -14,6 +14,7 @@ use crate::sink::{header, DumpSink};
 
 const LEADS: &str = "store: this node leads";
 const LOG_TAIL: usize = 60;
+const NAMES: [&str; 2] = ["A", "B"];
 
 /// Two nodes, and what the failure report needs: each node's log length at its last
 /// start (so "leads" is read from the current run's lines) and the alerts sink.
@@ -21,6 +22,7 @@ struct Cluster {
     nodes: [TestServer; 2],
     since_start: [usize; 2],
     alerts: Option<PathBuf>,
+    started: Instant,
 }
 
 impl Cluster {
@@ -29,6 +31,7 @@ impl Cluster {
             nodes: [a, b],
             since_start: [0, 0],
             alerts: alerts.map(Path::to_path_buf),
+            started: Instant::now(),
         }
     }
 
@@ -58,12 +61,18 @@ impl Cluster {
 
     /// SIGKILL node `i`, wait for the other one to take the lead, then start `i` again
     /// on the same store; returns the new leader.
-    fn kill_and_restart(&mut self, i: usize) -> usize {
+    fn kill_and_restart(&mut self, i: usize, when: &str) -> usize {
         self.nodes[i].kill();
         self.since_start[i] = plain_log(&mut self.nodes[i]).len();
         let other = self.wait_leader("after a kill");
         assert_eq!(other, 1 - i);
         self.nodes[i].start_again();
+        eprintln!(
+            "{:>6.1?} {when}: node {} killed and restarted; node {} leads",
+            self.started.elapsed(),
+            NAMES[i],
+            NAMES[other]
+        );
         other
     }
 }
@@ -78,7 +87,7 @@ impl Drop for Cluster {
             let lines: Vec<&str> = log.lines().collect();
             eprintln!(
                 "---- node {} log, last {LOG_TAIL} of {} lines ----\n{}",
-                ["A", "B"][i],
+                NAMES[i],
                 lines.len(),
                 lines[lines.len().saturating_sub(LOG_TAIL)..].join("\n")
             );
@@ -146,13 +155,7 @@ fn one_outage_gives_one_set_of_four_alerts_while_the_leader_is_killed_twice() {
         phase(&cluster.nodes[0], "example.com") == "outage"
     });
     // Kill 1: the leader that engaged the outage, at once.
-    let second = cluster.kill_and_restart(first);
-    eprintln!(
-        "{:>6.1?} outage engaged by node {}; killed; node {} leads",
-        started.elapsed(),
-        ["A", "B"][first],
-        ["A", "B"][second]
-    );
+    let second = cluster.kill_and_restart(first, "the outage engaged");
     // The first notice is out before the spooled mail comes (the notices' order at the
     // sink is the order of their queue entries only if none waits out a dead lease).
     wait_until(Duration::from_secs(30), "the first alert", || {
@@ -167,13 +170,7 @@ fn one_outage_gives_one_set_of_four_alerts_while_the_leader_is_killed_twice() {
     // Kill 2: the leader now, just as the primary is back (it is counting successes).
     primary.up();
     let leader = cluster.wait_leader("before the second kill");
-    let last = cluster.kill_and_restart(leader);
-    eprintln!(
-        "{:>6.1?} primary up; node {} killed; node {} leads",
-        started.elapsed(),
-        ["A", "B"][leader],
-        ["A", "B"][last]
-    );
+    let last = cluster.kill_and_restart(leader, "the primary is up");
     wait_until(Duration::from_secs(60), "the drain to finish", || {
         phase(&cluster.nodes[0], "example.com") == "normal" && queue_len(&cluster.nodes[0]) == 0
     });
@@ -206,9 +203,9 @@ fn one_outage_gives_one_set_of_four_alerts_while_the_leader_is_killed_twice() {
     eprintln!(
         "pg cluster outage: 4 alerts, each decided once, {copies} resent after a kill mid-delivery, \
          leaders {} -> {} -> {}, whole test {:.1?}\n{history}",
-        ["A", "B"][first],
-        ["A", "B"][second],
-        ["A", "B"][last],
+        NAMES[first],
+        NAMES[second],
+        NAMES[last],
         started.elapsed()
     );
 }
@@ -414,12 +411,12 @@ fn postgresql_restarted_under_smtp_load_loses_nothing_acknowledged() {
         .filter(|r| r.code == "250")
         .map(|r| r.mid.as_str())
         .collect();
-    for node in 0..2 {
+    for (node, name) in cluster.nodes.iter().zip(NAMES) {
         let listed = python_ok(
             LIST_IDS,
             &[
                 ca_cert().display().to_string(),
-                cluster.nodes[node].addr("imaps").port().to_string(),
+                node.addr("imaps").port().to_string(),
             ],
         );
         let in_mailbox: std::collections::HashSet<&str> = listed.lines().collect();
@@ -429,8 +426,7 @@ fn postgresql_restarted_under_smtp_load_loses_nothing_acknowledged() {
             .collect();
         assert!(
             missing.is_empty(),
-            "acknowledged with 250 but not in the mailbox (read through node {}): {missing:?}",
-            ["A", "B"][node]
+            "acknowledged with 250 but not in the mailbox (read through node {name}): {missing:?}"
         );
     }
     // Nobody restarted a node: a node leads again (the leader lock was taken anew).
@@ -514,8 +510,8 @@ fn a_terminated_leader_lock_connection_hands_monitoring_to_the_other_node() {
     );
     eprintln!(
         "pg leader lock terminated: node {} stepped down, node {} led {:.1?} later, whole test {:.1?}",
-        ["A", "B"][first],
-        ["A", "B"][other],
+        NAMES[first],
+        NAMES[other],
         took_over,
         started.elapsed()
     );
