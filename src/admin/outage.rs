@@ -117,8 +117,8 @@ fn manual(ctx: &AdminContext, name: &str, event: Event) -> anyhow::Result<Manual
     let domain = store
         .domain(name)?
         .with_context(|| format!("{name} is not a protected domain"))?;
-    let state = store.outage_state(&domain.name)?;
-    let memo = store.outage_memo(&domain.name)?;
+    // As stored, not as cached: what the write below is compared with.
+    let (state, memo) = store.outage_record(&domain.name)?;
     let starting = matches!(event, Event::ManualStart(_));
     if !starting && state.phase != OutagePhase::Outage {
         bail!(
@@ -155,10 +155,8 @@ fn manual(ctx: &AdminContext, name: &str, event: Event) -> anyhow::Result<Manual
             // The monitor (of this node or another) recorded a change first: decide
             // again from what it wrote.
             Err(StoreError::Conflict(_)) if attempt < 5 => {
-                decided_from = OutageMachine::resume(
-                    store.outage_state(&domain.name)?,
-                    store.outage_memo(&domain.name)?,
-                );
+                let (state, memo) = store.outage_record(&domain.name)?;
+                decided_from = OutageMachine::resume(state, memo);
             }
             Err(e) => return Err(e.into()),
         }

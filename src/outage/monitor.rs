@@ -351,11 +351,9 @@ impl OutageMonitor {
                 }
                 Err(StoreError::Conflict(why)) if attempt < MAX_DECISIONS => {
                     tracing::info!(domain = %settings.name, %why, "outage state changed elsewhere; deciding again from the store");
+                    let (state, memo) = self.store.outage_record(&settings.name)?;
                     tracked.machine = before;
-                    tracked.machine.rebase(
-                        self.store.outage_state(&settings.name)?,
-                        self.store.outage_memo(&settings.name)?,
-                    );
+                    tracked.machine.rebase(state, memo);
                 }
                 Err(e) => {
                     tracked.machine = before;

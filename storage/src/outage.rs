@@ -125,16 +125,7 @@ impl Store {
         let mut keys = vec![outage_lock(&domain)];
         keys.extend(blobs.iter().map(blob_lock));
         let guards = self.lock(&keys)?;
-        let state_raw = self.get_raw(CF_OUTAGE, domain.as_bytes())?;
-        let memo_raw = self.get_raw(CF_OUTAGE, &memo_key(&domain))?;
-        let state: OutageState = match &state_raw {
-            Some(raw) => decode(CF_OUTAGE, raw)?,
-            None => OutageState::default(),
-        };
-        let memo: OutageMemo = match &memo_raw {
-            Some(raw) => decode(CF_OUTAGE, raw)?,
-            None => OutageMemo::default(),
-        };
+        let ((state, state_raw), (memo, memo_raw)) = self.outage_record_raw(&domain)?;
         if (&state, &memo) != expected {
             return Err(StoreError::Conflict(format!(
                 "outage state of {domain} changed since it was read"
@@ -162,6 +153,34 @@ impl Store {
             .into_iter()
             .flat_map(|s| self.delivered(s).queue_ids)
             .collect())
+    }
+
+    /// A domain's outage state and memo as stored, read from the engine and never from
+    /// the cache (which may hold the last value for a moment after a write became
+    /// visible): what [`Store::record_outage_change`] compares with, so what a decision
+    /// that lost must start again from.
+    pub fn outage_record(&self, domain: &str) -> StoreResult<(OutageState, OutageMemo)> {
+        let ((state, _), (memo, _)) = self.outage_record_raw(&domain.to_ascii_lowercase())?;
+        Ok((state, memo))
+    }
+
+    /// [`Store::outage_record`] with the raw bytes of each record (`None`: absent).
+    #[allow(clippy::type_complexity)]
+    fn outage_record_raw(
+        &self,
+        domain: &str,
+    ) -> StoreResult<((OutageState, Option<Vec<u8>>), (OutageMemo, Option<Vec<u8>>))> {
+        let state_raw = self.get_raw(CF_OUTAGE, domain.as_bytes())?;
+        let memo_raw = self.get_raw(CF_OUTAGE, &memo_key(domain))?;
+        let state = match &state_raw {
+            Some(raw) => decode(CF_OUTAGE, raw)?,
+            None => OutageState::default(),
+        };
+        let memo = match &memo_raw {
+            Some(raw) => decode(CF_OUTAGE, raw)?,
+            None => OutageMemo::default(),
+        };
+        Ok(((state, state_raw), (memo, memo_raw)))
     }
 
     /// The state record and its history entry of one transition, into `batch`.
