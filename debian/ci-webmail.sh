@@ -27,7 +27,9 @@ webmail_forget() {
   as_service user remove anna@example.com --yes > /dev/null 2>&1 || true
   as_service domain remove example.com > /dev/null 2>&1 || true
 }
+visible=
 webmail_restore() {
+  [ -z "$visible" ] || rm -rf "$visible"
   webmail_forget
   inside systemctl disable --now --quiet nginx php8.2-fpm 2> /dev/null || true
   rm -rf "${webmail_paths[@]}"
@@ -76,7 +78,11 @@ inside curl -sS smtp://127.0.0.1:25 --mail-from someone@example.net --mail-rcpt 
 inside install -d -o www-data -g www-data -m 755 /run/php
 # The command as written, plus the CA of the self-signed certificate above. Its
 # `systemctl enable` leaves the machine's SysV links (/etc/rc?.d) alone.
-out=$(inside env SYSTEMCTL_SKIP_SYSV=1 bash -c "cd '$PWD' && $setup --ca-file /etc/ssl/understudy-ca.pem" 2>&1) \
+# Run from a copy of contrib/ in a directory both sides see: a checkout under /tmp (where
+# CI may clone) is hidden inside by the namespaces' private /tmp.
+visible=$(mktemp -d /var/cache/understudy-ci.XXXXXX)
+cp -r contrib "$visible/"
+out=$(inside env SYSTEMCTL_SKIP_SYSV=1 bash -c "cd '$visible' && $setup --ca-file /etc/ssl/understudy-ca.pem" 2>&1) \
   || {
     echo "$out" >&2
     inside systemctl status --no-pager nginx php8.2-fpm >&2 || true

@@ -425,6 +425,227 @@ pub fn bounce(ctx: &AdminContext, id: u64, confirmed: bool) -> anyhow::Result<Bo
     })
 }
 
+/// Which queue entries a bulk action is for: those of one domain (or all) narrowed by
+/// kind, state and recipient, each left empty for "any". The console's queue manager and
+/// the JSON API filter with it, and a bulk confirmation is bound to it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct QueueFilter {
+    /// Only this domain.
+    #[serde(default)]
+    pub domain: String,
+    /// relay, outbound or notification.
+    #[serde(default)]
+    pub kind: String,
+    /// due, waiting or held.
+    #[serde(default)]
+    pub state: String,
+    /// Entries with a recipient address containing this (case-insensitive).
+    #[serde(default)]
+    pub recipient: String,
+}
+
+impl QueueFilter {
+    /// The filter as compared: fields trimmed, domain and recipient lower-cased.
+    pub fn normalised(&self) -> QueueFilter {
+        QueueFilter {
+            domain: self.domain.trim().to_ascii_lowercase(),
+            kind: self.kind.trim().to_string(),
+            state: self.state.trim().to_string(),
+            recipient: self.recipient.trim().to_ascii_lowercase(),
+        }
+    }
+
+    /// Refuses a kind or state that matches nothing (a typo would select every entry).
+    pub fn check(&self) -> anyhow::Result<()> {
+        if !["", "relay", "outbound", "notification"].contains(&self.kind.trim()) {
+            bail!("unknown kind {:?}: relay, outbound or notification", self.kind);
+        }
+        if !["", "due", "waiting", "held"].contains(&self.state.trim()) {
+            bail!("unknown state {:?}: due, waiting or held", self.state);
+        }
+        Ok(())
+    }
+
+    pub fn matches(&self, e: &QueueEntry, now: i64) -> bool {
+        let f = self.normalised();
+        let state_ok = match f.state.as_str() {
+            "held" => e.held,
+            "due" => !e.held && e.next_attempt <= now,
+            "waiting" => !e.held && e.next_attempt > now,
+            _ => true,
+        };
+        state_ok
+            && (f.domain.is_empty() || e.domain.eq_ignore_ascii_case(&f.domain))
+            && (f.kind.is_empty() || kind_name(e) == f.kind)
+            && (f.recipient.is_empty()
+                || e.recipients
+                    .iter()
+                    .any(|r| r.address.to_ascii_lowercase().contains(&f.recipient)))
+    }
+
+    /// `domain example.com, recipient anna`, or `every entry`.
+    pub fn describe(&self) -> String {
+        let f = self.normalised();
+        let parts: Vec<String> = [
+            ("domain", &f.domain),
+            ("kind", &f.kind),
+            ("state", &f.state),
+            ("recipient", &f.recipient),
+        ]
+        .iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
+        if parts.is_empty() {
+            "every entry".into()
+        } else {
+            parts.join(", ")
+        }
+    }
+}
+
+/// An action on a set of queue entries at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BulkAction {
+    Retry,
+    Hold,
+    Release,
+    Purge,
+    Bounce,
+}
+
+impl BulkAction {
+    pub fn parse(name: &str) -> Option<BulkAction> {
+        Some(match name {
+            "retry" => BulkAction::Retry,
+            "hold" => BulkAction::Hold,
+            "release" => BulkAction::Release,
+            "purge" => BulkAction::Purge,
+            "bounce" => BulkAction::Bounce,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            BulkAction::Retry => "retry",
+            BulkAction::Hold => "hold",
+            BulkAction::Release => "release",
+            BulkAction::Purge => "purge",
+            BulkAction::Bounce => "bounce",
+        }
+    }
+
+    /// What the entries are afterwards: `3 entries held`.
+    pub fn done(self) -> &'static str {
+        match self {
+            BulkAction::Retry => "due now",
+            BulkAction::Hold => "held",
+            BulkAction::Release => "released",
+            BulkAction::Purge => "purged",
+            BulkAction::Bounce => "bounced",
+        }
+    }
+
+    /// Purge and bounce give the message up for its pending recipients: no undo.
+    pub fn gives_up(self) -> bool {
+        matches!(self, BulkAction::Purge | BulkAction::Bounce)
+    }
+}
+
+/// What a bulk action did to the entries it was given.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct BulkOutcome {
+    pub action: Option<BulkAction>,
+    /// Entries changed.
+    pub changed: usize,
+    /// Entries no longer queued (delivered, purged or expired since they were listed).
+    pub gone: Vec<u64>,
+    /// Entries left as they were, each with why.
+    pub unchanged: Vec<String>,
+}
+
+impl BulkOutcome {
+    /// `2 entries held; 1 no longer queued: 7`.
+    pub fn text(&self) -> String {
+        let verb = self.action.map_or("changed", BulkAction::done);
+        let mut text = format!("{} entries {verb}", self.changed);
+        if !self.gone.is_empty() {
+            let ids: Vec<String> = self.gone.iter().map(u64::to_string).collect();
+            text.push_str(&format!("; {} no longer queued: {}", ids.len(), ids.join(", ")));
+        }
+        if !self.unchanged.is_empty() {
+            text.push_str(&format!("; not {verb}: {}", self.unchanged.join("; ")));
+        }
+        text
+    }
+}
+
+/// Runs `action` on each of `ids`, the listed entries of a confirmed bulk action. Every
+/// entry still queued must be in a domain `covers` allows, or nothing is done at all;
+/// entries gone since they were listed are reported, and one entry that cannot be
+/// changed is reported while the others still are.
+pub fn bulk(
+    ctx: &AdminContext,
+    action: BulkAction,
+    ids: &[u64],
+    covers: &dyn Fn(&str) -> bool,
+) -> anyhow::Result<BulkOutcome> {
+    let mut outcome = BulkOutcome {
+        action: Some(action),
+        ..BulkOutcome::default()
+    };
+    let mut present = Vec::new();
+    for id in ids {
+        match ctx.store.queue_entry(*id)? {
+            None => outcome.gone.push(*id),
+            Some(e) if !covers(&e.domain) => bail!("no queue entry {id}"),
+            Some(e) if e.pending().next().is_none() => outcome.gone.push(*id),
+            Some(_) => present.push(*id),
+        }
+    }
+    match action {
+        BulkAction::Hold | BulkAction::Release => {
+            let held = action == BulkAction::Hold;
+            outcome.changed = hold_entries(ctx, &present, held)?;
+            let same = present.len() - outcome.changed;
+            if same > 0 {
+                outcome
+                    .unchanged
+                    .push(format!("{same} were {} already", action.done()));
+            }
+        }
+        BulkAction::Retry => {
+            for id in &present {
+                let r = retry(ctx, Some(&id.to_string()))?;
+                if r.due.contains(id) {
+                    outcome.changed += 1;
+                } else if r.held.contains(id) {
+                    outcome.unchanged.push(format!("{id}: held"));
+                } else {
+                    outcome
+                        .unchanged
+                        .push(format!("{id}: waiting for the end of its domain's outage"));
+                }
+            }
+        }
+        BulkAction::Purge | BulkAction::Bounce => {
+            for id in &present {
+                let done = match action {
+                    BulkAction::Purge => purge(ctx, *id, true),
+                    _ => bounce(ctx, *id, true).map(|_| ()),
+                };
+                match done {
+                    Ok(()) => outcome.changed += 1,
+                    Err(e) => outcome.unchanged.push(format!("{id}: {e:#}")),
+                }
+            }
+        }
+    }
+    Ok(outcome)
+}
+
 fn print_hold(n: usize, domain: &str, verb: &str, out: &mut dyn Write) -> std::io::Result<()> {
     writeln!(
         out,

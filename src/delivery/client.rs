@@ -124,7 +124,10 @@ impl TlsContext {
                 None
             }
         };
-        let verifier = Arc::new(AnyCertificate(provider.clone()));
+        let verifier = Arc::new(NoCaVerifier {
+            provider: provider.clone(),
+            pinned: None,
+        });
         let unverified = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map(|b| {
@@ -147,21 +150,31 @@ impl TlsContext {
     }
 }
 
-/// Accepts any certificate: opportunistic TLS protects against passive eavesdropping
-/// only, and refusing a self-signed certificate would send the mail in plaintext instead.
+/// Checks a server's certificate without a CA. `pinned: None` accepts any certificate:
+/// opportunistic TLS protects against passive eavesdropping only, and refusing a
+/// self-signed certificate would send the mail in plaintext instead. `Some(leaf)`
+/// accepts exactly that one (the failover drill talking to this server itself).
 #[derive(Debug)]
-struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+pub(crate) struct NoCaVerifier {
+    pub(crate) provider: Arc<rustls::crypto::CryptoProvider>,
+    pub(crate) pinned: Option<CertificateDer<'static>>,
+}
 
-impl ServerCertVerifier for AnyCertificate {
+impl ServerCertVerifier for NoCaVerifier {
     fn verify_server_cert(
         &self,
-        _end_entity: &CertificateDer<'_>,
+        end_entity: &CertificateDer<'_>,
         _intermediates: &[CertificateDer<'_>],
         _server_name: &ServerName<'_>,
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
+        match &self.pinned {
+            Some(leaf) if leaf.as_ref() != end_entity.as_ref() => Err(rustls::Error::General(
+                "the server presented another certificate than the one expected".into(),
+            )),
+            _ => Ok(ServerCertVerified::assertion()),
+        }
     }
     fn verify_tls12_signature(
         &self,
@@ -169,7 +182,12 @@ impl ServerCertVerifier for AnyCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
     fn verify_tls13_signature(
         &self,
@@ -177,10 +195,17 @@ impl ServerCertVerifier for AnyCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 

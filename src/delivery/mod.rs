@@ -199,6 +199,9 @@ pub struct QueueRunner {
     /// nothing last time) and when the last look from the beginning was. New and
     /// rescheduled entries are due at the current time or later, so nothing appears
     /// below the floor unless the clock steps back: a full look once a minute covers that.
+    /// Only with one node: on a shared store another node writes due times from its own
+    /// clock (a second behind, or a `now` read before this floor was set), and an entry
+    /// below the floor would wait for the next full look (see [`Self::due_from`]).
     due_floor: Mutex<(i64, std::time::Instant)>,
 }
 
@@ -369,6 +372,20 @@ impl QueueRunner {
         tracing::info!("queue runner stopped");
     }
 
+    /// Where this pass's look at the due index starts: the floor with one node, the
+    /// beginning on a shared store (its due index is a database index, so there are no
+    /// tombstones of sent entries to skip, and other nodes' clocks set the due times).
+    fn due_from(&self) -> i64 {
+        if self.store.is_shared() {
+            return i64::MIN;
+        }
+        let mut floor = self.due_floor.lock();
+        if floor.1.elapsed() >= FULL_DUE_SCAN {
+            *floor = (i64::MIN, std::time::Instant::now());
+        }
+        floor.0
+    }
+
     /// Looks at the due entries once and starts a task for each one that may go now;
     /// entries whose destination has no free connection wait in its backlog.
     async fn pass(self: &Arc<Self>, tasks: &mut JoinSet<()>) -> anyhow::Result<()> {
@@ -385,13 +402,7 @@ impl QueueRunner {
         }
         let skip = self.in_flight.lock().clone();
         let store = self.store.clone();
-        let from = {
-            let mut floor = self.due_floor.lock();
-            if floor.1.elapsed() >= FULL_DUE_SCAN {
-                *floor = (i64::MIN, std::time::Instant::now());
-            }
-            floor.0
-        };
+        let from = self.due_from();
         let (due, first) = blocking(move || store.due_entries_except(now, limit, &skip, from)).await?;
         {
             let mut floor = self.due_floor.lock();

@@ -149,9 +149,12 @@ s.quit()`,
     console.log('ok bulk purge and bounce after their confirmation');
 
     // 5c. The failover drill on the domain page: the documented test run by the console
-    // against the primary that is up, step by step, until it says it passed.
+    // against the primary that is up, step by step, until it says it passed; it logs in
+    // over IMAP as the user typed on the form (dora, so that anna stays a user who never
+    // logged in for the readiness check below) and finds its message in her INBOX.
     await page.goto(`${BASE}/domains/example.com`);
-    await page.fill('input[name=address]', 'anna@example.com');
+    await page.fill('input[name=address]', 'dora@example.com');
+    await page.fill('input[name=password]', cfg.password);
     await page.click('#drill');
     await eventually('the drill finished', async () => {
       try {
@@ -165,11 +168,14 @@ s.quit()`,
     );
     console.log(drillSteps.join('\n'));
     assert.match(await page.textContent('#drill-summary'), /Drill passed/, drillSteps.join('\n'));
-    assert.equal(drillSteps.length, 7);
+    assert.equal(drillSteps.length, 9);
     assert.ok(drillSteps.every((s) => s.startsWith('passed: ')), drillSteps.join('\n'));
     assert.match(drillSteps[1], /250 /);
-    assert.match(drillSteps[5], /the primary said: .*250/);
-    assert.match(drillSteps[6], /lost: delivered, spooling: delivered, restored: delivered, released: delivered/);
+    assert.match(drillSteps[3], /^passed: Log in over IMAP as dora@example\.com: logged in as dora@example\.com \(imaps /);
+    assert.match(drillSteps[4], /INBOX UID \d+, "Failover drill of example\.com"/);
+    assert.match(drillSteps[7], /the primary said: .*250/);
+    assert.match(drillSteps[8], /lost: delivered, spooling: delivered, restored: delivered, released: delivered/);
+    assert.ok(!(await page.content()).includes(cfg.password), 'the drill page shows the password');
     await screenshot(page, cfg.screenshots, 'drill');
     // The domain is back to normal, and a second drill cannot be started on a domain
     // in an outage (it would not be a drill).

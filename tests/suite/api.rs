@@ -5,11 +5,11 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::console::{console_server, CLIENT_PY};
+use crate::console::{console_server, API_PY, CLIENT_PY};
 use crate::harness::*;
 
 /// Makes a token for `admin` and returns its secret (printed once).
-fn token(server: &TestServer, admin: &str, read_only: bool) -> String {
+pub fn token(server: &TestServer, admin: &str, read_only: bool) -> String {
     let mut args = vec!["admin", "token", "add", admin, "--label", "test"];
     if read_only {
         args.push("--read-only");
@@ -30,19 +30,8 @@ fn tokens_are_scoped_and_errors_are_json() {
         token(&server, "root", true),
     );
     let script = format!(
-        "{CLIENT_PY}{}",
+        "{CLIENT_PY}{API_PY}{}",
         r#"
-import json
-def api(method, path, token=None, body=None):
-    req = urllib.request.Request(BASE + path, method=method, data=json.dumps(body).encode() if body is not None else None)
-    req.add_header("Content-Type", "application/json")
-    if token:
-        req.add_header("Authorization", "Bearer " + token)
-    try:
-        r = urllib.request.urlopen(req, context=CTX, timeout=30)
-        return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
 root, msp, reader = sys.argv[3:6]
 print("no token", api("GET", "/api/v1/domains")[0])
 print("bad token", api("GET", "/api/v1/domains", "us_nope")[0])

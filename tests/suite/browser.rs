@@ -1,7 +1,8 @@
 //! The console in headless Chromium (Debian's `chromium`, driven by npm `playwright-core`
 //! from `tests/browser/`, installed by `npm ci` there): TOTP login, an outage started,
 //! MX mail on the dashboard, hold and release, tracking with the primary's reply after
-//! recovery, bulk purge and bounce after their confirmation, the failover drill, a
+//! recovery, bulk purge and bounce after their confirmation, the failover drill (with
+//! its IMAP login as a user), a
 //! 500-row CSV with three bad rows, a domain administrator kept to their
 //! domain, the iPhone profile downloaded and the QR code scanned (`zbarimg`), and a
 //! self-service password change that IMAP accepts. Screenshots of the
@@ -58,6 +59,8 @@ fn the_console_in_chromium_from_totp_login_to_self_service() {
     let server = TestServer::setup(&config, |s| {
         crate::console::add_relayed_domains(s, &relay, &["--alert", "ops@alerts.example"]);
         s.add_user("anna@example.com", PASSWORD);
+        // The failover drill's user (it logs in over IMAP as them).
+        s.add_user("dora@example.com", PASSWORD);
         let text = crate::console::add_admin(s, "root", &["--totp"]);
         secret = text
             .split("secret=")

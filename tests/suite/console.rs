@@ -89,6 +89,21 @@ def login(c, name, password, code=""):
     return c.post("/login", {"name": name, "password": password, "code": code, "csrf": csrf(body)})
 "#;
 
+/// Python: `api(method, path, token, body)` calls the JSON API; returns (status, JSON).
+pub const API_PY: &str = r#"
+import json
+def api(method, path, token=None, body=None):
+    req = urllib.request.Request(BASE + path, method=method, data=json.dumps(body).encode() if body is not None else None)
+    req.add_header("Content-Type", "application/json")
+    if token:
+        req.add_header("Authorization", "Bearer " + token)
+    try:
+        r = urllib.request.urlopen(req, context=CTX, timeout=30)
+        return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+"#;
+
 fn args(server: &TestServer) -> Vec<String> {
     vec![
         ca_cert().display().to_string(),
@@ -328,16 +343,18 @@ except urllib.error.HTTPError as e:
     }
 }
 
-/// The failover drill where it must fail: a domain without alert recipients fails the
-/// last step (nobody would hear of a real outage) and the outage it started is over;
-/// a domain already in an outage is refused; a domain administrator cannot drill
-/// another domain.
+/// The failover drill logs in over IMAP as the user and finds its message in the INBOX;
+/// where it must fail, it does and says why: a domain without alert recipients fails
+/// the last step (nobody would hear of a real outage), a wrong password fails the IMAP
+/// login, and each time the outage it started is over. A drill without the password,
+/// on a domain already in an outage, or by a domain administrator on another domain is
+/// refused. The password is neither logged nor shown.
 #[test]
-fn the_failover_drill_fails_without_alert_recipients_and_ends_its_outage() {
+fn the_failover_drill_reads_its_message_as_the_user_and_fails_where_it_must() {
     let sink_dir = tempfile::tempdir().unwrap();
     let sink = crate::sink::DumpSink::start(sink_dir.path());
     let relay = sink.addr();
-    let server = TestServer::setup(WEB_CONFIG, |s| {
+    let mut server = TestServer::setup(WEB_CONFIG, |s| {
         add_relayed_domains(s, &relay, &[]);
         s.add_user("anna@example.com", PASSWORD);
         s.add_user("olga@other.org", PASSWORD);
@@ -352,21 +369,36 @@ import time
 c = Client()
 s, body, _ = login(c, "root", "Correct1horse")
 s, body, _ = c.get("/domains/other.org")
-s, body, _ = c.post("/domains/other.org/drill", {"address": "olga@other.org", "csrf": csrf(body)})
+s, body, _ = c.post("/domains/other.org/drill", {"address": "olga@other.org", "password": "Correct1horse", "csrf": csrf(body)})
 print("in an outage", s, "only in normal operation" in body)
 s, body, _ = c.get("/domains/example.com")
-s, body, _ = c.post("/domains/example.com/drill", {"address": "olga@other.org", "csrf": csrf(body)})
+print("drill form asks for the password", 'name="password" type="password"' in body)
+s, body, _ = c.post("/domains/example.com/drill", {"address": "olga@other.org", "password": "Correct1horse", "csrf": csrf(body)})
 print("other domain's user", s)
 s, body, _ = c.get("/domains/example.com")
-s, body, url = c.post("/domains/example.com/drill", {"address": "anna@example.com", "csrf": csrf(body)})
-print("started", s, "/drill/" in url)
-deadline = time.monotonic() + 300
-while 'id="drill-summary"' not in body and time.monotonic() < deadline:
+s, body, _ = c.post("/domains/example.com/drill", {"address": "anna@example.com", "csrf": csrf(body)})
+print("no password", s, "the drill logs in over IMAP" in body)
+def drill(password, label):
+    s, body, _ = c.get("/domains/example.com")
+    s, body, url = c.post("/domains/example.com/drill", {"address": "anna@example.com", "password": password, "csrf": csrf(body)})
+    print(label, "started", s, "/drill/" in url)
+    deadline = time.monotonic() + 300
+    while 'id="drill-summary"' not in body and time.monotonic() < deadline:
+        time.sleep(0.25)
+        s, body, _ = c.get(urllib.parse.urlparse(url).path)
+    print(label, "summary", re.search(r'id="drill-summary">([^<]*)<', body).group(1))
+    for name, result, detail in re.findall(r'<tr class="step-\w+"><td>([^<]*)</td><td class="result">(\w+)</td><td class="detail">([^<]*)</td>', body):
+        print(label, "step", result, name, "|", detail)
+    print(label, "password shown", password in body)
+drill("Correct1horse", "first")
+# The first drill's message goes to the primary; a second drill waits for normal operation.
+deadline = time.monotonic() + 120
+while time.monotonic() < deadline:
+    s, body, _ = c.get("/")
+    if re.search(r'data-domain="example.com".*?phase-(\w+)', body, re.S).group(1) == "normal":
+        break
     time.sleep(0.25)
-    s, body, _ = c.get(urllib.parse.urlparse(url).path)
-print("summary", re.search(r'id="drill-summary">([^<]*)<', body).group(1))
-for name, result, detail in re.findall(r'<tr class="step-\w+"><td>([^<]*)</td><td class="result">(\w+)</td><td class="detail">([^<]*)</td>', body):
-    print("step", result, name, "|", detail)
+drill("Drill9wrongHorse", "second")
 s, body, _ = c.get("/audit")
 print("audit", "failover drill" in body, body.count("outage start") >= 1, body.count("outage stop") >= 1)
 m = Client()
@@ -378,21 +410,44 @@ print("msp drills other.org", m.post("/domains/other.org/drill", {"address": "ol
     let out = python_ok(&script, &args(&server));
     for expected in [
         "in an outage 422 True",
+        "drill form asks for the password True",
         "other domain's user 422",
-        "started 200 True",
-        "summary Drill failed",
-        "step passed Start a manual outage",
-        "step passed Send a message from outside to anna@example.com | &lt;drill.",
-        "step passed The message is spooled here",
-        "step passed Stop the outage",
-        "step passed The message goes to the primary | the primary said: anna@example.com: 250",
-        "step failed The alert recipients get the four notices | the domain has no alert recipients",
+        "no password 422 True",
+        "first started 200 True",
+        "first summary Drill failed",
+        "first step passed Start a manual outage",
+        "first step passed Send a message from outside to anna@example.com | &lt;drill.",
+        "first step passed The message is spooled here",
+        "first step passed Log in over IMAP as anna@example.com | logged in as anna@example.com (imaps 127.0.0.1:",
+        "TLS with the server's own certificate): OK",
+        "first step passed The test message is in anna@example.com",
+        "INBOX | INBOX UID ",
+        "first step passed Stop the outage",
+        "first step passed The message goes to the primary | the primary said: anna@example.com: 250",
+        "first step failed The alert recipients get the four notices | the domain has no alert recipients",
+        "first password shown False",
+        "second started 200 True",
+        "second summary Drill failed",
+        "second step passed The message is spooled here",
+        "second step failed Log in over IMAP as anna@example.com | login refused (imaps 127.0.0.1:",
+        "second step passed Stop the outage",
+        "second password shown False",
         "audit True True True",
         "msp drills other.org 404",
     ] {
         assert!(out.contains(expected), "{expected} missing from:\n{out}");
     }
     assert!(!out.contains("hear that mail is being spooled"), "{out}");
+    let second: Vec<&str> = out.lines().filter(|l| l.starts_with("second step")).collect();
+    assert_eq!(
+        second.len(),
+        5,
+        "the second drill stops at the login: {second:#?}"
+    );
+    assert!(
+        !server.log().contains("Drill9wrongHorse"),
+        "a drill's password reached the log"
+    );
     // The drill's outage is over, the message at the primary.
     let status = server.admin_ok(&["outage", "status"]);
     let line = status
@@ -434,8 +489,9 @@ fn the_dashboard_shows_each_domains_last_probe() {
         }
         add_admin(s, "root", &[]);
     });
+    let token = crate::api::token(&server, "root", true);
     let script = format!(
-        "{CLIENT_PY}{}",
+        "{CLIENT_PY}{API_PY}{}",
         r#"
 import time
 c = Client()
@@ -452,13 +508,183 @@ while True:
     time.sleep(0.25)
 print("example.com", a)
 print("other.org", b)
+for d in api("GET", "/api/v1/domains", sys.argv[3])[1]:
+    print("api", d["domain"], d["last_probe_at"] is not None, d["last_probe_error"] is None, (d["last_probe_error"] or "").lower())
 "#
     );
-    let out = python_ok(&script, &args(&server));
+    let mut a = args(&server);
+    a.push(token);
+    let out = python_ok(&script, &a);
     assert!(out.contains("example.com answered 20"), "{out}");
     assert!(
         out.lines()
             .any(|l| l.starts_with("other.org failed 20") && l.to_lowercase().contains("refused")),
         "{out}"
     );
+    assert!(out.contains("api example.com True True"), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("api other.org True False") && l.contains("refused")),
+        "{out}"
+    );
+}
+
+/// Bulk queue actions only act when confirmed: the first post shows the entries and
+/// the filter; a confirmation altered, replayed or presented by another session changes
+/// nothing and says why; a confirmed one acts on exactly the entries listed (not on
+/// mail that arrived in between), and a domain administrator's covers only their
+/// domains. The same through the JSON API.
+#[test]
+fn bulk_queue_actions_act_only_on_an_unaltered_confirmation_and_only_once() {
+    let dead = format!("127.0.0.1:{}", crate::sink::free_port());
+    let server = TestServer::setup(WEB_CONFIG, |s| {
+        for domain in ["example.com", "other.org"] {
+            s.admin_ok(&[
+                "domain",
+                "add",
+                domain,
+                "--relay-host",
+                &dead,
+                "--monitoring",
+                "false",
+            ]);
+            s.admin_ok(&["outage", "start", domain]);
+        }
+        for user in ["anna@example.com", "bert@example.com", "olga@other.org"] {
+            s.add_user(user, PASSWORD);
+        }
+        add_admin(s, "root", &[]);
+        add_admin(s, "msp", &["--role", "domain", "--domain", "example.com"]);
+    });
+    let (root_token, msp_token) = (
+        crate::api::token(&server, "root", false),
+        crate::api::token(&server, "msp", false),
+    );
+    let script = format!(
+        "{CLIENT_PY}{API_PY}{}",
+        r#"
+import smtplib, time
+SMTP, ROOT, MSP = int(sys.argv[3]), sys.argv[4], sys.argv[5]
+def send(to, n):
+    s = smtplib.SMTP("127.0.0.1", SMTP, timeout=30)
+    s.sendmail("bob@elsewhere.example", [to], "From: bob@elsewhere.example\r\nTo: %s\r\nSubject: bulk %d\r\nMessage-ID: <bulk-%d@elsewhere.example>\r\n\r\nhello\r\n" % (to, n, n))
+    s.quit()
+def relay(n):
+    deadline = time.monotonic() + 60
+    while True:
+        items = [i for i in api("GET", "/api/v1/queue", ROOT)[1] if i["kind"] == "relay"]
+        if len(items) >= n or time.monotonic() > deadline:
+            return {i["id"]: i for i in items}
+        time.sleep(0.1)
+def held():
+    return sorted(i for i, e in relay(0).items() if e["held"])
+def of(entries, address):
+    return sorted(i for i, e in entries.items() if e["recipients"][0]["address"] == address)
+def flash(body):
+    m = re.search(r'class="flash" role="status">([^<]*)<', body)
+    return m.group(1).strip() if m else "-"
+def refused(body):
+    m = re.search(r'id="refused">([^<]*)<', body)
+    return m.group(1).strip() if m else "-"
+def listed(body):
+    return sorted(int(x) for x in re.findall(r'<td class="id"><a href="/queue/(\d+)"', body.split('id="confirm-entries"')[1].split("</table>")[0]))
+def confirmation(body):
+    return re.search(r'name="confirmation" value="([0-9a-f]+)"', body).group(1)
+for n, to in enumerate(["anna@example.com", "anna@example.com", "bert@example.com", "olga@other.org"]):
+    send(to, n)
+entries = relay(4)
+anna, bert, olga = of(entries, "anna@example.com"), of(entries, "bert@example.com"), of(entries, "olga@other.org")
+print("queued", len(anna), len(bert), len(olga))
+c = Client()
+s, body, _ = login(c, "root", "Correct1horse")
+s, body, _ = c.get("/queue?domain=example.com&recipient=anna")
+hold_anna = {"csrf": csrf(body), "action": "hold", "scope": "filter", "f_domain": "example.com", "f_kind": "", "f_state": "", "f_recipient": "anna"}
+# Unconfirmed: the entries, their count and the filter; nothing held.
+s, body, _ = c.post("/queue/bulk", hold_anna)
+q = re.search(r'id="confirm-question"><strong>([^<]*)<', body).group(1)
+print("unconfirmed", s, q, "| filter shown", "domain example.com, recipient anna" in body, "| listed anna", listed(body) == anna, "| held", held())
+token = confirmation(body)
+# Altered: the same confirmation with the recipient taken off the filter.
+s, body, _ = c.post("/queue/bulk", dict(hold_anna, f_recipient="", confirmation=token))
+print("altered", s, refused(body), "| held", held())
+s, body, _ = c.post("/queue/bulk", dict(hold_anna, action="purge", confirmation=token))
+print("altered then", s, refused(body), "| queued", len(relay(4)))
+# Confirmed, with one more message for anna arriving in between: only the two listed.
+s, body, _ = c.post("/queue/bulk", hold_anna)
+token = confirmation(body)
+send("anna@example.com", 9)
+late = sorted(set(relay(5)) - set(entries))
+s, body, _ = c.post("/queue/bulk", dict(hold_anna, confirmation=token))
+print("confirmed", s, flash(body), "| held exactly the listed", held() == anna, "| late one held", late[0] in held())
+# Replayed: refused, the late message still not held.
+s, body, _ = c.post("/queue/bulk", dict(hold_anna, confirmation=token))
+print("replayed", s, refused(body), "| held", held() == anna)
+# Another session's confirmation, and a domain administrator's selection.
+release_all = {"csrf": csrf(body), "action": "release", "scope": "filter", "f_domain": "", "f_kind": "", "f_state": "", "f_recipient": ""}
+s, body, _ = c.post("/queue/bulk", release_all)
+root_token = confirmation(body)
+print("root would release", listed(body) == sorted(relay(5)))
+m = Client()
+s, body, _ = login(m, "msp", "Correct1horse")
+s, body, _ = m.get("/queue")
+mcsrf = csrf(body)
+s, body, _ = m.post("/queue/bulk", dict(release_all, csrf=mcsrf, confirmation=root_token))
+print("foreign", s, refused(body), "| held", held() == anna)
+print("msp filter on other.org", m.post("/queue/bulk", dict(release_all, csrf=mcsrf, f_domain="other.org"))[0])
+ticked = [("csrf", mcsrf), ("action", "hold"), ("scope", "ticked"), ("f_domain", ""), ("f_kind", ""), ("f_state", ""), ("f_recipient", ""), ("id", str(olga[0])), ("id", str(bert[0]))]
+s, body, _ = m.post("/queue/bulk", ticked)
+print("msp ticked olga and bert, listed", listed(body) == bert)
+s, body, _ = m.post("/queue/bulk", ticked + [("confirmation", confirmation(body))])
+print("msp confirmed", s, flash(body), "| olga held", olga[0] in held(), "| bert held", bert[0] in held())
+# root's confirmation still works for root after msp tried it.
+s, body, _ = c.post("/queue/bulk", dict(release_all, confirmation=root_token))
+print("root released", s, flash(body), "| held", held())
+# The JSON API: preview, altered, confirmed, replayed, another token's.
+hold_olga = {"action": "hold", "filter": {"domain": "other.org"}}
+s, p = api("POST", "/api/v1/queue/bulk/preview", ROOT, hold_olga)
+print("api preview", s, p["count"], p["description"], [e["id"] for e in p["entries"]] == olga, "| held", held())
+print("api msp preview other.org", api("POST", "/api/v1/queue/bulk/preview", MSP, hold_olga)[0])
+s, e = api("POST", "/api/v1/queue/bulk/confirm", MSP, dict(hold_olga, confirmation=p["confirmation"]))
+print("api msp with root's confirmation", s, e["error"])
+s, e = api("POST", "/api/v1/queue/bulk/confirm", ROOT, dict(hold_olga, action="bounce", confirmation=p["confirmation"]))
+print("api altered", s, e["error"], "| held", held())
+s, p = api("POST", "/api/v1/queue/bulk/preview", ROOT, hold_olga)
+s, r = api("POST", "/api/v1/queue/bulk/confirm", ROOT, dict(hold_olga, confirmation=p["confirmation"]))
+print("api confirmed", s, r["changed"], r["message"], "| held", held() == olga)
+s, e = api("POST", "/api/v1/queue/bulk/confirm", ROOT, dict(hold_olga, confirmation=p["confirmation"]))
+print("api replayed", s, e["error"])
+s, body, _ = c.get("/audit")
+print("audited", "queue hold" in body and "filter: domain example.com, recipient anna" in body)
+"#
+    );
+    let mut a = args(&server);
+    a.push(server.addr("smtp").port().to_string());
+    a.push(root_token);
+    a.push(msp_token);
+    let out = python_ok(&script, &a);
+    for expected in [
+        "queued 2 1 1",
+        "unconfirmed 200 Hold 2 entries? | filter shown True | listed anna True | held []",
+        "altered 409 this confirmation was for every entry of the filter (domain example.com, recipient anna), not every entry of the filter (domain example.com): nothing was changed | held []",
+        "altered then 409 this confirmation was used already",
+        "| queued 4",
+        "confirmed 200 2 entries held | held exactly the listed True | late one held False",
+        "replayed 409 this confirmation was used already",
+        "replayed 409 this confirmation was used already, at ",
+        "root would release True",
+        "foreign 409 this confirmation was given to another session or API token: nothing was changed | held True",
+        "msp filter on other.org 404",
+        "msp ticked olga and bert, listed True",
+        "msp confirmed 200 1 entries held | olga held False | bert held True",
+        "root released 200 3 entries released; not released: 2 were released already | held []",
+        "api preview 200 1 domain other.org True | held []",
+        "api msp preview other.org 404",
+        "api msp with root's confirmation 404 not found",
+        "api altered 409 this confirmation was for hold, not bounce: nothing was changed | held []",
+        "api confirmed 200 1 1 entries held | held True",
+        "api replayed 409 this confirmation was used already",
+        "audited True",
+    ] {
+        assert!(out.contains(expected), "{expected} missing from:\n{out}");
+    }
 }

@@ -1,5 +1,6 @@
 //! The JSON API (`/api/v1`) for scripts: the same operations as the pages (outage
-//! status, start and stop; the queue; users; tracking; readiness), authenticated by an
+//! status, start and stop; the queue and its bulk actions; users; tracking; readiness),
+//! authenticated by an
 //! API token (`Authorization: Bearer us_…`, made with `admin token add`) and scoped like
 //! its administrator's role; a read-only token may only read. Described by an OpenAPI
 //! document generated from these handlers (`/api/v1/openapi.json`, utoipa). Every
@@ -22,9 +23,11 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use super::{AppError, ClientIp, Console};
 use crate::admin::audit::{domain_of, Action};
+use crate::admin::queue::{BulkAction, QueueFilter};
 use crate::admin::readiness::{self, ReadinessItem, ReadinessReport};
 use crate::admin::{outage, queue, tracking, users};
 use crate::outage::notify::phase_name;
+use crate::web::console::confirm::Selection;
 
 pub fn routes() -> Router<Arc<Console>> {
     Router::new()
@@ -32,6 +35,8 @@ pub fn routes() -> Router<Arc<Console>> {
         .route("/api/v1/domains", get(domains))
         .route("/api/v1/domains/{domain}/outage", post(set_outage))
         .route("/api/v1/queue", get(queue_list))
+        .route("/api/v1/queue/bulk/preview", post(bulk_preview))
+        .route("/api/v1/queue/bulk/confirm", post(bulk_confirm))
         .route("/api/v1/queue/{id}/{action}", post(queue_action))
         .route("/api/v1/users", get(user_list).post(user_add))
         .route("/api/v1/tracking", get(track))
@@ -69,8 +74,8 @@ async fn read_body_first(request: axum::extract::Request, next: axum::middleware
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Understudy console API", version = "1", description = "Outages, queue, users, tracking and readiness of an Understudy email continuity server."),
-    paths(domains, set_outage, queue_list, queue_action, user_list, user_add, track, readiness_report),
-    components(schemas(ErrorBody, DomainStatus, OutageRequest, OutageResult, QueueItem, QueueRecipientItem, QueueActionResult, UserItem, NewUser, UserCreated, TrackedItem, EventItem, ReadinessReport, ReadinessItem)),
+    paths(domains, set_outage, queue_list, queue_action, bulk_preview, bulk_confirm, user_list, user_add, track, readiness_report),
+    components(schemas(ErrorBody, DomainStatus, OutageRequest, OutageResult, QueueItem, QueueRecipientItem, QueueActionResult, QueueFilter, BulkAction, BulkRequest, BulkConfirm, BulkPreview, BulkResult, UserItem, NewUser, UserCreated, TrackedItem, EventItem, ReadinessReport, ReadinessItem)),
     modifiers(&BearerAuth),
     security(("token" = []))
 )]
@@ -164,6 +169,11 @@ pub struct ApiCaller {
 }
 
 impl ApiCaller {
+    /// Who a bulk confirmation given to this token belongs to.
+    fn confirmation_owner(&self) -> String {
+        format!("token {}", self.token_id)
+    }
+
     fn require(&self, domain: &str) -> Result<(), ApiError> {
         if self.role.covers(domain) {
             Ok(())
@@ -238,6 +248,11 @@ pub struct DomainStatus {
     pub oldest_queued: Option<i64>,
     pub held: u64,
     pub domain_held: bool,
+    /// Unix seconds of the last probe of the relay host (or relay attempt counted as
+    /// one); absent: none yet.
+    pub last_probe_at: Option<i64>,
+    /// Why that probe failed; absent: it answered (or there was none).
+    pub last_probe_error: Option<String>,
 }
 
 #[utoipa::path(get, path = "/api/v1/domains", tag = "outage",
@@ -248,15 +263,19 @@ async fn domains(
     caller: ApiCaller,
 ) -> Result<Json<Vec<DomainStatus>>, ApiError> {
     let role = caller.role.clone();
-    let (status, _) = console
-        .run(None, move |ctx| outage::status(ctx, None, false))
+    let ((status, memos), _) = console
+        .run(None, move |ctx| {
+            super::pages::dashboard::domains_with_memos(ctx, &role)
+        })
         .await?;
     Ok(Json(
         status
             .domains
             .into_iter()
-            .filter(|d| role.covers(&d.domain))
-            .map(|d| DomainStatus {
+            .zip(memos)
+            .map(|(d, memo)| DomainStatus {
+                last_probe_at: memo.last_probe_at,
+                last_probe_error: memo.last_probe_at.and(memo.last_probe_error),
                 phase: phase_name(d.state.phase).to_string(),
                 since: d.state.since,
                 reason: d.state.reason,
@@ -385,30 +404,192 @@ async fn queue_list(
             .entries
             .into_iter()
             .filter(|e| role.covers(&e.entry.domain))
-            .map(|listed| listed.entry)
-            .map(|e| QueueItem {
-                id: e.id,
-                kind: format!("{:?}", e.kind).to_lowercase(),
-                recipients: e
-                    .recipients
-                    .iter()
-                    .map(|r| QueueRecipientItem {
-                        address: r.address.clone(),
-                        status: format!("{:?}", r.status).to_lowercase(),
-                        attempts: u64::from(r.attempts),
-                        last_reply: r.last_reply.clone(),
-                    })
-                    .collect(),
-                domain: e.domain,
-                mail_from: e.mail_from,
-                message_id: e.message_id,
-                size: e.size,
-                created_at: e.created_at,
-                next_attempt: e.next_attempt,
-                held: e.held,
-            })
+            .map(|listed| queue_item(listed.entry))
             .collect(),
     ))
+}
+
+fn queue_item(e: understudy_storage::QueueEntry) -> QueueItem {
+    QueueItem {
+        id: e.id,
+        kind: format!("{:?}", e.kind).to_lowercase(),
+        recipients: e
+            .recipients
+            .iter()
+            .map(|r| QueueRecipientItem {
+                address: r.address.clone(),
+                status: format!("{:?}", r.status).to_lowercase(),
+                attempts: u64::from(r.attempts),
+                last_reply: r.last_reply.clone(),
+            })
+            .collect(),
+        domain: e.domain,
+        mail_from: e.mail_from,
+        message_id: e.message_id,
+        size: e.size,
+        created_at: e.created_at,
+        next_attempt: e.next_attempt,
+        held: e.held,
+    }
+}
+
+/// A bulk action asked for: the action, the filter, and (optionally) the entries
+/// ticked among those it matches.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct BulkRequest {
+    pub action: BulkAction,
+    #[serde(default)]
+    pub filter: QueueFilter,
+    /// Only these entries of those the filter matches; absent: every entry it matches.
+    #[serde(default)]
+    pub ids: Option<Vec<u64>>,
+}
+
+impl BulkRequest {
+    fn selection(&self) -> Selection {
+        Selection::new(self.action, &self.filter, self.ids.clone())
+    }
+}
+
+/// A bulk action confirmed: the request exactly as previewed, with the confirmation
+/// the preview gave.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct BulkConfirm {
+    #[serde(flatten)]
+    pub request: BulkRequest,
+    pub confirmation: String,
+}
+
+/// What a bulk action would change, and the confirmation that makes it act.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BulkPreview {
+    pub action: BulkAction,
+    /// The filter as it is compared (trimmed, lower-cased).
+    pub filter: QueueFilter,
+    /// The filter in words.
+    pub description: String,
+    /// How many entries it would change: those listed, not mail arriving meanwhile.
+    pub count: u64,
+    pub entries: Vec<QueueItem>,
+    /// Single use, for this API token, this action and this selection only.
+    pub confirmation: String,
+    /// Unix seconds after which the confirmation is refused.
+    pub expires_at: i64,
+}
+
+/// What a confirmed bulk action did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BulkResult {
+    pub action: BulkAction,
+    /// Entries changed.
+    pub changed: u64,
+    /// Entries listed in the preview and no longer queued.
+    pub gone: Vec<u64>,
+    /// Entries left as they were, each with why.
+    pub unchanged: Vec<String>,
+    pub message: String,
+}
+
+fn refused(e: anyhow::Error) -> ApiError {
+    ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
+}
+
+#[utoipa::path(post, path = "/api/v1/queue/bulk/preview", tag = "queue", request_body = BulkRequest,
+    responses((status = 200, description = "The entries the action would change, and its confirmation", body = BulkPreview),
+              (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), (status = 500, body = ErrorBody)))]
+async fn bulk_preview(
+    State(console): State<Arc<Console>>,
+    caller: ApiCaller,
+    body: Result<Json<BulkRequest>, JsonRejection>,
+) -> Result<Json<BulkPreview>, ApiError> {
+    let Json(body) = body?;
+    if caller.read_only {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "this token may only read"));
+    }
+    let selection = body.selection();
+    let filter = selection.filter.clone();
+    filter.check().map_err(refused)?;
+    let domain = (!filter.domain.is_empty()).then(|| filter.domain.clone());
+    if let Some(d) = &domain {
+        caller.require(d)?;
+    }
+    let role = caller.role.clone();
+    let (listing, _) = console
+        .run(None, move |ctx| queue::list(ctx, domain.as_deref()))
+        .await?;
+    let now = listing.now;
+    let entries: Vec<understudy_storage::QueueEntry> = listing
+        .entries
+        .into_iter()
+        .map(|listed| listed.entry)
+        .filter(|e| role.covers(&e.domain) && filter.matches(e, now))
+        .filter(|e| selection.ticked.as_ref().is_none_or(|ids| ids.contains(&e.id)))
+        .collect();
+    if entries.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "no entry matches: nothing to confirm",
+        ));
+    }
+    let listed = entries.iter().map(|e| e.id).collect();
+    let (confirmation, expires_at) =
+        console
+            .confirmations
+            .issue(&caller.confirmation_owner(), selection.clone(), listed);
+    Ok(Json(BulkPreview {
+        action: selection.action,
+        description: filter.describe(),
+        filter,
+        count: entries.len() as u64,
+        entries: entries.into_iter().map(queue_item).collect(),
+        confirmation,
+        expires_at,
+    }))
+}
+
+#[utoipa::path(post, path = "/api/v1/queue/bulk/confirm", tag = "queue", request_body = BulkConfirm,
+    responses((status = 200, description = "Done on the entries the preview listed", body = BulkResult),
+              (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, description = "The confirmation was used, expired, another's, or for another action or selection: nothing was changed", body = ErrorBody),
+              (status = 422, body = ErrorBody), (status = 500, body = ErrorBody)))]
+async fn bulk_confirm(
+    State(console): State<Arc<Console>>,
+    caller: ApiCaller,
+    body: Result<Json<BulkConfirm>, JsonRejection>,
+) -> Result<Json<BulkResult>, ApiError> {
+    let Json(body) = body?;
+    if caller.read_only {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "this token may only read"));
+    }
+    let selection = body.request.selection();
+    let action = selection.action;
+    if !selection.filter.domain.is_empty() {
+        caller.require(&selection.filter.domain)?;
+    }
+    let ids = console
+        .confirmations
+        .redeem(&body.confirmation, &caller.confirmation_owner(), &selection)
+        .map_err(|why| ApiError(StatusCode::CONFLICT, why))?;
+    let target = format!(
+        "{} (filter: {})",
+        super::pages::queue::ids_target(&ids),
+        selection.filter.describe()
+    );
+    let audit = caller.write(Action::new(format!("queue {}", action.name()), target))?;
+    let role = caller.role.clone();
+    let (outcome, _) = console
+        .run(audit, move |ctx| {
+            queue::bulk(ctx, action, &ids, &|d| role.covers(d))
+        })
+        .await?;
+    Ok(Json(BulkResult {
+        action,
+        changed: outcome.changed as u64,
+        message: outcome.text(),
+        gone: outcome.gone,
+        unchanged: outcome.unchanged,
+    }))
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -3,6 +3,7 @@
 //! functions). Server-rendered HTML (maud), plain forms, no script of its own.
 //!
 //! - [`session`]: sessions, cookies, CSRF tokens, the failed-login throttle;
+//! - [`confirm`]: single-use confirmations of bulk queue actions;
 //! - [`layout`]: the page frame and small HTML helpers;
 //! - [`login`]: admin and user login and logout;
 //! - [`pages`]: dashboard, domain, queue, tracking, users, readiness, audit;
@@ -15,6 +16,7 @@
 //! on the blocking pool and writes an audit entry.
 
 pub mod api;
+pub mod confirm;
 pub mod layout;
 pub mod login;
 pub mod me;
@@ -51,6 +53,8 @@ pub struct Console {
     pub imports: Mutex<std::collections::HashMap<String, Arc<pages::users::ImportJob>>>,
     /// Failover drills in progress or done, by job id (`pages::drill`).
     pub drills: Mutex<std::collections::HashMap<String, Arc<pages::drill::DrillJob>>>,
+    /// Confirmations of bulk queue actions handed out (`confirm`).
+    pub confirmations: confirm::Confirmations,
 }
 
 /// A long operation's progress, written by the operation, read by the page.
@@ -70,6 +74,7 @@ impl Console {
         Arc::new(Console {
             sessions: Sessions::new(shared.clock.clone(), web.session_idle_secs, web.session_max_secs),
             throttle: LoginThrottle::new(shared.clock.clone(), web.max_failures, web.lockout_secs),
+            confirmations: confirm::Confirmations::new(shared.clock.clone()),
             shared,
             monitor,
             queue_wakeup,
@@ -217,6 +222,8 @@ pub struct AdminSession {
     pub since: i64,
     pub account_id: String,
     pub session: Session,
+    /// The session's id: what a bulk confirmation is bound to.
+    pub session_id: String,
     pub ip: IpAddr,
 }
 
@@ -245,6 +252,11 @@ impl AdminSession {
     /// The audit tuple for [`Console::run`].
     pub fn audit(&self, action: Action) -> Option<(Action, String, IpAddr)> {
         Some((action, self.name.clone(), self.ip))
+    }
+
+    /// Who a bulk confirmation shown to this session belongs to.
+    pub fn confirmation_owner(&self) -> String {
+        format!("session {}", self.session_id)
     }
 
     pub fn who(&self) -> Who {
@@ -314,6 +326,7 @@ impl FromRequestParts<Arc<Console>> for AdminSession {
                     account_id,
                     ip: peer_ip(parts),
                     session,
+                    session_id: id,
                 })
             }
             _ => {

@@ -8,26 +8,35 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use maud::{html, Markup, PreEscaped};
+use understudy_storage::admins::AdminRole;
 use understudy_storage::outage::OutagePhase;
+use understudy_storage::outage_ops::OutageMemo;
 
-use crate::admin::outage;
+use crate::admin::{outage, AdminContext};
 use crate::outage::notify::{format_age, phase_name};
 use crate::web::console::layout::{opt_time, page, time};
 use crate::web::console::{AdminSession, AppError, Console};
 
+/// Every domain `role` covers with its outage memo (the last probe, the notices sent),
+/// for the dashboard and the API's domain list.
+pub fn domains_with_memos(
+    ctx: &AdminContext,
+    role: &AdminRole,
+) -> anyhow::Result<(outage::OutageStatus, Vec<OutageMemo>)> {
+    let mut status = outage::status(ctx, None, false)?;
+    status.domains.retain(|d| role.covers(&d.domain));
+    let memos = status
+        .domains
+        .iter()
+        .map(|d| ctx.store.outage_memo(&d.domain))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((status, memos))
+}
+
 pub async fn show(State(console): State<Arc<Console>>, admin: AdminSession) -> Result<Markup, AppError> {
     let role = admin.role.clone();
     let ((status, memos), _) = console
-        .run(None, move |ctx| {
-            let mut status = outage::status(ctx, None, false)?;
-            status.domains.retain(|d| role.covers(&d.domain));
-            let memos = status
-                .domains
-                .iter()
-                .map(|d| ctx.store.outage_memo(&d.domain).unwrap_or_default())
-                .collect::<Vec<_>>();
-            Ok((status, memos))
-        })
+        .run(None, move |ctx| domains_with_memos(ctx, &role))
         .await?;
     let now = status.now;
     let body = html! {

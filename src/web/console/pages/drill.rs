@@ -1,13 +1,14 @@
 //! The failover drill: the test of docs/operations.md ("Test failover", step 7 of the
 //! first-time setup) run by the console against a primary that is up. It starts a
 //! manual outage (`outage start`), sends a message from outside to a user through the
-//! server's own MX listener (a real SMTP transaction), sees it spooled here, stops the
-//! outage (`outage stop`) once the notice that mail is being spooled is queued, sees the
-//! message released to the primary with the primary's reply, and sees the alert
-//! recipients' four notices delivered. Each step is shown as
-//! it happens (the page reloads itself) with what it found; a step that fails says why
-//! and the drill stops there, ending the outage it started. Logging in as the user is
-//! left to the administrator: the drill has no user's password.
+//! server's own MX listener (a real SMTP transaction), sees it spooled here, logs in
+//! over IMAP as that user with the password the administrator typed on the form
+//! (`drill_imap`; the password is used for that login only, never stored or logged) and
+//! finds the message in the INBOX, stops the outage (`outage stop`) once the notice
+//! that mail is being spooled is queued, sees the message released to the primary with
+//! the primary's reply, and sees the alert recipients' four notices delivered. Each
+//! step is shown as it happens (the page reloads itself) with what it found; a step
+//! that fails says why and the drill stops there, ending the outage it started.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
@@ -19,10 +20,12 @@ use axum::Form;
 use maud::{html, PreEscaped};
 use parking_lot::Mutex;
 use serde::Deserialize;
+use understudy_protocol::Secret;
 use understudy_storage::outage::OutagePhase;
 use understudy_storage::{QueueKind, RecipientStatus, TrackingId};
 
 use super::domain::{change_text, run_outage};
+use super::drill_imap::UserImap;
 use super::filled;
 use crate::admin::audit::{domain_of, Action};
 use crate::admin::outage::OutageCommand;
@@ -105,6 +108,9 @@ pub struct DrillForm {
     csrf: String,
     #[serde(default)]
     address: String,
+    /// The user's password, for the drill's IMAP login only.
+    #[serde(default)]
+    password: String,
 }
 
 /// Starts a drill on a domain in normal operation; to its page.
@@ -112,11 +118,18 @@ pub async fn start(
     State(console): State<Arc<Console>>,
     admin: AdminSession,
     Path(name): Path<String>,
-    Form(f): Form<DrillForm>,
+    Form(mut f): Form<DrillForm>,
 ) -> Result<Response, AppError> {
     admin.may_change(&name, &f.csrf)?;
     let address = filled(&f.address)
         .ok_or_else(|| AppError::Failed("name a user of the domain to send the test message to".into()))?;
+    if f.password.is_empty() {
+        return Err(AppError::Failed(
+            "type the user's password: the drill logs in over IMAP as the user (the password is not kept)"
+                .into(),
+        ));
+    }
+    let password = Secret::new(std::mem::take(&mut f.password));
     let wanted = name.clone();
     let to = address.clone();
     let (domain, _) = console
@@ -163,7 +176,7 @@ pub async fn start(
         drills.insert(id.clone(), job.clone());
     }
     let audit = admin.audit(Action::new("failover drill", &domain));
-    tokio::spawn(run(console, job, audit));
+    tokio::spawn(run(console, job, audit, password));
     Ok(Redirect::to(&format!("/domains/{domain}/drill/{id}")).into_response())
 }
 
@@ -189,7 +202,7 @@ pub async fn status(
         @if finished.is_none() { (PreEscaped(r#"<meta http-equiv="refresh" content="1">"#)) }
         p { "Failover drill of " strong { (job.domain) } " started " (time(job.started)) ", test message to " (job.address) "." }
         @match finished {
-            Some(true) => p class="flash" role="status" id="drill-summary" { "Drill passed: mail was spooled during the outage and released to the primary, and the alert recipients were told." },
+            Some(true) => p class="flash" role="status" id="drill-summary" { "Drill passed: mail was spooled during the outage, the user read it here over IMAP, it was released to the primary, and the alert recipients were told." },
             Some(false) => p class="error" role="alert" id="drill-summary" { "Drill failed: see the step marked failed." },
             None => p id="drill-progress" { "Running…" },
         }
@@ -203,7 +216,6 @@ pub async fn status(
                 }
             }
         }
-        p { "Left to you: log in as a user (IMAP, POP3 or webmail) while the domain is in an outage; the drill cannot, as it has no user's password." }
         p { a href={"/domains/" (job.domain)} { "Back to " (job.domain) } }
     };
     Ok(page(
@@ -218,8 +230,8 @@ pub async fn status(
 type Audit = Option<(Action, String, IpAddr)>;
 
 /// Runs the steps in order; the first that fails ends the drill (and the outage).
-async fn run(console: Arc<Console>, job: Arc<DrillJob>, audit: Audit) {
-    let passed = steps(&console, &job, &audit).await;
+async fn run(console: Arc<Console>, job: Arc<DrillJob>, audit: Audit, password: Secret) {
+    let passed = steps(&console, &job, &audit, password).await;
     if let Some((action, actor, ip)) = &audit {
         let store = console.shared.store.clone();
         let (action, actor, ip) = (action.clone(), actor.clone(), ip.to_string());
@@ -232,7 +244,7 @@ async fn run(console: Arc<Console>, job: Arc<DrillJob>, audit: Audit) {
     *job.finished.lock() = Some(passed);
 }
 
-async fn steps(console: &Arc<Console>, job: &DrillJob, audit: &Audit) -> bool {
+async fn steps(console: &Arc<Console>, job: &DrillJob, audit: &Audit, password: Secret) -> bool {
     let domain = job.domain.clone();
     let who = audit.as_ref().map(|(_, a, _)| a.clone()).unwrap_or_default();
     // Audited as the CLI's `outage start|stop` would be, as the administrator.
@@ -271,7 +283,7 @@ async fn steps(console: &Arc<Console>, job: &DrillJob, audit: &Audit) -> bool {
         return false;
     }
 
-    let passed = during_outage(console, job, recipients.first().map(String::as_str)).await;
+    let passed = during_outage(console, job, recipients.first().map(String::as_str), password).await;
 
     job.begin("Stop the outage");
     let stop = OutageCommand::Stop {
@@ -325,9 +337,15 @@ async fn steps(console: &Arc<Console>, job: &DrillJob, audit: &Audit) -> bool {
     )
 }
 
-/// Sends the test message, sees it spooled and (with an alert recipient) the notice
-/// that mail is being spooled; the Message-ID when all worked.
-async fn during_outage(console: &Arc<Console>, job: &DrillJob, alert: Option<&str>) -> Option<String> {
+/// Sends the test message, sees it spooled, reads it over IMAP as the user, and (with an
+/// alert recipient) sees the notice that mail is being spooled; the Message-ID when all
+/// worked.
+async fn during_outage(
+    console: &Arc<Console>,
+    job: &DrillJob,
+    alert: Option<&str>,
+    password: Secret,
+) -> Option<String> {
     job.begin(format!("Send a message from outside to {}", job.address));
     let sent = send(console, job).await;
     let message_id = match sent {
@@ -369,6 +387,9 @@ async fn during_outage(console: &Arc<Console>, job: &DrillJob, alert: Option<&st
     if !job.end(spooled) {
         return None;
     }
+    if !read_as_user(console, job, &message_id, password).await {
+        return None;
+    }
     if let Some(recipient) = alert {
         job.begin("The alert recipients hear that mail is being spooled");
         let heard = wait_for_notices(console, job, recipient, |states| {
@@ -380,6 +401,39 @@ async fn during_outage(console: &Arc<Console>, job: &DrillJob, alert: Option<&st
         }
     }
     Some(message_id)
+}
+
+/// Logs in over IMAP as the drill's user and waits for the test message in the INBOX:
+/// two steps, the login and the message found. The password ends here.
+async fn read_as_user(console: &Arc<Console>, job: &DrillJob, message_id: &str, password: Secret) -> bool {
+    job.begin(format!("Log in over IMAP as {}", job.address));
+    let login = UserImap::login(&console.shared, &job.address, &password).await;
+    drop(password);
+    let mut imap = match login {
+        Ok((imap, said)) => {
+            job.end(Ok(said));
+            imap
+        }
+        Err(e) => return job.end(Err(e)),
+    };
+    job.begin(format!("The test message is in {}'s INBOX", job.address));
+    let bare = message_id.trim_start_matches('<').trim_end_matches('>');
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let found = loop {
+        match imap.find(bare).await {
+            Ok(Some(found)) => break Ok(found),
+            Ok(None) if tokio::time::Instant::now() >= deadline => {
+                break Err(format!(
+                    "no message {message_id} in the INBOX within {} s",
+                    WAIT.as_secs()
+                ))
+            }
+            Ok(None) => tokio::time::sleep(POLL).await,
+            Err(e) => break Err(e),
+        }
+    };
+    imap.logout().await;
+    job.end(found)
 }
 
 /// One SMTP transaction to the server's own MX listener, as a sender on the internet
@@ -586,10 +640,12 @@ pub fn form(domain: &str, csrf: &str) -> maud::Markup {
     html! {
         fieldset {
             legend { "Failover drill" }
-            p { "Runs the failover test of the first-time setup against a primary that is up: a manual outage, a message from outside to the user named here through this server's MX listener, the message spooled, the outage stopped, the message released to the primary, and the alert recipients' four notices. It takes a minute; the page shows each step." }
+            p { "Runs the failover test of the first-time setup against a primary that is up: a manual outage, a message from outside to the user named here through this server's MX listener, the message spooled, a login over IMAP as that user and the message found in their INBOX, the outage stopped, the message released to the primary, and the alert recipients' four notices. It takes a minute; the page shows each step." }
+            p { "The user's password is used for the drill's IMAP login only: it is not kept, logged or shown. The login counts as the user's own (readiness shows them as having logged in)." }
             form method="post" action={"/domains/" (domain) "/drill"} {
                 (csrf_field(csrf))
                 label { "Test message to " input name="address" type="email" placeholder={"user@" (domain)} required; }
+                label { "That user's password " input name="password" type="password" autocomplete="off" required; }
                 button id="drill" { "Run the failover drill" }
             }
         }

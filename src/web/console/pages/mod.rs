@@ -3,7 +3,7 @@
 //!
 //! - [`dashboard`]: every domain's phase, queue and notices; refreshes itself;
 //! - [`domain`]: settings, outage start and stop, DKIM;
-//! - [`drill`]: the failover drill, run step by step;
+//! - [`drill`]: the failover drill, run step by step ([`drill_imap`]: its user login);
 //! - [`queue`]: list and filter, one entry, retry / hold / release / purge, bulk;
 //! - [`tracking`]: messages by Message-ID, address and time, with their events;
 //! - [`users`]: search, add, CSV import, password, access, status, aliases, LDAP sync;
@@ -14,6 +14,7 @@ pub mod audit;
 pub mod dashboard;
 pub mod domain;
 pub mod drill;
+pub mod drill_imap;
 pub mod queue;
 pub mod readiness;
 pub mod tracking;

@@ -1,66 +1,42 @@
 //! The queue manager: entries filtered by domain, kind, state and recipient
 //! (`queue list`), one entry with its recipients, attempts, replies and events (`queue
 //! show`), and bulk actions on the entries ticked or on every entry the filter matches:
-//! retry (`queue retry`), hold and release (`queue::hold_entries`), purge (`queue
-//! purge`) and bounce (`queue bounce`), and a whole domain's hold (`queue hold|release`).
-//! Purge and bounce, and any action on a filter, first show the entries they would
-//! change and act only when that confirmation is posted back (with those entries' ids,
-//! so mail arriving in between is not swept in).
+//! retry, hold, release, purge and bounce (`queue::bulk`), and a whole domain's hold
+//! (`queue hold|release`). A bulk action (any action on the filter or on more than one
+//! entry, and every purge or bounce) first shows the entries it would change, the count
+//! and the filter, with a single-use confirmation bound to this session, the action and
+//! the selection (`confirm`); posted back unchanged it acts on exactly the entries
+//! listed, so mail arriving in between is not swept in. A used, foreign or altered
+//! confirmation changes nothing and the page says why.
 
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Form;
 use maud::{html, Markup};
-use serde::Deserialize;
 use understudy_storage::{QueueEntry, RecipientStatus};
 
 use super::filled;
 use crate::admin::audit::Action;
-use crate::admin::queue;
+use crate::admin::queue::{self, BulkAction, QueueFilter};
 use crate::outage::notify::format_age;
+use crate::web::console::confirm::Selection;
 use crate::web::console::layout::{csrf_field, flash, page, time};
 use crate::web::console::{AdminSession, AppError, Console};
 
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct Filter {
-    #[serde(default)]
-    domain: String,
-    #[serde(default)]
-    kind: String,
-    #[serde(default)]
-    state: String,
-    #[serde(default)]
-    recipient: String,
-}
-
 fn kind_name(e: &QueueEntry) -> String {
     format!("{:?}", e.kind).to_lowercase()
-}
-
-fn matches(e: &QueueEntry, f: &Filter, now: i64) -> bool {
-    let state_ok = match f.state.as_str() {
-        "held" => e.held,
-        "due" => !e.held && e.next_attempt <= now,
-        "waiting" => !e.held && e.next_attempt > now,
-        _ => true,
-    };
-    let recipient = f.recipient.trim().to_ascii_lowercase();
-    state_ok
-        && (f.kind.is_empty() || kind_name(e) == f.kind)
-        && (recipient.is_empty()
-            || e.recipients
-                .iter()
-                .any(|r| r.address.to_ascii_lowercase().contains(&recipient)))
 }
 
 /// The entries `filter` matches that the administrator may see, oldest first.
 async fn matching(
     console: &Arc<Console>,
     admin: &AdminSession,
-    filter: &Filter,
+    filter: &QueueFilter,
 ) -> Result<(i64, Vec<QueueEntry>), AppError> {
+    filter.check().map_err(|e| AppError::Failed(e.to_string()))?;
     let domain = filled(&filter.domain);
     if let Some(d) = &domain {
         admin.require(d)?;
@@ -73,12 +49,12 @@ async fn matching(
         .entries
         .into_iter()
         .map(|listed| listed.entry)
-        .filter(|e| admin.role.covers(&e.domain) && matches(e, filter, now))
+        .filter(|e| admin.role.covers(&e.domain) && filter.matches(e, now))
         .collect();
     Ok((now, entries))
 }
 
-fn filter_fields(filter: &Filter) -> Markup {
+fn filter_fields(filter: &QueueFilter) -> Markup {
     html! {
         input type="hidden" name="f_domain" value=(filter.domain);
         input type="hidden" name="f_kind" value=(filter.kind);
@@ -104,16 +80,27 @@ fn entry_row(e: &QueueEntry, now: i64, tick: bool) -> Markup {
     }
 }
 
+/// What the queue page says above the list after an action.
+enum Notice {
+    None,
+    Done(String),
+    Refused(String),
+}
+
 async fn render(
     console: &Arc<Console>,
     admin: &AdminSession,
-    filter: Filter,
-    message: Option<String>,
+    filter: QueueFilter,
+    notice: Notice,
 ) -> Result<Markup, AppError> {
     let (now, entries) = matching(console, admin, &filter).await?;
     let csrf = &admin.session.csrf;
     let body = html! {
-        (flash(message.as_deref()))
+        @match &notice {
+            Notice::Done(m) => (flash(Some(m.as_str()))),
+            Notice::Refused(m) => p class="error" role="alert" id="refused" { (m) },
+            Notice::None => {},
+        }
         form method="get" action="/queue" {
             label { "Domain " input name="domain" value=(filter.domain); }
             label { "Kind " select name="kind" {
@@ -142,7 +129,7 @@ async fn render(
                 button name="action" value="release" { "Release" } " "
                 button name="action" value="purge" { "Purge…" } " "
                 button name="action" value="bounce" { "Bounce to the sender…" }
-                p { "Purge drops the messages without delivering them; bounce gives them up and tells each sender. Both, and any action on the whole filter, ask for a confirmation first." }
+                p { "Purge drops the messages without delivering them; bounce gives them up and tells each sender. Both, and any action on the whole filter or on more than one entry, show the entries first and ask for a confirmation." }
             }
             @if let Some(d) = filled(&filter.domain) {
                 fieldset {
@@ -157,28 +144,33 @@ async fn render(
     Ok(page("Queue", Some(&admin.who()), csrf, body))
 }
 
-/// The confirmation step: the entries `action` would change, and a form that posts
-/// their ids back with `confirm=yes`.
+/// The confirmation step: the entries the action would change, the filter, and a form
+/// that posts the same selection back with the confirmation token.
 fn confirmation(
     admin: &AdminSession,
-    action: &str,
-    filter: &Filter,
+    selection: &Selection,
+    (token, until): (String, i64),
     now: i64,
     entries: &[QueueEntry],
 ) -> Markup {
     let csrf = &admin.session.csrf;
-    let (verb, warning) = match action {
-        "purge" => (
-            "Purge",
-            "They are dropped without being delivered and nobody is told.",
-        ),
-        "bounce" => (
-            "Bounce",
-            "Their pending recipients are given up and each sender gets a delivery status notification.",
-        ),
-        "retry" => ("Retry", "They are attempted now."),
-        "hold" => ("Hold", "They are not attempted until released."),
-        _ => ("Release", "They are attempted at once."),
+    let action = selection.action;
+    let filter = &selection.filter;
+    let verb = match action {
+        BulkAction::Retry => "Retry",
+        BulkAction::Hold => "Hold",
+        BulkAction::Release => "Release",
+        BulkAction::Purge => "Purge",
+        BulkAction::Bounce => "Bounce",
+    };
+    let warning = match action {
+        BulkAction::Purge => "They are dropped without being delivered and nobody is told.",
+        BulkAction::Bounce => {
+            "Their pending recipients are given up and each sender gets a delivery status notification."
+        }
+        BulkAction::Retry => "They are attempted now.",
+        BulkAction::Hold => "They are not attempted until released.",
+        BulkAction::Release => "They are attempted at once.",
     };
     let back = format!(
         "/queue?domain={}&kind={}&state={}&recipient={}",
@@ -189,6 +181,13 @@ fn confirmation(
     );
     let body = html! {
         p id="confirm-question" { strong { (verb) " " (entries.len()) " entries?" } " " (warning) }
+        p id="confirm-filter" {
+            @match &selection.ticked {
+                None => { "Every entry of the filter: " }
+                Some(_) => { "The entries ticked, of the filter: " }
+            }
+            (filter.describe()) ". Only the entries listed here are changed, not mail that arrives meanwhile; the confirmation can be used once, until " (time(until)) "."
+        }
         table id="confirm-entries" {
             tr { th { "ID" } th { "Kind" } th { "Domain" } th { "From" } th { "Pending" } th { "Size" } th { "Age" } th { "Next / state" } th { "Last reply" } }
             @for e in entries { (entry_row(e, now, false)) }
@@ -196,10 +195,15 @@ fn confirmation(
         form method="post" action="/queue/bulk" {
             (csrf_field(csrf))
             (filter_fields(filter))
-            input type="hidden" name="action" value=(action);
-            input type="hidden" name="scope" value="ticked";
-            input type="hidden" name="confirm" value="yes";
-            @for e in entries { input type="hidden" name="id" value=(e.id); }
+            input type="hidden" name="action" value=(action.name());
+            input type="hidden" name="confirmation" value=(token);
+            @match &selection.ticked {
+                None => { input type="hidden" name="scope" value="filter"; }
+                Some(ids) => {
+                    input type="hidden" name="scope" value="ticked";
+                    @for id in ids { input type="hidden" name="id" value=(id); }
+                }
+            }
             button id="confirm" { "Yes, " (verb.to_lowercase()) " these " (entries.len()) " entries" }
             " "
             a href=(back) { "Cancel" }
@@ -222,7 +226,7 @@ fn urlencoding(value: &str) -> String {
 }
 
 /// The audit target for a set of entries: their ids, the first twenty of many.
-fn ids_target(ids: &[u64]) -> String {
+pub fn ids_target(ids: &[u64]) -> String {
     let shown: Vec<String> = ids.iter().take(20).map(u64::to_string).collect();
     match ids.len() {
         n if n > 20 => format!("{} and {} more", shown.join(","), n - 20),
@@ -233,9 +237,33 @@ fn ids_target(ids: &[u64]) -> String {
 pub async fn list(
     State(console): State<Arc<Console>>,
     admin: AdminSession,
-    Query(filter): Query<Filter>,
+    Query(filter): Query<QueueFilter>,
 ) -> Result<Markup, AppError> {
-    render(&console, &admin, filter, None).await
+    render(&console, &admin, filter, Notice::None).await
+}
+
+/// Runs a confirmed (or single-entry) bulk action on `ids`, audited; its report or why
+/// it failed, for the page.
+async fn act(
+    console: &Arc<Console>,
+    admin: &AdminSession,
+    action: BulkAction,
+    filter: &QueueFilter,
+    ids: Vec<u64>,
+) -> Result<Notice, AppError> {
+    let role = admin.role.clone();
+    let target = format!("{} (filter: {})", ids_target(&ids), filter.describe());
+    let audit = admin.audit(Action::new(format!("queue {}", action.name()), target));
+    match console
+        .run(audit, move |ctx| {
+            queue::bulk(ctx, action, &ids, &|d| role.covers(d))
+        })
+        .await
+    {
+        Ok((outcome, _)) => Ok(Notice::Done(outcome.text())),
+        Err(AppError::Failed(m)) => Ok(Notice::Refused(m)),
+        Err(e) => Err(e),
+    }
 }
 
 pub async fn bulk(
@@ -252,117 +280,89 @@ pub async fn bulk(
     };
     admin.csrf(&field("csrf"))?;
     let action = field("action");
-    let confirmed = field("confirm") == "yes";
-    let domain = field("domain");
-    let filter = Filter {
+    let filter = QueueFilter {
         domain: field("f_domain"),
         kind: field("f_kind"),
         state: field("f_state"),
         recipient: field("f_recipient"),
     };
-    if !matches!(
-        action.as_str(),
-        "retry" | "hold" | "release" | "purge" | "bounce" | "hold-domain" | "release-domain"
-    ) {
-        return Err(AppError::Failed(format!("unknown action {action}")));
+    if let Some(d) = filled(&filter.domain) {
+        admin.require(&d)?;
     }
-    let domain_wide = action.ends_with("-domain");
-    let on_filter = field("scope") == "filter" && !domain_wide;
-    let mut ids: Vec<u64> = fields
+    if let Some(held) = match action.as_str() {
+        "hold-domain" => Some(true),
+        "release-domain" => Some(false),
+        _ => None,
+    } {
+        let domain = field("domain");
+        admin.require(&domain)?;
+        let d = domain.clone();
+        let notice = match console
+            .run(
+                admin.audit(Action::new(format!("queue {action}"), &domain)),
+                move |ctx| queue::hold(ctx, &d, held),
+            )
+            .await
+        {
+            Ok((n, _)) => Notice::Done(format!(
+                "{n} entries of {domain} {}",
+                if held { "held" } else { "released" }
+            )),
+            Err(AppError::Failed(m)) => Notice::Refused(m),
+            Err(e) => return Err(e),
+        };
+        return Ok(render(&console, &admin, filter, notice).await?.into_response());
+    }
+    let Some(action) = BulkAction::parse(&action) else {
+        return Err(AppError::Failed(format!("unknown action {action}")));
+    };
+    let ticked: Vec<u64> = fields
         .iter()
         .filter(|(k, _)| k == "id")
         .filter_map(|(_, v)| v.parse().ok())
         .collect();
-    if on_filter || (!domain_wide && !confirmed && matches!(action.as_str(), "purge" | "bounce")) {
-        let (now, mut entries) = matching(&console, &admin, &filter).await?;
-        if !on_filter {
-            entries.retain(|e| ids.contains(&e.id));
-        }
-        if entries.is_empty() {
-            return Ok(
-                render(&console, &admin, filter, Some("No entries were selected.".into()))
-                    .await?
-                    .into_response(),
-            );
-        }
-        if !confirmed {
-            return Ok(confirmation(&admin, &action, &filter, now, &entries).into_response());
-        }
-        ids = entries.iter().map(|e| e.id).collect();
-    }
-    if !domain_wide && ids.is_empty() {
+    let on_filter = field("scope") == "filter";
+    let selection = Selection::new(action, &filter, (!on_filter).then_some(ticked));
+    let token = field("confirmation");
+    if !token.is_empty() {
         return Ok(
-            render(&console, &admin, filter, Some("No entries were selected.".into()))
-                .await?
-                .into_response(),
+            match console
+                .confirmations
+                .redeem(&token, &admin.confirmation_owner(), &selection)
+            {
+                Ok(listed) => {
+                    let notice = act(&console, &admin, action, &filter, listed).await?;
+                    render(&console, &admin, filter, notice).await?.into_response()
+                }
+                Err(why) => (
+                    StatusCode::CONFLICT,
+                    render(&console, &admin, filter, Notice::Refused(why)).await?,
+                )
+                    .into_response(),
+            },
         );
     }
-    let role = admin.role.clone();
-    let target = if domain_wide {
-        admin.require(&domain)?;
-        domain.clone()
-    } else {
-        ids_target(&ids)
-    };
-    let verb = format!("queue {action}");
-    let (message, _) = console
-        .run(admin.audit(Action::new(verb, target)), move |ctx| {
-            // Every entry named must be in the administrator's domains, whatever the
-            // form says.
-            for id in &ids {
-                let e = ctx
-                    .store
-                    .queue_entry(*id)?
-                    .ok_or_else(|| anyhow::anyhow!("no queue entry {id}"))?;
-                if !role.covers(&e.domain) {
-                    anyhow::bail!("no queue entry {id}");
-                }
-            }
-            // Each entry on its own: one that cannot be changed is reported, the rest
-            // still are.
-            let each = |verb: &str, op: &dyn Fn(u64) -> anyhow::Result<()>| {
-                let mut failed = Vec::new();
-                for id in &ids {
-                    if let Err(e) = op(*id) {
-                        failed.push(format!("{id}: {e:#}"));
-                    }
-                }
-                let done = ids.len() - failed.len();
-                if failed.is_empty() {
-                    format!("{done} entries {verb}")
-                } else {
-                    format!("{done} entries {verb}; not {verb}: {}", failed.join("; "))
-                }
-            };
-            Ok(match action.as_str() {
-                "retry" => {
-                    let mut n = 0;
-                    for id in &ids {
-                        n += queue::retry(ctx, Some(&id.to_string()))?.due.len();
-                    }
-                    format!("{n} entries due now")
-                }
-                "hold" => format!("{} entries held", queue::hold_entries(ctx, &ids, true)?),
-                "release" => format!("{} entries released", queue::hold_entries(ctx, &ids, false)?),
-                "purge" if confirmed => each("purged", &|id| queue::purge(ctx, id, true)),
-                "bounce" if confirmed => each("bounced", &|id| queue::bounce(ctx, id, true).map(|_| ())),
-                "purge" | "bounce" => anyhow::bail!("{action} needs the confirmation"),
-                "hold-domain" => format!("{} entries of {domain} held", queue::hold(ctx, &domain, true)?),
-                "release-domain" => format!(
-                    "{} entries of {domain} released",
-                    queue::hold(ctx, &domain, false)?
-                ),
-                other => anyhow::bail!("unknown action {other}"),
-            })
-        })
-        .await
-        .or_else(|e| match e {
-            AppError::Failed(m) => Ok((m, String::new())),
-            e => Err(e),
-        })?;
-    Ok(render(&console, &admin, filter, Some(message))
-        .await?
-        .into_response())
+    // One entry retried, held or released (the entry page's buttons, or one ticked) is
+    // not a bulk action: it is done at once.
+    if let Some([id]) = selection.ticked.as_deref() {
+        if !action.gives_up() {
+            let notice = act(&console, &admin, action, &filter, vec![*id]).await?;
+            return Ok(render(&console, &admin, filter, notice).await?.into_response());
+        }
+    }
+    let (now, mut entries) = matching(&console, &admin, &filter).await?;
+    if let Some(ids) = &selection.ticked {
+        entries.retain(|e| ids.contains(&e.id));
+    }
+    if entries.is_empty() {
+        let notice = Notice::Done("No entries were selected.".into());
+        return Ok(render(&console, &admin, filter, notice).await?.into_response());
+    }
+    let listed = entries.iter().map(|e| e.id).collect();
+    let issued = console
+        .confirmations
+        .issue(&admin.confirmation_owner(), selection.clone(), listed);
+    Ok(confirmation(&admin, &selection, issued, now, &entries).into_response())
 }
 
 pub async fn show(
