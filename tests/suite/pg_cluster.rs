@@ -84,12 +84,31 @@ impl Drop for Cluster {
         }
         for (i, node) in self.nodes.iter_mut().enumerate() {
             let log = plain_log(node);
-            let lines: Vec<&str> = log.lines().collect();
+            // The driver's statement lines drown everything else at debug level.
+            let lines: Vec<&str> = log.lines().filter(|l| !l.contains("tokio_postgres")).collect();
             eprintln!(
-                "---- node {} log, last {LOG_TAIL} of {} lines ----\n{}",
+                "---- node {} log without tokio_postgres, last {LOG_TAIL} of {} lines ----\n{}",
                 NAMES[i],
                 lines.len(),
                 lines[lines.len().saturating_sub(LOG_TAIL)..].join("\n")
+            );
+            let engine: Vec<&&str> = lines
+                .iter()
+                .filter(|l| {
+                    ["outage", "probe", "lead", "notice", "store:"]
+                        .iter()
+                        .any(|w| l.contains(w))
+                })
+                .filter(|l| !l.contains("admin command"))
+                .collect();
+            eprintln!(
+                "---- node {}: outage monitor and leader lines, last {LOG_TAIL} ----\n{}",
+                NAMES[i],
+                engine[engine.len().saturating_sub(LOG_TAIL)..]
+                    .iter()
+                    .map(|l| **l)
+                    .collect::<Vec<_>>()
+                    .join("\n")
             );
         }
         if let Some(dir) = &self.alerts {
