@@ -3,6 +3,7 @@
 //! record its effects as the monitor does; [`execute`] runs a parsed [`OutageCommand`]
 //! and writes the CLI's report.
 
+use std::collections::HashMap;
 use std::io::Write;
 
 use anyhow::{bail, Context};
@@ -172,6 +173,67 @@ fn manual(ctx: &AdminContext, name: &str, event: Event) -> anyhow::Result<Manual
 
 /// Every domain's outage state and queue (or one domain's), with the transitions if
 /// `history`.
+/// A notice to a domain's alert recipients, as its tracking records tell it.
+#[derive(Debug, Clone, Serialize)]
+pub struct NoticeSent {
+    /// lost, spooling, restored, released or reminder (`outage::notify`).
+    pub kind: String,
+    pub at: i64,
+    pub to: String,
+    /// queued, delivered or failed.
+    pub state: &'static str,
+}
+
+/// The notices about each of `domains` sent at or after its time (when its current or
+/// last outage began), oldest first: one scan of the tracking records (an admin look-up,
+/// as `track --address`), then the few notices' own events.
+pub fn notices_since(
+    ctx: &AdminContext,
+    domains: &[(String, i64)],
+) -> anyhow::Result<HashMap<String, Vec<NoticeSent>>> {
+    let mut found: HashMap<String, Vec<NoticeSent>> = HashMap::new();
+    let Some(earliest) = domains.iter().map(|(_, since)| *since).min() else {
+        return Ok(found);
+    };
+    for id in ctx.store.tracking_ids_mentioning("notice '", Some(earliest))? {
+        let events = ctx.store.tracking_events(id)?;
+        let Some((received, kind, domain, to)) = events.iter().find_map(|ev| {
+            let rest = ev
+                .detail
+                .strip_prefix("notice '")
+                .filter(|_| ev.kind == "received")?;
+            let (kind, rest) = rest.split_once("' for ")?;
+            let (domain, to) = rest.split_once(" to ")?;
+            Some((ev.at, kind, domain, to))
+        }) else {
+            continue;
+        };
+        let Some((name, _)) = domains
+            .iter()
+            .find(|(d, since)| d.eq_ignore_ascii_case(domain) && received >= *since)
+        else {
+            continue;
+        };
+        let state = if events.iter().any(|ev| ev.kind == "delivered") {
+            "delivered"
+        } else if events
+            .iter()
+            .any(|ev| ev.kind == "failed" || ev.kind == "expired")
+        {
+            "failed"
+        } else {
+            "queued"
+        };
+        found.entry(name.clone()).or_default().push(NoticeSent {
+            kind: kind.to_string(),
+            at: received,
+            to: to.to_string(),
+            state,
+        });
+    }
+    Ok(found)
+}
+
 pub fn status(ctx: &AdminContext, only: Option<&str>, history: bool) -> anyhow::Result<OutageStatus> {
     let store = ctx.store;
     let now = store.now();

@@ -211,6 +211,117 @@ print("msp audit hides root's logins", "nobody" not in body)
     );
 }
 
+/// Python: `raw_login(path, fields)` fetches the login form on a fresh connection, posts
+/// `fields` with its double-submit token and cookie, and returns the whole answer as text
+/// (status line, every header in order, body); `scrub` blanks what differs per request
+/// (the `Date` header and the 64-hex-digit token in the cookie and the form).
+pub const RAW_LOGIN_PY: &str = r#"
+import http.client, re, ssl, sys, urllib.parse
+CA, PORT = sys.argv[1], int(sys.argv[2])
+CTX = ssl.create_default_context(cafile=CA)
+def raw_login(path, fields):
+    c = http.client.HTTPSConnection("localhost", PORT, context=CTX, timeout=60)
+    c.request("GET", path)
+    r = c.getresponse()
+    form = r.read().decode()
+    cookie = r.getheader("Set-Cookie").split(";")[0]
+    token = re.search(r'name="csrf" value="([0-9a-f]+)"', form).group(1)
+    data = urllib.parse.urlencode(dict(fields, csrf=token))
+    c.request("POST", path, body=data, headers={"Cookie": cookie, "Content-Type": "application/x-www-form-urlencoded"})
+    r = c.getresponse()
+    text = "HTTP/%d.%d %d %s\n" % (r.version // 10, r.version % 10, r.status, r.reason)
+    text += "".join("%s: %s\n" % (k, v) for k, v in r.getheaders())
+    text += "\n" + r.read().decode()
+    c.close()
+    return text
+def scrub(text):
+    text = re.sub(r"(?im)^date: [^\n]*$", "date: *", text)
+    return re.sub(r"[0-9a-f]{64}", "*", text)
+def compare(page, cases):
+    answers = [(name, scrub(raw_login(path, fields))) for name, path, fields in cases]
+    reference = answers[0][1]
+    print(page, "reference", reference.splitlines()[0], "|", ", ".join(l.split(":")[0] for l in reference.split("\n\n")[0].splitlines()[1:]))
+    for name, answer in answers[1:]:
+        same = answer == reference
+        print(page, name, "identical", same)
+        if not same:
+            for a, b in zip(reference.splitlines(), answer.splitlines()):
+                if a != b:
+                    print("  reference:", a, "\n  this one: ", b)
+                    break
+"#;
+
+#[test]
+fn every_failed_login_gets_the_same_bytes_on_both_login_pages() {
+    // The default lock-outs: admins after 5 failures of a name, users after 10; the
+    // users' failure delay (500 ms per recent failure by default) made short.
+    let mut server = console_server("[auth]\nfailure_delay_ms = 50\n");
+    add_admin(&server, "tot", &["--totp"]);
+    server.add_user("gone@example.com", PASSWORD);
+    server.admin_ok(&["user", "deactivate", "gone@example.com"]);
+    server.admin_ok(&["user", "add", "nopass@example.com"]);
+    let script = format!(
+        "{RAW_LOGIN_PY}{}",
+        r#"
+W, P = "Wrong1horse", "Correct1horse"
+def admin(name, password, code=""):
+    return ("/login", {"name": name, "password": password, "code": code})
+def user(address, password):
+    return ("/me/login", {"address": address, "password": password})
+compare("admin", [
+    ("unknown name", *admin("nobody", W)),
+    ("wrong password", *admin("root", W)),
+    ("TOTP admin, wrong password", *admin("tot", W)),
+    ("TOTP admin, right password, no code", *admin("tot", P)),
+    ("TOTP admin, right password, wrong code", *admin("tot", P, "000000")),
+    ("unknown name, empty password", *admin("nobody", "")),
+])
+# Lock both names out (5 failures each), then: the same answer, even to the right password.
+for _ in range(3):
+    raw_login(*admin("nobody", W))
+for _ in range(4):
+    raw_login(*admin("root", W))
+compare("admin", [
+    ("unknown name", *admin("someone", W)),
+    ("locked unknown name", *admin("nobody", W)),
+    ("locked name, right password", *admin("root", P)),
+])
+compare("user", [
+    ("unknown address", *user("nobody@example.com", W)),
+    ("unknown domain", *user("nobody@nowhere.test", W)),
+    ("wrong password", *user("anna@example.com", W)),
+    ("deactivated, right password", *user("gone@example.com", P)),
+    ("no password set", *user("nopass@example.com", W)),
+    ("no password set, empty password", *user("nopass@example.com", "")),
+])
+for _ in range(9):
+    raw_login(*user("nobody@example.com", W))
+    raw_login(*user("anna@example.com", W))
+compare("user", [
+    ("unknown address", *user("nobody@nowhere.test", W)),
+    ("locked unknown address", *user("nobody@example.com", W)),
+    ("locked address, right password", *user("anna@example.com", P)),
+])
+"#
+    );
+    let out = python_ok(&script, &args(&server));
+    assert!(
+        out.contains("admin reference HTTP/1.1 401 Unauthorized |")
+            && out.contains("user reference HTTP/1.1 401 Unauthorized |"),
+        "{out}"
+    );
+    let identical = out.lines().filter(|l| l.ends_with("identical True")).count();
+    assert_eq!(identical, 14, "every case the same as the unknown name:\n{out}");
+    assert!(!out.contains("identical False"), "{out}");
+    // The lock-outs really happened (the throttle answered, not the password check).
+    let log = server.log();
+    assert!(
+        log.contains("login refused: too many failures"),
+        "the users' throttle never locked:\n{out}"
+    );
+    println!("{out}");
+}
+
 #[test]
 fn a_user_changes_their_password_and_imap_takes_the_new_one() {
     let server = console_server("");
@@ -687,4 +798,172 @@ print("audited", "queue hold" in body and "filter: domain example.com, recipient
     ] {
         assert!(out.contains(expected), "{expected} missing from:\n{out}");
     }
+}
+
+/// The dashboard lists each domain's notices to its alert recipients since its current
+/// or last outage began, with whether each was delivered.
+#[test]
+fn the_dashboard_lists_the_notices_of_the_last_outage() {
+    let sink_dir = tempfile::tempdir().unwrap();
+    let sink = crate::sink::DumpSink::start(sink_dir.path());
+    let alerts_dir = tempfile::tempdir().unwrap();
+    let alerts = crate::sink::DumpSink::start(alerts_dir.path());
+    let config = format!(
+        "{WEB_CONFIG}[delivery.routes]\n\"alerts.example\" = \"{}\"\n",
+        alerts.addr()
+    );
+    let relay = sink.addr();
+    let server = TestServer::setup(&config, |s| {
+        add_relayed_domains(s, &relay, &["--alert", "ops@alerts.example"]);
+        s.add_user("anna@example.com", PASSWORD);
+        add_admin(s, "root", &[]);
+    });
+    let script = format!(
+        "{CLIENT_PY}{}",
+        r#"
+import time
+c = Client()
+login(c, "root", "Correct1horse")
+def notices(domain):
+    s, body, _ = c.get("/")
+    cell = re.search(r'data-domain="' + re.escape(domain) + r'".*?<td class="notices">(.*?)</td>', body, re.S).group(1)
+    return re.findall(r'<li class="notice-(\w+)">([^<]*)</li>', cell), re.sub(r"<[^>]+>", " ", cell)
+print("before", notices("example.com")[1].split())
+def wait_for(names):
+    deadline = time.monotonic() + 120
+    while True:
+        found, text = notices("example.com")
+        delivered = [t.split(" 20")[0] for state, t in found if state == "delivered"]
+        if all(n in delivered for n in names) or time.monotonic() > deadline:
+            return delivered, text
+        time.sleep(0.25)
+s, body, _ = c.get("/domains/example.com")
+c.post("/domains/example.com/outage", {"action": "start", "reason": "notices test", "csrf": csrf(body)})
+print("during", wait_for(["outage began"])[0])
+s, body, _ = c.get("/domains/example.com")
+c.post("/domains/example.com/outage", {"action": "stop", "reason": "done", "csrf": csrf(body)})
+delivered, text = wait_for(["outage began", "primary back", "all spooled mail released"])
+print("after", delivered)
+print("to", "to ops@alerts.example" in text)
+print("other.org", notices("other.org")[1].split())
+"#
+    );
+    let out = python_ok(&script, &args(&server));
+    for expected in [
+        "before ['last', 'reminder', '-']",
+        "during ['outage began']",
+        "to True",
+        "other.org ['last', 'reminder', '-']",
+    ] {
+        assert!(out.contains(expected), "{expected} missing from:\n{out}");
+    }
+    let after = out.lines().find(|l| l.starts_with("after ")).unwrap_or_default();
+    for name in ["outage began", "primary back", "all spooled mail released"] {
+        assert!(
+            after.contains(&format!("'{name}'")),
+            "{name} missing from:\n{out}"
+        );
+    }
+}
+
+/// The queue entry page's bounce, once confirmed, gives the entry up and sends its
+/// sender an RFC 3464 report: the sender's domain is routed to a stand-in, whose copy
+/// Python's `email` package parses (multipart/report, message/delivery-status with
+/// Reporting-MTA, Final-Recipient, Action: failed and a 5.x.x Status).
+#[test]
+fn a_bounce_from_the_queue_page_sends_the_sender_an_rfc3464_report() {
+    let dead = format!("127.0.0.1:{}", crate::sink::free_port());
+    let sink_dir = tempfile::tempdir().unwrap();
+    let sink = crate::sink::DumpSink::start(sink_dir.path());
+    let config = format!(
+        "{WEB_CONFIG}[delivery]\npoll_interval_secs = 1\nretry_initial_secs = 1\nretry_max_secs = 2\nroutes = {{ \"elsewhere.example\" = \"{}\" }}\n",
+        sink.addr()
+    );
+    let server = TestServer::setup(&config, |s| {
+        add_relayed_domains(s, &dead, &[]);
+        s.admin_ok(&["outage", "start", "example.com"]);
+        s.add_user("anna@example.com", PASSWORD);
+        add_admin(s, "root", &[]);
+    });
+    let script = format!(
+        "{CLIENT_PY}{}",
+        r#"
+import smtplib, time
+SMTP = int(sys.argv[3])
+s = smtplib.SMTP("127.0.0.1", SMTP, timeout=30)
+s.sendmail("bob@elsewhere.example", ["anna@example.com"], "From: bob@elsewhere.example\r\nTo: anna@example.com\r\nSubject: to be bounced\r\nMessage-ID: <bounce-me@elsewhere.example>\r\n\r\nhello\r\n")
+s.quit()
+c = Client()
+s, body, _ = login(c, "root", "Correct1horse")
+deadline = time.monotonic() + 60
+ids = []
+while not ids and time.monotonic() < deadline:
+    s, body, _ = c.get("/queue?domain=example.com")
+    ids = re.findall(r'<td class="id"><a href="/queue/(\d+)"', body)
+    if not ids:
+        time.sleep(0.2)
+entry = ids[0]
+s, body, _ = c.get("/queue/" + entry)
+s, body, _ = c.post("/queue/bulk", [("csrf", csrf(body)), ("id", entry), ("f_domain", "example.com"), ("action", "bounce")])
+print("asked", s, re.search(r'id="confirm-question"><strong>([^<]*)<', body).group(1))
+form = body.split('action="/queue/bulk"')[-1].split("</form>")[0]
+fields = re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', form)
+s, body, _ = c.post("/queue/bulk", fields)
+print("bounced", s, re.search(r'class="flash" role="status">([^<]*)<', body).group(1).strip())
+"#
+    );
+    let mut a = args(&server);
+    a.push(server.addr("smtp").port().to_string());
+    let out = python_ok(&script, &a);
+    assert!(out.contains("asked 200 Bounce 1 entries?"), "{out}");
+    assert!(out.contains("bounced 200 "), "{out}");
+    wait_until(
+        std::time::Duration::from_secs(60),
+        "the DSN at the stand-in",
+        || {
+            sink.messages()
+                .iter()
+                .any(|(_, m)| m.contains("multipart/report"))
+        },
+    );
+    let (_, dsn) = sink
+        .messages()
+        .into_iter()
+        .find(|(_, m)| m.contains("multipart/report"))
+        .unwrap();
+    let file = sink_dir.path().join("the-dsn.eml");
+    std::fs::write(&file, &dsn).unwrap();
+    let parse = r#"
+import email, email.policy, sys
+m = email.message_from_bytes(open(sys.argv[1], "rb").read(), policy=email.policy.default)
+print("type", m.get_content_type(), "report-type", m.get_param("report-type"))
+print("to", m["To"])
+parts = list(m.iter_parts())
+print("parts", [p.get_content_type() for p in parts])
+status = next(p for p in parts if p.get_content_type() == "message/delivery-status")
+# The per-message fields, then one block per recipient (RFC 3464 section 2.1).
+blocks = status.get_payload()
+print("reporting-mta", blocks[0]["Reporting-MTA"])
+for b in blocks[1:]:
+    print("recipient", b["Final-Recipient"], "|", b["Action"], "|", b["Status"], "|", b["Diagnostic-Code"])
+original = [p for p in parts if p.get_content_type() in ("message/rfc822", "text/rfc822-headers")]
+print("original", len(original), "bounce-me@elsewhere.example" in original[0].as_string() if original else False)
+"#;
+    let parsed = python_ok(parse, &[file.display().to_string()]);
+    println!("{out}{parsed}");
+    for expected in [
+        "type multipart/report report-type delivery-status",
+        "bob@elsewhere.example",
+        "message/delivery-status",
+        "reporting-mta dns; ",
+        "recipient rfc822; anna@example.com | failed | 5.3.0 | x-understudy; 550 5.3.0 returned to the sender by an administrator",
+        "original 1 True",
+    ] {
+        assert!(parsed.contains(expected), "{expected} missing from:\n{parsed}");
+    }
+    assert_eq!(
+        parsed.lines().filter(|l| l.starts_with("recipient")).count(),
+        1,
+        "{parsed}"
+    );
 }

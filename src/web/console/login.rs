@@ -2,9 +2,10 @@
 //! one) at `/login`, mail users (address and password, checked by the same
 //! authenticator as IMAP, with its throttle) at `/me/login`.
 //!
-//! No user enumeration: an unknown name, a wrong password, a wrong or missing code and
-//! a locked-out name all get the same page after the same argon2 work (an unknown name
-//! is checked against a decoy hash). The forms carry a double-submit token (cookie and
+//! No user enumeration: an unknown name, a wrong password, a wrong or missing code, a
+//! deactivated user, a user without a password and a locked-out name all get the same
+//! bytes (but for the token and the date) after the same argon2 work (an unknown name
+//! is checked against a decoy hash) and, on the users' page, the same failure delay. The forms carry a double-submit token (cookie and
 //! field), and a successful login always starts a session under a new id.
 
 use std::sync::Arc;
@@ -15,12 +16,13 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 use maud::{html, Markup};
 use serde::Deserialize;
-use understudy_protocol::{AuthBackend, AuthError, Credentials, Secret};
+use understudy_protocol::{AuthError, Credentials, Secret};
 
 use super::layout::{csrf_field, page};
 use super::session::{self, random_token, set_cookie, Who, LOGIN_COOKIE, SESSION_COOKIE};
 use super::{session_of, AppError, ClientIp, Console};
 use crate::admin::audit::{self, Action};
+use crate::auth::LoginPacer;
 
 const FAILED: &str = "Login failed: check what you typed and try again.";
 
@@ -243,6 +245,10 @@ pub async fn user_login(
     let username: String = form.address.trim().chars().take(320).collect();
     let c = console.clone();
     let checked = username.clone();
+    // Paced like an IMAP login: a failure is answered after the throttle's delay for
+    // the address (`[auth] failure_delay_ms`), waited here without holding a thread.
+    let pacer = LoginPacer::default();
+    let auth = pacer.auth(console.shared.auth.clone());
     let outcome = tokio::task::spawn_blocking(move || {
         let credentials = Credentials {
             username: checked.clone(),
@@ -250,7 +256,7 @@ pub async fn user_login(
             peer: ip,
             protocol: "web",
         };
-        match c.shared.auth.authenticate(&credentials) {
+        match auth.authenticate(&credentials) {
             Ok(account) => Some(account.address),
             // The password was right; the self-service page is where a user with a
             // temporary password, or outside their access window, goes to see why.
@@ -272,6 +278,9 @@ pub async fn user_login(
     .await
     .ok()
     .flatten();
+    if let Some(delay) = pacer.take_delay() {
+        tokio::time::sleep(delay).await;
+    }
     match outcome {
         Some(address) => logged_in(&console, Who::User { address }, "/me"),
         None => login_page(

@@ -1,7 +1,8 @@
 //! The dashboard: every domain the administrator manages with its phase (normal,
 //! outage, draining), since when and why, queue depth and oldest entry, whether the
 //! queue is held, the last probe of the relay host (or relay attempt counted as one)
-//! and the notices sent for the current outage (`outage status`, the outage memo).
+//! and the notices to the alert recipients since the current or last outage began
+//! (`outage status`, the outage memo, the notices' tracking records).
 //! Reloads itself every 10 seconds.
 
 use std::sync::Arc;
@@ -33,10 +34,32 @@ pub fn domains_with_memos(
     Ok((status, memos))
 }
 
+/// A notice kind (`outage::notify`'s slug) as the dashboard names it.
+fn notice_name(slug: &str) -> &str {
+    match slug {
+        "lost" => "outage began",
+        "spooling" => "mail being spooled",
+        "restored" => "primary back",
+        "released" => "all spooled mail released",
+        "reminder" => "still draining",
+        other => other,
+    }
+}
+
 pub async fn show(State(console): State<Arc<Console>>, admin: AdminSession) -> Result<Markup, AppError> {
     let role = admin.role.clone();
-    let ((status, memos), _) = console
-        .run(None, move |ctx| domains_with_memos(ctx, &role))
+    let ((status, memos, notices), _) = console
+        .run(None, move |ctx| {
+            let (status, memos) = domains_with_memos(ctx, &role)?;
+            let since: Vec<(String, i64)> = status
+                .domains
+                .iter()
+                .zip(&memos)
+                .filter_map(|(d, m)| Some((d.domain.clone(), m.outage_started_at?)))
+                .collect();
+            let notices = outage::notices_since(ctx, &since)?;
+            Ok((status, memos, notices))
+        })
         .await?;
     let now = status.now;
     let body = html! {
@@ -61,8 +84,16 @@ pub async fn show(State(console): State<Arc<Console>>, admin: AdminSession) -> R
                             (Some(at), Some(why)) => { "failed " (time(at)) ": " (why) }
                         }
                     }
-                    td {
-                        @if phase != OutagePhase::Normal && memo.spooling_notified_since.is_some() { "outage notice sent; " }
+                    td class="notices" {
+                        @match notices.get(&d.domain) {
+                            Some(sent) => ul {
+                                @for n in sent {
+                                    li class={"notice-" (n.state)} { (notice_name(&n.kind)) " " (time(n.at)) ", " (n.state) " to " (n.to) }
+                                }
+                            },
+                            None => { @if memo.outage_started_at.is_some() { "none sent; " } }
+                        }
+                        @if phase != OutagePhase::Normal && memo.spooling_notified_since.is_some() { "spooling notice sent; " }
                         "last reminder " (opt_time(memo.last_reminder_at))
                     }
                 }
