@@ -10,6 +10,7 @@ use anyhow::{bail, Context};
 use clap::Subcommand;
 use serde::{Deserialize, Serialize};
 use understudy_storage::outage::{OutagePhase, OutageState, OutageTransition};
+use understudy_storage::StoreError;
 
 use super::format::{or_dash, write_listing, ListFormat, Table};
 use super::AdminContext;
@@ -117,8 +118,8 @@ fn manual(ctx: &AdminContext, name: &str, event: Event) -> anyhow::Result<Manual
     let domain = store
         .domain(name)?
         .with_context(|| format!("{name} is not a protected domain"))?;
-    let state = store.outage_state(&domain.name)?;
-    let memo = store.outage_memo(&domain.name)?;
+    // As stored, not as cached: what the write below is compared with.
+    let (state, memo) = store.outage_record(&domain.name)?;
     let starting = matches!(event, Event::ManualStart(_));
     if !starting && state.phase != OutagePhase::Outage {
         bail!(
@@ -135,18 +136,32 @@ fn manual(ctx: &AdminContext, name: &str, event: Event) -> anyhow::Result<Manual
             no_recipients: false,
         });
     }
-    let mut machine = OutageMachine::resume(state, memo.clone());
     let now = store.now();
-    let effects = machine.handle(event, now, Thresholds::of(&domain));
-    apply_effects(
-        store,
-        &ctx.config.hostname,
-        &domain,
-        &machine,
-        &memo,
-        &effects,
-        now,
-    )?;
+    let mut decided_from = OutageMachine::resume(state, memo);
+    let mut attempt = 0;
+    let machine = loop {
+        attempt += 1;
+        let mut machine = decided_from.clone();
+        let effects = machine.handle(event.clone(), now, Thresholds::of(&domain));
+        match apply_effects(
+            store,
+            &ctx.config.hostname,
+            &domain,
+            &decided_from,
+            &machine,
+            &effects,
+            now,
+        ) {
+            Ok(()) => break machine,
+            // The monitor (of this node or another) recorded a change first: decide
+            // again from what it wrote.
+            Err(StoreError::Conflict(_)) if attempt < 5 => {
+                let (state, memo) = store.outage_record(&domain.name)?;
+                decided_from = OutageMachine::resume(state, memo);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
     ctx.events.outage_changed();
     Ok(ManualChange {
         state: machine.state().clone(),

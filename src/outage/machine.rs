@@ -105,6 +105,14 @@ impl OutageMachine {
         *self = OutageMachine::resume(state, memo);
     }
 
+    /// Takes the stored state and memo but keeps the streaks: after a write that lost
+    /// to another node's (the store changed under this machine), so it decides again
+    /// from what the store holds without forgetting the probes it saw.
+    pub fn rebase(&mut self, state: OutageState, memo: OutageMemo) {
+        self.state = state;
+        self.memo = memo;
+    }
+
     pub fn handle(&mut self, event: Event, now: i64, thresholds: Thresholds) -> Vec<Effect> {
         let mut effects = Vec::new();
         match event {

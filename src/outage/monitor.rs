@@ -15,7 +15,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch, Notify};
 use understudy_storage::outage::OutagePhase;
-use understudy_storage::{Clock, Domain, Engagement, Store, StoreResult};
+use understudy_storage::{Clock, Domain, Engagement, Store, StoreError, StoreResult};
 
 use super::effects::apply_effects;
 use super::handles::{DeliveryObservations, MonitorWake, Observed};
@@ -24,6 +24,10 @@ use super::probe;
 
 /// How often the monitor re-reads the store and looks for due probes.
 const TICK: Duration = Duration::from_secs(1);
+
+/// Decisions on one event when each write loses to another node's: then the event is
+/// dropped (logged), as a probe that failed to record would be.
+const MAX_DECISIONS: u32 = 4;
 
 /// What one look at a domain's observations feeds the machine: one event for the
 /// streak at the end, after one of the other kind if the streak was broken (which resets
@@ -289,6 +293,12 @@ impl OutageMonitor {
         if let Some(t) = self.domains.get_mut(domain) {
             t.probing = false;
         }
+        // A probe that ends after this node stopped leading is the new leader's to
+        // make: recording it here would count one probe twice.
+        if !self.store.leads() {
+            tracing::debug!(domain, "probe result dropped: this node no longer leads");
+            return Ok(());
+        }
         let Some(settings) = self.store.domain(domain)? else {
             return Ok(());
         };
@@ -311,24 +321,46 @@ impl OutageMonitor {
 
     /// One event (a probe result, delivery results, a queue snapshot) for a domain
     /// already synced from the store: the machine handles it, its effects are recorded
-    /// and, if a notice was queued, the queue runner is woken.
+    /// in one compare-and-set write and, if a notice was queued, the queue runner is
+    /// woken. When the write loses (another node, or an admin, changed the domain since
+    /// the machine last read it), the machine takes the stored state and decides again;
+    /// when it fails, the machine goes back to what it was (the next tick re-reads).
     fn feed(&mut self, settings: &Domain, event: Event, now: i64) -> StoreResult<()> {
         let Some(tracked) = self.domains.get_mut(&settings.name) else {
             return Ok(());
         };
-        let memo_before = tracked.machine.memo().clone();
-        let effects = tracked.machine.handle(event, now, Thresholds::of(settings));
-        apply_effects(
-            &self.store,
-            &self.hostname,
-            settings,
-            &tracked.machine,
-            &memo_before,
-            &effects,
-            now,
-        )?;
-        wake_for_notices(&self.handles.queue_wakeup, &effects);
-        Ok(())
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let before = tracked.machine.clone();
+            let effects = tracked
+                .machine
+                .handle(event.clone(), now, Thresholds::of(settings));
+            match apply_effects(
+                &self.store,
+                &self.hostname,
+                settings,
+                &before,
+                &tracked.machine,
+                &effects,
+                now,
+            ) {
+                Ok(()) => {
+                    wake_for_notices(&self.handles.queue_wakeup, &effects);
+                    return Ok(());
+                }
+                Err(StoreError::Conflict(why)) if attempt < MAX_DECISIONS => {
+                    tracing::info!(domain = %settings.name, %why, "outage state changed elsewhere; deciding again from the store");
+                    let (state, memo) = self.store.outage_record(&settings.name)?;
+                    tracked.machine = before;
+                    tracked.machine.rebase(state, memo);
+                }
+                Err(e) => {
+                    tracked.machine = before;
+                    return Err(e);
+                }
+            }
+        }
     }
 }
 
@@ -490,13 +522,35 @@ mod tests {
             store.outage_state("example.com").unwrap(),
             store.outage_memo("example.com").unwrap(),
         );
-        let memo = machine.memo().clone();
+        let before = machine.clone();
         let effects = machine.handle(
             Event::ManualStop("done".into()),
             clock.now(),
             Thresholds::of(&domain),
         );
-        apply_effects(&store, "mx.test", &domain, &machine, &memo, &effects, clock.now()).unwrap();
+        apply_effects(
+            &store,
+            "mx.test",
+            &domain,
+            &before,
+            &machine,
+            &effects,
+            clock.now(),
+        )
+        .unwrap();
+        // The monitor decided from the state before the stop: its write loses, and it
+        // decides again from the stored one (nothing doubled, nothing lost).
+        let stale = before.clone();
+        let mut again = before;
+        let effects = again.handle(
+            Event::ManualStop("done twice".into()),
+            clock.now(),
+            Thresholds::of(&domain),
+        );
+        assert!(matches!(
+            apply_effects(&store, "mx.test", &domain, &stale, &again, &effects, clock.now()),
+            Err(StoreError::Conflict(_))
+        ));
         assert_eq!(notices(&store).len(), 2);
         monitor.tick();
         assert_eq!(

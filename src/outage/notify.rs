@@ -6,7 +6,7 @@
 use understudy_storage::mailbox::DeliveryRequest;
 use understudy_storage::outage::{OutagePhase, OutageState};
 use understudy_storage::outage_ops::{QueueSummary, RelayReport};
-use understudy_storage::{NewQueueEntry, QueueKind, Store, StoreResult};
+use understudy_storage::{NewQueueEntry, QueueKind, StoreResult};
 
 use super::machine::NoticeKind;
 
@@ -234,9 +234,33 @@ pub fn sender(hostname: &str) -> String {
     format!("understudy@{hostname}")
 }
 
-/// Queues a notice for the alert recipients in one synced write. Returns the queue id,
-/// or `None` when the domain has no alert recipient (logged: nobody to tell).
-pub fn enqueue(store: &Store, notice: &Notice<'_>, alert_recipients: &[String]) -> StoreResult<Option<u64>> {
+/// A notice built for its recipients, ready to be queued in the write that records the
+/// outage change it announces (`Store::record_outage_change`).
+#[derive(Debug, Clone)]
+pub struct PreparedNotice {
+    pub kind: NoticeKind,
+    body: Vec<u8>,
+    message_id: String,
+    entry: NewQueueEntry,
+    summary: String,
+}
+
+impl PreparedNotice {
+    /// The delivery that queues it (one `Notification` entry, no mailbox copy).
+    pub fn request(&self) -> DeliveryRequest<'_> {
+        DeliveryRequest {
+            body: &self.body,
+            users: Vec::new(),
+            queue: vec![self.entry.clone()],
+            message_id: Some(self.message_id.clone()),
+            summary: self.summary.clone(),
+        }
+    }
+}
+
+/// Builds a notice for the alert recipients; `None` when the domain has none (logged:
+/// nobody to tell).
+pub fn prepare(notice: &Notice<'_>, alert_recipients: &[String]) -> StoreResult<Option<PreparedNotice>> {
     let to: Vec<String> = alert_recipients
         .iter()
         .map(|a| a.trim().to_ascii_lowercase())
@@ -250,28 +274,25 @@ pub fn enqueue(store: &Store, notice: &Notice<'_>, alert_recipients: &[String]) 
     let (body, message_id) = notice
         .message(&to)
         .map_err(|e| understudy_storage::StoreError::Invalid(format!("cannot build notice: {e}")))?;
-    let request = DeliveryRequest {
-        body: &body,
-        users: Vec::new(),
-        queue: vec![NewQueueEntry {
+    Ok(Some(PreparedNotice {
+        kind: notice.kind,
+        body,
+        message_id,
+        entry: NewQueueEntry {
             kind: QueueKind::Notification,
             domain: notice.domain.to_string(),
             mail_from: sender(notice.hostname),
             recipients: to.iter().map(|a| (a.clone(), None)).collect(),
             next_attempt: notice.now,
             sent_copy: false,
-        }],
-        message_id: Some(message_id),
+        },
         summary: format!(
             "notice '{}' for {} to {}",
             kind_slug(notice.kind),
             notice.domain,
             to.join(", ")
         ),
-    };
-    let outcome = store.deliver(&request)?;
-    tracing::info!(domain = notice.domain, kind = ?notice.kind, queue = ?outcome.queue_ids, "notice queued");
-    Ok(outcome.queue_ids.first().copied())
+    }))
 }
 
 #[cfg(test)]

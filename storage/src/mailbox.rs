@@ -45,6 +45,13 @@ pub struct DeliveryRequest<'a> {
     pub summary: String,
 }
 
+/// A delivery written into a batch, not committed yet (`Store::stage_delivery`).
+pub(crate) struct StagedDelivery {
+    outcome: DeliveryOutcome,
+    noted: Vec<QueueEntry>,
+    touched: Vec<(u64, u64)>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeliveryOutcome {
     pub tracking_id: u64,
@@ -453,16 +460,35 @@ impl Store {
         let mut lock_keys: Vec<(&str, u64)> = inboxes.iter().map(|id| mailbox_lock(*id)).collect();
         lock_keys.push(blob_lock(&blob));
         let guards = self.lock(&lock_keys)?;
+        let mut batch = Batch::default();
+        let staged = self.stage_delivery(&mut batch, tracking_id, req, &blob, (&users, &inboxes))?;
+        self.commit_unlocking(batch, guards)?;
+        Ok(self.delivered(staged))
+    }
 
+    /// The records of a delivery, into `batch`; the caller holds the locks of the
+    /// INBOXes (`inboxes`, one per user of `users`) and of the body (`blob`, its id),
+    /// commits, then
+    /// passes the result to [`Store::delivered`]. Shared by [`Store::deliver_as`] and
+    /// the outage change that queues its notices in the same write
+    /// (`Store::record_outage_change`).
+    pub(crate) fn stage_delivery(
+        &self,
+        batch: &mut Batch,
+        tracking_id: u64,
+        req: &DeliveryRequest<'_>,
+        blob: &BlobId,
+        (users, inboxes): (&[u64], &[u64]),
+    ) -> StoreResult<StagedDelivery> {
+        let blob = *blob;
         let now = self.now();
         let size =
             u32::try_from(req.body.len()).map_err(|_| StoreError::Invalid("message too large".into()))?;
-        let mut batch = Batch::default();
-        self.counter_merge(&mut batch, COUNTER_TRACKING, tracking_id)?;
+        self.counter_merge(batch, COUNTER_TRACKING, tracking_id)?;
         let copies = (users.len() + req.queue.len()) as i64;
         let summary = self.summarise(req.body);
         let summary_bytes = summary.as_ref().map(|s| s.bytes.as_slice());
-        self.add_blob_refs(&mut batch, &blob, req.body, summary_bytes, copies)?;
+        self.add_blob_refs(batch, &blob, req.body, summary_bytes, copies)?;
         let mut events = vec![TrackingEvent {
             at: now,
             kind: "received".into(),
@@ -471,7 +497,7 @@ impl Store {
 
         let mut stored = Vec::with_capacity(users.len());
         let mut touched = Vec::with_capacity(users.len());
-        for (user, inbox) in users.iter().zip(&inboxes) {
+        for (user, inbox) in users.iter().zip(inboxes) {
             let mut mailbox = self.mailbox(*user, *inbox)?;
             let record = MessageRecord {
                 uid: 0,
@@ -485,7 +511,7 @@ impl Store {
                 tracking_id,
                 sent_date: summary.as_ref().map(|s| s.sent_date.unwrap_or(now)),
             };
-            let record = self.add_message_into(&mut batch, &mut mailbox, record, summary_bytes)?;
+            let record = self.add_message_into(batch, &mut mailbox, record, summary_bytes)?;
             stored.push((*user, mailbox.id, record.uid));
             touched.push((mailbox.id, mailbox.highest_modseq));
             events.push(TrackingEvent {
@@ -499,7 +525,7 @@ impl Store {
         let mut noted = Vec::with_capacity(req.queue.len());
         for entry in &req.queue {
             let id = self.next_id(COUNTER_QUEUE)?;
-            self.counter_merge(&mut batch, COUNTER_QUEUE, id)?;
+            self.counter_merge(batch, COUNTER_QUEUE, id)?;
             let queued = QueueEntry {
                 id,
                 kind: entry.kind,
@@ -526,7 +552,7 @@ impl Store {
                 sent_copy: entry.sent_copy,
                 lease: None,
             };
-            self.put_json(&mut batch, CF_QUEUE, &u64_key(id), &queued)?;
+            self.put_json(batch, CF_QUEUE, &u64_key(id), &queued)?;
             noted.push(queued.clone());
             batch.put(CF_QUEUE_DUE, due_key(queued.next_attempt, id), b"");
             let rcpts: Vec<&str> = entry.recipients.iter().map(|(a, _)| a.as_str()).collect();
@@ -538,12 +564,7 @@ impl Store {
             queue_ids.push(id);
         }
         for (seq, event) in events.iter().enumerate() {
-            self.put_json(
-                &mut batch,
-                CF_TRACKING,
-                &tracking_key(tracking_id, seq as u32),
-                event,
-            )?;
+            self.put_json(batch, CF_TRACKING, &tracking_key(tracking_id, seq as u32), event)?;
         }
         if let Some(mid) = &req.message_id {
             let mut key = mid.as_bytes().to_vec();
@@ -551,18 +572,27 @@ impl Store {
             key.extend_from_slice(&u64_key(tracking_id));
             batch.put(CF_MESSAGE_IDS, key, b"");
         }
-        self.commit_unlocking(batch, guards)?;
-        for entry in &noted {
+        Ok(StagedDelivery {
+            outcome: DeliveryOutcome {
+                tracking_id,
+                stored,
+                queue_ids,
+            },
+            noted,
+            touched,
+        })
+    }
+
+    /// After a staged delivery committed: the queue index and the mailboxes' watchers
+    /// learn of it.
+    pub(crate) fn delivered(&self, staged: StagedDelivery) -> DeliveryOutcome {
+        for entry in &staged.noted {
             self.note_queue_entry(entry);
         }
-        for (mailbox, modseq) in touched {
+        for (mailbox, modseq) in staged.touched {
             self.publish(mailbox, modseq);
         }
-        Ok(DeliveryOutcome {
-            tracking_id,
-            stored,
-            queue_ids,
-        })
+        staged.outcome
     }
 
     /// IMAP APPEND: stores a message in one mailbox with the given flags and date.

@@ -58,7 +58,7 @@ pub struct QueueSummary {
     pub oldest: Option<i64>,
 }
 
-fn memo_key(domain: &str) -> Vec<u8> {
+pub(crate) fn memo_key(domain: &str) -> Vec<u8> {
     let mut key = domain.to_ascii_lowercase().into_bytes();
     key.extend_from_slice(b"\0memo");
     key
@@ -82,7 +82,8 @@ impl Store {
         Ok(self.get_json(CF_OUTAGE, &memo_key(domain))?.unwrap_or_default())
     }
 
-    /// Synced: a memo lost in a crash would repeat a notification.
+    /// Synced: a memo lost in a crash would repeat a notification. The outage engine
+    /// writes it with its notices instead (`Store::record_outage_change`).
     pub fn set_outage_memo(&self, domain: &str, memo: &OutageMemo) -> StoreResult<()> {
         let mut batch = Batch::default();
         self.put_json(&mut batch, CF_OUTAGE, &memo_key(domain), memo)?;

@@ -31,6 +31,11 @@ pub fn open(dir: &std::path::Path) -> Store {
     .unwrap()
 }
 
+/// A second node on the same store: with RocksDB (one process) a second handle of it.
+pub fn second_node(_dir: &std::path::Path, first: &Store) -> Store {
+    first.clone()
+}
+
 /// Environment for a test's child process (none needed: the store is a directory).
 pub fn child_env() -> Vec<(String, String)> {
     Vec::new()

@@ -33,6 +33,12 @@ pub fn open(dir: &std::path::Path) -> Store {
     .unwrap()
 }
 
+/// A second node on the same store: another store opened on the same schema, as a
+/// second server would.
+pub fn second_node(dir: &std::path::Path, _first: &Store) -> Store {
+    open(dir)
+}
+
 /// Environment for a test's child process: the same PostgreSQL server.
 pub fn child_env() -> Vec<(String, String)> {
     vec![(pg::ENV.to_string(), pg::base())]

@@ -56,6 +56,9 @@ mod logs;
 mod ops;
 /// Outage detection against `smtp-sink` as the primary: engage, recover, notices.
 mod outage;
+/// Two nodes on one PostgreSQL through failures: leader kills during an outage, a
+/// PostgreSQL restart under SMTP load.
+mod pg_cluster;
 /// POP3 with Python's poplib: logins, sizes, deletions at QUIT, stable UIDLs.
 mod pop3;
 /// The server on the PostgreSQL store.

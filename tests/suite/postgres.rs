@@ -7,11 +7,13 @@ use crate::harness::*;
 #[path = "../../storage/tests/support/pg.rs"]
 pub(crate) mod pg;
 
-fn store_config(dir: &std::path::Path) -> String {
-    format!(
-        "\n[store]\nbackend = \"postgres\"\nurl = \"{}\"\npool_size = 4\ntls = \"off\"\n",
-        pg::url_for(dir)
-    )
+pub(crate) fn store_config(dir: &std::path::Path) -> String {
+    store_section(&pg::url_for(dir))
+}
+
+/// The `[store]` section for a PostgreSQL store at `url`.
+pub(crate) fn store_section(url: &str) -> String {
+    format!("\n[store]\nbackend = \"postgres\"\nurl = \"{url}\"\npool_size = 4\ntls = \"off\"\n")
 }
 
 const DELIVER_AND_READ: &str = r#"

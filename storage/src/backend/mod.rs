@@ -58,15 +58,17 @@ pub(crate) enum Op {
         delta: i64,
     },
     /// A precondition, not a write: the batch applies only if the record holds exactly
-    /// `value` when it commits; otherwise nothing of it is applied and the write fails
-    /// with [`StoreError::Conflict`](crate::StoreError::Conflict). The fence of a queue
-    /// lease (`lease.rs`): on PostgreSQL the row is locked (`FOR UPDATE`) and compared
-    /// inside the committing transaction, so it holds even when the node's advisory lock
-    /// connection was lost; RocksDB (one process) compares under the caller's locks.
+    /// `value` (`None`: is absent) when it commits; otherwise nothing of it is applied
+    /// and the write fails with [`StoreError::Conflict`](crate::StoreError::Conflict).
+    /// The fence of a queue lease (`lease.rs`) and the compare-and-set of an outage
+    /// change (`outage.rs`): on PostgreSQL the row is locked (`FOR UPDATE`; an absent
+    /// one by a transaction advisory lock on its key) and compared inside the committing
+    /// transaction, so it holds even when the node's advisory lock connection was lost;
+    /// RocksDB (one process) compares under the caller's locks.
     Expect {
         cf: &'static str,
         key: Vec<u8>,
-        value: Vec<u8>,
+        value: Option<Vec<u8>>,
     },
 }
 
@@ -101,10 +103,15 @@ impl Batch {
     }
 
     pub fn expect(&mut self, cf: &'static str, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) {
+        self.expect_raw(cf, key, Some(value.as_ref()));
+    }
+
+    /// [`Batch::expect`] of a record that may be absent (`None`: must still be absent).
+    pub fn expect_raw(&mut self, cf: &'static str, key: impl AsRef<[u8]>, value: Option<&[u8]>) {
         self.ops.push(Op::Expect {
             cf,
             key: key.as_ref().to_vec(),
-            value: value.as_ref().to_vec(),
+            value: value.map(<[u8]>::to_vec),
         });
     }
 

@@ -112,6 +112,9 @@ const LEAD_RETRY: Duration = Duration::from_secs(2);
 /// Advisory lock keys are (class, stripe); these classes are Understudy's.
 const INNER_LOCK_CLASS: i32 = 72150171;
 const OUTER_LOCK_CLASS: i32 = 72150172;
+/// The advisory lock class of records a batch expects to be absent (`Op::Expect`).
+const EXPECT_LOCK_CLASS: i32 = 72150174;
+const EXPECT_ABSENT_LOCK: &str = "SELECT pg_advisory_xact_lock($1, hashtext($2))";
 /// A lost listener connection is opened again after this long.
 const LISTEN_RETRY: Duration = Duration::from_secs(1);
 
@@ -366,10 +369,22 @@ async fn apply(
                     table(cf)
                 ))
                 .await?;
+            // No row to lock when the record must be absent: a transaction advisory lock
+            // on its name stands in, so two writers expecting it absent commit one after
+            // the other and the second sees the first's insert (READ COMMITTED: the
+            // SELECT after the lock reads what committed before it was granted).
+            let absent_lock = match value {
+                Some(_) => None,
+                None => Some(client.prepare_cached(EXPECT_ABSENT_LOCK).await?),
+            };
+            let name = format!("{cf}:{}", hex::encode(key));
             checks.push(async move {
+                if let Some(lock) = &absent_lock {
+                    client.execute(lock, &[&EXPECT_LOCK_CLASS, &name]).await?;
+                }
                 let row = client.query_opt(&statement, &[key]).await?;
                 let found: Option<Vec<u8>> = row.map(|r| r.get(0));
-                Ok::<_, tokio_postgres::Error>((found.as_deref() == Some(value.as_slice()), *cf))
+                Ok::<_, tokio_postgres::Error>((found == *value, *cf))
             });
         }
     }
@@ -882,7 +897,8 @@ impl Drop for PgLock {
 }
 
 /// One leader-lock connection's life: try for the lock every [`LEAD_RETRY`] until it is
-/// taken, then check the connection as often; returns when the connection fails.
+/// taken, then check the connection as often; returns as soon as the connection fails
+/// or ends.
 async fn lead_on<T>(
     config: &tokio_postgres::Config,
     tls: T,
@@ -897,7 +913,7 @@ where
         .connect(tls)
         .await
         .map_err(|e| pg_error("leader connect", e))?;
-    let driver = tokio::spawn(connection);
+    let mut driver = tokio::spawn(connection);
     let result = async {
         loop {
             if leader.load(Ordering::SeqCst) {
@@ -918,7 +934,19 @@ where
                     leader.store(true, Ordering::SeqCst);
                 }
             }
-            tokio::time::sleep(LEAD_RETRY).await;
+            // A connection that ends (the server terminated it, restarted, failed over)
+            // ends the lead at once, not at the next check: another node may hold the
+            // lock a moment later, and two leaders would probe twice.
+            tokio::select! {
+                _ = tokio::time::sleep(LEAD_RETRY) => {}
+                ended = &mut driver => {
+                    return Err(match ended {
+                        Ok(Ok(())) => StoreError::Postgres("leader connection closed".into()),
+                        Ok(Err(e)) => pg_error("leader connection", e),
+                        Err(e) => StoreError::Postgres(format!("leader connection task: {e}")),
+                    });
+                }
+            }
         }
     }
     .await;

@@ -169,7 +169,7 @@ impl RocksBackend {
                 // One process writes a RocksDB store and every writer of a fenced record
                 // holds its lock (`Store::lock`): a read here is current until the write.
                 Op::Expect { cf, key, value } => {
-                    if self.db.get_cf(&self.cf(cf)?, &key)?.as_deref() != Some(value.as_slice()) {
+                    if self.db.get_cf(&self.cf(cf)?, &key)?.as_deref() != value.as_deref() {
                         return Err(StoreError::Conflict(format!("{cf} record changed")));
                     }
                 }

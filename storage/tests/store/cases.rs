@@ -650,6 +650,134 @@ fn a_queue_lease_keeps_an_entry_from_a_second_attempt_and_fences_late_outcomes()
     assert!(store.queue_entry(id).unwrap().is_none(), "delivered and gone");
 }
 
+/// One outage change: the transition, its notice (a notification queue entry) and the
+/// memo, for `expected` state and memo.
+fn outage_change<'a>(
+    body: &'a [u8],
+    transition: Option<(outage::OutagePhase, outage::OutageState)>,
+    memo: outage_ops::OutageMemo,
+) -> outage::OutageChange<'a> {
+    outage::OutageChange {
+        transitions: transition.into_iter().collect(),
+        notices: vec![DeliveryRequest {
+            body,
+            users: vec![],
+            queue: vec![NewQueueEntry {
+                kind: QueueKind::Notification,
+                domain: "example.com".into(),
+                mail_from: "understudy@mx.test".into(),
+                recipients: vec![("ops@example.net".into(), None)],
+                next_attempt: 0,
+                sent_copy: false,
+            }],
+            message_id: Some(format!("<{}@mx.test>", body.len())),
+            summary: "notice".into(),
+        }],
+        memo: Some(memo),
+    }
+}
+
+fn notices(store: &Store) -> Vec<QueueEntry> {
+    store
+        .queue_entries(None)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == QueueKind::Notification)
+        .collect()
+}
+
+/// Two nodes (on RocksDB: two handles of the one store) decide from the same outage
+/// state at once: exactly one change commits, with its transition, its one notice and
+/// its memo; the other writes nothing and is told of the conflict. Deciding again from
+/// the stored state then commits; a decision from a stale state never does.
+#[test]
+fn two_nodes_deciding_from_one_outage_state_commit_exactly_one_change() {
+    use outage::{OutagePhase, OutageState};
+    use outage_ops::OutageMemo;
+    let dir = tempfile::tempdir().unwrap();
+    let (a, _) = with_user(dir.path());
+    let b = super::second_node(dir.path(), &a);
+    let (state, memo) = (
+        a.outage_state("example.com").unwrap(),
+        a.outage_memo("example.com").unwrap(),
+    );
+    assert_eq!(state, OutageState::default(), "nothing stored yet");
+    let engaged = OutageState {
+        phase: OutagePhase::Outage,
+        since: a.now(),
+        reason: "3 failed probes".into(),
+        manual: false,
+    };
+    let engaged_memo = OutageMemo {
+        outage_started_at: Some(a.now()),
+        ..OutageMemo::default()
+    };
+    let barrier = Arc::new(std::sync::Barrier::new(2));
+    let results: Vec<_> = [
+        (a.clone(), "lost seen by A"),
+        (b.clone(), "lost seen by B, longer"),
+    ]
+    .into_iter()
+    .map(|(store, body)| {
+        let (state, memo, engaged, engaged_memo, barrier) = (
+            state.clone(),
+            memo.clone(),
+            engaged.clone(),
+            engaged_memo.clone(),
+            barrier.clone(),
+        );
+        std::thread::spawn(move || {
+            let change = outage_change(
+                body.as_bytes(),
+                Some((OutagePhase::Normal, engaged)),
+                engaged_memo,
+            );
+            barrier.wait();
+            store.record_outage_change("example.com", (&state, &memo), &change)
+        })
+    })
+    .collect::<Vec<_>>()
+    .into_iter()
+    .map(|t| t.join().unwrap())
+    .collect();
+    let committed: Vec<_> = results.iter().filter(|r| r.is_ok()).collect();
+    assert_eq!(committed.len(), 1, "{results:?}");
+    assert!(
+        results.iter().any(|r| matches!(r, Err(StoreError::Conflict(_)))),
+        "{results:?}"
+    );
+    for store in [&a, &b] {
+        assert_eq!(store.outage_state("example.com").unwrap(), engaged);
+        assert_eq!(store.outage_memo("example.com").unwrap(), engaged_memo);
+        assert_eq!(notices(store).len(), 1, "one notice, whoever won");
+        assert_eq!(store.outage_history("example.com").unwrap().len(), 1);
+    }
+
+    // The loser re-reads and decides again: spooling began (a memo change, no
+    // transition), from the state the winner wrote.
+    let spooling_memo = OutageMemo {
+        spooling_notified_since: Some(engaged.since),
+        ..engaged_memo.clone()
+    };
+    let stale = outage_change(b"spooling, stale", None, spooling_memo.clone());
+    assert!(matches!(
+        b.record_outage_change("example.com", (&state, &memo), &stale),
+        Err(StoreError::Conflict(_))
+    ));
+    let fresh = outage_change(b"spooling", None, spooling_memo.clone());
+    let queued = b
+        .record_outage_change("example.com", (&engaged, &engaged_memo), &fresh)
+        .unwrap();
+    assert_eq!(queued.len(), 1);
+    // The same decision once more (a node that missed the memo change) is refused.
+    assert!(matches!(
+        a.record_outage_change("example.com", (&engaged, &engaged_memo), &fresh),
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(notices(&a).len(), 2);
+    assert_eq!(a.outage_memo("example.com").unwrap(), spooling_memo);
+}
+
 #[test]
 fn sort_keys_follow_their_messages_and_a_whole_mailbox_is_read_in_one_scan() {
     let dir = tempfile::tempdir().unwrap();

@@ -5,7 +5,8 @@
 //! schema of its own (`url_for`), so tests do not see each other's tables.
 //!
 //! `UNDERSTUDY_TEST_PG=host=... port=...` makes a process (a test's child) use a server
-//! already started instead.
+//! already started instead. A test that stops PostgreSQL under load starts one of its
+//! own ([`OwnServer`]).
 
 #![allow(dead_code)]
 
@@ -80,6 +81,23 @@ fn start() -> Server {
     if let Ok(base) = std::env::var(ENV) {
         return Server { base, spawn: None };
     }
+    let spawn = init(&format!("understudy-pg-{}", std::process::id()));
+    let _ = DATA_DIR.set(spawn.dir.clone());
+    launch(&spawn);
+    // SAFETY: registers a plain function with no arguments.
+    unsafe {
+        libc::atexit(stop_server);
+    }
+    let base = format!("host=127.0.0.1 port={} user=postgres", spawn.port);
+    wait_ready(&spawn.bin, spawn.port);
+    Server {
+        base,
+        spawn: Some(spawn),
+    }
+}
+
+/// `initdb` into a new directory `name` under the temporary directory, on a free port.
+fn init(name: &str) -> Spawn {
     let bin = bin_dir();
     assert!(
         bin.join("postgres").exists(),
@@ -92,13 +110,12 @@ fn start() -> Server {
     } else {
         None
     };
-    let dir = std::env::temp_dir().join(format!("understudy-pg-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     if let Some((uid, gid)) = ids {
         std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).unwrap();
     }
-    let _ = DATA_DIR.set(dir.clone());
     let data = dir.join("data");
     let as_postgres = |command: &mut Command| {
         if let Some((uid, gid)) = ids {
@@ -127,24 +144,12 @@ fn start() -> Server {
         "initdb failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let port = free_port();
-    let spawn = Spawn {
-        bin: bin.clone(),
-        data: data.clone(),
-        dir: dir.clone(),
-        port,
+    Spawn {
+        bin,
+        data,
+        dir,
+        port: free_port(),
         ids,
-    };
-    launch(&spawn);
-    // SAFETY: registers a plain function with no arguments.
-    unsafe {
-        libc::atexit(stop_server);
-    }
-    let base = format!("host=127.0.0.1 port={port} user=postgres");
-    wait_ready(&bin, port);
-    Server {
-        base,
-        spawn: Some(spawn),
     }
 }
 
@@ -165,6 +170,12 @@ fn wait_ready(bin: &Path, port: u16) {
 
 /// Starts the postmaster and records its pid for `stop_server`.
 fn launch(spawn: &Spawn) {
+    let pid = spawn_postmaster(spawn);
+    PID.store(pid as i32, Ordering::SeqCst);
+}
+
+/// Starts a postmaster for `spawn` and returns its pid.
+fn spawn_postmaster(spawn: &Spawn) -> u32 {
     let mut postgres = Command::new(spawn.bin.join("postgres"));
     postgres
         .args([
@@ -205,8 +216,18 @@ fn launch(spawn: &Spawn) {
             std::thread::park();
         }
     });
-    let pid = rx.recv().unwrap();
-    PID.store(pid as i32, Ordering::SeqCst);
+    rx.recv().unwrap()
+}
+
+/// A fast shutdown (SIGINT, what `pg_ctl stop -m fast` sends: clients disconnected,
+/// open transactions rolled back) of the postmaster `pid`, waited for.
+fn stop_postmaster(pid: i32) {
+    // SAFETY: signals and waits for a child this process started; no pointers.
+    unsafe {
+        libc::kill(pid, libc::SIGINT);
+        let mut status = 0;
+        libc::waitpid(pid, &mut status, 0);
+    }
 }
 
 /// Stops this process's server (a fast shutdown: clients are disconnected) and starts
@@ -217,15 +238,65 @@ pub fn restart() {
         .spawn
         .clone()
         .expect("restart of a server this process did not start");
-    let pid = PID.swap(0, Ordering::SeqCst);
-    // SAFETY: signals and waits for the child this process started; no pointers.
-    unsafe {
-        libc::kill(pid, libc::SIGINT);
-        let mut status = 0;
-        libc::waitpid(pid, &mut status, 0);
-    }
+    stop_postmaster(PID.swap(0, Ordering::SeqCst));
     launch(&spawn);
     wait_ready(&spawn.bin, spawn.port);
+}
+
+/// A PostgreSQL server a test owns and may stop and start again (on the same port and
+/// data directory) while other tests of the process use the shared one; stopped and
+/// removed when dropped.
+pub struct OwnServer {
+    spawn: Spawn,
+    pid: i32,
+}
+
+impl OwnServer {
+    pub fn start() -> OwnServer {
+        use std::sync::atomic::AtomicU32;
+        static SEQ: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "understudy-pg-{}-own{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::SeqCst)
+        );
+        let spawn = init(&name);
+        let pid = spawn_postmaster(&spawn) as i32;
+        wait_ready(&spawn.bin, spawn.port);
+        OwnServer { spawn, pid }
+    }
+
+    /// `host=... port=... user=postgres`.
+    pub fn base(&self) -> String {
+        format!("host=127.0.0.1 port={} user=postgres", self.spawn.port)
+    }
+
+    /// A store URL on this server (a schema named after `dir`, as [`url_for`]).
+    pub fn url_for(&self, dir: &Path) -> String {
+        url_on(&self.base(), dir)
+    }
+
+    /// A fast shutdown, waited for: every client connection is cut.
+    pub fn stop(&mut self) {
+        if self.pid > 0 {
+            stop_postmaster(self.pid);
+            self.pid = 0;
+        }
+    }
+
+    /// Starts it again on the same port and data directory; returns once it accepts.
+    pub fn start_again(&mut self) {
+        assert_eq!(self.pid, 0, "the server is running");
+        self.pid = spawn_postmaster(&self.spawn) as i32;
+        wait_ready(&self.spawn.bin, self.spawn.port);
+    }
+}
+
+impl Drop for OwnServer {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.spawn.dir);
+    }
 }
 
 fn server() -> &'static Server {
@@ -240,9 +311,14 @@ pub fn base() -> String {
 
 /// Runs one SQL command as the superuser.
 pub fn psql(sql: &str) {
+    psql_on(&server().base, sql);
+}
+
+/// Runs one SQL command as the superuser of the server at `base`.
+pub fn psql_on(base: &str, sql: &str) {
     let out = Command::new(bin_dir().join("psql"))
         .args([
-            &format!("{} dbname=postgres", server().base),
+            &format!("{base} dbname=postgres"),
             "-v",
             "ON_ERROR_STOP=1",
             "-q",
@@ -262,13 +338,14 @@ pub fn psql(sql: &str) {
 /// reopens the same store): a schema created on first use and put first in the search
 /// path.
 pub fn url_for(dir: &Path) -> String {
+    url_on(&server().base, dir)
+}
+
+fn url_on(base: &str, dir: &Path) -> String {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     dir.hash(&mut h);
     let schema = format!("t{:016x}", h.finish());
-    psql(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"));
-    format!(
-        "{} dbname=postgres options='-c search_path={schema}'",
-        server().base
-    )
+    psql_on(base, &format!("CREATE SCHEMA IF NOT EXISTS {schema}"));
+    format!("{base} dbname=postgres options='-c search_path={schema}'")
 }
