@@ -354,6 +354,9 @@ impl HashPool {
             // A panicking hash must not take the thread with it: the caller sees its
             // result channel closed and answers with a temporary failure.
             self.started.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            crate::metrics::METRICS
+                .password_hashes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
         }
     }
@@ -601,27 +604,43 @@ impl Authenticator {
             )
             .inspect_err(|_| self.throttle.busy(credentials.peer, now))
         };
+        // The argon2 check against the decoy hash: the work of a real check, no result.
+        let decoy = || {
+            self.verify_local(&address, None, None, &credentials.password, lane, now)
+                .inspect_err(|_| self.throttle.busy(credentials.peer, now))
+        };
         let directory = self.directory.read().clone();
-        let directory_user = user
-            .as_ref()
-            .filter(|u| u.is_active() && directory.handles(u.domain()));
         // Why a failure failed, for the log only: the client gets the same answer
         // whatever it is, so it cannot tell which addresses exist.
         let wrong_password = "wrong password";
-        let (verified, wrong) = match directory_user {
-            Some(u) => match directory.bind(&address, &credentials.password) {
-                crate::ldap::login::BindOutcome::Accepted => {
+        let (verified, wrong) = if directory.handles(&understudy_storage::address::domain_of(&address)) {
+            // A directory domain: every attempt costs one bind and one argon2 check,
+            // whether the address is unknown, inactive or known with a wrong password,
+            // so neither the directory's round trip nor the hash tells them apart. The
+            // bind of an unknown or inactive address logs no one in, whatever it says.
+            let directory_user = user.as_ref().filter(|u| u.is_active());
+            use crate::ldap::login::BindOutcome;
+            match (directory_user, directory.bind(&address, &credentials.password)) {
+                (Some(u), BindOutcome::Accepted) => {
                     self.remember_directory_password(u, &credentials.password, now);
                     (true, wrong_password)
                 }
                 // The directory's no is final: the cache may hold an old password.
-                crate::ldap::login::BindOutcome::Refused => (false, "the directory refused the password"),
-                crate::ldap::login::BindOutcome::Unavailable => (
+                (Some(_), BindOutcome::Refused) => {
+                    decoy()?;
+                    (false, "the directory refused the password")
+                }
+                (None, BindOutcome::Accepted | BindOutcome::Refused) => {
+                    decoy()?;
+                    (false, wrong_password)
+                }
+                (_, BindOutcome::Unavailable) => (
                     local()?,
                     "the directory is unreachable and the password is not the cached one",
                 ),
-            },
-            None => (local()?, wrong_password),
+            }
+        } else {
+            (local()?, wrong_password)
         };
         let reason = match &user {
             None => "no such user",
