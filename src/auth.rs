@@ -38,6 +38,17 @@ pub fn decoy_hash() -> &'static str {
     DECOY.get_or_init(|| hash_password(&Secret::new("understudy-decoy-password")).unwrap_or_default())
 }
 
+/// Makes the decoy hash now, on a thread of its own: made on its first use, the first
+/// unknown name's failed login (IMAP, POP3, SMTP AUTH or either login page) would cost
+/// two argon2 runs where every other failure costs one.
+fn prepare_decoy_hash() {
+    if let Err(e) = std::thread::Builder::new().name("decoy-hash".into()).spawn(|| {
+        decoy_hash();
+    }) {
+        tracing::warn!(error = %e, "cannot make the decoy password hash ahead of time");
+    }
+}
+
 /// Checks a new password against the policy; the error says which rule failed.
 pub use crate::password_policy::check_policy;
 
@@ -449,6 +460,7 @@ impl AuthBackend for PacedAuth {
 
 impl Authenticator {
     pub fn new(store: Store, clock: Arc<dyn Clock>, config: &AuthConfig) -> Self {
+        prepare_decoy_hash();
         Authenticator {
             store,
             clock,
@@ -522,6 +534,22 @@ impl Authenticator {
             }
             None => tracing::info!(user = %address, "password hashing busy; directory password not cached"),
         }
+    }
+
+    /// Checks `password` against `phc` (or, for a name that does not exist, against the
+    /// decoy hash, always false) on the bounded hash pool the mail logins use: for other
+    /// login pages (the console's administrators). `Temporary` if the lane is full.
+    pub fn check_hash(&self, password: &Secret, phc: Option<&str>, lane: Lane) -> Result<bool, AuthError> {
+        let (secret, hash) = (password.clone(), phc.map(str::to_string));
+        self.hashes
+            .run(lane, move || match hash {
+                Some(hash) => verify_password(&secret, &hash),
+                None => {
+                    verify_password(&secret, decoy_hash());
+                    false
+                }
+            })
+            .ok_or_else(|| AuthError::Temporary("password checks queue full".into()))
     }
 
     /// Checks a password against the stored argon2id hash (through the in-memory cache)
@@ -736,6 +764,55 @@ mod tests {
             assert_eq!(err, AuthError::Invalid, "{user}");
             assert_eq!(auth.hashes.done(), before + 1, "{user}: one argon2 verify");
         }
+    }
+
+    /// The console's administrator logins check on the same bounded pool: a full lane
+    /// is a temporary failure at once, for a known hash and the decoy alike.
+    #[test]
+    fn check_hash_runs_on_the_pool_and_refuses_when_its_lane_is_full() {
+        let (_dir, store, clock) = setup();
+        let config = AuthConfig {
+            hash_threads: 1,
+            hash_queue: 1,
+            ..AuthConfig::default()
+        };
+        let auth = Arc::new(Authenticator::new(store, clock, &config));
+        let phc = hash_password(&Secret::new("Correct1horse")).unwrap();
+        let before = auth.hashes.done();
+        assert_eq!(auth.check_hash(&Secret::new("Correct1horse"), Some(&phc), Lane::Clean), Ok(true));
+        assert_eq!(auth.check_hash(&Secret::new("Wrong1horse"), Some(&phc), Lane::Clean), Ok(false));
+        assert_eq!(auth.check_hash(&Secret::new("Wrong1horse"), None, Lane::Clean), Ok(false));
+        assert_eq!(auth.hashes.done(), before + 3, "each check ran on the pool");
+        // One job holds the only thread, one waits in the clean lane (its limit): the
+        // next clean check is refused without waiting.
+        let (hold_tx, hold_rx) = std::sync::mpsc::channel::<()>();
+        let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
+        let holder = {
+            let auth = auth.clone();
+            std::thread::spawn(move || {
+                auth.hashes.run(Lane::Clean, move || {
+                    let _ = started_tx.send(());
+                    let _ = hold_rx.recv();
+                })
+            })
+        };
+        started_rx.recv().unwrap();
+        let waiter = {
+            let auth = auth.clone();
+            std::thread::spawn(move || auth.hashes.run(Lane::Clean, || ()))
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while auth.hashes.state.lock().clean.is_empty() {
+            assert!(std::time::Instant::now() < deadline, "the second job never queued");
+            std::thread::yield_now();
+        }
+        assert!(matches!(
+            auth.check_hash(&Secret::new("Wrong1horse"), None, Lane::Clean),
+            Err(AuthError::Temporary(_))
+        ));
+        hold_tx.send(()).unwrap();
+        assert!(holder.join().unwrap().is_some());
+        assert!(waiter.join().unwrap().is_some());
     }
 
     #[test]

@@ -322,6 +322,39 @@ compare("user", [
     println!("{out}");
 }
 
+/// Issue 16: the administrators' page checked passwords with argon2 on tokio's blocking
+/// pool, unbounded, beside every other request; now on the authenticator's hash pool,
+/// counted by `understudy_password_hashes_total`: one run per failed login, whether the
+/// name exists or not.
+#[test]
+fn admin_logins_check_passwords_on_the_bounded_hash_pool() {
+    let server = console_server("[metrics]\nlisten = \"127.0.0.1:0\"\n");
+    let script = format!(
+        "{RAW_LOGIN_PY}{}",
+        r#"
+import urllib.request
+METRICS = int(sys.argv[3])
+def hashes():
+    text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % METRICS, timeout=10).read().decode()
+    return int(re.search(r"^understudy_password_hashes_total (\d+)$", text, re.M).group(1))
+for case, name, password in [("unknown name", "nobody", "Wrong1horse"), ("wrong password", "root", "Wrong1horse"), ("right password", "root", "Correct1horse")]:
+    before = hashes()
+    answer = raw_login("/login", {"name": name, "password": password, "code": ""}).split("\n")[0]
+    print("%s|%s|argon2 %d" % (case, answer, hashes() - before))
+"#
+    );
+    let mut args = args(&server);
+    args.push(server.addr("metrics").port().to_string());
+    let out = python_ok(&script, &args);
+    for expected in [
+        "unknown name|HTTP/1.1 401 Unauthorized|argon2 1",
+        "wrong password|HTTP/1.1 401 Unauthorized|argon2 1",
+        "right password|HTTP/1.1 303 See Other|argon2 1",
+    ] {
+        assert!(out.contains(expected), "{expected}:\n{out}");
+    }
+}
+
 #[test]
 fn a_user_changes_their_password_and_imap_takes_the_new_one() {
     let server = console_server("");

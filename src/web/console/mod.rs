@@ -71,14 +71,6 @@ impl Console {
         queue_wakeup: crate::delivery::QueueWakeup,
     ) -> Arc<Console> {
         let web = shared.config.web.clone().unwrap_or_default();
-        // The decoy hash an unknown name is checked against is made on its first use;
-        // made now, the first unknown name's failed login costs one argon2 check like
-        // every other failed login, not two.
-        if let Err(e) = std::thread::Builder::new().name("decoy-hash".into()).spawn(|| {
-            crate::auth::decoy_hash();
-        }) {
-            tracing::warn!(error = %e, "cannot make the decoy password hash ahead of time");
-        }
         Arc::new(Console {
             sessions: Sessions::new(shared.clock.clone(), web.session_idle_secs, web.session_max_secs),
             throttle: LoginThrottle::new(shared.clock.clone(), web.max_failures, web.lockout_secs),

@@ -177,6 +177,16 @@ impl LoginThrottle {
         over(&by_name, self.max) || over(&by_ip, self.max.saturating_mul(4))
     }
 
+    /// The name or the client address failed recently: its check waits in the hash
+    /// pool's suspect lane, behind the clean ones.
+    pub fn suspect(&self, name: &str, ip: IpAddr) -> bool {
+        let now = self.clock.now();
+        let map = self.failures.lock();
+        Self::keys(name, ip)
+            .iter()
+            .any(|key| map.get(key).is_some_and(|(n, since)| *n > 0 && now - since < self.lockout))
+    }
+
     pub fn failed(&self, name: &str, ip: IpAddr) {
         let now = self.clock.now();
         let mut map = self.failures.lock();
