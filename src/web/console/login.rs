@@ -114,8 +114,13 @@ fn login_token_ok(headers: &HeaderMap, field: &str) -> bool {
 }
 
 /// Answers a successful login: the session cookie (a new id), the login cookie gone.
-fn logged_in(console: &Console, who: Who, to: &str) -> Response {
-    let id = console.sessions.create(who);
+async fn logged_in(console: &Arc<Console>, who: Who, to: &str) -> Response {
+    let c = console.clone();
+    let id = match tokio::task::spawn_blocking(move || c.sessions.create(who)).await {
+        Ok(Ok(id)) => id,
+        Ok(Err(e)) => return AppError::Internal(format!("cannot keep the session: {e}")).into_response(),
+        Err(e) => return AppError::Internal(e.to_string()).into_response(),
+    };
     let max = console
         .shared
         .config
@@ -208,6 +213,7 @@ pub async fn admin_login(
                 },
                 "/",
             )
+            .await
         }
         // Nothing was checked: no failure counted, nothing audited (a flood must not
         // turn into synced writes); the same answer for every name.
@@ -314,7 +320,7 @@ pub async fn user_login(
         tokio::time::sleep(delay).await;
     }
     match outcome {
-        Some(address) => logged_in(&console, Who::User { address }, "/me"),
+        Some(address) => logged_in(&console, Who::User { address }, "/me").await,
         None => login_page(
             StatusCode::UNAUTHORIZED,
             "Your mail account",
@@ -335,11 +341,11 @@ pub async fn logout(
     headers: HeaderMap,
     Form(form): Form<LogoutForm>,
 ) -> Result<Response, AppError> {
-    let Some((id, session)) = session_of(&console, &headers) else {
+    let Some((id, session)) = session_of(&console, &headers).await? else {
         return Ok(Redirect::to("/login").into_response());
     };
     super::check_csrf(&session, &form.csrf)?;
-    console.sessions.remove(&id);
+    super::end_session(&console, id).await;
     let to = match session.who {
         Who::Admin { .. } => "/login",
         Who::User { .. } => "/me/login",
