@@ -18,6 +18,7 @@
 //! | tracking    | tracking id (u64) sequence (u32)      | `TrackingEvent` JSON       |
 //! | message_ids | Message-ID 0x00 tracking id (u64)     | empty                      |
 //! | outage      | domain name / domain 0x00 time seq    | `OutageState` / transition |
+//! | outage_notices | domain 0x00 time (i64, offset) tracking id | empty             |
 //! | admins      | administrator name                    | `AdminAccount` JSON        |
 //! | api_tokens  | sha-256 of the token                  | `ApiToken` JSON            |
 //! | audit       | time (i64, offset) sequence (u64)     | `AuditEntry` JSON          |
@@ -48,6 +49,9 @@ pub const CF_TRACKING: &str = "tracking";
 pub const CF_MESSAGE_IDS: &str = "message_ids";
 pub const CF_OUTAGE: &str = "outage";
 pub const CF_OUTAGE_HISTORY: &str = "outage_history";
+/// Each outage notice queued, by domain and time, pointing at its tracking id: what
+/// the dashboard lists without reading the whole tracking log (`outage.rs`).
+pub const CF_OUTAGE_NOTICES: &str = "outage_notices";
 pub const CF_ADMINS: &str = "admins";
 pub const CF_API_TOKENS: &str = "api_tokens";
 pub const CF_AUDIT: &str = "audit";
@@ -87,6 +91,7 @@ pub const ALL_CFS: &[&str] = &[
     CF_MESSAGE_IDS,
     CF_OUTAGE,
     CF_OUTAGE_HISTORY,
+    CF_OUTAGE_NOTICES,
     CF_ADMINS,
     CF_API_TOKENS,
     CF_AUDIT,
