@@ -779,9 +779,18 @@ mod tests {
         let auth = Arc::new(Authenticator::new(store, clock, &config));
         let phc = hash_password(&Secret::new("Correct1horse")).unwrap();
         let before = auth.hashes.done();
-        assert_eq!(auth.check_hash(&Secret::new("Correct1horse"), Some(&phc), Lane::Clean), Ok(true));
-        assert_eq!(auth.check_hash(&Secret::new("Wrong1horse"), Some(&phc), Lane::Clean), Ok(false));
-        assert_eq!(auth.check_hash(&Secret::new("Wrong1horse"), None, Lane::Clean), Ok(false));
+        assert_eq!(
+            auth.check_hash(&Secret::new("Correct1horse"), Some(&phc), Lane::Clean),
+            Ok(true)
+        );
+        assert_eq!(
+            auth.check_hash(&Secret::new("Wrong1horse"), Some(&phc), Lane::Clean),
+            Ok(false)
+        );
+        assert_eq!(
+            auth.check_hash(&Secret::new("Wrong1horse"), None, Lane::Clean),
+            Ok(false)
+        );
         assert_eq!(auth.hashes.done(), before + 3, "each check ran on the pool");
         // One job holds the only thread, one waits in the clean lane (its limit): the
         // next clean check is refused without waiting.
@@ -803,7 +812,10 @@ mod tests {
         };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         while auth.hashes.state.lock().clean.is_empty() {
-            assert!(std::time::Instant::now() < deadline, "the second job never queued");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the second job never queued"
+            );
             std::thread::yield_now();
         }
         assert!(matches!(

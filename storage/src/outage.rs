@@ -221,7 +221,10 @@ impl Store {
         let mut from = prefix.clone();
         from.extend_from_slice(&due_key(since, 0));
         let mut out = Vec::new();
-        for item in self.iter(CF_OUTAGE_NOTICES, crate::db::IterMode::From(&from, crate::db::Direction::Forward))? {
+        for item in self.iter(
+            CF_OUTAGE_NOTICES,
+            crate::db::IterMode::From(&from, crate::db::Direction::Forward),
+        )? {
             let (key, _) = item?;
             let Some(rest) = key.strip_prefix(prefix.as_slice()) else {
                 break;

@@ -583,7 +583,11 @@ fn the_directory_and_argon2_work_is_the_same_for_every_failed_login() {
         ],
     );
     println!("{out}");
-    let rows: Vec<Vec<&str>> = out.lines().map(|l| l.split('|').collect()).filter(|r: &Vec<&str>| r.len() == 5).collect();
+    let rows: Vec<Vec<&str>> = out
+        .lines()
+        .map(|l| l.split('|').collect())
+        .filter(|r: &Vec<&str>| r.len() == 5)
+        .collect();
     assert_eq!(rows.len(), 12, "{out}");
     for proto in ["imap", "web"] {
         let failed: Vec<&Vec<&str>> = rows
@@ -604,7 +608,10 @@ fn the_directory_and_argon2_work_is_the_same_for_every_failed_login() {
         // The work is real: the search-then-bind (service account, then the user or a
         // decoy DN) and one argon2 check.
         assert_eq!(failed[0][3..], ["binds 2", "argon2 1"], "{proto}\n{out}");
-        let ok = rows.iter().find(|r| r[0] == proto && r[1] == "right password").unwrap();
+        let ok = rows
+            .iter()
+            .find(|r| r[0] == proto && r[1] == "right password")
+            .unwrap();
         let answer = if proto == "imap" { "OK" } else { "303" };
         assert_eq!(ok[2], answer, "{proto}: the right password logs in\n{out}");
         assert_eq!(ok[3], "binds 2", "{proto}\n{out}");

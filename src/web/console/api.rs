@@ -534,10 +534,11 @@ async fn bulk_preview(
     }
     let listed = entries.iter().map(|e| e.id).collect();
     let (c, owner, asked) = (console.clone(), caller.confirmation_owner(), selection.clone());
-    let (confirmation, expires_at) = tokio::task::spawn_blocking(move || c.confirmations.issue(&owner, asked, listed))
-        .await
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    let (confirmation, expires_at) =
+        tokio::task::spawn_blocking(move || c.confirmations.issue(&owner, asked, listed))
+            .await
+            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e))?;
     Ok(Json(BulkPreview {
         action: selection.action,
         description: filter.describe(),

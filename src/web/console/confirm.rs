@@ -79,7 +79,12 @@ impl Confirmations {
     }
 
     /// A new confirmation for `owner` to run `selection` on the `listed` entries.
-    pub fn issue(&self, owner: &str, selection: Selection, listed: Vec<u64>) -> Result<(String, i64), String> {
+    pub fn issue(
+        &self,
+        owner: &str,
+        selection: Selection,
+        listed: Vec<u64>,
+    ) -> Result<(String, i64), String> {
         let now = self.clock.now();
         let token = random_token();
         let stored = ConsoleConfirmation {
@@ -91,7 +96,9 @@ impl Confirmations {
         };
         // Expired ones are dropped here, so the store holds only usable or recently used.
         self.store
-            .put_console_confirmation(&secret_hash(&token), &stored, &|c| now - c.issued < CONFIRMATION_SECS)
+            .put_console_confirmation(&secret_hash(&token), &stored, &|c| {
+                now - c.issued < CONFIRMATION_SECS
+            })
             .map_err(|e| format!("cannot keep the confirmation: {e}"))?;
         Ok((token, now + CONFIRMATION_SECS))
     }
@@ -108,56 +115,56 @@ impl Confirmations {
     }
 }
 
+/// The verdict on a confirmation presented (`None`: not in the store); marks it used
+/// when its owner presents it.
 fn judge(
     c: Option<&mut ConsoleConfirmation>,
     now: i64,
     owner: &str,
     selection: &Selection,
 ) -> Result<Vec<u64>, String> {
-        let Some(c) = c else {
-            return Err(format!(
+    let Some(c) = c else {
+        return Err(format!(
                 "this confirmation is not known (or expired over {} minutes ago): nothing was changed; ask for a new one",
                 CONFIRMATION_SECS / 60
             ));
-        };
-        if !same_secret(&c.owner, owner) {
-            return Err(
-                "this confirmation was given to another session or API token: nothing was changed".into(),
-            );
-        }
-        if let Some(at) = c.used {
-            return Err(format!(
-                "this confirmation was used already, at {}: nothing was changed; ask for a new one",
-                format_time(at)
-            ));
-        }
-        c.used = Some(now);
-        if now - c.issued >= CONFIRMATION_SECS {
-            return Err(format!(
+    };
+    if !same_secret(&c.owner, owner) {
+        return Err(
+            "this confirmation was given to another session or API token: nothing was changed".into(),
+        );
+    }
+    if let Some(at) = c.used {
+        return Err(format!(
+            "this confirmation was used already, at {}: nothing was changed; ask for a new one",
+            format_time(at)
+        ));
+    }
+    c.used = Some(now);
+    if now - c.issued >= CONFIRMATION_SECS {
+        return Err(format!(
                 "this confirmation expired at {} ({} minutes after it was shown): nothing was changed; ask for a new one",
                 format_time(c.issued + CONFIRMATION_SECS),
                 CONFIRMATION_SECS / 60
             ));
-        }
-        let asked: Selection = serde_json::from_str(&c.selection)
-            .map_err(|e| format!("this confirmation cannot be read ({e}): nothing was changed"))?;
-        let asked = &asked;
-        let asked = &c.selection;
-        if asked.action != selection.action {
-            return Err(format!(
-                "this confirmation was for {}, not {}: nothing was changed",
-                asked.action.name(),
-                selection.action.name()
-            ));
-        }
-        if asked.filter != selection.filter || asked.ticked != selection.ticked {
-            return Err(format!(
-                "this confirmation was for {}, not {}: nothing was changed",
-                asked.scope(),
-                selection.scope()
-            ));
-        }
-        Ok(c.listed.clone())
+    }
+    let asked: Selection = serde_json::from_str(&c.selection)
+        .map_err(|e| format!("this confirmation cannot be read ({e}): nothing was changed"))?;
+    if asked.action != selection.action {
+        return Err(format!(
+            "this confirmation was for {}, not {}: nothing was changed",
+            asked.action.name(),
+            selection.action.name()
+        ));
+    }
+    if asked.filter != selection.filter || asked.ticked != selection.ticked {
+        return Err(format!(
+            "this confirmation was for {}, not {}: nothing was changed",
+            asked.scope(),
+            selection.scope()
+        ));
+    }
+    Ok(c.listed.clone())
 }
 
 #[cfg(test)]
@@ -182,7 +189,7 @@ mod tests {
 
     #[test]
     fn a_confirmation_works_once_for_its_owner_and_its_selection() {
-        let (_dir, c, clock) = confirmations();
+        let (_dir, c, _clock) = confirmations();
         let hold = Selection::new(BulkAction::Hold, &filter("Example.com "), None);
         let (token, until) = c.issue("session a", hold.clone(), vec![3, 4]).unwrap();
         assert_eq!(until, 1000 + CONFIRMATION_SECS);

@@ -284,7 +284,10 @@ pub fn check_csrf(session: &Session, token: &str) -> Result<(), AppError> {
 }
 
 /// The session named by the request's cookie, if it is live (read from the store).
-pub async fn session_of(console: &Arc<Console>, headers: &HeaderMap) -> Result<Option<(String, Session)>, AppError> {
+pub async fn session_of(
+    console: &Arc<Console>,
+    headers: &HeaderMap,
+) -> Result<Option<(String, Session)>, AppError> {
     let Some(id) = headers
         .get(header::COOKIE)
         .and_then(|v| v.to_str().ok())

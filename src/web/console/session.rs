@@ -169,9 +169,10 @@ impl LoginThrottle {
     pub fn suspect(&self, name: &str, ip: IpAddr) -> bool {
         let now = self.clock.now();
         let map = self.failures.lock();
-        Self::keys(name, ip)
-            .iter()
-            .any(|key| map.get(key).is_some_and(|(n, since)| *n > 0 && now - since < self.lockout))
+        Self::keys(name, ip).iter().any(|key| {
+            map.get(key)
+                .is_some_and(|(n, since)| *n > 0 && now - since < self.lockout)
+        })
     }
 
     pub fn failed(&self, name: &str, ip: IpAddr) {

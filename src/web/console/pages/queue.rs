@@ -329,19 +329,17 @@ pub async fn bulk(
         let redeemed = tokio::task::spawn_blocking(move || c.confirmations.redeem(&token, &owner, &asked))
             .await
             .map_err(|e| AppError::Internal(e.to_string()))?;
-        return Ok(
-            match redeemed {
-                Ok(listed) => {
-                    let notice = act(&console, &admin, action, &filter, listed).await?;
-                    render(&console, &admin, filter, notice).await?.into_response()
-                }
-                Err(why) => (
-                    StatusCode::CONFLICT,
-                    render(&console, &admin, filter, Notice::Refused(why)).await?,
-                )
-                    .into_response(),
-            },
-        );
+        return Ok(match redeemed {
+            Ok(listed) => {
+                let notice = act(&console, &admin, action, &filter, listed).await?;
+                render(&console, &admin, filter, notice).await?.into_response()
+            }
+            Err(why) => (
+                StatusCode::CONFLICT,
+                render(&console, &admin, filter, Notice::Refused(why)).await?,
+            )
+                .into_response(),
+        });
     }
     // One entry retried, held or released (the entry page's buttons, or one ticked) is
     // not a bulk action: it is done at once.
