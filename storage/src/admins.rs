@@ -265,9 +265,26 @@ impl Store {
 
     /// Ends a session (synced); nothing if there is none.
     pub fn remove_console_session(&self, id_hash: &[u8; 32]) -> StoreResult<()> {
+        let _guard = self.lock(&[("console session", &id_hash[..])])?;
         let mut batch = Batch::default();
         self.delete(&mut batch, CF_CONSOLE_SESSIONS, id_hash)?;
         self.commit(batch)
+    }
+
+    /// Records that a session was used at `now` (synced), if it still exists: under the
+    /// store's lock for the session, like [`Store::remove_console_session`], so a
+    /// request that read the session just before a logout (on this node or another)
+    /// cannot write it back.
+    pub fn touch_console_session(&self, id_hash: &[u8; 32], now: i64) -> StoreResult<bool> {
+        let _guard = self.lock(&[("console session", &id_hash[..])])?;
+        let Some(mut session) = self.console_session(id_hash)? else {
+            return Ok(false);
+        };
+        session.last_seen = session.last_seen.max(now);
+        let mut batch = Batch::default();
+        self.put_json(&mut batch, CF_CONSOLE_SESSIONS, id_hash, &session)?;
+        self.commit(batch)?;
+        Ok(true)
     }
 
     /// Removes every session `keep` refuses (expired ones), in one synced write; returns

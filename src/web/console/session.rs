@@ -105,8 +105,11 @@ impl Sessions {
             return Ok(None);
         }
         if now - session.last_seen >= self.touch_every() {
+            // Ended meanwhile (a logout on another node): not written back.
+            if !self.store.touch_console_session(&hash, now)? {
+                return Ok(None);
+            }
             session.last_seen = now;
-            self.store.put_console_session(&hash, &session)?;
         }
         Ok(Some(session))
     }
