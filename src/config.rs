@@ -226,7 +226,9 @@ impl S3Config {
         }
         let b = &self.bucket;
         if !(3..=63).contains(&b.len())
-            || !b.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'.')
+            || !b
+                .bytes()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'.')
             || !b.starts_with(|c: char| c.is_ascii_alphanumeric())
         {
             bad(
@@ -244,10 +246,14 @@ impl S3Config {
             bad("secret_key_file", e);
         }
         if !(1..=300).contains(&self.timeout_secs) {
-            bad("timeout_secs", format!("{} is not between 1 and 300", self.timeout_secs));
+            bad(
+                "timeout_secs",
+                format!("{} is not between 1 and 300", self.timeout_secs),
+            );
         }
         out
     }
+}
 
 impl Default for StoreConfig {
     fn default() -> Self {
@@ -1038,17 +1044,19 @@ impl Config {
             (StoreBodies::S3, Some(s3)) => s3,
         };
         let secret = crate::config_types::read_password_file(&s3.secret_key_file)?;
-        Ok(understudy_storage::BodyOptions::S3(understudy_storage::S3Options {
-            endpoint: s3.endpoint.clone(),
-            bucket: s3.bucket.clone(),
-            region: s3.region.clone(),
-            access_key_id: s3.access_key_id.clone(),
-            secret_access_key: secret.expose().to_string(),
-            prefix: s3.prefix.clone(),
-            allow_http: s3.allow_http,
-            timeout: std::time::Duration::from_secs(s3.timeout_secs),
-            grace: std::time::Duration::from_secs(s3.sweep_grace_secs),
-        }))
+        Ok(understudy_storage::BodyOptions::S3(
+            understudy_storage::S3Options {
+                endpoint: s3.endpoint.clone(),
+                bucket: s3.bucket.clone(),
+                region: s3.region.clone(),
+                access_key_id: s3.access_key_id.clone(),
+                secret_access_key: secret.expose().to_string(),
+                prefix: s3.prefix.clone(),
+                allow_http: s3.allow_http,
+                timeout: std::time::Duration::from_secs(s3.timeout_secs),
+                grace: std::time::Duration::from_secs(s3.sweep_grace_secs),
+            },
+        ))
     }
 
     pub fn db_dir(&self) -> PathBuf {
@@ -1183,7 +1191,10 @@ mod tests {
             panic!("bodies = \"s3\" gave no S3 options");
         };
         assert_eq!(s3.secret_access_key, "Top1secret");
-        assert_eq!((s3.region.as_str(), s3.prefix.as_str(), s3.allow_http), ("us-east-1", "mail", true));
+        assert_eq!(
+            (s3.region.as_str(), s3.prefix.as_str(), s3.allow_http),
+            ("us-east-1", "mail", true)
+        );
         // The secret is never shown, in the options or the configuration.
         assert!(!format!("{s3:?}{config:?}").contains("Top1secret"));
 
@@ -1198,7 +1209,9 @@ mod tests {
             vec!["store.s3.endpoint"]
         );
         assert_eq!(
-            problems(&section("endpoint = \"http://s3.example.com\"\nallow_http = true\n")),
+            problems(&section(
+                "endpoint = \"http://s3.example.com\"\nallow_http = true\n"
+            )),
             vec!["store.s3.allow_http"]
         );
         let bad_bucket = good.replace("understudy-bodies", "ab");

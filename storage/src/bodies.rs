@@ -369,10 +369,16 @@ impl Store {
 
     /// A body as of `view`: its record, or its object when the view has its marker.
     pub(crate) fn read_body(&self, view: &dyn ReadView, blob: &BlobId) -> StoreResult<Option<Vec<u8>>> {
-        if let Some(body) = view.get(CF_BLOBS, blob)? {
+        // The kind in use first: one read of the view for nearly every body (a body
+        // written before the kind was changed takes two).
+        let object = if self.inner.bodies.is_some() && view.get(CF_BODY_OBJECTS, blob)?.is_some() {
+            true
+        } else if let Some(body) = view.get(CF_BLOBS, blob)? {
             return Ok(Some(body));
-        }
-        if view.get(CF_BODY_OBJECTS, blob)?.is_none() {
+        } else {
+            self.inner.bodies.is_none() && view.get(CF_BODY_OBJECTS, blob)?.is_some()
+        };
+        if !object {
             return Ok(None);
         }
         match &self.inner.bodies {

@@ -357,10 +357,11 @@ impl Store {
     }
 
     pub fn body(&self, blob: &BlobId) -> StoreResult<Vec<u8>> {
-        self.read_body(self.inner.backend.as_ref(), blob)?.ok_or_else(|| StoreError::Corrupt {
-            cf: CF_BLOBS,
-            reason: format!("body {} missing", hex::encode(blob)),
-        })
+        self.read_body(self.inner.backend.as_ref(), blob)?
+            .ok_or_else(|| StoreError::Corrupt {
+                cf: CF_BLOBS,
+                reason: format!("body {} missing", hex::encode(blob)),
+            })
     }
 
     pub fn blob_refs(&self, blob: &BlobId) -> StoreResult<i64> {

@@ -113,7 +113,9 @@ fn a_silent_bucket_under_smtp_load_gets_4xx_and_loses_nothing_acknowledged() {
             .filter(|r| r.code == "250" && r.at > after)
             .count()
     };
-    wait_until(Duration::from_secs(60), "the node to accept", || accepted(0.0) >= 20);
+    wait_until(Duration::from_secs(60), "the node to accept", || {
+        accepted(0.0) >= 20
+    });
 
     // SAFETY: signals the stand-in this test started; no pointers.
     unsafe { libc::kill(moto_pid, libc::SIGSTOP) };
@@ -145,7 +147,11 @@ fn a_silent_bucket_under_smtp_load_gets_4xx_and_loses_nothing_acknowledged() {
         .iter()
         .filter(|r| r.at > down_from + 0.5 && r.at < down_until)
         .collect();
-    let accepted_while_down: Vec<_> = while_down.iter().filter(|r| r.code == "250").map(|r| &r.mid).collect();
+    let accepted_while_down: Vec<_> = while_down
+        .iter()
+        .filter(|r| r.code == "250")
+        .map(|r| &r.mid)
+        .collect();
     assert!(
         accepted_while_down.is_empty(),
         "250 while the bucket was silent: {accepted_while_down:?}"
@@ -156,7 +162,11 @@ fn a_silent_bucket_under_smtp_load_gets_4xx_and_loses_nothing_acknowledged() {
         .map(|r| &r.code)
         .collect();
     assert!(other.is_empty(), "neither 4xx nor a cut connection: {other:?}");
-    let acknowledged: Vec<&str> = all.iter().filter(|r| r.code == "250").map(|r| r.mid.as_str()).collect();
+    let acknowledged: Vec<&str> = all
+        .iter()
+        .filter(|r| r.code == "250")
+        .map(|r| r.mid.as_str())
+        .collect();
     let listed = python_ok(
         LIST_IDS,
         &[
@@ -165,8 +175,14 @@ fn a_silent_bucket_under_smtp_load_gets_4xx_and_loses_nothing_acknowledged() {
         ],
     );
     let in_mailbox: std::collections::HashSet<&str> = listed.lines().collect();
-    let missing: Vec<&&str> = acknowledged.iter().filter(|m| !in_mailbox.contains(**m)).collect();
-    assert!(missing.is_empty(), "acknowledged but not in the mailbox: {missing:?}");
+    let missing: Vec<&&str> = acknowledged
+        .iter()
+        .filter(|m| !in_mailbox.contains(**m))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged but not in the mailbox: {missing:?}"
+    );
     let refused_count = while_down.iter().filter(|r| r.code.starts_with('4')).count();
     eprintln!(
         "s3 silent under load: {} sent, {} acknowledged, {refused_count} refused with 4xx while silent \

@@ -82,7 +82,10 @@ pub fn spawn(port: u16) -> u32 {
         .expect("moto_server is not installed (pip install 'moto[server]'; .ci/run does)");
     let deadline = Instant::now() + Duration::from_secs(60);
     while http(port, "GET", "/moto-api/").ok() != Some(200) {
-        assert!(Instant::now() < deadline, "moto_server did not answer within 60 s");
+        assert!(
+            Instant::now() < deadline,
+            "moto_server did not answer within 60 s"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     child.id()
@@ -115,7 +118,10 @@ pub fn bucket_for(dir: &Path) -> String {
     dir.hash(&mut h);
     let bucket = format!("understudy-{:016x}", h.finish());
     let code = http(port_of(&endpoint()), "PUT", &format!("/{bucket}")).expect("cannot reach moto_server");
-    assert!(code == 200 || code == 409, "creating bucket {bucket}: HTTP {code}");
+    assert!(
+        code == 200 || code == 409,
+        "creating bucket {bucket}: HTTP {code}"
+    );
     bucket
 }
 
