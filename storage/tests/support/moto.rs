@@ -73,13 +73,38 @@ fn port_of(endpoint: &str) -> u16 {
 
 /// Starts `moto_server` on `port` and waits until it answers; its pid.
 pub fn spawn(port: u16) -> u32 {
-    let child = Command::new("moto_server")
+    let mut command = Command::new("moto_server");
+    command
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("moto_server is not installed (pip install 'moto[server]'; .ci/run does)");
+        .stderr(Stdio::null());
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: prctl only; runs in the child before exec. The stand-in goes when
+        // this process does, even when it dies without running `stop_server`.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+    }
+    // The parent-death signal fires when the spawning *thread* ends: spawn from a
+    // thread that lives as long as the process.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        // Waited for by pid (`stop_server`, or the test that started it).
+        #[allow(clippy::zombie_processes)]
+        let child = command
+            .spawn()
+            .expect("moto_server is not installed (pip install 'moto[server]'; .ci/run does)");
+        tx.send(child.id()).unwrap();
+        loop {
+            std::thread::park();
+        }
+    });
+    let pid = rx.recv().unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     while http(port, "GET", "/moto-api/").ok() != Some(200) {
         assert!(
@@ -88,7 +113,7 @@ pub fn spawn(port: u16) -> u32 {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    child.id()
+    pid
 }
 
 /// The stand-in's endpoint, started on first use.
