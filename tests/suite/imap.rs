@@ -323,3 +323,54 @@ print("noops", len(tags), tags == [b"n%d" % i for i in range(150)], "paced", tim
     assert!(out.contains("third after logout: ok"), "{out}");
     assert!(out.contains("noops 150 True paced True"), "{out}");
 }
+
+/// RFC 6855 §7 with a real client: SMTPUTF8 mail (raw UTF-8 in From, Subject and an
+/// attachment's filename) reaches Python's imaplib, which never enables UTF8=ACCEPT,
+/// as ASCII: encoded-words that decode to the original text, RFC 2231 parameters, the
+/// non-ASCII address in RFC 6857's group form. A session that enables UTF8=ACCEPT gets
+/// the header as stored.
+#[test]
+fn a_client_without_utf8_accept_gets_smtputf8_headers_as_ascii() {
+    let server = TestServer::start();
+    let out = imap(
+        &server,
+        r#"
+import smtplib, email.header, email.utils
+message = ("From: Jörg Müller <jörg@example.net>\r\nTo: anna@example.com\r\n"
+           "Subject: Grüße aus Köln\r\nMIME-Version: 1.0\r\n"
+           "Content-Type: multipart/mixed; boundary=b\r\n\r\n"
+           "--b\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nHallo\r\n"
+           "--b\r\nContent-Type: application/pdf\r\n"
+           "Content-Disposition: attachment; filename=\"März.pdf\"\r\n\r\n%PDF\r\n--b--\r\n")
+with smtplib.SMTP("127.0.0.1", PORT_SMTP, timeout=30) as s:
+    s.ehlo()
+    print("smtputf8", s.has_extn("smtputf8"))
+    s.sendmail("jörg@example.net", ["anna@example.com"], message.encode(), mail_options=["SMTPUTF8"])
+m = connect()
+m.select("INBOX")
+typ, data = m.fetch("1", "(ENVELOPE BODYSTRUCTURE BODY.PEEK[HEADER.FIELDS (FROM SUBJECT)])")
+raw = data[0][0] + data[0][1] + data[1]
+print("ascii", all(b < 128 for b in raw))
+header = email.message_from_bytes(data[0][1])
+subject = str(email.header.make_header(email.header.decode_header(header["Subject"])))
+print("subject", subject)
+sender = str(email.header.make_header(email.header.decode_header(header["From"])))
+print("from", sender)
+print("filename", b'"filename*" "utf-8\'\'M%C3%A4rz.pdf"' in raw)
+m.logout()
+m = connect()
+print("enable", m.enable("UTF8=ACCEPT")[0])
+m.select("INBOX")
+typ, data = m.fetch("1", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+print("raw", data[0][1].decode("utf-8").strip())
+m.logout()
+"#,
+    );
+    assert!(out.contains("smtputf8 True"), "{out}");
+    assert!(out.contains("ascii True"), "{out}");
+    assert!(out.contains("subject Grüße aus Köln\n"), "{out}");
+    assert!(out.contains("from Jörg Müller <jörg@example.net> :;\n"), "{out}");
+    assert!(out.contains("filename True"), "{out}");
+    assert!(out.contains("enable OK"), "{out}");
+    assert!(out.contains("raw Subject: Grüße aus Köln\n"), "{out}");
+}

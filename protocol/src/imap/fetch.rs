@@ -199,7 +199,10 @@ impl ImapSession {
             } else {
                 None
             };
-            let parsed = body.as_deref().map(ParsedMessage::parse);
+            // RFC 6855 §7: no raw UTF-8 header data unless the client enabled it.
+            let parsed = body
+                .as_deref()
+                .map(|b| ParsedMessage::parse(b).downgraded(!self.utf8));
             // BINARY items decoded first: a part we cannot decode fails the message
             // before \Seen is set (RFC 3516 §4.3).
             let binaries = match binary_items(&names, parsed.as_ref()) {

@@ -173,6 +173,10 @@ pub struct ImapLimits {
     /// (plus one message) until the time-out: 40 such at 8 MiB took 455 MB (issue 19
     /// attack bench), so 1 MiB.
     pub max_output_per_step: usize,
+    /// Longest sequence set `$` (SEARCHRES, RFC 5182) may stand for once written out;
+    /// a command whose `$` would come to more answers `NO [LIMIT]` instead of being
+    /// parsed. 1 MiB holds the worst case of a 100,000-message mailbox.
+    pub max_saved_set: usize,
 }
 
 impl Default for ImapLimits {
@@ -184,6 +188,7 @@ impl Default for ImapLimits {
             max_bad_commands: 20,
             max_auth_failures: 3,
             max_output_per_step: 1024 * 1024,
+            max_saved_set: 1 << 20,
         }
     }
 }

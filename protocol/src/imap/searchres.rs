@@ -5,9 +5,6 @@
 use super::text::compress_ordered;
 use super::*;
 
-/// A substituted set longer than this is refused rather than parsed.
-const MAX_SET_LEN: usize = 1 << 20;
-
 /// What `$` in a command came to.
 pub(super) enum Substituted {
     /// The command with every `$` replaced.
@@ -15,7 +12,7 @@ pub(super) enum Substituted {
     /// A FETCH, STORE, COPY, MOVE or UID EXPUNGE of `$` with nothing saved: it names no
     /// message, and succeeds doing nothing (RFC 5182 §2.1). The verb for the OK.
     Empty { tag: String, uid: bool, verb: String },
-    /// The set is too long to parse.
+    /// The set is longer than `ImapLimits::max_saved_set`.
     TooLong { tag: String },
 }
 
@@ -128,7 +125,7 @@ impl ImapSession {
         }
         let uid_set = compress_ordered(&uids);
         let seq_set = compress_ordered(&seqs);
-        if uid_set.len().max(seq_set.len()) > MAX_SET_LEN {
+        if uid_set.len().max(seq_set.len()) > self.limits.max_saved_set {
             return Some(Substituted::TooLong { tag });
         }
         let mut out = Vec::with_capacity(command.len() + uid_set.len());

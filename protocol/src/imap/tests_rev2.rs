@@ -386,3 +386,107 @@ fn new_old_and_recent_are_not_search_keys_in_rev2() {
         "* ESEARCH (TAG \"h\") ALL 1:2\r\nh OK SEARCH completed\r\n"
     );
 }
+
+/// SMTPUTF8 mail: raw UTF-8 in addresses, display names, Subject, a group, Message-ID,
+/// and an attachment's name, filename and description.
+const INTERNATIONAL: &str = "From: Jörg Müller <jörg@bücher.example>\r\n\
+To: Ann <ann@example.org>, \"Bob\" <bob@example.org>\r\n\
+Cc: Team: Zoë <zoë@example.org>, carl@example.org;\r\n\
+Subject: Grüße aus Köln\r\n\
+Message-ID: <ü1@example.org>\r\n\
+MIME-Version: 1.0\r\n\
+Content-Type: multipart/mixed; boundary=\"b\"\r\n\
+\r\n\
+--b\r\n\
+Content-Type: text/plain; charset=utf-8\r\n\
+\r\n\
+Hallo\r\n\
+--b\r\n\
+Content-Type: application/pdf; name=\"Rechnung März.pdf\"\r\n\
+Content-Disposition: attachment; filename=\"Rechnung März.pdf\"\r\n\
+Content-Description: Rechnung für März\r\n\
+\r\n\
+%PDF\r\n\
+--b--\r\n";
+
+/// RFC 6855 §7: a session that has not enabled UTF8=ACCEPT (or IMAP4rev2) is sent no
+/// raw UTF-8 header data; ENVELOPE, BODYSTRUCTURE and header sections are downgraded as
+/// RFC 6857 describes (`message/downgrade.rs`). A session that enabled it gets them as
+/// stored.
+#[test]
+fn utf8_header_data_is_downgraded_for_sessions_without_utf8() {
+    let store = MockStore::new();
+    store.deliver("INBOX", INTERNATIONAL, 0);
+    let mut one = logged_in(&store);
+    send(&mut one, "s SELECT INBOX\r\n");
+    let mut accept = logged_in(&store);
+    send(&mut accept, "e ENABLE UTF8=ACCEPT\r\n");
+    send(&mut accept, "s SELECT INBOX\r\n");
+
+    let fetch = "f FETCH 1 (ENVELOPE BODYSTRUCTURE BODY.PEEK[HEADER.FIELDS (FROM CC SUBJECT MESSAGE-ID)] BODY.PEEK[2.MIME])\r\n";
+    let ascii = send(&mut one, fetch);
+    assert!(ascii.is_ascii(), "{ascii}");
+    assert_eq!(
+        ascii,
+        "* 1 FETCH (ENVELOPE (NIL \"=?UTF-8?B?R3LDvMOfZSBhdXMgS8O2bG4=?=\" \
+         ((NIL NIL \"=?UTF-8?B?SsO2cmcgTcO8bGxlciA8asO2cmdAYsO8Y2hlci5leGFtcGxlPg==?=\" NIL)(NIL NIL NIL NIL)) \
+         ((NIL NIL \"=?UTF-8?B?SsO2cmcgTcO8bGxlciA8asO2cmdAYsO8Y2hlci5leGFtcGxlPg==?=\" NIL)(NIL NIL NIL NIL)) \
+         ((NIL NIL \"=?UTF-8?B?SsO2cmcgTcO8bGxlciA8asO2cmdAYsO8Y2hlci5leGFtcGxlPg==?=\" NIL)(NIL NIL NIL NIL)) \
+         ((\"Ann\" NIL \"ann\" \"example.org\")(\"Bob\" NIL \"bob\" \"example.org\")) \
+         ((NIL NIL \"Team\" NIL)(NIL NIL \"carl\" \"example.org\")(NIL NIL NIL NIL)) NIL NIL NIL) \
+         BODYSTRUCTURE ((\"TEXT\" \"plain\" (\"charset\" \"utf-8\") NIL NIL \"7bit\" 5 0 NIL NIL NIL NIL)\
+         (\"application\" \"pdf\" (\"name*\" \"utf-8''Rechnung%20M%C3%A4rz.pdf\") NIL \
+         \"=?UTF-8?B?UmVjaG51bmcgZsO8ciBNw6Ryeg==?=\" \"7bit\" 4 NIL \
+         (\"attachment\" (\"filename*\" \"utf-8''Rechnung%20M%C3%A4rz.pdf\")) NIL NIL) \
+         \"mixed\" (\"boundary\" \"b\") NIL NIL NIL) \
+         BODY[HEADER.FIELDS (FROM CC SUBJECT MESSAGE-ID)] {153}\r\n\
+         From: =?UTF-8?B?SsO2cmcgTcO8bGxlciA8asO2cmdAYsO8Y2hlci5leGFtcGxlPg==?= :;\r\n\
+         Cc: Team: carl@example.org;\r\n\
+         Subject: =?UTF-8?B?R3LDvMOfZSBhdXMgS8O2bG4=?=\r\n\r\n \
+         BODY[2.MIME] {215}\r\n\
+         Content-Type: application/pdf;\r\n name*=utf-8''Rechnung%20M%C3%A4rz.pdf\r\n\
+         Content-Disposition: attachment;\r\n filename*=utf-8''Rechnung%20M%C3%A4rz.pdf\r\n\
+         Content-Description: =?UTF-8?B?UmVjaG51bmcgZsO8ciBNw6Ryeg==?=\r\n\r\n)\r\n\
+         f OK FETCH completed\r\n"
+    );
+    let raw = send(&mut accept, fetch);
+    assert_eq!(
+        raw,
+        "* 1 FETCH (ENVELOPE (NIL {17}\r\nGrüße aus Köln \
+         (({13}\r\nJörg Müller NIL {5}\r\njörg {15}\r\nbücher.example)) \
+         (({13}\r\nJörg Müller NIL {5}\r\njörg {15}\r\nbücher.example)) \
+         (({13}\r\nJörg Müller NIL {5}\r\njörg {15}\r\nbücher.example)) \
+         ((\"Ann\" NIL \"ann\" \"example.org\")(\"Bob\" NIL \"bob\" \"example.org\")) \
+         ((NIL NIL \"Team\" NIL)({4}\r\nZoë NIL {4}\r\nzoë \"example.org\")(NIL NIL \"carl\" \"example.org\")\
+         (NIL NIL NIL NIL)) NIL NIL {17}\r\n<ü1@example.org>) \
+         BODYSTRUCTURE ((\"TEXT\" \"plain\" (\"charset\" \"utf-8\") NIL NIL \"7bit\" 5 0 NIL NIL NIL NIL)\
+         (\"application\" \"pdf\" (\"name\" {18}\r\nRechnung März.pdf) NIL {19}\r\nRechnung für März \
+         \"7bit\" 4 NIL (\"attachment\" (\"filename\" {18}\r\nRechnung März.pdf)) NIL NIL) \
+         \"mixed\" (\"boundary\" \"b\") NIL NIL NIL) \
+         BODY[HEADER.FIELDS (FROM CC SUBJECT MESSAGE-ID)] {160}\r\n\
+         From: Jörg Müller <jörg@bücher.example>\r\n\
+         Cc: Team: Zoë <zoë@example.org>, carl@example.org;\r\n\
+         Subject: Grüße aus Köln\r\nMessage-ID: <ü1@example.org>\r\n\r\n \
+         BODY[2.MIME] {166}\r\n\
+         Content-Type: application/pdf; name=\"Rechnung März.pdf\"\r\n\
+         Content-Disposition: attachment; filename=\"Rechnung März.pdf\"\r\n\
+         Content-Description: Rechnung für März\r\n\r\n)\r\n\
+         f OK FETCH completed\r\n"
+    );
+    // The message itself is the stored octets for both (its size is RFC822.SIZE).
+    assert_eq!(
+        send(&mut one, "g FETCH 1 (RFC822.SIZE BODY.PEEK[])\r\n"),
+        format!(
+            "* 1 FETCH (RFC822.SIZE {0} BODY[] {{{0}}}\r\n{INTERNATIONAL})\r\ng OK FETCH completed\r\n",
+            INTERNATIONAL.len()
+        )
+    );
+    // ASCII headers are never rewritten.
+    store.deliver("INBOX", MSG, 0);
+    send(&mut one, "n NOOP\r\n");
+    assert_eq!(
+        send(&mut one, "h FETCH 2 (BODY.PEEK[HEADER])\r\n"),
+        "* 2 FETCH (BODY[HEADER] {47}\r\nFrom: Ann <ann@example.org>\r\nSubject: hello\r\n\r\n)\r\n\
+         h OK FETCH completed\r\n"
+    );
+}

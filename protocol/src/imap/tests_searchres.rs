@@ -1,7 +1,11 @@
 //! SEARCHRES (RFC 5182) byte-exact: `SEARCH RETURN (SAVE)` and `$` in FETCH, STORE,
 //! COPY, MOVE, SEARCH and their UID forms, across expunges and reselection.
 
-use super::tests::{inbox_of, send};
+use std::sync::Arc;
+
+use super::tests::{inbox_of, info, send, MSG};
+use super::{ImapLimits, ImapSession};
+use crate::testing::imap::{MockAuth, MockStore, PASSWORD, USER};
 
 #[test]
 fn saved_result_feeds_fetch_store_search_and_copy() {
@@ -134,5 +138,65 @@ fn a_refused_save_search_empties_the_saved_result() {
     assert_eq!(
         send(&mut s, "f UID FETCH $ (UID)\r\n"),
         "* 2 FETCH (UID 2)\r\n* 3 FETCH (UID 3)\r\nf OK UID FETCH completed\r\n"
+    );
+}
+
+/// A `$` that would come to a set longer than `max_saved_set` is refused with
+/// `NO [LIMIT]` before the command is parsed: nothing is fetched or changed, a SEARCH
+/// that would have saved leaves `$` empty, and the session goes on.
+#[test]
+fn a_saved_set_longer_than_the_limit_answers_no_limit() {
+    let store = MockStore::new();
+    for _ in 0..8 {
+        store.deliver("INBOX", MSG, 0);
+    }
+    // "1,3,5,7" is 7 octets: allowed; "1,3,5,7:8" is 9: not.
+    let limits = ImapLimits {
+        max_saved_set: 7,
+        ..ImapLimits::default()
+    };
+    let mut s = ImapSession::new(info(true, false), Arc::new(MockAuth), store.clone(), limits);
+    s.greeting();
+    send(&mut s, &format!("a LOGIN {USER} {PASSWORD}\r\n"));
+    send(&mut s, "b SELECT INBOX\r\n");
+    send(&mut s, "c SEARCH RETURN (SAVE) 1,3,5,7\r\n");
+    assert_eq!(
+        send(&mut s, "d FETCH $ (UID)\r\n"),
+        "* 1 FETCH (UID 1)\r\n* 3 FETCH (UID 3)\r\n* 5 FETCH (UID 5)\r\n* 7 FETCH (UID 7)\r\n\
+         d OK FETCH completed\r\n"
+    );
+    send(&mut s, "e SEARCH RETURN (SAVE) 1,3,5,7:8\r\n");
+    for (command, tag) in [
+        ("f FETCH $ (UID)\r\n", "f"),
+        ("g UID STORE $ +FLAGS (\\Seen)\r\n", "g"),
+        ("h UID COPY $ INBOX\r\n", "h"),
+        ("i SEARCH UID $\r\n", "i"),
+    ] {
+        assert_eq!(
+            send(&mut s, command),
+            format!("{tag} NO [LIMIT] Saved search result too large\r\n"),
+            "{command}"
+        );
+    }
+    // The refused STORE and COPY changed nothing.
+    assert_eq!(
+        send(&mut s, "j FETCH 8 (FLAGS)\r\n"),
+        "* 8 FETCH (FLAGS (\\Recent))\r\nj OK FETCH completed\r\n"
+    );
+    assert_eq!(send(&mut s, "k NOOP\r\n"), "k OK NOOP completed\r\n");
+    // A refused SEARCH with SAVE empties `$` (RFC 5182 §2.1).
+    assert_eq!(
+        send(&mut s, "l SEARCH RETURN (SAVE) UID $\r\n"),
+        "l NO [LIMIT] Saved search result too large\r\n"
+    );
+    assert_eq!(send(&mut s, "m FETCH $ (UID)\r\n"), "m OK FETCH completed\r\n");
+
+    // The default limit takes the same set.
+    let (_store, mut wide) = inbox_of(8);
+    send(&mut wide, "e SEARCH RETURN (SAVE) 1,3,5,7:8\r\n");
+    assert_eq!(
+        send(&mut wide, "f UID FETCH $ (UID)\r\n"),
+        "* 1 FETCH (UID 1)\r\n* 3 FETCH (UID 3)\r\n* 5 FETCH (UID 5)\r\n* 7 FETCH (UID 7)\r\n\
+         * 8 FETCH (UID 8)\r\nf OK UID FETCH completed\r\n"
     );
 }

@@ -1,6 +1,8 @@
 //! ENVELOPE (RFC 3501 §7.4.2): the header fields as raw strings, address lists with
-//! RFC 5322 group syntax as group start and end markers.
+//! RFC 5322 group syntax as group start and end markers; ASCII only for a session
+//! without UTF-8 (`downgrade.rs`).
 
+use super::downgrade;
 use super::*;
 
 /// The ENVELOPE of the message.
@@ -13,12 +15,29 @@ pub(super) fn envelope_of(msg: &ParsedMessage<'_>, idx: usize) -> Envelope<'stat
         return empty_envelope();
     };
     let raw = msg.raw;
-    let text = |name: &str| entity.field_value(raw, name).map_or(NString(None), nstring);
-    let addresses = |name: &str| {
+    let down = msg.downgrade;
+    let text = |name: &str| {
+        entity.field_value(raw, name).map_or(NString(None), |v| {
+            nstring(if down { downgrade::ascii_text(v) } else { v })
+        })
+    };
+    // An identifier that is not ASCII cannot be encoded and still match: NIL.
+    let id = |name: &str| {
         entity
             .field_value(raw, name)
+            .filter(|v| !down || v.is_ascii())
+            .map_or(NString(None), nstring)
+    };
+    let addresses = |name: &str| {
+        let list = entity
+            .field_value(raw, name)
             .map(|v| parse_address_list(&v))
-            .unwrap_or_default()
+            .unwrap_or_default();
+        if down {
+            downgrade::ascii_addresses(list)
+        } else {
+            list
+        }
     };
     let from = addresses("from");
     let mut sender = addresses("sender");
@@ -38,8 +57,8 @@ pub(super) fn envelope_of(msg: &ParsedMessage<'_>, idx: usize) -> Envelope<'stat
         to: addresses("to"),
         cc: addresses("cc"),
         bcc: addresses("bcc"),
-        in_reply_to: text("in-reply-to"),
-        message_id: text("message-id"),
+        in_reply_to: id("in-reply-to"),
+        message_id: id("message-id"),
     }
 }
 

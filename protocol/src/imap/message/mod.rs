@@ -7,6 +7,8 @@
 //! parameters gets `("charset" "us-ascii")`, the default transfer encoding is `"7bit"`,
 //! a multipart without parts shows one empty text/plain part, and RFC 2231 parameter
 //! continuations are merged but not charset-decoded (`name*` keeps `charset''value`).
+//! A session that has not enabled UTF8=ACCEPT or IMAP4rev2 gets that header data
+//! downgraded to ASCII as RFC 6857 describes (`downgrade.rs` says which parts and how).
 //!
 //! The part tree and its byte ranges are computed here rather than taken from
 //! mail-parser's `Message`: BODY[section] and the sizes in BODYSTRUCTURE must be exact
@@ -41,6 +43,7 @@ pub const MAX_DEPTH: usize = 100;
 pub const MAX_PARTS: usize = 10_000;
 
 mod binary;
+mod downgrade;
 mod envelope;
 mod search;
 mod section;
@@ -59,6 +62,8 @@ pub struct ParsedMessage<'a> {
     raw: &'a [u8],
     /// Entity 0 is the message itself; children always have larger indices.
     entities: Vec<Entity>,
+    /// Header data goes to a session that has not enabled UTF-8 (`downgrade.rs`).
+    downgrade: bool,
 }
 
 struct Entity {
@@ -138,12 +143,20 @@ fn is_wsp(b: u8) -> bool {
 }
 
 impl<'a> ParsedMessage<'a> {
+    /// With `yes`, ENVELOPE, BODYSTRUCTURE and header sections come out ASCII, as RFC
+    /// 6857 downgrades them, for a session without UTF8=ACCEPT (`downgrade.rs`).
+    pub fn downgraded(mut self, yes: bool) -> ParsedMessage<'a> {
+        self.downgrade = yes;
+        self
+    }
+
     /// Splits `raw` into its MIME entities. Never fails: anything unparsable becomes a
     /// text/plain or opaque leaf, as Dovecot does.
     pub fn parse(raw: &'a [u8]) -> ParsedMessage<'a> {
         let mut msg = ParsedMessage {
             raw,
             entities: vec![Entity::new(raw, 0..raw.len())],
+            downgrade: false,
         };
         // (entity, depth, parent is multipart/digest)
         let mut work = vec![(0usize, 0usize, false)];

@@ -1,6 +1,8 @@
 //! BODY and BODYSTRUCTURE (RFC 3501 §7.4.2) from the part tree: exact octet sizes and
-//! line counts, extension data (MD5, disposition, language, location).
+//! line counts, extension data (MD5, disposition, language, location); ASCII only for
+//! a session without UTF-8 (`downgrade.rs`).
 
+use super::downgrade;
 use super::envelope::envelope_of;
 use super::*;
 
@@ -16,6 +18,26 @@ pub(super) fn params_of(params: &[(Vec<u8>, Vec<u8>)]) -> Vec<(IString<'static>,
         .collect()
 }
 
+/// The parameters as this session gets them (RFC 2231 values when downgrading).
+fn params_for(
+    msg: &ParsedMessage<'_>,
+    params: &[(Vec<u8>, Vec<u8>)],
+) -> Vec<(IString<'static>, IString<'static>)> {
+    if msg.downgrade {
+        params_of(&downgrade::ascii_params(params))
+    } else {
+        params_of(params)
+    }
+}
+
+/// A field that is an identifier or URL: NIL when it is not ASCII and must be.
+fn ident_field(msg: &ParsedMessage<'_>, entity: &Entity, name: &str) -> NString<'static> {
+    entity
+        .field_value(msg.raw, name)
+        .filter(|v| !msg.downgrade || v.is_ascii())
+        .map_or(NString(None), nstring)
+}
+
 pub(super) fn count_lines(bytes: &[u8]) -> u32 {
     u32::try_from(bytes.iter().filter(|&&b| b == b'\n').count()).unwrap_or(u32::MAX)
 }
@@ -25,14 +47,18 @@ pub(super) fn disposition_tail(msg: &ParsedMessage<'_>, entity: &Entity) -> Opti
     let disposition = entity
         .field_value(raw, "content-disposition")
         .and_then(|v| parse_mime_value(&v, false))
-        .map(|d| (istring(d.value), params_of(&d.params)));
+        .map(|d| (istring(d.value), params_for(msg, &d.params)));
     let language = entity
         .field_value(raw, "content-language")
-        .map(|v| language_tags(&v).into_iter().map(istring).collect())
+        .map(|v| {
+            language_tags(&v)
+                .into_iter()
+                .filter(|t| !msg.downgrade || t.is_ascii())
+                .map(istring)
+                .collect()
+        })
         .unwrap_or_default();
-    let location = entity
-        .field_value(raw, "content-location")
-        .map_or(NString(None), nstring);
+    let location = ident_field(msg, entity, "content-location");
     Some(Disposition {
         disposition,
         tail: Some(Language {
@@ -115,25 +141,29 @@ pub(super) fn structure_of(msg: &ParsedMessage<'_>, idx: usize, ext: bool) -> Bo
             bodies,
             subtype: istring(ct.subtype.clone()),
             extension_data: ext.then(|| MultiPartExtensionData {
-                parameter_list: params_of(&ct.params),
+                parameter_list: params_for(msg, &ct.params),
                 tail: disposition_tail(msg, entity),
             }),
         };
     }
     let body_bytes = get(raw, entity.body.clone());
     let is_text = ct.value.eq_ignore_ascii_case(b"text");
-    let mut parameter_list = params_of(&ct.params);
+    let mut parameter_list = params_for(msg, &ct.params);
     if parameter_list.is_empty() && is_text {
         parameter_list.push((istring(b"charset".to_vec()), istring(b"us-ascii".to_vec())));
     }
     let basic = BasicFields {
         parameter_list,
-        id: entity
-            .field_value(raw, "content-id")
-            .map_or(NString(None), nstring),
+        id: ident_field(msg, entity, "content-id"),
         description: entity
             .field_value(raw, "content-description")
-            .map_or(NString(None), nstring),
+            .map_or(NString(None), |v| {
+                nstring(if msg.downgrade {
+                    downgrade::ascii_text(v)
+                } else {
+                    v
+                })
+            }),
         content_transfer_encoding: istring(
             entity
                 .field_value(raw, "content-transfer-encoding")
@@ -160,9 +190,7 @@ pub(super) fn structure_of(msg: &ParsedMessage<'_>, idx: usize, ext: bool) -> Bo
     BodyStructure::Single {
         body: Body { basic, specific },
         extension_data: ext.then(|| SinglePartExtensionData {
-            md5: entity
-                .field_value(raw, "content-md5")
-                .map_or(NString(None), nstring),
+            md5: ident_field(msg, entity, "content-md5"),
             tail: disposition_tail(msg, entity),
         }),
     }
