@@ -127,6 +127,7 @@ impl OutageMonitor {
         let helo = self.hostname.clone();
         let wake = self.handles.wake.clone();
         let leader = self.store.clone();
+        let mut was_leading = false;
         let core = Arc::new(Mutex::new(self));
         // Probes in flight; aborted at shutdown (a probe changes nothing by itself).
         let mut probes = tokio::task::JoinSet::new();
@@ -145,7 +146,16 @@ impl OutageMonitor {
                     // One monitor per store: with several nodes on PostgreSQL, the
                     // leading node's (probes, transitions and alerts are not doubled).
                     if !leader.leads() {
+                        if std::mem::take(&mut was_leading) {
+                            tracing::info!("outage monitor: no longer leading; probing stops here");
+                        }
                         continue;
+                    }
+                    if !std::mem::replace(&mut was_leading, true) {
+                        tracing::info!("outage monitor: this node leads; every domain resumes from the store");
+                        // What was seen while another node led (or before this one lost
+                        // the lead) is stale: it must not count toward a decision now.
+                        core.lock().start_leading();
                     }
                     let c = core.clone();
                     let due = match tokio::task::spawn_blocking(move || c.lock().tick()).await {
@@ -179,6 +189,16 @@ impl OutageMonitor {
         }
         probes.shutdown().await;
         tracing::info!("outage monitor stopped");
+    }
+
+    /// On gaining the lead: forgets the probe streaks and the delivery results this node
+    /// saw while another one led (its queue runner delivers as a follower too), so every
+    /// domain resumes from the store with fresh streaks, as after a restart: a failure
+    /// seen minutes ago must not count toward an outage engaged now, nor a success
+    /// toward ending one.
+    fn start_leading(&mut self) {
+        self.domains.clear();
+        self.handles.observations.take();
     }
 
     /// Re-reads the store, feeds queue snapshots to domains not in `normal`, and returns
@@ -477,6 +497,45 @@ mod tests {
             store.outage_state("manual-observed.test").unwrap().phase,
             OutagePhase::Normal
         );
+    }
+
+    /// A node that gains the lead (again) counts only what it sees from then on: a probe
+    /// failure from before it lost the lead, and a delivery failure its queue runner saw
+    /// while another node led, do not add up with one fresh failure to engage an outage
+    /// (threshold 2) on the injected clock; two fresh failures do.
+    #[test]
+    fn gaining_the_lead_forgets_streaks_and_results_seen_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(1_700_000_000));
+        let store = Store::open_with(dir.path(), StoreOptions::default(), clock.clone()).unwrap();
+        let name = "lead-handover.test";
+        let mut domain = Domain::new(name);
+        domain.engagement = Engagement::Automatic;
+        domain.monitoring = true;
+        domain.relay_host = Some("127.0.0.1:9".into());
+        domain.failures_before_engage = 2;
+        domain.successes_before_recover = 2;
+        store.add_domain(&domain).unwrap();
+        let handles = MonitorHandles::default();
+        let observations = handles.observations.clone();
+        let mut monitor = OutageMonitor::new(store.clone(), clock.clone(), "mx.test".into(), handles);
+        let failed = || Err::<(), String>("connect: refused".into());
+
+        // Leading: one failed probe (streak 1), then the lead is lost.
+        assert_eq!(monitor.tick().len(), 1);
+        monitor.probe_done(name, failed());
+        // Following: the queue runner sees the primary refuse a delivery.
+        clock.advance(120);
+        observations.record(name, failed());
+        // Leading again: one fresh failure is not two.
+        monitor.start_leading();
+        monitor.tick();
+        monitor.probe_done(name, failed());
+        assert_eq!(store.outage_state(name).unwrap().phase, OutagePhase::Normal);
+        clock.advance(1);
+        monitor.tick();
+        monitor.probe_done(name, failed());
+        assert_eq!(store.outage_state(name).unwrap().phase, OutagePhase::Outage);
     }
 
     /// The monitor against a real store with an injected clock: it resumes a stored
