@@ -25,6 +25,7 @@
 //! | recoverable | tracking id (u64) queue id (u64)      | `Recoverable` JSON         |
 //! | held        | mailbox id (u64) uid (u32)            | `HeldMessage` JSON         |
 //! | sort_keys   | mailbox id (u64) uid (u32)            | body id (32) + summary     |
+//! | view_holds  | `h` mailbox (u64) node (u64) hold (u64) / `n` node (u64) | horizon (u64) / lease end (i64) |
 
 pub const CF_META: &str = "meta";
 pub const CF_DOMAINS: &str = "domains";
@@ -61,6 +62,10 @@ pub const CF_HELD: &str = "held";
 /// Per message: its body's id and summary (as in `summaries`), written and deleted with
 /// the message record, so the SORT keys of a whole mailbox are one ordered scan.
 pub const CF_SORT_KEYS: &str = "sort_keys";
+/// On a store shared by several nodes: each selected IMAP view's hold (mailbox, node,
+/// hold id, its horizon) and each node's liveness (its lease's end), so an expunge on
+/// one node keeps what another node's views show (`view_holds.rs`).
+pub const CF_VIEW_HOLDS: &str = "view_holds";
 
 pub const ALL_CFS: &[&str] = &[
     CF_META,
@@ -87,6 +92,7 @@ pub const ALL_CFS: &[&str] = &[
     CF_RECOVERABLE,
     CF_HELD,
     CF_SORT_KEYS,
+    CF_VIEW_HOLDS,
 ];
 
 pub fn u64_key(a: u64) -> [u8; 8] {
