@@ -38,6 +38,17 @@ pub fn decoy_hash() -> &'static str {
     DECOY.get_or_init(|| hash_password(&Secret::new("understudy-decoy-password")).unwrap_or_default())
 }
 
+/// Makes the decoy hash now, on a thread of its own: made on its first use, the first
+/// unknown name's failed login (IMAP, POP3, SMTP AUTH or either login page) would cost
+/// two argon2 runs where every other failure costs one.
+fn prepare_decoy_hash() {
+    if let Err(e) = std::thread::Builder::new().name("decoy-hash".into()).spawn(|| {
+        decoy_hash();
+    }) {
+        tracing::warn!(error = %e, "cannot make the decoy password hash ahead of time");
+    }
+}
+
 /// Checks a new password against the policy; the error says which rule failed.
 pub use crate::password_policy::check_policy;
 
@@ -354,6 +365,9 @@ impl HashPool {
             // A panicking hash must not take the thread with it: the caller sees its
             // result channel closed and answers with a temporary failure.
             self.started.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            crate::metrics::METRICS
+                .password_hashes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
         }
     }
@@ -446,6 +460,7 @@ impl AuthBackend for PacedAuth {
 
 impl Authenticator {
     pub fn new(store: Store, clock: Arc<dyn Clock>, config: &AuthConfig) -> Self {
+        prepare_decoy_hash();
         Authenticator {
             store,
             clock,
@@ -519,6 +534,22 @@ impl Authenticator {
             }
             None => tracing::info!(user = %address, "password hashing busy; directory password not cached"),
         }
+    }
+
+    /// Checks `password` against `phc` (or, for a name that does not exist, against the
+    /// decoy hash, always false) on the bounded hash pool the mail logins use: for other
+    /// login pages (the console's administrators). `Temporary` if the lane is full.
+    pub fn check_hash(&self, password: &Secret, phc: Option<&str>, lane: Lane) -> Result<bool, AuthError> {
+        let (secret, hash) = (password.clone(), phc.map(str::to_string));
+        self.hashes
+            .run(lane, move || match hash {
+                Some(hash) => verify_password(&secret, &hash),
+                None => {
+                    verify_password(&secret, decoy_hash());
+                    false
+                }
+            })
+            .ok_or_else(|| AuthError::Temporary("password checks queue full".into()))
     }
 
     /// Checks a password against the stored argon2id hash (through the in-memory cache)
@@ -601,27 +632,43 @@ impl Authenticator {
             )
             .inspect_err(|_| self.throttle.busy(credentials.peer, now))
         };
+        // The argon2 check against the decoy hash: the work of a real check, no result.
+        let decoy = || {
+            self.verify_local(&address, None, None, &credentials.password, lane, now)
+                .inspect_err(|_| self.throttle.busy(credentials.peer, now))
+        };
         let directory = self.directory.read().clone();
-        let directory_user = user
-            .as_ref()
-            .filter(|u| u.is_active() && directory.handles(u.domain()));
         // Why a failure failed, for the log only: the client gets the same answer
         // whatever it is, so it cannot tell which addresses exist.
         let wrong_password = "wrong password";
-        let (verified, wrong) = match directory_user {
-            Some(u) => match directory.bind(&address, &credentials.password) {
-                crate::ldap::login::BindOutcome::Accepted => {
+        let (verified, wrong) = if directory.handles(&understudy_storage::address::domain_of(&address)) {
+            // A directory domain: every attempt costs one bind and one argon2 check,
+            // whether the address is unknown, inactive or known with a wrong password,
+            // so neither the directory's round trip nor the hash tells them apart. The
+            // bind of an unknown or inactive address logs no one in, whatever it says.
+            let directory_user = user.as_ref().filter(|u| u.is_active());
+            use crate::ldap::login::BindOutcome;
+            match (directory_user, directory.bind(&address, &credentials.password)) {
+                (Some(u), BindOutcome::Accepted) => {
                     self.remember_directory_password(u, &credentials.password, now);
                     (true, wrong_password)
                 }
                 // The directory's no is final: the cache may hold an old password.
-                crate::ldap::login::BindOutcome::Refused => (false, "the directory refused the password"),
-                crate::ldap::login::BindOutcome::Unavailable => (
+                (Some(_), BindOutcome::Refused) => {
+                    decoy()?;
+                    (false, "the directory refused the password")
+                }
+                (None, BindOutcome::Accepted | BindOutcome::Refused) => {
+                    decoy()?;
+                    (false, wrong_password)
+                }
+                (_, BindOutcome::Unavailable) => (
                     local()?,
                     "the directory is unreachable and the password is not the cached one",
                 ),
-            },
-            None => (local()?, wrong_password),
+            }
+        } else {
+            (local()?, wrong_password)
         };
         let reason = match &user {
             None => "no such user",
@@ -717,6 +764,67 @@ mod tests {
             assert_eq!(err, AuthError::Invalid, "{user}");
             assert_eq!(auth.hashes.done(), before + 1, "{user}: one argon2 verify");
         }
+    }
+
+    /// The console's administrator logins check on the same bounded pool: a full lane
+    /// is a temporary failure at once, for a known hash and the decoy alike.
+    #[test]
+    fn check_hash_runs_on_the_pool_and_refuses_when_its_lane_is_full() {
+        let (_dir, store, clock) = setup();
+        let config = AuthConfig {
+            hash_threads: 1,
+            hash_queue: 1,
+            ..AuthConfig::default()
+        };
+        let auth = Arc::new(Authenticator::new(store, clock, &config));
+        let phc = hash_password(&Secret::new("Correct1horse")).unwrap();
+        let before = auth.hashes.done();
+        assert_eq!(
+            auth.check_hash(&Secret::new("Correct1horse"), Some(&phc), Lane::Clean),
+            Ok(true)
+        );
+        assert_eq!(
+            auth.check_hash(&Secret::new("Wrong1horse"), Some(&phc), Lane::Clean),
+            Ok(false)
+        );
+        assert_eq!(
+            auth.check_hash(&Secret::new("Wrong1horse"), None, Lane::Clean),
+            Ok(false)
+        );
+        assert_eq!(auth.hashes.done(), before + 3, "each check ran on the pool");
+        // One job holds the only thread, one waits in the clean lane (its limit): the
+        // next clean check is refused without waiting.
+        let (hold_tx, hold_rx) = std::sync::mpsc::channel::<()>();
+        let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
+        let holder = {
+            let auth = auth.clone();
+            std::thread::spawn(move || {
+                auth.hashes.run(Lane::Clean, move || {
+                    let _ = started_tx.send(());
+                    let _ = hold_rx.recv();
+                })
+            })
+        };
+        started_rx.recv().unwrap();
+        let waiter = {
+            let auth = auth.clone();
+            std::thread::spawn(move || auth.hashes.run(Lane::Clean, || ()))
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while auth.hashes.state.lock().clean.is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the second job never queued"
+            );
+            std::thread::yield_now();
+        }
+        assert!(matches!(
+            auth.check_hash(&Secret::new("Wrong1horse"), None, Lane::Clean),
+            Err(AuthError::Temporary(_))
+        ));
+        hold_tx.send(()).unwrap();
+        assert!(holder.join().unwrap().is_some());
+        assert!(waiter.join().unwrap().is_some());
     }
 
     #[test]

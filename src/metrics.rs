@@ -26,6 +26,9 @@ pub struct Metrics {
     connections: [AtomicU64; 7],
     pub logins_ok: AtomicU64,
     pub logins_failed: AtomicU64,
+    /// argon2 runs (a check or a new hash) on the password-hashing threads
+    /// (`crate::auth::HashPool`): what logins cost, whatever they answered.
+    pub password_hashes: AtomicU64,
     /// Messages accepted by SMTP (MX and submission).
     pub messages_received: AtomicU64,
     /// Copies stored in mailboxes.
@@ -55,6 +58,7 @@ pub static METRICS: Metrics = Metrics {
     connections: [ZERO; 7],
     logins_ok: ZERO,
     logins_failed: ZERO,
+    password_hashes: ZERO,
     messages_received: ZERO,
     messages_stored: ZERO,
     messages_queued: ZERO,
@@ -154,6 +158,11 @@ pub fn render(store: &Store) -> String {
             "understudy_logins_total{result=\"failed\"}",
             "",
             get(&m.logins_failed),
+        ),
+        (
+            "understudy_password_hashes_total",
+            "argon2 runs on the password-hashing threads (checks, decoy checks and new hashes).",
+            get(&m.password_hashes),
         ),
         (
             "understudy_messages_received_total",

@@ -185,51 +185,45 @@ pub struct NoticeSent {
 }
 
 /// The notices about each of `domains` sent at or after its time (when its current or
-/// last outage began), oldest first: one scan of the tracking records (an admin look-up,
-/// as `track --address`), then the few notices' own events.
+/// last outage began), oldest first: the domain's notices from the store's notice index
+/// (`Store::outage_notice_ids`, no scan of the tracking log: the dashboard asks every
+/// 10 s), then the few notices' own events.
 pub fn notices_since(
     ctx: &AdminContext,
     domains: &[(String, i64)],
 ) -> anyhow::Result<HashMap<String, Vec<NoticeSent>>> {
     let mut found: HashMap<String, Vec<NoticeSent>> = HashMap::new();
-    let Some(earliest) = domains.iter().map(|(_, since)| *since).min() else {
-        return Ok(found);
-    };
-    for id in ctx.store.tracking_ids_mentioning("notice '", Some(earliest))? {
-        let events = ctx.store.tracking_events(id)?;
-        let Some((received, kind, domain, to)) = events.iter().find_map(|ev| {
-            let rest = ev
-                .detail
-                .strip_prefix("notice '")
-                .filter(|_| ev.kind == "received")?;
-            let (kind, rest) = rest.split_once("' for ")?;
-            let (domain, to) = rest.split_once(" to ")?;
-            Some((ev.at, kind, domain, to))
-        }) else {
-            continue;
-        };
-        let Some((name, _)) = domains
-            .iter()
-            .find(|(d, since)| d.eq_ignore_ascii_case(domain) && received >= *since)
-        else {
-            continue;
-        };
-        let state = if events.iter().any(|ev| ev.kind == "delivered") {
-            "delivered"
-        } else if events
-            .iter()
-            .any(|ev| ev.kind == "failed" || ev.kind == "expired")
-        {
-            "failed"
-        } else {
-            "queued"
-        };
-        found.entry(name.clone()).or_default().push(NoticeSent {
-            kind: kind.to_string(),
-            at: received,
-            to: to.to_string(),
-            state,
-        });
+    for (name, since) in domains {
+        for id in ctx.store.outage_notice_ids(name, *since)? {
+            let events = ctx.store.tracking_events(id)?;
+            let Some((received, kind, to)) = events.iter().find_map(|ev| {
+                let rest = ev
+                    .detail
+                    .strip_prefix("notice '")
+                    .filter(|_| ev.kind == "received")?;
+                let (kind, rest) = rest.split_once("' for ")?;
+                let (domain, to) = rest.split_once(" to ")?;
+                domain.eq_ignore_ascii_case(name).then_some((ev.at, kind, to))
+            }) else {
+                continue;
+            };
+            let state = if events.iter().any(|ev| ev.kind == "delivered") {
+                "delivered"
+            } else if events
+                .iter()
+                .any(|ev| ev.kind == "failed" || ev.kind == "expired")
+            {
+                "failed"
+            } else {
+                "queued"
+            };
+            found.entry(name.clone()).or_default().push(NoticeSent {
+                kind: kind.to_string(),
+                at: received,
+                to: to.to_string(),
+                state,
+            });
+        }
     }
     Ok(found)
 }

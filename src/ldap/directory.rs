@@ -221,15 +221,23 @@ pub fn check_password(config: &LdapConfig, address: &str, password: &Secret) -> 
     }
     block_on(login_limit(config), async {
         let mut ldap = connect(config).await?;
-        let dn = match &config.bind_dn_template {
+        // `found` is the refusal when the search found no entry (or several): the bind
+        // still happens, as a decoy DN, so an address the directory does not know costs
+        // the directory the same work as a wrong password (no user enumeration by time).
+        let (dn, found) = match &config.bind_dn_template {
             Some(template) => {
                 let parsed = understudy_storage::EmailAddress::parse(address);
                 let user = parsed.as_ref().map_or(address, |a| a.local());
-                template
+                let dn = template
                     .replace("{user}", &ldap3::dn_escape(user))
-                    .replace("{address}", &ldap3::dn_escape(address))
+                    .replace("{address}", &ldap3::dn_escape(address));
+                (dn, Ok(()))
             }
-            None => find_dn(&mut ldap, config, address).await?,
+            None => match find_dn(&mut ldap, config, address).await {
+                Ok(dn) => (dn, Ok(())),
+                Err(DirectoryError::Refused(why)) => (decoy_dn(config), Err(DirectoryError::Refused(why))),
+                Err(e) => return Err(e),
+            },
         };
         let result = ldap
             .with_timeout(op_timeout(config))
@@ -238,8 +246,15 @@ pub fn check_password(config: &LdapConfig, address: &str, password: &Secret) -> 
             .and_then(|r| r.success())
             .map_err(classify);
         let _ = ldap.unbind().await;
+        found?;
         result.map(|_| ())
     })
+}
+
+/// The DN bound as when the search found no entry for the address: under the search
+/// base, with a name no directory gives an entry; its answer is never used.
+fn decoy_dn(config: &LdapConfig) -> String {
+    format!("cn=understudy-no-such-entry,{}", config.base_dn)
 }
 
 /// The DN of the entry (within the sync filter) whose address attributes hold `address`.

@@ -3,7 +3,13 @@
 //! - `admins`: name → [`AdminAccount`] (argon2id PHC hash, optional TOTP secret, role);
 //! - `api_tokens`: SHA-256 of the token → [`ApiToken`] (the token itself is shown once
 //!   and never stored);
-//! - `audit`: time (offset so it sorts) + sequence → [`AuditEntry`], newest last.
+//! - `audit`: time (offset so it sorts) + sequence → [`AuditEntry`], newest last;
+//! - `console_sessions`: SHA-256 of the session id → [`ConsoleSession`] (the id is only
+//!   in the cookie);
+//! - `console_confirmations`: SHA-256 of the token → [`ConsoleConfirmation`], used once.
+//!
+//! Sessions and confirmations are in the store, not one node's memory, so every node on
+//! a shared PostgreSQL store honours them and a restart keeps them.
 
 use crate::db::{Batch, Direction, IterMode};
 use serde::{Deserialize, Serialize};
@@ -88,6 +94,55 @@ pub struct AuditEntry {
     pub ok: bool,
     #[serde(default)]
     pub detail: String,
+}
+
+/// Who a console session belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionOwner {
+    Admin {
+        name: String,
+        role: AdminRole,
+        /// When the account was made and its random id: a session outlives neither
+        /// its account nor a new account of the same name.
+        since: i64,
+        account_id: String,
+    },
+    /// A mail user on the self-service pages.
+    User { address: String },
+}
+
+impl SessionOwner {
+    /// The name written in the audit log.
+    pub fn actor(&self) -> String {
+        match self {
+            SessionOwner::Admin { name, .. } => name.clone(),
+            SessionOwner::User { address } => format!("user:{address}"),
+        }
+    }
+}
+
+/// A console session. Expiry (idle and absolute) is the console's to judge from
+/// `created` and `last_seen`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsoleSession {
+    pub who: SessionOwner,
+    /// The session's CSRF token (useless without the session cookie).
+    pub csrf: String,
+    pub created: i64,
+    pub last_seen: i64,
+}
+
+/// A bulk action's confirmation: for whom, what was asked (the console's own JSON), the
+/// entries listed when it was shown, when, and when it was used.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsoleConfirmation {
+    pub owner: String,
+    pub selection: String,
+    pub listed: Vec<u64>,
+    pub issued: i64,
+    #[serde(default)]
+    pub used: Option<i64>,
 }
 
 fn audit_key(at: i64, seq: u64) -> [u8; 16] {
@@ -195,6 +250,101 @@ impl Store {
         let mut batch = Batch::default();
         self.put_json(&mut batch, CF_AUDIT, &audit_key(entry.at, seq), entry)?;
         self.commit(batch)
+    }
+
+    /// Stores a console session under `id_hash` (synced).
+    pub fn put_console_session(&self, id_hash: &[u8; 32], session: &ConsoleSession) -> StoreResult<()> {
+        let mut batch = Batch::default();
+        self.put_json(&mut batch, CF_CONSOLE_SESSIONS, id_hash, session)?;
+        self.commit(batch)
+    }
+
+    pub fn console_session(&self, id_hash: &[u8; 32]) -> StoreResult<Option<ConsoleSession>> {
+        self.get_json(CF_CONSOLE_SESSIONS, id_hash)
+    }
+
+    /// Ends a session (synced); nothing if there is none.
+    pub fn remove_console_session(&self, id_hash: &[u8; 32]) -> StoreResult<()> {
+        let _guard = self.lock(&[("console session", &id_hash[..])])?;
+        let mut batch = Batch::default();
+        self.delete(&mut batch, CF_CONSOLE_SESSIONS, id_hash)?;
+        self.commit(batch)
+    }
+
+    /// Records that a session was used at `now` (synced), if it still exists: under the
+    /// store's lock for the session, like [`Store::remove_console_session`], so a
+    /// request that read the session just before a logout (on this node or another)
+    /// cannot write it back.
+    pub fn touch_console_session(&self, id_hash: &[u8; 32], now: i64) -> StoreResult<bool> {
+        let _guard = self.lock(&[("console session", &id_hash[..])])?;
+        let Some(mut session) = self.console_session(id_hash)? else {
+            return Ok(false);
+        };
+        session.last_seen = session.last_seen.max(now);
+        let mut batch = Batch::default();
+        self.put_json(&mut batch, CF_CONSOLE_SESSIONS, id_hash, &session)?;
+        self.commit(batch)?;
+        Ok(true)
+    }
+
+    /// Removes every session `keep` refuses (expired ones), in one synced write; returns
+    /// how many went.
+    pub fn prune_console_sessions(&self, keep: &dyn Fn(&ConsoleSession) -> bool) -> StoreResult<usize> {
+        let mut batch = Batch::default();
+        let mut removed = 0;
+        for (key, value) in self.scan_prefix(CF_CONSOLE_SESSIONS, b"")? {
+            // An unreadable record is dropped too: it can log no one in.
+            if !decode(CF_CONSOLE_SESSIONS, &value).is_ok_and(|s: ConsoleSession| keep(&s)) {
+                self.delete(&mut batch, CF_CONSOLE_SESSIONS, &key)?;
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            self.commit(batch)?;
+        }
+        Ok(removed)
+    }
+
+    /// Stores a new confirmation under `token_hash` (synced), first dropping those
+    /// `keep` refuses (expired).
+    pub fn put_console_confirmation(
+        &self,
+        token_hash: &[u8; 32],
+        confirmation: &ConsoleConfirmation,
+        keep: &dyn Fn(&ConsoleConfirmation) -> bool,
+    ) -> StoreResult<()> {
+        let mut batch = Batch::default();
+        for (key, value) in self.scan_prefix(CF_CONSOLE_CONFIRMATIONS, b"")? {
+            if !decode(CF_CONSOLE_CONFIRMATIONS, &value).is_ok_and(|c: ConsoleConfirmation| keep(&c)) {
+                self.delete(&mut batch, CF_CONSOLE_CONFIRMATIONS, &key)?;
+            }
+        }
+        self.put_json(&mut batch, CF_CONSOLE_CONFIRMATIONS, token_hash, confirmation)?;
+        self.commit(batch)
+    }
+
+    /// Redeems the confirmation under `token_hash`: `judge` sees it (or `None`) and may
+    /// change it (mark it used); a change is written (synced) before this returns. Under
+    /// the store's lock for the token, taken by every node on a shared store, so two
+    /// requests presenting it at once, on one node or two, are judged one after the
+    /// other and only one finds it unused.
+    pub fn redeem_console_confirmation<R>(
+        &self,
+        token_hash: &[u8; 32],
+        judge: impl FnOnce(Option<&mut ConsoleConfirmation>) -> R,
+    ) -> StoreResult<R> {
+        let _guard = self.lock(&[("console confirmation", &token_hash[..])])?;
+        let mut current: Option<ConsoleConfirmation> = self.get_json(CF_CONSOLE_CONFIRMATIONS, token_hash)?;
+        let before = current.clone();
+        let result = judge(current.as_mut());
+        if current != before {
+            if let Some(changed) = &current {
+                let mut batch = Batch::default();
+                self.put_json(&mut batch, CF_CONSOLE_CONFIRMATIONS, token_hash, changed)?;
+                self.commit(batch)?;
+            }
+        }
+        Ok(result)
     }
 
     /// The newest `limit` audit entries that `keep` accepts, newest first.

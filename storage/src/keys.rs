@@ -18,9 +18,12 @@
 //! | tracking    | tracking id (u64) sequence (u32)      | `TrackingEvent` JSON       |
 //! | message_ids | Message-ID 0x00 tracking id (u64)     | empty                      |
 //! | outage      | domain name / domain 0x00 time seq    | `OutageState` / transition |
+//! | outage_notices | domain 0x00 time (i64, offset) tracking id | empty             |
 //! | admins      | administrator name                    | `AdminAccount` JSON        |
 //! | api_tokens  | sha-256 of the token                  | `ApiToken` JSON            |
 //! | audit       | time (i64, offset) sequence (u64)     | `AuditEntry` JSON          |
+//! | console_sessions | sha-256 of the session id        | `ConsoleSession` JSON      |
+//! | console_confirmations | sha-256 of the token        | `ConsoleConfirmation` JSON |
 //! | logins      | user id (u64) protocol                | last login time (i64)      |
 //! | recoverable | tracking id (u64) queue id (u64)      | `Recoverable` JSON         |
 //! | held        | mailbox id (u64) uid (u32)            | `HeldMessage` JSON         |
@@ -47,9 +50,17 @@ pub const CF_TRACKING: &str = "tracking";
 pub const CF_MESSAGE_IDS: &str = "message_ids";
 pub const CF_OUTAGE: &str = "outage";
 pub const CF_OUTAGE_HISTORY: &str = "outage_history";
+/// Each outage notice queued, by domain and time, pointing at its tracking id: what
+/// the dashboard lists without reading the whole tracking log (`outage.rs`).
+pub const CF_OUTAGE_NOTICES: &str = "outage_notices";
 pub const CF_ADMINS: &str = "admins";
 pub const CF_API_TOKENS: &str = "api_tokens";
 pub const CF_AUDIT: &str = "audit";
+/// Console sessions, under the SHA-256 of their id (`admins.rs`): every node behind a
+/// balancer sees them, and they survive a restart.
+pub const CF_CONSOLE_SESSIONS: &str = "console_sessions";
+/// Single-use confirmations of bulk queue actions, under the SHA-256 of their token.
+pub const CF_CONSOLE_CONFIRMATIONS: &str = "console_confirmations";
 /// Each user's last login per protocol (`logins.rs`).
 pub const CF_LOGINS: &str = "logins";
 /// Relay copies not redelivered because the user deleted the message during the
@@ -85,9 +96,12 @@ pub const ALL_CFS: &[&str] = &[
     CF_MESSAGE_IDS,
     CF_OUTAGE,
     CF_OUTAGE_HISTORY,
+    CF_OUTAGE_NOTICES,
     CF_ADMINS,
     CF_API_TOKENS,
     CF_AUDIT,
+    CF_CONSOLE_SESSIONS,
+    CF_CONSOLE_CONFIRMATIONS,
     CF_LOGINS,
     CF_RECOVERABLE,
     CF_HELD,

@@ -138,9 +138,13 @@ impl Store {
             self.stage_transition(&mut batch, &domain, *from, to)?;
         }
         let mut staged = Vec::with_capacity(change.notices.len());
+        let now = self.now();
         for (notice, blob) in change.notices.iter().zip(&blobs) {
             let tracking_id = self.reserve_tracking_id()?;
             staged.push(self.stage_delivery(&mut batch, tracking_id, notice, blob, (&[], &[]))?);
+            let mut key = domain_prefix(&domain);
+            key.extend_from_slice(&due_key(now, tracking_id));
+            batch.put(CF_OUTAGE_NOTICES, key, []);
         }
         if let Some(memo) = &change.memo {
             self.put_json(&mut batch, CF_OUTAGE, &memo_key(&domain), memo)?;
@@ -208,6 +212,28 @@ impl Store {
         let mut cache = self.inner.outage_cache.lock();
         cache.generation += 1;
         cache.states.clear();
+    }
+
+    /// Tracking ids of the notices about `domain` queued at or after `since`, oldest
+    /// first: read from the index written with them, not by a scan of the tracking log.
+    pub fn outage_notice_ids(&self, domain: &str, since: i64) -> StoreResult<Vec<u64>> {
+        let prefix = domain_prefix(&domain.to_ascii_lowercase());
+        let mut from = prefix.clone();
+        from.extend_from_slice(&due_key(since, 0));
+        let mut out = Vec::new();
+        for item in self.iter(
+            CF_OUTAGE_NOTICES,
+            crate::db::IterMode::From(&from, crate::db::Direction::Forward),
+        )? {
+            let (key, _) = item?;
+            let Some(rest) = key.strip_prefix(prefix.as_slice()) else {
+                break;
+            };
+            if let Some((_, id)) = due_key_time(rest) {
+                out.push(id);
+            }
+        }
+        Ok(out)
     }
 
     pub fn outage_history(&self, domain: &str) -> StoreResult<Vec<OutageTransition>> {

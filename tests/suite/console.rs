@@ -322,6 +322,39 @@ compare("user", [
     println!("{out}");
 }
 
+/// Issue 16: the administrators' page checked passwords with argon2 on tokio's blocking
+/// pool, unbounded, beside every other request; now on the authenticator's hash pool,
+/// counted by `understudy_password_hashes_total`: one run per failed login, whether the
+/// name exists or not.
+#[test]
+fn admin_logins_check_passwords_on_the_bounded_hash_pool() {
+    let server = console_server("[metrics]\nlisten = \"127.0.0.1:0\"\n");
+    let script = format!(
+        "{RAW_LOGIN_PY}{}",
+        r#"
+import urllib.request
+METRICS = int(sys.argv[3])
+def hashes():
+    text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % METRICS, timeout=10).read().decode()
+    return int(re.search(r"^understudy_password_hashes_total (\d+)$", text, re.M).group(1))
+for case, name, password in [("unknown name", "nobody", "Wrong1horse"), ("wrong password", "root", "Wrong1horse"), ("right password", "root", "Correct1horse")]:
+    before = hashes()
+    answer = raw_login("/login", {"name": name, "password": password, "code": ""}).split("\n")[0]
+    print("%s|%s|argon2 %d" % (case, answer, hashes() - before))
+"#
+    );
+    let mut args = args(&server);
+    args.push(server.addr("metrics").port().to_string());
+    let out = python_ok(&script, &args);
+    for expected in [
+        "unknown name|HTTP/1.1 401 Unauthorized|argon2 1",
+        "wrong password|HTTP/1.1 401 Unauthorized|argon2 1",
+        "right password|HTTP/1.1 303 See Other|argon2 1",
+    ] {
+        assert!(out.contains(expected), "{expected}:\n{out}");
+    }
+}
+
 #[test]
 fn a_user_changes_their_password_and_imap_takes_the_new_one() {
     let server = console_server("");
@@ -966,4 +999,123 @@ print("original", len(original), "bounce-me@elsewhere.example" in original[0].as
         1,
         "{parsed}"
     );
+}
+
+/// Issue 16: console sessions and bulk confirmations lived in one node's memory, so two
+/// nodes behind a balancer logged administrators out and a restart did too. Now in the
+/// store: on two nodes sharing one PostgreSQL store, a login on node A works on node B;
+/// a confirmation shown on A is used on B, and only once (A refuses it after); after
+/// node B restarts the same cookie is still logged in.
+#[test]
+fn sessions_and_confirmations_hold_on_every_node_and_across_a_restart() {
+    let pg_dir = tempfile::tempdir().unwrap();
+    let dead = format!("127.0.0.1:{}", crate::sink::free_port());
+    let config = format!("{WEB_CONFIG}{}", crate::postgres::store_config(pg_dir.path()));
+    let a = TestServer::setup(&config, |s| {
+        s.admin_ok(&[
+            "domain",
+            "add",
+            "example.com",
+            "--relay-host",
+            &dead,
+            "--monitoring",
+            "false",
+        ]);
+        s.admin_ok(&["outage", "start", "example.com"]);
+        s.add_user("anna@example.com", PASSWORD);
+        add_admin(s, "root", &[]);
+    });
+    let mut b = TestServer::setup(&config, |_| {});
+    let script = format!(
+        "{CLIENT_PY}{}",
+        r#"
+import smtplib, time
+A, B, SMTP = PORT, int(sys.argv[3]), int(sys.argv[4])
+def on(port):
+    global BASE
+    BASE = "https://localhost:%d" % port
+def ids(body):
+    return sorted(int(x) for x in re.findall(r'<td class="id"><a href="/queue/(\d+)"', body))
+def flash(body):
+    m = re.search(r'class="flash" role="status">([^<]*)<', body)
+    return m.group(1).strip() if m else "-"
+def refused(body):
+    m = re.search(r'id="refused">([^<]*)<', body)
+    return m.group(1).strip() if m else "-"
+for n in range(2):
+    s = smtplib.SMTP("127.0.0.1", SMTP, timeout=30)
+    s.sendmail("bob@elsewhere.example", ["anna@example.com"], "Subject: two nodes %d\r\nMessage-ID: <nodes-%d@elsewhere.example>\r\n\r\nhello\r\n" % (n, n))
+    s.quit()
+c = Client(follow=False)
+on(A)
+s, body, to = login(c, "root", "Correct1horse")
+print("login on A", s, to)
+on(B)
+s, body, _ = c.get("/")
+print("dashboard on B", s, "Log out" in body)
+deadline = time.monotonic() + 60
+while True:
+    s, body, _ = c.get("/queue?domain=example.com")
+    if len(ids(body)) >= 2 or time.monotonic() > deadline:
+        break
+    time.sleep(0.1)
+print("queue on B", s, len(ids(body)))
+on(A)
+s, body, _ = c.get("/queue?domain=example.com")
+hold = {"csrf": csrf(body), "action": "hold", "scope": "filter", "f_domain": "example.com", "f_kind": "", "f_state": "", "f_recipient": ""}
+s, body, _ = c.post("/queue/bulk", hold)
+token = re.search(r'name="confirmation" value="([0-9a-f]+)"', body).group(1)
+print("confirmation shown on A", s)
+on(B)
+s, body, _ = c.post("/queue/bulk", dict(hold, confirmation=token))
+print("confirmed on B", s, flash(body))
+on(A)
+s, body, _ = c.post("/queue/bulk", dict(hold, confirmation=token))
+print("replayed on A", s, refused(body))
+print("cookie", c.cookie("__Host-us_session"))
+"#
+    );
+    let out = python_ok(
+        &script,
+        &[
+            ca_cert().display().to_string(),
+            a.addr("web").port().to_string(),
+            b.addr("web").port().to_string(),
+            a.addr("smtp").port().to_string(),
+        ],
+    );
+    for expected in [
+        "login on A 303 /",
+        "dashboard on B 200 True",
+        "queue on B 200 2",
+        "confirmation shown on A 200",
+        "confirmed on B 200 2 entries held",
+        "replayed on A 409 this confirmation was used already",
+    ] {
+        assert!(out.contains(expected), "{expected} missing from:\n{out}");
+    }
+    let cookie = out
+        .lines()
+        .find_map(|l| l.strip_prefix("cookie "))
+        .expect("the session cookie")
+        .to_string();
+    b.restart();
+    let again = format!(
+        "{CLIENT_PY}{}",
+        r#"
+c = Client(follow=False)
+c.set_cookie("__Host-us_session", sys.argv[3])
+s, body, _ = c.get("/")
+print("after the restart", s, "Log out" in body)
+"#
+    );
+    let out = python_ok(
+        &again,
+        &[
+            ca_cert().display().to_string(),
+            b.addr("web").port().to_string(),
+            cookie,
+        ],
+    );
+    assert!(out.contains("after the restart 200 True"), "{out}");
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{ca_cert, plain_log, python_ok, repo, wait_output, TestServer};
+use crate::harness::{ca_cert, plain_log, python_ok, repo, wait_log, wait_output, TestServer, PASSWORD};
 
 const SLAPD: &str = "/usr/sbin/slapd";
 const ADMIN_DN: &str = "cn=admin,dc=example,dc=com";
@@ -128,14 +128,20 @@ impl Slapd {
 
     fn launch(&mut self) {
         let d = self.dir.path();
-        // -d 0: stay in the foreground (a child we can kill), no debug output.
+        // -d 256 (stats): stay in the foreground (a child we can kill) and log each
+        // connection and operation, written before its result, to slapd.log.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(d.join("slapd.log"))
+            .unwrap();
         let child = Command::new(SLAPD)
-            .args(["-d", "0", "-h", &format!("{}/", self.url())])
+            .args(["-d", "256", "-h", &format!("{}/", self.url())])
             .arg("-f")
             .arg(d.join("slapd.conf"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("start slapd (apt-get install slapd ldap-utils)");
         self.child = Some(child);
@@ -144,6 +150,11 @@ impl Slapd {
             assert!(Instant::now() < deadline, "slapd did not listen within 20 s");
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The operations log (`-d 256`): a `BIND dn="…" method=128` line per bind.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("slapd.log")
     }
 
     pub fn url(&self) -> String {
@@ -496,4 +507,113 @@ fn a_reload_adds_a_directory_that_syncs_and_checks_logins() {
         logins(&server, &[("anna@example.com", "Anna1secret")]),
         ["anna@example.com:OK"]
     );
+}
+
+/// What every login below does, per protocol: the binds slapd logged and the argon2 runs
+/// the server counted (`understudy_password_hashes_total`), before and after each one.
+const WORK_PER_LOGIN: &str = r#"
+import imaplib, urllib.request
+IMAPS, METRICS, SLAPD_LOG = int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+def hashes():
+    text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % METRICS, timeout=10).read().decode()
+    return int(re.search(r"^understudy_password_hashes_total (\d+)$", text, re.M).group(1))
+def binds():
+    with open(SLAPD_LOG, errors="replace") as f:
+        return sum(1 for l in f if " BIND dn=" in l and " method=" in l)
+def imap(user, password):
+    m = imaplib.IMAP4_SSL("127.0.0.1", IMAPS, ssl_context=CTX, timeout=60)
+    try:
+        m.login(user, password)
+        answer = "OK"
+    except imaplib.IMAP4.error:
+        answer = "NO"
+    try:
+        m.logout()
+    except Exception:
+        pass
+    return answer
+def web(user, password):
+    return raw_login("/me/login", {"address": user, "password": password}).split("\n")[0].split(" ")[1]
+W = "Wrong1horse"
+for proto, login in [("imap", imap), ("web", web)]:
+    for case, user, password in [
+        ("unknown address", "nobody@example.com", W),
+        ("wrong password", "bob@example.com", W),
+        ("deactivated, right password", "dora@example.com", "Dora1secret"),
+        ("deactivated, wrong password", "dora@example.com", W),
+        ("not in the directory", "local@example.com", W),
+        ("right password", "carl@example.com", "Carl1secret"),
+    ]:
+        b, h = binds(), hashes()
+        answer = login(user, password)
+        print("%s|%s|%s|binds %d|argon2 %d" % (proto, case, answer, binds() - b, hashes() - h))
+"#;
+
+/// Issue 16, no user enumeration: on a `login = "bind"` domain an unknown address cost
+/// one argon2 check and no bind, a known user's wrong password a bind and no argon2, so
+/// the time told them apart. Now every failure costs the same binds at the directory
+/// (counted in slapd's own log) and one argon2 check (counted by the server), on IMAP
+/// LOGIN and on the users' login page alike.
+#[test]
+fn the_directory_and_argon2_work_is_the_same_for_every_failed_login() {
+    let slapd = Slapd::start();
+    let secrets = tempfile::tempdir().unwrap();
+    let pw_file = password_file(secrets.path());
+    let config = format!(
+        "{}{}[metrics]\nlisten = \"127.0.0.1:0\"\n[auth]\nfailure_delay_ms = 20\n",
+        crate::console::WEB_CONFIG,
+        ldap_config(&slapd, &pw_file)
+    );
+    let mut server = TestServer::setup(&config, |s| {
+        s.admin_ok(&["domain", "add", "example.com"]);
+        s.admin_ok(&["ldap", "sync"]);
+        // A user made by hand in the directory's domain: the search finds no entry.
+        s.add_user("local@example.com", PASSWORD);
+    });
+    // The start-up sync binds too: measured after it.
+    wait_log(&mut server, "ldap sync domain=example.com");
+    let out = python_ok(
+        &format!("{}{WORK_PER_LOGIN}", crate::console::RAW_LOGIN_PY),
+        &[
+            ca_cert().display().to_string(),
+            server.addr("web").port().to_string(),
+            server.addr("imaps").port().to_string(),
+            server.addr("metrics").port().to_string(),
+            slapd.log_path().display().to_string(),
+        ],
+    );
+    println!("{out}");
+    let rows: Vec<Vec<&str>> = out
+        .lines()
+        .map(|l| l.split('|').collect())
+        .filter(|r: &Vec<&str>| r.len() == 5)
+        .collect();
+    assert_eq!(rows.len(), 12, "{out}");
+    for proto in ["imap", "web"] {
+        let failed: Vec<&Vec<&str>> = rows
+            .iter()
+            .filter(|r| r[0] == proto && r[1] != "right password")
+            .collect();
+        let refused = if proto == "imap" { "NO" } else { "401" };
+        for row in &failed {
+            assert_eq!(row[2], refused, "{proto} {}: refused\n{out}", row[1]);
+            assert_eq!(
+                row[3..],
+                failed[0][3..],
+                "{proto} {}: the same work as {}\n{out}",
+                row[1],
+                failed[0][1]
+            );
+        }
+        // The work is real: the search-then-bind (service account, then the user or a
+        // decoy DN) and one argon2 check.
+        assert_eq!(failed[0][3..], ["binds 2", "argon2 1"], "{proto}\n{out}");
+        let ok = rows
+            .iter()
+            .find(|r| r[0] == proto && r[1] == "right password")
+            .unwrap();
+        let answer = if proto == "imap" { "OK" } else { "303" };
+        assert_eq!(ok[2], answer, "{proto}: the right password logs in\n{out}");
+        assert_eq!(ok[3], "binds 2", "{proto}\n{out}");
+    }
 }

@@ -533,10 +533,12 @@ async fn bulk_preview(
         ));
     }
     let listed = entries.iter().map(|e| e.id).collect();
+    let (c, owner, asked) = (console.clone(), caller.confirmation_owner(), selection.clone());
     let (confirmation, expires_at) =
-        console
-            .confirmations
-            .issue(&caller.confirmation_owner(), selection.clone(), listed);
+        tokio::task::spawn_blocking(move || c.confirmations.issue(&owner, asked, listed))
+            .await
+            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e))?;
     Ok(Json(BulkPreview {
         action: selection.action,
         description: filter.describe(),
@@ -567,9 +569,15 @@ async fn bulk_confirm(
     if !selection.filter.domain.is_empty() {
         caller.require(&selection.filter.domain)?;
     }
-    let ids = console
-        .confirmations
-        .redeem(&body.confirmation, &caller.confirmation_owner(), &selection)
+    let (c, owner, asked, token) = (
+        console.clone(),
+        caller.confirmation_owner(),
+        selection.clone(),
+        body.confirmation.clone(),
+    );
+    let ids = tokio::task::spawn_blocking(move || c.confirmations.redeem(&token, &owner, &asked))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
         .map_err(|why| ApiError(StatusCode::CONFLICT, why))?;
     let target = format!(
         "{} (filter: {})",

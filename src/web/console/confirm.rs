@@ -5,16 +5,18 @@
 //! ids of the entries listed then. Only a request that presents it with the same owner,
 //! action and selection acts, and it acts on the entries listed, never on mail that
 //! arrived in between. A used, expired, foreign or altered confirmation changes nothing
-//! and says why. Kept in memory like the sessions (a restart forgets them), read
-//! against the injected clock.
+//! and says why. Kept in the store like the sessions, under the SHA-256 of the token
+//! (another node, or the same one after a restart, honours them, and the store's lock
+//! makes "used once" hold across nodes), read against the injected clock. Blocking:
+//! called off the async threads.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use parking_lot::Mutex;
-use understudy_storage::Clock;
+use serde::{Deserialize, Serialize};
+use understudy_storage::admins::ConsoleConfirmation;
+use understudy_storage::{Clock, Store};
 
-use super::session::{random_token, same_secret};
+use super::session::{random_token, same_secret, secret_hash};
 use crate::admin::queue::{BulkAction, QueueFilter};
 use crate::outage::notify::format_time;
 
@@ -23,7 +25,7 @@ pub const CONFIRMATION_SECS: i64 = 600;
 
 /// What a bulk action was asked for: the action, the filter, and the ids ticked (`None`:
 /// every entry the filter matches).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Selection {
     pub action: BulkAction,
     pub filter: QueueFilter,
@@ -65,48 +67,40 @@ fn ids_text(ids: &[u64]) -> String {
     }
 }
 
-struct Issued {
-    owner: String,
-    selection: Selection,
-    /// The entries listed when it was shown: what a confirmed action changes.
-    listed: Vec<u64>,
-    issued: i64,
-    /// When it was used (kept until it expires, to say so on a replay).
-    used: Option<i64>,
-}
-
-/// The confirmations handed out and not yet expired.
+/// The confirmations handed out and not yet expired, in the store.
 pub struct Confirmations {
-    map: Mutex<HashMap<String, Issued>>,
+    store: Store,
     clock: Arc<dyn Clock>,
 }
 
 impl Confirmations {
-    pub fn new(clock: Arc<dyn Clock>) -> Confirmations {
-        Confirmations {
-            map: Mutex::new(HashMap::new()),
-            clock,
-        }
+    pub fn new(store: Store, clock: Arc<dyn Clock>) -> Confirmations {
+        Confirmations { store, clock }
     }
 
     /// A new confirmation for `owner` to run `selection` on the `listed` entries.
-    pub fn issue(&self, owner: &str, selection: Selection, listed: Vec<u64>) -> (String, i64) {
+    pub fn issue(
+        &self,
+        owner: &str,
+        selection: Selection,
+        listed: Vec<u64>,
+    ) -> Result<(String, i64), String> {
         let now = self.clock.now();
         let token = random_token();
-        let mut map = self.map.lock();
-        // Expired ones are dropped here, so the table holds only usable or recently used.
-        map.retain(|_, c| now - c.issued < CONFIRMATION_SECS);
-        map.insert(
-            token.clone(),
-            Issued {
-                owner: owner.to_string(),
-                selection,
-                listed,
-                issued: now,
-                used: None,
-            },
-        );
-        (token, now + CONFIRMATION_SECS)
+        let stored = ConsoleConfirmation {
+            owner: owner.to_string(),
+            selection: serde_json::to_string(&selection).map_err(|e| e.to_string())?,
+            listed,
+            issued: now,
+            used: None,
+        };
+        // Expired ones are dropped here, so the store holds only usable or recently used.
+        self.store
+            .put_console_confirmation(&secret_hash(&token), &stored, &|c| {
+                now - c.issued < CONFIRMATION_SECS
+            })
+            .map_err(|e| format!("cannot keep the confirmation: {e}"))?;
+        Ok((token, now + CONFIRMATION_SECS))
     }
 
     /// The entries to change if `token` confirms `selection` for `owner`; why not
@@ -115,49 +109,62 @@ impl Confirmations {
     /// anyone else stays as it was (they cannot use it, nor spoil it for its owner).
     pub fn redeem(&self, token: &str, owner: &str, selection: &Selection) -> Result<Vec<u64>, String> {
         let now = self.clock.now();
-        let mut map = self.map.lock();
-        let Some(c) = map.get_mut(token) else {
-            return Err(format!(
-                "this confirmation is not known (or expired over {} minutes ago, or the server restarted since): nothing was changed; ask for a new one",
+        self.store
+            .redeem_console_confirmation(&secret_hash(token), |c| judge(c, now, owner, selection))
+            .map_err(|e| format!("cannot read the confirmation: {e}: nothing was changed"))?
+    }
+}
+
+/// The verdict on a confirmation presented (`None`: not in the store); marks it used
+/// when its owner presents it.
+fn judge(
+    c: Option<&mut ConsoleConfirmation>,
+    now: i64,
+    owner: &str,
+    selection: &Selection,
+) -> Result<Vec<u64>, String> {
+    let Some(c) = c else {
+        return Err(format!(
+                "this confirmation is not known (or expired over {} minutes ago): nothing was changed; ask for a new one",
                 CONFIRMATION_SECS / 60
             ));
-        };
-        if !same_secret(&c.owner, owner) {
-            return Err(
-                "this confirmation was given to another session or API token: nothing was changed".into(),
-            );
-        }
-        if let Some(at) = c.used {
-            return Err(format!(
-                "this confirmation was used already, at {}: nothing was changed; ask for a new one",
-                format_time(at)
-            ));
-        }
-        c.used = Some(now);
-        if now - c.issued >= CONFIRMATION_SECS {
-            return Err(format!(
+    };
+    if !same_secret(&c.owner, owner) {
+        return Err(
+            "this confirmation was given to another session or API token: nothing was changed".into(),
+        );
+    }
+    if let Some(at) = c.used {
+        return Err(format!(
+            "this confirmation was used already, at {}: nothing was changed; ask for a new one",
+            format_time(at)
+        ));
+    }
+    c.used = Some(now);
+    if now - c.issued >= CONFIRMATION_SECS {
+        return Err(format!(
                 "this confirmation expired at {} ({} minutes after it was shown): nothing was changed; ask for a new one",
                 format_time(c.issued + CONFIRMATION_SECS),
                 CONFIRMATION_SECS / 60
             ));
-        }
-        let asked = &c.selection;
-        if asked.action != selection.action {
-            return Err(format!(
-                "this confirmation was for {}, not {}: nothing was changed",
-                asked.action.name(),
-                selection.action.name()
-            ));
-        }
-        if asked.filter != selection.filter || asked.ticked != selection.ticked {
-            return Err(format!(
-                "this confirmation was for {}, not {}: nothing was changed",
-                asked.scope(),
-                selection.scope()
-            ));
-        }
-        Ok(c.listed.clone())
     }
+    let asked: Selection = serde_json::from_str(&c.selection)
+        .map_err(|e| format!("this confirmation cannot be read ({e}): nothing was changed"))?;
+    if asked.action != selection.action {
+        return Err(format!(
+            "this confirmation was for {}, not {}: nothing was changed",
+            asked.action.name(),
+            selection.action.name()
+        ));
+    }
+    if asked.filter != selection.filter || asked.ticked != selection.ticked {
+        return Err(format!(
+            "this confirmation was for {}, not {}: nothing was changed",
+            asked.scope(),
+            selection.scope()
+        ));
+    }
+    Ok(c.listed.clone())
 }
 
 #[cfg(test)]
@@ -165,6 +172,13 @@ impl Confirmations {
 mod tests {
     use super::*;
     use understudy_storage::ManualClock;
+
+    fn confirmations() -> (tempfile::TempDir, Confirmations, Arc<ManualClock>) {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(1000));
+        let store = Store::open_with(&dir.path().join("db"), Default::default(), clock.clone()).unwrap();
+        (dir, Confirmations::new(store, clock.clone()), clock)
+    }
 
     fn filter(domain: &str) -> QueueFilter {
         QueueFilter {
@@ -175,10 +189,9 @@ mod tests {
 
     #[test]
     fn a_confirmation_works_once_for_its_owner_and_its_selection() {
-        let clock = Arc::new(ManualClock::new(1000));
-        let c = Confirmations::new(clock.clone());
+        let (_dir, c, _clock) = confirmations();
         let hold = Selection::new(BulkAction::Hold, &filter("Example.com "), None);
-        let (token, until) = c.issue("session a", hold.clone(), vec![3, 4]);
+        let (token, until) = c.issue("session a", hold.clone(), vec![3, 4]).unwrap();
         assert_eq!(until, 1000 + CONFIRMATION_SECS);
         let same = Selection::new(BulkAction::Hold, &filter("example.com"), None);
         assert!(c
@@ -198,11 +211,10 @@ mod tests {
 
     #[test]
     fn an_altered_or_late_confirmation_is_refused_and_used_up() {
-        let clock = Arc::new(ManualClock::new(1000));
-        let c = Confirmations::new(clock.clone());
+        let (_dir, c, clock) = confirmations();
         let hold = Selection::new(BulkAction::Hold, &filter("example.com"), Some(vec![4, 3, 3]));
         let ask = |sel: &Selection| {
-            let (token, _) = c.issue("s", hold.clone(), vec![3, 4]);
+            let (token, _) = c.issue("s", hold.clone(), vec![3, 4]).unwrap();
             let refused = c.redeem(&token, "s", sel).unwrap_err();
             assert!(c.redeem(&token, "s", &hold).unwrap_err().contains("used already"));
             refused
@@ -219,7 +231,7 @@ mod tests {
         assert!(ask(&more).contains("ticked (3, 4) of"));
         let all = Selection::new(BulkAction::Hold, &filter("example.com"), None);
         assert!(ask(&all).contains("not every entry of the filter"));
-        let (token, _) = c.issue("s", hold.clone(), vec![3, 4]);
+        let (token, _) = c.issue("s", hold.clone(), vec![3, 4]).unwrap();
         clock.advance(CONFIRMATION_SECS);
         assert!(c.redeem(&token, "s", &hold).unwrap_err().contains("expired"));
     }

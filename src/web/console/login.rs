@@ -5,8 +5,11 @@
 //! No user enumeration: an unknown name, a wrong password, a wrong or missing code, a
 //! deactivated user, a user without a password and a locked-out name all get the same
 //! bytes (but for the token and the date) after the same argon2 work (an unknown name
-//! is checked against a decoy hash) and, on the users' page, the same failure delay. The forms carry a double-submit token (cookie and
-//! field), and a successful login always starts a session under a new id.
+//! is checked against a decoy hash) and, on the users' page, the same failure delay.
+//! Both pages check passwords on the authenticator's bounded hash pool, like IMAP: a
+//! full lane answers 503 "busy" at once, for every name alike. The forms carry a
+//! double-submit token (cookie and field), and a successful login always starts a
+//! session under a new id.
 
 use std::sync::Arc;
 
@@ -22,9 +25,10 @@ use super::layout::{csrf_field, page};
 use super::session::{self, random_token, set_cookie, Who, LOGIN_COOKIE, SESSION_COOKIE};
 use super::{session_of, AppError, ClientIp, Console};
 use crate::admin::audit::{self, Action};
-use crate::auth::LoginPacer;
+use crate::auth::{Lane, LoginPacer};
 
 const FAILED: &str = "Login failed: check what you typed and try again.";
+const BUSY: &str = "The server is busy checking passwords: try again in a moment.";
 
 #[derive(Deserialize)]
 pub struct AdminLogin {
@@ -110,8 +114,13 @@ fn login_token_ok(headers: &HeaderMap, field: &str) -> bool {
 }
 
 /// Answers a successful login: the session cookie (a new id), the login cookie gone.
-fn logged_in(console: &Console, who: Who, to: &str) -> Response {
-    let id = console.sessions.create(who);
+async fn logged_in(console: &Arc<Console>, who: Who, to: &str) -> Response {
+    let c = console.clone();
+    let id = match tokio::task::spawn_blocking(move || c.sessions.create(who)).await {
+        Ok(Ok(id)) => id,
+        Ok(Err(e)) => return AppError::Internal(format!("cannot keep the session: {e}")).into_response(),
+        Err(e) => return AppError::Internal(e.to_string()).into_response(),
+    };
     let max = console
         .shared
         .config
@@ -152,29 +161,38 @@ pub async fn admin_login(
     let outcome = tokio::task::spawn_blocking(move || {
         let store = &c.shared.store;
         let locked = c.throttle.locked(&checked_name, ip);
+        let lane = if c.throttle.suspect(&checked_name, ip) {
+            Lane::Suspect
+        } else {
+            Lane::Clean
+        };
         let admin = store.admin(&checked_name).ok().flatten();
         let password = Secret::new(form.password);
-        // The same argon2 work whether or not the name exists.
-        let hash = admin
-            .as_ref()
-            .map(|a| a.password_hash.clone())
-            .unwrap_or_else(|| crate::auth::decoy_hash().to_string());
-        let password_ok = crate::auth::verify_password(&password, &hash);
+        // The same argon2 work whether or not the name exists (a decoy hash), on the
+        // bounded hash pool of the mail logins, never on the blocking pool other
+        // requests need: a full lane is a temporary failure, whatever the name.
+        let hash = admin.as_ref().map(|a| a.password_hash.as_str());
+        let Ok(password_ok) = c.shared.auth.check_hash(&password, hash, lane) else {
+            return AdminOutcome::Busy;
+        };
         let now = store.now();
-        let mut admin = admin.filter(|_| password_ok && !locked)?;
+        let Some(mut admin) = admin.filter(|_| password_ok && !locked) else {
+            return AdminOutcome::Failed;
+        };
         if let Some(secret) = &admin.totp_secret {
-            admin.totp_last_step =
-                crate::admin::admins::check_totp(secret, &form.code, now, admin.totp_last_step)?;
+            match crate::admin::admins::check_totp(secret, &form.code, now, admin.totp_last_step) {
+                Some(step) => admin.totp_last_step = step,
+                None => return AdminOutcome::Failed,
+            }
         }
         admin.last_login = Some(now);
         if let Err(e) = store.update_admin(&admin) {
             tracing::warn!(error = %e, "cannot record the administrator's login");
         }
-        Some(admin)
+        AdminOutcome::LoggedIn(admin)
     })
     .await
-    .ok()
-    .flatten();
+    .unwrap_or(AdminOutcome::Failed);
     let store = console.shared.store.clone();
     let action = Action {
         action: "login".into(),
@@ -182,7 +200,7 @@ pub async fn admin_login(
         domain: None,
     };
     match outcome {
-        Some(admin) => {
+        AdminOutcome::LoggedIn(admin) => {
             console.throttle.succeeded(&name);
             audit_async(store, name.clone(), ip, action, Ok(())).await;
             logged_in(
@@ -195,8 +213,20 @@ pub async fn admin_login(
                 },
                 "/",
             )
+            .await
         }
-        None => {
+        // Nothing was checked: no failure counted, nothing audited (a flood must not
+        // turn into synced writes); the same answer for every name.
+        AdminOutcome::Busy => {
+            tracing::info!(peer = %ip, "administrator login refused: password checks queue full");
+            login_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Administrator login",
+                admin_fields,
+                Some(BUSY),
+            )
+        }
+        AdminOutcome::Failed => {
             console.throttle.failed(&name, ip);
             audit_async(store, name, ip, action, Err("failed".into())).await;
             login_page(
@@ -207,6 +237,14 @@ pub async fn admin_login(
             )
         }
     }
+}
+
+/// What an administrator's login came to.
+enum AdminOutcome {
+    LoggedIn(understudy_storage::admins::AdminAccount),
+    Failed,
+    /// The hash pool's lane was full: nothing checked.
+    Busy,
 }
 
 async fn audit_async(
@@ -282,7 +320,7 @@ pub async fn user_login(
         tokio::time::sleep(delay).await;
     }
     match outcome {
-        Some(address) => logged_in(&console, Who::User { address }, "/me"),
+        Some(address) => logged_in(&console, Who::User { address }, "/me").await,
         None => login_page(
             StatusCode::UNAUTHORIZED,
             "Your mail account",
@@ -303,11 +341,11 @@ pub async fn logout(
     headers: HeaderMap,
     Form(form): Form<LogoutForm>,
 ) -> Result<Response, AppError> {
-    let Some((id, session)) = session_of(&console, &headers) else {
+    let Some((id, session)) = session_of(&console, &headers).await? else {
         return Ok(Redirect::to("/login").into_response());
     };
     super::check_csrf(&session, &form.csrf)?;
-    console.sessions.remove(&id);
+    super::end_session(&console, id).await;
     let to = match session.who {
         Who::Admin { .. } => "/login",
         Who::User { .. } => "/me/login",

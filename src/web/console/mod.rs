@@ -71,18 +71,15 @@ impl Console {
         queue_wakeup: crate::delivery::QueueWakeup,
     ) -> Arc<Console> {
         let web = shared.config.web.clone().unwrap_or_default();
-        // The decoy hash an unknown name is checked against is made on its first use;
-        // made now, the first unknown name's failed login costs one argon2 check like
-        // every other failed login, not two.
-        if let Err(e) = std::thread::Builder::new().name("decoy-hash".into()).spawn(|| {
-            crate::auth::decoy_hash();
-        }) {
-            tracing::warn!(error = %e, "cannot make the decoy password hash ahead of time");
-        }
         Arc::new(Console {
-            sessions: Sessions::new(shared.clock.clone(), web.session_idle_secs, web.session_max_secs),
+            sessions: Sessions::new(
+                shared.store.clone(),
+                shared.clock.clone(),
+                web.session_idle_secs,
+                web.session_max_secs,
+            ),
             throttle: LoginThrottle::new(shared.clock.clone(), web.max_failures, web.lockout_secs),
-            confirmations: confirm::Confirmations::new(shared.clock.clone()),
+            confirmations: confirm::Confirmations::new(shared.store.clone(), shared.clock.clone()),
             shared,
             monitor,
             queue_wakeup,
@@ -264,7 +261,8 @@ impl AdminSession {
 
     /// Who a bulk confirmation shown to this session belongs to.
     pub fn confirmation_owner(&self) -> String {
-        format!("session {}", self.session_id)
+        // The id's hash: the owner is kept in the store, the id never is.
+        format!("session {}", hex::encode(session::secret_hash(&self.session_id)))
     }
 
     pub fn who(&self) -> Who {
@@ -285,11 +283,35 @@ pub fn check_csrf(session: &Session, token: &str) -> Result<(), AppError> {
     }
 }
 
-/// The session named by the request's cookie, if it is live.
-pub fn session_of(console: &Console, headers: &HeaderMap) -> Option<(String, Session)> {
-    let cookies = headers.get(header::COOKIE)?.to_str().ok()?;
-    let id = session::cookie(cookies, SESSION_COOKIE)?;
-    console.sessions.get(id).map(|s| (id.to_string(), s))
+/// The session named by the request's cookie, if it is live (read from the store).
+pub async fn session_of(
+    console: &Arc<Console>,
+    headers: &HeaderMap,
+) -> Result<Option<(String, Session)>, AppError> {
+    let Some(id) = headers
+        .get(header::COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|cookies| session::cookie(cookies, SESSION_COOKIE))
+        .map(str::to_string)
+    else {
+        return Ok(None);
+    };
+    let (c, wanted) = (console.clone(), id.clone());
+    let session = tokio::task::spawn_blocking(move || c.sessions.get(&wanted))
+        .await
+        .map_err(|e| AppError::Internal(e.to_string()))?
+        .map_err(|e| AppError::Internal(format!("reading the session: {e}")))?;
+    Ok(session.map(|s| (id, s)))
+}
+
+/// Ends the session with this id (in the store; a failure is logged).
+pub async fn end_session(console: &Arc<Console>, id: String) {
+    let c = console.clone();
+    match tokio::task::spawn_blocking(move || c.sessions.remove(&id)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "cannot end a console session"),
+        Err(e) => tracing::warn!(error = %e, "cannot end a console session"),
+    }
 }
 
 fn peer_ip(parts: &Parts) -> IpAddr {
@@ -304,7 +326,7 @@ impl FromRequestParts<Arc<Console>> for AdminSession {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, console: &Arc<Console>) -> Result<Self, AppError> {
-        let Some((id, session)) = session_of(console, &parts.headers) else {
+        let Some((id, session)) = session_of(console, &parts.headers).await? else {
             return Err(AppError::Login("/login"));
         };
         let Who::Admin {
@@ -338,7 +360,7 @@ impl FromRequestParts<Arc<Console>> for AdminSession {
                 })
             }
             _ => {
-                console.sessions.remove(&id);
+                end_session(console, id).await;
                 Err(AppError::Login("/login"))
             }
         }
@@ -356,7 +378,7 @@ impl FromRequestParts<Arc<Console>> for UserSession {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, console: &Arc<Console>) -> Result<Self, AppError> {
-        let Some((id, session)) = session_of(console, &parts.headers) else {
+        let Some((id, session)) = session_of(console, &parts.headers).await? else {
             return Err(AppError::Login("/me/login"));
         };
         let Who::User { address } = session.who.clone() else {
@@ -370,7 +392,7 @@ impl FromRequestParts<Arc<Console>> for UserSession {
             .map_err(|e| AppError::Internal(e.to_string()))?
             .map_err(|e| AppError::Internal(format!("reading user {address}: {e}")))?;
         if !user.is_some_and(|u| u.is_active()) {
-            console.sessions.remove(&id);
+            end_session(console, id).await;
             return Err(AppError::Login("/me/login"));
         }
         Ok(UserSession {

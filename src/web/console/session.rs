@@ -1,11 +1,12 @@
 //! Console sessions, their cookie, CSRF tokens and the failed-login throttle.
 //!
 //! A session is a random 256-bit id in the `__Host-us_session` cookie (HttpOnly, Secure,
-//! SameSite=Strict, Path=/), kept in memory (a restart logs everyone out), with an idle
-//! and an absolute expiry read from an injected clock. A new id is made at every login,
-//! so an id planted before login (session fixation) never becomes a logged-in one. Each
-//! session has its own CSRF token, checked on every state change; the login forms,
-//! which have no session yet, use a double-submit token in `__Host-us_login`.
+//! SameSite=Strict, Path=/), kept in the store under the SHA-256 of the id (never the id
+//! itself), so every node on a shared store knows it and a restart keeps it, with an
+//! idle and an absolute expiry read from an injected clock. A new id is made at every
+//! login, so an id planted before login (session fixation) never becomes a logged-in
+//! one. Each session has its own CSRF token, checked on every state change; the login
+//! forms, which have no session yet, use a double-submit token in `__Host-us_login`.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -13,48 +14,21 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use rand::RngCore;
-use understudy_storage::admins::AdminRole;
-use understudy_storage::Clock;
+use sha2::{Digest, Sha256};
+use understudy_storage::admins::ConsoleSession;
+use understudy_storage::{Clock, Store, StoreResult};
 
 pub const SESSION_COOKIE: &str = "__Host-us_session";
 pub const LOGIN_COOKIE: &str = "__Host-us_login";
 
-/// Who a session belongs to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Who {
-    Admin {
-        name: String,
-        role: AdminRole,
-        /// When the account was made and its random id: a session outlives neither
-        /// its account nor a new account of the same name.
-        since: i64,
-        account_id: String,
-    },
-    /// A mail user on the self-service pages.
-    User { address: String },
-}
+/// Who a session belongs to (as the store keeps it).
+pub use understudy_storage::admins::SessionOwner as Who;
 
-impl Who {
-    /// The name written in the audit log.
-    pub fn actor(&self) -> String {
-        match self {
-            Who::Admin { name, .. } => name.clone(),
-            Who::User { address } => format!("user:{address}"),
-        }
-    }
-}
+pub type Session = ConsoleSession;
 
-#[derive(Debug, Clone)]
-pub struct Session {
-    pub who: Who,
-    pub csrf: String,
-    pub created: i64,
-    pub last_seen: i64,
-}
-
-/// The live sessions, shared by every request.
+/// The sessions, in the store, shared by every request (and every node).
 pub struct Sessions {
-    map: Mutex<HashMap<String, Session>>,
+    store: Store,
     clock: Arc<dyn Clock>,
     idle: i64,
     max: i64,
@@ -67,6 +41,11 @@ pub fn random_token() -> String {
     hex::encode(bytes)
 }
 
+/// The SHA-256 of a secret: what the store keeps instead of a session id or a token.
+pub fn secret_hash(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.as_bytes()).into()
+}
+
 /// Compares two secrets in time independent of where they differ.
 pub fn same_secret(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());
@@ -74,59 +53,70 @@ pub fn same_secret(a: &str, b: &str) -> bool {
 }
 
 impl Sessions {
-    pub fn new(clock: Arc<dyn Clock>, idle_secs: u64, max_secs: u64) -> Sessions {
+    pub fn new(store: Store, clock: Arc<dyn Clock>, idle_secs: u64, max_secs: u64) -> Sessions {
         Sessions {
-            map: Mutex::new(HashMap::new()),
+            store,
             clock,
             idle: i64::try_from(idle_secs).unwrap_or(i64::MAX),
             max: i64::try_from(max_secs).unwrap_or(i64::MAX),
         }
     }
 
-    /// Starts a session for `who` under a new id; returns the id.
-    pub fn create(&self, who: Who) -> String {
+    /// Starts a session for `who` under a new id (synced); returns the id. Blocks on the
+    /// store: call it off the async threads.
+    pub fn create(&self, who: Who) -> StoreResult<String> {
         let now = self.clock.now();
+        // Expired sessions are dropped here, so the store holds only live ones.
+        self.store.prune_console_sessions(&|s| self.alive(s, now))?;
         let id = random_token();
-        let mut map = self.map.lock();
-        // Expired sessions are dropped here, so the table holds only live ones.
-        map.retain(|_, s| self.alive(s, now));
-        map.insert(
-            id.clone(),
-            Session {
+        self.store.put_console_session(
+            &secret_hash(&id),
+            &Session {
                 who,
                 csrf: random_token(),
                 created: now,
                 last_seen: now,
             },
-        );
-        id
+        )?;
+        Ok(id)
     }
 
     fn alive(&self, s: &Session, now: i64) -> bool {
         now - s.last_seen < self.idle && now - s.created < self.max
     }
 
-    /// The live session with this id (its idle clock restarts), or `None`.
-    pub fn get(&self, id: &str) -> Option<Session> {
+    /// How stale the stored `last_seen` may get before a request writes it again: a
+    /// synced write per page (the dashboard reloads every 10 s) would cost more than
+    /// the idle limit needs; a session may so end up to this much before its idle limit.
+    fn touch_every(&self) -> i64 {
+        (self.idle / 4).clamp(1, 60)
+    }
+
+    /// The live session with this id (its idle clock restarts), or `None`. Blocks on
+    /// the store.
+    pub fn get(&self, id: &str) -> StoreResult<Option<Session>> {
         let now = self.clock.now();
-        let mut map = self.map.lock();
-        let alive = map.get(id).map(|s| self.alive(s, now))?;
-        if !alive {
-            map.remove(id);
-            return None;
+        let hash = secret_hash(id);
+        let Some(mut session) = self.store.console_session(&hash)? else {
+            return Ok(None);
+        };
+        if !self.alive(&session, now) {
+            self.store.remove_console_session(&hash)?;
+            return Ok(None);
         }
-        let s = map.get_mut(id)?;
-        s.last_seen = now;
-        Some(s.clone())
+        if now - session.last_seen >= self.touch_every() {
+            // Ended meanwhile (a logout on another node): not written back.
+            if !self.store.touch_console_session(&hash, now)? {
+                return Ok(None);
+            }
+            session.last_seen = now;
+        }
+        Ok(Some(session))
     }
 
-    pub fn remove(&self, id: &str) {
-        self.map.lock().remove(id);
-    }
-
-    /// Ends every session of this administrator or user (removed, password changed).
-    pub fn remove_who(&self, keep: &dyn Fn(&Who) -> bool) {
-        self.map.lock().retain(|_, s| keep(&s.who));
+    /// Ends the session with this id (synced). Blocks on the store.
+    pub fn remove(&self, id: &str) -> StoreResult<()> {
+        self.store.remove_console_session(&secret_hash(id))
     }
 }
 
@@ -177,6 +167,17 @@ impl LoginThrottle {
         over(&by_name, self.max) || over(&by_ip, self.max.saturating_mul(4))
     }
 
+    /// The name or the client address failed recently: its check waits in the hash
+    /// pool's suspect lane, behind the clean ones.
+    pub fn suspect(&self, name: &str, ip: IpAddr) -> bool {
+        let now = self.clock.now();
+        let map = self.failures.lock();
+        Self::keys(name, ip).iter().any(|key| {
+            map.get(key)
+                .is_some_and(|(n, since)| *n > 0 && now - since < self.lockout)
+        })
+    }
+
     pub fn failed(&self, name: &str, ip: IpAddr) {
         let now = self.clock.now();
         let mut map = self.failures.lock();
@@ -202,28 +203,38 @@ mod tests {
 
     #[test]
     fn sessions_expire_when_idle_and_at_their_absolute_limit() {
+        let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(ManualClock::new(1000));
-        let sessions = Sessions::new(clock.clone(), 60, 300);
+        let store = Store::open_with(&dir.path().join("db"), Default::default(), clock.clone()).unwrap();
+        let sessions = Sessions::new(store.clone(), clock.clone(), 60, 300);
         let who = Who::User {
             address: "anna@example.com".into(),
         };
-        let id = sessions.create(who.clone());
+        let id = sessions.create(who.clone()).unwrap();
         clock.advance(59);
-        assert!(sessions.get(&id).is_some(), "used within the idle time");
+        assert!(sessions.get(&id).unwrap().is_some(), "used within the idle time");
         clock.advance(59);
-        assert!(sessions.get(&id).is_some(), "the idle clock restarted");
+        assert!(sessions.get(&id).unwrap().is_some(), "the idle clock restarted");
         clock.advance(61);
-        assert!(sessions.get(&id).is_none(), "idle too long");
-        let id = sessions.create(who);
+        assert!(sessions.get(&id).unwrap().is_none(), "idle too long");
+        let id = sessions.create(who.clone()).unwrap();
         for _ in 0..6 {
             clock.advance(50);
             let _ = sessions.get(&id);
         }
         assert!(
-            sessions.get(&id).is_none(),
+            sessions.get(&id).unwrap().is_none(),
             "past the absolute limit however busy"
         );
-        assert!(sessions.get("planted").is_none());
+        assert!(sessions.get("planted").unwrap().is_none());
+        // Only the id's hash is stored; another handle on the store (another node, or
+        // after a restart) knows the session; removing it ends it for every handle.
+        let id = sessions.create(who).unwrap();
+        assert!(store.console_session(&secret_hash(&id)).unwrap().is_some());
+        let again = Sessions::new(store.clone(), clock.clone(), 60, 300);
+        assert!(again.get(&id).unwrap().is_some(), "the other handle knows it");
+        again.remove(&id).unwrap();
+        assert!(sessions.get(&id).unwrap().is_none(), "ended for both");
     }
 
     #[test]

@@ -325,22 +325,21 @@ pub async fn bulk(
     let selection = Selection::new(action, &filter, (!on_filter).then_some(ticked));
     let token = field("confirmation");
     if !token.is_empty() {
-        return Ok(
-            match console
-                .confirmations
-                .redeem(&token, &admin.confirmation_owner(), &selection)
-            {
-                Ok(listed) => {
-                    let notice = act(&console, &admin, action, &filter, listed).await?;
-                    render(&console, &admin, filter, notice).await?.into_response()
-                }
-                Err(why) => (
-                    StatusCode::CONFLICT,
-                    render(&console, &admin, filter, Notice::Refused(why)).await?,
-                )
-                    .into_response(),
-            },
-        );
+        let (c, owner, asked) = (console.clone(), admin.confirmation_owner(), selection.clone());
+        let redeemed = tokio::task::spawn_blocking(move || c.confirmations.redeem(&token, &owner, &asked))
+            .await
+            .map_err(|e| AppError::Internal(e.to_string()))?;
+        return Ok(match redeemed {
+            Ok(listed) => {
+                let notice = act(&console, &admin, action, &filter, listed).await?;
+                render(&console, &admin, filter, notice).await?.into_response()
+            }
+            Err(why) => (
+                StatusCode::CONFLICT,
+                render(&console, &admin, filter, Notice::Refused(why)).await?,
+            )
+                .into_response(),
+        });
     }
     // One entry retried, held or released (the entry page's buttons, or one ticked) is
     // not a bulk action: it is done at once.
@@ -359,9 +358,11 @@ pub async fn bulk(
         return Ok(render(&console, &admin, filter, notice).await?.into_response());
     }
     let listed = entries.iter().map(|e| e.id).collect();
-    let issued = console
-        .confirmations
-        .issue(&admin.confirmation_owner(), selection.clone(), listed);
+    let (c, owner, asked) = (console.clone(), admin.confirmation_owner(), selection.clone());
+    let issued = tokio::task::spawn_blocking(move || c.confirmations.issue(&owner, asked, listed))
+        .await
+        .map_err(|e| AppError::Internal(e.to_string()))?
+        .map_err(AppError::Internal)?;
     Ok(confirmation(&admin, &selection, issued, now, &entries).into_response())
 }
 
