@@ -102,6 +102,18 @@ impl StoreConfig {
                 format!("{} is not between 1 and 1000", self.pool_size),
             ));
         }
+        match (self.bodies, &self.s3) {
+            (StoreBodies::S3, None) => out.push((
+                "store.s3".into(),
+                "bodies = \"s3\" needs a [store.s3] section (endpoint, bucket, access_key_id, secret_key_file)"
+                    .into(),
+            )),
+            (StoreBodies::S3, Some(s3)) => out.extend(s3.problems()),
+            (StoreBodies::Store, Some(_)) => {
+                out.push(("store.s3".into(), "only used with bodies = \"s3\"".into()))
+            }
+            (StoreBodies::Store, None) => {}
+        }
         out
     }
 }
@@ -124,6 +136,123 @@ pub struct StoreConfig {
     /// PostgreSQL only: CA certificates (PEM) to verify the server with instead of the
     /// system's.
     pub ca_file: Option<PathBuf>,
+    /// Where message bodies are kept: "store" (with the records, the default) or "s3"
+    /// (an S3-compatible bucket, `[store.s3]`; the store keeps records and counts).
+    pub bodies: StoreBodies,
+    pub s3: Option<S3Config>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBodies {
+    Store,
+    S3,
+}
+
+/// `[store.s3]`: the bucket of bodies when `[store] bodies = "s3"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    /// `https://s3.eu-west-1.amazonaws.com`, `https://minio.example.com:9000`.
+    pub endpoint: String,
+    pub bucket: String,
+    #[serde(default = "default_s3_region")]
+    pub region: String,
+    pub access_key_id: String,
+    /// A file (mode 0600) holding the secret access key on its first line; the key
+    /// itself is never written in the configuration.
+    pub secret_key_file: PathBuf,
+    /// Objects are named `<prefix>/<sha-256 in hex>`.
+    #[serde(default)]
+    pub prefix: String,
+    /// Plain HTTP to the endpoint: a loopback stand-in only.
+    #[serde(default)]
+    pub allow_http: bool,
+    /// Each call to the bucket, retries included, gives up after this long.
+    #[serde(default = "default_s3_timeout")]
+    pub timeout_secs: u64,
+    /// Released and orphaned objects are deleted this long after, not before.
+    #[serde(default = "default_s3_grace")]
+    pub sweep_grace_secs: u64,
+}
+
+fn default_s3_region() -> String {
+    "us-east-1".into()
+}
+
+fn default_s3_timeout() -> u64 {
+    understudy_storage::S3Options::DEFAULT_TIMEOUT.as_secs()
+}
+
+fn default_s3_grace() -> u64 {
+    understudy_storage::S3Options::DEFAULT_GRACE.as_secs()
+}
+
+impl S3Config {
+    /// What `check-config` reports about `[store.s3]`, each with its key.
+    fn problems(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let mut bad = |key: &str, text: String| out.push((format!("store.s3.{key}"), text));
+        let (scheme, rest) = match self.endpoint.split_once("://") {
+            Some((scheme, rest)) => (scheme.to_ascii_lowercase(), rest),
+            None => (String::new(), self.endpoint.as_str()),
+        };
+        let authority = rest.split('/').next().unwrap_or("");
+        let host = match authority.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or(""),
+            None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+        };
+        match scheme.as_str() {
+            "https" => {}
+            "http" if !self.allow_http => bad(
+                "endpoint",
+                "http:// needs allow_http = true (a loopback stand-in only); use https://".into(),
+            ),
+            "http" => {}
+            _ => bad("endpoint", format!("{} is not an http(s):// URL", self.endpoint)),
+        }
+        if host.is_empty() {
+            bad("endpoint", "names no host".into());
+        }
+        if self.allow_http {
+            let loopback = host.eq_ignore_ascii_case("localhost")
+                || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+            if !loopback {
+                bad(
+                    "allow_http",
+                    format!("plain HTTP only to a loopback endpoint, not {host}"),
+                );
+            }
+        }
+        let b = &self.bucket;
+        if !(3..=63).contains(&b.len())
+            || !b
+                .bytes()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'.')
+            || !b.starts_with(|c: char| c.is_ascii_alphanumeric())
+        {
+            bad(
+                "bucket",
+                format!("{b:?} is not an S3 bucket name (3 to 63 lower-case letters, digits, '-' and '.')"),
+            );
+        }
+        if self.region.trim().is_empty() {
+            bad("region", "is empty".into());
+        }
+        if self.access_key_id.trim().is_empty() {
+            bad("access_key_id", "is empty".into());
+        }
+        if let Err(e) = crate::config_types::check_password_file(&self.secret_key_file) {
+            bad("secret_key_file", e);
+        }
+        if !(1..=300).contains(&self.timeout_secs) {
+            bad(
+                "timeout_secs",
+                format!("{} is not between 1 and 300", self.timeout_secs),
+            );
+        }
+        out
+    }
 }
 
 impl Default for StoreConfig {
@@ -135,6 +264,8 @@ impl Default for StoreConfig {
             pool_size: 16,
             tls: StoreTls::Require,
             ca_file: None,
+            bodies: StoreBodies::Store,
+            s3: None,
         }
     }
 }
@@ -905,6 +1036,29 @@ impl Config {
         }))
     }
 
+    /// Where bodies go, with the S3 secret key read from its file.
+    pub fn body_options(&self) -> anyhow::Result<understudy_storage::BodyOptions> {
+        let s3 = match (self.store.bodies, &self.store.s3) {
+            (StoreBodies::Store, _) => return Ok(understudy_storage::BodyOptions::Store),
+            (StoreBodies::S3, None) => anyhow::bail!("[store] bodies = \"s3\" needs a [store.s3] section"),
+            (StoreBodies::S3, Some(s3)) => s3,
+        };
+        let secret = crate::config_types::read_password_file(&s3.secret_key_file)?;
+        Ok(understudy_storage::BodyOptions::S3(
+            understudy_storage::S3Options {
+                endpoint: s3.endpoint.clone(),
+                bucket: s3.bucket.clone(),
+                region: s3.region.clone(),
+                access_key_id: s3.access_key_id.clone(),
+                secret_access_key: secret.expose().to_string(),
+                prefix: s3.prefix.clone(),
+                allow_http: s3.allow_http,
+                timeout: std::time::Duration::from_secs(s3.timeout_secs),
+                grace: std::time::Duration::from_secs(s3.sweep_grace_secs),
+            },
+        ))
+    }
+
     pub fn db_dir(&self) -> PathBuf {
         self.data_dir.join("db")
     }
@@ -1014,6 +1168,62 @@ mod tests {
         assert_eq!(problems[0].key, "store.url");
         let unknown = format!("{base}[store]\nbackend = \"sqlite\"\n");
         assert!(Config::parse(&unknown, "t.toml", None).is_err());
+    }
+
+    #[test]
+    fn s3_bodies_section_is_validated_and_its_secret_read_from_the_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("s3-secret");
+        std::fs::write(&secret, "Top1secret\n").unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let base = "hostname = \"mx.example.com\"\ndata_dir = \"/tmp/x\"\n";
+        let section = |extra: &str| {
+            format!(
+                "{base}[store]\nbodies = \"s3\"\n[store.s3]\nbucket = \"understudy-bodies\"\n\
+                 access_key_id = \"AKIDEXAMPLE\"\nsecret_key_file = \"{}\"\n{extra}",
+                secret.display()
+            )
+        };
+        let good = section("endpoint = \"http://127.0.0.1:9000\"\nallow_http = true\nprefix = \"mail\"\n");
+        let config = Config::parse(&good, "t.toml", None).unwrap();
+        let understudy_storage::BodyOptions::S3(s3) = config.body_options().unwrap() else {
+            panic!("bodies = \"s3\" gave no S3 options");
+        };
+        assert_eq!(s3.secret_access_key, "Top1secret");
+        assert_eq!(
+            (s3.region.as_str(), s3.prefix.as_str(), s3.allow_http),
+            ("us-east-1", "mail", true)
+        );
+        // The secret is never shown, in the options or the configuration.
+        assert!(!format!("{s3:?}{config:?}").contains("Top1secret"));
+
+        let problems = |text: &str| -> Vec<String> {
+            match Config::parse(text, "t.toml", None) {
+                Err(ConfigError::Invalid { problems, .. }) => problems.into_iter().map(|p| p.key).collect(),
+                other => panic!("expected validation errors, got {:?}", other.map(|_| ())),
+            }
+        };
+        assert_eq!(
+            problems(&section("endpoint = \"http://s3.example.com\"\n")),
+            vec!["store.s3.endpoint"]
+        );
+        assert_eq!(
+            problems(&section(
+                "endpoint = \"http://s3.example.com\"\nallow_http = true\n"
+            )),
+            vec!["store.s3.allow_http"]
+        );
+        let bad_bucket = good.replace("understudy-bodies", "ab");
+        assert_eq!(problems(&bad_bucket), vec!["store.s3.bucket"]);
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(problems(&good), vec!["store.s3.secret_key_file"]);
+        assert_eq!(
+            problems(&format!("{base}[store]\nbodies = \"s3\"\n")),
+            vec!["store.s3"]
+        );
+        let unused = good.replace("bodies = \"s3\"", "bodies = \"store\"");
+        assert_eq!(problems(&unused), vec!["store.s3"]);
     }
 
     /// The `[[ldap]]` sections' problems, through the whole file's parser (here, so the

@@ -1,5 +1,6 @@
 //! The retention task: applies each domain's rolling archive retention once an hour in
-//! small batches on the blocking pool, yielding between batches.
+//! small batches on the blocking pool, yielding between batches, then sweeps released
+//! body objects when bodies are in an S3 bucket (`Store::sweep_bodies`).
 
 use std::time::Duration;
 
@@ -23,7 +24,14 @@ pub async fn run(store: Store, mut shutdown: watch::Receiver<bool>) {
         let result = tokio::task::spawn_blocking(move || {
             // A short pause between batches lets sessions waiting on the same mailbox
             // locks go first.
-            task_store.apply_retention(BATCH, || std::thread::sleep(Duration::from_millis(20)))
+            let removed =
+                task_store.apply_retention(BATCH, || std::thread::sleep(Duration::from_millis(20)))?;
+            // Bodies in an S3 bucket: the objects released (here or by any writer)
+            // longer ago than the grace period, and orphans (`bodies.rs`).
+            if let Err(e) = task_store.sweep_bodies() {
+                tracing::error!(error = %e, "sweep of body objects failed");
+            }
+            Ok::<_, understudy_storage::StoreError>(removed)
         })
         .await;
         match result {

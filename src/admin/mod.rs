@@ -92,16 +92,17 @@ pub fn socket_path(config: &Config) -> PathBuf {
 /// or the shared PostgreSQL store (`[store] backend = "postgres"`). The server opens
 /// it this way, and so does an admin command when no server is running.
 pub fn open_store(config: &Config) -> anyhow::Result<Store> {
+    let options = understudy_storage::StoreOptions {
+        bodies: config.body_options()?,
+        ..Default::default()
+    };
+    let clock = std::sync::Arc::new(understudy_storage::SystemClock);
     if let Some(pg) = config.postgres()? {
-        let store = Store::open_postgres(
-            &pg,
-            understudy_storage::StoreOptions::default(),
-            std::sync::Arc::new(understudy_storage::SystemClock),
-        )
-        .context("cannot open the PostgreSQL store ([store] url)")?;
+        let store = Store::open_postgres(&pg, options, clock)
+            .context("cannot open the PostgreSQL store ([store] url)")?;
         return Ok(store);
     }
-    Store::open(&config.db_dir()).map_err(|e| match e {
+    Store::open_with(&config.db_dir(), options, clock).map_err(|e| match e {
         StoreError::Locked { pid, .. } => anyhow::anyhow!(
             "the database in {} is in use by another process{}, but no server answers on its admin socket {}",
             config.db_dir().display(),

@@ -51,6 +51,8 @@ pub struct StoreOptions {
     /// each of them, so a busy outage (queue, messages, changes, tracking all written at
     /// once) held half a gigabyte of memtables; past this cap the largest one is flushed.
     pub write_buffer_bytes: usize,
+    /// Where bodies are kept: in the store (the default) or an S3 object store.
+    pub bodies: crate::bodies::BodyOptions,
 }
 
 impl Default for StoreOptions {
@@ -60,6 +62,7 @@ impl Default for StoreOptions {
             cache_bytes: 64 << 20,
             statistics: false,
             write_buffer_bytes: 64 << 20,
+            bodies: crate::bodies::BodyOptions::Store,
         }
     }
 }
@@ -124,6 +127,8 @@ pub(crate) struct Inner {
     pub(crate) claims: std::sync::atomic::AtomicU64,
     /// The selected IMAP views' holds on expunged messages (`view_holds.rs`).
     pub(crate) holds: Mutex<crate::view_holds::HoldRegistry>,
+    /// Where new bodies go: None, in the store's records; or an S3 bucket (`bodies.rs`).
+    pub(crate) bodies: Option<crate::bodies::ObjectBodies>,
 }
 
 /// Locks held (`Store::lock`, `Store::lock_outer`): the engine's, then this process's,
@@ -225,6 +230,10 @@ impl Store {
             tracking: counter(COUNTER_TRACKING)?,
             uid_validity: counter(COUNTER_UIDVALIDITY)?,
         };
+        let bodies = match &options.bodies {
+            crate::bodies::BodyOptions::Store => None,
+            crate::bodies::BodyOptions::S3(s3) => Some(crate::bodies::ObjectBodies::open(s3)?),
+        };
         let notifier = Arc::new(Notifier::default());
         let heard = notifier.clone();
         backend.listen(Arc::new(move |change| match change {
@@ -251,6 +260,7 @@ impl Store {
                 node_id: crate::lease::new_node_id(),
                 claims: std::sync::atomic::AtomicU64::new(0),
                 holds: Mutex::new(Default::default()),
+                bodies,
             }),
         };
         if store.shared() {

@@ -42,6 +42,10 @@ pub enum StoreError {
     /// writer changed the record first. Nothing of the batch was applied.
     #[error("record changed by another writer: {0}")]
     Conflict(String),
+    /// The S3 object store of bodies failed or did not answer in time; the text has
+    /// the cause (never the secret key). Temporary from a client's point of view.
+    #[error("object store of bodies: {0}")]
+    ObjectStore(String),
     #[error("corrupt record in {cf}: {reason}")]
     Corrupt { cf: &'static str, reason: String },
     #[error("filesystem error: {0}")]

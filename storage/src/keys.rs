@@ -28,6 +28,8 @@
 //! | recoverable | tracking id (u64) queue id (u64)      | `Recoverable` JSON         |
 //! | held        | mailbox id (u64) uid (u32)            | `HeldMessage` JSON         |
 //! | sort_keys   | mailbox id (u64) uid (u32)            | body id (32) + summary     |
+//! | body_objects | sha-256 of body                      | empty (body in S3)         |
+//! | body_sweep  | sha-256 of body                       | released at (i64)          |
 //! | view_holds  | `h` mailbox (u64) node (u64) hold (u64) / `n` node (u64) | horizon (u64) / lease end (i64) |
 
 pub const CF_META: &str = "meta";
@@ -73,6 +75,12 @@ pub const CF_HELD: &str = "held";
 /// Per message: its body's id and summary (as in `summaries`), written and deleted with
 /// the message record, so the SORT keys of a whole mailbox are one ordered scan.
 pub const CF_SORT_KEYS: &str = "sort_keys";
+/// Per body kept in the S3 object store (`bodies.rs`): a marker in place of its `blobs`
+/// record, written and deleted under the same rules.
+pub const CF_BODY_OBJECTS: &str = "body_objects";
+/// Bodies whose last reference went while they were objects: their objects are deleted
+/// by the sweep after a grace period (`Store::sweep_bodies`).
+pub const CF_BODY_SWEEP: &str = "body_sweep";
 /// On a store shared by several nodes: each selected IMAP view's hold (mailbox, node,
 /// hold id, its horizon) and each node's liveness (its lease's end), so an expunge on
 /// one node keeps what another node's views show (`view_holds.rs`).
@@ -106,6 +114,8 @@ pub const ALL_CFS: &[&str] = &[
     CF_RECOVERABLE,
     CF_HELD,
     CF_SORT_KEYS,
+    CF_BODY_OBJECTS,
+    CF_BODY_SWEEP,
     CF_VIEW_HOLDS,
 ];
 

@@ -14,6 +14,7 @@ pub mod accounts;
 pub mod address;
 pub mod admins;
 mod backend;
+pub mod bodies;
 mod clock;
 pub mod copy;
 mod db;
@@ -43,6 +44,7 @@ pub mod view_holds;
 
 pub use address::EmailAddress;
 pub use backend::pg::{PgOptions, PgTls};
+pub use bodies::{BodyOptions, S3Options, SweepOutcome};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use db::{BodySummary, Store, StoreOptions, Summariser, SCHEMA_VERSION};
 pub use error::{StoreError, StoreResult};

@@ -347,8 +347,8 @@ impl Store {
             None => None,
         };
         let record = record.ok_or_else(|| StoreError::NotFound(format!("message {uid}")))?;
-        let body = snapshot
-            .get(CF_BLOBS, &record.blob)?
+        let body = self
+            .read_body(snapshot.as_ref(), &record.blob)?
             .ok_or_else(|| StoreError::Corrupt {
                 cf: CF_BLOBS,
                 reason: format!("body {} of message {uid} missing", hex::encode(record.blob)),
@@ -357,11 +357,11 @@ impl Store {
     }
 
     pub fn body(&self, blob: &BlobId) -> StoreResult<Vec<u8>> {
-        let cf = CF_BLOBS;
-        self.get_raw(cf, blob)?.ok_or_else(|| StoreError::Corrupt {
-            cf: CF_BLOBS,
-            reason: format!("body {} missing", hex::encode(blob)),
-        })
+        self.read_body(self.inner.backend.as_ref(), blob)?
+            .ok_or_else(|| StoreError::Corrupt {
+                cf: CF_BLOBS,
+                reason: format!("body {} missing", hex::encode(blob)),
+            })
     }
 
     pub fn blob_refs(&self, blob: &BlobId) -> StoreResult<i64> {
@@ -370,8 +370,7 @@ impl Store {
     }
 
     pub fn blob_exists(&self, blob: &BlobId) -> StoreResult<bool> {
-        let cf = CF_BLOBS;
-        Ok(self.get_raw(cf, blob)?.is_some())
+        self.body_present(self.inner.backend.as_ref(), blob)
     }
 
     /// Changes after `since`, in modseq order, with the record of each message that
@@ -1058,7 +1057,7 @@ impl Store {
             return Ok(());
         }
         if self.blob_refs(blob)? <= 0 {
-            batch.put(CF_BLOBS, blob, body);
+            self.put_body(batch, blob, body)?;
             batch.put(CF_BLOB_REFS, blob, count.to_be_bytes());
             // In the body's own batch: a body never exists without its summary once a
             // summariser is set, and the summary goes with the body (release_blob_into).
@@ -1089,7 +1088,7 @@ impl Store {
     /// body's lock.
     pub(crate) fn release_blob_into(&self, batch: &mut Batch, blob: &BlobId, count: i64) -> StoreResult<()> {
         if self.blob_refs(blob)? <= count {
-            self.delete(batch, CF_BLOBS, blob)?;
+            self.drop_body(batch, blob);
             self.delete(batch, CF_BLOB_REFS, blob)?;
             self.delete(batch, CF_SUMMARIES, blob)?;
         } else {

@@ -801,13 +801,16 @@ impl Walk {
         self.directory = Some(slapd);
     }
 
-    /// The files the `[[ldap]]` example names: the directory's CA and the service
-    /// account's password.
+    /// The files the examples name: the `[[ldap]]` directory's CA and the service
+    /// account's password, the S3 secret key file.
     fn directory_files(&self) {
         let etc = self.root.join("etc/understudy");
         std::fs::copy(ca_cert(), etc.join("ldap-ca.pem")).unwrap();
         std::fs::write(etc.join("ldap-password"), "Service1secret\n").unwrap();
         set_mode(&etc.join("ldap-password"), 0o600);
+        // The secret key file of the `[store.s3]` example.
+        std::fs::write(etc.join("s3-secret"), "S3secret\n").unwrap();
+        set_mode(&etc.join("s3-secret"), 0o600);
     }
 
     /// A configuration example, with the files it names, on top of the configuration

@@ -65,6 +65,8 @@ mod pop3;
 mod postgres;
 /// SIGHUP: routes and inbound checks reloaded, restart-only sections named.
 mod reload;
+/// Bodies in an S3 bucket (moto as the stand-in) under a PostgreSQL store.
+mod s3;
 /// Security defaults: no password before TLS, TLS 1.2+ only, lockouts, modes, logs.
 mod security;
 /// SIGTERM mid-session: each protocol's goodbye, SMTP DATA in flight finishes.

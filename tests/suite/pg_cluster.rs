@@ -232,7 +232,7 @@ fn one_outage_gives_one_set_of_four_alerts_while_the_leader_is_killed_twice() {
 /// Senders on both nodes' MX ports without a pause, one line per reply to `out`:
 /// `time node message-id reply` (reply: the code, or `dropped` for a connection that
 /// ended without one, which is never counted as accepted). Stops when `stop` exists.
-const SENDERS: &str = r#"
+pub(crate) const SENDERS: &str = r#"
 import smtplib, sys, threading, time, os
 out, stop, ports = sys.argv[1], sys.argv[2], [int(p) for p in sys.argv[3:]]
 lock = threading.Lock()
@@ -284,7 +284,7 @@ for t in threads:
 "#;
 
 /// Message-IDs in anna's INBOX, read over IMAP through one node.
-const LIST_IDS: &str = r#"
+pub(crate) const LIST_IDS: &str = r#"
 import imaplib, ssl, sys, re
 m = imaplib.IMAP4_SSL("127.0.0.1", int(sys.argv[2]), ssl_context=ssl.create_default_context(cafile=sys.argv[1]), timeout=60)
 m.login("anna@example.com", "Correct1horse")
@@ -298,14 +298,14 @@ for part in data:
 m.logout()
 "#;
 
-struct Reply {
-    at: f64,
-    node: String,
-    mid: String,
-    code: String,
+pub(crate) struct Reply {
+    pub(crate) at: f64,
+    pub(crate) node: String,
+    pub(crate) mid: String,
+    pub(crate) code: String,
 }
 
-fn replies(path: &Path) -> Vec<Reply> {
+pub(crate) fn replies(path: &Path) -> Vec<Reply> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
@@ -321,7 +321,7 @@ fn replies(path: &Path) -> Vec<Reply> {
         .collect()
 }
 
-fn unix_now() -> f64 {
+pub(crate) fn unix_now() -> f64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())

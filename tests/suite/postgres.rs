@@ -16,7 +16,7 @@ pub(crate) fn store_section(url: &str) -> String {
     format!("\n[store]\nbackend = \"postgres\"\nurl = \"{url}\"\npool_size = 4\ntls = \"off\"\n")
 }
 
-const DELIVER_AND_READ: &str = r#"
+pub(crate) const DELIVER_AND_READ: &str = r#"
 import imaplib, smtplib, ssl, sys, threading, time
 ca, smtp_port, imaps_port, first = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 def send(n):
