@@ -58,6 +58,10 @@ pub enum Command {
         /// A directory written by `understudy backup`.
         dir: PathBuf,
     },
+    /// Move the bodies kept in the store into the S3 bucket of `[store.s3]` (after
+    /// setting `[store] bodies = "s3"`; new bodies already go there). Each body under
+    /// its lock: safe beside running nodes on PostgreSQL; with RocksDB stop the server.
+    MoveBodies,
     /// Whole-store operations that need no configuration.
     #[command(subcommand)]
     Store(StoreCommand),
@@ -207,6 +211,16 @@ pub fn run_admin(config: &Config, command: Command) -> anyhow::Result<()> {
             return Ok(());
         }
         Command::Store(command) => return run_store(command),
+        Command::MoveBodies => {
+            let store = crate::admin::open_store(config)?;
+            let moved = store.move_bodies_to_objects(&mut |n| {
+                if n % 1000 == 0 {
+                    eprintln!("progress: {n} bodies moved");
+                }
+            })?;
+            println!("moved {moved} bodies into the bucket");
+            return Ok(());
+        }
         Command::Admin(command) => command,
     };
     let (command, shown_password) = prepare(config, command)?;

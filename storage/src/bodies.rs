@@ -409,6 +409,43 @@ impl Store {
         }
     }
 
+    /// Moves every body still kept as a record of the store (written before `[store]
+    /// bodies` became "s3") into the bucket: each under its lock, PUT, then its record
+    /// replaced by a marker in one batch, so a crash leaves at worst an orphan object and
+    /// the record. Safe while servers run (writers take the same locks). `progress` gets
+    /// the count so far. Returns how many moved; an error when bodies are not in S3.
+    pub fn move_bodies_to_objects(&self, progress: &mut dyn FnMut(u64)) -> StoreResult<u64> {
+        let Some(objects) = &self.inner.bodies else {
+            return Err(StoreError::Invalid(
+                "bodies are kept in the store ([store] bodies = \"store\"): nothing to move to".into(),
+            ));
+        };
+        let mut ids: Vec<BlobId> = Vec::new();
+        for item in self.iter(CF_BLOBS, crate::db::IterMode::Start)? {
+            let (k, _) = item?;
+            if let Ok(blob) = BlobId::try_from(&k[..]) {
+                ids.push(blob);
+            }
+        }
+        let mut moved = 0;
+        for blob in ids {
+            let _guard = self.lock(&[crate::mailbox::blob_lock(&blob)])?;
+            // Released (or moved by another run) since the scan: nothing to do.
+            let Some(body) = self.get_raw(CF_BLOBS, &blob)? else {
+                continue;
+            };
+            objects.put(&blob, &body)?;
+            let mut batch = Batch::default();
+            batch.delete(CF_BLOBS, blob);
+            batch.put(CF_BODY_OBJECTS, blob, b"");
+            batch.delete(CF_BODY_SWEEP, blob);
+            self.commit(batch)?;
+            moved += 1;
+            progress(moved);
+        }
+        Ok(moved)
+    }
+
     /// Deletes the objects of released bodies and orphans older than the grace period,
     /// each under the body's lock after re-reading that nothing references it (see the
     /// module comment). Nothing to do when bodies are kept in the store. Run by the

@@ -262,3 +262,50 @@ fn a_bucket_that_is_down_or_silent_fails_the_write_and_keeps_none_of_it() {
     }
     drop(silent);
 }
+
+#[test]
+fn bodies_kept_in_the_store_stay_readable_after_the_switch_and_move_into_the_bucket() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1_700_000_000));
+    let in_store = StoreOptions {
+        bodies: BodyOptions::Store,
+        ..StoreOptions::default()
+    };
+    let store = Store::open_with(dir.path(), in_store, clock.clone()).unwrap();
+    store.add_domain(&Domain::new("example.com")).unwrap();
+    let user = store.create_user("anna@example.com", "Anna", None).unwrap();
+    let inbox = store.inbox(user.id).unwrap();
+    let old: Vec<Vec<u8>> = (0..3)
+        .map(|i| format!("Subject: old {i}\r\n\r\n.\r\n").into_bytes())
+        .collect();
+    for body in &old {
+        store.deliver(&request(body, vec![user.id])).unwrap();
+    }
+    drop(store);
+    // Switched to S3: the old bodies are read from their records, new ones go to the
+    // bucket, a copy of an old body shares its record.
+    let store = open_store(dir.path(), StoreOptions::default(), clock).unwrap();
+    assert!(objects(dir.path()).is_empty());
+    assert_eq!(store.message_body(user.id, inbox.id, 1).unwrap().1, old[0]);
+    store.deliver(&request(&old[0], vec![user.id])).unwrap();
+    let new = b"Subject: new\r\n\r\n.\r\n";
+    store.deliver(&request(new, vec![user.id])).unwrap();
+    assert_eq!(objects(dir.path()), BTreeSet::from([object_name(new)]));
+    // Expunging an old body's last copy drops its record; the sweep finds no object.
+    store.expunge(user.id, inbox.id, &[3]).unwrap();
+    store.sweep_bodies().unwrap();
+    assert_consistent(&store, "mixed");
+    let mut seen = Vec::new();
+    let moved = store.move_bodies_to_objects(&mut |n| seen.push(n)).unwrap();
+    assert_eq!((moved, seen.len()), (2, 2));
+    assert_eq!(
+        objects(dir.path()),
+        BTreeSet::from([object_name(&old[0]), object_name(&old[1]), object_name(new)])
+    );
+    assert_eq!(store.move_bodies_to_objects(&mut |_| {}).unwrap(), 0);
+    for uid in [1, 2, 4, 5] {
+        store.message_body(user.id, inbox.id, uid).unwrap();
+    }
+    assert_eq!(store.message_body(user.id, inbox.id, 2).unwrap().1, old[1]);
+    assert_consistent(&store, "after the move");
+}

@@ -68,6 +68,9 @@ fn smtp_mail_on_postgresql_with_s3_bodies_is_served_over_imap_from_the_bucket() 
     assert!(out.contains("uids 1 2 3 4 5 6 7\n"), "{out}");
     assert!(out.contains("last body 7"), "{out}");
     assert_eq!(moto::list(&bucket, "mail/").len(), 8);
+    // Nothing left in PostgreSQL to move, beside the running node.
+    let moved = server.admin_ok(&["move-bodies"]);
+    assert!(moved.contains("moved 0 bodies into the bucket"), "{moved}");
 }
 
 #[test]
