@@ -355,6 +355,69 @@ for case, name, password in [("unknown name", "nobody", "Wrong1horse"), ("wrong 
     }
 }
 
+/// A full hash lane (one hash thread, a queue of one) is a temporary failure at once on
+/// both login pages, as IMAP's NO [UNAVAILABLE]: 30 logins posted at the same moment on
+/// connections opened beforehand get 401 (checked) or 503 "busy" (refused unchecked),
+/// never anything else, and some of each.
+#[test]
+fn a_full_hash_lane_answers_busy_on_both_login_pages() {
+    let config = "[web]\nlisten = \"127.0.0.1:0\"\nmax_failures = 100000\n\
+                  [auth]\nhash_threads = 1\nhash_queue = 1\nfailure_delay_ms = 0\nmax_failures = 100000\n";
+    let server = TestServer::setup(config, |s| {
+        s.admin_ok(&["domain", "add", "example.com"]);
+        add_admin(s, "root", &[]);
+    });
+    let script = format!(
+        "{RAW_LOGIN_PY}{}",
+        r#"
+import threading
+def flood(path, fields_for, n=30):
+    conns = []
+    for i in range(n):
+        c = http.client.HTTPSConnection("localhost", PORT, context=CTX, timeout=60)
+        c.request("GET", path)
+        r = c.getresponse()
+        form = r.read().decode()
+        cookie = r.getheader("Set-Cookie").split(";")[0]
+        token = re.search(r'name="csrf" value="([0-9a-f]+)"', form).group(1)
+        conns.append((c, cookie, urllib.parse.urlencode(dict(fields_for(i), csrf=token))))
+    barrier = threading.Barrier(n)
+    answers = []
+    def post(c, cookie, data):
+        barrier.wait()
+        c.request("POST", path, body=data, headers={"Cookie": cookie, "Content-Type": "application/x-www-form-urlencoded"})
+        r = c.getresponse()
+        body = r.read().decode()
+        answers.append((r.status, "busy checking passwords" in body))
+        c.close()
+    threads = [threading.Thread(target=post, args=conn) for conn in conns]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return answers
+W = "Wrong1horse"
+for page, path, fields in [
+    ("admin", "/login", lambda i: {"name": "nobody%d" % i, "password": W, "code": ""}),
+    ("user", "/me/login", lambda i: {"address": "nobody%d@example.com" % i, "password": W}),
+]:
+    for attempt in range(5):
+        answers = flood(path, fields)
+        busy = sum(1 for status, says in answers if status == 503 and says)
+        failed = sum(1 for status, _ in answers if status == 401)
+        if busy and failed:
+            break
+    print(page, "answers", len(answers), "busy", busy > 0, "failed", failed > 0, "other", len(answers) - busy - failed)
+"#
+    );
+    let out = python_ok(&script, &args(&server));
+    println!("{out}");
+    for page in ["admin", "user"] {
+        let expected = format!("{page} answers 30 busy True failed True other 0");
+        assert!(out.contains(&expected), "{expected}:\n{out}");
+    }
+}
+
 #[test]
 fn a_user_changes_their_password_and_imap_takes_the_new_one() {
     let server = console_server("");

@@ -295,7 +295,7 @@ pub async fn user_login(
             protocol: "web",
         };
         match auth.authenticate(&credentials) {
-            Ok(account) => Some(account.address),
+            Ok(account) => UserOutcome::LoggedIn(account.address),
             // The password was right; the self-service page is where a user with a
             // temporary password, or outside their access window, goes to see why.
             Err(
@@ -309,25 +309,41 @@ pub async fn user_login(
                 .user_by_address(&checked)
                 .ok()
                 .flatten()
-                .map(|u| u.address),
-            Err(_) => None,
+                .map_or(UserOutcome::Failed, |u| UserOutcome::LoggedIn(u.address)),
+            // Nothing was checked (the hash pool's lane was full, or the store did not
+            // answer): what IMAP answers NO [UNAVAILABLE], for every address alike.
+            Err(AuthError::Temporary(_)) => UserOutcome::Busy,
+            Err(_) => UserOutcome::Failed,
         }
     })
     .await
-    .ok()
-    .flatten();
+    .unwrap_or(UserOutcome::Failed);
     if let Some(delay) = pacer.take_delay() {
         tokio::time::sleep(delay).await;
     }
     match outcome {
-        Some(address) => logged_in(&console, Who::User { address }, "/me").await,
-        None => login_page(
+        UserOutcome::LoggedIn(address) => logged_in(&console, Who::User { address }, "/me").await,
+        UserOutcome::Busy => login_page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Your mail account",
+            user_fields,
+            Some(BUSY),
+        ),
+        UserOutcome::Failed => login_page(
             StatusCode::UNAUTHORIZED,
             "Your mail account",
             user_fields,
             Some(FAILED),
         ),
     }
+}
+
+/// What a mail user's login came to.
+enum UserOutcome {
+    LoggedIn(String),
+    Failed,
+    /// Nothing checked: a temporary failure.
+    Busy,
 }
 
 #[derive(Deserialize)]

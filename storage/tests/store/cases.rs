@@ -776,6 +776,25 @@ fn two_nodes_deciding_from_one_outage_state_commit_exactly_one_change() {
     ));
     assert_eq!(notices(&a).len(), 2);
     assert_eq!(a.outage_memo("example.com").unwrap(), spooling_memo);
+    // The notice index (the dashboard's list): the two committed notices, oldest first,
+    // each pointing at its message's tracking record; none for another domain or time.
+    let indexed = a.outage_notice_ids("Example.com", engaged.since).unwrap();
+    assert_eq!(indexed.len(), 2, "{indexed:?}");
+    assert!(indexed[0] < indexed[1]);
+    for id in &indexed {
+        assert!(
+            a.tracking_events(*id)
+                .unwrap()
+                .iter()
+                .any(|e| e.kind == "received"),
+            "{id}"
+        );
+    }
+    assert!(a.outage_notice_ids("other.org", 0).unwrap().is_empty());
+    assert!(a
+        .outage_notice_ids("example.com", a.now() + 1)
+        .unwrap()
+        .is_empty());
 }
 
 #[test]
