@@ -302,8 +302,9 @@ impl ImapBackend for ImapStore {
         match self.store.hold_view(mailbox) {
             Ok(hold) => hold.map(|h| Box::new(StoreHold(h)) as Box<dyn ViewHold>),
             Err(err) => {
-                // The session works without one; a FETCH of a message expunged under
-                // it answers NO [EXPUNGEISSUED].
+                // The session works without one (a shared store's database may be
+                // unreachable); a FETCH of a message expunged under it answers NO
+                // [EXPUNGEISSUED].
                 tracing::warn!(%err, mailbox, "imap: taking a view hold failed");
                 None
             }

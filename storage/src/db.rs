@@ -263,6 +263,12 @@ impl Store {
                 bodies,
             }),
         };
+        if store.shared() {
+            // Other nodes' sessions may need what is held: dead nodes' holds go with
+            // their leases, at the leading node's sweep (`view_holds.rs`).
+            store.start_heartbeat();
+            return Ok(store);
+        }
         // No session exists yet: what views held when the last process ended (a crash,
         // or a store copied from one) is needed by no one.
         let released = store.release_all_held()?;

@@ -30,6 +30,7 @@
 //! | sort_keys   | mailbox id (u64) uid (u32)            | body id (32) + summary     |
 //! | body_objects | sha-256 of body                      | empty (body in S3)         |
 //! | body_sweep  | sha-256 of body                       | released at (i64)          |
+//! | view_holds  | `h` mailbox (u64) node (u64) hold (u64) / `n` node (u64) | horizon (u64) / lease end (i64) |
 
 pub const CF_META: &str = "meta";
 pub const CF_DOMAINS: &str = "domains";
@@ -80,6 +81,10 @@ pub const CF_BODY_OBJECTS: &str = "body_objects";
 /// Bodies whose last reference went while they were objects: their objects are deleted
 /// by the sweep after a grace period (`Store::sweep_bodies`).
 pub const CF_BODY_SWEEP: &str = "body_sweep";
+/// On a store shared by several nodes: each selected IMAP view's hold (mailbox, node,
+/// hold id, its horizon) and each node's liveness (its lease's end), so an expunge on
+/// one node keeps what another node's views show (`view_holds.rs`).
+pub const CF_VIEW_HOLDS: &str = "view_holds";
 
 pub const ALL_CFS: &[&str] = &[
     CF_META,
@@ -111,6 +116,7 @@ pub const ALL_CFS: &[&str] = &[
     CF_SORT_KEYS,
     CF_BODY_OBJECTS,
     CF_BODY_SWEEP,
+    CF_VIEW_HOLDS,
 ];
 
 pub fn u64_key(a: u64) -> [u8; 8] {

@@ -51,4 +51,4 @@ pub use error::{StoreError, StoreResult};
 pub use mailbox::NewMessage;
 pub use model::*;
 pub use tracking::TrackingId;
-pub use view_holds::{HeldMessage, ViewHold};
+pub use view_holds::{HeldMessage, ViewHold, NODE_LEASE_SECS};

@@ -238,3 +238,53 @@ fn two_nodes_claim_queue_entries_apart_and_a_lapsed_lease_is_taken_over() {
         .unwrap();
     assert!(a.queue_entry(mine[0].id).unwrap().is_none());
 }
+
+/// Issue 14 item 11 across nodes: node A's view holds what node B expunges until A's
+/// horizon passes it; and when A dies with a view open, what it held goes once A's
+/// lease has ended (`view_holds.rs`). The store is consistent at every step.
+#[test]
+fn a_view_on_one_node_keeps_what_another_node_expunges() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, user) = cases::with_user(dir.path());
+    let clock = Arc::new(ManualClock::new(1_700_000_000));
+    let b = open_store(dir.path(), StoreOptions::default(), clock.clone()).unwrap();
+    let inbox = a.inbox(user.id).unwrap().id;
+    for n in 1..=3 {
+        let body = format!("Subject: {n}\r\n\r\nbody {n}\r\n");
+        a.append(user.id, inbox, body.as_bytes(), 0, &[], None).unwrap();
+    }
+    let consistent = |store: &Store| {
+        let report = store.check_integrity().unwrap();
+        assert!(report.is_ok(), "{:?}", report.problems);
+    };
+    let mut hold = a.hold_view(inbox).unwrap().expect("a hold on a shared store");
+    hold.advance(a.inbox(user.id).unwrap().highest_modseq);
+    assert_eq!(b.expunge(user.id, inbox, &[2]).unwrap(), vec![2]);
+    // A's view was not told: the message reads on either node.
+    let (_, body) = a.message_body_or_held(user.id, inbox, 2).unwrap();
+    assert_eq!(body, b"Subject: 2\r\n\r\nbody 2\r\n");
+    assert_eq!(b.held_messages().unwrap().len(), 1);
+    consistent(&b);
+    // Told: the horizon passes the expunge and the entry goes with its body.
+    hold.advance(b.inbox(user.id).unwrap().highest_modseq);
+    assert!(a.held_messages().unwrap().is_empty());
+    assert!(matches!(
+        a.message_body_or_held(user.id, inbox, 2),
+        Err(StoreError::NotFound(_))
+    ));
+    consistent(&a);
+
+    // A's view has not caught up with this one.
+    b.expunge(user.id, inbox, &[3]).unwrap();
+    assert_eq!(a.held_messages().unwrap().len(), 1);
+    // Node A "dies" with its view open: the hold is never dropped, and A's lease (renewed
+    // by A's clock, which stands still) ends by B's clock.
+    std::mem::forget(hold);
+    drop(a);
+    assert_eq!(b.sweep_view_holds().unwrap(), 0, "A's lease still runs");
+    assert_eq!(b.held_messages().unwrap().len(), 1);
+    clock.advance(NODE_LEASE_SECS + 1);
+    assert_eq!(b.sweep_view_holds().unwrap(), 1, "A's lease has ended");
+    assert!(b.held_messages().unwrap().is_empty());
+    consistent(&b);
+}

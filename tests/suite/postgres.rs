@@ -388,3 +388,148 @@ fn two_nodes_drain_one_queue_to_a_flapping_primary_through_two_sigkills() {
         started.elapsed()
     );
 }
+
+/// A session on node A still shows a message a session on node B expunged: steps told
+/// by the test on stdin, each reported on stdout.
+const HELD_ACROSS: &str = r#"
+import imaplib, ssl, sys
+ca, imaps_a, imaps_b = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+ctx = ssl.create_default_context(cafile=ca)
+def connect(port):
+    m = imaplib.IMAP4_SSL("127.0.0.1", port, ssl_context=ctx, timeout=30)
+    m.login("anna@example.com", "Correct1horse")
+    return m
+def step(name):
+    print(name, flush=True)
+    sys.stdin.readline()
+a, b = connect(imaps_a), connect(imaps_b)
+for round in (1, 2):
+    a.select("INBOX")
+    b.select("INBOX")
+    b.store("2", "+FLAGS.SILENT", "(\\Deleted)")
+    print("expunged", b.expunge()[1], flush=True)
+    # Not told yet (no NOOP): message 2 is still there for A, with its text.
+    typ, data = a.fetch("2", "(UID BODY.PEEK[TEXT])")
+    print("fetch", typ, data[0][0].decode(), data[0][1].decode().strip(), flush=True)
+    if round == 1:
+        step("held")
+        a.noop()
+        print("told", a.untagged_responses.pop("EXPUNGE", None), flush=True)
+        step("released")
+step("kill me")
+b.logout()
+"#;
+
+/// Issue 14 item 11 on a shared store: a FETCH on node A of a message a session on node
+/// B expunged answers the message's data, as on one node (the hold is a row of the
+/// store, `storage/src/view_holds.rs`). The body is freed once A is told, and once A's
+/// node is SIGKILLed with a view still holding it, when its lease has ended; the store
+/// is consistent at the end.
+#[test]
+fn a_fetch_on_one_node_reads_a_message_expunged_through_the_other() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Command, Stdio};
+    use std::time::Duration;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (mut a, mut b) = two_nodes(dir.path());
+    for n in 1..=4 {
+        let out = python_ok(
+            r#"
+import smtplib, sys
+s = smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=30)
+s.sendmail("someone@example.net", ["anna@example.com"], f"Subject: {sys.argv[2]}\r\n\r\nbody {sys.argv[2]}\r\n".encode())
+s.quit()
+print("sent")
+"#,
+            &[b.addr("smtp").port().to_string(), n.to_string()],
+        );
+        assert!(out.contains("sent"), "{out}");
+    }
+    let held = || pg::query(dir.path(), "SELECT count(*) FROM understudy_held");
+    let mut client = Command::new("python3")
+        .arg("-c")
+        .arg(HELD_ACROSS)
+        .args([
+            ca_cert().display().to_string(),
+            a.addr("imaps").port().to_string(),
+            b.addr("imaps").port().to_string(),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = client.stdin.take().unwrap();
+    let mut lines = BufReader::new(client.stdout.take().unwrap()).lines();
+    let mut until = |marker: &str| -> Vec<String> {
+        let mut seen = Vec::new();
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            if line == marker {
+                return seen;
+            }
+            seen.push(line);
+        }
+        panic!("the client ended before {marker:?}: {seen:?}");
+    };
+    let seen = until("held");
+    assert_eq!(
+        seen,
+        ["expunged [b'2']", "fetch OK 2 (UID 2 BODY[TEXT] {8} body 2"],
+        "round 1"
+    );
+    assert_eq!(held(), "1", "B's expunge keeps the body for A's view");
+    writeln!(stdin).unwrap();
+    let seen = until("released");
+    assert_eq!(seen, ["told [b'2']"]);
+    wait_until(
+        Duration::from_secs(10),
+        "the body released once A was told",
+        || held() == "0",
+    );
+    writeln!(stdin).unwrap();
+
+    // Round 2: A's view holds UID 3 (message 2 now) when its node is SIGKILLed.
+    let seen = until("kill me");
+    assert_eq!(
+        seen,
+        ["expunged [b'2']", "fetch OK 2 (UID 3 BODY[TEXT] {8} body 3"],
+        "round 2"
+    );
+    assert_eq!(held(), "1");
+    a.kill();
+    // A's lease (15 s) ends, then B's sweep (every 3 s) drops A's holds.
+    wait_until(Duration::from_secs(60), "the dead node's hold released", || {
+        held() == "0"
+    });
+    writeln!(stdin).unwrap();
+    drop(stdin);
+    assert!(client.wait().unwrap().success());
+    assert_eq!(
+        pg::query(
+            dir.path(),
+            "SELECT count(*) FROM understudy_view_holds WHERE substr(key, 1, 1) = 'h'"
+        ),
+        "0",
+        "hold rows left"
+    );
+    b.stop();
+
+    let store = understudy_storage::Store::open_postgres(
+        &understudy_storage::PgOptions {
+            url: pg::url_for(dir.path()),
+            password: None,
+            pool_size: 2,
+            tls: understudy_storage::PgTls::Off,
+        },
+        understudy_storage::StoreOptions::default(),
+        std::sync::Arc::new(understudy_storage::SystemClock),
+    )
+    .unwrap();
+    // Every reference count equals its references (messages, the queue's copies for
+    // the primary, held entries: none left).
+    let report = store.check_integrity().unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
+    assert_eq!(report.messages, 2, "two messages left");
+    assert!(store.held_messages().unwrap().is_empty());
+}

@@ -263,8 +263,9 @@ pub trait ImapBackend: Send + Sync {
     fn body(&self, account: &Account, mailbox: MailboxId, uid: u32) -> Result<Vec<u8>, BackendError>;
     /// A claim, for a view about to read `mailbox`'s messages, that keeps each message
     /// it shows readable (`body`, `summaries`) after another session expunges it, until
-    /// the view's horizon passes the expunge or the claim is dropped. `None`: the store
-    /// keeps nothing, and such a FETCH answers `NO [EXPUNGEISSUED]`.
+    /// the view's horizon passes the expunge or the claim is dropped, whichever node of a
+    /// shared store expunged it. `None`: the store keeps nothing, and such a FETCH
+    /// answers `NO [EXPUNGEISSUED]`.
     fn hold_view(&self, _account: &Account, _mailbox: MailboxId) -> Option<Box<dyn ViewHold>> {
         None
     }

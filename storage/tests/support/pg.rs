@@ -334,6 +334,30 @@ pub fn psql_on(base: &str, sql: &str) {
     );
 }
 
+/// One value (`-t -A`) that `sql` reads from the store named after `dir` (as
+/// [`url_for`]), as the superuser.
+pub fn query(dir: &Path, sql: &str) -> String {
+    let out = Command::new(bin_dir().join("psql"))
+        .args([
+            &url_for(dir),
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-q",
+            "-t",
+            "-A",
+            "-c",
+            sql,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "psql {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 /// A URL for a store of its own, named after `dir` (so reopening the same directory
 /// reopens the same store): a schema created on first use and put first in the search
 /// path.
