@@ -151,6 +151,10 @@ pub(crate) struct ObjectBodies {
     label: String,
 }
 
+/// Largest object read as a body: no body is longer (`limits.max_message_size` is at
+/// most `u32::MAX`), so a read stops there whatever the bucket sends.
+const MAX_OBJECT: u64 = u32::MAX as u64;
+
 fn s3_error(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::ObjectStore(format!("{what}: {e}"))
 }
@@ -266,16 +270,37 @@ impl ObjectBodies {
 
     /// The body, or None when there is no such object.
     pub(crate) fn get(&self, blob: &BlobId) -> StoreResult<Option<Vec<u8>>> {
+        let blob = *blob;
         let s3 = self.s3.clone();
-        let path = self.path(blob);
+        let path = self.path(&blob);
         let label = self.label.clone();
         self.run("GET", async move {
             let what = || format!("GET {path} at {label}");
             match s3.get(&path).await {
-                Ok(got) => match got.bytes().await {
-                    Ok(bytes) => Ok(Some(bytes.to_vec())),
-                    Err(e) => Err(s3_error(&what(), e)),
-                },
+                Ok(got) => {
+                    // A body was at most the message size limit (under 4 GiB) when it
+                    // was written: a bigger object, or one whose bytes are not the
+                    // body its name is the hash of, is a damaged bucket, read no further.
+                    if got.meta.size > MAX_OBJECT {
+                        return Err(s3_error(&what(), format!("object of {} octets", got.meta.size)));
+                    }
+                    let mut body = Vec::with_capacity(got.meta.size.min(1 << 20) as usize);
+                    let mut chunks = got.into_stream();
+                    while let Some(chunk) = chunks.next().await {
+                        let chunk = chunk.map_err(|e| s3_error(&what(), e))?;
+                        if (body.len() + chunk.len()) as u64 > MAX_OBJECT {
+                            return Err(s3_error(&what(), "object longer than any body"));
+                        }
+                        body.extend_from_slice(&chunk);
+                    }
+                    if crate::mailbox::blob_id(&body) != blob {
+                        return Err(s3_error(
+                            &what(),
+                            "the object is not the body its name is the hash of",
+                        ));
+                    }
+                    Ok(Some(body))
+                }
                 Err(object_store::Error::NotFound { .. }) => Ok(None),
                 Err(e) => Err(s3_error(&what(), e)),
             }

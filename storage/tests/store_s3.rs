@@ -104,6 +104,27 @@ fn bodies_are_objects_in_the_bucket_and_read_back() {
     assert_consistent(&store, "two copies");
 }
 
+/// An object whose bytes are not the body its name is the hash of (replaced in the
+/// bucket by something else) is refused as a damaged store, never served as the body.
+#[test]
+fn an_object_that_is_not_its_body_is_a_store_error_not_the_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, user) = cases::with_user(dir.path());
+    let body = b"Subject: the real one\r\n\r\nhello\r\n";
+    let uid = store.deliver(&request(body, vec![user.id])).unwrap().stored[0].2;
+    let inbox = store.inbox(user.id).unwrap();
+    moto::put_object(
+        &moto::bucket_for(dir.path()),
+        &object_name(body),
+        b"Subject: forged\r\n\r\n",
+    );
+    let err = store.message_body(user.id, inbox.id, uid).unwrap_err();
+    assert!(
+        err.to_string().contains("not the body its name is the hash of"),
+        "{err}"
+    );
+}
+
 #[test]
 fn orphan_of_a_crash_between_put_and_commit_is_swept_and_a_live_body_is_not() {
     let dir = tempfile::tempdir().unwrap();

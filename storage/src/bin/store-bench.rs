@@ -19,6 +19,9 @@ struct Args {
     ack: bool,
     /// A PostgreSQL store instead of RocksDB in --dir (plain connection).
     postgres: Option<String>,
+    /// Bodies in this S3 bucket (`http://127.0.0.1:9000/bucket`; keys from
+    /// S3_ACCESS_KEY_ID / S3_SECRET_ACCESS_KEY, "bench" when unset).
+    s3: Option<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -30,6 +33,7 @@ fn parse_args() -> Result<Args, String> {
         users: 64,
         ack: false,
         postgres: None,
+        s3: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -42,6 +46,7 @@ fn parse_args() -> Result<Args, String> {
             "--users" => args.users = value()?.parse().map_err(|e| format!("--users: {e}"))?,
             "--ack" => args.ack = true,
             "--postgres" => args.postgres = Some(value()?),
+            "--s3" => args.s3 = Some(value()?),
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -81,8 +86,27 @@ fn main() -> std::process::ExitCode {
 
 fn run() -> Result<(), String> {
     let args = parse_args()?;
+    let bodies = match &args.s3 {
+        None => understudy_storage::BodyOptions::Store,
+        Some(url) => {
+            let (endpoint, bucket) = url.rsplit_once('/').ok_or("--s3: ENDPOINT/BUCKET")?;
+            let key = |name: &str| std::env::var(name).unwrap_or_else(|_| "bench".into());
+            understudy_storage::BodyOptions::S3(understudy_storage::S3Options {
+                endpoint: endpoint.into(),
+                bucket: bucket.into(),
+                region: "us-east-1".into(),
+                access_key_id: key("S3_ACCESS_KEY_ID"),
+                secret_access_key: key("S3_SECRET_ACCESS_KEY"),
+                prefix: "bodies".into(),
+                allow_http: endpoint.starts_with("http://"),
+                timeout: understudy_storage::S3Options::DEFAULT_TIMEOUT,
+                grace: understudy_storage::S3Options::DEFAULT_GRACE,
+            })
+        }
+    };
     let options = StoreOptions {
         statistics: true,
+        bodies,
         ..StoreOptions::default()
     };
     let store = match &args.postgres {
@@ -168,8 +192,9 @@ fn run() -> Result<(), String> {
         store.flush().map_err(|e| e.to_string())?;
         let bytes = store.disk_usage().map_err(|e| e.to_string())?;
         println!(
-            "backend={} writers={} messages={} size={}B elapsed={:.2}s deliveries/s={:.0} wal_syncs={} deliveries/sync={:.2} disk_bytes={} bytes/message={:.0}",
+            "backend={} bodies={} writers={} messages={} size={}B elapsed={:.2}s deliveries/s={:.0} wal_syncs={} deliveries/sync={:.2} disk_bytes={} bytes/message={:.0}",
             store.backend_name(),
+            store.bodies_kind(),
             args.writers,
             args.count,
             args.size,
